@@ -1,0 +1,1 @@
+//! Pure judges: they turn measurements into verdicts with reasons. No I/O, no clock.

@@ -1,0 +1,4 @@
+//! Canary analysis: providers that measure, judges that decide.
+
+pub mod judge;
+pub mod provider;

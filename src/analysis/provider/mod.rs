@@ -1,0 +1,1 @@
+//! Metric providers: the I/O that turns a query into a typed measurement.

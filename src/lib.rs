@@ -1,0 +1,7 @@
+//! vigil: a progressive-delivery canary analysis engine for Kubernetes.
+//!
+//! The pure core (`rollout`, `analysis::judge`, `analysis::template`) never touches the network
+//! or the clock; the platforms and the CLI are the thin I/O shell around it.
+
+pub mod analysis;
+pub mod api;
