@@ -5,3 +5,5 @@
 
 pub mod analysis;
 pub mod api;
+pub mod cli;
+pub mod telemetry;

@@ -1,0 +1,40 @@
+# vigil: `make test` is what CI runs; `make demo` is the quickstart.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: test deps fmt-check clippy unit demo crds bench
+
+## Install what is missing, then formatting, lints with warnings denied, and every test.
+test: deps fmt-check clippy unit
+
+## Real components the tests use: Prometheus and promtool (Debian's package).
+deps:
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+		echo "installing prometheus (Debian package)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	fi
+	@prometheus --version 2>&1 | head -1
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --all-targets --locked
+	$(CARGO) test --doc --locked
+
+## Regenerate the CRDs in crds/ from the Rust types.
+crds:
+	$(CARGO) run --quiet -- crds --out crds/
+
+## Criterion benches and the detection benchmark (release build; minutes).
+bench:
+	$(CARGO) bench
+
+## The quickstart: a real canary release on this machine.
+demo: deps
+	$(CARGO) run --quiet --release -- demo

@@ -1,0 +1,610 @@
+//! AnalysisTemplate, ClusterAnalysisTemplate and AnalysisRun.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A reusable recipe for judging a canary: which metrics to measure, how often, and how to
+/// decide. Rollouts reference templates by name from their `analysis` steps.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "vigil.dev",
+    version = "v1alpha1",
+    kind = "AnalysisTemplate",
+    namespaced,
+    status = "TemplateStatus",
+    shortname = "vat",
+    category = "vigil",
+    doc = "A reusable, namespaced recipe for judging a canary: metrics, their queries, and the judges that decide.",
+    printcolumn(
+        name = "Metrics",
+        type_ = "string",
+        json_path = ".spec.metrics[*].name"
+    ),
+    printcolumn(
+        name = "Problems",
+        type_ = "string",
+        json_path = ".status.problems[*]",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisTemplateSpec {
+    /// Arguments the template's queries use as `{{args.NAME}}`. An argument without a `value`
+    /// must be supplied by the Rollout (or by `vigil analyze --arg`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<Argument>,
+    /// The metrics to measure. Every metric is judged on its own; the run fails when any metric
+    /// fails (metrics in `dryRun` excepted).
+    pub metrics: Vec<Metric>,
+    /// How Mann–Whitney verdicts of several metrics combine into one score (Kayenta-style).
+    /// Only used by metrics with a `mannWhitney` judge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scoring: Option<Scoring>,
+}
+
+/// The cluster-scoped twin of AnalysisTemplate, shared by every namespace.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "vigil.dev",
+    version = "v1alpha1",
+    kind = "ClusterAnalysisTemplate",
+    status = "TemplateStatus",
+    shortname = "vcat",
+    category = "vigil",
+    doc = "A cluster-scoped recipe for judging a canary, usable from every namespace.",
+    printcolumn(
+        name = "Metrics",
+        type_ = "string",
+        json_path = ".spec.metrics[*].name"
+    ),
+    printcolumn(
+        name = "Problems",
+        type_ = "string",
+        json_path = ".status.problems[*]",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterAnalysisTemplateSpec {
+    /// Same as `AnalysisTemplate.spec`.
+    #[serde(flatten)]
+    pub template: AnalysisTemplateSpec,
+}
+
+/// What the controller found when it validated a template.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateStatus {
+    /// The `metadata.generation` that was validated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The problems found (the same lines `vigil lint` prints); empty when the template is valid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+/// One named argument, with a literal value or a reference to where the value lives.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Argument {
+    /// The name used in queries as `{{args.NAME}}`.
+    pub name: String,
+    /// The value. In a template it is the default; in a Rollout or AnalysisRun it is the value
+    /// passed in. Substituted into PromQL with label-value escaping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Read the value from a Secret or from a field of the Rollout instead of `value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<ArgumentValueFrom>,
+}
+
+/// Where an argument's value comes from. Exactly one field is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArgumentValueFrom {
+    /// A key of a Secret in the Rollout's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeySelector>,
+    /// A field of the Rollout, e.g. `metadata.labels['app']` or `metadata.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_ref: Option<FieldSelector>,
+}
+
+/// A key within a Secret in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeySelector {
+    /// The Secret's name.
+    pub name: String,
+    /// The key within the Secret's data.
+    pub key: String,
+}
+
+/// A path to a field of the owning Rollout.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldSelector {
+    /// The path, e.g. `metadata.name` or `metadata.labels['app']`.
+    pub field_path: String,
+}
+
+/// One metric: how to measure it, how often, and how to judge each measurement.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Metric {
+    /// A name unique within the template; it appears in status and in reasons.
+    pub name: String,
+    /// Time between two measurements, e.g. `1m`. Without it the metric is measured once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub interval: Option<String>,
+    /// Wait this long after the run starts before the first measurement, e.g. `2m`, so the
+    /// canary has served traffic before it is judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub initial_delay: Option<String>,
+    /// How many measurements to take. Unset: 1 without `interval`; with `interval`, the metric
+    /// keeps measuring until the run is stopped (background analysis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub count: Option<i32>,
+    /// The metric fails when the number of Failed measurements exceeds this. Default 0: the
+    /// first Failed measurement fails the metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub failure_limit: Option<i32>,
+    /// The metric becomes Inconclusive when the number of Inconclusive measurements exceeds
+    /// this. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub inconclusive_limit: Option<i32>,
+    /// The metric ends in Error when this many measurements in a row could not be taken
+    /// (Prometheus unreachable, timed out, answered an error). Default 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub consecutive_error_limit: Option<i32>,
+    /// What a measurement with no data (an empty result) counts as. Default `inconclusive`:
+    /// never a silent pass, never a silent fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_data: Option<NoDataPolicy>,
+    /// Measure and report, but never let this metric decide the run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// Where the metric comes from.
+    pub provider: MetricProvider,
+    /// Threshold judge: a CEL expression over `result` that must hold for a measurement to be
+    /// Successful, e.g. `result < 0.01`. With vector results `result` is a list of
+    /// `{labels, value}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_condition: Option<String>,
+    /// Threshold judge: a CEL expression over `result` that marks a measurement Failed when it
+    /// holds, e.g. `result >= 0.05`. When both conditions are set and neither decides, the
+    /// measurement is Inconclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_condition: Option<String>,
+    /// Kayenta-compatible judge: a Mann–Whitney comparison of canary and baseline samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mann_whitney: Option<MannWhitneyJudge>,
+    /// Anytime-valid sequential judge: checked at every measurement without inflating false
+    /// alarms; fails a bad canary as soon as the evidence is conclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<SequentialJudge>,
+}
+
+/// What a measurement with no data counts as.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum NoDataPolicy {
+    /// Counts as Inconclusive (the default): the rollout pauses and says why.
+    #[default]
+    Inconclusive,
+    /// Counts as Failed.
+    Fail,
+    /// Counts as Successful. Use only when silence is genuinely good news.
+    Pass,
+}
+
+/// The source of a metric. Exactly one provider is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricProvider {
+    /// Query a Prometheus-compatible server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusProvider>,
+}
+
+/// A Prometheus (or compatible: Thanos, Mimir, VictoriaMetrics) query.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusProvider {
+    /// Base URL, e.g. `http://prometheus.monitoring:9090`.
+    pub address: String,
+    /// The PromQL query for the threshold judge. Must yield one value, or a vector the
+    /// conditions handle as a list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// The canary's query for comparison judges (`mannWhitney`, `sequential`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_query: Option<String>,
+    /// The baseline's (stable version's) query for comparison judges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_query: Option<String>,
+    /// Request counts of the canary, for the sequential error-count test: the traffic share
+    /// each arm received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_requests_query: Option<String>,
+    /// Request counts of the baseline, for the sequential error-count test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_requests_query: Option<String>,
+    /// Give up on one query after this long, e.g. `10s` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub timeout: Option<String>,
+    /// How to authenticate. Secrets are read when the measurement is taken and never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<PrometheusAuth>,
+}
+
+/// Authentication for a Prometheus provider.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusAuth {
+    /// A bearer token sent as `Authorization: Bearer ...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<SecretSource>,
+    /// HTTP basic authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic: Option<BasicAuth>,
+    /// Extra headers, e.g. `X-Scope-OrgID` for Mimir or Cortex tenants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderSource>,
+    /// PEM bundle of the certificate authorities that sign the server's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<SecretSource>,
+}
+
+/// A secret value kept in a Secret or in a file (e.g. a projected service-account token).
+/// Exactly one field is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretSource {
+    /// A key of a Secret in the Rollout's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeySelector>,
+    /// A file path readable by the controller, re-read at each measurement so rotated
+    /// tokens are picked up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// HTTP basic authentication credentials.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicAuth {
+    /// The user name (not secret).
+    pub username: String,
+    /// Where the password is kept.
+    pub password: SecretSource,
+}
+
+/// One extra HTTP header, with a literal value or a secret one.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderSource {
+    /// The header's name.
+    pub name: String,
+    /// A literal value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// A secret value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<SecretSource>,
+}
+
+/// Which change of the canary relative to the baseline counts against it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Direction {
+    /// Only an increase fails (latency, error rate).
+    Increase,
+    /// Only a decrease fails (throughput, success rate).
+    Decrease,
+    /// Either way fails.
+    #[default]
+    Either,
+}
+
+/// What to do with NaN samples before a comparison.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum NanStrategy {
+    /// Drop them (the default).
+    #[default]
+    Remove,
+    /// Count them as 0.
+    Replace,
+}
+
+/// How the size of a change is measured for the effect-size gate.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum EffectSizeMeasure {
+    /// Ratio of the canary's mean to the baseline's mean (Kayenta's default).
+    #[default]
+    MeanRatio,
+    /// Common-language effect size: P(canary sample > baseline sample).
+    Cles,
+}
+
+/// Kayenta-compatible Mann–Whitney judge over samples of the canary and the baseline taken as
+/// range queries (one sample per `step`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MannWhitneyJudge {
+    /// Which change fails the metric. Default `either`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// Confidence level of the interval for the shift, in (0, 1). Default 0.98 (Kayenta's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    /// A shift counts only when its interval excludes `tolerance × |estimate|`. Default 0.25.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+    /// Effect-size gate for High: the change must also exceed this. Default 1.0 (mean ratio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_increase: Option<f64>,
+    /// Effect-size gate for Low. Default 1.0 (mean ratio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_decrease: Option<f64>,
+    /// A High beyond this effect size marks the whole run failed at once (with `critical`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical_increase: Option<f64>,
+    /// A Low beyond this effect size marks the whole run failed at once (with `critical`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical_decrease: Option<f64>,
+    /// How effect size is measured. Default `meanRatio`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect_size_measure: Option<EffectSizeMeasure>,
+    /// A critical metric that fails (or has no data) sets the score to 0.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub critical: bool,
+    /// No data fails the metric instead of being ignored by the score.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub must_have_data: bool,
+    /// What to do with NaN samples. Default `remove`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nan_strategy: Option<NanStrategy>,
+    /// Remove samples beyond `outlierFactor` interquartile ranges before the test.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remove_outliers: bool,
+    /// IQR multiplier for outlier removal. Default 3.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_factor: Option<f64>,
+    /// Resolution of the range queries that give the samples, e.g. `1m` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub step: Option<String>,
+    /// Group for scoring (see `spec.scoring.groupWeights`). Default: the metric's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// How Mann–Whitney metrics combine into a Kayenta-style score out of 100.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Scoring {
+    /// Weight of each group; groups not listed share the rest equally.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_weights: BTreeMap<String, f64>,
+    /// A score at or below this fails the measurement. Default 75.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marginal_threshold: Option<f64>,
+    /// A score at or above this passes it; between the two is Inconclusive. Default 95.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_threshold: Option<f64>,
+}
+
+/// Which sequential test a metric runs.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SequentialTest {
+    /// Error counts of canary vs baseline (queries give counts of errors; the requests
+    /// queries give the traffic share): a Beta-binomial mixture test on the rate ratio.
+    #[default]
+    ErrorCounts,
+    /// Latency histograms (queries give cumulative `le` bucket counts): a time-uniform test
+    /// that the canary is stochastically slower.
+    Latency,
+}
+
+/// Anytime-valid sequential judge: evaluated at every measurement without inflating false
+/// alarms. Fails as soon as the confidence sequence for the effect lies above the allowed
+/// margin, passes early when it lies inside the equivalence margin, and is Inconclusive at the
+/// deadline, reporting the smallest effect the data could have detected.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SequentialJudge {
+    /// Which test to run. Default `errorCounts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<SequentialTest>,
+    /// Probability of failing a canary that is as good as the baseline, for the whole run; it
+    /// is split across the sequential metrics of the run. Default 0.01.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// Relative degradation tolerated before failing: the canary fails when its rate (or slow
+    /// share) is surely above `(1 + failMargin)` × the baseline's. Default 0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_margin: Option<f64>,
+    /// Equivalence margin for passing early: pass when the ratio is surely below
+    /// `(1 + passMargin)`. Default 0.1. Unset passing early with `passEarly: false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_margin: Option<f64>,
+    /// Allow a Successful verdict before the last measurement. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_early: Option<bool>,
+    /// For `latency`: the bucket boundary (seconds, an `le` value) above which a request
+    /// counts as slow, e.g. 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_threshold_seconds: Option<f64>,
+}
+
+/// One execution of analysis templates with resolved arguments.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "vigil.dev",
+    version = "v1alpha1",
+    kind = "AnalysisRun",
+    namespaced,
+    status = "AnalysisRunStatus",
+    shortname = "var",
+    category = "vigil",
+    doc = "One execution of analysis templates with resolved arguments; its status holds every measurement with its value, verdict and reason.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.message",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRunSpec {
+    /// The metrics, copied from the templates when the run was created, so that editing a
+    /// template never changes a run in flight.
+    pub metrics: Vec<Metric>,
+    /// The resolved arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<Argument>,
+    /// Scoring of Mann–Whitney metrics, copied from the template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scoring: Option<Scoring>,
+    /// Set to stop the run: it ends Terminated (never Successful) after its current
+    /// measurement.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub terminate: bool,
+}
+
+/// The phase of a run, of a metric, or the verdict of one measurement.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum AnalysisPhase {
+    /// Not started.
+    #[default]
+    Pending,
+    /// Measuring.
+    Running,
+    /// Judged good.
+    Successful,
+    /// Judged bad.
+    Failed,
+    /// The evidence could not decide (no data, too little traffic, between thresholds).
+    Inconclusive,
+    /// Measurements could not be taken.
+    Error,
+    /// Stopped before it could decide; never counts as a success.
+    Terminated,
+}
+
+impl AnalysisPhase {
+    /// True when the phase can no longer change.
+    pub fn is_completed(self) -> bool {
+        !matches!(self, AnalysisPhase::Pending | AnalysisPhase::Running)
+    }
+}
+
+/// What a run has measured and decided so far.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRunStatus {
+    /// The run's phase: the worst of its deciding metrics once they complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<AnalysisPhase>,
+    /// Why the run is in its phase: the deciding metric and its reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the run started measuring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the run completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// One entry per metric.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metric_results: Vec<MetricResult>,
+}
+
+/// The measurements and verdict of one metric.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricResult {
+    /// The metric's name.
+    pub name: String,
+    /// The metric's phase.
+    pub phase: AnalysisPhase,
+    /// Why the metric is in its phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Measurements taken so far (including those dropped from `measurements`).
+    #[serde(default)]
+    pub count: i32,
+    /// Successful measurements.
+    #[serde(default)]
+    pub successful: i32,
+    /// Failed measurements.
+    #[serde(default)]
+    pub failed: i32,
+    /// Inconclusive measurements.
+    #[serde(default)]
+    pub inconclusive: i32,
+    /// Measurements that could not be taken.
+    #[serde(default)]
+    pub error: i32,
+    /// Measurements in a row that could not be taken.
+    #[serde(default)]
+    pub consecutive_error: i32,
+    /// True when this metric is in dry-run: reported, never deciding.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// The most recent measurements, oldest first (bounded; counters above keep the totals).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurements: Vec<MeasurementRecord>,
+    /// Incremental state of a sequential judge, carried between measurements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::schema::preserve_unknown_fields")]
+    pub sequential_state: Option<serde_json::Value>,
+}
+
+/// One measurement as stored in status.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeasurementRecord {
+    /// The verdict of this measurement (Successful, Failed, Inconclusive or Error).
+    pub phase: AnalysisPhase,
+    /// The time the measurement is for (the query's evaluation time).
+    pub started_at: Time,
+    /// The value, as text: a number, `NaN`, `+Inf`, a vector, or empty for no data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Why: the value, the condition or test, the sample sizes, the confidence bounds; or the
+    /// provider error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}

@@ -1,0 +1,367 @@
+//! The Rollout resource: a workload released step by step with analysis at each gate.
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::analysis::{AnalysisPhase, Argument};
+use super::schema::conditions_schema;
+
+/// A workload released as a canary: traffic moves to the new version step by step, and
+/// statistical analysis at each gate promotes it or rolls it back on its own.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "vigil.dev",
+    version = "v1alpha1",
+    kind = "Rollout",
+    namespaced,
+    status = "RolloutStatus",
+    shortname = "vro",
+    category = "vigil",
+    doc = "A workload released as a canary: traffic moves to the new version step by step, and statistical analysis at each gate promotes or rolls it back.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".spec.replicas",
+        description = "Replicas wanted"
+    ),
+    printcolumn(
+        name = "Current",
+        type_ = "integer",
+        json_path = ".status.replicas",
+        description = "Replicas running, all revisions"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Progressing, Paused, Healthy, Degraded or Aborted"
+    ),
+    printcolumn(
+        name = "Step",
+        type_ = "string",
+        json_path = ".status.step",
+        description = "Current step out of all steps"
+    ),
+    printcolumn(
+        name = "Weight",
+        type_ = "integer",
+        json_path = ".status.canaryWeight",
+        description = "Percent of traffic on the canary"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.message",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Number of pods wanted. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+    /// Label selector of the pods; it must match the template's labels.
+    pub selector: LabelSelector,
+    /// The pod template. A change of it starts a new rollout: its hash names the new revision.
+    pub template: PodTemplateSpec,
+    /// Old revisions (ReplicaSets) kept for rollback beyond the stable and canary. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub revision_history_limit: Option<i32>,
+    /// Pause the rollout where it is. Traffic weights stay as they are.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+    /// A step that makes no progress for this many seconds (pods never ready, router never
+    /// converging) marks the rollout Degraded with the reason. Default 600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub progress_deadline_seconds: Option<i32>,
+    /// How the new version is released.
+    pub strategy: RolloutStrategy,
+}
+
+/// The release strategy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStrategy {
+    /// Canary release: a share of traffic goes to the new version, step by step.
+    pub canary: CanaryStrategy,
+}
+
+/// A canary release.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStrategy {
+    /// Service whose selector vigil points at the stable revision's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_service: Option<String>,
+    /// Service whose selector vigil points at the canary revision's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_service: Option<String>,
+    /// How traffic is split. Without it the replica ratio approximates the weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_routing: Option<TrafficRouting>,
+    /// The ordered steps. After the last one the canary becomes the stable version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<CanaryStep>,
+    /// Analysis that runs in the background from `startingStep` until promotion; a Failed
+    /// result aborts the rollout at any step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<BackgroundAnalysis>,
+    /// After an abort, keep the canary's pods this many seconds before scaling them down
+    /// (traffic leaves them at once). Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub abort_scale_down_delay_seconds: Option<i32>,
+}
+
+/// Traffic routing. At most one router is set; none means replica-ratio approximation.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficRouting {
+    /// Gateway API: vigil sets the weights of the stable and canary backendRefs of an
+    /// HTTPRoute, and nothing else of the route.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "gatewayAPI"
+    )]
+    pub gateway_api: Option<GatewayApiRouting>,
+    /// The built-in weighted proxy of `vigil run` (the local platform).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalRouting>,
+}
+
+/// Gateway API HTTPRoute routing.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayApiRouting {
+    /// Name of the HTTPRoute in the Rollout's namespace. Its rules must have backendRefs to
+    /// `stableService` and `canaryService`.
+    #[serde(rename = "httpRoute")]
+    pub http_route: String,
+}
+
+/// The local platform's built-in proxy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalRouting {
+    /// Address the proxy listens on, e.g. `127.0.0.1:8080`.
+    pub listen: String,
+}
+
+/// One step. Exactly one field is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStep {
+    /// Send this percent of traffic (0..=100) to the canary. The step completes once the
+    /// router reports the weight and the canary's pods are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_weight: Option<i32>,
+    /// Wait: for `duration`, or until promoted when no duration is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseStep>,
+    /// Run analysis and wait for its verdict: Successful moves on, Failed aborts,
+    /// Inconclusive pauses with the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisStep>,
+}
+
+/// A pause step.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseStep {
+    /// How long to wait, e.g. `5m`. Without it the rollout waits for `vigil promote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub duration: Option<String>,
+}
+
+/// Analysis run inline as a step.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisStep {
+    /// Templates whose metrics make up the run.
+    pub templates: Vec<TemplateRef>,
+    /// Arguments passed to the templates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<Argument>,
+}
+
+/// Background analysis.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackgroundAnalysis {
+    /// Templates whose metrics make up the run.
+    pub templates: Vec<TemplateRef>,
+    /// Arguments passed to the templates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<Argument>,
+    /// Index of the step at which the background analysis starts. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub starting_step: Option<i32>,
+}
+
+/// A reference to an AnalysisTemplate or ClusterAnalysisTemplate.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateRef {
+    /// The template's name.
+    pub template_name: String,
+    /// Refer to a ClusterAnalysisTemplate instead of an AnalysisTemplate in the namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster_scope: bool,
+}
+
+/// The lifecycle phase of a Rollout.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum RolloutPhase {
+    /// Moving through the steps.
+    #[default]
+    Progressing,
+    /// Waiting: a pause step, an Inconclusive analysis, or `spec.paused`.
+    Paused,
+    /// All traffic on one revision, which is the stable one.
+    Healthy,
+    /// Rolled back (a Failed analysis or a missed progress deadline), or the spec is invalid;
+    /// the stable version serves. `message` says why.
+    Degraded,
+    /// Stopped by a person (`vigil abort`); the stable version serves.
+    Aborted,
+}
+
+/// Why a rollout is paused.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum PauseReason {
+    /// A `pause` step.
+    CanaryPauseStep,
+    /// An analysis could not decide; a person should look, then promote or abort.
+    InconclusiveAnalysis,
+    /// `vigil pause` or `spec.paused`.
+    UserPaused,
+}
+
+/// One reason the rollout is paused, and since when.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseCondition {
+    /// Why.
+    pub reason: PauseReason,
+    /// Since when.
+    pub start_time: Time,
+}
+
+/// A summary of an AnalysisRun, shown on the Rollout.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRunSummary {
+    /// The AnalysisRun's name.
+    pub name: String,
+    /// Its phase.
+    pub phase: AnalysisPhase,
+    /// Its message: the deciding metric and reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Each metric's latest verdict and reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricSummary>,
+}
+
+/// A metric's latest verdict, shown on the Rollout.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricSummary {
+    /// The metric's name.
+    pub name: String,
+    /// Its phase.
+    pub phase: AnalysisPhase,
+    /// The latest value, as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What the controller observed and decided. Progress lives here, never in memory: a
+/// controller restarted at any instant resumes from status.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Progressing, Paused, Healthy, Degraded or Aborted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RolloutPhase>,
+    /// Why the rollout is in its phase, in words: the failing metric and its reason, the
+    /// invalid field, what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Index of the current step in `spec.strategy.canary.steps`; equal to the number of steps
+    /// once all are done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step_index: Option<i32>,
+    /// The current step for display, e.g. `3/7`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// When the current step started; timed pauses and deadlines count from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step_started_at: Option<Time>,
+    /// Hash of the pod template that is stable (serving when no canary runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<String>,
+    /// Hash of the pod template being released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_revision: Option<String>,
+    /// Percent of traffic on the canary, as set on the router.
+    #[serde(default)]
+    pub canary_weight: i32,
+    /// Pods of all revisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Ready pods of all revisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Label selector as a string, for the scale subresource (`kubectl scale`, HPA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Kubernetes conditions: `Progressing`, `Available`, `Paused`, `InvalidSpec`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// Why the rollout is paused, if it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pause_conditions: Vec<PauseCondition>,
+    /// True once the rollout was aborted (by a Failed analysis or `vigil abort`), until
+    /// `vigil retry` or a new pod template.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abort: bool,
+    /// When the abort happened; the canary is scaled down `abortScaleDownDelaySeconds` later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_at: Option<Time>,
+    /// Skip the remaining steps and promote the canary (set by `vigil promote --full`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promote_full: bool,
+    /// The analysis of the current step, with each metric's verdict and reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_analysis: Option<AnalysisRunSummary>,
+    /// The background analysis, with each metric's verdict and reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background_analysis: Option<AnalysisRunSummary>,
+}
