@@ -2,3 +2,4 @@
 
 pub mod judge;
 pub mod provider;
+pub mod template;
