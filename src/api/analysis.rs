@@ -1,4 +1,6 @@
 //! AnalysisTemplate, ClusterAnalysisTemplate and AnalysisRun.
+// Several `printcolumn(type_ = "string")` entries look like duplicated attributes to clippy.
+#![allow(clippy::duplicated_attributes)]
 
 use std::collections::BTreeMap;
 
@@ -172,8 +174,8 @@ pub struct Metric {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub inconclusive_limit: Option<i32>,
-    /// The metric ends in Error when this many measurements in a row could not be taken
-    /// (Prometheus unreachable, timed out, answered an error). Default 4.
+    /// The metric ends in Error when more than this many measurements in a row could not be
+    /// taken (Prometheus unreachable, timed out, answered an error). Default 4: the fifth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub consecutive_error_limit: Option<i32>,

@@ -1,4 +1,6 @@
 //! The Rollout resource: a workload released step by step with analysis at each gate.
+// Several `printcolumn(type_ = "string")` entries look like duplicated attributes to clippy.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};

@@ -1,0 +1,823 @@
+//! Prometheus HTTP API client (`/api/v1/query`, `/api/v1/query_range`).
+//!
+//! Every call is bounded by one deadline (queueing, attempts and backoff included). Connection
+//! errors, 5xx and 429 are retried with exponential backoff and full jitter, honouring
+//! `Retry-After`; everything else is returned as the typed [`ProviderError`] it is. A
+//! [`ConcurrencyLimiter`] shared by all clients caps the in-flight queries per Prometheus, so
+//! many rollouts cannot flood one server.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use url::Url;
+
+use super::measurement::{
+    Labels, Measurement, ProviderError, RangeSeries, ResultType, VectorSample,
+};
+use super::{MetricsProvider, QueryRange};
+
+/// How much of an error body is kept in [`ProviderError::HttpStatus`].
+const BODY_EXCERPT_CHARS: usize = 512;
+
+/// Username and password for HTTP basic authentication.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// The username.
+    pub username: String,
+    /// The password (never logged).
+    pub password: String,
+}
+
+impl fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Authentication and TLS material, already read from secrets or files by the caller.
+///
+/// `Debug` redacts every secret, so the struct can be logged safely.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ResolvedAuth {
+    /// Sent as `Authorization: Bearer <token>`.
+    pub bearer_token: Option<String>,
+    /// Sent as `Authorization: Basic ...`. Mutually exclusive with `bearer_token`.
+    pub basic: Option<BasicAuth>,
+    /// Extra headers sent with every query (e.g. `X-Scope-OrgID`). Values are treated as
+    /// secrets.
+    pub headers: Vec<(String, String)>,
+    /// PEM CA bundle trusted for https, replacing the built-in roots (like Prometheus'
+    /// `ca_file`).
+    pub ca_bundle_pem: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for ResolvedAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("ResolvedAuth")
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("basic", &self.basic)
+            .field("headers", &header_names)
+            .field(
+                "ca_bundle_pem",
+                &self
+                    .ca_bundle_pem
+                    .as_ref()
+                    .map(|p| format!("{} bytes", p.len())),
+            )
+            .finish()
+    }
+}
+
+/// Everything needed to build a [`PrometheusClient`].
+#[derive(Debug, Clone)]
+pub struct PrometheusClientConfig {
+    /// Base address, e.g. `http://prometheus:9090` or `https://host/prometheus/`.
+    pub address: Url,
+    /// Upper bound of one query call: queueing for a slot, every attempt and every backoff.
+    pub timeout: Duration,
+    /// Credentials and TLS roots.
+    pub auth: ResolvedAuth,
+    /// Attempts per query (1 = no retry).
+    pub max_attempts: u32,
+    /// First backoff ceiling; doubles per retry (full jitter picks in `[0, ceiling]`).
+    pub backoff_base: Duration,
+    /// Largest backoff ceiling.
+    pub backoff_max: Duration,
+    /// Largest accepted response body; a bigger one is [`ProviderError::MalformedBody`].
+    pub max_body_bytes: usize,
+}
+
+impl PrometheusClientConfig {
+    /// A configuration with defaults: 30 s timeout, 3 attempts, backoff 200 ms doubling up to
+    /// 5 s, bodies up to 32 MiB, no auth.
+    pub fn new(address: Url) -> PrometheusClientConfig {
+        PrometheusClientConfig {
+            address,
+            timeout: Duration::from_secs(30),
+            auth: ResolvedAuth::default(),
+            max_attempts: 3,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(5),
+            max_body_bytes: 32 << 20,
+        }
+    }
+}
+
+/// Caps concurrent queries per Prometheus server (scheme, host and port).
+///
+/// Clone it freely: clones share the same semaphores. Give every client of a process the same
+/// limiter. It holds one semaphore per distinct address, so its size is bounded by the number of
+/// configured Prometheus servers.
+#[derive(Debug, Clone)]
+pub struct ConcurrencyLimiter {
+    per_address: usize,
+    semaphores: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+}
+
+impl ConcurrencyLimiter {
+    /// A limiter allowing `per_address` in-flight queries per server (at least 1).
+    pub fn new(per_address: usize) -> ConcurrencyLimiter {
+        ConcurrencyLimiter {
+            per_address: per_address.max(1),
+            semaphores: Arc::default(),
+        }
+    }
+
+    /// The limit per server.
+    pub fn per_address(&self) -> usize {
+        self.per_address
+    }
+
+    /// The semaphore shared by every client of this address' server.
+    pub fn semaphore(&self, address: &Url) -> Arc<Semaphore> {
+        let key = address.origin().ascii_serialization();
+        // A poisoned map is still a valid map: a panic elsewhere must not stop measuring.
+        let mut map = self
+            .semaphores
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.entry(key)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_address)))
+            .clone()
+    }
+}
+
+impl Default for ConcurrencyLimiter {
+    /// Eight in-flight queries per server.
+    fn default() -> ConcurrencyLimiter {
+        ConcurrencyLimiter::new(8)
+    }
+}
+
+/// An async Prometheus API client. Cheap to clone (shares the connection pool).
+#[derive(Debug, Clone)]
+pub struct PrometheusClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: Url,
+    /// The address without credentials, for logs and errors.
+    display_address: String,
+    bearer_token: Option<String>,
+    basic: Option<BasicAuth>,
+    timeout: Duration,
+    max_attempts: u32,
+    backoff_base: Duration,
+    backoff_max: Duration,
+    max_body_bytes: usize,
+    slots: Arc<Semaphore>,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrometheusClient")
+            .field("address", &self.display_address)
+            .field("timeout", &self.timeout)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The address as it may be shown: no userinfo, no query string.
+fn redact_address(address: &Url) -> String {
+    let mut shown = address.clone();
+    // Both setters only fail for cannot-be-a-base URLs, which `new` rejects anyway.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
+}
+
+impl PrometheusClient {
+    /// Builds a client. Requires a rustls crypto provider to be installed in the process
+    /// (`rustls::crypto::ring::default_provider().install_default()`).
+    pub fn new(
+        config: PrometheusClientConfig,
+        limiter: &ConcurrencyLimiter,
+    ) -> Result<PrometheusClient, ProviderError> {
+        let invalid = |detail: String| ProviderError::InvalidConfig { detail };
+        let mut base = config.address.clone();
+        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+            return Err(invalid(format!(
+                "address {} is not an http(s) URL",
+                redact_address(&base)
+            )));
+        }
+        // Join API paths below the configured prefix (`/prometheus/` + `api/v1/query`).
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let display_address = redact_address(&base);
+        let auth = config.auth;
+        if auth.bearer_token.is_some() && auth.basic.is_some() {
+            return Err(invalid(
+                "bearer token and basic auth are mutually exclusive".into(),
+            ));
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in &auth.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| invalid(format!("header name {name:?}: {e}")))?;
+            // The value is a secret: do not echo it in the error.
+            let mut value = HeaderValue::from_str(value)
+                .map_err(|_| invalid(format!("header {name}: value is not a valid header")))?;
+            value.set_sensitive(true);
+            headers.append(name, value);
+        }
+        let mut builder = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &auth.ca_bundle_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| invalid(format!("CA bundle: {e}")))?;
+            if certs.is_empty() {
+                return Err(invalid("CA bundle holds no PEM certificate".into()));
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| invalid(format!("HTTP client: {e}")))?;
+        let slots = limiter.semaphore(&base);
+        Ok(PrometheusClient {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                display_address,
+                bearer_token: auth.bearer_token,
+                basic: auth.basic,
+                timeout: config.timeout,
+                max_attempts: config.max_attempts.max(1),
+                backoff_base: config.backoff_base,
+                backoff_max: config.backoff_max,
+                max_body_bytes: config.max_body_bytes,
+                slots,
+            }),
+        })
+    }
+
+    /// The server address (credentials removed).
+    pub fn address(&self) -> &str {
+        &self.inner.display_address
+    }
+
+    /// Evaluates `query` at `at` (`/api/v1/query`).
+    pub async fn query(&self, query: &str, at: Timestamp) -> Result<Measurement, ProviderError> {
+        let params = [("query", query.to_owned()), ("time", at.to_string())];
+        self.inner.call("api/v1/query", query, &params).await
+    }
+
+    /// Evaluates `query` over `range` (`/api/v1/query_range`).
+    pub async fn query_range(
+        &self,
+        query: &str,
+        range: QueryRange,
+    ) -> Result<Measurement, ProviderError> {
+        if range.step.is_zero() {
+            return Err(ProviderError::InvalidConfig {
+                detail: "range query step must be positive".into(),
+            });
+        }
+        let params = [
+            ("query", query.to_owned()),
+            ("start", range.start.to_string()),
+            ("end", range.end.to_string()),
+            ("step", range.step.as_secs_f64().to_string()),
+        ];
+        self.inner.call("api/v1/query_range", query, &params).await
+    }
+}
+
+impl MetricsProvider for PrometheusClient {
+    fn query(
+        &self,
+        query: &str,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Measurement, ProviderError>> + Send {
+        PrometheusClient::query(self, query, at)
+    }
+
+    fn query_range(
+        &self,
+        query: &str,
+        range: QueryRange,
+    ) -> impl Future<Output = Result<Measurement, ProviderError>> + Send {
+        PrometheusClient::query_range(self, query, range)
+    }
+}
+
+/// Why one attempt did not produce a final answer.
+enum Failure {
+    /// Connecting, sending or reading the body failed.
+    Connection(reqwest::Error),
+    /// The body grew past the configured limit.
+    BodyTooLarge { limit: usize },
+    /// A non-success HTTP status.
+    Status {
+        status: u16,
+        body: Vec<u8>,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl Failure {
+    fn retryable(&self) -> bool {
+        match self {
+            Failure::Connection(_) => true,
+            Failure::Status { status, .. } => *status == 429 || (500..600).contains(status),
+            Failure::BodyTooLarge { .. } => false,
+        }
+    }
+
+    fn into_error(self, address: &str, attempts: u32) -> ProviderError {
+        match self {
+            Failure::Connection(source) => ProviderError::Unreachable {
+                address: address.to_owned(),
+                attempts,
+                source: Box::new(source.without_url()),
+            },
+            Failure::BodyTooLarge { limit } => ProviderError::MalformedBody {
+                detail: format!("response body exceeds {limit} bytes"),
+            },
+            Failure::Status { status, body, .. } => {
+                // Prometheus explains 4xx/5xx in its JSON envelope; keep its words when present.
+                if let Ok(envelope) = serde_json::from_slice::<ErrorEnvelope>(&body)
+                    && envelope.status == "error"
+                {
+                    return ProviderError::PrometheusError {
+                        error_type: envelope.error_type.unwrap_or_default(),
+                        error: envelope.error.unwrap_or_default(),
+                    };
+                }
+                ProviderError::HttpStatus {
+                    status,
+                    body_excerpt: excerpt(&body),
+                    attempts,
+                }
+            }
+        }
+    }
+}
+
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    match text.char_indices().nth(BODY_EXCERPT_CHARS) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// Parses `Retry-After`: delay-seconds or an HTTP-date (relative to `now`).
+pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    static PARSER: jiff::fmt::rfc2822::DateTimeParser = jiff::fmt::rfc2822::DateTimeParser::new();
+    let at = PARSER.parse_timestamp(value).ok()?;
+    let wait = at.duration_since(now);
+    // A date in the past means "now".
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+/// Full jitter: a uniform delay in `[0, min(max, base * 2^(retry-1))]`.
+fn full_jitter(base: Duration, max: Duration, retry: u32) -> Duration {
+    use rand::Rng;
+    let ceiling = base
+        .saturating_mul(2u32.saturating_pow(retry.saturating_sub(1)))
+        .min(max);
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rand::rng().random_range(0..=nanos))
+}
+
+impl Inner {
+    async fn call(
+        &self,
+        path: &str,
+        query: &str,
+        params: &[(&str, String)],
+    ) -> Result<Measurement, ProviderError> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| ProviderError::InvalidConfig {
+                detail: format!("API path: {e}"),
+            })?;
+        let deadline = Instant::now() + self.timeout;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let attempt = tokio::time::timeout_at(deadline, self.attempt(&url, params)).await;
+            let failure = match attempt {
+                Err(_elapsed) => {
+                    tracing::warn!(
+                        address = %self.display_address,
+                        query,
+                        attempts,
+                        timeout = ?self.timeout,
+                        "Prometheus query timed out"
+                    );
+                    return Err(ProviderError::Timeout {
+                        after: self.timeout,
+                        attempts,
+                    });
+                }
+                Ok(Ok(body)) => return self.parse_logged(&body, query),
+                Ok(Err(failure)) => failure,
+            };
+            if !failure.retryable() || attempts >= self.max_attempts {
+                return Err(failure.into_error(&self.display_address, attempts));
+            }
+            let delay = match &failure {
+                Failure::Status {
+                    retry_after: Some(wait),
+                    ..
+                } => *wait,
+                _ => full_jitter(self.backoff_base, self.backoff_max, attempts),
+            };
+            // Waiting past the deadline would only turn the real cause into a timeout.
+            if Instant::now() + delay >= deadline {
+                return Err(failure.into_error(&self.display_address, attempts));
+            }
+            tracing::debug!(
+                address = %self.display_address,
+                query,
+                attempts,
+                delay_ms = delay.as_millis() as u64,
+                reason = %failure_reason(&failure),
+                "retrying Prometheus query"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One HTTP exchange, holding a concurrency slot only while it is in flight.
+    async fn attempt(&self, url: &Url, params: &[(&str, String)]) -> Result<Vec<u8>, Failure> {
+        // The semaphore is never closed; if it were, querying without a slot beats failing.
+        let _slot = self.slots.acquire().await.ok();
+        let mut request = self.http.get(url.clone()).query(params);
+        if let Some(token) = &self.bearer_token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(basic) = &self.basic {
+            request = request.basic_auth(&basic.username, Some(&basic.password));
+        }
+        let mut response = request.send().await.map_err(Failure::Connection)?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, Timestamp::now()));
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(Failure::Connection)? {
+            if body.len() + chunk.len() > self.max_body_bytes {
+                return Err(Failure::BodyTooLarge {
+                    limit: self.max_body_bytes,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(Failure::Status {
+                status: status.as_u16(),
+                body,
+                retry_after,
+            })
+        }
+    }
+
+    fn parse_logged(&self, body: &[u8], query: &str) -> Result<Measurement, ProviderError> {
+        let result = parse_response(body);
+        if let Err(error) = &result {
+            tracing::debug!(address = %self.display_address, query, %error, "Prometheus query failed");
+        }
+        result
+    }
+}
+
+fn failure_reason(failure: &Failure) -> String {
+    match failure {
+        Failure::Connection(e) => e.to_string(),
+        Failure::Status { status, .. } => format!("HTTP {status}"),
+        Failure::BodyTooLarge { limit } => format!("body over {limit} bytes"),
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    status: String,
+    #[serde(rename = "errorType")]
+    error_type: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    status: Cow<'a, str>,
+    #[serde(borrow)]
+    data: Option<Data<'a>>,
+    #[serde(rename = "errorType")]
+    error_type: Option<String>,
+    error: Option<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+enum Data<'a> {
+    Scalar(#[serde(borrow)] RawSample<'a>),
+    String(serde::de::IgnoredAny),
+    Vector(#[serde(borrow)] Vec<RawVectorItem<'a>>),
+    Matrix(#[serde(borrow)] Vec<RawMatrixItem<'a>>),
+}
+
+/// `[<unix seconds>, "<value>"]`
+#[derive(Deserialize)]
+struct RawSample<'a>(f64, #[serde(borrow)] Cow<'a, str>);
+
+#[derive(Deserialize)]
+struct RawVectorItem<'a> {
+    #[serde(default)]
+    metric: Labels,
+    #[serde(borrow)]
+    value: Option<RawSample<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawMatrixItem<'a> {
+    #[serde(default)]
+    metric: Labels,
+    #[serde(borrow, default)]
+    values: Vec<RawSample<'a>>,
+}
+
+fn malformed(detail: impl Into<String>) -> ProviderError {
+    ProviderError::MalformedBody {
+        detail: detail.into(),
+    }
+}
+
+impl RawSample<'_> {
+    fn decode(&self) -> Result<(Timestamp, f64), ProviderError> {
+        // Prometheus times are milliseconds; rounding removes float noise like .99999.
+        let millis = (self.0 * 1000.0).round();
+        let at = if millis.is_finite() {
+            Timestamp::from_millisecond(millis as i64).ok()
+        } else {
+            None
+        }
+        .ok_or_else(|| malformed(format!("sample time {} out of range", self.0)))?;
+        // Go's FormatFloat writes NaN, +Inf and -Inf.
+        let value = match self.1.as_ref() {
+            "NaN" => f64::NAN,
+            "+Inf" | "Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            text => text
+                .parse::<f64>()
+                .map_err(|_| malformed(format!("sample value {text:?} is not a number")))?,
+        };
+        Ok((at, value))
+    }
+}
+
+/// Parses a Prometheus `/api/v1/query` or `/api/v1/query_range` response body.
+///
+/// `"status": "error"` becomes [`ProviderError::PrometheusError`]; an empty vector or matrix
+/// becomes [`Measurement::NoData`]; samples without a float value (native histograms) and
+/// string results are errors, not guesses.
+pub fn parse_response(body: &[u8]) -> Result<Measurement, ProviderError> {
+    let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|e| {
+        malformed(format!(
+            "not a Prometheus API response ({e}): {}",
+            excerpt(&body[..body.len().min(BODY_EXCERPT_CHARS)])
+        ))
+    })?;
+    match envelope.status.as_ref() {
+        "success" => {}
+        "error" => {
+            return Err(ProviderError::PrometheusError {
+                error_type: envelope.error_type.unwrap_or_default(),
+                error: envelope.error.unwrap_or_default(),
+            });
+        }
+        other => return Err(malformed(format!("unknown status {other:?}"))),
+    }
+    if !envelope.warnings.is_empty() {
+        tracing::debug!(warnings = ?envelope.warnings, "Prometheus returned warnings");
+    }
+    match envelope.data {
+        None => Err(malformed("success without data")),
+        Some(Data::Scalar(sample)) => {
+            let (at, value) = sample.decode()?;
+            Ok(Measurement::Scalar { at, value })
+        }
+        Some(Data::String(_)) => Err(ProviderError::UnexpectedResultType {
+            expected: "scalar, vector or matrix",
+            got: ResultType::String,
+        }),
+        Some(Data::Vector(items)) => {
+            let samples = items
+                .into_iter()
+                .map(|item| {
+                    let raw = item.value.ok_or_else(|| {
+                        malformed(format!(
+                            "series {} has no float value (native histogram?)",
+                            super::measurement::format_series(&item.metric)
+                        ))
+                    })?;
+                    let (at, value) = raw.decode()?;
+                    Ok(VectorSample {
+                        labels: item.metric,
+                        at,
+                        value,
+                        sample_count: None,
+                    })
+                })
+                .collect::<Result<Vec<_>, ProviderError>>()?;
+            Ok(Measurement::from_vector(samples))
+        }
+        Some(Data::Matrix(items)) => {
+            let series = items
+                .into_iter()
+                .map(|item| {
+                    let points = item
+                        .values
+                        .iter()
+                        .map(RawSample::decode)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(RangeSeries {
+                        labels: item.metric,
+                        points,
+                    })
+                })
+                .collect::<Result<Vec<_>, ProviderError>>()?;
+            Ok(Measurement::from_matrix(series))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::provider::SingleValue;
+
+    #[test]
+    fn parses_vector() {
+        let body = br#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"role":"canary"},"value":[1700000000.5,"0.05"]}]}}"#;
+        let m = parse_response(body).expect("valid vector");
+        match m {
+            Measurement::Vector(samples) => {
+                assert_eq!(samples.len(), 1);
+                assert_eq!(samples[0].value, 0.05);
+                assert_eq!(samples[0].labels["role"], "canary");
+                assert_eq!(samples[0].at.as_millisecond(), 1_700_000_000_500);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_special_values() {
+        for (text, class) in [
+            ("NaN", "NaN"),
+            ("+Inf", "PosInf"),
+            ("-Inf", "NegInf"),
+            ("1e3", "Finite"),
+        ] {
+            let body = format!(
+                r#"{{"status":"success","data":{{"resultType":"scalar","result":[1,"{text}"]}}}}"#
+            );
+            let v = parse_response(body.as_bytes())
+                .and_then(|m| m.single_value())
+                .expect("valid scalar");
+            let got = match v {
+                SingleValue::Finite { .. } => "Finite",
+                SingleValue::NaN { .. } => "NaN",
+                SingleValue::PosInf { .. } => "PosInf",
+                SingleValue::NegInf { .. } => "NegInf",
+                SingleValue::NoData => "NoData",
+            };
+            assert_eq!(got, class, "{text}");
+        }
+    }
+
+    #[test]
+    fn empty_results_are_no_data() {
+        let v = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        assert_eq!(
+            parse_response(v).ok(),
+            Some(Measurement::NoData {
+                result_type: ResultType::Vector
+            })
+        );
+        let m = br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
+        assert_eq!(
+            parse_response(m).ok(),
+            Some(Measurement::NoData {
+                result_type: ResultType::Matrix
+            })
+        );
+    }
+
+    #[test]
+    fn error_envelope_and_garbage() {
+        let e = br#"{"status":"error","errorType":"execution","error":"boom"}"#;
+        match parse_response(e) {
+            Err(ProviderError::PrometheusError { error_type, error }) => {
+                assert_eq!((error_type.as_str(), error.as_str()), ("execution", "boom"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            parse_response(b"<html>proxy error</html>"),
+            Err(ProviderError::MalformedBody { .. })
+        ));
+        let bad_value =
+            br#"{"status":"success","data":{"resultType":"scalar","result":[1,"abc"]}}"#;
+        assert!(matches!(
+            parse_response(bad_value),
+            Err(ProviderError::MalformedBody { .. })
+        ));
+        let histogram = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"histogram":[1,{}]}]}}"#;
+        assert!(matches!(
+            parse_response(histogram),
+            Err(ProviderError::MalformedBody { .. })
+        ));
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = Timestamp::from_second(1_700_000_000).expect("valid");
+        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
+        // 1_700_000_002 is Tue, 14 Nov 2023 22:13:22 GMT.
+        assert_eq!(
+            parse_retry_after("Tue, 14 Nov 2023 22:13:22 GMT", now),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            parse_retry_after("Tue, 14 Nov 2023 22:13:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn jitter_stays_under_the_ceiling() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_millis(250);
+        for retry in 1..10 {
+            let d = full_jitter(base, max, retry);
+            let ceiling = (base * 2u32.pow(retry - 1)).min(max);
+            assert!(d <= ceiling, "retry {retry}: {d:?} > {ceiling:?}");
+        }
+    }
+
+    #[test]
+    fn auth_debug_redacts_secrets() {
+        let auth = ResolvedAuth {
+            bearer_token: Some("s3cr3t-token".into()),
+            basic: Some(BasicAuth {
+                username: "me".into(),
+                password: "hunter2".into(),
+            }),
+            headers: vec![("X-Api-Key".into(), "k3y-value".into())],
+            ca_bundle_pem: None,
+        };
+        let shown = format!("{auth:?}");
+        for secret in ["s3cr3t-token", "hunter2", "k3y-value"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("X-Api-Key"));
+    }
+
+    #[test]
+    fn address_is_shown_without_credentials() {
+        let url = Url::parse("https://user:pw@prom.example:9090/prefix?token=abc").expect("url");
+        assert_eq!(redact_address(&url), "https://prom.example:9090/prefix");
+    }
+}
