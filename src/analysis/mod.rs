@@ -4,3 +4,4 @@ pub mod judge;
 pub mod measure;
 pub mod provider;
 pub mod run;
+pub mod template;

@@ -1,0 +1,751 @@
+use super::*;
+use crate::api::{
+    AnalysisStep, CanaryStrategy, GatewayApiRouting, LocalRouting, MannWhitneyJudge,
+    MetricProvider, PauseStep, RolloutStrategy, Scoring, SequentialJudge, TemplateRef,
+    TrafficRouting,
+};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+
+fn arg(name: &str, value: Option<&str>) -> Argument {
+    Argument {
+        name: name.to_owned(),
+        value: value.map(str::to_owned),
+        value_from: None,
+    }
+}
+
+fn args(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn threshold_metric(name: &str, query: &str, condition: &str) -> Metric {
+    Metric {
+        name: name.to_owned(),
+        provider: MetricProvider {
+            prometheus: Some(PrometheusProvider {
+                address: "http://prometheus:9090".to_owned(),
+                query: Some(query.to_owned()),
+                ..Default::default()
+            }),
+        },
+        success_condition: Some(condition.to_owned()),
+        ..Default::default()
+    }
+}
+
+fn template(metrics: Vec<Metric>) -> AnalysisTemplateSpec {
+    AnalysisTemplateSpec {
+        args: vec![arg("service", None)],
+        metrics,
+        scoring: None,
+    }
+}
+
+/// The messages of the problems at `path`.
+fn at(problems: &[Problem], path: &str) -> Vec<String> {
+    problems
+        .iter()
+        .filter(|p| p.path == path)
+        .map(|p| p.message.clone())
+        .collect()
+}
+
+const GOOD_QUERY: &str = r#"sum(rate(http_requests_total{service="{{args.service}}",code=~"5.."}[5m])) / sum(rate(http_requests_total{service="{{args.service}}"}[5m]))"#;
+
+// --- placeholders ---------------------------------------------------------------------------
+
+#[test]
+fn placeholders_finds_each_with_offsets_and_tolerates_spaces() {
+    let query = r#"a{x="{{args.one}}"} + b{y="{{ args.two-words }}"}"#;
+    let found = placeholders(query).expect("valid");
+    assert_eq!(
+        found.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["one", "two-words"]
+    );
+    assert_eq!(&query[found[0].start..found[0].end], "{{args.one}}");
+    assert_eq!(&query[found[1].start..found[1].end], "{{ args.two-words }}");
+}
+
+#[test]
+fn placeholders_rejects_malformed_ones_with_a_position() {
+    assert!(matches!(
+        placeholders("a{x=\"{{args.}}\"}"),
+        Err(TemplateError::ParsePlaceholder { at: 5, reason }) if reason.contains("names no argument")
+    ));
+    assert!(matches!(
+        placeholders("a{x=\"{{args.x\"}"),
+        Err(TemplateError::ParsePlaceholder { at: 5, reason }) if reason.contains("never closed")
+    ));
+    assert!(matches!(
+        placeholders("{{ service }}"),
+        Err(TemplateError::ParsePlaceholder { reason, .. }) if reason.contains("{{args.NAME}}")
+    ));
+    assert!(matches!(
+        placeholders("{{args.a b}}"),
+        Err(TemplateError::ParsePlaceholder { .. })
+    ));
+}
+
+#[test]
+fn placeholders_of_a_plain_query_is_empty() {
+    assert_eq!(placeholders("sum(rate(x[5m]))"), Ok(vec![]));
+}
+
+// --- resolve_args ---------------------------------------------------------------------------
+
+#[test]
+fn resolve_args_prefers_given_values_over_defaults() {
+    let declared = [arg("service", None), arg("window", Some("5m"))];
+    let given = [arg("service", Some("web")), arg("unrelated", Some("x"))];
+    let resolved = resolve_args(&declared, &given).expect("resolves");
+    assert_eq!(resolved, args(&[("service", "web"), ("window", "5m")]));
+
+    let given = [arg("service", Some("web")), arg("window", Some("1m"))];
+    let resolved = resolve_args(&declared, &given).expect("resolves");
+    assert_eq!(resolved["window"], "1m");
+}
+
+#[test]
+fn resolve_args_names_a_missing_argument() {
+    let declared = [arg("service", None)];
+    assert_eq!(
+        resolve_args(&declared, &[]),
+        Err(TemplateError::ResolveArg {
+            name: "service".to_owned()
+        })
+    );
+}
+
+#[test]
+fn resolve_args_leaves_value_from_to_the_caller() {
+    let mut from = arg("token", None);
+    from.value_from = Some(Default::default());
+    assert_eq!(
+        resolve_args(std::slice::from_ref(&from), &[]),
+        Err(TemplateError::ResolveArgValueFrom {
+            name: "token".to_owned()
+        })
+    );
+    // The caller resolved it and passes the value.
+    let resolved = resolve_args(&[from], &[arg("token", Some("s3cret"))]).expect("resolves");
+    assert_eq!(resolved["token"], "s3cret");
+}
+
+// --- substitute -----------------------------------------------------------------------------
+
+#[test]
+fn substitute_fills_strings_and_bare_tokens() {
+    let query = r#"histogram_quantile({{args.q}}, sum by (le) (rate(x_bucket{svc="{{ args.service }}"}[{{args.window}}])))"#;
+    let out = substitute(
+        query,
+        &args(&[("q", "0.95"), ("service", "web"), ("window", "5m")]),
+    )
+    .expect("substitutes");
+    assert_eq!(
+        out,
+        r#"histogram_quantile(0.95, sum by (le) (rate(x_bucket{svc="web"}[5m])))"#
+    );
+}
+
+#[test]
+fn substitute_escapes_label_values() {
+    let out = substitute(
+        r#"x{a="{{args.v}}"}"#,
+        &args(&[("v", "back\\slash \"quoted\"\nline")]),
+    )
+    .expect("substitutes");
+    assert_eq!(out, r#"x{a="back\\slash \"quoted\"\nline"}"#);
+    let parsed = promql_parser::parser::parse(&out).expect("parses");
+    let Expr::VectorSelector(v) = parsed else {
+        panic!("a selector, got {parsed:?}")
+    };
+    let matcher = v.matchers.matchers.iter().find(|m| m.name == "a");
+    assert_eq!(
+        matcher.map(|m| m.value.as_str()),
+        Some("back\\slash \"quoted\"\nline")
+    );
+}
+
+#[test]
+fn an_injected_value_cannot_change_the_query() {
+    let attack = r#"web"} or vector(1) or {x=""#;
+    let out = substitute(GOOD_QUERY, &args(&[("service", attack)])).expect("escaped, not rejected");
+    let neutral = substitute(GOOD_QUERY, &args(&[("service", "web")])).expect("plain");
+    let parsed = promql_parser::parser::parse(&out).expect("still parses");
+    let plain = promql_parser::parser::parse(&neutral).expect("parses");
+    assert_eq!(shape(&parsed), shape(&plain));
+    assert!(!shape(&parsed).contains("vector"), "{}", shape(&parsed));
+    // The whole attack string ends up as the label value.
+    let values: Vec<String> = selectors(&parsed)
+        .iter()
+        .flat_map(|v| v.matchers.matchers.iter())
+        .filter(|m| m.name == "service")
+        .map(|m| m.value.clone())
+        .collect();
+    assert_eq!(values, [attack, attack]);
+}
+
+#[test]
+fn an_injected_value_in_a_single_quoted_string_is_escaped_too() {
+    let query = "x{a='{{args.v}}'}";
+    let out = substitute(query, &args(&[("v", "a'} or vector(1) or x{b='")])).expect("escaped");
+    let parsed = promql_parser::parser::parse(&out).expect("parses");
+    assert!(matches!(parsed, Expr::VectorSelector(_)), "{out}");
+}
+
+#[test]
+fn a_bare_value_must_be_a_plain_token() {
+    let query = "sum(rate(x[{{args.window}}]))";
+    assert!(substitute(query, &args(&[("window", "5m")])).is_ok());
+    let err = substitute(query, &args(&[("window", "5m])) or vector(1) #")])).unwrap_err();
+    assert!(
+        matches!(&err, TemplateError::SubstituteArg { name, reason } if name == "window" && reason.contains("outside a quoted string")),
+        "{err}"
+    );
+    let err = substitute("{{args.op}}(x)", &args(&[("op", "sum")])).unwrap_err();
+    assert!(
+        matches!(err, TemplateError::SubstituteArg { reason, .. } if reason.contains("keyword"))
+    );
+    // Glued to other identifier characters a keyword is just part of a name.
+    assert_eq!(
+        substitute("http_{{args.kind}}_total", &args(&[("kind", "sum")])),
+        Ok("http_sum_total".to_owned())
+    );
+    assert!(substitute("x[{{args.w}}]", &args(&[("w", "")])).is_err());
+}
+
+#[test]
+fn a_raw_string_refuses_a_backtick() {
+    assert!(substitute("x{a=`{{args.v}}`}", &args(&[("v", "ok")])).is_ok());
+    assert!(substitute("x{a=`{{args.v}}`}", &args(&[("v", "a`} or vector(1)")])).is_err());
+}
+
+#[test]
+fn substitute_needs_every_value() {
+    assert!(matches!(
+        substitute(GOOD_QUERY, &BTreeMap::new()),
+        Err(TemplateError::SubstituteArg { name, .. }) if name == "service"
+    ));
+}
+
+// --- validate_template ----------------------------------------------------------------------
+
+#[test]
+fn a_good_template_has_no_problems() {
+    let spec = template(vec![threshold_metric(
+        "errors",
+        GOOD_QUERY,
+        "result < 0.01",
+    )]);
+    assert_eq!(validate_template(&spec), vec![]);
+}
+
+#[test]
+fn duplicate_and_empty_metric_names() {
+    let spec = template(vec![
+        threshold_metric("errors", GOOD_QUERY, "result < 0.01"),
+        threshold_metric("errors", GOOD_QUERY, "result < 0.01"),
+        threshold_metric("", GOOD_QUERY, "result < 0.01"),
+    ]);
+    let problems = validate_template(&spec);
+    assert_eq!(
+        at(&problems, "spec.metrics[1].name"),
+        ["`errors` is also the name of spec.metrics[0]; metric names must be unique"]
+    );
+    assert_eq!(at(&problems, "spec.metrics[2].name").len(), 1);
+}
+
+#[test]
+fn durations_must_parse() {
+    let mut metric = threshold_metric("errors", GOOD_QUERY, "result < 0.01");
+    metric.interval = Some("5d".to_owned());
+    metric.initial_delay = Some("soon".to_owned());
+    let problems = validate_template(&template(vec![metric]));
+    assert_eq!(
+        at(&problems, "spec.metrics[0].interval"),
+        [r#""5d": unknown unit "d" (use ms, s, m or h)"#]
+    );
+    assert_eq!(at(&problems, "spec.metrics[0].initialDelay").len(), 1);
+}
+
+#[test]
+fn limits_relative_to_count() {
+    let mut metric = threshold_metric("errors", GOOD_QUERY, "result < 0.01");
+    metric.interval = Some("1m".to_owned());
+    metric.count = Some(3);
+    metric.failure_limit = Some(3);
+    metric.inconclusive_limit = Some(2);
+    let problems = validate_template(&template(vec![metric.clone()]));
+    assert_eq!(at(&problems, "spec.metrics[0].failureLimit").len(), 1);
+    assert!(at(&problems, "spec.metrics[0].failureLimit")[0].contains("can never fail"));
+    assert!(at(&problems, "spec.metrics[0].inconclusiveLimit").is_empty());
+
+    metric.failure_limit = Some(2);
+    assert_eq!(validate_template(&template(vec![metric.clone()])), vec![]);
+
+    metric.count = Some(0);
+    let problems = validate_template(&template(vec![metric.clone()]));
+    assert!(!at(&problems, "spec.metrics[0].count").is_empty());
+
+    // Without interval and count there is one measurement: failureLimit 1 can never fail.
+    let mut once = threshold_metric("once", GOOD_QUERY, "result < 0.01");
+    once.failure_limit = Some(1);
+    let problems = validate_template(&template(vec![once.clone()]));
+    assert_eq!(at(&problems, "spec.metrics[0].failureLimit").len(), 1);
+    // With an interval and no count it measures until stopped: no bound to compare with.
+    once.interval = Some("1m".to_owned());
+    assert_eq!(validate_template(&template(vec![once])), vec![]);
+
+    let mut no_interval = threshold_metric("x", GOOD_QUERY, "result < 0.01");
+    no_interval.count = Some(3);
+    let problems = validate_template(&template(vec![no_interval]));
+    assert!(at(&problems, "spec.metrics[0].count")[0].contains("interval"));
+}
+
+#[test]
+fn a_metric_without_a_judge_is_a_problem_not_a_silent_pass() {
+    let mut metric = threshold_metric("errors", GOOD_QUERY, "result < 0.01");
+    metric.success_condition = None;
+    let problems = validate_template(&template(vec![metric]));
+    assert_eq!(at(&problems, "spec.metrics[0]").len(), 1);
+    assert!(at(&problems, "spec.metrics[0]")[0].starts_with("no judge"));
+}
+
+#[test]
+fn several_judges_are_a_problem() {
+    let mut metric = threshold_metric("errors", GOOD_QUERY, "result < 0.01");
+    metric.mann_whitney = Some(MannWhitneyJudge::default());
+    let problems = validate_template(&template(vec![metric]));
+    assert!(at(&problems, "spec.metrics[0]")[0].contains("several judges"));
+}
+
+#[test]
+fn each_judge_needs_its_queries() {
+    let mut metric = threshold_metric("latency", GOOD_QUERY, "result < 0.01");
+    metric.success_condition = None;
+    metric.mann_whitney = Some(MannWhitneyJudge::default());
+    let problems = validate_template(&template(vec![metric.clone()]));
+    let p = "spec.metrics[0].provider.prometheus";
+    assert_eq!(at(&problems, &format!("{p}.canaryQuery")).len(), 1);
+    assert_eq!(at(&problems, &format!("{p}.baselineQuery")).len(), 1);
+    assert!(at(&problems, &format!("{p}.query"))[0].contains("not used"));
+
+    metric.mann_whitney = None;
+    metric.sequential = Some(SequentialJudge::default());
+    let prom = metric.provider.prometheus.as_mut().expect("set");
+    prom.query = None;
+    prom.canary_query = Some(GOOD_QUERY.to_owned());
+    prom.baseline_query = Some(GOOD_QUERY.to_owned());
+    let problems = validate_template(&template(vec![metric.clone()]));
+    assert_eq!(at(&problems, &format!("{p}.canaryRequestsQuery")).len(), 1);
+    assert_eq!(
+        at(&problems, &format!("{p}.baselineRequestsQuery")).len(),
+        1
+    );
+
+    metric.sequential = Some(SequentialJudge {
+        test: Some(SequentialTest::Latency),
+        ..Default::default()
+    });
+    let problems = validate_template(&template(vec![metric]));
+    assert_eq!(
+        at(&problems, "spec.metrics[0].sequential.slowThresholdSeconds").len(),
+        1
+    );
+}
+
+#[test]
+fn judge_parameters_in_range() {
+    let mut metric = threshold_metric("m", GOOD_QUERY, "true");
+    metric.success_condition = None;
+    let prom = metric.provider.prometheus.as_mut().expect("set");
+    prom.query = None;
+    prom.canary_query = Some(GOOD_QUERY.to_owned());
+    prom.baseline_query = Some(GOOD_QUERY.to_owned());
+    metric.mann_whitney = Some(MannWhitneyJudge {
+        confidence: Some(1.0),
+        tolerance: Some(-0.1),
+        outlier_factor: Some(0.0),
+        ..Default::default()
+    });
+    let problems = validate_template(&template(vec![metric.clone()]));
+    let p = "spec.metrics[0].mannWhitney";
+    assert_eq!(at(&problems, &format!("{p}.confidence")).len(), 1);
+    assert_eq!(at(&problems, &format!("{p}.tolerance")).len(), 1);
+    assert_eq!(at(&problems, &format!("{p}.outlierFactor")).len(), 1);
+
+    metric.mann_whitney = None;
+    let prom = metric.provider.prometheus.as_mut().expect("set");
+    prom.canary_requests_query = Some(GOOD_QUERY.to_owned());
+    prom.baseline_requests_query = Some(GOOD_QUERY.to_owned());
+    metric.sequential = Some(SequentialJudge {
+        alpha: Some(0.0),
+        fail_margin: Some(0.1),
+        pass_margin: Some(0.2),
+        ..Default::default()
+    });
+    let problems = validate_template(&template(vec![metric]));
+    let p = "spec.metrics[0].sequential";
+    assert_eq!(at(&problems, &format!("{p}.alpha")).len(), 1);
+    assert_eq!(at(&problems, &format!("{p}.passMargin")).len(), 1);
+}
+
+#[test]
+fn scoring_thresholds() {
+    let mut spec = template(vec![threshold_metric("m", GOOD_QUERY, "true")]);
+    spec.scoring = Some(Scoring {
+        marginal_threshold: Some(96.0),
+        pass_threshold: Some(101.0),
+        ..Default::default()
+    });
+    let problems = validate_template(&spec);
+    assert_eq!(at(&problems, "spec.scoring.passThreshold").len(), 1);
+    assert_eq!(at(&problems, "spec.scoring.marginalThreshold").len(), 0);
+    assert!(at(&problems, "spec.scoring")[0].contains("has none"));
+}
+
+#[test]
+fn undeclared_arguments_are_named_with_a_suggestion() {
+    let query = r#"sum(rate(x{service="{{args.servce}}"}[5m]))"#;
+    let problems = validate_template(&template(vec![threshold_metric("m", query, "true")]));
+    assert_eq!(
+        at(&problems, "spec.metrics[0].provider.prometheus.query"),
+        ["`{{args.servce}}` is not declared in spec.args (did you mean `service`?)"]
+    );
+}
+
+#[test]
+fn cel_conditions_compile_and_see_only_result() {
+    let cases = [
+        ("result <", "CEL does not compile"),
+        ("results < 0.01", "`results` is not defined"),
+        ("frobnicate(result)", "unknown function `frobnicate`"),
+    ];
+    for (condition, expected) in cases {
+        let problems = validate_template(&template(vec![threshold_metric(
+            "m", GOOD_QUERY, condition,
+        )]));
+        let found = at(&problems, "spec.metrics[0].successCondition");
+        assert_eq!(found.len(), 1, "{condition}: {problems:?}");
+        assert!(found[0].contains(expected), "{condition}: {found:?}");
+    }
+    for fine in [
+        "isNaN(result) || result < 0.01",
+        "result.all(r, r.value < 0.5)",
+        "size(result) > 0 && result[0].value < 1.0",
+        "type(result) == double && !isInf(result)",
+    ] {
+        let problems = validate_template(&template(vec![threshold_metric("m", GOOD_QUERY, fine)]));
+        assert_eq!(problems, vec![], "{fine}");
+    }
+}
+
+#[test]
+fn promql_must_parse() {
+    let problems = validate_template(&template(vec![threshold_metric(
+        "m",
+        "sum(rate(x[5m])",
+        "true",
+    )]));
+    let found = at(&problems, "spec.metrics[0].provider.prometheus.query");
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("PromQL does not parse"), "{found:?}");
+}
+
+#[test]
+fn bare_placeholders_parse_with_neutral_values() {
+    let mut spec = template(vec![threshold_metric(
+        "m",
+        r#"histogram_quantile({{args.q}}, sum by (le) (rate({{args.metric}}{service="{{args.service}}"}[{{args.window}}])))"#,
+        "result < 0.5",
+    )]);
+    spec.args.push(arg("q", None));
+    spec.args.push(arg("metric", None));
+    spec.args.push(arg("window", None));
+    assert_eq!(validate_template(&spec), vec![]);
+}
+
+fn traps(query: &str) -> Vec<String> {
+    let problems = validate_template(&template(vec![threshold_metric("m", query, "true")]));
+    at(&problems, "spec.metrics[0].provider.prometheus.query")
+}
+
+#[test]
+fn histogram_quantile_must_aggregate_by_le() {
+    let unaggregated = traps("histogram_quantile(0.95, rate(x_bucket[5m]))");
+    assert_eq!(unaggregated.len(), 1);
+    assert!(unaggregated[0].contains("unaggregated buckets"));
+
+    let dropped = traps("histogram_quantile(0.95, sum(rate(x_bucket[5m])))");
+    assert_eq!(dropped.len(), 1);
+    assert!(dropped[0].contains("drops `le`"));
+    assert_eq!(
+        traps("histogram_quantile(0.95, sum by (pod) (rate(x_bucket[5m])))").len(),
+        1
+    );
+    assert_eq!(
+        traps("histogram_quantile(0.95, sum without (le) (rate(x_bucket[5m])))").len(),
+        1
+    );
+
+    assert_eq!(
+        traps("histogram_quantile(0.95, sum by (le) (rate(x_bucket[5m])))"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        traps("histogram_quantile(0.95, sum(rate(x_bucket[5m])) by (le, role))"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        traps("histogram_quantile(0.95, sum without (pod) (rate(x_bucket[5m])))"),
+        Vec::<String>::new()
+    );
+    // Native histograms have no `le`: nothing to keep.
+    assert_eq!(
+        traps("histogram_quantile(0.95, sum(rate(x_seconds[5m])))"),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn le_inf_only_selectors_are_flagged() {
+    let found = traps(r#"sum(rate(x_bucket{le="+Inf"}[5m]))"#);
+    assert_eq!(found.len(), 1);
+    assert!(found[0].contains("`x_count`"), "{found:?}");
+}
+
+#[test]
+fn unaggregated_error_ratios_are_flagged() {
+    let found = traps(r#"rate(x_total{code=~"5.."}[5m]) / rate(x_total[5m])"#);
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("unaggregated ratio"));
+    assert_eq!(
+        traps(r#"sum(rate(x_total{code=~"5.."}[5m])) / sum(rate(x_total[5m]))"#),
+        Vec::<String>::new()
+    );
+    // Same selector over two windows: a deliberate per-series comparison.
+    assert_eq!(
+        traps("rate(x_total[1m]) / rate(x_total[5m])"),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn provider_address_and_timeout() {
+    let mut metric = threshold_metric("m", GOOD_QUERY, "true");
+    let prom = metric.provider.prometheus.as_mut().expect("set");
+    prom.address = "prometheus:9090/x".to_owned();
+    prom.timeout = Some("10".to_owned());
+    let problems = validate_template(&template(vec![metric.clone()]));
+    let p = "spec.metrics[0].provider.prometheus";
+    assert_eq!(at(&problems, &format!("{p}.address")).len(), 1);
+    assert_eq!(at(&problems, &format!("{p}.timeout")).len(), 1);
+
+    metric.provider.prometheus = None;
+    let problems = validate_template(&template(vec![metric]));
+    assert_eq!(at(&problems, "spec.metrics[0].provider").len(), 1);
+}
+
+// --- validate_rollout -----------------------------------------------------------------------
+
+fn rollout(steps: Vec<CanaryStep>) -> RolloutSpec {
+    let labels: BTreeMap<String, String> = [("app".to_owned(), "web".to_owned())].into();
+    RolloutSpec {
+        replicas: Some(3),
+        selector: LabelSelector {
+            match_labels: Some(labels.clone()),
+            ..Default::default()
+        },
+        template: PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(labels),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "web".to_owned(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        },
+        strategy: RolloutStrategy {
+            canary: CanaryStrategy {
+                steps,
+                ..Default::default()
+            },
+        },
+        ..Default::default()
+    }
+}
+
+fn weight(w: i32) -> CanaryStep {
+    CanaryStep {
+        set_weight: Some(w),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_good_rollout_has_no_problems() {
+    let spec = rollout(vec![
+        weight(10),
+        CanaryStep {
+            pause: Some(PauseStep {
+                duration: Some("1m".to_owned()),
+            }),
+            ..Default::default()
+        },
+        CanaryStep {
+            analysis: Some(AnalysisStep {
+                templates: vec![TemplateRef {
+                    template_name: "errors".to_owned(),
+                    cluster_scope: false,
+                }],
+                args: vec![],
+            }),
+            ..Default::default()
+        },
+        weight(50),
+        weight(100),
+    ]);
+    assert_eq!(validate_rollout(&spec), vec![]);
+}
+
+#[test]
+fn weights_in_range_and_never_decreasing() {
+    let spec = rollout(vec![weight(10), weight(50), weight(150), weight(20)]);
+    let problems = validate_rollout(&spec);
+    assert_eq!(
+        problems,
+        vec![
+            Problem::new(
+                "spec.strategy.canary.steps[2].setWeight",
+                "150 is not in 0..=100"
+            ),
+            Problem::new(
+                "spec.strategy.canary.steps[3].setWeight",
+                "20 is lower than 50 set at steps[1]; weights never decrease during a rollout (abort to go back)"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn one_field_per_step_and_pause_durations() {
+    let mut two = weight(10);
+    two.pause = Some(PauseStep {
+        duration: Some("5d".to_owned()),
+    });
+    let spec = rollout(vec![two, CanaryStep::default()]);
+    let problems = validate_rollout(&spec);
+    assert!(at(&problems, "spec.strategy.canary.steps[0]")[0].contains("setWeight, pause"));
+    assert_eq!(
+        at(&problems, "spec.strategy.canary.steps[0].pause.duration").len(),
+        1
+    );
+    assert!(at(&problems, "spec.strategy.canary.steps[1]")[0].starts_with("empty step"));
+}
+
+#[test]
+fn analysis_steps_name_templates_and_background_starts_within_steps() {
+    let mut spec = rollout(vec![
+        CanaryStep {
+            analysis: Some(AnalysisStep::default()),
+            ..Default::default()
+        },
+        weight(20),
+    ]);
+    spec.strategy.canary.analysis = Some(crate::api::BackgroundAnalysis {
+        templates: vec![TemplateRef {
+            template_name: "t".to_owned(),
+            cluster_scope: false,
+        }],
+        args: vec![],
+        starting_step: Some(2),
+    });
+    let problems = validate_rollout(&spec);
+    assert_eq!(
+        at(
+            &problems,
+            "spec.strategy.canary.steps[0].analysis.templates"
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        at(&problems, "spec.strategy.canary.analysis.startingStep"),
+        ["2 is not a step index: there are 2 steps (0..=1)"]
+    );
+}
+
+#[test]
+fn selector_must_match_template_labels() {
+    let mut spec = rollout(vec![weight(10)]);
+    spec.selector.match_labels = Some([("app".to_owned(), "api".to_owned())].into());
+    let problems = validate_rollout(&spec);
+    assert_eq!(at(&problems, "spec.selector.matchLabels.app").len(), 1);
+    spec.selector.match_labels = None;
+    let problems = validate_rollout(&spec);
+    assert!(at(&problems, "spec.selector")[0].starts_with("empty selector"));
+}
+
+#[test]
+fn negative_replicas() {
+    let mut spec = rollout(vec![]);
+    spec.replicas = Some(-1);
+    assert_eq!(at(&validate_rollout(&spec), "spec.replicas").len(), 1);
+}
+
+#[test]
+fn traffic_routing_needs_exactly_one_router_and_services() {
+    let mut spec = rollout(vec![weight(10)]);
+    spec.strategy.canary.traffic_routing = Some(TrafficRouting::default());
+    let problems = validate_rollout(&spec);
+    assert!(at(&problems, "spec.strategy.canary.trafficRouting")[0].starts_with("no router"));
+
+    spec.strategy.canary.traffic_routing = Some(TrafficRouting {
+        gateway_api: Some(GatewayApiRouting {
+            http_route: "web".to_owned(),
+        }),
+        local: Some(LocalRouting {
+            listen: "localhost".to_owned(),
+        }),
+    });
+    let problems = validate_rollout(&spec);
+    assert!(at(&problems, "spec.strategy.canary.trafficRouting")[0].starts_with("several"));
+    assert_eq!(at(&problems, "spec.strategy.canary.stableService").len(), 1);
+    assert_eq!(at(&problems, "spec.strategy.canary.canaryService").len(), 1);
+    assert_eq!(
+        at(
+            &problems,
+            "spec.strategy.canary.trafficRouting.local.listen"
+        )
+        .len(),
+        1
+    );
+
+    spec.strategy.canary.traffic_routing = Some(TrafficRouting {
+        local: Some(LocalRouting {
+            listen: "127.0.0.1:8080".to_owned(),
+        }),
+        ..Default::default()
+    });
+    assert_eq!(validate_rollout(&spec), vec![]);
+}
+
+#[test]
+fn suggest_finds_close_field_names() {
+    let fields = ["successCondition", "failureCondition", "interval"];
+    assert_eq!(suggest("succesCondition", fields), Some("successCondition"));
+    assert_eq!(
+        suggest("success_condition", fields),
+        Some("successCondition")
+    );
+    assert_eq!(suggest("Interval", fields), Some("interval"));
+    assert_eq!(suggest("provider", fields), None);
+}
