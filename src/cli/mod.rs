@@ -1,5 +1,6 @@
 //! The `vigil` command line: each subcommand in its own module, dispatched from `main`.
 
+pub mod analyze;
 pub mod crds;
 
 use clap::{Parser, Subcommand};
@@ -18,11 +19,17 @@ pub struct Cli {
 pub enum Command {
     /// Print the CustomResourceDefinitions, or write them to a folder with --out.
     Crds(crds::CrdsArgs),
+    /// Run analysis templates against a Prometheus, live or replayed over a past window.
+    ///
+    /// Exit code: 0 Successful, 1 Failed, 2 Inconclusive (or the window ended first), 3 Error,
+    /// 4 bad usage or an invalid template.
+    Analyze(analyze::AnalyzeArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Crds(args) => crds::run(&args),
+        Command::Analyze(args) => analyze::run(&args),
     }
 }
