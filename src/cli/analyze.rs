@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 use url::Url;
 
+use crate::analysis::driver::{DriverError, MeasureAt, advance, clients_for};
 use crate::analysis::instantiate::instantiate;
-use crate::analysis::measure::measure_metric;
-use crate::analysis::provider::prometheus::{ConcurrencyLimiter, PrometheusClient};
-use crate::analysis::provider::resolve::{NoSecrets, client_config};
+use crate::analysis::provider::prometheus::ConcurrencyLimiter;
+use crate::analysis::provider::resolve::NoSecrets;
 use crate::analysis::run::{self, RunError};
 use crate::analysis::template::validate_template;
 use crate::api::{AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, AnalysisTemplate, Argument};
@@ -96,16 +96,11 @@ pub enum AnalyzeError {
     /// The templates and args do not make a run.
     #[error("{0}")]
     Instantiate(#[from] crate::analysis::instantiate::InstantiateError),
-    /// A provider cannot be configured.
-    #[error("metric {metric}: {reason}")]
-    ConfigureProvider {
-        /// The metric.
-        metric: String,
-        /// What is wrong.
-        reason: String,
-    },
+    /// A provider cannot be configured, or the run could not be planned.
+    #[error(transparent)]
+    Drive(#[from] DriverError),
     /// The run could not be planned.
-    #[error("{0}")]
+    #[error(transparent)]
     Plan(#[from] RunError),
     /// The replay window is empty.
     #[error("--start {start} is not before --end {end}")]
@@ -190,24 +185,7 @@ async fn execute(args: &AnalyzeArgs) -> Result<AnalysisRunStatus, AnalyzeError> 
         .collect();
     let mut spec: AnalysisRunSpec = instantiate(&templates, &given)?;
     let limiter = ConcurrencyLimiter::default();
-    let clients: Vec<PrometheusClient> = spec
-        .metrics
-        .iter()
-        .map(|metric| {
-            let configure = |reason: String| AnalyzeError::ConfigureProvider {
-                metric: metric.name.clone(),
-                reason,
-            };
-            let provider = metric
-                .provider
-                .prometheus
-                .as_ref()
-                .ok_or_else(|| configure("no provider.prometheus".to_owned()))?;
-            let config = client_config(provider, args.prometheus.as_ref(), &NoSecrets)
-                .map_err(|e| configure(e.to_string()))?;
-            PrometheusClient::new(config, &limiter).map_err(|e| configure(e.to_string()))
-        })
-        .collect::<Result<_, _>>()?;
+    let clients = clients_for(&spec, args.prometheus.as_ref(), &NoSecrets, &limiter)?;
     let (mut now, clock) = match (args.start, args.end) {
         (Some(start), Some(end)) if start < end => (start, Clock::Replay { end }),
         (Some(start), Some(end)) => return Err(AnalyzeError::ValidateWindow { start, end }),
@@ -215,57 +193,14 @@ async fn execute(args: &AnalyzeArgs) -> Result<AnalysisRunStatus, AnalyzeError> 
     };
     let mut status = AnalysisRunStatus::default();
     loop {
-        let plan = run::plan(&spec, &status, now)?;
-        status = plan.status;
-        if status.phase.is_some_and(AnalysisPhase::is_completed) {
+        let at = match clock {
+            Clock::Replay { .. } => MeasureAt::DueTime,
+            Clock::Live => MeasureAt::Now(now),
+        };
+        let advanced = advance(&spec, &status, &clients, now, at, usize::MAX).await?;
+        status = advanced.status;
+        let Some(next) = advanced.next_at else {
             return Ok(status);
-        }
-        let started_at = status.started_at.as_ref().map_or(now, |t| t.0);
-        for due in &plan.due {
-            let metric = &spec.metrics[due.index];
-            let at = match clock {
-                Clock::Replay { .. } => due.due_at,
-                Clock::Live => Timestamp::now(),
-            };
-            let prior = status
-                .metric_results
-                .iter()
-                .find(|r| r.name == metric.name)
-                .and_then(|r| r.sequential_state.clone());
-            let measured = measure_metric(
-                &clients[due.index],
-                metric,
-                spec.scoring.as_ref(),
-                at,
-                started_at,
-                prior.as_ref(),
-            )
-            .await;
-            tracing::debug!(metric = %metric.name, phase = ?measured.record.phase, "measured");
-            if let Some(result) = status
-                .metric_results
-                .iter_mut()
-                .find(|r| r.name == metric.name)
-            {
-                result.sequential_state = measured.judge_state.clone();
-            }
-            run::record(
-                &spec,
-                &mut status,
-                &metric.name,
-                measured.record,
-                measured.decisive,
-                usize::MAX,
-                at,
-            )?;
-        }
-        if status.phase.is_some_and(AnalysisPhase::is_completed) {
-            return Ok(status);
-        }
-        let next = match plan.next_measurement_at {
-            Some(next) => next,
-            // Nothing more is scheduled: let `plan` complete the run.
-            None => now,
         };
         match clock {
             Clock::Replay { end } if next > end => {
@@ -363,7 +298,9 @@ pub fn run(args: &AnalyzeArgs) -> i32 {
         Err(error) => {
             eprintln!("vigil analyze: {error}");
             match error {
-                AnalyzeError::Plan(_) | AnalyzeError::StartRuntime(_) => EXIT_ERROR,
+                AnalyzeError::Plan(_)
+                | AnalyzeError::Drive(DriverError::Run(_))
+                | AnalyzeError::StartRuntime(_) => EXIT_ERROR,
                 _ => EXIT_USAGE,
             }
         }
