@@ -32,6 +32,30 @@ pub enum InstantiateError {
     },
 }
 
+/// Names of the arguments the platform provides to every run. A template uses one by
+/// declaring it without a value; an argument the Rollout passes under the same name wins.
+pub const BUILTIN_ARGS: [&str; 4] = ["rollout", "namespace", "stable-revision", "canary-revision"];
+
+/// The built-in arguments for a run of `rollout` comparing `canary_revision` with
+/// `stable_revision`, in the order of [`BUILTIN_ARGS`]. Put them before the Rollout's own
+/// arguments: later arguments win.
+pub fn builtin_args(
+    rollout: &str,
+    namespace: &str,
+    stable_revision: &str,
+    canary_revision: &str,
+) -> Vec<Argument> {
+    BUILTIN_ARGS
+        .iter()
+        .zip([rollout, namespace, stable_revision, canary_revision])
+        .map(|(name, value)| Argument {
+            name: (*name).to_owned(),
+            value: Some(value.to_owned()),
+            value_from: None,
+        })
+        .collect()
+}
+
 /// Builds the run spec for `templates` (name, spec) with the `given` arguments.
 pub fn instantiate(
     templates: &[(String, AnalysisTemplateSpec)],
@@ -216,6 +240,41 @@ mod tests {
         assert!(
             text.starts_with("template errors-tpl:") && text.contains("service"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn builtin_args_fill_declared_args_and_given_args_win() {
+        let query = r#"sum(rate(http_requests_total{service="{{args.service}}"}[5m]))"#;
+        let mut given = builtin_args("shop", "prod", "aaa", "bbb");
+        given.push(Argument {
+            name: "service".to_owned(),
+            value: Some("from-rollout".to_owned()),
+            value_from: None,
+        });
+        let mut spec = template(query);
+        spec.args.push(Argument {
+            name: "canary-revision".to_owned(),
+            value: None,
+            value_from: None,
+        });
+        let run = instantiate(&[("t".to_owned(), spec)], &given).expect("instantiate");
+        let values: BTreeMap<String, String> = run
+            .args
+            .iter()
+            .map(|a| (a.name.clone(), a.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            values.get("canary-revision").map(String::as_str),
+            Some("bbb")
+        );
+        assert_eq!(
+            values.get("service").map(String::as_str),
+            Some("from-rollout")
+        );
+        assert!(
+            !values.contains_key("namespace"),
+            "undeclared built-ins are not passed"
         );
     }
 
