@@ -1,6 +1,7 @@
 //! The `vigil` command line: each subcommand in its own module, dispatched from `main`.
 
 pub mod crds;
+pub mod lint;
 
 use clap::{Parser, Subcommand};
 
@@ -18,11 +19,15 @@ pub struct Cli {
 pub enum Command {
     /// Print the CustomResourceDefinitions, or write them to a folder with --out.
     Crds(crds::CrdsArgs),
+    /// Check Rollout and AnalysisTemplate YAML files: schema, unknown fields, durations, weights,
+    /// CEL conditions, PromQL and its known traps. Exit 1 when a problem is found.
+    Lint(lint::LintArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Crds(args) => crds::run(&args),
+        Command::Lint(args) => lint::run(&args),
     }
 }
