@@ -6,5 +6,6 @@
 pub mod analysis;
 pub mod api;
 pub mod cli;
+pub mod lint;
 pub mod metrics;
 pub mod telemetry;

@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod crds;
+pub mod lint;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,9 @@ pub enum Command {
     /// Exit code: 0 Successful, 1 Failed, 2 Inconclusive (or the window ended first), 3 Error,
     /// 4 bad usage or an invalid template.
     Analyze(analyze::AnalyzeArgs),
+    /// Check Rollout and AnalysisTemplate YAML files: schema, unknown fields, durations, weights,
+    /// CEL conditions, PromQL and its known traps. Exit 1 when a problem is found.
+    Lint(lint::LintArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -31,5 +35,6 @@ pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Crds(args) => crds::run(&args),
         Command::Analyze(args) => analyze::run(&args),
+        Command::Lint(args) => lint::run(&args),
     }
 }
