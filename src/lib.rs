@@ -8,4 +8,5 @@ pub mod api;
 pub mod cli;
 pub mod lint;
 pub mod metrics;
+pub mod rollout;
 pub mod telemetry;
