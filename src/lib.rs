@@ -6,4 +6,5 @@
 pub mod analysis;
 pub mod api;
 pub mod cli;
+pub mod platform;
 pub mod telemetry;
