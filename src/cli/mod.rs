@@ -1,6 +1,7 @@
 //! The `vigil` command line: each subcommand in its own module, dispatched from `main`.
 
 pub mod crds;
+pub mod demo_app;
 
 use clap::{Parser, Subcommand};
 
@@ -18,11 +19,14 @@ pub struct Cli {
 pub enum Command {
     /// Print the CustomResourceDefinitions, or write them to a folder with --out.
     Crds(crds::CrdsArgs),
+    /// Run the demo HTTP service (injected errors and latency) used by `vigil demo` and tests.
+    DemoApp(demo_app::DemoAppArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Crds(args) => crds::run(&args),
+        Command::DemoApp(args) => demo_app::run(&args),
     }
 }

@@ -1,0 +1,333 @@
+//! The local platform's pieces against real HTTP servers and real processes: the weighted proxy
+//! in front of demo apps, the supervisor running the real `vigil demo-app` binary, the state
+//! directory and the load generator.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::timeout;
+use vigil::platform::local::demo_app::{DemoApp, DemoAppConfig};
+use vigil::platform::local::proxy::{Backend, ProxyError, REVISION_HEADER, WeightedProxy};
+
+const LOOPBACK_ANY: &str = "127.0.0.1:0";
+
+/// Every test body runs under this limit: a hang is a failure, not a stuck CI job.
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn any_port() -> SocketAddr {
+    LOOPBACK_ANY.parse().expect("literal address")
+}
+
+type TestClient = Client<HttpConnector, Empty<Bytes>>;
+
+fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// One GET: status, the revision header (if any), body, content type.
+struct Got {
+    status: u16,
+    revision: Option<String>,
+    content_type: Option<String>,
+    body: String,
+}
+
+async fn get(client: &TestClient, url: &str) -> Got {
+    let uri: hyper::Uri = url.parse().expect("test URL");
+    let response = timeout(Duration::from_secs(10), client.get(uri))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let status = response.status().as_u16();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let revision = header(REVISION_HEADER);
+    let content_type = header("content-type");
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("read body")
+        .to_bytes();
+    Got {
+        status,
+        revision,
+        content_type,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+async fn demo_app(version: &str, error_rate: f64) -> DemoApp {
+    DemoApp::bind(
+        any_port(),
+        DemoAppConfig {
+            version: version.to_owned(),
+            error_rate,
+            ..DemoAppConfig::default()
+        },
+    )
+    .await
+    .expect("bind demo app")
+}
+
+/// The value of each sample of `family` in an exposition, keyed by its label text.
+fn samples(exposition: &str, family: &str) -> BTreeMap<String, f64> {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(family)?.strip_prefix('{')?;
+            let (labels, value) = rest.split_once("} ")?;
+            Some((labels.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// A port that was free a moment ago and is now closed: connections to it are refused.
+fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind(LOOPBACK_ANY).expect("bind");
+    listener.local_addr().expect("local addr")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_splits_exactly_by_weight_and_metrics_count_every_request() {
+    timeout(TEST_TIMEOUT, async {
+        let stable_apps = [demo_app("v1", 0.0).await, demo_app("v1", 0.0).await];
+        // A quarter of the canary's answers are 500: the metrics must show them per code.
+        let canary_app = demo_app("v2", 0.25).await;
+        let proxy = WeightedProxy::bind(any_port(), any_port(), "shop".into())
+            .await
+            .expect("bind proxy");
+        let stable = Backend {
+            revision: "rev-stable".into(),
+            addrs: stable_apps.iter().map(DemoApp::local_addr).collect(),
+        };
+        let canary = Backend {
+            revision: "rev-canary".into(),
+            addrs: vec![canary_app.local_addr()],
+        };
+        proxy
+            .set_backends(stable.clone(), Some(canary.clone()), 20)
+            .expect("set backends");
+        let state = proxy.current();
+        assert_eq!(state.canary_weight, 20);
+        assert_eq!(state.canary.as_ref(), Some(&canary));
+
+        // 1000 requests, 8 at a time: the split is exact under concurrency too.
+        let client = client();
+        let url = format!("http://{}/", proxy.local_addr());
+        let mut by_revision_code: BTreeMap<(String, u16), u32> = BTreeMap::new();
+        for _ in 0..125 {
+            let batch: Vec<_> = (0..8)
+                .map(|_| {
+                    let client = client.clone();
+                    let url = url.clone();
+                    tokio::spawn(async move { get(&client, &url).await })
+                })
+                .collect();
+            for task in batch {
+                let got = task.await.expect("request task");
+                let revision = got.revision.expect("revision header");
+                let expected_body = if revision == "rev-canary" { "v2" } else { "v1" };
+                assert!(got.body.contains(expected_body), "{revision}: {}", got.body);
+                *by_revision_code.entry((revision, got.status)).or_default() += 1;
+            }
+        }
+        let count = |rev: &str, code: u16| {
+            by_revision_code
+                .get(&(rev.to_owned(), code))
+                .copied()
+                .unwrap_or(0)
+        };
+        assert_eq!(count("rev-stable", 200), 800, "{by_revision_code:?}");
+        assert_eq!(
+            count("rev-canary", 200) + count("rev-canary", 500),
+            200,
+            "{by_revision_code:?}"
+        );
+        assert_eq!(count("rev-canary", 500), 50, "{by_revision_code:?}");
+
+        // The metrics match what was sent, per role and code.
+        let metrics = get(&client, &format!("http://{}/metrics", proxy.metrics_addr())).await;
+        assert_eq!(metrics.status, 200);
+        assert_eq!(
+            metrics.content_type.as_deref(),
+            Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        );
+        assert!(metrics.body.ends_with("# EOF\n"), "{}", metrics.body);
+        assert!(metrics.body.contains("# TYPE http_requests counter"));
+        assert!(
+            metrics
+                .body
+                .contains("# TYPE http_request_duration_seconds histogram")
+        );
+        let requests = samples(&metrics.body, "http_requests_total");
+        let expected: BTreeMap<String, f64> = [
+            (
+                r#"rollout="shop",revision="rev-stable",role="stable",code="200""#,
+                800.0,
+            ),
+            (
+                r#"rollout="shop",revision="rev-canary",role="canary",code="200""#,
+                150.0,
+            ),
+            (
+                r#"rollout="shop",revision="rev-canary",role="canary",code="500""#,
+                50.0,
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        assert_eq!(requests, expected, "{}", metrics.body);
+        let counts = samples(&metrics.body, "http_request_duration_seconds_count");
+        assert_eq!(
+            counts.get(r#"rollout="shop",revision="rev-canary",role="canary""#),
+            Some(&200.0)
+        );
+        assert_eq!(
+            counts.get(r#"rollout="shop",revision="rev-stable",role="stable""#),
+            Some(&800.0)
+        );
+        let buckets = samples(&metrics.body, "http_request_duration_seconds_bucket");
+        assert_eq!(
+            buckets.get(r#"le="+Inf",rollout="shop",revision="rev-stable",role="stable""#),
+            Some(&800.0),
+            "{}",
+            metrics.body
+        );
+
+        // Weight 0: every request from now on goes to stable, at once.
+        proxy
+            .set_backends(stable.clone(), None, 0)
+            .expect("set backends");
+        assert_eq!(proxy.current().canary, None);
+        for _ in 0..50 {
+            let got = get(&client, &url).await;
+            assert_eq!(got.revision.as_deref(), Some("rev-stable"));
+            assert_eq!(got.status, 200);
+        }
+        proxy.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_skips_a_dead_replica_and_returns_502_when_none_answers() {
+    timeout(TEST_TIMEOUT, async {
+        let live = demo_app("v1", 0.0).await;
+        let proxy = WeightedProxy::bind(any_port(), any_port(), "shop".into())
+            .await
+            .expect("bind proxy");
+        let client = client();
+        let url = format!("http://{}/", proxy.local_addr());
+
+        proxy
+            .set_backends(
+                Backend {
+                    revision: "s".into(),
+                    addrs: vec![closed_port(), live.local_addr()],
+                },
+                None,
+                0,
+            )
+            .expect("set backends");
+        for _ in 0..20 {
+            assert_eq!(get(&client, &url).await.status, 200);
+        }
+
+        proxy
+            .set_backends(
+                Backend {
+                    revision: "s".into(),
+                    addrs: vec![live.local_addr()],
+                },
+                Some(Backend {
+                    revision: "c".into(),
+                    addrs: vec![closed_port(), closed_port()],
+                }),
+                50,
+            )
+            .expect("set backends");
+        let mut codes = BTreeMap::new();
+        for _ in 0..10 {
+            let got = get(&client, &url).await;
+            *codes
+                .entry((got.revision.unwrap_or_default(), got.status))
+                .or_insert(0) += 1;
+        }
+        // The dead canary gets its share and answers 502; nothing spills onto stable.
+        assert_eq!(
+            codes,
+            BTreeMap::from([(("c".to_owned(), 502), 5), (("s".to_owned(), 200), 5)])
+        );
+        let metrics = proxy.handle().encode_metrics();
+        let requests = samples(&metrics, "http_requests_total");
+        assert_eq!(
+            requests.get(r#"rollout="shop",revision="c",role="canary",code="502""#),
+            Some(&5.0),
+            "{metrics}"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn proxy_answers_503_before_any_backend_and_refuses_bad_weights() {
+    timeout(TEST_TIMEOUT, async {
+        let proxy = WeightedProxy::bind(any_port(), any_port(), "shop".into())
+            .await
+            .expect("bind proxy");
+        let got = get(&client(), &format!("http://{}/", proxy.local_addr())).await;
+        assert_eq!(got.status, 503);
+        let stable = Backend {
+            revision: "s".into(),
+            addrs: vec![],
+        };
+        let err = proxy
+            .set_backends(stable.clone(), None, 101)
+            .expect_err("weight 101");
+        assert!(matches!(err, ProxyError::SetBackendsWeight { weight: 101 }));
+        let err = proxy
+            .set_backends(stable, None, 10)
+            .expect_err("weight without canary");
+        assert!(err.to_string().contains("no canary backend"), "{err}");
+        // Refused changes leave the routing as it was.
+        assert_eq!(proxy.current().stable, None);
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn proxy_on_a_port_in_use_names_the_address() {
+    let taken = tokio::net::TcpListener::bind(LOOPBACK_ANY)
+        .await
+        .expect("bind");
+    let addr = taken.local_addr().expect("local addr");
+    let err = WeightedProxy::bind(addr, any_port(), "shop".into())
+        .await
+        .expect_err("port in use");
+    assert!(matches!(err, ProxyError::BindProxy { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains(&addr.to_string()), "{message}");
+    assert!(message.contains("bind the proxy"), "{message}");
+
+    let err = WeightedProxy::bind(any_port(), addr, "shop".into())
+        .await
+        .expect_err("metrics port in use");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
