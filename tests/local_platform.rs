@@ -331,3 +331,275 @@ async fn proxy_on_a_port_in_use_names_the_address() {
         .expect_err("metrics port in use");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }
+
+// ---------------------------------------------------------------- supervisor
+
+use vigil::platform::local::supervisor::{
+    ProcessSpec, RevisionStatus, Supervisor, SupervisorConfig, SupervisorError,
+};
+
+const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+
+fn demo_app_spec(version: &str) -> ProcessSpec {
+    ProcessSpec {
+        command: vec![VIGIL.to_owned(), "demo-app".to_owned()],
+        args: [
+            "--latency-ms",
+            "0",
+            "--latency-jitter-ms",
+            "0",
+            "--version",
+            version,
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        env: vec![("RUST_LOG".to_owned(), "warn".to_owned())],
+        readiness_path: Some("/healthz".to_owned()),
+    }
+}
+
+fn fast_config() -> SupervisorConfig {
+    SupervisorConfig {
+        grace_period: Duration::from_secs(3),
+        backoff_initial: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+        ..SupervisorConfig::default()
+    }
+}
+
+/// Alive means it exists and is not a zombie (a killed orphan may wait for init to reap it).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn pids(status: &RevisionStatus) -> Vec<u32> {
+    status.replicas.iter().filter_map(|r| r.pid).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_runs_restarts_scales_and_stops_the_real_demo_app() {
+    timeout(TEST_TIMEOUT, async {
+        let supervisor = Supervisor::new(fast_config());
+        supervisor
+            .start_revision("v1", demo_app_spec("v1"), 3)
+            .await
+            .expect("start");
+        let status = supervisor
+            .wait_ready("v1", Duration::from_secs(20))
+            .await
+            .expect("ready");
+        assert_eq!((status.desired, status.running, status.ready), (3, 3, 3));
+        assert_eq!(status.addrs.len(), 3);
+        let client = client();
+        for addr in &status.addrs {
+            let got = get(&client, &format!("http://{addr}/")).await;
+            assert_eq!((got.status, got.body.as_str()), (200, "hello from v1\n"));
+        }
+
+        // A killed replica comes back, on a new process, and is counted as a restart.
+        let victim = status.replicas[1].pid.expect("pid");
+        let pid = rustix::process::Pid::from_raw(i32::try_from(victim).expect("pid fits"))
+            .expect("nonzero pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill");
+        wait_until("the restart", Duration::from_secs(20), || {
+            let s = &supervisor.status()["v1"];
+            s.restarts == 1 && s.ready == 3
+        })
+        .await;
+        let status = supervisor.status()["v1"].clone();
+        assert!(!pids(&status).contains(&victim));
+        assert!(
+            status.replicas[1]
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("signal: 9")),
+            "{status:?}"
+        );
+
+        // Scale down to 1, then to 0: the removed processes are gone when it returns.
+        let before = pids(&status);
+        supervisor
+            .scale_revision("v1", 1)
+            .await
+            .expect("scale to 1");
+        let s = supervisor.status()["v1"].clone();
+        assert_eq!((s.desired, s.running), (1, 1));
+        assert!(before[1..].iter().all(|&pid| !alive(pid)));
+        supervisor
+            .scale_revision("v1", 0)
+            .await
+            .expect("scale to 0");
+        let s = supervisor.status()["v1"].clone();
+        assert_eq!((s.desired, s.running, s.ready), (0, 0, 0));
+        assert!(s.addrs.is_empty());
+        assert!(before.iter().all(|&pid| !alive(pid)));
+
+        // And back up.
+        supervisor
+            .scale_revision("v1", 2)
+            .await
+            .expect("scale to 2");
+        supervisor
+            .wait_ready("v1", Duration::from_secs(20))
+            .await
+            .expect("ready again");
+        let last = pids(&supervisor.status()["v1"]);
+        supervisor.shutdown().await;
+        assert!(supervisor.status().is_empty());
+        assert!(last.iter().all(|&pid| !alive(pid)), "{last:?}");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_names_a_missing_command_and_keeps_working() {
+    timeout(TEST_TIMEOUT, async {
+        let supervisor = Supervisor::new(fast_config());
+        let spec = ProcessSpec {
+            command: vec!["vigil-no-such-command-xyz".to_owned()],
+            ..ProcessSpec::default()
+        };
+        let err = supervisor
+            .start_revision("bad", spec, 2)
+            .await
+            .expect_err("missing command");
+        assert!(
+            matches!(err, SupervisorError::SpawnProcess { .. }),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(message.contains("vigil-no-such-command-xyz"), "{message}");
+        assert!(message.contains("revision bad"), "{message}");
+
+        let status = supervisor.status()["bad"].clone();
+        assert_eq!((status.desired, status.running, status.ready), (2, 0, 0));
+        assert!(
+            status
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("vigil-no-such-command-xyz"))
+        );
+        let err = supervisor
+            .wait_ready("bad", Duration::from_millis(200))
+            .await
+            .expect_err("never ready");
+        assert!(err.to_string().contains("0/2 ready"), "{err}");
+
+        // The supervisor still runs other revisions, and stops the broken one.
+        supervisor
+            .start_revision("good", demo_app_spec("v2"), 1)
+            .await
+            .expect("start good");
+        supervisor
+            .wait_ready("good", Duration::from_secs(20))
+            .await
+            .expect("good ready");
+        supervisor.stop_revision("bad").await.expect("stop bad");
+        assert!(matches!(
+            supervisor.scale_revision("bad", 1).await,
+            Err(SupervisorError::UnknownRevision { .. })
+        ));
+        supervisor.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisor_kills_the_whole_group_and_escalates_to_sigkill() {
+    timeout(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let grandchild_file = dir.path().join("grandchild.pid");
+        let supervisor = Supervisor::new(SupervisorConfig {
+            grace_period: Duration::from_millis(300),
+            ..fast_config()
+        });
+        // A shell that ignores SIGTERM and leaves a grandchild behind: only SIGKILL to the
+        // process group takes both down.
+        let script = format!(
+            "trap '' TERM; sleep 300 & echo $! > {}; while true; do sleep 0.1; done",
+            grandchild_file.display()
+        );
+        supervisor
+            .start_revision(
+                "stubborn",
+                ProcessSpec {
+                    command: vec!["sh".to_owned(), "-c".to_owned(), script],
+                    ..ProcessSpec::default()
+                },
+                1,
+            )
+            .await
+            .expect("start");
+        wait_until("the grandchild", Duration::from_secs(10), || {
+            std::fs::read_to_string(&grandchild_file).is_ok_and(|s| s.trim().parse::<u32>().is_ok())
+        })
+        .await;
+        let grandchild: u32 = std::fs::read_to_string(&grandchild_file)
+            .expect("read pid")
+            .trim()
+            .parse()
+            .expect("pid");
+        let child = pids(&supervisor.status()["stubborn"])[0];
+        assert!(alive(child) && alive(grandchild));
+
+        let started = std::time::Instant::now();
+        supervisor.shutdown().await;
+        // It took the grace period (SIGTERM was ignored), then SIGKILL ended it.
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(!alive(child), "child {child} survived");
+        wait_until("the grandchild's death", Duration::from_secs(5), || {
+            !alive(grandchild)
+        })
+        .await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_supervisor_kills_its_children() {
+    timeout(TEST_TIMEOUT, async {
+        let supervisor = Supervisor::new(fast_config());
+        supervisor
+            .start_revision("v1", demo_app_spec("v1"), 2)
+            .await
+            .expect("start");
+        let status = supervisor
+            .wait_ready("v1", Duration::from_secs(20))
+            .await
+            .expect("ready");
+        let children = pids(&status);
+        assert_eq!(children.len(), 2);
+        drop(supervisor);
+        wait_until("the children's death", Duration::from_secs(5), || {
+            children.iter().all(|&pid| !alive(pid))
+        })
+        .await;
+    })
+    .await
+    .expect("test timed out");
+}
