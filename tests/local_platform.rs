@@ -603,3 +603,72 @@ async fn dropping_the_supervisor_kills_its_children() {
     .await
     .expect("test timed out");
 }
+
+// ---------------------------------------------------------------- load generator
+
+use vigil::platform::local::loadgen::{LoadConfig, run_load};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_drives_the_proxy_at_the_asked_rate() {
+    timeout(TEST_TIMEOUT, async {
+        let stable_app = demo_app("v1", 0.0).await;
+        let canary_app = demo_app("v2", 0.1).await;
+        let proxy = WeightedProxy::bind(any_port(), any_port(), "shop".into())
+            .await
+            .expect("bind proxy");
+        proxy
+            .set_backends(
+                Backend {
+                    revision: "s".into(),
+                    addrs: vec![stable_app.local_addr()],
+                },
+                Some(Backend {
+                    revision: "c".into(),
+                    addrs: vec![canary_app.local_addr()],
+                }),
+                50,
+            )
+            .expect("set backends");
+        let target = url::Url::parse(&format!("http://{}/", proxy.local_addr())).expect("url");
+        let started = std::time::Instant::now();
+        let stats = run_load(
+            LoadConfig::new(target.clone(), 400.0, Duration::from_millis(500)),
+            std::future::pending(),
+        )
+        .await
+        .expect("load");
+        // Open loop at 400/s for 0.5 s: exactly 200 due, none skipped, in about 0.5 s.
+        assert_eq!(stats.sent + stats.skipped, 200, "{stats:?}");
+        assert_eq!(stats.skipped, 0, "{stats:?}");
+        assert_eq!(stats.transport_errors + stats.timeouts, 0, "{stats:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // Half went to the canary, which fails exactly 10% of them.
+        assert_eq!(stats.by_code.get(&500), Some(&10), "{stats:?}");
+        assert_eq!(stats.by_code.get(&200), Some(&190), "{stats:?}");
+        assert!(stats.latency_p50.is_some() && stats.latency_p99 >= stats.latency_p50);
+        let requests = samples(&proxy.handle().encode_metrics(), "http_requests_total");
+        assert_eq!(requests.values().sum::<f64>(), 200.0, "{requests:?}");
+
+        // Cancellation ends a long run early.
+        let started = std::time::Instant::now();
+        let stats = run_load(
+            LoadConfig::new(target, 100.0, Duration::from_secs(600)),
+            tokio::time::sleep(Duration::from_millis(300)),
+        )
+        .await
+        .expect("load");
+        assert!(stats.cancelled);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!((20..=40).contains(&stats.sent), "{stats:?}");
+    })
+    .await
+    .expect("test timed out");
+}
