@@ -8,5 +8,6 @@ pub mod api;
 pub mod cli;
 pub mod lint;
 pub mod metrics;
+pub mod platform;
 pub mod rollout;
 pub mod telemetry;

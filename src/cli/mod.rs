@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod crds;
+pub mod demo_app;
 pub mod lint;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ pub enum Command {
     /// Check Rollout and AnalysisTemplate YAML files: schema, unknown fields, durations, weights,
     /// CEL conditions, PromQL and its known traps. Exit 1 when a problem is found.
     Lint(lint::LintArgs),
+    /// Run the demo HTTP service (injected errors and latency) used by `vigil demo` and tests.
+    DemoApp(demo_app::DemoAppArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -36,5 +39,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::Crds(args) => crds::run(&args),
         Command::Analyze(args) => analyze::run(&args),
         Command::Lint(args) => lint::run(&args),
+        Command::DemoApp(args) => demo_app::run(&args),
     }
 }
