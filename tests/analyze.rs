@@ -29,16 +29,79 @@ fn prometheus() -> &'static PrometheusServer {
             // idle: the canary exists but serves nothing.
             .counter("http_requests", &labels("idle", "stable", "200"), 20.0)
             .counter("http_requests", &labels("idle", "canary", "200"), 0.0)
+            // Latency: a fast canary and a slow one (10 requests/s each).
+            .histogram(
+                "http_request_duration_seconds",
+                &[("rollout", "healthy"), ("role", "canary")],
+                &[
+                    (0.1, 9.0),
+                    (0.25, 9.8),
+                    (0.5, 9.95),
+                    (1.0, 10.0),
+                    (2.5, 10.0),
+                ],
+                10.0,
+                0.6,
+            )
+            .histogram(
+                "http_request_duration_seconds",
+                &[("rollout", "erroring"), ("role", "canary")],
+                &[(0.1, 1.0), (0.25, 3.0), (0.5, 5.0), (1.0, 7.0), (2.5, 9.5)],
+                10.0,
+                9.0,
+            )
+            // The same traffic as Istio and the NGINX ingress controller report it.
+            .counter(
+                "istio_requests",
+                &[
+                    ("reporter", "source"),
+                    ("destination_service_namespace", "shop"),
+                    ("destination_service_name", "checkout-canary"),
+                    ("response_code", "200"),
+                ],
+                9.0,
+            )
+            .counter(
+                "istio_requests",
+                &[
+                    ("reporter", "source"),
+                    ("destination_service_namespace", "shop"),
+                    ("destination_service_name", "checkout-canary"),
+                    ("response_code", "503"),
+                ],
+                1.0,
+            )
+            .legacy_counter(
+                "nginx_ingress_controller_requests",
+                &[
+                    ("ingress", "checkout"),
+                    ("service", "checkout-canary"),
+                    ("status", "200"),
+                ],
+                9.99,
+            )
+            .legacy_counter(
+                "nginx_ingress_controller_requests",
+                &[
+                    ("ingress", "checkout"),
+                    ("service", "checkout-canary"),
+                    ("status", "500"),
+                ],
+                0.01,
+            )
             .start()
     })
 }
 
 fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-        .display()
-        .to_string()
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Shipped templates are named by their path; test-only ones live in tests/fixtures.
+    let path = if name.starts_with("analysis-templates/") {
+        root.join(name)
+    } else {
+        root.join("tests/fixtures").join(name)
+    };
+    path.display().to_string()
 }
 
 fn rfc3339(unix: i64) -> String {
@@ -178,4 +241,75 @@ fn missing_argument_and_unreachable_prometheus_have_their_exit_codes() {
         .as_str()
         .unwrap_or_default();
     assert!(reason.starts_with("cannot reach"), "{reason}");
+}
+
+#[test]
+fn shipped_http_error_rate_template_passes_healthy_and_fails_erroring() {
+    let template = "analysis-templates/http-error-rate.yaml";
+    let (code, json, stderr) = analyze(template, &["rollout=healthy"]);
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (0, Some("Successful")),
+        "{json:#}\n{stderr}"
+    );
+    let (code, json, stderr) = analyze(template, &["rollout=erroring"]);
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (1, Some("Failed")),
+        "{json:#}\n{stderr}"
+    );
+    // failureLimit 1: the second failed measurement fails the metric.
+    assert_eq!(measurements(&json).len(), 2);
+    let (code, json, stderr) = analyze(template, &["rollout=idle"]);
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (2, Some("Inconclusive")),
+        "{json:#}\n{stderr}"
+    );
+    let reason = measurements(&json)[0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.starts_with("no data"), "{reason}");
+}
+
+#[test]
+fn shipped_http_latency_template_passes_fast_and_fails_slow_canaries() {
+    let template = "analysis-templates/http-latency.yaml";
+    let (code, json, stderr) = analyze(template, &["rollout=healthy"]);
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (0, Some("Successful")),
+        "{json:#}\n{stderr}"
+    );
+    let (code, json, stderr) = analyze(template, &["rollout=erroring"]);
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (1, Some("Failed")),
+        "{json:#}\n{stderr}"
+    );
+}
+
+#[test]
+fn shipped_istio_and_nginx_error_rate_templates_read_their_metric_names() {
+    let (code, json, stderr) = analyze(
+        "analysis-templates/istio-error-rate.yaml",
+        &["service=checkout-canary", "namespace=shop"],
+    );
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (1, Some("Failed")),
+        "{json:#}\n{stderr}"
+    );
+    assert_eq!(measurements(&json)[0]["value"], "0.1");
+    let (code, json, stderr) = analyze(
+        "analysis-templates/nginx-error-rate.yaml",
+        &["service=checkout-canary", "ingress=checkout"],
+    );
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (0, Some("Successful")),
+        "{json:#}\n{stderr}"
+    );
+    assert_eq!(measurements(&json)[0]["value"], "0.001");
 }
