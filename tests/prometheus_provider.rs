@@ -593,3 +593,44 @@ async fn concurrency_is_limited_per_server() {
     burst(&clients, 3).await;
     assert_eq!(fake.stats.max_in_flight(), 6);
 }
+
+// ---------------------------------------------------------------- TLS
+
+#[tokio::test]
+async fn https_with_ca_bundle() {
+    support::install_crypto_provider();
+    use support::fake_http::{test_ca_pem, test_tls_acceptor};
+    let fake = FakeServer::start_tls(|_| Reply::ok_vector("0.5"), test_tls_acceptor()).await;
+    assert_eq!(fake.url.scheme(), "https");
+
+    let mut cfg = config(&fake.url);
+    cfg.auth.ca_bundle_pem = Some(test_ca_pem());
+    let m = new_client(cfg)
+        .query("up", at(AT))
+        .await
+        .expect("trusted CA");
+    assert_eq!(finite(&m), 0.5);
+    assert_eq!(fake.stats.requests(), 1);
+
+    // Without the bundle the test CA is unknown: the handshake fails, no request is served.
+    let mut cfg = config(&fake.url);
+    cfg.max_attempts = 1;
+    let err = new_client(cfg)
+        .query("up", at(AT))
+        .await
+        .expect_err("untrusted");
+    assert!(matches!(err, ProviderError::Unreachable { .. }), "{err:?}");
+    assert_eq!(fake.stats.requests(), 1);
+}
+
+// ---------------------------------------------------------------- harness
+
+#[tokio::test]
+async fn prometheus_starts_with_a_scrape_config() {
+    let prometheus = PrometheusServer::start_with_config(
+        "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: nothing\n    static_configs: [{targets: ['127.0.0.1:9']}]\n",
+    );
+    let client = new_client(config(prometheus.url()));
+    let m = client.query("vector(42)", at(AT)).await.expect("query");
+    assert_eq!(finite(&m), 42.0);
+}
