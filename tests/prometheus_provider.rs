@@ -306,6 +306,9 @@ async fn prometheus_down_is_unreachable_after_retries() {
         .query("up", at(AT))
         .await
         .expect_err("nobody listens");
+    // The message says why, not just "error sending request".
+    let message = err.to_string();
+    assert!(message.contains("onnection refused"), "{message}");
     match err {
         ProviderError::Unreachable {
             address, attempts, ..
@@ -315,6 +318,37 @@ async fn prometheus_down_is_unreachable_after_retries() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn dropped_connection_is_retried() {
+    let fake = FakeServer::start(|n| {
+        if n == 0 {
+            Reply::hang_up()
+        } else {
+            Reply::ok_vector("0.125")
+        }
+    })
+    .await;
+    let client = new_client(config(&fake.url));
+    let m = client
+        .query("up", at(AT))
+        .await
+        .expect("second attempt works");
+    assert_eq!(finite(&m), 0.125);
+    assert_eq!(fake.stats.requests(), 2);
+
+    // Always hanging up ends as Unreachable once the attempts are spent.
+    let fake = FakeServer::start(|_| Reply::hang_up()).await;
+    let err = new_client(config(&fake.url))
+        .query("up", at(AT))
+        .await
+        .expect_err("never answers");
+    assert!(
+        matches!(err, ProviderError::Unreachable { attempts: 3, .. }),
+        "{err:?}"
+    );
+    assert_eq!(fake.stats.requests(), 3);
 }
 
 #[tokio::test]

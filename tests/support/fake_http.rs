@@ -44,6 +44,11 @@ impl Reply {
         )
     }
 
+    /// Closes the connection after reading the request, without answering.
+    pub fn hang_up() -> Reply {
+        Reply::new(0, "")
+    }
+
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Reply {
         self.headers.push((name.to_owned(), value.to_owned()));
@@ -182,6 +187,10 @@ where
     stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let r = reply(n);
     tokio::time::sleep(r.delay).await;
+    if r.status == 0 {
+        stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+        return;
+    }
     let mut response = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         r.status,
