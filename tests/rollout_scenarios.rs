@@ -855,3 +855,68 @@ fn step_is_pure() {
     let b = step(&world.spec, &world.status, &observation, world.now);
     assert_eq!(a, b);
 }
+
+#[test]
+fn an_inconclusive_background_analysis_pauses_and_promote_restarts_it() {
+    let mut world = World::deployed(
+        with_background(
+            spec(
+                vec![set_weight(20), set_weight(40), pause(Some("5m"))],
+                true,
+                4,
+            ),
+            0,
+        ),
+        Box::new(|run| {
+            // The first background run has no data; later ones keep running.
+            (run.kind == vigil::rollout::AnalysisKind::Background
+                && run.name.ends_with("-bg0")
+                && run.age >= 10)
+                .then_some(AnalysisPhase::Inconclusive)
+        }),
+    );
+    world.set_image("app:2");
+    let new = world.desired();
+    world.run_until(20, |w| w.phase() == Some(RolloutPhase::Paused));
+    let paused_at = world.step_index().expect("index");
+    let message = world.status.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("background analysis metric \"error-rate\" inconclusive"),
+        "{message}"
+    );
+    assert!(
+        message.contains("no data: the canary received no requests"),
+        "{message}"
+    );
+    world.promote();
+    world.reconcile();
+    assert_eq!(
+        world.step_index(),
+        Some(paused_at + 1),
+        "promote finished the current step"
+    );
+    let fresh = format!("{NAME}-{new}-1-bg{}", paused_at + 1);
+    assert!(
+        world.runs.contains_key(&fresh),
+        "a fresh background run: {:?}",
+        world.runs.keys()
+    );
+    world.run_until(100, |w| w.healthy_on(&new));
+    assert_eq!(world.runs[&fresh].summary.phase, AnalysisPhase::Terminated);
+}
+
+#[test]
+fn abort_works_while_paused() {
+    let mut world = World::deployed(spec(canary_steps(), true, 4), all_pass());
+    world.set_image("app:2");
+    world.run_until(20, |w| w.at_step(1));
+    world.spec.paused = true;
+    world.reconcile();
+    world.abort();
+    let decision = world.reconcile();
+    assert_eq!(decision.status.phase, Some(RolloutPhase::Aborted));
+    assert_eq!(
+        decision.effects.first(),
+        Some(&Effect::SetWeight { canary_weight: 0 })
+    );
+}
