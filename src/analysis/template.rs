@@ -16,12 +16,10 @@ use crate::api::{
     RolloutSpec, SecretSource, SequentialTest,
 };
 
-/// Functions a threshold condition may call besides CEL's standard ones. The threshold judge
-/// registers them: `isNaN(x)` and `isInf(x)` take a double and return a bool.
-pub const CEL_HELPERS: &[&str] = &["isNaN", "isInf"];
-
-/// The only variable a threshold condition sees.
-pub const CEL_RESULT: &str = "result";
+use crate::analysis::judge::threshold::{
+    HELPER_FUNCTIONS as CEL_HELPERS, RESULT_VARIABLE as CEL_RESULT, ThresholdError,
+    compile_condition,
+};
 
 /// CEL's standard functions and type conversions (the `cel` crate's stdlib), by name.
 const CEL_STANDARD: &[&str] = &[
@@ -896,7 +894,7 @@ fn check_judge(metric: &Metric, path: &str, problems: &mut Vec<Problem>) -> Opti
             ("failureCondition", &metric.failure_condition),
         ] {
             if let Some(source) = condition {
-                check_cel(source, &format!("{path}.{field}"), problems);
+                check_cel(source, field, &format!("{path}.{field}"), problems);
             }
         }
         return Some(Judge::Threshold);
@@ -1019,8 +1017,9 @@ fn check_judge(metric: &Metric, path: &str, problems: &mut Vec<Problem>) -> Opti
     None
 }
 
-/// Compiles a CEL condition and checks it names only `result` and known functions.
-fn check_cel(source: &str, path: &str, problems: &mut Vec<Problem>) {
+/// Compiles a CEL condition (as the threshold judge does) and checks it names only `result`,
+/// CEL's standard functions, the `math.*` extension and vigil's helpers.
+fn check_cel(source: &str, field: &'static str, path: &str, problems: &mut Vec<Problem>) {
     if source.trim().is_empty() {
         problems.push(Problem::new(
             path.to_owned(),
@@ -1028,15 +1027,26 @@ fn check_cel(source: &str, path: &str, problems: &mut Vec<Problem>) {
         ));
         return;
     }
-    let program = match cel::Program::compile(source) {
+    let program = match compile_condition(field, source) {
         Ok(program) => program,
-        Err(errors) => {
+        Err(ThresholdError::CompileCondition { message, .. }) => {
             problems.push(Problem::new(
                 path.to_owned(),
-                format!("CEL does not compile: {}", one_line(&errors.to_string())),
+                format!("CEL does not compile: {}", one_line(&message)),
             ));
             return;
         }
+        // Unknown variables are reported below, all of them, by the walk over the syntax tree.
+        Err(_) => match cel::Program::compile(source) {
+            Ok(program) => program,
+            Err(errors) => {
+                problems.push(Problem::new(
+                    path.to_owned(),
+                    format!("CEL does not compile: {}", one_line(&errors.to_string())),
+                ));
+                return;
+            }
+        },
     };
     let mut unknown_vars = BTreeSet::new();
     let mut unknown_fns = BTreeSet::new();
@@ -1084,14 +1094,21 @@ fn walk_cel(
         }
         E::Call(call) => {
             let name = call.func_name.as_str();
+            let math = matches!(
+                call.target.as_deref().map(|t| &t.expr),
+                Some(E::Ident(ns)) if ns == "math"
+            );
             let operator = name.starts_with('_')
                 || name.starts_with('@')
                 || name.starts_with("!_")
-                || name.starts_with("-_");
-            if !operator && !CEL_STANDARD.contains(&name) && !CEL_HELPERS.contains(&name) {
+                || name.starts_with("-_")
+                || name.starts_with("math.");
+            if !math && !operator && !CEL_STANDARD.contains(&name) && !CEL_HELPERS.contains(&name) {
                 fns.insert(name.to_owned());
             }
-            if let Some(target) = &call.target {
+            if let Some(target) = &call.target
+                && !math
+            {
                 walk_cel(target, bound, vars, fns);
             }
             for arg in &call.args {

@@ -61,6 +61,7 @@ enum Kind {
     Counter,
     Gauge,
     Histogram,
+    Unknown,
 }
 
 impl Kind {
@@ -69,6 +70,7 @@ impl Kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
             Kind::Histogram => "histogram",
+            Kind::Unknown => "unknown",
         }
     }
 }
@@ -205,6 +207,25 @@ impl Fixture {
             .map(|t| (t, per_second * (t - start) as f64))
             .collect();
         self.counter_samples(family, labels, samples)
+    }
+
+    /// A counter exposed without the `_total` suffix, as legacy exporters such as the NGINX
+    /// ingress controller do (`nginx_ingress_controller_requests`): OpenMetrics only allows
+    /// that name for the `unknown` type. Grows at `per_second` from 0 at `start`.
+    pub fn legacy_counter(
+        mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        per_second: f64,
+    ) -> Fixture {
+        let start = self.start;
+        let series = series_name(name, labels);
+        let lines: Vec<String> = self
+            .times()
+            .map(|t| format!("{series} {} {t}", number(per_second * (t - start) as f64)))
+            .collect();
+        self.family(name, Kind::Unknown).lines.extend(lines);
+        self
     }
 
     /// A gauge with a constant value.

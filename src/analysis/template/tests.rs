@@ -438,6 +438,8 @@ fn cel_conditions_compile_and_see_only_result() {
         "result.all(r, r.value < 0.5)",
         "size(result) > 0 && result[0].value < 1.0",
         "type(result) == double && !isInf(result)",
+        "math.abs(result) < 1.0 && isFinite(result)",
+        "math.greatest(result, 1.0) > 0.0",
     ] {
         let problems = validate_template(&template(vec![threshold_metric("m", GOOD_QUERY, fine)]));
         assert_eq!(problems, vec![], "{fine}");
