@@ -6,6 +6,7 @@
 //!   every scrape, with a three-way verdict.
 
 pub mod mann_whitney;
+pub mod sequential;
 
 use serde::{Deserialize, Serialize};
 
