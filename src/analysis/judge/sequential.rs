@@ -152,6 +152,8 @@ pub struct CountState {
     pub share_sum: f64,
     /// Σ K_t ρ_t².
     pub share_square_sum: f64,
+    /// Smallest and largest ρ_t among intervals with errors.
+    pub share_range: Option<(f64, f64)>,
     /// Intervals seen.
     pub updates: u64,
     /// First decisive verdict (Fail or Pass); later evidence does not revoke it.
@@ -291,6 +293,10 @@ impl CountTest {
         state.baseline_errors += increment.baseline_errors;
         state.share_sum += errors as f64 * share;
         state.share_square_sum += errors as f64 * share * share;
+        state.share_range = Some(match state.share_range {
+            Some((low, high)) => (low.min(share), high.max(share)),
+            None => (share, share),
+        });
         Ok(())
     }
 
@@ -451,6 +457,8 @@ struct Evidence {
     mean_share: f64,
     /// Σ K_t (ρ_t − ρ̄)².
     share_spread: f64,
+    /// Range of the per-interval shares.
+    share_range: (f64, f64),
 }
 
 impl Evidence {
@@ -471,6 +479,7 @@ impl Evidence {
             total_errors: total,
             mean_share,
             share_spread: spread,
+            share_range: state.share_range.unwrap_or((mean_share, mean_share)),
         }
     }
 
@@ -490,18 +499,17 @@ impl Evidence {
     }
 
     /// Upper bound on how much using ρ̄ instead of the per-interval shares can inflate a log
-    /// likelihood ratio against the null δ: ½ Σ K_t (ρ_t − ρ̄)² · sup_ρ |∂²/∂ρ² ln(1 + ρ a)|,
-    /// a = e^δ − 1, the sup being a² for a ≥ 0 and a²/(1 + a)² for a < 0.
+    /// likelihood ratio against the null δ: ½ Σ K_t (ρ_t − ρ̄)² · sup_ρ |∂²/∂ρ² ln(1 + ρ a)|
+    /// with a = e^δ − 1 and ρ over the observed share range; |∂²/∂ρ²| = a²/(1 + ρa)² is
+    /// largest at the smallest share for a ≥ 0 and at the largest for a < 0.
     fn share_slack(&self, null: f64) -> f64 {
         if self.share_spread == 0.0 {
             return 0.0;
         }
         let a = null.exp_m1();
-        let curvature = if a >= 0.0 {
-            a * a
-        } else {
-            (a / (1.0 + a)).powi(2)
-        };
+        let (low, high) = self.share_range;
+        let worst = if a >= 0.0 { low } else { high };
+        let curvature = (a / (1.0 + worst * a)).powi(2);
         0.5 * self.share_spread * curvature
     }
 
