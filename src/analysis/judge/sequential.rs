@@ -704,7 +704,37 @@ impl HistogramTest {
         Ok(())
     }
 
-    /// Fail as soon as any bound fails; pass early once every bound passes.
+    /// The cheap per-scrape decision (no reports): Fail as soon as any bound fails, Pass once
+    /// every bound passes.
+    pub fn decide(
+        &self,
+        state: &mut HistogramState,
+        at_deadline: bool,
+    ) -> Result<SequentialDecision, SequentialError> {
+        if !state.bounds.is_empty() {
+            let test = self.per_bound_test(state.bounds.len())?;
+            let decisions: Vec<SequentialDecision> = state
+                .per_bound
+                .iter_mut()
+                .map(|s| test.decide(s, at_deadline))
+                .collect();
+            if state.decided.is_none() {
+                if decisions.contains(&SequentialDecision::Fail) {
+                    state.decided = Some(Verdict::Fail);
+                } else if decisions.iter().all(|d| *d == SequentialDecision::Pass) {
+                    state.decided = Some(Verdict::Pass);
+                }
+            }
+        }
+        Ok(match state.decided {
+            Some(Verdict::Fail) => SequentialDecision::Fail,
+            Some(Verdict::Pass) => SequentialDecision::Pass,
+            _ if at_deadline => SequentialDecision::Inconclusive,
+            _ => SequentialDecision::Continue,
+        })
+    }
+
+    /// Decides like [`Self::decide`] and reports every bound with its reason.
     pub fn evaluate(
         &self,
         state: &mut HistogramState,
