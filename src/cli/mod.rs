@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod crds;
 pub mod demo_app;
+pub mod judge;
 pub mod lint;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,8 @@ pub enum Command {
     Lint(lint::LintArgs),
     /// Run the demo HTTP service (injected errors and latency) used by `vigil demo` and tests.
     DemoApp(demo_app::DemoAppArgs),
+    /// Run a statistical judge on raw samples or counts, offline.
+    Judge(judge::JudgeArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -40,5 +43,9 @@ pub fn run(cli: Cli) -> i32 {
         Command::Analyze(args) => analyze::run(&args),
         Command::Lint(args) => lint::run(&args),
         Command::DemoApp(args) => demo_app::run(&args),
+        Command::Judge(args) => judge::run(args).unwrap_or_else(|error| {
+            eprintln!("vigil judge: {error}");
+            3
+        }),
     }
 }
