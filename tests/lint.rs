@@ -71,6 +71,50 @@ fn every_shipped_template_lints_clean_and_is_a_typed_analysis_template() {
 }
 
 #[test]
+fn every_shipped_query_substitutes_and_parses() {
+    use vigil::analysis::template::{resolve_args, substitute};
+    use vigil::api::Argument;
+    for file in yaml_files(&root().join("analysis-templates")) {
+        let text = std::fs::read_to_string(&file).expect("read");
+        let typed: AnalysisTemplate = serde_norway::from_str(&text).expect("typed");
+        // The Rollout passes the arguments without defaults.
+        let given: Vec<Argument> = typed
+            .spec
+            .args
+            .iter()
+            .filter(|a| a.value.is_none())
+            .map(|a| Argument {
+                name: a.name.clone(),
+                value: Some("web".to_owned()),
+                value_from: None,
+            })
+            .collect();
+        let args = resolve_args(&typed.spec.args, &given)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        for metric in &typed.spec.metrics {
+            let prom = metric.provider.prometheus.as_ref().expect("prometheus");
+            for query in [
+                &prom.query,
+                &prom.canary_query,
+                &prom.baseline_query,
+                &prom.canary_requests_query,
+                &prom.baseline_requests_query,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let resolved = substitute(query, &args)
+                    .unwrap_or_else(|e| panic!("{} {}: {e}", file.display(), metric.name));
+                assert!(!resolved.contains("{{"), "{}: {resolved}", file.display());
+                promql_parser::parser::parse(&resolved).unwrap_or_else(|e| {
+                    panic!("{} {}: {e}: {resolved}", file.display(), metric.name)
+                });
+            }
+        }
+    }
+}
+
+#[test]
 fn the_binary_exits_0_on_the_shipped_templates() {
     let out = vigil(&["lint", "analysis-templates"]);
     assert_eq!(
