@@ -127,3 +127,27 @@ pub async fn measure_threshold<P: MetricsProvider>(
     }
     Measured::new(verdict.phase, at, value, verdict.reason)
 }
+
+/// Takes one measurement of any metric at `at`, with the judge the metric names.
+///
+/// `run_started` is when the run began (comparison judges look at the canary since then);
+/// `prior_state` is what the metric's judge carried from its previous measurement.
+pub async fn measure_metric<P: MetricsProvider>(
+    provider: &P,
+    metric: &Metric,
+    scoring: Option<&crate::api::Scoring>,
+    at: Timestamp,
+    run_started: Timestamp,
+    prior_state: Option<&serde_json::Value>,
+) -> Measured {
+    let _ = (scoring, run_started, prior_state);
+    if metric.mann_whitney.is_some() || metric.sequential.is_some() {
+        return Measured::new(
+            AnalysisPhase::Error,
+            at,
+            None,
+            "this judge is not available in this build".to_owned(),
+        );
+    }
+    measure_threshold(provider, metric, at).await
+}

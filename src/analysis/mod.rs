@@ -1,5 +1,7 @@
 //! Canary analysis: providers that measure, judges that decide.
 
+pub mod driver;
+pub mod instantiate;
 pub mod judge;
 pub mod measure;
 pub mod provider;

@@ -350,20 +350,41 @@ pub struct RolloutStatus {
     /// Why the rollout is paused, if it is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pause_conditions: Vec<PauseCondition>,
-    /// True once the rollout was aborted (by a Failed analysis or `vigil abort`), until
-    /// `vigil retry` or a new pod template.
+    /// True once the rollout was aborted (by a Failed analysis, a missed progress deadline or
+    /// `vigil abort`), until `vigil retry` or a new pod template. `vigil abort` sets it to true
+    /// (the controller then records `abortedAt`); `vigil retry` sets it back to false while
+    /// `abortedAt` stays, which the controller reads as "start again from step 0".
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub abort: bool,
     /// When the abort happened; the canary is scaled down `abortScaleDownDelaySeconds` later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted_at: Option<Time>,
-    /// Skip the remaining steps and promote the canary (set by `vigil promote --full`).
+    /// Skip the remaining steps and analysis and promote the canary (set by
+    /// `vigil promote --full`; the controller clears it once the canary is stable).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub promote_full: bool,
+    /// Finish the step with this index and move on: end a pause, accept an Inconclusive
+    /// analysis, stop waiting for a running analysis or a converging weight. `vigil promote`
+    /// writes the `currentStepIndex` it saw, so a request that arrives after the rollout moved
+    /// on by itself is stale and ignored rather than skipping the next step. The controller
+    /// clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub promote_step: Option<i32>,
+    /// How many canaries were started (new pod templates and retries) over the Rollout's life;
+    /// never reset. It is part of AnalysisRun names, so a restarted canary never reads the
+    /// verdict of an earlier attempt's run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0))]
+    pub canary_attempt: i32,
     /// The analysis of the current step, with each metric's verdict and reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_analysis: Option<AnalysisRunSummary>,
     /// The background analysis, with each metric's verdict and reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background_analysis: Option<AnalysisRunSummary>,
+}
+
+fn is_zero(value: &i32) -> bool {
+    *value == 0
 }

@@ -10,6 +10,7 @@ use jiff::Timestamp;
 
 pub mod measurement;
 pub mod prometheus;
+pub mod resolve;
 
 pub use measurement::{
     Labels, Measurement, ProviderError, RangeSeries, ResultType, SingleValue, ValueClass,

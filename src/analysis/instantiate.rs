@@ -1,0 +1,297 @@
+//! Turning templates plus arguments into an AnalysisRun spec (pure).
+//!
+//! Arguments are substituted once, here, with label-value escaping; the run then carries
+//! resolved queries, so editing a template never changes a run in flight and a measurement
+//! never re-reads secrets.
+
+use std::collections::BTreeMap;
+
+use crate::analysis::template::{TemplateError, resolve_args, substitute};
+use crate::api::{AnalysisRunSpec, AnalysisTemplateSpec, Argument, Metric, PrometheusProvider};
+
+/// Why templates could not become a run.
+#[derive(Debug, thiserror::Error)]
+pub enum InstantiateError {
+    /// An argument could not be resolved or substituted.
+    #[error("template {template}: {source}")]
+    ResolveTemplate {
+        /// The template's name.
+        template: String,
+        /// The cause.
+        source: TemplateError,
+    },
+    /// Two templates define a metric with the same name.
+    #[error("metric {metric:?} is defined by both {first} and {second}")]
+    MergeDuplicateMetric {
+        /// The metric's name.
+        metric: String,
+        /// The first template.
+        first: String,
+        /// The second template.
+        second: String,
+    },
+}
+
+/// Names of the arguments the platform provides to every run. A template uses one by
+/// declaring it without a value; an argument the Rollout passes under the same name wins.
+pub const BUILTIN_ARGS: [&str; 4] = ["rollout", "namespace", "stable-revision", "canary-revision"];
+
+/// The built-in arguments for a run of `rollout` comparing `canary_revision` with
+/// `stable_revision`, in the order of [`BUILTIN_ARGS`]. Put them before the Rollout's own
+/// arguments: later arguments win.
+pub fn builtin_args(
+    rollout: &str,
+    namespace: &str,
+    stable_revision: &str,
+    canary_revision: &str,
+) -> Vec<Argument> {
+    BUILTIN_ARGS
+        .iter()
+        .zip([rollout, namespace, stable_revision, canary_revision])
+        .map(|(name, value)| Argument {
+            name: (*name).to_owned(),
+            value: Some(value.to_owned()),
+            value_from: None,
+        })
+        .collect()
+}
+
+/// Builds the run spec for `templates` (name, spec) with the `given` arguments.
+pub fn instantiate(
+    templates: &[(String, AnalysisTemplateSpec)],
+    given: &[Argument],
+) -> Result<AnalysisRunSpec, InstantiateError> {
+    let mut metrics: Vec<Metric> = Vec::new();
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
+    let mut resolved_args: BTreeMap<String, String> = BTreeMap::new();
+    let mut scoring = None;
+    for (name, template) in templates {
+        let wrap = |source| InstantiateError::ResolveTemplate {
+            template: name.clone(),
+            source,
+        };
+        let args = resolve_args(&template.args, given).map_err(wrap)?;
+        for metric in &template.metrics {
+            if let Some(first) = owners.insert(metric.name.clone(), name.clone()) {
+                return Err(InstantiateError::MergeDuplicateMetric {
+                    metric: metric.name.clone(),
+                    first,
+                    second: name.clone(),
+                });
+            }
+            let mut metric = metric.clone();
+            if let Some(prometheus) = metric.provider.prometheus.as_mut() {
+                substitute_queries(prometheus, &args).map_err(wrap)?;
+            }
+            metrics.push(metric);
+        }
+        scoring = scoring.or_else(|| template.scoring.clone());
+        resolved_args.extend(args);
+    }
+    Ok(AnalysisRunSpec {
+        metrics,
+        args: resolved_args
+            .into_iter()
+            .map(|(name, value)| Argument {
+                name,
+                value: Some(value),
+                value_from: None,
+            })
+            .collect(),
+        scoring,
+        terminate: false,
+    })
+}
+
+fn substitute_queries(
+    prometheus: &mut PrometheusProvider,
+    args: &BTreeMap<String, String>,
+) -> Result<(), TemplateError> {
+    prometheus.address = substitute_plain(&prometheus.address, args)?;
+    for query in [
+        &mut prometheus.query,
+        &mut prometheus.canary_query,
+        &mut prometheus.baseline_query,
+        &mut prometheus.canary_requests_query,
+        &mut prometheus.baseline_requests_query,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *query = substitute(query, args)?;
+    }
+    Ok(())
+}
+
+/// The address is not PromQL; an argument there may only be a plain token.
+fn substitute_plain(text: &str, args: &BTreeMap<String, String>) -> Result<String, TemplateError> {
+    if text.contains("{{") {
+        substitute(text, args)
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::MetricProvider;
+
+    fn template(query: &str) -> AnalysisTemplateSpec {
+        AnalysisTemplateSpec {
+            args: vec![
+                Argument {
+                    name: "service".to_owned(),
+                    value: None,
+                    value_from: None,
+                },
+                Argument {
+                    name: "window".to_owned(),
+                    value: Some("5m".to_owned()),
+                    value_from: None,
+                },
+            ],
+            metrics: vec![Metric {
+                name: "errors".to_owned(),
+                provider: MetricProvider {
+                    prometheus: Some(PrometheusProvider {
+                        address: "http://prometheus:9090".to_owned(),
+                        query: Some(query.to_owned()),
+                        ..PrometheusProvider::default()
+                    }),
+                },
+                success_condition: Some("result < 0.01".to_owned()),
+                ..Metric::default()
+            }],
+            scoring: None,
+        }
+    }
+
+    fn arg(name: &str, value: &str) -> Argument {
+        Argument {
+            name: name.to_owned(),
+            value: Some(value.to_owned()),
+            value_from: None,
+        }
+    }
+
+    #[test]
+    fn substitutes_given_values_and_defaults() {
+        let query =
+            r#"sum(rate(http_requests_total{service="{{args.service}}"}[{{args.window}}]))"#;
+        let run = instantiate(
+            &[("t".to_owned(), template(query))],
+            &[arg("service", "checkout")],
+        )
+        .expect("instantiate");
+        let resolved = run.metrics[0]
+            .provider
+            .prometheus
+            .as_ref()
+            .and_then(|p| p.query.clone());
+        assert_eq!(
+            resolved.as_deref(),
+            Some(r#"sum(rate(http_requests_total{service="checkout"}[5m]))"#)
+        );
+        assert_eq!(run.args.len(), 2);
+    }
+
+    #[test]
+    fn an_injection_attempt_stays_a_label_value() {
+        let query = r#"sum(rate(http_requests_total{service="{{args.service}}"}[5m]))"#;
+        let hostile = r#"x"} or vector(1) or {x=""#;
+        match instantiate(
+            &[("t".to_owned(), template(query))],
+            &[arg("service", hostile)],
+        ) {
+            Ok(run) => {
+                let resolved = run.metrics[0]
+                    .provider
+                    .prometheus
+                    .as_ref()
+                    .and_then(|p| p.query.clone())
+                    .unwrap_or_default();
+                assert!(
+                    resolved.contains(r#"\"} or vector(1) or {x=\""#),
+                    "{resolved}"
+                );
+                let neutral = query.replace("{{args.service}}", "x");
+                let shape = |q: &str| {
+                    promql_parser::parser::parse(q)
+                        .map(|e| crate::analysis::template::shape(&e))
+                        .expect("parses")
+                };
+                assert_eq!(
+                    shape(&resolved),
+                    shape(&neutral),
+                    "the query's shape changed"
+                );
+            }
+            Err(error) => assert!(error.to_string().contains("service"), "{error}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_argument_is_named() {
+        let query = r#"sum(rate(http_requests_total{service="{{args.service}}"}[5m]))"#;
+        let error = instantiate(&[("errors-tpl".to_owned(), template(query))], &[])
+            .expect_err("service has no value");
+        let text = error.to_string();
+        assert!(
+            text.starts_with("template errors-tpl:") && text.contains("service"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn builtin_args_fill_declared_args_and_given_args_win() {
+        let query = r#"sum(rate(http_requests_total{service="{{args.service}}"}[5m]))"#;
+        let mut given = builtin_args("shop", "prod", "aaa", "bbb");
+        given.push(Argument {
+            name: "service".to_owned(),
+            value: Some("from-rollout".to_owned()),
+            value_from: None,
+        });
+        let mut spec = template(query);
+        spec.args.push(Argument {
+            name: "canary-revision".to_owned(),
+            value: None,
+            value_from: None,
+        });
+        let run = instantiate(&[("t".to_owned(), spec)], &given).expect("instantiate");
+        let values: BTreeMap<String, String> = run
+            .args
+            .iter()
+            .map(|a| (a.name.clone(), a.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            values.get("canary-revision").map(String::as_str),
+            Some("bbb")
+        );
+        assert_eq!(
+            values.get("service").map(String::as_str),
+            Some("from-rollout")
+        );
+        assert!(
+            !values.contains_key("namespace"),
+            "undeclared built-ins are not passed"
+        );
+    }
+
+    #[test]
+    fn duplicate_metric_names_across_templates_are_rejected() {
+        let query = "sum(up)";
+        let error = instantiate(
+            &[
+                ("a".to_owned(), template(query)),
+                ("b".to_owned(), template(query)),
+            ],
+            &[arg("service", "x")],
+        )
+        .expect_err("duplicate");
+        assert!(matches!(
+            error,
+            InstantiateError::MergeDuplicateMetric { .. }
+        ));
+    }
+}

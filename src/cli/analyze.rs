@@ -1,0 +1,308 @@
+//! `vigil analyze`: run analysis templates against a Prometheus outside any cluster, live or
+//! replayed over a past window (backtesting a template on past deployments).
+
+use std::path::PathBuf;
+
+use jiff::Timestamp;
+use url::Url;
+
+use crate::analysis::driver::{DriverError, MeasureAt, advance, clients_for};
+use crate::analysis::instantiate::instantiate;
+use crate::analysis::provider::prometheus::ConcurrencyLimiter;
+use crate::analysis::provider::resolve::NoSecrets;
+use crate::analysis::run::{self, RunError};
+use crate::analysis::template::validate_template;
+use crate::api::{AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, AnalysisTemplate, Argument};
+
+/// Exit code: the run was Successful.
+pub const EXIT_SUCCESSFUL: i32 = 0;
+/// Exit code: the run Failed.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code: the run was Inconclusive (or the window ended first).
+pub const EXIT_INCONCLUSIVE: i32 = 2;
+/// Exit code: measurements could not be taken.
+pub const EXIT_ERROR: i32 = 3;
+/// Exit code: bad usage or an invalid template.
+pub const EXIT_USAGE: i32 = 4;
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// A table for people.
+    Table,
+    /// The run's status as JSON: phase, message, and per metric every measurement.
+    Json,
+}
+
+/// Arguments of `vigil analyze`.
+#[derive(Debug, clap::Args)]
+pub struct AnalyzeArgs {
+    /// AnalysisTemplate YAML files (several documents per file allowed).
+    #[arg(short = 'f', long = "file", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Prometheus to query, replacing each metric's `address`.
+    #[arg(long)]
+    pub prometheus: Option<Url>,
+    /// A template argument, `NAME=VALUE`; repeat for several.
+    #[arg(long = "arg", value_name = "NAME=VALUE", value_parser = parse_arg)]
+    pub args: Vec<(String, String)>,
+    /// Replay from this time (RFC 3339) instead of running live.
+    #[arg(long, requires = "end")]
+    pub start: Option<Timestamp>,
+    /// End of the replay window (RFC 3339).
+    #[arg(long, requires = "start")]
+    pub end: Option<Timestamp>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+fn parse_arg(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?}: expected NAME=VALUE")),
+    }
+}
+
+/// Why the analysis could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    /// A file could not be read.
+    #[error("read {path}: {source}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A document is not an AnalysisTemplate or does not parse.
+    #[error("{path}: document {index}: {reason}")]
+    ParseTemplate {
+        /// The file.
+        path: PathBuf,
+        /// Index of the document in the file.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A template has problems `vigil lint` reports.
+    #[error("{path}: {problems}")]
+    ValidateTemplate {
+        /// The file.
+        path: PathBuf,
+        /// The problems, one per line.
+        problems: String,
+    },
+    /// The templates and args do not make a run.
+    #[error("{0}")]
+    Instantiate(#[from] crate::analysis::instantiate::InstantiateError),
+    /// A provider cannot be configured, or the run could not be planned.
+    #[error(transparent)]
+    Drive(#[from] DriverError),
+    /// The run could not be planned.
+    #[error(transparent)]
+    Plan(#[from] RunError),
+    /// The replay window is empty.
+    #[error("--start {start} is not before --end {end}")]
+    ValidateWindow {
+        /// Start.
+        start: Timestamp,
+        /// End.
+        end: Timestamp,
+    },
+    /// The async runtime could not start.
+    #[error("start the async runtime: {0}")]
+    StartRuntime(std::io::Error),
+}
+
+fn load_templates(
+    files: &[PathBuf],
+) -> Result<Vec<(String, crate::api::AnalysisTemplateSpec)>, AnalyzeError> {
+    use serde::Deserialize;
+    let mut templates = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(path).map_err(|source| AnalyzeError::ReadFile {
+            path: path.clone(),
+            source,
+        })?;
+        for (index, document) in serde_norway::Deserializer::from_str(&text).enumerate() {
+            let parse_error = |reason: String| AnalyzeError::ParseTemplate {
+                path: path.clone(),
+                index,
+                reason,
+            };
+            let value = serde_norway::Value::deserialize(document)
+                .map_err(|e| parse_error(e.to_string()))?;
+            if value.is_null() {
+                continue;
+            }
+            let kind = value
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or_default();
+            if kind != "AnalysisTemplate" && kind != "ClusterAnalysisTemplate" {
+                return Err(parse_error(format!(
+                    "kind {kind:?} is not AnalysisTemplate or ClusterAnalysisTemplate"
+                )));
+            }
+            let template: AnalysisTemplate =
+                serde_norway::from_value(value).map_err(|e| parse_error(e.to_string()))?;
+            let problems = validate_template(&template.spec);
+            if !problems.is_empty() {
+                let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+                return Err(AnalyzeError::ValidateTemplate {
+                    path: path.clone(),
+                    problems: lines.join("; "),
+                });
+            }
+            let name = template
+                .metadata
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}#{index}", path.display()));
+            templates.push((name, template.spec));
+        }
+    }
+    Ok(templates)
+}
+
+/// The clock the run follows: replayed instantly over a window, or the wall clock.
+enum Clock {
+    Replay { end: Timestamp },
+    Live,
+}
+
+async fn execute(args: &AnalyzeArgs) -> Result<AnalysisRunStatus, AnalyzeError> {
+    let templates = load_templates(&args.files)?;
+    let given: Vec<Argument> = args
+        .args
+        .iter()
+        .map(|(name, value)| Argument {
+            name: name.clone(),
+            value: Some(value.clone()),
+            value_from: None,
+        })
+        .collect();
+    let mut spec: AnalysisRunSpec = instantiate(&templates, &given)?;
+    let limiter = ConcurrencyLimiter::default();
+    let clients = clients_for(&spec, args.prometheus.as_ref(), &NoSecrets, &limiter)?;
+    let (mut now, clock) = match (args.start, args.end) {
+        (Some(start), Some(end)) if start < end => (start, Clock::Replay { end }),
+        (Some(start), Some(end)) => return Err(AnalyzeError::ValidateWindow { start, end }),
+        _ => (Timestamp::now(), Clock::Live),
+    };
+    let mut status = AnalysisRunStatus::default();
+    loop {
+        let at = match clock {
+            Clock::Replay { .. } => MeasureAt::DueTime,
+            Clock::Live => MeasureAt::Now(now),
+        };
+        let advanced = advance(&spec, &status, &clients, now, at, usize::MAX).await?;
+        status = advanced.status;
+        let Some(next) = advanced.next_at else {
+            return Ok(status);
+        };
+        match clock {
+            Clock::Replay { end } if next > end => {
+                spec.terminate = true;
+                let mut status = run::plan(&spec, &status, end)?.status;
+                if status.phase == Some(AnalysisPhase::Terminated) {
+                    status.message = Some(format!(
+                        "the window ended at {end} before the run completed"
+                    ));
+                }
+                return Ok(status);
+            }
+            Clock::Replay { .. } => now = next,
+            Clock::Live => {
+                let wait = next.duration_since(Timestamp::now());
+                if let Ok(wait) = std::time::Duration::try_from(wait) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = tokio::signal::ctrl_c() => {
+                            spec.terminate = true;
+                        }
+                    }
+                }
+                now = Timestamp::now();
+            }
+        }
+    }
+}
+
+fn exit_code(phase: Option<AnalysisPhase>) -> i32 {
+    match phase {
+        Some(AnalysisPhase::Successful) => EXIT_SUCCESSFUL,
+        Some(AnalysisPhase::Failed) => EXIT_FAILED,
+        Some(AnalysisPhase::Error) => EXIT_ERROR,
+        _ => EXIT_INCONCLUSIVE,
+    }
+}
+
+/// Renders the run for people.
+pub fn render_table(status: &AnalysisRunStatus) -> String {
+    let phase = status.phase.unwrap_or_default();
+    let mut out = format!("Run: {phase:?}");
+    if let Some(message) = &status.message {
+        out.push_str(&format!(" — {message}"));
+    }
+    out.push('\n');
+    for metric in &status.metric_results {
+        let dry = if metric.dry_run { " (dry-run)" } else { "" };
+        out.push_str(&format!(
+            "\n{}{dry}: {:?} — {} measurement(s): {} successful, {} failed, {} inconclusive, {} error\n",
+            metric.name, metric.phase, metric.count, metric.successful, metric.failed, metric.inconclusive, metric.error
+        ));
+        if let Some(message) = &metric.message {
+            out.push_str(&format!("  {message}\n"));
+        }
+        for m in &metric.measurements {
+            out.push_str(&format!(
+                "  {}  {:<12} {:<12} {}\n",
+                m.started_at.0,
+                format!("{:?}", m.phase),
+                m.value.as_deref().unwrap_or("-"),
+                m.reason.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    out
+}
+
+/// Runs `vigil analyze` and returns the exit code.
+pub fn run(args: &AnalyzeArgs) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("vigil analyze: {}", AnalyzeError::StartRuntime(error));
+            return EXIT_ERROR;
+        }
+    };
+    match runtime.block_on(execute(args)) {
+        Ok(status) => {
+            match args.output {
+                OutputFormat::Json => match serde_json::to_string_pretty(&status) {
+                    Ok(json) => println!("{json}"),
+                    Err(error) => {
+                        eprintln!("vigil analyze: serialise the result: {error}");
+                        return EXIT_ERROR;
+                    }
+                },
+                OutputFormat::Table => print!("{}", render_table(&status)),
+            }
+            exit_code(status.phase)
+        }
+        Err(error) => {
+            eprintln!("vigil analyze: {error}");
+            match error {
+                AnalyzeError::Plan(_)
+                | AnalyzeError::Drive(DriverError::Run(_))
+                | AnalyzeError::StartRuntime(_) => EXIT_ERROR,
+                _ => EXIT_USAGE,
+            }
+        }
+    }
+}

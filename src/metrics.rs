@@ -1,0 +1,178 @@
+//! vigil's own metrics, exposed on `/metrics` in the OpenMetrics text format. Labels are
+//! bounded (categories, phases, verdicts): no per-rollout series that grow without limit.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a failed reconcile.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    /// The error category (an error variant's name).
+    pub category: String,
+}
+
+/// Labels of a rollout phase transition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    /// The phase left.
+    pub from: String,
+    /// The phase entered.
+    pub to: String,
+}
+
+/// Labels of an analysis verdict.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// Successful, Failed, Inconclusive or Error.
+    pub verdict: String,
+}
+
+/// The controller's metrics, shared by reconcilers and the HTTP server.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// Reconciles started.
+    pub reconciles: Counter,
+    /// Reconciles that failed, by category.
+    pub reconcile_failures: Family<FailureLabels, Counter>,
+    /// Reconcile duration in seconds.
+    pub reconcile_duration: Histogram,
+    /// Rollout phase transitions.
+    pub phase_transitions: Family<TransitionLabels, Counter>,
+    /// Measurement verdicts.
+    pub analysis_verdicts: Family<VerdictLabels, Counter>,
+    /// Time to take one measurement (query and judge), in seconds.
+    pub measurement_duration: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("vigil");
+        let reconciles = Counter::default();
+        let reconcile_failures = Family::<FailureLabels, Counter>::default();
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let phase_transitions = Family::<TransitionLabels, Counter>::default();
+        let analysis_verdicts = Family::<VerdictLabels, Counter>::default();
+        let measurement_duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
+        registry.register("reconciles", "Reconciles started", reconciles.clone());
+        registry.register(
+            "reconcile_failures",
+            "Reconciles that failed, by error category",
+            reconcile_failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "rollout_phase_transitions",
+            "Rollout phase transitions",
+            phase_transitions.clone(),
+        );
+        registry.register(
+            "analysis_verdicts",
+            "Verdicts of analysis measurements",
+            analysis_verdicts.clone(),
+        );
+        registry.register(
+            "measurement_duration_seconds",
+            "Time to query and judge one measurement",
+            measurement_duration.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            reconciles,
+            reconcile_failures,
+            reconcile_duration,
+            phase_transitions,
+            analysis_verdicts,
+            measurement_duration,
+        }
+    }
+}
+
+impl Metrics {
+    /// The OpenMetrics text of every metric, ending with `# EOF`.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts a failed reconcile.
+    pub fn reconcile_failed(&self, category: &str) {
+        self.reconcile_failures
+            .get_or_create(&FailureLabels {
+                category: category.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a phase transition.
+    pub fn phase_changed(&self, from: &str, to: &str) {
+        self.phase_transitions
+            .get_or_create(&TransitionLabels {
+                from: from.to_owned(),
+                to: to.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a verdict.
+    pub fn verdict(&self, verdict: &str) {
+        self.analysis_verdicts
+            .get_or_create(&VerdictLabels {
+                verdict: verdict.to_owned(),
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_counters_with_their_labels() {
+        let metrics = Metrics::default();
+        metrics.reconciles.inc();
+        metrics.reconcile_failed("ApplyStatus");
+        metrics.phase_changed("Progressing", "Degraded");
+        metrics.verdict("Failed");
+        metrics.reconcile_duration.observe(0.02);
+        let text = metrics.encode();
+        assert!(text.contains("vigil_reconciles_total 1"), "{text}");
+        assert!(
+            text.contains("vigil_reconcile_failures_total{category=\"ApplyStatus\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "vigil_rollout_phase_transitions_total{from=\"Progressing\",to=\"Degraded\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("vigil_analysis_verdicts_total{verdict=\"Failed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vigil_reconcile_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

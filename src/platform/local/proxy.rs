@@ -1,0 +1,738 @@
+//! The local platform's traffic router: a weighted HTTP/1.1 reverse proxy.
+//!
+//! Requests are split between the stable and the canary revision by smooth weighted
+//! round-robin, which for two backends is a Bresenham line: request `n` (counted from the last
+//! [`RouterHandle::set_backends`]) goes to the canary when `⌊(n+1)·w/100⌋ > ⌊n·w/100⌋`. Any
+//! 100 consecutive requests hold exactly `w` canary requests, evenly spread, and the choice costs
+//! one atomic increment. Within a revision, replicas take turns; a replica that refuses the
+//! connection is skipped and the request is retried once on the next replica of the same
+//! revision (never on the other revision: that would skew the split); when none answers, the
+//! proxy returns 502.
+//!
+//! Metrics are served on a separate admin listener (`metrics_listen`), so the application's
+//! own paths are never shadowed: `GET /metrics` (OpenMetrics text), `GET /routing` (the current
+//! [`RoutingState`] as JSON) and `GET /livez`. The series are the ones a service mesh exports:
+//!
+//! - `http_requests_total{rollout,revision,role="stable|canary",code}`
+//! - `http_request_duration_seconds_bucket{rollout,revision,role,le}` (+ `_sum`, `_count`),
+//!   measured from the request's arrival to the upstream response's headers.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::http::{self, HttpClient, OPENMETRICS_CONTENT_TYPE};
+
+/// Latency buckets in seconds, suited to web requests (the Prometheus client defaults).
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Request bodies are buffered (so a refused connection can be retried on another replica);
+/// larger bodies get 413.
+pub const MAX_REQUEST_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Response header naming the revision that served the request.
+pub const REVISION_HEADER: &str = "x-vigil-revision";
+
+/// Why the proxy could not start or a routing change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The proxy's listen address could not be bound.
+    #[error("failed to bind the proxy to {addr}: {source}")]
+    BindProxy {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The admin (metrics) listen address could not be bound.
+    #[error("failed to bind the proxy's metrics listener to {addr}: {source}")]
+    BindMetrics {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The weight is not a percentage.
+    #[error("failed to set backends: canary weight {weight} is not in 0..=100")]
+    SetBackendsWeight {
+        /// The weight asked for.
+        weight: u8,
+    },
+    /// A canary weight without a canary backend.
+    #[error("failed to set backends: canary weight {weight} but no canary backend")]
+    SetBackendsNoCanary {
+        /// The weight asked for.
+        weight: u8,
+    },
+}
+
+/// Which side of the split a revision is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The stable revision.
+    Stable,
+    /// The canary revision.
+    Canary,
+}
+
+impl Role {
+    /// The label value: `stable` or `canary`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Stable => "stable",
+            Role::Canary => "canary",
+        }
+    }
+}
+
+impl EncodeLabelValue for Role {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// One revision's replicas, as the router sees them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backend {
+    /// The revision (pod template hash); it labels the metrics.
+    pub revision: String,
+    /// The ready replicas' addresses. Empty means every request to this side gets 502.
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// What the router currently does; the engine reads it back before a step counts as done.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingState {
+    /// The stable backend; `None` until the first [`RouterHandle::set_backends`] (until then
+    /// requests get 503).
+    pub stable: Option<Backend>,
+    /// The canary backend, if any.
+    pub canary: Option<Backend>,
+    /// Percent of requests sent to the canary (0..=100).
+    pub canary_weight: u8,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    rollout: Arc<str>,
+    revision: Arc<str>,
+    role: Role,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    rollout: Arc<str>,
+    revision: Arc<str>,
+    role: Role,
+}
+
+fn new_latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// The proxy's metric families and the registry that exposes them.
+struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: LatencyFamily,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency: LatencyFamily = Family::new_with_constructor(new_latency_histogram);
+        let mut registry = Registry::default();
+        // prometheus-client appends `_total` to counters: this exposes `http_requests_total`.
+        registry.register(
+            "http_requests",
+            "Requests proxied, by revision, role and response code",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to the upstream response's headers",
+            latency.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+        }
+    }
+
+    fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail; an encoding error would be a bug in a metric.
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(%error, "encode metrics");
+        }
+        out
+    }
+}
+
+/// One side of the split, ready to serve: labels and histogram looked up once per routing
+/// change instead of once per request.
+struct Side {
+    revision: Arc<str>,
+    header: Option<HeaderValue>,
+    role: Role,
+    addrs: Vec<SocketAddr>,
+    next_replica: AtomicUsize,
+    latency: Histogram,
+}
+
+impl Side {
+    fn new(backend: &Backend, role: Role, rollout: &Arc<str>, metrics: &Metrics) -> Self {
+        let revision: Arc<str> = Arc::from(backend.revision.as_str());
+        let latency = metrics.latency.get_or_create_owned(&RouteLabels {
+            rollout: rollout.clone(),
+            revision: revision.clone(),
+            role,
+        });
+        Self {
+            header: HeaderValue::from_str(&backend.revision).ok(),
+            revision,
+            role,
+            addrs: backend.addrs.clone(),
+            next_replica: AtomicUsize::new(0),
+            latency,
+        }
+    }
+}
+
+/// The routing table; replaced whole on every change, so a request sees one consistent table.
+struct Table {
+    state: RoutingState,
+    stable: Option<Side>,
+    canary: Option<Side>,
+    /// Requests routed since this table was installed: the smooth WRR position.
+    sequence: AtomicU64,
+}
+
+impl Table {
+    fn pick(&self) -> Option<&Side> {
+        let weight = u64::from(self.state.canary_weight);
+        let n = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let to_canary = (n + 1) * weight / 100 > n * weight / 100;
+        if to_canary {
+            self.canary.as_ref()
+        } else {
+            self.stable.as_ref()
+        }
+    }
+}
+
+struct Shared {
+    rollout: Arc<str>,
+    table: RwLock<Arc<Table>>,
+    metrics: Metrics,
+    client: HttpClient<Full<Bytes>>,
+}
+
+impl Shared {
+    fn table(&self) -> Arc<Table> {
+        // A poisoned lock only means a writer panicked between whole-table swaps; the table in
+        // it is still consistent.
+        self.table
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A cheap, cloneable handle to change and read the proxy's routing.
+#[derive(Clone)]
+pub struct RouterHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RouterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterHandle")
+            .field("rollout", &self.shared.rollout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouterHandle {
+    /// Routes `canary_weight` percent of requests to `canary` and the rest to `stable`, at once
+    /// for every request that starts after this call. Resets the split's position, so the next
+    /// 100 requests hold exactly `canary_weight` canary requests.
+    pub fn set_backends(
+        &self,
+        stable: Backend,
+        canary: Option<Backend>,
+        canary_weight: u8,
+    ) -> Result<(), ProxyError> {
+        if canary_weight > 100 {
+            return Err(ProxyError::SetBackendsWeight {
+                weight: canary_weight,
+            });
+        }
+        if canary_weight > 0 && canary.is_none() {
+            return Err(ProxyError::SetBackendsNoCanary {
+                weight: canary_weight,
+            });
+        }
+        let metrics = &self.shared.metrics;
+        let rollout = &self.shared.rollout;
+        let table = Table {
+            stable: Some(Side::new(&stable, Role::Stable, rollout, metrics)),
+            canary: canary
+                .as_ref()
+                .map(|backend| Side::new(backend, Role::Canary, rollout, metrics)),
+            state: RoutingState {
+                stable: Some(stable),
+                canary,
+                canary_weight,
+            },
+            sequence: AtomicU64::new(0),
+        };
+        tracing::info!(
+            rollout = %self.shared.rollout,
+            stable = ?table.state.stable.as_ref().map(|b| (&b.revision, b.addrs.len())),
+            canary = ?table.state.canary.as_ref().map(|b| (&b.revision, b.addrs.len())),
+            canary_weight,
+            "routing changed"
+        );
+        *self
+            .shared
+            .table
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+        Ok(())
+    }
+
+    /// The routing in force now.
+    pub fn current(&self) -> RoutingState {
+        self.shared.table().state.clone()
+    }
+
+    /// The metrics in OpenMetrics text, as `GET /metrics` on the admin listener serves them.
+    pub fn encode_metrics(&self) -> String {
+        self.shared.metrics.encode()
+    }
+}
+
+/// A running weighted proxy. Dropping it (or [`WeightedProxy::shutdown`]) stops both listeners.
+pub struct WeightedProxy {
+    handle: RouterHandle,
+    listen: SocketAddr,
+    metrics_listen: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for WeightedProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeightedProxy")
+            .field("rollout", &self.handle.shared.rollout)
+            .field("listen", &self.listen)
+            .field("metrics_listen", &self.metrics_listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WeightedProxy {
+    /// Binds the proxy on `listen` and its admin listener (`/metrics`, `/routing`, `/livez`) on
+    /// `metrics_listen` (port 0 picks a free port: see [`WeightedProxy::local_addr`]). Until
+    /// the first [`RouterHandle::set_backends`], requests get 503.
+    pub async fn bind(
+        listen: SocketAddr,
+        metrics_listen: SocketAddr,
+        rollout: String,
+    ) -> Result<Self, ProxyError> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| ProxyError::BindProxy {
+                addr: listen,
+                source,
+            })?;
+        let admin =
+            TcpListener::bind(metrics_listen)
+                .await
+                .map_err(|source| ProxyError::BindMetrics {
+                    addr: metrics_listen,
+                    source,
+                })?;
+        let listen = listener.local_addr().unwrap_or(listen);
+        let metrics_listen = admin.local_addr().unwrap_or(metrics_listen);
+
+        let shared = Arc::new(Shared {
+            rollout: Arc::from(rollout.as_str()),
+            table: RwLock::new(Arc::new(Table {
+                state: RoutingState::default(),
+                stable: None,
+                canary: None,
+                sequence: AtomicU64::new(0),
+            })),
+            metrics: Metrics::new(),
+            client: http::client(),
+        });
+        let (shutdown, stop) = watch::channel(false);
+        let proxy_shared = shared.clone();
+        let proxy_task = tokio::spawn(http::serve(listener, stop.clone(), move |req| {
+            forward(proxy_shared.clone(), req)
+        }));
+        let admin_shared = shared.clone();
+        let admin_task = tokio::spawn(http::serve(admin, stop, move |req| {
+            let shared = admin_shared.clone();
+            async move { admin_response(&shared, &req) }
+        }));
+        tracing::info!(%rollout, %listen, %metrics_listen, "weighted proxy listening");
+        Ok(Self {
+            handle: RouterHandle { shared },
+            listen,
+            metrics_listen,
+            shutdown,
+            tasks: vec![proxy_task, admin_task],
+        })
+    }
+
+    /// The address the proxy listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The address of the admin listener serving `/metrics`.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_listen
+    }
+
+    /// A handle to change and read the routing.
+    pub fn handle(&self) -> RouterHandle {
+        self.handle.clone()
+    }
+
+    /// See [`RouterHandle::set_backends`].
+    pub fn set_backends(
+        &self,
+        stable: Backend,
+        canary: Option<Backend>,
+        canary_weight: u8,
+    ) -> Result<(), ProxyError> {
+        self.handle.set_backends(stable, canary, canary_weight)
+    }
+
+    /// See [`RouterHandle::current`].
+    pub fn current(&self) -> RoutingState {
+        self.handle.current()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (a few seconds at most) and returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for WeightedProxy {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+fn local_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    http::text(status, body).map(Either::Right)
+}
+
+/// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers listed in `Connection` are hop-by-hop too.
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    // Framing is redone by hyper for the buffered body.
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let table = shared.table();
+    if table.stable.is_none() {
+        return local_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "vigil proxy: no backends configured yet\n",
+        );
+    }
+    let Some(side) = table.pick() else {
+        // Unreachable by construction (a weight > 0 needs a canary), but never panic on it.
+        return local_response(StatusCode::BAD_GATEWAY, "vigil proxy: no canary backend\n");
+    };
+
+    let (mut parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_REQUEST_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            tracing::debug!(%error, "read request body");
+            return local_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "vigil proxy: request body too large or unreadable\n",
+            );
+        }
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+
+    let attempts = side.addrs.len().min(2);
+    let first = side.next_replica.fetch_add(1, Ordering::Relaxed);
+    let mut response = None;
+    for attempt in 0..attempts {
+        let addr = side.addrs[(first + attempt) % side.addrs.len()];
+        let Ok(uri) = Uri::try_from(format!("http://{addr}{path}")) else {
+            response = Some(local_response(
+                StatusCode::BAD_REQUEST,
+                "vigil proxy: bad request target\n",
+            ));
+            break;
+        };
+        let mut upstream = Request::new(Full::new(body.clone()));
+        *upstream.method_mut() = parts.method.clone();
+        *upstream.uri_mut() = uri;
+        *upstream.headers_mut() = parts.headers.clone();
+        match shared.client.request(upstream).await {
+            Ok(resp) => {
+                let (mut head, body) = resp.into_parts();
+                strip_hop_by_hop(&mut head.headers);
+                response = Some(Response::from_parts(head, Either::Left(body)));
+                break;
+            }
+            Err(error) if error.is_connect() => {
+                // Nothing reached the replica: safe to try the next one of the same revision.
+                tracing::warn!(revision = %side.revision, %addr, %error, "replica refused the connection");
+            }
+            Err(error) => {
+                // The request may have reached the replica: retrying could run it twice.
+                tracing::warn!(revision = %side.revision, %addr, %error, "upstream request failed");
+                break;
+            }
+        }
+    }
+    let mut response = response.unwrap_or_else(|| {
+        local_response(
+            StatusCode::BAD_GATEWAY,
+            "vigil proxy: no replica of the revision answered\n",
+        )
+    });
+    if let Some(value) = &side.header {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(REVISION_HEADER), value.clone());
+    }
+    record(&shared, side, response.status(), started.elapsed());
+    response
+}
+
+fn record(shared: &Shared, side: &Side, status: StatusCode, elapsed: Duration) {
+    side.latency.observe(elapsed.as_secs_f64());
+    shared
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            rollout: shared.rollout.clone(),
+            revision: side.revision.clone(),
+            role: side.role,
+            code: status.as_u16(),
+        })
+        .inc();
+}
+
+fn admin_response(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return http::text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let mut response = http::text(StatusCode::OK, shared.metrics.encode());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(OPENMETRICS_CONTENT_TYPE),
+            );
+            response
+        }
+        "/routing" => match serde_json::to_string_pretty(&shared.table().state) {
+            Ok(json) => {
+                let mut response = http::text(StatusCode::OK, json);
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            Err(error) => http::text(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        },
+        "/livez" => http::text(StatusCode::OK, "ok\n"),
+        _ => http::text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(weight: u8) -> Table {
+        let metrics = Metrics::new();
+        let rollout: Arc<str> = Arc::from("r");
+        let stable = Backend {
+            revision: "s".into(),
+            addrs: vec![],
+        };
+        let canary = Backend {
+            revision: "c".into(),
+            addrs: vec![],
+        };
+        Table {
+            stable: Some(Side::new(&stable, Role::Stable, &rollout, &metrics)),
+            canary: Some(Side::new(&canary, Role::Canary, &rollout, &metrics)),
+            state: RoutingState {
+                stable: Some(stable),
+                canary: Some(canary),
+                canary_weight: weight,
+            },
+            sequence: AtomicU64::new(0),
+        }
+    }
+
+    fn canary_count(table: &Table, requests: usize) -> usize {
+        (0..requests)
+            .filter(|_| table.pick().map(|s| s.role) == Some(Role::Canary))
+            .count()
+    }
+
+    #[test]
+    fn every_window_of_100_holds_exactly_the_weight() {
+        for weight in [0u8, 1, 5, 20, 33, 50, 99, 100] {
+            let t = table(weight);
+            for window in 0..7 {
+                assert_eq!(
+                    canary_count(&t, 100),
+                    usize::from(weight),
+                    "weight {weight}, window {window}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn canary_requests_are_spread_evenly() {
+        // At weight 20 every fifth request is a canary one: no bursts.
+        let t = table(20);
+        let picks: Vec<bool> = (0..20)
+            .map(|_| t.pick().map(|s| s.role) == Some(Role::Canary))
+            .collect();
+        let positions: Vec<usize> = picks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.then_some(i))
+            .collect();
+        assert_eq!(positions, vec![4, 9, 14, 19]);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close, x-foo"));
+        headers.insert("x-foo", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert!(headers.get("x-foo").is_none());
+        assert!(headers.get(header::CONNECTION).is_none());
+        assert!(headers.get("keep-alive").is_none());
+        assert_eq!(headers.get("x-keep"), Some(&HeaderValue::from_static("1")));
+    }
+
+    #[test]
+    fn exposed_names_are_the_mesh_ones() {
+        let metrics = Metrics::new();
+        let rollout: Arc<str> = Arc::from("shop");
+        let side = Side::new(
+            &Backend {
+                revision: "abc".into(),
+                addrs: vec![],
+            },
+            Role::Canary,
+            &rollout,
+            &metrics,
+        );
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                rollout: rollout.clone(),
+                revision: side.revision.clone(),
+                role: Role::Canary,
+                code: 200,
+            })
+            .inc();
+        side.latency.observe(0.003);
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"http_requests_total{rollout="shop",revision="abc",role="canary",code="200"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"http_request_duration_seconds_bucket{le="0.005",rollout="shop",revision="abc",role="canary"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("http_request_duration_seconds_count{"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

@@ -1,0 +1,213 @@
+//! From the wanted state of the cluster to the effects that reach it from what was observed.
+//!
+//! Effects are level-based: each one is emitted only while the observation differs from what
+//! is wanted, so a lost or repeated effect heals itself at the next reconcile, and a converged
+//! rollout emits nothing but transition events.
+
+use crate::api::{Argument, TemplateRef};
+
+use super::{AnalysisKind, Effect, Observation};
+
+/// The wanted shape of the cluster for one rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Intent {
+    /// Nothing moves: no effect at all (user pause, invalid spec).
+    Hold,
+    /// No canary: the stable at full scale takes all traffic.
+    Stable,
+    /// A canary runs next to the stable.
+    Canary {
+        canary_replicas: i32,
+        stable_replicas: i32,
+        canary_weight: i32,
+    },
+    /// The canary was aborted: traffic on the stable, the canary scaled down when it is time.
+    Aborted { scale_down_canary: bool },
+}
+
+/// An AnalysisRun that must exist and keep running.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct WantedRun {
+    pub name: String,
+    pub kind: AnalysisKind,
+    pub templates: Vec<TemplateRef>,
+    pub args: Vec<Argument>,
+}
+
+/// Everything [`build_effects`] needs besides the observation.
+pub(crate) struct Plan<'a> {
+    pub intent: Intent,
+    pub stable: Option<&'a str>,
+    pub canary: Option<&'a str>,
+    pub replicas: i32,
+    pub router: bool,
+    pub stable_service: bool,
+    pub canary_service: bool,
+    pub runs: Vec<WantedRun>,
+    pub history_limit: usize,
+}
+
+/// The ordered effects: stable-service moves, weight decreases, scale-ups, canary-service
+/// moves, weight increases, scale-downs, run terminations, run creations, deletions, events.
+pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>) -> Vec<Effect> {
+    let (Some(stable), Intent::Stable | Intent::Canary { .. } | Intent::Aborted { .. }) =
+        (plan.stable, plan.intent)
+    else {
+        return events;
+    };
+    let canary = plan.canary;
+    let mut wanted_scale: Vec<(&str, i32)> = vec![(stable, plan.replicas)];
+    let (weight, wanted_services) = match plan.intent {
+        Intent::Canary {
+            canary_replicas,
+            stable_replicas,
+            canary_weight,
+        } => {
+            wanted_scale[0].1 = stable_replicas;
+            if let Some(canary) = canary {
+                wanted_scale.push((canary, canary_replicas));
+            }
+            (canary_weight, (stable, canary.unwrap_or(stable)))
+        }
+        Intent::Aborted { scale_down_canary } => {
+            if let Some(canary) = canary
+                && scale_down_canary
+            {
+                wanted_scale.push((canary, 0));
+            }
+            (0, (stable, canary.unwrap_or(stable)))
+        }
+        Intent::Stable | Intent::Hold => (0, (stable, stable)),
+    };
+
+    let observed_replicas = |revision: &str| {
+        obs.revisions
+            .iter()
+            .find(|r| r.revision == revision)
+            .map_or(0, |r| r.replicas)
+    };
+    let mut scale_ups = Vec::new();
+    let mut scale_downs = Vec::new();
+    for (revision, replicas) in &wanted_scale {
+        let observed = observed_replicas(revision);
+        let effect = Effect::ScaleRevision {
+            revision: (*revision).to_owned(),
+            replicas: *replicas,
+        };
+        if *replicas > observed {
+            scale_ups.push(effect);
+        } else if *replicas < observed {
+            scale_downs.push(effect);
+        }
+    }
+
+    let services_settled = (!plan.stable_service
+        || obs.services.stable.as_deref() == Some(wanted_services.0))
+        && (!plan.canary_service || obs.services.canary.as_deref() == Some(wanted_services.1));
+    let router_settled = !plan.router || obs.router_canary_weight == Some(weight);
+    // Other revisions lose their pods only once traffic verifiably left them: both services
+    // select the revisions wanted, or (when vigil does not manage both) the router also
+    // reports the weight wanted.
+    let traffic_left =
+        services_settled && ((plan.stable_service && plan.canary_service) || router_settled);
+    if traffic_left {
+        for revision in &obs.revisions {
+            let managed = revision.revision == stable || Some(revision.revision.as_str()) == canary;
+            if !managed && revision.replicas != 0 {
+                scale_downs.push(Effect::ScaleRevision {
+                    revision: revision.revision.clone(),
+                    replicas: 0,
+                });
+            }
+        }
+    }
+
+    let mut effects = Vec::new();
+    let stable_service_move = (plan.stable_service
+        && obs.services.stable.as_deref() != Some(wanted_services.0))
+    .then(|| wanted_services.0.to_owned());
+    let canary_service_move = (plan.canary_service
+        && obs.services.canary.as_deref() != Some(wanted_services.1))
+    .then(|| wanted_services.1.to_owned());
+    let point_services =
+        (stable_service_move.is_some() || canary_service_move.is_some()).then(|| {
+            Effect::PointServices {
+                stable: stable_service_move.clone(),
+                canary: canary_service_move,
+            }
+        });
+    // Moving the stable service only ever points it at ready pods (promotion), and must happen
+    // before the weight drops back to the stable service.
+    let point_first = stable_service_move.is_some();
+    if point_first && let Some(effect) = point_services.clone() {
+        effects.push(effect);
+    }
+    let set_weight =
+        (plan.router && obs.router_canary_weight != Some(weight)).then_some(Effect::SetWeight {
+            canary_weight: weight,
+        });
+    let weight_drops = obs.router_canary_weight.is_none_or(|seen| weight <= seen);
+    if weight_drops && let Some(effect) = set_weight.clone() {
+        effects.push(effect);
+    }
+    effects.extend(scale_ups);
+    if !point_first && let Some(effect) = point_services {
+        effects.push(effect);
+    }
+    if !weight_drops && let Some(effect) = set_weight {
+        effects.push(effect);
+    }
+    effects.extend(scale_downs);
+
+    let wanted_names: Vec<&str> = plan.runs.iter().map(|r| r.name.as_str()).collect();
+    for run in &obs.analysis_runs {
+        if !run.phase.is_completed() && !wanted_names.contains(&run.name.as_str()) {
+            effects.push(Effect::TerminateAnalysisRun {
+                name: run.name.clone(),
+            });
+        }
+    }
+    if let Some(canary) = canary {
+        for run in &plan.runs {
+            if !obs.analysis_runs.iter().any(|seen| seen.name == run.name) {
+                effects.push(Effect::CreateAnalysisRun {
+                    name: run.name.clone(),
+                    kind: run.kind,
+                    templates: run.templates.clone(),
+                    args: run.args.clone(),
+                    stable_revision: stable.to_owned(),
+                    canary_revision: canary.to_owned(),
+                });
+            }
+        }
+    }
+
+    let mut unused: Vec<_> = obs
+        .revisions
+        .iter()
+        .filter(|r| {
+            r.revision != stable
+                && Some(r.revision.as_str()) != canary
+                && r.revision != obs.desired_revision
+                && r.replicas == 0
+                && r.ready_replicas == 0
+        })
+        .collect();
+    // Newest first; the oldest beyond the limit go.
+    unused.sort_by(|a, b| {
+        b.created_at
+            .cmp(&a.created_at)
+            .then_with(|| a.revision.cmp(&b.revision))
+    });
+    effects.extend(
+        unused
+            .into_iter()
+            .skip(plan.history_limit)
+            .map(|r| Effect::DeleteRevision {
+                revision: r.revision.clone(),
+            }),
+    );
+
+    effects.extend(events);
+    effects
+}

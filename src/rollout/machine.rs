@@ -1,0 +1,1072 @@
+//! The transitions. See the module docs for the semantics.
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+
+use crate::api::duration::{format_duration, parse_duration};
+use crate::api::{
+    AnalysisPhase, AnalysisRunSummary, CanaryStep, PauseReason, RolloutPhase, RolloutSpec,
+    RolloutStatus,
+};
+
+use super::conditions::{
+    AVAILABLE, INVALID_SPEC, PAUSED, PROGRESSING, WantedCondition, merge_conditions, merge_pauses,
+    pause_reason_name,
+};
+use super::effects::{Intent, Plan, WantedRun, build_effects};
+use super::validate::validate_spec;
+use super::{
+    AnalysisKind, Decision, Effect, EventType, Observation, SpecProblem, background_run_name,
+    step_run_name,
+};
+
+const DEFAULT_REPLICAS: i32 = 1;
+const DEFAULT_PROGRESS_DEADLINE_SECONDS: i64 = 600;
+const DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS: i64 = 30;
+const DEFAULT_REVISION_HISTORY_LIMIT: usize = 10;
+
+/// Decides the next status of a Rollout, the effects that get the cluster there, and when to
+/// look again. Pure: the same inputs always give the same [`Decision`].
+pub fn step(
+    spec: &RolloutSpec,
+    status: &RolloutStatus,
+    observation: &Observation,
+    now: Timestamp,
+) -> Decision {
+    let mut machine = Machine::new(spec, status, observation, now);
+    let mut next = status.clone();
+    let intent = machine.reconcile(&mut next);
+    machine.finish(next, intent)
+}
+
+/// Whether the analysis of the current step or the background one stands in the way.
+enum Background {
+    Clear,
+    /// Inconclusive, Error or Terminated: a person decides.
+    Undecided(String),
+}
+
+struct Machine<'a> {
+    spec: &'a RolloutSpec,
+    previous: &'a RolloutStatus,
+    obs: &'a Observation,
+    now: Timestamp,
+    /// `now` as recorded in status: whole seconds, like Kubernetes' `Time` serializes.
+    recorded: Time,
+    steps: &'a [CanaryStep],
+    replicas: i32,
+    router: bool,
+    problems: Vec<SpecProblem>,
+    events: Vec<Effect>,
+    pauses: Vec<PauseReason>,
+    requeue_at: Option<Timestamp>,
+    abort_reason: Option<&'static str>,
+    step_run: Option<WantedRun>,
+    background_run: Option<WantedRun>,
+}
+
+impl<'a> Machine<'a> {
+    fn new(
+        spec: &'a RolloutSpec,
+        previous: &'a RolloutStatus,
+        obs: &'a Observation,
+        now: Timestamp,
+    ) -> Self {
+        let mut problems = obs.spec_problems.clone();
+        // The shell's validation words the same checks its own way: keep one per field.
+        for own in validate_spec(spec) {
+            if !problems.iter().any(|seen| seen.path == own.path) {
+                problems.push(own);
+            }
+        }
+        problems.sort();
+        problems.dedup();
+        let routing = spec.strategy.canary.traffic_routing.as_ref();
+        Machine {
+            spec,
+            previous,
+            obs,
+            now,
+            recorded: Time(Timestamp::from_second(now.as_second()).unwrap_or(now)),
+            steps: &spec.strategy.canary.steps,
+            replicas: spec.replicas.unwrap_or(DEFAULT_REPLICAS).max(0),
+            router: routing.is_some_and(|r| r.gateway_api.is_some() || r.local.is_some()),
+            problems,
+            events: Vec::new(),
+            pauses: Vec::new(),
+            requeue_at: None,
+            abort_reason: None,
+            step_run: None,
+            background_run: None,
+        }
+    }
+
+    fn reconcile(&mut self, s: &mut RolloutStatus) -> Intent {
+        s.observed_generation = self.obs.generation;
+        self.refresh_run_summaries(s);
+        let desired = self.obs.desired_revision.clone();
+        let invalid = !self.problems.is_empty();
+        match s.stable_revision.clone() {
+            None => {
+                if invalid {
+                    return self.invalid(s);
+                }
+                s.stable_revision = Some(desired.clone());
+                self.clear_canary(s);
+                s.current_step_index = Some(self.step_count());
+                self.event(
+                    EventType::Normal,
+                    "InitialDeployment",
+                    format!("revision {desired} is the first version: deployed as stable at full scale, without a canary"),
+                );
+            }
+            Some(stable) if stable == desired => {
+                if let Some(canary) = s.canary_revision.clone() {
+                    self.clear_canary(s);
+                    s.current_step_index = Some(self.step_count());
+                    self.event(
+                        EventType::Normal,
+                        "RolloutCanceled",
+                        format!("the pod template is back to stable revision {stable}: canary {canary} dropped"),
+                    );
+                }
+            }
+            Some(stable) => {
+                if s.canary_revision.as_deref() != Some(desired.as_str()) {
+                    if invalid {
+                        return self.invalid(s);
+                    }
+                    let replaced = s.canary_revision.clone();
+                    self.start_canary(s, &desired);
+                    let (reason, message) = match replaced {
+                        Some(old) => (
+                            "RolloutRestarted",
+                            format!(
+                                "revision {desired} replaces canary {old}: restarting from step 0 against stable {stable}"
+                            ),
+                        ),
+                        None => (
+                            "RolloutStarted",
+                            format!("canary {desired} started against stable {stable}"),
+                        ),
+                    };
+                    self.event(EventType::Normal, reason, message);
+                }
+            }
+        }
+        if s.canary_revision.is_none() {
+            return self.idle(s, invalid);
+        }
+        self.canary(s, invalid)
+    }
+
+    /// Copies what was observed of the runs named in status into status.
+    fn refresh_run_summaries(&self, s: &mut RolloutStatus) {
+        for summary in [&mut s.step_analysis, &mut s.background_analysis]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(seen) = self.observed_run(&summary.name) {
+                *summary = seen.clone();
+            }
+        }
+    }
+
+    fn observed_run(&self, name: &str) -> Option<&'a AnalysisRunSummary> {
+        self.obs.analysis_runs.iter().find(|run| run.name == name)
+    }
+
+    fn clear_canary(&self, s: &mut RolloutStatus) {
+        s.canary_revision = None;
+        s.abort = false;
+        s.aborted_at = None;
+        s.promote_full = false;
+        s.promote_step = None;
+        s.canary_weight = 0;
+    }
+
+    fn start_canary(&self, s: &mut RolloutStatus, revision: &str) {
+        self.clear_canary(s);
+        s.canary_revision = Some(revision.to_owned());
+        s.canary_attempt = s.canary_attempt.saturating_add(1);
+        self.enter_step(s, 0);
+        s.step_analysis = None;
+        s.background_analysis = None;
+    }
+
+    fn enter_step(&self, s: &mut RolloutStatus, index: usize) {
+        s.current_step_index = Some(i32::try_from(index).unwrap_or(i32::MAX));
+        s.current_step_started_at = Some(self.recorded.clone());
+    }
+
+    /// No canary: the stable serves everything.
+    fn idle(&mut self, s: &mut RolloutStatus, invalid: bool) -> Intent {
+        self.clear_canary(s);
+        if invalid {
+            return self.invalid(s);
+        }
+        let stable = s.stable_revision.clone().unwrap_or_default();
+        let ready = self.ready(&stable);
+        if ready >= self.replicas {
+            s.phase = Some(RolloutPhase::Healthy);
+            s.message = Some(format!(
+                "revision {stable} is stable and serves all traffic"
+            ));
+        } else {
+            s.phase = Some(RolloutPhase::Progressing);
+            s.message = Some(format!(
+                "waiting for the stable revision {stable}: {ready}/{} pods ready",
+                self.replicas
+            ));
+        }
+        Intent::Stable
+    }
+
+    fn canary(&mut self, s: &mut RolloutStatus, invalid: bool) -> Intent {
+        if !s.abort && s.aborted_at.is_some() && !invalid {
+            self.retry(s);
+        }
+        if s.abort || s.aborted_at.is_some() {
+            if s.abort && s.aborted_at.is_none() {
+                let message = format!(
+                    "aborted by a user at step {}: stable revision {} serves all traffic",
+                    self.step_display(s),
+                    s.stable_revision.as_deref().unwrap_or_default()
+                );
+                self.abort(s, RolloutPhase::Aborted, "RolloutAborted", message);
+            }
+            return self.aborted(s, invalid);
+        }
+        if let Some(failure) = self.failed_analysis(s) {
+            self.abort(s, RolloutPhase::Degraded, "AnalysisFailed", failure);
+            return self.aborted(s, invalid);
+        }
+        if invalid {
+            return self.invalid(s);
+        }
+        if self.spec.paused {
+            return self.user_paused(s);
+        }
+        self.progress(s)
+    }
+
+    fn retry(&mut self, s: &mut RolloutStatus) {
+        s.aborted_at = None;
+        s.canary_attempt = s.canary_attempt.saturating_add(1);
+        s.canary_weight = 0;
+        s.promote_step = None;
+        s.step_analysis = None;
+        s.background_analysis = None;
+        self.enter_step(s, 0);
+        self.event(
+            EventType::Normal,
+            "RolloutRetried",
+            format!(
+                "retrying canary {} from step 0",
+                s.canary_revision.as_deref().unwrap_or_default()
+            ),
+        );
+    }
+
+    fn abort(
+        &mut self,
+        s: &mut RolloutStatus,
+        phase: RolloutPhase,
+        reason: &'static str,
+        message: String,
+    ) {
+        s.abort = true;
+        s.aborted_at = Some(self.recorded.clone());
+        s.phase = Some(phase);
+        s.message = Some(message.clone());
+        self.abort_reason = Some(match reason {
+            "ProgressDeadlineExceeded" => "ProgressDeadlineExceeded",
+            _ => "RolloutAborted",
+        });
+        self.event(EventType::Warning, reason, message);
+    }
+
+    /// The aborted canary: traffic on the stable, pods scaled down when the delay is over.
+    fn aborted(&mut self, s: &mut RolloutStatus, invalid: bool) -> Intent {
+        s.promote_full = false;
+        s.promote_step = None;
+        s.canary_weight = 0;
+        self.step_run = None;
+        self.background_run = None;
+        if !matches!(
+            s.phase,
+            Some(RolloutPhase::Degraded | RolloutPhase::Aborted)
+        ) {
+            s.phase = Some(RolloutPhase::Aborted);
+        }
+        if invalid {
+            self.mark_invalid(s);
+        }
+        let aborted_at = s.aborted_at.as_ref().map_or(self.now, |t| t.0);
+        let delay = self
+            .spec
+            .strategy
+            .canary
+            .abort_scale_down_delay_seconds
+            .map_or(DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS, i64::from)
+            .max(0);
+        let scale_down_at = add_seconds(aborted_at, delay);
+        // Without a router the canary's pods are its traffic share: they go at once.
+        let scale_down_canary = !self.router || self.now >= scale_down_at;
+        if !scale_down_canary {
+            self.requeue(scale_down_at);
+        }
+        Intent::Aborted { scale_down_canary }
+    }
+
+    fn failed_analysis(&self, s: &RolloutStatus) -> Option<String> {
+        let canary = s.canary_revision.as_deref()?;
+        let index = self.index(s);
+        if let Some(run) = &s.step_analysis
+            && run.phase == AnalysisPhase::Failed
+            && run.name
+                == step_run_name(
+                    &self.obs.rollout_name,
+                    canary,
+                    s.canary_attempt,
+                    to_i32(index),
+                )
+        {
+            return Some(format!(
+                "step analysis failed at step {}: {}; stable revision {} serves all traffic",
+                self.step_display(s),
+                describe_failure(run),
+                s.stable_revision.as_deref().unwrap_or_default()
+            ));
+        }
+        if let Some(run) = &s.background_analysis
+            && run.phase == AnalysisPhase::Failed
+            && self.background_active(s, index)
+            && run.name.starts_with(&self.background_prefix(s))
+        {
+            return Some(format!(
+                "background analysis failed at step {}: {}; stable revision {} serves all traffic",
+                self.step_display(s),
+                describe_failure(run),
+                s.stable_revision.as_deref().unwrap_or_default()
+            ));
+        }
+        None
+    }
+
+    fn invalid(&mut self, s: &mut RolloutStatus) -> Intent {
+        self.mark_invalid(s);
+        Intent::Hold
+    }
+
+    fn mark_invalid(&mut self, s: &mut RolloutStatus) {
+        let problems: Vec<String> = self.problems.iter().map(ToString::to_string).collect();
+        let message = format!(
+            "invalid spec: {}; nothing moves until it is fixed",
+            problems.join("; ")
+        );
+        s.phase = Some(RolloutPhase::Degraded);
+        s.message = Some(message.clone());
+        let was_invalid = self
+            .previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == INVALID_SPEC && c.status == "True");
+        if !was_invalid {
+            self.event(EventType::Warning, "InvalidSpec", message);
+        }
+    }
+
+    fn user_paused(&mut self, s: &mut RolloutStatus) -> Intent {
+        s.phase = Some(RolloutPhase::Paused);
+        s.message = Some(format!(
+            "paused by spec.paused at step {}; resume to continue",
+            self.step_display(s)
+        ));
+        self.pauses.push(PauseReason::UserPaused);
+        if !self.was_paused_for(PauseReason::UserPaused) {
+            self.event(
+                EventType::Normal,
+                "RolloutPaused",
+                format!("paused by spec.paused at step {}", self.step_display(s)),
+            );
+        }
+        Intent::Hold
+    }
+
+    fn was_paused_for(&self, reason: PauseReason) -> bool {
+        self.previous
+            .pause_conditions
+            .iter()
+            .any(|p| p.reason == reason)
+    }
+
+    /// Moves through the steps as far as the observation allows.
+    fn progress(&mut self, s: &mut RolloutStatus) -> Intent {
+        let count = self.steps.len();
+        if self.was_paused_for(PauseReason::UserPaused) {
+            let index = self.index(s);
+            // The deadline counts time spent converging, not time spent paused.
+            if index >= count || self.steps[index].set_weight.is_some() {
+                self.enter_step(s, index);
+            }
+            self.event(
+                EventType::Normal,
+                "RolloutResumed",
+                format!("resumed at step {}", self.step_display(s)),
+            );
+        }
+        // Each pass either returns or moves on by one step; this bound is never reached.
+        for _ in 0..(2 * count + 8) {
+            let index = self.index(s);
+            if let Background::Undecided(reason) = self.background(s, index) {
+                if s.promote_step != Some(to_i32(index)) {
+                    return self.pause_for_analysis(
+                        s,
+                        index,
+                        format!("background analysis {reason}"),
+                    );
+                }
+                // A person accepted the verdict: a fresh run starts from the next step.
+                // (`promote --full` needs no such case: it ends the background analysis.)
+                s.background_analysis = None;
+                self.background_run = None;
+                self.event(
+                    EventType::Normal,
+                    "AnalysisAccepted",
+                    format!("background analysis verdict accepted by promote: {reason}"),
+                );
+                self.advance(s, " (promoted)");
+                continue;
+            }
+            if s.promote_full && index < count {
+                self.event(
+                    EventType::Normal,
+                    "RolloutPromotedFull",
+                    format!(
+                        "promote --full at step {}: skipping the remaining steps",
+                        self.step_display(s)
+                    ),
+                );
+                self.step_run = None;
+                self.enter_step(s, count);
+                continue;
+            }
+            if index >= count {
+                return self.promotion(s);
+            }
+            if s.promote_step == Some(to_i32(index)) {
+                self.advance(s, " (promoted)");
+                continue;
+            }
+            let steps = self.steps;
+            let step = &steps[index];
+            let weight = self.weight_at(index);
+            if step.set_weight.is_some() {
+                let (intent, converged) = self.converge(s, weight);
+                if converged {
+                    self.advance(s, "");
+                    continue;
+                }
+                return self.wait_or_deadline(s, intent, format!("setWeight {weight}"), weight);
+            } else if let Some(pause) = &step.pause {
+                let (intent, _) = self.converge(s, weight);
+                let started = self.step_started(s);
+                let duration = pause.duration.as_deref().map(parse_duration);
+                match duration {
+                    Some(Ok(duration)) => {
+                        let end = add_duration(started, duration);
+                        if self.now >= end {
+                            self.advance(s, "");
+                            continue;
+                        }
+                        self.requeue(end);
+                        self.pause_step(
+                            s,
+                            format!(
+                                "pause {} until {}",
+                                format_duration(duration),
+                                Timestamp::from_second(end.as_second()).unwrap_or(end)
+                            ),
+                        );
+                    }
+                    // validate_spec rejects a bad duration; waiting for promote is safe.
+                    Some(Err(_)) | None => {
+                        self.pause_step(s, "paused until promoted (vigil promote)".into())
+                    }
+                }
+                return intent;
+            } else if let Some(analysis) = &step.analysis {
+                let (intent, _) = self.converge(s, weight);
+                let canary = s.canary_revision.clone().unwrap_or_default();
+                let name = step_run_name(
+                    &self.obs.rollout_name,
+                    &canary,
+                    s.canary_attempt,
+                    to_i32(index),
+                );
+                if s.step_analysis.as_ref().is_none_or(|run| run.name != name) {
+                    s.step_analysis =
+                        Some(self.observed_run(&name).cloned().unwrap_or_else(|| {
+                            AnalysisRunSummary {
+                                name: name.clone(),
+                                ..Default::default()
+                            }
+                        }));
+                }
+                let run = s.step_analysis.clone().unwrap_or_default();
+                self.step_run = Some(WantedRun {
+                    name: name.clone(),
+                    kind: AnalysisKind::Step {
+                        index: to_i32(index),
+                    },
+                    templates: analysis.templates.clone(),
+                    args: analysis.args.clone(),
+                });
+                match run.phase {
+                    AnalysisPhase::Successful => {
+                        self.step_run = None;
+                        self.advance(s, "");
+                        continue;
+                    }
+                    AnalysisPhase::Failed => {
+                        let message = format!(
+                            "step analysis failed at step {}: {}; stable revision {} serves all traffic",
+                            self.step_display(s),
+                            describe_failure(&run),
+                            s.stable_revision.as_deref().unwrap_or_default()
+                        );
+                        self.abort(s, RolloutPhase::Degraded, "AnalysisFailed", message);
+                        return self.aborted(s, false);
+                    }
+                    AnalysisPhase::Inconclusive
+                    | AnalysisPhase::Error
+                    | AnalysisPhase::Terminated => {
+                        let reason = describe_undecided(&run);
+                        return self.pause_for_analysis(
+                            s,
+                            index,
+                            format!("step analysis {reason}"),
+                        );
+                    }
+                    AnalysisPhase::Pending | AnalysisPhase::Running => {
+                        s.phase = Some(RolloutPhase::Progressing);
+                        s.message = Some(format!(
+                            "step {}: waiting for AnalysisRun {name} ({:?})",
+                            self.step_display(s),
+                            run.phase
+                        ));
+                        return intent;
+                    }
+                }
+            } else {
+                // validate_spec rejects a step of no kind; there is nothing to wait for.
+                self.advance(s, "");
+            }
+        }
+        Intent::Hold
+    }
+
+    /// The background analysis: keeps it wanted while active, reports an undecided verdict.
+    fn background(&mut self, s: &mut RolloutStatus, index: usize) -> Background {
+        self.background_run = None;
+        let spec = self.spec;
+        let Some(analysis) = &spec.strategy.canary.analysis else {
+            return Background::Clear;
+        };
+        if !self.background_active(s, index) {
+            return Background::Clear;
+        }
+        let prefix = self.background_prefix(s);
+        let current = s
+            .background_analysis
+            .as_ref()
+            .filter(|run| run.name.starts_with(&prefix))
+            .cloned();
+        let run = match current {
+            Some(run) => run,
+            None => {
+                let name = background_run_name(
+                    &self.obs.rollout_name,
+                    s.canary_revision.as_deref().unwrap_or_default(),
+                    s.canary_attempt,
+                    to_i32(index),
+                );
+                let run = self
+                    .observed_run(&name)
+                    .cloned()
+                    .unwrap_or_else(|| AnalysisRunSummary {
+                        name,
+                        ..Default::default()
+                    });
+                s.background_analysis = Some(run.clone());
+                run
+            }
+        };
+        self.background_run = Some(WantedRun {
+            name: run.name.clone(),
+            kind: AnalysisKind::Background,
+            templates: analysis.templates.clone(),
+            args: analysis.args.clone(),
+        });
+        match run.phase {
+            AnalysisPhase::Inconclusive | AnalysisPhase::Error | AnalysisPhase::Terminated => {
+                Background::Undecided(describe_undecided(&run))
+            }
+            _ => Background::Clear,
+        }
+    }
+
+    fn background_active(&self, s: &RolloutStatus, index: usize) -> bool {
+        self.spec
+            .strategy
+            .canary
+            .analysis
+            .as_ref()
+            .is_some_and(|a| {
+                let start = usize::try_from(a.starting_step.unwrap_or(0).max(0)).unwrap_or(0);
+                index >= start.min(self.steps.len()) && !s.promote_full
+            })
+    }
+
+    fn background_prefix(&self, s: &RolloutStatus) -> String {
+        format!(
+            "{}-{}-{}-bg",
+            self.obs.rollout_name,
+            s.canary_revision.as_deref().unwrap_or_default(),
+            s.canary_attempt
+        )
+    }
+
+    fn pause_for_analysis(
+        &mut self,
+        s: &mut RolloutStatus,
+        index: usize,
+        reason: String,
+    ) -> Intent {
+        let weight = self.weight_at(index);
+        let (intent, _) = self.converge(s, weight);
+        let message = format!(
+            "paused at step {}: {reason}; promote to continue, abort to roll back",
+            self.step_display(s)
+        );
+        s.phase = Some(RolloutPhase::Paused);
+        s.message = Some(message.clone());
+        self.pauses.push(PauseReason::InconclusiveAnalysis);
+        if !self.was_paused_for(PauseReason::InconclusiveAnalysis) {
+            self.event(EventType::Warning, "AnalysisInconclusive", message);
+        }
+        intent
+    }
+
+    fn pause_step(&mut self, s: &mut RolloutStatus, what: String) {
+        s.phase = Some(RolloutPhase::Paused);
+        s.message = Some(format!("step {}: {what}", self.step_display(s)));
+        self.pauses.push(PauseReason::CanaryPauseStep);
+    }
+
+    /// After the last step: the canary takes all traffic, then becomes the stable.
+    fn promotion(&mut self, s: &mut RolloutStatus) -> Intent {
+        let (intent, converged) = self.converge(s, 100);
+        if !converged {
+            return self.wait_or_deadline(s, intent, "promotion".into(), 100);
+        }
+        let old = s.stable_revision.clone().unwrap_or_default();
+        let new = s.canary_revision.clone().unwrap_or_default();
+        s.stable_revision = Some(new.clone());
+        self.clear_canary(s);
+        self.step_run = None;
+        self.background_run = None;
+        self.event(
+            EventType::Normal,
+            "RolloutCompleted",
+            format!("revision {new} promoted to stable (was {old})"),
+        );
+        self.idle(s, false)
+    }
+
+    /// Waits for a converging step, or aborts once the progress deadline has passed.
+    fn wait_or_deadline(
+        &mut self,
+        s: &mut RolloutStatus,
+        intent: Intent,
+        what: String,
+        weight: i32,
+    ) -> Intent {
+        let seconds = self
+            .spec
+            .progress_deadline_seconds
+            .map_or(DEFAULT_PROGRESS_DEADLINE_SECONDS, i64::from)
+            .max(1);
+        let deadline = add_seconds(self.step_started(s), seconds);
+        let waiting_for = self.waiting_for(s, weight);
+        if self.now >= deadline {
+            let message = format!(
+                "ProgressDeadlineExceeded: step {} ({what}) did not converge within {seconds}s: {waiting_for}; stable revision {} serves all traffic",
+                self.step_display(s),
+                s.stable_revision.as_deref().unwrap_or_default()
+            );
+            self.abort(
+                s,
+                RolloutPhase::Degraded,
+                "ProgressDeadlineExceeded",
+                message,
+            );
+            return self.aborted(s, false);
+        }
+        self.requeue(deadline);
+        s.phase = Some(RolloutPhase::Progressing);
+        s.message = Some(format!(
+            "step {} ({what}): {waiting_for}",
+            self.step_display(s)
+        ));
+        intent
+    }
+
+    fn waiting_for(&self, s: &RolloutStatus, weight: i32) -> String {
+        let canary = s.canary_revision.as_deref().unwrap_or_default();
+        let target = self.canary_pods(weight);
+        let ready = self.ready(canary);
+        if ready < target {
+            return format!("waiting for canary pods: {ready}/{target} ready");
+        }
+        match self.obs.router_canary_weight {
+            Some(seen) if seen == weight => "converged".into(),
+            Some(seen) => {
+                format!("waiting for the router to report weight {weight} (reports {seen})")
+            }
+            None => format!("waiting for the router to report weight {weight} (cannot read it)"),
+        }
+    }
+
+    /// The wanted canary shape for `weight`, and whether the cluster has reached it.
+    fn converge(&self, s: &mut RolloutStatus, weight: i32) -> (Intent, bool) {
+        let canary = s.canary_revision.clone().unwrap_or_default();
+        let target = self.canary_pods(weight);
+        let ready = self.ready(&canary);
+        // Lowering is always safe; raising waits until the canary's pods can take it.
+        let set_weight = if !self.router || weight <= s.canary_weight || ready >= target {
+            weight
+        } else {
+            s.canary_weight
+        };
+        s.canary_weight = set_weight;
+        let stable_replicas = if self.router {
+            self.replicas
+        } else {
+            let floor = i32::from(weight < 100 && self.replicas > 0);
+            (self.replicas - ready.min(target)).max(floor)
+        };
+        let converged = ready >= target
+            && set_weight == weight
+            && (!self.router || self.obs.router_canary_weight == Some(weight));
+        (
+            Intent::Canary {
+                canary_replicas: target,
+                stable_replicas,
+                canary_weight: set_weight,
+            },
+            converged,
+        )
+    }
+
+    fn advance(&mut self, s: &mut RolloutStatus, why: &str) {
+        let index = self.index(s);
+        if s.promote_step == Some(to_i32(index)) {
+            s.promote_step = None;
+        }
+        let description = self.steps.get(index).map(describe_step).unwrap_or_default();
+        self.step_run = None;
+        self.enter_step(s, index + 1);
+        self.event(
+            EventType::Normal,
+            "StepCompleted",
+            format!(
+                "step {}/{} ({description}) completed{why}",
+                index + 1,
+                self.steps.len()
+            ),
+        );
+    }
+
+    fn finish(self, mut s: RolloutStatus, intent: Intent) -> Decision {
+        let count = self.steps.len();
+        s.pause_conditions = merge_pauses(
+            &self.previous.pause_conditions,
+            &self.pauses,
+            &self.recorded,
+        );
+        if let Some(index) = s.current_step_index {
+            s.step = Some(format!("{}/{count}", index.clamp(0, to_i32(count))));
+        }
+        // A promote request for a step the rollout already left is stale.
+        if !self.spec.paused && s.promote_step.is_some() && s.promote_step != s.current_step_index {
+            s.promote_step = None;
+        }
+        let total: i32 = self.obs.revisions.iter().map(|r| r.replicas).sum();
+        let ready: i32 = self.obs.revisions.iter().map(|r| r.ready_replicas).sum();
+        s.replicas = Some(total);
+        s.ready_replicas = Some(ready);
+        s.selector = selector_string(&self.spec.selector);
+        s.conditions = merge_conditions(
+            &self.previous.conditions,
+            self.wanted_conditions(&s, ready),
+            self.obs.generation,
+            &self.recorded,
+        );
+
+        let canary_strategy = &self.spec.strategy.canary;
+        let plan = Plan {
+            intent,
+            stable: s.stable_revision.as_deref(),
+            canary: s.canary_revision.as_deref(),
+            replicas: self.replicas,
+            router: self.router,
+            stable_service: canary_strategy.stable_service.is_some(),
+            canary_service: canary_strategy.canary_service.is_some(),
+            runs: self
+                .step_run
+                .clone()
+                .into_iter()
+                .chain(self.background_run.clone())
+                .collect(),
+            history_limit: self
+                .spec
+                .revision_history_limit
+                .and_then(|limit| usize::try_from(limit).ok())
+                .unwrap_or(DEFAULT_REVISION_HISTORY_LIMIT),
+        };
+        let effects = build_effects(&plan, self.obs, self.events);
+        Decision {
+            status: s,
+            effects,
+            requeue_at: self.requeue_at,
+        }
+    }
+
+    fn wanted_conditions(&self, s: &RolloutStatus, ready: i32) -> Vec<WantedCondition> {
+        let message = s.message.clone().unwrap_or_default();
+        let invalid = !self.problems.is_empty();
+        let (status, reason) = match s.phase {
+            Some(RolloutPhase::Healthy) => ("True", "RolloutCompleted".to_owned()),
+            Some(RolloutPhase::Paused) => ("Unknown", "RolloutPaused".to_owned()),
+            Some(RolloutPhase::Degraded | RolloutPhase::Aborted) => {
+                let reason = if invalid {
+                    "InvalidSpec".to_owned()
+                } else if let Some(reason) = self.abort_reason {
+                    reason.to_owned()
+                } else {
+                    self.previous
+                        .conditions
+                        .iter()
+                        .find(|c| c.type_ == PROGRESSING && c.status == "False")
+                        .map_or_else(|| "RolloutAborted".to_owned(), |c| c.reason.clone())
+                };
+                ("False", reason)
+            }
+            Some(RolloutPhase::Progressing) | None => ("True", "RolloutProgressing".to_owned()),
+        };
+        let available = ready >= self.replicas;
+        let paused = s.pause_conditions.first();
+        vec![
+            WantedCondition {
+                type_: PROGRESSING,
+                status,
+                reason,
+                message: message.clone(),
+            },
+            WantedCondition {
+                type_: AVAILABLE,
+                status: if available { "True" } else { "False" },
+                reason: if available {
+                    "MinimumReplicasAvailable"
+                } else {
+                    "MinimumReplicasUnavailable"
+                }
+                .into(),
+                message: format!("{ready}/{} pods ready", self.replicas),
+            },
+            WantedCondition {
+                type_: PAUSED,
+                status: if paused.is_some() { "True" } else { "False" },
+                reason: paused
+                    .map_or("NotPaused", |p| pause_reason_name(p.reason))
+                    .into(),
+                message: if paused.is_some() {
+                    message
+                } else {
+                    String::new()
+                },
+            },
+            WantedCondition {
+                type_: INVALID_SPEC,
+                status: if invalid { "True" } else { "False" },
+                reason: if invalid { "InvalidSpec" } else { "SpecValid" }.into(),
+                message: self
+                    .problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            },
+        ]
+    }
+
+    fn event(&mut self, type_: EventType, reason: &str, message: String) {
+        self.events.push(Effect::Event {
+            type_,
+            reason: reason.to_owned(),
+            message,
+        });
+    }
+
+    fn requeue(&mut self, at: Timestamp) {
+        self.requeue_at = Some(self.requeue_at.map_or(at, |earlier| earlier.min(at)));
+    }
+
+    fn step_count(&self) -> i32 {
+        to_i32(self.steps.len())
+    }
+
+    fn index(&self, s: &RolloutStatus) -> usize {
+        usize::try_from(s.current_step_index.unwrap_or(0).max(0))
+            .unwrap_or(0)
+            .min(self.steps.len())
+    }
+
+    fn step_display(&self, s: &RolloutStatus) -> String {
+        format!("{}/{}", self.index(s), self.steps.len())
+    }
+
+    fn step_started(&self, s: &RolloutStatus) -> Timestamp {
+        s.current_step_started_at.as_ref().map_or(self.now, |t| t.0)
+    }
+
+    /// The weight of the last setWeight step at or before `index`; 100 once all are done.
+    fn weight_at(&self, index: usize) -> i32 {
+        if index >= self.steps.len() {
+            return 100;
+        }
+        self.steps[..=index]
+            .iter()
+            .rev()
+            .find_map(|step| step.set_weight)
+            .unwrap_or(0)
+            .clamp(0, 100)
+    }
+
+    fn canary_pods(&self, weight: i32) -> i32 {
+        if weight <= 0 || self.replicas == 0 {
+            return 0;
+        }
+        // Both factors are positive here, so this is the ceiling.
+        let pods = (i64::from(self.replicas) * i64::from(weight) + 99) / 100;
+        i32::try_from(pods).unwrap_or(self.replicas).max(1)
+    }
+
+    fn ready(&self, revision: &str) -> i32 {
+        self.obs
+            .revisions
+            .iter()
+            .find(|r| r.revision == revision)
+            .map_or(0, |r| r.ready_replicas)
+    }
+}
+
+fn to_i32(value: usize) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+fn add_seconds(at: Timestamp, seconds: i64) -> Timestamp {
+    at.checked_add(SignedDuration::from_secs(seconds))
+        .unwrap_or(Timestamp::MAX)
+}
+
+fn add_duration(at: Timestamp, duration: std::time::Duration) -> Timestamp {
+    SignedDuration::try_from(duration)
+        .ok()
+        .and_then(|d| at.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+fn describe_step(step: &CanaryStep) -> String {
+    if let Some(weight) = step.set_weight {
+        format!("setWeight {weight}")
+    } else if let Some(pause) = &step.pause {
+        match &pause.duration {
+            Some(duration) => format!("pause {duration}"),
+            None => "pause".into(),
+        }
+    } else if let Some(analysis) = &step.analysis {
+        let names: Vec<&str> = analysis
+            .templates
+            .iter()
+            .map(|t| t.template_name.as_str())
+            .collect();
+        format!("analysis {}", names.join(", "))
+    } else {
+        "empty step".into()
+    }
+}
+
+/// The failing metrics and their reasons, else the run's own message.
+fn describe_failure(run: &AnalysisRunSummary) -> String {
+    describe_metrics(run, AnalysisPhase::Failed, "failed")
+}
+
+fn describe_undecided(run: &AnalysisRunSummary) -> String {
+    let (phase, word) = match run.phase {
+        AnalysisPhase::Error => (AnalysisPhase::Error, "errored"),
+        AnalysisPhase::Terminated => (AnalysisPhase::Terminated, "was terminated"),
+        _ => (AnalysisPhase::Inconclusive, "inconclusive"),
+    };
+    describe_metrics(run, phase, word)
+}
+
+fn describe_metrics(run: &AnalysisRunSummary, phase: AnalysisPhase, word: &str) -> String {
+    let metrics: Vec<String> = run
+        .metrics
+        .iter()
+        .filter(|m| m.phase == phase)
+        .map(|m| {
+            let value = m
+                .value
+                .as_ref()
+                .map(|v| format!(" (value {v})"))
+                .unwrap_or_default();
+            let reason = m.reason.as_deref().unwrap_or("no reason given");
+            format!("metric {:?} {word}: {reason}{value}", m.name)
+        })
+        .collect();
+    let detail = if metrics.is_empty() {
+        match &run.message {
+            Some(message) => format!("{word}: {message}"),
+            None => format!("{word}, no reason given"),
+        }
+    } else {
+        metrics.join("; ")
+    };
+    format!("{detail} (AnalysisRun {})", run.name)
+}
+
+/// The selector in `kubectl` syntax, for the scale subresource.
+fn selector_string(selector: &LabelSelector) -> Option<String> {
+    let mut parts: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    for expression in selector.match_expressions.iter().flatten() {
+        let values = expression.values.clone().unwrap_or_default().join(",");
+        let key = &expression.key;
+        parts.push(match expression.operator.as_str() {
+            "In" => format!("{key} in ({values})"),
+            "NotIn" => format!("{key} notin ({values})"),
+            "Exists" => key.clone(),
+            "DoesNotExist" => format!("!{key}"),
+            other => format!("{key} {other} ({values})"),
+        });
+    }
+    (!parts.is_empty()).then(|| parts.join(","))
+}

@@ -1,0 +1,284 @@
+//! The rollout state machine: pure, no I/O, no clock.
+//!
+//! [`step`] takes what the Rollout asks for (`spec`), what the controller recorded last time
+//! (`status`), what the I/O shell saw in the cluster ([`Observation`]) and the current time, and
+//! returns a [`Decision`]: the next status, the [`Effect`]s that move the cluster toward it, and
+//! when to look again. Progress lives in `status` only, so a controller killed at any instant
+//! re-derives the same decision from the status it finds.
+//!
+//! # How the I/O shell uses it
+//!
+//! One reconcile of one Rollout:
+//!
+//! 1. **Observe.** Fill an [`Observation`]: the Rollout's name and `metadata.generation`;
+//!    `desired_revision = template_hash(&spec.template)`; every revision (ReplicaSet) of the
+//!    Rollout with its `spec.replicas` and ready pods; the canary weight the router reports
+//!    (`None` with no router or when it cannot be read); which revision each of
+//!    `stableService` / `canaryService` selects; every AnalysisRun owned by the Rollout
+//!    (name, phase, message, per-metric summaries); and the problems found by
+//!    [`crate::analysis::template::validate_rollout`] ([`step`] adds [`validate_spec`]'s, the
+//!    few it needs to interpret the spec at all, so it is safe even without them).
+//! 2. **Decide.** `let decision = step(&spec, &status, &observation, now)`.
+//! 3. **Act.** Execute `decision.effects` **in order**, stopping at the first failure (then do
+//!    not write status; retry with backoff: the same status gives the same effects again, and
+//!    every effect is idempotent). Effects are ordered for safety: services that move the stable
+//!    service, then weight decreases, scale-ups, canary-service moves, weight increases,
+//!    scale-downs, AnalysisRun terminations and creations, revision deletions, events.
+//!    `CreateAnalysisRun` must treat "already exists" as success. `ScaleRevision` of a revision
+//!    that has no ReplicaSet yet creates it from `spec.template` (only the desired revision is
+//!    ever created).
+//! 4. **Record.** Replace `.status` with `decision.status` using the `resourceVersion` that was
+//!    observed (optimistic concurrency): a conflict means the CLI wrote a request meanwhile, so
+//!    observe again instead of overwriting it.
+//! 5. **Wait.** Requeue at `decision.requeue_at` when set; otherwise wait for a watch event
+//!    (Rollout, ReplicaSets, AnalysisRuns, the router object).
+//!
+//! # User requests live in status
+//!
+//! Requests that are not part of the desired state are written by the CLI into status fields,
+//! as Argo Rollouts does, so they survive a controller restart and are consumed exactly once
+//! (the controller clears them in the same status write that acts on them):
+//!
+//! | command | writes | effect |
+//! | --- | --- | --- |
+//! | `vigil pause` / `resume` | `spec.paused` true / false | phase Paused, nothing moves / continue |
+//! | `vigil promote` | `status.promoteStep = status.currentStepIndex` (as read) | the current step is finished; a stale index is ignored |
+//! | `vigil promote --full` | `status.promoteFull = true` | skip the remaining steps and analysis |
+//! | `vigil abort` | `status.abort = true` | traffic back to stable, phase Aborted |
+//! | `vigil retry` | `status.abort = false` (leave `abortedAt`) | start again from step 0 |
+//!
+//! `promoteStep` carries the index the user saw because Argo's "increment currentStepIndex"
+//! promote races with the controller and can skip a step the user never looked at.
+//!
+//! # Semantics
+//!
+//! * **First version**: no stable yet → the desired revision becomes stable at full scale, no
+//!   canary. Phase Healthy once its pods are ready (Progressing until then).
+//! * **New pod template** (desired ≠ stable): a canary starts from step 0 against the stable.
+//!   A newer template during a rollout restarts from step 0 against the same stable; the old
+//!   canary is scaled to 0 once the router reports weight 0, its runs are terminated. A template
+//!   set back to the stable one drops the canary at once.
+//! * **Weights.** Let `W` be the weight of the last `setWeight` step at or before the current
+//!   step (0 if none; 100 while promoting) and `R = spec.replicas`. The canary runs
+//!   `ceil(R × W / 100)` pods (at least 1 when `W > 0`).
+//!   *With a router* the stable keeps `R` pods (an abort is instant) and the router weight is
+//!   raised to `W` only once the canary's pods are ready (no traffic to pods that cannot serve);
+//!   lowering is immediate. *Without a router* the replica ratio is the weight: the stable runs
+//!   `R − min(ready canary pods, canary pods wanted)` (it shrinks only as canary pods become
+//!   ready, so capacity never dips), but at least 1 while `W < 100`, so a small weight never
+//!   sends all traffic to the canary (with `R = 1` and `W = 10`: one pod each).
+//!   `status.canaryWeight` is the weight as set (with a router: as sent to it).
+//! * **`setWeight`** completes once the router reports `W` and the canary's pods are ready.
+//! * **`pause`** with a duration completes at `currentStepStartedAt + duration` (`requeue_at`
+//!   is that instant); without one it waits for `vigil promote` (`CanaryPauseStep`).
+//! * **`analysis`** creates the run `<rollout>-<revision>-<attempt>-step<index>` (deterministic,
+//!   so creating it twice is harmless) and waits. Successful → next step; Failed → abort
+//!   (Degraded, the message names the failing metric and its reason); Inconclusive → pause
+//!   (`InconclusiveAnalysis`, the reason in `message`): promote continues, abort aborts.
+//!   **Error and Terminated are treated like Inconclusive**: a run that could not measure or
+//!   was stopped has no verdict, and a person should decide (Argo aborts on Error, which turns
+//!   a Prometheus outage into a rollback).
+//! * **Background analysis** `<rollout>-<revision>-<attempt>-bg<step>` runs from `startingStep`
+//!   until the canary is stable. Failed aborts at any step, even while paused. Inconclusive /
+//!   Error / Terminated pause the rollout; promote accepts that verdict, finishes the current
+//!   step and starts a fresh background run. `promote --full` skips it.
+//! * **Abort** (Failed analysis, missed deadline, or `vigil abort`): router weight 0 at once
+//!   (the first effect), running analysis terminated, the stable back to `R` pods, and the
+//!   canary scaled to 0 `abortScaleDownDelaySeconds` (default 30) after `abortedAt` (without a
+//!   router at once: its pods are its traffic share). Phase Degraded (analysis, deadline) or
+//!   Aborted (user). Rolling back never waits on an analysis, a pause or an invalid spec.
+//! * **Retry** starts again from step 0 with a new attempt number (fresh AnalysisRuns).
+//! * **Promote** finishes the current step; **promote --full** skips the remaining steps.
+//!   **Promotion** after the last step: the canary scales to `R`, weight 100 once ready, then
+//!   the stable service is pointed at it, the weight goes back to 0 (both services now select
+//!   the new revision), the old stable is scaled to 0 once the router reports 0. Phase Healthy.
+//! * **Progress deadline** (`progressDeadlineSeconds`, default 600): a `setWeight` step or the
+//!   promotion that does not converge within it from the step's start aborts as Degraded with
+//!   `ProgressDeadlineExceeded`. Pauses and analysis do not count; after `resume` the clock
+//!   of a converging step starts again.
+//! * **`spec.paused`**: phase Paused (`UserPaused`); no step moves and no effect is emitted
+//!   (weights stay as they are), but aborts still roll back.
+//! * **Invalid spec**: phase Degraded, condition `InvalidSpec` True, `message` names each field
+//!   and problem; nothing moves toward the canary (no effects), the stable keeps serving; the
+//!   shell may wait for the next spec change.
+//! * **Conditions** `Progressing`, `Available`, `Paused`, `InvalidSpec`: `lastTransitionTime`
+//!   moves only when a condition's status changes.
+//! * **Display**: `step` is `<steps done>/<steps>` (e.g. `3/7`), as Argo shows it.
+//!
+//! # Time
+//!
+//! Kubernetes serializes `Time` with whole seconds, so every instant recorded in status is
+//! truncated to the second; comparisons use the exact `now`. A status that went through JSON
+//! therefore gives the same decision as the one returned.
+
+mod conditions;
+mod effects;
+mod hash;
+mod machine;
+mod validate;
+
+use jiff::Timestamp;
+
+use crate::api::{AnalysisRunSummary, Argument, RolloutStatus, TemplateRef};
+
+pub use hash::template_hash;
+pub use machine::step;
+pub use validate::validate_spec;
+
+/// What the I/O shell saw in the cluster for one Rollout, just before calling [`step`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observation {
+    /// `metadata.name` of the Rollout; it prefixes AnalysisRun names.
+    pub rollout_name: String,
+    /// `metadata.generation` of the Rollout; recorded as `observedGeneration`.
+    pub generation: Option<i64>,
+    /// [`template_hash`] of `spec.template`: the revision the spec asks for.
+    pub desired_revision: String,
+    /// Every revision (ReplicaSet) of the Rollout that exists.
+    pub revisions: Vec<RevisionObservation>,
+    /// The canary weight the traffic router reports, read back; `None` when there is no
+    /// router or it could not be read (a setWeight step then waits).
+    pub router_canary_weight: Option<i32>,
+    /// Which revision the stable and canary services select.
+    pub services: ServiceSelection,
+    /// Every AnalysisRun owned by the Rollout, as seen; the state machine picks its own by
+    /// name.
+    pub analysis_runs: Vec<AnalysisRunSummary>,
+    /// Problems found by validating the spec
+    /// ([`crate::analysis::template::validate_rollout`]); [`validate_spec`]'s own are added
+    /// for fields not already named here.
+    pub spec_problems: Vec<SpecProblem>,
+}
+
+/// One revision (ReplicaSet) as seen.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RevisionObservation {
+    /// The revision's template hash.
+    pub revision: String,
+    /// Pods asked for (`spec.replicas` of the ReplicaSet).
+    pub replicas: i32,
+    /// Pods ready.
+    pub ready_replicas: i32,
+    /// When the revision was created; the oldest unused revisions are deleted first.
+    pub created_at: Option<Timestamp>,
+}
+
+/// The revisions the services select, as seen; `None` when the service does not exist, is not
+/// configured, or selects no vigil revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceSelection {
+    /// Revision selected by `stableService`.
+    pub stable: Option<String>,
+    /// Revision selected by `canaryService`.
+    pub canary: Option<String>,
+}
+
+/// A problem with the spec: the field's path and what is wrong. The same type as
+/// [`crate::analysis::template::validate_rollout`] returns, so the shell passes its result on.
+pub type SpecProblem = crate::analysis::template::Problem;
+
+/// Something the I/O shell must do. Effects are idempotent: executing one twice is harmless.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Scale the revision's ReplicaSet (create it from `spec.template` if it does not exist).
+    ScaleRevision {
+        /// Template hash of the revision.
+        revision: String,
+        /// Pods wanted.
+        replicas: i32,
+    },
+    /// Set the router's canary weight (percent); the stable gets the rest.
+    SetWeight {
+        /// Percent of traffic to the canary service.
+        canary_weight: i32,
+    },
+    /// Create an AnalysisRun; "already exists" counts as success.
+    CreateAnalysisRun {
+        /// The run's name (deterministic).
+        name: String,
+        /// Step or background, for labels.
+        kind: AnalysisKind,
+        /// Templates whose metrics make up the run.
+        templates: Vec<TemplateRef>,
+        /// Arguments from the Rollout, to resolve and pass to the templates.
+        args: Vec<Argument>,
+        /// The stable revision, the baseline to compare with.
+        stable_revision: String,
+        /// The canary revision under analysis.
+        canary_revision: String,
+    },
+    /// Terminate a running AnalysisRun (its result no longer matters).
+    TerminateAnalysisRun {
+        /// The run's name.
+        name: String,
+    },
+    /// Point the services' selectors at revisions; `None` leaves that service as it is.
+    PointServices {
+        /// Revision `stableService` should select.
+        stable: Option<String>,
+        /// Revision `canaryService` should select.
+        canary: Option<String>,
+    },
+    /// Delete an unused old revision (beyond `revisionHistoryLimit`); it has no pods.
+    DeleteRevision {
+        /// Template hash of the revision.
+        revision: String,
+    },
+    /// Record a Kubernetes Event on the Rollout (emitted on transitions only).
+    Event {
+        /// Normal or Warning.
+        type_: EventType,
+        /// CamelCase reason, e.g. `RolloutAborted`.
+        reason: String,
+        /// What happened, in words.
+        message: String,
+    },
+}
+
+/// Which analysis an AnalysisRun is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnalysisKind {
+    /// The `analysis` step at this index.
+    Step {
+        /// Index of the step in `spec.strategy.canary.steps`.
+        index: i32,
+    },
+    /// The background analysis.
+    Background,
+}
+
+/// The type of a Kubernetes Event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    /// Expected progress.
+    Normal,
+    /// Something went wrong or needs a person.
+    Warning,
+}
+
+/// What [`step`] decided.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The status to record.
+    pub status: RolloutStatus,
+    /// What to do, in order.
+    pub effects: Vec<Effect>,
+    /// The earliest instant at which time alone changes the decision (a pause ends, an aborted
+    /// canary is scaled down, a progress deadline passes); `None` when only a watch event can.
+    pub requeue_at: Option<Timestamp>,
+}
+
+/// Name of the AnalysisRun of the `analysis` step at `index`, for the given canary attempt.
+pub fn step_run_name(rollout: &str, canary_revision: &str, attempt: i32, index: i32) -> String {
+    format!("{rollout}-{canary_revision}-{attempt}-step{index}")
+}
+
+/// Name of the background AnalysisRun started at step `starting_step` of a canary attempt.
+pub fn background_run_name(
+    rollout: &str,
+    canary_revision: &str,
+    attempt: i32,
+    starting_step: i32,
+) -> String {
+    format!("{rollout}-{canary_revision}-{attempt}-bg{starting_step}")
+}

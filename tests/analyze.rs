@@ -1,0 +1,315 @@
+//! `vigil analyze --start/--end` replays a template over fixture data served by a real
+//! Prometheus (built with promtool from OpenMetrics with fixed timestamps).
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use support::prometheus::{Fixture, PrometheusServer, T_END};
+
+/// One Prometheus for the whole file: three rollouts with different canary behaviour.
+fn prometheus() -> &'static PrometheusServer {
+    static SERVER: OnceLock<PrometheusServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let labels = |rollout: &'static str, role: &'static str, code: &'static str| {
+            [("rollout", rollout), ("role", role), ("code", code)]
+        };
+        Fixture::default()
+            // healthy: 0.5% errors on the canary.
+            .counter("http_requests", &labels("healthy", "stable", "200"), 20.0)
+            .counter("http_requests", &labels("healthy", "canary", "200"), 9.95)
+            .counter("http_requests", &labels("healthy", "canary", "500"), 0.05)
+            // erroring: 10% errors on the canary.
+            .counter("http_requests", &labels("erroring", "stable", "200"), 20.0)
+            .counter("http_requests", &labels("erroring", "canary", "200"), 9.0)
+            .counter("http_requests", &labels("erroring", "canary", "500"), 1.0)
+            // idle: the canary exists but serves nothing.
+            .counter("http_requests", &labels("idle", "stable", "200"), 20.0)
+            .counter("http_requests", &labels("idle", "canary", "200"), 0.0)
+            // Latency: a fast canary and a slow one (10 requests/s each).
+            .histogram(
+                "http_request_duration_seconds",
+                &[("rollout", "healthy"), ("role", "canary")],
+                &[
+                    (0.1, 9.0),
+                    (0.25, 9.8),
+                    (0.5, 9.95),
+                    (1.0, 10.0),
+                    (2.5, 10.0),
+                ],
+                10.0,
+                0.6,
+            )
+            .histogram(
+                "http_request_duration_seconds",
+                &[("rollout", "erroring"), ("role", "canary")],
+                &[(0.1, 1.0), (0.25, 3.0), (0.5, 5.0), (1.0, 7.0), (2.5, 9.5)],
+                10.0,
+                9.0,
+            )
+            // The same traffic as Istio and the NGINX ingress controller report it.
+            .counter(
+                "istio_requests",
+                &[
+                    ("reporter", "source"),
+                    ("destination_service_namespace", "shop"),
+                    ("destination_service_name", "checkout-canary"),
+                    ("response_code", "200"),
+                ],
+                9.0,
+            )
+            .counter(
+                "istio_requests",
+                &[
+                    ("reporter", "source"),
+                    ("destination_service_namespace", "shop"),
+                    ("destination_service_name", "checkout-canary"),
+                    ("response_code", "503"),
+                ],
+                1.0,
+            )
+            .legacy_counter(
+                "nginx_ingress_controller_requests",
+                &[
+                    ("ingress", "checkout"),
+                    ("service", "checkout-canary"),
+                    ("status", "200"),
+                ],
+                9.99,
+            )
+            .legacy_counter(
+                "nginx_ingress_controller_requests",
+                &[
+                    ("ingress", "checkout"),
+                    ("service", "checkout-canary"),
+                    ("status", "500"),
+                ],
+                0.01,
+            )
+            .start()
+    })
+}
+
+fn fixture(name: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Shipped templates are named by their path; test-only ones live in tests/fixtures.
+    let path = if name.starts_with("analysis-templates/") {
+        root.join(name)
+    } else {
+        root.join("tests/fixtures").join(name)
+    };
+    path.display().to_string()
+}
+
+fn rfc3339(unix: i64) -> String {
+    jiff::Timestamp::from_second(unix)
+        .expect("valid time")
+        .to_string()
+}
+
+/// Runs `vigil analyze` over the last hour of fixture data; returns exit code and JSON.
+fn analyze(template: &str, args: &[&str]) -> (i32, Value, String) {
+    let server = prometheus();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
+    command
+        .args([
+            "analyze",
+            "-f",
+            &fixture(template),
+            "--prometheus",
+            server.url().as_str(),
+        ])
+        .args([
+            "--start",
+            &rfc3339(T_END - 3600),
+            "--end",
+            &rfc3339(T_END - 60),
+        ])
+        .args(["--output", "json"]);
+    for arg in args {
+        command.args(["--arg", arg]);
+    }
+    let output = command.output().expect("run vigil");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (output.status.code().unwrap_or(-1), json, stderr)
+}
+
+fn measurements(json: &Value) -> Vec<Value> {
+    json["metricResults"][0]["measurements"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn healthy_canary_is_successful_with_every_measurement_in_the_window() {
+    let (code, json, stderr) = analyze("error-rate.yaml", &["rollout=healthy"]);
+    assert_eq!(code, 0, "{json:#}\n{stderr}");
+    assert_eq!(json["phase"], "Successful");
+    let taken = measurements(&json);
+    assert_eq!(taken.len(), 5, "count: 5");
+    // Measurements are taken at the replayed times, one interval apart.
+    assert_eq!(taken[0]["startedAt"], rfc3339(T_END - 3600));
+    assert_eq!(taken[1]["startedAt"], rfc3339(T_END - 3540));
+    assert_eq!(taken[0]["value"], "0.005");
+    assert_eq!(
+        taken[0]["reason"],
+        "result 0.005 meets successCondition `result < 0.01`"
+    );
+}
+
+#[test]
+fn erroring_canary_fails_at_the_first_measurement_with_the_reason() {
+    let (code, json, stderr) = analyze("error-rate.yaml", &["rollout=erroring"]);
+    assert_eq!(code, 1, "{json:#}\n{stderr}");
+    assert_eq!(json["phase"], "Failed");
+    assert_eq!(measurements(&json).len(), 1, "the run fails at once");
+    let message = json["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("error-rate: 1 failed measurement(s), more than failureLimit 0"),
+        "{message}"
+    );
+    assert!(
+        message.contains("result 0.1 meets failureCondition `result >= 0.05`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn canary_without_traffic_is_inconclusive_and_says_so() {
+    let (code, json, stderr) = analyze("error-rate.yaml", &["rollout=idle"]);
+    assert_eq!(code, 2, "{json:#}\n{stderr}");
+    assert_eq!(json["phase"], "Inconclusive");
+    let reason = measurements(&json)[0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.starts_with("result NaN (often 0/0: no traffic)"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_rollout_that_does_not_exist_has_no_data_and_is_inconclusive() {
+    let (code, json, stderr) = analyze("error-rate.yaml", &["rollout=missing"]);
+    assert_eq!(code, 2, "{json:#}\n{stderr}");
+    let reason = measurements(&json)[0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        reason,
+        "no data: the query returned no series (noData: inconclusive)"
+    );
+}
+
+#[test]
+fn missing_argument_and_unreachable_prometheus_have_their_exit_codes() {
+    let (code, _, stderr) = analyze("error-rate.yaml", &[]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("rollout"), "{stderr}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args([
+            "analyze",
+            "-f",
+            &fixture("error-rate.yaml"),
+            "--arg",
+            "rollout=healthy",
+        ])
+        .args(["--prometheus", "http://127.0.0.1:9"])
+        .args([
+            "--start",
+            &rfc3339(T_END - 3600),
+            "--end",
+            &rfc3339(T_END - 60),
+            "-o",
+            "json",
+        ])
+        .output()
+        .expect("run vigil");
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    assert_eq!(output.status.code(), Some(3), "{json:#}");
+    assert_eq!(json["phase"], "Error");
+    let reason = json["metricResults"][0]["measurements"][0]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.starts_with("cannot reach"), "{reason}");
+}
+
+#[test]
+fn shipped_http_error_rate_template_passes_healthy_and_fails_erroring() {
+    let template = "analysis-templates/http-error-rate.yaml";
+    let (code, json, stderr) = analyze(template, &["rollout=healthy"]);
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (0, Some("Successful")),
+        "{json:#}\n{stderr}"
+    );
+    let (code, json, stderr) = analyze(template, &["rollout=erroring"]);
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (1, Some("Failed")),
+        "{json:#}\n{stderr}"
+    );
+    // failureLimit 1: the second failed measurement fails the metric.
+    assert_eq!(measurements(&json).len(), 2);
+    let (code, json, stderr) = analyze(template, &["rollout=idle"]);
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (2, Some("Inconclusive")),
+        "{json:#}\n{stderr}"
+    );
+    let reason = measurements(&json)[0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.starts_with("no data"), "{reason}");
+}
+
+#[test]
+fn shipped_http_latency_template_passes_fast_and_fails_slow_canaries() {
+    let template = "analysis-templates/http-latency.yaml";
+    let (code, json, stderr) = analyze(template, &["rollout=healthy"]);
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (0, Some("Successful")),
+        "{json:#}\n{stderr}"
+    );
+    let (code, json, stderr) = analyze(template, &["rollout=erroring"]);
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (1, Some("Failed")),
+        "{json:#}\n{stderr}"
+    );
+}
+
+#[test]
+fn shipped_istio_and_nginx_error_rate_templates_read_their_metric_names() {
+    let (code, json, stderr) = analyze(
+        "analysis-templates/istio-error-rate.yaml",
+        &["service=checkout-canary", "namespace=shop"],
+    );
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (1, Some("Failed")),
+        "{json:#}\n{stderr}"
+    );
+    assert_eq!(measurements(&json)[0]["value"], "0.1");
+    let (code, json, stderr) = analyze(
+        "analysis-templates/nginx-error-rate.yaml",
+        &["service=checkout-canary", "ingress=checkout"],
+    );
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (0, Some("Successful")),
+        "{json:#}\n{stderr}"
+    );
+    assert_eq!(measurements(&json)[0]["value"], "0.001");
+}
