@@ -78,7 +78,9 @@ pub struct CountTestConfig {
     pub alpha: f64,
     /// Fail when the rate ratio is confidently above `1 + fail_margin` (≥ 0).
     pub fail_margin: f64,
-    /// Pass early when the rate ratio is confidently below `1 + pass_margin` (> fail_margin).
+    /// Pass early when the rate ratio is confidently below `1 + pass_margin` (≥ 0). Below
+    /// `fail_margin` it leaves an indifference zone that ends Inconclusive at the deadline;
+    /// above it every ratio is eventually decided.
     pub pass_margin: f64,
     /// Scale (sd) of the half-normal mixing distribution of the log rate ratio: the test is
     /// most sensitive to log-ratio offsets of about this size.
@@ -122,10 +124,10 @@ impl CountTestConfig {
             "must be ≥ 0",
         )?;
         check(
-            self.pass_margin > self.fail_margin && self.pass_margin.is_finite(),
+            self.pass_margin >= 0.0 && self.pass_margin.is_finite(),
             "passMargin",
             self.pass_margin,
-            "must exceed failMargin",
+            "must be ≥ 0",
         )?;
         check(
             self.prior_scale > 0.0 && self.prior_scale.is_finite(),
@@ -992,11 +994,18 @@ mod tests {
             test.update(&mut CountState::default(), &bad),
             Err(SequentialError::UpdateCounts { arm: "canary", .. })
         ));
-        let config = CountTestConfig {
-            pass_margin: 0.0,
-            ..CountTestConfig::default()
-        };
-        assert!(CountTest::new(config).is_err());
+        for config in [
+            CountTestConfig {
+                pass_margin: -0.1,
+                ..CountTestConfig::default()
+            },
+            CountTestConfig {
+                alpha: 1.0,
+                ..CountTestConfig::default()
+            },
+        ] {
+            assert!(CountTest::new(config).is_err(), "{config:?}");
+        }
     }
 
     /// Knuth's Poisson sampler; the means here are small.
