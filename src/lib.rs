@@ -8,3 +8,6 @@ pub mod api;
 pub mod cli;
 pub mod metrics;
 pub mod telemetry;
+/// Test infrastructure (an in-process Kubernetes API server for integration tests and
+/// benches); not used by the controller itself.
+pub mod testing;
