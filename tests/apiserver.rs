@@ -833,6 +833,7 @@ async fn throughput_10k_rollouts() {
         .await
         .unwrap();
     let create = started.elapsed();
+    let rss_created = rss_kib();
     let started = Instant::now();
     let list = api.list(&ListParams::default()).await.unwrap();
     let list_time = started.elapsed();
@@ -855,12 +856,18 @@ async fn throughput_10k_rollouts() {
     let rss_after = rss_kib();
     println!(
         "created {N} Rollouts in {create:?} ({:.0}/s); typed list {list_time:?}; raw list {raw_time:?} ({} KiB JSON); \
-         RSS {} MiB -> {} MiB (+{} MiB incl. client)",
+         RSS {} MiB at start, {} MiB after creating (+{} MiB: server store + client), {} MiB after listing",
         N as f64 / create.as_secs_f64(),
         bytes / 1024,
         rss_before / 1024,
+        rss_created / 1024,
+        (rss_created - rss_before) / 1024,
         rss_after / 1024,
-        (rss_after - rss_before) / 1024,
+    );
+    println!(
+        "server: {} objects, resourceVersion {}",
+        server.object_count(),
+        server.resource_version()
     );
 }
 

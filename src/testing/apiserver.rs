@@ -50,7 +50,7 @@ use tokio::sync::oneshot;
 pub use error::ApiError;
 use fields::Writer;
 use select::{FieldSelector, LabelSelector};
-use store::{EventType, Filter, PatchKind, ResourceType, Store, Sub, WatchItem};
+use store::{EventType, Filter, PatchKind, ResourceType, Store, Stored, Sub, WatchItem};
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -145,11 +145,7 @@ impl ApiServerBuilder {
             .expect("the CRD type is built in");
         let mut crds = Vec::new();
         if self.crds {
-            crds.extend(
-                crate::api::all_crds()
-                    .iter()
-                    .map(|crd| serde_json::to_value(crd).expect("CRDs serialize")),
-            );
+            crds.extend(vigil_crds().iter().cloned());
         }
         if self.gateway_api {
             crds.push(httproute_crd());
@@ -364,7 +360,7 @@ impl ApiServer {
         store
             .get(&ty, namespace.unwrap_or(""), name)
             .ok()
-            .map(|o| (*o).clone())
+            .map(|o| o.value())
     }
 
     /// Every stored object of a resource (in one namespace, or all).
@@ -377,7 +373,7 @@ impl ApiServer {
             ..Filter::default()
         };
         let (_, items) = self.shared.store.lock().list(&ty, &filter);
-        items.iter().map(|o| (**o).clone()).collect()
+        items.iter().map(|o| o.value()).collect()
     }
 
     /// Seeds an object as given, status included (creating or overwriting it; namespace
@@ -388,7 +384,7 @@ impl ApiServer {
             return Err(ApiError::bad_request("an object is required"));
         }
         let stored = self.shared.store.lock().put(&ty, object)?;
-        Ok((*stored).clone())
+        Ok(stored.value())
     }
 
     /// Server-side applies `object` as `manager` with `force`, as
@@ -429,7 +425,7 @@ impl ApiServer {
             &writer,
             true,
         )?;
-        Ok((*stored).clone())
+        Ok(stored.value())
     }
 
     /// Deletes an object as a client would (finalizers respected).
@@ -445,8 +441,20 @@ impl ApiServer {
             .store
             .lock()
             .delete(&ty, namespace.unwrap_or(""), name, None)?;
-        Ok((*deleted).clone())
+        Ok(deleted.value())
     }
+}
+
+/// The vigil CRDs as JSON, generated once per process: schema generation takes about a second
+/// in a debug build, and every test starts a server.
+fn vigil_crds() -> &'static [Value] {
+    static CRDS: std::sync::OnceLock<Vec<Value>> = std::sync::OnceLock::new();
+    CRDS.get_or_init(|| {
+        crate::api::all_crds()
+            .iter()
+            .map(|crd| serde_json::to_value(crd).expect("CRDs serialize"))
+            .collect()
+    })
 }
 
 /// A minimal Gateway API HTTPRoute CRD (schema-less: objects are stored as given).
@@ -510,6 +518,10 @@ fn respond(code: u16, content_type: &str, body: Body) -> Response<Body> {
 
 fn json_response(code: u16, value: &Value) -> Response<Body> {
     respond(code, "application/json", full(value.to_string()))
+}
+
+fn stored_response(code: u16, object: &Stored) -> Response<Body> {
+    respond(code, "application/json", full(object.json.clone()))
 }
 
 fn error_response(error: &ApiError) -> Response<Body> {
@@ -733,7 +745,7 @@ fn resource(
     match (&req.method, name) {
         (&Method::GET, Some(name)) => {
             let object = shared.store.lock().get(&ty, ns, name)?;
-            Ok(json_response(200, &object))
+            Ok(stored_response(200, &object))
         }
         (&Method::GET, None) if sub == Sub::Main => {
             let filter = filter(req, namespace)?;
@@ -752,7 +764,7 @@ fn resource(
                 .store
                 .lock()
                 .create(&ty, ns, object, Some(&writer), false)?;
-            Ok(json_response(201, &created))
+            Ok(stored_response(201, &created))
         }
         (&Method::PUT, Some(name)) => {
             let object = parse_body(&req.body)?;
@@ -760,7 +772,7 @@ fn resource(
                 .store
                 .lock()
                 .update(&ty, ns, name, object, sub, Some(&writer))?;
-            Ok(json_response(200, &updated))
+            Ok(stored_response(200, &updated))
         }
         (&Method::PATCH, Some(name)) => {
             let kind = PatchKind::from_content_type(&req.content_type).ok_or_else(|| {
@@ -791,7 +803,7 @@ fn resource(
                 &writer,
                 req.flag("force"),
             )?;
-            Ok(json_response(200, &patched))
+            Ok(stored_response(200, &patched))
         }
         (&Method::DELETE, Some(name)) if sub == Sub::Main => {
             let precondition = delete_precondition(&req.body);
@@ -799,7 +811,7 @@ fn resource(
                 .store
                 .lock()
                 .delete(&ty, ns, name, precondition.as_deref())?;
-            Ok(json_response(200, &deleted))
+            Ok(stored_response(200, &deleted))
         }
         (&Method::DELETE, None) if sub == Sub::Main => {
             let filter = filter(req, namespace)?;
@@ -807,14 +819,9 @@ fn resource(
             let (_, items) = store.list(&ty, &filter);
             let mut deleted = Vec::with_capacity(items.len());
             for item in items {
-                let item_ns = item
-                    .pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let item_name = item
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+                let value = item.value();
+                let text = |p: &str| value.pointer(p).and_then(Value::as_str).unwrap_or("");
+                let (item_ns, item_name) = (text("/metadata/namespace"), text("/metadata/name"));
                 deleted.push(store.delete(&ty, item_ns, item_name, None)?);
             }
             let rv = store.resource_version();
@@ -869,8 +876,9 @@ fn list(
     Ok(list_response(ty, rv, &items))
 }
 
-fn list_response(ty: &ResourceType, rv: u64, items: &[Arc<Value>]) -> Response<Body> {
-    let mut out = Vec::with_capacity(128 + items.len() * 1024);
+fn list_response(ty: &ResourceType, rv: u64, items: &[Arc<Stored>]) -> Response<Body> {
+    let size: usize = items.iter().map(|i| i.json.len() + 1).sum();
+    let mut out = Vec::with_capacity(128 + size);
     out.extend_from_slice(
         format!(
             r#"{{"apiVersion":"{}","kind":"{}List","metadata":{{"resourceVersion":"{rv}"}},"items":["#,
@@ -883,19 +891,18 @@ fn list_response(ty: &ResourceType, rv: u64, items: &[Arc<Value>]) -> Response<B
         if i > 0 {
             out.push(b',');
         }
-        // Writing a `Value` into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, &**item);
+        out.extend_from_slice(&item.json);
     }
     out.extend_from_slice(b"]}");
     respond(200, "application/json", full(out))
 }
 
-fn event_line(kind: &str, object: &Value) -> Bytes {
-    let mut out = Vec::with_capacity(1024);
+fn event_line(kind: &str, object: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(object.len() + 32);
     out.extend_from_slice(br#"{"type":""#);
     out.extend_from_slice(kind.as_bytes());
     out.extend_from_slice(br#"","object":"#);
-    let _ = serde_json::to_writer(&mut out, object);
+    out.extend_from_slice(object);
     out.extend_from_slice(b"}\n");
     Bytes::from(out)
 }
@@ -906,7 +913,7 @@ fn bookmark_line(ty: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
         metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
     let object = json!({"apiVersion": ty.api_version(), "kind": ty.kind, "metadata": metadata});
-    event_line("BOOKMARK", &object)
+    event_line("BOOKMARK", object.to_string().as_bytes())
 }
 
 /// A watch in progress: frames to send first, then live events, bookmarks and the timeout.
@@ -948,14 +955,14 @@ fn watch(
         Ok(start) => start,
         // As Kubernetes does: a 200 whose only event is an ERROR carrying the 410 Status.
         Err(gone) => {
-            let line = event_line("ERROR", &gone.to_status());
+            let line = event_line("ERROR", gone.to_status().to_string().as_bytes());
             return Ok(respond(200, "application/json", full(line)));
         }
     };
     let mut pending: VecDeque<Bytes> = start
         .initial
         .iter()
-        .map(|(kind, object)| event_line(kind.as_str(), object))
+        .map(|(kind, object)| event_line(kind.as_str(), &object.json))
         .collect();
     if send_initial {
         pending.push_back(bookmark_line(ty, start.rv, true));
@@ -1006,7 +1013,7 @@ async fn next_watch_frame(mut s: WatchState) -> Option<(Bytes, WatchState)> {
         // `None`: the store ended this watch (expired, or its CRD was deleted).
         Next::Item(item) => {
             let (kind, object) = item?;
-            Some((event_line(kind.as_str(), &object), s))
+            Some((event_line(kind.as_str(), &object.json), s))
         }
         Next::Bookmark => {
             // Under the lock every event up to `rv` is already queued: send those first so the
@@ -1014,7 +1021,7 @@ async fn next_watch_frame(mut s: WatchState) -> Option<(Bytes, WatchState)> {
             let store = s.store.store.lock();
             let rv = store.resource_version();
             while let Ok((kind, object)) = s.rx.try_recv() {
-                s.pending.push_back(event_line(kind.as_str(), &object));
+                s.pending.push_back(event_line(kind.as_str(), &object.json));
             }
             drop(store);
             s.pending.push_back(bookmark_line(&s.ty, rv, false));
@@ -1037,7 +1044,7 @@ fn scale(
         return Err(not_found_path());
     };
     let mut store = shared.store.lock();
-    let object = store.get(ty, ns, name)?;
+    let (_, object) = store.get_value(ty, ns, name)?;
     let current = scale_doc(&object, &paths);
     let desired = match req.method {
         Method::GET => return Ok(json_response(200, &current)),
@@ -1083,7 +1090,7 @@ fn scale(
         .and_then(Value::as_i64)
         .filter(|r| *r >= 0)
         .ok_or_else(|| ApiError::invalid("spec.replicas: must be a non-negative integer"))?;
-    let mut updated = (*object).clone();
+    let mut updated = object;
     set_path(&mut updated, &paths.spec_replicas, json!(replicas));
     let time = store::now();
     let api_version = ty.api_version();
@@ -1095,7 +1102,7 @@ fn scale(
         time: &time,
     };
     let stored = store.update(ty, ns, name, updated, Sub::Main, Some(&writer))?;
-    Ok(json_response(200, &scale_doc(&stored, &paths)))
+    Ok(json_response(200, &scale_doc(&stored.value(), &paths)))
 }
 
 fn set_path(object: &mut Value, path: &[String], value: Value) {
@@ -1174,7 +1181,8 @@ async fn replicaset_controller(shared: Arc<Shared>, delay: Duration) {
                 None => return,
             },
         };
-        let (kind, object) = item;
+        let (kind, stored) = item;
+        let object = stored.value();
         if kind == EventType::Deleted || !replicaset_needs_sync(&object) {
             continue;
         }
@@ -1195,14 +1203,14 @@ async fn replicaset_controller(shared: Arc<Shared>, delay: Duration) {
             tokio::time::sleep(delay).await;
             pending.lock().remove(&id);
             let mut store = shared.store.lock();
-            let Ok(current) = store.get(&ty, &id.0, &id.1) else {
+            let Ok((_, current)) = store.get_value(&ty, &id.0, &id.1) else {
                 return;
             };
             if !replicaset_needs_sync(&current) {
                 return;
             }
             let desired = desired_replicas(&current);
-            let mut updated = (*current).clone();
+            let mut updated = current.clone();
             updated["status"] = json!({
                 "replicas": desired,
                 "fullyLabeledReplicas": desired,

@@ -1,6 +1,8 @@
 //! Label and field selectors, as the API server parses them from `labelSelector` and
 //! `fieldSelector`.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 /// One requirement of a label selector.
@@ -33,10 +35,9 @@ impl LabelSelector {
         Ok(Self(requirements))
     }
 
-    /// Whether an object's `metadata.labels` satisfy the selector.
-    pub(crate) fn matches(&self, object: &Value) -> bool {
-        let labels = object.pointer("/metadata/labels");
-        let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
+    /// Whether an object's labels satisfy the selector.
+    pub(crate) fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let label = |key: &str| labels.get(key).map(String::as_str);
         self.0.iter().all(|requirement| match requirement {
             Requirement::Eq(k, v) => label(k) == Some(v.as_str()),
             // As in Kubernetes, `!=` also matches objects without the label.
@@ -142,6 +143,11 @@ impl FieldSelector {
         Ok(Self(terms))
     }
 
+    /// Whether there are no terms (so no need to look at the object).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether the object's fields satisfy every term; a missing field reads as "".
     pub(crate) fn matches(&self, object: &Value) -> bool {
         self.0.iter().all(|(path, equal, value)| {
@@ -170,7 +176,8 @@ mod tests {
 
     #[test]
     fn equality_and_set_based_label_selectors() {
-        let obj = pod(json!({"app": "web", "track": "canary"}));
+        let obj: BTreeMap<String, String> =
+            serde_json::from_value(json!({"app": "web", "track": "canary"})).unwrap();
         let yes = [
             "",
             "app=web",
