@@ -769,6 +769,24 @@ async fn faults_errors_and_kubeconfig() {
                 "",
             ),
             ("GET", "/apis/nope.dev/v1/things", "", ""),
+            (
+                "DELETE",
+                "/apis/vigil.dev/v1alpha1/namespaces/default/rollouts/web?dryRun=All",
+                "",
+                "",
+            ),
+            (
+                "PUT",
+                "/apis/vigil.dev/v1alpha1/namespaces/default/rollouts/other",
+                "application/json",
+                r#"{"metadata":{"name":"other"}}"#,
+            ),
+            (
+                "PATCH",
+                "/apis/vigil.dev/v1alpha1/namespaces/default/rollouts/web",
+                "application/json-patch+json",
+                r#"[{"op":"replace","path":"","value":5}]"#,
+            ),
         ] {
             let request = http::Request::builder()
                 .method(method)

@@ -11,7 +11,11 @@
 //!
 //! What it does not do: validation against the CRD schemas, defaulting, admission, RBAC,
 //! strategic-merge list semantics (treated as a merge patch), list paging (every list is one
-//! page), `dryRun`, garbage collection of owned objects, and multi-version conversion.
+//! page), `dryRun` (rejected with 400 rather than silently applied), garbage collection of
+//! owned objects, namespace deletion, multi-version conversion, OpenAPI documents (so
+//! `kubectl apply` needs `--validate=false`), `Table` output (`kubectl get` shows names and
+//! ages) and metadata-only responses (`PartialObjectMetadata` requests get whole objects,
+//! which kube-rs reads fine).
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -742,6 +746,11 @@ fn resource(
         time: &time,
     };
     let sub = sub.unwrap_or(Sub::Main);
+    if req.param("dryRun").is_some() && req.method != Method::GET {
+        return Err(ApiError::bad_request(
+            "dryRun is not supported by the test API server",
+        ));
+    }
     match (&req.method, name) {
         (&Method::GET, Some(name)) => {
             let object = shared.store.lock().get(&ty, ns, name)?;
