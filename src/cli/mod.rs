@@ -36,6 +36,15 @@ pub enum Command {
     Judge(judge::JudgeArgs),
 }
 
+/// The exit code of a command line that does not parse: each command documents its own
+/// (`vigil analyze` reserves 0–3 for verdicts, so its usage errors are 4).
+pub fn usage_exit_code(command: Option<&str>) -> i32 {
+    match command {
+        Some("analyze") => analyze::EXIT_USAGE,
+        _ => 2,
+    }
+}
+
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
