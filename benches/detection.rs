@@ -1,7 +1,8 @@
 //! Detection benchmark: three judges on identical simulated canaries.
 //!
 //! Run: `CARGO_TARGET_DIR=/work/main/target cargo bench --bench detection`
-//! (`-- --quick` for a smoke run with fewer runs per cell). Writes a markdown table to stdout and
+//! (`-- --quick` for a smoke run with fewer runs per cell, `-- --no-tempering` to switch the
+//! sequential judge's overdispersion tempering off). Writes a markdown table to stdout and
 //! to `$CARGO_TARGET_DIR/detection.md` (else `target/detection.md`), and JSON next to it.
 //!
 //! Scenario (seeded, one seed per cell): canary and baseline arms of 3 pods each, Poisson
@@ -680,6 +681,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     // `cargo bench` passes `--bench`; `--quick` shrinks the run for smoke tests.
     let quick = args.iter().any(|a| a == "--quick");
+    // `--no-tempering` turns the overdispersion tempering of the sequential judge off.
+    let temper = !args.iter().any(|a| a == "--no-tempering");
     let (runs_null, runs_effect) = if quick { (100, 50) } else { (1000, 500) };
     let sequential = SequentialJudges {
         counts: CountTest::new(CountTestConfig {
@@ -687,7 +690,7 @@ fn main() {
             fail_margin: 0.0,
             pass_margin: 0.25,
             prior_scale: 0.5,
-            temper_overdispersion: true,
+            temper_overdispersion: temper,
         })
         .expect("valid config"),
         latency: HistogramTest::new(HistogramTestConfig {
@@ -696,7 +699,7 @@ fn main() {
                 fail_margin: 0.0,
                 pass_margin: 0.25,
                 prior_scale: 0.5,
-                temper_overdispersion: true,
+                temper_overdispersion: temper,
             },
             bounds: vec![0.1, 0.25, 0.5],
             ..HistogramTestConfig::default()

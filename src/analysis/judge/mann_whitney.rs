@@ -209,13 +209,11 @@ pub fn mann_whitney(
         )
     };
     let median_low_rank = total.div_ceil(2);
-    let mut wanted = vec![ci_ranks.0, ci_ranks.1, median_low_rank];
-    if total.is_multiple_of(2) {
-        wanted.push(median_low_rank + 1);
-    }
+    let wanted = [ci_ranks.0, ci_ranks.1, median_low_rank];
     let stats = pairwise_difference_order_statistics(&canary, &baseline, &wanted);
     let hodges_lehmann = if total.is_multiple_of(2) {
-        stats[2] / 2.0 + stats[3] / 2.0
+        let above = next_pairwise_difference(&canary, &baseline, stats[2], median_low_rank);
+        stats[2] / 2.0 + above / 2.0
     } else {
         stats[2]
     };
@@ -241,7 +239,7 @@ fn sorted_finite(values: &[f64], arm: &'static str) -> Result<Vec<f64>, MannWhit
         return Err(MannWhitneyError::RankNonFiniteValue { arm, value });
     }
     let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
+    sorted.sort_unstable_by(f64::total_cmp);
     // -0.0 and 0.0 must tie.
     for v in &mut sorted {
         if *v == 0.0 {
@@ -460,7 +458,7 @@ pub fn pairwise_difference_order_statistics(
             .iter()
             .flat_map(|&c| baseline_sorted.iter().map(move |&b| c - b))
             .collect();
-        all.sort_by(f64::total_cmp);
+        all.sort_unstable_by(f64::total_cmp);
         return ranks
             .iter()
             .map(|&r| all[(r.clamp(1, total) - 1) as usize])
@@ -470,6 +468,30 @@ pub fn pairwise_difference_order_statistics(
         .iter()
         .map(|&r| select_pairwise_difference(canary_sorted, baseline_sorted, r.clamp(1, total) - 1))
         .collect()
+}
+
+/// Given `value` = the `rank`-th smallest (1-based) pairwise difference, the `rank + 1`-th:
+/// `value` again when it is tied, else the smallest difference above it (one O(n + m) sweep).
+pub fn next_pairwise_difference(x: &[f64], y: &[f64], value: f64, rank: u64) -> f64 {
+    let m = y.len();
+    let cell = |i: usize, j: usize| x[i] - y[m - 1 - j];
+    let mut j = m;
+    let mut at_most = 0u64;
+    let mut smallest_above = f64::INFINITY;
+    for i in 0..x.len() {
+        while j > 0 && cell(i, j - 1) > value {
+            j -= 1;
+        }
+        at_most += j as u64;
+        if j < m {
+            smallest_above = smallest_above.min(cell(i, j));
+        }
+    }
+    if at_most > rank || !smallest_above.is_finite() {
+        value
+    } else {
+        smallest_above
+    }
 }
 
 /// The `k`-th smallest (0-based) of `x_i − y_j` for sorted `x`, `y`, exactly, in
@@ -489,11 +511,14 @@ pub fn select_pairwise_difference(x: &[f64], y: &[f64], k: u64) -> f64 {
     let cell = |i: usize, j: usize| x[i] - y[m - 1 - j];
     let mut lo = vec![0usize; n];
     let mut hi = vec![m; n];
-    // Per-row boundaries: [lt_low, le_low, lt_high, le_high].
+    // Per-row boundaries: cells < p_low and cells <= p_high (usual case), and all four
+    // [lt_low, le_low, lt_high, le_high] for the tie fallback.
+    let mut below_low_row = vec![0usize; n];
+    let mut upto_high_row = vec![0usize; n];
     let mut boundaries = vec![[0usize; 4]; n];
     let mut prefix = vec![0u64; n + 1];
     let mut sample: Vec<f64> = Vec::with_capacity(8192);
-    let gather_limit = (2 * (n + m)).max(4096) as u64;
+    let gather_limit = (4 * (n + m)).max(4096) as u64;
     loop {
         for i in 0..n {
             prefix[i + 1] = prefix[i] + (hi[i] - lo[i]) as u64;
@@ -509,20 +534,64 @@ pub fn select_pairwise_difference(x: &[f64], y: &[f64], k: u64) -> f64 {
             let (_, value, _) = rest.select_nth_unstable_by(target as usize, f64::total_cmp);
             return *value;
         }
-        // About √active sample cells (256–8192): enough for a tight bracket, cheap to sort.
-        let sample_size = (active as f64).sqrt().clamp(256.0, 8192.0) as usize;
+        // About √active sample cells (256–16384): enough for a tight bracket, cheap to sort.
+        let sample_size = (active as f64).sqrt().clamp(256.0, 16384.0) as usize;
         sample.clear();
         for s in 0..sample_size as u64 {
             let position = ((2 * s + 1) * active) / (2 * sample_size as u64);
             let row = prefix.partition_point(|&p| p <= position) - 1;
             sample.push(cell(row, lo[row] + (position - prefix[row]) as usize));
         }
-        sample.sort_by(f64::total_cmp);
+        sample.sort_unstable_by(f64::total_cmp);
         let centre = (target as f64 + 0.5) / active as f64 * sample_size as f64;
         let reach = SPREAD * (sample_size as f64).sqrt();
         let pick = |r: f64| sample[(r.max(0.0) as usize).min(sample_size - 1)];
         let (p_low, p_high) = (pick(centre - reach), pick(centre + reach));
-        // Boundaries only move left as the row index grows: four monotone pointers.
+        // Usual case, two monotone pointers (boundaries only move left as the row index
+        // grows): cells < p_low and cells <= p_high per row.
+        let (mut a, mut d) = (m, m);
+        let (mut below_low, mut upto_high) = (0u64, 0u64);
+        for (i, (low_row, high_row)) in below_low_row
+            .iter_mut()
+            .zip(upto_high_row.iter_mut())
+            .enumerate()
+        {
+            while a > 0 && cell(i, a - 1) >= p_low {
+                a -= 1;
+            }
+            while d > 0 && cell(i, d - 1) > p_high {
+                d -= 1;
+            }
+            *low_row = a;
+            *high_row = d;
+            below_low += a as u64;
+            upto_high += d as u64;
+        }
+        if k < below_low {
+            for (h, &b) in hi.iter_mut().zip(&below_low_row) {
+                *h = (*h).min(b);
+            }
+            continue;
+        }
+        if k >= upto_high {
+            for (l, &u) in lo.iter_mut().zip(&upto_high_row) {
+                *l = (*l).max(u);
+            }
+            continue;
+        }
+        if p_low == p_high {
+            return p_low;
+        }
+        if upto_high - below_low < active {
+            // The answer lies in [p_low, p_high]: keep exactly those cells.
+            for i in 0..n {
+                lo[i] = lo[i].max(below_low_row[i]);
+                hi[i] = hi[i].min(upto_high_row[i]);
+            }
+            continue;
+        }
+        // Every active cell lies in [p_low, p_high] (heavy ties): split at both pivots with
+        // strict and non-strict counts so that a pivot leaves the active set.
         let (mut a, mut b, mut c, mut d) = (m, m, m, m);
         let mut counts = [0u64; 4];
         for (i, row) in boundaries.iter_mut().enumerate() {
@@ -789,8 +858,8 @@ pub fn classify(canary: &[f64], baseline: &[f64], config: &KayentaConfig) -> Cla
     }
     let mut sorted_c = canary.clone();
     let mut sorted_b = baseline.clone();
-    sorted_c.sort_by(f64::total_cmp);
-    sorted_b.sort_by(f64::total_cmp);
+    sorted_c.sort_unstable_by(f64::total_cmp);
+    sorted_b.sort_unstable_by(f64::total_cmp);
     if sorted_c == sorted_b {
         return base(Label::Pass, false, format!("data are identical; {sizes}"));
     }
@@ -934,7 +1003,7 @@ fn remove_outliers(values: Vec<f64>, factor: f64) -> Vec<f64> {
         return values;
     }
     let mut sorted = values.clone();
-    sorted.sort_by(f64::total_cmp);
+    sorted.sort_unstable_by(f64::total_cmp);
     let q = |p: f64| percentile_r7(&sorted, p);
     let (q1, q3) = (q(0.25), q(0.75));
     let iqr = q3 - q1;
@@ -1372,6 +1441,10 @@ mod tests {
                 all[k as usize],
                 "k={k}"
             );
+        }
+        for k in [0usize, 2_000, 315_000, 629_000, 629_998] {
+            let next = next_pairwise_difference(&xs, &ys, all[k], k as u64 + 1);
+            assert_eq!(next, all[k + 1], "k={k}");
         }
     }
 
