@@ -18,6 +18,12 @@
 //! `ln(1 + ρ(e^δ − 1))` is concave in ρ this is exact when the share is constant and otherwise
 //! off by at most `½ Σ K_t (ρ_t − ρ̄)² · sup|∂²/∂ρ²|`, a bound that is subtracted from every
 //! log e-value so the tests stay conservative.
+//!
+//! Overdispersion: the test is exact when, given the request counts, errors are binomial. With
+//! [`CountTestConfig::temper_overdispersion`] (default on) log likelihood ratios are divided
+//! by an estimated dispersion φ ≥ 1 (quasi-likelihood; three more numbers of state). That is
+//! a heuristic: it narrows, but does not remove, the excess false fails of a canary whose
+//! error counts are overdispersed (benches/README.md, noisy-pod rows).
 
 use serde::{Deserialize, Serialize};
 
