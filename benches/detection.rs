@@ -1,7 +1,8 @@
 //! Detection benchmark: three judges on identical simulated canaries.
 //!
 //! Run: `CARGO_TARGET_DIR=/work/main/target cargo bench --bench detection`
-//! (`-- --quick` for a smoke run with fewer runs per cell). Writes a markdown table to stdout and
+//! (`-- --quick` for a smoke run with fewer runs per cell, `-- --no-tempering` to switch the
+//! sequential judge's overdispersion tempering off). Writes a markdown table to stdout and
 //! to `$CARGO_TARGET_DIR/detection.md` (else `target/detection.md`), and JSON next to it.
 //!
 //! Scenario (seeded, one seed per cell): canary and baseline arms of 3 pods each, Poisson
@@ -9,8 +10,8 @@
 //! multiplier), latency log-normal (median 100 ms, σ = 0.5) reported as a Prometheus classic
 //! histogram with the default buckets; one check per minute for 60 minutes; the regression is
 //! present from the start. Pathologies: scrape gaps (each arm's scrape missing with
-//! probability 20%, counters carry over), one noisy canary pod (its error rate and latency
-//! scale are multiplied each minute by mean-one log-normal noise).
+//! probability 20%, counters carry over), one noisy canary pod (its error rate, and in one
+//! scenario also its latency scale, multiplied each minute by mean-one log-normal noise).
 //!
 //! Judges (each watches an error metric and a latency metric; a run fails when any fails):
 //! * threshold (Argo/Flagger style): canary only; per minute error ratio > 1% or
@@ -82,71 +83,91 @@ struct Scenario {
     error_multiplier: f64,
     latency: Latency,
     scrape_gap: f64,
-    noisy_pod: bool,
+    noisy_pod: NoisyPod,
+}
+
+/// One canary pod whose conditions fluctuate minute by minute (mean-one log-normal factors).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum NoisyPod {
+    None,
+    /// Error rate × noise (σ = 1): overdispersed counts, same mean error probability.
+    Errors,
+    /// Error rate × noise (σ = 1) and latency scale × noise (σ = 0.2): the canary's latency
+    /// tail is then really heavier (≈ +33% requests above 0.5 s), so this is not an A/A.
+    ErrorsAndLatency,
 }
 
 impl Scenario {
     fn is_null(&self) -> bool {
-        self.error_multiplier == 1.0 && self.latency == Latency::Same
+        self.error_multiplier == 1.0
+            && self.latency == Latency::Same
+            && self.noisy_pod != NoisyPod::ErrorsAndLatency
     }
 }
 
-const SCENARIOS: [Scenario; 8] = [
+const SCENARIOS: [Scenario; 9] = [
     Scenario {
         name: "A/A",
         error_multiplier: 1.0,
         latency: Latency::Same,
         scrape_gap: 0.0,
-        noisy_pod: false,
+        noisy_pod: NoisyPod::None,
     },
     Scenario {
         name: "A/A, 20% scrape gaps",
         error_multiplier: 1.0,
         latency: Latency::Same,
         scrape_gap: 0.2,
-        noisy_pod: false,
+        noisy_pod: NoisyPod::None,
     },
     Scenario {
-        name: "A/A, one noisy canary pod",
+        name: "A/A, one noisy canary pod (errors overdispersed)",
         error_multiplier: 1.0,
         latency: Latency::Same,
         scrape_gap: 0.0,
-        noisy_pod: true,
+        noisy_pod: NoisyPod::Errors,
+    },
+    Scenario {
+        name: "noisy canary pod, errors + latency (tail +33% > 0.5 s)",
+        error_multiplier: 1.0,
+        latency: Latency::Same,
+        scrape_gap: 0.0,
+        noisy_pod: NoisyPod::ErrorsAndLatency,
     },
     Scenario {
         name: "errors ×1.5",
         error_multiplier: 1.5,
         latency: Latency::Same,
         scrape_gap: 0.0,
-        noisy_pod: false,
+        noisy_pod: NoisyPod::None,
     },
     Scenario {
         name: "errors ×2",
         error_multiplier: 2.0,
         latency: Latency::Same,
         scrape_gap: 0.0,
-        noisy_pod: false,
+        noisy_pod: NoisyPod::None,
     },
     Scenario {
         name: "errors ×5",
         error_multiplier: 5.0,
         latency: Latency::Same,
         scrape_gap: 0.0,
-        noisy_pod: false,
+        noisy_pod: NoisyPod::None,
     },
     Scenario {
         name: "latency +10%",
         error_multiplier: 1.0,
         latency: Latency::Scale(1.1),
         scrape_gap: 0.0,
-        noisy_pod: false,
+        noisy_pod: NoisyPod::None,
     },
     Scenario {
         name: "latency tail p99 +50%",
         error_multiplier: 1.0,
         latency: Latency::Tail(1.5),
         scrape_gap: 0.0,
-        noisy_pod: false,
+        noisy_pod: NoisyPod::None,
     },
 ];
 
@@ -337,11 +358,19 @@ fn run_once(
     let baseline_probabilities = bucket_probabilities(Latency::Same, 1.0);
     let canary_probabilities = bucket_probabilities(scenario.latency, 1.0);
     let latency = scenario.latency;
-    let noisy = move |scale: f64| bucket_probabilities(latency, scale);
-    let noisy_ref: Option<&dyn Fn(f64) -> [f64; 12]> = if scenario.noisy_pod {
-        Some(&noisy)
-    } else {
+    let noisy_pod = scenario.noisy_pod;
+    let noisy = move |scale: f64| {
+        let scale = if noisy_pod == NoisyPod::ErrorsAndLatency {
+            scale
+        } else {
+            1.0
+        };
+        bucket_probabilities(latency, scale)
+    };
+    let noisy_ref: Option<&dyn Fn(f64) -> [f64; 12]> = if noisy_pod == NoisyPod::None {
         None
+    } else {
+        Some(&noisy)
     };
     let canary_error_rate = BASE_ERROR_RATE * scenario.error_multiplier;
 
@@ -379,11 +408,13 @@ fn run_once(
             noisy_ref,
         );
         let baseline = simulate_arm(rng, rate, BASE_ERROR_RATE, &baseline_probabilities, None);
-        bad_per_minute.push(if scenario.latency == Latency::Same {
-            canary.errors
-        } else {
-            canary.slow
-        });
+        bad_per_minute.push(
+            if scenario.latency == Latency::Same && noisy_pod != NoisyPod::ErrorsAndLatency {
+                canary.errors
+            } else {
+                canary.slow
+            },
+        );
         let canary_scraped = rng.random::<f64>() >= scenario.scrape_gap;
         let baseline_scraped = rng.random::<f64>() >= scenario.scrape_gap;
 
@@ -493,11 +524,13 @@ fn run_once(
             &canary_probabilities,
             noisy_ref,
         );
-        bad_per_minute.push(if scenario.latency == Latency::Same {
-            canary.errors
-        } else {
-            canary.slow
-        });
+        bad_per_minute.push(
+            if scenario.latency == Latency::Same && noisy_pod != NoisyPod::ErrorsAndLatency {
+                canary.errors
+            } else {
+                canary.slow
+            },
+        );
     }
     outcome
 }
@@ -648,6 +681,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     // `cargo bench` passes `--bench`; `--quick` shrinks the run for smoke tests.
     let quick = args.iter().any(|a| a == "--quick");
+    // `--no-tempering` turns the overdispersion tempering of the sequential judge off.
+    let temper = !args.iter().any(|a| a == "--no-tempering");
     let (runs_null, runs_effect) = if quick { (100, 50) } else { (1000, 500) };
     let sequential = SequentialJudges {
         counts: CountTest::new(CountTestConfig {
@@ -655,6 +690,7 @@ fn main() {
             fail_margin: 0.0,
             pass_margin: 0.25,
             prior_scale: 0.5,
+            temper_overdispersion: temper,
         })
         .expect("valid config"),
         latency: HistogramTest::new(HistogramTestConfig {
@@ -663,6 +699,7 @@ fn main() {
                 fail_margin: 0.0,
                 pass_margin: 0.25,
                 prior_scale: 0.5,
+                temper_overdispersion: temper,
             },
             bounds: vec![0.1, 0.25, 0.5],
             ..HistogramTestConfig::default()

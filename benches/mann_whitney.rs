@@ -26,6 +26,33 @@ fn latencies(rng: &mut StdRng, count: usize, scale: f64) -> Vec<f64> {
         .collect()
 }
 
+/// CPU time (user + system) of the calling thread in seconds, from /proc (Linux; 10 ms ticks).
+/// The build machine is shared, so wall-clock figures overstate the cost under load.
+fn thread_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5) are utime and stime; after the name they are 11th and 12th.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn report_cpu_time(canary: &[f64], baseline: &[f64], options: &MannWhitneyOptions) {
+    let calls = 20;
+    if let Some(start) = thread_cpu_seconds() {
+        for _ in 0..calls {
+            black_box(mann_whitney(black_box(canary), black_box(baseline), options).ok());
+        }
+        if let Some(end) = thread_cpu_seconds() {
+            eprintln!(
+                "mann_whitney_hl_interval/{}: {:.1} ms CPU time per call ({calls} calls)",
+                canary.len(),
+                (end - start) * 1000.0 / f64::from(calls)
+            );
+        }
+    }
+}
+
 fn bench_mann_whitney(c: &mut Criterion) {
     let mut group = c.benchmark_group("mann_whitney_hl_interval");
     group.sample_size(10);
@@ -34,6 +61,7 @@ fn bench_mann_whitney(c: &mut Criterion) {
         let baseline = latencies(&mut rng, size, 0.100);
         let canary = latencies(&mut rng, size, 0.105);
         let options = MannWhitneyOptions::default();
+        report_cpu_time(&canary, &baseline, &options);
         group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
             b.iter(|| mann_whitney(black_box(&canary), black_box(&baseline), &options))
         });

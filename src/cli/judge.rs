@@ -187,6 +187,9 @@ pub struct SequentialCountsArgs {
     /// Scale of the mixing distribution on the log rate ratio.
     #[arg(long, default_value_t = 0.5)]
     pub prior_scale: f64,
+    /// Do not temper the likelihood by the estimated overdispersion of the error counts.
+    #[arg(long)]
+    pub no_dispersion_tempering: bool,
     /// The analysis is still running: the last interval is not the deadline.
     #[arg(long)]
     pub ongoing: bool,
@@ -291,6 +294,7 @@ pub fn run_sequential_counts(
         fail_margin: args.fail_margin,
         pass_margin: args.pass_margin,
         prior_scale: args.prior_scale,
+        temper_overdispersion: !args.no_dispersion_tempering,
     })?;
     let mut state = CountState::default();
     let mut steps = Vec::with_capacity(intervals.len());

@@ -209,13 +209,11 @@ pub fn mann_whitney(
         )
     };
     let median_low_rank = total.div_ceil(2);
-    let mut wanted = vec![ci_ranks.0, ci_ranks.1, median_low_rank];
-    if total.is_multiple_of(2) {
-        wanted.push(median_low_rank + 1);
-    }
+    let wanted = [ci_ranks.0, ci_ranks.1, median_low_rank];
     let stats = pairwise_difference_order_statistics(&canary, &baseline, &wanted);
     let hodges_lehmann = if total.is_multiple_of(2) {
-        stats[2] / 2.0 + stats[3] / 2.0
+        let above = next_pairwise_difference(&canary, &baseline, stats[2], median_low_rank);
+        stats[2] / 2.0 + above / 2.0
     } else {
         stats[2]
     };
@@ -241,7 +239,7 @@ fn sorted_finite(values: &[f64], arm: &'static str) -> Result<Vec<f64>, MannWhit
         return Err(MannWhitneyError::RankNonFiniteValue { arm, value });
     }
     let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
+    sorted.sort_unstable_by(f64::total_cmp);
     // -0.0 and 0.0 must tie.
     for v in &mut sorted {
         if *v == 0.0 {
@@ -460,7 +458,7 @@ pub fn pairwise_difference_order_statistics(
             .iter()
             .flat_map(|&c| baseline_sorted.iter().map(move |&b| c - b))
             .collect();
-        all.sort_by(f64::total_cmp);
+        all.sort_unstable_by(f64::total_cmp);
         return ranks
             .iter()
             .map(|&r| all[(r.clamp(1, total) - 1) as usize])
@@ -472,92 +470,177 @@ pub fn pairwise_difference_order_statistics(
         .collect()
 }
 
+/// Given `value` = the `rank`-th smallest (1-based) pairwise difference, the `rank + 1`-th:
+/// `value` again when it is tied, else the smallest difference above it (one O(n + m) sweep).
+pub fn next_pairwise_difference(x: &[f64], y: &[f64], value: f64, rank: u64) -> f64 {
+    let m = y.len();
+    let cell = |i: usize, j: usize| x[i] - y[m - 1 - j];
+    let mut j = m;
+    let mut at_most = 0u64;
+    let mut smallest_above = f64::INFINITY;
+    for i in 0..x.len() {
+        while j > 0 && cell(i, j - 1) > value {
+            j -= 1;
+        }
+        at_most += j as u64;
+        if j < m {
+            smallest_above = smallest_above.min(cell(i, j));
+        }
+    }
+    if at_most > rank || !smallest_above.is_finite() {
+        value
+    } else {
+        smallest_above
+    }
+}
+
 /// The `k`-th smallest (0-based) of `x_i − y_j` for sorted `x`, `y`, exactly, in
-/// O((n + m) log(nm)) time and O(n) memory.
+/// O((n + m) · iterations) time and O(n) memory, without materialising the n·m differences.
 ///
-/// Johnson–Mizoguchi style selection in the implicit sorted matrix `D[i][j] = x[i] − y[m−1−j]`
-/// (rows and columns non-decreasing, also after rounding because subtraction is monotone): each
-/// row keeps an active column range; the pivot is the weighted median of the row middles, so
-/// every counting pass removes at least a quarter of the active cells. The answer is always a
-/// computed difference, never an interpolated value.
+/// Selection in the implicit sorted matrix `D[i][j] = x[i] − y[m−1−j]` (rows and columns
+/// non-decreasing, also after rounding because subtraction is monotone). Each row keeps an
+/// active column range that surely contains the answer's rank. Each iteration takes an evenly
+/// spaced (deterministic) sample of the active cells, picks two sample order statistics that
+/// bracket the target rank (Floyd–Rivest style), counts the cells below/at both pivots with
+/// monotone sweeps, and shrinks every row's range to the cells strictly between them. A few
+/// iterations shrink n·m = 10^10 cells to O(n + m), which are then selected directly. The
+/// answer is always an actual computed difference.
 pub fn select_pairwise_difference(x: &[f64], y: &[f64], k: u64) -> f64 {
+    const SPREAD: f64 = 2.5; // sample standard deviations on each side of the target rank
     let (n, m) = (x.len(), y.len());
     let cell = |i: usize, j: usize| x[i] - y[m - 1 - j];
     let mut lo = vec![0usize; n];
     let mut hi = vec![m; n];
-    let mut lt = vec![0usize; n];
-    let mut le = vec![0usize; n];
-    let mut candidates: Vec<(f64, u64)> = Vec::with_capacity(n);
-    let gather_limit = (4 * (n + m)).max(256) as u64;
+    // Per-row boundaries: cells < p_low and cells <= p_high (usual case), and all four
+    // [lt_low, le_low, lt_high, le_high] for the tie fallback.
+    let mut below_low_row = vec![0usize; n];
+    let mut upto_high_row = vec![0usize; n];
+    let mut boundaries = vec![[0usize; 4]; n];
+    let mut prefix = vec![0u64; n + 1];
+    let mut sample: Vec<f64> = Vec::with_capacity(8192);
+    let gather_limit = (4 * (n + m)).max(4096) as u64;
     loop {
-        let active: u64 = lo.iter().zip(&hi).map(|(&l, &h)| (h - l) as u64).sum();
+        for i in 0..n {
+            prefix[i + 1] = prefix[i] + (hi[i] - lo[i]) as u64;
+        }
+        let active = prefix[n];
         let below: u64 = lo.iter().map(|&l| l as u64).sum();
+        let target = k - below;
         if active <= gather_limit {
             let mut rest: Vec<f64> = Vec::with_capacity(active as usize);
             for i in 0..n {
                 rest.extend((lo[i]..hi[i]).map(|j| cell(i, j)));
             }
-            let target = (k - below) as usize;
-            let (_, value, _) = rest.select_nth_unstable_by(target, f64::total_cmp);
+            let (_, value, _) = rest.select_nth_unstable_by(target as usize, f64::total_cmp);
             return *value;
         }
-        candidates.clear();
-        for i in 0..n {
-            if hi[i] > lo[i] {
-                let mid = lo[i] + (hi[i] - lo[i]) / 2;
-                candidates.push((cell(i, mid), (hi[i] - lo[i]) as u64));
-            }
+        // About √active sample cells (256–16384): enough for a tight bracket, cheap to sort.
+        let sample_size = (active as f64).sqrt().clamp(256.0, 16384.0) as usize;
+        sample.clear();
+        for s in 0..sample_size as u64 {
+            let position = ((2 * s + 1) * active) / (2 * sample_size as u64);
+            let row = prefix.partition_point(|&p| p <= position) - 1;
+            sample.push(cell(row, lo[row] + (position - prefix[row]) as usize));
         }
-        let pivot = weighted_median(&mut candidates, active);
-        // Per row: columns with cell < pivot and cell <= pivot. Both boundaries only move
-        // left as the row index grows, so one sweep each suffices.
-        let (mut count_lt, mut count_le) = (0u64, 0u64);
-        let (mut j_lt, mut j_le) = (m, m);
-        for i in 0..n {
-            while j_lt > 0 && cell(i, j_lt - 1) >= pivot {
-                j_lt -= 1;
+        sample.sort_unstable_by(f64::total_cmp);
+        let centre = (target as f64 + 0.5) / active as f64 * sample_size as f64;
+        let reach = SPREAD * (sample_size as f64).sqrt();
+        let pick = |r: f64| sample[(r.max(0.0) as usize).min(sample_size - 1)];
+        let (p_low, p_high) = (pick(centre - reach), pick(centre + reach));
+        // Usual case, two monotone pointers (boundaries only move left as the row index
+        // grows): cells < p_low and cells <= p_high per row.
+        let (mut a, mut d) = (m, m);
+        let (mut below_low, mut upto_high) = (0u64, 0u64);
+        for (i, (low_row, high_row)) in below_low_row
+            .iter_mut()
+            .zip(upto_high_row.iter_mut())
+            .enumerate()
+        {
+            while a > 0 && cell(i, a - 1) >= p_low {
+                a -= 1;
             }
-            while j_le > 0 && cell(i, j_le - 1) > pivot {
-                j_le -= 1;
+            while d > 0 && cell(i, d - 1) > p_high {
+                d -= 1;
             }
-            lt[i] = j_lt;
-            le[i] = j_le;
-            count_lt += j_lt as u64;
-            count_le += j_le as u64;
+            *low_row = a;
+            *high_row = d;
+            below_low += a as u64;
+            upto_high += d as u64;
         }
-        if k < count_lt {
+        if k < below_low {
+            for (h, &b) in hi.iter_mut().zip(&below_low_row) {
+                *h = (*h).min(b);
+            }
+            continue;
+        }
+        if k >= upto_high {
+            for (l, &u) in lo.iter_mut().zip(&upto_high_row) {
+                *l = (*l).max(u);
+            }
+            continue;
+        }
+        if p_low == p_high {
+            return p_low;
+        }
+        if upto_high - below_low < active {
+            // The answer lies in [p_low, p_high]: keep exactly those cells.
             for i in 0..n {
-                hi[i] = hi[i].min(lt[i]);
+                lo[i] = lo[i].max(below_low_row[i]);
+                hi[i] = hi[i].min(upto_high_row[i]);
             }
-        } else if k < count_le {
-            return pivot;
-        } else {
-            for i in 0..n {
-                lo[i] = lo[i].max(le[i]);
+            continue;
+        }
+        // Every active cell lies in [p_low, p_high] (heavy ties): split at both pivots with
+        // strict and non-strict counts so that a pivot leaves the active set.
+        let (mut a, mut b, mut c, mut d) = (m, m, m, m);
+        let mut counts = [0u64; 4];
+        for (i, row) in boundaries.iter_mut().enumerate() {
+            while a > 0 && cell(i, a - 1) >= p_low {
+                a -= 1;
             }
+            while b > 0 && cell(i, b - 1) > p_low {
+                b -= 1;
+            }
+            while c > 0 && cell(i, c - 1) >= p_high {
+                c -= 1;
+            }
+            while d > 0 && cell(i, d - 1) > p_high {
+                d -= 1;
+            }
+            *row = [a, b, c, d];
+            counts[0] += a as u64;
+            counts[1] += b as u64;
+            counts[2] += c as u64;
+            counts[3] += d as u64;
         }
-    }
-}
-
-/// Value at which the cumulative weight first exceeds half of `total` (expected linear time).
-fn weighted_median(items: &mut [(f64, u64)], total: u64) -> f64 {
-    let mut target = total / 2;
-    let (mut start, mut end) = (0usize, items.len());
-    loop {
-        if end - start <= 1 {
-            return items[start].0;
+        let [lt_low, le_low, lt_high, le_high] = counts;
+        if (lt_low..le_low).contains(&k) {
+            return p_low;
         }
-        let slice = &mut items[start..end];
-        let mid = slice.len() / 2;
-        slice.select_nth_unstable_by(mid, |a, b| a.0.total_cmp(&b.0));
-        let left_weight: u64 = slice[..mid].iter().map(|e| e.1).sum();
-        if target < left_weight {
-            end = start + mid;
-        } else if target < left_weight + slice[mid].1 {
-            return slice[mid].0;
+        if (lt_high..le_high).contains(&k) {
+            return p_high;
+        }
+        let lower_slot = if k >= le_high {
+            Some(3)
+        } else if k >= le_low {
+            Some(1)
         } else {
-            target -= left_weight + slice[mid].1;
-            start += mid + 1;
+            None
+        };
+        let upper_slot = if k < lt_low {
+            Some(0)
+        } else if k < lt_high {
+            Some(2)
+        } else {
+            None
+        };
+        for (i, row) in boundaries.iter().enumerate() {
+            if let Some(slot) = lower_slot {
+                lo[i] = lo[i].max(row[slot]);
+            }
+            if let Some(slot) = upper_slot {
+                hi[i] = hi[i].min(row[slot]);
+            }
         }
     }
 }
@@ -775,8 +858,8 @@ pub fn classify(canary: &[f64], baseline: &[f64], config: &KayentaConfig) -> Cla
     }
     let mut sorted_c = canary.clone();
     let mut sorted_b = baseline.clone();
-    sorted_c.sort_by(f64::total_cmp);
-    sorted_b.sort_by(f64::total_cmp);
+    sorted_c.sort_unstable_by(f64::total_cmp);
+    sorted_b.sort_unstable_by(f64::total_cmp);
     if sorted_c == sorted_b {
         return base(Label::Pass, false, format!("data are identical; {sizes}"));
     }
@@ -920,7 +1003,7 @@ fn remove_outliers(values: Vec<f64>, factor: f64) -> Vec<f64> {
         return values;
     }
     let mut sorted = values.clone();
-    sorted.sort_by(f64::total_cmp);
+    sorted.sort_unstable_by(f64::total_cmp);
     let q = |p: f64| percentile_r7(&sorted, p);
     let (q1, q3) = (q(0.25), q(0.75));
     let iqr = q3 - q1;
@@ -1332,6 +1415,36 @@ mod tests {
                 all[k as usize],
                 "k={k}"
             );
+        }
+    }
+
+    #[test]
+    fn selection_matches_brute_force_on_zero_inflated_data() {
+        // Mostly zeros with a few small integers: huge tie groups among the differences.
+        let mut xs: Vec<f64> = (0..900u64)
+            .map(|i| if i % 7 == 0 { (i % 5) as f64 } else { 0.0 })
+            .collect();
+        let mut ys: Vec<f64> = (0..700u64)
+            .map(|i| if i % 11 == 0 { (i % 3) as f64 } else { 0.0 })
+            .collect();
+        xs.sort_by(f64::total_cmp);
+        ys.sort_by(f64::total_cmp);
+        let mut all: Vec<f64> = xs
+            .iter()
+            .flat_map(|&a| ys.iter().map(move |&b| a - b))
+            .collect();
+        all.sort_by(f64::total_cmp);
+        let last = all.len() as u64 - 1;
+        for k in [0u64, 12_345, 100_000, 315_000, 500_000, 629_999, last] {
+            assert_eq!(
+                select_pairwise_difference(&xs, &ys, k),
+                all[k as usize],
+                "k={k}"
+            );
+        }
+        for k in [0usize, 2_000, 315_000, 629_000, 629_998] {
+            let next = next_pairwise_difference(&xs, &ys, all[k], k as u64 + 1);
+            assert_eq!(next, all[k + 1], "k={k}");
         }
     }
 
