@@ -2,7 +2,9 @@
 //!
 //! Run: `CARGO_TARGET_DIR=/work/main/target cargo bench --bench detection`
 //! (`-- --quick` for a smoke run with fewer runs per cell, `-- --no-tempering` to switch the
-//! sequential judge's overdispersion tempering off). Writes a markdown table to stdout and
+//! sequential judge's overdispersion tempering off, `-- --only=TEXT` to run only the cells
+//! whose "<rate> req/min, <scenario>" contains TEXT; `DETECTION_DEBUG=1` prints the
+//! sequential judge's fail minutes per cell to stderr). Writes a markdown table to stdout and
 //! to `$CARGO_TARGET_DIR/detection.md` (else `target/detection.md`), and JSON next to it.
 //!
 //! Scenario (seeded, one seed per cell): canary and baseline arms of 3 pods each, Poisson
@@ -610,6 +612,12 @@ fn run_cell(
                 .map(|o| o.fail_minute[j].map_or(f64::INFINITY, |m| m as f64))
                 .collect();
             minutes.sort_by(f64::total_cmp);
+            if j == 2 && std::env::var_os("DETECTION_DEBUG").is_some() {
+                eprintln!(
+                    "sequential fail minutes: {:?}",
+                    minutes.iter().filter(|m| m.is_finite()).collect::<Vec<_>>()
+                );
+            }
             let failures = minutes.iter().filter(|m| m.is_finite()).count();
             let median = if runs % 2 == 1 {
                 minutes[runs / 2]
@@ -684,6 +692,8 @@ fn main() {
     // `--no-tempering` turns the overdispersion tempering of the sequential judge off.
     let temper = !args.iter().any(|a| a == "--no-tempering");
     let (runs_null, runs_effect) = if quick { (100, 50) } else { (1000, 500) };
+    // `--only=TEXT` keeps the cells whose "<rate> req/min, <scenario>" contains TEXT.
+    let only = args.iter().find_map(|a| a.strip_prefix("--only="));
     let sequential = SequentialJudges {
         counts: CountTest::new(CountTestConfig {
             alpha: split_alpha(0.01, 2),
@@ -709,6 +719,10 @@ fn main() {
     let mut work = Vec::new();
     for (r, &rate) in RATES.iter().enumerate() {
         for (s, scenario) in SCENARIOS.iter().enumerate() {
+            if only.is_some_and(|text| !format!("{rate} req/min, {}", scenario.name).contains(text))
+            {
+                continue;
+            }
             let runs = if scenario.is_null() {
                 runs_null
             } else {

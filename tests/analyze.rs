@@ -349,7 +349,7 @@ fn shipped_istio_and_nginx_error_rate_templates_read_their_metric_names() {
 }
 
 #[test]
-fn shipped_sequential_template_fails_the_erroring_canary_at_its_first_look() {
+fn shipped_sequential_template_fails_the_erroring_canary_at_its_third_look() {
     let template = "analysis-templates/sequential-error-counts.yaml";
     let (code, json, stderr) = analyze(template, &["rollout=erroring"]);
     assert_eq!(
@@ -357,9 +357,10 @@ fn shipped_sequential_template_fails_the_erroring_canary_at_its_first_look() {
         (1, Some("Failed")),
         "{json:#}\n{stderr}"
     );
+    // The overdispersion tempering needs three intervals before any evidence counts.
     let taken = measurements(&json);
-    assert_eq!(taken.len(), 1, "{json:#}");
-    assert_eq!(taken[0]["value"], "canary 60/600 baseline 6/1200");
+    assert_eq!(taken.len(), 3, "{json:#}");
+    assert_eq!(taken[2]["value"], "canary 180/1800 baseline 18/3600");
     // A healthy canary is never failed; with these few errors the test may not decide.
     let (code, json, stderr) = analyze(template, &["rollout=healthy"]);
     assert!(code == 0 || code == 2, "{json:#}\n{stderr}");
