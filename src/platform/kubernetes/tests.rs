@@ -1,0 +1,1 @@
+//! Controller I/O tests against a mocked API server.
