@@ -306,6 +306,9 @@ async fn prometheus_down_is_unreachable_after_retries() {
         .query("up", at(AT))
         .await
         .expect_err("nobody listens");
+    // The message says why, not just "error sending request".
+    let message = err.to_string();
+    assert!(message.contains("onnection refused"), "{message}");
     match err {
         ProviderError::Unreachable {
             address, attempts, ..
@@ -315,6 +318,37 @@ async fn prometheus_down_is_unreachable_after_retries() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn dropped_connection_is_retried() {
+    let fake = FakeServer::start(|n| {
+        if n == 0 {
+            Reply::hang_up()
+        } else {
+            Reply::ok_vector("0.125")
+        }
+    })
+    .await;
+    let client = new_client(config(&fake.url));
+    let m = client
+        .query("up", at(AT))
+        .await
+        .expect("second attempt works");
+    assert_eq!(finite(&m), 0.125);
+    assert_eq!(fake.stats.requests(), 2);
+
+    // Always hanging up ends as Unreachable once the attempts are spent.
+    let fake = FakeServer::start(|_| Reply::hang_up()).await;
+    let err = new_client(config(&fake.url))
+        .query("up", at(AT))
+        .await
+        .expect_err("never answers");
+    assert!(
+        matches!(err, ProviderError::Unreachable { attempts: 3, .. }),
+        "{err:?}"
+    );
+    assert_eq!(fake.stats.requests(), 3);
 }
 
 #[tokio::test]
@@ -592,4 +626,45 @@ async fn concurrency_is_limited_per_server() {
         .collect();
     burst(&clients, 3).await;
     assert_eq!(fake.stats.max_in_flight(), 6);
+}
+
+// ---------------------------------------------------------------- TLS
+
+#[tokio::test]
+async fn https_with_ca_bundle() {
+    support::install_crypto_provider();
+    use support::fake_http::{test_ca_pem, test_tls_acceptor};
+    let fake = FakeServer::start_tls(|_| Reply::ok_vector("0.5"), test_tls_acceptor()).await;
+    assert_eq!(fake.url.scheme(), "https");
+
+    let mut cfg = config(&fake.url);
+    cfg.auth.ca_bundle_pem = Some(test_ca_pem());
+    let m = new_client(cfg)
+        .query("up", at(AT))
+        .await
+        .expect("trusted CA");
+    assert_eq!(finite(&m), 0.5);
+    assert_eq!(fake.stats.requests(), 1);
+
+    // Without the bundle the test CA is unknown: the handshake fails, no request is served.
+    let mut cfg = config(&fake.url);
+    cfg.max_attempts = 1;
+    let err = new_client(cfg)
+        .query("up", at(AT))
+        .await
+        .expect_err("untrusted");
+    assert!(matches!(err, ProviderError::Unreachable { .. }), "{err:?}");
+    assert_eq!(fake.stats.requests(), 1);
+}
+
+// ---------------------------------------------------------------- harness
+
+#[tokio::test]
+async fn prometheus_starts_with_a_scrape_config() {
+    let prometheus = PrometheusServer::start_with_config(
+        "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: nothing\n    static_configs: [{targets: ['127.0.0.1:9']}]\n",
+    );
+    let client = new_client(config(prometheus.url()));
+    let m = client.query("vector(42)", at(AT)).await.expect("query");
+    assert_eq!(finite(&m), 42.0);
 }

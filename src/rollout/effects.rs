@@ -105,8 +105,12 @@ pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>)
         || obs.services.stable.as_deref() == Some(wanted_services.0))
         && (!plan.canary_service || obs.services.canary.as_deref() == Some(wanted_services.1));
     let router_settled = !plan.router || obs.router_canary_weight == Some(weight);
-    // Other revisions lose their pods only once traffic verifiably left them.
-    if services_settled && router_settled {
+    // Other revisions lose their pods only once traffic verifiably left them: both services
+    // select the revisions wanted, or (when vigil does not manage both) the router also
+    // reports the weight wanted.
+    let traffic_left =
+        services_settled && ((plan.stable_service && plan.canary_service) || router_settled);
+    if traffic_left {
         for revision in &obs.revisions {
             let managed = revision.revision == stable || Some(revision.revision.as_str()) == canary;
             if !managed && revision.replicas != 0 {

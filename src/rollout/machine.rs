@@ -420,26 +420,24 @@ impl<'a> Machine<'a> {
         for _ in 0..(2 * count + 8) {
             let index = self.index(s);
             if let Background::Undecided(reason) = self.background(s, index) {
-                if s.promote_step == Some(to_i32(index)) || s.promote_full {
-                    // A person accepted the verdict: a fresh run starts from the next step.
-                    s.background_analysis = None;
-                    self.background_run = None;
-                    self.event(
-                        EventType::Normal,
-                        "AnalysisAccepted",
-                        format!("background analysis verdict accepted by promote: {reason}"),
-                    );
-                    if !s.promote_full {
-                        self.advance(s, " (promoted)");
-                        continue;
-                    }
-                } else {
+                if s.promote_step != Some(to_i32(index)) {
                     return self.pause_for_analysis(
                         s,
                         index,
                         format!("background analysis {reason}"),
                     );
                 }
+                // A person accepted the verdict: a fresh run starts from the next step.
+                // (`promote --full` needs no such case: it ends the background analysis.)
+                s.background_analysis = None;
+                self.background_run = None;
+                self.event(
+                    EventType::Normal,
+                    "AnalysisAccepted",
+                    format!("background analysis verdict accepted by promote: {reason}"),
+                );
+                self.advance(s, " (promoted)");
+                continue;
             }
             if s.promote_full && index < count {
                 self.event(

@@ -64,8 +64,9 @@
 //!   *With a router* the stable keeps `R` pods (an abort is instant) and the router weight is
 //!   raised to `W` only once the canary's pods are ready (no traffic to pods that cannot serve);
 //!   lowering is immediate. *Without a router* the replica ratio is the weight: the stable runs
-//!   `R − ready canary pods` (never below the ready count, so capacity never dips), but at least
-//!   1 while `W < 100`, so a small weight never sends all traffic to the canary.
+//!   `R − min(ready canary pods, canary pods wanted)` (it shrinks only as canary pods become
+//!   ready, so capacity never dips), but at least 1 while `W < 100`, so a small weight never
+//!   sends all traffic to the canary (with `R = 1` and `W = 10`: one pod each).
 //!   `status.canaryWeight` is the weight as set (with a router: as sent to it).
 //! * **`setWeight`** completes once the router reports `W` and the canary's pods are ready.
 //! * **`pause`** with a duration completes at `currentStepStartedAt + duration` (`requeue_at`

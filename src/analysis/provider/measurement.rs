@@ -297,7 +297,12 @@ pub fn format_series(labels: &Labels) -> String {
 pub enum ProviderError {
     /// The provider could not be reached (connection refused, reset, DNS, TLS), even after
     /// retrying.
-    #[error("cannot reach {address} after {attempts} attempt(s): {source}")]
+    // The whole cause chain: reqwest's top-level message ("error sending request") alone
+    // does not say why.
+    #[error(
+        "cannot reach {address} after {attempts} attempt(s): {}",
+        error_chain(source.as_ref())
+    )]
     Unreachable {
         /// The provider address (credentials removed).
         address: String,
@@ -369,6 +374,21 @@ pub enum ProviderError {
         /// What was wrong.
         detail: String,
     },
+}
+
+/// `error: cause: root cause`, skipping causes whose text the previous message already holds.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
 }
 
 impl ProviderError {
