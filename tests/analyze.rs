@@ -19,11 +19,13 @@ fn prometheus() -> &'static PrometheusServer {
         };
         Fixture::default()
             // healthy: 0.5% errors on the canary.
-            .counter("http_requests", &labels("healthy", "stable", "200"), 20.0)
+            .counter("http_requests", &labels("healthy", "stable", "200"), 19.9)
+            .counter("http_requests", &labels("healthy", "stable", "500"), 0.1)
             .counter("http_requests", &labels("healthy", "canary", "200"), 9.95)
             .counter("http_requests", &labels("healthy", "canary", "500"), 0.05)
             // erroring: 10% errors on the canary.
-            .counter("http_requests", &labels("erroring", "stable", "200"), 20.0)
+            .counter("http_requests", &labels("erroring", "stable", "200"), 19.9)
+            .counter("http_requests", &labels("erroring", "stable", "500"), 0.1)
             .counter("http_requests", &labels("erroring", "canary", "200"), 9.0)
             .counter("http_requests", &labels("erroring", "canary", "500"), 1.0)
             // idle: the canary exists but serves nothing.
@@ -42,6 +44,32 @@ fn prometheus() -> &'static PrometheusServer {
                 ],
                 10.0,
                 0.6,
+            )
+            .histogram(
+                "http_request_duration_seconds",
+                &[("rollout", "healthy"), ("role", "stable")],
+                &[
+                    (0.1, 18.0),
+                    (0.25, 19.6),
+                    (0.5, 19.9),
+                    (1.0, 20.0),
+                    (2.5, 20.0),
+                ],
+                20.0,
+                1.2,
+            )
+            .histogram(
+                "http_request_duration_seconds",
+                &[("rollout", "erroring"), ("role", "stable")],
+                &[
+                    (0.1, 18.0),
+                    (0.25, 19.6),
+                    (0.5, 19.9),
+                    (1.0, 20.0),
+                    (2.5, 20.0),
+                ],
+                20.0,
+                1.2,
             )
             .histogram(
                 "http_request_duration_seconds",
@@ -312,4 +340,41 @@ fn shipped_istio_and_nginx_error_rate_templates_read_their_metric_names() {
         "{json:#}\n{stderr}"
     );
     assert_eq!(measurements(&json)[0]["value"], "0.001");
+}
+
+#[test]
+fn shipped_sequential_template_fails_the_erroring_canary_at_its_first_look() {
+    let template = "analysis-templates/sequential-error-counts.yaml";
+    let (code, json, stderr) = analyze(template, &["rollout=erroring"]);
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (1, Some("Failed")),
+        "{json:#}\n{stderr}"
+    );
+    let taken = measurements(&json);
+    assert_eq!(taken.len(), 1, "{json:#}");
+    assert_eq!(taken[0]["value"], "canary 60/600 baseline 6/1200");
+    // A healthy canary is never failed; with these few errors the test may not decide.
+    let (code, json, stderr) = analyze(template, &["rollout=healthy"]);
+    assert!(code == 0 || code == 2, "{json:#}\n{stderr}");
+    assert_ne!(json["phase"], "Failed");
+}
+
+#[test]
+fn shipped_mann_whitney_template_flags_the_slower_canary_only() {
+    let template = "analysis-templates/mann-whitney-latency.yaml";
+    let (code, json, stderr) = analyze(template, &["rollout=healthy"]);
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (0, Some("Successful")),
+        "{json:#}\n{stderr}"
+    );
+    let (code, json, stderr) = analyze(template, &["rollout=erroring"]);
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (1, Some("Failed")),
+        "{json:#}\n{stderr}"
+    );
+    let reason = json["message"].as_str().unwrap_or_default();
+    assert!(reason.contains("High"), "{reason}");
 }

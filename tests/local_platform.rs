@@ -280,6 +280,18 @@ async fn proxy_skips_a_dead_replica_and_returns_502_when_none_answers() {
             Some(&5.0),
             "{metrics}"
         );
+        // Each of the 5 canary requests tried both dead replicas.
+        let errors = samples(&metrics, "vigil_proxy_upstream_errors_total");
+        assert_eq!(errors.len(), 3, "{metrics}");
+        assert_eq!(
+            errors
+                .iter()
+                .filter(|(labels, _)| labels.contains(r#"revision="c""#))
+                .map(|(_, n)| n)
+                .sum::<f64>(),
+            10.0,
+            "{metrics}"
+        );
     })
     .await
     .expect("test timed out");

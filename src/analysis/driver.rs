@@ -4,10 +4,10 @@
 use jiff::Timestamp;
 use url::Url;
 
-use crate::analysis::measure::measure_metric;
+use crate::analysis::measure::{RunContext, measure_metric};
 use crate::analysis::provider::prometheus::{ConcurrencyLimiter, PrometheusClient};
 use crate::analysis::provider::resolve::{SecretReader, client_config};
-use crate::analysis::run::{self, RunError};
+use crate::analysis::run::{self, MetricSchedule, RunError};
 use crate::api::{AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus};
 
 /// Why a run's providers could not be set up.
@@ -89,25 +89,40 @@ pub async fn advance(
     let plan = run::plan(spec, status, now)?;
     let mut status = plan.status;
     let started_at = status.started_at.as_ref().map_or(now, |t| t.0);
-    let measurements = plan.due.iter().filter_map(|due| {
-        let metric = spec.metrics.get(due.index)?;
-        let client = clients.get(due.index)?;
+    let sequential_metrics = spec
+        .metrics
+        .iter()
+        .filter(|m| m.sequential.is_some() && !m.dry_run)
+        .count();
+    let mut pending = Vec::with_capacity(plan.due.len());
+    for due in &plan.due {
+        let (Some(metric), Some(client)) = (spec.metrics.get(due.index), clients.get(due.index))
+        else {
+            continue;
+        };
+        let schedule = MetricSchedule::of(due.index, metric)?;
+        let result = status.metric_results.iter().find(|r| r.name == metric.name);
+        let taken_so_far = result.map_or(0, |r| r.count);
+        let prior = result.and_then(|r| r.sequential_state.clone());
+        let is_last = schedule.count.is_some_and(|c| taken_so_far + 1 >= c as i32);
         let when = match at {
             MeasureAt::DueTime => due.due_at,
             MeasureAt::Now(now) => now,
         };
-        let prior = status
-            .metric_results
-            .iter()
-            .find(|r| r.name == metric.name)
-            .and_then(|r| r.sequential_state.clone());
-        let scoring = spec.scoring.as_ref();
-        Some(async move {
-            let measured =
-                measure_metric(client, metric, scoring, when, started_at, prior.as_ref()).await;
-            (metric.name.clone(), when, measured)
-        })
-    });
+        pending.push((metric, client, when, prior, is_last));
+    }
+    let measurements = pending
+        .iter()
+        .map(|(metric, client, when, prior, is_last)| async move {
+            let context = RunContext {
+                run_started: started_at,
+                prior_state: prior.as_ref(),
+                is_last: *is_last,
+                sequential_metrics,
+            };
+            let measured = measure_metric(*client, metric, *when, context).await;
+            (metric.name.clone(), *when, measured)
+        });
     let taken = futures::future::join_all(measurements).await;
     let measured = taken.len();
     for (metric, when, measured) in taken {

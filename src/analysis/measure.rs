@@ -128,26 +128,425 @@ pub async fn measure_threshold<P: MetricsProvider>(
     Measured::new(verdict.phase, at, value, verdict.reason)
 }
 
+/// What a comparison judge needs to know about the run around one measurement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunContext<'a> {
+    /// When the run started: Mann–Whitney samples the canary since then.
+    pub run_started: Timestamp,
+    /// The metric's judge state from its previous measurement (sequential judges).
+    pub prior_state: Option<&'a serde_json::Value>,
+    /// True for the metric's last scheduled measurement: an undecided sequential test becomes
+    /// Inconclusive there.
+    pub is_last: bool,
+    /// Sequential metrics in the run: the run's α is split among them.
+    pub sequential_metrics: usize,
+}
+
 /// Takes one measurement of any metric at `at`, with the judge the metric names.
-///
-/// `run_started` is when the run began (comparison judges look at the canary since then);
-/// `prior_state` is what the metric's judge carried from its previous measurement.
 pub async fn measure_metric<P: MetricsProvider>(
     provider: &P,
     metric: &Metric,
-    scoring: Option<&crate::api::Scoring>,
     at: Timestamp,
-    run_started: Timestamp,
-    prior_state: Option<&serde_json::Value>,
+    context: RunContext<'_>,
 ) -> Measured {
-    let _ = (scoring, run_started, prior_state);
-    if metric.mann_whitney.is_some() || metric.sequential.is_some() {
-        return Measured::new(
-            AnalysisPhase::Error,
-            at,
-            None,
-            "this judge is not available in this build".to_owned(),
-        );
+    if let Some(judge) = &metric.mann_whitney {
+        return comparison::measure_mann_whitney(provider, metric, judge, at, context).await;
+    }
+    if let Some(judge) = &metric.sequential {
+        return comparison::measure_sequential(provider, metric, judge, at, context).await;
     }
     measure_threshold(provider, metric, at).await
+}
+
+mod comparison {
+    //! The comparison judges' measurements: canary vs baseline queries.
+
+    use std::time::Duration;
+
+    use jiff::Timestamp;
+
+    use super::{Measured, RunContext, no_data_verdict, provider_error};
+    use crate::analysis::judge::mann_whitney::{
+        self, EffectMeasure, EffectSizeConfig, KayentaConfig, Label, OutlierConfig, OutlierStrategy,
+    };
+    use crate::analysis::judge::sequential::{
+        CountIncrement, CountState, CountTest, CountTestConfig, HistogramIncrement, HistogramState,
+        HistogramTest, HistogramTestConfig, SequentialDecision, split_alpha,
+    };
+    use crate::analysis::provider::{Measurement, MetricsProvider, QueryRange, SingleValue};
+    use crate::api::duration::parse_duration;
+    use crate::api::{
+        AnalysisPhase, Direction, EffectSizeMeasure, MannWhitneyJudge, Metric, NanStrategy,
+        SequentialJudge, SequentialTest,
+    };
+
+    const DEFAULT_STEP: Duration = Duration::from_secs(60);
+    /// Defaults of the sequential judge, as documented on the API type.
+    const DEFAULT_ALPHA: f64 = 0.01;
+    const DEFAULT_FAIL_MARGIN: f64 = 0.2;
+    const DEFAULT_PASS_MARGIN: f64 = 0.1;
+
+    fn error(at: Timestamp, reason: String) -> Measured {
+        Measured::new(AnalysisPhase::Error, at, None, reason)
+    }
+
+    fn queries(metric: &Metric) -> Option<(&str, &str)> {
+        let prometheus = metric.provider.prometheus.as_ref()?;
+        Some((
+            prometheus.canary_query.as_deref()?,
+            prometheus.baseline_query.as_deref()?,
+        ))
+    }
+
+    pub(super) fn kayenta_config(judge: &MannWhitneyJudge) -> KayentaConfig {
+        let defaults = KayentaConfig::default();
+        KayentaConfig {
+            direction: match judge.direction.unwrap_or_default() {
+                Direction::Increase => mann_whitney::Direction::Increase,
+                Direction::Decrease => mann_whitney::Direction::Decrease,
+                Direction::Either => mann_whitney::Direction::Either,
+            },
+            tolerance: judge.tolerance.unwrap_or(defaults.tolerance),
+            confidence: judge.confidence.unwrap_or(defaults.confidence),
+            nan_strategy: match judge.nan_strategy.unwrap_or_default() {
+                NanStrategy::Remove => mann_whitney::NanStrategy::Remove,
+                NanStrategy::Replace => mann_whitney::NanStrategy::Replace,
+            },
+            critical: judge.critical,
+            must_have_data: judge.must_have_data,
+            effect_size: EffectSizeConfig {
+                measure: match judge.effect_size_measure.unwrap_or_default() {
+                    EffectSizeMeasure::MeanRatio => EffectMeasure::MeanRatio,
+                    EffectSizeMeasure::Cles => EffectMeasure::Cles,
+                },
+                allowed_increase: judge.allowed_increase,
+                allowed_decrease: judge.allowed_decrease,
+                critical_increase: judge.critical_increase,
+                critical_decrease: judge.critical_decrease,
+            },
+            outliers: OutlierConfig {
+                strategy: if judge.remove_outliers {
+                    OutlierStrategy::Remove
+                } else {
+                    OutlierStrategy::Keep
+                },
+                outlier_factor: judge
+                    .outlier_factor
+                    .unwrap_or(defaults.outliers.outlier_factor),
+            },
+            exact: defaults.exact,
+        }
+    }
+
+    /// The values of a range query's one series; None for no data.
+    fn samples(measurement: &Measurement) -> Result<Option<Vec<f64>>, String> {
+        match measurement.single_series() {
+            Ok(Some(series)) => Ok(Some(series.points.iter().map(|(_, v)| *v).collect())),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    pub(super) async fn measure_mann_whitney<P: MetricsProvider>(
+        provider: &P,
+        metric: &Metric,
+        judge: &MannWhitneyJudge,
+        at: Timestamp,
+        context: RunContext<'_>,
+    ) -> Measured {
+        let Some((canary_query, baseline_query)) = queries(metric) else {
+            return error(
+                at,
+                "mannWhitney needs provider.prometheus.canaryQuery and baselineQuery".to_owned(),
+            );
+        };
+        let step = match judge.step.as_deref().map(parse_duration).transpose() {
+            Ok(step) => step.unwrap_or(DEFAULT_STEP).max(Duration::from_secs(1)),
+            Err(e) => return error(at, format!("mannWhitney.step: {e}")),
+        };
+        // Samples since the run started; at least one step so the first look has data.
+        let start = context.run_started.min(at - step);
+        let range = QueryRange {
+            start,
+            end: at,
+            step,
+        };
+        let (canary, baseline) = futures::join!(
+            provider.query_range(canary_query, range),
+            provider.query_range(baseline_query, range)
+        );
+        let (canary, baseline) = match (canary, baseline) {
+            (Ok(c), Ok(b)) => (c, b),
+            (Err(e), _) | (_, Err(e)) => return provider_error(&e, at),
+        };
+        let (canary, baseline) = match (samples(&canary), samples(&baseline)) {
+            (Ok(c), Ok(b)) => (c, b),
+            (Err(e), _) | (_, Err(e)) => return error(at, e),
+        };
+        let config = kayenta_config(judge);
+        let canary = canary.unwrap_or_default();
+        let baseline = baseline.unwrap_or_default();
+        let classification = mann_whitney::classify(&canary, &baseline, &config);
+        let phase = match classification.label {
+            Label::Pass => AnalysisPhase::Successful,
+            Label::High | Label::Low | Label::NodataFailMetric => AnalysisPhase::Failed,
+            Label::Nodata => {
+                let mut verdict = no_data_verdict(metric, "the canary or baseline query", at);
+                if let Some(reason) = verdict.record.reason.as_mut() {
+                    reason.push_str(&format!(": {}", classification.reason));
+                }
+                return verdict;
+            }
+            Label::Error => AnalysisPhase::Error,
+        };
+        let value = classification.test.as_ref().map(|t| {
+            format!(
+                "shift {} [{}, {}]",
+                crate::analysis::judge::threshold::format_number(t.hodges_lehmann),
+                crate::analysis::judge::threshold::format_number(t.ci_lower),
+                crate::analysis::judge::threshold::format_number(t.ci_upper)
+            )
+        });
+        Measured::new(
+            phase,
+            at,
+            value,
+            format!("{:?}: {}", classification.label, classification.reason),
+        )
+    }
+
+    fn count_config(judge: &SequentialJudge, context: &RunContext<'_>) -> CountTestConfig {
+        CountTestConfig {
+            alpha: split_alpha(
+                judge.alpha.unwrap_or(DEFAULT_ALPHA),
+                context.sequential_metrics,
+            ),
+            fail_margin: judge.fail_margin.unwrap_or(DEFAULT_FAIL_MARGIN),
+            pass_margin: judge.pass_margin.unwrap_or(DEFAULT_PASS_MARGIN),
+            ..CountTestConfig::default()
+        }
+    }
+
+    /// A counter increase as a whole count: Prometheus' `increase()` extrapolates, so round.
+    fn count(value: &SingleValue) -> Option<u64> {
+        match value {
+            SingleValue::Finite { value, .. } if *value >= 0.0 => Some(value.round() as u64),
+            SingleValue::Finite { .. } => Some(0),
+            SingleValue::NoData => None,
+            _ => Some(0),
+        }
+    }
+
+    fn verdict_of(
+        decision: SequentialDecision,
+        pass_early: bool,
+        at: Timestamp,
+        value: Option<String>,
+        reason: String,
+        state: serde_json::Value,
+    ) -> Measured {
+        let (phase, decisive) = match decision {
+            SequentialDecision::Fail => (AnalysisPhase::Failed, false),
+            SequentialDecision::Pass if pass_early => (AnalysisPhase::Successful, true),
+            // Without early passes a Pass waits for the deadline like an undecided test.
+            SequentialDecision::Pass => (AnalysisPhase::Successful, false),
+            // Not decided yet: a measurement without a verdict of its own.
+            SequentialDecision::Continue => (AnalysisPhase::Running, false),
+            SequentialDecision::Inconclusive => (AnalysisPhase::Inconclusive, false),
+        };
+        let mut measured = Measured::new(phase, at, value, reason);
+        measured.decisive = decisive;
+        measured.judge_state = Some(state);
+        measured
+    }
+
+    pub(super) async fn measure_sequential<P: MetricsProvider>(
+        provider: &P,
+        metric: &Metric,
+        judge: &SequentialJudge,
+        at: Timestamp,
+        context: RunContext<'_>,
+    ) -> Measured {
+        let Some((canary_query, baseline_query)) = queries(metric) else {
+            return error(
+                at,
+                "sequential needs provider.prometheus.canaryQuery and baselineQuery".to_owned(),
+            );
+        };
+        let pass_early = judge.pass_early.unwrap_or(true);
+        match judge.test.unwrap_or_default() {
+            SequentialTest::ErrorCounts => {
+                let prometheus = metric.provider.prometheus.as_ref();
+                let (Some(canary_requests), Some(baseline_requests)) = (
+                    prometheus.and_then(|p| p.canary_requests_query.as_deref()),
+                    prometheus.and_then(|p| p.baseline_requests_query.as_deref()),
+                ) else {
+                    return error(at, "sequential errorCounts needs canaryRequestsQuery and baselineRequestsQuery".to_owned());
+                };
+                let (ce, be, cr, br) = futures::join!(
+                    provider.query(canary_query, at),
+                    provider.query(baseline_query, at),
+                    provider.query(canary_requests, at),
+                    provider.query(baseline_requests, at)
+                );
+                let mut values = Vec::with_capacity(4);
+                for result in [ce, be, cr, br] {
+                    match result.and_then(|m| m.single_value()) {
+                        Ok(value) => values.push(count(&value)),
+                        Err(e) => return provider_error(&e, at),
+                    }
+                }
+                if values.iter().all(Option::is_none) {
+                    return no_data_verdict(metric, "every count query", at);
+                }
+                let increment = CountIncrement {
+                    canary_errors: values[0].unwrap_or(0),
+                    baseline_errors: values[1].unwrap_or(0),
+                    canary_requests: values[2].unwrap_or(0),
+                    baseline_requests: values[3].unwrap_or(0),
+                };
+                let test = match CountTest::new(count_config(judge, &context)) {
+                    Ok(test) => test,
+                    Err(e) => return error(at, format!("sequential: {e}")),
+                };
+                let mut state: CountState = context
+                    .prior_state
+                    .and_then(|v| serde_json::from_value(v.clone()).ok())
+                    .unwrap_or_default();
+                // Prometheus' increase() may extrapolate errors past requests by a rounding
+                // step; never let that make the update fail.
+                let increment = CountIncrement {
+                    canary_errors: increment.canary_errors.min(increment.canary_requests),
+                    baseline_errors: increment.baseline_errors.min(increment.baseline_requests),
+                    ..increment
+                };
+                if let Err(e) = test.update(&mut state, &increment) {
+                    return error(at, format!("sequential: {e}"));
+                }
+                let report = test.evaluate(&mut state, context.is_last);
+                let value = Some(format!(
+                    "canary {}/{} baseline {}/{}",
+                    state.canary_errors,
+                    state.canary_requests,
+                    state.baseline_errors,
+                    state.baseline_requests
+                ));
+                let state_json = serde_json::to_value(&state).unwrap_or_default();
+                verdict_of(
+                    report.decision,
+                    pass_early,
+                    at,
+                    value,
+                    report.reason,
+                    state_json,
+                )
+            }
+            SequentialTest::Latency => {
+                let (canary, baseline) = futures::join!(
+                    provider.query(canary_query, at),
+                    provider.query(baseline_query, at)
+                );
+                let (canary, baseline) = match (canary, baseline) {
+                    (Ok(c), Ok(b)) => (c, b),
+                    (Err(e), _) | (_, Err(e)) => return provider_error(&e, at),
+                };
+                let increment = match histogram_increment(&canary, &baseline) {
+                    Ok(Some(increment)) => increment,
+                    Ok(None) => return no_data_verdict(metric, "the bucket queries", at),
+                    Err(reason) => return error(at, reason),
+                };
+                let config = HistogramTestConfig {
+                    counts: count_config(judge, &context),
+                    bounds: judge.slow_threshold_seconds.into_iter().collect(),
+                    ..HistogramTestConfig::default()
+                };
+                let test = match HistogramTest::new(config) {
+                    Ok(test) => test,
+                    Err(e) => return error(at, format!("sequential: {e}")),
+                };
+                let mut state: HistogramState = context
+                    .prior_state
+                    .and_then(|v| serde_json::from_value(v.clone()).ok())
+                    .unwrap_or_default();
+                if let Err(e) = test.update(&mut state, &increment) {
+                    return error(at, format!("sequential: {e}"));
+                }
+                let report = match test.evaluate(&mut state, context.is_last) {
+                    Ok(report) => report,
+                    Err(e) => return error(at, format!("sequential: {e}")),
+                };
+                let state_json = serde_json::to_value(&state).unwrap_or_default();
+                verdict_of(
+                    report.decision,
+                    pass_early,
+                    at,
+                    None,
+                    report.reason,
+                    state_json,
+                )
+            }
+        }
+    }
+
+    /// Aligns the `le` buckets of both arms: per-interval cumulative counts, +Inf last.
+    fn histogram_increment(
+        canary: &Measurement,
+        baseline: &Measurement,
+    ) -> Result<Option<HistogramIncrement>, String> {
+        fn buckets(m: &Measurement, arm: &str) -> Result<Vec<(f64, u64)>, String> {
+            let samples = match m {
+                Measurement::NoData { .. } => return Ok(Vec::new()),
+                Measurement::Vector(samples) => samples,
+                other => {
+                    return Err(format!(
+                        "the {arm} bucket query must return a vector by `le`, got {:?}",
+                        other.result_type()
+                    ));
+                }
+            };
+            let mut out = Vec::with_capacity(samples.len());
+            for sample in samples {
+                let Some(le) = sample.labels.get("le") else {
+                    return Err(format!(
+                        "the {arm} bucket query returned a series without an `le` label; aggregate with `sum by (le)`"
+                    ));
+                };
+                let bound = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse::<f64>()
+                        .map_err(|_| format!("the {arm} bucket query has le={le:?}"))?
+                };
+                let count = if sample.value.is_finite() && sample.value > 0.0 {
+                    sample.value.round() as u64
+                } else {
+                    0
+                };
+                out.push((bound, count));
+            }
+            out.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Ok(out)
+        }
+        let canary = buckets(canary, "canary")?;
+        let baseline = buckets(baseline, "baseline")?;
+        if canary.is_empty() && baseline.is_empty() {
+            return Ok(None);
+        }
+        let bounds: Vec<f64> = if baseline.is_empty() {
+            canary.iter().map(|(b, _)| *b).collect()
+        } else {
+            baseline.iter().map(|(b, _)| *b).collect()
+        };
+        let align = |arm: &[(f64, u64)]| -> Vec<u64> {
+            bounds
+                .iter()
+                .map(|b| arm.iter().find(|(le, _)| le == b).map_or(0, |(_, c)| *c))
+                .collect()
+        };
+        Ok(Some(HistogramIncrement {
+            canary: align(&canary),
+            baseline: align(&baseline),
+            bounds,
+        }))
+    }
 }

@@ -10,6 +10,9 @@
 //! | `consecutiveErrorLimit` | Error when errors in a row **exceed** it (4: the fifth) | 4 |
 //! | `count` | after that many measurements: Successful if any succeeded, otherwise Inconclusive (or Error when every one was an error) | 1 without `interval`, unbounded with it |
 //!
+//! A measurement whose phase is Running (a sequential test that has not decided yet) counts
+//! toward `count` but is neither a success, a failure nor an error.
+//!
 //! A metric's first measurement is due `initialDelay` after the run starts; each next one
 //! `interval` after the previous one was taken. A judge may also end a metric early with a
 //! decisive verdict (the sequential judge's early pass). The run fails as soon as one deciding
@@ -238,6 +241,8 @@ pub fn record(
         AnalysisPhase::Successful => result.successful += 1,
         AnalysisPhase::Failed => result.failed += 1,
         AnalysisPhase::Inconclusive => result.inconclusive += 1,
+        // A sequential test that has not decided yet: evidence taken, no verdict of its own.
+        AnalysisPhase::Running => {}
         _ => result.error += 1,
     }
     if measurement.phase == AnalysisPhase::Error {

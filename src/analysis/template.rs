@@ -1032,7 +1032,7 @@ fn check_cel(source: &str, field: &'static str, path: &str, problems: &mut Vec<P
         Err(ThresholdError::CompileCondition { message, .. }) => {
             problems.push(Problem::new(
                 path.to_owned(),
-                format!("CEL does not compile: {}", one_line(&message)),
+                format!("CEL does not compile: {}", cel_message(&message)),
             ));
             return;
         }
@@ -1042,7 +1042,7 @@ fn check_cel(source: &str, field: &'static str, path: &str, problems: &mut Vec<P
             Err(errors) => {
                 problems.push(Problem::new(
                     path.to_owned(),
-                    format!("CEL does not compile: {}", one_line(&errors.to_string())),
+                    format!("CEL does not compile: {}", cel_message(&errors.to_string())),
                 ));
                 return;
             }
@@ -1072,6 +1072,23 @@ fn check_cel(source: &str, field: &'static str, path: &str, problems: &mut Vec<P
             ),
         ));
     }
+}
+
+/// The CEL parser's message without the echo of the source and its caret line:
+/// `ERROR: <input>:1:9: Syntax error: ... | result << 0.01 | ........^` becomes
+/// `column 9: Syntax error: ...`.
+fn cel_message(text: &str) -> String {
+    let first = text.split(" | ").next().unwrap_or(text);
+    let first = first.lines().next().unwrap_or(first);
+    let first = first.strip_prefix("ERROR: ").unwrap_or(first);
+    let message = match first.strip_prefix("<input>:") {
+        Some(rest) => match rest.splitn(3, ':').collect::<Vec<_>>().as_slice() {
+            [_line, column, message] => format!("column {column}:{message}"),
+            _ => rest.to_owned(),
+        },
+        None => first.to_owned(),
+    };
+    one_line(&message)
 }
 
 fn walk_cel(

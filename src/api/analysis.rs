@@ -452,7 +452,9 @@ pub struct SequentialJudge {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_margin: Option<f64>,
     /// Equivalence margin for passing early: pass when the ratio is surely below
-    /// `(1 + passMargin)`. Default 0.1. Unset passing early with `passEarly: false`.
+    /// `(1 + passMargin)`; it must be below `failMargin`. Default 0.1. A canary whose ratio
+    /// lies between the margins is Inconclusive at the last measurement, with the smallest
+    /// ratio the data could have detected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_margin: Option<f64>,
     /// Allow a Successful verdict before the last measurement. Default true.

@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod controller;
 pub mod crds;
 pub mod demo_app;
+pub mod judge;
 pub mod kubectl;
 pub mod lint;
 
@@ -50,6 +51,8 @@ pub enum Command {
     Pause(kubectl::Target),
     /// Continue a paused rollout (`spec.paused = false`).
     Resume(kubectl::Target),
+    /// Run a statistical judge on raw samples or counts, offline.
+    Judge(judge::JudgeArgs),
 }
 
 /// How the binary was invoked: `kubectl-vigil` (a kubectl plugin, run as `kubectl vigil …`)
@@ -92,6 +95,10 @@ pub fn run(cli: Cli) -> i32 {
         Command::Retry(target) => kubectl::set_abort(&target, false),
         Command::Pause(target) => kubectl::set_paused(&target, true),
         Command::Resume(target) => kubectl::set_paused(&target, false),
+        Command::Judge(args) => judge::run(args).unwrap_or_else(|error| {
+            eprintln!("vigil judge: {error}");
+            3
+        }),
     }
 }
 

@@ -105,6 +105,11 @@
 //!   moves only when a condition's status changes.
 //! * **Display**: `step` is `<steps done>/<steps>` (e.g. `3/7`), as Argo shows it.
 //!
+//! # Errors
+//!
+//! There is no error type: [`step`] cannot fail. Input it cannot use (an invalid spec, a
+//! status edited by hand, an index out of range) becomes a phase and a message in status.
+//!
 //! # Time
 //!
 //! Kubernetes serializes `Time` with whole seconds, so every instant recorded in status is

@@ -8,7 +8,9 @@
 //! Live data: [`PrometheusServer::start_with_config`] starts Prometheus with a scrape config.
 //!
 //! Prometheus listens on `127.0.0.1:0`; the bound port is read from its log. The process is
-//! killed when the [`PrometheusServer`] is dropped, and its temp dir removed.
+//! killed when the [`PrometheusServer`] is dropped (its temp dir is then removed), and also
+//! when the test process exits, so a server shared through a `static` does not outlive the
+//! tests.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -24,6 +26,16 @@ use url::Url;
 /// Default end of fixture data (unix seconds, 2023-11-14T22:13:20Z). Fixed and in the past,
 /// so results never depend on the wall clock.
 pub const T_END: i64 = 1_700_000_000;
+
+/// `sh -c` script: start `$1` with the remaining arguments, kill it at EOF on stdin (kept as
+/// fd 3 because background jobs get /dev/null as stdin), exit with its status.
+const WATCHDOG: &str = r#"exec 3<&0
+bin="$1"; shift
+"$bin" "$@" </dev/null 3<&- &
+pid=$!
+(cat <&3 >/dev/null; kill -KILL "$pid" 2>/dev/null) &
+exec 3<&-
+wait "$pid""#;
 
 /// How long Prometheus may take to bind and become ready before a test fails.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -370,22 +382,26 @@ impl PrometheusServer {
         let config = dir.path().join("prometheus.yml");
         std::fs::write(&config, config_yaml).expect("write config");
         let data: PathBuf = dir.path().join("data");
-        let mut command = Command::new(prometheus_bin());
+        // Run Prometheus under a tiny shell watchdog that kills it when our end of its stdin
+        // pipe closes, i.e. when this server is dropped *or* when the test process exits
+        // without dropping it (a server kept in a `static` is never dropped).
+        let mut command = Command::new("sh");
         command
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("sh")
+            .arg(prometheus_bin())
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg("--web.listen-address=127.0.0.1:0")
             .args(extra)
             .current_dir(dir.path())
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = match command.spawn() {
             Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                panic!("prometheus not found on PATH: {HOW_TO_INSTALL}")
-            }
-            Err(e) => panic!("cannot start prometheus: {e}"),
+            Err(e) => panic!("cannot start prometheus (via sh): {e}"),
         };
         let log = Arc::new(Mutex::new(Vec::new()));
         let (port_tx, port_rx) = mpsc::channel();
@@ -430,6 +446,9 @@ impl PrometheusServer {
     /// Panics with the log if Prometheus exited, or if `deadline` has passed.
     fn fail_if_exited(&mut self, deadline: Instant) {
         let exited = self.child.try_wait().ok().flatten();
+        if exited.is_some_and(|status| status.code() == Some(127)) {
+            panic!("prometheus not found on PATH: {HOW_TO_INSTALL}");
+        }
         if exited.is_some() || Instant::now() >= deadline {
             // Give the log thread a moment to collect the last lines.
             std::thread::sleep(Duration::from_millis(100));
@@ -462,7 +481,8 @@ impl PrometheusServer {
 
 impl Drop for PrometheusServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // Closing the watchdog's stdin kills Prometheus; the shell then exits.
+        drop(self.child.stdin.take());
         let _ = self.child.wait();
     }
 }

@@ -15,7 +15,9 @@
 //!
 //! - `http_requests_total{rollout,revision,role="stable|canary",code}`
 //! - `http_request_duration_seconds_bucket{rollout,revision,role,le}` (+ `_sum`, `_count`),
-//!   measured from the request's arrival to the upstream response's headers.
+//!   measured from the request's arrival to the upstream response's headers;
+//! - `vigil_proxy_upstream_errors_total{rollout,revision,addr,kind="connect|request"}`: failed
+//!   attempts on a replica (logged at debug only: a dead replica would flood the log).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -143,6 +145,36 @@ struct RequestLabels {
     code: u16,
 }
 
+/// Why a replica did not answer.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum UpstreamError {
+    /// The connection was refused or timed out: nothing was sent.
+    Connect,
+    /// The request failed after the connection was made.
+    Request,
+}
+
+impl EncodeLabelValue for UpstreamError {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        let text = match self {
+            UpstreamError::Connect => "connect",
+            UpstreamError::Request => "request",
+        };
+        EncodeLabelValue::encode(&text, encoder)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamErrorLabels {
+    rollout: Arc<str>,
+    revision: Arc<str>,
+    addr: String,
+    kind: UpstreamError,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     rollout: Arc<str>,
@@ -161,6 +193,7 @@ struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: LatencyFamily,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
 }
 
 impl Metrics {
@@ -179,10 +212,19 @@ impl Metrics {
             "Time from a request's arrival to the upstream response's headers",
             latency.clone(),
         );
+        // Per-request logs would flood at load; a dead replica shows here instead.
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        registry.register(
+            "vigil_proxy_upstream_errors",
+            "Attempts on a replica that failed, by replica address and kind (connect: skipped \
+             and retried on another replica; request: answered 502)",
+            upstream_errors.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
+            upstream_errors,
         }
     }
 
@@ -550,11 +592,13 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
             }
             Err(error) if error.is_connect() => {
                 // Nothing reached the replica: safe to try the next one of the same revision.
-                tracing::warn!(revision = %side.revision, %addr, %error, "replica refused the connection");
+                tracing::debug!(revision = %side.revision, %addr, %error, "replica refused the connection");
+                count_upstream_error(&shared, side, addr, UpstreamError::Connect);
             }
             Err(error) => {
                 // The request may have reached the replica: retrying could run it twice.
-                tracing::warn!(revision = %side.revision, %addr, %error, "upstream request failed");
+                tracing::debug!(revision = %side.revision, %addr, %error, "upstream request failed");
+                count_upstream_error(&shared, side, addr, UpstreamError::Request);
                 break;
             }
         }
@@ -572,6 +616,19 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
     }
     record(&shared, side, response.status(), started.elapsed());
     response
+}
+
+fn count_upstream_error(shared: &Shared, side: &Side, addr: SocketAddr, kind: UpstreamError) {
+    shared
+        .metrics
+        .upstream_errors
+        .get_or_create(&UpstreamErrorLabels {
+            rollout: shared.rollout.clone(),
+            revision: side.revision.clone(),
+            addr: addr.to_string(),
+            kind,
+        })
+        .inc();
 }
 
 fn record(shared: &Shared, side: &Side, status: StatusCode, elapsed: Duration) {

@@ -631,7 +631,7 @@ fn forward_output<R>(
         let mut lines = BufReader::new(reader).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             tracing::debug!(target: "vigil::child", %revision, replica = index, stream, "{line}");
-            if let Some(tail) = &tail {
+            if let Some(tail) = tail.as_ref().filter(|_| !line.trim().is_empty()) {
                 let mut tail = lock(tail);
                 if tail.len() == STDERR_TAIL {
                     tail.pop_front();

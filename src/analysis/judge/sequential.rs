@@ -1,0 +1,1189 @@
+//! Anytime-valid sequential tests, safe to evaluate at every scrape (statistics.md §2.3).
+//!
+//! * [`CountTest`]: error counts, canary vs baseline, with the traffic share taken from the
+//!   request counters of each interval. Conditional on a batch's error total `K_t`, an error is
+//!   the canary's with probability `θ_t(δ) = ρ_t e^δ / (1 − ρ_t + ρ_t e^δ)`, where `ρ_t` is the
+//!   canary's request share in the batch and `e^δ` the rate ratio (canary / baseline). The
+//!   e-value is a fixed half-normal mixture over `δ` of the likelihood ratios of those
+//!   Bernoulli trials (a conditional Beta-binomial-style mixture), so it is a supermartingale
+//!   under the null whatever the traffic does over time. Ville's inequality makes
+//!   "fail when the e-value reaches 1/α" an α-level test at every look.
+//! * [`HistogramTest`]: latency from Prometheus histogram buckets as counts of slow requests
+//!   (above a bucket bound) per arm, one count test per bound with α split among the bounds
+//!   (§2.3c); plus [`quantile_bounds`], a time-uniform DKW band for any quantile of one arm
+//!   (§2.3b).
+//!
+//! Small state: instead of the whole history of `(K_t, ρ_t)` the state keeps `Σ K_t ρ_t` and
+//! `Σ K_t ρ_t²`. The likelihood then uses the error-weighted mean share `ρ̄`; because
+//! `ln(1 + ρ(e^δ − 1))` is concave in ρ this is exact when the share is constant and otherwise
+//! off by at most `½ Σ K_t (ρ_t − ρ̄)² · sup|∂²/∂ρ²|`, a bound that is subtracted from every
+//! log e-value so the tests stay conservative.
+
+use serde::{Deserialize, Serialize};
+
+use super::Verdict;
+use super::mann_whitney::fmt_num;
+
+/// Number of mixture components of the half-normal prior on the log rate ratio offset.
+const MIXTURE_NODES: usize = 64;
+/// The prior is truncated at this many prior scales.
+const MIXTURE_SPAN: f64 = 4.0;
+/// Log rate ratios searched by the confidence-sequence bisection: ratios in [1e-4, 1e4].
+const LOG_RATIO_LIMIT: f64 = 9.21;
+
+/// Errors of the sequential judges; each variant names the action that failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SequentialError {
+    /// An interval reports more errors than requests in one arm.
+    #[error("cannot update with {errors} errors out of {requests} requests in the {arm}")]
+    UpdateCounts {
+        /// `canary` or `baseline`.
+        arm: &'static str,
+        /// Errors (or slow requests) in the interval.
+        errors: u64,
+        /// Requests in the interval.
+        requests: u64,
+    },
+    /// A parameter is out of range.
+    #[error("invalid {name} {value}: {requirement}")]
+    ValidateConfig {
+        /// Parameter name.
+        name: &'static str,
+        /// Its value.
+        value: f64,
+        /// What it must satisfy.
+        requirement: &'static str,
+    },
+    /// Histogram bucket vectors of the two arms do not line up.
+    #[error(
+        "cannot read histogram buckets: {detail} (bounds must be increasing, the same for both arms, ending with +Inf)"
+    )]
+    ReadBuckets {
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// Splits a run-level α among `metrics` sequential metrics (Bonferroni), so that the chance
+/// that any of them falsely fails during the run stays below `total_alpha`.
+pub fn split_alpha(total_alpha: f64, metrics: usize) -> f64 {
+    total_alpha / metrics.max(1) as f64
+}
+
+/// Configuration of a count test.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CountTestConfig {
+    /// Level of this test (already split across metrics, see [`split_alpha`]).
+    pub alpha: f64,
+    /// Fail when the rate ratio is confidently above `1 + fail_margin` (≥ 0).
+    pub fail_margin: f64,
+    /// Pass early when the rate ratio is confidently below `1 + pass_margin` (≥ 0). Below
+    /// `fail_margin` it leaves an indifference zone that ends Inconclusive at the deadline;
+    /// above it every ratio is eventually decided.
+    pub pass_margin: f64,
+    /// Scale (sd) of the half-normal mixing distribution of the log rate ratio: the test is
+    /// most sensitive to log-ratio offsets of about this size.
+    pub prior_scale: f64,
+}
+
+impl Default for CountTestConfig {
+    fn default() -> Self {
+        Self {
+            alpha: 0.01,
+            fail_margin: 0.0,
+            pass_margin: 0.25,
+            prior_scale: 0.5,
+        }
+    }
+}
+
+impl CountTestConfig {
+    fn validate(&self) -> Result<(), SequentialError> {
+        let check = |ok: bool, name, value, requirement| {
+            if ok {
+                Ok(())
+            } else {
+                Err(SequentialError::ValidateConfig {
+                    name,
+                    value,
+                    requirement,
+                })
+            }
+        };
+        check(
+            self.alpha > 0.0 && self.alpha < 1.0,
+            "alpha",
+            self.alpha,
+            "must be in (0, 1)",
+        )?;
+        check(
+            self.fail_margin >= 0.0 && self.fail_margin.is_finite(),
+            "failMargin",
+            self.fail_margin,
+            "must be ≥ 0",
+        )?;
+        check(
+            self.pass_margin >= 0.0 && self.pass_margin.is_finite(),
+            "passMargin",
+            self.pass_margin,
+            "must be ≥ 0",
+        )?;
+        check(
+            self.prior_scale > 0.0 && self.prior_scale.is_finite(),
+            "priorScale",
+            self.prior_scale,
+            "must be > 0",
+        )
+    }
+}
+
+/// Incremental state of a count test: a handful of numbers, serialisable into a status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CountState {
+    /// Canary errors so far.
+    pub canary_errors: u64,
+    /// Baseline errors so far.
+    pub baseline_errors: u64,
+    /// Canary requests so far.
+    pub canary_requests: u64,
+    /// Baseline requests so far.
+    pub baseline_requests: u64,
+    /// Σ K_t ρ_t over intervals (K_t = errors of both arms, ρ_t = canary request share).
+    pub share_sum: f64,
+    /// Σ K_t ρ_t².
+    pub share_square_sum: f64,
+    /// Smallest and largest ρ_t among intervals with errors.
+    pub share_range: Option<(f64, f64)>,
+    /// Intervals seen.
+    pub updates: u64,
+    /// First decisive verdict (Fail or Pass); later evidence does not revoke it.
+    pub decided: Option<Verdict>,
+}
+
+/// One interval's increments of a count metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CountIncrement {
+    /// New canary errors.
+    pub canary_errors: u64,
+    /// New canary requests (errors included).
+    pub canary_requests: u64,
+    /// New baseline errors.
+    pub baseline_errors: u64,
+    /// New baseline requests.
+    pub baseline_requests: u64,
+}
+
+/// Verdict of a sequential test after an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SequentialDecision {
+    /// The canary is worse than the fail margin (anytime-valid at level α).
+    Fail,
+    /// The canary is within the pass margin (anytime-valid at level α).
+    Pass,
+    /// Not decided yet: keep measuring.
+    Continue,
+    /// Deadline reached without a decision.
+    Inconclusive,
+}
+
+impl SequentialDecision {
+    /// The three-way verdict, once the run stops (Continue maps to Inconclusive).
+    pub fn verdict(self) -> Verdict {
+        match self {
+            SequentialDecision::Fail => Verdict::Fail,
+            SequentialDecision::Pass => Verdict::Pass,
+            SequentialDecision::Continue | SequentialDecision::Inconclusive => {
+                Verdict::Inconclusive
+            }
+        }
+    }
+}
+
+/// What a count test reports after each update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CountReport {
+    /// The decision.
+    pub decision: SequentialDecision,
+    /// Point estimate of the rate ratio canary / baseline (per request), if any errors.
+    pub ratio_estimate: Option<f64>,
+    /// Anytime-valid confidence sequence for the rate ratio: lower end (level 1 − α).
+    pub ratio_lower: f64,
+    /// Upper end.
+    pub ratio_upper: f64,
+    /// e-value against "ratio ≤ 1 + fail_margin".
+    pub e_fail: f64,
+    /// e-value against "ratio ≥ 1 + pass_margin".
+    pub e_pass: f64,
+    /// Smallest rate ratio the data so far could have detected (at the observed error count
+    /// and shares); `None` when even a 10⁴× regression would not have been.
+    pub detectable_ratio: Option<f64>,
+    /// Human explanation.
+    pub reason: String,
+}
+
+/// The count test: a stateless function object around [`CountState`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CountTest {
+    config: CountTestConfig,
+    /// Offsets and log weights of the discrete half-normal mixture.
+    offsets: [f64; MIXTURE_NODES],
+    log_weights: [f64; MIXTURE_NODES],
+}
+
+impl CountTest {
+    /// Validates the configuration and precomputes the mixture.
+    pub fn new(config: CountTestConfig) -> Result<Self, SequentialError> {
+        config.validate()?;
+        let step = MIXTURE_SPAN * config.prior_scale / MIXTURE_NODES as f64;
+        let mut offsets = [0.0; MIXTURE_NODES];
+        let mut weights = [0.0; MIXTURE_NODES];
+        for (j, (offset, weight)) in offsets.iter_mut().zip(weights.iter_mut()).enumerate() {
+            *offset = (j as f64 + 0.5) * step;
+            let z = *offset / config.prior_scale;
+            *weight = (-0.5 * z * z).exp();
+        }
+        let total: f64 = weights.iter().sum();
+        let log_weights = weights.map(|w| (w / total).ln());
+        Ok(Self {
+            config,
+            offsets,
+            log_weights,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CountTestConfig {
+        &self.config
+    }
+
+    /// Adds one interval's increments to the state.
+    pub fn update(
+        &self,
+        state: &mut CountState,
+        increment: &CountIncrement,
+    ) -> Result<(), SequentialError> {
+        for (arm, errors, requests) in [
+            ("canary", increment.canary_errors, increment.canary_requests),
+            (
+                "baseline",
+                increment.baseline_errors,
+                increment.baseline_requests,
+            ),
+        ] {
+            if errors > requests {
+                return Err(SequentialError::UpdateCounts {
+                    arm,
+                    errors,
+                    requests,
+                });
+            }
+        }
+        state.updates += 1;
+        state.canary_requests += increment.canary_requests;
+        state.baseline_requests += increment.baseline_requests;
+        let requests = increment.canary_requests + increment.baseline_requests;
+        let errors = increment.canary_errors + increment.baseline_errors;
+        if requests == 0 || errors == 0 {
+            return Ok(());
+        }
+        let share = increment.canary_requests as f64 / requests as f64;
+        state.canary_errors += increment.canary_errors;
+        state.baseline_errors += increment.baseline_errors;
+        state.share_sum += errors as f64 * share;
+        state.share_square_sum += errors as f64 * share * share;
+        state.share_range = Some(match state.share_range {
+            Some((low, high)) => (low.min(share), high.max(share)),
+            None => (share, share),
+        });
+        Ok(())
+    }
+
+    /// Decides from the state without building a report (the cheap path for every scrape);
+    /// `at_deadline` turns an undecided test into Inconclusive. A decision, once reached, is
+    /// recorded in the state and kept.
+    pub fn decide(&self, state: &mut CountState, at_deadline: bool) -> SequentialDecision {
+        self.decide_with_evidence(state, at_deadline).0
+    }
+
+    fn decide_with_evidence(
+        &self,
+        state: &mut CountState,
+        at_deadline: bool,
+    ) -> (SequentialDecision, Evidence, f64, f64) {
+        let evidence = Evidence::from_state(state);
+        let threshold = (1.0 / self.config.alpha).ln();
+        let log_e_fail = self.log_e_above(&evidence, self.config.fail_margin.ln_1p());
+        let log_e_pass = self.log_e_below(&evidence, self.config.pass_margin.ln_1p());
+        if state.decided.is_none() {
+            if log_e_fail >= threshold {
+                state.decided = Some(Verdict::Fail);
+            } else if log_e_pass >= threshold {
+                state.decided = Some(Verdict::Pass);
+            }
+        }
+        let decision = match state.decided {
+            Some(Verdict::Fail) => SequentialDecision::Fail,
+            Some(Verdict::Pass) => SequentialDecision::Pass,
+            _ if at_deadline => SequentialDecision::Inconclusive,
+            _ => SequentialDecision::Continue,
+        };
+        (decision, evidence, log_e_fail, log_e_pass)
+    }
+
+    /// Decides like [`Self::decide`] and reports the estimate, the confidence sequence, the
+    /// e-values, the detectable ratio and a reason.
+    pub fn evaluate(&self, state: &mut CountState, at_deadline: bool) -> CountReport {
+        let (decision, evidence, log_e_fail, log_e_pass) =
+            self.decide_with_evidence(state, at_deadline);
+        let (lower, upper) = self.confidence_sequence(&evidence);
+        let ratio_estimate = evidence.ratio_estimate();
+        let detectable_ratio = self.detectable_ratio(&evidence);
+        let level = super::mann_whitney::format_percent(1.0 - self.config.alpha);
+        let estimate = ratio_estimate.map_or("n/a".to_string(), fmt_num);
+        let interval = format!(
+            "error-rate ratio canary/baseline {estimate} ({level} CS [{}, {}])",
+            fmt_num(lower),
+            fmt_num(upper)
+        );
+        let counts = format!(
+            "errors canary {}/{} baseline {}/{}",
+            state.canary_errors,
+            state.canary_requests,
+            state.baseline_errors,
+            state.baseline_requests
+        );
+        let reason = match decision {
+            SequentialDecision::Fail => format!(
+                "{interval} above 1 + fail margin {}; {counts}",
+                fmt_num(self.config.fail_margin)
+            ),
+            SequentialDecision::Pass => format!(
+                "{interval} below 1 + pass margin {}; {counts}",
+                fmt_num(self.config.pass_margin)
+            ),
+            SequentialDecision::Continue => format!("{interval} undecided; {counts}"),
+            SequentialDecision::Inconclusive => format!(
+                "{interval} undecided at deadline; smallest detectable ratio {}; {counts}",
+                detectable_ratio.map_or("none (too few errors)".to_string(), fmt_num)
+            ),
+        };
+        CountReport {
+            decision,
+            ratio_estimate,
+            ratio_lower: lower,
+            ratio_upper: upper,
+            e_fail: log_e_fail.exp(),
+            e_pass: log_e_pass.exp(),
+            detectable_ratio,
+            reason,
+        }
+    }
+
+    /// log e-value against "δ ≤ null" (alternatives above it).
+    fn log_e_above(&self, evidence: &Evidence, null: f64) -> f64 {
+        self.log_mixture(evidence, null, 1.0)
+    }
+
+    /// log e-value against "δ ≥ null" (alternatives below it).
+    fn log_e_below(&self, evidence: &Evidence, null: f64) -> f64 {
+        self.log_mixture(evidence, null, -1.0)
+    }
+
+    fn log_mixture(&self, evidence: &Evidence, null: f64, side: f64) -> f64 {
+        let at_null = evidence.log_likelihood(null);
+        let mut terms = [0.0; MIXTURE_NODES];
+        let mut max = f64::NEG_INFINITY;
+        for (term, (&u, &lw)) in terms
+            .iter_mut()
+            .zip(self.offsets.iter().zip(&self.log_weights))
+        {
+            *term = lw + evidence.log_likelihood(null + side * u) - at_null;
+            max = max.max(*term);
+        }
+        let sum: f64 = terms.iter().map(|t| (t - max).exp()).sum();
+        max + sum.ln() - evidence.share_slack(null)
+    }
+
+    /// Anytime-valid CS for the rate ratio from the two one-sided families of tests, each at α.
+    fn confidence_sequence(&self, evidence: &Evidence) -> (f64, f64) {
+        let threshold = (1.0 / self.config.alpha).ln();
+        // e_above(null) is non-increasing in null: the lower end is where it drops below 1/α.
+        let lower = bisect(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT, |null| {
+            self.log_e_above(evidence, null) >= threshold
+        });
+        let upper = bisect(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT, |null| {
+            self.log_e_below(evidence, null) < threshold
+        });
+        // At the search limits the data exclude nothing on that side.
+        let lower = if lower <= -LOG_RATIO_LIMIT {
+            0.0
+        } else {
+            lower.exp()
+        };
+        let upper = if upper >= LOG_RATIO_LIMIT {
+            f64::INFINITY
+        } else {
+            upper.exp()
+        };
+        (lower, upper)
+    }
+
+    /// Smallest ratio whose expected canary error count (given the observed error total and
+    /// shares) would have made the fail test reject.
+    fn detectable_ratio(&self, evidence: &Evidence) -> Option<f64> {
+        let threshold = (1.0 / self.config.alpha).ln();
+        let fail_null = self.config.fail_margin.ln_1p();
+        let rejects = |delta: f64| {
+            let expected = Evidence {
+                canary_errors: evidence.total_errors * evidence.theta(delta),
+                ..*evidence
+            };
+            self.log_e_above(&expected, fail_null) >= threshold
+        };
+        if evidence.total_errors == 0.0 || !rejects(LOG_RATIO_LIMIT) {
+            return None;
+        }
+        Some(bisect(fail_null, LOG_RATIO_LIMIT, |d| !rejects(d)).exp())
+    }
+}
+
+/// Sufficient statistics of the likelihood in δ.
+#[derive(Debug, Clone, Copy)]
+struct Evidence {
+    canary_errors: f64,
+    total_errors: f64,
+    mean_share: f64,
+    /// Σ K_t (ρ_t − ρ̄)².
+    share_spread: f64,
+    /// Range of the per-interval shares.
+    share_range: (f64, f64),
+}
+
+impl Evidence {
+    fn from_state(state: &CountState) -> Self {
+        let total = (state.canary_errors + state.baseline_errors) as f64;
+        let mean_share = if total > 0.0 {
+            (state.share_sum / total).clamp(0.0, 1.0)
+        } else {
+            0.5
+        };
+        let spread = if total > 0.0 {
+            (state.share_square_sum - state.share_sum * state.share_sum / total).max(0.0)
+        } else {
+            0.0
+        };
+        Self {
+            canary_errors: state.canary_errors as f64,
+            total_errors: total,
+            mean_share,
+            share_spread: spread,
+            share_range: state.share_range.unwrap_or((mean_share, mean_share)),
+        }
+    }
+
+    /// Probability that an error is the canary's under log rate ratio δ.
+    fn theta(&self, delta: f64) -> f64 {
+        let r = self.mean_share;
+        r * delta.exp() / (1.0 - r + r * delta.exp())
+    }
+
+    /// log L(δ) up to a constant: N_B·δ − K·ln(1 + ρ̄(e^δ − 1)).
+    fn log_likelihood(&self, delta: f64) -> f64 {
+        let normaliser = (self.mean_share * delta.exp_m1()).ln_1p();
+        if self.total_errors == 0.0 {
+            return 0.0;
+        }
+        self.canary_errors * delta - self.total_errors * normaliser
+    }
+
+    /// Upper bound on how much using ρ̄ instead of the per-interval shares can inflate a log
+    /// likelihood ratio against the null δ: ½ Σ K_t (ρ_t − ρ̄)² · sup_ρ |∂²/∂ρ² ln(1 + ρ a)|
+    /// with a = e^δ − 1 and ρ over the observed share range; |∂²/∂ρ²| = a²/(1 + ρa)² is
+    /// largest at the smallest share for a ≥ 0 and at the largest for a < 0.
+    fn share_slack(&self, null: f64) -> f64 {
+        if self.share_spread == 0.0 {
+            return 0.0;
+        }
+        let a = null.exp_m1();
+        let (low, high) = self.share_range;
+        let worst = if a >= 0.0 { low } else { high };
+        let curvature = (a / (1.0 + worst * a)).powi(2);
+        0.5 * self.share_spread * curvature
+    }
+
+    fn ratio_estimate(&self) -> Option<f64> {
+        let baseline_errors = self.total_errors - self.canary_errors;
+        if self.total_errors == 0.0 || self.mean_share <= 0.0 || self.mean_share >= 1.0 {
+            return None;
+        }
+        Some(
+            (self.canary_errors * (1.0 - self.mean_share))
+                / (baseline_errors * self.mean_share).max(f64::MIN_POSITIVE),
+        )
+    }
+}
+
+/// Boundary of a predicate that is true below and false above it, on [lo, hi]: returns the
+/// largest point known true (or lo when it is false everywhere, hi when true everywhere).
+fn bisect(mut lo: f64, mut hi: f64, true_below: impl Fn(f64) -> bool) -> f64 {
+    if !true_below(lo) {
+        return lo;
+    }
+    if true_below(hi) {
+        return hi;
+    }
+    for _ in 0..50 {
+        let mid = 0.5 * (lo + hi);
+        if true_below(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+        if hi - lo < 1e-6 {
+            break;
+        }
+    }
+    lo
+}
+
+// ---------------------------------------------------------------------------------------------
+// Latency from histogram buckets
+// ---------------------------------------------------------------------------------------------
+
+/// Configuration of the histogram (latency) test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HistogramTestConfig {
+    /// α and margins shared by the per-bound count tests; α is split among the bounds.
+    /// Margins apply to the ratio of slow-request fractions (canary / baseline).
+    pub counts: CountTestConfig,
+    /// Latency bounds (bucket `le` values) at which slow requests are counted. When empty,
+    /// bounds are chosen from the first interval's baseline at [`Self::quantiles`].
+    pub bounds: Vec<f64>,
+    /// Baseline quantile levels used to choose bounds when `bounds` is empty.
+    pub quantiles: Vec<f64>,
+    /// Baseline requests needed before bounds are chosen from data.
+    pub min_requests_to_choose: u64,
+}
+
+impl Default for HistogramTestConfig {
+    fn default() -> Self {
+        Self {
+            counts: CountTestConfig::default(),
+            bounds: Vec::new(),
+            quantiles: vec![0.5, 0.9, 0.99],
+            min_requests_to_choose: 1000,
+        }
+    }
+}
+
+/// One interval of histogram increments: per-bucket counts (not cumulative over buckets),
+/// aligned with the bucket upper bounds `le` (the last being +Inf).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistogramIncrement {
+    /// Bucket upper bounds, increasing, last = +Inf.
+    pub bounds: Vec<f64>,
+    /// Cumulative `le` counts of the canary in this interval (Prometheus `_bucket` deltas).
+    pub canary: Vec<u64>,
+    /// Cumulative `le` counts of the baseline in this interval.
+    pub baseline: Vec<u64>,
+}
+
+/// State of the histogram test: the chosen bounds and one count state per bound.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistogramState {
+    /// Latency bounds under test (empty until chosen).
+    pub bounds: Vec<f64>,
+    /// Slow-request count state per bound.
+    pub per_bound: Vec<CountState>,
+    /// Baseline cumulative bucket counts accumulated while waiting to choose bounds (not used
+    /// as evidence; emptied once the bounds are chosen).
+    pub warmup_baseline: Vec<u64>,
+    /// First decisive verdict.
+    pub decided: Option<Verdict>,
+}
+
+/// Report of the histogram test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistogramReport {
+    /// The decision.
+    pub decision: SequentialDecision,
+    /// Per-bound reports, aligned with the state's bounds.
+    pub per_bound: Vec<(f64, CountReport)>,
+    /// Human explanation.
+    pub reason: String,
+}
+
+/// Time-uniform test that the canary is slower: slow-request counts at a few bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramTest {
+    config: HistogramTestConfig,
+}
+
+impl HistogramTest {
+    /// Validates the configuration.
+    pub fn new(config: HistogramTestConfig) -> Result<Self, SequentialError> {
+        config.counts.validate()?;
+        if config.bounds.is_empty() && config.quantiles.is_empty() {
+            return Err(SequentialError::ValidateConfig {
+                name: "quantiles",
+                value: 0.0,
+                requirement: "give bounds or at least one quantile",
+            });
+        }
+        Ok(Self { config })
+    }
+
+    fn per_bound_test(&self, bounds: usize) -> Result<CountTest, SequentialError> {
+        CountTest::new(CountTestConfig {
+            alpha: split_alpha(self.config.counts.alpha, bounds),
+            ..self.config.counts
+        })
+    }
+
+    /// Adds one interval of bucket counts.
+    pub fn update(
+        &self,
+        state: &mut HistogramState,
+        increment: &HistogramIncrement,
+    ) -> Result<(), SequentialError> {
+        validate_buckets(increment)?;
+        if state.bounds.is_empty() {
+            if !self.config.bounds.is_empty() {
+                state.bounds = self.config.bounds.clone();
+            } else {
+                // Choose bounds from baseline data of this interval only, and do not use it as
+                // evidence: the choice must not peek at the evidence it is tested on.
+                if state.warmup_baseline.len() != increment.baseline.len() {
+                    state.warmup_baseline = vec![0; increment.baseline.len()];
+                }
+                for (total, count) in state.warmup_baseline.iter_mut().zip(&increment.baseline) {
+                    *total += count;
+                }
+                let seen = state.warmup_baseline.last().copied().unwrap_or(0);
+                if seen >= self.config.min_requests_to_choose {
+                    state.bounds = choose_bounds(
+                        &increment.bounds,
+                        &state.warmup_baseline,
+                        &self.config.quantiles,
+                    );
+                    state.warmup_baseline = Vec::new();
+                }
+                state.per_bound = vec![CountState::default(); state.bounds.len()];
+                return Ok(());
+            }
+            state.per_bound = vec![CountState::default(); state.bounds.len()];
+        }
+        let test = self.per_bound_test(state.bounds.len())?;
+        let canary_total = increment.canary.last().copied().unwrap_or(0);
+        let baseline_total = increment.baseline.last().copied().unwrap_or(0);
+        for (bound, count_state) in state.bounds.iter().zip(state.per_bound.iter_mut()) {
+            let at_or_below = |cumulative: &[u64]| -> u64 {
+                // Counts at the largest bucket bound ≤ the tested bound.
+                increment
+                    .bounds
+                    .iter()
+                    .zip(cumulative)
+                    .take_while(|(le, _)| **le <= *bound)
+                    .last()
+                    .map_or(0, |(_, &c)| c)
+            };
+            let slow = CountIncrement {
+                canary_errors: canary_total.saturating_sub(at_or_below(&increment.canary)),
+                canary_requests: canary_total,
+                baseline_errors: baseline_total.saturating_sub(at_or_below(&increment.baseline)),
+                baseline_requests: baseline_total,
+            };
+            test.update(count_state, &slow)?;
+        }
+        Ok(())
+    }
+
+    /// The cheap per-scrape decision (no reports): Fail as soon as any bound fails, Pass once
+    /// every bound passes.
+    pub fn decide(
+        &self,
+        state: &mut HistogramState,
+        at_deadline: bool,
+    ) -> Result<SequentialDecision, SequentialError> {
+        if !state.bounds.is_empty() {
+            let test = self.per_bound_test(state.bounds.len())?;
+            let decisions: Vec<SequentialDecision> = state
+                .per_bound
+                .iter_mut()
+                .map(|s| test.decide(s, at_deadline))
+                .collect();
+            if state.decided.is_none() {
+                if decisions.contains(&SequentialDecision::Fail) {
+                    state.decided = Some(Verdict::Fail);
+                } else if decisions.iter().all(|d| *d == SequentialDecision::Pass) {
+                    state.decided = Some(Verdict::Pass);
+                }
+            }
+        }
+        Ok(match state.decided {
+            Some(Verdict::Fail) => SequentialDecision::Fail,
+            Some(Verdict::Pass) => SequentialDecision::Pass,
+            _ if at_deadline => SequentialDecision::Inconclusive,
+            _ => SequentialDecision::Continue,
+        })
+    }
+
+    /// Decides like [`Self::decide`] and reports every bound with its reason.
+    pub fn evaluate(
+        &self,
+        state: &mut HistogramState,
+        at_deadline: bool,
+    ) -> Result<HistogramReport, SequentialError> {
+        if state.bounds.is_empty() {
+            let decision = if at_deadline {
+                SequentialDecision::Inconclusive
+            } else {
+                SequentialDecision::Continue
+            };
+            return Ok(HistogramReport {
+                decision,
+                per_bound: Vec::new(),
+                reason: format!(
+                    "waiting for {} baseline requests to choose latency bounds ({} so far)",
+                    self.config.min_requests_to_choose,
+                    state.warmup_baseline.last().copied().unwrap_or(0)
+                ),
+            });
+        }
+        let test = self.per_bound_test(state.bounds.len())?;
+        let per_bound: Vec<(f64, CountReport)> = state
+            .bounds
+            .iter()
+            .zip(state.per_bound.iter_mut())
+            .map(|(&bound, s)| (bound, test.evaluate(s, at_deadline)))
+            .collect();
+        let failing: Vec<&(f64, CountReport)> = per_bound
+            .iter()
+            .filter(|(_, r)| r.decision == SequentialDecision::Fail)
+            .collect();
+        let all_pass = per_bound
+            .iter()
+            .all(|(_, r)| r.decision == SequentialDecision::Pass);
+        if state.decided.is_none() {
+            if !failing.is_empty() {
+                state.decided = Some(Verdict::Fail);
+            } else if all_pass {
+                state.decided = Some(Verdict::Pass);
+            }
+        }
+        let decision = match state.decided {
+            Some(Verdict::Fail) => SequentialDecision::Fail,
+            Some(Verdict::Pass) => SequentialDecision::Pass,
+            _ if at_deadline => SequentialDecision::Inconclusive,
+            _ => SequentialDecision::Continue,
+        };
+        let describe = |(bound, r): &(f64, CountReport)| {
+            format!(
+                "slower than {}: {}",
+                fmt_num(*bound),
+                r.reason.replace("error-rate ratio", "slow-fraction ratio")
+            )
+        };
+        let reason = match decision {
+            SequentialDecision::Fail if !failing.is_empty() => failing
+                .iter()
+                .map(|r| describe(r))
+                .collect::<Vec<_>>()
+                .join("; "),
+            _ => per_bound
+                .iter()
+                .map(describe)
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        Ok(HistogramReport {
+            decision,
+            per_bound,
+            reason,
+        })
+    }
+}
+
+fn validate_buckets(increment: &HistogramIncrement) -> Result<(), SequentialError> {
+    let bounds = &increment.bounds;
+    let fail = |detail: String| Err(SequentialError::ReadBuckets { detail });
+    if bounds.is_empty() || bounds.last().is_none_or(|b| *b != f64::INFINITY) {
+        return fail("the last bound is not +Inf".into());
+    }
+    if bounds
+        .windows(2)
+        .any(|w| w[0].partial_cmp(&w[1]) != Some(std::cmp::Ordering::Less))
+    {
+        return fail("bounds are not strictly increasing".into());
+    }
+    for (arm, counts) in [
+        ("canary", &increment.canary),
+        ("baseline", &increment.baseline),
+    ] {
+        if counts.len() != bounds.len() {
+            return fail(format!(
+                "{arm} has {} buckets for {} bounds",
+                counts.len(),
+                bounds.len()
+            ));
+        }
+        if counts.windows(2).any(|w| w[0] > w[1]) {
+            return fail(format!("{arm} bucket counts are not cumulative"));
+        }
+    }
+    Ok(())
+}
+
+/// The smallest finite bucket bounds at which the baseline's cumulative fraction reaches each
+/// quantile level (deduplicated, increasing).
+fn choose_bounds(bounds: &[f64], baseline: &[u64], quantiles: &[f64]) -> Vec<f64> {
+    let total = baseline.last().copied().unwrap_or(0) as f64;
+    let mut chosen: Vec<f64> = quantiles
+        .iter()
+        .filter_map(|&q| {
+            bounds
+                .iter()
+                .zip(baseline)
+                .find(|(le, c)| le.is_finite() && **c as f64 >= q * total)
+                .map(|(le, _)| *le)
+        })
+        .collect();
+    chosen.sort_by(f64::total_cmp);
+    chosen.dedup();
+    chosen
+}
+
+/// Time-uniform bound on the `p`-quantile of one arm from its cumulative bucket counts since
+/// the start of the analysis: with probability ≥ 1 − α, simultaneously at every time, the true
+/// quantile lies in `[lower, upper]` (bucket bounds; −∞/+∞ when the band leaves the data).
+/// Uses the Howard–Ramdas empirical-process boundary ε_t = 0.85·√((ln ln(e·t) + 0.8·ln(1612/α))/t)
+/// (statistics.md §2.3b).
+pub fn quantile_bounds(bounds: &[f64], cumulative: &[u64], p: f64, alpha: f64) -> (f64, f64) {
+    let total = cumulative.last().copied().unwrap_or(0);
+    if total == 0 || bounds.len() != cumulative.len() || !(0.0..=1.0).contains(&p) {
+        return (f64::NEG_INFINITY, f64::INFINITY);
+    }
+    let t = total as f64;
+    let epsilon =
+        0.85 * (((std::f64::consts::E * t).ln().ln() + 0.8 * (1612.0 / alpha).ln()) / t).sqrt();
+    let quantile = |level: f64| -> f64 {
+        if level > 1.0 {
+            return f64::INFINITY;
+        }
+        if level <= 0.0 {
+            return f64::NEG_INFINITY;
+        }
+        bounds
+            .iter()
+            .zip(cumulative)
+            .find(|(_, c)| **c as f64 >= level * t)
+            .map_or(f64::INFINITY, |(le, _)| *le)
+    };
+    // The lower end: the largest bound whose fraction below stays under p − ε (the quantile
+    // is above it); the upper end: the first bound reaching p + ε.
+    let lower = bounds
+        .iter()
+        .zip(cumulative)
+        .rev()
+        .find(|(_, c)| (**c as f64) < (p - epsilon) * t)
+        .map_or(f64::NEG_INFINITY, |(le, _)| *le);
+    (lower, quantile(p + epsilon))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn state_with(canary_errors: u64, baseline_errors: u64) -> CountState {
+        let test = CountTest::new(CountTestConfig::default()).expect("valid");
+        let mut state = CountState::default();
+        let increment = CountIncrement {
+            canary_errors,
+            canary_requests: 100_000,
+            baseline_errors,
+            baseline_requests: 100_000,
+        };
+        test.update(&mut state, &increment).expect("valid counts");
+        state
+    }
+
+    fn assert_close(actual: f64, expected: f64, rel: f64) {
+        assert!(
+            (actual - expected).abs() <= rel * expected.abs(),
+            "actual {actual} expected {expected}"
+        );
+    }
+
+    #[test]
+    fn e_values_match_an_independent_implementation() {
+        // Python (numpy/scipy), /tmp/ref/seq.py of this session:
+        //   u = (arange(64) + .5) * 4 * .5 / 64; lw = log of normalised exp(-.5 (u/.5)^2)
+        //   ll(d) = NB d - K log1p(rho expm1(d)); e = exp(logsumexp(lw + ll(null ± u) - ll(null)))
+        // with rho = 0.5, fail null 0 (alternatives above), pass null ln 1.25 (below).
+        let config = CountTestConfig {
+            alpha: 0.05,
+            ..CountTestConfig::default()
+        };
+        let test = CountTest::new(config).expect("valid");
+        for (na, nb, e_fail, e_pass) in [
+            (40, 70, 26.743964302677163, 0.14101808656733256),
+            (40, 40, 0.40915898197501327, 1.0127234681246395),
+            (5, 15, 5.281682902609641, 0.3009409687200066),
+            (1000, 1150, 31.16297102535204, 1.0596506634296037),
+        ] {
+            let mut state = state_with(nb, na);
+            let report = test.evaluate(&mut state, false);
+            assert_close(report.e_fail, e_fail, 1e-9);
+            assert_close(report.e_pass, e_pass, 1e-9);
+        }
+        // 95% CS by root finding in the same script: [1.0061043976420223, 1.3150268066809492].
+        let report = test.evaluate(&mut state_with(1150, 1000), false);
+        assert_close(report.ratio_lower, 1.0061043976420223, 1e-5);
+        assert_close(report.ratio_upper, 1.3150268066809492, 1e-5);
+        assert_eq!(report.decision, SequentialDecision::Fail);
+        assert!(
+            report.reason.contains("above 1 + fail margin 0"),
+            "{}",
+            report.reason
+        );
+    }
+
+    #[test]
+    fn no_errors_means_no_evidence_and_an_honest_deadline() {
+        let test = CountTest::new(CountTestConfig::default()).expect("valid");
+        let mut state = CountState::default();
+        let report = test.evaluate(&mut state, false);
+        assert_eq!(report.decision, SequentialDecision::Continue);
+        assert_eq!(
+            (report.ratio_lower, report.ratio_upper),
+            (0.0, f64::INFINITY)
+        );
+        let report = test.evaluate(&mut state, true);
+        assert_eq!(report.decision, SequentialDecision::Inconclusive);
+        assert_eq!(report.detectable_ratio, None);
+        assert!(
+            report.reason.contains("too few errors"),
+            "{}",
+            report.reason
+        );
+        // With 40 baseline errors, a ratio of a few would have been detectable.
+        let report = test.evaluate(&mut state_with(40, 40), true);
+        let detectable = report.detectable_ratio.expect("enough errors");
+        assert!(detectable > 1.5 && detectable < 4.0, "{detectable}");
+    }
+
+    #[test]
+    fn rejects_inconsistent_counts_and_config() {
+        let test = CountTest::new(CountTestConfig::default()).expect("valid");
+        let bad = CountIncrement {
+            canary_errors: 5,
+            canary_requests: 4,
+            ..CountIncrement::default()
+        };
+        assert!(matches!(
+            test.update(&mut CountState::default(), &bad),
+            Err(SequentialError::UpdateCounts { arm: "canary", .. })
+        ));
+        for config in [
+            CountTestConfig {
+                pass_margin: -0.1,
+                ..CountTestConfig::default()
+            },
+            CountTestConfig {
+                alpha: 1.0,
+                ..CountTestConfig::default()
+            },
+        ] {
+            assert!(CountTest::new(config).is_err(), "{config:?}");
+        }
+    }
+
+    /// Knuth's Poisson sampler; the means here are small.
+    fn poisson(rng: &mut StdRng, mean: f64) -> u64 {
+        let limit = (-mean).exp();
+        let mut product: f64 = rng.random();
+        let mut count = 0;
+        while product > limit {
+            product *= rng.random::<f64>();
+            count += 1;
+        }
+        count
+    }
+
+    /// Fraction of runs that fail within `minutes` with errors Poisson(requests·p) per arm.
+    fn failure_rate(seed: u64, runs: usize, ratio: f64, shares_vary: bool) -> f64 {
+        let config = CountTestConfig {
+            alpha: 0.05,
+            ..CountTestConfig::default()
+        };
+        let test = CountTest::new(config).expect("valid");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut failures = 0;
+        for _ in 0..runs {
+            let mut state = CountState::default();
+            for minute in 0..60u64 {
+                // Canary weight steps 10% → 25% → 50% when shares vary.
+                let canary_requests = if shares_vary {
+                    [40, 100, 200][minute as usize / 20]
+                } else {
+                    200
+                };
+                let baseline_requests = if shares_vary {
+                    400 - canary_requests
+                } else {
+                    200
+                };
+                let p = 0.01;
+                let increment = CountIncrement {
+                    canary_errors: poisson(&mut rng, canary_requests as f64 * p * ratio)
+                        .min(canary_requests),
+                    canary_requests,
+                    baseline_errors: poisson(&mut rng, baseline_requests as f64 * p)
+                        .min(baseline_requests),
+                    baseline_requests,
+                };
+                test.update(&mut state, &increment).expect("consistent");
+                if test.decide(&mut state, minute == 59) != SequentialDecision::Continue {
+                    break;
+                }
+            }
+            failures += usize::from(state.decided == Some(Verdict::Fail));
+        }
+        failures as f64 / runs as f64
+    }
+
+    #[test]
+    fn a_a_false_fail_rate_stays_below_alpha_with_a_look_every_minute() {
+        let equal = failure_rate(7, 250, 1.0, false);
+        let varying = failure_rate(8, 250, 1.0, true);
+        eprintln!("A/A false-fail rates: equal shares {equal}, varying shares {varying}");
+        assert!(equal <= 0.05, "A/A false-fail rate {equal}");
+        assert!(
+            varying <= 0.05,
+            "A/A false-fail rate with varying shares {varying}"
+        );
+    }
+
+    #[test]
+    fn a_clear_regression_is_caught() {
+        let power = failure_rate(9, 100, 3.0, false);
+        assert!(power >= 0.95, "power {power}");
+        let power_varying = failure_rate(10, 100, 3.0, true);
+        assert!(power_varying >= 0.9, "power {power_varying}");
+    }
+
+    #[test]
+    fn state_survives_a_round_trip_through_json() {
+        let mut state = state_with(12, 3);
+        let test = CountTest::new(CountTestConfig::default()).expect("valid");
+        test.decide(&mut state, false);
+        let json = serde_json::to_string(&state).expect("serialise");
+        let back: CountState = serde_json::from_str(&json).expect("deserialise");
+        assert_eq!(back, state);
+        assert!(json.len() < 300, "{json}");
+    }
+
+    fn histogram_increment(
+        rng: &mut StdRng,
+        bounds: &[f64],
+        requests: u64,
+        slowdown: f64,
+        baseline_requests: u64,
+    ) -> HistogramIncrement {
+        let sample = |rng: &mut StdRng, count: u64, factor: f64| -> Vec<u64> {
+            let mut cumulative = vec![0u64; bounds.len()];
+            for _ in 0..count {
+                // Exponential latency with mean 0.1 s.
+                let latency = -0.1 * factor * rng.random::<f64>().max(1e-300).ln();
+                for (c, le) in cumulative.iter_mut().zip(bounds) {
+                    if latency <= *le {
+                        *c += 1;
+                    }
+                }
+            }
+            cumulative
+        };
+        HistogramIncrement {
+            bounds: bounds.to_vec(),
+            canary: sample(rng, requests, slowdown),
+            baseline: sample(rng, baseline_requests, 1.0),
+        }
+    }
+
+    fn run_histogram(seed: u64, slowdown: f64) -> (SequentialDecision, HistogramState) {
+        let bounds = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, f64::INFINITY];
+        let test = HistogramTest::new(HistogramTestConfig::default()).expect("valid");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut state = HistogramState::default();
+        for minute in 0..30 {
+            let increment = histogram_increment(&mut rng, &bounds, 200, slowdown, 200);
+            test.update(&mut state, &increment).expect("valid buckets");
+            let report = test.evaluate(&mut state, minute == 29).expect("valid");
+            if report.decision != SequentialDecision::Continue {
+                return (report.decision, state);
+            }
+        }
+        (SequentialDecision::Continue, state)
+    }
+
+    #[test]
+    fn histogram_test_catches_a_slow_canary_and_chooses_bounds_from_the_baseline() {
+        let (decision, state) = run_histogram(3, 1.3);
+        assert_eq!(decision, SequentialDecision::Fail);
+        // Exponential(0.1 s): median 0.069, p90 0.23, p99 0.46, chosen from 1000 baseline
+        // requests: the median's bucket is 0.1 for sure, the tail ones are noisier.
+        assert_eq!(state.bounds.len(), 3, "{:?}", state.bounds);
+        assert_eq!(state.bounds[0], 0.1);
+        assert!(state.bounds[2] >= 0.5 && state.warmup_baseline.is_empty());
+        let (decision, _) = run_histogram(4, 1.0);
+        assert_ne!(decision, SequentialDecision::Fail);
+    }
+
+    #[test]
+    fn histogram_input_is_validated() {
+        let test = HistogramTest::new(HistogramTestConfig::default()).expect("valid");
+        let not_cumulative = HistogramIncrement {
+            bounds: vec![0.1, f64::INFINITY],
+            canary: vec![5, 3],
+            baseline: vec![1, 2],
+        };
+        assert!(matches!(
+            test.update(&mut HistogramState::default(), &not_cumulative),
+            Err(SequentialError::ReadBuckets { .. })
+        ));
+        let no_inf = HistogramIncrement {
+            bounds: vec![0.1, 0.2],
+            canary: vec![1, 2],
+            baseline: vec![1, 2],
+        };
+        assert!(
+            test.update(&mut HistogramState::default(), &no_inf)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn quantile_bounds_cover_the_truth() {
+        let bounds = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, f64::INFINITY];
+        let mut rng = StdRng::seed_from_u64(5);
+        let increment = histogram_increment(&mut rng, &bounds, 5000, 1.0, 0);
+        // True median of Exponential(mean 0.1) is 0.0693: between 0.05 and 0.1.
+        let (lower, upper) = quantile_bounds(&bounds, &increment.canary, 0.5, 0.05);
+        assert!(lower <= 0.05 && upper >= 0.1, "[{lower}, {upper}]");
+        assert!(lower > f64::NEG_INFINITY && upper < f64::INFINITY);
+        assert_eq!(
+            quantile_bounds(&bounds, &[0; 7], 0.5, 0.05),
+            (f64::NEG_INFINITY, f64::INFINITY)
+        );
+    }
+}
