@@ -1,9 +1,10 @@
 //! The measurement parse path without network: one Prometheus `/api/v1/query` vector response
-//! body into a typed `Measurement`, then the single value a gate judges.
+//! body into a typed `Measurement`, the single value a gate judges, and the threshold verdict.
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use vigil::analysis::judge::threshold::{ThresholdInput, ThresholdJudge};
 use vigil::analysis::provider::prometheus::parse_response;
 
 /// A vector response with `n` series labelled like a per-pod error ratio.
@@ -42,5 +43,26 @@ fn parse(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parse);
+/// The whole path of one threshold measurement after the network: parse the body, take the
+/// single value, judge it with compiled CEL conditions.
+fn parse_and_judge(c: &mut Criterion) {
+    let judge = ThresholdJudge::new(Some("result < 0.01"), Some("result >= 0.05"))
+        .unwrap_or_else(|e| panic!("bench conditions compile: {e}"));
+    let one = vector_body(1);
+    c.bench_function("parse_and_judge/threshold", |b| {
+        b.iter(|| {
+            let value = parse_response(black_box(one.as_bytes()))
+                .and_then(|m| m.single_value())
+                .ok()
+                .and_then(|v| v.finite())
+                .unwrap_or(f64::NAN);
+            judge.judge(&ThresholdInput::Number(value))
+        })
+    });
+    c.bench_function("judge/threshold", |b| {
+        b.iter(|| judge.judge(black_box(&ThresholdInput::Number(0.02))))
+    });
+}
+
+criterion_group!(benches, parse, parse_and_judge);
 criterion_main!(benches);

@@ -11,4 +11,7 @@ pub mod metrics;
 pub mod platform;
 pub mod rollout;
 pub mod telemetry;
+/// Test infrastructure (an in-process Kubernetes API server for integration tests and
+/// benches); not used by the controller itself.
+pub mod testing;
 pub mod traffic;

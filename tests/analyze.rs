@@ -241,6 +241,12 @@ fn a_rollout_that_does_not_exist_has_no_data_and_is_inconclusive() {
 fn missing_argument_and_unreachable_prometheus_have_their_exit_codes() {
     let (code, _, stderr) = analyze("error-rate.yaml", &[]);
     assert_eq!(code, 4, "{stderr}");
+    // A command line that does not parse is bad usage too, not a verdict.
+    let output = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["analyze", "--start", "yesterday"])
+        .output()
+        .expect("run vigil");
+    assert_eq!(output.status.code(), Some(4));
     assert!(stderr.contains("rollout"), "{stderr}");
 
     let output = Command::new(env!("CARGO_BIN_EXE_vigil"))

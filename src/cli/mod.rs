@@ -71,13 +71,22 @@ pub fn bin_name(argv0: Option<&std::ffi::OsStr>) -> &'static str {
 
 impl Cli {
     /// Parses the process arguments, naming the binary as it was invoked (see [`bin_name`]).
-    pub fn parse_env() -> Cli {
+    pub fn try_parse_env() -> Result<Cli, clap::Error> {
         use clap::{CommandFactory, FromArgMatches};
         let argv0 = std::env::args_os().next();
         let matches = Cli::command()
             .bin_name(bin_name(argv0.as_deref()))
-            .get_matches();
-        Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+            .try_get_matches()?;
+        Cli::from_arg_matches(&matches)
+    }
+}
+
+/// The exit code of a command line that does not parse: each command documents its own
+/// (`vigil analyze` reserves 0–3 for verdicts, so its usage errors are 4).
+pub fn usage_exit_code(command: Option<&str>) -> i32 {
+    match command {
+        Some("analyze") => analyze::EXIT_USAGE,
+        _ => 2,
     }
 }
 
