@@ -337,6 +337,11 @@ async fn reconcile_inner(rollout: Arc<Rollout>, ctx: &Context) -> Result<Action,
         key: "metadata.namespace",
     })?;
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &namespace);
+    if rollout.meta().deletion_timestamp.is_none()
+        && !rollout.finalizers().iter().any(|f| f == FINALIZER)
+    {
+        return add_finalizer(&api, &rollout).await;
+    }
     finalizer(&api, FINALIZER, rollout, |event| async {
         match event {
             Finalizer::Apply(rollout) => apply(&rollout, ctx).await,
@@ -345,6 +350,42 @@ async fn reconcile_inner(rollout: Arc<Rollout>, ctx: &Context) -> Result<Action,
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Adds `vigil.dev/traffic` with a JSON patch guarded by the observed resourceVersion (kube's
+/// finalizer helper tests `/metadata/finalizers` against null instead, which some API servers
+/// reject when the field is absent). The watch event of the change triggers the next
+/// reconcile.
+async fn add_finalizer(api: &Api<Rollout>, rollout: &Rollout) -> Result<Action, Error> {
+    let name = rollout.name_any();
+    use json_patch::jsonptr::PointerBuf;
+    use json_patch::{AddOperation, PatchOperation, TestOperation};
+    let guard = PatchOperation::Test(TestOperation {
+        path: PointerBuf::from_tokens(["metadata", "resourceVersion"]),
+        value: json!(rollout.resource_version()),
+    });
+    let add = if rollout.meta().finalizers.is_none() {
+        AddOperation {
+            path: PointerBuf::from_tokens(["metadata", "finalizers"]),
+            value: json!([FINALIZER]),
+        }
+    } else {
+        AddOperation {
+            path: PointerBuf::from_tokens(["metadata", "finalizers", "-"]),
+            value: json!(FINALIZER),
+        }
+    };
+    let patch = json_patch::Patch(vec![guard, PatchOperation::Add(add)]);
+    match api.patch(&name, &params(), &Patch::Json::<()>(patch)).await {
+        Ok(_) => Ok(Action::await_change()),
+        // Changed meanwhile (a 409, or the test op failing with 422): look again.
+        Err(kube::Error::Api(status)) if status.is_conflict() || status.is_invalid() => {
+            Ok(Action::requeue(RETRY_CONFLICT))
+        }
+        Err(source) => Err(Error::Finalizer(Box::new(finalizer::Error::AddFinalizer(
+            source,
+        )))),
+    }
 }
 
 async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Error> {
