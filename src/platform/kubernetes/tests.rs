@@ -758,3 +758,23 @@ async fn a_completed_run_makes_no_call() {
     drop(ctx);
     assert!(verifier.finish().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_new_rollout_first_gets_the_finalizer_guarded_by_its_resource_version() {
+    let mut r = rollout(false, None);
+    r.metadata.finalizers = None;
+    let (result, calls, _) = reconcile_rollout(r, Cluster::default()).await;
+    assert_eq!(result, Ok(Action::await_change()));
+    assert_eq!(
+        lines(&calls),
+        vec!["PATCH /apis/vigil.dev/v1alpha1/namespaces/shop/rollouts/web".to_owned()]
+    );
+    assert_eq!(calls[0].content_type, "application/json-patch+json");
+    assert_eq!(
+        calls[0].body,
+        json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": "41"},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ])
+    );
+}
