@@ -359,3 +359,69 @@ async fn the_crds_are_installed_in_the_cluster() {
         .await
         .expect("the vigil CRDs are installed (vigil crds | kubectl apply --server-side -f -)");
 }
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn ready(port: u16) -> bool {
+    reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
+}
+
+/// Two controllers with leader election: exactly one is ready (leads); when it stops, the
+/// standby takes the Lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
+    support::install_crypto_provider();
+    let server = ApiServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let start = |port: u16| {
+        Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["controller", "--lease-namespace", NS, "--metrics-addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .map(Controller)
+            .expect("start vigil controller")
+    };
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = start(port_a);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready(port_a).await {
+        assert!(Instant::now() < deadline, "the first controller never led");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _b = start(port_b);
+    // The standby serves /livez but stays unready while the leader holds the Lease.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port_b}/livez"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    );
+    assert!(!ready(port_b).await, "two leaders");
+    let lease = server
+        .get_json(
+            "coordination.k8s.io/v1/leases",
+            Some(NS),
+            "vigil-controller",
+        )
+        .expect("the Lease exists");
+    assert!(lease["spec"]["holderIdentity"].is_string(), "{lease}");
+    // SIGKILL: no release, so the standby waits for the Lease to expire (15 s).
+    a.kill();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !ready(port_b).await {
+        assert!(Instant::now() < deadline, "the standby never took over");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
