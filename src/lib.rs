@@ -14,3 +14,4 @@ pub mod telemetry;
 /// Test infrastructure (an in-process Kubernetes API server for integration tests and
 /// benches); not used by the controller itself.
 pub mod testing;
+pub mod traffic;

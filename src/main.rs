@@ -1,11 +1,11 @@
-use clap::Parser;
 use clap::error::ErrorKind;
 
 fn main() {
     // One rustls crypto provider for kube and reqwest alike; a second install is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     vigil::telemetry::init();
-    let cli = match vigil::cli::Cli::try_parse() {
+    // Works as `vigil …` and as the kubectl plugin `kubectl-vigil` (`kubectl vigil …`).
+    let cli = match vigil::cli::Cli::try_parse_env() {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();

@@ -1,9 +1,11 @@
 //! The `vigil` command line: each subcommand in its own module, dispatched from `main`.
 
 pub mod analyze;
+pub mod controller;
 pub mod crds;
 pub mod demo_app;
 pub mod judge;
+pub mod kubectl;
 pub mod lint;
 
 use clap::{Parser, Subcommand};
@@ -32,8 +34,51 @@ pub enum Command {
     Lint(lint::LintArgs),
     /// Run the demo HTTP service (injected errors and latency) used by `vigil demo` and tests.
     DemoApp(demo_app::DemoAppArgs),
+    /// Run the Kubernetes controller: Rollouts and AnalysisRuns, /metrics /livez /readyz,
+    /// leader election. Stops gracefully on SIGTERM or Ctrl-C.
+    Controller(controller::ControllerArgs),
+    /// Show a resource through the Kubernetes API (kubeconfig from the environment).
+    #[command(subcommand)]
+    Get(kubectl::GetCommand),
+    /// Finish the current step (`status.promoteStep`), or with --full skip every remaining
+    /// step and analysis (`status.promoteFull`).
+    Promote(kubectl::PromoteArgs),
+    /// Send all traffic back to the stable version (`status.abort = true`).
+    Abort(kubectl::Target),
+    /// Start an aborted rollout again from step 0 (`status.abort = false`).
+    Retry(kubectl::Target),
+    /// Hold the rollout where it is (`spec.paused = true`).
+    Pause(kubectl::Target),
+    /// Continue a paused rollout (`spec.paused = false`).
+    Resume(kubectl::Target),
     /// Run a statistical judge on raw samples or counts, offline.
     Judge(judge::JudgeArgs),
+}
+
+/// How the binary was invoked: `kubectl-vigil` (a kubectl plugin, run as `kubectl vigil …`)
+/// or anything else. Parsing ignores argv\[0\] either way; the name only shows in help and
+/// error messages.
+pub fn bin_name(argv0: Option<&std::ffi::OsStr>) -> &'static str {
+    let invoked = argv0
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_name)
+        .and_then(std::ffi::OsStr::to_str);
+    match invoked {
+        Some("kubectl-vigil") => "kubectl vigil",
+        _ => "vigil",
+    }
+}
+
+impl Cli {
+    /// Parses the process arguments, naming the binary as it was invoked (see [`bin_name`]).
+    pub fn try_parse_env() -> Result<Cli, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let argv0 = std::env::args_os().next();
+        let matches = Cli::command()
+            .bin_name(bin_name(argv0.as_deref()))
+            .try_get_matches()?;
+        Cli::from_arg_matches(&matches)
+    }
 }
 
 /// The exit code of a command line that does not parse: each command documents its own
@@ -52,9 +97,51 @@ pub fn run(cli: Cli) -> i32 {
         Command::Analyze(args) => analyze::run(&args),
         Command::Lint(args) => lint::run(&args),
         Command::DemoApp(args) => demo_app::run(&args),
+        Command::Controller(args) => controller::run(&args),
+        Command::Get(command) => kubectl::get(&command),
+        Command::Promote(args) => kubectl::promote(&args),
+        Command::Abort(target) => kubectl::set_abort(&target, true),
+        Command::Retry(target) => kubectl::set_abort(&target, false),
+        Command::Pause(target) => kubectl::set_paused(&target, true),
+        Command::Resume(target) => kubectl::set_paused(&target, false),
         Command::Judge(args) => judge::run(args).unwrap_or_else(|error| {
             eprintln!("vigil judge: {error}");
             3
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kubectl_plugin_name_is_recognised_and_arguments_parse_alike() {
+        use std::ffi::OsStr;
+        assert_eq!(
+            bin_name(Some(OsStr::new("/usr/local/bin/kubectl-vigil"))),
+            "kubectl vigil"
+        );
+        assert_eq!(bin_name(Some(OsStr::new("target/debug/vigil"))), "vigil");
+        assert_eq!(bin_name(None), "vigil");
+        let cli = Cli::try_parse_from(["kubectl-vigil", "promote", "web", "-n", "shop", "--full"])
+            .expect("parses");
+        assert!(matches!(cli.command, Command::Promote(ref a) if a.full && a.target.name == "web"));
+        let cli =
+            Cli::try_parse_from(["vigil", "get", "rollout", "web", "--watch"]).expect("parses");
+        assert!(
+            matches!(cli.command, Command::Get(kubectl::GetCommand::Rollout(ref a)) if a.watch)
+        );
+        let cli = Cli::try_parse_from([
+            "vigil",
+            "controller",
+            "--no-leader-election",
+            "--concurrency",
+            "4",
+        ])
+        .expect("parses");
+        assert!(
+            matches!(cli.command, Command::Controller(ref a) if a.no_leader_election && a.concurrency == 4)
+        );
     }
 }

@@ -1,4 +1,5 @@
 //! Where workloads run. `local` is the embedded default: processes on this machine behind a
-//! built-in weighted proxy.
+//! built-in weighted proxy; `kubernetes` is the production controller.
 
+pub mod kubernetes;
 pub mod local;

@@ -10,7 +10,7 @@
 //! - [`demo_app`] and [`loadgen`]: a demo service and a load generator for `vigil demo` and tests.
 
 pub mod demo_app;
-mod http;
+pub(crate) mod http;
 pub mod loadgen;
 pub mod proxy;
 pub mod state;

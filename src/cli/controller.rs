@@ -1,0 +1,57 @@
+//! `vigil controller`: the Kubernetes controller (Rollouts and AnalysisRuns), its metrics and
+//! probes, with leader election.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+
+use crate::platform::kubernetes::{ControllerConfig, run as run_controller};
+
+/// Arguments of `vigil controller`.
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Address of `/metrics`, `/livez` and `/readyz`.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Reconcile without holding the `vigil-controller` Lease (one replica only).
+    #[arg(long)]
+    pub no_leader_election: bool,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "vigil-system")]
+    pub lease_namespace: String,
+    /// Concurrent reconciles per controller, and in-flight queries per Prometheus server.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+}
+
+/// Runs the controller until SIGTERM/Ctrl-C; exit code 0, or 1 with the reason on stderr.
+pub fn run(args: &ControllerArgs) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("vigil controller: start the async runtime: {error}");
+            return 1;
+        }
+    };
+    let config = ControllerConfig {
+        namespace: args.namespace.clone(),
+        metrics_addr: args.metrics_addr,
+        leader_election: !args.no_leader_election,
+        lease_namespace: args.lease_namespace.clone(),
+        concurrency: args.concurrency,
+    };
+    match runtime.block_on(run_controller(config)) {
+        Ok(()) => 0,
+        Err(error) => {
+            tracing::error!(%error, "controller stopped");
+            eprintln!("vigil controller: {error}");
+            1
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The AnalysisRun controller: each reconcile takes the measurements that are due
+//! ([`driver::advance`]), records them in status, and comes back when the next one is due.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::watcher;
+use serde_json::json;
+use tracing::{Instrument, debug, info, warn};
+
+use super::context::{Context, FIELD_MANAGER};
+use super::resources::{PrefetchedSecrets, secret_refs, secret_value};
+use crate::analysis::driver::{self, DriverError, MeasureAt};
+use crate::api::{AnalysisPhase, AnalysisRun, AnalysisRunStatus, MetricResult};
+
+/// Measurements kept per metric in status.
+pub const KEEP_MEASUREMENTS: usize = 10;
+/// Shortest requeue, so a run whose next measurement is "now" never spins.
+const MIN_REQUEUE: Duration = Duration::from_secs(1);
+
+/// Why a reconcile of an AnalysisRun failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object lacks a field every stored object has.
+    #[error("analysis run has no {key}")]
+    MissingObjectKey {
+        /// The field.
+        key: &'static str,
+    },
+    /// Measuring or recording failed.
+    #[error("failed to advance AnalysisRun {run}: {source}")]
+    Advance {
+        /// The run.
+        run: String,
+        /// The cause.
+        source: DriverError,
+    },
+    /// Writing the status failed.
+    #[error("failed to patch the status of AnalysisRun {run}: {source}")]
+    PatchStatus {
+        /// The run.
+        run: String,
+        /// The cause.
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// A stable snake_case label for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::MissingObjectKey { .. } => "missing_object_key",
+            Error::Advance { .. } => "advance_analysis_run",
+            Error::PatchStatus { .. } => "patch_analysis_run_status",
+        }
+    }
+}
+
+/// Reads the Secrets the run's providers need; a Secret that cannot be read is recorded as
+/// the reason, and the metric's provider setup reports it.
+async fn prefetch(api: &Api<Secret>, run: &AnalysisRun) -> PrefetchedSecrets {
+    let mut secrets = PrefetchedSecrets::default();
+    for (name, key) in secret_refs(&run.spec) {
+        let value = match api.get(&name).await {
+            Ok(secret) => secret_value(&secret, &name, &key),
+            Err(error) => Err(format!("get secret {name:?}: {error}")),
+        };
+        secrets.insert(&name, &key, value);
+    }
+    secrets
+}
+
+/// The status of a run whose providers cannot be set up: Error, with the reason, so the
+/// Rollout shows why instead of waiting forever.
+fn configuration_error(
+    status: &AnalysisRunStatus,
+    reason: String,
+    now: Timestamp,
+) -> AnalysisRunStatus {
+    let at = Time(Timestamp::from_second(now.as_second()).unwrap_or(now));
+    AnalysisRunStatus {
+        phase: Some(AnalysisPhase::Error),
+        message: Some(reason),
+        started_at: status.started_at.clone().or_else(|| Some(at.clone())),
+        completed_at: Some(at),
+        metric_results: status.metric_results.clone(),
+    }
+}
+
+/// New verdicts between two statuses, by phase name, from the per-metric counters.
+pub fn new_verdicts(
+    before: &AnalysisRunStatus,
+    after: &AnalysisRunStatus,
+) -> Vec<(&'static str, u64)> {
+    let totals = |status: &AnalysisRunStatus, pick: fn(&MetricResult) -> i32| -> i64 {
+        status
+            .metric_results
+            .iter()
+            .map(|r| i64::from(pick(r)))
+            .sum()
+    };
+    type Pick = fn(&MetricResult) -> i32;
+    let pickers: [(&'static str, Pick); 4] = [
+        ("Successful", |r| r.successful),
+        ("Failed", |r| r.failed),
+        ("Inconclusive", |r| r.inconclusive),
+        ("Error", |r| r.error),
+    ];
+    pickers
+        .into_iter()
+        .filter_map(|(name, pick)| {
+            let delta = totals(after, pick) - totals(before, pick);
+            u64::try_from(delta)
+                .ok()
+                .filter(|d| *d > 0)
+                .map(|d| (name, d))
+        })
+        .collect()
+}
+
+/// One reconcile of an AnalysisRun.
+pub async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = run.name_any();
+    let namespace = run.namespace().unwrap_or_default();
+    let span = tracing::info_span!("analysis", run = %name, namespace = %namespace);
+    async move {
+        ctx.metrics.reconciles.inc();
+        let started = Instant::now();
+        let result = advance(&run, &ctx).await;
+        ctx.metrics
+            .reconcile_duration
+            .observe(started.elapsed().as_secs_f64());
+        if result.is_ok() {
+            ctx.backoff.succeeded(&format!("run/{namespace}/{name}"));
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
+    let status = run.status.clone().unwrap_or_default();
+    if status.phase.is_some_and(AnalysisPhase::is_completed) {
+        // A completed (or terminated) run is a record: nothing more to do.
+        return Ok(Action::await_change());
+    }
+    let name = run.name_any();
+    let namespace = run.namespace().ok_or(Error::MissingObjectKey {
+        key: "metadata.namespace",
+    })?;
+    let now = ctx.clock.now();
+    let secrets = prefetch(&Api::namespaced(ctx.client.clone(), &namespace), run).await;
+    let (next, next_at) = match driver::clients_for(&run.spec, None, &secrets, &ctx.limiter) {
+        Ok(clients) => {
+            let advanced = driver::advance(
+                &run.spec,
+                &status,
+                &clients,
+                now,
+                MeasureAt::Now(now),
+                KEEP_MEASUREMENTS,
+            )
+            .await
+            .map_err(|source| Error::Advance {
+                run: name.clone(),
+                source,
+            })?;
+            (advanced.status, advanced.next_at)
+        }
+        Err(error) => {
+            warn!(%error, "cannot configure the run's providers");
+            (configuration_error(&status, error.to_string(), now), None)
+        }
+    };
+    for (verdict, count) in new_verdicts(&status, &next) {
+        ctx.metrics
+            .analysis_verdicts
+            .get_or_create(&crate::metrics::VerdictLabels {
+                verdict: verdict.to_owned(),
+            })
+            .inc_by(count);
+    }
+    if next != status {
+        let patch = Patch::Apply(json!({
+            "apiVersion": "vigil.dev/v1alpha1",
+            "kind": "AnalysisRun",
+            "status": next,
+        }));
+        Api::<AnalysisRun>::namespaced(ctx.client.clone(), &namespace)
+            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &patch)
+            .await
+            .map_err(|source| Error::PatchStatus {
+                run: name.clone(),
+                source,
+            })?;
+        if next.phase != status.phase {
+            info!(phase = ?next.phase, message = next.message.as_deref().unwrap_or(""), "analysis phase changed");
+        }
+    }
+    Ok(match next_at {
+        Some(at) => Action::requeue(
+            Duration::try_from(at.duration_since(now))
+                .unwrap_or(Duration::ZERO)
+                .max(MIN_REQUEUE),
+        ),
+        None => Action::await_change(),
+    })
+}
+
+/// Transient failures retry with a per-object exponential backoff.
+pub fn error_policy(run: Arc<AnalysisRun>, error: &Error, ctx: Arc<Context>) -> Action {
+    let name = run.name_any();
+    let namespace = run.namespace().unwrap_or_default();
+    ctx.metrics.reconcile_failed(error.category());
+    let delay = ctx.backoff.failed(&format!("run/{namespace}/{name}"));
+    warn!(run = %name, %namespace, %error, category = error.category(), retry_in = ?delay, "analysis reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Runs the AnalysisRun controller until `shutdown` resolves; at most `concurrency` runs
+/// measure at once (queries per Prometheus are further capped by the context's limiter).
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let runs: Api<AnalysisRun> = match namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    Controller::new(runs, watcher::Config::default())
+        .with_config(Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                debug!(%error, "analysis controller");
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_are_counted_from_counter_deltas() {
+        let before = AnalysisRunStatus {
+            metric_results: vec![MetricResult {
+                name: "a".into(),
+                successful: 2,
+                ..MetricResult::default()
+            }],
+            ..AnalysisRunStatus::default()
+        };
+        let after = AnalysisRunStatus {
+            metric_results: vec![
+                MetricResult {
+                    name: "a".into(),
+                    successful: 3,
+                    ..MetricResult::default()
+                },
+                MetricResult {
+                    name: "b".into(),
+                    failed: 1,
+                    ..MetricResult::default()
+                },
+            ],
+            ..AnalysisRunStatus::default()
+        };
+        assert_eq!(
+            new_verdicts(&before, &after),
+            vec![("Successful", 1), ("Failed", 1)]
+        );
+        assert!(new_verdicts(&after, &after).is_empty());
+    }
+
+    #[test]
+    fn a_provider_that_cannot_be_configured_errors_the_run_with_the_reason() {
+        let now = Timestamp::from_second(1_700_000_000).expect("ts");
+        let status = configuration_error(
+            &AnalysisRunStatus::default(),
+            "metrics[0] (m): bad".into(),
+            now,
+        );
+        assert_eq!(status.phase, Some(AnalysisPhase::Error));
+        assert_eq!(status.message.as_deref(), Some("metrics[0] (m): bad"));
+        assert!(status.completed_at.is_some());
+    }
+}

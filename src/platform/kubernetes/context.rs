@@ -1,0 +1,169 @@
+//! What every reconcile shares: the client, metrics, the event recorder, the Prometheus
+//! concurrency limiter and the per-object backoff.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::analysis::provider::prometheus::ConcurrencyLimiter;
+use crate::metrics::Metrics;
+
+/// The field manager of every write the controller makes.
+pub const FIELD_MANAGER: &str = "vigil.dev/controller";
+/// The finalizer that returns traffic to the stable version when a Rollout is deleted.
+pub const FINALIZER: &str = "vigil.dev/traffic";
+/// Label naming the Rollout a ReplicaSet or AnalysisRun belongs to.
+pub const ROLLOUT_LABEL: &str = "vigil.dev/rollout";
+/// Label naming the revision (template hash) of a ReplicaSet, its pods and the Services'
+/// selectors.
+pub const REVISION_LABEL: &str = "vigil.dev/revision";
+/// Label saying whether an AnalysisRun is a step's (`step`) or the background one.
+pub const ANALYSIS_LABEL: &str = "vigil.dev/analysis";
+
+/// Where reconciles read the time from. Tests fix it; production reads the system clock.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    /// The system clock.
+    System,
+    /// Always this instant.
+    Fixed(Timestamp),
+}
+
+impl Clock {
+    /// The current instant.
+    pub fn now(self) -> Timestamp {
+        match self {
+            Clock::System => Timestamp::now(),
+            Clock::Fixed(at) => at,
+        }
+    }
+}
+
+/// Per-object exponential backoff after transient failures: 5 s, 10 s, 20 s … up to 5 min,
+/// with ±10 % jitter so failing objects do not retry in lockstep; reset by a success.
+///
+/// kube's `Controller` has no per-key backoff, and `error_policy` is synchronous, hence a
+/// small map of failure counts.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    /// First delay.
+    pub const BASE: Duration = Duration::from_secs(5);
+    /// Longest delay.
+    pub const MAX: Duration = Duration::from_secs(300);
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        // A poisoned map is still a valid map of counts.
+        self.failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a failure of `key` and returns how long to wait before retrying it.
+    pub fn failed(&self, key: &str) -> Duration {
+        let count = {
+            let mut map = self.map();
+            let count = map.entry(key.to_owned()).or_insert(0);
+            *count = count.saturating_add(1);
+            *count
+        };
+        let delay = Self::delay(count);
+        let jitter = rand::random_range(0.9..1.1);
+        delay.mul_f64(jitter).min(Self::MAX)
+    }
+
+    /// The delay after `failures` consecutive failures, without jitter.
+    pub fn delay(failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(16);
+        Self::BASE.saturating_mul(1 << exponent).min(Self::MAX)
+    }
+
+    /// Forgets the failures of `key`.
+    pub fn succeeded(&self, key: &str) {
+        self.map().remove(key);
+    }
+
+    /// How many consecutive failures `key` has.
+    pub fn failures(&self, key: &str) -> u32 {
+        self.map().get(key).copied().unwrap_or(0)
+    }
+}
+
+/// Shared state of the controllers.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// The controller's metrics.
+    pub metrics: Metrics,
+    /// Publishes `events.k8s.io` events (folding repeats into series).
+    pub recorder: Recorder,
+    /// Caps concurrent queries per Prometheus server.
+    pub limiter: ConcurrencyLimiter,
+    /// Per-object retry delays.
+    pub backoff: Backoff,
+    /// The time source.
+    pub clock: Clock,
+}
+
+impl Context {
+    /// A context for `client`; events are reported as `vigil-controller` from `instance`
+    /// (the pod name).
+    pub fn new(
+        client: Client,
+        metrics: Metrics,
+        limiter: ConcurrencyLimiter,
+        instance: Option<String>,
+    ) -> Context {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "vigil-controller".to_owned(),
+                instance,
+            },
+        );
+        Context {
+            client,
+            metrics,
+            recorder,
+            limiter,
+            backoff: Backoff::default(),
+            clock: Clock::System,
+        }
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets_on_success() {
+        assert_eq!(Backoff::delay(1), Duration::from_secs(5));
+        assert_eq!(Backoff::delay(2), Duration::from_secs(10));
+        assert_eq!(Backoff::delay(4), Duration::from_secs(40));
+        assert_eq!(Backoff::delay(7), Duration::from_secs(300));
+        assert_eq!(Backoff::delay(u32::MAX), Duration::from_secs(300));
+        let backoff = Backoff::default();
+        let first = backoff.failed("shop/web");
+        assert!(first >= Duration::from_millis(4500) && first <= Duration::from_millis(5500));
+        let second = backoff.failed("shop/web");
+        assert!(second >= Duration::from_secs(9) && second <= Duration::from_secs(11));
+        assert_eq!(backoff.failures("shop/web"), 2);
+        assert_eq!(backoff.failures("shop/other"), 0);
+        backoff.succeeded("shop/web");
+        assert_eq!(backoff.failures("shop/web"), 0);
+    }
+}

@@ -1,0 +1,255 @@
+//! The Kubernetes platform: `vigil controller`, the production I/O shell around the pure
+//! core. Two kube-rs controllers (Rollouts and AnalysisRuns), an HTTP server for metrics and
+//! probes, and leader election over a `coordination.k8s.io/v1` Lease.
+
+pub mod analysis_controller;
+pub mod context;
+pub mod observe;
+pub mod resources;
+pub mod rollout_controller;
+pub mod server;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::Api;
+use kube::{Client, ResourceExt};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::{oneshot, watch};
+use tracing::{error, info, warn};
+
+use crate::analysis::provider::prometheus::ConcurrencyLimiter;
+use crate::metrics::Metrics;
+pub use context::{Context, FIELD_MANAGER, FINALIZER};
+use server::Readiness;
+
+/// The name of the leader-election Lease.
+pub const LEASE_NAME: &str = "vigil-controller";
+/// How to install the CRDs, printed when one is missing.
+pub const CRD_INSTALL_HINT: &str = "vigil crds | kubectl apply --server-side -f -";
+
+/// How `vigil controller` runs.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Watch only this namespace (all when `None`).
+    pub namespace: Option<String>,
+    /// Where `/metrics`, `/livez` and `/readyz` are served.
+    pub metrics_addr: SocketAddr,
+    /// Reconcile only while holding the Lease.
+    pub leader_election: bool,
+    /// Namespace of the Lease.
+    pub lease_namespace: String,
+    /// Concurrent reconciles per controller, and in-flight queries per Prometheus server.
+    pub concurrency: u16,
+}
+
+/// Why the controller stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No usable kubeconfig or in-cluster configuration.
+    #[error("failed to configure the Kubernetes client: {0}")]
+    ConfigureClient(#[source] kube::Error),
+    /// The metrics address could not be bound.
+    #[error("failed to listen on {addr}: {source}")]
+    BindMetrics {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A CRD is not installed.
+    #[error("CRD {crd} is not installed; install the CRDs first: {CRD_INSTALL_HINT}")]
+    FindCrd {
+        /// The CRD's name.
+        crd: String,
+    },
+    /// Reading a CRD failed.
+    #[error("failed to check CRD {crd}: {source}")]
+    GetCrd {
+        /// The CRD's name.
+        crd: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// The Lease could not be set up.
+    #[error("failed to set up leader election: {0}")]
+    ElectLeader(#[source] kube_lease_manager::LeaseManagerError),
+    /// Another instance took the Lease: stop at once so two leaders never act.
+    #[error("lost the leader lease {LEASE_NAME}")]
+    LoseLease,
+}
+
+/// Checks that every vigil CRD is installed.
+pub async fn check_crds(client: &Client) -> Result<(), RunError> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crate::api::all_crds() {
+        let name = crd.name_any();
+        match api.get_opt(&name).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(RunError::FindCrd { crd: name }),
+            Err(source) => return Err(RunError::GetCrd { crd: name, source }),
+        }
+    }
+    Ok(())
+}
+
+/// Resolves when SIGTERM or Ctrl-C arrives.
+async fn termination() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(error) => {
+                warn!(%error, "cannot watch SIGTERM; Ctrl-C only");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn identity() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "vigil".to_owned())
+        + &format!("-{}", std::process::id())
+}
+
+/// Runs the controllers and the server until SIGTERM/Ctrl-C (Ok) or a fatal error.
+pub async fn run(config: ControllerConfig) -> Result<(), RunError> {
+    let client = Client::try_default()
+        .await
+        .map_err(RunError::ConfigureClient)?;
+    let metrics = Metrics::default();
+    let ready = Readiness::default();
+    let (stop_server, server_shutdown) = watch::channel(false);
+    let listener =
+        server::bind(config.metrics_addr)
+            .await
+            .map_err(|source| RunError::BindMetrics {
+                addr: config.metrics_addr,
+                source,
+            })?;
+    info!(addr = %config.metrics_addr, "serving /metrics /livez /readyz");
+    let server = tokio::spawn(server::serve_admin(
+        listener,
+        metrics.clone(),
+        ready.clone(),
+        server_shutdown,
+    ));
+
+    let result = run_controllers(client, metrics, ready, &config).await;
+    let _ = stop_server.send(true);
+    let _ = server.await;
+    result
+}
+
+async fn run_controllers(
+    client: Client,
+    metrics: Metrics,
+    ready: Readiness,
+    config: &ControllerConfig,
+) -> Result<(), RunError> {
+    check_crds(&client).await?;
+    info!("CRDs installed");
+
+    let terminate = termination();
+    tokio::pin!(terminate);
+    let mut leadership = None;
+    if config.leader_election {
+        let manager = LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+            .with_namespace(&config.lease_namespace)
+            .with_identity(identity())
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await
+            .map_err(RunError::ElectLeader)?;
+        let (mut is_leader, task) = manager.watch().await;
+        info!(lease = LEASE_NAME, namespace = %config.lease_namespace, "waiting for the leader lease");
+        tokio::select! {
+            won = is_leader.wait_for(|leader| *leader) => {
+                if won.is_err() {
+                    return Err(RunError::LoseLease);
+                }
+            }
+            () = &mut terminate => return Ok(()),
+        }
+        info!("leading");
+        leadership = Some((is_leader, task));
+    }
+
+    let ctx = Arc::new(Context::new(
+        client,
+        metrics,
+        ConcurrencyLimiter::new(usize::from(config.concurrency)),
+        std::env::var("POD_NAME").ok(),
+    ));
+    let (stop_rollouts, rollouts_stopped) = oneshot::channel::<()>();
+    let (stop_runs, runs_stopped) = oneshot::channel::<()>();
+    let namespace = config.namespace.clone();
+    let rollouts = tokio::spawn({
+        let ctx = ctx.clone();
+        let namespace = namespace.clone();
+        let concurrency = config.concurrency;
+        async move {
+            rollout_controller::run(ctx, namespace.as_deref(), concurrency, async {
+                let _ = rollouts_stopped.await;
+            })
+            .await;
+        }
+    });
+    let runs = tokio::spawn({
+        let ctx = ctx.clone();
+        let concurrency = config.concurrency;
+        async move {
+            analysis_controller::run(ctx, namespace.as_deref(), concurrency, async {
+                let _ = runs_stopped.await;
+            })
+            .await;
+        }
+    });
+    ready.set(true);
+    info!(
+        namespace = config.namespace.as_deref().unwrap_or("*"),
+        "controllers running"
+    );
+
+    let outcome = match leadership.as_mut() {
+        Some((is_leader, _)) => tokio::select! {
+            () = &mut terminate => Ok(()),
+            _ = is_leader.wait_for(|leader| !*leader) => Err(RunError::LoseLease),
+        },
+        None => {
+            terminate.await;
+            Ok(())
+        }
+    };
+    ready.set(false);
+    info!("shutting down");
+    let _ = stop_rollouts.send(());
+    let _ = stop_runs.send(());
+    let _ = tokio::join!(rollouts, runs);
+    if let Some((is_leader, task)) = leadership {
+        // Closing the channel makes the manager release the Lease, so a standby takes over
+        // without waiting for it to expire.
+        drop(is_leader);
+        match task.await {
+            Ok(Ok(_)) => info!("released the leader lease"),
+            Ok(Err(error)) => warn!(%error, "cannot release the leader lease"),
+            Err(error) => error!(%error, "lease task failed"),
+        }
+    }
+    outcome
+}

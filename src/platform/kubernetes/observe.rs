@@ -1,0 +1,278 @@
+//! From Kubernetes objects to the pure core's [`Observation`] (pure: lists in, data out).
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Service;
+use kube::ResourceExt;
+
+use super::context::{REVISION_LABEL, ROLLOUT_LABEL};
+use crate::analysis::template::validate_rollout;
+use crate::api::{AnalysisPhase, AnalysisRun, AnalysisRunSummary, MetricSummary, Rollout};
+use crate::rollout::{Observation, RevisionObservation, ServiceSelection, template_hash};
+
+/// True when `meta`'s owner references name `uid` as the controller.
+pub fn controlled_by(
+    owners: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference],
+    uid: &str,
+) -> bool {
+    owners
+        .iter()
+        .any(|o| o.uid == uid && o.controller.unwrap_or(false))
+}
+
+/// The revision of a ReplicaSet of `rollout`, or `None` when it is not one of its revisions
+/// (another rollout's label, no revision label, another controller).
+pub fn revision_of(
+    replica_set: &ReplicaSet,
+    rollout: &str,
+    uid: Option<&str>,
+) -> Option<RevisionObservation> {
+    let labels = replica_set.labels();
+    if labels.get(ROLLOUT_LABEL).map(String::as_str) != Some(rollout) {
+        return None;
+    }
+    if let Some(uid) = uid
+        && !controlled_by(replica_set.owner_references(), uid)
+    {
+        return None;
+    }
+    let revision = labels.get(REVISION_LABEL)?.clone();
+    let replicas = replica_set
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let ready_replicas = replica_set
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    Some(RevisionObservation {
+        revision,
+        replicas,
+        ready_replicas,
+        created_at: replica_set.creation_timestamp().map(|t| t.0),
+    })
+}
+
+/// The revision a Service selects (its selector's `vigil.dev/revision`).
+pub fn service_revision(service: &Service) -> Option<String> {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .and_then(|s| s.get(REVISION_LABEL))
+        .cloned()
+}
+
+/// The summary of a run shown on the Rollout: its phase and message, and each metric's phase
+/// with its latest value and reason.
+pub fn summarize_run(run: &AnalysisRun) -> AnalysisRunSummary {
+    let status = run.status.clone().unwrap_or_default();
+    AnalysisRunSummary {
+        name: run.name_any(),
+        phase: status.phase.unwrap_or(AnalysisPhase::Pending),
+        message: status.message,
+        metrics: status
+            .metric_results
+            .iter()
+            .map(|result| {
+                let last = result.measurements.last();
+                MetricSummary {
+                    name: result.name.clone(),
+                    phase: result.phase,
+                    value: last.and_then(|m| m.value.clone()),
+                    reason: last
+                        .and_then(|m| m.reason.clone())
+                        .or_else(|| result.message.clone()),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Everything read from the cluster for one Rollout, as Kubernetes objects.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    /// ReplicaSets labelled with the Rollout's name.
+    pub replica_sets: Vec<ReplicaSet>,
+    /// The stable Service, when configured and found.
+    pub stable_service: Option<Service>,
+    /// The canary Service, when configured and found.
+    pub canary_service: Option<Service>,
+    /// The canary weight the router reports.
+    pub router_canary_weight: Option<i32>,
+    /// AnalysisRuns labelled with the Rollout's name.
+    pub analysis_runs: Vec<AnalysisRun>,
+}
+
+/// Builds the pure core's observation from what was read.
+pub fn observation(rollout: &Rollout, seen: &Seen) -> Observation {
+    let name = rollout.name_any();
+    let uid = rollout.uid();
+    let mut revisions: Vec<RevisionObservation> = seen
+        .replica_sets
+        .iter()
+        .filter_map(|rs| revision_of(rs, &name, uid.as_deref()))
+        .collect();
+    revisions.sort_by(|a, b| a.revision.cmp(&b.revision));
+    let analysis_runs = seen
+        .analysis_runs
+        .iter()
+        .filter(|run| {
+            uid.as_deref()
+                .is_none_or(|uid| controlled_by(run.owner_references(), uid))
+        })
+        .map(summarize_run)
+        .collect();
+    Observation {
+        rollout_name: name,
+        generation: rollout.metadata.generation,
+        desired_revision: template_hash(&rollout.spec.template),
+        revisions,
+        router_canary_weight: seen.router_canary_weight,
+        services: ServiceSelection {
+            stable: seen.stable_service.as_ref().and_then(service_revision),
+            canary: seen.canary_service.as_ref().and_then(service_revision),
+        },
+        analysis_runs,
+        spec_problems: validate_rollout(&rollout.spec),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::apps::v1::{ReplicaSetSpec, ReplicaSetStatus};
+    use k8s_openapi::api::core::v1::ServiceSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+    use crate::api::{AnalysisRunSpec, AnalysisRunStatus, MeasurementRecord, MetricResult};
+
+    fn owner(uid: &str) -> OwnerReference {
+        OwnerReference {
+            api_version: "vigil.dev/v1alpha1".into(),
+            kind: "Rollout".into(),
+            name: "web".into(),
+            uid: uid.into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    fn replica_set(rollout: &str, revision: &str, replicas: i32, ready: Option<i32>) -> ReplicaSet {
+        ReplicaSet {
+            metadata: ObjectMeta {
+                name: Some(format!("{rollout}-{revision}")),
+                labels: Some(BTreeMap::from([
+                    (ROLLOUT_LABEL.to_owned(), rollout.to_owned()),
+                    (REVISION_LABEL.to_owned(), revision.to_owned()),
+                ])),
+                owner_references: Some(vec![owner("uid-1")]),
+                creation_timestamp: Some(Time(Timestamp::from_second(1_700_000_000).expect("ts"))),
+                ..ObjectMeta::default()
+            },
+            spec: Some(ReplicaSetSpec {
+                replicas: Some(replicas),
+                ..ReplicaSetSpec::default()
+            }),
+            status: ready.map(|ready| ReplicaSetStatus {
+                ready_replicas: Some(ready),
+                ..ReplicaSetStatus::default()
+            }),
+        }
+    }
+
+    fn service(revision: Option<&str>) -> Service {
+        Service {
+            spec: Some(ServiceSpec {
+                selector: Some(
+                    [("app".to_owned(), "web".to_owned())]
+                        .into_iter()
+                        .chain(revision.map(|r| (REVISION_LABEL.to_owned(), r.to_owned())))
+                        .collect(),
+                ),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        }
+    }
+
+    fn rollout() -> Rollout {
+        let mut rollout = Rollout::new("web", Default::default());
+        rollout.metadata.uid = Some("uid-1".into());
+        rollout.metadata.generation = Some(3);
+        rollout
+    }
+
+    #[test]
+    fn observation_keeps_only_this_rollouts_revisions_and_runs() {
+        let mut foreign_owner = replica_set("web", "ccc", 1, Some(1));
+        foreign_owner.metadata.owner_references = Some(vec![owner("uid-2")]);
+        let mut run = AnalysisRun::new("web-bbb-1-step2", AnalysisRunSpec::default());
+        run.metadata.owner_references = Some(vec![owner("uid-1")]);
+        run.status = Some(AnalysisRunStatus {
+            phase: Some(AnalysisPhase::Failed),
+            message: Some("error-rate failed".into()),
+            metric_results: vec![MetricResult {
+                name: "error-rate".into(),
+                phase: AnalysisPhase::Failed,
+                measurements: vec![MeasurementRecord {
+                    phase: AnalysisPhase::Failed,
+                    started_at: Time(Timestamp::from_second(1_700_000_100).expect("ts")),
+                    value: Some("0.1".into()),
+                    reason: Some("0.1 > 0.01".into()),
+                }],
+                ..MetricResult::default()
+            }],
+            ..AnalysisRunStatus::default()
+        });
+        let mut other_run = run.clone();
+        other_run.metadata.owner_references = Some(vec![owner("uid-9")]);
+        let seen = Seen {
+            replica_sets: vec![
+                replica_set("web", "bbb", 2, None),
+                replica_set("web", "aaa", 4, Some(4)),
+                replica_set("webby", "ddd", 1, Some(1)),
+                foreign_owner,
+            ],
+            stable_service: Some(service(Some("aaa"))),
+            canary_service: Some(service(None)),
+            router_canary_weight: Some(20),
+            analysis_runs: vec![run, other_run],
+        };
+        let obs = observation(&rollout(), &seen);
+        assert_eq!(obs.rollout_name, "web");
+        assert_eq!(obs.generation, Some(3));
+        assert_eq!(
+            obs.desired_revision,
+            template_hash(&rollout().spec.template)
+        );
+        let revisions: Vec<_> = obs
+            .revisions
+            .iter()
+            .map(|r| (r.revision.as_str(), r.replicas, r.ready_replicas))
+            .collect();
+        assert_eq!(revisions, vec![("aaa", 4, 4), ("bbb", 2, 0)]);
+        assert_eq!(obs.services.stable.as_deref(), Some("aaa"));
+        assert_eq!(obs.services.canary, None);
+        assert_eq!(obs.router_canary_weight, Some(20));
+        assert_eq!(obs.analysis_runs.len(), 1);
+        let summary = &obs.analysis_runs[0];
+        assert_eq!(summary.phase, AnalysisPhase::Failed);
+        assert_eq!(summary.metrics[0].value.as_deref(), Some("0.1"));
+        assert_eq!(summary.metrics[0].reason.as_deref(), Some("0.1 > 0.01"));
+        // The default spec has no selector labels and no steps: validation speaks up.
+        assert!(!obs.spec_problems.is_empty());
+    }
+
+    #[test]
+    fn a_run_without_status_is_pending() {
+        let run = AnalysisRun::new("r", AnalysisRunSpec::default());
+        let summary = summarize_run(&run);
+        assert_eq!(summary.phase, AnalysisPhase::Pending);
+        assert!(summary.metrics.is_empty());
+    }
+}

@@ -1,0 +1,342 @@
+//! The objects the controller creates, and the values it reads for arguments and provider
+//! auth, built by pure functions.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use serde_json::Value;
+
+use super::context::{ANALYSIS_LABEL, REVISION_LABEL, ROLLOUT_LABEL};
+use crate::analysis::provider::resolve::SecretReader;
+use crate::api::{AnalysisRun, AnalysisRunSpec, Rollout, SecretSource};
+use crate::rollout::AnalysisKind;
+
+/// Name of the ReplicaSet of a revision.
+pub fn replica_set_name(rollout: &str, revision: &str) -> String {
+    format!("{rollout}-{revision}")
+}
+
+/// The ReplicaSet of `revision` built from the Rollout's pod template: the revision label is
+/// added to its selector and its pods' labels (so revisions never select each other's pods),
+/// and the Rollout is its controller owner.
+pub fn replica_set_for(rollout: &Rollout, revision: &str, replicas: i32) -> ReplicaSet {
+    let name = rollout.name_any();
+    let mut selector = rollout.spec.selector.clone();
+    selector
+        .match_labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(REVISION_LABEL.to_owned(), revision.to_owned());
+    let mut template = rollout.spec.template.clone();
+    let pod_meta = template.metadata.get_or_insert_with(ObjectMeta::default);
+    let pod_labels = pod_meta.labels.get_or_insert_with(BTreeMap::new);
+    pod_labels.insert(REVISION_LABEL.to_owned(), revision.to_owned());
+    pod_labels.insert(ROLLOUT_LABEL.to_owned(), name.clone());
+    ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some(replica_set_name(&name, revision)),
+            namespace: rollout.namespace(),
+            labels: Some(BTreeMap::from([
+                (ROLLOUT_LABEL.to_owned(), name.clone()),
+                (REVISION_LABEL.to_owned(), revision.to_owned()),
+            ])),
+            owner_references: rollout.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(replicas),
+            selector,
+            template: Some(template),
+            min_ready_seconds: None,
+        }),
+        status: None,
+    }
+}
+
+/// The AnalysisRun `name` of `rollout` for the canary `revision`, owned by the Rollout.
+pub fn analysis_run_for(
+    rollout: &Rollout,
+    name: &str,
+    kind: AnalysisKind,
+    revision: &str,
+    spec: AnalysisRunSpec,
+) -> AnalysisRun {
+    let mut run = AnalysisRun::new(name, spec);
+    run.metadata.namespace = rollout.namespace();
+    run.metadata.labels = Some(BTreeMap::from([
+        (ROLLOUT_LABEL.to_owned(), rollout.name_any()),
+        (REVISION_LABEL.to_owned(), revision.to_owned()),
+        (
+            ANALYSIS_LABEL.to_owned(),
+            match kind {
+                AnalysisKind::Step { .. } => "step".to_owned(),
+                AnalysisKind::Background => "background".to_owned(),
+            },
+        ),
+    ]));
+    run.metadata.owner_references = rollout.controller_owner_ref(&()).map(|o| vec![o]);
+    run
+}
+
+/// The value of a `fieldRef` on the Rollout: `metadata.name`, `metadata.labels['k']`,
+/// `metadata.annotations['k']`, or any dotted path into the object (`spec.replicas`).
+/// Strings come as they are, other values as JSON.
+pub fn field_ref_value(rollout: &Rollout, path: &str) -> Option<String> {
+    let object = serde_json::to_value(rollout).ok()?;
+    let mut current = &object;
+    let mut rest = path.trim();
+    while !rest.is_empty() {
+        let (segment, after) = match rest.find(['.', '[']) {
+            Some(0) if rest.starts_with('[') => {
+                let end = rest.find(']')?;
+                let key = rest[1..end].trim_matches(['\'', '"']);
+                current = current.get(key)?;
+                rest = rest[end + 1..].trim_start_matches('.');
+                continue;
+            }
+            Some(at) => (&rest[..at], &rest[at..]),
+            None => (rest, ""),
+        };
+        current = current.get(segment)?;
+        rest = after.strip_prefix('.').unwrap_or(after);
+    }
+    match current {
+        Value::String(text) => Some(text.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// Every Secret key (name, key) the providers of `spec` read for auth.
+pub fn secret_refs(spec: &AnalysisRunSpec) -> BTreeSet<(String, String)> {
+    let mut refs = BTreeSet::new();
+    let mut add = |source: Option<&SecretSource>| {
+        if let Some(selector) = source.and_then(|s| s.secret_key_ref.as_ref()) {
+            refs.insert((selector.name.clone(), selector.key.clone()));
+        }
+    };
+    for metric in &spec.metrics {
+        let Some(auth) = metric
+            .provider
+            .prometheus
+            .as_ref()
+            .and_then(|p| p.auth.as_ref())
+        else {
+            continue;
+        };
+        add(auth.bearer_token.as_ref());
+        add(auth.basic.as_ref().map(|b| &b.password));
+        add(auth.ca_bundle.as_ref());
+        for header in &auth.headers {
+            add(header.value_from.as_ref());
+        }
+    }
+    refs
+}
+
+/// Secret values read ahead of time (the provider setup is synchronous, Secrets are read
+/// asynchronously). A missing key reads as the error recorded for it.
+#[derive(Default)]
+pub struct PrefetchedSecrets {
+    values: BTreeMap<(String, String), Result<Vec<u8>, String>>,
+}
+
+impl PrefetchedSecrets {
+    /// Records the value (or why it could not be read) of `key` in Secret `name`.
+    pub fn insert(&mut self, name: &str, key: &str, value: Result<Vec<u8>, String>) {
+        self.values.insert((name.to_owned(), key.to_owned()), value);
+    }
+}
+
+impl std::fmt::Debug for PrefetchedSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print secret values.
+        f.debug_list().entries(self.values.keys()).finish()
+    }
+}
+
+impl SecretReader for PrefetchedSecrets {
+    fn read_secret(&self, name: &str, key: &str) -> Result<Vec<u8>, String> {
+        self.values
+            .get(&(name.to_owned(), key.to_owned()))
+            .cloned()
+            .unwrap_or_else(|| Err(format!("secret {name:?} key {key:?} was not read")))
+    }
+}
+
+/// The bytes of `key` in a Secret's `data`.
+pub fn secret_value(
+    secret: &k8s_openapi::api::core::v1::Secret,
+    name: &str,
+    key: &str,
+) -> Result<Vec<u8>, String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .map(|bytes| bytes.0.clone())
+        .ok_or_else(|| format!("secret {name:?} has no key {key:?}"))
+}
+
+/// Whether a Kubernetes object is being deleted.
+pub fn is_deleting<K: Resource>(object: &K) -> bool {
+    object.meta().deletion_timestamp.is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+    use super::*;
+    use crate::api::{
+        Metric, MetricProvider, PrometheusAuth, PrometheusProvider, RolloutSpec, SecretKeySelector,
+    };
+
+    fn rollout() -> Rollout {
+        let labels = BTreeMap::from([("app".to_owned(), "web".to_owned())]);
+        let mut rollout = Rollout::new(
+            "web",
+            RolloutSpec {
+                replicas: Some(4),
+                selector: LabelSelector {
+                    match_labels: Some(labels.clone()),
+                    ..LabelSelector::default()
+                },
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(PodSpec {
+                        containers: vec![Container {
+                            name: "web".into(),
+                            image: Some("web:2".into()),
+                            ..Container::default()
+                        }],
+                        ..PodSpec::default()
+                    }),
+                },
+                ..RolloutSpec::default()
+            },
+        );
+        rollout.metadata.namespace = Some("shop".into());
+        rollout.metadata.uid = Some("uid-1".into());
+        rollout
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert("team".into(), "payments".into());
+        rollout
+    }
+
+    #[test]
+    fn a_replica_set_selects_only_its_revisions_pods_and_is_owned() {
+        let rs = replica_set_for(&rollout(), "abc123", 2);
+        assert_eq!(rs.metadata.name.as_deref(), Some("web-abc123"));
+        assert_eq!(rs.metadata.namespace.as_deref(), Some("shop"));
+        let spec = rs.spec.expect("spec");
+        assert_eq!(spec.replicas, Some(2));
+        let selector = spec.selector.match_labels.expect("labels");
+        assert_eq!(
+            selector.get(REVISION_LABEL).map(String::as_str),
+            Some("abc123")
+        );
+        assert_eq!(selector.get("app").map(String::as_str), Some("web"));
+        let pod_labels = spec
+            .template
+            .and_then(|t| t.metadata)
+            .and_then(|m| m.labels)
+            .expect("pod labels");
+        // Every selector label is on the pods, or the apiserver rejects the ReplicaSet.
+        for (key, value) in &selector {
+            assert_eq!(pod_labels.get(key), Some(value), "{key}");
+        }
+        let owner = &rs.metadata.owner_references.expect("owner")[0];
+        assert_eq!(
+            (owner.uid.as_str(), owner.controller),
+            ("uid-1", Some(true))
+        );
+        assert_eq!(owner.kind, "Rollout");
+    }
+
+    #[test]
+    fn an_analysis_run_is_labelled_and_owned() {
+        let run = analysis_run_for(
+            &rollout(),
+            "web-abc-1-step2",
+            AnalysisKind::Step { index: 2 },
+            "abc",
+            AnalysisRunSpec::default(),
+        );
+        let labels = run.metadata.labels.expect("labels");
+        assert_eq!(labels.get(ANALYSIS_LABEL).map(String::as_str), Some("step"));
+        assert_eq!(labels.get(ROLLOUT_LABEL).map(String::as_str), Some("web"));
+        assert_eq!(run.metadata.namespace.as_deref(), Some("shop"));
+        assert!(run.metadata.owner_references.is_some());
+    }
+
+    #[test]
+    fn field_refs_read_names_labels_and_paths() {
+        let r = rollout();
+        assert_eq!(field_ref_value(&r, "metadata.name").as_deref(), Some("web"));
+        assert_eq!(
+            field_ref_value(&r, "metadata.namespace").as_deref(),
+            Some("shop")
+        );
+        assert_eq!(
+            field_ref_value(&r, "metadata.labels['team']").as_deref(),
+            Some("payments")
+        );
+        assert_eq!(field_ref_value(&r, "spec.replicas").as_deref(), Some("4"));
+        assert_eq!(
+            field_ref_value(&r, "spec.template.spec.containers.0.image"),
+            None,
+            "arrays are not indexed by dotted numbers"
+        );
+        assert_eq!(field_ref_value(&r, "metadata.labels['nope']"), None);
+    }
+
+    #[test]
+    fn secret_refs_are_collected_and_prefetched_values_never_print() {
+        let selector = |name: &str, key: &str| SecretSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: name.into(),
+                key: key.into(),
+            }),
+            file: None,
+        };
+        let spec = AnalysisRunSpec {
+            metrics: vec![Metric {
+                name: "m".into(),
+                provider: MetricProvider {
+                    prometheus: Some(PrometheusProvider {
+                        address: "http://prom".into(),
+                        auth: Some(PrometheusAuth {
+                            bearer_token: Some(selector("prom", "token")),
+                            ca_bundle: Some(selector("prom", "ca")),
+                            ..PrometheusAuth::default()
+                        }),
+                        ..PrometheusProvider::default()
+                    }),
+                },
+                ..Metric::default()
+            }],
+            ..AnalysisRunSpec::default()
+        };
+        let refs: Vec<_> = secret_refs(&spec).into_iter().collect();
+        assert_eq!(
+            refs,
+            vec![
+                ("prom".to_owned(), "ca".to_owned()),
+                ("prom".to_owned(), "token".to_owned())
+            ]
+        );
+        let mut secrets = PrefetchedSecrets::default();
+        secrets.insert("prom", "token", Ok(b"s3cr3t".to_vec()));
+        assert_eq!(secrets.read_secret("prom", "token"), Ok(b"s3cr3t".to_vec()));
+        assert!(secrets.read_secret("prom", "ca").is_err());
+        assert!(!format!("{secrets:?}").contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,780 @@
+//! Controller I/O tests against a mocked API server (tower-test): each scenario runs one
+//! reconcile and asserts the exact API calls it made, in order, with their bodies.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use jiff::Timestamp;
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+
+use super::context::{Clock, Context, FINALIZER, REVISION_LABEL, ROLLOUT_LABEL};
+use super::{analysis_controller, rollout_controller};
+use crate::analysis::provider::prometheus::ConcurrencyLimiter;
+use crate::api::{
+    AnalysisPhase, AnalysisRun, AnalysisRunSpec, AnalysisRunStatus, AnalysisStep, CanaryStep,
+    GatewayApiRouting, Rollout, RolloutPhase, RolloutSpec, RolloutStatus, TemplateRef,
+    TrafficRouting,
+};
+use crate::metrics::Metrics;
+use crate::rollout::template_hash;
+
+const NS: &str = "shop";
+const UID: &str = "uid-web";
+
+/// One request the reconcile made.
+#[derive(Debug, Clone)]
+struct Call {
+    method: String,
+    path: String,
+    query: String,
+    content_type: String,
+    body: Value,
+}
+
+impl Call {
+    /// `METHOD path` for compact sequence assertions.
+    fn line(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+
+    fn query_has(&self, part: &str) -> bool {
+        self.query.split('&').any(|p| p == part)
+    }
+}
+
+type Responder = Arc<dyn Fn(&Call) -> (u16, Value) + Send + Sync>;
+
+/// A mocked API server answering with `responder` and recording every call.
+struct ApiServerVerifier {
+    calls: Arc<Mutex<Vec<Call>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ApiServerVerifier {
+    fn start(responder: Responder) -> (Client, ApiServerVerifier) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let recorded = calls.clone();
+        let task = tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect_bytes().await.unwrap_or_default();
+                let call = Call {
+                    method: parts.method.to_string(),
+                    path: parts.uri.path().to_owned(),
+                    query: parts.uri.query().unwrap_or("").to_owned(),
+                    content_type: parts
+                        .headers
+                        .get(http::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned(),
+                    body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                };
+                let (status, answer) = responder(&call);
+                recorded.lock().expect("calls").push(call);
+                let response = Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&answer).unwrap_or_default()))
+                    .expect("response");
+                send.send_response(response);
+            }
+        });
+        (
+            Client::new(service, "default"),
+            ApiServerVerifier { calls, task },
+        )
+    }
+
+    /// The calls made so far, once the client is gone.
+    async fn finish(self) -> Vec<Call> {
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("the mock server stops once the client is dropped")
+            .expect("mock server task");
+        self.calls.lock().expect("calls").clone()
+    }
+}
+
+fn context(client: Client) -> Arc<Context> {
+    let mut ctx = Context::new(
+        client,
+        Metrics::default(),
+        ConcurrencyLimiter::default(),
+        Some("vigil-0".into()),
+    );
+    ctx.clock = Clock::Fixed(now());
+    Arc::new(ctx)
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_second(1_800_000_000).expect("timestamp")
+}
+
+fn not_found(what: &str) -> (u16, Value) {
+    (
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+               "reason": "NotFound", "code": 404, "message": format!("{what} not found")}),
+    )
+}
+
+fn list(items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "7"}, "items": items})
+}
+
+fn image_template(image: &str) -> k8s_openapi::api::core::v1::PodTemplateSpec {
+    serde_json::from_value(json!({
+        "metadata": {"labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": image}]}
+    }))
+    .expect("template")
+}
+
+fn steps() -> Vec<CanaryStep> {
+    vec![
+        CanaryStep {
+            set_weight: Some(20),
+            ..CanaryStep::default()
+        },
+        CanaryStep {
+            analysis: Some(AnalysisStep {
+                templates: vec![TemplateRef {
+                    template_name: "error-rate".into(),
+                    cluster_scope: false,
+                }],
+                args: vec![],
+            }),
+            ..CanaryStep::default()
+        },
+        CanaryStep {
+            set_weight: Some(100),
+            ..CanaryStep::default()
+        },
+    ]
+}
+
+/// The Rollout `web` (4 replicas, image `web:2`), finalized, with services and optionally an
+/// HTTPRoute.
+fn rollout(router: bool, status: Option<RolloutStatus>) -> Rollout {
+    let mut spec = RolloutSpec {
+        replicas: Some(4),
+        selector: serde_json::from_value(json!({"matchLabels": {"app": "web"}})).expect("sel"),
+        template: image_template("web:2"),
+        ..RolloutSpec::default()
+    };
+    let canary = &mut spec.strategy.canary;
+    canary.steps = steps();
+    canary.stable_service = Some("web-stable".into());
+    canary.canary_service = Some("web-canary".into());
+    if router {
+        canary.traffic_routing = Some(TrafficRouting {
+            gateway_api: Some(GatewayApiRouting {
+                http_route: "web".into(),
+            }),
+            local: None,
+        });
+    }
+    let mut rollout = Rollout::new("web", spec);
+    rollout.metadata.namespace = Some(NS.into());
+    rollout.metadata.uid = Some(UID.into());
+    rollout.metadata.resource_version = Some("41".into());
+    rollout.metadata.generation = Some(2);
+    rollout.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    rollout.status = status;
+    rollout
+}
+
+fn owner() -> Value {
+    json!([{"apiVersion": "vigil.dev/v1alpha1", "kind": "Rollout", "name": "web",
+            "uid": UID, "controller": true, "blockOwnerDeletion": true}])
+}
+
+fn replica_set(revision: &str, replicas: i32, ready: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": format!("web-{revision}"), "namespace": NS,
+                     "labels": {ROLLOUT_LABEL: "web", REVISION_LABEL: revision},
+                     "ownerReferences": owner(),
+                     "creationTimestamp": "2027-01-01T00:00:00Z"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web", REVISION_LABEL: revision}}},
+        "status": {"replicas": replicas, "readyReplicas": ready}
+    })
+}
+
+fn service(name: &str, revision: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+           "spec": {"selector": {"app": "web", REVISION_LABEL: revision}}})
+}
+
+fn route(stable_weight: i64, canary_weight: i64) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": NS, "resourceVersion": "5"},
+        "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [
+            {"name": "web-stable", "port": 80, "weight": stable_weight},
+            {"name": "web-canary", "port": 80, "weight": canary_weight}
+        ]}]}
+    })
+}
+
+/// The cluster a scenario starts from; anything not listed is answered "not found".
+#[derive(Clone, Default)]
+struct Cluster {
+    replica_sets: Vec<Value>,
+    services: BTreeMap<String, Value>,
+    route: Option<Value>,
+    runs: Vec<Value>,
+    templates: BTreeMap<String, Value>,
+    /// Status code of the status write (200 or a conflict).
+    status_write: Option<u16>,
+}
+
+impl Cluster {
+    fn responder(self) -> Responder {
+        Arc::new(move |call: &Call| {
+            let base = format!("/apis/vigil.dev/v1alpha1/namespaces/{NS}");
+            let path = call.path.as_str();
+            match call.method.as_str() {
+                "GET" if path == format!("/apis/apps/v1/namespaces/{NS}/replicasets") => {
+                    (200, list(self.replica_sets.clone()))
+                }
+                "GET" if path == format!("{base}/analysisruns") => (200, list(self.runs.clone())),
+                "GET" => {
+                    let name = path.rsplit('/').next().unwrap_or("");
+                    let found = if path.contains("/services/") {
+                        self.services.get(name).cloned()
+                    } else if path.contains("/httproutes/") {
+                        self.route.clone()
+                    } else if path.contains("/analysistemplates/") {
+                        self.templates.get(name).cloned()
+                    } else {
+                        None
+                    };
+                    found.map_or_else(|| not_found(path), |v| (200, v))
+                }
+                "PUT" if path.ends_with("/status") => match self.status_write {
+                    Some(409) => (
+                        409,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                               "reason": "Conflict", "code": 409, "message": "the object has been modified"}),
+                    ),
+                    _ => (200, call.body.clone()),
+                },
+                "POST" => (201, call.body.clone()),
+                "PATCH" if path.contains("/httproutes/") => {
+                    (200, self.route.clone().unwrap_or(Value::Null))
+                }
+                "PATCH" if path.contains("/services/") => {
+                    let name = path.rsplit('/').next().unwrap_or("");
+                    (200, self.services.get(name).cloned().unwrap_or(Value::Null))
+                }
+                "PATCH" if path.contains("/replicasets/") => (
+                    200,
+                    self.replica_sets.first().cloned().unwrap_or(Value::Null),
+                ),
+                "PATCH" if path.contains("/analysisruns/") => (
+                    200,
+                    json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "AnalysisRun",
+                           "metadata": {"name": "r", "namespace": NS}, "spec": {"metrics": []}}),
+                ),
+                "PATCH" if path.contains("/rollouts/") => (
+                    200,
+                    serde_json::to_value(rollout(false, None)).unwrap_or_default(),
+                ),
+                _ => not_found(path),
+            }
+        })
+    }
+}
+
+async fn reconcile_rollout(
+    rollout: Rollout,
+    cluster: Cluster,
+) -> (Result<Action, String>, Vec<Call>, Metrics) {
+    let (client, verifier) = ApiServerVerifier::start(cluster.responder());
+    let ctx = context(client);
+    let metrics = ctx.metrics.clone();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        rollout_controller::reconcile(Arc::new(rollout), ctx),
+    )
+    .await
+    .expect("reconcile finishes")
+    .map_err(|e| format!("{}: {e}", e.category()));
+    (result, verifier.finish().await, metrics)
+}
+
+fn lines(calls: &[Call]) -> Vec<String> {
+    calls.iter().map(Call::line).collect()
+}
+
+const RS: &str = "/apis/apps/v1/namespaces/shop/replicasets";
+const RUNS: &str = "/apis/vigil.dev/v1alpha1/namespaces/shop/analysisruns";
+const STATUS: &str = "/apis/vigil.dev/v1alpha1/namespaces/shop/rollouts/web/status";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
+const STABLE_SVC: &str = "/api/v1/namespaces/shop/services/web-stable";
+const CANARY_SVC: &str = "/api/v1/namespaces/shop/services/web-canary";
+const ROUTE: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/web";
+
+fn status_of(call: &Call) -> RolloutStatus {
+    serde_json::from_value(call.body["status"].clone()).expect("status body")
+}
+
+fn assert_status_write(call: &Call) {
+    assert_eq!(call.line(), format!("PUT {STATUS}"));
+    assert!(
+        call.query_has("fieldManager=vigil.dev%2Fcontroller"),
+        "{}",
+        call.query
+    );
+    // Optimistic concurrency: the observed resourceVersion goes back with the write.
+    assert_eq!(call.body["metadata"]["resourceVersion"], json!("41"));
+}
+
+#[tokio::test]
+async fn a_first_revision_creates_its_replica_set_and_points_both_services() {
+    let revision = template_hash(&image_template("web:2"));
+    let cluster = Cluster {
+        services: BTreeMap::from([
+            (
+                "web-stable".into(),
+                json!({"metadata": {"name": "web-stable"}, "spec": {"selector": {"app": "web"}}}),
+            ),
+            (
+                "web-canary".into(),
+                json!({"metadata": {"name": "web-canary"}, "spec": {"selector": {"app": "web"}}}),
+            ),
+        ]),
+        ..Cluster::default()
+    };
+    let (result, calls, metrics) = reconcile_rollout(rollout(false, None), cluster).await;
+    let action = result.expect("reconciled");
+    assert_eq!(
+        lines(&calls),
+        vec![
+            format!("GET {RS}"),
+            format!("GET {STABLE_SVC}"),
+            format!("GET {CANARY_SVC}"),
+            format!("GET {RUNS}"),
+            format!("PATCH {STABLE_SVC}"),
+            format!("PATCH {CANARY_SVC}"),
+            format!("POST {RS}"),
+            format!("POST {EVENTS}"),
+            format!("PUT {STATUS}"),
+        ],
+        "{calls:#?}"
+    );
+    assert!(
+        calls[0]
+            .query
+            .contains("labelSelector=vigil.dev%2Frollout%3Dweb"),
+        "{}",
+        calls[0].query
+    );
+    let created = &calls[6].body;
+    assert!(calls[6].query_has("fieldManager=vigil.dev%2Fcontroller"));
+    assert_eq!(
+        created["metadata"]["name"],
+        json!(format!("web-{revision}"))
+    );
+    assert_eq!(created["spec"]["replicas"], json!(4));
+    assert_eq!(
+        created["spec"]["selector"]["matchLabels"][REVISION_LABEL],
+        json!(revision)
+    );
+    assert_eq!(
+        created["spec"]["template"]["metadata"]["labels"][REVISION_LABEL],
+        json!(revision)
+    );
+    assert_eq!(created["metadata"]["ownerReferences"][0]["uid"], json!(UID));
+    for call in &calls[4..6] {
+        // Only the revision key of the selector, as a merge patch.
+        assert_eq!(
+            call.body,
+            json!({"spec": {"selector": {REVISION_LABEL: revision}}})
+        );
+        assert_eq!(call.content_type, "application/merge-patch+json");
+    }
+    assert_eq!(
+        calls[7].body["reason"],
+        json!("InitialDeployment"),
+        "{:#?}",
+        calls[7].body
+    );
+    assert_status_write(&calls[8]);
+    let status = status_of(&calls[8]);
+    assert_eq!(status.stable_revision.as_deref(), Some(revision.as_str()));
+    assert_eq!(status.phase, Some(RolloutPhase::Progressing));
+    assert_eq!(action, Action::requeue(Duration::from_secs(2)));
+    assert!(
+        metrics
+            .encode()
+            .contains("vigil_rollout_phase_transitions_total{from=\"None\",to=\"Progressing\"} 1")
+    );
+}
+
+fn stable_revision() -> String {
+    template_hash(&image_template("web:1"))
+}
+
+fn canary_revision() -> String {
+    template_hash(&image_template("web:2"))
+}
+
+/// A canary in flight at `step`: stable `web:1` at 4/4, canary `web:2` at 1/1, both services
+/// pointed, the route at `weight`.
+fn in_flight(step: i32, weight: i32) -> (RolloutStatus, Cluster) {
+    let (stable, canary) = (stable_revision(), canary_revision());
+    let status = RolloutStatus {
+        phase: Some(RolloutPhase::Progressing),
+        observed_generation: Some(2),
+        current_step_index: Some(step),
+        step: Some(format!("{step}/3")),
+        current_step_started_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            Timestamp::from_second(1_800_000_000 - 30).expect("ts"),
+        )),
+        stable_revision: Some(stable.clone()),
+        canary_revision: Some(canary.clone()),
+        canary_weight: weight,
+        canary_attempt: 1,
+        ..RolloutStatus::default()
+    };
+    let cluster = Cluster {
+        replica_sets: vec![replica_set(&stable, 4, 4), replica_set(&canary, 1, 1)],
+        services: BTreeMap::from([
+            ("web-stable".into(), service("web-stable", &stable)),
+            ("web-canary".into(), service("web-canary", &canary)),
+        ]),
+        route: Some(route(i64::from(100 - weight), i64::from(weight))),
+        ..Cluster::default()
+    };
+    (status, cluster)
+}
+
+#[tokio::test]
+async fn a_set_weight_step_patches_only_the_route_weights_with_test_ops() {
+    let (mut status, cluster) = in_flight(0, 0);
+    status.canary_weight = 0;
+    let (result, calls, _) = reconcile_rollout(rollout(true, Some(status)), cluster).await;
+    result.expect("reconciled");
+    let calls_lines = lines(&calls);
+    assert_eq!(
+        calls_lines[..6],
+        [
+            format!("GET {RS}"),
+            format!("GET {STABLE_SVC}"),
+            format!("GET {CANARY_SVC}"),
+            format!("GET {ROUTE}"),
+            format!("GET {RUNS}"),
+            // SetWeight reads the route it patches, then patches it.
+            format!("GET {ROUTE}"),
+        ]
+    );
+    let patch = &calls[6];
+    assert_eq!(patch.line(), format!("PATCH {ROUTE}"));
+    assert_eq!(patch.content_type, "application/json-patch+json");
+    assert!(
+        patch.query_has("fieldManager=vigil.dev%2Fcontroller"),
+        "{}",
+        patch.query
+    );
+    assert_eq!(
+        patch.body,
+        json!([
+            {"op": "test", "path": "/spec/rules/0/backendRefs/0/name", "value": "web-stable"},
+            {"op": "test", "path": "/spec/rules/0/backendRefs/0/weight", "value": 100},
+            {"op": "replace", "path": "/spec/rules/0/backendRefs/0/weight", "value": 80},
+            {"op": "test", "path": "/spec/rules/0/backendRefs/1/name", "value": "web-canary"},
+            {"op": "test", "path": "/spec/rules/0/backendRefs/1/weight", "value": 0},
+            {"op": "replace", "path": "/spec/rules/0/backendRefs/1/weight", "value": 20},
+        ])
+    );
+    let write = calls.last().expect("status write");
+    assert_status_write(write);
+    assert_eq!(status_of(write).canary_weight, 20);
+}
+
+#[tokio::test]
+async fn an_analysis_step_creates_an_owned_run_from_the_template_with_builtin_args() {
+    let (status, mut cluster) = in_flight(1, 20);
+    cluster.templates.insert(
+        "error-rate".into(),
+        json!({
+            "apiVersion": "vigil.dev/v1alpha1", "kind": "AnalysisTemplate",
+            "metadata": {"name": "error-rate", "namespace": NS},
+            "spec": {
+                "args": [{"name": "canary-revision"}],
+                "metrics": [{"name": "errors", "interval": "30s", "count": 3,
+                             "successCondition": "result < 0.01",
+                             "provider": {"prometheus": {"address": "http://prometheus:9090",
+                                 "query": "sum(rate(errors{revision=\"{{args.canary-revision}}\"}[1m]))"}}}]
+            }
+        }),
+    );
+    let (result, calls, _) = reconcile_rollout(rollout(true, Some(status)), cluster).await;
+    result.expect("reconciled");
+    let calls_lines = lines(&calls);
+    assert_eq!(
+        calls_lines[5..7],
+        [
+            "GET /apis/vigil.dev/v1alpha1/namespaces/shop/analysistemplates/error-rate".to_owned(),
+            format!("POST {RUNS}"),
+        ],
+        "{calls_lines:#?}"
+    );
+    let get_template = calls
+        .iter()
+        .position(|c| c.path.ends_with("/analysistemplates/error-rate"))
+        .expect("template read");
+    let create = &calls[get_template + 1];
+    assert_eq!(create.line(), format!("POST {RUNS}"));
+    let run = &create.body;
+    let name = format!("web-{}-1-step1", canary_revision());
+    assert_eq!(run["metadata"]["name"], json!(name));
+    assert_eq!(
+        run["metadata"]["labels"]["vigil.dev/analysis"],
+        json!("step")
+    );
+    assert_eq!(run["metadata"]["ownerReferences"][0]["uid"], json!(UID));
+    let query = run["spec"]["metrics"][0]["provider"]["prometheus"]["query"]
+        .as_str()
+        .expect("query");
+    assert!(query.contains(&canary_revision()), "{query}");
+    assert_status_write(calls.last().expect("status write"));
+}
+
+#[tokio::test]
+async fn an_abort_moves_traffic_first_and_terminates_the_running_analysis() {
+    let (mut status, mut cluster) = in_flight(1, 20);
+    status.abort = true;
+    let run = format!("web-{}-1-step1", canary_revision());
+    cluster.runs.push(json!({
+        "apiVersion": "vigil.dev/v1alpha1", "kind": "AnalysisRun",
+        "metadata": {"name": run, "namespace": NS, "ownerReferences": owner(),
+                     "labels": {ROLLOUT_LABEL: "web"}},
+        "spec": {"metrics": []},
+        "status": {"phase": "Running"}
+    }));
+    let (result, calls, metrics) = reconcile_rollout(rollout(true, Some(status)), cluster).await;
+    result.expect("reconciled");
+    let calls_lines = lines(&calls);
+    let first_write = calls
+        .iter()
+        .position(|c| c.method != "GET")
+        .expect("a write");
+    // Traffic leaves the canary before anything else happens.
+    assert_eq!(calls[first_write].line(), format!("PATCH {ROUTE}"));
+    assert_eq!(calls[first_write].body[5]["value"], json!(0));
+    let terminate = calls
+        .iter()
+        .find(|c| c.path == format!("{RUNS}/{run}"))
+        .expect("terminate");
+    assert_eq!(terminate.method, "PATCH");
+    assert_eq!(terminate.body, json!({"spec": {"terminate": true}}));
+    let events: Vec<_> = calls.iter().filter(|c| c.path == EVENTS).collect();
+    assert!(!events.is_empty(), "{calls_lines:#?}");
+    assert_eq!(events[0].body["regarding"]["name"], json!("web"));
+    assert_eq!(
+        events[0].body["reportingController"],
+        json!("vigil-controller")
+    );
+    let status = status_of(calls.last().expect("status"));
+    assert_eq!(status.phase, Some(RolloutPhase::Aborted));
+    assert!(metrics.encode().contains("to=\"Aborted\""));
+}
+
+#[tokio::test]
+async fn a_status_conflict_requeues_at_once_without_an_error() {
+    let (status, mut cluster) = in_flight(0, 0);
+    cluster.status_write = Some(409);
+    let (result, calls, metrics) = reconcile_rollout(rollout(true, Some(status)), cluster).await;
+    assert_eq!(result, Ok(Action::requeue(Duration::from_millis(100))));
+    assert_eq!(calls.last().map(Call::line), Some(format!("PUT {STATUS}")));
+    assert!(metrics.encode().contains("category=\"status_conflict\""));
+}
+
+#[tokio::test]
+async fn a_settled_rollout_writes_nothing() {
+    let stable = stable_revision();
+    let mut r = rollout(false, None);
+    r.spec.template = image_template("web:1");
+    let cluster = Cluster {
+        replica_sets: vec![replica_set(&stable, 4, 4)],
+        services: BTreeMap::from([
+            ("web-stable".into(), service("web-stable", &stable)),
+            ("web-canary".into(), service("web-canary", &stable)),
+        ]),
+        ..Cluster::default()
+    };
+    // First reconcile records Healthy; feeding its status back must write nothing.
+    let (result, calls, _) = reconcile_rollout(r.clone(), cluster.clone()).await;
+    result.expect("first");
+    let status = status_of(calls.last().expect("status write"));
+    assert_eq!(status.phase, Some(RolloutPhase::Healthy), "{status:?}");
+    r.status = Some(status);
+    let (result, calls, _) = reconcile_rollout(r, cluster).await;
+    assert_eq!(result, Ok(Action::await_change()));
+    assert!(
+        calls.iter().all(|c| c.method == "GET"),
+        "{:#?}",
+        lines(&calls)
+    );
+}
+
+#[tokio::test]
+async fn a_failed_list_is_a_categorised_error_and_backs_off() {
+    let responder: Responder = Arc::new(|_call: &Call| {
+        (
+            500,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                     "reason": "InternalError", "code": 500, "message": "etcd is sad"}),
+        )
+    });
+    let (client, verifier) = ApiServerVerifier::start(responder);
+    let ctx = context(client);
+    let r = Arc::new(rollout(false, None));
+    let error = tokio::time::timeout(
+        Duration::from_secs(10),
+        rollout_controller::reconcile(r.clone(), ctx.clone()),
+    )
+    .await
+    .expect("in time")
+    .expect_err("fails");
+    assert_eq!(error.category(), "list_replica_sets");
+    assert!(!error.is_invalid_spec());
+    let action = rollout_controller::error_policy(r.clone(), &error, ctx.clone());
+    assert_ne!(action, Action::await_change());
+    assert_eq!(ctx.backoff.failures("shop/web"), 1);
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains("category=\"list_replica_sets\"")
+    );
+    drop(ctx);
+    assert_eq!(verifier.finish().await.len(), 1);
+}
+
+#[tokio::test]
+async fn deleting_a_rollout_mid_way_returns_traffic_to_stable_then_drops_the_finalizer() {
+    let (status, cluster) = in_flight(1, 20);
+    let mut r = rollout(true, Some(status));
+    r.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
+    let (result, calls, _) = reconcile_rollout(r, cluster).await;
+    assert_eq!(result, Ok(Action::await_change()));
+    let stable = stable_revision();
+    assert_eq!(
+        lines(&calls),
+        vec![
+            format!("GET {ROUTE}"),
+            format!("PATCH {ROUTE}"),
+            format!("PATCH {STABLE_SVC}"),
+            format!("PATCH {CANARY_SVC}"),
+            "PATCH /apis/vigil.dev/v1alpha1/namespaces/shop/rollouts/web".to_owned(),
+        ]
+    );
+    assert_eq!(calls[1].body[2]["value"], json!(100));
+    assert_eq!(calls[1].body[5]["value"], json!(0));
+    assert_eq!(
+        calls[3].body,
+        json!({"spec": {"selector": {REVISION_LABEL: stable}}})
+    );
+    // The finalizer helper removes exactly ours, guarded by a test op.
+    assert!(
+        calls[4].body.to_string().contains("\"op\":\"remove\""),
+        "{}",
+        calls[4].body
+    );
+}
+
+#[tokio::test]
+async fn a_run_whose_provider_cannot_be_configured_errors_with_the_reason_via_ssa() {
+    let (client, verifier) = ApiServerVerifier::start(Arc::new(|call: &Call| {
+        let mut object = call.body.clone();
+        object["metadata"] = json!({"name": "web-abc-1-step1", "namespace": NS});
+        object["spec"] = json!({"metrics": []});
+        (200, object)
+    }));
+    let ctx = context(client);
+    let mut run = AnalysisRun::new(
+        "web-abc-1-step1",
+        serde_json::from_value::<AnalysisRunSpec>(json!({"metrics": [{"name": "errors",
+            "successCondition": "result < 1",
+            "provider": {"prometheus": {"address": "not a url", "query": "up"}}}]}))
+        .expect("spec"),
+    );
+    run.metadata.namespace = Some(NS.into());
+    let action = tokio::time::timeout(
+        Duration::from_secs(10),
+        analysis_controller::reconcile(Arc::new(run), ctx.clone()),
+    )
+    .await
+    .expect("in time")
+    .expect("reconciled");
+    assert_eq!(action, Action::await_change());
+    drop(ctx);
+    let calls = verifier.finish().await;
+    assert_eq!(
+        lines(&calls),
+        vec![format!("PATCH {RUNS}/web-abc-1-step1/status")]
+    );
+    let call = &calls[0];
+    assert_eq!(call.content_type, "application/apply-patch+yaml");
+    assert!(
+        call.query_has("fieldManager=vigil.dev%2Fcontroller"),
+        "{}",
+        call.query
+    );
+    assert!(call.query_has("force=true"), "{}", call.query);
+    assert_eq!(call.body["kind"], json!("AnalysisRun"));
+    let status: AnalysisRunStatus =
+        serde_json::from_value(call.body["status"].clone()).expect("status");
+    assert_eq!(status.phase, Some(AnalysisPhase::Error));
+    assert!(status.message.unwrap_or_default().contains("errors"));
+}
+
+#[tokio::test]
+async fn a_completed_run_makes_no_call() {
+    let (client, verifier) =
+        ApiServerVerifier::start(Arc::new(|call: &Call| (200, call.body.clone())));
+    let ctx = context(client);
+    let mut run = AnalysisRun::new("done", AnalysisRunSpec::default());
+    run.metadata.namespace = Some(NS.into());
+    run.status = Some(AnalysisRunStatus {
+        phase: Some(AnalysisPhase::Successful),
+        ..AnalysisRunStatus::default()
+    });
+    let action = analysis_controller::reconcile(Arc::new(run), ctx.clone())
+        .await
+        .expect("reconciled");
+    assert_eq!(action, Action::await_change());
+    drop(ctx);
+    assert!(verifier.finish().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_new_rollout_first_gets_the_finalizer_guarded_by_its_resource_version() {
+    let mut r = rollout(false, None);
+    r.metadata.finalizers = None;
+    let (result, calls, _) = reconcile_rollout(r, Cluster::default()).await;
+    assert_eq!(result, Ok(Action::await_change()));
+    assert_eq!(
+        lines(&calls),
+        vec!["PATCH /apis/vigil.dev/v1alpha1/namespaces/shop/rollouts/web".to_owned()]
+    );
+    assert_eq!(calls[0].content_type, "application/json-patch+json");
+    assert_eq!(
+        calls[0].body,
+        json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": "41"},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ])
+    );
+}

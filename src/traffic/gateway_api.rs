@@ -1,0 +1,431 @@
+//! Gateway API `HTTPRoute` routing.
+//!
+//! The route belongs to the user: vigil changes only the `weight` of the backendRefs that name
+//! the stable and canary Services, with a JSON patch whose `test` ops guard every path it
+//! changes, so a route edited meanwhile makes the patch fail instead of being overwritten.
+//! The route is reached as a [`DynamicObject`] (the `gateway-api` crate pins an older kube),
+//! through the small typed view [`backend_refs`].
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation, TestOperation};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PatchParams};
+use serde_json::Value;
+
+use super::{TrafficError, TrafficRouter};
+
+/// What is wrong with a route for vigil's purposes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No rule has a backendRef to either service.
+    #[error("no rule has a backendRef to service {stable:?} or {canary:?}")]
+    FindBackendRefs {
+        /// The stable service.
+        stable: String,
+        /// The canary service.
+        canary: String,
+    },
+    /// A rule routes to one of the services but not the other, so no weight can be split.
+    #[error("spec.rules[{rule}] has a backendRef to {present:?} but none to {missing:?}")]
+    FindPairedBackendRef {
+        /// Index of the rule.
+        rule: usize,
+        /// The service it has.
+        present: String,
+        /// The service it lacks.
+        missing: String,
+    },
+    /// The stable and canary service are the same, so weights cannot tell them apart.
+    #[error("stableService and canaryService are both {0:?}")]
+    DistinguishServices(String),
+}
+
+/// The Gateway API HTTPRoute resource (`gateway.networking.k8s.io/v1`).
+pub fn http_route_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    )
+}
+
+/// One backendRef of a route rule that names a core Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendRef {
+    /// Index of the rule in `spec.rules`.
+    pub rule: usize,
+    /// Index of the ref in the rule's `backendRefs`.
+    pub index: usize,
+    /// The Service's name.
+    pub name: String,
+    /// The weight as written; `None` means the Gateway API default of 1.
+    pub weight: Option<i64>,
+}
+
+/// Every backendRef of `route` that points at a core Service (no `group`/`kind`, or `""` /
+/// `Service`), in rule order. Refs to other kinds are not vigil's to touch.
+pub fn backend_refs(route: &Value) -> Vec<BackendRef> {
+    let rules = route
+        .pointer("/spec/rules")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut refs = Vec::new();
+    for (rule, body) in rules.iter().enumerate() {
+        let backends = body
+            .get("backendRefs")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for (index, backend) in backends.iter().enumerate() {
+            let group = backend.get("group").and_then(Value::as_str).unwrap_or("");
+            let kind = backend
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("Service");
+            let Some(name) = backend.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            if group.is_empty() && kind == "Service" {
+                refs.push(BackendRef {
+                    rule,
+                    index,
+                    name: name.to_owned(),
+                    weight: backend.get("weight").and_then(Value::as_i64),
+                });
+            }
+        }
+    }
+    refs
+}
+
+/// The (stable, canary) ref pair of each rule that routes to either service.
+fn pairs<'a>(
+    refs: &'a [BackendRef],
+    stable: &str,
+    canary: &str,
+) -> Result<Vec<(&'a BackendRef, &'a BackendRef)>, RouteError> {
+    if stable == canary {
+        return Err(RouteError::DistinguishServices(stable.to_owned()));
+    }
+    let mut rules: Vec<usize> = refs
+        .iter()
+        .filter(|r| r.name == stable || r.name == canary)
+        .map(|r| r.rule)
+        .collect();
+    rules.dedup();
+    if rules.is_empty() {
+        return Err(RouteError::FindBackendRefs {
+            stable: stable.to_owned(),
+            canary: canary.to_owned(),
+        });
+    }
+    rules
+        .into_iter()
+        .map(|rule| {
+            let find = |name: &str| refs.iter().find(|r| r.rule == rule && r.name == name);
+            match (find(stable), find(canary)) {
+                (Some(s), Some(c)) => Ok((s, c)),
+                (Some(_), None) => Err(RouteError::FindPairedBackendRef {
+                    rule,
+                    present: stable.to_owned(),
+                    missing: canary.to_owned(),
+                }),
+                _ => Err(RouteError::FindPairedBackendRef {
+                    rule,
+                    present: canary.to_owned(),
+                    missing: stable.to_owned(),
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The canary's percent of traffic in `route`, computed from the stable/canary weights of
+/// each rule that routes to them. `None` when the rules disagree or both weights are 0
+/// (vigil has not converged the route yet).
+pub fn canary_weight(route: &Value, stable: &str, canary: &str) -> Result<Option<i32>, RouteError> {
+    let refs = backend_refs(route);
+    let mut seen = None;
+    for (s, c) in pairs(&refs, stable, canary)? {
+        let (sw, cw) = (s.weight.unwrap_or(1), c.weight.unwrap_or(1));
+        let total = sw + cw;
+        if total <= 0 || sw < 0 || cw < 0 {
+            return Ok(None);
+        }
+        // Round to the nearest percent; vigil itself always writes weights summing to 100.
+        let percent = i32::try_from((cw * 100 + total / 2) / total).unwrap_or(i32::MAX);
+        match seen {
+            None => seen = Some(percent),
+            Some(previous) if previous != percent => return Ok(None),
+            Some(_) => {}
+        }
+    }
+    Ok(seen)
+}
+
+fn pointer(rule: usize, index: usize, field: &str) -> PointerBuf {
+    PointerBuf::from_tokens([
+        "spec".to_owned(),
+        "rules".to_owned(),
+        rule.to_string(),
+        "backendRefs".to_owned(),
+        index.to_string(),
+        field.to_owned(),
+    ])
+}
+
+/// The JSON patch that sets the canary's weight to `canary_weight` and the stable's to
+/// `100 - canary_weight` in every rule that routes to them. Each changed ref is guarded by a
+/// `test` of its name (the list was not reordered) and of its current weight when it has one
+/// (nobody else changed it since it was read); the rest of the route is never touched.
+pub fn weight_patch(
+    route: &Value,
+    stable: &str,
+    canary: &str,
+    canary_weight: i32,
+) -> Result<Patch, RouteError> {
+    let canary_weight = i64::from(canary_weight.clamp(0, 100));
+    let refs = backend_refs(route);
+    let mut ops = Vec::new();
+    for (s, c) in pairs(&refs, stable, canary)? {
+        for (backend, weight) in [(s, 100 - canary_weight), (c, canary_weight)] {
+            ops.push(PatchOperation::Test(TestOperation {
+                path: pointer(backend.rule, backend.index, "name"),
+                value: Value::from(backend.name.clone()),
+            }));
+            let path = pointer(backend.rule, backend.index, "weight");
+            match backend.weight {
+                Some(current) => {
+                    ops.push(PatchOperation::Test(TestOperation {
+                        path: path.clone(),
+                        value: Value::from(current),
+                    }));
+                    ops.push(PatchOperation::Replace(ReplaceOperation {
+                        path,
+                        value: Value::from(weight),
+                    }));
+                }
+                None => ops.push(PatchOperation::Add(AddOperation {
+                    path,
+                    value: Value::from(weight),
+                })),
+            }
+        }
+    }
+    Ok(Patch(ops))
+}
+
+/// An HTTPRoute whose stable/canary backendRef weights vigil sets.
+#[derive(Clone)]
+pub struct GatewayRoute {
+    api: Api<DynamicObject>,
+    route: String,
+    stable: String,
+    canary: String,
+    field_manager: String,
+}
+
+impl GatewayRoute {
+    /// The route `route` in `api`'s namespace splitting traffic between the `stable` and
+    /// `canary` Services; patches are sent with `field_manager`.
+    pub fn new(
+        api: Api<DynamicObject>,
+        route: &str,
+        stable: &str,
+        canary: &str,
+        field_manager: &str,
+    ) -> GatewayRoute {
+        GatewayRoute {
+            api,
+            route: route.to_owned(),
+            stable: stable.to_owned(),
+            canary: canary.to_owned(),
+            field_manager: field_manager.to_owned(),
+        }
+    }
+
+    async fn read(&self) -> Result<Value, TrafficError> {
+        let route = self
+            .api
+            .get(&self.route)
+            .await
+            .map_err(|source| TrafficError::GetRoute {
+                route: self.route.clone(),
+                source,
+            })?;
+        Ok(serde_json::to_value(route).unwrap_or(Value::Null))
+    }
+
+    fn read_error(&self, source: RouteError) -> TrafficError {
+        TrafficError::ReadRoute {
+            route: self.route.clone(),
+            source,
+        }
+    }
+}
+
+impl TrafficRouter for GatewayRoute {
+    async fn set_canary_weight(&self, canary_weight: i32) -> Result<(), TrafficError> {
+        let route = self.read().await?;
+        let patch = weight_patch(&route, &self.stable, &self.canary, canary_weight)
+            .map_err(|e| self.read_error(e))?;
+        let params = PatchParams {
+            field_manager: Some(self.field_manager.clone()),
+            ..PatchParams::default()
+        };
+        self.api
+            .patch(&self.route, &params, &kube::api::Patch::Json::<()>(patch))
+            .await
+            .map_err(|source| TrafficError::PatchRoute {
+                route: self.route.clone(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    async fn canary_weight(&self) -> Result<Option<i32>, TrafficError> {
+        let route = self.read().await?;
+        canary_weight(&route, &self.stable, &self.canary).map_err(|e| self.read_error(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn route() -> Value {
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {
+                "parentRefs": [{"name": "gw"}],
+                "hostnames": ["web.example"],
+                "rules": [
+                    {
+                        "matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
+                        "backendRefs": [
+                            {"name": "web-stable", "port": 80, "weight": 100},
+                            {"name": "web-canary", "port": 80, "weight": 0},
+                            {"group": "example.com", "kind": "Bucket", "name": "web-canary", "weight": 5}
+                        ]
+                    },
+                    {
+                        "backendRefs": [
+                            {"name": "web-canary", "port": 80},
+                            {"name": "web-stable", "port": 80}
+                        ]
+                    },
+                    {"backendRefs": [{"name": "other", "port": 8080}]}
+                ]
+            }
+        })
+    }
+
+    #[test]
+    fn the_typed_view_keeps_only_core_service_refs() {
+        let refs = backend_refs(&route());
+        let names: Vec<_> = refs
+            .iter()
+            .map(|r| (r.rule, r.index, r.name.as_str(), r.weight))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                (0, 0, "web-stable", Some(100)),
+                (0, 1, "web-canary", Some(0)),
+                (1, 0, "web-canary", None),
+                (1, 1, "web-stable", None),
+                (2, 0, "other", None),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_patch_tests_every_changed_path_and_changes_only_weights() {
+        let original = route();
+        let patch = weight_patch(&original, "web-stable", "web-canary", 20).expect("patch");
+        let ops = serde_json::to_value(&patch).expect("json");
+        assert_eq!(
+            ops,
+            json!([
+                {"op": "test", "path": "/spec/rules/0/backendRefs/0/name", "value": "web-stable"},
+                {"op": "test", "path": "/spec/rules/0/backendRefs/0/weight", "value": 100},
+                {"op": "replace", "path": "/spec/rules/0/backendRefs/0/weight", "value": 80},
+                {"op": "test", "path": "/spec/rules/0/backendRefs/1/name", "value": "web-canary"},
+                {"op": "test", "path": "/spec/rules/0/backendRefs/1/weight", "value": 0},
+                {"op": "replace", "path": "/spec/rules/0/backendRefs/1/weight", "value": 20},
+                {"op": "test", "path": "/spec/rules/1/backendRefs/1/name", "value": "web-stable"},
+                {"op": "add", "path": "/spec/rules/1/backendRefs/1/weight", "value": 80},
+                {"op": "test", "path": "/spec/rules/1/backendRefs/0/name", "value": "web-canary"},
+                {"op": "add", "path": "/spec/rules/1/backendRefs/0/weight", "value": 20},
+            ])
+        );
+        let mut patched = original.clone();
+        json_patch::patch(&mut patched, &patch).expect("applies");
+        assert_eq!(
+            canary_weight(&patched, "web-stable", "web-canary"),
+            Ok(Some(20))
+        );
+        // Everything but the four weights is as it was.
+        let mut expected = original;
+        expected["spec"]["rules"][0]["backendRefs"][0]["weight"] = json!(80);
+        expected["spec"]["rules"][0]["backendRefs"][1]["weight"] = json!(20);
+        expected["spec"]["rules"][1]["backendRefs"][0]["weight"] = json!(20);
+        expected["spec"]["rules"][1]["backendRefs"][1]["weight"] = json!(80);
+        assert_eq!(patched, expected);
+    }
+
+    #[test]
+    fn a_route_changed_since_it_was_read_fails_the_patch() {
+        let read = route();
+        let patch = weight_patch(&read, "web-stable", "web-canary", 50).expect("patch");
+        let mut changed = read;
+        changed["spec"]["rules"][0]["backendRefs"][1]["weight"] = json!(7);
+        assert!(json_patch::patch(&mut changed, &patch).is_err());
+        let mut reordered = route();
+        let refs = reordered["spec"]["rules"][0]["backendRefs"]
+            .as_array_mut()
+            .expect("array");
+        refs.swap(0, 1);
+        assert!(json_patch::patch(&mut reordered, &patch).is_err());
+    }
+
+    #[test]
+    fn weights_read_back_agree_or_are_unknown() {
+        let mut r = route();
+        // Rule 1 has no weights (1:1 = 50%) while rule 0 says 0%.
+        assert_eq!(canary_weight(&r, "web-stable", "web-canary"), Ok(None));
+        r["spec"]["rules"][1]["backendRefs"][0]["weight"] = json!(0);
+        r["spec"]["rules"][1]["backendRefs"][1]["weight"] = json!(100);
+        assert_eq!(canary_weight(&r, "web-stable", "web-canary"), Ok(Some(0)));
+        r["spec"]["rules"][0]["backendRefs"][0]["weight"] = json!(0);
+        r["spec"]["rules"][0]["backendRefs"][1]["weight"] = json!(0);
+        assert_eq!(canary_weight(&r, "web-stable", "web-canary"), Ok(None));
+    }
+
+    #[test]
+    fn a_rule_with_only_one_of_the_services_is_an_error_naming_it() {
+        let r = json!({"spec": {"rules": [{"backendRefs": [{"name": "web-stable"}]}]}});
+        assert_eq!(
+            weight_patch(&r, "web-stable", "web-canary", 10),
+            Err(RouteError::FindPairedBackendRef {
+                rule: 0,
+                present: "web-stable".into(),
+                missing: "web-canary".into()
+            })
+        );
+        assert_eq!(
+            canary_weight(&json!({"spec": {}}), "a", "b"),
+            Err(RouteError::FindBackendRefs {
+                stable: "a".into(),
+                canary: "b".into()
+            })
+        );
+        assert_eq!(
+            canary_weight(&r, "x", "x"),
+            Err(RouteError::DistinguishServices("x".into()))
+        );
+    }
+}

@@ -1,0 +1,427 @@
+//! End to end: the real `vigil controller --no-leader-election` binary against the
+//! in-process Kubernetes API test server (with its ReplicaSet stand-in marking pods ready) and
+//! a real Prometheus.
+//!
+//! The controller measures at wall-clock now, so fixture blocks at fixed past times do not
+//! fit. Instead a tiny static exporter in this process serves one gauge per rollout
+//! (`e2e_error_ratio{rollout="..."}`), and Prometheus scrapes it every second: live samples
+//! with timestamps around now, deterministic values. The template's query selects the series
+//! through the built-in `rollout` argument.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use support::prometheus::PrometheusServer;
+use vigil::api::{AnalysisTemplate, Rollout, RolloutPhase};
+use vigil::testing::apiserver::ApiServer;
+
+const NS: &str = "default";
+const WAIT: Duration = Duration::from_secs(90);
+
+/// Serves the fixed metrics text on 127.0.0.1 until the process exits.
+fn start_exporter(body: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind exporter");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    addr
+}
+
+const METRICS: &str = "# TYPE e2e_error_ratio gauge\n\
+e2e_error_ratio{rollout=\"good\"} 0.001\n\
+e2e_error_ratio{rollout=\"bad\"} 0.2\n\
+e2e_error_ratio{rollout=\"restart\"} 0.001\n";
+
+/// The controller binary, killed on drop.
+struct Controller(Child);
+
+impl Controller {
+    fn start(kubeconfig: &Path) -> Controller {
+        let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args([
+                "controller",
+                "--no-leader-election",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--concurrency",
+                "4",
+            ])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "warn,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start vigil controller");
+        Controller(child)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn template(name: &str, image: &str) -> Value {
+    json!({
+        "metadata": {"labels": {"app": name}},
+        "spec": {"containers": [{"name": "app", "image": image}]}
+    })
+}
+
+fn rollout(name: &str, image: &str, steps: Value) -> Rollout {
+    serde_json::from_value(json!({
+        "apiVersion": "vigil.dev/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "replicas": 4,
+            "selector": {"matchLabels": {"app": name}},
+            "template": template(name, image),
+            "strategy": {"canary": {
+                "stableService": format!("{name}-stable"),
+                "canaryService": format!("{name}-canary"),
+                "steps": steps
+            }}
+        }
+    }))
+    .expect("rollout")
+}
+
+async fn create_services(client: &kube::Client, name: &str) {
+    let api: Api<Service> = Api::namespaced(client.clone(), NS);
+    for role in ["stable", "canary"] {
+        let service: Service = serde_json::from_value(json!({
+            "metadata": {"name": format!("{name}-{role}"), "namespace": NS},
+            "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}
+        }))
+        .expect("service");
+        api.create(&PostParams::default(), &service)
+            .await
+            .expect("create service");
+    }
+}
+
+/// Waits until `check` holds for the Rollout, or fails with its last status.
+async fn wait_for(
+    api: &Api<Rollout>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Rollout) -> bool,
+) -> Rollout {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let rollout = api.get(name).await.expect("get rollout");
+        if check(&rollout) {
+            return rollout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rollout {name}: timed out waiting for {what}; status: {:#?}",
+            rollout.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn phase(rollout: &Rollout) -> Option<RolloutPhase> {
+    rollout.status.as_ref().and_then(|s| s.phase)
+}
+
+async fn prometheus_has_data(prometheus: &PrometheusServer) {
+    let url = format!(
+        "{}api/v1/query?query=count(e2e_error_ratio)",
+        prometheus.url()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let http = reqwest::Client::new();
+    loop {
+        if let Ok(response) = http.get(&url).send().await
+            && let Ok(body) = response.json::<Value>().await
+            && body["data"]["result"][0]["value"][1] == "3"
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never scraped the exporter: {:?}",
+            prometheus.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn create_template(client: &kube::Client, prometheus: &PrometheusServer) {
+    let template: AnalysisTemplate = serde_json::from_value(json!({
+        "apiVersion": "vigil.dev/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "error-ratio", "namespace": NS},
+        "spec": {
+            "args": [{"name": "rollout"}],
+            "metrics": [{
+                "name": "error-ratio",
+                "interval": "1s",
+                "count": 3,
+                "failureLimit": 0,
+                "successCondition": "result < 0.05",
+                "provider": {"prometheus": {
+                    "address": prometheus.url().as_str(),
+                    "query": "max(e2e_error_ratio{rollout=\"{{args.rollout}}\"})"
+                }}
+            }]
+        }
+    }))
+    .expect("template");
+    Api::<AnalysisTemplate>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &template)
+        .await
+        .expect("create template");
+}
+
+async fn set_image(api: &Api<Rollout>, name: &str, image: &str) {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"template": template(name, image)}})),
+    )
+    .await
+    .expect("new image");
+}
+
+async fn replicas_of(client: &kube::Client, name: &str, revision: &str) -> Option<i32> {
+    Api::<ReplicaSet>::namespaced(client.clone(), NS)
+        .list(&ListParams::default().labels(&format!("vigil.dev/rollout={name}")))
+        .await
+        .expect("list replicasets")
+        .items
+        .into_iter()
+        .find(|rs| {
+            rs.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("vigil.dev/revision"))
+                .map(String::as_str)
+                == Some(revision)
+        })
+        .and_then(|rs| rs.spec.and_then(|s| s.replicas))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollouts_are_promoted_rolled_back_and_resumed_after_a_restart() {
+    support::install_crypto_provider();
+    let exporter = start_exporter(METRICS);
+    let prometheus = PrometheusServer::start_with_config(&format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+         scrape_configs:\n  - job_name: e2e\n    static_configs:\n      - targets: ['{exporter}']\n"
+    ));
+    let server = ApiServer::start().with_replicaset_controller();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let client = server.client();
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), NS);
+
+    prometheus_has_data(&prometheus).await;
+    create_template(&client, &prometheus).await;
+    let analysed = json!([
+        {"setWeight": 50},
+        {"analysis": {"templates": [{"templateName": "error-ratio"}]}},
+        {"setWeight": 100}
+    ]);
+    let paused = json!([{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]);
+    for name in ["good", "bad", "restart"] {
+        create_services(&client, name).await;
+    }
+    for (name, steps) in [
+        ("good", &analysed),
+        ("bad", &analysed),
+        ("restart", &paused),
+    ] {
+        rollouts
+            .create(
+                &PostParams::default(),
+                &rollout(name, "app:1", steps.clone()),
+            )
+            .await
+            .expect("create rollout");
+    }
+
+    let mut controller = Controller::start(&kubeconfig);
+    for name in ["good", "bad", "restart"] {
+        wait_for(&rollouts, name, "the first version Healthy", |r| {
+            phase(r) == Some(RolloutPhase::Healthy)
+        })
+        .await;
+    }
+    for name in ["good", "bad", "restart"] {
+        set_image(&rollouts, name, "app:2").await;
+    }
+
+    // A healthy canary passes its analysis and becomes the stable version.
+    let good = rollouts.get("good").await.expect("get");
+    let v2 = vigil::rollout::template_hash(&good.spec.template);
+    let good = wait_for(&rollouts, "good", "promotion of app:2", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+            && r.status.as_ref().and_then(|s| s.stable_revision.as_deref()) == Some(v2.as_str())
+    })
+    .await;
+    let status = good.status.expect("status");
+    assert_eq!(status.canary_weight, 0);
+    let run = status.step_analysis.expect("the step analysis is shown");
+    assert_eq!(run.phase, vigil::api::AnalysisPhase::Successful, "{run:?}");
+    let stable_service = Api::<Service>::namespaced(client.clone(), NS)
+        .get("good-stable")
+        .await
+        .expect("service");
+    assert_eq!(
+        stable_service
+            .spec
+            .and_then(|s| s.selector)
+            .and_then(|s| s.get("vigil.dev/revision").cloned()),
+        Some(v2.clone())
+    );
+
+    // An erroring canary fails its analysis: rolled back, the reason in the message.
+    let bad = wait_for(&rollouts, "bad", "rollback", |r| {
+        phase(r) == Some(RolloutPhase::Degraded)
+    })
+    .await;
+    let status = bad.status.expect("status");
+    assert_eq!(status.canary_weight, 0);
+    let message = status.message.unwrap_or_default();
+    assert!(message.contains("error-ratio"), "{message}");
+    assert!(message.contains("0.2"), "{message}");
+    let v1 = status.stable_revision.expect("stable stays");
+    assert_ne!(v1, v2);
+
+    // A controller killed mid-rollout resumes at the step it recorded.
+    let at_pause = wait_for(&rollouts, "restart", "the first pause", |r| {
+        r.status.as_ref().and_then(|s| s.current_step_index) == Some(1)
+            && phase(r) == Some(RolloutPhase::Paused)
+    })
+    .await;
+    controller.kill();
+    // While no controller runs, a person promotes the pause (a request in status).
+    let rv = at_pause.metadata.resource_version.clone();
+    rollouts
+        .patch_status(
+            "restart",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"resourceVersion": rv}, "status": {"promoteStep": 1}}),
+            ),
+        )
+        .await
+        .expect("promote");
+    let _controller = Controller::start(&kubeconfig);
+    let resumed = wait_for(&rollouts, "restart", "the second pause", |r| {
+        r.status.as_ref().and_then(|s| s.current_step_index) == Some(3)
+            && phase(r) == Some(RolloutPhase::Paused)
+    })
+    .await;
+    let status = resumed.status.expect("status");
+    assert_eq!(status.canary_weight, 50);
+    assert_eq!(status.promote_step, None, "the request was consumed");
+    let canary = status.canary_revision.expect("canary");
+    assert_eq!(replicas_of(&client, "restart", &canary).await, Some(2));
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster (KUBECONFIG)"]
+async fn the_crds_are_installed_in_the_cluster() {
+    support::install_crypto_provider();
+    let client = kube::Client::try_default().await.expect("KUBECONFIG");
+    vigil::platform::kubernetes::check_crds(&client)
+        .await
+        .expect("the vigil CRDs are installed (vigil crds | kubectl apply --server-side -f -)");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn ready(port: u16) -> bool {
+    reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
+}
+
+/// Two controllers with leader election: exactly one is ready (leads); when it stops, the
+/// standby takes the Lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
+    support::install_crypto_provider();
+    let server = ApiServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let start = |port: u16| {
+        Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["controller", "--lease-namespace", NS, "--metrics-addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .map(Controller)
+            .expect("start vigil controller")
+    };
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = start(port_a);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready(port_a).await {
+        assert!(Instant::now() < deadline, "the first controller never led");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _b = start(port_b);
+    // The standby serves /livez but stays unready while the leader holds the Lease.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port_b}/livez"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    );
+    assert!(!ready(port_b).await, "two leaders");
+    let lease = server
+        .get_json(
+            "coordination.k8s.io/v1/leases",
+            Some(NS),
+            "vigil-controller",
+        )
+        .expect("the Lease exists");
+    assert!(lease["spec"]["holderIdentity"].is_string(), "{lease}");
+    // SIGKILL: no release, so the standby waits for the Lease to expire (15 s).
+    a.kill();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !ready(port_b).await {
+        assert!(Instant::now() < deadline, "the standby never took over");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
