@@ -5,6 +5,8 @@ pub mod crds;
 pub mod demo_app;
 pub mod judge;
 pub mod lint;
+pub mod local;
+pub mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +36,11 @@ pub enum Command {
     DemoApp(demo_app::DemoAppArgs),
     /// Run a statistical judge on raw samples or counts, offline.
     Judge(judge::JudgeArgs),
+    /// Run Rollouts and AnalysisTemplates from files on this machine (processes, a weighted
+    /// proxy, a state directory) until Ctrl-C. Exit 2 on invalid files, 1 when it cannot start.
+    Run(run::RunArgs),
+    /// Talk to a running `vigil run`: get, promote, abort, retry, pause, resume, apply.
+    Local(local::LocalArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -43,6 +50,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Analyze(args) => analyze::run(&args),
         Command::Lint(args) => lint::run(&args),
         Command::DemoApp(args) => demo_app::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Local(args) => local::run(&args),
         Command::Judge(args) => judge::run(args).unwrap_or_else(|error| {
             eprintln!("vigil judge: {error}");
             3
