@@ -165,7 +165,6 @@ impl Engine {
     }
 
     /// SIGKILL: no chance to clean up, as in a crash.
-    #[allow(dead_code)]
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -399,4 +398,288 @@ async fn healthy_release_is_promoted_and_bad_release_rolled_back() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_killed_mid_rollout_resumes_at_the_same_step() {
+    support::install_crypto_provider();
+    let metrics = prometheus().1[1];
+    let prometheus_url = prometheus().0.url().to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = free_port();
+    let name = "cart";
+    let v1 = rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v1"]);
+    let templates = write(dir.path(), "templates.yaml", &templates_yaml(4));
+    let rollout = write(dir.path(), "rollout.yaml", &v1);
+    let client = reqwest::Client::new();
+    let prometheus_args = ["--prometheus", prometheus_url.as_str()];
+    bounded(Duration::from_secs(240), async {
+        let mut engine = Engine::start(
+            dir.path(),
+            &[rollout.clone(), templates.clone()],
+            admin_addr(),
+            &prometheus_args,
+        );
+        wait_for(&client, &engine, name, "v1 Healthy", |v| {
+            v.status.phase == Some(RolloutPhase::Healthy)
+        })
+        .await;
+        let _load = start_load(listen);
+        let (code, body) = post_apply(
+            &client,
+            &engine,
+            rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v2"]),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        // Kill it while the analysis step has measured once and is waiting for the next look.
+        let before = wait_for(&client, &engine, name, "the analysis step measuring", |v| {
+            v.status.current_step_index == Some(1)
+                && v.analysis_runs.iter().any(|r| {
+                    r.name.ends_with("-step1")
+                        && r.status.phase == Some(AnalysisPhase::Running)
+                        && r.status.metric_results.iter().any(|m| m.count == 1)
+                })
+        })
+        .await;
+        engine.kill();
+        let run_before = before
+            .analysis_runs
+            .iter()
+            .find(|r| r.name.ends_with("-step1"))
+            .expect("step run")
+            .clone();
+
+        // The file still holds v1, but the state dir holds v2's rollout: apply v2 on restart,
+        // as a person re-running `vigil run` with the file they edited would.
+        let rollout = write(
+            dir.path(),
+            "rollout.yaml",
+            &rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v2"]),
+        );
+        let engine = Engine::start(
+            dir.path(),
+            &[rollout, templates.clone()],
+            admin_addr(),
+            &prometheus_args,
+        );
+        let resumed = wait_for(&client, &engine, name, "the restarted engine", |_| true).await;
+        assert_eq!(
+            resumed.status.current_step_index,
+            Some(1),
+            "resumed at the step it was killed in"
+        );
+        assert_eq!(resumed.status.canary_attempt, before.status.canary_attempt);
+        assert_eq!(
+            resumed.generation, before.generation,
+            "same spec, same generation"
+        );
+        let done = wait_for(&client, &engine, name, "v2 promoted after restart", |v| {
+            v.status.phase == Some(RolloutPhase::Healthy)
+                && v.status.stable_revision.as_deref() == Some(v.desired_revision.as_str())
+        })
+        .await;
+        // The same run went on: same start, exactly `count` measurements, no second run.
+        let runs: Vec<_> = done
+            .analysis_runs
+            .iter()
+            .filter(|r| r.name.contains(&done.desired_revision))
+            .collect();
+        assert_eq!(
+            runs.len(),
+            1,
+            "one analysis run for the one analysis step: {runs:#?}"
+        );
+        assert_eq!(runs[0].name, run_before.name);
+        assert_eq!(runs[0].status.started_at, run_before.status.started_at);
+        assert_eq!(runs[0].status.phase, Some(AnalysisPhase::Successful));
+        assert_eq!(runs[0].status.metric_results[0].count, 2, "{:#?}", runs[0]);
+        // Every transition recorded once: no step repeated.
+        let mut seen = std::collections::BTreeSet::new();
+        for event in &done.events {
+            assert!(
+                seen.insert((&event.reason, &event.message)),
+                "event repeated after the restart: {event:?}"
+            );
+        }
+        for (status, revision, _) in probe(&client, listen, 10).await {
+            assert_eq!(
+                (status, revision.as_str()),
+                (200, done.desired_revision.as_str())
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_command_and_malformed_apply_are_clear_and_stable_keeps_serving() {
+    support::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = free_port();
+    let metrics = free_port();
+    let name = "web";
+    let v1 = rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v1"]);
+    let files = [
+        write(dir.path(), "rollout.yaml", &v1),
+        write(dir.path(), "templates.yaml", &templates_yaml(4)),
+    ];
+    let engine = Engine::start(dir.path(), &files, admin_addr(), &[]);
+    let client = reqwest::Client::new();
+    bounded(Duration::from_secs(120), async {
+        let healthy = wait_for(&client, &engine, name, "v1 Healthy", |v| {
+            v.status.phase == Some(RolloutPhase::Healthy)
+        })
+        .await;
+        let v1_hash = healthy.desired_revision.clone();
+
+        let missing = "/nonexistent/vigil-no-such-app";
+        let bad = rollout_yaml(name, listen, metrics, missing, &["--version", "v2"]);
+        let (code, body) = post_apply(&client, &engine, bad).await;
+        assert_eq!(code, 200, "{body}");
+        let stuck = wait_for(&client, &engine, name, "the missing command named", |v| {
+            v.status
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains(missing))
+        })
+        .await;
+        assert_eq!(
+            stuck.status.stable_revision.as_deref(),
+            Some(v1_hash.as_str())
+        );
+        for (status, revision, _) in probe(&client, listen, 20).await {
+            assert_eq!((status, revision.as_str()), (200, v1_hash.as_str()));
+        }
+
+        // A malformed document is refused with the field named; nothing changes.
+        let malformed = v1.replace("      steps:", "      stepz:");
+        let (code, body) = post_apply(&client, &engine, malformed).await;
+        assert_eq!(code, 422, "{body}");
+        assert!(body.contains("stepz"), "names the field: {body}");
+        for (status, revision, _) in probe(&client, listen, 10).await {
+            assert_eq!((status, revision.as_str()), (200, v1_hash.as_str()));
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_prometheus_pauses_with_the_reason_and_stable_keeps_serving() {
+    support::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = free_port();
+    let metrics = free_port();
+    let name = "api";
+    let nowhere = format!("http://127.0.0.1:{}/", free_port());
+    let files = [
+        write(
+            dir.path(),
+            "rollout.yaml",
+            &rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v1"]),
+        ),
+        write(dir.path(), "templates.yaml", &templates_yaml(0)),
+    ];
+    let engine = Engine::start(
+        dir.path(),
+        &files,
+        admin_addr(),
+        &["--prometheus", &nowhere],
+    );
+    let client = reqwest::Client::new();
+    bounded(Duration::from_secs(120), async {
+        let healthy = wait_for(&client, &engine, name, "v1 Healthy", |v| {
+            v.status.phase == Some(RolloutPhase::Healthy)
+        })
+        .await;
+        let v2 = rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v2"]);
+        let (code, body) = post_apply(&client, &engine, v2).await;
+        assert_eq!(code, 200, "{body}");
+        let paused = wait_for(
+            &client,
+            &engine,
+            name,
+            "paused on the analysis error",
+            |v| v.status.phase == Some(RolloutPhase::Paused),
+        )
+        .await;
+        let run = paused
+            .analysis_runs
+            .iter()
+            .find(|r| r.name.ends_with("-step1"))
+            .expect("the step's run");
+        assert_eq!(run.status.phase, Some(AnalysisPhase::Error), "{run:#?}");
+        let message = paused.status.message.clone().unwrap_or_default();
+        assert!(
+            message.contains("error-rate") && message.contains("127.0.0.1"),
+            "the reason names the metric and the Prometheus it could not reach: {message}"
+        );
+        assert_eq!(
+            paused.status.stable_revision,
+            healthy.status.stable_revision
+        );
+        for (status, _, _) in probe(&client, listen, 20).await {
+            assert_eq!(status, 200);
+        }
+    })
+    .await;
+}
+
+/// Waits for `vigil run` to exit by itself; returns its exit code and log.
+fn exit_of(mut engine: Engine) -> (Option<i32>, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let child = engine.child.as_mut().expect("running");
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(&engine.log).unwrap_or_default();
+            engine.child = None;
+            return (status.code(), log);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("vigil run did not exit; log:\n{}", engine.log());
+}
+
+#[test]
+fn proxy_port_in_use_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let files = [
+        write(
+            dir.path(),
+            "rollout.yaml",
+            &rollout_yaml("busy", port, free_port(), VIGIL, &["--version", "v1"]),
+        ),
+        write(dir.path(), "templates.yaml", &templates_yaml(4)),
+    ];
+    let (code, log) = exit_of(Engine::start(dir.path(), &files, admin_addr(), &[]));
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains(&format!("127.0.0.1:{port}")) && log.contains("rollout busy"),
+        "names the rollout and the address: {log}"
+    );
+}
+
+#[test]
+fn malformed_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let yaml = rollout_yaml(
+        "typo",
+        free_port(),
+        free_port(),
+        VIGIL,
+        &["--version", "v1"],
+    )
+    .replace("replicas: 2", "replicas: two");
+    let files = [
+        write(dir.path(), "broken.yaml", &yaml),
+        write(dir.path(), "templates.yaml", &templates_yaml(4)),
+    ];
+    let (code, log) = exit_of(Engine::start(dir.path(), &files, admin_addr(), &[]));
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("broken.yaml") && log.contains("spec.replicas"),
+        "names the file and the field: {log}"
+    );
 }
