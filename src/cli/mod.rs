@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod crds;
+pub mod demo;
 pub mod demo_app;
 pub mod judge;
 pub mod lint;
@@ -41,6 +42,20 @@ pub enum Command {
     Run(run::RunArgs),
     /// Talk to a running `vigil run`: get, promote, abort, retry, pause, resume, apply.
     Local(local::LocalArgs),
+    /// A real canary release on this machine in a few minutes: Prometheus, the demo app, load,
+    /// a healthy release promoted and a bad one rolled back, with a summary.
+    Demo(demo::DemoArgs),
+}
+
+impl Cli {
+    /// The log filter when `RUST_LOG` is not set: `vigil demo` prints its own progress on
+    /// stdout, so its log keeps to warnings.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Demo(_) => "warn",
+            _ => crate::telemetry::DEFAULT_FILTER,
+        }
+    }
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -52,6 +67,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::DemoApp(args) => demo_app::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Local(args) => local::run(&args),
+        Command::Demo(args) => demo::run(&args),
         Command::Judge(args) => judge::run(args).unwrap_or_else(|error| {
             eprintln!("vigil judge: {error}");
             3
