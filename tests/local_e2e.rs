@@ -443,6 +443,12 @@ async fn engine_killed_mid_rollout_resumes_at_the_same_step() {
         })
         .await;
         engine.kill();
+        let recorded: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("state").join(format!("{name}.status.json")))
+                .expect("recorded status"),
+        )
+        .expect("status JSON");
+        assert_eq!(recorded["currentStepIndex"], 1, "{recorded}");
         let run_before = before
             .analysis_runs
             .iter()
@@ -464,10 +470,12 @@ async fn engine_killed_mid_rollout_resumes_at_the_same_step() {
             &prometheus_args,
         );
         let resumed = wait_for(&client, &engine, name, "the restarted engine", |_| true).await;
-        assert_eq!(
-            resumed.status.current_step_index,
-            Some(1),
-            "resumed at the step it was killed in"
+        // Its first look may already have taken the measurement that fell due while it was
+        // down and finished the analysis step; it must not start over nor jump further.
+        assert!(
+            matches!(resumed.status.current_step_index, Some(1 | 2)),
+            "resumed at the step it was killed in: {:?}",
+            resumed.status
         );
         assert_eq!(resumed.status.canary_attempt, before.status.canary_attempt);
         assert_eq!(
@@ -557,6 +565,27 @@ async fn missing_command_and_malformed_apply_are_clear_and_stable_keeps_serving(
         let (code, body) = post_apply(&client, &engine, malformed).await;
         assert_eq!(code, 422, "{body}");
         assert!(body.contains("stepz"), "names the field: {body}");
+        for (status, revision, _) in probe(&client, listen, 10).await {
+            assert_eq!((status, revision.as_str()), (200, v1_hash.as_str()));
+        }
+
+        // `vigil local abort` gives up on the release that cannot start.
+        let output = Command::new(VIGIL)
+            .args(["local", "--admin", &engine.admin.to_string(), "abort", name])
+            .output()
+            .expect("vigil local abort");
+        assert!(output.status.success(), "{output:?}");
+        let aborted = wait_for(&client, &engine, name, "aborted", |v| {
+            v.status.phase == Some(RolloutPhase::Aborted)
+        })
+        .await;
+        assert_eq!(aborted.routing.canary_weight, 0);
+        let output = Command::new(VIGIL)
+            .args(["local", "--admin", &engine.admin.to_string(), "get", name])
+            .output()
+            .expect("vigil local get");
+        let line = String::from_utf8_lossy(&output.stdout);
+        assert!(line.contains("Aborted"), "{line}");
         for (status, revision, _) in probe(&client, listen, 10).await {
             assert_eq!((status, revision.as_str()), (200, v1_hash.as_str()));
         }
@@ -681,5 +710,21 @@ fn malformed_file_is_a_clear_error() {
     assert!(
         log.contains("broken.yaml") && log.contains("spec.replicas"),
         "names the file and the field: {log}"
+    );
+}
+
+#[test]
+fn demo_files_pass_lint() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local-demo");
+    let output = Command::new(VIGIL)
+        .arg("lint")
+        .arg(dir.join("rollout.yaml"))
+        .arg(dir.join("templates.yaml"))
+        .output()
+        .expect("vigil lint");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
     );
 }
