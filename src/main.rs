@@ -3,7 +3,6 @@ use clap::error::ErrorKind;
 fn main() {
     // One rustls crypto provider for kube and reqwest alike; a second install is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    vigil::telemetry::init();
     // Works as `vigil …` and as the kubectl plugin `kubectl-vigil` (`kubectl vigil …`).
     let cli = match vigil::cli::Cli::try_parse_env() {
         Ok(cli) => cli,
@@ -18,5 +17,6 @@ fn main() {
             std::process::exit(code);
         }
     };
+    vigil::telemetry::init_with_default(cli.default_log_filter());
     std::process::exit(vigil::cli::run(cli));
 }

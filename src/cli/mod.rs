@@ -3,10 +3,13 @@
 pub mod analyze;
 pub mod controller;
 pub mod crds;
+pub mod demo;
 pub mod demo_app;
 pub mod judge;
 pub mod kubectl;
 pub mod lint;
+pub mod local;
+pub mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -53,6 +56,25 @@ pub enum Command {
     Resume(kubectl::Target),
     /// Run a statistical judge on raw samples or counts, offline.
     Judge(judge::JudgeArgs),
+    /// Run Rollouts and AnalysisTemplates from files on this machine (processes, a weighted
+    /// proxy, a state directory) until Ctrl-C. Exit 2 on invalid files, 1 when it cannot start.
+    Run(run::RunArgs),
+    /// Talk to a running `vigil run`: get, promote, abort, retry, pause, resume, apply.
+    Local(local::LocalArgs),
+    /// A real canary release on this machine in a few minutes: Prometheus, the demo app, load,
+    /// a healthy release promoted and a bad one rolled back, with a summary.
+    Demo(demo::DemoArgs),
+}
+
+impl Cli {
+    /// The log filter when `RUST_LOG` is not set: `vigil demo` prints its own progress on
+    /// stdout, so its log keeps to warnings.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Demo(_) => "warn",
+            _ => crate::telemetry::DEFAULT_FILTER,
+        }
+    }
 }
 
 /// How the binary was invoked: `kubectl-vigil` (a kubectl plugin, run as `kubectl vigil …`)
@@ -104,6 +126,9 @@ pub fn run(cli: Cli) -> i32 {
         Command::Retry(target) => kubectl::set_abort(&target, false),
         Command::Pause(target) => kubectl::set_paused(&target, true),
         Command::Resume(target) => kubectl::set_paused(&target, false),
+        Command::Run(args) => run::run(&args),
+        Command::Local(args) => local::run(&args),
+        Command::Demo(args) => demo::run(&args),
         Command::Judge(args) => judge::run(args).unwrap_or_else(|error| {
             eprintln!("vigil judge: {error}");
             3

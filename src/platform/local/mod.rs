@@ -7,11 +7,16 @@
 //! - [`supervisor`]: runs, probes, restarts and stops the processes of each revision;
 //! - [`proxy`]: the weighted reverse proxy and its `/metrics`;
 //! - [`state`]: the state directory;
+//! - [`engine`]: the rollout engine (`vigil run`), with its [`admin`] endpoint;
+//! - [`prometheus`]: a real Prometheus for `vigil demo`;
 //! - [`demo_app`] and [`loadgen`]: a demo service and a load generator for `vigil demo` and tests.
 
+pub mod admin;
 pub mod demo_app;
+pub mod engine;
 pub(crate) mod http;
 pub mod loadgen;
+pub mod prometheus;
 pub mod proxy;
 pub mod state;
 pub mod supervisor;

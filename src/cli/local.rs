@@ -1,0 +1,235 @@
+//! `vigil local get|promote|abort|retry|pause|resume|apply`: talk to a running `vigil run`
+//! through its admin endpoint.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::platform::local::admin::DEFAULT_ADMIN;
+use crate::platform::local::engine::{RolloutView, progress_line};
+
+/// Arguments of `vigil local`.
+#[derive(Debug, clap::Args)]
+pub struct LocalArgs {
+    /// Admin endpoint of `vigil run`.
+    #[arg(long, global = true, default_value = DEFAULT_ADMIN)]
+    pub admin: SocketAddr,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: LocalCommand,
+}
+
+/// The verbs.
+#[derive(Debug, clap::Subcommand)]
+pub enum LocalCommand {
+    /// Show a Rollout: one line (step, weight, phase, verdicts), or JSON with `-o json`.
+    Get {
+        /// The Rollout.
+        name: String,
+        /// Print a line at every change until Ctrl-C.
+        #[arg(long, short = 'w')]
+        watch: bool,
+        /// `line` or `json`.
+        #[arg(long, short = 'o', default_value = "line")]
+        output: String,
+    },
+    /// Finish the current step (a pause, an Inconclusive analysis).
+    Promote {
+        /// The Rollout.
+        name: String,
+        /// Skip the remaining steps.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Roll back to the stable version.
+    Abort {
+        /// The Rollout.
+        name: String,
+    },
+    /// Start an aborted canary again from step 0.
+    Retry {
+        /// The Rollout.
+        name: String,
+    },
+    /// Stop moving.
+    Pause {
+        /// The Rollout.
+        name: String,
+    },
+    /// Move again.
+    Resume {
+        /// The Rollout.
+        name: String,
+    },
+    /// Apply a new version of a Rollout (and templates) from a file.
+    Apply {
+        /// The YAML file.
+        file: PathBuf,
+    },
+}
+
+/// Why a local command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// The file could not be read.
+    #[error("failed to read {path}: {source}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The engine could not be reached.
+    #[error("failed to reach vigil run at {admin}: {source} (is `vigil run` running?)")]
+    ReachEngine {
+        /// The admin address.
+        admin: SocketAddr,
+        /// The cause.
+        source: reqwest::Error,
+    },
+    /// The engine refused the request.
+    #[error("vigil run answered {status}: {body}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Its explanation.
+        body: String,
+    },
+    /// The answer is not what was expected.
+    #[error("failed to read the answer: {0}")]
+    ParseAnswer(String),
+    /// The async runtime could not start.
+    #[error("failed to start the async runtime: {0}")]
+    StartRuntime(std::io::Error),
+}
+
+/// Runs `vigil local ...` and returns the exit code.
+pub fn run(args: &LocalArgs) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("vigil local: {}", LocalError::StartRuntime(error));
+            return 1;
+        }
+    };
+    match runtime.block_on(execute(args)) {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("vigil local: {error}");
+            1
+        }
+    }
+}
+
+async fn send(admin: SocketAddr, request: reqwest::RequestBuilder) -> Result<String, LocalError> {
+    let response = request
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|source| LocalError::ReachEngine { admin, source })?;
+    let status = response.status();
+    let body = response
+        .text()
+        .await
+        .map_err(|source| LocalError::ReachEngine { admin, source })?;
+    if !status.is_success() {
+        return Err(LocalError::Refused {
+            status: status.as_u16(),
+            body: body.trim_end().to_owned(),
+        });
+    }
+    Ok(body)
+}
+
+async fn get(
+    client: &reqwest::Client,
+    admin: SocketAddr,
+    name: &str,
+) -> Result<RolloutView, LocalError> {
+    let body = send(admin, client.get(format!("http://{admin}/rollouts/{name}"))).await?;
+    serde_json::from_str(&body).map_err(|e| LocalError::ParseAnswer(e.to_string()))
+}
+
+async fn post(client: &reqwest::Client, admin: SocketAddr, path: &str) -> Result<(), LocalError> {
+    let body = send(admin, client.post(format!("http://{admin}{path}"))).await?;
+    print!("{body}");
+    Ok(())
+}
+
+async fn execute(args: &LocalArgs) -> Result<(), LocalError> {
+    let admin = args.admin;
+    let client = reqwest::Client::new();
+    match &args.command {
+        LocalCommand::Get {
+            name,
+            watch,
+            output,
+        } => {
+            let mut last = None;
+            loop {
+                let view = get(&client, admin, name).await?;
+                let text = if output == "json" {
+                    serde_json::to_string_pretty(&view)
+                        .map_err(|e| LocalError::ParseAnswer(e.to_string()))?
+                } else {
+                    progress_line(&view)
+                };
+                if last.as_ref() != Some(&text) {
+                    println!("{text}");
+                    last = Some(text);
+                }
+                if !watch {
+                    return Ok(());
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                }
+            }
+        }
+        LocalCommand::Promote { name, full } => {
+            if *full {
+                post(&client, admin, &format!("/rollouts/{name}/promote-full")).await
+            } else {
+                // Send the step the user sees, so a promote that arrives after the rollout
+                // moved on by itself is ignored instead of skipping a step.
+                let view = get(&client, admin, name).await?;
+                let step = view.status.current_step_index.unwrap_or(0);
+                post(
+                    &client,
+                    admin,
+                    &format!("/rollouts/{name}/promote?step={step}"),
+                )
+                .await
+            }
+        }
+        LocalCommand::Abort { name } => {
+            post(&client, admin, &format!("/rollouts/{name}/abort")).await
+        }
+        LocalCommand::Retry { name } => {
+            post(&client, admin, &format!("/rollouts/{name}/retry")).await
+        }
+        LocalCommand::Pause { name } => {
+            post(&client, admin, &format!("/rollouts/{name}/pause")).await
+        }
+        LocalCommand::Resume { name } => {
+            post(&client, admin, &format!("/rollouts/{name}/resume")).await
+        }
+        LocalCommand::Apply { file } => {
+            let text = std::fs::read_to_string(file).map_err(|source| LocalError::ReadFile {
+                path: file.clone(),
+                source,
+            })?;
+            let body = send(
+                admin,
+                client.post(format!("http://{admin}/apply")).body(text),
+            )
+            .await?;
+            println!("applied: {}", body.trim());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! `vigil run`: run Rollouts and AnalysisTemplates from files on this machine until Ctrl-C or
+//! SIGTERM, with the local platform (processes, weighted proxy, state directory).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use url::Url;
+
+use crate::platform::local::admin::{Admin, DEFAULT_ADMIN};
+use crate::platform::local::engine::{Engine, EngineConfig, Sources};
+use crate::platform::local::supervisor::SupervisorConfig;
+
+/// Exit code: the input files are invalid.
+pub const EXIT_INVALID_INPUT: i32 = 2;
+/// Exit code: the engine could not start (an address in use, the state directory).
+pub const EXIT_START: i32 = 1;
+
+/// Arguments of `vigil run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Rollout and AnalysisTemplate YAML files (several documents per file allowed).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Where status, AnalysisRuns and events persist; a restarted engine resumes from it.
+    #[arg(long, default_value = ".vigil")]
+    pub state_dir: PathBuf,
+    /// Prometheus to query, replacing each metric's `address`.
+    #[arg(long)]
+    pub prometheus: Option<Url>,
+    /// Loopback address of the admin endpoint used by `vigil local ...`.
+    #[arg(long, default_value = DEFAULT_ADMIN)]
+    pub admin: SocketAddr,
+}
+
+/// Runs `vigil run` and returns the exit code.
+pub fn run(args: &RunArgs) -> i32 {
+    let sources = match Sources::load(&args.files) {
+        Ok(sources) => sources,
+        Err(error) => {
+            eprintln!("vigil run: {error}");
+            return EXIT_INVALID_INPUT;
+        }
+    };
+    if sources.rollouts.is_empty() {
+        eprintln!("vigil run: no Rollout in the files given");
+        return EXIT_INVALID_INPUT;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("vigil run: failed to start the async runtime: {error}");
+            return EXIT_START;
+        }
+    };
+    runtime.block_on(serve(args, sources))
+}
+
+async fn serve(args: &RunArgs, sources: Sources) -> i32 {
+    let config = EngineConfig {
+        state_dir: args.state_dir.clone(),
+        prometheus: args.prometheus.clone(),
+        supervisor: SupervisorConfig::default(),
+    };
+    let (engine, task) = match Engine::start(config, sources).await {
+        Ok(started) => started,
+        Err(error) => {
+            eprintln!("vigil run: {error}");
+            return EXIT_START;
+        }
+    };
+    let admin = match Admin::bind(args.admin, engine.clone()).await {
+        Ok(admin) => admin,
+        Err(error) => {
+            eprintln!("vigil run: {error}");
+            engine.shutdown().await;
+            return EXIT_START;
+        }
+    };
+    for name in engine.names() {
+        if let Some(view) = engine.get(&name) {
+            eprintln!(
+                "vigil run: rollout {name}: proxy on http://{}, metrics on http://{}/metrics",
+                view.listen, view.metrics_listen
+            );
+        }
+    }
+    eprintln!(
+        "vigil run: admin on http://{} (vigil local get ROLLOUT --admin {}); Ctrl-C stops",
+        admin.local_addr(),
+        admin.local_addr()
+    );
+    wait_for_signal().await;
+    eprintln!("vigil run: stopping");
+    admin.shutdown().await;
+    engine.shutdown().await;
+    let _ = task.await;
+    0
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,733 @@
+//! End to end on the local platform: the real `vigil run` binary runs real `vigil demo-app`
+//! processes behind its weighted proxy, real HTTP load flows through it, and a real Prometheus
+//! scrapes the proxy every second; the tests read the engine's admin endpoint.
+//!
+//! Timing on a loaded 2-core machine varies, so every wait polls the status with a generous
+//! deadline instead of sleeping a fixed time; every process is killed when its guard drops.
+
+mod support;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use support::prometheus::PrometheusServer;
+use tokio::sync::oneshot;
+use url::Url;
+use vigil::api::{AnalysisPhase, RolloutPhase};
+use vigil::platform::local::engine::RolloutView;
+use vigil::platform::local::loadgen::{LoadConfig, run_load};
+use vigil::platform::local::proxy::REVISION_HEADER;
+
+const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+
+/// The longest any single wait may take before the test fails.
+const WAIT: Duration = Duration::from_secs(90);
+
+/// Metrics ports the shared Prometheus scrapes; each test takes its own.
+const SCRAPED: usize = 3;
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// One Prometheus for the whole file, scraping every port in [`SCRAPED`] every second (the
+/// first scrape comes ~6 s after start, so starting it once saves each test that wait).
+fn prometheus() -> &'static (PrometheusServer, Vec<u16>) {
+    static SERVER: OnceLock<(PrometheusServer, Vec<u16>)> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let ports: Vec<u16> = (0..SCRAPED).map(|_| free_port()).collect();
+        let targets: Vec<String> = ports.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
+        let config = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             scrape_configs:\n  - job_name: vigil\n    static_configs: [{{targets: [{}]}}]\n",
+            targets.join(", ")
+        );
+        (PrometheusServer::start_with_config(&config), ports)
+    })
+}
+
+/// Templates with test-sized timings: first look 4 s after the gate opens, then every 3 s,
+/// two looks, over a 10 s window.
+fn templates_yaml(consecutive_error_limit: i32) -> String {
+    format!(
+        r#"apiVersion: vigil.dev/v1alpha1
+kind: AnalysisTemplate
+metadata:
+  name: e2e-error-rate
+spec:
+  args:
+    - name: rollout
+  metrics:
+    - name: error-rate
+      # Long enough for Prometheus to have scraped the canary under a loaded machine; one
+      # early look without data may still happen, and must not pause the rollout.
+      initialDelay: 8s
+      interval: 3s
+      count: 2
+      failureLimit: 0
+      inconclusiveLimit: 1
+      consecutiveErrorLimit: {consecutive_error_limit}
+      successCondition: result < 0.05
+      provider:
+        prometheus:
+          address: http://127.0.0.1:9090
+          query: |
+            (sum(rate(http_requests_total{{rollout="{{{{args.rollout}}}}", role="canary", code=~"5.."}}[10s])) or vector(0))
+            /
+            (sum(rate(http_requests_total{{rollout="{{{{args.rollout}}}}", role="canary"}}[10s]))
+              and sum(increase(http_requests_total{{rollout="{{{{args.rollout}}}}", role="canary"}}[10s])) >= 10)
+"#
+    )
+}
+
+/// A Rollout of `vigil demo-app` with `app_args`; `steps` is the YAML list of steps.
+fn rollout_yaml(name: &str, listen: u16, metrics: u16, command: &str, app_args: &[&str]) -> String {
+    let args: Vec<String> = app_args.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        r#"apiVersion: vigil.dev/v1alpha1
+kind: Rollout
+metadata:
+  name: {name}
+  annotations:
+    vigil.dev/metrics-listen: 127.0.0.1:{metrics}
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      containers:
+        - name: app
+          command: [{command:?}, "demo-app"]
+          args: [{args}]
+          readinessProbe:
+            httpGet:
+              path: /healthz
+              port: 8080
+  strategy:
+    canary:
+      trafficRouting:
+        local:
+          listen: 127.0.0.1:{listen}
+      abortScaleDownDelaySeconds: 2
+      steps:
+        - setWeight: 50
+        - analysis:
+            templates:
+              - templateName: e2e-error-rate
+        - setWeight: 80
+"#,
+        args = args.join(", ")
+    )
+}
+
+/// A running `vigil run`; stopped with SIGTERM (then SIGKILL) when dropped.
+struct Engine {
+    child: Option<Child>,
+    admin: SocketAddr,
+    log: PathBuf,
+}
+
+impl Engine {
+    fn start(dir: &Path, files: &[PathBuf], admin: SocketAddr, extra: &[&str]) -> Engine {
+        let log = dir.join(format!("engine-{}.log", free_port()));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(VIGIL)
+            .arg("run")
+            .args(files)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--admin")
+            .arg(admin.to_string())
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start vigil run");
+        Engine {
+            child: Some(child),
+            admin,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// SIGKILL: no chance to clean up, as in a crash.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn admin_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+async fn get_view(client: &reqwest::Client, engine: &Engine, name: &str) -> Option<RolloutView> {
+    let response = client
+        .get(format!("http://{}/rollouts/{name}", engine.admin))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.json().await.ok()
+}
+
+/// Polls the Rollout until `done` holds; fails with the last view and the engine's log.
+async fn wait_for(
+    client: &reqwest::Client,
+    engine: &Engine,
+    name: &str,
+    what: &str,
+    done: impl Fn(&RolloutView) -> bool,
+) -> RolloutView {
+    let deadline = Instant::now() + WAIT;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(view) = get_view(client, engine, name).await {
+            if done(&view) {
+                return view;
+            }
+            last = Some(view);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "timed out waiting for {what}; last view: {:#?}\nengine log:\n{}",
+        last.map(|v| v.status),
+        engine.log()
+    );
+}
+
+/// Sends `n` requests through the proxy; returns (status, revision header, body) of each.
+async fn probe(client: &reqwest::Client, listen: u16, n: usize) -> Vec<(u16, String, String)> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let response = client
+            .get(format!("http://127.0.0.1:{listen}/"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("request through the proxy");
+        let status = response.status().as_u16();
+        let revision = response
+            .headers()
+            .get(REVISION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = response.text().await.unwrap_or_default();
+        out.push((status, revision, body));
+    }
+    out
+}
+
+/// Steady load through the proxy until the returned sender is dropped.
+fn start_load(listen: u16) -> oneshot::Sender<()> {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let target = Url::parse(&format!("http://127.0.0.1:{listen}/")).expect("url");
+    tokio::spawn(async move {
+        let config = LoadConfig::new(target, 40.0, Duration::from_secs(600));
+        let _ = run_load(config, async move {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    stop
+}
+
+async fn post_apply(client: &reqwest::Client, engine: &Engine, yaml: String) -> (u16, String) {
+    let response = client
+        .post(format!("http://{}/apply", engine.admin))
+        .body(yaml)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("apply");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write file");
+    path
+}
+
+/// Runs a test body under a hard limit so a hang is a failure.
+async fn bounded<F: std::future::Future<Output = ()>>(limit: Duration, body: F) {
+    tokio::time::timeout(limit, body)
+        .await
+        .expect("test took too long");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_release_is_promoted_and_bad_release_rolled_back() {
+    support::install_crypto_provider();
+    let metrics = prometheus().1[0];
+    let prometheus_url = prometheus().0.url().to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = free_port();
+    let name = "shop";
+    let v1 = rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v1"]);
+    let files = [
+        write(dir.path(), "rollout.yaml", &v1),
+        write(dir.path(), "templates.yaml", &templates_yaml(4)),
+    ];
+    let engine = Engine::start(
+        dir.path(),
+        &files,
+        admin_addr(),
+        &["--prometheus", &prometheus_url],
+    );
+    let client = reqwest::Client::new();
+    bounded(Duration::from_secs(240), async {
+        let first = wait_for(&client, &engine, name, "v1 Healthy", |v| {
+            v.status.phase == Some(RolloutPhase::Healthy)
+        })
+        .await;
+        let _load = start_load(listen);
+
+        // A healthy release goes through every step and becomes stable.
+        let v2 = rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v2"]);
+        let (code, body) = post_apply(&client, &engine, v2).await;
+        assert_eq!(code, 200, "{body}");
+        let promoted = wait_for(&client, &engine, name, "v2 promoted", |v| {
+            v.status.phase == Some(RolloutPhase::Healthy)
+                && v.status.stable_revision.as_deref() == Some(v.desired_revision.as_str())
+                && v.generation == first.generation + 1
+        })
+        .await;
+        assert_ne!(
+            promoted.status.stable_revision, first.status.stable_revision,
+            "the stable revision must be v2's hash"
+        );
+        let v2_hash = promoted.desired_revision.clone();
+        let run = promoted
+            .analysis_runs
+            .iter()
+            .find(|r| r.name.contains(&v2_hash))
+            .expect("v2's analysis run");
+        assert_eq!(run.status.phase, Some(AnalysisPhase::Successful), "{run:?}");
+        let routing = &promoted.routing;
+        assert_eq!(routing.stable.as_ref().map(|b| &b.revision), Some(&v2_hash));
+        assert!(
+            routing.canary_weight == 0
+                || routing.canary.as_ref().map(|b| &b.revision) == Some(&v2_hash),
+            "all traffic to v2: {routing:?}"
+        );
+        for (status, revision, body) in probe(&client, listen, 20).await {
+            assert_eq!(
+                (status, revision.as_str()),
+                (200, v2_hash.as_str()),
+                "{body}"
+            );
+            assert!(body.contains("v2"), "{body}");
+        }
+
+        // A bad release (30% errors) is rolled back at its analysis, by itself.
+        let v3 = rollout_yaml(
+            name,
+            listen,
+            metrics,
+            VIGIL,
+            &["--version", "v3", "--error-rate", "0.3"],
+        );
+        let (code, body) = post_apply(&client, &engine, v3).await;
+        assert_eq!(code, 200, "{body}");
+        let degraded = wait_for(&client, &engine, name, "v3 rolled back", |v| {
+            v.status.phase == Some(RolloutPhase::Degraded) && v.routing.canary_weight == 0
+        })
+        .await;
+        let message = degraded.status.message.clone().unwrap_or_default();
+        assert!(
+            message.contains("error-rate") && message.contains("result < 0.05"),
+            "the message names the failing metric and its reason: {message}"
+        );
+        assert_eq!(
+            degraded.status.stable_revision.as_deref(),
+            Some(v2_hash.as_str())
+        );
+        assert_eq!(
+            degraded
+                .routing
+                .stable
+                .as_ref()
+                .map(|b| b.revision.as_str()),
+            Some(v2_hash.as_str())
+        );
+        for (status, revision, _) in probe(&client, listen, 30).await {
+            assert_eq!((status, revision.as_str()), (200, v2_hash.as_str()));
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_killed_mid_rollout_resumes_at_the_same_step() {
+    support::install_crypto_provider();
+    let metrics = prometheus().1[1];
+    let prometheus_url = prometheus().0.url().to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = free_port();
+    let name = "cart";
+    let v1 = rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v1"]);
+    let templates = write(dir.path(), "templates.yaml", &templates_yaml(4));
+    let rollout = write(dir.path(), "rollout.yaml", &v1);
+    let client = reqwest::Client::new();
+    let prometheus_args = ["--prometheus", prometheus_url.as_str()];
+    bounded(Duration::from_secs(240), async {
+        let mut engine = Engine::start(
+            dir.path(),
+            &[rollout.clone(), templates.clone()],
+            admin_addr(),
+            &prometheus_args,
+        );
+        wait_for(&client, &engine, name, "v1 Healthy", |v| {
+            v.status.phase == Some(RolloutPhase::Healthy)
+        })
+        .await;
+        let _load = start_load(listen);
+        let (code, body) = post_apply(
+            &client,
+            &engine,
+            rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v2"]),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        // Kill it while the analysis step has measured once and is waiting for the next look.
+        let before = wait_for(&client, &engine, name, "the analysis step measuring", |v| {
+            v.status.current_step_index == Some(1)
+                && v.analysis_runs.iter().any(|r| {
+                    r.name.ends_with("-step1")
+                        && r.status.phase == Some(AnalysisPhase::Running)
+                        && r.status.metric_results.iter().any(|m| m.count == 1)
+                })
+        })
+        .await;
+        engine.kill();
+        let recorded: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("state").join(format!("{name}.status.json")))
+                .expect("recorded status"),
+        )
+        .expect("status JSON");
+        assert_eq!(recorded["currentStepIndex"], 1, "{recorded}");
+        let run_before = before
+            .analysis_runs
+            .iter()
+            .find(|r| r.name.ends_with("-step1"))
+            .expect("step run")
+            .clone();
+
+        // The file still holds v1, but the state dir holds v2's rollout: apply v2 on restart,
+        // as a person re-running `vigil run` with the file they edited would.
+        let rollout = write(
+            dir.path(),
+            "rollout.yaml",
+            &rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v2"]),
+        );
+        let engine = Engine::start(
+            dir.path(),
+            &[rollout, templates.clone()],
+            admin_addr(),
+            &prometheus_args,
+        );
+        let resumed = wait_for(&client, &engine, name, "the restarted engine", |_| true).await;
+        // Its first look may already have taken the measurement that fell due while it was
+        // down and finished the analysis step; it must not start over nor jump further.
+        assert!(
+            matches!(resumed.status.current_step_index, Some(1 | 2)),
+            "resumed at the step it was killed in: {:?}",
+            resumed.status
+        );
+        assert_eq!(resumed.status.canary_attempt, before.status.canary_attempt);
+        assert_eq!(
+            resumed.generation, before.generation,
+            "same spec, same generation"
+        );
+        let done = wait_for(&client, &engine, name, "v2 promoted after restart", |v| {
+            v.status.phase == Some(RolloutPhase::Healthy)
+                && v.status.stable_revision.as_deref() == Some(v.desired_revision.as_str())
+        })
+        .await;
+        // The same run went on: same start, exactly `count` measurements, no second run.
+        let runs: Vec<_> = done
+            .analysis_runs
+            .iter()
+            .filter(|r| r.name.contains(&done.desired_revision))
+            .collect();
+        assert_eq!(
+            runs.len(),
+            1,
+            "one analysis run for the one analysis step: {runs:#?}"
+        );
+        assert_eq!(runs[0].name, run_before.name);
+        assert_eq!(runs[0].status.started_at, run_before.status.started_at);
+        assert_eq!(runs[0].status.phase, Some(AnalysisPhase::Successful));
+        assert_eq!(runs[0].status.metric_results[0].count, 2, "{:#?}", runs[0]);
+        // Every transition recorded once: no step repeated.
+        let mut seen = std::collections::BTreeSet::new();
+        for event in &done.events {
+            assert!(
+                seen.insert((&event.reason, &event.message)),
+                "event repeated after the restart: {event:?}"
+            );
+        }
+        for (status, revision, _) in probe(&client, listen, 10).await {
+            assert_eq!(
+                (status, revision.as_str()),
+                (200, done.desired_revision.as_str())
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_command_and_malformed_apply_are_clear_and_stable_keeps_serving() {
+    support::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = free_port();
+    let metrics = free_port();
+    let name = "web";
+    let v1 = rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v1"]);
+    let files = [
+        write(dir.path(), "rollout.yaml", &v1),
+        write(dir.path(), "templates.yaml", &templates_yaml(4)),
+    ];
+    let engine = Engine::start(dir.path(), &files, admin_addr(), &[]);
+    let client = reqwest::Client::new();
+    bounded(Duration::from_secs(120), async {
+        let healthy = wait_for(&client, &engine, name, "v1 Healthy", |v| {
+            v.status.phase == Some(RolloutPhase::Healthy)
+        })
+        .await;
+        let v1_hash = healthy.desired_revision.clone();
+
+        let missing = "/nonexistent/vigil-no-such-app";
+        let bad = rollout_yaml(name, listen, metrics, missing, &["--version", "v2"]);
+        let (code, body) = post_apply(&client, &engine, bad).await;
+        assert_eq!(code, 200, "{body}");
+        let stuck = wait_for(&client, &engine, name, "the missing command named", |v| {
+            v.status
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains(missing))
+        })
+        .await;
+        assert_eq!(
+            stuck.status.stable_revision.as_deref(),
+            Some(v1_hash.as_str())
+        );
+        for (status, revision, _) in probe(&client, listen, 20).await {
+            assert_eq!((status, revision.as_str()), (200, v1_hash.as_str()));
+        }
+
+        // A malformed document is refused with the field named; nothing changes.
+        let malformed = v1.replace("      steps:", "      stepz:");
+        let (code, body) = post_apply(&client, &engine, malformed).await;
+        assert_eq!(code, 422, "{body}");
+        assert!(body.contains("stepz"), "names the field: {body}");
+        for (status, revision, _) in probe(&client, listen, 10).await {
+            assert_eq!((status, revision.as_str()), (200, v1_hash.as_str()));
+        }
+
+        // `vigil local abort` gives up on the release that cannot start.
+        let output = Command::new(VIGIL)
+            .args(["local", "--admin", &engine.admin.to_string(), "abort", name])
+            .output()
+            .expect("vigil local abort");
+        assert!(output.status.success(), "{output:?}");
+        let aborted = wait_for(&client, &engine, name, "aborted", |v| {
+            v.status.phase == Some(RolloutPhase::Aborted)
+        })
+        .await;
+        assert_eq!(aborted.routing.canary_weight, 0);
+        let output = Command::new(VIGIL)
+            .args(["local", "--admin", &engine.admin.to_string(), "get", name])
+            .output()
+            .expect("vigil local get");
+        let line = String::from_utf8_lossy(&output.stdout);
+        assert!(line.contains("Aborted"), "{line}");
+        for (status, revision, _) in probe(&client, listen, 10).await {
+            assert_eq!((status, revision.as_str()), (200, v1_hash.as_str()));
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_prometheus_pauses_with_the_reason_and_stable_keeps_serving() {
+    support::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = free_port();
+    let metrics = free_port();
+    let name = "api";
+    let nowhere = format!("http://127.0.0.1:{}/", free_port());
+    let files = [
+        write(
+            dir.path(),
+            "rollout.yaml",
+            &rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v1"]),
+        ),
+        write(dir.path(), "templates.yaml", &templates_yaml(0)),
+    ];
+    let engine = Engine::start(
+        dir.path(),
+        &files,
+        admin_addr(),
+        &["--prometheus", &nowhere],
+    );
+    let client = reqwest::Client::new();
+    bounded(Duration::from_secs(120), async {
+        let healthy = wait_for(&client, &engine, name, "v1 Healthy", |v| {
+            v.status.phase == Some(RolloutPhase::Healthy)
+        })
+        .await;
+        let v2 = rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v2"]);
+        let (code, body) = post_apply(&client, &engine, v2).await;
+        assert_eq!(code, 200, "{body}");
+        let paused = wait_for(
+            &client,
+            &engine,
+            name,
+            "paused on the analysis error",
+            |v| v.status.phase == Some(RolloutPhase::Paused),
+        )
+        .await;
+        let run = paused
+            .analysis_runs
+            .iter()
+            .find(|r| r.name.ends_with("-step1"))
+            .expect("the step's run");
+        assert_eq!(run.status.phase, Some(AnalysisPhase::Error), "{run:#?}");
+        let message = paused.status.message.clone().unwrap_or_default();
+        assert!(
+            message.contains("error-rate") && message.contains("127.0.0.1"),
+            "the reason names the metric and the Prometheus it could not reach: {message}"
+        );
+        assert_eq!(
+            paused.status.stable_revision,
+            healthy.status.stable_revision
+        );
+        for (status, _, _) in probe(&client, listen, 20).await {
+            assert_eq!(status, 200);
+        }
+    })
+    .await;
+}
+
+/// Waits for `vigil run` to exit by itself; returns its exit code and log.
+fn exit_of(mut engine: Engine) -> (Option<i32>, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let child = engine.child.as_mut().expect("running");
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(&engine.log).unwrap_or_default();
+            engine.child = None;
+            return (status.code(), log);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("vigil run did not exit; log:\n{}", engine.log());
+}
+
+#[test]
+fn proxy_port_in_use_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let files = [
+        write(
+            dir.path(),
+            "rollout.yaml",
+            &rollout_yaml("busy", port, free_port(), VIGIL, &["--version", "v1"]),
+        ),
+        write(dir.path(), "templates.yaml", &templates_yaml(4)),
+    ];
+    let (code, log) = exit_of(Engine::start(dir.path(), &files, admin_addr(), &[]));
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains(&format!("127.0.0.1:{port}")) && log.contains("rollout busy"),
+        "names the rollout and the address: {log}"
+    );
+}
+
+#[test]
+fn malformed_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let yaml = rollout_yaml(
+        "typo",
+        free_port(),
+        free_port(),
+        VIGIL,
+        &["--version", "v1"],
+    )
+    .replace("replicas: 2", "replicas: two");
+    let files = [
+        write(dir.path(), "broken.yaml", &yaml),
+        write(dir.path(), "templates.yaml", &templates_yaml(4)),
+    ];
+    let (code, log) = exit_of(Engine::start(dir.path(), &files, admin_addr(), &[]));
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("broken.yaml") && log.contains("spec.replicas"),
+        "names the file and the field: {log}"
+    );
+}
+
+#[test]
+fn demo_files_pass_lint() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local-demo");
+    let output = Command::new(VIGIL)
+        .arg("lint")
+        .arg(dir.join("rollout.yaml"))
+        .arg(dir.join("templates.yaml"))
+        .output()
+        .expect("vigil lint");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
