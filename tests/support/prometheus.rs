@@ -13,8 +13,7 @@
 //! tests.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -343,32 +342,8 @@ impl std::fmt::Debug for PrometheusServer {
     }
 }
 
-/// Extracts the port from `msg="Listening on" address=127.0.0.1:NNNNN`.
-fn listening_port(line: &str) -> Option<u16> {
-    if !line.contains("msg=\"Listening on\"") {
-        return None;
-    }
-    let address = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("address="))?;
-    address.rsplit(':').next()?.trim_matches('"').parse().ok()
-}
-
-fn is_ready(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream
-        .write_all(b"GET /-/ready HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
-}
+// Log parsing and readiness are the crate's own (`vigil::platform::local::prometheus`).
+use vigil::platform::local::prometheus::{is_ready, listening_port};
 
 impl PrometheusServer {
     /// Starts Prometheus with `config_yaml` (e.g. scrape configs) and an empty TSDB, for live

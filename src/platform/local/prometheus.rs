@@ -110,7 +110,8 @@ pub fn listening_port(line: &str) -> Option<u16> {
     address.rsplit(':').next()?.trim_matches('"').parse().ok()
 }
 
-fn is_ready(port: u16) -> bool {
+/// True once Prometheus on 127.0.0.1:`port` answers `/-/ready` with 200.
+pub fn is_ready(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
