@@ -1065,17 +1065,20 @@ impl Engine {
                 .map(|seen| seen.addrs.clone())
                 .unwrap_or_default(),
         };
-        let canary = managed.canary_service.as_ref().map(backend);
-        let weight = if canary.is_some() { managed.weight } else { 0 };
-        let wanted = RoutingState {
-            stable: Some(backend(stable)),
-            canary: canary.clone(),
-            canary_weight: weight,
-        };
+        let wanted = routing_for(
+            backend(stable),
+            managed.canary_service.as_ref().map(backend),
+            managed.weight,
+        );
         if managed.proxy.current() != wanted {
-            managed
-                .proxy
-                .set_backends(backend(stable), canary, weight)?;
+            let RoutingState {
+                stable,
+                canary,
+                canary_weight,
+            } = wanted;
+            if let Some(stable) = stable {
+                managed.proxy.set_backends(stable, canary, canary_weight)?;
+            }
         }
         Ok(())
     }
@@ -1344,4 +1347,54 @@ pub fn progress_line(view: &RolloutView) -> String {
         line.push_str(&format!("  — {message}"));
     }
     line
+}
+
+/// The routing the proxy should have: the canary gets its weight only once it has a ready
+/// replica. Until then (a fresh canary, or every process restarting after the engine was
+/// killed) its share goes to stable, so the canary is never charged with the 502s of a
+/// revision that is not up yet; the rollout sees weight 0 and its step waits.
+fn routing_for(stable: Backend, canary: Option<Backend>, weight: u8) -> RoutingState {
+    let canary_ready = canary.as_ref().is_some_and(|c| !c.addrs.is_empty());
+    RoutingState {
+        stable: Some(stable),
+        canary,
+        canary_weight: if canary_ready { weight } else { 0 },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(revision: &str, ports: &[u16]) -> Backend {
+        Backend {
+            revision: revision.to_owned(),
+            addrs: ports
+                .iter()
+                .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_canary_without_ready_replicas_gets_no_traffic() {
+        let routing = routing_for(backend("s", &[1000]), Some(backend("c", &[])), 50);
+        assert_eq!(routing.canary_weight, 0);
+        assert_eq!(routing.canary, Some(backend("c", &[])));
+    }
+
+    #[test]
+    fn a_ready_canary_gets_its_weight() {
+        let routing = routing_for(backend("s", &[]), Some(backend("c", &[1001])), 50);
+        assert_eq!(routing.canary_weight, 50);
+        assert_eq!(routing.stable, Some(backend("s", &[])));
+    }
+
+    #[test]
+    fn no_canary_means_no_canary_weight() {
+        assert_eq!(
+            routing_for(backend("s", &[1000]), None, 30).canary_weight,
+            0
+        );
+    }
 }
