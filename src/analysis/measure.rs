@@ -181,10 +181,6 @@ mod comparison {
     };
 
     const DEFAULT_STEP: Duration = Duration::from_secs(60);
-    /// Defaults of the sequential judge, as documented on the API type.
-    const DEFAULT_ALPHA: f64 = 0.01;
-    const DEFAULT_FAIL_MARGIN: f64 = 0.2;
-    const DEFAULT_PASS_MARGIN: f64 = 0.1;
 
     fn error(at: Timestamp, reason: String) -> Measured {
         Measured::new(AnalysisPhase::Error, at, None, reason)
@@ -318,11 +314,15 @@ mod comparison {
     fn count_config(judge: &SequentialJudge, context: &RunContext<'_>) -> CountTestConfig {
         CountTestConfig {
             alpha: split_alpha(
-                judge.alpha.unwrap_or(DEFAULT_ALPHA),
+                judge.alpha.unwrap_or(SequentialJudge::DEFAULT_ALPHA),
                 context.sequential_metrics,
             ),
-            fail_margin: judge.fail_margin.unwrap_or(DEFAULT_FAIL_MARGIN),
-            pass_margin: judge.pass_margin.unwrap_or(DEFAULT_PASS_MARGIN),
+            fail_margin: judge
+                .fail_margin
+                .unwrap_or(SequentialJudge::DEFAULT_FAIL_MARGIN),
+            pass_margin: judge
+                .pass_margin
+                .unwrap_or(SequentialJudge::DEFAULT_PASS_MARGIN),
             ..CountTestConfig::default()
         }
     }

@@ -466,6 +466,15 @@ pub struct SequentialJudge {
     pub slow_threshold_seconds: Option<f64>,
 }
 
+impl SequentialJudge {
+    /// `alpha` when the template leaves it out.
+    pub const DEFAULT_ALPHA: f64 = 0.01;
+    /// `failMargin` when the template leaves it out.
+    pub const DEFAULT_FAIL_MARGIN: f64 = 0.2;
+    /// `passMargin` when the template leaves it out.
+    pub const DEFAULT_PASS_MARGIN: f64 = 0.1;
+}
+
 /// One execution of analysis templates with resolved arguments.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(

@@ -16,6 +16,7 @@ use crate::analysis::judge::sequential::{
     CountIncrement, CountState, CountTest, CountTestConfig, SequentialDecision, SequentialError,
     split_alpha,
 };
+use crate::api::SequentialJudge;
 
 /// Errors of `vigil judge`; each variant names the action that failed.
 #[derive(Debug, thiserror::Error)]
@@ -172,17 +173,18 @@ pub struct SequentialCountsArgs {
     /// The values are cumulative counter readings, not increments.
     #[arg(long)]
     pub cumulative: bool,
-    /// Run-level false-fail budget.
-    #[arg(long, default_value_t = 0.01)]
+    /// Run-level false-fail budget (the template default).
+    #[arg(long, default_value_t = SequentialJudge::DEFAULT_ALPHA)]
     pub alpha: f64,
     /// Number of sequential metrics sharing the budget (Bonferroni split).
     #[arg(long, default_value_t = 1)]
     pub metrics: usize,
-    /// Fail when the error-rate ratio canary/baseline is confidently above 1 + this.
-    #[arg(long, default_value_t = 0.0)]
+    /// Fail when the error-rate ratio canary/baseline is confidently above 1 + this (the
+    /// template default, so the command judges as a template with no margins does).
+    #[arg(long, default_value_t = SequentialJudge::DEFAULT_FAIL_MARGIN)]
     pub fail_margin: f64,
-    /// Pass early when the ratio is confidently below 1 + this.
-    #[arg(long, default_value_t = 0.25)]
+    /// Pass early when the ratio is confidently below 1 + this (the template default).
+    #[arg(long, default_value_t = SequentialJudge::DEFAULT_PASS_MARGIN)]
     pub pass_margin: f64,
     /// Scale of the mixing distribution on the log rate ratio.
     #[arg(long, default_value_t = 0.5)]
