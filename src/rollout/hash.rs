@@ -1,4 +1,4 @@
-//! The revision name of a pod template.
+//! The revision name of a pod template, and names that fit Kubernetes' length limits.
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde_json::Value;
@@ -16,6 +16,35 @@ pub fn template_hash(template: &PodTemplateSpec) -> String {
     let mut canonical = String::new();
     write_canonical(&value, &mut canonical);
     format!("{:016x}", fnv1a64(canonical.as_bytes()))
+}
+
+/// Longest object name Kubernetes accepts (a DNS subdomain).
+pub const MAX_NAME_LEN: usize = 253;
+/// Longest label value Kubernetes accepts.
+pub const MAX_LABEL_VALUE_LEN: usize = 63;
+
+/// `name` if it has at most `max` bytes; otherwise a prefix of it, trimmed so it still ends
+/// with a letter or digit, then `-` and 16 hex digits of FNV-1a 64 over the whole name. The
+/// result is deterministic (a restarted controller derives the same name) and distinct for
+/// names sharing a long prefix. `max` below 18 leaves only the hash.
+pub fn fit_name(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_owned();
+    }
+    let hash = format!("{:016x}", fnv1a64(name.as_bytes()));
+    let room = max.saturating_sub(hash.len() + 1);
+    let cut = name
+        .char_indices()
+        .map(|(at, c)| at + c.len_utf8())
+        .take_while(|end| *end <= room)
+        .last()
+        .unwrap_or(0);
+    let prefix = name[..cut].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    if prefix.is_empty() {
+        hash
+    } else {
+        format!("{prefix}-{hash}")
+    }
 }
 
 fn fnv1a64(bytes: &[u8]) -> u64 {
@@ -142,5 +171,40 @@ mod tests {
         write_canonical(&b, &mut cb);
         assert_eq!(ca, cb);
         assert_eq!(ca, r#"{"a":{"x":"s","y":[1,2]},"b":1}"#);
+    }
+
+    #[test]
+    fn short_names_are_kept() {
+        assert_eq!(fit_name("web-abc-1-step2", MAX_NAME_LEN), "web-abc-1-step2");
+    }
+
+    #[test]
+    fn long_names_fit_end_alphanumeric_and_stay_distinct() {
+        let long = "a".repeat(240);
+        let one = fit_name(&format!("{long}-0123456789abcdef-1-step2"), MAX_NAME_LEN);
+        let two = fit_name(&format!("{long}-0123456789abcdef-1-step3"), MAX_NAME_LEN);
+        assert_eq!(one.len(), MAX_NAME_LEN);
+        assert_ne!(one, two);
+        assert!(one.starts_with(&"a".repeat(200)));
+        let label = fit_name(&format!("{}-.-tail", "b".repeat(44)), MAX_LABEL_VALUE_LEN);
+        assert!(label.len() <= MAX_LABEL_VALUE_LEN, "{label}");
+        assert!(
+            label.starts_with(&format!("{}-", "b".repeat(44))),
+            "{label}"
+        );
+        // Deterministic: a restarted controller finds the same object.
+        assert_eq!(
+            fit_name(&"c".repeat(300), 63),
+            fit_name(&"c".repeat(300), 63)
+        );
+    }
+
+    #[test]
+    fn multibyte_names_are_cut_on_a_character_boundary() {
+        let name = "é".repeat(200);
+        let fitted = fit_name(&name, 63);
+        assert!(fitted.len() <= 63);
+        // Nothing alphanumeric in ASCII to keep: only the hash remains.
+        assert_eq!(fitted.len(), 16);
     }
 }

@@ -126,7 +126,7 @@ use jiff::Timestamp;
 
 use crate::api::{AnalysisRunSummary, Argument, RolloutStatus, TemplateRef};
 
-pub use hash::template_hash;
+pub use hash::{MAX_LABEL_VALUE_LEN, MAX_NAME_LEN, fit_name, template_hash};
 pub use machine::step;
 pub use validate::validate_spec;
 
@@ -274,16 +274,25 @@ pub struct Decision {
 }
 
 /// Name of the AnalysisRun of the `analysis` step at `index`, for the given canary attempt.
+/// Shortened with [`fit_name`] when a long Rollout name would make it exceed
+/// [`MAX_NAME_LEN`].
 pub fn step_run_name(rollout: &str, canary_revision: &str, attempt: i32, index: i32) -> String {
-    format!("{rollout}-{canary_revision}-{attempt}-step{index}")
+    fit_name(
+        &format!("{rollout}-{canary_revision}-{attempt}-step{index}"),
+        MAX_NAME_LEN,
+    )
 }
 
-/// Name of the background AnalysisRun started at step `starting_step` of a canary attempt.
+/// Name of the background AnalysisRun started at step `starting_step` of a canary attempt,
+/// shortened like [`step_run_name`].
 pub fn background_run_name(
     rollout: &str,
     canary_revision: &str,
     attempt: i32,
     starting_step: i32,
 ) -> String {
-    format!("{rollout}-{canary_revision}-{attempt}-bg{starting_step}")
+    fit_name(
+        &format!("{rollout}-{canary_revision}-{attempt}-bg{starting_step}"),
+        MAX_NAME_LEN,
+    )
 }

@@ -16,8 +16,15 @@ use crate::metrics::Metrics;
 pub const FIELD_MANAGER: &str = "vigil.dev/controller";
 /// The finalizer that returns traffic to the stable version when a Rollout is deleted.
 pub const FINALIZER: &str = "vigil.dev/traffic";
-/// Label naming the Rollout a ReplicaSet or AnalysisRun belongs to.
+/// Label naming the Rollout a ReplicaSet or AnalysisRun belongs to; its value is
+/// [`rollout_label_value`].
 pub const ROLLOUT_LABEL: &str = "vigil.dev/rollout";
+
+/// The [`ROLLOUT_LABEL`] value of a Rollout: its name, shortened with a hash when it is longer
+/// than a label value may be (names may have 253 characters, label values 63).
+pub fn rollout_label_value(rollout: &str) -> String {
+    crate::rollout::fit_name(rollout, crate::rollout::MAX_LABEL_VALUE_LEN)
+}
 /// Label naming the revision (template hash) of a ReplicaSet, its pods and the Services'
 /// selectors.
 pub const REVISION_LABEL: &str = "vigil.dev/revision";

@@ -4,7 +4,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 
-use super::context::{REVISION_LABEL, ROLLOUT_LABEL};
+use super::context::{REVISION_LABEL, ROLLOUT_LABEL, rollout_label_value};
 use crate::analysis::template::validate_rollout;
 use crate::api::{AnalysisPhase, AnalysisRun, AnalysisRunSummary, MetricSummary, Rollout};
 use crate::rollout::{Observation, RevisionObservation, ServiceSelection, template_hash};
@@ -27,7 +27,7 @@ pub fn revision_of(
     uid: Option<&str>,
 ) -> Option<RevisionObservation> {
     let labels = replica_set.labels();
-    if labels.get(ROLLOUT_LABEL).map(String::as_str) != Some(rollout) {
+    if labels.get(ROLLOUT_LABEL) != Some(&rollout_label_value(rollout)) {
         return None;
     }
     if let Some(uid) = uid

@@ -8,14 +8,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
-use super::context::{ANALYSIS_LABEL, REVISION_LABEL, ROLLOUT_LABEL};
+use super::context::{ANALYSIS_LABEL, REVISION_LABEL, ROLLOUT_LABEL, rollout_label_value};
 use crate::analysis::provider::resolve::SecretReader;
 use crate::api::{AnalysisRun, AnalysisRunSpec, Rollout, SecretSource};
-use crate::rollout::AnalysisKind;
+use crate::rollout::{AnalysisKind, MAX_NAME_LEN, fit_name};
 
-/// Name of the ReplicaSet of a revision.
+/// Name of the ReplicaSet of a revision, shortened with a hash when a long Rollout name would
+/// exceed the limit (its pods' generated names are cut by Kubernetes itself).
 pub fn replica_set_name(rollout: &str, revision: &str) -> String {
-    format!("{rollout}-{revision}")
+    fit_name(&format!("{rollout}-{revision}"), MAX_NAME_LEN)
 }
 
 /// The ReplicaSet of `revision` built from the Rollout's pod template: the revision label is
@@ -32,13 +33,13 @@ pub fn replica_set_for(rollout: &Rollout, revision: &str, replicas: i32) -> Repl
     let pod_meta = template.metadata.get_or_insert_with(ObjectMeta::default);
     let pod_labels = pod_meta.labels.get_or_insert_with(BTreeMap::new);
     pod_labels.insert(REVISION_LABEL.to_owned(), revision.to_owned());
-    pod_labels.insert(ROLLOUT_LABEL.to_owned(), name.clone());
+    pod_labels.insert(ROLLOUT_LABEL.to_owned(), rollout_label_value(&name));
     ReplicaSet {
         metadata: ObjectMeta {
             name: Some(replica_set_name(&name, revision)),
             namespace: rollout.namespace(),
             labels: Some(BTreeMap::from([
-                (ROLLOUT_LABEL.to_owned(), name.clone()),
+                (ROLLOUT_LABEL.to_owned(), rollout_label_value(&name)),
                 (REVISION_LABEL.to_owned(), revision.to_owned()),
             ])),
             owner_references: rollout.controller_owner_ref(&()).map(|o| vec![o]),
@@ -65,7 +66,10 @@ pub fn analysis_run_for(
     let mut run = AnalysisRun::new(name, spec);
     run.metadata.namespace = rollout.namespace();
     run.metadata.labels = Some(BTreeMap::from([
-        (ROLLOUT_LABEL.to_owned(), rollout.name_any()),
+        (
+            ROLLOUT_LABEL.to_owned(),
+            rollout_label_value(&rollout.name_any()),
+        ),
         (REVISION_LABEL.to_owned(), revision.to_owned()),
         (
             ANALYSIS_LABEL.to_owned(),
@@ -259,6 +263,35 @@ mod tests {
             ("uid-1", Some(true))
         );
         assert_eq!(owner.kind, "Rollout");
+    }
+
+    #[test]
+    fn a_rollout_with_the_longest_name_gets_valid_names_and_labels() {
+        let mut long = rollout();
+        let name = format!("web-{}", "x".repeat(MAX_NAME_LEN - 4));
+        long.metadata.name = Some(name.clone());
+        let revision = "0123456789abcdef";
+        let rs = replica_set_for(&long, revision, 1);
+        let rs_name = rs.metadata.name.clone().expect("name");
+        assert!(rs_name.len() <= MAX_NAME_LEN, "{}", rs_name.len());
+        assert_eq!(rs_name, replica_set_name(&name, revision), "deterministic");
+        let label = rs.labels().get(ROLLOUT_LABEL).cloned().expect("label");
+        assert!(
+            label.len() <= crate::rollout::MAX_LABEL_VALUE_LEN,
+            "{label}"
+        );
+        // The controller finds its own ReplicaSet again by that label.
+        assert!(super::super::observe::revision_of(&rs, &name, Some("uid-1")).is_some());
+        let run_name = crate::rollout::step_run_name(&name, revision, 12, 3);
+        assert!(run_name.len() <= MAX_NAME_LEN, "{}", run_name.len());
+        let run = analysis_run_for(
+            &long,
+            &run_name,
+            AnalysisKind::Step { index: 3 },
+            revision,
+            AnalysisRunSpec::default(),
+        );
+        assert_eq!(run.labels().get(ROLLOUT_LABEL), Some(&label));
     }
 
     #[test]

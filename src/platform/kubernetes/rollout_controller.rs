@@ -17,7 +17,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, warn};
 
-use super::context::{Context, FIELD_MANAGER, FINALIZER, ROLLOUT_LABEL};
+use super::context::{Context, FIELD_MANAGER, FINALIZER, ROLLOUT_LABEL, rollout_label_value};
 use super::observe::{Seen, observation};
 use super::resources::{
     analysis_run_for, field_ref_value, replica_set_for, replica_set_name, secret_value,
@@ -389,7 +389,10 @@ async fn add_finalizer(api: &Api<Rollout>, rollout: &Rollout) -> Result<Action, 
 }
 
 async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Error> {
-    let selector = ListParams::default().labels(&format!("{ROLLOUT_LABEL}={}", scope.name));
+    let selector = ListParams::default().labels(&format!(
+        "{ROLLOUT_LABEL}={}",
+        rollout_label_value(&scope.name)
+    ));
     let replica_sets = scope
         .api::<ReplicaSet>()
         .list(&selector)
