@@ -175,11 +175,18 @@ async fn prometheus_has_data(prometheus: &PrometheusServer) {
     }
 }
 
-async fn create_template(client: &kube::Client, prometheus: &PrometheusServer) {
+/// The template `name`, judging the exporter's series of the rollout `series` (a name, or
+/// `{{args.rollout}}` for the rollout being analysed).
+async fn create_template(
+    client: &kube::Client,
+    prometheus: &PrometheusServer,
+    name: &str,
+    series: &str,
+) {
     let template: AnalysisTemplate = serde_json::from_value(json!({
         "apiVersion": "vigil.dev/v1alpha1",
         "kind": "AnalysisTemplate",
-        "metadata": {"name": "error-ratio", "namespace": NS},
+        "metadata": {"name": name, "namespace": NS},
         "spec": {
             "args": [{"name": "rollout"}],
             "metrics": [{
@@ -190,7 +197,7 @@ async fn create_template(client: &kube::Client, prometheus: &PrometheusServer) {
                 "successCondition": "result < 0.05",
                 "provider": {"prometheus": {
                     "address": prometheus.url().as_str(),
-                    "query": "max(e2e_error_ratio{rollout=\"{{args.rollout}}\"})"
+                    "query": format!("max(e2e_error_ratio{{rollout=\"{series}\"}})")
                 }}
             }]
         }
@@ -246,20 +253,26 @@ async fn rollouts_are_promoted_rolled_back_and_resumed_after_a_restart() {
     let rollouts: Api<Rollout> = Api::namespaced(client.clone(), NS);
 
     prometheus_has_data(&prometheus).await;
-    create_template(&client, &prometheus).await;
+    create_template(&client, &prometheus, "error-ratio", "{{args.rollout}}").await;
     let analysed = json!([
         {"setWeight": 50},
         {"analysis": {"templates": [{"templateName": "error-ratio"}]}},
         {"setWeight": 100}
     ]);
     let paused = json!([{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]);
-    for name in ["good", "bad", "restart"] {
+    // Its template is created only later.
+    let late = json!([
+        {"analysis": {"templates": [{"templateName": "late"}]}},
+        {"setWeight": 100}
+    ]);
+    for name in ["good", "bad", "restart", "held"] {
         create_services(&client, name).await;
     }
     for (name, steps) in [
         ("good", &analysed),
         ("bad", &analysed),
         ("restart", &paused),
+        ("held", &late),
     ] {
         rollouts
             .create(
@@ -271,13 +284,13 @@ async fn rollouts_are_promoted_rolled_back_and_resumed_after_a_restart() {
     }
 
     let mut controller = Controller::start(&kubeconfig);
-    for name in ["good", "bad", "restart"] {
+    for name in ["good", "bad", "restart", "held"] {
         wait_for(&rollouts, name, "the first version Healthy", |r| {
             phase(r) == Some(RolloutPhase::Healthy)
         })
         .await;
     }
-    for name in ["good", "bad", "restart"] {
+    for name in ["good", "bad", "restart", "held"] {
         set_image(&rollouts, name, "app:2").await;
     }
 
@@ -317,6 +330,49 @@ async fn rollouts_are_promoted_rolled_back_and_resumed_after_a_restart() {
     assert!(message.contains("0.2"), "{message}");
     let v1 = status.stable_revision.expect("stable stays");
     assert_ne!(v1, v2);
+
+    // An analysis whose template does not exist holds the rollout on the stable version and
+    // says why; once the template exists the rollout goes on.
+    let held = wait_for(&rollouts, "held", "the missing template in status", |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.message.as_deref())
+            .is_some_and(|m| m.contains("\"late\" does not exist"))
+    })
+    .await;
+    let status = held.status.expect("status");
+    assert_eq!(status.phase, Some(RolloutPhase::Degraded), "{status:#?}");
+    assert_eq!(status.canary_weight, 0);
+    assert!(
+        status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("spec.strategy.canary.steps[0].analysis")),
+        "{status:#?}"
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "InvalidSpec" && c.status == "True"),
+        "{status:#?}"
+    );
+    let held_stable = status.stable_revision.expect("stable");
+    assert_eq!(replicas_of(&client, "held", &held_stable).await, Some(4));
+    create_template(&client, &prometheus, "late", "good").await;
+    let held = rollouts.get("held").await.expect("get");
+    let held_v2 = vigil::rollout::template_hash(&held.spec.template);
+    wait_for(
+        &rollouts,
+        "held",
+        "promotion once the template exists",
+        |r| {
+            phase(r) == Some(RolloutPhase::Healthy)
+                && r.status.as_ref().and_then(|s| s.stable_revision.as_deref())
+                    == Some(held_v2.as_str())
+        },
+    )
+    .await;
 
     // A controller killed mid-rollout resumes at the step it recorded.
     let at_pause = wait_for(&rollouts, "restart", "the first pause", |r| {

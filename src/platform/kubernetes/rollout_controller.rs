@@ -25,9 +25,9 @@ use super::resources::{
 use crate::analysis::instantiate::{InstantiateError, builtin_args, instantiate};
 use crate::api::{
     AnalysisRun, AnalysisTemplate, Argument, ClusterAnalysisTemplate, Rollout, RolloutPhase,
-    TemplateRef,
+    RolloutStatus, TemplateRef,
 };
-use crate::rollout::{self, AnalysisKind, Effect, EventType};
+use crate::rollout::{self, AnalysisKind, Decision, Effect, EventType, SpecProblem};
 use crate::traffic::gateway_api::{GatewayRoute, http_route_resource};
 use crate::traffic::replicas::ReplicaRatio;
 use crate::traffic::{TrafficError, TrafficRouter};
@@ -37,6 +37,9 @@ use crate::traffic::{TrafficError, TrafficRouter};
 const RECHECK_AFTER_ACTING: Duration = Duration::from_secs(2);
 /// A rollout in flight is looked at at least this often, even with no event.
 const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a Rollout held because its analysis cannot start looks again: templates are not
+/// watched, so creating or fixing one is noticed at the next look.
+const RECHECK_HELD_ANALYSIS: Duration = Duration::from_secs(20);
 /// After a status write conflict: the CLI wrote a request; observe it again at once (the
 /// short delay lets the watch deliver the newer object).
 const RETRY_CONFLICT: Duration = Duration::from_millis(100);
@@ -128,6 +131,16 @@ pub enum Error {
         /// Why (never the value).
         reason: String,
     },
+    /// An analysis cannot start because of the spec: a template that does not exist, an
+    /// argument that does not resolve, templates that do not combine. The Rollout holds and
+    /// says why in status.
+    #[error("{}: {}", problem.path, problem.message)]
+    PrepareAnalysis {
+        /// The field at fault and what is wrong, as status shows it.
+        problem: SpecProblem,
+        /// The failure behind it.
+        source: Box<Error>,
+    },
     /// The templates and arguments do not make a run.
     #[error("failed to build AnalysisRun {run}: {source}")]
     Instantiate {
@@ -190,6 +203,7 @@ impl Error {
             Error::GetTemplate { .. } => "get_template",
             Error::ResolveArg { .. } => "resolve_arg",
             Error::Instantiate { .. } => "instantiate",
+            Error::PrepareAnalysis { source, .. } => source.category(),
             Error::CreateAnalysisRun { .. } => "create_analysis_run",
             Error::TerminateAnalysisRun { .. } => "terminate_analysis_run",
             Error::PatchService { .. } => "patch_service",
@@ -208,7 +222,9 @@ impl Error {
     /// backendRefs vigil needs.
     pub fn is_invalid_spec(&self) -> bool {
         match self {
-            Error::ResolveArg { .. } | Error::Instantiate { .. } => true,
+            Error::ResolveArg { .. }
+            | Error::Instantiate { .. }
+            | Error::PrepareAnalysis { .. } => true,
             Error::SetWeight {
                 source: TrafficError::ReadRoute { .. },
                 ..
@@ -455,43 +471,34 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
     let observation = observation(rollout, &seen);
     let status = rollout.status.clone().unwrap_or_default();
     let decision = rollout::step(&rollout.spec, &status, &observation, now);
-    let acted = act(&scope, &router, &seen, &decision.effects).await?;
-
-    if decision.status != status {
-        let mut next = rollout.clone();
-        next.status = Some(decision.status.clone());
-        // Keep the server's field ownership as it is; resourceVersion stays the observed one,
-        // so a request the CLI wrote meanwhile makes this write conflict instead of vanish.
-        next.metadata.managed_fields = None;
-        match scope
-            .api::<Rollout>()
-            .replace_status(&scope.name, &post_params(), &next)
-            .await
-        {
-            Ok(_) => {}
-            Err(error) if conflict(&error) => {
-                debug!("status changed since it was read; observing again");
-                ctx.metrics.reconcile_failed("status_conflict");
-                return Ok(Action::requeue(RETRY_CONFLICT));
+    let acted = match act(&scope, &router, &seen, &decision.effects).await {
+        Ok(acted) => acted,
+        Err(Error::PrepareAnalysis { problem, source }) => {
+            // The analysis cannot start: hold with the problem in status (as any invalid
+            // spec), and look again later, since templates are not watched.
+            warn!(path = %problem.path, error = %source, "analysis cannot start; holding");
+            let mut observation = observation;
+            observation.spec_problems.push(problem);
+            let held = rollout::step(&rollout.spec, &status, &observation, now);
+            for effect in &held.effects {
+                if let Effect::Event {
+                    type_,
+                    reason,
+                    message,
+                } = effect
+                {
+                    publish(&scope, *type_, reason, message).await;
+                }
             }
-            Err(source) => {
-                return Err(Error::ReplaceStatus {
-                    rollout: scope.name.clone(),
-                    source,
-                });
+            if let Some(retry) = record(&scope, &status, &held).await? {
+                return Ok(retry);
             }
+            return Ok(Action::requeue(RECHECK_HELD_ANALYSIS));
         }
-        if status.phase != decision.status.phase {
-            let phase = |p: Option<RolloutPhase>| p.map_or("None".to_owned(), |p| format!("{p:?}"));
-            ctx.metrics
-                .phase_changed(&phase(status.phase), &phase(decision.status.phase));
-            info!(
-                from = %phase(status.phase),
-                to = %phase(decision.status.phase),
-                message = decision.status.message.as_deref().unwrap_or(""),
-                "phase changed"
-            );
-        }
+        Err(error) => return Err(error),
+    };
+    if let Some(retry) = record(&scope, &status, &decision).await? {
+        return Ok(retry);
     }
 
     let mut after = decision.requeue_at.map(|at| until(now, at));
@@ -507,6 +514,54 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         None if settled => Action::await_change(),
         None => Action::requeue(RESYNC),
     })
+}
+
+/// Writes `decision.status` when it differs from `status` (the one observed). Returns the
+/// action to take instead of going on when the write conflicted with another writer.
+async fn record(
+    scope: &Scope<'_>,
+    status: &RolloutStatus,
+    decision: &Decision,
+) -> Result<Option<Action>, Error> {
+    if decision.status == *status {
+        return Ok(None);
+    }
+    let ctx = scope.ctx;
+    let mut next = scope.rollout.clone();
+    next.status = Some(decision.status.clone());
+    // Keep the server's field ownership as it is; resourceVersion stays the observed one,
+    // so a request the CLI wrote meanwhile makes this write conflict instead of vanish.
+    next.metadata.managed_fields = None;
+    match scope
+        .api::<Rollout>()
+        .replace_status(&scope.name, &post_params(), &next)
+        .await
+    {
+        Ok(_) => {}
+        Err(error) if conflict(&error) => {
+            debug!("status changed since it was read; observing again");
+            ctx.metrics.reconcile_failed("status_conflict");
+            return Ok(Some(Action::requeue(RETRY_CONFLICT)));
+        }
+        Err(source) => {
+            return Err(Error::ReplaceStatus {
+                rollout: scope.name.clone(),
+                source,
+            });
+        }
+    }
+    if status.phase != decision.status.phase {
+        let phase = |p: Option<RolloutPhase>| p.map_or("None".to_owned(), |p| format!("{p:?}"));
+        ctx.metrics
+            .phase_changed(&phase(status.phase), &phase(decision.status.phase));
+        info!(
+            from = %phase(status.phase),
+            to = %phase(decision.status.phase),
+            message = decision.status.message.as_deref().unwrap_or(""),
+            "phase changed"
+        );
+    }
+    Ok(None)
 }
 
 /// How long from `now` until `at`, at least [`MIN_REQUEUE`] so nothing spins.
@@ -558,7 +613,8 @@ async fn act(
                     stable_revision,
                     canary_revision,
                 )
-                .await?;
+                .await
+                .map_err(|error| as_spec_problem(scope, *kind, error))?;
             }
             Effect::TerminateAnalysisRun { name } => {
                 let patch = Patch::Merge(json!({"spec": {"terminate": true}}));
@@ -743,6 +799,32 @@ async fn resolve_arg(scope: &Scope<'_>, arg: &Argument) -> Result<Argument, Erro
         value: Some(value),
         value_from: None,
     })
+}
+
+/// A failure to start an analysis that only a change of the spec or a template can fix,
+/// worded for status; any other failure is returned as it is (and retried).
+fn as_spec_problem(scope: &Scope<'_>, kind: AnalysisKind, error: Error) -> Error {
+    let path = match kind {
+        AnalysisKind::Step { index } => format!("spec.strategy.canary.steps[{index}].analysis"),
+        AnalysisKind::Background => "spec.strategy.canary.analysis".to_owned(),
+    };
+    let message = match &error {
+        Error::GetTemplate { template, source } if not_found(source) => {
+            match template.strip_prefix("cluster/") {
+                Some(name) => format!("ClusterAnalysisTemplate {name:?} does not exist"),
+                None => format!(
+                    "AnalysisTemplate {template:?} does not exist in namespace {:?}",
+                    scope.namespace
+                ),
+            }
+        }
+        Error::ResolveArg { .. } | Error::Instantiate { .. } => error.to_string(),
+        _ => return error,
+    };
+    Error::PrepareAnalysis {
+        problem: SpecProblem { path, message },
+        source: Box::new(error),
+    }
 }
 
 async fn create_run(
