@@ -385,3 +385,40 @@ fn shipped_mann_whitney_template_flags_the_slower_canary_only() {
     let reason = json["message"].as_str().unwrap_or_default();
     assert!(reason.contains("High"), "{reason}");
 }
+
+#[test]
+fn shipped_scorecard_scores_the_metrics_together() {
+    let template = "analysis-templates/kayenta-scorecard.yaml";
+    let (code, json, stderr) = analyze(template, &["rollout=healthy"]);
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (0, Some("Successful")),
+        "{json:#}\n{stderr}"
+    );
+    assert_eq!(json["score"]["round"], 3, "{json:#}");
+    assert_eq!(json["score"]["score"], 100.0, "{json:#}");
+    assert_eq!(json["score"]["classification"], "Pass", "{json:#}");
+
+    // Slower and erroring: every metric High, the critical error ratio past ×2: score 0 at
+    // the first round, and the run stops there.
+    let (code, json, stderr) = analyze(template, &["rollout=erroring"]);
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (1, Some("Failed")),
+        "{json:#}\n{stderr}"
+    );
+    assert_eq!(json["score"]["round"], 1, "{json:#}");
+    assert_eq!(json["score"]["score"], 0.0, "{json:#}");
+    assert_eq!(json["score"]["classification"], "Fail", "{json:#}");
+    let reason = json["score"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("critical metric(s): error-ratio"),
+        "{reason}"
+    );
+    assert!(reason.contains("latency-p99 High"), "{reason}");
+    let message = json["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("below the marginal threshold"),
+        "{message}"
+    );
+}

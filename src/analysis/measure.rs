@@ -30,6 +30,7 @@ impl Measured {
                 started_at: Time(at),
                 value,
                 reason: Some(reason),
+                critical: false,
             },
             decisive: false,
             judge_state: None,
@@ -291,6 +292,7 @@ mod comparison {
                 if let Some(reason) = verdict.record.reason.as_mut() {
                     reason.push_str(&format!(": {}", classification.reason));
                 }
+                verdict.record.critical = classification.critical;
                 return verdict;
             }
             Label::Error => AnalysisPhase::Error,
@@ -303,12 +305,14 @@ mod comparison {
                 crate::analysis::judge::threshold::format_number(t.ci_upper)
             )
         });
-        Measured::new(
+        let mut measured = Measured::new(
             phase,
             at,
             value,
             format!("{:?}: {}", classification.label, classification.reason),
-        )
+        );
+        measured.record.critical = classification.critical;
+        measured
     }
 
     fn count_config(judge: &SequentialJudge, context: &RunContext<'_>) -> CountTestConfig {

@@ -25,9 +25,13 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::analysis::judge::mann_whitney::{
+    Label, ScoreClass, ScoreThresholds, ScoredMetric, score,
+};
 use crate::api::duration::{DurationError, parse_duration};
 use crate::api::{
     AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, MeasurementRecord, Metric, MetricResult,
+    RunScore, ScoreClassification, Scoring,
 };
 
 /// Errors over a consecutive run that end a metric in Error, unless the metric says otherwise.
@@ -264,7 +268,22 @@ pub fn record(
         .unwrap_or(DEFAULT_CONSECUTIVE_ERROR_LIMIT);
     let finished = schedule.count.is_some_and(|c| result.count >= c as i32);
     let reason = reason.unwrap_or_default();
-    let (phase, message) = if result.failed > failure_limit {
+    let scored = is_scored(spec, definition);
+    let (phase, message) = if scored {
+        // Judged with the other scored metrics, round by round (see `score_rounds`); only a
+        // run of errors ends it on its own.
+        if result.consecutive_error > error_limit {
+            (
+                AnalysisPhase::Error,
+                format!(
+                    "{} errors in a row, more than consecutiveErrorLimit {error_limit}; last: {reason}",
+                    result.consecutive_error
+                ),
+            )
+        } else {
+            (AnalysisPhase::Running, reason)
+        }
+    } else if result.failed > failure_limit {
         (
             AnalysisPhase::Failed,
             format!(
@@ -318,8 +337,198 @@ pub fn record(
     };
     result.phase = phase;
     result.message = Some(message);
+    if scored {
+        score_rounds(spec, status);
+    }
     update_run_phase(spec, status, now);
     Ok(())
+}
+
+/// Whether `metric` is judged by the run's score rather than on its own.
+fn is_scored(spec: &AnalysisRunSpec, metric: &Metric) -> bool {
+    spec.scoring.is_some() && metric.mann_whitney.is_some() && !metric.dry_run
+}
+
+/// The scored metrics' results, in spec order.
+fn scored_results<'a>(
+    spec: &AnalysisRunSpec,
+    status: &'a AnalysisRunStatus,
+) -> Vec<(&'a MetricResult, Option<u32>, String)> {
+    spec.metrics
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| is_scored(spec, m))
+        .filter_map(|(index, m)| {
+            let result = result_for(status, &m.name)?;
+            let count = MetricSchedule::of(index, m).ok().and_then(|s| s.count);
+            let group = m
+                .mann_whitney
+                .as_ref()
+                .and_then(|j| j.group.clone())
+                .unwrap_or_else(|| m.name.clone());
+            Some((result, count, group))
+        })
+        .collect()
+}
+
+/// The `round`-th measurement (1-based) of a metric, or its oldest stored one when that has
+/// been dropped from status.
+fn measurement_of_round(result: &MetricResult, round: i32) -> Option<&MeasurementRecord> {
+    let back = usize::try_from(result.count - round).ok()?;
+    let len = result.measurements.len();
+    result.measurements.get(len.saturating_sub(back + 1))
+}
+
+/// The score of one round of the scored metrics.
+fn score_round(
+    scoring: &Scoring,
+    metrics: &[(&MetricResult, Option<u32>, String)],
+    round: i32,
+) -> RunScore {
+    let thresholds = ScoreThresholds {
+        pass: scoring
+            .pass_threshold
+            .unwrap_or(Scoring::DEFAULT_PASS_THRESHOLD),
+        marginal: scoring
+            .marginal_threshold
+            .unwrap_or(Scoring::DEFAULT_MARGINAL_THRESHOLD),
+    };
+    let scored: Vec<ScoredMetric> = metrics
+        .iter()
+        .map(|(result, _, group)| {
+            let record = measurement_of_round(result, round);
+            let label = match record.map(|r| r.phase) {
+                Some(AnalysisPhase::Successful) => Label::Pass,
+                Some(AnalysisPhase::Failed) => Label::High,
+                // No data, an error, or nothing recorded: no evidence either way.
+                _ => Label::Nodata,
+            };
+            ScoredMetric {
+                name: result.name.clone(),
+                groups: vec![group.clone()],
+                label,
+                critical: record.is_some_and(|r| r.critical),
+                muted: false,
+            }
+        })
+        .collect();
+    let summary = score(&scored, &scoring.group_weights, &thresholds);
+    let critical_failed = scored.iter().any(|m| m.critical && m.label != Label::Pass);
+    let without_data = scored.iter().filter(|m| m.label == Label::Nodata).count();
+    // Kayenta scores a round with half its metrics empty as 0; vigil does not fail a canary
+    // for missing data (that is what noData and mustHaveData say), so such a round is unscored.
+    let classification = if !critical_failed && without_data * 2 >= scored.len() {
+        ScoreClassification::NoData
+    } else {
+        match summary.classification {
+            ScoreClass::Pass => ScoreClassification::Pass,
+            ScoreClass::Marginal => ScoreClassification::Marginal,
+            ScoreClass::Fail => ScoreClassification::Fail,
+        }
+    };
+    let verdicts: Vec<String> = scored
+        .iter()
+        .map(|m| format!("{} {:?}", m.name, m.label))
+        .collect();
+    RunScore {
+        round,
+        score: summary.score,
+        classification,
+        group_scores: summary.group_scores,
+        reason: format!(
+            "round {round}: {} ({})",
+            if classification == ScoreClassification::NoData {
+                format!(
+                    "{without_data} of {} metrics without data, not scored",
+                    scored.len()
+                )
+            } else {
+                summary.reason
+            },
+            verdicts.join(", ")
+        ),
+    }
+}
+
+/// Scores every round the scored metrics have all reached and not yet scored; a failing
+/// round fails them at once, the last round decides them.
+fn score_rounds(spec: &AnalysisRunSpec, status: &mut AnalysisRunStatus) {
+    let Some(scoring) = &spec.scoring else {
+        return;
+    };
+    let (latest, complete, ended_in_error) = {
+        let metrics = scored_results(spec, status);
+        if metrics.is_empty() {
+            return;
+        }
+        let reached = metrics.iter().map(|(r, _, _)| r.count).min().unwrap_or(0);
+        let mut next = status.score.as_ref().map_or(1, |s| s.round + 1);
+        let mut latest = None;
+        while next <= reached {
+            let round = score_round(scoring, &metrics, next);
+            let failed = round.classification == ScoreClassification::Fail;
+            latest = Some(round);
+            if failed {
+                break;
+            }
+            next += 1;
+        }
+        let complete = metrics
+            .iter()
+            .all(|(r, count, _)| count.is_some_and(|c| r.count >= c as i32));
+        let ended_in_error = metrics
+            .iter()
+            .find(|(r, _, _)| r.phase == AnalysisPhase::Error)
+            .map(|(r, _, _)| r.name.clone());
+        (latest, complete, ended_in_error)
+    };
+    if let Some(latest) = latest {
+        status.score = Some(latest);
+    }
+    let Some(current) = status.score.clone() else {
+        return;
+    };
+    let verdict = if current.classification == ScoreClassification::Fail {
+        Some((
+            AnalysisPhase::Failed,
+            format!("run score below the marginal threshold; {}", current.reason),
+        ))
+    } else if let Some(errored) = ended_in_error {
+        Some((
+            AnalysisPhase::Inconclusive,
+            format!("not scored to the end: {errored} ended in Error"),
+        ))
+    } else if complete {
+        match current.classification {
+            ScoreClassification::Pass => Some((
+                AnalysisPhase::Successful,
+                format!("run score passed; {}", current.reason),
+            )),
+            ScoreClassification::Marginal => Some((
+                AnalysisPhase::Inconclusive,
+                format!("run score between the thresholds; {}", current.reason),
+            )),
+            _ => Some((
+                AnalysisPhase::Inconclusive,
+                format!("the last round could not be scored; {}", current.reason),
+            )),
+        }
+    } else {
+        None
+    };
+    let Some((phase, message)) = verdict else {
+        return;
+    };
+    for result in &mut status.metric_results {
+        let scored = spec
+            .metrics
+            .iter()
+            .any(|m| m.name == result.name && is_scored(spec, m));
+        if scored && !result.phase.is_completed() {
+            result.phase = phase;
+            result.message = Some(message.clone());
+        }
+    }
 }
 
 fn severity(phase: AnalysisPhase) -> u8 {
@@ -413,6 +622,7 @@ mod tests {
             started_at: Time(at(t)),
             value: Some("0.5".to_owned()),
             reason: Some(format!("{phase:?} at {t}")),
+            critical: false,
         }
     }
 
@@ -692,5 +902,172 @@ mod tests {
             ),
             Err(RunError::RecordUnknownMetric { .. })
         ));
+    }
+
+    // ---- Kayenta-style scoring of Mann–Whitney metrics ----
+
+    fn mw_metric(name: &str, group: Option<&str>) -> Metric {
+        Metric {
+            name: name.to_owned(),
+            interval: Some("1m".to_owned()),
+            count: Some(3),
+            mann_whitney: Some(crate::api::MannWhitneyJudge {
+                group: group.map(str::to_owned),
+                ..crate::api::MannWhitneyJudge::default()
+            }),
+            ..Metric::default()
+        }
+    }
+
+    fn scored_spec(metrics: Vec<Metric>, weights: &[(&str, f64)]) -> AnalysisRunSpec {
+        AnalysisRunSpec {
+            metrics,
+            scoring: Some(Scoring {
+                group_weights: weights.iter().map(|(g, w)| ((*g).to_owned(), *w)).collect(),
+                ..Scoring::default()
+            }),
+            ..AnalysisRunSpec::default()
+        }
+    }
+
+    /// Drives a run whose metrics all measure at the same times, giving metric `i` the
+    /// verdicts `verdicts[i]` (phase, critical) in turn.
+    fn drive_scored(
+        spec: &AnalysisRunSpec,
+        verdicts: &[&[(AnalysisPhase, bool)]],
+    ) -> AnalysisRunStatus {
+        let mut status = AnalysisRunStatus::default();
+        let mut now = at(0);
+        let mut taken = vec![0usize; verdicts.len()];
+        for _ in 0..100 {
+            let plan = plan(spec, &status, now).expect("plan");
+            status = plan.status;
+            for due in plan.due {
+                let Some(&(phase, critical)) = verdicts[due.index].get(taken[due.index]) else {
+                    continue;
+                };
+                taken[due.index] += 1;
+                let mut m = measurement(phase, due.due_at.as_second() - 1_700_000_000);
+                m.critical = critical;
+                record(spec, &mut status, &due.metric, m, false, 10, now).expect("record");
+            }
+            if status.phase.unwrap_or_default().is_completed() {
+                return status;
+            }
+            match plan.next_measurement_at {
+                Some(t) => now = t,
+                None => return status,
+            }
+        }
+        panic!("run did not end");
+    }
+
+    const OK: (AnalysisPhase, bool) = (AnalysisPhase::Successful, false);
+    const HIGH: (AnalysisPhase, bool) = (AnalysisPhase::Failed, false);
+    const EMPTY: (AnalysisPhase, bool) = (AnalysisPhase::Inconclusive, false);
+
+    #[test]
+    fn scored_metrics_pass_together_despite_one_failure_the_score_absorbs() {
+        // Five groups of one metric: one High in a round scores 80 — Marginal, not Fail —
+        // and the last round of all passes scores 100.
+        let names = ["a", "b", "c", "d", "e"];
+        let spec = scored_spec(names.iter().map(|n| mw_metric(n, None)).collect(), &[]);
+        let status = drive_scored(
+            &spec,
+            &[
+                &[HIGH, OK, OK],
+                &[OK, OK, OK],
+                &[OK, OK, OK],
+                &[OK, OK, OK],
+                &[OK, OK, OK],
+            ],
+        );
+        assert_eq!(status.phase, Some(AnalysisPhase::Successful), "{status:#?}");
+        let score = status.score.expect("scored");
+        assert_eq!((score.round, score.score), (3, 100.0));
+        assert_eq!(score.classification, ScoreClassification::Pass);
+        // A metric judged alone with failureLimit 0 would have failed the run at once.
+        assert_eq!(status.metric_results[0].failed, 1);
+    }
+
+    #[test]
+    fn a_round_below_the_marginal_threshold_fails_the_run_at_once() {
+        let spec = scored_spec(vec![mw_metric("p50", None), mw_metric("p99", None)], &[]);
+        let status = drive_scored(&spec, &[&[OK, HIGH, OK], &[OK, OK, OK]]);
+        assert_eq!(status.phase, Some(AnalysisPhase::Failed), "{status:#?}");
+        let score = status.score.clone().expect("scored");
+        assert_eq!((score.round, score.score), (2, 50.0));
+        assert_eq!(score.classification, ScoreClassification::Fail);
+        let message = status.message.unwrap_or_default();
+        assert!(
+            message.contains("below the marginal threshold"),
+            "{message}"
+        );
+        assert!(message.contains("p50 High"), "{message}");
+        // Stopped at round 2: the third measurement was never taken.
+        assert_eq!(status.metric_results[0].count, 2);
+    }
+
+    #[test]
+    fn group_weights_decide_the_score() {
+        // latency weighs 80: its only metric failing scores 20 (Fail); errors failing alone
+        // scores 80 (Marginal), which ends Inconclusive at the last round.
+        let spec = |metrics| scored_spec(metrics, &[("latency", 80.0), ("errors", 20.0)]);
+        let metrics = || {
+            vec![
+                mw_metric("p99", Some("latency")),
+                mw_metric("5xx", Some("errors")),
+            ]
+        };
+        let status = drive_scored(&spec(metrics()), &[&[HIGH], &[OK]]);
+        assert_eq!(status.phase, Some(AnalysisPhase::Failed));
+        assert_eq!(status.score.expect("scored").score, 20.0);
+        let status = drive_scored(&spec(metrics()), &[&[OK, OK, OK], &[HIGH, HIGH, HIGH]]);
+        assert_eq!(
+            status.phase,
+            Some(AnalysisPhase::Inconclusive),
+            "{status:#?}"
+        );
+        let score = status.score.expect("scored");
+        assert_eq!(
+            (score.score, score.classification),
+            (80.0, ScoreClassification::Marginal)
+        );
+        assert_eq!(score.group_scores.get("latency"), Some(&100.0));
+    }
+
+    #[test]
+    fn a_critical_metric_failing_zeroes_the_score() {
+        let names = ["a", "b", "c", "d", "e"];
+        let spec = scored_spec(names.iter().map(|n| mw_metric(n, None)).collect(), &[]);
+        let critical_high = (AnalysisPhase::Failed, true);
+        let status = drive_scored(&spec, &[&[critical_high], &[OK], &[OK], &[OK], &[OK]]);
+        assert_eq!(status.phase, Some(AnalysisPhase::Failed));
+        let score = status.score.expect("scored");
+        assert_eq!(score.score, 0.0);
+        assert!(score.reason.contains("critical"), "{}", score.reason);
+    }
+
+    #[test]
+    fn rounds_without_data_fail_nothing_and_end_inconclusive() {
+        let spec = scored_spec(vec![mw_metric("p50", None), mw_metric("p99", None)], &[]);
+        let status = drive_scored(&spec, &[&[EMPTY, EMPTY, EMPTY], &[OK, OK, EMPTY]]);
+        assert_eq!(
+            status.phase,
+            Some(AnalysisPhase::Inconclusive),
+            "{status:#?}"
+        );
+        let score = status.score.expect("scored");
+        assert_eq!(score.classification, ScoreClassification::NoData);
+        assert!(score.reason.contains("not scored"), "{}", score.reason);
+    }
+
+    #[test]
+    fn without_scoring_mann_whitney_metrics_are_judged_alone() {
+        let mut spec = scored_spec(vec![mw_metric("p50", None), mw_metric("p99", None)], &[]);
+        spec.scoring = None;
+        let status = drive_scored(&spec, &[&[HIGH, OK, OK], &[OK, OK, OK]]);
+        assert_eq!(status.phase, Some(AnalysisPhase::Failed));
+        assert_eq!(status.score, None);
     }
 }

@@ -13,7 +13,7 @@ use promql_parser::parser::{Expr, LabelModifier};
 use crate::api::duration::parse_duration;
 use crate::api::{
     AnalysisTemplateSpec, Argument, CanaryStep, EffectSizeMeasure, Metric, PrometheusProvider,
-    RolloutSpec, SecretSource, SequentialTest,
+    RolloutSpec, Scoring, SecretSource, SequentialTest,
 };
 
 use crate::analysis::judge::threshold::{
@@ -631,8 +631,12 @@ pub fn validate_template(spec: &AnalysisTemplateSpec) -> Vec<Problem> {
                 "scoring is only used by mannWhitney metrics, and this template has none",
             ));
         }
-        let marginal = scoring.marginal_threshold.unwrap_or(75.0);
-        let pass = scoring.pass_threshold.unwrap_or(95.0);
+        let marginal = scoring
+            .marginal_threshold
+            .unwrap_or(Scoring::DEFAULT_MARGINAL_THRESHOLD);
+        let pass = scoring
+            .pass_threshold
+            .unwrap_or(Scoring::DEFAULT_PASS_THRESHOLD);
         for (field, value) in [
             ("marginalThreshold", scoring.marginal_threshold),
             ("passThreshold", scoring.pass_threshold),

@@ -48,7 +48,8 @@ pub struct AnalysisTemplateSpec {
     /// fails (metrics in `dryRun` excepted).
     pub metrics: Vec<Metric>,
     /// How Mann–Whitney verdicts of several metrics combine into one score (Kayenta-style).
-    /// Only used by metrics with a `mannWhitney` judge.
+    /// When set, the `mannWhitney` metrics are judged together by that score instead of one
+    /// by one (see `Scoring`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scoring: Option<Scoring>,
 }
@@ -406,18 +407,66 @@ pub struct MannWhitneyJudge {
 }
 
 /// How Mann–Whitney metrics combine into a Kayenta-style score out of 100.
+///
+/// With scoring, the run's `mannWhitney` metrics (dry-run ones excepted) are judged together,
+/// round by round: round n takes the n-th measurement of each of them. A group's score is the
+/// share of its metrics that passed; the run's score is the weighted sum of the groups'. A
+/// round below `marginalThreshold` fails the run at once (a critical metric failing, or
+/// without data, scores 0); the last round passes the metrics at or above `passThreshold` and
+/// leaves them Inconclusive between the two. A round where half the metrics or more have no
+/// data (or an error) is not scored and fails nothing. The metrics' own `failureLimit` and
+/// `inconclusiveLimit` are not used; `consecutiveErrorLimit` is.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Scoring {
-    /// Weight of each group; groups not listed share the rest equally.
+    /// Weight of each group, in percent; groups not listed share the rest equally.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub group_weights: BTreeMap<String, f64>,
-    /// A score at or below this fails the measurement. Default 75.
+    /// A round scoring below this fails the run. Default 75.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub marginal_threshold: Option<f64>,
-    /// A score at or above this passes it; between the two is Inconclusive. Default 95.
+    /// The last round passes at or above this; between the two it is Inconclusive.
+    /// Default 95.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_threshold: Option<f64>,
+}
+
+impl Scoring {
+    /// `marginalThreshold` when the template leaves it out.
+    pub const DEFAULT_MARGINAL_THRESHOLD: f64 = 75.0;
+    /// `passThreshold` when the template leaves it out.
+    pub const DEFAULT_PASS_THRESHOLD: f64 = 95.0;
+}
+
+/// How a round of scored Mann–Whitney metrics classified.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ScoreClassification {
+    /// At or above `passThreshold`.
+    Pass,
+    /// Between the thresholds.
+    Marginal,
+    /// Below `marginalThreshold`.
+    Fail,
+    /// Half the metrics or more had no data or an error: not scored.
+    NoData,
+}
+
+/// The score of the latest round of a run's scored Mann–Whitney metrics.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunScore {
+    /// The round: the n-th measurement of every scored metric.
+    pub round: i32,
+    /// The score, 0–100.
+    pub score: f64,
+    /// How the score compares with the thresholds.
+    pub classification: ScoreClassification,
+    /// Each group's score, 0–100.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_scores: BTreeMap<String, f64>,
+    /// Why: the score and thresholds, or the critical metric or missing data that zeroed it,
+    /// then each metric's verdict in the round.
+    pub reason: String,
 }
 
 /// Which sequential test a metric runs.
@@ -562,6 +611,9 @@ pub struct AnalysisRunStatus {
     /// One entry per metric.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metric_results: Vec<MetricResult>,
+    /// The latest round's score, when the run's templates set `scoring`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<RunScore>,
 }
 
 /// The measurements and verdict of one metric.
@@ -620,4 +672,8 @@ pub struct MeasurementRecord {
     /// provider error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// This verdict zeroes the run's score: a critical Mann–Whitney metric failing past its
+    /// critical effect size, or without data.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub critical: bool,
 }

@@ -246,6 +246,12 @@ pub fn render_table(status: &AnalysisRunStatus) -> String {
     if let Some(message) = &status.message {
         out.push_str(&format!(" — {message}"));
     }
+    if let Some(score) = &status.score {
+        out.push_str(&format!(
+            "Score: {} ({:?}) — {}\n",
+            score.score, score.classification, score.reason
+        ));
+    }
     out.push('\n');
     for metric in &status.metric_results {
         let dry = if metric.dry_run { " (dry-run)" } else { "" };

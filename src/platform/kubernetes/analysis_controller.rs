@@ -91,6 +91,7 @@ fn configuration_error(
         started_at: status.started_at.clone().or_else(|| Some(at.clone())),
         completed_at: Some(at),
         metric_results: status.metric_results.clone(),
+        score: status.score.clone(),
     }
 }
 

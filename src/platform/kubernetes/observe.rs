@@ -224,6 +224,7 @@ mod tests {
                     started_at: Time(Timestamp::from_second(1_700_000_100).expect("ts")),
                     value: Some("0.1".into()),
                     reason: Some("0.1 > 0.01".into()),
+                    critical: false,
                 }],
                 ..MetricResult::default()
             }],
