@@ -108,6 +108,37 @@ fn prometheus() -> &'static PrometheusServer {
                 ],
                 9.99,
             )
+            // Istio's canary is slow (milliseconds: p95 1.75 s, p99 2.35 s); NGINX's is fast.
+            .histogram(
+                "istio_request_duration_milliseconds",
+                &[
+                    ("reporter", "source"),
+                    ("destination_service_namespace", "shop"),
+                    ("destination_service_name", "checkout-canary"),
+                ],
+                &[
+                    (100.0, 2.0),
+                    (250.0, 4.0),
+                    (500.0, 6.0),
+                    (1000.0, 9.0),
+                    (2500.0, 10.0),
+                ],
+                10.0,
+                7000.0,
+            )
+            .histogram(
+                "nginx_ingress_controller_request_duration_seconds",
+                &[("ingress", "checkout"), ("service", "checkout-canary")],
+                &[
+                    (0.1, 9.0),
+                    (0.25, 9.8),
+                    (0.5, 9.95),
+                    (1.0, 10.0),
+                    (2.5, 10.0),
+                ],
+                10.0,
+                0.6,
+            )
             .legacy_counter(
                 "nginx_ingress_controller_requests",
                 &[
@@ -346,6 +377,35 @@ fn shipped_istio_and_nginx_error_rate_templates_read_their_metric_names() {
         "{json:#}\n{stderr}"
     );
     assert_eq!(measurements(&json)[0]["value"], "0.001");
+}
+
+#[test]
+fn shipped_istio_and_nginx_latency_templates_read_their_histograms() {
+    let (code, json, stderr) = analyze(
+        "analysis-templates/istio-latency.yaml",
+        &["service=checkout-canary", "namespace=shop"],
+    );
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (1, Some("Failed")),
+        "{json:#}\n{stderr}"
+    );
+    // Milliseconds turned into seconds by the template.
+    assert_eq!(measurements(&json)[0]["value"], "1.75");
+    let (code, json, stderr) = analyze(
+        "analysis-templates/nginx-latency.yaml",
+        &["service=checkout-canary", "ingress=checkout"],
+    );
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (0, Some("Successful")),
+        "{json:#}\n{stderr}"
+    );
+    let p95: f64 = measurements(&json)[0]["value"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("a number");
+    assert!((p95 - 0.19375).abs() < 1e-6, "{p95}");
 }
 
 #[test]
