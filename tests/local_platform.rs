@@ -303,8 +303,11 @@ async fn proxy_answers_503_before_any_backend_and_refuses_bad_weights() {
         let proxy = WeightedProxy::bind(any_port(), any_port(), "shop".into())
             .await
             .expect("bind proxy");
+        let asked = std::time::Instant::now();
         let got = get(&client(), &format!("http://{}/", proxy.local_addr())).await;
         assert_eq!(got.status, 503);
+        // It waited for a backend first.
+        assert!(asked.elapsed() >= vigil::platform::local::proxy::HOLD_UNTIL_READY);
         let stable = Backend {
             revision: "s".into(),
             addrs: vec![],
@@ -319,6 +322,52 @@ async fn proxy_answers_503_before_any_backend_and_refuses_bad_weights() {
         assert!(err.to_string().contains("no canary backend"), "{err}");
         // Refused changes leave the routing as it was.
         assert_eq!(proxy.current().stable, None);
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waits_for_a_ready_replica_instead_of_failing() {
+    timeout(TEST_TIMEOUT, async {
+        let app = demo_app("v1", 0.0).await;
+        let proxy = WeightedProxy::bind(any_port(), any_port(), "shop".into())
+            .await
+            .expect("bind proxy");
+        let url = format!("http://{}/", proxy.local_addr());
+        // The stable revision exists but none of its processes is ready yet.
+        proxy
+            .set_backends(
+                Backend {
+                    revision: "s".into(),
+                    addrs: vec![],
+                },
+                None,
+                0,
+            )
+            .expect("set backends");
+        let client = client();
+        let waiting = tokio::spawn(async move { get(&client, &url).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !waiting.is_finished(),
+            "answered before any replica was ready"
+        );
+        proxy
+            .set_backends(
+                Backend {
+                    revision: "s".into(),
+                    addrs: vec![app.local_addr()],
+                },
+                None,
+                0,
+            )
+            .expect("set backends");
+        let got = waiting.await.expect("request task");
+        assert_eq!((got.status, got.revision.as_deref()), (200, Some("s")));
+        let metrics = proxy.handle().encode_metrics();
+        let requests = samples(&metrics, "http_requests_total");
+        assert_eq!(requests.len(), 1, "no error was recorded: {metrics}");
     })
     .await
     .expect("test timed out");

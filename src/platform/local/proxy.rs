@@ -7,7 +7,8 @@
 //! one atomic increment. Within a revision, replicas take turns; a replica that refuses the
 //! connection is skipped and the request is retried once on the next replica of the same
 //! revision (never on the other revision: that would skew the split); when none answers, the
-//! proxy returns 502.
+//! proxy returns 502. A request routed to a side with no ready replica at all (every process
+//! starting, as after an engine restart) waits up to [`HOLD_UNTIL_READY`] for one instead.
 //!
 //! Metrics are served on a separate admin listener (`metrics_listen`), so the application's
 //! own paths are never shadowed: `GET /metrics` (OpenMetrics text), `GET /routing` (the current
@@ -36,7 +37,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::http::{self, HttpClient, OPENMETRICS_CONTENT_TYPE};
@@ -49,6 +50,10 @@ pub const LATENCY_BUCKETS: [f64; 11] = [
 /// Request bodies are buffered (so a refused connection can be retried on another replica);
 /// larger bodies get 413.
 pub const MAX_REQUEST_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long a request waits for a ready replica when there is none (no backends yet, or every
+/// replica of the side it was routed to still starting) before it is answered 503 or 502.
+pub const HOLD_UNTIL_READY: Duration = Duration::from_secs(3);
 
 /// Response header naming the revision that served the request.
 pub const REVISION_HEADER: &str = "x-vigil-revision";
@@ -120,7 +125,8 @@ impl EncodeLabelValue for Role {
 pub struct Backend {
     /// The revision (pod template hash); it labels the metrics.
     pub revision: String,
-    /// The ready replicas' addresses. Empty means every request to this side gets 502.
+    /// The ready replicas' addresses. Empty means requests routed to this side wait up to
+    /// [`HOLD_UNTIL_READY`] for a ready one, then get 502.
     pub addrs: Vec<SocketAddr>,
 }
 
@@ -129,7 +135,7 @@ pub struct Backend {
 #[serde(rename_all = "camelCase")]
 pub struct RoutingState {
     /// The stable backend; `None` until the first [`RouterHandle::set_backends`] (until then
-    /// requests get 503).
+    /// requests wait up to [`HOLD_UNTIL_READY`], then get 503).
     pub stable: Option<Backend>,
     /// The canary backend, if any.
     pub canary: Option<Backend>,
@@ -282,7 +288,11 @@ impl Table {
         let weight = u64::from(self.state.canary_weight);
         let n = self.sequence.fetch_add(1, Ordering::Relaxed);
         let to_canary = (n + 1) * weight / 100 > n * weight / 100;
-        if to_canary {
+        self.side(to_canary)
+    }
+
+    fn side(&self, canary: bool) -> Option<&Side> {
+        if canary {
             self.canary.as_ref()
         } else {
             self.stable.as_ref()
@@ -293,6 +303,8 @@ impl Table {
 struct Shared {
     rollout: Arc<str>,
     table: RwLock<Arc<Table>>,
+    /// Woken at every routing change, for requests holding until a replica is ready.
+    changed: Notify,
     metrics: Metrics,
     client: HttpClient<Full<Bytes>>,
 }
@@ -368,6 +380,7 @@ impl RouterHandle {
             .table
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+        self.shared.changed.notify_waiters();
         Ok(())
     }
 
@@ -404,7 +417,7 @@ impl std::fmt::Debug for WeightedProxy {
 impl WeightedProxy {
     /// Binds the proxy on `listen` and its admin listener (`/metrics`, `/routing`, `/livez`) on
     /// `metrics_listen` (port 0 picks a free port: see [`WeightedProxy::local_addr`]). Until
-    /// the first [`RouterHandle::set_backends`], requests get 503.
+    /// the first [`RouterHandle::set_backends`], requests wait up to [`HOLD_UNTIL_READY`], then get 503.
     pub async fn bind(
         listen: SocketAddr,
         metrics_listen: SocketAddr,
@@ -434,6 +447,7 @@ impl WeightedProxy {
                 canary: None,
                 sequence: AtomicU64::new(0),
             })),
+            changed: Notify::new(),
             metrics: Metrics::new(),
             client: http::client(),
         });
@@ -535,16 +549,36 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TRANSFER_ENCODING);
 }
 
+/// Picks the side for a request. While there are no backends yet, or the side picked has no
+/// ready replica (every process starting, as after an engine restart), the request waits for
+/// a routing change, up to [`HOLD_UNTIL_READY`], like a Service's clients retrying during a
+/// restart, instead of failing at once.
+async fn route(shared: &Shared, started: Instant) -> (Arc<Table>, bool) {
+    let deadline = started + HOLD_UNTIL_READY;
+    loop {
+        // Registered before the table is read, so a change in between still wakes it.
+        let changed = shared.changed.notified();
+        let table = shared.table();
+        let picked = table.pick().map(|side| (side.role, side.addrs.is_empty()));
+        let ready = matches!(picked, Some((_, false)));
+        let to_canary = matches!(picked, Some((Role::Canary, _)));
+        if ready || Instant::now() >= deadline {
+            return (table, to_canary);
+        }
+        let _ = tokio::time::timeout_at(deadline.into(), changed).await;
+    }
+}
+
 async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
-    let table = shared.table();
+    let (table, to_canary) = route(&shared, started).await;
     if table.stable.is_none() {
         return local_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "vigil proxy: no backends configured yet\n",
         );
     }
-    let Some(side) = table.pick() else {
+    let Some(side) = table.side(to_canary) else {
         // Unreachable by construction (a weight > 0 needs a canary), but never panic on it.
         return local_response(StatusCode::BAD_GATEWAY, "vigil proxy: no canary backend\n");
     };
