@@ -198,6 +198,17 @@ fn analyze(template: &str, args: &[&str]) -> (i32, Value, String) {
     (output.status.code().unwrap_or(-1), json, stderr)
 }
 
+/// Runs `template` with `args`, checks the exit code and the run's phase, returns the JSON.
+fn analyze_expecting(template: &str, args: &[&str], code: i32, phase: &str) -> Value {
+    let (got, json, stderr) = analyze(template, args);
+    assert_eq!(
+        (got, json["phase"].as_str()),
+        (code, Some(phase)),
+        "{json:#}\n{stderr}"
+    );
+    json
+}
+
 fn measurements(json: &Value) -> Vec<Value> {
     json["metricResults"][0]["measurements"]
         .as_array()
@@ -311,26 +322,11 @@ fn missing_argument_and_unreachable_prometheus_have_their_exit_codes() {
 #[test]
 fn shipped_http_error_rate_template_passes_healthy_and_fails_erroring() {
     let template = "analysis-templates/http-error-rate.yaml";
-    let (code, json, stderr) = analyze(template, &["rollout=healthy"]);
-    assert_eq!(
-        (code, json["phase"].as_str()),
-        (0, Some("Successful")),
-        "{json:#}\n{stderr}"
-    );
-    let (code, json, stderr) = analyze(template, &["rollout=erroring"]);
-    assert_eq!(
-        (code, json["phase"].as_str()),
-        (1, Some("Failed")),
-        "{json:#}\n{stderr}"
-    );
+    analyze_expecting(template, &["rollout=healthy"], 0, "Successful");
+    let json = analyze_expecting(template, &["rollout=erroring"], 1, "Failed");
     // failureLimit 1: the second failed measurement fails the metric.
     assert_eq!(measurements(&json).len(), 2);
-    let (code, json, stderr) = analyze(template, &["rollout=idle"]);
-    assert_eq!(
-        (code, json["phase"].as_str()),
-        (2, Some("Inconclusive")),
-        "{json:#}\n{stderr}"
-    );
+    let json = analyze_expecting(template, &["rollout=idle"], 2, "Inconclusive");
     let reason = measurements(&json)[0]["reason"]
         .as_str()
         .unwrap_or_default()
@@ -341,65 +337,43 @@ fn shipped_http_error_rate_template_passes_healthy_and_fails_erroring() {
 #[test]
 fn shipped_http_latency_template_passes_fast_and_fails_slow_canaries() {
     let template = "analysis-templates/http-latency.yaml";
-    let (code, json, stderr) = analyze(template, &["rollout=healthy"]);
-    assert_eq!(
-        (code, json["phase"].as_str()),
-        (0, Some("Successful")),
-        "{json:#}\n{stderr}"
-    );
-    let (code, json, stderr) = analyze(template, &["rollout=erroring"]);
-    assert_eq!(
-        (code, json["phase"].as_str()),
-        (1, Some("Failed")),
-        "{json:#}\n{stderr}"
-    );
+    analyze_expecting(template, &["rollout=healthy"], 0, "Successful");
+    analyze_expecting(template, &["rollout=erroring"], 1, "Failed");
 }
 
 #[test]
 fn shipped_istio_and_nginx_error_rate_templates_read_their_metric_names() {
-    let (code, json, stderr) = analyze(
+    let json = analyze_expecting(
         "analysis-templates/istio-error-rate.yaml",
         &["service=checkout-canary", "namespace=shop"],
-    );
-    assert_eq!(
-        (code, json["phase"].as_str()),
-        (1, Some("Failed")),
-        "{json:#}\n{stderr}"
+        1,
+        "Failed",
     );
     assert_eq!(measurements(&json)[0]["value"], "0.1");
-    let (code, json, stderr) = analyze(
+    let json = analyze_expecting(
         "analysis-templates/nginx-error-rate.yaml",
         &["service=checkout-canary", "ingress=checkout"],
-    );
-    assert_eq!(
-        (code, json["phase"].as_str()),
-        (0, Some("Successful")),
-        "{json:#}\n{stderr}"
+        0,
+        "Successful",
     );
     assert_eq!(measurements(&json)[0]["value"], "0.001");
 }
 
 #[test]
 fn shipped_istio_and_nginx_latency_templates_read_their_histograms() {
-    let (code, json, stderr) = analyze(
+    let json = analyze_expecting(
         "analysis-templates/istio-latency.yaml",
         &["service=checkout-canary", "namespace=shop"],
-    );
-    assert_eq!(
-        (code, json["phase"].as_str()),
-        (1, Some("Failed")),
-        "{json:#}\n{stderr}"
+        1,
+        "Failed",
     );
     // Milliseconds turned into seconds by the template.
     assert_eq!(measurements(&json)[0]["value"], "1.75");
-    let (code, json, stderr) = analyze(
+    let json = analyze_expecting(
         "analysis-templates/nginx-latency.yaml",
         &["service=checkout-canary", "ingress=checkout"],
-    );
-    assert_eq!(
-        (code, json["phase"].as_str()),
-        (0, Some("Successful")),
-        "{json:#}\n{stderr}"
+        0,
+        "Successful",
     );
     let p95: f64 = measurements(&json)[0]["value"]
         .as_str()
@@ -411,12 +385,7 @@ fn shipped_istio_and_nginx_latency_templates_read_their_histograms() {
 #[test]
 fn shipped_sequential_template_fails_the_erroring_canary_at_its_third_look() {
     let template = "analysis-templates/sequential-error-counts.yaml";
-    let (code, json, stderr) = analyze(template, &["rollout=erroring"]);
-    assert_eq!(
-        (code, json["phase"].as_str()),
-        (1, Some("Failed")),
-        "{json:#}\n{stderr}"
-    );
+    let json = analyze_expecting(template, &["rollout=erroring"], 1, "Failed");
     // The overdispersion tempering needs three intervals before any evidence counts.
     let taken = measurements(&json);
     assert_eq!(taken.len(), 3, "{json:#}");
@@ -430,18 +399,8 @@ fn shipped_sequential_template_fails_the_erroring_canary_at_its_third_look() {
 #[test]
 fn shipped_mann_whitney_template_flags_the_slower_canary_only() {
     let template = "analysis-templates/mann-whitney-latency.yaml";
-    let (code, json, stderr) = analyze(template, &["rollout=healthy"]);
-    assert_eq!(
-        (code, json["phase"].as_str()),
-        (0, Some("Successful")),
-        "{json:#}\n{stderr}"
-    );
-    let (code, json, stderr) = analyze(template, &["rollout=erroring"]);
-    assert_eq!(
-        (code, json["phase"].as_str()),
-        (1, Some("Failed")),
-        "{json:#}\n{stderr}"
-    );
+    analyze_expecting(template, &["rollout=healthy"], 0, "Successful");
+    let json = analyze_expecting(template, &["rollout=erroring"], 1, "Failed");
     let reason = json["message"].as_str().unwrap_or_default();
     assert!(reason.contains("High"), "{reason}");
 }
@@ -449,24 +408,14 @@ fn shipped_mann_whitney_template_flags_the_slower_canary_only() {
 #[test]
 fn shipped_scorecard_scores_the_metrics_together() {
     let template = "analysis-templates/kayenta-scorecard.yaml";
-    let (code, json, stderr) = analyze(template, &["rollout=healthy"]);
-    assert_eq!(
-        (code, json["phase"].as_str()),
-        (0, Some("Successful")),
-        "{json:#}\n{stderr}"
-    );
+    let json = analyze_expecting(template, &["rollout=healthy"], 0, "Successful");
     assert_eq!(json["score"]["round"], 3, "{json:#}");
     assert_eq!(json["score"]["score"], 100.0, "{json:#}");
     assert_eq!(json["score"]["classification"], "Pass", "{json:#}");
 
     // Slower and erroring: every metric High, the critical error ratio past ×2: score 0 at
     // the first round, and the run stops there.
-    let (code, json, stderr) = analyze(template, &["rollout=erroring"]);
-    assert_eq!(
-        (code, json["phase"].as_str()),
-        (1, Some("Failed")),
-        "{json:#}\n{stderr}"
-    );
+    let json = analyze_expecting(template, &["rollout=erroring"], 1, "Failed");
     assert_eq!(json["score"]["round"], 1, "{json:#}");
     assert_eq!(json["score"]["score"], 0.0, "{json:#}");
     assert_eq!(json["score"]["classification"], "Fail", "{json:#}");
