@@ -597,6 +597,79 @@ async fn missing_command_and_malformed_apply_are_clear_and_stable_keeps_serving(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analysis_that_cannot_start_holds_the_release_before_any_traffic_moves() {
+    support::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = free_port();
+    let metrics = free_port();
+    let name = "shop";
+    let v1 = rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v1"]);
+    let files = [
+        write(dir.path(), "rollout.yaml", &v1),
+        write(dir.path(), "templates.yaml", &templates_yaml(4)),
+    ];
+    let engine = Engine::start(dir.path(), &files, admin_addr(), &[]);
+    let client = reqwest::Client::new();
+    bounded(Duration::from_secs(120), async {
+        let healthy = wait_for(&client, &engine, name, "v1 Healthy", |v| {
+            v.status.phase == Some(RolloutPhase::Healthy)
+        })
+        .await;
+        let v1_hash = healthy.desired_revision.clone();
+        // v2's analysis uses a template whose `service` argument nobody passes.
+        let template = r#"apiVersion: vigil.dev/v1alpha1
+kind: AnalysisTemplate
+metadata:
+  name: needs-service
+spec:
+  args:
+    - name: service
+  metrics:
+    - name: up
+      successCondition: result == 1
+      provider:
+        prometheus:
+          address: http://127.0.0.1:9
+          query: up{service="{{args.service}}"}
+"#;
+        let v2 = rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v2"]).replace(
+            "templateName: e2e-error-rate",
+            "templateName: needs-service",
+        );
+        let (code, body) = post_apply(&client, &engine, format!("{template}---\n{v2}")).await;
+        assert_eq!(code, 200, "{body}");
+        let held = wait_for(
+            &client,
+            &engine,
+            name,
+            "the analysis problem in status",
+            |v| {
+                v.status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "InvalidSpec" && c.status == "True")
+            },
+        )
+        .await;
+        let message = held.status.message.clone().unwrap_or_default();
+        assert!(
+            message.contains("spec.strategy.canary.steps[1].analysis")
+                && message.contains("service"),
+            "{message}"
+        );
+        assert_eq!(held.routing.canary_weight, 0, "{held:#?}");
+        assert_eq!(
+            held.status.stable_revision.as_deref(),
+            Some(v1_hash.as_str())
+        );
+        for (status, revision, _) in probe(&client, listen, 10).await {
+            assert_eq!((status, revision.as_str()), (200, v1_hash.as_str()));
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_prometheus_pauses_with_the_reason_and_stable_keeps_serving() {
     support::install_crypto_provider();
     let dir = tempfile::tempdir().expect("temp dir");

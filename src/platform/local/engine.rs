@@ -805,7 +805,7 @@ impl Engine {
             .map(|(name, run)| summary(name, &run.status))
             .collect();
         let mut spec_problems = validate_rollout(&managed.spec);
-        spec_problems.extend(self.missing_templates(&managed.spec));
+        spec_problems.extend(self.analysis_problems(&managed.name, &managed.spec));
         Observation {
             rollout_name: managed.name.clone(),
             generation: Some(managed.generation),
@@ -821,36 +821,81 @@ impl Engine {
         }
     }
 
-    fn missing_templates(&self, spec: &RolloutSpec) -> Vec<Problem> {
+    /// What would keep an analysis of `spec` from starting, found before any traffic moves:
+    /// a template not given to `vigil run`, or templates and arguments that do not make a run
+    /// (an undeclared or unresolvable argument, metrics that clash).
+    fn analysis_problems(&self, rollout: &str, spec: &RolloutSpec) -> Vec<Problem> {
         let canary = &spec.strategy.canary;
         let steps = canary.steps.iter().enumerate().filter_map(|(i, step)| {
             step.analysis.as_ref().map(|a| {
                 (
                     format!("spec.strategy.canary.steps[{i}].analysis"),
                     &a.templates,
+                    &a.args,
                 )
             })
         });
-        let background = canary
-            .analysis
-            .as_ref()
-            .map(|a| ("spec.strategy.canary.analysis".to_owned(), &a.templates));
-        steps
-            .chain(background)
-            .flat_map(|(path, templates)| {
-                templates
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, t)| !self.templates.contains_key(&t.template_name))
-                    .map(move |(j, t)| Problem {
-                        path: format!("{path}.templates[{j}].templateName"),
-                        message: format!(
-                            "AnalysisTemplate {:?} was not given to vigil run (pass its file too)",
-                            t.template_name
-                        ),
-                    })
-            })
-            .collect()
+        let background = canary.analysis.as_ref().map(|a| {
+            (
+                "spec.strategy.canary.analysis".to_owned(),
+                &a.templates,
+                &a.args,
+            )
+        });
+        let mut problems = Vec::new();
+        for (path, templates, args) in steps.chain(background) {
+            let missing: Vec<Problem> = templates
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| !self.templates.contains_key(&t.template_name))
+                .map(|(j, t)| Problem {
+                    path: format!("{path}.templates[{j}].templateName"),
+                    message: format!(
+                        "AnalysisTemplate {:?} was not given to vigil run (pass its file too)",
+                        t.template_name
+                    ),
+                })
+                .collect();
+            if !missing.is_empty() {
+                problems.extend(missing);
+                continue;
+            }
+            let names: Vec<String> = templates.iter().map(|t| t.template_name.clone()).collect();
+            // The revisions are not known yet; any value stands in for them here.
+            if let Err(message) = self.run_spec(rollout, &names, args, "stable", "canary") {
+                problems.push(Problem { path, message });
+            }
+        }
+        problems
+    }
+
+    /// The spec of a run of `templates` with `args` for the given revisions.
+    fn run_spec(
+        &self,
+        rollout: &str,
+        templates: &[String],
+        args: &[Argument],
+        stable: &str,
+        canary: &str,
+    ) -> Result<AnalysisRunSpec, String> {
+        let mut chosen = Vec::new();
+        for name in templates {
+            match self.templates.get(name) {
+                Some(template) => chosen.push((name.clone(), template.clone())),
+                None => {
+                    return Err(format!(
+                        "AnalysisTemplate {name:?} was not given to vigil run"
+                    ));
+                }
+            }
+        }
+        // There is no namespace locally: a template's own default (usually `.*`) applies.
+        let mut given: Vec<Argument> = builtin_args(rollout, "", stable, canary)
+            .into_iter()
+            .filter(|a| a.name != "namespace")
+            .collect();
+        given.extend(args.iter().cloned());
+        instantiate(&chosen, &given).map_err(|error| error.to_string())
     }
 
     async fn execute(
@@ -1012,27 +1057,9 @@ impl Engine {
             clients: Err(reason),
             next_at: None,
         };
-        let mut chosen = Vec::new();
-        for name in templates {
-            match self.templates.get(name) {
-                Some(template) => chosen.push((name.clone(), template.clone())),
-                None => {
-                    return failed(
-                        AnalysisRunSpec::default(),
-                        format!("AnalysisTemplate {name:?} was not given to vigil run"),
-                    );
-                }
-            }
-        }
-        // There is no namespace locally: a template's own default (usually `.*`) applies.
-        let mut given: Vec<Argument> = builtin_args(rollout, "", stable, canary)
-            .into_iter()
-            .filter(|a| a.name != "namespace")
-            .collect();
-        given.extend(args.iter().cloned());
-        let spec = match instantiate(&chosen, &given) {
+        let spec = match self.run_spec(rollout, templates, args, stable, canary) {
             Ok(spec) => spec,
-            Err(error) => return failed(AnalysisRunSpec::default(), error.to_string()),
+            Err(reason) => return failed(AnalysisRunSpec::default(), reason),
         };
         match clients_for(
             &spec,
