@@ -282,6 +282,43 @@ pub struct AnalysisRunSummary {
     /// Each metric's latest verdict and reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricSummary>,
+    /// The latest round's score when the run's templates set `scoring`, e.g.
+    /// `50 Fail (round 2)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<String>,
+}
+
+impl AnalysisRunSummary {
+    /// The summary of the run `name`: its phase (Pending before it has one) and message, each
+    /// metric's phase with its latest value and reason, and its score.
+    pub fn of(name: &str, status: &super::AnalysisRunStatus) -> Self {
+        AnalysisRunSummary {
+            name: name.to_owned(),
+            phase: status.phase.unwrap_or(AnalysisPhase::Pending),
+            message: status.message.clone(),
+            metrics: status
+                .metric_results
+                .iter()
+                .map(|result| {
+                    let last = result.measurements.last();
+                    MetricSummary {
+                        name: result.name.clone(),
+                        phase: result.phase,
+                        value: last.and_then(|m| m.value.clone()),
+                        reason: last
+                            .and_then(|m| m.reason.clone())
+                            .or_else(|| result.message.clone()),
+                    }
+                })
+                .collect(),
+            score: status.score.as_ref().map(|score| {
+                format!(
+                    "{} {:?} (round {})",
+                    score.score, score.classification, score.round
+                )
+            }),
+        }
+    }
 }
 
 /// A metric's latest verdict, shown on the Rollout.

@@ -153,6 +153,9 @@ fn analysis_lines(out: &mut String, title: &str, run: &AnalysisRunSummary) {
     if let Some(message) = &run.message {
         let _ = writeln!(out, "│   {message}");
     }
+    if let Some(score) = &run.score {
+        let _ = writeln!(out, "│   score {score}");
+    }
     let count = run.metrics.len();
     for (i, metric) in run.metrics.iter().enumerate() {
         let branch = if i + 1 == count {
@@ -472,6 +475,7 @@ mod tests {
                     value: Some("0.12".into()),
                     reason: Some("0.12 > 0.01".into()),
                 }],
+                score: Some("50 Fail (round 2)".into()),
             }),
             ..RolloutStatus::default()
         });
@@ -494,6 +498,7 @@ mod tests {
             "├── canary   revision bbb  replicas 0  ready 0",
             "└── old      revision old  replicas 0  ready 0",
             "Analysis: web-bbb-1-step1 Failed",
+            "│   score 50 Fail (round 2)",
             "└── errors Failed  value 0.12  — 0.12 > 0.01",
         ] {
             assert!(tree.contains(expected), "missing {expected:?} in\n{tree}");

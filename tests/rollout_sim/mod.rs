@@ -356,6 +356,7 @@ impl World {
                         phase: AnalysisPhase::Running,
                         message: None,
                         metrics: vec![],
+                        score: None,
                     },
                     kind: *kind,
                     created_at: now,

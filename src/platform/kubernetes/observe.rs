@@ -6,7 +6,7 @@ use kube::ResourceExt;
 
 use super::context::{REVISION_LABEL, ROLLOUT_LABEL, rollout_label_value};
 use crate::analysis::template::validate_rollout;
-use crate::api::{AnalysisPhase, AnalysisRun, AnalysisRunSummary, MetricSummary, Rollout};
+use crate::api::{AnalysisRun, AnalysisRunSummary, Rollout};
 use crate::rollout::{Observation, RevisionObservation, ServiceSelection, template_hash};
 
 /// True when `meta`'s owner references name `uid` as the controller.
@@ -67,27 +67,7 @@ pub fn service_revision(service: &Service) -> Option<String> {
 /// The summary of a run shown on the Rollout: its phase and message, and each metric's phase
 /// with its latest value and reason.
 pub fn summarize_run(run: &AnalysisRun) -> AnalysisRunSummary {
-    let status = run.status.clone().unwrap_or_default();
-    AnalysisRunSummary {
-        name: run.name_any(),
-        phase: status.phase.unwrap_or(AnalysisPhase::Pending),
-        message: status.message,
-        metrics: status
-            .metric_results
-            .iter()
-            .map(|result| {
-                let last = result.measurements.last();
-                MetricSummary {
-                    name: result.name.clone(),
-                    phase: result.phase,
-                    value: last.and_then(|m| m.value.clone()),
-                    reason: last
-                        .and_then(|m| m.reason.clone())
-                        .or_else(|| result.message.clone()),
-                }
-            })
-            .collect(),
-    }
+    AnalysisRunSummary::of(&run.name_any(), &run.status.clone().unwrap_or_default())
 }
 
 /// Everything read from the cluster for one Rollout, as Kubernetes objects.
@@ -149,7 +129,9 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
-    use crate::api::{AnalysisRunSpec, AnalysisRunStatus, MeasurementRecord, MetricResult};
+    use crate::api::{
+        AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, MeasurementRecord, MetricResult,
+    };
 
     fn owner(uid: &str) -> OwnerReference {
         OwnerReference {

@@ -47,7 +47,7 @@ use crate::analysis::run::STORED_MEASUREMENTS_PER_METRIC;
 use crate::analysis::template::{Problem, validate_rollout};
 use crate::api::{
     AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, AnalysisRunSummary, AnalysisTemplate,
-    AnalysisTemplateSpec, Argument, MetricSummary, Rollout, RolloutSpec, RolloutStatus,
+    AnalysisTemplateSpec, Argument, Rollout, RolloutSpec, RolloutStatus,
 };
 use crate::rollout::{
     self, Effect, EventType, Observation, RevisionObservation, ServiceSelection, template_hash,
@@ -802,7 +802,7 @@ impl Engine {
             .runs
             .iter()
             .filter(|(_, run)| run.rollout == managed.name)
-            .map(|(name, run)| summary(name, &run.status))
+            .map(|(name, run)| AnalysisRunSummary::of(name, &run.status))
             .collect();
         let mut spec_problems = validate_rollout(&managed.spec);
         spec_problems.extend(self.analysis_problems(&managed.name, &managed.spec));
@@ -1219,30 +1219,6 @@ fn error_status(previous: &AnalysisRunStatus, reason: &str, now: Timestamp) -> A
         started_at: previous.started_at.clone().or(Some(Time(now))),
         completed_at: Some(Time(now)),
         ..previous.clone()
-    }
-}
-
-/// The summary of a run the state machine reads: phase, message, each metric's latest verdict.
-fn summary(name: &str, status: &AnalysisRunStatus) -> AnalysisRunSummary {
-    AnalysisRunSummary {
-        name: name.to_owned(),
-        phase: status.phase.unwrap_or_default(),
-        message: status.message.clone(),
-        metrics: status
-            .metric_results
-            .iter()
-            .map(|result| {
-                let last = result.measurements.last();
-                MetricSummary {
-                    name: result.name.clone(),
-                    phase: result.phase,
-                    value: last.and_then(|m| m.value.clone()),
-                    reason: last
-                        .and_then(|m| m.reason.clone())
-                        .or_else(|| result.message.clone()),
-                }
-            })
-            .collect(),
     }
 }
 
