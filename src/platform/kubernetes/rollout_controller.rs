@@ -12,6 +12,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType};
 use kube::runtime::finalizer::{self, Event as Finalizer, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -37,8 +38,8 @@ use crate::traffic::{TrafficError, TrafficRouter};
 const RECHECK_AFTER_ACTING: Duration = Duration::from_secs(2);
 /// A rollout in flight is looked at at least this often, even with no event.
 const RESYNC: Duration = Duration::from_secs(300);
-/// How soon a Rollout held because its analysis cannot start looks again: templates are not
-/// watched, so creating or fixing one is noticed at the next look.
+/// How soon a Rollout held because its analysis cannot start looks again. Templates are
+/// watched (a change wakes the Rollouts using them at once); Secrets behind arguments are not.
 const RECHECK_HELD_ANALYSIS: Duration = Duration::from_secs(20);
 /// After a status write conflict: the CLI wrote a request; observe it again at once (the
 /// short delay lets the watch deliver the newer object).
@@ -475,7 +476,7 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         Ok(acted) => acted,
         Err(Error::PrepareAnalysis { problem, source }) => {
             // The analysis cannot start: hold with the problem in status (as any invalid
-            // spec), and look again later, since templates are not watched.
+            // spec); a template change wakes this Rollout, and it looks again later anyway.
             warn!(path = %problem.path, error = %source, "analysis cannot start; holding");
             let mut observation = observation;
             observation.spec_problems.push(problem);
@@ -945,6 +946,34 @@ pub fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> 
     Action::requeue(delay)
 }
 
+/// The Rollouts whose analyses use the template `name`: an AnalysisTemplate in `namespace`,
+/// or, when `namespace` is `None`, a ClusterAnalysisTemplate.
+fn rollouts_using(
+    rollouts: &Store<Rollout>,
+    namespace: Option<&str>,
+    name: &str,
+) -> Vec<ObjectRef<Rollout>> {
+    rollouts
+        .state()
+        .iter()
+        .filter(|rollout| namespace.is_none_or(|ns| rollout.namespace().as_deref() == Some(ns)))
+        .filter(|rollout| uses_template(rollout, name, namespace.is_none()))
+        .map(|rollout| ObjectRef::from_obj(rollout.as_ref()))
+        .collect()
+}
+
+/// Whether a step or the background analysis of `rollout` refers to the template `name`.
+fn uses_template(rollout: &Rollout, name: &str, cluster_scope: bool) -> bool {
+    let canary = &rollout.spec.strategy.canary;
+    canary
+        .steps
+        .iter()
+        .filter_map(|step| step.analysis.as_ref().map(|a| &a.templates))
+        .chain(canary.analysis.as_ref().map(|a| &a.templates))
+        .flatten()
+        .any(|t| t.template_name == name && t.cluster_scope == cluster_scope)
+}
+
 /// Runs the Rollout controller until `shutdown` resolves. Rollouts in `namespace` (all when
 /// `None`); their ReplicaSets and AnalysisRuns (labelled `vigil.dev/rollout`) trigger
 /// reconciles of their owner.
@@ -968,10 +997,30 @@ pub async fn run(
                 Api::all(client),
             ),
         };
+    let templates: Api<AnalysisTemplate> = match namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let cluster_templates: Api<ClusterAnalysisTemplate> = Api::all(ctx.client.clone());
     let children = watcher::Config::default().labels(ROLLOUT_LABEL);
-    Controller::new(rollouts, watcher::Config::default())
+    let controller = Controller::new(rollouts, watcher::Config::default());
+    let (by_template, by_cluster_template) = (controller.store(), controller.store());
+    controller
         .owns(replica_sets, children.clone())
         .owns(runs, children)
+        // A template created or fixed wakes the Rollouts whose analysis waits for it at once.
+        .watches(templates, watcher::Config::default(), move |template| {
+            rollouts_using(
+                &by_template,
+                template.namespace().as_deref(),
+                &template.name_any(),
+            )
+        })
+        .watches(
+            cluster_templates,
+            watcher::Config::default(),
+            move |template| rollouts_using(&by_cluster_template, None, &template.name_any()),
+        )
         .with_config(Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -981,4 +1030,61 @@ pub async fn run(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::reflector;
+    use serde_json::json;
+
+    use super::*;
+
+    fn rollout(namespace: &str, name: &str, templates: serde_json::Value) -> Rollout {
+        serde_json::from_value(json!({
+            "apiVersion": "vigil.dev/v1alpha1",
+            "kind": "Rollout",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}}},
+                "strategy": {"canary": {"steps": [
+                    {"setWeight": 20},
+                    {"analysis": {"templates": templates}}
+                ]}}
+            }
+        }))
+        .expect("rollout")
+    }
+
+    #[test]
+    fn a_template_wakes_only_the_rollouts_that_use_it() {
+        let (store, mut writer) = reflector::store::<Rollout>();
+        for rollout in [
+            rollout("shop", "checkout", json!([{"templateName": "errors"}])),
+            rollout("shop", "cart", json!([{"templateName": "latency"}])),
+            rollout("bank", "ledger", json!([{"templateName": "errors"}])),
+            rollout(
+                "bank",
+                "audit",
+                json!([{"templateName": "errors", "clusterScope": true}]),
+            ),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(rollout));
+        }
+        let names = |refs: Vec<ObjectRef<Rollout>>| {
+            let mut names: Vec<String> = refs.into_iter().map(|r| r.name).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            names(rollouts_using(&store, Some("shop"), "errors")),
+            ["checkout"]
+        );
+        assert_eq!(
+            names(rollouts_using(&store, None, "errors")),
+            ["audit"],
+            "a ClusterAnalysisTemplate wakes only cluster-scoped references"
+        );
+        assert!(rollouts_using(&store, Some("shop"), "unused").is_empty());
+    }
 }
