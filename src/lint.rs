@@ -242,10 +242,12 @@ fn lint_document(document: &Value) -> Vec<Problem> {
                 format!(
                     "`{v}` is Argo Rollouts' API; vigil's resources use {expected_api} (most fields carry over)"
                 )
+            } else if suggest(v, [expected_api.as_str()]).is_some() {
+                format!("`{v}` is not a known API (did you mean `{expected_api}`?)")
             } else {
-                format!(
-                    "`{v}` is not a vigil resource; vigil lint checks {expected_api} resources only"
-                )
+                // Another API's object (a Service, an HTTPRoute) kept in the same file: not
+                // vigil's to check.
+                return problems;
             };
             problems.push(problem("apiVersion", message));
             return problems;

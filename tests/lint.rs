@@ -127,6 +127,33 @@ fn the_binary_exits_0_on_the_shipped_templates() {
     assert!(out.stdout.is_empty(), "no output on success");
 }
 
+#[test]
+fn other_apis_in_the_same_files_are_left_alone_but_a_misspelt_vigil_api_is_not() {
+    // The example keeps its Services and HTTPRoute beside the Rollout.
+    let out = vigil(&["lint", "deploy/examples"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("typo.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: vigil.dve/v1alpha1\nkind: Rollout\nmetadata:\n  name: web\n",
+    )
+    .expect("write");
+    let out = vigil(&["lint", &file.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("did you mean `vigil.dev/v1alpha1`"),
+        "{stdout}"
+    );
+}
+
 /// The broken examples the linter must catch; deleting one fails this test.
 const REQUIRED_CASES: &[&str] = &[
     "weight-150",
