@@ -56,6 +56,10 @@ struct Controller(Child);
 
 impl Controller {
     fn start(kubeconfig: &Path) -> Controller {
+        Self::start_with(kubeconfig, &[])
+    }
+
+    fn start_with(kubeconfig: &Path, extra: &[&str]) -> Controller {
         let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
             .args([
                 "controller",
@@ -65,6 +69,7 @@ impl Controller {
                 "--concurrency",
                 "4",
             ])
+            .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn,kube=warn")
             .stdout(Stdio::null())
@@ -404,6 +409,52 @@ async fn rollouts_are_promoted_rolled_back_and_resumed_after_a_restart() {
     assert_eq!(status.promote_step, None, "the request was consumed");
     let canary = status.canary_revision.expect("canary");
     assert_eq!(replicas_of(&client, "restart", &canary).await, Some(2));
+}
+
+/// Two controllers with disjoint label selectors share one cluster: each carries only the
+/// Rollouts of its shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_controllers_each_carry_only_their_own_rollouts() {
+    support::install_crypto_provider();
+    let server = ApiServer::start().with_replicaset_controller();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let client = server.client();
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), NS);
+    for (name, shard) in [("alpha", "a"), ("beta", "b")] {
+        create_services(&client, name).await;
+        let mut object = rollout(name, "app:1", json!([{"setWeight": 50}]));
+        object.metadata.labels = Some(std::collections::BTreeMap::from([(
+            "vigil.dev/shard".to_owned(),
+            shard.to_owned(),
+        )]));
+        rollouts
+            .create(&PostParams::default(), &object)
+            .await
+            .expect("create rollout");
+    }
+    let _a = Controller::start_with(&kubeconfig, &["--selector", "vigil.dev/shard=a"]);
+    wait_for(&rollouts, "alpha", "shard a's rollout Healthy", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    let beta = rollouts.get("beta").await.expect("get");
+    assert_eq!(beta.status, None, "shard a's controller left shard b alone");
+    let _b = Controller::start_with(&kubeconfig, &["--selector", "vigil.dev/shard=b"]);
+    wait_for(&rollouts, "beta", "shard b's rollout Healthy", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    // Each keeps carrying its own: a new version of alpha is released by shard a.
+    set_image(&rollouts, "alpha", "app:2").await;
+    let alpha = rollouts.get("alpha").await.expect("get");
+    let v2 = vigil::rollout::template_hash(&alpha.spec.template);
+    wait_for(&rollouts, "alpha", "app:2 promoted", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+            && r.status.as_ref().and_then(|s| s.stable_revision.as_deref()) == Some(v2.as_str())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use clap::Args;
 
-use crate::platform::kubernetes::{ControllerConfig, run as run_controller};
+use crate::platform::kubernetes::{ControllerConfig, lease_name_for, run as run_controller};
 
 /// Arguments of `vigil controller`.
 #[derive(Debug, Args)]
@@ -25,6 +25,15 @@ pub struct ControllerArgs {
     /// Concurrent reconciles per controller, and in-flight queries per Prometheus server.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
+    /// Reconcile only the Rollouts matching this label selector (e.g. `vigil.dev/shard=a`) and
+    /// their AnalysisRuns: controllers with disjoint selectors share a cluster, each with its
+    /// own Lease.
+    #[arg(long, short = 'l')]
+    pub selector: Option<String>,
+    /// Name of the leader-election Lease [default: `vigil-controller`, or
+    /// `vigil-controller-<selector>` with `--selector`].
+    #[arg(long)]
+    pub lease_name: Option<String>,
 }
 
 /// Runs the controller until SIGTERM/Ctrl-C; exit code 0, or 1 with the reason on stderr.
@@ -43,8 +52,13 @@ pub fn run(args: &ControllerArgs) -> i32 {
         namespace: args.namespace.clone(),
         metrics_addr: args.metrics_addr,
         leader_election: !args.no_leader_election,
+        lease_name: args
+            .lease_name
+            .clone()
+            .unwrap_or_else(|| lease_name_for(args.selector.as_deref())),
         lease_namespace: args.lease_namespace.clone(),
         concurrency: args.concurrency,
+        selector: args.selector.clone(),
     };
     match runtime.block_on(run_controller(config)) {
         Ok(()) => 0,

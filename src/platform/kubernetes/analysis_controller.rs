@@ -11,7 +11,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::watcher;
 use serde_json::json;
 use tracing::{Instrument, debug, info, warn};
 
@@ -230,16 +229,13 @@ pub fn error_policy(run: Arc<AnalysisRun>, error: &Error, ctx: Arc<Context>) -> 
 /// measure at once (queries per Prometheus are further capped by the context's limiter).
 pub async fn run(
     ctx: Arc<Context>,
-    namespace: Option<&str>,
-    concurrency: u16,
+    scope: &super::Scope,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let runs: Api<AnalysisRun> = match namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
-    Controller::new(runs, watcher::Config::default())
-        .with_config(Config::default().concurrency(concurrency))
+    // Runs carry their Rollout's labels, so a shard's selector finds its runs too.
+    let runs: Api<AnalysisRun> = scope.api(&ctx.client);
+    Controller::new(runs, scope.watcher_config())
+        .with_config(Config::default().concurrency(scope.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

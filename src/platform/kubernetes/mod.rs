@@ -16,19 +16,44 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::analysis::provider::prometheus::ConcurrencyLimiter;
+use crate::api::Rollout;
 use crate::metrics::Metrics;
 pub use context::{Context, FIELD_MANAGER, FINALIZER};
 use server::Readiness;
 
-/// The name of the leader-election Lease.
+/// The name of the leader-election Lease of an unsharded controller.
 pub const LEASE_NAME: &str = "vigil-controller";
+
+/// The Lease of the controller reconciling the Rollouts that match `selector`: shards elect
+/// their leaders separately. The selector is folded into a valid object name.
+pub fn lease_name_for(selector: Option<&str>) -> String {
+    let Some(selector) = selector.filter(|s| !s.trim().is_empty()) else {
+        return LEASE_NAME.to_owned();
+    };
+    let mut folded = String::new();
+    for c in selector.trim().chars().flat_map(char::to_lowercase) {
+        let c = if c.is_ascii_alphanumeric() || c == '.' {
+            c
+        } else {
+            '-'
+        };
+        if !(c == '-' && folded.ends_with('-')) {
+            folded.push(c);
+        }
+    }
+    let folded = folded.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    crate::rollout::fit_name(
+        &format!("{LEASE_NAME}-{folded}"),
+        crate::rollout::MAX_NAME_LEN,
+    )
+}
 /// How to install the CRDs, printed when one is missing.
 pub const CRD_INSTALL_HINT: &str = "vigil crds | kubectl apply --server-side -f -";
 
@@ -41,10 +66,48 @@ pub struct ControllerConfig {
     pub metrics_addr: SocketAddr,
     /// Reconcile only while holding the Lease.
     pub leader_election: bool,
+    /// Name of the Lease (see [`lease_name_for`]).
+    pub lease_name: String,
     /// Namespace of the Lease.
     pub lease_namespace: String,
     /// Concurrent reconciles per controller, and in-flight queries per Prometheus server.
     pub concurrency: u16,
+    /// Reconcile only the Rollouts (and their AnalysisRuns) matching this label selector.
+    pub selector: Option<String>,
+}
+
+/// Which objects the controllers reconcile, and how many at once.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Only this namespace (all when `None`).
+    pub namespace: Option<String>,
+    /// Only Rollouts and AnalysisRuns matching this label selector (all when `None`).
+    pub selector: Option<String>,
+    /// Concurrent reconciles.
+    pub concurrency: u16,
+}
+
+impl Scope {
+    /// The watch configuration of the Rollouts or AnalysisRuns in scope.
+    pub fn watcher_config(&self) -> kube::runtime::watcher::Config {
+        let config = kube::runtime::watcher::Config::default();
+        match &self.selector {
+            Some(selector) => config.labels(selector),
+            None => config,
+        }
+    }
+
+    /// The API of `K` in the namespace in scope (all namespaces when none).
+    pub fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
 }
 
 /// Why the controller stopped with an error.
@@ -79,8 +142,16 @@ pub enum RunError {
     #[error("failed to set up leader election: {0}")]
     ElectLeader(#[source] kube_lease_manager::LeaseManagerError),
     /// Another instance took the Lease: stop at once so two leaders never act.
-    #[error("lost the leader lease {LEASE_NAME}")]
+    #[error("lost the leader lease")]
     LoseLease,
+    /// The API server refused `--selector`.
+    #[error("the label selector {selector:?} was refused: {source}")]
+    CheckSelector {
+        /// The selector as given.
+        selector: String,
+        /// The API server's answer.
+        source: kube::Error,
+    },
 }
 
 /// Checks that every vigil CRD is installed.
@@ -163,12 +234,22 @@ async fn run_controllers(
 ) -> Result<(), RunError> {
     check_crds(&client).await?;
     info!("CRDs installed");
+    if let Some(selector) = &config.selector {
+        // The API server is the authority on selector syntax: ask it once, up front.
+        Api::<Rollout>::all(client.clone())
+            .list(&ListParams::default().labels(selector).limit(1))
+            .await
+            .map_err(|source| RunError::CheckSelector {
+                selector: selector.clone(),
+                source,
+            })?;
+    }
 
     let terminate = termination();
     tokio::pin!(terminate);
     let mut leadership = None;
     if config.leader_election {
-        let manager = LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+        let manager = LeaseManagerBuilder::new(client.clone(), &config.lease_name)
             .with_namespace(&config.lease_namespace)
             .with_identity(identity())
             .with_duration(15)
@@ -177,7 +258,7 @@ async fn run_controllers(
             .await
             .map_err(RunError::ElectLeader)?;
         let (mut is_leader, task) = manager.watch().await;
-        info!(lease = LEASE_NAME, namespace = %config.lease_namespace, "waiting for the leader lease");
+        info!(lease = %config.lease_name, namespace = %config.lease_namespace, "waiting for the leader lease");
         tokio::select! {
             won = is_leader.wait_for(|leader| *leader) => {
                 if won.is_err() {
@@ -198,13 +279,16 @@ async fn run_controllers(
     ));
     let (stop_rollouts, rollouts_stopped) = oneshot::channel::<()>();
     let (stop_runs, runs_stopped) = oneshot::channel::<()>();
-    let namespace = config.namespace.clone();
+    let scope = Scope {
+        namespace: config.namespace.clone(),
+        selector: config.selector.clone(),
+        concurrency: config.concurrency,
+    };
     let rollouts = tokio::spawn({
         let ctx = ctx.clone();
-        let namespace = namespace.clone();
-        let concurrency = config.concurrency;
+        let scope = scope.clone();
         async move {
-            rollout_controller::run(ctx, namespace.as_deref(), concurrency, async {
+            rollout_controller::run(ctx, &scope, async {
                 let _ = rollouts_stopped.await;
             })
             .await;
@@ -212,9 +296,8 @@ async fn run_controllers(
     });
     let runs = tokio::spawn({
         let ctx = ctx.clone();
-        let concurrency = config.concurrency;
         async move {
-            analysis_controller::run(ctx, namespace.as_deref(), concurrency, async {
+            analysis_controller::run(ctx, &scope, async {
                 let _ = runs_stopped.await;
             })
             .await;
@@ -223,6 +306,7 @@ async fn run_controllers(
     ready.set(true);
     info!(
         namespace = config.namespace.as_deref().unwrap_or("*"),
+        selector = config.selector.as_deref().unwrap_or(""),
         "controllers running"
     );
 

@@ -65,7 +65,10 @@ pub fn analysis_run_for(
 ) -> AnalysisRun {
     let mut run = AnalysisRun::new(name, spec);
     run.metadata.namespace = rollout.namespace();
-    run.metadata.labels = Some(BTreeMap::from([
+    // The Rollout's own labels first (a sharded controller selects runs by them), vigil's on
+    // top.
+    let mut labels = rollout.labels().clone();
+    labels.extend([
         (
             ROLLOUT_LABEL.to_owned(),
             rollout_label_value(&rollout.name_any()),
@@ -78,7 +81,8 @@ pub fn analysis_run_for(
                 AnalysisKind::Background => "background".to_owned(),
             },
         ),
-    ]));
+    ]);
+    run.metadata.labels = Some(labels);
     run.metadata.owner_references = rollout.controller_owner_ref(&()).map(|o| vec![o]);
     run
 }
@@ -306,6 +310,8 @@ mod tests {
         let labels = run.metadata.labels.expect("labels");
         assert_eq!(labels.get(ANALYSIS_LABEL).map(String::as_str), Some("step"));
         assert_eq!(labels.get(ROLLOUT_LABEL).map(String::as_str), Some("web"));
+        // The Rollout's own labels come along, for sharded controllers' selectors.
+        assert_eq!(labels.get("team").map(String::as_str), Some("payments"));
         assert_eq!(run.metadata.namespace.as_deref(), Some("shop"));
         assert!(run.metadata.owner_references.is_some());
     }

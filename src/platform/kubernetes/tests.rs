@@ -778,3 +778,24 @@ async fn a_new_rollout_first_gets_the_finalizer_guarded_by_its_resource_version(
         ])
     );
 }
+
+#[test]
+fn each_shard_elects_its_leader_on_its_own_lease() {
+    use super::{LEASE_NAME, lease_name_for};
+    assert_eq!(lease_name_for(None), LEASE_NAME);
+    assert_eq!(lease_name_for(Some("  ")), LEASE_NAME);
+    assert_eq!(
+        lease_name_for(Some("vigil.dev/shard=A")),
+        "vigil-controller-vigil.dev-shard-a"
+    );
+    assert_ne!(
+        lease_name_for(Some("shard=a")),
+        lease_name_for(Some("shard=b"))
+    );
+    let long = lease_name_for(Some(&format!("team in ({})", "x,".repeat(200))));
+    assert!(long.len() <= crate::rollout::MAX_NAME_LEN, "{long}");
+    assert!(
+        long.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    );
+}
