@@ -1345,6 +1345,9 @@ pub fn progress_line(view: &RolloutView) -> String {
             analysis.phase,
             metrics.join(" ")
         ));
+        if let Some(score) = &analysis.score {
+            line.push_str(&format!(" score {score}"));
+        }
     }
     if let Some(message) = &status.message {
         line.push_str(&format!("  — {message}"));
