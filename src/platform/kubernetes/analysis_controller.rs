@@ -229,7 +229,7 @@ pub fn error_policy(run: Arc<AnalysisRun>, error: &Error, ctx: Arc<Context>) -> 
 /// measure at once (queries per Prometheus are further capped by the context's limiter).
 pub async fn run(
     ctx: Arc<Context>,
-    scope: &super::Scope,
+    scope: &super::WatchScope,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     // Runs carry their Rollout's labels, so a shard's selector finds its runs too.

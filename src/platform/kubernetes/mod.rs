@@ -78,7 +78,7 @@ pub struct ControllerConfig {
 
 /// Which objects the controllers reconcile, and how many at once.
 #[derive(Debug, Clone, Default)]
-pub struct Scope {
+pub struct WatchScope {
     /// Only this namespace (all when `None`).
     pub namespace: Option<String>,
     /// Only Rollouts and AnalysisRuns matching this label selector (all when `None`).
@@ -87,7 +87,7 @@ pub struct Scope {
     pub concurrency: u16,
 }
 
-impl Scope {
+impl WatchScope {
     /// The watch configuration of the Rollouts or AnalysisRuns in scope.
     pub fn watcher_config(&self) -> kube::runtime::watcher::Config {
         let config = kube::runtime::watcher::Config::default();
@@ -279,7 +279,7 @@ async fn run_controllers(
     ));
     let (stop_rollouts, rollouts_stopped) = oneshot::channel::<()>();
     let (stop_runs, runs_stopped) = oneshot::channel::<()>();
-    let scope = Scope {
+    let scope = WatchScope {
         namespace: config.namespace.clone(),
         selector: config.selector.clone(),
         concurrency: config.concurrency,

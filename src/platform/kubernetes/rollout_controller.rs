@@ -979,19 +979,19 @@ fn uses_template(rollout: &Rollout, name: &str, cluster_scope: bool) -> bool {
 /// reconciles of their owner.
 pub async fn run(
     ctx: Arc<Context>,
-    scope: &super::Scope,
+    watch: &super::WatchScope,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = &ctx.client;
-    let rollouts: Api<Rollout> = scope.api(client);
-    let replica_sets: Api<ReplicaSet> = scope.api(client);
-    let runs: Api<AnalysisRun> = scope.api(client);
-    let templates: Api<AnalysisTemplate> = scope.api(client);
+    let rollouts: Api<Rollout> = watch.api(client);
+    let replica_sets: Api<ReplicaSet> = watch.api(client);
+    let runs: Api<AnalysisRun> = watch.api(client);
+    let templates: Api<AnalysisTemplate> = watch.api(client);
     let cluster_templates: Api<ClusterAnalysisTemplate> = Api::all(client.clone());
     // Children of another shard's Rollouts name owners this controller does not hold; kube
     // drops those triggers.
     let children = watcher::Config::default().labels(ROLLOUT_LABEL);
-    let controller = Controller::new(rollouts, scope.watcher_config());
+    let controller = Controller::new(rollouts, watch.watcher_config());
     let (by_template, by_cluster_template) = (controller.store(), controller.store());
     controller
         .owns(replica_sets, children.clone())
@@ -1009,7 +1009,7 @@ pub async fn run(
             watcher::Config::default(),
             move |template| rollouts_using(&by_cluster_template, None, &template.name_any()),
         )
-        .with_config(Config::default().concurrency(scope.concurrency))
+        .with_config(Config::default().concurrency(watch.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
