@@ -82,8 +82,17 @@ fn happy_path_reaches_healthy_with_and_without_a_router() {
         world.set_image("app:2");
         let new = world.desired();
         world.run_until(200, |w| w.healthy_on(&new));
-        // The old stable goes once both services select the new one.
+        // The old stable goes once both services select the new one; with a Gateway API
+        // router only `scaleDownDelaySeconds` (30) later, for gateways that apply the route
+        // late.
         world.reconcile();
+        if router {
+            assert_eq!(world.replicas_of(&old), 10, "kept during the delay");
+            let at = world.status.scale_down_at.clone().expect("scaleDownAt").0;
+            assert_eq!(world.decisions.last().and_then(|d| d.requeue_at), Some(at));
+            world.now = at;
+            world.reconcile();
+        }
 
         assert_eq!(world.replicas_of(&new), 10);
         assert_eq!(
@@ -91,6 +100,9 @@ fn happy_path_reaches_healthy_with_and_without_a_router() {
             0,
             "old stable scaled down (router {router})"
         );
+        // Cleared once nothing is left to scale down.
+        world.reconcile();
+        assert_eq!(world.status.scale_down_at, None);
         assert_eq!(world.status.canary_weight, 0);
         assert_eq!(world.services.stable.as_deref(), Some(new.as_str()));
         assert_eq!(world.services.canary.as_deref(), Some(new.as_str()));
@@ -528,6 +540,13 @@ fn a_new_template_mid_rollout_restarts_from_step_zero_against_the_same_stable() 
     }
     world.advance(5);
     world.reconcile();
+    assert_eq!(
+        world.replicas_of(&second),
+        1,
+        "kept for scaleDownDelaySeconds"
+    );
+    world.advance(30);
+    world.reconcile();
     assert_eq!(world.replicas_of(&second), 0, "old canary scaled to 0");
     world.run_until(200, |w| w.healthy_on(&third));
     assert!(
@@ -833,6 +852,9 @@ fn history_beyond_the_limit_is_deleted_oldest_first() {
         let new = world.desired();
         world.run_until(40, |w| w.healthy_on(&new));
         world.reconcile();
+        // Past the scale-down delay of the previous stable.
+        world.advance(30);
+        world.reconcile();
         revisions.push(new);
     }
     for _ in 0..3 {
@@ -918,5 +940,35 @@ fn abort_works_while_paused() {
     assert_eq!(
         decision.effects.first(),
         Some(&Effect::SetWeight { canary_weight: 0 })
+    );
+}
+
+#[test]
+fn the_scale_down_delay_is_configurable() {
+    for (delay, kept_for) in [(Some(0), 0), (Some(60), 60)] {
+        let mut world = World::deployed(spec(canary_steps(), true, 4), all_pass());
+        world.spec.strategy.canary.scale_down_delay_seconds = delay;
+        let old = world.desired();
+        world.set_image("app:2");
+        let new = world.desired();
+        world.run_until(200, |w| w.healthy_on(&new));
+        world.reconcile();
+        if kept_for > 0 {
+            let at = world.status.scale_down_at.clone().expect("scaleDownAt").0;
+            world.now = at - SignedDuration::from_secs(1);
+            world.reconcile();
+            assert_eq!(world.replicas_of(&old), 4, "kept for {kept_for} s");
+            world.now = at;
+            world.reconcile();
+        }
+        assert_eq!(world.replicas_of(&old), 0, "delay {delay:?}");
+    }
+    let mut invalid = World::deployed(spec(canary_steps(), true, 4), all_pass());
+    invalid.spec.strategy.canary.scale_down_delay_seconds = Some(-1);
+    let decision = invalid.reconcile();
+    let message = decision.status.message.unwrap_or_default();
+    assert!(
+        message.contains("spec.strategy.canary.scaleDownDelaySeconds: -1 is negative"),
+        "{message}"
     );
 }

@@ -1671,6 +1671,10 @@ pub fn validate_rollout(spec: &RolloutSpec) -> Vec<Problem> {
             "strategy.canary.abortScaleDownDelaySeconds",
             spec.strategy.canary.abort_scale_down_delay_seconds,
         ),
+        (
+            "strategy.canary.scaleDownDelaySeconds",
+            spec.strategy.canary.scale_down_delay_seconds,
+        ),
     ] {
         if let Some(v) = value
             && v < 0

@@ -129,6 +129,14 @@ pub struct CanaryStrategy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub abort_scale_down_delay_seconds: Option<i32>,
+    /// How long revisions that no longer receive traffic (the previous stable after a
+    /// promotion, a canary replaced by a newer template) keep their pods once traffic
+    /// verifiably left them, so that a gateway applying the route change late still reaches
+    /// running pods. Default 30 with `trafficRouting.gatewayAPI`; 0 otherwise (the local proxy
+    /// switches at once, and without a router Kubernetes drains endpoints itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub scale_down_delay_seconds: Option<i32>,
 }
 
 /// Traffic routing. At most one router is set; none means replica-ratio approximation.
@@ -396,6 +404,10 @@ pub struct RolloutStatus {
     /// When the abort happened; the canary is scaled down `abortScaleDownDelaySeconds` later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted_at: Option<Time>,
+    /// When the revisions that no longer receive traffic are scaled to 0
+    /// (`scaleDownDelaySeconds` after traffic left them); absent when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_at: Option<Time>,
     /// Skip the remaining steps and analysis and promote the canary (set by
     /// `vigil promote --full`; the controller clears it once the canary is stable).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

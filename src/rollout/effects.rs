@@ -45,6 +45,50 @@ pub(crate) struct Plan<'a> {
     pub canary_service: bool,
     pub runs: Vec<WantedRun>,
     pub history_limit: usize,
+    /// Revisions that traffic left may lose their pods now (`scaleDownDelaySeconds` passed).
+    pub scale_down_others: bool,
+}
+
+/// The weight and the services' revisions (stable, canary) that `plan` wants; `None` when
+/// nothing is wanted (no stable yet, or holding).
+fn wanted_routing<'a>(plan: &Plan<'a>) -> Option<(i32, (&'a str, &'a str))> {
+    let stable = plan.stable?;
+    let canary = plan.canary;
+    match plan.intent {
+        Intent::Canary { canary_weight, .. } => {
+            Some((canary_weight, (stable, canary.unwrap_or(stable))))
+        }
+        Intent::Aborted { .. } => Some((0, (stable, canary.unwrap_or(stable)))),
+        Intent::Stable => Some((0, (stable, stable))),
+        Intent::Hold => None,
+    }
+}
+
+/// Whether traffic verifiably left every revision but the stable and the canary: both
+/// services select the revisions wanted, or (when vigil does not manage both) the router also
+/// reports the weight wanted.
+pub(crate) fn traffic_left(plan: &Plan, obs: &Observation) -> bool {
+    let Some((weight, wanted_services)) = wanted_routing(plan) else {
+        return false;
+    };
+    let services_settled = (!plan.stable_service
+        || obs.services.stable.as_deref() == Some(wanted_services.0))
+        && (!plan.canary_service || obs.services.canary.as_deref() == Some(wanted_services.1));
+    let router_settled = !plan.router || obs.router_canary_weight == Some(weight);
+    services_settled && ((plan.stable_service && plan.canary_service) || router_settled)
+}
+
+/// The revisions other than the stable and the canary that still have pods.
+pub(crate) fn leftover_revisions<'o>(plan: &Plan, obs: &'o Observation) -> Vec<&'o str> {
+    obs.revisions
+        .iter()
+        .filter(|r| {
+            r.replicas != 0
+                && plan.stable != Some(r.revision.as_str())
+                && plan.canary != Some(r.revision.as_str())
+        })
+        .map(|r| r.revision.as_str())
+        .collect()
 }
 
 /// The ordered effects: stable-service moves, weight decreases, scale-ups, canary-service
@@ -101,24 +145,14 @@ pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>)
         }
     }
 
-    let services_settled = (!plan.stable_service
-        || obs.services.stable.as_deref() == Some(wanted_services.0))
-        && (!plan.canary_service || obs.services.canary.as_deref() == Some(wanted_services.1));
-    let router_settled = !plan.router || obs.router_canary_weight == Some(weight);
-    // Other revisions lose their pods only once traffic verifiably left them: both services
-    // select the revisions wanted, or (when vigil does not manage both) the router also
-    // reports the weight wanted.
-    let traffic_left =
-        services_settled && ((plan.stable_service && plan.canary_service) || router_settled);
-    if traffic_left {
-        for revision in &obs.revisions {
-            let managed = revision.revision == stable || Some(revision.revision.as_str()) == canary;
-            if !managed && revision.replicas != 0 {
-                scale_downs.push(Effect::ScaleRevision {
-                    revision: revision.revision.clone(),
-                    replicas: 0,
-                });
-            }
+    // Other revisions lose their pods only once traffic verifiably left them, and the
+    // scale-down delay after that has passed.
+    if plan.scale_down_others && traffic_left(plan, obs) {
+        for revision in leftover_revisions(plan, obs) {
+            scale_downs.push(Effect::ScaleRevision {
+                revision: revision.to_owned(),
+                replicas: 0,
+            });
         }
     }
 

@@ -13,7 +13,7 @@ use super::conditions::{
     AVAILABLE, INVALID_SPEC, PAUSED, PROGRESSING, WantedCondition, merge_conditions, merge_pauses,
     pause_reason_name,
 };
-use super::effects::{Intent, Plan, WantedRun, build_effects};
+use super::effects::{Intent, Plan, WantedRun, build_effects, leftover_revisions, traffic_left};
 use super::validate::validate_spec;
 use super::{
     AnalysisKind, Decision, Effect, EventType, Observation, SpecProblem, background_run_name,
@@ -23,6 +23,7 @@ use super::{
 const DEFAULT_REPLICAS: i32 = 1;
 const DEFAULT_PROGRESS_DEADLINE_SECONDS: i64 = 600;
 const DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS: i64 = 30;
+const DEFAULT_SCALE_DOWN_DELAY_SECONDS: i32 = 30;
 const DEFAULT_REVISION_HISTORY_LIMIT: usize = 10;
 
 /// Decides the next status of a Rollout, the effects that get the cluster there, and when to
@@ -789,7 +790,7 @@ impl<'a> Machine<'a> {
         );
     }
 
-    fn finish(self, mut s: RolloutStatus, intent: Intent) -> Decision {
+    fn finish(mut self, mut s: RolloutStatus, intent: Intent) -> Decision {
         let count = self.steps.len();
         s.pause_conditions = merge_pauses(
             &self.previous.pause_conditions,
@@ -816,7 +817,7 @@ impl<'a> Machine<'a> {
         );
 
         let canary_strategy = &self.spec.strategy.canary;
-        let plan = Plan {
+        let mut plan = Plan {
             intent,
             stable: s.stable_revision.as_deref(),
             canary: s.canary_revision.as_deref(),
@@ -835,8 +836,12 @@ impl<'a> Machine<'a> {
                 .revision_history_limit
                 .and_then(|limit| usize::try_from(limit).ok())
                 .unwrap_or(DEFAULT_REVISION_HISTORY_LIMIT),
+            scale_down_others: true,
         };
+        let (scale_down_at, due) = self.scale_down_due(s.scale_down_at.clone(), &plan);
+        plan.scale_down_others = due;
         let effects = build_effects(&plan, self.obs, self.events);
+        s.scale_down_at = scale_down_at;
         Decision {
             status: s,
             effects,
@@ -918,6 +923,37 @@ impl<'a> Machine<'a> {
             reason: reason.to_owned(),
             message,
         });
+    }
+
+    /// Whether the revisions that traffic left may lose their pods now. The delay starts when
+    /// traffic verifiably left them (recorded as `scaleDownAt`, so a restart keeps it).
+    fn scale_down_due(&mut self, recorded_at: Option<Time>, plan: &Plan) -> (Option<Time>, bool) {
+        let canary = &self.spec.strategy.canary;
+        let gateway = canary
+            .traffic_routing
+            .as_ref()
+            .is_some_and(|r| r.gateway_api.is_some());
+        let delay = canary
+            .scale_down_delay_seconds
+            .unwrap_or(if gateway {
+                DEFAULT_SCALE_DOWN_DELAY_SECONDS
+            } else {
+                0
+            })
+            .max(0);
+        if delay == 0
+            || leftover_revisions(plan, self.obs).is_empty()
+            || !traffic_left(plan, self.obs)
+        {
+            return (None, delay == 0);
+        }
+        let at =
+            recorded_at.unwrap_or_else(|| Time(add_seconds(self.recorded.0, i64::from(delay))));
+        let due = self.now >= at.0;
+        if !due {
+            self.requeue(at.0);
+        }
+        (Some(at), due)
     }
 
     fn requeue(&mut self, at: Timestamp) {

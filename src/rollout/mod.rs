@@ -91,7 +91,10 @@
 //! * **Promote** finishes the current step; **promote --full** skips the remaining steps.
 //!   **Promotion** after the last step: the canary scales to `R`, weight 100 once ready, then
 //!   the stable service is pointed at it, the weight goes back to 0 (both services now select
-//!   the new revision), the old stable is scaled to 0 once the router reports 0. Phase Healthy.
+//!   the new revision), the old stable is scaled to 0 once the router reports 0 and
+//!   `scaleDownDelaySeconds` more have passed (default 30 with a Gateway API router, whose
+//!   data plane may apply the route late; 0 otherwise), recorded as `scaleDownAt`. The same
+//!   holds for a canary replaced by a newer template. Phase Healthy does not wait for it.
 //! * **Progress deadline** (`progressDeadlineSeconds`, default 600): a `setWeight` step or the
 //!   promotion that does not converge within it from the step's start aborts as Degraded with
 //!   `ProgressDeadlineExceeded`. Pauses and analysis do not count; after `resume` the clock

@@ -32,13 +32,21 @@ pub fn validate_spec(spec: &RolloutSpec) -> Vec<SpecProblem> {
         );
     }
     let canary = &spec.strategy.canary;
-    if let Some(seconds) = canary.abort_scale_down_delay_seconds
-        && seconds < 0
-    {
-        problem(
-            "spec.strategy.canary.abortScaleDownDelaySeconds".into(),
-            format!("{seconds} is negative"),
-        );
+    for (field, value) in [
+        (
+            "abortScaleDownDelaySeconds",
+            canary.abort_scale_down_delay_seconds,
+        ),
+        ("scaleDownDelaySeconds", canary.scale_down_delay_seconds),
+    ] {
+        if let Some(seconds) = value
+            && seconds < 0
+        {
+            problem(
+                format!("spec.strategy.canary.{field}"),
+                format!("{seconds} is negative"),
+            );
+        }
     }
     if let Some(routing) = &canary.traffic_routing {
         let routers =
