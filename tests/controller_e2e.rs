@@ -441,6 +441,22 @@ async fn sharded_controllers_each_carry_only_their_own_rollouts() {
     .await;
     let beta = rollouts.get("beta").await.expect("get");
     assert_eq!(beta.status, None, "shard a's controller left shard b alone");
+    // Its children carry the shard label, so shard a watches only its own.
+    let shard_of_children = Api::<ReplicaSet>::namespaced(client.clone(), NS)
+        .list(&ListParams::default().labels("vigil.dev/rollout=alpha"))
+        .await
+        .expect("list replicasets")
+        .items
+        .into_iter()
+        .map(|rs| {
+            rs.metadata
+                .labels
+                .unwrap_or_default()
+                .get("vigil.dev/shard")
+                .cloned()
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(shard_of_children, vec![Some("a".to_owned())]);
     let _b = Controller::start_with(&kubeconfig, &["--selector", "vigil.dev/shard=b"]);
     wait_for(&rollouts, "beta", "shard b's rollout Healthy", |r| {
         phase(r) == Some(RolloutPhase::Healthy)

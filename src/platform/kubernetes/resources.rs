@@ -21,6 +21,7 @@ pub fn replica_set_name(rollout: &str, revision: &str) -> String {
 
 /// The ReplicaSet of `revision` built from the Rollout's pod template: the revision label is
 /// added to its selector and its pods' labels (so revisions never select each other's pods),
+/// it carries the Rollout's own labels (a sharded controller watches its children by them),
 /// and the Rollout is its controller owner.
 pub fn replica_set_for(rollout: &Rollout, revision: &str, replicas: i32) -> ReplicaSet {
     let name = rollout.name_any();
@@ -38,10 +39,10 @@ pub fn replica_set_for(rollout: &Rollout, revision: &str, replicas: i32) -> Repl
         metadata: ObjectMeta {
             name: Some(replica_set_name(&name, revision)),
             namespace: rollout.namespace(),
-            labels: Some(BTreeMap::from([
-                (ROLLOUT_LABEL.to_owned(), rollout_label_value(&name)),
-                (REVISION_LABEL.to_owned(), revision.to_owned()),
-            ])),
+            labels: Some(child_labels(
+                rollout,
+                [(REVISION_LABEL.to_owned(), revision.to_owned())],
+            )),
             owner_references: rollout.controller_owner_ref(&()).map(|o| vec![o]),
             ..ObjectMeta::default()
         },
@@ -55,6 +56,22 @@ pub fn replica_set_for(rollout: &Rollout, revision: &str, replicas: i32) -> Repl
     }
 }
 
+/// The labels of an object vigil creates for `rollout`: the Rollout's own labels first (a
+/// sharded controller selects its children by them), then the rollout label and `extra` on
+/// top.
+fn child_labels<const N: usize>(
+    rollout: &Rollout,
+    extra: [(String, String); N],
+) -> BTreeMap<String, String> {
+    let mut labels = rollout.labels().clone();
+    labels.insert(
+        ROLLOUT_LABEL.to_owned(),
+        rollout_label_value(&rollout.name_any()),
+    );
+    labels.extend(extra);
+    labels
+}
+
 /// The AnalysisRun `name` of `rollout` for the canary `revision`, owned by the Rollout.
 pub fn analysis_run_for(
     rollout: &Rollout,
@@ -65,24 +82,19 @@ pub fn analysis_run_for(
 ) -> AnalysisRun {
     let mut run = AnalysisRun::new(name, spec);
     run.metadata.namespace = rollout.namespace();
-    // The Rollout's own labels first (a sharded controller selects runs by them), vigil's on
-    // top.
-    let mut labels = rollout.labels().clone();
-    labels.extend([
-        (
-            ROLLOUT_LABEL.to_owned(),
-            rollout_label_value(&rollout.name_any()),
-        ),
-        (REVISION_LABEL.to_owned(), revision.to_owned()),
-        (
-            ANALYSIS_LABEL.to_owned(),
-            match kind {
-                AnalysisKind::Step { .. } => "step".to_owned(),
-                AnalysisKind::Background => "background".to_owned(),
-            },
-        ),
-    ]);
-    run.metadata.labels = Some(labels);
+    run.metadata.labels = Some(child_labels(
+        rollout,
+        [
+            (REVISION_LABEL.to_owned(), revision.to_owned()),
+            (
+                ANALYSIS_LABEL.to_owned(),
+                match kind {
+                    AnalysisKind::Step { .. } => "step".to_owned(),
+                    AnalysisKind::Background => "background".to_owned(),
+                },
+            ),
+        ],
+    ));
     run.metadata.owner_references = rollout.controller_owner_ref(&()).map(|o| vec![o]);
     run
 }

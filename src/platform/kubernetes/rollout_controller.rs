@@ -988,9 +988,12 @@ pub async fn run(
     let runs: Api<AnalysisRun> = watch.api(client);
     let templates: Api<AnalysisTemplate> = watch.api(client);
     let cluster_templates: Api<ClusterAnalysisTemplate> = Api::all(client.clone());
-    // Children of another shard's Rollouts name owners this controller does not hold; kube
-    // drops those triggers.
-    let children = watcher::Config::default().labels(ROLLOUT_LABEL);
+    // Children carry their Rollout's labels, so a shard watches only its own (children
+    // created before they did are still read, but do not wake their Rollout).
+    let children = watcher::Config::default().labels(&match &watch.selector {
+        Some(selector) => format!("{ROLLOUT_LABEL},{selector}"),
+        None => ROLLOUT_LABEL.to_owned(),
+    });
     let controller = Controller::new(rollouts, watch.watcher_config());
     let (by_template, by_cluster_template) = (controller.store(), controller.store());
     controller
