@@ -523,13 +523,23 @@ async fn engine_killed_mid_rollout_resumes_at_the_same_step() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_command_and_malformed_apply_are_clear_and_stable_keeps_serving() {
+/// An engine without Prometheus whose Rollout `name` serves v1 (Healthy): the start of the
+/// bad-input tests.
+struct ServingV1 {
+    _dir: tempfile::TempDir,
+    engine: Engine,
+    client: reqwest::Client,
+    listen: u16,
+    metrics: u16,
+    v1: String,
+    v1_hash: String,
+}
+
+async fn serving_v1(name: &str) -> ServingV1 {
     support::install_crypto_provider();
     let dir = tempfile::tempdir().expect("temp dir");
     let listen = free_port();
     let metrics = free_port();
-    let name = "web";
     let v1 = rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v1"]);
     let files = [
         write(dir.path(), "rollout.yaml", &v1),
@@ -537,12 +547,34 @@ async fn missing_command_and_malformed_apply_are_clear_and_stable_keeps_serving(
     ];
     let engine = Engine::start(dir.path(), &files, admin_addr(), &[]);
     let client = reqwest::Client::new();
+    let healthy = wait_for(&client, &engine, name, "v1 Healthy", |v| {
+        v.status.phase == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    ServingV1 {
+        _dir: dir,
+        v1_hash: healthy.desired_revision.clone(),
+        engine,
+        client,
+        listen,
+        metrics,
+        v1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_command_and_malformed_apply_are_clear_and_stable_keeps_serving() {
+    let name = "web";
     bounded(Duration::from_secs(120), async {
-        let healthy = wait_for(&client, &engine, name, "v1 Healthy", |v| {
-            v.status.phase == Some(RolloutPhase::Healthy)
-        })
-        .await;
-        let v1_hash = healthy.desired_revision.clone();
+        let ServingV1 {
+            _dir,
+            engine,
+            client,
+            listen,
+            metrics,
+            v1,
+            v1_hash,
+        } = serving_v1(name).await;
 
         let missing = "/nonexistent/vigil-no-such-app";
         let bad = rollout_yaml(name, listen, metrics, missing, &["--version", "v2"]);
@@ -598,24 +630,17 @@ async fn missing_command_and_malformed_apply_are_clear_and_stable_keeps_serving(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_analysis_that_cannot_start_holds_the_release_before_any_traffic_moves() {
-    support::install_crypto_provider();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let listen = free_port();
-    let metrics = free_port();
     let name = "shop";
-    let v1 = rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v1"]);
-    let files = [
-        write(dir.path(), "rollout.yaml", &v1),
-        write(dir.path(), "templates.yaml", &templates_yaml(4)),
-    ];
-    let engine = Engine::start(dir.path(), &files, admin_addr(), &[]);
-    let client = reqwest::Client::new();
     bounded(Duration::from_secs(120), async {
-        let healthy = wait_for(&client, &engine, name, "v1 Healthy", |v| {
-            v.status.phase == Some(RolloutPhase::Healthy)
-        })
-        .await;
-        let v1_hash = healthy.desired_revision.clone();
+        let ServingV1 {
+            _dir,
+            engine,
+            client,
+            listen,
+            metrics,
+            v1_hash,
+            ..
+        } = serving_v1(name).await;
         // v2's analysis uses a template whose `service` argument nobody passes.
         let template = r#"apiVersion: vigil.dev/v1alpha1
 kind: AnalysisTemplate
