@@ -242,6 +242,13 @@ pub fn render(rollout: &Rollout, replica_sets: &[ReplicaSet]) -> String {
     if count == 0 {
         let _ = writeln!(out, "└── (none yet)");
     }
+    if let Some(at) = &status.scale_down_at {
+        let _ = writeln!(
+            out,
+            "Old revisions keep their pods until {} (scaleDownDelaySeconds)",
+            at.0
+        );
+    }
     if let Some(run) = &status.step_analysis {
         analysis_lines(&mut out, "Analysis", run);
     }
@@ -423,7 +430,8 @@ pub fn set_paused(target: &Target, paused: bool) -> i32 {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::apps::v1::{ReplicaSetSpec, ReplicaSetStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use k8s_openapi::jiff::Timestamp;
 
     use super::*;
     use crate::api::{
@@ -465,6 +473,9 @@ mod tests {
             stable_revision: Some("aaa".into()),
             canary_revision: Some("bbb".into()),
             canary_weight: 0,
+            scale_down_at: Some(Time(
+                Timestamp::from_second(1_800_000_000).expect("timestamp"),
+            )),
             step_analysis: Some(AnalysisRunSummary {
                 name: "web-bbb-1-step1".into(),
                 phase: AnalysisPhase::Failed,
@@ -497,6 +508,7 @@ mod tests {
             "├── stable   revision aaa  replicas 4  ready 4",
             "├── canary   revision bbb  replicas 0  ready 0",
             "└── old      revision old  replicas 0  ready 0",
+            "Old revisions keep their pods until 2027-01-15T08:00:00Z (scaleDownDelaySeconds)",
             "Analysis: web-bbb-1-step1 Failed",
             "│   score 50 Fail (round 2)",
             "└── errors Failed  value 0.12  — 0.12 > 0.01",
