@@ -473,6 +473,131 @@ async fn sharded_controllers_each_carry_only_their_own_rollouts() {
     .await;
 }
 
+/// The weights of the route's two backendRefs (stable, canary).
+async fn route_weights(client: &kube::Client, name: &str) -> (i64, i64) {
+    let resource = kube::api::ApiResource {
+        group: "gateway.networking.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "HTTPRoute".into(),
+        plural: "httproutes".into(),
+    };
+    let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), NS, &resource);
+    let route = routes.get(name).await.expect("get route");
+    let refs = &route.data["spec"]["rules"][0]["backendRefs"];
+    (
+        refs[0]["weight"].as_i64().unwrap_or(-1),
+        refs[1]["weight"].as_i64().unwrap_or(-1),
+    )
+}
+
+/// Through a Gateway API HTTPRoute: the weights move step by step on the route itself, go
+/// back to the stable service at promotion, and the previous stable keeps its pods for
+/// `scaleDownDelaySeconds` before it is scaled down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_through_an_httproute_moves_its_weights_and_scales_down_after_the_delay() {
+    support::install_crypto_provider();
+    let server = ApiServer::start().with_replicaset_controller();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let client = server.client();
+    let name = "routed";
+    create_services(&client, name).await;
+    let resource = kube::api::ApiResource {
+        group: "gateway.networking.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "HTTPRoute".into(),
+        plural: "httproutes".into(),
+    };
+    let route: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "parentRefs": [{"name": "gateway"}],
+            "rules": [{"backendRefs": [
+                {"name": format!("{name}-stable"), "port": 80, "weight": 100},
+                {"name": format!("{name}-canary"), "port": 80, "weight": 0}
+            ]}]
+        }
+    }))
+    .expect("route");
+    Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), NS, &resource)
+        .create(&PostParams::default(), &route)
+        .await
+        .expect("create route");
+    let mut object = rollout(name, "app:1", json!([{"setWeight": 30}, {"pause": {}}]));
+    object.spec.strategy.canary.traffic_routing =
+        serde_json::from_value(json!({"gatewayAPI": {"httpRoute": name}})).expect("routing");
+    object.spec.strategy.canary.scale_down_delay_seconds = Some(5);
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), NS);
+    rollouts
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("create rollout");
+    let _controller = Controller::start(&kubeconfig);
+    let v1 = wait_for(&rollouts, name, "app:1 Healthy", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+    })
+    .await
+    .status
+    .and_then(|s| s.stable_revision)
+    .expect("stable");
+
+    set_image(&rollouts, name, "app:2").await;
+    let paused = wait_for(&rollouts, name, "the pause at 30%", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+    })
+    .await;
+    assert_eq!(paused.status.expect("status").canary_weight, 30);
+    assert_eq!(route_weights(&client, name).await, (70, 30));
+    // With a router the stable keeps all its pods: an abort is instant.
+    assert_eq!(replicas_of(&client, name, &v1).await, Some(4));
+
+    let rv = paused.metadata.resource_version.clone();
+    rollouts
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"resourceVersion": rv}, "status": {"promoteStep": 1}}),
+            ),
+        )
+        .await
+        .expect("promote");
+    let promoted = wait_for(&rollouts, name, "app:2 promoted", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+            && r.status.as_ref().and_then(|s| s.stable_revision.as_deref()) != Some(v1.as_str())
+    })
+    .await;
+    let v2 = promoted
+        .status
+        .and_then(|s| s.stable_revision)
+        .expect("stable");
+    let waiting = wait_for(&rollouts, name, "the scale-down deadline", |r| {
+        r.status.as_ref().is_some_and(|s| s.scale_down_at.is_some())
+    })
+    .await;
+    assert_eq!(
+        replicas_of(&client, name, &v1).await,
+        Some(4),
+        "the previous stable keeps its pods until {:?}",
+        waiting.status.and_then(|s| s.scale_down_at)
+    );
+    let deadline = Instant::now() + WAIT;
+    while replicas_of(&client, name, &v1).await != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "the old stable was never scaled down"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(route_weights(&client, name).await, (100, 0));
+    assert_eq!(replicas_of(&client, name, &v2).await, Some(4));
+}
+
 #[tokio::test]
 #[ignore = "needs a cluster (KUBECONFIG)"]
 async fn the_crds_are_installed_in_the_cluster() {
