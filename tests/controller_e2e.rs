@@ -475,13 +475,7 @@ async fn sharded_controllers_each_carry_only_their_own_rollouts() {
 
 /// The weights of the route's two backendRefs (stable, canary).
 async fn route_weights(client: &kube::Client, name: &str) -> (i64, i64) {
-    let resource = kube::api::ApiResource {
-        group: "gateway.networking.k8s.io".into(),
-        version: "v1".into(),
-        api_version: "gateway.networking.k8s.io/v1".into(),
-        kind: "HTTPRoute".into(),
-        plural: "httproutes".into(),
-    };
+    let resource = vigil::traffic::gateway_api::http_route_resource();
     let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), NS, &resource);
     let route = routes.get(name).await.expect("get route");
     let refs = &route.data["spec"]["rules"][0]["backendRefs"];
@@ -504,13 +498,7 @@ async fn a_release_through_an_httproute_moves_its_weights_and_scales_down_after_
     let client = server.client();
     let name = "routed";
     create_services(&client, name).await;
-    let resource = kube::api::ApiResource {
-        group: "gateway.networking.k8s.io".into(),
-        version: "v1".into(),
-        api_version: "gateway.networking.k8s.io/v1".into(),
-        kind: "HTTPRoute".into(),
-        plural: "httproutes".into(),
-    };
+    let resource = vigil::traffic::gateway_api::http_route_resource();
     let route: kube::api::DynamicObject = serde_json::from_value(json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
