@@ -695,6 +695,57 @@ spec:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saving_an_edited_file_starts_a_release_and_a_broken_save_is_ignored() {
+    let name = "edit";
+    bounded(Duration::from_secs(120), async {
+        let ServingV1 {
+            _dir,
+            engine,
+            client,
+            listen,
+            metrics,
+            v1_hash,
+            ..
+        } = serving_v1(name).await;
+        let file = _dir.path().join("rollout.yaml");
+
+        std::fs::write(
+            &file,
+            "apiVersion: vigil.dev/v1alpha1\nkind: Rollout\nspec: [\n",
+        )
+        .expect("save a broken file");
+        let deadline = Instant::now() + WAIT;
+        while !std::fs::read_to_string(&engine.log)
+            .unwrap_or_default()
+            .contains("changed files ignored")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "never reported: {}",
+                engine.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let view = get_view(&client, &engine, name).await.expect("view");
+        assert_eq!(view.desired_revision, v1_hash, "nothing changed");
+        assert_eq!(view.status.phase, Some(RolloutPhase::Healthy));
+
+        let v2 = rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v2"]);
+        std::fs::write(&file, v2).expect("save v2");
+        let moving = wait_for(&client, &engine, name, "the saved v2 applied", |v| {
+            v.desired_revision != v1_hash
+        })
+        .await;
+        assert_eq!(
+            moving.status.stable_revision.as_deref(),
+            Some(v1_hash.as_str()),
+            "a release against the running stable"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_prometheus_pauses_with_the_reason_and_stable_keeps_serving() {
     support::install_crypto_provider();
     let dir = tempfile::tempdir().expect("temp dir");

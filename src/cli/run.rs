@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use url::Url;
 
 use crate::platform::local::admin::{Admin, DEFAULT_ADMIN};
-use crate::platform::local::engine::{Engine, EngineConfig, Sources};
+use crate::platform::local::engine::{Engine, EngineConfig, EngineHandle, Sources};
 use crate::platform::local::supervisor::SupervisorConfig;
 
 /// Exit code: the input files are invalid.
@@ -92,12 +92,54 @@ async fn serve(args: &RunArgs, sources: Sources) -> i32 {
         admin.local_addr(),
         admin.local_addr()
     );
+    let watcher = tokio::spawn(watch_files(args.files.clone(), engine.clone()));
     wait_for_signal().await;
+    watcher.abort();
     eprintln!("vigil run: stopping");
     admin.shutdown().await;
     engine.shutdown().await;
     let _ = task.await;
     0
+}
+
+/// How often the files given to `vigil run` are read again.
+const FILE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Applies the files again whenever their content changes (an edited `--version` starts a
+/// release, as `vigil local apply` would). A change that does not load is reported and
+/// ignored: what runs keeps running.
+async fn watch_files(files: Vec<PathBuf>, engine: EngineHandle) {
+    let read_all = || {
+        files
+            .iter()
+            .map(|path| std::fs::read(path).ok())
+            .collect::<Vec<_>>()
+    };
+    let mut seen = read_all();
+    loop {
+        tokio::time::sleep(FILE_POLL).await;
+        let now = read_all();
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match Sources::load(&files) {
+            Ok(sources) => match engine.apply(sources).await {
+                Ok(names) => {
+                    tracing::info!(rollouts = ?names, "files changed; applied");
+                    eprintln!("vigil run: files changed; applied {}", names.join(", "));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "files changed but could not be applied");
+                    eprintln!("vigil run: files changed but were not applied: {error}");
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, "changed files ignored");
+                eprintln!("vigil run: changed files ignored (what runs keeps running): {error}");
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {
