@@ -519,7 +519,8 @@ async fn a_release_through_an_httproute_moves_its_weights_and_scales_down_after_
     let mut object = rollout(name, "app:1", json!([{"setWeight": 30}, {"pause": {}}]));
     object.spec.strategy.canary.traffic_routing =
         serde_json::from_value(json!({"gatewayAPI": {"httpRoute": name}})).expect("routing");
-    object.spec.strategy.canary.scale_down_delay_seconds = Some(5);
+    // Long enough that a slow test machine still sees the pods kept.
+    object.spec.strategy.canary.scale_down_delay_seconds = Some(8);
     let rollouts: Api<Rollout> = Api::namespaced(client.clone(), NS);
     rollouts
         .create(&PostParams::default(), &object)
