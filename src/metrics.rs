@@ -1,11 +1,14 @@
 //! vigil's own metrics, exposed on `/metrics` in the OpenMetrics text format. Labels are
-//! bounded (categories, phases, verdicts): no per-rollout series that grow without limit.
+//! bounded (categories, phases, verdicts): no per-rollout series that grow without limit
+//! (Rollouts are counted by phase).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -32,6 +35,13 @@ pub struct VerdictLabels {
     pub verdict: String,
 }
 
+/// Labels of the count of Rollouts in a phase.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// Progressing, Paused, Healthy, Degraded or Aborted.
+    pub phase: String,
+}
+
 /// The controller's metrics, shared by reconcilers and the HTTP server.
 #[derive(Clone)]
 pub struct Metrics {
@@ -48,6 +58,11 @@ pub struct Metrics {
     pub analysis_verdicts: Family<VerdictLabels, Counter>,
     /// Time to take one measurement (query and judge), in seconds.
     pub measurement_duration: Histogram,
+    /// Rollouts by current phase (bounded: one series per phase), for alerts such as
+    /// `vigil_rollouts{phase="Degraded"} > 0`.
+    pub rollouts: Family<PhaseLabels, Gauge>,
+    /// The phase each Rollout was last counted in, by `namespace/name`.
+    counted: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -65,6 +80,7 @@ impl Default for Metrics {
         let phase_transitions = Family::<TransitionLabels, Counter>::default();
         let analysis_verdicts = Family::<VerdictLabels, Counter>::default();
         let measurement_duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
+        let rollouts = Family::<PhaseLabels, Gauge>::default();
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -91,8 +107,11 @@ impl Default for Metrics {
             "Time to query and judge one measurement",
             measurement_duration.clone(),
         );
+        registry.register("rollouts", "Rollouts by current phase", rollouts.clone());
         Metrics {
             registry: Arc::new(registry),
+            rollouts,
+            counted: Arc::default(),
             reconciles,
             reconcile_failures,
             reconcile_duration,
@@ -129,6 +148,36 @@ impl Metrics {
                 to: to.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts the Rollout `key` (`namespace/name`) in `phase`, or no longer (`None`: deleted,
+    /// or not yet given a phase).
+    pub fn rollout_phase(&self, key: &str, phase: Option<&str>) {
+        let mut counted = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = counted.get(key).map(String::as_str);
+        if before == phase {
+            return;
+        }
+        if let Some(before) = before {
+            self.rollouts
+                .get_or_create(&PhaseLabels {
+                    phase: before.to_owned(),
+                })
+                .dec();
+        }
+        match phase {
+            Some(phase) => {
+                self.rollouts
+                    .get_or_create(&PhaseLabels {
+                        phase: phase.to_owned(),
+                    })
+                    .inc();
+                counted.insert(key.to_owned(), phase.to_owned());
+            }
+            None => {
+                counted.remove(key);
+            }
+        }
     }
 
     /// Counts a verdict.
@@ -174,5 +223,34 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn rollouts_are_counted_in_their_current_phase_only() {
+        let metrics = Metrics::default();
+        metrics.rollout_phase("shop/web", Some("Progressing"));
+        metrics.rollout_phase("shop/cart", Some("Progressing"));
+        metrics.rollout_phase("shop/web", Some("Degraded"));
+        metrics.rollout_phase("shop/web", Some("Degraded"));
+        let text = metrics.encode();
+        assert!(
+            text.contains("vigil_rollouts{phase=\"Progressing\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vigil_rollouts{phase=\"Degraded\"} 1"),
+            "{text}"
+        );
+        metrics.rollout_phase("shop/web", None);
+        metrics.rollout_phase("shop/gone", None);
+        let text = metrics.encode();
+        assert!(
+            text.contains("vigil_rollouts{phase=\"Degraded\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vigil_rollouts{phase=\"Progressing\"} 1"),
+            "{text}"
+        );
     }
 }

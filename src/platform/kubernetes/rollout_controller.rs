@@ -524,10 +524,14 @@ async fn record(
     status: &RolloutStatus,
     decision: &Decision,
 ) -> Result<Option<Action>, Error> {
+    let ctx = scope.ctx;
+    let key = format!("{}/{}", scope.namespace, scope.name);
+    let phase = |p: Option<RolloutPhase>| p.map(|p| format!("{p:?}"));
     if decision.status == *status {
+        ctx.metrics
+            .rollout_phase(&key, phase(status.phase).as_deref());
         return Ok(None);
     }
-    let ctx = scope.ctx;
     let mut next = scope.rollout.clone();
     next.status = Some(decision.status.clone());
     // Keep the server's field ownership as it is; resourceVersion stays the observed one,
@@ -551,6 +555,8 @@ async fn record(
             });
         }
     }
+    ctx.metrics
+        .rollout_phase(&key, phase(decision.status.phase).as_deref());
     if status.phase != decision.status.phase {
         let phase = |p: Option<RolloutPhase>| p.map_or("None".to_owned(), |p| format!("{p:?}"));
         ctx.metrics
@@ -897,6 +903,8 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         namespace: rollout.namespace().unwrap_or_default(),
         ctx,
     };
+    ctx.metrics
+        .rollout_phase(&format!("{}/{}", scope.namespace, scope.name), None);
     let status = rollout.status.clone().unwrap_or_default();
     let Some(stable) = status.stable_revision.as_deref() else {
         return Ok(Action::await_change());

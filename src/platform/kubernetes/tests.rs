@@ -587,7 +587,12 @@ async fn an_abort_moves_traffic_first_and_terminates_the_running_analysis() {
     );
     let status = status_of(calls.last().expect("status"));
     assert_eq!(status.phase, Some(RolloutPhase::Aborted));
-    assert!(metrics.encode().contains("to=\"Aborted\""));
+    let text = metrics.encode();
+    assert!(text.contains("to=\"Aborted\""), "{text}");
+    assert!(
+        text.contains("vigil_rollouts{phase=\"Aborted\"} 1"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -619,12 +624,18 @@ async fn a_settled_rollout_writes_nothing() {
     let status = status_of(calls.last().expect("status write"));
     assert_eq!(status.phase, Some(RolloutPhase::Healthy), "{status:?}");
     r.status = Some(status);
-    let (result, calls, _) = reconcile_rollout(r, cluster).await;
+    let (result, calls, metrics) = reconcile_rollout(r, cluster).await;
     assert_eq!(result, Ok(Action::await_change()));
     assert!(
         calls.iter().all(|c| c.method == "GET"),
         "{:#?}",
         lines(&calls)
+    );
+    // A restarted controller counts the Rollout even when nothing changes.
+    let text = metrics.encode();
+    assert!(
+        text.contains("vigil_rollouts{phase=\"Healthy\"} 1"),
+        "{text}"
     );
 }
 
