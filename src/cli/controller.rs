@@ -30,8 +30,8 @@ pub struct ControllerArgs {
     /// own Lease.
     #[arg(long, short = 'l')]
     pub selector: Option<String>,
-    /// Name of the leader-election Lease [default: `vigil-controller`, or
-    /// `vigil-controller-<selector>` with `--selector`].
+    /// Name of the leader-election Lease (default: `vigil-controller`, or
+    /// `vigil-controller-<selector>` with `--selector`).
     #[arg(long)]
     pub lease_name: Option<String>,
 }
