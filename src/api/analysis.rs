@@ -534,7 +534,7 @@ impl SequentialJudge {
     status = "AnalysisRunStatus",
     shortname = "var",
     category = "vigil",
-    doc = "One execution of analysis templates with resolved arguments; its status holds every measurement with its value, verdict and reason.",
+    doc = "One execution of analysis templates with resolved arguments; its status holds each metric's counters and latest measurements with their values, verdicts and reasons.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
         name = "Message",
