@@ -265,7 +265,7 @@ async fn rollouts_are_promoted_rolled_back_and_resumed_after_a_restart() {
         {"setWeight": 100}
     ]);
     let paused = json!([{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]);
-    // Its template is created only later.
+    // The second version of "held" uses a template created only later.
     let late = json!([
         {"analysis": {"templates": [{"templateName": "late"}]}},
         {"setWeight": 100}
@@ -277,7 +277,7 @@ async fn rollouts_are_promoted_rolled_back_and_resumed_after_a_restart() {
         ("good", &analysed),
         ("bad", &analysed),
         ("restart", &paused),
-        ("held", &late),
+        ("held", &analysed),
     ] {
         rollouts
             .create(
@@ -295,9 +295,20 @@ async fn rollouts_are_promoted_rolled_back_and_resumed_after_a_restart() {
         })
         .await;
     }
-    for name in ["good", "bad", "restart", "held"] {
+    for name in ["good", "bad", "restart"] {
         set_image(&rollouts, name, "app:2").await;
     }
+    rollouts
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "template": template("held", "app:2"),
+                "strategy": {"canary": {"steps": late}}
+            }})),
+        )
+        .await
+        .expect("new image and steps");
 
     // A healthy canary passes its analysis and becomes the stable version.
     let good = rollouts.get("good").await.expect("get");
@@ -336,8 +347,8 @@ async fn rollouts_are_promoted_rolled_back_and_resumed_after_a_restart() {
     let v1 = status.stable_revision.expect("stable stays");
     assert_ne!(v1, v2);
 
-    // An analysis whose template does not exist holds the rollout on the stable version and
-    // says why; once the template exists the rollout goes on.
+    // A release whose analysis template does not exist is held before any traffic moves,
+    // saying why; once the template exists the rollout goes on.
     let held = wait_for(&rollouts, "held", "the missing template in status", |r| {
         r.status
             .as_ref()
@@ -352,7 +363,7 @@ async fn rollouts_are_promoted_rolled_back_and_resumed_after_a_restart() {
         status
             .message
             .as_deref()
-            .is_some_and(|m| m.contains("spec.strategy.canary.steps[0].analysis")),
+            .is_some_and(|m| m.contains("spec.strategy.canary.steps[0].analysis.templates[0]")),
         "{status:#?}"
     );
     assert!(

@@ -117,6 +117,33 @@ pub struct Context {
     pub backoff: Backoff,
     /// The time source.
     pub clock: Clock,
+    /// The AnalysisTemplates and ClusterAnalysisTemplates in the cluster, when watched: a
+    /// Rollout referring to one that does not exist is held before any traffic moves.
+    pub templates: Option<TemplateIndex>,
+}
+
+/// Caches of the templates, kept by reflectors.
+#[derive(Clone)]
+pub struct TemplateIndex {
+    /// AnalysisTemplates.
+    pub namespaced: kube::runtime::reflector::Store<crate::api::AnalysisTemplate>,
+    /// ClusterAnalysisTemplates.
+    pub cluster: kube::runtime::reflector::Store<crate::api::ClusterAnalysisTemplate>,
+}
+
+impl TemplateIndex {
+    /// Whether the template `name` exists: a ClusterAnalysisTemplate with `cluster_scope`,
+    /// otherwise an AnalysisTemplate in `namespace`.
+    pub fn contains(&self, namespace: &str, name: &str, cluster_scope: bool) -> bool {
+        use kube::runtime::reflector::ObjectRef;
+        if cluster_scope {
+            self.cluster.get(&ObjectRef::new(name)).is_some()
+        } else {
+            self.namespaced
+                .get(&ObjectRef::new(name).within(namespace))
+                .is_some()
+        }
+    }
 }
 
 impl Context {
@@ -142,6 +169,7 @@ impl Context {
             limiter,
             backoff: Backoff::default(),
             clock: Clock::System,
+            templates: None,
         }
     }
 }

@@ -23,9 +23,9 @@ use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::analysis::provider::prometheus::ConcurrencyLimiter;
-use crate::api::Rollout;
+use crate::api::{AnalysisTemplate, ClusterAnalysisTemplate, Rollout};
 use crate::metrics::Metrics;
-pub use context::{Context, FIELD_MANAGER, FINALIZER};
+pub use context::{Context, FIELD_MANAGER, FINALIZER, TemplateIndex};
 use server::Readiness;
 
 /// The name of the leader-election Lease of an unsharded controller.
@@ -168,6 +168,56 @@ pub async fn check_crds(client: &Client) -> Result<(), RunError> {
     Ok(())
 }
 
+/// How long startup waits for the template caches to hold the cluster's templates.
+const TEMPLATES_READY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Starts reflectors caching the AnalysisTemplates (in `namespace`, or all) and the
+/// ClusterAnalysisTemplates, and waits until both hold what the cluster has. `None` when they
+/// do not get there in time (the templates are then read when a run is created, as before):
+/// an empty cache would make every reference look missing.
+async fn watch_templates(client: &Client, namespace: Option<&str>) -> Option<TemplateIndex> {
+    use futures::StreamExt as _;
+    use kube::runtime::{WatchStreamExt as _, reflector, watcher};
+    let (namespaced, namespaced_writer) = reflector::store::<AnalysisTemplate>();
+    let (cluster, cluster_writer) = reflector::store::<ClusterAnalysisTemplate>();
+    let api: Api<AnalysisTemplate> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    tokio::spawn(
+        reflector(
+            namespaced_writer,
+            watcher(api, watcher::Config::default()).default_backoff(),
+        )
+        .for_each(|_| futures::future::ready(())),
+    );
+    tokio::spawn(
+        reflector(
+            cluster_writer,
+            watcher(
+                Api::<ClusterAnalysisTemplate>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+        )
+        .for_each(|_| futures::future::ready(())),
+    );
+    let ready = tokio::time::timeout(TEMPLATES_READY, async {
+        namespaced.wait_until_ready().await.is_ok() && cluster.wait_until_ready().await.is_ok()
+    })
+    .await;
+    if ready == Ok(true) {
+        info!("template caches ready");
+        Some(TemplateIndex {
+            namespaced,
+            cluster,
+        })
+    } else {
+        warn!("template caches not ready in time; templates are checked when runs are created");
+        None
+    }
+}
+
 /// Resolves when SIGTERM or Ctrl-C arrives.
 async fn termination() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -271,12 +321,15 @@ async fn run_controllers(
         leadership = Some((is_leader, task));
     }
 
-    let ctx = Arc::new(Context::new(
+    let templates = watch_templates(&client, config.namespace.as_deref()).await;
+    let mut context = Context::new(
         client,
         metrics,
         ConcurrencyLimiter::new(usize::from(config.concurrency)),
         std::env::var("POD_NAME").ok(),
-    ));
+    );
+    context.templates = templates;
+    let ctx = Arc::new(context);
     let (stop_rollouts, rollouts_stopped) = oneshot::channel::<()>();
     let (stop_runs, runs_stopped) = oneshot::channel::<()>();
     let scope = WatchScope {

@@ -18,7 +18,9 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, warn};
 
-use super::context::{Context, FIELD_MANAGER, FINALIZER, ROLLOUT_LABEL, rollout_label_value};
+use super::context::{
+    Context, FIELD_MANAGER, FINALIZER, ROLLOUT_LABEL, TemplateIndex, rollout_label_value,
+};
 use super::observe::{Seen, observation};
 use super::resources::{
     analysis_run_for, field_ref_value, replica_set_for, replica_set_name, secret_value,
@@ -469,7 +471,15 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
     };
     let router = Router::of(rollout, &ctx.client, &scope.namespace);
     let seen = read(&scope, &router).await?;
-    let observation = observation(rollout, &seen);
+    let mut observation = observation(rollout, &seen);
+    let missing = ctx
+        .templates
+        .as_ref()
+        .map(|index| missing_templates(rollout, &scope.namespace, index))
+        .unwrap_or_default();
+    // A template event may reach the controller before its cache has it: look again soon.
+    let waiting_for_templates = !missing.is_empty();
+    observation.spec_problems.extend(missing);
     let status = rollout.status.clone().unwrap_or_default();
     let decision = rollout::step(&rollout.spec, &status, &observation, now);
     let acted = match act(&scope, &router, &seen, &decision.effects).await {
@@ -505,6 +515,9 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
     let mut after = decision.requeue_at.map(|at| until(now, at));
     if acted {
         after = Some(after.map_or(RECHECK_AFTER_ACTING, |a| a.min(RECHECK_AFTER_ACTING)));
+    }
+    if waiting_for_templates {
+        after = Some(after.map_or(RECHECK_HELD_ANALYSIS, |a| a.min(RECHECK_HELD_ANALYSIS)));
     }
     let settled = matches!(
         decision.status.phase,
@@ -970,6 +983,51 @@ fn rollouts_using(
         .collect()
 }
 
+/// The template references of `rollout` (steps and background analysis) that name no
+/// existing template, as spec problems at their fields.
+fn missing_templates(
+    rollout: &Rollout,
+    namespace: &str,
+    index: &TemplateIndex,
+) -> Vec<SpecProblem> {
+    let canary = &rollout.spec.strategy.canary;
+    let steps = canary.steps.iter().enumerate().filter_map(|(i, step)| {
+        step.analysis.as_ref().map(|a| {
+            (
+                format!("spec.strategy.canary.steps[{i}].analysis"),
+                &a.templates,
+            )
+        })
+    });
+    let background = canary
+        .analysis
+        .as_ref()
+        .map(|a| ("spec.strategy.canary.analysis".to_owned(), &a.templates));
+    steps
+        .chain(background)
+        .flat_map(|(path, templates)| {
+            templates
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| !index.contains(namespace, &t.template_name, t.cluster_scope))
+                .map(move |(j, t)| SpecProblem {
+                    path: format!("{path}.templates[{j}].templateName"),
+                    message: if t.cluster_scope {
+                        format!(
+                            "ClusterAnalysisTemplate {:?} does not exist",
+                            t.template_name
+                        )
+                    } else {
+                        format!(
+                            "AnalysisTemplate {:?} does not exist in namespace {namespace:?}",
+                            t.template_name
+                        )
+                    },
+                })
+        })
+        .collect()
+}
+
 /// Whether a step or the background analysis of `rollout` refers to the template `name`.
 fn uses_template(rollout: &Rollout, name: &str, cluster_scope: bool) -> bool {
     let canary = &rollout.spec.strategy.canary;
@@ -1085,5 +1143,52 @@ mod tests {
             "a ClusterAnalysisTemplate wakes only cluster-scoped references"
         );
         assert!(rollouts_using(&store, Some("shop"), "unused").is_empty());
+    }
+
+    #[test]
+    fn references_to_templates_that_do_not_exist_are_spec_problems_at_their_fields() {
+        let (namespaced, mut writer) = reflector::store::<AnalysisTemplate>();
+        let (cluster, mut cluster_writer) = reflector::store::<ClusterAnalysisTemplate>();
+        let mut errors = AnalysisTemplate::new("errors", Default::default());
+        errors.metadata.namespace = Some("shop".into());
+        writer.apply_watcher_event(&watcher::Event::Apply(errors));
+        cluster_writer.apply_watcher_event(&watcher::Event::Apply(ClusterAnalysisTemplate::new(
+            "latency",
+            Default::default(),
+        )));
+        let index = TemplateIndex {
+            namespaced,
+            cluster,
+        };
+        let rollout = rollout(
+            "shop",
+            "web",
+            json!([
+                {"templateName": "errors"},
+                {"templateName": "latency", "clusterScope": true},
+                {"templateName": "latency"},
+                {"templateName": "errors", "clusterScope": true}
+            ]),
+        );
+        let problems = missing_templates(&rollout, "shop", &index);
+        let found: Vec<(&str, &str)> = problems
+            .iter()
+            .map(|p| (p.path.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "spec.strategy.canary.steps[1].analysis.templates[2].templateName",
+                    "AnalysisTemplate \"latency\" does not exist in namespace \"shop\""
+                ),
+                (
+                    "spec.strategy.canary.steps[1].analysis.templates[3].templateName",
+                    "ClusterAnalysisTemplate \"errors\" does not exist"
+                ),
+            ]
+        );
+        // The same template in another namespace is not this one.
+        assert_eq!(missing_templates(&rollout, "bank", &index).len(), 3);
     }
 }
