@@ -154,29 +154,20 @@ impl Metrics {
     /// or not yet given a phase).
     pub fn rollout_phase(&self, key: &str, phase: Option<&str>) {
         let mut counted = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = counted.get(key).map(String::as_str);
-        if before == phase {
+        if counted.get(key).map(String::as_str) == phase {
             return;
         }
-        if let Some(before) = before {
-            self.rollouts
-                .get_or_create(&PhaseLabels {
-                    phase: before.to_owned(),
-                })
-                .dec();
+        let gauge = |phase: &str| {
+            self.rollouts.get_or_create(&PhaseLabels {
+                phase: phase.to_owned(),
+            })
+        };
+        if let Some(before) = counted.remove(key) {
+            gauge(&before).dec();
         }
-        match phase {
-            Some(phase) => {
-                self.rollouts
-                    .get_or_create(&PhaseLabels {
-                        phase: phase.to_owned(),
-                    })
-                    .inc();
-                counted.insert(key.to_owned(), phase.to_owned());
-            }
-            None => {
-                counted.remove(key);
-            }
+        if let Some(phase) = phase {
+            gauge(phase).inc();
+            counted.insert(key.to_owned(), phase.to_owned());
         }
     }
 

@@ -45,7 +45,8 @@ pub(crate) struct Plan<'a> {
     pub canary_service: bool,
     pub runs: Vec<WantedRun>,
     pub history_limit: usize,
-    /// Revisions that traffic left may lose their pods now (`scaleDownDelaySeconds` passed).
+    /// Revisions that traffic verifiably left may lose their pods now
+    /// (`scaleDownDelaySeconds` passed since).
     pub scale_down_others: bool,
 }
 
@@ -94,35 +95,32 @@ pub(crate) fn leftover_revisions<'o>(plan: &Plan, obs: &'o Observation) -> Vec<&
 /// The ordered effects: stable-service moves, weight decreases, scale-ups, canary-service
 /// moves, weight increases, scale-downs, run terminations, run creations, deletions, events.
 pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>) -> Vec<Effect> {
-    let (Some(stable), Intent::Stable | Intent::Canary { .. } | Intent::Aborted { .. }) =
-        (plan.stable, plan.intent)
+    let (Some(stable), Some((weight, wanted_services))) = (plan.stable, wanted_routing(plan))
     else {
         return events;
     };
     let canary = plan.canary;
     let mut wanted_scale: Vec<(&str, i32)> = vec![(stable, plan.replicas)];
-    let (weight, wanted_services) = match plan.intent {
+    match plan.intent {
         Intent::Canary {
             canary_replicas,
             stable_replicas,
-            canary_weight,
+            ..
         } => {
             wanted_scale[0].1 = stable_replicas;
             if let Some(canary) = canary {
                 wanted_scale.push((canary, canary_replicas));
             }
-            (canary_weight, (stable, canary.unwrap_or(stable)))
         }
-        Intent::Aborted { scale_down_canary } => {
-            if let Some(canary) = canary
-                && scale_down_canary
-            {
+        Intent::Aborted {
+            scale_down_canary: true,
+        } => {
+            if let Some(canary) = canary {
                 wanted_scale.push((canary, 0));
             }
-            (0, (stable, canary.unwrap_or(stable)))
         }
-        Intent::Stable | Intent::Hold => (0, (stable, stable)),
-    };
+        _ => {}
+    }
 
     let observed_replicas = |revision: &str| {
         obs.revisions
@@ -145,9 +143,7 @@ pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>)
         }
     }
 
-    // Other revisions lose their pods only once traffic verifiably left them, and the
-    // scale-down delay after that has passed.
-    if plan.scale_down_others && traffic_left(plan, obs) {
+    if plan.scale_down_others {
         for revision in leftover_revisions(plan, obs) {
             scale_downs.push(Effect::ScaleRevision {
                 revision: revision.to_owned(),

@@ -925,8 +925,9 @@ impl<'a> Machine<'a> {
         });
     }
 
-    /// Whether the revisions that traffic left may lose their pods now. The delay starts when
-    /// traffic verifiably left them (recorded as `scaleDownAt`, so a restart keeps it).
+    /// Whether the revisions other than the stable and the canary may lose their pods now:
+    /// traffic verifiably left them and the delay since has passed. The delay starts when
+    /// traffic left (recorded as `scaleDownAt`, so a restart keeps it).
     fn scale_down_due(&mut self, recorded_at: Option<Time>, plan: &Plan) -> (Option<Time>, bool) {
         let canary = &self.spec.strategy.canary;
         let gateway = canary
@@ -941,11 +942,11 @@ impl<'a> Machine<'a> {
                 0
             })
             .max(0);
-        if delay == 0
-            || leftover_revisions(plan, self.obs).is_empty()
-            || !traffic_left(plan, self.obs)
-        {
-            return (None, delay == 0);
+        if !traffic_left(plan, self.obs) {
+            return (None, false);
+        }
+        if delay == 0 || leftover_revisions(plan, self.obs).is_empty() {
+            return (None, true);
         }
         let at =
             recorded_at.unwrap_or_else(|| Time(add_seconds(self.recorded.0, i64::from(delay))));

@@ -127,7 +127,7 @@ mod validate;
 
 use jiff::Timestamp;
 
-use crate::api::{AnalysisRunSummary, Argument, RolloutStatus, TemplateRef};
+use crate::api::{AnalysisRunSummary, Argument, RolloutSpec, RolloutStatus, TemplateRef};
 
 pub use hash::{MAX_LABEL_VALUE_LEN, MAX_NAME_LEN, fit_name, template_hash};
 pub use machine::step;
@@ -253,6 +253,68 @@ pub enum AnalysisKind {
     },
     /// The background analysis.
     Background,
+}
+
+impl AnalysisKind {
+    /// The field of the Rollout that declares this analysis.
+    pub fn path(self) -> String {
+        match self {
+            AnalysisKind::Step { index } => format!("spec.strategy.canary.steps[{index}].analysis"),
+            AnalysisKind::Background => "spec.strategy.canary.analysis".to_owned(),
+        }
+    }
+}
+
+/// One analysis a Rollout declares: a step's or the background one.
+#[derive(Clone, Copy, Debug)]
+pub struct DeclaredAnalysis<'a> {
+    /// Which one.
+    pub kind: AnalysisKind,
+    /// The templates it runs.
+    pub templates: &'a [TemplateRef],
+    /// The arguments it passes.
+    pub args: &'a [Argument],
+}
+
+impl DeclaredAnalysis<'_> {
+    /// The references to templates for which `exists` is false, as problems at their fields,
+    /// worded by `missing`.
+    pub fn missing_templates(
+        &self,
+        exists: impl Fn(&TemplateRef) -> bool,
+        missing: impl Fn(&TemplateRef) -> String,
+    ) -> Vec<SpecProblem> {
+        let path = self.kind.path();
+        self.templates
+            .iter()
+            .enumerate()
+            .filter(|(_, template)| !exists(template))
+            .map(|(j, template)| SpecProblem {
+                path: format!("{path}.templates[{j}].templateName"),
+                message: missing(template),
+            })
+            .collect()
+    }
+}
+
+/// Every analysis `spec` declares, steps first, then the background one.
+pub fn declared_analyses(spec: &RolloutSpec) -> impl Iterator<Item = DeclaredAnalysis<'_>> {
+    let canary = &spec.strategy.canary;
+    let steps = canary.steps.iter().enumerate().filter_map(|(index, step)| {
+        step.analysis.as_ref().map(|a| DeclaredAnalysis {
+            kind: AnalysisKind::Step {
+                index: i32::try_from(index).unwrap_or(i32::MAX),
+            },
+            templates: &a.templates,
+            args: &a.args,
+        })
+    });
+    let background = canary.analysis.as_ref().map(|a| DeclaredAnalysis {
+        kind: AnalysisKind::Background,
+        templates: &a.templates,
+        args: &a.args,
+    });
+    steps.chain(background)
 }
 
 /// The type of a Kubernetes Event.

@@ -175,15 +175,13 @@ const TEMPLATES_READY: std::time::Duration = std::time::Duration::from_secs(60);
 /// ClusterAnalysisTemplates, and waits until both hold what the cluster has. `None` when they
 /// do not get there in time (the templates are then read when a run is created, as before):
 /// an empty cache would make every reference look missing.
-async fn watch_templates(client: &Client, namespace: Option<&str>) -> Option<TemplateIndex> {
+async fn watch_templates(client: &Client, scope: &WatchScope) -> Option<TemplateIndex> {
     use futures::StreamExt as _;
     use kube::runtime::{WatchStreamExt as _, reflector, watcher};
     let (namespaced, namespaced_writer) = reflector::store::<AnalysisTemplate>();
     let (cluster, cluster_writer) = reflector::store::<ClusterAnalysisTemplate>();
-    let api: Api<AnalysisTemplate> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    // The namespace in scope, not the selector: Rollouts name templates, not the reverse.
+    let api: Api<AnalysisTemplate> = scope.api(client);
     tokio::spawn(
         reflector(
             namespaced_writer,
@@ -321,7 +319,12 @@ async fn run_controllers(
         leadership = Some((is_leader, task));
     }
 
-    let templates = watch_templates(&client, config.namespace.as_deref()).await;
+    let scope = WatchScope {
+        namespace: config.namespace.clone(),
+        selector: config.selector.clone(),
+        concurrency: config.concurrency,
+    };
+    let templates = watch_templates(&client, &scope).await;
     let mut context = Context::new(
         client,
         metrics,
@@ -332,11 +335,6 @@ async fn run_controllers(
     let ctx = Arc::new(context);
     let (stop_rollouts, rollouts_stopped) = oneshot::channel::<()>();
     let (stop_runs, runs_stopped) = oneshot::channel::<()>();
-    let scope = WatchScope {
-        namespace: config.namespace.clone(),
-        selector: config.selector.clone(),
-        concurrency: config.concurrency,
-    };
     let rollouts = tokio::spawn({
         let ctx = ctx.clone();
         let scope = scope.clone();

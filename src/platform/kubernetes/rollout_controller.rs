@@ -491,16 +491,14 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
             let mut observation = observation;
             observation.spec_problems.push(problem);
             let held = rollout::step(&rollout.spec, &status, &observation, now);
-            for effect in &held.effects {
-                if let Effect::Event {
-                    type_,
-                    reason,
-                    message,
-                } = effect
-                {
-                    publish(&scope, *type_, reason, message).await;
-                }
-            }
+            // Only its events: holding moves nothing.
+            let events: Vec<Effect> = held
+                .effects
+                .iter()
+                .filter(|effect| matches!(effect, Effect::Event { .. }))
+                .cloned()
+                .collect();
+            act(&scope, &router, &seen, &events).await?;
             if let Some(retry) = record(&scope, &status, &held).await? {
                 return Ok(retry);
             }
@@ -540,9 +538,9 @@ async fn record(
     let ctx = scope.ctx;
     let key = format!("{}/{}", scope.namespace, scope.name);
     let phase = |p: Option<RolloutPhase>| p.map(|p| format!("{p:?}"));
+    let (before, after) = (phase(status.phase), phase(decision.status.phase));
     if decision.status == *status {
-        ctx.metrics
-            .rollout_phase(&key, phase(status.phase).as_deref());
+        ctx.metrics.rollout_phase(&key, before.as_deref());
         return Ok(None);
     }
     let mut next = scope.rollout.clone();
@@ -568,15 +566,16 @@ async fn record(
             });
         }
     }
-    ctx.metrics
-        .rollout_phase(&key, phase(decision.status.phase).as_deref());
-    if status.phase != decision.status.phase {
-        let phase = |p: Option<RolloutPhase>| p.map_or("None".to_owned(), |p| format!("{p:?}"));
-        ctx.metrics
-            .phase_changed(&phase(status.phase), &phase(decision.status.phase));
+    ctx.metrics.rollout_phase(&key, after.as_deref());
+    if before != after {
+        let (from, to) = (
+            before.as_deref().unwrap_or("None"),
+            after.as_deref().unwrap_or("None"),
+        );
+        ctx.metrics.phase_changed(from, to);
         info!(
-            from = %phase(status.phase),
-            to = %phase(decision.status.phase),
+            from,
+            to,
             message = decision.status.message.as_deref().unwrap_or(""),
             "phase changed"
         );
@@ -824,10 +823,7 @@ async fn resolve_arg(scope: &Scope<'_>, arg: &Argument) -> Result<Argument, Erro
 /// A failure to start an analysis that only a change of the spec or a template can fix,
 /// worded for status; any other failure is returned as it is (and retried).
 fn as_spec_problem(scope: &Scope<'_>, kind: AnalysisKind, error: Error) -> Error {
-    let path = match kind {
-        AnalysisKind::Step { index } => format!("spec.strategy.canary.steps[{index}].analysis"),
-        AnalysisKind::Background => "spec.strategy.canary.analysis".to_owned(),
-    };
+    let path = kind.path();
     let message = match &error {
         Error::GetTemplate { template, source } if not_found(source) => {
             match template.strip_prefix("cluster/") {
@@ -990,29 +986,12 @@ fn missing_templates(
     namespace: &str,
     index: &TemplateIndex,
 ) -> Vec<SpecProblem> {
-    let canary = &rollout.spec.strategy.canary;
-    let steps = canary.steps.iter().enumerate().filter_map(|(i, step)| {
-        step.analysis.as_ref().map(|a| {
-            (
-                format!("spec.strategy.canary.steps[{i}].analysis"),
-                &a.templates,
-            )
-        })
-    });
-    let background = canary
-        .analysis
-        .as_ref()
-        .map(|a| ("spec.strategy.canary.analysis".to_owned(), &a.templates));
-    steps
-        .chain(background)
-        .flat_map(|(path, templates)| {
-            templates
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| !index.contains(namespace, &t.template_name, t.cluster_scope))
-                .map(move |(j, t)| SpecProblem {
-                    path: format!("{path}.templates[{j}].templateName"),
-                    message: if t.cluster_scope {
+    rollout::declared_analyses(&rollout.spec)
+        .flat_map(|analysis| {
+            analysis.missing_templates(
+                |t| index.contains(namespace, &t.template_name, t.cluster_scope),
+                |t| {
+                    if t.cluster_scope {
                         format!(
                             "ClusterAnalysisTemplate {:?} does not exist",
                             t.template_name
@@ -1022,21 +1001,17 @@ fn missing_templates(
                             "AnalysisTemplate {:?} does not exist in namespace {namespace:?}",
                             t.template_name
                         )
-                    },
-                })
+                    }
+                },
+            )
         })
         .collect()
 }
 
 /// Whether a step or the background analysis of `rollout` refers to the template `name`.
 fn uses_template(rollout: &Rollout, name: &str, cluster_scope: bool) -> bool {
-    let canary = &rollout.spec.strategy.canary;
-    canary
-        .steps
-        .iter()
-        .filter_map(|step| step.analysis.as_ref().map(|a| &a.templates))
-        .chain(canary.analysis.as_ref().map(|a| &a.templates))
-        .flatten()
+    rollout::declared_analyses(&rollout.spec)
+        .flat_map(|analysis| analysis.templates)
         .any(|t| t.template_name == name && t.cluster_scope == cluster_scope)
 }
 

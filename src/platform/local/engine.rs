@@ -825,45 +825,33 @@ impl Engine {
     /// a template not given to `vigil run`, or templates and arguments that do not make a run
     /// (an undeclared or unresolvable argument, metrics that clash).
     fn analysis_problems(&self, rollout: &str, spec: &RolloutSpec) -> Vec<Problem> {
-        let canary = &spec.strategy.canary;
-        let steps = canary.steps.iter().enumerate().filter_map(|(i, step)| {
-            step.analysis.as_ref().map(|a| {
-                (
-                    format!("spec.strategy.canary.steps[{i}].analysis"),
-                    &a.templates,
-                    &a.args,
-                )
-            })
-        });
-        let background = canary.analysis.as_ref().map(|a| {
-            (
-                "spec.strategy.canary.analysis".to_owned(),
-                &a.templates,
-                &a.args,
-            )
-        });
         let mut problems = Vec::new();
-        for (path, templates, args) in steps.chain(background) {
-            let missing: Vec<Problem> = templates
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| !self.templates.contains_key(&t.template_name))
-                .map(|(j, t)| Problem {
-                    path: format!("{path}.templates[{j}].templateName"),
-                    message: format!(
+        for analysis in crate::rollout::declared_analyses(spec) {
+            let missing = analysis.missing_templates(
+                |t| self.templates.contains_key(&t.template_name),
+                |t| {
+                    format!(
                         "AnalysisTemplate {:?} was not given to vigil run (pass its file too)",
                         t.template_name
-                    ),
-                })
-                .collect();
+                    )
+                },
+            );
             if !missing.is_empty() {
                 problems.extend(missing);
                 continue;
             }
-            let names: Vec<String> = templates.iter().map(|t| t.template_name.clone()).collect();
+            let names: Vec<String> = analysis
+                .templates
+                .iter()
+                .map(|t| t.template_name.clone())
+                .collect();
             // The revisions are not known yet; any value stands in for them here.
-            if let Err(message) = self.run_spec(rollout, &names, args, "stable", "canary") {
-                problems.push(Problem { path, message });
+            if let Err(message) = self.run_spec(rollout, &names, analysis.args, "stable", "canary")
+            {
+                problems.push(Problem {
+                    path: analysis.kind.path(),
+                    message,
+                });
             }
         }
         problems
