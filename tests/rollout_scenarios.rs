@@ -972,3 +972,39 @@ fn the_scale_down_delay_is_configurable() {
         "{message}"
     );
 }
+
+#[test]
+fn a_new_template_waits_for_resume_while_the_spec_is_paused() {
+    let mut world = World::deployed(spec(canary_steps(), true, 4), all_pass());
+    world.set_image("app:2");
+    let second = world.desired();
+    world.run_until(40, |w| w.at_step(2));
+    let weight = world.router;
+    world.spec.paused = true;
+    world.reconcile();
+    world.set_image("app:3");
+    let third = world.desired();
+    let decision = world.reconcile();
+    assert_eq!(decision.status.phase, Some(RolloutPhase::Paused));
+    assert_eq!(
+        decision.status.canary_revision.as_deref(),
+        Some(second.as_str()),
+        "status keeps naming the canary that has the traffic"
+    );
+    assert!(
+        decision
+            .effects
+            .iter()
+            .all(|e| matches!(e, Effect::Event { .. })),
+        "{:?}",
+        decision.effects
+    );
+    assert_eq!(world.router, weight);
+    world.spec.paused = false;
+    let decision = world.reconcile();
+    assert_eq!(
+        decision.status.canary_revision.as_deref(),
+        Some(third.as_str())
+    );
+    assert_eq!(decision.status.current_step_index, Some(0));
+}

@@ -133,7 +133,12 @@ impl<'a> Machine<'a> {
                 }
             }
             Some(stable) => {
-                if s.canary_revision.as_deref() != Some(desired.as_str()) {
+                // While the spec is paused nothing moves: a new template does not replace the
+                // canary in flight (whose traffic would otherwise stay on a revision status no
+                // longer names) until the rollout is resumed.
+                let replacing_while_paused = self.spec.paused && s.canary_revision.is_some();
+                if s.canary_revision.as_deref() != Some(desired.as_str()) && !replacing_while_paused
+                {
                     if invalid {
                         return self.invalid(s);
                     }

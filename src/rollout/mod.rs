@@ -100,7 +100,8 @@
 //!   `ProgressDeadlineExceeded`. Pauses and analysis do not count; after `resume` the clock
 //!   of a converging step starts again.
 //! * **`spec.paused`**: phase Paused (`UserPaused`); no step moves and no effect is emitted
-//!   (weights stay as they are), but aborts still roll back.
+//!   (weights stay as they are), but aborts still roll back. A new pod template replaces a
+//!   canary in flight only once resumed.
 //! * **Invalid spec**: phase Degraded, condition `InvalidSpec` True, `message` names each field
 //!   and problem; nothing moves toward the canary (no effects), the stable keeps serving; the
 //!   shell may wait for the next spec change.
