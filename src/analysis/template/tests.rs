@@ -1,7 +1,13 @@
+use std::collections::BTreeMap;
+
+use promql_parser::parser::Expr;
+
+use super::promql::selectors;
 use super::*;
 use crate::api::{
-    AnalysisStep, CanaryStrategy, GatewayApiRouting, LocalRouting, MannWhitneyJudge,
-    MetricProvider, PauseStep, RolloutStrategy, Scoring, SequentialJudge, TemplateRef,
+    AnalysisStep, AnalysisTemplateSpec, Argument, CanaryStep, CanaryStrategy, GatewayApiRouting,
+    LocalRouting, MannWhitneyJudge, Metric, MetricProvider, PauseStep, PrometheusProvider,
+    RolloutSpec, RolloutStrategy, Scoring, SequentialJudge, SequentialTest, TemplateRef,
     TrafficRouting,
 };
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
