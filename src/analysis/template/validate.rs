@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::duration::parse_duration;
 use crate::api::{
-    AnalysisTemplateSpec, Argument, EffectSizeMeasure, Metric, PrometheusProvider, Scoring,
-    SecretSource, SequentialTest,
+    AnalysisTemplateSpec, Argument, EffectSizeMeasure, MannWhitneyJudge, Metric,
+    PrometheusProvider, Scoring, SecretSource, SequentialJudge, SequentialTest,
 };
 
 use super::Problem;
@@ -292,18 +292,17 @@ fn check_limits(metric: &Metric, path: &str, problems: &mut Vec<Problem>) {
     }
 }
 
+/// Checks that a metric has exactly one judge, then that judge's settings.
 fn check_judge(metric: &Metric, path: &str, problems: &mut Vec<Problem>) -> Option<Judge> {
     let threshold = metric.success_condition.is_some() || metric.failure_condition.is_some();
-    let mut kinds = Vec::new();
-    if threshold {
-        kinds.push("successCondition/failureCondition");
-    }
-    if metric.mann_whitney.is_some() {
-        kinds.push("mannWhitney");
-    }
-    if metric.sequential.is_some() {
-        kinds.push("sequential");
-    }
+    let kinds: Vec<&str> = [
+        ("successCondition/failureCondition", threshold),
+        ("mannWhitney", metric.mann_whitney.is_some()),
+        ("sequential", metric.sequential.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(kind, present)| present.then_some(kind))
+    .collect();
     match kinds.len() {
         0 => {
             problems.push(Problem::new(
@@ -325,132 +324,145 @@ fn check_judge(metric: &Metric, path: &str, problems: &mut Vec<Problem>) -> Opti
         }
     }
     if threshold {
-        for (field, condition) in [
-            ("successCondition", &metric.success_condition),
-            ("failureCondition", &metric.failure_condition),
-        ] {
-            if let Some(source) = condition {
-                check_cel(source, field, &format!("{path}.{field}"), problems);
-            }
-        }
+        check_threshold(metric, path, problems);
         return Some(Judge::Threshold);
     }
     if let Some(mw) = &metric.mann_whitney {
-        let here = format!("{path}.mannWhitney");
-        if let Some(c) = mw.confidence
-            && !(c > 0.0 && c < 1.0)
-        {
-            problems.push(Problem::new(
-                format!("{here}.confidence"),
-                format!("{c} is not in (0, 1), e.g. 0.98"),
-            ));
-        }
-        for (field, value) in [
-            ("tolerance", mw.tolerance),
-            ("allowedIncrease", mw.allowed_increase),
-            ("allowedDecrease", mw.allowed_decrease),
-            ("criticalIncrease", mw.critical_increase),
-            ("criticalDecrease", mw.critical_decrease),
-        ] {
-            if let Some(v) = value
-                && !(v.is_finite() && v >= 0.0)
-            {
-                problems.push(Problem::new(
-                    format!("{here}.{field}"),
-                    format!("{v} is not a number >= 0"),
-                ));
-            }
-        }
-        if mw.effect_size_measure == Some(EffectSizeMeasure::Cles) {
-            for (field, value) in [
-                ("allowedIncrease", mw.allowed_increase),
-                ("allowedDecrease", mw.allowed_decrease),
-                ("criticalIncrease", mw.critical_increase),
-                ("criticalDecrease", mw.critical_decrease),
-            ] {
-                if let Some(v) = value
-                    && v > 1.0
-                {
-                    problems.push(Problem::new(
-                        format!("{here}.{field}"),
-                        format!(
-                            "{v} is above 1, but the `cles` effect size is a probability in 0..=1"
-                        ),
-                    ));
-                }
-            }
-        }
-        if let Some(f) = mw.outlier_factor
-            && !(f.is_finite() && f > 0.0)
-        {
-            problems.push(Problem::new(
-                format!("{here}.outlierFactor"),
-                format!("{f} is not a number > 0, e.g. 3.0"),
-            ));
-        }
-        check_duration(mw.step.as_deref(), format!("{here}.step"), problems);
-        if let Some(step) = mw.step.as_deref()
-            && parse_duration(step).is_ok_and(|d| d.is_zero())
-        {
-            problems.push(Problem::new(
-                format!("{here}.step"),
-                "0s: the step between samples must be positive",
-            ));
-        }
+        check_mann_whitney(mw, &format!("{path}.mannWhitney"), problems);
         return Some(Judge::MannWhitney);
     }
     if let Some(seq) = &metric.sequential {
-        let here = format!("{path}.sequential");
-        if let Some(a) = seq.alpha
-            && !(a > 0.0 && a < 1.0)
-        {
-            problems.push(Problem::new(
-                format!("{here}.alpha"),
-                format!("{a} is not in (0, 1), e.g. 0.01"),
-            ));
-        }
-        for (field, value) in [
-            ("failMargin", seq.fail_margin),
-            ("passMargin", seq.pass_margin),
-        ] {
-            if let Some(v) = value
-                && !(v.is_finite() && v >= 0.0)
-            {
-                problems.push(Problem::new(
-                    format!("{here}.{field}"),
-                    format!("{v} is not a number >= 0"),
-                ));
-            }
-        }
-        let fail = seq.fail_margin.unwrap_or(0.2);
-        let pass = seq.pass_margin.unwrap_or(0.1);
-        if seq.pass_early != Some(false) && pass >= fail {
-            problems.push(Problem::new(
-                format!("{here}.passMargin"),
-                format!("{pass} is not below failMargin {fail}; passing early needs passMargin < failMargin"),
-            ));
-        }
-        let test = seq.test.unwrap_or_default();
-        match (test, seq.slow_threshold_seconds) {
-            (SequentialTest::Latency, None) => problems.push(Problem::new(
-                format!("{here}.slowThresholdSeconds"),
-                "the latency test needs the bucket boundary (seconds) above which a request is slow, e.g. 0.5",
-            )),
-            (SequentialTest::Latency, Some(s)) if !(s.is_finite() && s > 0.0) => {
-                problems.push(Problem::new(
-                    format!("{here}.slowThresholdSeconds"),
-                    format!("{s} is not a number of seconds > 0"),
-                ));
-            }
-            (SequentialTest::ErrorCounts, Some(_)) => problems.push(Problem::new(
-                format!("{here}.slowThresholdSeconds"),
-                "only used by `test: latency`; the errorCounts test ignores it",
-            )),
-            _ => {}
-        }
+        let test = check_sequential(seq, &format!("{path}.sequential"), problems);
         return Some(Judge::Sequential(test));
     }
     None
+}
+
+/// The threshold judge: each CEL condition set.
+fn check_threshold(metric: &Metric, path: &str, problems: &mut Vec<Problem>) {
+    for (field, condition) in [
+        ("successCondition", &metric.success_condition),
+        ("failureCondition", &metric.failure_condition),
+    ] {
+        if let Some(source) = condition {
+            check_cel(source, field, &format!("{path}.{field}"), problems);
+        }
+    }
+}
+
+/// The mannWhitney judge: confidence, margins, outlier factor and step.
+fn check_mann_whitney(mw: &MannWhitneyJudge, here: &str, problems: &mut Vec<Problem>) {
+    if let Some(c) = mw.confidence
+        && !(c > 0.0 && c < 1.0)
+    {
+        problems.push(Problem::new(
+            format!("{here}.confidence"),
+            format!("{c} is not in (0, 1), e.g. 0.98"),
+        ));
+    }
+    let margins = [
+        ("allowedIncrease", mw.allowed_increase),
+        ("allowedDecrease", mw.allowed_decrease),
+        ("criticalIncrease", mw.critical_increase),
+        ("criticalDecrease", mw.critical_decrease),
+    ];
+    for (field, value) in std::iter::once(("tolerance", mw.tolerance)).chain(margins) {
+        if let Some(v) = value
+            && !(v.is_finite() && v >= 0.0)
+        {
+            problems.push(Problem::new(
+                format!("{here}.{field}"),
+                format!("{v} is not a number >= 0"),
+            ));
+        }
+    }
+    if mw.effect_size_measure == Some(EffectSizeMeasure::Cles) {
+        for (field, value) in margins {
+            if let Some(v) = value
+                && v > 1.0
+            {
+                problems.push(Problem::new(
+                    format!("{here}.{field}"),
+                    format!("{v} is above 1, but the `cles` effect size is a probability in 0..=1"),
+                ));
+            }
+        }
+    }
+    if let Some(f) = mw.outlier_factor
+        && !(f.is_finite() && f > 0.0)
+    {
+        problems.push(Problem::new(
+            format!("{here}.outlierFactor"),
+            format!("{f} is not a number > 0, e.g. 3.0"),
+        ));
+    }
+    check_duration(mw.step.as_deref(), format!("{here}.step"), problems);
+    if let Some(step) = mw.step.as_deref()
+        && parse_duration(step).is_ok_and(|d| d.is_zero())
+    {
+        problems.push(Problem::new(
+            format!("{here}.step"),
+            "0s: the step between samples must be positive",
+        ));
+    }
+}
+
+/// The sequential judge: alpha, margins and the test's own settings; returns the test.
+fn check_sequential(
+    seq: &SequentialJudge,
+    here: &str,
+    problems: &mut Vec<Problem>,
+) -> SequentialTest {
+    if let Some(a) = seq.alpha
+        && !(a > 0.0 && a < 1.0)
+    {
+        problems.push(Problem::new(
+            format!("{here}.alpha"),
+            format!("{a} is not in (0, 1), e.g. 0.01"),
+        ));
+    }
+    for (field, value) in [
+        ("failMargin", seq.fail_margin),
+        ("passMargin", seq.pass_margin),
+    ] {
+        if let Some(v) = value
+            && !(v.is_finite() && v >= 0.0)
+        {
+            problems.push(Problem::new(
+                format!("{here}.{field}"),
+                format!("{v} is not a number >= 0"),
+            ));
+        }
+    }
+    let fail = seq.fail_margin.unwrap_or(0.2);
+    let pass = seq.pass_margin.unwrap_or(0.1);
+    if seq.pass_early != Some(false) && pass >= fail {
+        problems.push(Problem::new(
+            format!("{here}.passMargin"),
+            format!(
+                "{pass} is not below failMargin {fail}; passing early needs passMargin < failMargin"
+            ),
+        ));
+    }
+    let test = seq.test.unwrap_or_default();
+    match (test, seq.slow_threshold_seconds) {
+        (SequentialTest::Latency, None) => problems.push(Problem::new(
+            format!("{here}.slowThresholdSeconds"),
+            "the latency test needs the bucket boundary (seconds) above which a request is slow, e.g. 0.5",
+        )),
+        (SequentialTest::Latency, Some(s)) if !(s.is_finite() && s > 0.0) => {
+            problems.push(Problem::new(
+                format!("{here}.slowThresholdSeconds"),
+                format!("{s} is not a number of seconds > 0"),
+            ));
+        }
+        (SequentialTest::ErrorCounts, Some(_)) => problems.push(Problem::new(
+            format!("{here}.slowThresholdSeconds"),
+            "only used by `test: latency`; the errorCounts test ignores it",
+        )),
+        _ => {}
+    }
+    test
 }
 
 fn check_prometheus(
