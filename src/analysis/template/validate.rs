@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::api::duration::parse_duration;
+use std::time::Duration;
+
+use crate::api::duration::{MAX_DURATION, MAX_QUERY_TIMEOUT, format_duration, parse_duration};
 use crate::api::{
     AnalysisTemplateSpec, Argument, EffectSizeMeasure, MannWhitneyJudge, Metric,
     PrometheusProvider, Scoring, SecretSource, SequentialJudge, SequentialTest,
@@ -173,13 +175,39 @@ pub(super) fn check_args(
     declared
 }
 
+/// Checks a duration field: it parses and is at most [`MAX_DURATION`].
 pub(super) fn check_duration(value: Option<&str>, path: String, problems: &mut Vec<Problem>) {
-    if let Some(text) = value
-        && let Err(error) = parse_duration(text)
-    {
-        problems.push(Problem::new(path, format!("{error}")));
+    check_duration_up_to(value, path, MAX_DURATION, "MAX_DURATION", problems);
+}
+
+/// Checks a duration field: it parses and is at most `ceiling` (the const named `name`).
+fn check_duration_up_to(
+    value: Option<&str>,
+    path: String,
+    ceiling: Duration,
+    name: &str,
+    problems: &mut Vec<Problem>,
+) {
+    let Some(text) = value else { return };
+    match parse_duration(text) {
+        Err(error) => problems.push(Problem::new(path, format!("{error}"))),
+        Ok(duration) if duration > ceiling => problems.push(Problem::new(
+            path,
+            format!(
+                "{text:?} is longer than the ceiling of {} ({name}); write a duration of at most {}",
+                format_duration(ceiling),
+                format_duration(ceiling)
+            ),
+        )),
+        Ok(_) => {}
     }
 }
+
+/// The fewest measurements a sequential `errorCounts` metric needs to ever decide: the test
+/// tempers for overdispersion and counts no evidence before three intervals with errors
+/// (`DISPERSION_MIN_INTERVALS` in `analysis::judge::sequential`), so a smaller `count` ends
+/// every run Inconclusive, whatever the canary does.
+const SEQUENTIAL_ERROR_COUNTS_MIN_COUNT: i32 = 3;
 
 /// Which judge a metric uses.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -217,6 +245,17 @@ fn check_metric(
     check_limits(metric, path, problems);
 
     let judge = check_judge(metric, path, problems);
+    if judge == Some(Judge::Sequential(SequentialTest::ErrorCounts))
+        && let Some(count) = metric.count
+        && (1..SEQUENTIAL_ERROR_COUNTS_MIN_COUNT).contains(&count)
+    {
+        problems.push(Problem::new(
+            format!("{path}.count"),
+            format!(
+                "{count}: the sequential errorCounts test weighs no evidence before {SEQUENTIAL_ERROR_COUNTS_MIN_COUNT} intervals with errors, so with fewer measurements it can never fail (or pass early); use count >= {SEQUENTIAL_ERROR_COUNTS_MIN_COUNT} or leave it out"
+            ),
+        ));
+    }
 
     let Some(prom) = &metric.provider.prometheus else {
         problems.push(Problem::new(
@@ -480,7 +519,13 @@ fn check_prometheus(
         declared,
         problems,
     );
-    check_duration(prom.timeout.as_deref(), format!("{here}.timeout"), problems);
+    check_duration_up_to(
+        prom.timeout.as_deref(),
+        format!("{here}.timeout"),
+        MAX_QUERY_TIMEOUT,
+        "MAX_QUERY_TIMEOUT",
+        problems,
+    );
     if let Some(timeout) = prom.timeout.as_deref()
         && parse_duration(timeout).is_ok_and(|d| d.is_zero())
     {
