@@ -20,3 +20,5 @@ pub mod prometheus;
 pub mod proxy;
 pub mod state;
 pub mod supervisor;
+
+pub use http::{ConnectionLimits, HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
