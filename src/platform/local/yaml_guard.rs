@@ -165,7 +165,10 @@ fn is_document_marker(line: &[u8]) -> bool {
 fn node_prefixes(mut rest: &[u8]) -> usize {
     let mut count = 0usize;
     loop {
-        let trimmed = rest.iter().position(|b| !is_blank(*b)).unwrap_or(rest.len());
+        let trimmed = rest
+            .iter()
+            .position(|b| !is_blank(*b))
+            .unwrap_or(rest.len());
         rest = &rest[trimmed..];
         match rest {
             [b'-' | b'?'] => return count.saturating_add(1),
@@ -204,14 +207,22 @@ mod tests {
             text.push_str(&format!("k{level}:\n"));
         }
         assert!(check_nesting(&text).is_err());
-        assert!(check_nesting(&"- ".repeat(100)).is_err(), "compact sequences");
+        assert!(
+            check_nesting(&"- ".repeat(100)).is_err(),
+            "compact sequences"
+        );
         let multiline: String = (0..100).map(|_| "[\n").collect();
         assert!(check_nesting(&multiline).is_err(), "one bracket per line");
     }
 
     #[test]
     fn brackets_closed_inside_strings_or_comments_do_not_hide_depth() {
-        let hidden = format!("{}\"{}\" # {}", "[".repeat(70), "]".repeat(70), "]".repeat(70));
+        let hidden = format!(
+            "{}\"{}\" # {}",
+            "[".repeat(70),
+            "]".repeat(70),
+            "]".repeat(70)
+        );
         assert!(check_nesting(&hidden).is_err());
         let single = format!("{}'it''s {}'", "{".repeat(70), "}".repeat(70));
         assert!(check_nesting(&single).is_err());
@@ -265,7 +276,13 @@ spec:
             let mut stack = vec![root.join(dir)];
             while let Some(path) = stack.pop() {
                 if path.is_dir() {
-                    stack.extend(std::fs::read_dir(&path).into_iter().flatten().flatten().map(|e| e.path()));
+                    stack.extend(
+                        std::fs::read_dir(&path)
+                            .into_iter()
+                            .flatten()
+                            .flatten()
+                            .map(|e| e.path()),
+                    );
                 } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
                     let text = std::fs::read_to_string(&path).unwrap_or_default();
                     assert_eq!(check_nesting(&text), Ok(()), "{}", path.display());
