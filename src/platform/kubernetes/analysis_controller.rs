@@ -64,8 +64,8 @@ impl Error {
 
 /// Reads the Secrets the run's providers need; a Secret that cannot be read is recorded as
 /// the reason, and the metric's provider setup reports it.
-async fn prefetch(api: &Api<Secret>, run: &AnalysisRun) -> PrefetchedSecrets {
-    let mut secrets = PrefetchedSecrets::default();
+async fn prefetch(api: &Api<Secret>, run: &AnalysisRun, ctx: &Context) -> PrefetchedSecrets {
+    let mut secrets = PrefetchedSecrets::new(ctx.credential_dirs.clone());
     for (name, key) in secret_refs(&run.spec) {
         let value = match api.get(&name).await {
             Ok(secret) => secret_value(&secret, &name, &key),
@@ -157,7 +157,7 @@ async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
         key: "metadata.namespace",
     })?;
     let now = ctx.clock.now();
-    let secrets = prefetch(&Api::namespaced(ctx.client.clone(), &namespace), run).await;
+    let secrets = prefetch(&Api::namespaced(ctx.client.clone(), &namespace), run, ctx).await;
     let (next, next_at) = match driver::clients_for(&run.spec, None, &secrets, &ctx.limiter) {
         Ok(clients) => {
             let advanced = driver::advance(

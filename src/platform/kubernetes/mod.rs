@@ -11,6 +11,8 @@ pub mod server;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trust_tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,6 +76,9 @@ pub struct ControllerConfig {
     pub concurrency: u16,
     /// Reconcile only the Rollouts (and their AnalysisRuns) matching this label selector.
     pub selector: Option<String>,
+    /// Directories a template's `file:` credential may lie under (none: every `file:` is
+    /// refused).
+    pub credential_dirs: Vec<std::path::PathBuf>,
 }
 
 /// Which objects the controllers reconcile, and how many at once.
@@ -144,6 +149,14 @@ pub enum RunError {
     /// Another instance took the Lease: stop at once so two leaders never act.
     #[error("lost the leader lease")]
     LoseLease,
+    /// A `--credential-dir` does not exist or cannot be resolved.
+    #[error("--credential-dir {dir}: {source}")]
+    ResolveCredentialDir {
+        /// The directory as given.
+        dir: String,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The API server refused `--selector`.
     #[error("the label selector {selector:?} was refused: {source}")]
     CheckSelector {
@@ -245,8 +258,27 @@ fn identity() -> String {
         + &format!("-{}", std::process::id())
 }
 
+/// The canonical form of every `--credential-dir` (symlinks and `..` resolved), so a file's
+/// canonical path can be compared with them.
+pub fn canonical_credential_dirs(
+    dirs: &[std::path::PathBuf],
+) -> Result<Vec<std::path::PathBuf>, RunError> {
+    dirs.iter()
+        .map(|dir| {
+            std::fs::canonicalize(dir).map_err(|source| RunError::ResolveCredentialDir {
+                dir: dir.display().to_string(),
+                source,
+            })
+        })
+        .collect()
+}
+
 /// Runs the controllers and the server until SIGTERM/Ctrl-C (Ok) or a fatal error.
 pub async fn run(config: ControllerConfig) -> Result<(), RunError> {
+    let credential_dirs = canonical_credential_dirs(&config.credential_dirs)?;
+    if credential_dirs.is_empty() {
+        info!("no --credential-dir: templates' file: credentials are refused");
+    }
     let client = Client::try_default()
         .await
         .map_err(RunError::ConfigureClient)?;
@@ -268,6 +300,10 @@ pub async fn run(config: ControllerConfig) -> Result<(), RunError> {
         server_shutdown,
     ));
 
+    let config = ControllerConfig {
+        credential_dirs,
+        ..config
+    };
     let result = run_controllers(client, metrics, ready, &config).await;
     let _ = stop_server.send(true);
     let _ = server.await;
@@ -332,6 +368,7 @@ async fn run_controllers(
         std::env::var("POD_NAME").ok(),
     );
     context.templates = templates;
+    context.credential_dirs = config.credential_dirs.clone();
     let ctx = Arc::new(context);
     let (stop_rollouts, rollouts_stopped) = oneshot::channel::<()>();
     let (stop_runs, runs_stopped) = oneshot::channel::<()>();
