@@ -289,3 +289,120 @@ async fn a_secret_with_the_opt_in_label_is_sent() {
         "{requests:?}"
     );
 }
+
+async fn wait_for_phase(server: &ApiServer, name: &str, phase: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(run) = server.get_json(RUNS, Some(NS), name)
+            && run["status"]["phase"] == json!(phase)
+        {
+            return run;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {name} never reached {phase}: {:?}",
+            server.get_json(RUNS, Some(NS), name)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_reconcile_does_not_stop_the_analysis_controller() {
+    let server = ApiServer::start();
+    let prometheus = FakePrometheus::start(true).await;
+    let ctx = context(&server, Vec::new());
+    let mut poisoned = run_with(
+        "poisoned",
+        &prometheus.address,
+        "up",
+        json!(null),
+        json!([]),
+    );
+    poisoned["metadata"]["annotations"] =
+        json!({analysis_controller::PANIC_FOR_TEST_ANNOTATION: "true"});
+    server.put_json(RUNS, poisoned).expect("store");
+    server
+        .put_json(
+            RUNS,
+            run_with("healthy", &prometheus.address, "up", json!(null), json!([])),
+        )
+        .expect("store");
+    let scope = super::WatchScope {
+        namespace: Some(NS.to_owned()),
+        selector: None,
+        concurrency: 4,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            analysis_controller::run(ctx, &scope, async {
+                let _ = stopped.await;
+            })
+            .await;
+        }
+    });
+    wait_for_phase(&server, "healthy", "Successful").await;
+    // A run created after the panic is still measured: the controller task lives on.
+    server
+        .put_json(
+            RUNS,
+            run_with("later", &prometheus.address, "up", json!(null), json!([])),
+        )
+        .expect("store");
+    wait_for_phase(&server, "later", "Successful").await;
+    assert!(!controller.is_finished(), "the controller task survived");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !ctx.metrics.encode().contains("reconcile_panicked") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            ctx.metrics.encode()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ctx.backoff.failures(&format!("run/{NS}/poisoned")) >= 1);
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), controller)
+        .await
+        .expect("stops")
+        .expect("no panic escaped the controller task");
+}
+
+#[tokio::test]
+async fn a_controller_task_that_ends_makes_the_process_unready_and_fail() {
+    for (label, ends) in [
+        (
+            "stream ended",
+            Box::pin(async {}) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+        ),
+        ("panicked", Box::pin(async { panic!("controller bug") })),
+    ] {
+        let ready = super::server::Readiness::default();
+        ready.set(true);
+        let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+        let never = super::spawn_controller("Rollout", std::future::pending(), ended_tx.clone());
+        let _task = super::spawn_controller("AnalysisRun", ends, ended_tx);
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(30),
+            super::supervise(
+                std::future::pending(),
+                std::future::pending(),
+                &mut ended,
+                &ready,
+            ),
+        )
+        .await
+        .expect("supervise returns");
+        match outcome {
+            Err(super::RunError::StopController { controller, reason }) => {
+                assert_eq!(controller, "AnalysisRun", "{label}");
+                assert!(!reason.is_empty(), "{label}");
+            }
+            other => panic!("{label}: {other:?}"),
+        }
+        assert!(!ready.get(), "{label}: /readyz turns 503");
+        never.abort();
+    }
+}
