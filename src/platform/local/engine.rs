@@ -16,8 +16,8 @@
 //!
 //! AnalysisRuns live in memory and in the state directory (`<run>.run.json`), so a restarted
 //! engine resumes a run where it was instead of starting it again. Processes do not survive an
-//! engine killed with SIGKILL (their process groups are recorded in `processes.json` and killed
-//! on the next start), but status does: the state machine re-derives the same step from it and
+//! engine killed with SIGKILL (their process groups are recorded in `processes.json` with their
+//! start times and killed on the next start if still theirs: see [`super::leftovers`]), but status does: the state machine re-derives the same step from it and
 //! brings processes and routing back.
 //!
 //! User requests (promote, abort, retry, pause, resume) and new Rollout versions arrive through
@@ -440,7 +440,7 @@ pub struct Engine {
     rollouts: BTreeMap<String, Managed>,
     runs: BTreeMap<String, RunEntry>,
     views: Arc<Mutex<BTreeMap<String, RolloutView>>>,
-    recorded_pids: Vec<u32>,
+    recorded_pids: Vec<super::leftovers::RecordedProcess>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -1103,13 +1103,7 @@ impl Engine {
     }
 
     fn record_processes(&mut self) {
-        let mut pids: Vec<u32> = self
-            .supervisor
-            .status()
-            .values()
-            .flat_map(|seen| seen.replicas.iter().filter_map(|r| r.pid))
-            .collect();
-        pids.sort_unstable();
+        let pids = self.supervisor.recorded_processes();
         if pids != self.recorded_pids {
             match self.state.save(PROCESSES_KEY, &pids) {
                 Ok(()) => self.recorded_pids = pids,
@@ -1262,24 +1256,16 @@ fn listen_addresses(
 /// Kills the process groups a previous engine recorded (it was killed before it could stop
 /// them): their revisions are started again from status.
 fn kill_leftovers(state: &StateDir) {
-    let pids: Vec<u32> = match state.load(PROCESSES_KEY) {
-        Ok(pids) => pids.unwrap_or_default(),
+    let records = match state.load::<serde_json::Value>(PROCESSES_KEY) {
+        Ok(json) => json.map(|json| super::leftovers::parse_records(&json)),
         Err(error) => {
             tracing::warn!(%error, "could not read the processes of a previous engine");
             return;
         }
     };
-    for pid in pids {
-        let Some(group) = i32::try_from(pid)
-            .ok()
-            .and_then(rustix::process::Pid::from_raw)
-        else {
-            continue;
-        };
-        // ESRCH (already gone) is the common case and harmless.
-        if rustix::process::kill_process_group(group, rustix::process::Signal::KILL).is_ok() {
-            tracing::info!(pid, "killed a process left by a previous engine");
-        }
+    // Only a PID that still has its recorded start time is signalled (issue 9, item 13).
+    for record in records.unwrap_or_default() {
+        super::leftovers::end_leftover(record);
     }
     if let Err(error) = state.save(PROCESSES_KEY, &Vec::<u32>::new()) {
         tracing::warn!(%error, "could not clear the recorded processes");
