@@ -799,10 +799,12 @@ fn query_timeout_of_a_million_hours_is_refused_naming_the_ceiling() {
 
 #[test]
 fn pause_of_a_hundred_million_hours_is_refused() {
-    let mut pause = CanaryStep::default();
-    pause.pause = Some(PauseStep {
-        duration: Some("100000000h".to_owned()),
-    });
+    let pause = CanaryStep {
+        pause: Some(PauseStep {
+            duration: Some("100000000h".to_owned()),
+        }),
+        ..CanaryStep::default()
+    };
     let problems = validate_rollout(&rollout(vec![pause]));
     let found = at(&problems, "spec.strategy.canary.steps[0].pause.duration");
     assert!(found[0].contains("MAX_DURATION"), "{problems:#?}");
