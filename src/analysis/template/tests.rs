@@ -830,3 +830,20 @@ fn sequential_error_counts_with_count_2_can_never_fail() {
     metric.count = Some(3);
     assert_eq!(validate_template(&template(vec![metric])), vec![]);
 }
+
+#[test]
+fn lint_refuses_a_4000_term_condition_and_nested_maps_as_too_costly() {
+    let long = vec!["result > 0"; 4000].join(" && ");
+    let list = "[1,2,3,4,5,6,7,8,9,10]";
+    let nested =
+        format!("{list}.map(a, {list}.map(b, {list}.map(c, {list}.map(d, a)))).size() > 0");
+    let deep = format!("{}(result > 0)", "!".repeat(4000));
+    for condition in [long, nested, deep] {
+        let problems = validate_template(&template(vec![threshold_metric(
+            "m", GOOD_QUERY, &condition,
+        )]));
+        let found = at(&problems, "spec.metrics[0].successCondition");
+        assert_eq!(found.len(), 1, "{problems:#?}");
+        assert!(found[0].starts_with("too costly: "), "{found:?}");
+    }
+}
