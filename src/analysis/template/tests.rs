@@ -799,10 +799,12 @@ fn query_timeout_of_a_million_hours_is_refused_naming_the_ceiling() {
 
 #[test]
 fn pause_of_a_hundred_million_hours_is_refused() {
-    let mut pause = CanaryStep::default();
-    pause.pause = Some(PauseStep {
-        duration: Some("100000000h".to_owned()),
-    });
+    let pause = CanaryStep {
+        pause: Some(PauseStep {
+            duration: Some("100000000h".to_owned()),
+        }),
+        ..CanaryStep::default()
+    };
     let problems = validate_rollout(&rollout(vec![pause]));
     let found = at(&problems, "spec.strategy.canary.steps[0].pause.duration");
     assert!(found[0].contains("MAX_DURATION"), "{problems:#?}");
@@ -827,4 +829,21 @@ fn sequential_error_counts_with_count_2_can_never_fail() {
     assert!(found[0].contains("can never fail"), "{found:?}");
     metric.count = Some(3);
     assert_eq!(validate_template(&template(vec![metric])), vec![]);
+}
+
+#[test]
+fn lint_refuses_a_4000_term_condition_and_nested_maps_as_too_costly() {
+    let long = vec!["result > 0"; 4000].join(" && ");
+    let list = "[1,2,3,4,5,6,7,8,9,10]";
+    let nested =
+        format!("{list}.map(a, {list}.map(b, {list}.map(c, {list}.map(d, a)))).size() > 0");
+    let deep = format!("{}(result > 0)", "!".repeat(4000));
+    for condition in [long, nested, deep] {
+        let problems = validate_template(&template(vec![threshold_metric(
+            "m", GOOD_QUERY, &condition,
+        )]));
+        let found = at(&problems, "spec.metrics[0].successCondition");
+        assert_eq!(found.len(), 1, "{problems:#?}");
+        assert!(found[0].starts_with("too costly: "), "{found:?}");
+    }
 }
