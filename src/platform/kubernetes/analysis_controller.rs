@@ -14,7 +14,7 @@ use kube::runtime::controller::{Action, Config, Controller};
 use serde_json::json;
 use tracing::{Instrument, debug, info, warn};
 
-use super::context::{Context, FIELD_MANAGER};
+use super::context::{Context, FIELD_MANAGER, NAMESPACE_SLOT_RETRY};
 use super::resources::{PrefetchedSecrets, secret_refs, secret_value};
 use crate::analysis::driver::{self, DriverError, MeasureAt};
 use crate::api::{AnalysisPhase, AnalysisRun, AnalysisRunStatus, MetricResult};
@@ -183,6 +183,11 @@ async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
     let namespace = run.namespace().ok_or(Error::MissingObjectKey {
         key: "metadata.namespace",
     })?;
+    // Waiting here would hold a controller slot; coming back soon holds none.
+    let Some(_slot) = ctx.analysis_slots.try_acquire(&namespace) else {
+        debug!("namespace holds its share of analysis slots; retrying soon");
+        return Ok(Action::requeue(NAMESPACE_SLOT_RETRY));
+    };
     let now = ctx.clock.now();
     let secrets = prefetch(&Api::namespaced(ctx.client.clone(), &namespace), run, ctx).await;
     let (next, next_at) = match driver::clients_for(&run.spec, None, &secrets, &ctx.limiter) {

@@ -307,6 +307,101 @@ async fn wait_for_phase(server: &ApiServer, name: &str, phase: &str) -> Value {
     }
 }
 
+fn in_namespace(mut run: Value, namespace: &str) -> Value {
+    run["metadata"]["namespace"] = json!(namespace);
+    run
+}
+
+#[tokio::test]
+async fn ten_runs_stuck_on_a_silent_prometheus_do_not_starve_another_namespace() {
+    let server = ApiServer::start();
+    let silent = FakePrometheus::start(false).await;
+    let normal = FakePrometheus::start(true).await;
+    let concurrency = 4;
+    let mut ctx = Context::new(
+        server.client(),
+        Metrics::default(),
+        ConcurrencyLimiter::default(),
+        None,
+    );
+    ctx.analysis_slots = super::context::NamespaceSlots::new(super::context::namespace_slot_cap(
+        usize::from(concurrency),
+    ));
+    let ctx = Arc::new(ctx);
+    for i in 0..10 {
+        let mut run = run_with(
+            &format!("stuck-{i}"),
+            &silent.address,
+            "up",
+            json!(null),
+            json!([]),
+        );
+        run["spec"]["metrics"][0]["provider"]["prometheus"]["timeout"] = json!("120s");
+        server
+            .put_json(RUNS, in_namespace(run, "greedy"))
+            .expect("store");
+    }
+    let scope = super::WatchScope {
+        namespace: None,
+        selector: None,
+        concurrency,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            analysis_controller::run(ctx, &scope, async {
+                let _ = stopped.await;
+            })
+            .await;
+        }
+    });
+    // Every greedy run has been looked at (those past the namespace's share come back later
+    // without holding a slot) and some hold their query open, before the other namespace's
+    // run exists. Without the share, the first four hold every slot and the rest wait.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while silent.requests().len() < 2 || ctx.metrics.reconciles.get() < 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the greedy runs took every slot: {} reconciles started, {} queries in flight",
+            ctx.metrics.reconciles.get(),
+            silent.requests().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server
+        .put_json(
+            RUNS,
+            in_namespace(
+                run_with("fair", &normal.address, "up", json!(null), json!([])),
+                "quiet",
+            ),
+        )
+        .expect("store");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let fair = server.get_json(RUNS, Some("quiet"), "fair");
+        if fair
+            .as_ref()
+            .is_some_and(|run| run["status"]["phase"] == json!("Successful"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the quiet namespace's run was starved: {fair:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        silent.requests().len() <= super::context::namespace_slot_cap(usize::from(concurrency)),
+        "one namespace held more than its share: {} queries in flight",
+        silent.requests().len()
+    );
+    let _ = stop.send(());
+    controller.abort();
+}
+
 #[tokio::test]
 async fn a_panicking_reconcile_does_not_stop_the_analysis_controller() {
     let server = ApiServer::start();
