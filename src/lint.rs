@@ -18,7 +18,6 @@ use std::fmt;
 use std::path::Path;
 use std::sync::LazyLock;
 
-use serde::Deserialize;
 use serde_json::Value as Schema;
 use serde_norway::Value;
 
@@ -111,25 +110,22 @@ static SCHEMAS: LazyLock<BTreeMap<String, Schema>> = LazyLock::new(|| {
 /// whatever the text.
 pub fn lint_file(path: &Path, text: &str) -> Vec<LintProblem> {
     let file = path.display().to_string();
-    let mut documents = Vec::new();
     let mut problems = Vec::new();
-    for document in serde_norway::Deserializer::from_str(text) {
-        match Value::deserialize(document) {
-            Ok(value) => documents.push(value),
-            Err(error) => {
-                let position = error.location().map(|l| (l.line(), l.column()));
-                problems.push(LintProblem {
-                    file: file.clone(),
-                    document: None,
-                    position: position.or(Some((1, 1))),
-                    path: String::new(),
-                    message: format!("invalid YAML: {}", yaml_message(&error)),
-                });
-                // The parser cannot resume after a syntax error.
-                return problems;
-            }
+    let documents = match crate::manifest::documents(text) {
+        Ok(documents) => documents,
+        Err(crate::manifest::ReadDocumentError { source: error, .. }) => {
+            let position = error.location().map(|l| (l.line(), l.column()));
+            problems.push(LintProblem {
+                file: file.clone(),
+                document: None,
+                position: position.or(Some((1, 1))),
+                path: String::new(),
+                message: format!("invalid YAML: {}", yaml_message(&error)),
+            });
+            // The parser cannot resume after a syntax error.
+            return problems;
         }
-    }
+    };
     let non_empty = documents.iter().filter(|d| !d.is_null()).count();
     if non_empty == 0 {
         problems.push(LintProblem {

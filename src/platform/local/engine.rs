@@ -46,9 +46,10 @@ use crate::analysis::provider::resolve::NoSecrets;
 use crate::analysis::run::STORED_MEASUREMENTS_PER_METRIC;
 use crate::analysis::template::{Problem, validate_rollout};
 use crate::api::{
-    AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, AnalysisRunSummary, AnalysisTemplate,
-    AnalysisTemplateSpec, Argument, Rollout, RolloutSpec, RolloutStatus,
+    AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, AnalysisRunSummary, AnalysisTemplateSpec,
+    Argument, Rollout, RolloutSpec, RolloutStatus,
 };
+use crate::manifest::Manifest;
 use crate::rollout::{
     self, Effect, EventType, Observation, RevisionObservation, ServiceSelection, template_hash,
 };
@@ -152,7 +153,6 @@ impl Sources {
 
     /// Lints and parses the documents of one file (`path` names it in errors).
     pub fn parse(path: &Path, text: &str) -> Result<Self, EngineError> {
-        use serde::Deserialize as _;
         let problems = crate::lint::lint_file(path, text);
         if !problems.is_empty() {
             let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
@@ -161,37 +161,27 @@ impl Sources {
             });
         }
         let file = path.display().to_string();
+        let parse_error = |index: usize, reason: String| EngineError::ParseDocument {
+            file: file.clone(),
+            index,
+            reason,
+        };
         let mut sources = Sources::default();
-        for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
-            let parse_error = |reason: String| EngineError::ParseDocument {
-                file: file.clone(),
-                index,
-                reason,
-            };
-            let value = serde_norway::Value::deserialize(document)
-                .map_err(|e| parse_error(e.to_string()))?;
-            if value.is_null() {
-                continue;
-            }
-            let kind = value
-                .get("kind")
-                .and_then(|k| k.as_str())
-                .unwrap_or_default()
-                .to_owned();
-            match kind.as_str() {
-                "Rollout" => sources
-                    .rollouts
-                    .push(serde_norway::from_value(value).map_err(|e| parse_error(e.to_string()))?),
-                "AnalysisTemplate" | "ClusterAnalysisTemplate" => {
-                    let template: AnalysisTemplate =
-                        serde_norway::from_value(value).map_err(|e| parse_error(e.to_string()))?;
-                    let name = template.metadata.name.clone().unwrap_or_default();
-                    sources.templates.push((name, template.spec));
+        let manifests =
+            crate::manifest::manifests(text).map_err(|e| parse_error(e.index, e.reason))?;
+        for (index, manifest) in manifests {
+            match manifest {
+                Manifest::Rollout(rollout) => sources.rollouts.push(*rollout),
+                Manifest::AnalysisTemplate { name, spec } => {
+                    sources.templates.push((name.unwrap_or_default(), spec));
                 }
-                other => {
-                    return Err(parse_error(format!(
-                        "kind {other:?}: vigil run takes Rollout and AnalysisTemplate documents"
-                    )));
+                Manifest::Other { kind } => {
+                    return Err(parse_error(
+                        index,
+                        format!(
+                            "kind {kind:?}: vigil run takes Rollout and AnalysisTemplate documents"
+                        ),
+                    ));
                 }
             }
         }
