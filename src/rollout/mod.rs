@@ -124,6 +124,7 @@ mod conditions;
 mod effects;
 mod hash;
 mod machine;
+mod requests;
 mod validate;
 
 use jiff::Timestamp;
@@ -132,6 +133,7 @@ use crate::api::{AnalysisRunSummary, Argument, RolloutSpec, RolloutStatus, Templ
 
 pub use hash::{MAX_LABEL_VALUE_LEN, MAX_NAME_LEN, fit_name, template_hash};
 pub use machine::step;
+pub use requests::{RequestError, StatusRequest, UserRequest, status_request};
 pub use validate::validate_spec;
 
 /// What the I/O shell saw in the cluster for one Rollout, just before calling [`step`].

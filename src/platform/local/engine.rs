@@ -43,7 +43,7 @@ use crate::analysis::driver::{MeasureAt, advance, clients_for};
 use crate::analysis::instantiate::{builtin_args, instantiate};
 use crate::analysis::provider::prometheus::{ConcurrencyLimiter, PrometheusClient};
 use crate::analysis::provider::resolve::NoSecrets;
-use crate::analysis::run::STORED_MEASUREMENTS_PER_METRIC;
+use crate::analysis::run::{STORED_MEASUREMENTS_PER_METRIC, errored_status};
 use crate::analysis::template::{Problem, validate_rollout};
 use crate::api::{
     AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, AnalysisRunSummary, AnalysisTemplateSpec,
@@ -51,7 +51,8 @@ use crate::api::{
 };
 use crate::manifest::Manifest;
 use crate::rollout::{
-    self, Effect, EventType, Observation, RevisionObservation, ServiceSelection, template_hash,
+    self, Effect, EventType, Observation, RequestError, RevisionObservation, ServiceSelection,
+    status_request, template_hash,
 };
 
 /// Annotation on a Rollout naming the address of its proxy's metrics listener (`/metrics`,
@@ -122,6 +123,9 @@ pub enum EngineError {
         /// The name.
         name: String,
     },
+    /// A user request cannot be honoured (a promote with no step to finish).
+    #[error(transparent)]
+    Request(#[from] RequestError),
     /// The engine loop is gone.
     #[error("the engine has stopped")]
     ReachEngine,
@@ -206,42 +210,7 @@ pub struct EngineConfig {
     pub supervisor: SupervisorConfig,
 }
 
-/// A request from a person, as `vigil local promote|abort|...` sends it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum UserRequest {
-    /// Finish the current step (the index seen, or the current one).
-    Promote {
-        /// The step index the user saw; `None` means the current one.
-        step: Option<i32>,
-    },
-    /// Skip the remaining steps.
-    PromoteFull,
-    /// Roll back to stable.
-    Abort,
-    /// Start an aborted canary again from step 0.
-    Retry,
-    /// Stop moving (`spec.paused`).
-    Pause,
-    /// Move again.
-    Resume,
-}
-
-impl UserRequest {
-    /// Parses the admin endpoint's action name (`promote`, `promote-full`, `abort`, `retry`,
-    /// `pause`, `resume`).
-    pub fn from_action(action: &str) -> Option<Self> {
-        Some(match action {
-            "promote" => UserRequest::Promote { step: None },
-            "promote-full" => UserRequest::PromoteFull,
-            "abort" => UserRequest::Abort,
-            "retry" => UserRequest::Retry,
-            "pause" => UserRequest::Pause,
-            "resume" => UserRequest::Resume,
-            _ => return None,
-        })
-    }
-}
+pub use crate::rollout::UserRequest;
 
 /// An event recorded on a Rollout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -585,16 +554,10 @@ impl Engine {
             .ok_or_else(|| EngineError::FindRollout {
                 name: name.to_owned(),
             })?;
-        let status = &mut managed.status;
-        match request {
-            UserRequest::Promote { step } => {
-                status.promote_step = Some(step.unwrap_or(status.current_step_index.unwrap_or(0)));
-            }
-            UserRequest::PromoteFull => status.promote_full = true,
-            UserRequest::Abort => status.abort = true,
-            UserRequest::Retry => status.abort = false,
-            UserRequest::Pause | UserRequest::Resume => {
-                managed.spec.paused = request == UserRequest::Pause;
+        match status_request(name, Some(&managed.status), request)? {
+            Some(change) => change.apply_to(&mut managed.status),
+            None => {
+                managed.spec.paused = request.paused().unwrap_or(managed.spec.paused);
                 store_rollout(&self.state, managed)?;
             }
         }
@@ -684,7 +647,7 @@ impl Engine {
             };
             let (status, next_at) = match result {
                 Ok(advanced) => advanced,
-                Err(reason) => (error_status(&run.status, &reason, now), None),
+                Err(reason) => (errored_status(&run.status, reason, now), None),
             };
             run.next_at = next_at;
             if status != run.status {
@@ -1031,7 +994,7 @@ impl Engine {
         let failed = |spec: AnalysisRunSpec, reason: String| RunEntry {
             rollout: rollout.to_owned(),
             spec,
-            status: error_status(&AnalysisRunStatus::default(), &reason, now),
+            status: errored_status(&AnalysisRunStatus::default(), reason.clone(), now),
             clients: Err(reason),
             next_at: None,
         };
@@ -1186,17 +1149,6 @@ fn save_run(state: &StateDir, name: &str, run: &RunEntry) {
     };
     if let Err(error) = state.save(&run_key(name), &stored) {
         tracing::error!(run = %name, %error, "could not record the analysis run");
-    }
-}
-
-fn error_status(previous: &AnalysisRunStatus, reason: &str, now: Timestamp) -> AnalysisRunStatus {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    AnalysisRunStatus {
-        phase: Some(AnalysisPhase::Error),
-        message: Some(reason.to_owned()),
-        started_at: previous.started_at.clone().or(Some(Time(now))),
-        completed_at: Some(Time(now)),
-        ..previous.clone()
     }
 }
 
