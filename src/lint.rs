@@ -6,7 +6,7 @@
 //! 2. the raw document against the CRD's `openAPIV3Schema` from [`crate::api::all_crds`]: unknown
 //!    fields (the API server prunes them silently, so a misspelt `succesCondition` would simply
 //!    vanish), wrong types and missing required fields, each with the path of the field;
-//! 3. the typed spec through [`validate_template`] / [`validate_rollout`], the checks the
+//! 3. the typed spec through [`validate_template`] / [`validate_rollout`](crate::rollout::validate_spec), the checks the
 //!    controller runs too.
 //!
 //! Problems print one per line: `FILE: PATH: MESSAGE`. When a file holds several documents the
@@ -21,11 +21,12 @@ use std::sync::LazyLock;
 use serde_json::Value as Schema;
 use serde_norway::Value;
 
-use crate::analysis::template::{Problem, suggest, validate_rollout, validate_template};
+use crate::analysis::template::{Problem, suggest, validate_template};
 use crate::api::{
     AnalysisRunSpec, AnalysisTemplateSpec, ClusterAnalysisTemplateSpec, GROUP, RolloutSpec,
     VERSION, all_crds,
 };
+use crate::rollout::validate_spec as validate_rollout;
 
 /// The vigil kinds, in the order they are suggested.
 const KINDS: [&str; 4] = [

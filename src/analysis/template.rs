@@ -12,8 +12,8 @@ use promql_parser::parser::{Expr, LabelModifier};
 
 use crate::api::duration::parse_duration;
 use crate::api::{
-    AnalysisTemplateSpec, Argument, CanaryStep, EffectSizeMeasure, Metric, PrometheusProvider,
-    RolloutSpec, Scoring, SecretSource, SequentialTest,
+    AnalysisTemplateSpec, Argument, EffectSizeMeasure, Metric, PrometheusProvider, Scoring,
+    SecretSource, SequentialTest,
 };
 
 use crate::analysis::judge::threshold::{
@@ -679,7 +679,11 @@ pub fn validate_template(spec: &AnalysisTemplateSpec) -> Vec<Problem> {
 }
 
 /// Checks argument declarations; returns the declared names.
-fn check_args(args: &[Argument], path: &str, problems: &mut Vec<Problem>) -> BTreeSet<String> {
+pub(crate) fn check_args(
+    args: &[Argument],
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> BTreeSet<String> {
     let mut declared = BTreeSet::new();
     for (i, arg) in args.iter().enumerate() {
         let here = format!("{path}[{i}]");
@@ -741,7 +745,7 @@ fn check_args(args: &[Argument], path: &str, problems: &mut Vec<Problem>) -> BTr
     declared
 }
 
-fn check_duration(value: Option<&str>, path: String, problems: &mut Vec<Problem>) {
+pub(crate) fn check_duration(value: Option<&str>, path: String, problems: &mut Vec<Problem>) {
     if let Some(text) = value
         && let Err(error) = parse_duration(text)
     {
@@ -1653,306 +1657,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 // ---------------------------------------------------------------------------------------------
 // Rollout validation
-
-/// Validates a Rollout spec. Paths start with `spec.`. An empty result means it is valid.
-pub fn validate_rollout(spec: &RolloutSpec) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    if let Some(replicas) = spec.replicas
-        && replicas < 0
-    {
-        problems.push(Problem::new(
-            "spec.replicas",
-            format!("{replicas} is negative"),
-        ));
-    }
-    for (field, value) in [
-        ("revisionHistoryLimit", spec.revision_history_limit),
-        (
-            "strategy.canary.abortScaleDownDelaySeconds",
-            spec.strategy.canary.abort_scale_down_delay_seconds,
-        ),
-        (
-            "strategy.canary.scaleDownDelaySeconds",
-            spec.strategy.canary.scale_down_delay_seconds,
-        ),
-    ] {
-        if let Some(v) = value
-            && v < 0
-        {
-            problems.push(Problem::new(
-                format!("spec.{field}"),
-                format!("{v} is negative"),
-            ));
-        }
-    }
-    if let Some(deadline) = spec.progress_deadline_seconds
-        && deadline < 1
-    {
-        problems.push(Problem::new(
-            "spec.progressDeadlineSeconds",
-            format!("{deadline}: the deadline must be at least 1 second"),
-        ));
-    }
-    check_selector(spec, &mut problems);
-    let has_containers = spec
-        .template
-        .spec
-        .as_ref()
-        .is_some_and(|pod| !pod.containers.is_empty());
-    if !has_containers {
-        problems.push(Problem::new(
-            "spec.template.spec.containers",
-            "no containers: the pod template needs at least one",
-        ));
-    }
-
-    let canary = &spec.strategy.canary;
-    let base = "spec.strategy.canary";
-    let mut highest: Option<(i32, usize)> = None;
-    for (i, step) in canary.steps.iter().enumerate() {
-        let path = format!("{base}.steps[{i}]");
-        check_step(step, &path, i, &mut highest, &mut problems);
-    }
-    if let Some(background) = &canary.analysis {
-        let path = format!("{base}.analysis");
-        check_template_refs(&background.templates, &path, &mut problems);
-        check_args(&background.args, &format!("{path}.args"), &mut problems);
-        if let Some(start) = background.starting_step {
-            let steps = canary.steps.len();
-            let in_range =
-                usize::try_from(start).is_ok_and(|s| s < steps.max(1) && (steps > 0 || s == 0));
-            if !in_range {
-                problems.push(Problem::new(
-                    format!("{path}.startingStep"),
-                    format!(
-                        "{start} is not a step index: there are {steps} steps (0..={})",
-                        steps.saturating_sub(1)
-                    ),
-                ));
-            }
-        }
-    }
-    for (field, value) in [
-        ("stableService", &canary.stable_service),
-        ("canaryService", &canary.canary_service),
-    ] {
-        if value.as_deref().is_some_and(|s| s.trim().is_empty()) {
-            problems.push(Problem::new(
-                format!("{base}.{field}"),
-                "empty service name",
-            ));
-        }
-    }
-    if let (Some(stable), Some(canary_svc)) = (&canary.stable_service, &canary.canary_service)
-        && !stable.is_empty()
-        && stable == canary_svc
-    {
-        problems.push(Problem::new(
-            format!("{base}.canaryService"),
-            format!("`{canary_svc}` is also the stableService; they must be two Services"),
-        ));
-    }
-    if let Some(routing) = &canary.traffic_routing {
-        let path = format!("{base}.trafficRouting");
-        match (&routing.gateway_api, &routing.local) {
-            (None, None) => problems.push(Problem::new(
-                path.clone(),
-                "no router: set `gatewayAPI` or `local`, or remove trafficRouting to split traffic by replica ratio",
-            )),
-            (Some(_), Some(_)) => problems.push(Problem::new(
-                path.clone(),
-                "several routers (gatewayAPI, local); set exactly one",
-            )),
-            _ => {}
-        }
-        if let Some(gateway) = &routing.gateway_api {
-            if gateway.http_route.trim().is_empty() {
-                problems.push(Problem::new(
-                    format!("{path}.gatewayAPI.httpRoute"),
-                    "empty HTTPRoute name",
-                ));
-            }
-            for (field, value) in [
-                ("stableService", &canary.stable_service),
-                ("canaryService", &canary.canary_service),
-            ] {
-                if value.is_none() {
-                    problems.push(Problem::new(
-                        format!("{base}.{field}"),
-                        "missing: gatewayAPI routing sets the weights of the stable and canary Services' backendRefs, so both are needed",
-                    ));
-                }
-            }
-        }
-        if let Some(local) = &routing.local
-            && local.listen.parse::<std::net::SocketAddr>().is_err()
-        {
-            problems.push(Problem::new(
-                format!("{path}.local.listen"),
-                format!(
-                    "`{}` is not a socket address like 127.0.0.1:8080",
-                    local.listen
-                ),
-            ));
-        }
-    }
-    problems
-}
-
-fn check_step(
-    step: &CanaryStep,
-    path: &str,
-    index: usize,
-    highest: &mut Option<(i32, usize)>,
-    problems: &mut Vec<Problem>,
-) {
-    let set: Vec<&str> = [
-        ("setWeight", step.set_weight.is_some()),
-        ("pause", step.pause.is_some()),
-        ("analysis", step.analysis.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(name, present)| present.then_some(name))
-    .collect();
-    match set.len() {
-        0 => problems.push(Problem::new(
-            path.to_owned(),
-            "empty step: set one of setWeight, pause, analysis",
-        )),
-        1 => {}
-        _ => problems.push(Problem::new(
-            path.to_owned(),
-            format!(
-                "a step does one thing, but this one sets {}; split it into several steps",
-                set.join(", ")
-            ),
-        )),
-    }
-    if let Some(weight) = step.set_weight {
-        if !(0..=100).contains(&weight) {
-            problems.push(Problem::new(
-                format!("{path}.setWeight"),
-                format!("{weight} is not in 0..=100"),
-            ));
-        } else {
-            match *highest {
-                Some((previous, at)) if weight < previous => problems.push(Problem::new(
-                    format!("{path}.setWeight"),
-                    format!(
-                        "{weight} is lower than {previous} set at steps[{at}]; weights never decrease during a rollout (abort to go back)"
-                    ),
-                )),
-                _ => *highest = Some((weight, index)),
-            }
-        }
-    }
-    if let Some(pause) = &step.pause {
-        check_duration(
-            pause.duration.as_deref(),
-            format!("{path}.pause.duration"),
-            problems,
-        );
-    }
-    if let Some(analysis) = &step.analysis {
-        check_template_refs(&analysis.templates, &format!("{path}.analysis"), problems);
-        check_args(&analysis.args, &format!("{path}.analysis.args"), problems);
-    }
-}
-
-fn check_template_refs(
-    templates: &[crate::api::TemplateRef],
-    path: &str,
-    problems: &mut Vec<Problem>,
-) {
-    if templates.is_empty() {
-        problems.push(Problem::new(
-            format!("{path}.templates"),
-            "no templates: name at least one AnalysisTemplate",
-        ));
-    }
-    for (i, t) in templates.iter().enumerate() {
-        if t.template_name.trim().is_empty() {
-            problems.push(Problem::new(
-                format!("{path}.templates[{i}].templateName"),
-                "empty template name",
-            ));
-        }
-    }
-}
-
-fn check_selector(spec: &RolloutSpec, problems: &mut Vec<Problem>) {
-    let empty = BTreeMap::new();
-    let labels = spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.labels.as_ref())
-        .unwrap_or(&empty);
-    let selector = &spec.selector;
-    let match_labels = selector.match_labels.as_ref();
-    let expressions = selector.match_expressions.as_deref().unwrap_or_default();
-    if match_labels.is_none_or(BTreeMap::is_empty) && expressions.is_empty() {
-        problems.push(Problem::new(
-            "spec.selector",
-            "empty selector: it would select every pod in the namespace; use matchLabels",
-        ));
-        return;
-    }
-    for (key, value) in match_labels.into_iter().flatten() {
-        match labels.get(key) {
-            Some(v) if v == value => {}
-            Some(v) => problems.push(Problem::new(
-                format!("spec.selector.matchLabels.{key}"),
-                format!(
-                    "`{value}` does not match the template's label {key}: `{v}`; the Rollout would not select its own pods"
-                ),
-            )),
-            None => problems.push(Problem::new(
-                format!("spec.selector.matchLabels.{key}"),
-                format!(
-                    "spec.template.metadata.labels has no `{key}`; the Rollout would not select its own pods"
-                ),
-            )),
-        }
-    }
-    for (i, requirement) in expressions.iter().enumerate() {
-        let path = format!("spec.selector.matchExpressions[{i}]");
-        match requirement_matches(requirement, labels) {
-            Ok(true) => {}
-            Ok(false) => problems.push(Problem::new(
-                path,
-                "does not match spec.template.metadata.labels; the Rollout would not select its own pods",
-            )),
-            Err(reason) => problems.push(Problem::new(path, reason)),
-        }
-    }
-}
-
-/// Whether one `matchExpressions` requirement holds for `labels` (Kubernetes' semantics).
-fn requirement_matches(
-    requirement: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement,
-    labels: &BTreeMap<String, String>,
-) -> Result<bool, String> {
-    let values = requirement.values.as_deref().unwrap_or_default();
-    let value = labels.get(&requirement.key);
-    match requirement.operator.as_str() {
-        "In" | "NotIn" if values.is_empty() => Err(format!(
-            "operator {} needs a non-empty `values`",
-            requirement.operator
-        )),
-        "In" => Ok(value.is_some_and(|v| values.contains(v))),
-        "NotIn" => Ok(!value.is_some_and(|v| values.contains(v))),
-        "Exists" | "DoesNotExist" if !values.is_empty() => Err(format!(
-            "operator {} takes no `values`",
-            requirement.operator
-        )),
-        "Exists" => Ok(value.is_some()),
-        "DoesNotExist" => Ok(value.is_none()),
-        other => Err(format!(
-            "unknown operator `{other}`; use In, NotIn, Exists or DoesNotExist"
-        )),
-    }
-}
 
 #[cfg(test)]
 mod tests;

@@ -83,13 +83,9 @@ impl<'a> Machine<'a> {
         obs: &'a Observation,
         now: Timestamp,
     ) -> Self {
-        let mut problems = obs.spec_problems.clone();
-        // The shell's validation words the same checks its own way: keep one per field.
-        for own in validate_spec(spec) {
-            if !problems.iter().any(|seen| seen.path == own.path) {
-                problems.push(own);
-            }
-        }
+        // The one validator, plus what only the shell could find (dereferencing).
+        let mut problems = validate_spec(spec);
+        problems.extend(obs.spec_problems.iter().cloned());
         problems.sort();
         problems.dedup();
         let routing = spec.strategy.canary.traffic_routing.as_ref();

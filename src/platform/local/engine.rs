@@ -7,7 +7,7 @@
 //!
 //! 1. **observes**: the supervisor's processes per revision, the proxy's routing read back (the
 //!    canary weight, and which revisions it routes as stable / canary: the local "services"),
-//!    the Rollout's AnalysisRuns, and the spec's problems ([`validate_rollout`], plus analysis
+//!    the Rollout's AnalysisRuns, and what dereferencing the spec found (analysis
 //!    templates that were not given);
 //! 2. **decides** with [`rollout::step`];
 //! 3. **acts**: effects in order, stopping at the first failure (the status is then not
@@ -44,7 +44,7 @@ use crate::analysis::instantiate::{builtin_args, instantiate};
 use crate::analysis::provider::prometheus::{ConcurrencyLimiter, PrometheusClient};
 use crate::analysis::provider::resolve::NoSecrets;
 use crate::analysis::run::{STORED_MEASUREMENTS_PER_METRIC, errored_status};
-use crate::analysis::template::{Problem, validate_rollout};
+use crate::analysis::template::Problem;
 use crate::api::{
     AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, AnalysisRunSummary, AnalysisTemplateSpec,
     Argument, Rollout, RolloutSpec, RolloutStatus,
@@ -757,8 +757,7 @@ impl Engine {
             .filter(|(_, run)| run.rollout == managed.name)
             .map(|(name, run)| AnalysisRunSummary::of(name, &run.status))
             .collect();
-        let mut spec_problems = validate_rollout(&managed.spec);
-        spec_problems.extend(self.analysis_problems(&managed.name, &managed.spec));
+        let spec_problems = self.analysis_problems(&managed.name, &managed.spec);
         Observation {
             rollout_name: managed.name.clone(),
             generation: Some(managed.generation),
