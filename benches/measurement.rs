@@ -1,11 +1,14 @@
 //! The measurement parse path without network: one Prometheus `/api/v1/query` vector response
 //! body into a typed `Measurement`, the single value a gate judges, and the threshold verdict.
+//! Also the hostile case of issue 9: an answer of 500,000 series (25 MB), once 1.48 GB and 15 s
+//! of CPU, now refused after decoding at most `MAX_SERIES_PER_ANSWER` series; its peak memory
+//! is printed before the timings.
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use vigil::analysis::judge::threshold::{ThresholdInput, ThresholdJudge};
-use vigil::analysis::provider::prometheus::parse_response;
+use vigil::analysis::provider::prometheus::{MAX_SERIES_PER_ANSWER, parse_response};
 
 /// A vector response with `n` series labelled like a per-pod error ratio.
 fn vector_body(n: usize) -> String {
@@ -15,6 +18,18 @@ fn vector_body(n: usize) -> String {
                 r#"{{"metric":{{"rollout":"checkout","revision":"def456","role":"canary","namespace":"shop","pod":"checkout-def456-{i:05}"}},"value":[1700000000.123,"0.0{i}5"]}}"#
             )
         })
+        .collect();
+    format!(
+        r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
+        items.join(",")
+    )
+}
+
+/// A vector answer with `n` series of one short label: 500,000 of them make 25 MB, the size
+/// of the answer in issue 9.
+fn small_series_body(n: usize) -> String {
+    let items: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"metric":{{"pod":"p{i:06}"}},"value":[1700000000,"1"]}}"#))
         .collect();
     format!(
         r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
@@ -64,5 +79,62 @@ fn parse_and_judge(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parse, parse_and_judge);
+/// The process' peak resident memory (`VmHWM`) in KiB, from `/proc` (Linux only).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resets the peak to the current resident size (Linux `clear_refs`, value 5).
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Parses `body` once and prints how much the peak resident memory grew.
+fn print_peak(label: &str, body: &str) {
+    if !reset_peak_rss() {
+        eprintln!("{label}: cannot reset the peak RSS here; memory figure skipped");
+        return;
+    }
+    let before = peak_rss_kib();
+    let started = std::time::Instant::now();
+    let result = parse_response(body.as_bytes());
+    let elapsed = started.elapsed();
+    let after = peak_rss_kib();
+    let outcome = match &result {
+        Ok(m) => format!("Ok({:?})", m.result_type()),
+        Err(e) => e.to_string(),
+    };
+    if let (Some(before), Some(after)) = (before, after) {
+        eprintln!(
+            "{label}: body {:.1} MB, peak RSS +{:.1} MiB over the body, one parse {elapsed:?}: {outcome}",
+            body.len() as f64 / 1e6,
+            after.saturating_sub(before) as f64 / 1024.0
+        );
+    }
+    drop(result);
+}
+
+/// Answers with many series: past the cap (skipped, counted) and exactly at it (decoded).
+fn hostile(c: &mut Criterion) {
+    let half_a_million = small_series_body(500_000);
+    let at_the_cap = vector_body(MAX_SERIES_PER_ANSWER);
+    print_peak("500k series", &half_a_million);
+    print_peak("10k series (the cap)", &at_the_cap);
+    let mut group = c.benchmark_group("parse_hostile_response");
+    group.sample_size(10);
+    for (name, body) in [
+        ("500k_series", &half_a_million),
+        ("10k_series", &at_the_cap),
+    ] {
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(name), body, |b, body| {
+            b.iter(|| parse_response(black_box(body.as_bytes())))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse, parse_and_judge, hostile);
 criterion_main!(benches);

@@ -13,6 +13,7 @@ pub mod platform;
 pub mod rollout;
 pub mod telemetry;
 /// Test infrastructure (an in-process Kubernetes API server for integration tests and
-/// benches); not used by the controller itself.
+/// benches): compiled only with the `testing` feature, which only tests and benches enable.
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod traffic;

@@ -547,107 +547,11 @@ fn check_value_at(
         }
         return;
     }
-    let preserve = flag("x-kubernetes-preserve-unknown-fields");
-    let expected = schema.get("type").and_then(Schema::as_str);
-    match expected {
-        Some("object") => {
-            let Value::Mapping(map) = value else {
-                problems.push(problem(
-                    path,
-                    format!("expected a map of fields, found {}", describe(value)),
-                ));
-                return;
-            };
-            let properties = schema.get("properties").and_then(Schema::as_object);
-            let additional = schema.get("additionalProperties");
-            for (key, child) in map {
-                let Value::String(name) = key else {
-                    problems.push(problem(
-                        path,
-                        format!("key {} is not a string", describe(key)),
-                    ));
-                    continue;
-                };
-                let child_path = format!("{path}{}", key_path(key));
-                if let Some(child_schema) = properties.and_then(|p| p.get(name)) {
-                    check_value_at(child, child_schema, &child_path, problems, depth + 1);
-                } else if let Some(extra) = additional.filter(|a| a.is_object()) {
-                    check_value_at(child, extra, &child_path, problems, depth + 1);
-                } else if additional.and_then(Schema::as_bool) == Some(true) || preserve {
-                    // Free-form: anything goes.
-                } else if let Some(props) = properties {
-                    problems.push(unknown_field(path, name, props.keys().map(String::as_str)));
-                }
-            }
-            check_required(map, schema, path, problems);
-        }
-        Some("array") => {
-            let Value::Sequence(items) = value else {
-                problems.push(problem(
-                    path,
-                    format!("expected a list, found {}", describe(value)),
-                ));
-                return;
-            };
-            if let Some(item_schema) = schema.get("items") {
-                for (i, item) in items.iter().enumerate() {
-                    check_value_at(
-                        item,
-                        item_schema,
-                        &format!("{path}[{i}]"),
-                        problems,
-                        depth + 1,
-                    );
-                }
-            }
-        }
-        Some("string") => {
-            let Value::String(text) = value else {
-                let hint = match value {
-                    Value::Number(_) | Value::Bool(_) => " (quote it to make it a string)",
-                    _ => "",
-                };
-                problems.push(problem(
-                    path,
-                    format!("expected a string, found {}{hint}", describe(value)),
-                ));
-                return;
-            };
-            if let Some(allowed) = schema.get("enum").and_then(Schema::as_array) {
-                let allowed: Vec<&str> = allowed.iter().filter_map(Schema::as_str).collect();
-                if !allowed.contains(&text.as_str()) {
-                    let hint = suggest(text, allowed.iter().copied())
-                        .map(|s| format!(" (did you mean `{s}`?)"))
-                        .unwrap_or_default();
-                    problems.push(problem(
-                        path,
-                        format!("`{text}` is not one of {}{hint}", allowed.join(", ")),
-                    ));
-                }
-            }
-        }
-        Some("integer") => {
-            let Value::Number(n) = value else {
-                problems.push(problem(
-                    path,
-                    format!("expected an integer, found {}", describe(value)),
-                ));
-                return;
-            };
-            let int32 = schema.get("format").and_then(Schema::as_str) == Some("int32");
-            match n.as_i64() {
-                None if n.is_u64() && !int32 => {}
-                None => problems.push(problem(
-                    path,
-                    format!("expected an integer, found {}", describe(value)),
-                )),
-                Some(i) if int32 && i32::try_from(i).is_err() => problems.push(problem(
-                    path,
-                    format!("{i} does not fit in a 32-bit integer"),
-                )),
-                Some(_) => {}
-            }
-        }
+    match schema.get("type").and_then(Schema::as_str) {
+        Some("object") => check_object(value, schema, path, problems, depth),
+        Some("array") => check_array(value, schema, path, problems, depth),
+        Some("string") => check_string(value, schema, path, problems),
+        Some("integer") => check_integer(value, schema, path, problems),
         Some("number") if !matches!(value, Value::Number(_)) => {
             problems.push(problem(
                 path,
@@ -661,6 +565,129 @@ fn check_value_at(
             ));
         }
         _ => {}
+    }
+}
+
+/// A value whose schema type is `object`: each field against its property (or the
+/// `additionalProperties` schema), unknown fields named, required fields present.
+fn check_object(
+    value: &Value,
+    schema: &Schema,
+    path: &str,
+    problems: &mut Vec<Problem>,
+    depth: usize,
+) {
+    let Value::Mapping(map) = value else {
+        problems.push(problem(
+            path,
+            format!("expected a map of fields, found {}", describe(value)),
+        ));
+        return;
+    };
+    let preserve = schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Schema::as_bool)
+        == Some(true);
+    let properties = schema.get("properties").and_then(Schema::as_object);
+    let additional = schema.get("additionalProperties");
+    for (key, child) in map {
+        let Value::String(name) = key else {
+            problems.push(problem(
+                path,
+                format!("key {} is not a string", describe(key)),
+            ));
+            continue;
+        };
+        let child_path = format!("{path}{}", key_path(key));
+        if let Some(child_schema) = properties.and_then(|p| p.get(name)) {
+            check_value_at(child, child_schema, &child_path, problems, depth + 1);
+        } else if let Some(extra) = additional.filter(|a| a.is_object()) {
+            check_value_at(child, extra, &child_path, problems, depth + 1);
+        } else if additional.and_then(Schema::as_bool) == Some(true) || preserve {
+            // Free-form: anything goes.
+        } else if let Some(props) = properties {
+            problems.push(unknown_field(path, name, props.keys().map(String::as_str)));
+        }
+    }
+    check_required(map, schema, path, problems);
+}
+
+/// A value whose schema type is `array`: each item against `items`.
+fn check_array(
+    value: &Value,
+    schema: &Schema,
+    path: &str,
+    problems: &mut Vec<Problem>,
+    depth: usize,
+) {
+    let Value::Sequence(items) = value else {
+        problems.push(problem(
+            path,
+            format!("expected a list, found {}", describe(value)),
+        ));
+        return;
+    };
+    if let Some(item_schema) = schema.get("items") {
+        for (i, item) in items.iter().enumerate() {
+            check_value_at(
+                item,
+                item_schema,
+                &format!("{path}[{i}]"),
+                problems,
+                depth + 1,
+            );
+        }
+    }
+}
+
+/// A value whose schema type is `string`, within its `enum` when there is one.
+fn check_string(value: &Value, schema: &Schema, path: &str, problems: &mut Vec<Problem>) {
+    let Value::String(text) = value else {
+        let hint = match value {
+            Value::Number(_) | Value::Bool(_) => " (quote it to make it a string)",
+            _ => "",
+        };
+        problems.push(problem(
+            path,
+            format!("expected a string, found {}{hint}", describe(value)),
+        ));
+        return;
+    };
+    if let Some(allowed) = schema.get("enum").and_then(Schema::as_array) {
+        let allowed: Vec<&str> = allowed.iter().filter_map(Schema::as_str).collect();
+        if !allowed.contains(&text.as_str()) {
+            let hint = suggest(text, allowed.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            problems.push(problem(
+                path,
+                format!("`{text}` is not one of {}{hint}", allowed.join(", ")),
+            ));
+        }
+    }
+}
+
+/// A value whose schema type is `integer`, within 32 bits for `format: int32`.
+fn check_integer(value: &Value, schema: &Schema, path: &str, problems: &mut Vec<Problem>) {
+    let Value::Number(n) = value else {
+        problems.push(problem(
+            path,
+            format!("expected an integer, found {}", describe(value)),
+        ));
+        return;
+    };
+    let int32 = schema.get("format").and_then(Schema::as_str) == Some("int32");
+    match n.as_i64() {
+        None if n.is_u64() && !int32 => {}
+        None => problems.push(problem(
+            path,
+            format!("expected an integer, found {}", describe(value)),
+        )),
+        Some(i) if int32 && i32::try_from(i).is_err() => problems.push(problem(
+            path,
+            format!("{i} does not fit in a 32-bit integer"),
+        )),
+        Some(_) => {}
     }
 }
 

@@ -17,6 +17,7 @@ use support::prometheus::PrometheusServer;
 use tokio::sync::oneshot;
 use url::Url;
 use vigil::api::{AnalysisPhase, RolloutPhase};
+use vigil::platform::local::admin::{ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE};
 use vigil::platform::local::engine::RolloutView;
 use vigil::platform::local::loadgen::{LoadConfig, run_load};
 use vigil::platform::local::proxy::REVISION_HEADER;
@@ -133,6 +134,7 @@ spec:
 struct Engine {
     child: Option<Child>,
     admin: SocketAddr,
+    state_dir: PathBuf,
     log: PathBuf,
 }
 
@@ -157,8 +159,17 @@ impl Engine {
         Engine {
             child: Some(child),
             admin,
+            state_dir: dir.join("state"),
             log,
         }
+    }
+
+    /// The admin token the engine wrote at start (empty until it did).
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join(ADMIN_TOKEN_FILE))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
     }
 
     fn log(&self) -> String {
@@ -203,6 +214,7 @@ fn admin_addr() -> SocketAddr {
 async fn get_view(client: &reqwest::Client, engine: &Engine, name: &str) -> Option<RolloutView> {
     let response = client
         .get(format!("http://{}/rollouts/{name}", engine.admin))
+        .bearer_auth(engine.token())
         .timeout(Duration::from_secs(5))
         .send()
         .await
@@ -279,6 +291,8 @@ fn start_load(listen: u16) -> oneshot::Sender<()> {
 async fn post_apply(client: &reqwest::Client, engine: &Engine, yaml: String) -> (u16, String) {
     let response = client
         .post(format!("http://{}/apply", engine.admin))
+        .bearer_auth(engine.token())
+        .header("content-type", "application/yaml")
         .body(yaml)
         .timeout(Duration::from_secs(10))
         .send()
@@ -604,9 +618,13 @@ async fn missing_command_and_malformed_apply_are_clear_and_stable_keeps_serving(
             assert_eq!((status, revision.as_str()), (200, v1_hash.as_str()));
         }
 
-        // `vigil local abort` gives up on the release that cannot start.
+        // `vigil local abort` gives up on the release that cannot start; it reads the admin
+        // token from the state directory.
         let output = Command::new(VIGIL)
             .args(["local", "--admin", &engine.admin.to_string(), "abort", name])
+            .arg("--state-dir")
+            .arg(&engine.state_dir)
+            .env_remove(ADMIN_TOKEN_ENV)
             .output()
             .expect("vigil local abort");
         assert!(output.status.success(), "{output:?}");
@@ -615,10 +633,16 @@ async fn missing_command_and_malformed_apply_are_clear_and_stable_keeps_serving(
         })
         .await;
         assert_eq!(aborted.routing.canary_weight, 0);
+        // With no --state-dir, `vigil local` finds the token in `.vigil`, `vigil run`'s default.
+        std::os::unix::fs::symlink(&engine.state_dir, _dir.path().join(".vigil"))
+            .expect("link .vigil");
         let output = Command::new(VIGIL)
             .args(["local", "--admin", &engine.admin.to_string(), "get", name])
+            .current_dir(_dir.path())
+            .env_remove(ADMIN_TOKEN_ENV)
             .output()
             .expect("vigil local get");
+        assert!(output.status.success(), "{output:?}");
         let line = String::from_utf8_lossy(&output.stdout);
         assert!(line.contains("Aborted"), "{line}");
         for (status, revision, _) in probe(&client, listen, 10).await {

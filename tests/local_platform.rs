@@ -733,3 +733,120 @@ async fn loadgen_drives_the_proxy_at_the_asked_rate() {
     .await
     .expect("test timed out");
 }
+
+// ---- Connection limits (issue 9, item 12) ----
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use vigil::platform::local::ConnectionLimits;
+
+/// Small enough that a test sees a slowloris client cut off and an idle slot freed quickly.
+const SMALL_LIMITS: ConnectionLimits = ConnectionLimits {
+    header_read_timeout: Duration::from_millis(300),
+    max_connections: 4,
+};
+
+/// Reads until the server closes the connection (EOF or reset); `None` if it stays open past
+/// `deadline`.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, deadline: Duration) -> Option<()> {
+    let mut buffer = [0u8; 1024];
+    timeout(deadline, async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_half_header_connection_is_disconnected() {
+    timeout(TEST_TIMEOUT, async {
+        let proxy =
+            WeightedProxy::bind_with_limits(any_port(), any_port(), "shop".into(), SMALL_LIMITS)
+                .await
+                .expect("bind proxy");
+        for addr in [proxy.local_addr(), proxy.metrics_addr()] {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            stream
+                .write_all(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+                .await
+                .expect("write half a header");
+            // Generous: the limit is 300 ms; without a header-read timer this never happens.
+            assert!(
+                read_until_closed(&mut stream, Duration::from_secs(20))
+                    .await
+                    .is_some(),
+                "{addr}: a client that sent half a header and then nothing is still connected"
+            );
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connection_is_closed() {
+    timeout(TEST_TIMEOUT, async {
+        let proxy =
+            WeightedProxy::bind_with_limits(any_port(), any_port(), "shop".into(), SMALL_LIMITS)
+                .await
+                .expect("bind proxy");
+        let mut stream = tokio::net::TcpStream::connect(proxy.metrics_addr())
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .expect("write request");
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 1024];
+        while !String::from_utf8_lossy(&answer).contains("ok\n") {
+            let n = stream.read(&mut buffer).await.expect("read answer");
+            assert!(n > 0, "closed before answering: {answer:?}");
+            answer.extend_from_slice(&buffer[..n]);
+        }
+        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+        // Kept alive after the answer, then closed once idle for the header-read timeout.
+        assert!(
+            read_until_closed(&mut stream, Duration::from_secs(20))
+                .await
+                .is_some(),
+            "an idle keep-alive connection is never closed"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_idle_connections_do_not_starve_a_normal_request() {
+    timeout(TEST_TIMEOUT, async {
+        let proxy =
+            WeightedProxy::bind_with_limits(any_port(), any_port(), "shop".into(), SMALL_LIMITS)
+                .await
+                .expect("bind proxy");
+        // Five times the connection limit, each connected and silent.
+        let mut idle = Vec::new();
+        for _ in 0..SMALL_LIMITS.max_connections * 5 {
+            idle.push(
+                tokio::net::TcpStream::connect(proxy.metrics_addr())
+                    .await
+                    .expect("connect an idle client"),
+            );
+        }
+        // Served once the silent ones are cut off (each batch after the header-read timeout).
+        let got = timeout(
+            Duration::from_secs(40),
+            get(&client(), &format!("http://{}/livez", proxy.metrics_addr())),
+        )
+        .await
+        .expect("a normal request was starved by idle connections");
+        assert_eq!(got.status, 200);
+        drop(idle);
+    })
+    .await
+    .expect("test timed out");
+}

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use url::Url;
 use vigil::analysis::provider::prometheus::{
-    BasicAuth, ConcurrencyLimiter, PrometheusClient, PrometheusClientConfig, ResolvedAuth,
+    BasicAuth, ConcurrencyLimiter, MAX_BODY_BYTES, MAX_SERIES_PER_ANSWER, PrometheusClient,
+    PrometheusClientConfig, ResolvedAuth,
 };
 use vigil::analysis::provider::{
-    Measurement, MetricsProvider, ProviderError, QueryRange, ResultType, SingleValue,
+    MAX_TEXT_BYTES, Measurement, MetricsProvider, ProviderError, QueryRange, ResultType,
+    SingleValue,
 };
 
 use support::fake_http::{FakeServer, Reply};
@@ -667,4 +669,260 @@ async fn prometheus_starts_with_a_scrape_config() {
     let client = new_client(config(prometheus.url()));
     let m = client.query("vector(42)", at(AT)).await.expect("query");
     assert_eq!(finite(&m), 42.0);
+}
+
+// ---------------------------------------------------------------- hostile answers (issue 9)
+
+#[tokio::test]
+async fn redirect_to_another_listener_is_not_followed_and_the_secret_header_stays_home() {
+    // The listener a hostile Prometheus redirects to records whether it was reached.
+    let elsewhere = FakeServer::start(|_| Reply::ok_vector("1")).await;
+    let target = format!("{}api/v1/query?query=up", elsewhere.url);
+    let origin = FakeServer::start(move |_| Reply::new(302, "").header("Location", &target)).await;
+    let mut cfg = config(&origin.url);
+    cfg.auth = ResolvedAuth {
+        headers: vec![("X-Api-Key".into(), "secret-marker-4711".into())],
+        ..ResolvedAuth::default()
+    };
+    let client = new_client(cfg);
+    let err = client
+        .query("up", at(AT))
+        .await
+        .expect_err("redirect refused");
+    match &err {
+        ProviderError::Redirected { status, location } => {
+            assert_eq!(*status, 302);
+            assert!(location.starts_with(elsewhere.url.as_str()), "{location}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains("redirects are not followed"), "{text}");
+    assert!(!text.contains("secret-marker-4711"), "{text}");
+    assert_eq!(origin.stats.requests(), 1, "a redirect is not retried");
+    assert_eq!(
+        elsewhere.stats.requests(),
+        0,
+        "the other listener was reached"
+    );
+    assert!(
+        elsewhere
+            .stats
+            .heads()
+            .iter()
+            .all(|head| !head.contains("secret-marker-4711"))
+    );
+}
+
+#[tokio::test]
+async fn huge_retry_after_does_not_panic() {
+    // u64::MAX seconds overflowed `Instant` (a panic); the other is merely absurd.
+    for retry_after in ["18446744073709551615", "99999999999999"] {
+        let fake = FakeServer::start(move |_| {
+            Reply::new(429, "slow down").header("Retry-After", retry_after)
+        })
+        .await;
+        let mut cfg = config(&fake.url);
+        cfg.timeout = Duration::from_secs(2);
+        let client = new_client(cfg);
+        let err = client
+            .query("up", at(AT))
+            .await
+            .expect_err("rate limited past the deadline");
+        assert!(
+            matches!(
+                err,
+                ProviderError::HttpStatus {
+                    status: 429,
+                    attempts: 1,
+                    ..
+                }
+            ),
+            "{retry_after}: {err:?}"
+        );
+        assert_eq!(fake.stats.requests(), 1);
+    }
+}
+
+#[test]
+fn query_timeout_over_the_ceiling_is_refused_naming_the_field() {
+    use vigil::api::duration::MAX_QUERY_TIMEOUT;
+    support::install_crypto_provider();
+    let url = Url::parse("http://127.0.0.1:9/").expect("url");
+    let limiter = ConcurrencyLimiter::default();
+    let mut cfg = PrometheusClientConfig::new(url.clone());
+    cfg.timeout = Duration::from_secs(1_000_000 * 3600);
+    match PrometheusClient::new(cfg, &limiter) {
+        Err(e @ ProviderError::InvalidConfig { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("provider.prometheus.timeout 1000000h is over the ceiling of 5m"),
+                "{text}"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let mut cfg = PrometheusClientConfig::new(url);
+    cfg.timeout = MAX_QUERY_TIMEOUT;
+    assert!(PrometheusClient::new(cfg, &limiter).is_ok());
+}
+
+/// A vector answer with `n` one-label series, `bytes_per_label` bytes in the label value.
+fn many_series_body(n: usize, label: &str) -> String {
+    let mut body = String::from(r#"{"status":"success","data":{"resultType":"vector","result":["#);
+    for i in 0..n {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&format!(
+            r#"{{"metric":{{"pod":"{label}{i:06}"}},"value":[1700000000,"1"]}}"#
+        ));
+    }
+    body.push_str("]}}");
+    body
+}
+
+#[tokio::test]
+async fn half_a_million_series_answer_is_refused_before_decoding() {
+    // 25 MB: once decoded whole into 1.48 GB; now refused at the body cap, unread.
+    let body = many_series_body(500_000, "");
+    assert!(body.len() > 20 << 20, "{} bytes", body.len());
+    let fake = FakeServer::start(move |_| Reply::new(200, body.clone())).await;
+    let client = new_client(PrometheusClientConfig::new(fake.url.clone()));
+    let err = client.query("up", at(AT)).await.expect_err("too large");
+    assert!(
+        matches!(err, ProviderError::BodyTooLarge { limit } if limit == MAX_BODY_BYTES),
+        "{err:?}"
+    );
+    assert_eq!(
+        fake.stats.requests(),
+        1,
+        "a body over the cap is not retried"
+    );
+}
+
+#[tokio::test]
+async fn twenty_thousand_series_answer_is_too_many_series_naming_the_limit() {
+    // Under the body cap, over the series cap: decoding stops at the limit.
+    let body = many_series_body(20_000, "");
+    assert!(body.len() < MAX_BODY_BYTES);
+    let fake = FakeServer::start(move |_| Reply::new(200, body.clone())).await;
+    let client = new_client(config(&fake.url));
+    let err = client
+        .query("up", at(AT))
+        .await
+        .expect_err("too many series");
+    match &err {
+        ProviderError::TooManySeriesInAnswer { limit, got } => {
+            assert_eq!((*limit, *got), (MAX_SERIES_PER_ANSWER, 20_000));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(
+        err.to_string()
+            .starts_with("too many series: the answer holds 20000, at most 10000 are decoded"),
+        "{err}"
+    );
+}
+
+fn threshold_metric(address: &Url) -> vigil::api::Metric {
+    vigil::api::Metric {
+        name: "errors".into(),
+        provider: vigil::api::MetricProvider {
+            prometheus: Some(vigil::api::PrometheusProvider {
+                address: address.to_string(),
+                query: Some("up".into()),
+                ..Default::default()
+            }),
+        },
+        success_condition: Some("result < 1".into()),
+        ..Default::default()
+    }
+}
+
+/// Measures `metric` against `client` and records the verdict in a fresh run's status.
+async fn measured_status(
+    client: &PrometheusClient,
+    metric: vigil::api::Metric,
+) -> vigil::api::AnalysisRunStatus {
+    use vigil::analysis::{measure, run};
+    let spec = vigil::api::AnalysisRunSpec {
+        metrics: vec![metric.clone()],
+        ..Default::default()
+    };
+    let mut status = run::plan(&spec, &Default::default(), at(AT))
+        .expect("plan")
+        .status;
+    let measured = measure::measure_threshold(client, &metric, at(AT)).await;
+    run::record(
+        &spec,
+        &mut status,
+        "errors",
+        measured.record,
+        false,
+        10,
+        at(AT),
+    )
+    .expect("record");
+    status
+}
+
+fn assert_stored_texts_bounded(status: &vigil::api::AnalysisRunStatus) {
+    let limit = MAX_TEXT_BYTES + 32;
+    let result = &status.metric_results[0];
+    let record = &result.measurements[0];
+    for text in [
+        &record.reason,
+        &record.value,
+        &result.message,
+        &status.message,
+    ] {
+        let len = text.as_deref().map_or(0, str::len);
+        assert!(len <= limit, "{len} bytes stored: {text:.200?}");
+    }
+    let json = serde_json::to_string(status).expect("status serializes");
+    assert!(
+        json.len() < 8 * MAX_TEXT_BYTES,
+        "{} bytes of status",
+        json.len()
+    );
+}
+
+#[tokio::test]
+async fn five_megabyte_error_body_is_stored_as_a_bounded_reason() {
+    let body = format!(
+        r#"{{"status":"error","errorType":"execution","error":"{}"}}"#,
+        "boom ".repeat(1 << 20)
+    );
+    let fake = FakeServer::start(move |_| Reply::new(422, body.clone())).await;
+    let client = new_client(config(&fake.url));
+    let status = measured_status(&client, threshold_metric(&fake.url)).await;
+    let record = &status.metric_results[0].measurements[0];
+    let reason = record.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.starts_with("Prometheus error execution: boom boom"),
+        "{reason:.200}"
+    );
+    assert!(reason.contains("bytes cut)"), "the cut is said");
+    assert_stored_texts_bounded(&status);
+}
+
+#[tokio::test]
+async fn megabyte_label_values_are_stored_bounded() {
+    let huge = "v".repeat(1 << 20);
+    let body = many_series_body(2, &huge);
+    let fake = FakeServer::start(move |_| Reply::new(200, body.clone())).await;
+    let client = new_client(config(&fake.url));
+    let status = measured_status(&client, threshold_metric(&fake.url)).await;
+    let record = &status.metric_results[0].measurements[0];
+    assert!(
+        record
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("expected 1 series, got 2"),
+        "{:.300?}",
+        record.reason
+    );
+    assert_stored_texts_bounded(&status);
 }

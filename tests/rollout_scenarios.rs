@@ -1037,7 +1037,10 @@ fn invalid_specs() -> Vec<(&'static str, vigil::api::RolloutSpec)> {
     s.strategy.canary.canary_service = s.strategy.canary.stable_service.clone();
     table.push(("one Service for stable and canary", s));
     s = base();
-    s.strategy.canary.steps.push(vigil::api::CanaryStep::default());
+    s.strategy
+        .canary
+        .steps
+        .push(vigil::api::CanaryStep::default());
     table.push(("a step of no kind", s));
     s = base();
     s.strategy.canary.steps[1] = pause(Some("soon"));

@@ -11,6 +11,11 @@ use crate::analysis::judge::threshold::{ThresholdInput, ThresholdJudge, describe
 use crate::analysis::provider::{Measurement, MetricsProvider, ProviderError};
 use crate::api::{AnalysisPhase, MeasurementRecord, Metric, NoDataPolicy};
 
+/// The most `le` buckets a latency histogram query may return per arm. Classic histograms
+/// have a dozen or two; the latency test keeps the baseline's buckets in the run's status
+/// while it warms up, so the count is bounded to keep that state (and the status) small.
+pub const MAX_HISTOGRAM_BUCKETS: usize = 64;
+
 /// One judged measurement, ready for `analysis::run::record`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Measured {
@@ -166,7 +171,7 @@ mod comparison {
 
     use jiff::Timestamp;
 
-    use super::{Measured, RunContext, no_data_verdict, provider_error};
+    use super::{MAX_HISTOGRAM_BUCKETS, Measured, RunContext, no_data_verdict, provider_error};
     use crate::analysis::judge::mann_whitney::{
         self, EffectMeasure, EffectSizeConfig, KayentaConfig, Label, OutlierConfig, OutlierStrategy,
     };
@@ -175,7 +180,7 @@ mod comparison {
         HistogramTest, HistogramTestConfig, SequentialDecision, split_alpha,
     };
     use crate::analysis::provider::{Measurement, MetricsProvider, QueryRange, SingleValue};
-    use crate::api::duration::parse_duration;
+    use crate::api::duration::{MAX_DURATION, format_duration, parse_duration};
     use crate::api::{
         AnalysisPhase, Direction, EffectSizeMeasure, MannWhitneyJudge, Metric, NanStrategy,
         SequentialJudge, SequentialTest,
@@ -258,11 +263,25 @@ mod comparison {
             );
         };
         let step = match judge.step.as_deref().map(parse_duration).transpose() {
+            Ok(Some(step)) if step > MAX_DURATION => {
+                return error(
+                    at,
+                    format!(
+                        "mannWhitney.step: {} is over the ceiling of {}",
+                        format_duration(step),
+                        format_duration(MAX_DURATION)
+                    ),
+                );
+            }
             Ok(step) => step.unwrap_or(DEFAULT_STEP).max(Duration::from_secs(1)),
             Err(e) => return error(at, format!("mannWhitney.step: {e}")),
         };
         // Samples since the run started; at least one step so the first look has data.
-        let start = context.run_started.min(at - step);
+        let one_step_back = jiff::SignedDuration::try_from(step)
+            .ok()
+            .and_then(|step| at.checked_sub(step).ok())
+            .unwrap_or(Timestamp::MIN);
+        let start = context.run_started.min(one_step_back);
         let range = QueryRange {
             start,
             end: at,
@@ -508,6 +527,12 @@ mod comparison {
                     ));
                 }
             };
+            if samples.len() > MAX_HISTOGRAM_BUCKETS {
+                return Err(format!(
+                    "the {arm} bucket query returned {} series, more than {MAX_HISTOGRAM_BUCKETS} buckets; aggregate with `sum by (le)`",
+                    samples.len()
+                ));
+            }
             let mut out = Vec::with_capacity(samples.len());
             for sample in samples {
                 let Some(le) = sample.labels.get("le") else {
@@ -518,8 +543,12 @@ mod comparison {
                 let bound = if le == "+Inf" {
                     f64::INFINITY
                 } else {
-                    le.parse::<f64>()
-                        .map_err(|_| format!("the {arm} bucket query has le={le:?}"))?
+                    le.parse::<f64>().map_err(|_| {
+                        format!(
+                            "the {arm} bucket query has le={:?}",
+                            crate::analysis::provider::bounded(le)
+                        )
+                    })?
                 };
                 let count = if sample.value.is_finite() && sample.value > 0.0 {
                     sample.value.round() as u64

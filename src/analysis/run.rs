@@ -19,16 +19,23 @@
 //! (non-dry-run) metric fails; otherwise it completes when every deciding metric has, with the
 //! worst of their phases (Error, then Inconclusive, then Successful). A run told to terminate
 //! before it completed is Terminated, never Successful.
+//!
+//! Nothing a template says can crash the lifecycle or grow the status without bound: every
+//! duration is checked against [`MAX_DURATION`] when the run starts (a run over it ends in
+//! Error naming the field), all time arithmetic is checked, every text stored is cut to
+//! [`crate::analysis::provider::MAX_TEXT_BYTES`], and [`fit_status_budget`] keeps the serialized status under
+//! [`STATUS_BUDGET_BYTES`].
 
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::analysis::judge::mann_whitney::{
     Label, ScoreClass, ScoreThresholds, ScoredMetric, score,
 };
-use crate::api::duration::{DurationError, parse_duration};
+use crate::analysis::provider::{bounded_owned, bounded_to};
+use crate::api::duration::{DurationError, MAX_DURATION, format_duration, parse_duration};
 use crate::api::{
     AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, MeasurementRecord, Metric, MetricResult,
     RunScore, ScoreClassification, Scoring,
@@ -61,6 +68,27 @@ pub fn errored_status(
     }
 }
 
+/// The most bytes an AnalysisRun's status may take, serialized as JSON. etcd refuses objects
+/// over 1.5 MiB and the spec shares that room; a status that outgrew it could never be written
+/// again, so the run would be stuck. 256 KiB leaves the spec more than a megabyte.
+pub const STATUS_BUDGET_BYTES: usize = 256 * 1024;
+
+/// The most metrics one run may have: with [`MAX_NAME_BYTES`] names, bounded texts and
+/// bounded judge state, fifty metrics fit [`STATUS_BUDGET_BYTES`] (see the worst-case test).
+/// Kayenta-style configurations use a few dozen at most.
+pub const MAX_METRICS_PER_RUN: usize = 50;
+
+/// The longest metric or group name: 253 bytes, the longest Kubernetes object name. Names are
+/// stored in status and in every message about the metric.
+pub const MAX_NAME_BYTES: usize = 253;
+
+/// Measurements a metric keeps at least when the status must shrink to fit its budget: the
+/// latest and the one before, which a scored round may still need.
+const MIN_KEPT_MEASUREMENTS: usize = 2;
+
+/// Texts in status are cut to this when retention alone cannot fit the budget.
+const TIGHT_TEXT_BYTES: usize = 256;
+
 /// Why a run could not be planned.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RunError {
@@ -75,6 +103,40 @@ pub enum RunError {
         field: &'static str,
         /// The cause.
         source: DurationError,
+    },
+    /// A duration field of a metric is longer than [`MAX_DURATION`].
+    #[error("metrics[{index}] ({metric}).{field}: {value} is over the ceiling of {max} (30 days)")]
+    DurationOverCeiling {
+        /// Index of the metric.
+        index: usize,
+        /// Name of the metric.
+        metric: String,
+        /// The field.
+        field: &'static str,
+        /// The duration given.
+        value: String,
+        /// The ceiling.
+        max: String,
+    },
+    /// The run has more metrics than its status can hold.
+    #[error("metrics: {count} metrics, at most {max} in one run (its status must stay small)")]
+    CountMetrics {
+        /// How many metrics the run has.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A metric or group name is too long to store.
+    #[error("metrics[{index}].{field}: {length} bytes, at most {max}")]
+    MeasureName {
+        /// Index of the metric.
+        index: usize,
+        /// The field (`name` or `mannWhitney.group`).
+        field: &'static str,
+        /// Its length.
+        length: usize,
+        /// The limit.
+        max: usize,
     },
     /// A verdict was recorded for a metric the run does not have.
     #[error("record a measurement for unknown metric {metric:?}")]
@@ -99,15 +161,26 @@ impl MetricSchedule {
     /// Reads a metric's timing fields.
     pub fn of(index: usize, metric: &Metric) -> Result<Self, RunError> {
         let parse = |field: &'static str, text: &Option<String>| {
-            text.as_deref()
+            let parsed = text
+                .as_deref()
                 .map(parse_duration)
                 .transpose()
                 .map_err(|source| RunError::ParseMetricDuration {
                     index,
-                    metric: metric.name.clone(),
+                    metric: bounded_owned(metric.name.clone()),
                     field,
                     source,
-                })
+                })?;
+            match parsed {
+                Some(duration) if duration > MAX_DURATION => Err(RunError::DurationOverCeiling {
+                    index,
+                    metric: bounded_owned(metric.name.clone()),
+                    field,
+                    value: format_duration(duration),
+                    max: format_duration(MAX_DURATION),
+                }),
+                parsed => Ok(parsed),
+            }
         };
         let interval = parse("interval", &metric.interval)?.filter(|d| !d.is_zero());
         let initial_delay = parse("initialDelay", &metric.initial_delay)?.unwrap_or_default();
@@ -150,6 +223,67 @@ fn result_for<'a>(status: &'a AnalysisRunStatus, name: &str) -> Option<&'a Metri
     status.metric_results.iter().find(|r| r.name == name)
 }
 
+/// `at + duration`, saturating at the end of time instead of overflowing (durations are
+/// bounded by [`MAX_DURATION`], so this only matters for times near year 9999).
+fn later(at: Timestamp, duration: Duration) -> Timestamp {
+    SignedDuration::try_from(duration)
+        .ok()
+        .and_then(|d| at.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// Every metric's schedule, after checking the run against the bounds its status needs.
+fn schedules_of(spec: &AnalysisRunSpec) -> Result<Vec<MetricSchedule>, RunError> {
+    if spec.metrics.len() > MAX_METRICS_PER_RUN {
+        return Err(RunError::CountMetrics {
+            count: spec.metrics.len(),
+            max: MAX_METRICS_PER_RUN,
+        });
+    }
+    for (index, metric) in spec.metrics.iter().enumerate() {
+        let group = metric
+            .mann_whitney
+            .as_ref()
+            .and_then(|j| j.group.as_deref());
+        for (field, name) in [
+            ("name", Some(metric.name.as_str())),
+            ("mannWhitney.group", group),
+        ] {
+            let length = name.map_or(0, str::len);
+            if length > MAX_NAME_BYTES {
+                return Err(RunError::MeasureName {
+                    index,
+                    field,
+                    length,
+                    max: MAX_NAME_BYTES,
+                });
+            }
+        }
+    }
+    spec.metrics
+        .iter()
+        .enumerate()
+        .map(|(i, m)| MetricSchedule::of(i, m))
+        .collect()
+}
+
+/// The plan of a run its spec does not allow to start (or continue): it ends in Error, with
+/// the reason naming the field.
+fn refuse(status: &AnalysisRunStatus, error: &RunError, now: Timestamp) -> RunPlan {
+    let mut status = status.clone();
+    if !status.phase.is_some_and(AnalysisPhase::is_completed) {
+        status.started_at.get_or_insert(Time(now));
+        status.completed_at = Some(Time(now));
+        status.phase = Some(AnalysisPhase::Error);
+        status.message = Some(bounded_owned(format!("the run cannot start: {error}")));
+    }
+    RunPlan {
+        status,
+        due: Vec::new(),
+        next_measurement_at: None,
+    }
+}
+
 fn next_due(
     schedule: &MetricSchedule,
     result: &MetricResult,
@@ -164,25 +298,26 @@ fn next_due(
         return None;
     }
     match (result.measurements.last(), schedule.interval) {
-        (None, _) => Some(started_at + schedule.initial_delay),
-        (Some(last), Some(interval)) => Some(last.started_at.0 + interval),
+        (None, _) => Some(later(started_at, schedule.initial_delay)),
+        (Some(last), Some(interval)) => Some(later(last.started_at.0, interval)),
         (Some(_), None) => None,
     }
 }
 
 /// Brings the status up to date at `now`: starts the run, applies `terminate`, completes it
 /// when its metrics have, and lists the measurements due.
+///
+/// A spec over the bounds (a duration over [`MAX_DURATION`], too many metrics, a name too
+/// long) or with an unreadable duration ends the run in Error, its message naming the field.
 pub fn plan(
     spec: &AnalysisRunSpec,
     status: &AnalysisRunStatus,
     now: Timestamp,
 ) -> Result<RunPlan, RunError> {
-    let schedules: Vec<MetricSchedule> = spec
-        .metrics
-        .iter()
-        .enumerate()
-        .map(|(i, m)| MetricSchedule::of(i, m))
-        .collect::<Result<_, _>>()?;
+    let schedules = match schedules_of(spec) {
+        Ok(schedules) => schedules,
+        Err(error) => return Ok(refuse(status, &error, now)),
+    };
     let mut status = status.clone();
     let started_at = status.started_at.get_or_insert(Time(now)).0;
     for metric in &spec.metrics {
@@ -216,7 +351,8 @@ pub fn plan(
                 if let Some(interval) = schedule.interval {
                     let remaining = schedule.count.is_none_or(|c| result.count + 1 < c as i32);
                     if remaining {
-                        next_measurement_at = earliest(next_measurement_at, at.max(now) + interval);
+                        next_measurement_at =
+                            earliest(next_measurement_at, later(at.max(now), interval));
                     }
                 }
             } else {
@@ -238,12 +374,14 @@ fn earliest(a: Option<Timestamp>, b: Timestamp) -> Option<Timestamp> {
 /// Records one judged measurement and updates the metric's and the run's phase.
 ///
 /// `decisive` marks a Successful verdict that ends the metric at once (a sequential judge's
-/// early pass). `keep` bounds the stored history of the metric.
+/// early pass). `keep` bounds the stored history of the metric; the measurement's texts are
+/// cut to [`crate::analysis::provider::MAX_TEXT_BYTES`] and the status is kept under
+/// [`STATUS_BUDGET_BYTES`].
 pub fn record(
     spec: &AnalysisRunSpec,
     status: &mut AnalysisRunStatus,
     metric: &str,
-    measurement: MeasurementRecord,
+    mut measurement: MeasurementRecord,
     decisive: bool,
     keep: usize,
     now: Timestamp,
@@ -257,6 +395,8 @@ pub fn record(
             metric: metric.to_owned(),
         })?;
     let schedule = MetricSchedule::of(index, definition)?;
+    measurement.value = measurement.value.map(bounded_owned);
+    measurement.reason = measurement.reason.map(bounded_owned);
     let Some(result) = status.metric_results.iter_mut().find(|r| r.name == metric) else {
         return Err(RunError::RecordUnknownMetric {
             metric: metric.to_owned(),
@@ -358,12 +498,67 @@ pub fn record(
         (AnalysisPhase::Running, reason)
     };
     result.phase = phase;
-    result.message = Some(message);
+    result.message = Some(bounded_owned(message));
     if scored {
         score_rounds(spec, status);
     }
     update_run_phase(spec, status, now);
+    fit_status_budget(status);
     Ok(())
+}
+
+fn serialized_size<T: serde::Serialize>(value: &T) -> usize {
+    serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len())
+}
+
+/// Keeps the serialized status under [`STATUS_BUDGET_BYTES`]: first by dropping the oldest
+/// stored measurements (down to [`MIN_KEPT_MEASUREMENTS`] per metric; the counters keep the
+/// totals), then by cutting its texts to [`TIGHT_TEXT_BYTES`], then by keeping one measurement
+/// per metric. With the run's own bounds ([`MAX_METRICS_PER_RUN`], [`MAX_NAME_BYTES`]) that
+/// always fits.
+pub fn fit_status_budget(status: &mut AnalysisRunStatus) {
+    let mut size = serialized_size(status);
+    while size > STATUS_BUDGET_BYTES {
+        let Some(fullest) = status
+            .metric_results
+            .iter_mut()
+            .filter(|r| r.measurements.len() > MIN_KEPT_MEASUREMENTS)
+            .max_by_key(|r| r.measurements.len())
+        else {
+            break;
+        };
+        let dropped = fullest.measurements.remove(0);
+        // The record and the comma that separated it.
+        size = size.saturating_sub(serialized_size(&dropped) + 1);
+    }
+    if size <= STATUS_BUDGET_BYTES {
+        return;
+    }
+    let tighten = |text: &mut Option<String>| {
+        if let Some(t) = text.as_mut()
+            && t.len() > TIGHT_TEXT_BYTES
+        {
+            *t = bounded_to(t, TIGHT_TEXT_BYTES).into_owned();
+        }
+    };
+    tighten(&mut status.message);
+    if let Some(score) = status.score.as_mut() {
+        score.reason = bounded_to(&score.reason, TIGHT_TEXT_BYTES).into_owned();
+    }
+    for result in &mut status.metric_results {
+        tighten(&mut result.message);
+        for m in &mut result.measurements {
+            tighten(&mut m.value);
+            tighten(&mut m.reason);
+        }
+    }
+    if serialized_size(status) <= STATUS_BUDGET_BYTES {
+        return;
+    }
+    for result in &mut status.metric_results {
+        let excess = result.measurements.len().saturating_sub(1);
+        result.measurements.drain(..excess);
+    }
 }
 
 /// Whether `metric` is judged by the run's score rather than on its own.
@@ -457,7 +652,7 @@ fn score_round(
         score: summary.score,
         classification,
         group_scores: summary.group_scores,
-        reason: format!(
+        reason: bounded_owned(format!(
             "round {round}: {} ({})",
             if classification == ScoreClassification::NoData {
                 format!(
@@ -468,7 +663,7 @@ fn score_round(
                 summary.reason
             },
             verdicts.join(", ")
-        ),
+        )),
     }
 }
 
@@ -541,6 +736,7 @@ fn score_rounds(spec: &AnalysisRunSpec, status: &mut AnalysisRunStatus) {
     let Some((phase, message)) = verdict else {
         return;
     };
+    let message = bounded_owned(message);
     for result in &mut status.metric_results {
         let scored = spec
             .metrics
@@ -609,7 +805,7 @@ fn update_run_phase(spec: &AnalysisRunSpec, status: &mut AnalysisRunStatus, now:
         }
     }
     status.phase = Some(phase);
-    status.message = message;
+    status.message = message.map(bounded_owned);
 }
 
 #[cfg(test)]
@@ -900,18 +1096,25 @@ mod tests {
         assert_eq!(first, again);
     }
 
+    /// The run's status after planning it at `at(0)`, with its phase and message.
+    fn refused(spec: &AnalysisRunSpec) -> (Option<AnalysisPhase>, String, RunPlan) {
+        let plan = plan(spec, &AnalysisRunStatus::default(), at(0)).expect("plan");
+        let message = plan.status.message.clone().unwrap_or_default();
+        (plan.status.phase, message, plan)
+    }
+
     #[test]
-    fn bad_durations_name_the_metric_and_field() {
+    fn bad_durations_end_the_run_in_error_naming_the_metric_and_field() {
         let mut m = metric("errors");
         m.interval = Some("5d".to_owned());
-        let error =
-            plan(&spec(vec![m]), &AnalysisRunStatus::default(), at(0)).expect_err("invalid");
+        let (phase, message, plan) = refused(&spec(vec![m]));
+        assert_eq!(phase, Some(AnalysisPhase::Error));
         assert!(
-            error
-                .to_string()
-                .starts_with("metrics[0] (errors).interval:"),
-            "{error}"
+            message.starts_with("the run cannot start: metrics[0] (errors).interval:"),
+            "{message}"
         );
+        assert!(plan.due.is_empty());
+        assert_eq!(plan.next_measurement_at, None);
         assert!(matches!(
             record(
                 &spec(vec![metric("a")]),
@@ -924,6 +1127,178 @@ mod tests {
             ),
             Err(RunError::RecordUnknownMetric { .. })
         ));
+    }
+
+    #[test]
+    fn interval_of_100000000h_ends_the_run_in_error_instead_of_overflowing() {
+        for field in ["interval", "initialDelay"] {
+            let mut m = metric("errors");
+            match field {
+                "interval" => m.interval = Some("100000000h".to_owned()),
+                _ => m.initial_delay = Some("100000000h".to_owned()),
+            }
+            let (phase, message, _) = refused(&spec(vec![m.clone()]));
+            assert_eq!(phase, Some(AnalysisPhase::Error), "{field}");
+            assert!(
+                message.contains(&format!("metrics[0] (errors).{field}: 100000000h")),
+                "{message}"
+            );
+            assert!(message.contains("over the ceiling of 720h"), "{message}");
+            // Driving it to the end takes no measurement and does not panic.
+            let (status, taken) = drive(&spec(vec![m]), &[AnalysisPhase::Successful; 3]);
+            assert_eq!(status.phase, Some(AnalysisPhase::Error));
+            assert!(taken.is_empty());
+        }
+        // The ceiling itself is allowed.
+        let mut m = metric("errors");
+        m.interval = Some("720h".to_owned());
+        m.initial_delay = Some("720h".to_owned());
+        let (phase, _, plan) = refused(&spec(vec![m]));
+        assert_eq!(phase, Some(AnalysisPhase::Running));
+        assert_eq!(
+            plan.next_measurement_at,
+            Some(at(0) + SignedDuration::from_hours(720))
+        );
+    }
+
+    #[test]
+    fn time_arithmetic_saturates_at_the_end_of_time() {
+        assert_eq!(
+            later(Timestamp::MAX, Duration::from_secs(1)),
+            Timestamp::MAX
+        );
+        assert_eq!(later(at(0), Duration::MAX), Timestamp::MAX);
+    }
+
+    #[test]
+    fn too_many_metrics_or_a_megabyte_name_end_the_run_in_error() {
+        let many: Vec<Metric> = (0..=MAX_METRICS_PER_RUN)
+            .map(|i| metric(&format!("m{i}")))
+            .collect();
+        let (phase, message, _) = refused(&spec(many));
+        assert_eq!(phase, Some(AnalysisPhase::Error));
+        assert!(
+            message.contains("metrics: 51 metrics, at most 50"),
+            "{message}"
+        );
+        let (phase, message, _) = refused(&spec(vec![metric(&"n".repeat(1 << 20))]));
+        assert_eq!(phase, Some(AnalysisPhase::Error));
+        assert!(
+            message.contains("metrics[0].name: 1048576 bytes, at most 253"),
+            "{message}"
+        );
+        assert!(message.len() < 200, "{message}");
+    }
+
+    #[test]
+    fn five_megabyte_reason_and_megabyte_value_are_stored_bounded() {
+        let spec = spec(vec![metric("errors")]);
+        let mut status = plan(&spec, &AnalysisRunStatus::default(), at(0))
+            .expect("plan")
+            .status;
+        let mut m = measurement(AnalysisPhase::Error, 0);
+        m.reason = Some("e".repeat(5 << 20));
+        m.value = Some(format!("{{pod=\"{}\"}}", "v".repeat(1 << 20)));
+        record(&spec, &mut status, "errors", m, false, 10, at(0)).expect("record");
+        let stored = &status.metric_results[0].measurements[0];
+        let limit = crate::analysis::provider::MAX_TEXT_BYTES + 32;
+        for text in [
+            &stored.reason,
+            &stored.value,
+            &status.metric_results[0].message,
+            &status.message,
+        ] {
+            let text = text.as_deref().unwrap_or_default();
+            assert!(text.len() <= limit, "{} bytes", text.len());
+        }
+        assert!(
+            stored
+                .reason
+                .as_deref()
+                .unwrap_or_default()
+                .ends_with("bytes cut)"),
+            "the cut is said"
+        );
+    }
+
+    /// The largest judge state a metric can carry: a latency test's warm-up buckets (capped by
+    /// `measure::MAX_HISTOGRAM_BUCKETS`) and per-bound count states.
+    fn worst_sequential_state() -> serde_json::Value {
+        use crate::analysis::judge::sequential::{CountState, HistogramState};
+        let count = CountState {
+            canary_errors: u64::MAX,
+            baseline_errors: u64::MAX,
+            canary_requests: u64::MAX,
+            baseline_requests: u64::MAX,
+            share_sum: f64::MAX,
+            share_square_sum: f64::MAX,
+            share_range: Some((f64::MIN_POSITIVE, f64::MAX)),
+            residual_sum: f64::MAX,
+            residual_square_sum: f64::MAX,
+            residual_intervals: u64::MAX,
+            ..CountState::default()
+        };
+        let state = HistogramState {
+            // At most three bounds: the latency test's quantiles (0.5, 0.9, 0.99).
+            bounds: vec![f64::MAX; 3],
+            per_bound: vec![count; 3],
+            warmup_baseline: vec![u64::MAX; crate::analysis::measure::MAX_HISTOGRAM_BUCKETS],
+            ..HistogramState::default()
+        };
+        serde_json::to_value(&state).expect("state serializes")
+    }
+
+    #[test]
+    fn worst_case_status_stays_under_the_budget() {
+        // Fifty metrics with the longest names, half of them scored in groups with the longest
+        // names, each carrying the largest judge state and recording megabyte texts.
+        let long = |i: usize| format!("{i:03}{}", "é".repeat((MAX_NAME_BYTES - 3) / 2));
+        let metrics: Vec<Metric> = (0..MAX_METRICS_PER_RUN)
+            .map(|i| {
+                let mut m = if i % 2 == 0 {
+                    let mut m = mw_metric(&long(i), Some(&long(i + 100)));
+                    m.count = Some(1000);
+                    m
+                } else {
+                    metric(&long(i))
+                };
+                m.interval = Some("1s".to_owned());
+                m.count = Some(1000);
+                m.failure_limit = Some(1000);
+                m.inconclusive_limit = Some(1000);
+                m.consecutive_error_limit = Some(1000);
+                m
+            })
+            .collect();
+        let mut spec = scored_spec(metrics, &[]);
+        spec.scoring = Some(Scoring::default());
+        let mut status = plan(&spec, &AnalysisRunStatus::default(), at(0))
+            .expect("plan")
+            .status;
+        assert_eq!(status.phase, Some(AnalysisPhase::Running));
+        // Anything over MAX_TEXT_BYTES is as large as a stored text gets.
+        let huge = "ü".repeat(4 << 10);
+        for t in 0..4 {
+            for i in 0..MAX_METRICS_PER_RUN {
+                status.metric_results[i].sequential_state = Some(worst_sequential_state());
+                let mut m = measurement(AnalysisPhase::Inconclusive, t);
+                m.reason = Some(huge.clone());
+                m.value = Some(huge.clone());
+                record(&spec, &mut status, &long(i), m, false, 10, at(t)).expect("record");
+                let size = serialized_size(&status);
+                assert!(
+                    size <= STATUS_BUDGET_BYTES,
+                    "{size} bytes after measurement {t} of metric {i}"
+                );
+            }
+        }
+        assert!(status.metric_results.iter().all(|r| r.count == 4));
+        assert!(
+            status
+                .metric_results
+                .iter()
+                .all(|r| !r.measurements.is_empty())
+        );
     }
 
     // ---- Kayenta-style scoring of Mann–Whitney metrics ----

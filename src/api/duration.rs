@@ -6,6 +6,16 @@ use std::time::Duration;
 /// rejects a malformed duration before vigil ever sees it.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
 
+/// The longest duration any field accepts (`interval`, `initialDelay`, pauses, delays): 30
+/// days. Longer than any canary step or analysis a release needs, and far from the limits of
+/// timestamp arithmetic (year 9999), so adding it to any real time can never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The longest query `timeout` a metric may set: 5 minutes. A query holds one of a few
+/// analysis slots per Prometheus while it runs; a gate query that needs longer is better
+/// rewritten (a recording rule, a shorter range) than waited for.
+pub const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
 /// Why a duration string could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
@@ -149,6 +159,19 @@ mod tests {
         ));
         assert!(matches!(
             parse_duration("99999999999999999999h"),
+            Err(DurationError::ParseOverflow { .. })
+        ));
+    }
+
+    #[test]
+    fn a_hundred_quadrillion_hours_is_an_overflow_error_not_a_panic() {
+        // Fits in u64, but not once multiplied into milliseconds.
+        assert!(matches!(
+            parse_duration("100000000000000000h"),
+            Err(DurationError::ParseOverflow { .. })
+        ));
+        assert!(matches!(
+            parse_duration("5124095576030h5124095576030h"),
             Err(DurationError::ParseOverflow { .. })
         ));
     }

@@ -34,6 +34,15 @@ pub struct ControllerArgs {
     /// `vigil-controller-<selector>` with `--selector`).
     #[arg(long)]
     pub lease_name: Option<String>,
+    /// A directory whose files templates may name as `file:` credentials (repeatable; the
+    /// environment variable takes a `:`-separated list). Without one, every `file:` credential
+    /// is refused, so no template can make the controller read its own service-account token.
+    #[arg(
+        long = "credential-dir",
+        env = "VIGIL_CREDENTIAL_DIRS",
+        value_delimiter = ':'
+    )]
+    pub credential_dirs: Vec<std::path::PathBuf>,
 }
 
 /// Runs the controller until SIGTERM/Ctrl-C; exit code 0, or 1 with the reason on stderr.
@@ -59,6 +68,7 @@ pub fn run(args: &ControllerArgs) -> i32 {
         lease_namespace: args.lease_namespace.clone(),
         concurrency: args.concurrency,
         selector: args.selector.clone(),
+        credential_dirs: args.credential_dirs.clone(),
     };
     match runtime.block_on(run_controller(config)) {
         Ok(()) => 0,

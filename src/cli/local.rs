@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::platform::local::admin::DEFAULT_ADMIN;
+use crate::platform::local::admin::{
+    ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE, DEFAULT_ADMIN, YAML_CONTENT_TYPE, read_token,
+};
 use crate::platform::local::engine::{RolloutView, progress_line};
 
 /// Arguments of `vigil local`.
@@ -14,6 +16,12 @@ pub struct LocalArgs {
     /// Admin endpoint of `vigil run`.
     #[arg(long, global = true, default_value = DEFAULT_ADMIN)]
     pub admin: SocketAddr,
+    /// The state directory of that `vigil run`: its admin token is read from `admin.token` there.
+    #[arg(long, global = true, default_value = ".vigil")]
+    pub state_dir: PathBuf,
+    /// The admin token, instead of reading it from the state directory.
+    #[arg(long, global = true, env = ADMIN_TOKEN_ENV, hide_env_values = true)]
+    pub token: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: LocalCommand,
@@ -79,6 +87,25 @@ pub enum LocalError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The admin token could not be read.
+    #[error(
+        "failed to read the admin token from {path}: {source} (is `vigil run` running with \
+         --state-dir {dir}? pass the same --state-dir, or --token / {ADMIN_TOKEN_ENV})"
+    )]
+    ReadToken {
+        /// The token file.
+        path: PathBuf,
+        /// The state directory.
+        dir: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The token cannot be sent in a header.
+    #[error("failed to use the admin token: it holds characters a header cannot carry")]
+    UseToken,
+    /// The HTTP client could not be built.
+    #[error("failed to build the HTTP client: {0}")]
+    BuildClient(reqwest::Error),
     /// The engine could not be reached.
     #[error("failed to reach vigil run at {admin}: {source} (is `vigil run` running?)")]
     ReachEngine {
@@ -159,9 +186,30 @@ async fn post(client: &reqwest::Client, admin: SocketAddr, path: &str) -> Result
     Ok(())
 }
 
+/// A client that sends the admin token with every request.
+fn admin_client(args: &LocalArgs) -> Result<reqwest::Client, LocalError> {
+    let token = match &args.token {
+        Some(token) => token.trim().to_owned(),
+        None => read_token(&args.state_dir).map_err(|source| LocalError::ReadToken {
+            path: args.state_dir.join(ADMIN_TOKEN_FILE),
+            dir: args.state_dir.display().to_string(),
+            source,
+        })?,
+    };
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| LocalError::UseToken)?;
+    value.set_sensitive(true);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .map_err(LocalError::BuildClient)
+}
+
 async fn execute(args: &LocalArgs) -> Result<(), LocalError> {
     let admin = args.admin;
-    let client = reqwest::Client::new();
+    let client = admin_client(args)?;
     match &args.command {
         LocalCommand::Get {
             name,
@@ -224,7 +272,10 @@ async fn execute(args: &LocalArgs) -> Result<(), LocalError> {
             })?;
             let body = send(
                 admin,
-                client.post(format!("http://{admin}/apply")).body(text),
+                client
+                    .post(format!("http://{admin}/apply"))
+                    .header(reqwest::header::CONTENT_TYPE, YAML_CONTENT_TYPE)
+                    .body(text),
             )
             .await?;
             println!("applied: {}", body.trim());

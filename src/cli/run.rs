@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use url::Url;
 
-use crate::platform::local::admin::{Admin, DEFAULT_ADMIN};
+use crate::platform::local::admin::{Admin, DEFAULT_ADMIN, require_loopback};
 use crate::platform::local::engine::{Engine, EngineConfig, EngineHandle, Sources};
 use crate::platform::local::supervisor::SupervisorConfig;
 
@@ -27,13 +27,19 @@ pub struct RunArgs {
     /// Prometheus to query, replacing each metric's `address`.
     #[arg(long)]
     pub prometheus: Option<Url>,
-    /// Loopback address of the admin endpoint used by `vigil local ...`.
+    /// Loopback address of the admin endpoint used by `vigil local ...` (other addresses are
+    /// refused: the endpoint runs commands). Its token is written to `admin.token` in the
+    /// state directory.
     #[arg(long, default_value = DEFAULT_ADMIN)]
     pub admin: SocketAddr,
 }
 
 /// Runs `vigil run` and returns the exit code.
 pub fn run(args: &RunArgs) -> i32 {
+    if let Err(error) = require_loopback(args.admin) {
+        eprintln!("vigil run: {error}");
+        return EXIT_INVALID_INPUT;
+    }
     let sources = match Sources::load(&args.files) {
         Ok(sources) => sources,
         Err(error) => {
@@ -71,7 +77,7 @@ async fn serve(args: &RunArgs, sources: Sources) -> i32 {
             return EXIT_START;
         }
     };
-    let admin = match Admin::bind(args.admin, engine.clone()).await {
+    let admin = match Admin::bind(args.admin, engine.clone(), &args.state_dir).await {
         Ok(admin) => admin,
         Err(error) => {
             eprintln!("vigil run: {error}");
@@ -88,9 +94,11 @@ async fn serve(args: &RunArgs, sources: Sources) -> i32 {
         }
     }
     eprintln!(
-        "vigil run: admin on http://{} (vigil local get ROLLOUT --admin {}); Ctrl-C stops",
+        "vigil run: admin on http://{} (vigil local get ROLLOUT --admin {} --state-dir {}; token in {}); Ctrl-C stops",
         admin.local_addr(),
-        admin.local_addr()
+        admin.local_addr(),
+        args.state_dir.display(),
+        admin.token_file().display()
     );
     let watcher = tokio::spawn(watch_files(args.files.clone(), engine.clone()));
     wait_for_signal().await;
@@ -123,7 +131,16 @@ async fn watch_files(files: Vec<PathBuf>, engine: EngineHandle) {
             continue;
         }
         seen = now;
-        match Sources::load(&files) {
+        // Parsing may take a while on a big file: keep it off the async workers.
+        let load = {
+            let files = files.clone();
+            tokio::task::spawn_blocking(move || Sources::load(&files)).await
+        };
+        let Ok(loaded) = load else {
+            tracing::warn!("loading the changed files was interrupted");
+            continue;
+        };
+        match loaded {
             Ok(sources) => match engine.apply(sources).await {
                 Ok(names) => {
                     tracing::info!(rollouts = ?names, "files changed; applied");

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
-use crate::analysis::template::{check_args, check_duration};
+use crate::analysis::template::validate::{check_args, check_duration};
 use crate::api::{CanaryStep, RolloutSpec, TemplateRef};
 
 use super::SpecProblem;

@@ -4,6 +4,7 @@
 //! [`Measurement::NoData`], NaN and ±Inf keep their own class, and asking for one value from a
 //! result holding several series is an error that names those series.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -16,6 +17,42 @@ pub type Labels = BTreeMap<String, String>;
 /// How many series names an error keeps: enough to diagnose, bounded so a query returning
 /// thousands of series cannot blow up a status field or a log line.
 pub const MAX_SERIES_NAMED: usize = 10;
+
+/// The most bytes of one text vigil stores in status or prints (a reason, a value, a message,
+/// a provider error, a label value): enough to diagnose, small enough that a run's status with
+/// many metrics and their retained measurements stays within its budget. A 5 MB error body or
+/// a 1 MB label value is cut here, never copied whole into an object etcd must store.
+pub const MAX_TEXT_BYTES: usize = 1024;
+
+/// `text` cut to [`MAX_TEXT_BYTES`] on a char boundary, with `… (N bytes cut)` appended when
+/// cut. Every string that reaches status, events or output passes through here.
+pub fn bounded(text: &str) -> Cow<'_, str> {
+    bounded_to(text, MAX_TEXT_BYTES)
+}
+
+/// `text` cut to at most `limit` bytes (plus the suffix saying how much was cut).
+pub fn bounded_to(text: &str, limit: usize) -> Cow<'_, str> {
+    if text.len() <= limit {
+        return Cow::Borrowed(text);
+    }
+    let mut cut = limit;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Cow::Owned(format!(
+        "{}… ({} bytes cut)",
+        &text[..cut],
+        text.len() - cut
+    ))
+}
+
+/// [`bounded`] for an owned string: no copy when it is already short.
+pub fn bounded_owned(text: String) -> String {
+    match bounded(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(cut) => cut,
+    }
+}
 
 /// The result type Prometheus reports (`data.resultType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -368,6 +405,35 @@ pub enum ProviderError {
         /// The first series (at most [`MAX_SERIES_NAMED`]), formatted as PromQL selectors.
         series: Vec<String>,
     },
+    /// The server answered with a redirect. vigil never follows one: credentials and custom
+    /// headers (tenant IDs, API keys) would go to whatever host the answer names.
+    #[error(
+        "HTTP {status} redirect to {location}: redirects are not followed (credentials must not reach another host); set provider.prometheus.address to the final URL"
+    )]
+    Redirected {
+        /// The 3xx status code.
+        status: u16,
+        /// Where the answer pointed (credentials and query removed), or `(no Location)`.
+        location: String,
+    },
+    /// The answer body is larger than the client reads.
+    #[error(
+        "the answer is larger than {limit} bytes, more than vigil reads; aggregate the query (e.g. sum by (...)) so it returns what the gate judges"
+    )]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The answer holds more series than the client decodes.
+    #[error(
+        "too many series: the answer holds {got}, at most {limit} are decoded; aggregate the query (e.g. sum by (...))"
+    )]
+    TooManySeriesInAnswer {
+        /// How many series are decoded at most.
+        limit: usize,
+        /// How many the answer holds.
+        got: usize,
+    },
     /// The client configuration is invalid (bad CA bundle, header name, address).
     #[error("invalid provider configuration: {detail}")]
     InvalidConfig {
@@ -396,7 +462,10 @@ impl ProviderError {
         ProviderError::TooManySeries {
             expected: 1,
             got,
-            series: labels.take(MAX_SERIES_NAMED).map(format_series).collect(),
+            series: labels
+                .take(MAX_SERIES_NAMED)
+                .map(|l| bounded_owned(format_series(l)))
+                .collect(),
         }
     }
 }
@@ -539,6 +608,40 @@ mod tests {
             Measurement::from_matrix(vec![]).single_series(),
             Ok(None)
         ));
+    }
+
+    #[test]
+    fn bounded_cuts_on_a_char_boundary_and_says_how_much() {
+        assert_eq!(bounded("short"), "short");
+        let exact = "x".repeat(MAX_TEXT_BYTES);
+        assert!(matches!(bounded(&exact), Cow::Borrowed(_)));
+        // 'é' is two bytes: a cut at an odd offset must step back, not split it.
+        let text = format!("a{}", "é".repeat(MAX_TEXT_BYTES));
+        let cut = bounded(&text);
+        let suffix = cut.rsplit_once('…').map(|(_, s)| s).unwrap_or_default();
+        assert_eq!(
+            suffix,
+            format!(" ({} bytes cut)", text.len() - (MAX_TEXT_BYTES - 1))
+        );
+        assert!(cut.len() <= MAX_TEXT_BYTES + 32, "{}", cut.len());
+        assert_eq!(bounded_to("ab", 0), "… (2 bytes cut)");
+    }
+
+    #[test]
+    fn megabyte_label_values_are_bounded_in_too_many_series() {
+        let huge = "v".repeat(1 << 20);
+        let m = Measurement::from_vector(vec![
+            sample(&[("pod", &huge)], 1.0),
+            sample(&[("pod", "b")], 1.0),
+        ]);
+        let error = m.single_value().expect_err("two series");
+        let text = error.to_string();
+        assert!(
+            text.len() <= 2 * MAX_TEXT_BYTES + 200,
+            "{} bytes",
+            text.len()
+        );
+        assert!(text.contains("bytes cut"), "{text}");
     }
 
     #[test]

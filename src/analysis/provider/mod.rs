@@ -13,8 +13,8 @@ pub mod prometheus;
 pub mod resolve;
 
 pub use measurement::{
-    Labels, Measurement, ProviderError, RangeSeries, ResultType, SingleValue, ValueClass,
-    VectorSample,
+    Labels, MAX_TEXT_BYTES, Measurement, ProviderError, RangeSeries, ResultType, SingleValue,
+    ValueClass, VectorSample, bounded, bounded_owned, bounded_to,
 };
 
 /// The time range of a range query. `start` and `end` are inclusive, as in Prometheus.

@@ -5,27 +5,54 @@
 //! `Retry-After`; everything else is returned as the typed [`ProviderError`] it is. A
 //! [`ConcurrencyLimiter`] shared by all clients caps the in-flight queries per Prometheus, so
 //! many rollouts cannot flood one server.
+//!
+//! An answer is not trusted to be small, sane or fast: redirects are never followed (custom
+//! headers carry secrets), `Retry-After` is capped, the body is capped at [`MAX_BODY_BYTES`]
+//! and at most [`MAX_SERIES_PER_ANSWER`] series are decoded; the rest is skipped unallocated.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use url::Url;
 
 use super::measurement::{
-    Labels, Measurement, ProviderError, RangeSeries, ResultType, VectorSample,
+    Labels, Measurement, ProviderError, RangeSeries, ResultType, VectorSample, bounded,
+    bounded_owned,
 };
 use super::{MetricsProvider, QueryRange};
+use crate::api::duration::{MAX_QUERY_TIMEOUT, format_duration};
 
 /// How much of an error body is kept in [`ProviderError::HttpStatus`].
 const BODY_EXCERPT_CHARS: usize = 512;
+
+/// The largest answer body read. The controller runs in 256 MiB with up to 8 queries in
+/// flight per Prometheus; decoding costs a few times the body (label maps), so 8 MiB per
+/// answer keeps even several at once far under the limit. A gate's answer (one series, or one
+/// per pod) is kilobytes; 500k series (25 MB) once took 1.48 GB to decode.
+pub const MAX_BODY_BYTES: usize = 8 << 20;
+
+/// The most series (result elements) decoded from one answer; the rest are skipped without
+/// allocating and only counted, for the error. Ten thousand is far more than any gate judges
+/// (one value, or one per pod or per `le` bucket) and keeps a decoded answer to megabytes.
+pub const MAX_SERIES_PER_ANSWER: usize = 10_000;
+
+/// The longest wait a `Retry-After` header can impose between attempts. A server may ask for
+/// anything (`Retry-After: 99999999999999`); past the query's own deadline the query gives up
+/// anyway, and a minute is more than any Prometheus asks for in earnest.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Warnings kept from one answer (they are only logged).
+const MAX_WARNINGS: usize = 10;
 
 /// Username and password for HTTP basic authentication.
 #[derive(Clone, PartialEq, Eq)]
@@ -98,13 +125,14 @@ pub struct PrometheusClientConfig {
     pub backoff_base: Duration,
     /// Largest backoff ceiling.
     pub backoff_max: Duration,
-    /// Largest accepted response body; a bigger one is [`ProviderError::MalformedBody`].
+    /// Largest accepted response body (at most [`MAX_BODY_BYTES`]); a bigger one is
+    /// [`ProviderError::BodyTooLarge`].
     pub max_body_bytes: usize,
 }
 
 impl PrometheusClientConfig {
     /// A configuration with defaults: 30 s timeout, 3 attempts, backoff 200 ms doubling up to
-    /// 5 s, bodies up to 32 MiB, no auth.
+    /// 5 s, bodies up to [`MAX_BODY_BYTES`], no auth.
     pub fn new(address: Url) -> PrometheusClientConfig {
         PrometheusClientConfig {
             address,
@@ -113,7 +141,7 @@ impl PrometheusClientConfig {
             max_attempts: 3,
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
-            max_body_bytes: 32 << 20,
+            max_body_bytes: MAX_BODY_BYTES,
         }
     }
 }
@@ -227,6 +255,13 @@ impl PrometheusClient {
             base.set_path(&path);
         }
         let display_address = redact_address(&base);
+        if config.timeout > MAX_QUERY_TIMEOUT {
+            return Err(invalid(format!(
+                "provider.prometheus.timeout {} is over the ceiling of {}: a query that needs longer holds an analysis slot too long (use a recording rule or a shorter range)",
+                format_duration(config.timeout),
+                format_duration(MAX_QUERY_TIMEOUT)
+            )));
+        }
         let auth = config.auth;
         if auth.bearer_token.is_some() && auth.basic.is_some() {
             return Err(invalid(
@@ -244,6 +279,8 @@ impl PrometheusClient {
             headers.append(name, value);
         }
         let mut builder = reqwest::Client::builder()
+            // A redirect would carry the credentials and custom headers to another host.
+            .redirect(reqwest::redirect::Policy::none())
             .default_headers(headers)
             .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &auth.ca_bundle_pem {
@@ -269,7 +306,7 @@ impl PrometheusClient {
                 max_attempts: config.max_attempts.max(1),
                 backoff_base: config.backoff_base,
                 backoff_max: config.backoff_max,
-                max_body_bytes: config.max_body_bytes,
+                max_body_bytes: config.max_body_bytes.min(MAX_BODY_BYTES),
                 slots,
             }),
         })
@@ -331,6 +368,8 @@ enum Failure {
     Connection(reqwest::Error),
     /// The body grew past the configured limit.
     BodyTooLarge { limit: usize },
+    /// A 3xx answer: not followed.
+    Redirect { status: u16, location: String },
     /// A non-success HTTP status.
     Status {
         status: u16,
@@ -344,7 +383,7 @@ impl Failure {
         match self {
             Failure::Connection(_) => true,
             Failure::Status { status, .. } => *status == 429 || (500..600).contains(status),
-            Failure::BodyTooLarge { .. } => false,
+            Failure::BodyTooLarge { .. } | Failure::Redirect { .. } => false,
         }
     }
 
@@ -355,26 +394,32 @@ impl Failure {
                 attempts,
                 source: Box::new(source.without_url()),
             },
-            Failure::BodyTooLarge { limit } => ProviderError::MalformedBody {
-                detail: format!("response body exceeds {limit} bytes"),
-            },
+            Failure::BodyTooLarge { limit } => ProviderError::BodyTooLarge { limit },
+            Failure::Redirect { status, location } => {
+                ProviderError::Redirected { status, location }
+            }
             Failure::Status { status, body, .. } => {
                 // Prometheus explains 4xx/5xx in its JSON envelope; keep its words when present.
                 if let Ok(envelope) = serde_json::from_slice::<ErrorEnvelope>(&body)
                     && envelope.status == "error"
                 {
-                    return ProviderError::PrometheusError {
-                        error_type: envelope.error_type.unwrap_or_default(),
-                        error: envelope.error.unwrap_or_default(),
-                    };
+                    return prometheus_error(envelope.error_type, envelope.error);
                 }
                 ProviderError::HttpStatus {
                     status,
-                    body_excerpt: excerpt(&body),
+                    body_excerpt: bounded_owned(excerpt(&body)),
                     attempts,
                 }
             }
         }
+    }
+}
+
+/// Prometheus' own error, its texts bounded (a server may send megabytes).
+fn prometheus_error(error_type: Option<String>, error: Option<String>) -> ProviderError {
+    ProviderError::PrometheusError {
+        error_type: bounded_owned(error_type.unwrap_or_default()),
+        error: bounded_owned(error.unwrap_or_default()),
     }
 }
 
@@ -423,7 +468,12 @@ impl Inner {
             .map_err(|e| ProviderError::InvalidConfig {
                 detail: format!("API path: {e}"),
             })?;
-        let deadline = Instant::now() + self.timeout;
+        // The timeout is at most MAX_QUERY_TIMEOUT (checked in `new`): this cannot overflow.
+        let deadline = Instant::now().checked_add(self.timeout).ok_or_else(|| {
+            ProviderError::InvalidConfig {
+                detail: format!("timeout {:?} out of range", self.timeout),
+            }
+        })?;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -452,11 +502,12 @@ impl Inner {
                 Failure::Status {
                     retry_after: Some(wait),
                     ..
-                } => *wait,
+                } => (*wait).min(MAX_RETRY_AFTER),
                 _ => full_jitter(self.backoff_base, self.backoff_max, attempts),
             };
             // Waiting past the deadline would only turn the real cause into a timeout.
-            if Instant::now() + delay >= deadline {
+            let wake = Instant::now().checked_add(delay);
+            if wake.is_none_or(|wake| wake >= deadline) {
                 return Err(failure.into_error(&self.display_address, attempts));
             }
             tracing::debug!(
@@ -484,6 +535,26 @@ impl Inner {
         }
         let mut response = request.send().await.map_err(Failure::Connection)?;
         let status = response.status();
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| url.join(v).ok())
+                .map_or_else(|| "(no Location)".to_owned(), |to| redact_address(&to));
+            return Err(Failure::Redirect {
+                status: status.as_u16(),
+                location: bounded_owned(location),
+            });
+        }
+        if response
+            .content_length()
+            .is_some_and(|length| length > self.max_body_bytes as u64)
+        {
+            return Err(Failure::BodyTooLarge {
+                limit: self.max_body_bytes,
+            });
+        }
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
@@ -523,6 +594,7 @@ fn failure_reason(failure: &Failure) -> String {
         Failure::Connection(e) => e.to_string(),
         Failure::Status { status, .. } => format!("HTTP {status}"),
         Failure::BodyTooLarge { limit } => format!("body over {limit} bytes"),
+        Failure::Redirect { status, .. } => format!("HTTP {status} redirect"),
     }
 }
 
@@ -536,71 +608,177 @@ struct ErrorEnvelope {
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
+    #[serde(borrow)]
     status: Cow<'a, str>,
     #[serde(borrow)]
-    data: Option<Data<'a>>,
+    data: Option<RawData<'a>>,
     #[serde(rename = "errorType")]
     error_type: Option<String>,
     error: Option<String>,
     #[serde(default)]
-    warnings: Vec<String>,
+    warnings: Capped<String, MAX_WARNINGS>,
 }
 
+/// `data`, read in any key order: `result` before `resultType` must not make serde buffer the
+/// whole result (an adjacently tagged enum would), so the elements are read untyped and checked
+/// against the result type afterwards.
 #[derive(Deserialize)]
-#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
-enum Data<'a> {
-    Scalar(#[serde(borrow)] RawSample<'a>),
-    String(serde::de::IgnoredAny),
-    Vector(#[serde(borrow)] Vec<RawVectorItem<'a>>),
-    Matrix(#[serde(borrow)] Vec<RawMatrixItem<'a>>),
+struct RawData<'a> {
+    #[serde(rename = "resultType", borrow)]
+    result_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    result: Option<Capped<RawElement<'a>, MAX_SERIES_PER_ANSWER>>,
+}
+
+/// A JSON array of which at most `N` elements are decoded; the rest are skipped without
+/// allocating and only counted.
+struct Capped<T, const N: usize> {
+    items: Vec<T>,
+    /// Elements in the array, decoded or not.
+    total: usize,
+}
+
+impl<T, const N: usize> Default for Capped<T, N> {
+    fn default() -> Self {
+        Capped {
+            items: Vec::new(),
+            total: 0,
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for Capped<T, N> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CappedVisitor<T, const N: usize>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for CappedVisitor<T, N> {
+            type Value = Capped<T, N>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut capped = Capped::default();
+                while capped.total < N {
+                    match seq.next_element::<T>()? {
+                        Some(item) => capped.items.push(item),
+                        None => return Ok(capped),
+                    }
+                    capped.total += 1;
+                }
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    capped.total = capped.total.saturating_add(1);
+                }
+                Ok(capped)
+            }
+        }
+        deserializer.deserialize_seq(CappedVisitor::<T, N>(PhantomData))
+    }
+}
+
+/// One element of `data.result`: a number or a string (the two halves of a scalar), or a
+/// series object (vector and matrix).
+enum RawElement<'a> {
+    Number(f64),
+    Text(Cow<'a, str>),
+    Series(RawSeries<'a>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawElement<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ElementVisitor<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for ElementVisitor<'a> {
+            type Value = RawElement<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number, a string or a series object")
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(RawElement::Number(v))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(RawElement::Number(v as f64))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(RawElement::Number(v as f64))
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(RawElement::Text(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawElement::Text(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawSeries::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawElement::Series)
+            }
+        }
+        deserializer.deserialize_any(ElementVisitor(PhantomData))
+    }
 }
 
 /// `[<unix seconds>, "<value>"]`
 #[derive(Deserialize)]
 struct RawSample<'a>(f64, #[serde(borrow)] Cow<'a, str>);
 
+/// A series of a vector (`value`) or a matrix (`values`).
 #[derive(Deserialize)]
-struct RawVectorItem<'a> {
-    #[serde(default)]
-    metric: Labels,
-    #[serde(borrow)]
-    value: Option<RawSample<'a>>,
-}
-
-#[derive(Deserialize)]
-struct RawMatrixItem<'a> {
+struct RawSeries<'a> {
     #[serde(default)]
     metric: Labels,
     #[serde(borrow, default)]
-    values: Vec<RawSample<'a>>,
+    value: Option<RawSample<'a>>,
+    #[serde(borrow, default)]
+    values: Option<Vec<RawSample<'a>>>,
 }
 
 fn malformed(detail: impl Into<String>) -> ProviderError {
     ProviderError::MalformedBody {
-        detail: detail.into(),
+        detail: bounded_owned(detail.into()),
     }
+}
+
+/// One sample's time and value.
+fn decode_sample(time: f64, text: &str) -> Result<(Timestamp, f64), ProviderError> {
+    // Prometheus times are milliseconds; rounding removes float noise like .99999.
+    let millis = (time * 1000.0).round();
+    // The range check keeps the cast exact (`as` saturates, but a saturated time is a lie).
+    let at = if millis.is_finite() && millis.abs() < 9.0e15 {
+        Timestamp::from_millisecond(millis as i64).ok()
+    } else {
+        None
+    }
+    .ok_or_else(|| malformed(format!("sample time {time} out of range")))?;
+    // Go's FormatFloat writes NaN, +Inf and -Inf.
+    let value = match text {
+        "NaN" => f64::NAN,
+        "+Inf" | "Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        text => text
+            .parse::<f64>()
+            .map_err(|_| malformed(format!("sample value {:?} is not a number", bounded(text))))?,
+    };
+    Ok((at, value))
 }
 
 impl RawSample<'_> {
     fn decode(&self) -> Result<(Timestamp, f64), ProviderError> {
-        // Prometheus times are milliseconds; rounding removes float noise like .99999.
-        let millis = (self.0 * 1000.0).round();
-        let at = if millis.is_finite() {
-            Timestamp::from_millisecond(millis as i64).ok()
-        } else {
-            None
-        }
-        .ok_or_else(|| malformed(format!("sample time {} out of range", self.0)))?;
-        // Go's FormatFloat writes NaN, +Inf and -Inf.
-        let value = match self.1.as_ref() {
-            "NaN" => f64::NAN,
-            "+Inf" | "Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            text => text
-                .parse::<f64>()
-                .map_err(|_| malformed(format!("sample value {text:?} is not a number")))?,
-        };
-        Ok((at, value))
+        decode_sample(self.0, &self.1)
+    }
+}
+
+fn series_of<'a>(element: RawElement<'a>, kind: &str) -> Result<RawSeries<'a>, ProviderError> {
+    match element {
+        RawElement::Series(series) => Ok(series),
+        _ => Err(malformed(format!(
+            "a {kind} result holds a non-object element"
+        ))),
     }
 }
 
@@ -608,7 +786,9 @@ impl RawSample<'_> {
 ///
 /// `"status": "error"` becomes [`ProviderError::PrometheusError`]; an empty vector or matrix
 /// becomes [`Measurement::NoData`]; samples without a float value (native histograms) and
-/// string results are errors, not guesses.
+/// string results are errors, not guesses. More than [`MAX_SERIES_PER_ANSWER`] series is
+/// [`ProviderError::TooManySeriesInAnswer`]; the series past the limit are never allocated.
+/// The work is linear in the body's length whatever it holds (serde_json also bounds nesting).
 pub fn parse_response(body: &[u8]) -> Result<Measurement, ProviderError> {
     let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|e| {
         malformed(format!(
@@ -618,65 +798,89 @@ pub fn parse_response(body: &[u8]) -> Result<Measurement, ProviderError> {
     })?;
     match envelope.status.as_ref() {
         "success" => {}
-        "error" => {
-            return Err(ProviderError::PrometheusError {
-                error_type: envelope.error_type.unwrap_or_default(),
-                error: envelope.error.unwrap_or_default(),
-            });
-        }
-        other => return Err(malformed(format!("unknown status {other:?}"))),
+        "error" => return Err(prometheus_error(envelope.error_type, envelope.error)),
+        other => return Err(malformed(format!("unknown status {:?}", bounded(other)))),
     }
-    if !envelope.warnings.is_empty() {
-        tracing::debug!(warnings = ?envelope.warnings, "Prometheus returned warnings");
+    if envelope.warnings.total > 0 {
+        let first = envelope
+            .warnings
+            .items
+            .first()
+            .map(|w| bounded(w).into_owned());
+        tracing::debug!(
+            warnings = envelope.warnings.total,
+            first = first.as_deref().unwrap_or_default(),
+            "Prometheus returned warnings"
+        );
     }
-    match envelope.data {
-        None => Err(malformed("success without data")),
-        Some(Data::Scalar(sample)) => {
-            let (at, value) = sample.decode()?;
-            Ok(Measurement::Scalar { at, value })
-        }
-        Some(Data::String(_)) => Err(ProviderError::UnexpectedResultType {
+    let data = envelope
+        .data
+        .ok_or_else(|| malformed("success without data"))?;
+    let result_type = data
+        .result_type
+        .ok_or_else(|| malformed("data without resultType"))?;
+    let result = data
+        .result
+        .ok_or_else(|| malformed("data without result"))?;
+    if result.total > MAX_SERIES_PER_ANSWER {
+        return Err(ProviderError::TooManySeriesInAnswer {
+            limit: MAX_SERIES_PER_ANSWER,
+            got: result.total,
+        });
+    }
+    match result_type.as_ref() {
+        "scalar" => match result.items.as_slice() {
+            [RawElement::Number(time), RawElement::Text(text)] => {
+                let (at, value) = decode_sample(*time, text)?;
+                Ok(Measurement::Scalar { at, value })
+            }
+            _ => Err(malformed("a scalar result is not [<time>, \"<value>\"]")),
+        },
+        "string" => Err(ProviderError::UnexpectedResultType {
             expected: "scalar, vector or matrix",
             got: ResultType::String,
         }),
-        Some(Data::Vector(items)) => {
-            let samples = items
-                .into_iter()
-                .map(|item| {
-                    let raw = item.value.ok_or_else(|| {
-                        malformed(format!(
-                            "series {} has no float value (native histogram?)",
-                            super::measurement::format_series(&item.metric)
-                        ))
-                    })?;
-                    let (at, value) = raw.decode()?;
-                    Ok(VectorSample {
-                        labels: item.metric,
-                        at,
-                        value,
-                        sample_count: None,
-                    })
-                })
-                .collect::<Result<Vec<_>, ProviderError>>()?;
+        "vector" => {
+            let mut samples = Vec::with_capacity(result.items.len());
+            for element in result.items {
+                let series = series_of(element, "vector")?;
+                let raw = series.value.as_ref().ok_or_else(|| {
+                    malformed(format!(
+                        "series {} has no float value (native histogram?)",
+                        bounded(&super::measurement::format_series(&series.metric))
+                    ))
+                })?;
+                let (at, value) = raw.decode()?;
+                samples.push(VectorSample {
+                    labels: series.metric,
+                    at,
+                    value,
+                    sample_count: None,
+                });
+            }
             Ok(Measurement::from_vector(samples))
         }
-        Some(Data::Matrix(items)) => {
-            let series = items
-                .into_iter()
-                .map(|item| {
-                    let points = item
-                        .values
-                        .iter()
-                        .map(RawSample::decode)
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Ok(RangeSeries {
-                        labels: item.metric,
-                        points,
-                    })
-                })
-                .collect::<Result<Vec<_>, ProviderError>>()?;
-            Ok(Measurement::from_matrix(series))
+        "matrix" => {
+            let mut all = Vec::with_capacity(result.items.len());
+            for element in result.items {
+                let series = series_of(element, "matrix")?;
+                let points = series
+                    .values
+                    .iter()
+                    .flatten()
+                    .map(RawSample::decode)
+                    .collect::<Result<Vec<_>, _>>()?;
+                all.push(RangeSeries {
+                    labels: series.metric,
+                    points,
+                });
+            }
+            Ok(Measurement::from_matrix(all))
         }
+        other => Err(malformed(format!(
+            "unknown resultType {:?}",
+            bounded(other)
+        ))),
     }
 }
 
@@ -768,6 +972,66 @@ mod tests {
             parse_response(histogram),
             Err(ProviderError::MalformedBody { .. })
         ));
+    }
+
+    #[test]
+    fn result_before_result_type_is_read_the_same() {
+        let body = br#"{"data":{"result":[{"value":[1,"2"],"metric":{"a":"b"}}],"resultType":"vector"},"status":"success"}"#;
+        match parse_response(body) {
+            Ok(Measurement::Vector(samples)) => assert_eq!(samples[0].value, 2.0),
+            other => panic!("unexpected {other:?}"),
+        }
+        let scalar = br#"{"status":"success","data":{"result":[1,"3"],"resultType":"scalar"}}"#;
+        assert!(matches!(
+            parse_response(scalar),
+            Ok(Measurement::Scalar { value: 3.0, .. })
+        ));
+    }
+
+    #[test]
+    fn too_many_series_are_counted_not_decoded() {
+        let n = MAX_SERIES_PER_ANSWER + 5;
+        let items = vec![r#"{"metric":{},"value":[1,"1"]}"#; n].join(",");
+        let body = format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{items}]}}}}"#
+        );
+        match parse_response(body.as_bytes()) {
+            Err(ProviderError::TooManySeriesInAnswer { limit, got }) => {
+                assert_eq!((limit, got), (MAX_SERIES_PER_ANSWER, n));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hostile_shapes_are_malformed_not_guessed() {
+        for body in [
+            &br#"{"status":"success","data":{"resultType":"scalar","result":[1]}}"#[..],
+            br#"{"status":"success","data":{"resultType":"vector","result":[1,"2"]}}"#,
+            br#"{"status":"success","data":{"resultType":"matrix","result":[[1,"2"]]}}"#,
+            br#"{"status":"success","data":{"resultType":"tensor","result":[]}}"#,
+            br#"{"status":"success","data":{"resultType":"vector"}}"#,
+            br#"{"status":"success","data":{"resultType":"scalar","result":[1e300,"1"]}}"#,
+        ] {
+            assert!(
+                matches!(
+                    parse_response(body),
+                    Err(ProviderError::MalformedBody { .. })
+                ),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn megabyte_prometheus_error_is_bounded() {
+        let body = format!(
+            r#"{{"status":"error","errorType":"execution","error":"{}"}}"#,
+            "x".repeat(5 << 20)
+        );
+        let error = parse_response(body.as_bytes()).expect_err("error envelope");
+        assert!(error.to_string().len() < 2 * crate::analysis::provider::MAX_TEXT_BYTES);
     }
 
     #[test]

@@ -43,11 +43,73 @@ pub enum ResolveError {
     },
 }
 
-/// Reads the value behind a `secretKeyRef` (the platform knows where Secrets live).
+/// Largest credential file read (a token, a password, a CA bundle): anything bigger is not
+/// a credential, and a bound keeps a misnamed file (a log, a device) from filling memory.
+pub const MAX_CREDENTIAL_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads the value behind a `secretKeyRef` (the platform knows where Secrets live) or a
+/// `file:` (the platform decides which files a template may name).
 pub trait SecretReader {
     /// The bytes of `key` in Secret `name`.
     fn read_secret(&self, name: &str, key: &str) -> Result<Vec<u8>, String>;
+
+    /// The bytes of the credential file at `path`. By default any file the user can read
+    /// (`vigil analyze` and `vigil run` act as the user who runs them); the controller
+    /// overrides this with [`read_file_under`].
+    fn read_file(&self, path: &str) -> Result<Vec<u8>, String> {
+        read_credential_file(std::path::Path::new(path))
+    }
 }
+
+fn read_credential_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("read file {shown}: {e}"))?;
+    let metadata = file
+        .metadata()
+        .map_err(|e| format!("read file {shown}: {e}"))?;
+    if !metadata.is_file() {
+        return Err(format!("read file {shown}: not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CREDENTIAL_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("read file {shown}: {e}"))?;
+    if bytes.len() as u64 > MAX_CREDENTIAL_FILE_BYTES {
+        return Err(format!(
+            "read file {shown}: larger than {MAX_CREDENTIAL_FILE_BYTES} bytes"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Reads the credential file `path` only when, with every symlink and `..` resolved, it lies
+/// under one of `dirs` (already canonical): the controller's `--credential-dir`. With no
+/// directory every file is refused, so a template can never make the controller read (and
+/// send to the template's address) its own service-account token or any other file.
+pub fn read_file_under(dirs: &[std::path::PathBuf], path: &str) -> Result<Vec<u8>, String> {
+    if dirs.is_empty() {
+        return Err(format!(
+            "file {path:?} refused: the controller reads credential files only under a \
+             directory named with --credential-dir (none is set); use a secretKeyRef to a \
+             Secret labelled {ANALYSIS_CREDENTIAL_LABEL}=true instead"
+        ));
+    }
+    let canonical = std::fs::canonicalize(path).map_err(|e| format!("read file {path}: {e}"))?;
+    if !dirs.iter().any(|dir| canonical.starts_with(dir)) {
+        let allowed: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        return Err(format!(
+            "file {path:?} refused: it is not under a --credential-dir ({})",
+            allowed.join(", ")
+        ));
+    }
+    read_credential_file(&canonical)
+}
+
+/// The label a Secret must carry (with the value `"true"`) before an analysis may read it:
+/// writers of templates, Rollouts and AnalysisRuns can otherwise name any Secret of their
+/// namespace and have the controller send it to an address they choose.
+pub const ANALYSIS_CREDENTIAL_LABEL: &str = "vigil.dev/analysis-credential";
 
 /// A reader for places with no Kubernetes Secrets (the command line, the local platform).
 #[derive(Debug, Clone, Copy, Default)]
@@ -74,9 +136,7 @@ fn read_source(
         (Some(selector), None) => secrets
             .read_secret(&selector.name, &selector.key)
             .map_err(read_error),
-        (None, Some(path)) => {
-            std::fs::read(path).map_err(|e| read_error(format!("read file {path}: {e}")))
-        }
+        (None, Some(path)) => secrets.read_file(path).map_err(read_error),
         _ => Err(ResolveError::ResolveSecretSource {
             field: field.to_owned(),
         }),

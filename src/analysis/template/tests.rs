@@ -1,5 +1,13 @@
+use std::collections::BTreeMap;
+
+use promql_parser::parser::Expr;
+
+use super::promql::selectors;
 use super::*;
-use crate::api::{MannWhitneyJudge, MetricProvider, Scoring, SequentialJudge};
+use crate::api::{
+    AnalysisTemplateSpec, Argument, MannWhitneyJudge, Metric, MetricProvider, PrometheusProvider,
+    Scoring, SequentialJudge, SequentialTest,
+};
 
 fn arg(name: &str, value: Option<&str>) -> Argument {
     Argument {
@@ -556,4 +564,64 @@ fn suggest_finds_close_field_names() {
     );
     assert_eq!(suggest("Interval", fields), Some("interval"));
     assert_eq!(suggest("provider", fields), None);
+}
+
+#[test]
+fn interval_of_a_hundred_million_hours_is_refused_naming_the_ceiling() {
+    let mut metric = threshold_metric("errors", GOOD_QUERY, "result < 0.01");
+    metric.interval = Some("100000000h".to_owned());
+    metric.initial_delay = Some("100000000h".to_owned());
+    metric.count = Some(2);
+    let problems = validate_template(&template(vec![metric]));
+    for field in ["interval", "initialDelay"] {
+        assert_eq!(
+            at(&problems, &format!("spec.metrics[0].{field}")),
+            [
+                r#""100000000h" is longer than the ceiling of 720h (MAX_DURATION); write a duration of at most 720h"#
+            ],
+            "{problems:#?}"
+        );
+    }
+    let mut metric = threshold_metric("errors", GOOD_QUERY, "result < 0.01");
+    metric.interval = Some("720h".to_owned());
+    metric.count = Some(2);
+    assert_eq!(validate_template(&template(vec![metric])), vec![]);
+}
+
+#[test]
+fn query_timeout_of_a_million_hours_is_refused_naming_the_ceiling() {
+    let mut metric = threshold_metric("errors", GOOD_QUERY, "result < 0.01");
+    let prom = metric.provider.prometheus.as_mut().expect("set");
+    prom.timeout = Some("1000000h".to_owned());
+    let problems = validate_template(&template(vec![metric.clone()]));
+    assert_eq!(
+        at(&problems, "spec.metrics[0].provider.prometheus.timeout"),
+        [
+            r#""1000000h" is longer than the ceiling of 5m (MAX_QUERY_TIMEOUT); write a duration of at most 5m"#
+        ]
+    );
+    let prom = metric.provider.prometheus.as_mut().expect("set");
+    prom.timeout = Some("5m".to_owned());
+    assert_eq!(validate_template(&template(vec![metric])), vec![]);
+}
+
+#[test]
+fn sequential_error_counts_with_count_2_can_never_fail() {
+    let mut metric = threshold_metric("errors", GOOD_QUERY, "true");
+    metric.success_condition = None;
+    metric.sequential = Some(SequentialJudge::default());
+    metric.interval = Some("1m".to_owned());
+    let prom = metric.provider.prometheus.as_mut().expect("set");
+    prom.query = None;
+    prom.canary_query = Some(GOOD_QUERY.to_owned());
+    prom.baseline_query = Some(GOOD_QUERY.to_owned());
+    prom.canary_requests_query = Some(GOOD_QUERY.to_owned());
+    prom.baseline_requests_query = Some(GOOD_QUERY.to_owned());
+    metric.count = Some(2);
+    let problems = validate_template(&template(vec![metric.clone()]));
+    let found = at(&problems, "spec.metrics[0].count");
+    assert_eq!(found.len(), 1, "{problems:#?}");
+    assert!(found[0].contains("can never fail"), "{found:?}");
+    metric.count = Some(3);
+    assert_eq!(validate_template(&template(vec![metric])), vec![]);
 }

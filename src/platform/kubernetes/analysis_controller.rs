@@ -38,6 +38,15 @@ pub enum Error {
         /// The cause.
         source: DriverError,
     },
+    /// The reconcile panicked (a bug): counted and retried with backoff like any failure,
+    /// while every other run goes on.
+    #[error("reconcile of AnalysisRun {run} panicked: {message}")]
+    ReconcilePanicked {
+        /// The run.
+        run: String,
+        /// The panic's message.
+        message: String,
+    },
     /// Writing the status failed.
     #[error("failed to patch the status of AnalysisRun {run}: {source}")]
     PatchStatus {
@@ -55,14 +64,15 @@ impl Error {
             Error::MissingObjectKey { .. } => "missing_object_key",
             Error::Advance { .. } => "advance_analysis_run",
             Error::PatchStatus { .. } => "patch_analysis_run_status",
+            Error::ReconcilePanicked { .. } => "reconcile_panicked",
         }
     }
 }
 
 /// Reads the Secrets the run's providers need; a Secret that cannot be read is recorded as
 /// the reason, and the metric's provider setup reports it.
-async fn prefetch(api: &Api<Secret>, run: &AnalysisRun) -> PrefetchedSecrets {
-    let mut secrets = PrefetchedSecrets::default();
+async fn prefetch(api: &Api<Secret>, run: &AnalysisRun, ctx: &Context) -> PrefetchedSecrets {
+    let mut secrets = PrefetchedSecrets::new(ctx.credential_dirs.clone());
     for (name, key) in secret_refs(&run.spec) {
         let value = match api.get(&name).await {
             Ok(secret) => secret_value(&secret, &name, &key),
@@ -112,7 +122,15 @@ pub async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Actio
     async move {
         ctx.metrics.reconciles.inc();
         let started = Instant::now();
-        let result = advance(&run, &ctx).await;
+        let result = super::catch_reconcile_panic(advance(&run, &ctx))
+            .await
+            .unwrap_or_else(|message| {
+                tracing::error!(%message, "analysis reconcile panicked");
+                Err(Error::ReconcilePanicked {
+                    run: name.clone(),
+                    message,
+                })
+            });
         ctx.metrics
             .reconcile_duration
             .observe(started.elapsed().as_secs_f64());
@@ -125,7 +143,16 @@ pub async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Actio
     .await
 }
 
+/// Test-only: a run carrying this annotation panics in its reconcile, so tests can show
+/// that one object's panic does not stop the others. Not compiled into release builds.
+#[cfg(test)]
+pub const PANIC_FOR_TEST_ANNOTATION: &str = "vigil.dev/test-panic";
+
 async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
+    #[cfg(test)]
+    if run.annotations().contains_key(PANIC_FOR_TEST_ANNOTATION) {
+        panic!("forced by {PANIC_FOR_TEST_ANNOTATION}");
+    }
     let status = run.status.clone().unwrap_or_default();
     if status.phase.is_some_and(AnalysisPhase::is_completed) {
         // A completed (or terminated) run is a record: nothing more to do.
@@ -136,7 +163,7 @@ async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
         key: "metadata.namespace",
     })?;
     let now = ctx.clock.now();
-    let secrets = prefetch(&Api::namespaced(ctx.client.clone(), &namespace), run).await;
+    let secrets = prefetch(&Api::namespaced(ctx.client.clone(), &namespace), run, ctx).await;
     let (next, next_at) = match driver::clients_for(&run.spec, None, &secrets, &ctx.limiter) {
         Ok(clients) => {
             let advanced = driver::advance(

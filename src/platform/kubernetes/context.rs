@@ -120,6 +120,9 @@ pub struct Context {
     /// The AnalysisTemplates and ClusterAnalysisTemplates in the cluster, when watched: a
     /// Rollout referring to one that does not exist is held before any traffic moves.
     pub templates: Option<TemplateIndex>,
+    /// The canonical `--credential-dir`s: the only places a template's `file:` credential
+    /// may be read from (none: every `file:` is refused).
+    pub credential_dirs: Vec<std::path::PathBuf>,
 }
 
 /// Caches of the templates, kept by reflectors.
@@ -170,6 +173,7 @@ impl Context {
             backoff: Backoff::default(),
             clock: Clock::System,
             templates: None,
+            credential_dirs: Vec::new(),
         }
     }
 }

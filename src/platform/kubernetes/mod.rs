@@ -11,6 +11,8 @@ pub mod server;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trust_tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,6 +76,9 @@ pub struct ControllerConfig {
     pub concurrency: u16,
     /// Reconcile only the Rollouts (and their AnalysisRuns) matching this label selector.
     pub selector: Option<String>,
+    /// Directories a template's `file:` credential may lie under (none: every `file:` is
+    /// refused).
+    pub credential_dirs: Vec<std::path::PathBuf>,
 }
 
 /// Which objects the controllers reconcile, and how many at once.
@@ -144,6 +149,24 @@ pub enum RunError {
     /// Another instance took the Lease: stop at once so two leaders never act.
     #[error("lost the leader lease")]
     LoseLease,
+    /// A `--credential-dir` does not exist or cannot be resolved.
+    #[error("--credential-dir {dir}: {source}")]
+    ResolveCredentialDir {
+        /// The directory as given.
+        dir: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A controller task ended (its watch stream closed, or it panicked outside a
+    /// reconcile) while the process should still reconcile: exit so the pod restarts,
+    /// rather than stay up without reconciling.
+    #[error("the {controller} controller stopped: {reason}")]
+    StopController {
+        /// Which controller (`Rollout` or `AnalysisRun`).
+        controller: &'static str,
+        /// Why it stopped.
+        reason: String,
+    },
     /// The API server refused `--selector`.
     #[error("the label selector {selector:?} was refused: {source}")]
     CheckSelector {
@@ -152,6 +175,65 @@ pub enum RunError {
         /// The API server's answer.
         source: kube::Error,
     },
+}
+
+/// The text of a panic's payload (a `&str` or a `String`; anything else is named so).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// Runs one reconcile, turning a panic into `Err(message)`: one object's bug must never take
+/// down the controller task that reconciles every other object.
+pub async fn catch_reconcile_panic<T>(
+    reconcile: impl std::future::Future<Output = T>,
+) -> Result<T, String> {
+    use futures::FutureExt as _;
+    std::panic::AssertUnwindSafe(reconcile)
+        .catch_unwind()
+        .await
+        .map_err(|payload| panic_message(payload.as_ref()))
+}
+
+/// Spawns a controller task that reports on `ended` when it stops, for whatever reason
+/// (its stream ended, or it panicked).
+fn spawn_controller(
+    name: &'static str,
+    controller: impl std::future::Future<Output = ()> + Send + 'static,
+    ended: tokio::sync::mpsc::UnboundedSender<(&'static str, String)>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let reason = match catch_reconcile_panic(controller).await {
+            Ok(()) => "its stream ended".to_owned(),
+            Err(message) => format!("it panicked: {message}"),
+        };
+        let _ = ended.send((name, reason));
+    })
+}
+
+/// Waits for the first of: termination (Ok), loss of the Lease, or the end of a controller
+/// task (an error). Readiness turns false as soon as any of them happens.
+async fn supervise(
+    terminate: impl std::future::Future<Output = ()>,
+    lease_lost: impl std::future::Future<Output = ()>,
+    ended: &mut tokio::sync::mpsc::UnboundedReceiver<(&'static str, String)>,
+    ready: &Readiness,
+) -> Result<(), RunError> {
+    let outcome = tokio::select! {
+        () = terminate => Ok(()),
+        () = lease_lost => Err(RunError::LoseLease),
+        stopped = ended.recv() => {
+            let (controller, reason) = stopped
+                .unwrap_or(("every", "their tasks are gone".to_owned()));
+            error!(controller, %reason, "controller stopped; exiting");
+            Err(RunError::StopController { controller, reason })
+        }
+    };
+    ready.set(false);
+    outcome
 }
 
 /// Checks that every vigil CRD is installed.
@@ -245,8 +327,27 @@ fn identity() -> String {
         + &format!("-{}", std::process::id())
 }
 
+/// The canonical form of every `--credential-dir` (symlinks and `..` resolved), so a file's
+/// canonical path can be compared with them.
+pub fn canonical_credential_dirs(
+    dirs: &[std::path::PathBuf],
+) -> Result<Vec<std::path::PathBuf>, RunError> {
+    dirs.iter()
+        .map(|dir| {
+            std::fs::canonicalize(dir).map_err(|source| RunError::ResolveCredentialDir {
+                dir: dir.display().to_string(),
+                source,
+            })
+        })
+        .collect()
+}
+
 /// Runs the controllers and the server until SIGTERM/Ctrl-C (Ok) or a fatal error.
 pub async fn run(config: ControllerConfig) -> Result<(), RunError> {
+    let credential_dirs = canonical_credential_dirs(&config.credential_dirs)?;
+    if credential_dirs.is_empty() {
+        info!("no --credential-dir: templates' file: credentials are refused");
+    }
     let client = Client::try_default()
         .await
         .map_err(RunError::ConfigureClient)?;
@@ -268,6 +369,10 @@ pub async fn run(config: ControllerConfig) -> Result<(), RunError> {
         server_shutdown,
     ));
 
+    let config = ControllerConfig {
+        credential_dirs,
+        ..config
+    };
     let result = run_controllers(client, metrics, ready, &config).await;
     let _ = stop_server.send(true);
     let _ = server.await;
@@ -332,28 +437,38 @@ async fn run_controllers(
         std::env::var("POD_NAME").ok(),
     );
     context.templates = templates;
+    context.credential_dirs = config.credential_dirs.clone();
     let ctx = Arc::new(context);
     let (stop_rollouts, rollouts_stopped) = oneshot::channel::<()>();
     let (stop_runs, runs_stopped) = oneshot::channel::<()>();
-    let rollouts = tokio::spawn({
-        let ctx = ctx.clone();
-        let scope = scope.clone();
-        async move {
-            rollout_controller::run(ctx, &scope, async {
-                let _ = rollouts_stopped.await;
-            })
-            .await;
-        }
-    });
-    let runs = tokio::spawn({
-        let ctx = ctx.clone();
-        async move {
-            analysis_controller::run(ctx, &scope, async {
-                let _ = runs_stopped.await;
-            })
-            .await;
-        }
-    });
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    let rollouts = spawn_controller(
+        "Rollout",
+        {
+            let ctx = ctx.clone();
+            let scope = scope.clone();
+            async move {
+                rollout_controller::run(ctx, &scope, async {
+                    let _ = rollouts_stopped.await;
+                })
+                .await;
+            }
+        },
+        ended_tx.clone(),
+    );
+    let runs = spawn_controller(
+        "AnalysisRun",
+        {
+            let ctx = ctx.clone();
+            async move {
+                analysis_controller::run(ctx, &scope, async {
+                    let _ = runs_stopped.await;
+                })
+                .await;
+            }
+        },
+        ended_tx,
+    );
     ready.set(true);
     info!(
         namespace = config.namespace.as_deref().unwrap_or("*"),
@@ -361,17 +476,15 @@ async fn run_controllers(
         "controllers running"
     );
 
-    let outcome = match leadership.as_mut() {
-        Some((is_leader, _)) => tokio::select! {
-            () = &mut terminate => Ok(()),
-            _ = is_leader.wait_for(|leader| !*leader) => Err(RunError::LoseLease),
-        },
-        None => {
-            terminate.await;
-            Ok(())
+    let lease_lost = async {
+        match leadership.as_mut() {
+            Some((is_leader, _)) => {
+                let _ = is_leader.wait_for(|leader| !*leader).await;
+            }
+            None => std::future::pending().await,
         }
     };
-    ready.set(false);
+    let outcome = supervise(terminate, lease_lost, &mut ended, &ready).await;
     info!("shutting down");
     let _ = stop_rollouts.send(());
     let _ = stop_runs.send(());

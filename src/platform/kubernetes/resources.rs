@@ -9,7 +9,9 @@ use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
 use super::context::{ANALYSIS_LABEL, REVISION_LABEL, ROLLOUT_LABEL, rollout_label_value};
-use crate::analysis::provider::resolve::SecretReader;
+use crate::analysis::provider::resolve::{
+    ANALYSIS_CREDENTIAL_LABEL, SecretReader, read_file_under,
+};
 use crate::api::{AnalysisRun, AnalysisRunSpec, Rollout, SecretSource};
 use crate::rollout::{AnalysisKind, MAX_NAME_LEN, fit_name};
 
@@ -160,9 +162,20 @@ pub fn secret_refs(spec: &AnalysisRunSpec) -> BTreeSet<(String, String)> {
 #[derive(Default)]
 pub struct PrefetchedSecrets {
     values: BTreeMap<(String, String), Result<Vec<u8>, String>>,
+    /// The canonical `--credential-dir`s: `file:` credentials are read only under them.
+    credential_dirs: Vec<std::path::PathBuf>,
 }
 
 impl PrefetchedSecrets {
+    /// No Secret read yet; `file:` credentials allowed only under `credential_dirs`
+    /// (canonical paths; none refuses every file).
+    pub fn new(credential_dirs: Vec<std::path::PathBuf>) -> PrefetchedSecrets {
+        PrefetchedSecrets {
+            values: BTreeMap::new(),
+            credential_dirs,
+        }
+    }
+
     /// Records the value (or why it could not be read) of `key` in Secret `name`.
     pub fn insert(&mut self, name: &str, key: &str, value: Result<Vec<u8>, String>) {
         self.values.insert((name.to_owned(), key.to_owned()), value);
@@ -183,14 +196,32 @@ impl SecretReader for PrefetchedSecrets {
             .cloned()
             .unwrap_or_else(|| Err(format!("secret {name:?} key {key:?} was not read")))
     }
+
+    fn read_file(&self, path: &str) -> Result<Vec<u8>, String> {
+        read_file_under(&self.credential_dirs, path)
+    }
 }
 
-/// The bytes of `key` in a Secret's `data`.
+/// The bytes of `key` in a Secret's `data`, only when the Secret opted in with the label
+/// [`ANALYSIS_CREDENTIAL_LABEL`]`: "true"`: otherwise an error naming the Secret and the label.
 pub fn secret_value(
     secret: &k8s_openapi::api::core::v1::Secret,
     name: &str,
     key: &str,
 ) -> Result<Vec<u8>, String> {
+    let opted_in = secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(ANALYSIS_CREDENTIAL_LABEL))
+        .is_some_and(|value| value == "true");
+    if !opted_in {
+        return Err(format!(
+            "secret {name:?} is not labelled {ANALYSIS_CREDENTIAL_LABEL}: \"true\"; analyses \
+             read only Secrets that opt in (kubectl label secret {name} \
+             {ANALYSIS_CREDENTIAL_LABEL}=true)"
+        ));
+    }
     secret
         .data
         .as_ref()

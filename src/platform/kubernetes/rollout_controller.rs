@@ -52,6 +52,12 @@ const MIN_REQUEUE: Duration = Duration::from_secs(1);
 /// Why a reconcile of a Rollout failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The reconcile panicked (a bug): counted and retried with backoff, others go on.
+    #[error("reconcile panicked: {message}")]
+    ReconcilePanicked {
+        /// The panic's message.
+        message: String,
+    },
     /// The object lacks a field every stored object has.
     #[error("rollout has no {key}")]
     MissingObjectKey {
@@ -195,6 +201,7 @@ impl Error {
     /// A stable snake_case label for metrics and logs.
     pub fn category(&self) -> &'static str {
         match self {
+            Error::ReconcilePanicked { .. } => "reconcile_panicked",
             Error::MissingObjectKey { .. } => "missing_object_key",
             Error::ListReplicaSets { .. } => "list_replica_sets",
             Error::GetService { .. } => "get_service",
@@ -338,7 +345,12 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
     async move {
         ctx.metrics.reconciles.inc();
         let started = Instant::now();
-        let result = reconcile_inner(rollout, &ctx).await;
+        let result = super::catch_reconcile_panic(reconcile_inner(rollout, &ctx))
+            .await
+            .unwrap_or_else(|message| {
+                tracing::error!(%message, "rollout reconcile panicked");
+                Err(Error::ReconcilePanicked { message })
+            });
         ctx.metrics
             .reconcile_duration
             .observe(started.elapsed().as_secs_f64());

@@ -9,9 +9,22 @@
 //! - `GET /livez`.
 //!
 //! Errors are plain text with a 4xx/5xx status: the client prints them as they are.
+//!
+//! `POST /apply` runs the commands it is given as the user, so the endpoint trusts nobody but
+//! the user's own `vigil local`:
+//! - it binds loopback addresses only ([`require_loopback`]);
+//! - every request but `GET /livez` carries `Authorization: Bearer TOKEN`, where TOKEN is a
+//!   random per-run token written (mode 0600) to [`ADMIN_TOKEN_FILE`] in the state directory;
+//!   it is compared in constant time (401 otherwise);
+//! - a request with an `Origin` header (a web page) or a `Host` that is not a loopback name or
+//!   address (DNS rebinding) gets 403;
+//! - `/apply` takes a YAML content type only (415 otherwise), at most [`MAX_APPLY_BYTES`]
+//!   (413), nested at most
+//!   [`MAX_YAML_NESTING`](super::yaml_guard::MAX_YAML_NESTING) deep (400), parsed on a blocking thread.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -23,12 +36,30 @@ use tokio::task::JoinHandle;
 
 use super::engine::{EngineError, EngineHandle, Sources, UserRequest};
 use super::http;
+use super::yaml_guard::check_nesting;
 
 /// The default admin address.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 
-/// Largest `/apply` body accepted.
-const MAX_APPLY_BYTES: usize = 1024 * 1024;
+/// The file in the state directory holding the admin token (mode 0600, rewritten at every
+/// start, removed at a clean stop).
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// The environment variable `vigil local` reads the admin token from, before the token file.
+pub const ADMIN_TOKEN_ENV: &str = "VIGIL_ADMIN_TOKEN";
+
+/// Largest `/apply` body accepted: a Rollout with its templates is a few KiB; 1 MiB bounds the
+/// memory and the parse time a single request may cost.
+pub const MAX_APPLY_BYTES: usize = 1024 * 1024;
+
+/// Random bytes in a token (hex-encoded in the file): 256 bits, unguessable.
+const TOKEN_BYTES: usize = 32;
+
+/// The content types `/apply` takes.
+const YAML_CONTENT_TYPES: [&str; 3] = ["application/yaml", "application/x-yaml", "text/yaml"];
+
+/// The content type `vigil local apply` sends.
+pub const YAML_CONTENT_TYPE: &str = "application/yaml";
 
 /// Why the admin endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,30 +72,136 @@ pub enum AdminError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The address is not a loopback address.
+    #[error(
+        "refusing to serve the admin endpoint on {addr}: it runs commands for whoever reaches \
+         it, so it binds loopback addresses only (127.0.0.1, ::1)"
+    )]
+    BindNonLoopback {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// The token file could not be written.
+    #[error("failed to write the admin token to {path}: {source}")]
+    WriteToken {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Refuses an admin address that is not loopback.
+pub fn require_loopback(addr: SocketAddr) -> Result<(), AdminError> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(AdminError::BindNonLoopback { addr })
+    }
+}
+
+/// The per-run secret; `Debug` does not show it.
+#[derive(Clone)]
+struct AdminToken(Arc<str>);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+impl AdminToken {
+    fn generate() -> Self {
+        use rand::RngCore as _;
+        let mut bytes = [0u8; TOKEN_BYTES];
+        rand::rng().fill_bytes(&mut bytes);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Self(Arc::from(hex))
+    }
+
+    /// Whether `presented` is the token, in time independent of where they differ.
+    fn matches(&self, presented: &[u8]) -> bool {
+        let expected = self.0.as_bytes();
+        if presented.len() != expected.len() {
+            return false;
+        }
+        let difference = expected
+            .iter()
+            .zip(presented)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        std::hint::black_box(difference) == 0
+    }
+}
+
+/// Reads the admin token a running `vigil run` wrote into `state_dir`.
+pub fn read_token(state_dir: &Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(state_dir.join(ADMIN_TOKEN_FILE))?;
+    Ok(text.trim().to_owned())
 }
 
 /// A running admin endpoint; dropping it stops it.
 #[derive(Debug)]
 pub struct Admin {
     addr: SocketAddr,
+    token_file: PathBuf,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl Admin {
-    /// Serves the endpoint on `addr` for `engine`.
-    pub async fn bind(addr: SocketAddr, engine: EngineHandle) -> Result<Self, AdminError> {
+    /// Serves the endpoint on the loopback address `addr` for `engine`, with a new token
+    /// written to [`ADMIN_TOKEN_FILE`] in `state_dir`.
+    pub async fn bind(
+        addr: SocketAddr,
+        engine: EngineHandle,
+        state_dir: &Path,
+    ) -> Result<Self, AdminError> {
+        Self::bind_with_limits(addr, engine, state_dir, http::ConnectionLimits::default()).await
+    }
+
+    /// [`Admin::bind`] with other per-connection limits (tests use small ones).
+    pub async fn bind_with_limits(
+        addr: SocketAddr,
+        engine: EngineHandle,
+        state_dir: &Path,
+        limits: http::ConnectionLimits,
+    ) -> Result<Self, AdminError> {
+        require_loopback(addr)?;
+        let token = AdminToken::generate();
+        let token_file =
+            super::state::write_private(state_dir, ADMIN_TOKEN_FILE, token.0.as_bytes()).map_err(
+                |source| AdminError::WriteToken {
+                    path: state_dir.join(ADMIN_TOKEN_FILE),
+                    source,
+                },
+            )?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| AdminError::BindAdmin { addr, source })?;
         let addr = listener.local_addr().unwrap_or(addr);
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(http::serve(listener, stopped, move |req| {
-            let engine = engine.clone();
-            async move { handle(&engine, req).await }
-        }));
-        tracing::info!(%addr, "admin endpoint listening");
-        Ok(Self { addr, stop, task })
+        let task = tokio::spawn(http::serve_with_limits(
+            listener,
+            stopped,
+            limits,
+            move |req| {
+                let engine = engine.clone();
+                let token = token.clone();
+                async move { guarded(&engine, &token, req).await }
+            },
+        ));
+        tracing::info!(%addr, token_file = %token_file.display(), "admin endpoint listening");
+        Ok(Self {
+            addr,
+            token_file,
+            stop,
+            task,
+        })
+    }
+
+    /// The file holding the token.
+    pub fn token_file(&self) -> &Path {
+        &self.token_file
     }
 
     /// The bound address.
@@ -76,7 +213,80 @@ impl Admin {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        // Best effort: the next start writes a new token anyway.
+        let _ = std::fs::remove_file(&self.token_file);
     }
+}
+
+/// Whether `host` (a `Host` header value, port optional) names this machine's loopback.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether the request's content type is one of [`YAML_CONTENT_TYPES`] (parameters ignored).
+fn is_yaml(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| {
+            YAML_CONTENT_TYPES
+                .iter()
+                .any(|yaml| media.trim().eq_ignore_ascii_case(yaml))
+        })
+}
+
+/// The checks every request passes before [`handle`]: no web page, a loopback `Host`, the token.
+async fn guarded(
+    engine: &EngineHandle,
+    token: &AdminToken,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if req.headers().contains_key(hyper::header::ORIGIN) {
+        return http::text(
+            StatusCode::FORBIDDEN,
+            "requests from web pages (with an Origin header) are refused\n",
+        );
+    }
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|value| value.to_str().ok());
+    if !host.is_some_and(is_loopback_host) {
+        return http::text(
+            StatusCode::FORBIDDEN,
+            "the Host header must name a loopback address (localhost, 127.0.0.1, [::1])\n",
+        );
+    }
+    if req.method() == Method::GET && req.uri().path() == "/livez" {
+        return http::text(StatusCode::OK, "ok\n");
+    }
+    let presented = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+    if !presented.is_some_and(|presented| token.matches(presented)) {
+        let mut response = http::text(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "missing or wrong admin token: send `Authorization: Bearer TOKEN` with the token \
+                 from {ADMIN_TOKEN_FILE} in the state directory (vigil local reads it itself)\n"
+            ),
+        );
+        response.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    }
+    handle(engine, req).await
 }
 
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
@@ -111,7 +321,6 @@ async fn handle(engine: &EngineHandle, req: Request<Incoming>) -> Response<Full<
     let path = req.uri().path().to_owned();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (&method, parts.as_slice()) {
-        (&Method::GET, ["livez"]) => http::text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["rollouts"]) => json(StatusCode::OK, &engine.names()),
         (&Method::GET, ["rollouts", name]) => match engine.get(name) {
             Some(view) => json(StatusCode::OK, &view),
@@ -139,33 +348,57 @@ async fn handle(engine: &EngineHandle, req: Request<Incoming>) -> Response<Full<
                 Err(error) => engine_error(error),
             }
         }
-        (&Method::POST, ["apply"]) => {
-            let body = match Limited::new(req.into_body(), MAX_APPLY_BYTES)
-                .collect()
-                .await
-            {
-                Ok(body) => body.to_bytes(),
-                Err(error) => {
-                    return http::text(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("failed to read the body: {error}\n"),
-                    );
-                }
-            };
-            let text = String::from_utf8_lossy(&body);
-            let sources = match Sources::parse(Path::new("<apply>"), &text) {
-                Ok(sources) => sources,
-                Err(error) => return engine_error(error),
-            };
-            match engine.apply(sources).await {
-                Ok(names) => json(StatusCode::OK, &names),
-                Err(error) => engine_error(error),
-            }
-        }
+        (&Method::POST, ["apply"]) => apply(engine, req).await,
         _ => http::text(
             StatusCode::NOT_FOUND,
             format!("no route for {method} {path}\n"),
         ),
+    }
+}
+
+/// `POST /apply`: YAML only, capped, depth-checked, parsed on a blocking thread.
+async fn apply(engine: &EngineHandle, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if !is_yaml(&req) {
+        return http::text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "/apply takes YAML: set Content-Type to one of {}\n",
+                YAML_CONTENT_TYPES.join(", ")
+            ),
+        );
+    }
+    let body = match Limited::new(req.into_body(), MAX_APPLY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(error) => {
+            return http::text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("failed to read the body (at most {MAX_APPLY_BYTES} bytes): {error}\n"),
+            );
+        }
+    };
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if let Err(error) = check_nesting(&text) {
+        return http::text(StatusCode::BAD_REQUEST, format!("<apply>: {error}\n"));
+    }
+    // The parser's time grows faster than the text: keep it off the async workers.
+    let parsed =
+        tokio::task::spawn_blocking(move || Sources::parse(Path::new("<apply>"), &text)).await;
+    let sources = match parsed {
+        Ok(Ok(sources)) => sources,
+        Ok(Err(error)) => return engine_error(error),
+        Err(error) => {
+            return http::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("failed to parse the body: {error}\n"),
+            );
+        }
+    };
+    match engine.apply(sources).await {
+        Ok(names) => json(StatusCode::OK, &names),
+        Err(error) => engine_error(error),
     }
 }
 

@@ -157,6 +157,10 @@ impl Sources {
 
     /// Lints and parses the documents of one file (`path` names it in errors).
     pub fn parse(path: &Path, text: &str) -> Result<Self, EngineError> {
+        // Before any parser: deep nesting costs the parser quadratic time.
+        super::yaml_guard::check_nesting(text).map_err(|error| EngineError::LintFile {
+            problems: format!("{}: {error}", path.display()),
+        })?;
         let problems = crate::lint::lint_file(path, text);
         if !problems.is_empty() {
             let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();

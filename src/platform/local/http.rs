@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,9 +14,10 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioTimer;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 /// How long in-flight requests may take to finish once shutdown began.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,17 +57,108 @@ pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<
     response
 }
 
+/// How long a client has to send a complete request head: counted from the moment the
+/// connection is accepted or the previous response was sent, so it is also the keep-alive idle
+/// timeout. 15 s is far above what a loopback client (or Prometheus scraping every few seconds)
+/// needs, and short enough that a client sending half a header cannot hold a connection slot.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Connections one listener serves at once; the next ones wait in the kernel's accept queue
+/// until a slot frees (an idle one is closed after [`HEADER_READ_TIMEOUT`]). 256 keeps a proxy's
+/// two listeners and the admin endpoint well under the usual soft file limit of 1024, with room
+/// for the supervised processes' pipes and the upstream connections.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// What a listener allows each client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// See [`HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
+    /// See [`MAX_CONNECTIONS`] (at least 1 is used).
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Delay after a failed `accept` (out of file descriptors, typically): 10 ms doubling up to
+/// 1 s, back to 10 ms after a success. A failure streak is logged at its 1st, 2nd, 4th, 8th...
+/// failure, so a long outage writes a few lines, not one per attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AcceptBackoff {
+    next: Duration,
+    streak: u64,
+}
+
+impl AcceptBackoff {
+    /// The first delay.
+    pub(crate) const FIRST: Duration = Duration::from_millis(10);
+    /// The longest delay: an outage ends within a second of the last failure.
+    pub(crate) const MAX: Duration = Duration::from_secs(1);
+
+    pub(crate) fn new() -> Self {
+        Self {
+            next: Self::FIRST,
+            streak: 0,
+        }
+    }
+
+    /// Records a failure: how long to wait, and whether to log it.
+    pub(crate) fn failed(&mut self) -> (Duration, bool) {
+        let delay = self.next;
+        self.next = self.next.saturating_mul(2).min(Self::MAX);
+        self.streak = self.streak.saturating_add(1);
+        (delay, self.streak.is_power_of_two())
+    }
+
+    /// Records a success: the next failure starts a new streak.
+    pub(crate) fn succeeded(&mut self) {
+        self.next = Self::FIRST;
+        self.streak = 0;
+    }
+
+    /// Failures in the current streak.
+    pub(crate) fn streak(&self) -> u64 {
+        self.streak
+    }
+}
+
 /// True once shutdown was asked for, or the sender is gone (its owner was dropped).
 async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
     // `wait_for` returns an error when the sender is dropped: that means shut down too.
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Serves HTTP/1.1 on `listener` until `shutdown` turns true (or its sender is dropped), then
-/// lets in-flight requests finish for up to [`DRAIN_TIMEOUT`].
+/// Serves HTTP/1.1 on `listener` with the default [`ConnectionLimits`]; see
+/// [`serve_with_limits`].
 pub(crate) async fn serve<F, Fut, B>(
     listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_with_limits(listener, shutdown, ConnectionLimits::default(), handler).await;
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` turns true (or its sender is dropped), then
+/// lets in-flight requests finish for up to [`DRAIN_TIMEOUT`]. At most `limits.max_connections`
+/// connections are served at once; a client gets `limits.header_read_timeout` for each request
+/// head (and as keep-alive idle time).
+pub(crate) async fn serve_with_limits<F, Fut, B>(
+    listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
+    limits: ConnectionLimits,
     handler: F,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -75,43 +168,111 @@ pub(crate) async fn serve<F, Fut, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let local = listener.local_addr().ok();
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut backoff = AcceptBackoff::new();
     loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    // Best effort: a failure only costs latency.
-                    let _ = stream.set_nodelay(true);
-                    let handler = handler.clone();
-                    let mut conn_shutdown = shutdown.clone();
-                    tokio::spawn(async move {
-                        let service = service_fn(move |req| {
-                            let response = handler(req);
-                            async move { Ok::<_, Infallible>(response.await) }
-                        });
-                        let conn = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service);
-                        tokio::pin!(conn);
-                        tokio::select! {
-                            result = conn.as_mut() => {
-                                if let Err(error) = result {
-                                    tracing::debug!(%error, "connection ended with an error");
-                                }
-                            }
-                            () = shutdown_requested(&mut conn_shutdown) => {
-                                conn.as_mut().graceful_shutdown();
-                                let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
-                            }
-                        }
-                    });
-                }
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, addr = ?local, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+        // A slot first: over the limit, new connections wait in the accept queue.
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_closed) => break,
             },
             () = shutdown_requested(&mut shutdown) => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown_requested(&mut shutdown) => break,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                if backoff.streak() > 0 {
+                    tracing::info!(addr = ?local, failures = backoff.streak(), "accept works again");
+                }
+                backoff.succeeded();
+                // Best effort: a failure only costs latency.
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_connection(
+                    stream,
+                    shutdown.clone(),
+                    limits,
+                    handler.clone(),
+                    permit,
+                ));
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                let (delay, log) = backoff.failed();
+                if log {
+                    tracing::warn!(%error, addr = ?local, failures = backoff.streak(), ?delay, "accept failed; backing off");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown_requested(&mut shutdown) => break,
+                }
+            }
         }
     }
     tracing::debug!(addr = ?local, "listener closed");
+}
+
+/// Serves one connection until it ends or shutdown drains it; `_permit` holds its slot.
+async fn serve_connection<F, Fut, B>(
+    stream: TcpStream,
+    mut shutdown: watch::Receiver<bool>,
+    limits: ConnectionLimits,
+    handler: F,
+    _permit: OwnedSemaphorePermit,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let service = service_fn(move |req| {
+        let response = handler(req);
+        async move { Ok::<_, Infallible>(response.await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        }
+        () = shutdown_requested(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_back_off_from_10ms_doubling_to_1s() {
+        let mut backoff = AcceptBackoff::new();
+        let delays: Vec<u64> = (0..10)
+            .map(|_| backoff.failed().0.as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        backoff.succeeded();
+        assert_eq!(backoff.failed().0, AcceptBackoff::FIRST);
+    }
+
+    #[test]
+    fn accept_failure_storm_logs_a_few_lines_not_one_per_failure() {
+        let mut backoff = AcceptBackoff::new();
+        let logged = (0..1000).filter(|_| backoff.failed().1).count();
+        // 1st, 2nd, 4th, ..., 512th.
+        assert_eq!(logged, 10);
+        backoff.succeeded();
+        assert!(backoff.failed().1, "a new streak logs its first failure");
+    }
 }

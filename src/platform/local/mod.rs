@@ -20,3 +20,6 @@ pub mod prometheus;
 pub mod proxy;
 pub mod state;
 pub mod supervisor;
+pub mod yaml_guard;
+
+pub use http::{ConnectionLimits, HEADER_READ_TIMEOUT, MAX_CONNECTIONS};

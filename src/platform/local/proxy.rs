@@ -40,7 +40,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use super::http::{self, HttpClient, OPENMETRICS_CONTENT_TYPE};
+use super::http::{self, ConnectionLimits, HttpClient, OPENMETRICS_CONTENT_TYPE};
 
 /// Latency buckets in seconds, suited to web requests (the Prometheus client defaults).
 pub const LATENCY_BUCKETS: [f64; 11] = [
@@ -423,6 +423,17 @@ impl WeightedProxy {
         metrics_listen: SocketAddr,
         rollout: String,
     ) -> Result<Self, ProxyError> {
+        Self::bind_with_limits(listen, metrics_listen, rollout, ConnectionLimits::default()).await
+    }
+
+    /// [`WeightedProxy::bind`] with other per-connection limits on both listeners (tests use
+    /// small ones).
+    pub async fn bind_with_limits(
+        listen: SocketAddr,
+        metrics_listen: SocketAddr,
+        rollout: String,
+        limits: ConnectionLimits,
+    ) -> Result<Self, ProxyError> {
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|source| ProxyError::BindProxy {
@@ -453,11 +464,14 @@ impl WeightedProxy {
         });
         let (shutdown, stop) = watch::channel(false);
         let proxy_shared = shared.clone();
-        let proxy_task = tokio::spawn(http::serve(listener, stop.clone(), move |req| {
-            forward(proxy_shared.clone(), req)
-        }));
+        let proxy_task = tokio::spawn(http::serve_with_limits(
+            listener,
+            stop.clone(),
+            limits,
+            move |req| forward(proxy_shared.clone(), req),
+        ));
         let admin_shared = shared.clone();
-        let admin_task = tokio::spawn(http::serve(admin, stop, move |req| {
+        let admin_task = tokio::spawn(http::serve_with_limits(admin, stop, limits, move |req| {
             let shared = admin_shared.clone();
             async move { admin_response(&shared, &req) }
         }));

@@ -1,0 +1,408 @@
+//! Trust boundaries of the controller, against the in-process API server and real HTTP
+//! servers on 127.0.0.1: what a writer of templates, Rollouts and AnalysisRuns can make the
+//! controller read, send and store.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::analysis_controller;
+use super::context::Context;
+use crate::analysis::provider::prometheus::ConcurrencyLimiter;
+use crate::api::AnalysisRun;
+use crate::metrics::Metrics;
+use crate::testing::apiserver::ApiServer;
+
+pub(super) const NS: &str = "shop";
+pub(super) const RUNS: &str = "vigil.dev/v1alpha1/analysisruns";
+pub(super) const SECRETS: &str = "v1/secrets";
+
+/// A Prometheus stand-in on 127.0.0.1: records every request (head and body, as text) and
+/// answers each with `answer` (a vector with one sample of value 0), or never answers when
+/// `answer` is false.
+pub(super) struct FakePrometheus {
+    pub address: String,
+    pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakePrometheus {
+    pub async fn start(answer: bool) -> FakePrometheus {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("addr"));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let recorded = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    let mut read = 0;
+                    // One request per connection is enough for these tests: read the head.
+                    while !buffer[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buffer[read..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read += n,
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&buffer[..read]).into_owned();
+                    recorded.lock().expect("requests").push(text);
+                    if !answer {
+                        // Hold the connection open and never answer.
+                        std::future::pending::<()>().await;
+                    }
+                    let body = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1800000000,"0"]}]}}"#;
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        FakePrometheus { address, requests }
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().expect("requests").clone()
+    }
+}
+
+pub(super) fn context(
+    server: &ApiServer,
+    credential_dirs: Vec<std::path::PathBuf>,
+) -> Arc<Context> {
+    let mut ctx = Context::new(
+        server.client(),
+        Metrics::default(),
+        ConcurrencyLimiter::default(),
+        Some("vigil-0".into()),
+    );
+    ctx.credential_dirs = credential_dirs;
+    Arc::new(ctx)
+}
+
+/// An AnalysisRun `name` with one metric measured once against `address` with `auth`.
+pub(super) fn run_with(name: &str, address: &str, query: &str, auth: Value, args: Value) -> Value {
+    json!({
+        "apiVersion": "vigil.dev/v1alpha1", "kind": "AnalysisRun",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "args": args,
+            "metrics": [{
+                "name": "errors", "count": 1, "successCondition": "result < 1",
+                "provider": {"prometheus": {"address": address, "query": query,
+                                            "timeout": "5s", "auth": auth}}
+            }]
+        }
+    })
+}
+
+/// Stores `run` and reconciles it once; the stored object afterwards.
+pub(super) async fn reconcile_stored(server: &ApiServer, ctx: &Arc<Context>, run: Value) -> Value {
+    let name = run["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let stored = server.put_json(RUNS, run).expect("store run");
+    let run: AnalysisRun = serde_json::from_value(stored).expect("run");
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        analysis_controller::reconcile(Arc::new(run), ctx.clone()),
+    )
+    .await
+    .expect("reconcile in time");
+    assert!(result.is_ok(), "reconcile failed: {result:?}");
+    server.get_json(RUNS, Some(NS), &name).expect("run stored")
+}
+
+pub(super) fn phase_and_message(run: &Value) -> (String, String) {
+    let status = &run["status"];
+    (
+        status["phase"].as_str().unwrap_or_default().to_owned(),
+        status["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+pub(super) fn secret(name: &str, key: &str, value: &str, opted_in: bool) -> Value {
+    let data = k8s_openapi::ByteString(value.as_bytes().to_vec());
+    let mut secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": NS},
+        "data": {key: serde_json::to_value(data).expect("bytes")}
+    });
+    if opted_in {
+        secret["metadata"]["labels"] = json!({"vigil.dev/analysis-credential": "true"});
+    }
+    secret
+}
+
+#[tokio::test]
+async fn a_template_cannot_send_the_service_account_token_without_a_credential_dir() {
+    let server = ApiServer::start();
+    let prometheus = FakePrometheus::start(true).await;
+    let ctx = context(&server, Vec::new());
+    let token = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+    let run = run_with(
+        "steal-token",
+        &prometheus.address,
+        "up",
+        json!({"bearerToken": {"file": token}}),
+        json!([]),
+    );
+    let stored = reconcile_stored(&server, &ctx, run).await;
+    let (phase, message) = phase_and_message(&stored);
+    assert_eq!(phase, "Error", "{stored}");
+    assert!(message.contains(token), "{message}");
+    assert!(message.contains("--credential-dir"), "{message}");
+    assert!(prometheus.requests().is_empty(), "nothing is sent");
+}
+
+#[tokio::test]
+async fn a_file_outside_the_credential_dir_is_refused_even_through_a_symlink() {
+    let server = ApiServer::start();
+    let prometheus = FakePrometheus::start(true).await;
+    let allowed = tempfile::tempdir().expect("tempdir");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let outside = elsewhere.path().join("token");
+    std::fs::write(&outside, "controller-own-token").expect("write");
+    let link = allowed.path().join("innocent");
+    std::os::unix::fs::symlink(&outside, &link).expect("symlink");
+    let dirs = vec![std::fs::canonicalize(allowed.path()).expect("canonical")];
+    let ctx = context(&server, dirs);
+    for (name, path) in [
+        ("direct", outside.display().to_string()),
+        ("via-symlink", link.display().to_string()),
+        (
+            "via-dotdot",
+            // Both temporary directories are siblings: climb out of the allowed one.
+            format!(
+                "{}/../{}/token",
+                allowed.path().display(),
+                elsewhere
+                    .path()
+                    .file_name()
+                    .expect("name")
+                    .to_string_lossy()
+            ),
+        ),
+    ] {
+        let run = run_with(
+            name,
+            &prometheus.address,
+            "up",
+            json!({"bearerToken": {"file": path}}),
+            json!([]),
+        );
+        let stored = reconcile_stored(&server, &ctx, run).await;
+        let (phase, message) = phase_and_message(&stored);
+        assert_eq!(phase, "Error", "{name}: {stored}");
+        assert!(message.contains("--credential-dir"), "{name}: {message}");
+    }
+    assert!(prometheus.requests().is_empty(), "nothing is sent");
+}
+
+#[tokio::test]
+async fn a_file_credential_under_the_credential_dir_is_sent() {
+    let server = ApiServer::start();
+    let prometheus = FakePrometheus::start(true).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("prometheus-token");
+    std::fs::write(&token, "operator-token\n").expect("write");
+    let ctx = context(
+        &server,
+        vec![std::fs::canonicalize(dir.path()).expect("canonical")],
+    );
+    let run = run_with(
+        "allowed-file",
+        &prometheus.address,
+        "up",
+        json!({"bearerToken": {"file": token.display().to_string()}}),
+        json!([]),
+    );
+    let stored = reconcile_stored(&server, &ctx, run).await;
+    assert_eq!(phase_and_message(&stored).0, "Successful", "{stored}");
+    let requests = prometheus.requests();
+    assert!(
+        requests.iter().any(|r| r
+            .to_ascii_lowercase()
+            .contains("authorization: bearer operator-token")),
+        "{requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_secret_without_the_opt_in_label_is_refused_naming_it_and_the_label() {
+    let server = ApiServer::start();
+    let prometheus = FakePrometheus::start(true).await;
+    server
+        .put_json(SECRETS, secret("db-password", "token", "hunter2", false))
+        .expect("secret");
+    let ctx = context(&server, Vec::new());
+    let run = run_with(
+        "steal-secret",
+        &prometheus.address,
+        "up",
+        json!({"bearerToken": {"secretKeyRef": {"name": "db-password", "key": "token"}}}),
+        json!([]),
+    );
+    let stored = reconcile_stored(&server, &ctx, run).await;
+    let (phase, message) = phase_and_message(&stored);
+    assert_eq!(phase, "Error", "{stored}");
+    assert!(message.contains("\"db-password\""), "{message}");
+    assert!(
+        message.contains("vigil.dev/analysis-credential"),
+        "{message}"
+    );
+    assert!(prometheus.requests().is_empty(), "nothing is sent");
+    assert!(!stored.to_string().contains("hunter2"));
+}
+
+#[tokio::test]
+async fn a_secret_with_the_opt_in_label_is_sent() {
+    let server = ApiServer::start();
+    let prometheus = FakePrometheus::start(true).await;
+    server
+        .put_json(
+            SECRETS,
+            secret("prometheus-auth", "token", "opted-in-token", true),
+        )
+        .expect("secret");
+    let ctx = context(&server, Vec::new());
+    let run = run_with(
+        "opted-in",
+        &prometheus.address,
+        "up",
+        json!({"bearerToken": {"secretKeyRef": {"name": "prometheus-auth", "key": "token"}}}),
+        json!([]),
+    );
+    let stored = reconcile_stored(&server, &ctx, run).await;
+    assert_eq!(phase_and_message(&stored).0, "Successful", "{stored}");
+    let requests = prometheus.requests();
+    assert!(
+        requests.iter().any(|r| r
+            .to_ascii_lowercase()
+            .contains("authorization: bearer opted-in-token")),
+        "{requests:?}"
+    );
+}
+
+async fn wait_for_phase(server: &ApiServer, name: &str, phase: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(run) = server.get_json(RUNS, Some(NS), name)
+            && run["status"]["phase"] == json!(phase)
+        {
+            return run;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {name} never reached {phase}: {:?}",
+            server.get_json(RUNS, Some(NS), name)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_reconcile_does_not_stop_the_analysis_controller() {
+    let server = ApiServer::start();
+    let prometheus = FakePrometheus::start(true).await;
+    let ctx = context(&server, Vec::new());
+    let mut poisoned = run_with(
+        "poisoned",
+        &prometheus.address,
+        "up",
+        json!(null),
+        json!([]),
+    );
+    poisoned["metadata"]["annotations"] =
+        json!({analysis_controller::PANIC_FOR_TEST_ANNOTATION: "true"});
+    server.put_json(RUNS, poisoned).expect("store");
+    server
+        .put_json(
+            RUNS,
+            run_with("healthy", &prometheus.address, "up", json!(null), json!([])),
+        )
+        .expect("store");
+    let scope = super::WatchScope {
+        namespace: Some(NS.to_owned()),
+        selector: None,
+        concurrency: 4,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            analysis_controller::run(ctx, &scope, async {
+                let _ = stopped.await;
+            })
+            .await;
+        }
+    });
+    wait_for_phase(&server, "healthy", "Successful").await;
+    // A run created after the panic is still measured: the controller task lives on.
+    server
+        .put_json(
+            RUNS,
+            run_with("later", &prometheus.address, "up", json!(null), json!([])),
+        )
+        .expect("store");
+    wait_for_phase(&server, "later", "Successful").await;
+    assert!(!controller.is_finished(), "the controller task survived");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !ctx.metrics.encode().contains("reconcile_panicked") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            ctx.metrics.encode()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ctx.backoff.failures(&format!("run/{NS}/poisoned")) >= 1);
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), controller)
+        .await
+        .expect("stops")
+        .expect("no panic escaped the controller task");
+}
+
+#[tokio::test]
+async fn a_controller_task_that_ends_makes_the_process_unready_and_fail() {
+    for (label, ends) in [
+        (
+            "stream ended",
+            Box::pin(async {}) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+        ),
+        ("panicked", Box::pin(async { panic!("controller bug") })),
+    ] {
+        let ready = super::server::Readiness::default();
+        ready.set(true);
+        let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+        let never = super::spawn_controller("Rollout", std::future::pending(), ended_tx.clone());
+        let _task = super::spawn_controller("AnalysisRun", ends, ended_tx);
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(30),
+            super::supervise(
+                std::future::pending(),
+                std::future::pending(),
+                &mut ended,
+                &ready,
+            ),
+        )
+        .await
+        .expect("supervise returns");
+        match outcome {
+            Err(super::RunError::StopController { controller, reason }) => {
+                assert_eq!(controller, "AnalysisRun", "{label}");
+                assert!(!reason.is_empty(), "{label}");
+            }
+            other => panic!("{label}: {other:?}"),
+        }
+        assert!(!ready.get(), "{label}: /readyz turns 503");
+        never.abort();
+    }
+}

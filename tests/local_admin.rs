@@ -1,0 +1,278 @@
+//! The admin endpoint of `vigil run` against hostile callers (issue 9, items 3 and 14): a web
+//! page in the user's browser, DNS rebinding, a missing token, a YAML bomb. The engine runs
+//! in-process with no Rollout; requests are real HTTP on 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use tokio::time::timeout;
+use vigil::platform::local::admin::{ADMIN_TOKEN_FILE, Admin, read_token};
+use vigil::platform::local::engine::{Engine, EngineConfig, EngineHandle, Sources};
+use vigil::platform::local::supervisor::SupervisorConfig;
+
+const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+
+/// Every test body runs under this limit: a hang is a failure.
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Running {
+    admin: Admin,
+    engine: EngineHandle,
+    _dir: tempfile::TempDir,
+    state_dir: std::path::PathBuf,
+}
+
+impl Running {
+    async fn start() -> Running {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state_dir = dir.path().join("state");
+        let config = EngineConfig {
+            state_dir: state_dir.clone(),
+            prometheus: None,
+            supervisor: SupervisorConfig::default(),
+        };
+        let (engine, _task) = Engine::start(config, Sources::default())
+            .await
+            .expect("start engine");
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+        let admin = Admin::bind(addr, engine.clone(), &state_dir)
+            .await
+            .expect("bind admin");
+        Running {
+            admin,
+            engine,
+            _dir: dir,
+            state_dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin.local_addr())
+    }
+
+    fn token(&self) -> String {
+        read_token(&self.state_dir).expect("read token")
+    }
+
+    async fn stop(self) {
+        self.admin.shutdown().await;
+        self.engine.shutdown().await;
+    }
+}
+
+fn client() -> reqwest::Client {
+    // reqwest is built without a default TLS provider (main installs one).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+async fn status_of(request: reqwest::RequestBuilder) -> (u16, String) {
+    let response = request
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .expect("send");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_without_token_is_unauthorized() {
+    timeout(TEST_TIMEOUT, async {
+        let running = Running::start().await;
+        let client = client();
+        let (code, body) = status_of(client.get(running.url("/rollouts"))).await;
+        assert_eq!(code, 401, "{body}");
+        let (code, _) = status_of(
+            client
+                .get(running.url("/rollouts"))
+                .bearer_auth("0".repeat(64)),
+        )
+        .await;
+        assert_eq!(code, 401, "a wrong token of the right length");
+        let (code, body) = status_of(
+            client
+                .post(running.url("/apply"))
+                .header("content-type", "application/yaml")
+                .body("kind: Rollout\n"),
+        )
+        .await;
+        assert_eq!(code, 401, "{body}");
+        let (code, body) = status_of(
+            client
+                .get(running.url("/rollouts"))
+                .bearer_auth(running.token()),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        running.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_page_request_with_origin_is_forbidden() {
+    timeout(TEST_TIMEOUT, async {
+        let running = Running::start().await;
+        let (code, body) = status_of(
+            client()
+                .post(running.url("/apply"))
+                .bearer_auth(running.token())
+                .header("origin", "https://evil.example")
+                .header("content-type", "application/yaml")
+                .body("kind: Rollout\n"),
+        )
+        .await;
+        assert_eq!(code, 403, "{body}");
+        assert!(body.contains("Origin"), "{body}");
+        running.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_rebinding_host_is_forbidden() {
+    timeout(TEST_TIMEOUT, async {
+        let running = Running::start().await;
+        let client = client();
+        for host in ["evil.example", "evil.example:9901", "10.0.0.1:9901"] {
+            let (code, body) = status_of(
+                client
+                    .get(running.url("/rollouts"))
+                    .bearer_auth(running.token())
+                    .header("host", host),
+            )
+            .await;
+            assert_eq!(code, 403, "Host {host}: {body}");
+        }
+        for host in ["localhost:9901", "127.0.0.1", "[::1]:9901"] {
+            let (code, body) = status_of(
+                client
+                    .get(running.url("/rollouts"))
+                    .bearer_auth(running.token())
+                    .header("host", host),
+            )
+            .await;
+            assert_eq!(code, 200, "Host {host}: {body}");
+        }
+        running.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_without_yaml_content_type_is_unsupported() {
+    timeout(TEST_TIMEOUT, async {
+        let running = Running::start().await;
+        let client = client();
+        // What a web form or a `fetch` without preflight sends.
+        for content_type in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+        ] {
+            let mut request = client
+                .post(running.url("/apply"))
+                .bearer_auth(running.token())
+                .body("kind: Rollout\n");
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            let (code, body) = status_of(request).await;
+            assert_eq!(code, 415, "{content_type:?}: {body}");
+        }
+        let (code, body) = status_of(
+            client
+                .post(running.url("/apply"))
+                .bearer_auth(running.token())
+                .header("content-type", "application/x-yaml; charset=utf-8")
+                .body("kind: Rollout\n"),
+        )
+        .await;
+        assert_ne!(code, 415, "{body}");
+        running.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yaml_bomb_50k_deep_is_refused_and_engine_still_answers() {
+    timeout(TEST_TIMEOUT, async {
+        let running = Running::start().await;
+        let client = client();
+        let bomb = format!(
+            "apiVersion: vigil.dev/v1alpha1\nkind: Rollout\nspec: {}{}\n",
+            "[".repeat(50_000),
+            "]".repeat(50_000)
+        );
+        let (code, body) = status_of(
+            client
+                .post(running.url("/apply"))
+                .bearer_auth(running.token())
+                .header("content-type", "application/yaml")
+                .body(bomb),
+        )
+        .await;
+        assert_eq!(code, 400, "{body}");
+        assert!(body.contains("nesting depth"), "{body}");
+        assert!(body.contains("64"), "{body}");
+        let (code, body) = status_of(
+            client
+                .get(running.url("/rollouts"))
+                .bearer_auth(running.token()),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        running.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_file_is_private_to_the_user() {
+    timeout(TEST_TIMEOUT, async {
+        let running = Running::start().await;
+        let file = running.state_dir.join(ADMIN_TOKEN_FILE);
+        let mode = std::fs::metadata(&file)
+            .expect("token file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+        assert_eq!(running.token().len(), 64);
+        running.stop().await;
+        assert!(!file.exists(), "a clean stop removes the token");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[test]
+fn admin_on_a_non_loopback_address_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rollout = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local-demo/rollout.yaml");
+    for admin in ["0.0.0.0:9901", "[::]:9901", "192.0.2.1:9901"] {
+        let output = Command::new(VIGIL)
+            .arg("run")
+            .arg(&rollout)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(["--admin", admin])
+            .output()
+            .expect("run vigil");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{admin}: {stderr}");
+        assert!(stderr.contains("loopback"), "{admin}: {stderr}");
+        assert!(
+            !dir.path().join("state").exists(),
+            "{admin}: refused before the engine started"
+        );
+    }
+}
