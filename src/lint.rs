@@ -6,7 +6,7 @@
 //! 2. the raw document against the CRD's `openAPIV3Schema` from [`crate::api::all_crds`]: unknown
 //!    fields (the API server prunes them silently, so a misspelt `succesCondition` would simply
 //!    vanish), wrong types and missing required fields, each with the path of the field;
-//! 3. the typed spec through [`validate_template`] / [`validate_rollout`], the checks the
+//! 3. the typed spec through [`validate_template`] / [`validate_rollout`](crate::rollout::validate_spec), the checks the
 //!    controller runs too.
 //!
 //! Problems print one per line: `FILE: PATH: MESSAGE`. When a file holds several documents the
@@ -18,15 +18,15 @@ use std::fmt;
 use std::path::Path;
 use std::sync::LazyLock;
 
-use serde::Deserialize;
 use serde_json::Value as Schema;
 use serde_norway::Value;
 
-use crate::analysis::template::{Problem, suggest, validate_rollout, validate_template};
+use crate::analysis::template::{Problem, suggest, validate_template};
 use crate::api::{
     AnalysisRunSpec, AnalysisTemplateSpec, ClusterAnalysisTemplateSpec, GROUP, RolloutSpec,
     VERSION, all_crds,
 };
+use crate::rollout::validate_spec as validate_rollout;
 
 /// The vigil kinds, in the order they are suggested.
 const KINDS: [&str; 4] = [
@@ -111,25 +111,22 @@ static SCHEMAS: LazyLock<BTreeMap<String, Schema>> = LazyLock::new(|| {
 /// whatever the text.
 pub fn lint_file(path: &Path, text: &str) -> Vec<LintProblem> {
     let file = path.display().to_string();
-    let mut documents = Vec::new();
     let mut problems = Vec::new();
-    for document in serde_norway::Deserializer::from_str(text) {
-        match Value::deserialize(document) {
-            Ok(value) => documents.push(value),
-            Err(error) => {
-                let position = error.location().map(|l| (l.line(), l.column()));
-                problems.push(LintProblem {
-                    file: file.clone(),
-                    document: None,
-                    position: position.or(Some((1, 1))),
-                    path: String::new(),
-                    message: format!("invalid YAML: {}", yaml_message(&error)),
-                });
-                // The parser cannot resume after a syntax error.
-                return problems;
-            }
+    let documents = match crate::manifest::documents(text) {
+        Ok(documents) => documents,
+        Err(crate::manifest::ReadDocumentError { source: error, .. }) => {
+            let position = error.location().map(|l| (l.line(), l.column()));
+            problems.push(LintProblem {
+                file: file.clone(),
+                document: None,
+                position: position.or(Some((1, 1))),
+                path: String::new(),
+                message: format!("invalid YAML: {}", yaml_message(&error)),
+            });
+            // The parser cannot resume after a syntax error.
+            return problems;
         }
-    }
+    };
     let non_empty = documents.iter().filter(|d| !d.is_null()).count();
     if non_empty == 0 {
         problems.push(LintProblem {

@@ -165,7 +165,7 @@ fn the_example_rollout_is_valid_and_its_route_is_routable() {
             .clone(),
     )
     .expect("a typed Rollout");
-    let problems = vigil::analysis::template::validate_rollout(&rollout.spec);
+    let problems = vigil::rollout::validate_spec(&rollout.spec);
     assert!(problems.is_empty(), "{problems:?}");
     let canary = &rollout.spec.strategy.canary;
     let route = docs

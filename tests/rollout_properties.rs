@@ -138,6 +138,18 @@ fn check_invariants(world: &World, steps: &[CanaryStep], crashed: bool) {
     }
 }
 
+/// The steps with each setWeight raised to the highest one before it.
+fn never_decreasing(mut steps: Vec<CanaryStep>) -> Vec<CanaryStep> {
+    let mut highest = 0;
+    for step in &mut steps {
+        if let Some(weight) = &mut step.set_weight {
+            highest = highest.max(*weight);
+            *weight = highest;
+        }
+    }
+    steps
+}
+
 fn drive(
     steps: Vec<CanaryStep>,
     router: bool,
@@ -147,9 +159,13 @@ fn drive(
     actions: BTreeMap<usize, Action>,
     rounds: usize,
 ) -> World {
+    // Only specs the one validator accepts: weights never decrease, and the background
+    // analysis starts at a step index.
+    let steps = never_decreasing(steps);
     let mut spec = spec(steps.clone(), router, replicas);
     if let Some(start) = background {
-        spec = with_background(spec, start.min(steps.len() as i32));
+        let last = i32::try_from(steps.len().saturating_sub(1)).unwrap_or(0);
+        spec = with_background(spec, start.min(last));
     }
     let mut world = World::deployed(spec, verdicts);
     world.tick = 10;

@@ -598,7 +598,7 @@ fn an_invalid_spec_keeps_the_stable_serving_and_says_why() {
     assert_eq!(world.replicas_of(&stable), 4);
     let message = world.status.message.clone().unwrap_or_default();
     assert!(
-        message.contains("spec.strategy.canary.steps[0].setWeight: 150 is not a percentage"),
+        message.contains("spec.strategy.canary.steps[0].setWeight: 150 is not in 0..=100"),
         "{message}"
     );
     assert!(
@@ -1007,4 +1007,95 @@ fn a_new_template_waits_for_resume_while_the_spec_is_paused() {
         Some(third.as_str())
     );
     assert_eq!(decision.status.current_step_index, Some(0));
+}
+
+/// Specs the one validator rejects, several of which the simulator (the core's own checks)
+/// used to accept while the controller (the template module's checks) rejected them.
+fn invalid_specs() -> Vec<(&'static str, vigil::api::RolloutSpec)> {
+    let base = || spec(canary_steps(), true, 4);
+    let mut table = Vec::new();
+    let mut s = with_background(base(), 5);
+    table.push(("startingStep == steps.len()", s.clone()));
+    s = with_background(base(), -1);
+    table.push(("negative startingStep", s));
+    s = base();
+    s.strategy.canary.steps = vec![set_weight(50), set_weight(20)];
+    table.push(("decreasing weights", s));
+    s = base();
+    s.strategy.canary.steps[0].set_weight = Some(150);
+    table.push(("weight above 100", s));
+    s = base();
+    s.strategy.canary.traffic_routing = Some(vigil::api::TrafficRouting::default());
+    table.push(("trafficRouting without a router", s));
+    s = base();
+    s.selector = Default::default();
+    table.push(("empty selector", s));
+    s = base();
+    s.revision_history_limit = Some(-1);
+    table.push(("negative revisionHistoryLimit", s));
+    s = base();
+    s.strategy.canary.canary_service = s.strategy.canary.stable_service.clone();
+    table.push(("one Service for stable and canary", s));
+    s = base();
+    s.strategy
+        .canary
+        .steps
+        .push(vigil::api::CanaryStep::default());
+    table.push(("a step of no kind", s));
+    s = base();
+    s.strategy.canary.steps[1] = pause(Some("soon"));
+    table.push(("a pause duration that does not parse", s));
+    s = base();
+    s.progress_deadline_seconds = Some(0);
+    table.push(("zero progress deadline", s));
+    s = base();
+    s.template.spec = None;
+    table.push(("no containers", s));
+    table
+}
+
+#[test]
+fn the_simulator_and_the_controller_reject_the_same_specs_with_the_same_words() {
+    use vigil::platform::kubernetes::observe::{Seen, observation};
+    for (what, spec) in invalid_specs() {
+        let problems = vigil::rollout::validate_spec(&spec);
+        assert!(!problems.is_empty(), "{what}: the validator accepts it");
+
+        let mut world = World::new(spec.clone(), all_pass());
+        let simulated = world.reconcile();
+
+        let rollout = vigil::api::Rollout::new(NAME, spec.clone());
+        let observed = observation(&rollout, &Seen::default());
+        let controlled = step(&spec, &Default::default(), &observed, world.now);
+
+        for (path, decision) in [("simulator", &simulated), ("controller", &controlled)] {
+            assert_eq!(
+                decision.status.phase,
+                Some(RolloutPhase::Degraded),
+                "{what}: the {path} does not reject it"
+            );
+            let message = decision.status.message.clone().unwrap_or_default();
+            for problem in &problems {
+                assert!(
+                    message.contains(&problem.to_string()),
+                    "{what}: the {path} does not say {problem}: {message}"
+                );
+            }
+        }
+        assert_eq!(
+            simulated.status.message, controlled.status.message,
+            "{what}: the two paths word it differently"
+        );
+        // And lint, the third reader of a Rollout, says the same.
+        let yaml = serde_norway::to_string(&rollout).expect("yaml");
+        let linted = vigil::lint::lint_file(std::path::Path::new("r.yaml"), &yaml);
+        for problem in &problems {
+            assert!(
+                linted
+                    .iter()
+                    .any(|p| p.path == problem.path && p.message == problem.message),
+                "{what}: lint does not say {problem}: {linted:?}"
+            );
+        }
+    }
 }

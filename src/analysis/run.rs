@@ -46,6 +46,28 @@ pub const DEFAULT_CONSECUTIVE_ERROR_LIMIT: i32 = 4;
 /// Measurements kept per metric in a stored status; the counters keep the totals.
 pub const STORED_MEASUREMENTS_PER_METRIC: usize = 10;
 
+/// The status of a run that cannot measure at all (its templates do not make a run, its
+/// providers cannot be set up): Error with the reason, so the Rollout shows why instead of
+/// waiting forever. Counters and measurements so far are kept. The one builder both platforms
+/// use.
+pub fn errored_status(
+    previous: &AnalysisRunStatus,
+    reason: String,
+    now: jiff::Timestamp,
+) -> AnalysisRunStatus {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    // Whole seconds, as Kubernetes serializes `Time`.
+    let at = Time(jiff::Timestamp::from_second(now.as_second()).unwrap_or(now));
+    AnalysisRunStatus {
+        phase: Some(AnalysisPhase::Error),
+        message: Some(reason),
+        started_at: previous.started_at.clone().or_else(|| Some(at.clone())),
+        completed_at: Some(at),
+        metric_results: previous.metric_results.clone(),
+        score: previous.score.clone(),
+    }
+}
+
 /// The most bytes an AnalysisRun's status may take, serialized as JSON. etcd refuses objects
 /// over 1.5 MiB and the spec shares that room; a status that outgrew it could never be written
 /// again, so the run would be stuck. 256 KiB leaves the spec more than a megabyte.

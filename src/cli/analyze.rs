@@ -12,7 +12,8 @@ use crate::analysis::provider::prometheus::ConcurrencyLimiter;
 use crate::analysis::provider::resolve::NoSecrets;
 use crate::analysis::run::{self, RunError};
 use crate::analysis::template::validate_template;
-use crate::api::{AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, AnalysisTemplate, Argument};
+use crate::api::{AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, Argument};
+use crate::manifest::Manifest;
 
 /// Exit code: the run was Successful.
 pub const EXIT_SUCCESSFUL: i32 = 0;
@@ -118,36 +119,26 @@ pub enum AnalyzeError {
 fn load_templates(
     files: &[PathBuf],
 ) -> Result<Vec<(String, crate::api::AnalysisTemplateSpec)>, AnalyzeError> {
-    use serde::Deserialize;
     let mut templates = Vec::new();
     for path in files {
         let text = std::fs::read_to_string(path).map_err(|source| AnalyzeError::ReadFile {
             path: path.clone(),
             source,
         })?;
-        for (index, document) in serde_norway::Deserializer::from_str(&text).enumerate() {
-            let parse_error = |reason: String| AnalyzeError::ParseTemplate {
-                path: path.clone(),
-                index,
-                reason,
+        let parse_error = |index: usize, reason: String| AnalyzeError::ParseTemplate {
+            path: path.clone(),
+            index,
+            reason,
+        };
+        let manifests =
+            crate::manifest::manifests(&text).map_err(|e| parse_error(e.index, e.reason))?;
+        for (index, manifest) in manifests {
+            let (name, spec) = match manifest {
+                Manifest::AnalysisTemplate { name, spec } => (name, spec),
+                Manifest::Rollout(_) => return Err(parse_error(index, not_a_template("Rollout"))),
+                Manifest::Other { kind } => return Err(parse_error(index, not_a_template(&kind))),
             };
-            let value = serde_norway::Value::deserialize(document)
-                .map_err(|e| parse_error(e.to_string()))?;
-            if value.is_null() {
-                continue;
-            }
-            let kind = value
-                .get("kind")
-                .and_then(|k| k.as_str())
-                .unwrap_or_default();
-            if kind != "AnalysisTemplate" && kind != "ClusterAnalysisTemplate" {
-                return Err(parse_error(format!(
-                    "kind {kind:?} is not AnalysisTemplate or ClusterAnalysisTemplate"
-                )));
-            }
-            let template: AnalysisTemplate =
-                serde_norway::from_value(value).map_err(|e| parse_error(e.to_string()))?;
-            let problems = validate_template(&template.spec);
+            let problems = validate_template(&spec);
             if !problems.is_empty() {
                 let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
                 return Err(AnalyzeError::ValidateTemplate {
@@ -155,15 +146,15 @@ fn load_templates(
                     problems: lines.join("; "),
                 });
             }
-            let name = template
-                .metadata
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("{}#{index}", path.display()));
-            templates.push((name, template.spec));
+            let name = name.unwrap_or_else(|| format!("{}#{index}", path.display()));
+            templates.push((name, spec));
         }
     }
     Ok(templates)
+}
+
+fn not_a_template(kind: &str) -> String {
+    format!("kind {kind:?} is not AnalysisTemplate or ClusterAnalysisTemplate")
 }
 
 /// The clock the run follows: replayed instantly over a window, or the wall clock.

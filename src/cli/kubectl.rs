@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::api::{AnalysisRunSummary, Rollout};
 use crate::platform::kubernetes::context::{REVISION_LABEL, ROLLOUT_LABEL};
+use crate::rollout::{RequestError, UserRequest, status_request};
 
 /// The field manager of the CLI's writes (distinct from the controller's).
 pub const CLI_FIELD_MANAGER: &str = "vigil.dev/cli";
@@ -352,15 +353,20 @@ async fn request_status(
 
 /// The status request of `vigil promote` for a Rollout as read.
 pub fn promote_request(rollout: &Rollout, full: bool) -> Result<serde_json::Value, CliError> {
-    if full {
-        return Ok(json!({"promoteFull": true}));
-    }
-    let index = rollout
-        .status
-        .as_ref()
-        .and_then(|s| s.current_step_index)
-        .ok_or_else(|| CliError::PromoteWithoutStep(rollout.name_any()))?;
-    Ok(json!({"promoteStep": index}))
+    let request = if full {
+        UserRequest::PromoteFull
+    } else {
+        UserRequest::Promote { step: None }
+    };
+    request_patch(rollout, request)
+}
+
+/// The status patch of a user request for a Rollout as read (the rule is
+/// [`status_request`], shared with the local engine).
+fn request_patch(rollout: &Rollout, request: UserRequest) -> Result<serde_json::Value, CliError> {
+    let change = status_request(&rollout.name_any(), rollout.status.as_ref(), request)
+        .map_err(|RequestError::PromoteWithoutStep(name)| CliError::PromoteWithoutStep(name))?;
+    Ok(json!(change))
 }
 
 async fn rollouts(target: &Target) -> Result<Api<Rollout>, CliError> {
@@ -390,7 +396,12 @@ pub fn promote(args: &PromoteArgs) -> i32 {
 pub fn set_abort(target: &Target, abort: bool) -> i32 {
     block_on(async {
         let api = rollouts(target).await?;
-        request_status(&api, &target.name, |_| Ok(json!({"abort": abort}))).await?;
+        let request = if abort {
+            UserRequest::Abort
+        } else {
+            UserRequest::Retry
+        };
+        request_status(&api, &target.name, |r| request_patch(r, request)).await?;
         println!(
             "rollout {} {}",
             target.name,

@@ -245,13 +245,12 @@ async fn execute(args: &LocalArgs) -> Result<(), LocalError> {
                 // Send the step the user sees, so a promote that arrives after the rollout
                 // moved on by itself is ignored instead of skipping a step.
                 let view = get(&client, admin, name).await?;
-                let step = view.status.current_step_index.unwrap_or(0);
-                post(
-                    &client,
-                    admin,
-                    &format!("/rollouts/{name}/promote?step={step}"),
-                )
-                .await
+                // Without a step the engine refuses the promote and says why.
+                let path = match view.status.current_step_index {
+                    Some(step) => format!("/rollouts/{name}/promote?step={step}"),
+                    None => format!("/rollouts/{name}/promote"),
+                };
+                post(&client, admin, &path).await
             }
         }
         LocalCommand::Abort { name } => {

@@ -99,29 +99,43 @@ pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>)
     else {
         return events;
     };
-    let canary = plan.canary;
-    let mut wanted_scale: Vec<(&str, i32)> = vec![(stable, plan.replicas)];
+    let (scale_ups, scale_downs) = scale_effects(plan, obs, stable);
+    let mut effects = routing_and_scale_effects(plan, obs, weight, wanted_services, scale_ups);
+    effects.extend(scale_downs);
+    effects.extend(run_effects(plan, obs, stable));
+    effects.extend(deletion_effects(plan, obs, stable));
+    effects.extend(events);
+    effects
+}
+
+/// The replicas `plan` wants of the stable, and of the canary when it has a say.
+fn wanted_scale<'a>(plan: &Plan<'a>, stable: &'a str) -> Vec<(&'a str, i32)> {
+    let mut wanted = vec![(stable, plan.replicas)];
     match plan.intent {
         Intent::Canary {
             canary_replicas,
             stable_replicas,
             ..
         } => {
-            wanted_scale[0].1 = stable_replicas;
-            if let Some(canary) = canary {
-                wanted_scale.push((canary, canary_replicas));
+            wanted[0].1 = stable_replicas;
+            if let Some(canary) = plan.canary {
+                wanted.push((canary, canary_replicas));
             }
         }
         Intent::Aborted {
             scale_down_canary: true,
         } => {
-            if let Some(canary) = canary {
-                wanted_scale.push((canary, 0));
+            if let Some(canary) = plan.canary {
+                wanted.push((canary, 0));
             }
         }
         _ => {}
     }
+    wanted
+}
 
+/// The scale-ups and the scale-downs (leftover revisions included once traffic left them).
+fn scale_effects(plan: &Plan, obs: &Observation, stable: &str) -> (Vec<Effect>, Vec<Effect>) {
     let observed_replicas = |revision: &str| {
         obs.revisions
             .iter()
@@ -130,19 +144,18 @@ pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>)
     };
     let mut scale_ups = Vec::new();
     let mut scale_downs = Vec::new();
-    for (revision, replicas) in &wanted_scale {
+    for (revision, replicas) in wanted_scale(plan, stable) {
         let observed = observed_replicas(revision);
         let effect = Effect::ScaleRevision {
-            revision: (*revision).to_owned(),
-            replicas: *replicas,
+            revision: revision.to_owned(),
+            replicas,
         };
-        if *replicas > observed {
+        if replicas > observed {
             scale_ups.push(effect);
-        } else if *replicas < observed {
+        } else if replicas < observed {
             scale_downs.push(effect);
         }
     }
-
     if plan.scale_down_others {
         for revision in leftover_revisions(plan, obs) {
             scale_downs.push(Effect::ScaleRevision {
@@ -151,7 +164,18 @@ pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>)
             });
         }
     }
+    (scale_ups, scale_downs)
+}
 
+/// Service moves, weight changes and scale-ups in their safe order: a stable-service move
+/// first, weight decreases, scale-ups, a canary-service move, weight increases.
+fn routing_and_scale_effects(
+    plan: &Plan,
+    obs: &Observation,
+    weight: i32,
+    wanted_services: (&str, &str),
+    scale_ups: Vec<Effect>,
+) -> Vec<Effect> {
     let mut effects = Vec::new();
     let stable_service_move = (plan.stable_service
         && obs.services.stable.as_deref() != Some(wanted_services.0))
@@ -187,17 +211,21 @@ pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>)
     if !weight_drops && let Some(effect) = set_weight {
         effects.push(effect);
     }
-    effects.extend(scale_downs);
+    effects
+}
 
+/// Terminations of runs no longer wanted, then creations of wanted runs not yet seen.
+fn run_effects(plan: &Plan, obs: &Observation, stable: &str) -> Vec<Effect> {
     let wanted_names: Vec<&str> = plan.runs.iter().map(|r| r.name.as_str()).collect();
-    for run in &obs.analysis_runs {
-        if !run.phase.is_completed() && !wanted_names.contains(&run.name.as_str()) {
-            effects.push(Effect::TerminateAnalysisRun {
-                name: run.name.clone(),
-            });
-        }
-    }
-    if let Some(canary) = canary {
+    let mut effects: Vec<Effect> = obs
+        .analysis_runs
+        .iter()
+        .filter(|run| !run.phase.is_completed() && !wanted_names.contains(&run.name.as_str()))
+        .map(|run| Effect::TerminateAnalysisRun {
+            name: run.name.clone(),
+        })
+        .collect();
+    if let Some(canary) = plan.canary {
         for run in &plan.runs {
             if !obs.analysis_runs.iter().any(|seen| seen.name == run.name) {
                 effects.push(Effect::CreateAnalysisRun {
@@ -211,13 +239,17 @@ pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>)
             }
         }
     }
+    effects
+}
 
+/// Deletions of unused revisions beyond `revisionHistoryLimit`, oldest first to go.
+fn deletion_effects(plan: &Plan, obs: &Observation, stable: &str) -> Vec<Effect> {
     let mut unused: Vec<_> = obs
         .revisions
         .iter()
         .filter(|r| {
             r.revision != stable
-                && Some(r.revision.as_str()) != canary
+                && Some(r.revision.as_str()) != plan.canary
                 && r.revision != obs.desired_revision
                 && r.replicas == 0
                 && r.ready_replicas == 0
@@ -229,15 +261,11 @@ pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>)
             .cmp(&a.created_at)
             .then_with(|| a.revision.cmp(&b.revision))
     });
-    effects.extend(
-        unused
-            .into_iter()
-            .skip(plan.history_limit)
-            .map(|r| Effect::DeleteRevision {
-                revision: r.revision.clone(),
-            }),
-    );
-
-    effects.extend(events);
-    effects
+    unused
+        .into_iter()
+        .skip(plan.history_limit)
+        .map(|r| Effect::DeleteRevision {
+            revision: r.revision.clone(),
+        })
+        .collect()
 }

@@ -5,8 +5,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 
 use crate::api::duration::{format_duration, parse_duration};
 use crate::api::{
-    AnalysisPhase, AnalysisRunSummary, CanaryStep, PauseReason, RolloutPhase, RolloutSpec,
-    RolloutStatus,
+    AnalysisPhase, AnalysisRunSummary, AnalysisStep, CanaryStep, PauseReason, PauseStep,
+    RolloutPhase, RolloutSpec, RolloutStatus,
 };
 
 use super::conditions::{
@@ -38,6 +38,16 @@ pub fn step(
     let mut next = status.clone();
     let intent = machine.reconcile(&mut next);
     machine.finish(next, intent)
+}
+
+/// What one pass over the current step decided.
+enum StepOutcome {
+    /// The step is finished: move to the next one (the text is added to the event).
+    Completed(&'static str),
+    /// The machine moved to another step itself (promote --full): look again.
+    Moved,
+    /// Stay on this step; the cluster takes this shape.
+    Stay(Intent),
 }
 
 /// Whether the analysis of the current step or the background one stands in the way.
@@ -73,13 +83,9 @@ impl<'a> Machine<'a> {
         obs: &'a Observation,
         now: Timestamp,
     ) -> Self {
-        let mut problems = obs.spec_problems.clone();
-        // The shell's validation words the same checks its own way: keep one per field.
-        for own in validate_spec(spec) {
-            if !problems.iter().any(|seen| seen.path == own.path) {
-                problems.push(own);
-            }
-        }
+        // The one validator, plus what only the shell could find (dereferencing).
+        let mut problems = validate_spec(spec);
+        problems.extend(obs.spec_problems.iter().cloned());
         problems.sort();
         problems.dedup();
         let routing = spec.strategy.canary.traffic_routing.as_ref();
@@ -409,168 +415,219 @@ impl<'a> Machine<'a> {
 
     /// Moves through the steps as far as the observation allows.
     fn progress(&mut self, s: &mut RolloutStatus) -> Intent {
-        let count = self.steps.len();
-        if self.was_paused_for(PauseReason::UserPaused) {
+        self.note_resume(s);
+        // Each pass either stays or moves on by one step; this bound is never reached.
+        for _ in 0..(2 * self.steps.len() + 8) {
             let index = self.index(s);
-            // The deadline counts time spent converging, not time spent paused.
-            if index >= count || self.steps[index].set_weight.is_some() {
-                self.enter_step(s, index);
-            }
-            self.event(
-                EventType::Normal,
-                "RolloutResumed",
-                format!("resumed at step {}", self.step_display(s)),
-            );
-        }
-        // Each pass either returns or moves on by one step; this bound is never reached.
-        for _ in 0..(2 * count + 8) {
-            let index = self.index(s);
-            if let Background::Undecided(reason) = self.background(s, index) {
-                if s.promote_step != Some(to_i32(index)) {
-                    return self.pause_for_analysis(
-                        s,
-                        index,
-                        format!("background analysis {reason}"),
-                    );
-                }
-                // A person accepted the verdict: a fresh run starts from the next step.
-                // (`promote --full` needs no such case: it ends the background analysis.)
-                s.background_analysis = None;
-                self.background_run = None;
-                self.event(
-                    EventType::Normal,
-                    "AnalysisAccepted",
-                    format!("background analysis verdict accepted by promote: {reason}"),
-                );
-                self.advance(s, " (promoted)");
-                continue;
-            }
-            if s.promote_full && index < count {
-                self.event(
-                    EventType::Normal,
-                    "RolloutPromotedFull",
-                    format!(
-                        "promote --full at step {}: skipping the remaining steps",
-                        self.step_display(s)
-                    ),
-                );
-                self.step_run = None;
-                self.enter_step(s, count);
-                continue;
-            }
-            if index >= count {
-                return self.promotion(s);
-            }
-            if s.promote_step == Some(to_i32(index)) {
-                self.advance(s, " (promoted)");
-                continue;
-            }
-            let steps = self.steps;
-            let step = &steps[index];
-            let weight = self.weight_at(index);
-            if step.set_weight.is_some() {
-                let (intent, converged) = self.converge(s, weight);
-                if converged {
-                    self.advance(s, "");
-                    continue;
-                }
-                return self.wait_or_deadline(s, intent, format!("setWeight {weight}"), weight);
-            } else if let Some(pause) = &step.pause {
-                let (intent, _) = self.converge(s, weight);
-                let started = self.step_started(s);
-                let duration = pause.duration.as_deref().map(parse_duration);
-                match duration {
-                    Some(Ok(duration)) => {
-                        let end = add_duration(started, duration);
-                        if self.now >= end {
-                            self.advance(s, "");
-                            continue;
-                        }
-                        self.requeue(end);
-                        self.pause_step(
-                            s,
-                            format!(
-                                "pause {} until {}",
-                                format_duration(duration),
-                                Timestamp::from_second(end.as_second()).unwrap_or(end)
-                            ),
-                        );
-                    }
-                    // validate_spec rejects a bad duration; waiting for promote is safe.
-                    Some(Err(_)) | None => {
-                        self.pause_step(s, "paused until promoted (vigil promote)".into())
-                    }
-                }
-                return intent;
-            } else if let Some(analysis) = &step.analysis {
-                let (intent, _) = self.converge(s, weight);
-                let canary = s.canary_revision.clone().unwrap_or_default();
-                let name = step_run_name(
-                    &self.obs.rollout_name,
-                    &canary,
-                    s.canary_attempt,
-                    to_i32(index),
-                );
-                if s.step_analysis.as_ref().is_none_or(|run| run.name != name) {
-                    s.step_analysis =
-                        Some(self.observed_run(&name).cloned().unwrap_or_else(|| {
-                            AnalysisRunSummary {
-                                name: name.clone(),
-                                ..Default::default()
-                            }
-                        }));
-                }
-                let run = s.step_analysis.clone().unwrap_or_default();
-                self.step_run = Some(WantedRun {
-                    name: name.clone(),
-                    kind: AnalysisKind::Step {
-                        index: to_i32(index),
-                    },
-                    templates: analysis.templates.clone(),
-                    args: analysis.args.clone(),
-                });
-                match run.phase {
-                    AnalysisPhase::Successful => {
-                        self.step_run = None;
-                        self.advance(s, "");
-                        continue;
-                    }
-                    AnalysisPhase::Failed => {
-                        let message = format!(
-                            "step analysis failed at step {}: {}; stable revision {} serves all traffic",
-                            self.step_display(s),
-                            describe_failure(&run),
-                            s.stable_revision.as_deref().unwrap_or_default()
-                        );
-                        self.abort(s, RolloutPhase::Degraded, "AnalysisFailed", message);
-                        return self.aborted(s, false);
-                    }
-                    AnalysisPhase::Inconclusive
-                    | AnalysisPhase::Error
-                    | AnalysisPhase::Terminated => {
-                        let reason = describe_undecided(&run);
-                        return self.pause_for_analysis(
-                            s,
-                            index,
-                            format!("step analysis {reason}"),
-                        );
-                    }
-                    AnalysisPhase::Pending | AnalysisPhase::Running => {
-                        s.phase = Some(RolloutPhase::Progressing);
-                        s.message = Some(format!(
-                            "step {}: waiting for AnalysisRun {name} ({:?})",
-                            self.step_display(s),
-                            run.phase
-                        ));
-                        return intent;
-                    }
-                }
-            } else {
-                // validate_spec rejects a step of no kind; there is nothing to wait for.
-                self.advance(s, "");
+            let outcome = match self.override_step(s, index) {
+                Some(outcome) => outcome,
+                None => self.current_step(s, index),
+            };
+            match outcome {
+                StepOutcome::Completed(why) => self.advance(s, why),
+                StepOutcome::Moved => {}
+                StepOutcome::Stay(intent) => return intent,
             }
         }
         Intent::Hold
+    }
+
+    /// After `resume`: the event, and a fresh deadline clock for a converging step.
+    fn note_resume(&mut self, s: &mut RolloutStatus) {
+        if !self.was_paused_for(PauseReason::UserPaused) {
+            return;
+        }
+        let index = self.index(s);
+        // The deadline counts time spent converging, not time spent paused.
+        if index >= self.steps.len() || self.steps[index].set_weight.is_some() {
+            self.enter_step(s, index);
+        }
+        self.event(
+            EventType::Normal,
+            "RolloutResumed",
+            format!("resumed at step {}", self.step_display(s)),
+        );
+    }
+
+    /// What decides instead of the step at `index`: an undecided background analysis, a
+    /// promote request, or the end of the steps; `None` when the step itself decides.
+    fn override_step(&mut self, s: &mut RolloutStatus, index: usize) -> Option<StepOutcome> {
+        let count = self.steps.len();
+        if let Background::Undecided(reason) = self.background(s, index) {
+            return Some(self.undecided_background(s, index, reason));
+        }
+        if s.promote_full && index < count {
+            self.event(
+                EventType::Normal,
+                "RolloutPromotedFull",
+                format!(
+                    "promote --full at step {}: skipping the remaining steps",
+                    self.step_display(s)
+                ),
+            );
+            self.step_run = None;
+            self.enter_step(s, count);
+            return Some(StepOutcome::Moved);
+        }
+        if index >= count {
+            return Some(StepOutcome::Stay(self.promotion(s)));
+        }
+        if s.promote_step == Some(to_i32(index)) {
+            return Some(StepOutcome::Completed(" (promoted)"));
+        }
+        None
+    }
+
+    /// An undecided background verdict pauses the rollout until a person promotes it.
+    fn undecided_background(
+        &mut self,
+        s: &mut RolloutStatus,
+        index: usize,
+        reason: String,
+    ) -> StepOutcome {
+        if s.promote_step != Some(to_i32(index)) {
+            let intent = self.pause_for_analysis(s, index, format!("background analysis {reason}"));
+            return StepOutcome::Stay(intent);
+        }
+        // A person accepted the verdict: a fresh run starts from the next step.
+        // (`promote --full` needs no such case: it ends the background analysis.)
+        s.background_analysis = None;
+        self.background_run = None;
+        self.event(
+            EventType::Normal,
+            "AnalysisAccepted",
+            format!("background analysis verdict accepted by promote: {reason}"),
+        );
+        StepOutcome::Completed(" (promoted)")
+    }
+
+    /// The step at `index` (in range), by its kind.
+    fn current_step(&mut self, s: &mut RolloutStatus, index: usize) -> StepOutcome {
+        let steps = self.steps;
+        let step = &steps[index];
+        let weight = self.weight_at(index);
+        if step.set_weight.is_some() {
+            self.set_weight_step(s, weight)
+        } else if let Some(pause) = &step.pause {
+            self.pause_step(s, pause, weight)
+        } else if let Some(analysis) = &step.analysis {
+            self.analysis_step(s, index, analysis, weight)
+        } else {
+            // validate_spec rejects a step of no kind; there is nothing to wait for.
+            StepOutcome::Completed("")
+        }
+    }
+
+    /// `setWeight`: done once the canary's pods are ready and the router reports the weight.
+    fn set_weight_step(&mut self, s: &mut RolloutStatus, weight: i32) -> StepOutcome {
+        let (intent, converged) = self.converge(s, weight);
+        if converged {
+            return StepOutcome::Completed("");
+        }
+        StepOutcome::Stay(self.wait_or_deadline(s, intent, format!("setWeight {weight}"), weight))
+    }
+
+    /// `pause`: done when its duration has passed; without one, it waits for promote.
+    fn pause_step(&mut self, s: &mut RolloutStatus, pause: &PauseStep, weight: i32) -> StepOutcome {
+        let (intent, _) = self.converge(s, weight);
+        let started = self.step_started(s);
+        match pause.duration.as_deref().map(parse_duration) {
+            Some(Ok(duration)) => {
+                let end = add_duration(started, duration);
+                if self.now >= end {
+                    return StepOutcome::Completed("");
+                }
+                self.requeue(end);
+                let until = Timestamp::from_second(end.as_second()).unwrap_or(end);
+                let what = format!("pause {} until {until}", format_duration(duration));
+                self.mark_pause_step(s, what);
+            }
+            // validate_spec rejects a bad duration; waiting for promote is safe.
+            Some(Err(_)) | None => {
+                self.mark_pause_step(s, "paused until promoted (vigil promote)".into())
+            }
+        }
+        StepOutcome::Stay(intent)
+    }
+
+    /// `analysis`: wants its run, then follows the run's phase.
+    fn analysis_step(
+        &mut self,
+        s: &mut RolloutStatus,
+        index: usize,
+        analysis: &AnalysisStep,
+        weight: i32,
+    ) -> StepOutcome {
+        let (intent, _) = self.converge(s, weight);
+        let run = self.want_step_run(s, index, analysis);
+        match run.phase {
+            AnalysisPhase::Successful => StepOutcome::Completed(""),
+            AnalysisPhase::Failed => {
+                let message = format!(
+                    "step analysis failed at step {}: {}; stable revision {} serves all traffic",
+                    self.step_display(s),
+                    describe_failure(&run),
+                    s.stable_revision.as_deref().unwrap_or_default()
+                );
+                self.abort(s, RolloutPhase::Degraded, "AnalysisFailed", message);
+                StepOutcome::Stay(self.aborted(s, false))
+            }
+            AnalysisPhase::Inconclusive | AnalysisPhase::Error | AnalysisPhase::Terminated => {
+                let reason = describe_undecided(&run);
+                StepOutcome::Stay(self.pause_for_analysis(
+                    s,
+                    index,
+                    format!("step analysis {reason}"),
+                ))
+            }
+            AnalysisPhase::Pending | AnalysisPhase::Running => {
+                s.phase = Some(RolloutPhase::Progressing);
+                s.message = Some(format!(
+                    "step {}: waiting for AnalysisRun {} ({:?})",
+                    self.step_display(s),
+                    run.name,
+                    run.phase
+                ));
+                StepOutcome::Stay(intent)
+            }
+        }
+    }
+
+    /// Records the run of the analysis step at `index` in status and wants it to exist;
+    /// returns its summary as last seen.
+    fn want_step_run(
+        &mut self,
+        s: &mut RolloutStatus,
+        index: usize,
+        analysis: &AnalysisStep,
+    ) -> AnalysisRunSummary {
+        let canary = s.canary_revision.clone().unwrap_or_default();
+        let name = step_run_name(
+            &self.obs.rollout_name,
+            &canary,
+            s.canary_attempt,
+            to_i32(index),
+        );
+        if s.step_analysis.as_ref().is_none_or(|run| run.name != name) {
+            s.step_analysis =
+                Some(
+                    self.observed_run(&name)
+                        .cloned()
+                        .unwrap_or_else(|| AnalysisRunSummary {
+                            name: name.clone(),
+                            ..Default::default()
+                        }),
+                );
+        }
+        self.step_run = Some(WantedRun {
+            name,
+            kind: AnalysisKind::Step {
+                index: to_i32(index),
+            },
+            templates: analysis.templates.clone(),
+            args: analysis.args.clone(),
+        });
+        s.step_analysis.clone().unwrap_or_default()
     }
 
     /// The background analysis: keeps it wanted while active, reports an undecided verdict.
@@ -665,7 +722,7 @@ impl<'a> Machine<'a> {
         intent
     }
 
-    fn pause_step(&mut self, s: &mut RolloutStatus, what: String) {
+    fn mark_pause_step(&mut self, s: &mut RolloutStatus, what: String) {
         s.phase = Some(RolloutPhase::Paused);
         s.message = Some(format!("step {}: {what}", self.step_display(s)));
         self.pauses.push(PauseReason::CanaryPauseStep);

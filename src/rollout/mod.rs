@@ -15,9 +15,10 @@
 //!    Rollout with its `spec.replicas` and ready pods; the canary weight the router reports
 //!    (`None` with no router or when it cannot be read); which revision each of
 //!    `stableService` / `canaryService` selects; every AnalysisRun owned by the Rollout
-//!    (name, phase, message, per-metric summaries); and the problems found by
-//!    [`crate::analysis::template::validate_rollout`] ([`step`] adds [`validate_spec`]'s, the
-//!    few it needs to interpret the spec at all, so it is safe even without them).
+//!    (name, phase, message, per-metric summaries); and, from the **dereference** step, the
+//!    problems only the shell can find: a template that does not exist, templates and
+//!    arguments that do not make a run. The spec's own rules are not the shell's business:
+//!    [`step`] runs [`validate_spec`], the one validator, itself.
 //! 2. **Decide.** `let decision = step(&spec, &status, &observation, now)`.
 //! 3. **Act.** Execute `decision.effects` **in order**, stopping at the first failure (then do
 //!    not write status; retry with backoff: the same status gives the same effects again, and
@@ -124,6 +125,7 @@ mod conditions;
 mod effects;
 mod hash;
 mod machine;
+mod requests;
 mod validate;
 
 use jiff::Timestamp;
@@ -132,6 +134,7 @@ use crate::api::{AnalysisRunSummary, Argument, RolloutSpec, RolloutStatus, Templ
 
 pub use hash::{MAX_LABEL_VALUE_LEN, MAX_NAME_LEN, fit_name, template_hash};
 pub use machine::step;
+pub use requests::{RequestError, StatusRequest, UserRequest, status_request};
 pub use validate::validate_spec;
 
 /// What the I/O shell saw in the cluster for one Rollout, just before calling [`step`].
@@ -153,9 +156,9 @@ pub struct Observation {
     /// Every AnalysisRun owned by the Rollout, as seen; the state machine picks its own by
     /// name.
     pub analysis_runs: Vec<AnalysisRunSummary>,
-    /// Problems found by validating the spec
-    /// ([`crate::analysis::template::validate_rollout`]); [`validate_spec`]'s own are added
-    /// for fields not already named here.
+    /// Problems found while dereferencing the spec (templates that do not exist, an analysis
+    /// that cannot start), each at its field. The spec's own rules are [`validate_spec`]'s,
+    /// which [`step`] runs itself.
     pub spec_problems: Vec<SpecProblem>,
 }
 
@@ -182,8 +185,8 @@ pub struct ServiceSelection {
     pub canary: Option<String>,
 }
 
-/// A problem with the spec: the field's path and what is wrong. The same type as
-/// [`crate::analysis::template::validate_rollout`] returns, so the shell passes its result on.
+/// A problem with the spec: the field's path and what is wrong (the type template validation
+/// uses too, so lint reports both alike).
 pub type SpecProblem = crate::analysis::template::Problem;
 
 /// Something the I/O shell must do. Effects are idempotent: executing one twice is harmless.

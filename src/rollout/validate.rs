@@ -1,124 +1,339 @@
-//! What the state machine needs of a spec to interpret it. The CRD schema catches most of
-//! this at admission; this catches the rest, and anything that slipped past an old schema.
+//! The one validator of a Rollout spec: every rule about a Rollout's own fields lives here
+//! (rules about AnalysisTemplates stay with the templates, in [`crate::analysis::template`]).
+//! [`super::step`] runs it on every call, so the scenario simulator, the Kubernetes controller,
+//! the local engine and `vigil lint` reject exactly the same specs with the same words. The
+//! shells add only what the spec alone cannot tell (a template that does not exist, an
+//! analysis that cannot start) through [`super::Observation::spec_problems`].
 
-use crate::api::RolloutSpec;
-use crate::api::duration::parse_duration;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+use crate::analysis::template::validate::{check_args, check_duration};
+use crate::api::{CanaryStep, RolloutSpec, TemplateRef};
 
 use super::SpecProblem;
 
-/// Problems that keep the state machine from interpreting `spec`, each naming its field; empty
-/// when the spec is usable. A subset of [`crate::analysis::template::validate_rollout`] (the
-/// full validation, which the shell runs): [`super::step`] runs this one itself on every
-/// call, so a shell that forgot to validate cannot make it misread a spec.
+const CANARY: &str = "spec.strategy.canary";
+
+fn problem(path: impl Into<String>, message: impl Into<String>) -> SpecProblem {
+    SpecProblem {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Every problem of `spec`, each naming its field and what is wrong; empty when the spec is
+/// valid.
 pub fn validate_spec(spec: &RolloutSpec) -> Vec<SpecProblem> {
     let mut problems = Vec::new();
-    let mut problem = |field: String, text: String| {
-        problems.push(SpecProblem {
-            path: field,
-            message: text,
-        })
-    };
+    check_counts(spec, &mut problems);
+    check_selector(spec, &mut problems);
+    let has_containers = spec
+        .template
+        .spec
+        .as_ref()
+        .is_some_and(|pod| !pod.containers.is_empty());
+    if !has_containers {
+        problems.push(problem(
+            "spec.template.spec.containers",
+            "no containers: the pod template needs at least one",
+        ));
+    }
+    let canary = &spec.strategy.canary;
+    let mut highest: Option<(i32, usize)> = None;
+    for (i, step) in canary.steps.iter().enumerate() {
+        let path = format!("{CANARY}.steps[{i}]");
+        check_step(step, &path, i, &mut highest, &mut problems);
+    }
+    check_background(spec, &mut problems);
+    check_services(spec, &mut problems);
+    check_routing(spec, &mut problems);
+    problems
+}
+
+/// Replica counts, delays and the deadline: none negative, the deadline at least a second.
+fn check_counts(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
     if let Some(replicas) = spec.replicas
         && replicas < 0
     {
-        problem("spec.replicas".into(), format!("{replicas} is negative"));
+        problems.push(problem("spec.replicas", format!("{replicas} is negative")));
     }
-    if let Some(seconds) = spec.progress_deadline_seconds
-        && seconds < 1
+    for (field, value) in [
+        ("revisionHistoryLimit", spec.revision_history_limit),
+        (
+            "strategy.canary.abortScaleDownDelaySeconds",
+            spec.strategy.canary.abort_scale_down_delay_seconds,
+        ),
+        (
+            "strategy.canary.scaleDownDelaySeconds",
+            spec.strategy.canary.scale_down_delay_seconds,
+        ),
+    ] {
+        if let Some(v) = value
+            && v < 0
+        {
+            problems.push(problem(format!("spec.{field}"), format!("{v} is negative")));
+        }
+    }
+    if let Some(deadline) = spec.progress_deadline_seconds
+        && deadline < 1
     {
-        problem(
-            "spec.progressDeadlineSeconds".into(),
-            format!("{seconds} must be at least 1"),
-        );
+        problems.push(problem(
+            "spec.progressDeadlineSeconds",
+            format!("{deadline}: the deadline must be at least 1 second"),
+        ));
     }
+}
+
+/// The background analysis: templates, arguments, and a `startingStep` that is a step index.
+fn check_background(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
+    let canary = &spec.strategy.canary;
+    let Some(background) = &canary.analysis else {
+        return;
+    };
+    let path = format!("{CANARY}.analysis");
+    check_template_refs(&background.templates, &path, problems);
+    check_args(&background.args, &format!("{path}.args"), problems);
+    if let Some(start) = background.starting_step {
+        let steps = canary.steps.len();
+        let in_range =
+            usize::try_from(start).is_ok_and(|s| s < steps.max(1) && (steps > 0 || s == 0));
+        if !in_range {
+            problems.push(problem(
+                format!("{path}.startingStep"),
+                format!(
+                    "{start} is not a step index: there are {steps} steps (0..={})",
+                    steps.saturating_sub(1)
+                ),
+            ));
+        }
+    }
+}
+
+/// `stableService` and `canaryService`: not empty, and two different Services.
+fn check_services(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
     let canary = &spec.strategy.canary;
     for (field, value) in [
-        (
-            "abortScaleDownDelaySeconds",
-            canary.abort_scale_down_delay_seconds,
-        ),
-        ("scaleDownDelaySeconds", canary.scale_down_delay_seconds),
+        ("stableService", &canary.stable_service),
+        ("canaryService", &canary.canary_service),
     ] {
-        if let Some(seconds) = value
-            && seconds < 0
-        {
-            problem(
-                format!("spec.strategy.canary.{field}"),
-                format!("{seconds} is negative"),
-            );
+        if value.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            problems.push(problem(format!("{CANARY}.{field}"), "empty service name"));
         }
     }
-    if let Some(routing) = &canary.traffic_routing {
-        let routers =
-            usize::from(routing.gateway_api.is_some()) + usize::from(routing.local.is_some());
-        if routers > 1 {
-            problem(
-                "spec.strategy.canary.trafficRouting".into(),
-                "set at most one router (gatewayAPI or local)".into(),
-            );
+    if let (Some(stable), Some(canary_svc)) = (&canary.stable_service, &canary.canary_service)
+        && !stable.is_empty()
+        && stable == canary_svc
+    {
+        problems.push(problem(
+            format!("{CANARY}.canaryService"),
+            format!("`{canary_svc}` is also the stableService; they must be two Services"),
+        ));
+    }
+}
+
+/// `trafficRouting`: exactly one router, with what that router needs.
+fn check_routing(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
+    let canary = &spec.strategy.canary;
+    let Some(routing) = &canary.traffic_routing else {
+        return;
+    };
+    let path = format!("{CANARY}.trafficRouting");
+    match (&routing.gateway_api, &routing.local) {
+        (None, None) => problems.push(problem(
+            path.clone(),
+            "no router: set `gatewayAPI` or `local`, or remove trafficRouting to split traffic by replica ratio",
+        )),
+        (Some(_), Some(_)) => problems.push(problem(
+            path.clone(),
+            "several routers (gatewayAPI, local); set exactly one",
+        )),
+        _ => {}
+    }
+    if let Some(gateway) = &routing.gateway_api {
+        if gateway.http_route.trim().is_empty() {
+            problems.push(problem(
+                format!("{path}.gatewayAPI.httpRoute"),
+                "empty HTTPRoute name",
+            ));
         }
-        if routing.gateway_api.is_some() {
-            for (name, value) in [
-                ("stableService", &canary.stable_service),
-                ("canaryService", &canary.canary_service),
-            ] {
-                if value.as_deref().is_none_or(str::is_empty) {
-                    problem(
-                        format!("spec.strategy.canary.{name}"),
-                        "required with trafficRouting.gatewayAPI: the HTTPRoute splits traffic between the two services".into(),
-                    );
-                }
+        for (field, value) in [
+            ("stableService", &canary.stable_service),
+            ("canaryService", &canary.canary_service),
+        ] {
+            if value.is_none() {
+                problems.push(problem(
+                    format!("{CANARY}.{field}"),
+                    "missing: gatewayAPI routing sets the weights of the stable and canary Services' backendRefs, so both are needed",
+                ));
             }
         }
     }
-    for (index, step) in canary.steps.iter().enumerate() {
-        let field = format!("spec.strategy.canary.steps[{index}]");
-        let kinds = usize::from(step.set_weight.is_some())
-            + usize::from(step.pause.is_some())
-            + usize::from(step.analysis.is_some());
-        if kinds != 1 {
-            problem(
-                field.clone(),
-                format!("exactly one of setWeight, pause, analysis must be set, found {kinds}"),
-            );
-        }
-        if let Some(weight) = step.set_weight
-            && !(0..=100).contains(&weight)
-        {
-            problem(
-                format!("{field}.setWeight"),
-                format!("{weight} is not a percentage (0 to 100)"),
-            );
-        }
-        if let Some(duration) = step.pause.as_ref().and_then(|p| p.duration.as_deref())
-            && let Err(error) = parse_duration(duration)
-        {
-            problem(format!("{field}.pause.duration"), error.to_string());
-        }
-        if let Some(analysis) = &step.analysis
-            && analysis.templates.is_empty()
-        {
-            problem(
-                format!("{field}.analysis.templates"),
-                "at least one template is needed".into(),
-            );
-        }
+    if let Some(local) = &routing.local
+        && local.listen.parse::<std::net::SocketAddr>().is_err()
+    {
+        problems.push(problem(
+            format!("{path}.local.listen"),
+            format!(
+                "`{}` is not a socket address like 127.0.0.1:8080",
+                local.listen
+            ),
+        ));
     }
-    if let Some(background) = &canary.analysis {
-        if background.templates.is_empty() {
-            problem(
-                "spec.strategy.canary.analysis.templates".into(),
-                "at least one template is needed".into(),
-            );
-        }
-        if let Some(start) = background.starting_step
-            && (start < 0 || start as usize > canary.steps.len())
-        {
-            problem(
-                "spec.strategy.canary.analysis.startingStep".into(),
-                format!("{start} is not a step index (0 to {})", canary.steps.len()),
-            );
-        }
-    }
-    problems
 }
+
+fn check_step(
+    step: &CanaryStep,
+    path: &str,
+    index: usize,
+    highest: &mut Option<(i32, usize)>,
+    problems: &mut Vec<SpecProblem>,
+) {
+    let set: Vec<&str> = [
+        ("setWeight", step.set_weight.is_some()),
+        ("pause", step.pause.is_some()),
+        ("analysis", step.analysis.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, present)| present.then_some(name))
+    .collect();
+    match set.len() {
+        0 => problems.push(problem(
+            path.to_owned(),
+            "empty step: set one of setWeight, pause, analysis",
+        )),
+        1 => {}
+        _ => problems.push(problem(
+            path.to_owned(),
+            format!(
+                "a step does one thing, but this one sets {}; split it into several steps",
+                set.join(", ")
+            ),
+        )),
+    }
+    if let Some(weight) = step.set_weight {
+        if !(0..=100).contains(&weight) {
+            problems.push(problem(
+                format!("{path}.setWeight"),
+                format!("{weight} is not in 0..=100"),
+            ));
+        } else {
+            match *highest {
+                Some((previous, at)) if weight < previous => problems.push(problem(
+                    format!("{path}.setWeight"),
+                    format!(
+                        "{weight} is lower than {previous} set at steps[{at}]; weights never decrease during a rollout (abort to go back)"
+                    ),
+                )),
+                _ => *highest = Some((weight, index)),
+            }
+        }
+    }
+    if let Some(pause) = &step.pause {
+        check_duration(
+            pause.duration.as_deref(),
+            format!("{path}.pause.duration"),
+            problems,
+        );
+    }
+    if let Some(analysis) = &step.analysis {
+        check_template_refs(&analysis.templates, &format!("{path}.analysis"), problems);
+        check_args(&analysis.args, &format!("{path}.analysis.args"), problems);
+    }
+}
+
+fn check_template_refs(templates: &[TemplateRef], path: &str, problems: &mut Vec<SpecProblem>) {
+    if templates.is_empty() {
+        problems.push(problem(
+            format!("{path}.templates"),
+            "no templates: name at least one AnalysisTemplate",
+        ));
+    }
+    for (i, t) in templates.iter().enumerate() {
+        if t.template_name.trim().is_empty() {
+            problems.push(problem(
+                format!("{path}.templates[{i}].templateName"),
+                "empty template name",
+            ));
+        }
+    }
+}
+
+fn check_selector(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
+    let empty = BTreeMap::new();
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref())
+        .unwrap_or(&empty);
+    let selector = &spec.selector;
+    let match_labels = selector.match_labels.as_ref();
+    let expressions = selector.match_expressions.as_deref().unwrap_or_default();
+    if match_labels.is_none_or(BTreeMap::is_empty) && expressions.is_empty() {
+        problems.push(problem(
+            "spec.selector",
+            "empty selector: it would select every pod in the namespace; use matchLabels",
+        ));
+        return;
+    }
+    for (key, value) in match_labels.into_iter().flatten() {
+        match labels.get(key) {
+            Some(v) if v == value => {}
+            Some(v) => problems.push(problem(
+                format!("spec.selector.matchLabels.{key}"),
+                format!(
+                    "`{value}` does not match the template's label {key}: `{v}`; the Rollout would not select its own pods"
+                ),
+            )),
+            None => problems.push(problem(
+                format!("spec.selector.matchLabels.{key}"),
+                format!(
+                    "spec.template.metadata.labels has no `{key}`; the Rollout would not select its own pods"
+                ),
+            )),
+        }
+    }
+    for (i, requirement) in expressions.iter().enumerate() {
+        let path = format!("spec.selector.matchExpressions[{i}]");
+        match requirement_matches(requirement, labels) {
+            Ok(true) => {}
+            Ok(false) => problems.push(problem(
+                path,
+                "does not match spec.template.metadata.labels; the Rollout would not select its own pods",
+            )),
+            Err(reason) => problems.push(problem(path, reason)),
+        }
+    }
+}
+
+/// Whether one `matchExpressions` requirement holds for `labels` (Kubernetes' semantics).
+fn requirement_matches(
+    requirement: &LabelSelectorRequirement,
+    labels: &BTreeMap<String, String>,
+) -> Result<bool, String> {
+    let values = requirement.values.as_deref().unwrap_or_default();
+    let value = labels.get(&requirement.key);
+    match requirement.operator.as_str() {
+        "In" | "NotIn" if values.is_empty() => Err(format!(
+            "operator {} needs a non-empty `values`",
+            requirement.operator
+        )),
+        "In" => Ok(value.is_some_and(|v| values.contains(v))),
+        "NotIn" => Ok(!value.is_some_and(|v| values.contains(v))),
+        "Exists" | "DoesNotExist" if !values.is_empty() => Err(format!(
+            "operator {} takes no `values`",
+            requirement.operator
+        )),
+        "Exists" => Ok(value.is_some()),
+        "DoesNotExist" => Ok(value.is_none()),
+        other => Err(format!(
+            "unknown operator `{other}`; use In, NotIn, Exists or DoesNotExist"
+        )),
+    }
+}
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

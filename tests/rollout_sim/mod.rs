@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use vigil::api::{
     AnalysisPhase, AnalysisRunSummary, AnalysisStep, BackgroundAnalysis, CanaryStep,
     GatewayApiRouting, MetricSummary, PauseStep, RolloutPhase, RolloutSpec, RolloutStatus,
@@ -51,9 +52,13 @@ pub fn analysis(template: &str) -> CanaryStep {
     }
 }
 
+/// A pod template labelled `app: shop` (the label [`spec`]'s selector matches).
 pub fn template(image: &str) -> PodTemplateSpec {
     PodTemplateSpec {
-        metadata: None,
+        metadata: Some(ObjectMeta {
+            labels: Some([("app".to_owned(), NAME.to_owned())].into()),
+            ..Default::default()
+        }),
         spec: Some(PodSpec {
             containers: vec![Container {
                 name: "app".into(),
@@ -69,6 +74,10 @@ pub fn template(image: &str) -> PodTemplateSpec {
 pub fn spec(steps: Vec<CanaryStep>, router: bool, replicas: i32) -> RolloutSpec {
     let mut spec = RolloutSpec {
         replicas: Some(replicas),
+        selector: LabelSelector {
+            match_labels: Some([("app".to_owned(), NAME.to_owned())].into()),
+            ..Default::default()
+        },
         template: template("app:1"),
         ..Default::default()
     };

@@ -7,20 +7,18 @@
 //! One file per concern: `args` (placeholders, argument resolution), `substitute` (escaping,
 //! splicing, substitution, the shape of a query), `validate` (template checks), `cel` (checks of
 //! CEL conditions), `promql` (parsing with neutral values, query traps), `suggest` ("did you
-//! mean" hints) and `rollout` (Rollout checks).
+//! mean" hints). Rollout checks live in `crate::rollout::validate`, the one validator.
 
 use std::fmt;
 
 pub mod args;
 pub mod cel;
 pub mod promql;
-pub mod rollout;
 pub mod substitute;
 pub mod suggest;
 pub mod validate;
 
 pub use args::{ArgRef, placeholders, resolve_args};
-pub use rollout::validate_rollout;
 pub use substitute::{shape, substitute};
 pub use suggest::suggest;
 pub use validate::validate_template;

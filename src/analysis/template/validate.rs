@@ -109,7 +109,7 @@ pub fn validate_template(spec: &AnalysisTemplateSpec) -> Vec<Problem> {
 }
 
 /// Checks argument declarations; returns the declared names.
-pub(super) fn check_args(
+pub(crate) fn check_args(
     args: &[Argument],
     path: &str,
     problems: &mut Vec<Problem>,
@@ -176,7 +176,7 @@ pub(super) fn check_args(
 }
 
 /// Checks a duration field: it parses and is at most [`MAX_DURATION`].
-pub(super) fn check_duration(value: Option<&str>, path: String, problems: &mut Vec<Problem>) {
+pub(crate) fn check_duration(value: Option<&str>, path: String, problems: &mut Vec<Problem>) {
     check_duration_up_to(value, path, MAX_DURATION, "MAX_DURATION", problems);
 }
 

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
@@ -17,10 +15,9 @@ use tracing::{Instrument, debug, info, warn};
 use super::context::{Context, FIELD_MANAGER, NAMESPACE_SLOT_RETRY};
 use super::resources::{PrefetchedSecrets, secret_refs, secret_value};
 use crate::analysis::driver::{self, DriverError, MeasureAt};
+use crate::analysis::run::{STORED_MEASUREMENTS_PER_METRIC, errored_status};
 use crate::api::{AnalysisPhase, AnalysisRun, AnalysisRunStatus, MetricResult};
 
-/// Measurements kept per metric in status.
-pub const KEEP_MEASUREMENTS: usize = 10;
 /// Shortest requeue, so a run whose next measurement is "now" never spins.
 const MIN_REQUEUE: Duration = Duration::from_secs(1);
 
@@ -84,24 +81,6 @@ async fn prefetch(api: &Api<Secret>, run: &AnalysisRun, ctx: &Context) -> Prefet
         secrets.insert(&name, &key, value);
     }
     secrets
-}
-
-/// The status of a run whose providers cannot be set up: Error, with the reason, so the
-/// Rollout shows why instead of waiting forever.
-fn configuration_error(
-    status: &AnalysisRunStatus,
-    reason: String,
-    now: Timestamp,
-) -> AnalysisRunStatus {
-    let at = Time(Timestamp::from_second(now.as_second()).unwrap_or(now));
-    AnalysisRunStatus {
-        phase: Some(AnalysisPhase::Error),
-        message: Some(reason),
-        started_at: status.started_at.clone().or_else(|| Some(at.clone())),
-        completed_at: Some(at),
-        metric_results: status.metric_results.clone(),
-        score: status.score.clone(),
-    }
 }
 
 /// New verdicts between two statuses, by phase name, from the per-metric counters.
@@ -198,7 +177,7 @@ async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
                 &clients,
                 now,
                 MeasureAt::Now(now),
-                KEEP_MEASUREMENTS,
+                STORED_MEASUREMENTS_PER_METRIC,
             )
             .await
             .map_err(|source| Error::Advance {
@@ -209,7 +188,7 @@ async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
         }
         Err(error) => {
             warn!(%error, "cannot configure the run's providers");
-            (configuration_error(&status, error.to_string(), now), None)
+            (errored_status(&status, error.to_string(), now), None)
         }
     };
     for (verdict, count) in new_verdicts(&status, &next) {
@@ -316,8 +295,8 @@ mod tests {
 
     #[test]
     fn a_provider_that_cannot_be_configured_errors_the_run_with_the_reason() {
-        let now = Timestamp::from_second(1_700_000_000).expect("ts");
-        let status = configuration_error(
+        let now = jiff::Timestamp::from_second(1_700_000_000).expect("ts");
+        let status = errored_status(
             &AnalysisRunStatus::default(),
             "metrics[0] (m): bad".into(),
             now,

@@ -5,7 +5,6 @@ use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 
 use super::context::{REVISION_LABEL, ROLLOUT_LABEL, rollout_label_value};
-use crate::analysis::template::validate_rollout;
 use crate::api::{AnalysisRun, AnalysisRunSummary, Rollout};
 use crate::rollout::{Observation, RevisionObservation, ServiceSelection, template_hash};
 
@@ -115,7 +114,8 @@ pub fn observation(rollout: &Rollout, seen: &Seen) -> Observation {
             canary: seen.canary_service.as_ref().and_then(service_revision),
         },
         analysis_runs,
-        spec_problems: validate_rollout(&rollout.spec),
+        // Filled by the dereference step.
+        spec_problems: Vec::new(),
     }
 }
 
@@ -247,8 +247,8 @@ mod tests {
         assert_eq!(summary.phase, AnalysisPhase::Failed);
         assert_eq!(summary.metrics[0].value.as_deref(), Some("0.1"));
         assert_eq!(summary.metrics[0].reason.as_deref(), Some("0.1 > 0.01"));
-        // The default spec has no selector labels and no steps: validation speaks up.
-        assert!(!obs.spec_problems.is_empty());
+        // Spec rules are the core's (rollout::validate_spec), not the observation's.
+        assert!(obs.spec_problems.is_empty());
     }
 
     #[test]

@@ -307,6 +307,7 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Byte
 fn engine_error(error: EngineError) -> Response<Full<Bytes>> {
     let status = match error {
         EngineError::FindRollout { .. } => StatusCode::NOT_FOUND,
+        EngineError::Request(_) => StatusCode::CONFLICT,
         EngineError::LintFile { .. }
         | EngineError::ParseDocument { .. }
         | EngineError::ReadListenAddress { .. } => StatusCode::UNPROCESSABLE_ENTITY,

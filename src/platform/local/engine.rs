@@ -7,7 +7,7 @@
 //!
 //! 1. **observes**: the supervisor's processes per revision, the proxy's routing read back (the
 //!    canary weight, and which revisions it routes as stable / canary: the local "services"),
-//!    the Rollout's AnalysisRuns, and the spec's problems ([`validate_rollout`], plus analysis
+//!    the Rollout's AnalysisRuns, and what dereferencing the spec found (analysis
 //!    templates that were not given);
 //! 2. **decides** with [`rollout::step`];
 //! 3. **acts**: effects in order, stopping at the first failure (the status is then not
@@ -43,14 +43,16 @@ use crate::analysis::driver::{MeasureAt, advance, clients_for};
 use crate::analysis::instantiate::{builtin_args, instantiate};
 use crate::analysis::provider::prometheus::{ConcurrencyLimiter, PrometheusClient};
 use crate::analysis::provider::resolve::NoSecrets;
-use crate::analysis::run::STORED_MEASUREMENTS_PER_METRIC;
-use crate::analysis::template::{Problem, validate_rollout};
+use crate::analysis::run::{STORED_MEASUREMENTS_PER_METRIC, errored_status};
+use crate::analysis::template::Problem;
 use crate::api::{
-    AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, AnalysisRunSummary, AnalysisTemplate,
-    AnalysisTemplateSpec, Argument, Rollout, RolloutSpec, RolloutStatus,
+    AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, AnalysisRunSummary, AnalysisTemplateSpec,
+    Argument, Rollout, RolloutSpec, RolloutStatus,
 };
+use crate::manifest::Manifest;
 use crate::rollout::{
-    self, Effect, EventType, Observation, RevisionObservation, ServiceSelection, template_hash,
+    self, Effect, EventType, Observation, RequestError, RevisionObservation, ServiceSelection,
+    status_request, template_hash,
 };
 
 /// Annotation on a Rollout naming the address of its proxy's metrics listener (`/metrics`,
@@ -121,6 +123,9 @@ pub enum EngineError {
         /// The name.
         name: String,
     },
+    /// A user request cannot be honoured (a promote with no step to finish).
+    #[error(transparent)]
+    Request(#[from] RequestError),
     /// The engine loop is gone.
     #[error("the engine has stopped")]
     ReachEngine,
@@ -152,7 +157,6 @@ impl Sources {
 
     /// Lints and parses the documents of one file (`path` names it in errors).
     pub fn parse(path: &Path, text: &str) -> Result<Self, EngineError> {
-        use serde::Deserialize as _;
         // Before any parser: deep nesting costs the parser quadratic time.
         super::yaml_guard::check_nesting(text).map_err(|error| EngineError::LintFile {
             problems: format!("{}: {error}", path.display()),
@@ -165,37 +169,27 @@ impl Sources {
             });
         }
         let file = path.display().to_string();
+        let parse_error = |index: usize, reason: String| EngineError::ParseDocument {
+            file: file.clone(),
+            index,
+            reason,
+        };
         let mut sources = Sources::default();
-        for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
-            let parse_error = |reason: String| EngineError::ParseDocument {
-                file: file.clone(),
-                index,
-                reason,
-            };
-            let value = serde_norway::Value::deserialize(document)
-                .map_err(|e| parse_error(e.to_string()))?;
-            if value.is_null() {
-                continue;
-            }
-            let kind = value
-                .get("kind")
-                .and_then(|k| k.as_str())
-                .unwrap_or_default()
-                .to_owned();
-            match kind.as_str() {
-                "Rollout" => sources
-                    .rollouts
-                    .push(serde_norway::from_value(value).map_err(|e| parse_error(e.to_string()))?),
-                "AnalysisTemplate" | "ClusterAnalysisTemplate" => {
-                    let template: AnalysisTemplate =
-                        serde_norway::from_value(value).map_err(|e| parse_error(e.to_string()))?;
-                    let name = template.metadata.name.clone().unwrap_or_default();
-                    sources.templates.push((name, template.spec));
+        let manifests =
+            crate::manifest::manifests(text).map_err(|e| parse_error(e.index, e.reason))?;
+        for (index, manifest) in manifests {
+            match manifest {
+                Manifest::Rollout(rollout) => sources.rollouts.push(*rollout),
+                Manifest::AnalysisTemplate { name, spec } => {
+                    sources.templates.push((name.unwrap_or_default(), spec));
                 }
-                other => {
-                    return Err(parse_error(format!(
-                        "kind {other:?}: vigil run takes Rollout and AnalysisTemplate documents"
-                    )));
+                Manifest::Other { kind } => {
+                    return Err(parse_error(
+                        index,
+                        format!(
+                            "kind {kind:?}: vigil run takes Rollout and AnalysisTemplate documents"
+                        ),
+                    ));
                 }
             }
         }
@@ -220,42 +214,7 @@ pub struct EngineConfig {
     pub supervisor: SupervisorConfig,
 }
 
-/// A request from a person, as `vigil local promote|abort|...` sends it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum UserRequest {
-    /// Finish the current step (the index seen, or the current one).
-    Promote {
-        /// The step index the user saw; `None` means the current one.
-        step: Option<i32>,
-    },
-    /// Skip the remaining steps.
-    PromoteFull,
-    /// Roll back to stable.
-    Abort,
-    /// Start an aborted canary again from step 0.
-    Retry,
-    /// Stop moving (`spec.paused`).
-    Pause,
-    /// Move again.
-    Resume,
-}
-
-impl UserRequest {
-    /// Parses the admin endpoint's action name (`promote`, `promote-full`, `abort`, `retry`,
-    /// `pause`, `resume`).
-    pub fn from_action(action: &str) -> Option<Self> {
-        Some(match action {
-            "promote" => UserRequest::Promote { step: None },
-            "promote-full" => UserRequest::PromoteFull,
-            "abort" => UserRequest::Abort,
-            "retry" => UserRequest::Retry,
-            "pause" => UserRequest::Pause,
-            "resume" => UserRequest::Resume,
-            _ => return None,
-        })
-    }
-}
+pub use crate::rollout::UserRequest;
 
 /// An event recorded on a Rollout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -599,16 +558,10 @@ impl Engine {
             .ok_or_else(|| EngineError::FindRollout {
                 name: name.to_owned(),
             })?;
-        let status = &mut managed.status;
-        match request {
-            UserRequest::Promote { step } => {
-                status.promote_step = Some(step.unwrap_or(status.current_step_index.unwrap_or(0)));
-            }
-            UserRequest::PromoteFull => status.promote_full = true,
-            UserRequest::Abort => status.abort = true,
-            UserRequest::Retry => status.abort = false,
-            UserRequest::Pause | UserRequest::Resume => {
-                managed.spec.paused = request == UserRequest::Pause;
+        match status_request(name, Some(&managed.status), request)? {
+            Some(change) => change.apply_to(&mut managed.status),
+            None => {
+                managed.spec.paused = request.paused().unwrap_or(managed.spec.paused);
                 store_rollout(&self.state, managed)?;
             }
         }
@@ -698,7 +651,7 @@ impl Engine {
             };
             let (status, next_at) = match result {
                 Ok(advanced) => advanced,
-                Err(reason) => (error_status(&run.status, &reason, now), None),
+                Err(reason) => (errored_status(&run.status, reason, now), None),
             };
             run.next_at = next_at;
             if status != run.status {
@@ -808,8 +761,7 @@ impl Engine {
             .filter(|(_, run)| run.rollout == managed.name)
             .map(|(name, run)| AnalysisRunSummary::of(name, &run.status))
             .collect();
-        let mut spec_problems = validate_rollout(&managed.spec);
-        spec_problems.extend(self.analysis_problems(&managed.name, &managed.spec));
+        let spec_problems = self.analysis_problems(&managed.name, &managed.spec);
         Observation {
             rollout_name: managed.name.clone(),
             generation: Some(managed.generation),
@@ -1045,7 +997,7 @@ impl Engine {
         let failed = |spec: AnalysisRunSpec, reason: String| RunEntry {
             rollout: rollout.to_owned(),
             spec,
-            status: error_status(&AnalysisRunStatus::default(), &reason, now),
+            status: errored_status(&AnalysisRunStatus::default(), reason.clone(), now),
             clients: Err(reason),
             next_at: None,
         };
@@ -1194,17 +1146,6 @@ fn save_run(state: &StateDir, name: &str, run: &RunEntry) {
     };
     if let Err(error) = state.save(&run_key(name), &stored) {
         tracing::error!(run = %name, %error, "could not record the analysis run");
-    }
-}
-
-fn error_status(previous: &AnalysisRunStatus, reason: &str, now: Timestamp) -> AnalysisRunStatus {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    AnalysisRunStatus {
-        phase: Some(AnalysisPhase::Error),
-        message: Some(reason.to_owned()),
-        started_at: previous.started_at.clone().or(Some(Time(now))),
-        completed_at: Some(Time(now)),
-        ..previous.clone()
     }
 }
 

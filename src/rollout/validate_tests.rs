@@ -1,0 +1,217 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+
+use super::*;
+use crate::api::{
+    AnalysisStep, CanaryStrategy, GatewayApiRouting, LocalRouting, PauseStep, RolloutStrategy,
+    TrafficRouting,
+};
+
+fn at(problems: &[SpecProblem], path: &str) -> Vec<String> {
+    problems
+        .iter()
+        .filter(|p| p.path == path)
+        .map(|p| p.message.clone())
+        .collect()
+}
+
+// --- validate_rollout -----------------------------------------------------------------------
+
+fn rollout(steps: Vec<CanaryStep>) -> RolloutSpec {
+    let labels: BTreeMap<String, String> = [("app".to_owned(), "web".to_owned())].into();
+    RolloutSpec {
+        replicas: Some(3),
+        selector: LabelSelector {
+            match_labels: Some(labels.clone()),
+            ..Default::default()
+        },
+        template: PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(labels),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "web".to_owned(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        },
+        strategy: RolloutStrategy {
+            canary: CanaryStrategy {
+                steps,
+                ..Default::default()
+            },
+        },
+        ..Default::default()
+    }
+}
+
+fn weight(w: i32) -> CanaryStep {
+    CanaryStep {
+        set_weight: Some(w),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_good_rollout_has_no_problems() {
+    let spec = rollout(vec![
+        weight(10),
+        CanaryStep {
+            pause: Some(PauseStep {
+                duration: Some("1m".to_owned()),
+            }),
+            ..Default::default()
+        },
+        CanaryStep {
+            analysis: Some(AnalysisStep {
+                templates: vec![TemplateRef {
+                    template_name: "errors".to_owned(),
+                    cluster_scope: false,
+                }],
+                args: vec![],
+            }),
+            ..Default::default()
+        },
+        weight(50),
+        weight(100),
+    ]);
+    assert_eq!(validate_spec(&spec), vec![]);
+}
+
+#[test]
+fn weights_in_range_and_never_decreasing() {
+    let spec = rollout(vec![weight(10), weight(50), weight(150), weight(20)]);
+    let problems = validate_spec(&spec);
+    assert_eq!(
+        problems,
+        vec![
+            problem(
+                "spec.strategy.canary.steps[2].setWeight",
+                "150 is not in 0..=100"
+            ),
+            problem(
+                "spec.strategy.canary.steps[3].setWeight",
+                "20 is lower than 50 set at steps[1]; weights never decrease during a rollout (abort to go back)"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn one_field_per_step_and_pause_durations() {
+    let mut two = weight(10);
+    two.pause = Some(PauseStep {
+        duration: Some("5d".to_owned()),
+    });
+    let spec = rollout(vec![two, CanaryStep::default()]);
+    let problems = validate_spec(&spec);
+    assert!(at(&problems, "spec.strategy.canary.steps[0]")[0].contains("setWeight, pause"));
+    assert_eq!(
+        at(&problems, "spec.strategy.canary.steps[0].pause.duration").len(),
+        1
+    );
+    assert!(at(&problems, "spec.strategy.canary.steps[1]")[0].starts_with("empty step"));
+}
+
+#[test]
+fn analysis_steps_name_templates_and_background_starts_within_steps() {
+    let mut spec = rollout(vec![
+        CanaryStep {
+            analysis: Some(AnalysisStep::default()),
+            ..Default::default()
+        },
+        weight(20),
+    ]);
+    spec.strategy.canary.analysis = Some(crate::api::BackgroundAnalysis {
+        templates: vec![TemplateRef {
+            template_name: "t".to_owned(),
+            cluster_scope: false,
+        }],
+        args: vec![],
+        starting_step: Some(2),
+    });
+    let problems = validate_spec(&spec);
+    assert_eq!(
+        at(
+            &problems,
+            "spec.strategy.canary.steps[0].analysis.templates"
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        at(&problems, "spec.strategy.canary.analysis.startingStep"),
+        ["2 is not a step index: there are 2 steps (0..=1)"]
+    );
+}
+
+#[test]
+fn selector_must_match_template_labels() {
+    let mut spec = rollout(vec![weight(10)]);
+    spec.selector.match_labels = Some([("app".to_owned(), "api".to_owned())].into());
+    let problems = validate_spec(&spec);
+    assert_eq!(at(&problems, "spec.selector.matchLabels.app").len(), 1);
+    spec.selector.match_labels = None;
+    let problems = validate_spec(&spec);
+    assert!(at(&problems, "spec.selector")[0].starts_with("empty selector"));
+}
+
+#[test]
+fn negative_replicas() {
+    let mut spec = rollout(vec![]);
+    spec.replicas = Some(-1);
+    assert_eq!(at(&validate_spec(&spec), "spec.replicas").len(), 1);
+}
+
+#[test]
+fn traffic_routing_needs_exactly_one_router_and_services() {
+    let mut spec = rollout(vec![weight(10)]);
+    spec.strategy.canary.traffic_routing = Some(TrafficRouting::default());
+    let problems = validate_spec(&spec);
+    assert!(at(&problems, "spec.strategy.canary.trafficRouting")[0].starts_with("no router"));
+
+    spec.strategy.canary.traffic_routing = Some(TrafficRouting {
+        gateway_api: Some(GatewayApiRouting {
+            http_route: "web".to_owned(),
+        }),
+        local: Some(LocalRouting {
+            listen: "localhost".to_owned(),
+        }),
+    });
+    let problems = validate_spec(&spec);
+    assert!(at(&problems, "spec.strategy.canary.trafficRouting")[0].starts_with("several"));
+    assert_eq!(at(&problems, "spec.strategy.canary.stableService").len(), 1);
+    assert_eq!(at(&problems, "spec.strategy.canary.canaryService").len(), 1);
+    assert_eq!(
+        at(
+            &problems,
+            "spec.strategy.canary.trafficRouting.local.listen"
+        )
+        .len(),
+        1
+    );
+
+    spec.strategy.canary.traffic_routing = Some(TrafficRouting {
+        local: Some(LocalRouting {
+            listen: "127.0.0.1:8080".to_owned(),
+        }),
+        ..Default::default()
+    });
+    assert_eq!(validate_spec(&spec), vec![]);
+}
+
+#[test]
+fn pause_of_a_hundred_million_hours_is_refused() {
+    let mut pause = CanaryStep::default();
+    pause.pause = Some(PauseStep {
+        duration: Some("100000000h".to_owned()),
+    });
+    let problems = validate_spec(&rollout(vec![pause]));
+    let found = at(&problems, "spec.strategy.canary.steps[0].pause.duration");
+    assert!(found[0].contains("MAX_DURATION"), "{problems:#?}");
+}
