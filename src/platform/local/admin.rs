@@ -167,6 +167,10 @@ impl Admin {
         limits: http::ConnectionLimits,
     ) -> Result<Self, AdminError> {
         require_loopback(addr)?;
+        // Bound first: a failed start leaves another engine's token file alone.
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| AdminError::BindAdmin { addr, source })?;
         let token = AdminToken::generate();
         let token_file =
             super::state::write_private(state_dir, ADMIN_TOKEN_FILE, token.0.as_bytes()).map_err(
@@ -175,9 +179,6 @@ impl Admin {
                     source,
                 },
             )?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| AdminError::BindAdmin { addr, source })?;
         let addr = listener.local_addr().unwrap_or(addr);
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(http::serve_with_limits(
