@@ -3,3 +3,4 @@
 
 pub mod kubernetes;
 pub mod local;
+pub mod reconcile;

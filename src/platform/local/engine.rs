@@ -1,5 +1,6 @@
 //! The local rollout engine behind `vigil run` and `vigil demo`: it drives each Rollout with the
-//! same pure [`rollout::step`] and the same AnalysisRun driver as the Kubernetes controller.
+//! same pure [`crate::rollout::step`] through the same
+//! [`reconcile_once`] loop and the same AnalysisRun driver as the Kubernetes controller.
 //!
 //! One loop owns everything (no locks around the state machine's inputs): every tick
 //! (500 ms, or at once after a request) it advances the AnalysisRuns that are due, then for each
@@ -9,9 +10,9 @@
 //!    canary weight, and which revisions it routes as stable / canary: the local "services"),
 //!    the Rollout's AnalysisRuns, and what dereferencing the spec found (analysis
 //!    templates that were not given);
-//! 2. **decides** with [`rollout::step`];
-//! 3. **acts**: effects in order, stopping at the first failure (the status is then not
-//!    advanced; its message says what failed, and the next tick tries again);
+//! 2. **decides** with [`crate::rollout::step`];
+//! 3. **acts**: effects in order, stopping at the first failure (nothing is recorded then, and
+//!    the next tick tries again: the rule of [`crate::platform::reconcile`], as on Kubernetes);
 //! 4. **records** the status atomically in the state directory.
 //!
 //! AnalysisRuns live in memory and in the state directory (`<run>.run.json`), so a restarted
@@ -51,8 +52,9 @@ use crate::api::{
     Argument, Rollout, RolloutSpec, RolloutStatus,
 };
 use crate::manifest::Manifest;
+use crate::platform::reconcile::{Observed, Platform, reconcile_once};
 use crate::rollout::{
-    self, Effect, EventType, Observation, RequestError, RevisionObservation, ServiceSelection,
+    Decision, Effect, EventType, Observation, RequestError, RevisionObservation, ServiceSelection,
     status_request, template_hash,
 };
 
@@ -672,35 +674,14 @@ impl Engine {
         if let Err(error) = self.apply_routing(&mut managed) {
             tracing::warn!(rollout = %name, %error, "routing");
         }
-        let observation = self.observe(&managed);
-        let spec = local_spec(&managed.spec);
-        let decision = rollout::step(&spec, &managed.status, &observation, now);
-        let mut failure = None;
-        for effect in &decision.effects {
-            if let Err(error) = self.execute(&mut managed, effect, now).await {
-                failure = Some(format!("{error}"));
-                break;
-            }
-        }
-        let mut status = match &failure {
-            None => decision.status,
-            Some(error) => {
-                tracing::warn!(rollout = %name, %error, "effect failed; retrying next tick");
-                let mut status = managed.status.clone();
-                status.message = Some(error.clone());
-                status
-            }
+        let mut platform = LocalRollout {
+            engine: self,
+            managed: &mut managed,
+            now,
         };
-        self.explain_revisions(&managed, &mut status);
-        if status != managed.status {
-            log_transition(&managed.name, &managed.status, &status);
-            managed.status = status;
-            if let Err(error) = self
-                .state
-                .save(&format!("{}.status", managed.name), &managed.status)
-            {
-                tracing::error!(rollout = %name, %error, "could not record status");
-            }
+        if let Err(error) = reconcile_once(&mut platform, now).await {
+            // See platform::reconcile: nothing is recorded, the next tick tries again.
+            tracing::warn!(rollout = %name, %error, "effect failed; retrying next tick");
         }
         if let Err(error) = self.apply_routing(&mut managed) {
             tracing::warn!(rollout = %name, %error, "routing");
@@ -1112,6 +1093,48 @@ enum ActError {
     /// A revision must be started but its pod template is not known.
     #[error("failed to start revision {revision}: its pod template is not known any more")]
     FindTemplate { revision: String },
+}
+
+/// One Rollout of the engine as a [`Platform`] for the shared [`reconcile_once`].
+struct LocalRollout<'e> {
+    engine: &'e mut Engine,
+    managed: &'e mut Managed,
+    now: Timestamp,
+}
+
+impl Platform for LocalRollout<'_> {
+    type Error = ActError;
+    type Recorded = ();
+
+    async fn observe(&mut self) -> Result<Observed, ActError> {
+        Ok(Observed {
+            spec: local_spec(&self.managed.spec),
+            status: self.managed.status.clone(),
+            observation: self.engine.observe(self.managed),
+        })
+    }
+
+    async fn execute(&mut self, effect: &Effect) -> Result<bool, ActError> {
+        self.engine.execute(self.managed, effect, self.now).await?;
+        Ok(!matches!(effect, Effect::Event { .. }))
+    }
+
+    async fn record(&mut self, _: &RolloutStatus, decision: &Decision) -> Result<(), ActError> {
+        let mut status = decision.status.clone();
+        self.engine.explain_revisions(self.managed, &mut status);
+        if status == self.managed.status {
+            return Ok(());
+        }
+        log_transition(&self.managed.name, &self.managed.status, &status);
+        self.managed.status = status;
+        self.engine
+            .state
+            .save(
+                &format!("{}.status", self.managed.name),
+                &self.managed.status,
+            )
+            .map_err(ActError::Record)
+    }
 }
 
 /// The spec as the local platform reads it: the proxy is both the stable and the canary

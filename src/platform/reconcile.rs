@@ -1,0 +1,205 @@
+//! The one way through a reconcile of one Rollout, for every platform: **observe** (with the
+//! dereference step: templates and arguments the spec names, looked up by the platform) →
+//! [`rollout::step`] (which runs the one validator, [`rollout::validate_spec`]) → **execute**
+//! the effects in order → **record** the status. The Kubernetes controller and the local
+//! engine implement [`Platform`]; [`reconcile_once`] is the loop both run.
+//!
+//! # When an effect fails
+//!
+//! Execution stops at the first effect that fails, and the decision's status is **not**
+//! recorded: status is the only memory, so the status observed gives the same effects again
+//! next time, and every effect is idempotent. The error goes back to the platform's loop,
+//! which tries again later: the Kubernetes controller with a per-object exponential backoff
+//! (`error_policy`), the local engine at its next tick (500 ms), logging the error. An effect
+//! that only informs (an Event) never fails the reconcile: a platform logs a failure to write
+//! one and goes on, since failing would repeat every effect for the sake of a message.
+
+use std::future::Future;
+
+use jiff::Timestamp;
+
+use crate::api::{RolloutSpec, RolloutStatus};
+use crate::rollout::{self, Decision, Effect, Observation};
+
+/// What a platform saw of one Rollout: the inputs of [`rollout::step`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// The spec, as the platform reads it.
+    pub spec: RolloutSpec,
+    /// The status recorded last time.
+    pub status: RolloutStatus,
+    /// The cluster around it, with the problems the dereference step found.
+    pub observation: Observation,
+}
+
+/// The three things a platform does for [`reconcile_once`].
+pub trait Platform {
+    /// Why observing, executing or recording failed.
+    type Error;
+    /// What recording tells the platform's loop (e.g. "the write conflicted, look again").
+    type Recorded;
+
+    /// Reads the Rollout and what is around it, and dereferences what its spec names.
+    fn observe(&mut self) -> impl Future<Output = Result<Observed, Self::Error>>;
+
+    /// Executes one effect; `Ok(true)` when it changed something outside (an Event does not).
+    fn execute(&mut self, effect: &Effect) -> impl Future<Output = Result<bool, Self::Error>>;
+
+    /// Records `decision.status` (the platform may skip a write when nothing changed from
+    /// `observed`, the status read).
+    fn record(
+        &mut self,
+        observed: &RolloutStatus,
+        decision: &Decision,
+    ) -> impl Future<Output = Result<Self::Recorded, Self::Error>>;
+}
+
+/// What one reconcile did.
+#[derive(Debug)]
+pub struct Reconciled<R> {
+    /// The decision taken.
+    pub decision: Decision,
+    /// Whether an effect changed something outside.
+    pub acted: bool,
+    /// What recording returned.
+    pub recorded: R,
+}
+
+/// One reconcile: observe → step → execute the effects in order, stopping at the first
+/// failure → record. See the module docs for what a failure means.
+pub async fn reconcile_once<P: Platform>(
+    platform: &mut P,
+    now: Timestamp,
+) -> Result<Reconciled<P::Recorded>, P::Error> {
+    let observed = platform.observe().await?;
+    let decision = rollout::step(&observed.spec, &observed.status, &observed.observation, now);
+    let mut acted = false;
+    for effect in &decision.effects {
+        acted |= platform.execute(effect).await?;
+    }
+    let recorded = platform.record(&observed.status, &decision).await?;
+    Ok(Reconciled {
+        decision,
+        acted,
+        recorded,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A platform that records every call and fails the effect at `fail_at`.
+    #[derive(Default)]
+    struct Recorder {
+        observed: Observed,
+        fail_at: Option<usize>,
+        executed: Vec<Effect>,
+        recorded: Vec<RolloutStatus>,
+    }
+
+    impl Platform for Recorder {
+        type Error = String;
+        type Recorded = ();
+
+        async fn observe(&mut self) -> Result<Observed, String> {
+            Ok(self.observed.clone())
+        }
+
+        async fn execute(&mut self, effect: &Effect) -> Result<bool, String> {
+            if self.fail_at == Some(self.executed.len()) {
+                return Err(format!("{effect:?} failed"));
+            }
+            self.executed.push(effect.clone());
+            Ok(!matches!(effect, Effect::Event { .. }))
+        }
+
+        async fn record(&mut self, _: &RolloutStatus, decision: &Decision) -> Result<(), String> {
+            self.recorded.push(decision.status.clone());
+            Ok(())
+        }
+    }
+
+    fn first_version() -> Observed {
+        let mut spec = RolloutSpec::default();
+        spec.selector.match_labels = Some([("app".to_owned(), "web".to_owned())].into());
+        spec.template.metadata = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            labels: Some([("app".to_owned(), "web".to_owned())].into()),
+            ..Default::default()
+        });
+        spec.template.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            containers: vec![Default::default()],
+            ..Default::default()
+        });
+        let desired_revision = rollout::template_hash(&spec.template);
+        Observed {
+            spec,
+            status: RolloutStatus::default(),
+            observation: Observation {
+                rollout_name: "web".into(),
+                desired_revision,
+                ..Observation::default()
+            },
+        }
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_700_000_000).expect("valid")
+    }
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(future)
+    }
+
+    #[test]
+    fn effects_run_in_order_then_the_status_is_recorded() {
+        let mut platform = Recorder {
+            observed: first_version(),
+            ..Recorder::default()
+        };
+        let reconciled = block_on(reconcile_once(&mut platform, now())).expect("reconciled");
+        assert_eq!(platform.executed, reconciled.decision.effects);
+        assert!(matches!(
+            platform.executed[0],
+            Effect::ScaleRevision { replicas: 1, .. }
+        ));
+        assert!(reconciled.acted);
+        assert_eq!(platform.recorded, vec![reconciled.decision.status]);
+    }
+
+    #[test]
+    fn a_failed_effect_stops_the_rest_and_records_nothing() {
+        let mut platform = Recorder {
+            observed: first_version(),
+            fail_at: Some(0),
+            ..Recorder::default()
+        };
+        let error = block_on(reconcile_once(&mut platform, now())).expect_err("fails");
+        assert!(error.contains("ScaleRevision"), "{error}");
+        assert!(platform.executed.is_empty(), "nothing after the failure");
+        assert!(
+            platform.recorded.is_empty(),
+            "no status for a failed reconcile"
+        );
+    }
+
+    #[test]
+    fn a_dereference_problem_holds_the_rollout_with_events_only() {
+        let mut observed = first_version();
+        observed.observation.spec_problems = vec![rollout::SpecProblem {
+            path: "spec.strategy.canary.steps[0].analysis.templates[0].templateName".into(),
+            message: "AnalysisTemplate \"errors\" does not exist".into(),
+        }];
+        let mut platform = Recorder {
+            observed,
+            ..Recorder::default()
+        };
+        let reconciled = block_on(reconcile_once(&mut platform, now())).expect("reconciled");
+        assert!(!reconciled.acted, "nothing moves: {:?}", platform.executed);
+        let message = reconciled.decision.status.message.unwrap_or_default();
+        assert!(message.contains("does not exist"), "{message}");
+    }
+}
