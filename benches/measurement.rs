@@ -6,7 +6,7 @@
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use vigil::analysis::judge::threshold::{ThresholdInput, ThresholdJudge};
 use vigil::analysis::provider::prometheus::{MAX_SERIES_PER_ANSWER, parse_response};
 
@@ -86,20 +86,24 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Resets the peak to the current resident size (Linux `clear_refs`, value 5).
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
+/// Set in the child that measures one parse's memory: the file holding the body.
+const PEAK_CHILD_ENV: &str = "VIGIL_BENCH_PARSE_PEAK_OF";
 
-/// Parses `body` once and prints how much the peak resident memory grew.
-fn print_peak(label: &str, body: &str) {
-    if !reset_peak_rss() {
-        eprintln!("{label}: cannot reset the peak RSS here; memory figure skipped");
+/// In the child: reads the body (one exact allocation), resets the peak to the current
+/// resident size (Linux `clear_refs`, value 5), parses once and prints the growth. A fresh
+/// process, so no memory freed earlier can hide the parse's own.
+fn measure_peak_in_child(path: &str) {
+    let Ok(body) = std::fs::read(path) else {
+        eprintln!("cannot read {path}");
+        return;
+    };
+    if std::fs::write("/proc/self/clear_refs", "5").is_err() {
+        eprintln!("cannot reset the peak RSS here; memory figure skipped");
         return;
     }
     let before = peak_rss_kib();
     let started = std::time::Instant::now();
-    let result = parse_response(body.as_bytes());
+    let result = parse_response(black_box(&body));
     let elapsed = started.elapsed();
     let after = peak_rss_kib();
     let outcome = match &result {
@@ -107,13 +111,29 @@ fn print_peak(label: &str, body: &str) {
         Err(e) => e.to_string(),
     };
     if let (Some(before), Some(after)) = (before, after) {
-        eprintln!(
-            "{label}: body {:.1} MB, peak RSS +{:.1} MiB over the body, one parse {elapsed:?}: {outcome}",
+        println!(
+            "body {:.1} MB, peak RSS +{:.1} MiB over the body, one parse {elapsed:?}: {outcome}",
             body.len() as f64 / 1e6,
             after.saturating_sub(before) as f64 / 1024.0
         );
     }
-    drop(result);
+}
+
+/// Parses `body` once in a fresh child process and prints how much its peak memory grew.
+fn print_peak(label: &str, body: &str) {
+    let path = std::env::temp_dir().join(format!("vigil-bench-body-{}", std::process::id()));
+    let figure = std::fs::write(&path, body)
+        .and_then(|()| std::env::current_exe())
+        .and_then(|exe| {
+            std::process::Command::new(exe)
+                .env(PEAK_CHILD_ENV, &path)
+                .output()
+        });
+    let _ = std::fs::remove_file(&path);
+    match figure {
+        Ok(output) => eprint!("{label}: {}", String::from_utf8_lossy(&output.stdout)),
+        Err(error) => eprintln!("{label}: memory figure skipped ({error})"),
+    }
 }
 
 /// Answers with many series: past the cap (skipped, counted) and exactly at it (decoded).
@@ -137,4 +157,13 @@ fn hostile(c: &mut Criterion) {
 }
 
 criterion_group!(benches, parse, parse_and_judge, hostile);
-criterion_main!(benches);
+
+// `criterion_main!`, plus the child that measures one parse's memory.
+fn main() {
+    if let Ok(path) = std::env::var(PEAK_CHILD_ENV) {
+        measure_peak_in_child(&path);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

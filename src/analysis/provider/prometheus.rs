@@ -35,10 +35,10 @@ use crate::api::duration::{MAX_QUERY_TIMEOUT, format_duration};
 /// How much of an error body is kept in [`ProviderError::HttpStatus`].
 const BODY_EXCERPT_CHARS: usize = 512;
 
-/// The largest answer body read. The controller runs in 256 MiB with up to 8 queries in
-/// flight per Prometheus; decoding costs a few times the body (label maps), so 8 MiB per
-/// answer keeps even several at once far under the limit. A gate's answer (one series, or one
-/// per pod) is kilobytes; 500k series (25 MB) once took 1.48 GB to decode.
+/// The largest answer body read. The controller runs in 256 MiB with a handful of queries in
+/// flight per Prometheus; with the series and label caps below, a decoded answer costs about
+/// its body plus 10 MB, so even several at once stay far under the limit. A gate's answer
+/// (one series, or one per pod) is kilobytes; 500k series (25 MB) once took 1.48 GB to decode.
 pub const MAX_BODY_BYTES: usize = 8 << 20;
 
 /// The most series (result elements) decoded from one answer; the rest are skipped without
@@ -50,6 +50,17 @@ pub const MAX_SERIES_PER_ANSWER: usize = 10_000;
 /// anything (`Retry-After: 99999999999999`); past the query's own deadline the query gives up
 /// anyway, and a minute is more than any Prometheus asks for in earnest.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// The most labels decoded from one answer, all series together. A label costs about 100
+/// bytes decoded beyond its text (map node, two strings), so 100,000 keep an answer of many
+/// tiny labels to about 10 MB; 10,000 series of ten labels each still fit.
+pub const MAX_LABELS_PER_ANSWER: usize = 100_000;
+
+thread_local! {
+    /// Labels the answer being parsed on this thread may still decode (`parse_response` resets
+    /// it; parsing is synchronous, so one answer owns the thread while it is read).
+    static LABELS_LEFT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 /// Warnings kept from one answer (they are only logged).
 const MAX_WARNINGS: usize = 10;
@@ -730,12 +741,40 @@ struct RawSample<'a>(f64, #[serde(borrow)] Cow<'a, str>);
 /// A series of a vector (`value`) or a matrix (`values`).
 #[derive(Deserialize)]
 struct RawSeries<'a> {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped_labels")]
     metric: Labels,
     #[serde(borrow, default)]
     value: Option<RawSample<'a>>,
     #[serde(borrow, default)]
     values: Option<Vec<RawSample<'a>>>,
+}
+
+/// A series' labels, drawn from the answer's budget of [`MAX_LABELS_PER_ANSWER`].
+fn capped_labels<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Labels, D::Error> {
+    struct LabelsVisitor;
+    impl<'de> Visitor<'de> for LabelsVisitor {
+        type Value = Labels;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of label names to values")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Labels, A::Error> {
+            let mut labels = Labels::new();
+            while let Some((name, value)) = map.next_entry::<String, String>()? {
+                let left = LABELS_LEFT.with(std::cell::Cell::get);
+                if left == 0 {
+                    return Err(de::Error::custom(format!(
+                        "the answer holds more than {MAX_LABELS_PER_ANSWER} labels, at most that many are decoded; aggregate the query"
+                    )));
+                }
+                LABELS_LEFT.with(|cell| cell.set(left - 1));
+                labels.insert(name, value);
+            }
+            Ok(labels)
+        }
+    }
+    deserializer.deserialize_map(LabelsVisitor)
 }
 
 fn malformed(detail: impl Into<String>) -> ProviderError {
@@ -788,8 +827,10 @@ fn series_of<'a>(element: RawElement<'a>, kind: &str) -> Result<RawSeries<'a>, P
 /// becomes [`Measurement::NoData`]; samples without a float value (native histograms) and
 /// string results are errors, not guesses. More than [`MAX_SERIES_PER_ANSWER`] series is
 /// [`ProviderError::TooManySeriesInAnswer`]; the series past the limit are never allocated.
+/// More than [`MAX_LABELS_PER_ANSWER`] labels is a malformed body saying so.
 /// The work is linear in the body's length whatever it holds (serde_json also bounds nesting).
 pub fn parse_response(body: &[u8]) -> Result<Measurement, ProviderError> {
+    LABELS_LEFT.with(|cell| cell.set(MAX_LABELS_PER_ANSWER));
     let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|e| {
         malformed(format!(
             "not a Prometheus API response ({e}): {}",
@@ -1001,6 +1042,28 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn answer_of_many_tiny_labels_stops_at_the_label_budget() {
+        let labels: Vec<String> = (0..MAX_LABELS_PER_ANSWER / 2 + 1)
+            .map(|i| format!(r#""l{i}":"""#))
+            .collect();
+        let series = format!(r#"{{"metric":{{{}}},"value":[1,"1"]}}"#, labels.join(","));
+        let body = format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{series},{series}]}}}}"#
+        );
+        match parse_response(body.as_bytes()) {
+            Err(ProviderError::MalformedBody { detail }) => {
+                assert!(detail.contains("more than 100000 labels"), "{detail}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // The budget is per answer: the next one starts afresh.
+        let one = format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{series}]}}}}"#
+        );
+        assert!(parse_response(one.as_bytes()).is_ok());
     }
 
     #[test]
