@@ -472,3 +472,94 @@ proptest! {
         let _ = lint_file(&template, &mutated);
     }
 }
+
+/// Runs `vigil lint` with `args`, killing it (and failing) if it has not ended by a generous
+/// deadline: the old linter blocked forever reading a FIFO.
+fn vigil_with_deadline(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(args)
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run vigil");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("vigil {args:?} did not end: it blocked");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn good_template() -> String {
+    std::fs::read_to_string(root().join("analysis-templates/http-error-rate.yaml"))
+        .expect("read template")
+}
+
+#[test]
+fn a_symlink_loop_is_walked_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a.yaml"), good_template()).expect("write");
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("loop")).expect("symlink");
+    let out = vigil_with_deadline(&["lint", &dir.path().to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("vigil lint: 1 file ok"), "{stderr}");
+    assert!(stderr.contains("already walked"), "{stderr}");
+}
+
+#[test]
+fn a_fifo_named_yaml_is_skipped_not_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a.yaml"), good_template()).expect("write");
+    let fifo = dir.path().join("pipe.yaml");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let out = vigil_with_deadline(&["lint", &dir.path().to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("pipe.yaml: not a regular file"), "{stderr}");
+    // Named on the command line it is a usage error, still without blocking.
+    let out = vigil_with_deadline(&["lint", &fifo.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
+}
+
+#[test]
+fn an_empty_folder_or_one_without_yaml_is_an_error_not_zero_files_ok() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_string_lossy().into_owned();
+    let out = vigil_with_deadline(&["lint", &path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("no YAML files found in {path}")),
+        "{stderr}"
+    );
+    std::fs::write(dir.path().join("notes.txt"), "not yaml").expect("write");
+    let out = vigil_with_deadline(&["lint", &path]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn lint_refuses_an_interval_of_100000000h_naming_the_field_and_ceiling() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("t.yaml");
+    std::fs::write(
+        &file,
+        good_template().replace("interval: 1m", "interval: 100000000h"),
+    )
+    .expect("write");
+    let out = vigil(&["lint", &file.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("spec.metrics[0].interval: \"100000000h\" is longer than the ceiling of 720h (MAX_DURATION)"),
+        "{stdout}"
+    );
+}

@@ -64,7 +64,7 @@ pub fn run(args: &CrdsArgs) -> i32 {
         Some(out) => write_all(out),
         None => render().map(|docs| {
             let text: Vec<String> = docs.into_iter().map(|(_, yaml)| yaml).collect();
-            print!("{}", text.join("---\n"));
+            super::write_stdout(&text.join("---\n"));
         }),
     };
     match result {

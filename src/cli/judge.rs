@@ -115,6 +115,20 @@ pub enum NanArg {
     Replace,
 }
 
+/// Reads a float flag, refusing NaN and infinities: every float a judge takes is a finite
+/// level, margin or scale, and a NaN would compare false everywhere and silently pass.
+fn finite_f64(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(format!("{text:?} is not a finite number"))
+    }
+}
+
 /// Arguments of `vigil judge mann-whitney`.
 #[derive(Debug, Args)]
 pub struct MannWhitneyArgs {
@@ -126,13 +140,13 @@ pub struct MannWhitneyArgs {
     #[arg(long)]
     pub baseline: PathBuf,
     /// Two-sided confidence level of the shift interval.
-    #[arg(long, default_value_t = 0.98)]
+    #[arg(long, default_value_t = 0.98, value_parser = finite_f64)]
     pub confidence: f64,
     /// Which deviation fails.
     #[arg(long, value_enum, default_value_t = DirectionArg::Either)]
     pub direction: DirectionArg,
     /// High needs CI lower > tolerance·|estimate| (Kayenta's relative band).
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = 0.25, value_parser = finite_f64)]
     pub tolerance: f64,
     /// What to do with NaN values.
     #[arg(long, value_enum, default_value_t = NanArg::Remove)]
@@ -174,20 +188,20 @@ pub struct SequentialCountsArgs {
     #[arg(long)]
     pub cumulative: bool,
     /// Run-level false-fail budget (the template default).
-    #[arg(long, default_value_t = SequentialJudge::DEFAULT_ALPHA)]
+    #[arg(long, default_value_t = SequentialJudge::DEFAULT_ALPHA, value_parser = finite_f64)]
     pub alpha: f64,
     /// Number of sequential metrics sharing the budget (Bonferroni split).
     #[arg(long, default_value_t = 1)]
     pub metrics: usize,
     /// Fail when the error-rate ratio canary/baseline is confidently above 1 + this (the
     /// template default, so the command judges as a template with no margins does).
-    #[arg(long, default_value_t = SequentialJudge::DEFAULT_FAIL_MARGIN)]
+    #[arg(long, default_value_t = SequentialJudge::DEFAULT_FAIL_MARGIN, value_parser = finite_f64)]
     pub fail_margin: f64,
     /// Pass early when the ratio is confidently below 1 + this (the template default).
-    #[arg(long, default_value_t = SequentialJudge::DEFAULT_PASS_MARGIN)]
+    #[arg(long, default_value_t = SequentialJudge::DEFAULT_PASS_MARGIN, value_parser = finite_f64)]
     pub pass_margin: f64,
     /// Scale of the mixing distribution on the log rate ratio.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = finite_f64)]
     pub prior_scale: f64,
     /// Do not temper the likelihood by the estimated overdispersion of the error counts.
     #[arg(long)]
@@ -214,7 +228,7 @@ pub fn run(args: JudgeArgs) -> Result<i32, JudgeCliError> {
             (render(&doc, output)?, verdict)
         }
     };
-    println!("{document}");
+    crate::outln!("{document}");
     Ok(exit_code(verdict))
 }
 
@@ -505,6 +519,58 @@ mod tests {
     struct Cli {
         #[command(subcommand)]
         judge: JudgeCommand,
+    }
+
+    #[test]
+    fn tolerance_nan_and_other_non_finite_floats_are_refused() {
+        let mann_whitney = ["mann-whitney", "--canary", "c", "--baseline", "b"];
+        let counts = [
+            "sequential-counts",
+            "--canary-errors",
+            "0",
+            "--canary-requests",
+            "1",
+            "--baseline-errors",
+            "0",
+            "--baseline-requests",
+            "1",
+        ];
+        let cases: Vec<(Vec<&str>, &str)> = ["--tolerance", "--confidence"]
+            .into_iter()
+            .map(|flag| (mann_whitney.to_vec(), flag))
+            .chain(
+                ["--alpha", "--fail-margin", "--pass-margin", "--prior-scale"]
+                    .into_iter()
+                    .map(|flag| (counts.to_vec(), flag)),
+            )
+            .collect();
+        for (base, flag) in cases {
+            for bad in ["NaN", "inf", "-inf"] {
+                let pair = format!("{flag}={bad}");
+                let mut args = vec!["judge"];
+                args.extend(&base);
+                args.push(&pair);
+                let error = Cli::try_parse_from(&args).expect_err("refused");
+                let text = error.to_string();
+                assert!(
+                    text.contains(flag) && text.contains("not a finite number"),
+                    "{args:?}: {text}"
+                );
+            }
+        }
+        assert!(
+            Cli::try_parse_from([
+                "judge",
+                "mann-whitney",
+                "--canary",
+                "c",
+                "--baseline",
+                "b",
+                "--tolerance",
+                "0.3"
+            ])
+            .is_ok()
+        );
     }
 
     fn parse(args: &[&str]) -> JudgeCommand {

@@ -293,12 +293,12 @@ pub fn get(command: &GetCommand) -> i32 {
         loop {
             let tree = show(&rollouts, &rs, &args.target.name).await?;
             if !args.watch {
-                print!("{tree}");
+                super::write_stdout(&tree);
                 return Ok(());
             }
             if tree != last {
                 // Clear the screen and redraw.
-                print!("\x1b[2J\x1b[H{tree}");
+                super::write_stdout(&format!("\x1b[2J\x1b[H{tree}"));
                 last = tree;
             }
             tokio::select! {
@@ -379,7 +379,7 @@ pub fn promote(args: &PromoteArgs) -> i32 {
     block_on(async {
         let api = rollouts(&args.target).await?;
         request_status(&api, &args.target.name, |r| promote_request(r, args.full)).await?;
-        println!(
+        crate::outln!(
             "rollout {} {}",
             args.target.name,
             if args.full {
@@ -402,7 +402,7 @@ pub fn set_abort(target: &Target, abort: bool) -> i32 {
             UserRequest::Retry
         };
         request_status(&api, &target.name, |r| request_patch(r, request)).await?;
-        println!(
+        crate::outln!(
             "rollout {} {}",
             target.name,
             if abort { "aborted" } else { "retried" }
@@ -429,7 +429,7 @@ pub fn set_paused(target: &Target, paused: bool) -> i32 {
             name: target.name.clone(),
             source,
         })?;
-        println!(
+        crate::outln!(
             "rollout {} {}",
             target.name,
             if paused { "paused" } else { "resumed" }

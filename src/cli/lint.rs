@@ -1,5 +1,6 @@
 //! `vigil lint FILE...`: checks vigil YAML before it reaches a cluster.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::lint::lint_file;
@@ -32,49 +33,113 @@ pub const EXIT_PROBLEMS: i32 = 1;
 /// Exit code when a file could not be read (missing, unreadable).
 pub const EXIT_USAGE: i32 = 2;
 
-/// Expands folders into the YAML files under them, sorted; files are kept as given.
-fn expand(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), LintError> {
-    let meta = std::fs::metadata(path).map_err(|source| LintError::ReadFile {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if !meta.is_dir() {
-        out.push(path.to_path_buf());
-        return Ok(());
+/// What expanding the command line's paths found.
+#[derive(Debug, Default)]
+struct Expanded {
+    /// Regular files to lint, in order.
+    files: Vec<PathBuf>,
+    /// Paths that could not be read (exit code 2).
+    unreadable: usize,
+    /// Folders with no YAML file under them (a problem: exit code 1).
+    empty_folders: usize,
+    /// Canonical folders already walked: a symlink loop is walked once.
+    visited: BTreeSet<PathBuf>,
+}
+
+/// Expands a command-line path: a folder into the YAML files under it, sorted; a file is kept
+/// as given. Anything that is not a regular file (a FIFO, a socket, a device) is skipped with
+/// a message, never opened: reading a FIFO would block forever.
+fn expand(path: &Path, found: &mut Expanded) {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(source) => {
+            report(&LintError::ReadFile {
+                path: path.to_path_buf(),
+                source,
+            });
+            found.unreadable += 1;
+            return;
+        }
+    };
+    if meta.is_dir() {
+        let before = found.files.len();
+        walk(path, found);
+        if found.files.len() == before {
+            eprintln!("vigil lint: no YAML files found in {}", path.display());
+            found.empty_folders += 1;
+        }
+    } else if meta.is_file() {
+        found.files.push(path.to_path_buf());
+    } else {
+        eprintln!(
+            "vigil lint: skip {}: not a regular file (a FIFO, socket or device)",
+            path.display()
+        );
+        found.unreadable += 1;
     }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|source| LintError::ReadFile {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .collect();
+}
+
+/// Adds the YAML files under `dir`, recursively, each folder once.
+fn walk(dir: &Path, found: &mut Expanded) {
+    let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    if !found.visited.insert(canonical) {
+        eprintln!(
+            "vigil lint: skip {}: already walked (a symlink loop?)",
+            dir.display()
+        );
+        return;
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(source) => {
+            report(&LintError::ReadFile {
+                path: dir.to_path_buf(),
+                source,
+            });
+            found.unreadable += 1;
+            return;
+        }
+    };
+    let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     for entry in entries {
-        if entry.is_dir() {
-            expand(&entry, out)?;
-        } else if entry
+        let Ok(meta) = std::fs::metadata(&entry) else {
+            continue; // A dangling symlink: nothing to lint.
+        };
+        let yaml = entry
             .extension()
-            .is_some_and(|ext| ext == "yaml" || ext == "yml")
-        {
-            out.push(entry);
+            .is_some_and(|ext| ext == "yaml" || ext == "yml");
+        if meta.is_dir() {
+            walk(&entry, found);
+        } else if yaml && meta.is_file() {
+            found.files.push(entry);
+        } else if yaml {
+            eprintln!(
+                "vigil lint: skip {}: not a regular file (a FIFO, socket or device)",
+                entry.display()
+            );
         }
     }
-    Ok(())
+}
+
+fn report(error: &LintError) {
+    eprintln!("vigil lint: {error}");
 }
 
 /// Runs `vigil lint`: problems on stdout, one per line; a summary on stderr. Exit code 0 when
 /// clean, 1 when any problem was found, 2 when a file could not be read.
 pub fn run(args: &LintArgs) -> i32 {
-    let mut files = Vec::new();
-    let mut unreadable = 0;
+    let mut found = Expanded::default();
     for path in &args.files {
-        if let Err(error) = expand(path, &mut files) {
-            eprintln!("vigil lint: {error}");
-            unreadable += 1;
-        }
+        expand(path, &mut found);
     }
-    let mut problems = 0;
+    let Expanded {
+        files,
+        mut unreadable,
+        empty_folders,
+        ..
+    } = found;
+    let mut problems = empty_folders;
     let mut bad_files = 0;
     for file in &files {
         let bytes = match std::fs::read(file) {
@@ -106,7 +171,7 @@ pub fn run(args: &LintArgs) -> i32 {
         }
         problems += found.len();
         for problem in found {
-            println!("{problem}");
+            crate::outln!("{problem}");
         }
     }
     let checked = files.len();

@@ -136,6 +136,30 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
+/// Writes `text` to stdout. When the reader went away (`vigil crds | head -1`), the process
+/// ends quietly with exit code 0, as a pipeline expects, instead of panicking as `print!` does
+/// on a broken pipe. SIGPIPE stays ignored (Rust's default), so long-running commands that
+/// write to sockets and child pipes keep getting errors, not signals.
+pub fn write_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            let _ = writeln!(std::io::stderr(), "vigil: write to stdout: {error}");
+            std::process::exit(1);
+        }
+        std::process::exit(0);
+    }
+}
+
+/// [`write_stdout`] of `format!(...)` plus a newline: `println!` without the broken-pipe panic.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -268,7 +268,12 @@ fn source_nesting(source: &str) -> usize {
 /// quotes; a backslash escapes the next byte unless the literal is raw, `r"..."`).
 fn skip_string(bytes: &[u8], start: usize) -> usize {
     let quote = bytes[start];
-    let raw = start > 0 && matches!(bytes[start - 1], b'r' | b'R');
+    // The prefix is `r`, `rb` or `br` in any case: raw when it holds an `r`.
+    let prefix = &bytes[start.saturating_sub(2)..start];
+    let raw = prefix.last().is_some_and(|b| matches!(b, b'r' | b'R'))
+        || (prefix.len() == 2
+            && matches!(prefix[1], b'b' | b'B')
+            && matches!(prefix[0], b'r' | b'R'));
     let triple = bytes.get(start + 1) == Some(&quote) && bytes.get(start + 2) == Some(&quote);
     let closer_len = if triple { 3 } else { 1 };
     let mut i = start + closer_len;
@@ -698,6 +703,14 @@ mod tests {
         assert!(too_costly(&bangs).contains("MAX_CONDITION"));
         let negations = format!("{}result > 0", "-".repeat(40));
         assert!(too_costly(&negations).contains("MAX_CONDITION_NESTING"));
+        // A raw bytes string cannot hide brackets from the scan.
+        let hidden = format!(
+            "rb\"\\\" == b'' || {}result > 0{}",
+            "(".repeat(40),
+            ")".repeat(40)
+        );
+        assert!(too_costly(&hidden).contains("MAX_CONDITION"), "{hidden}");
+        assert_eq!(source_nesting(&hidden), 40);
         // Brackets inside a string literal are text, not nesting.
         let in_string = format!("'{}' != '' && result > 0", "(".repeat(40));
         assert_eq!(check_condition_source(&in_string), Ok(()));
