@@ -673,3 +673,116 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// The value of the Secret behind an analysis argument: it must reach Prometheus inside the
+/// query and nowhere else.
+const SECRET_MARKER: &str = "tenant-s3cr3t-9c1e";
+
+/// Three series (as `prometheus_has_data` expects), one labelled with the Secret's value.
+const TENANT_METRICS: &str = "# TYPE e2e_error_ratio gauge\n\
+e2e_error_ratio{rollout=\"good\",tenant=\"tenant-s3cr3t-9c1e\"} 0.001\n\
+e2e_error_ratio{rollout=\"bad\"} 0.2\n\
+e2e_error_ratio{rollout=\"restart\"} 0.001\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_argument_reaches_prometheus_but_never_the_stored_run_or_events() {
+    support::install_crypto_provider();
+    let exporter = start_exporter(TENANT_METRICS);
+    let prometheus = PrometheusServer::start_with_config(&format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+         scrape_configs:\n  - job_name: e2e\n    static_configs:\n      - targets: ['{exporter}']\n"
+    ));
+    let server = ApiServer::start().with_replicaset_controller();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let client = server.client();
+    prometheus_has_data(&prometheus).await;
+    server
+        .put_json(
+            "v1/secrets",
+            json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "tenant", "namespace": NS,
+                             "labels": {"vigil.dev/analysis-credential": "true"}},
+                "data": {"id": serde_json::to_value(k8s_openapi::ByteString(
+                    SECRET_MARKER.as_bytes().to_vec())).expect("bytes")}
+            }),
+        )
+        .expect("secret");
+    let template: AnalysisTemplate = serde_json::from_value(json!({
+        "apiVersion": "vigil.dev/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "tenant-errors", "namespace": NS},
+        "spec": {
+            "args": [{"name": "tenant"}],
+            "metrics": [{
+                "name": "error-ratio",
+                "count": 1,
+                "successCondition": "result < 0.05",
+                "provider": {"prometheus": {
+                    "address": prometheus.url().as_str(),
+                    // Selects the series only when the Secret's value was substituted.
+                    "query": "max(e2e_error_ratio{tenant=\"{{args.tenant}}\"})"
+                }}
+            }]
+        }
+    }))
+    .expect("template");
+    Api::<AnalysisTemplate>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &template)
+        .await
+        .expect("create template");
+    let name = "secretive";
+    create_services(&client, name).await;
+    let steps = json!([
+        {"setWeight": 50},
+        {"analysis": {
+            "templates": [{"templateName": "tenant-errors"}],
+            "args": [{"name": "tenant",
+                      "valueFrom": {"secretKeyRef": {"name": "tenant", "key": "id"}}}]
+        }},
+        {"setWeight": 100}
+    ]);
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), NS);
+    rollouts
+        .create(&PostParams::default(), &rollout(name, "app:1", steps))
+        .await
+        .expect("create rollout");
+    let _controller = Controller::start(&kubeconfig);
+    let v1 = wait_for(&rollouts, name, "app:1 Healthy", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+    })
+    .await
+    .status
+    .and_then(|s| s.stable_revision)
+    .expect("stable");
+    set_image(&rollouts, name, "app:2").await;
+    let promoted = wait_for(&rollouts, name, "app:2 promoted after its analysis", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+            && r.status.as_ref().and_then(|s| s.stable_revision.as_deref()) != Some(v1.as_str())
+    })
+    .await;
+    let run = promoted
+        .status
+        .and_then(|s| s.step_analysis)
+        .expect("the step analysis is shown");
+    assert_eq!(run.phase, vigil::api::AnalysisPhase::Successful, "{run:?}");
+    let runs = server.list_json("vigil.dev/v1alpha1/analysisruns", Some(NS));
+    assert!(!runs.is_empty(), "the analysis ran");
+    for (what, objects) in [
+        ("AnalysisRuns", runs),
+        ("Events", server.list_json("events.k8s.io/v1/events", None)),
+        ("core Events", server.list_json("v1/events", None)),
+        (
+            "Rollouts",
+            server.list_json("vigil.dev/v1alpha1/rollouts", Some(NS)),
+        ),
+    ] {
+        let text = serde_json::to_string(&objects).expect("json");
+        assert!(
+            !text.contains(SECRET_MARKER),
+            "{what} carry the secret: {text}"
+        );
+    }
+}

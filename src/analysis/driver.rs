@@ -120,11 +120,25 @@ impl Redactor {
         if self.is_empty() {
             return status.clone();
         }
-        let Ok(mut json) = serde_json::to_value(status) else {
-            return status.clone();
-        };
-        self.redact_json(&mut json);
-        serde_json::from_value(json).unwrap_or_else(|_| status.clone())
+        let redacted = serde_json::to_value(status).ok().and_then(|mut json| {
+            self.redact_json(&mut json);
+            serde_json::from_value(json).ok()
+        });
+        redacted.unwrap_or_else(|| Self::without_text(status))
+    }
+
+    /// Fails closed: should the round trip through JSON ever fail, keep the phase, times and
+    /// counters but drop every free-text field.
+    fn without_text(status: &AnalysisRunStatus) -> AnalysisRunStatus {
+        let mut kept = status.clone();
+        kept.message = Some(REDACTED.to_owned());
+        kept.score = None;
+        for result in &mut kept.metric_results {
+            result.message = None;
+            result.measurements.clear();
+            result.sequential_state = None;
+        }
+        kept
     }
 
     fn redact_json(&self, value: &mut serde_json::Value) {
