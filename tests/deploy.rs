@@ -62,6 +62,7 @@ fn rbac_is_least_privilege_without_wildcards() {
         "Deployment",
         "Service",
         "PodDisruptionBudget",
+        "NetworkPolicy",
     ] {
         assert!(
             kinds.contains(&kind),
@@ -108,10 +109,12 @@ fn rbac_is_least_privilege_without_wildcards() {
             "missing {verb} on {group}/{resource}"
         );
     }
-    assert!(
-        !grants(&rules, "", "secrets", "list"),
-        "secrets must not be listable"
-    );
+    for verb in ["list", "watch", "create", "update", "patch", "delete"] {
+        assert!(
+            !grants(&rules, "", "secrets", verb),
+            "secrets may only be read by name (get), never {verb}"
+        );
+    }
     let role = docs.iter().find(|d| d["kind"] == "Role").expect("Role");
     assert_eq!(role["metadata"]["namespace"], "vigil-system");
     assert!(grants(
@@ -185,4 +188,59 @@ fn the_example_rollout_is_valid_and_its_route_is_routable() {
     assert_eq!(weight, Ok(Some(0)));
     let services = docs.iter().filter(|d| d["kind"] == "Service").count();
     assert_eq!(services, 2);
+}
+
+#[test]
+fn network_policy_limits_egress_and_metrics_ingress() {
+    let docs = kustomize();
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy")
+        .expect("deploy/ renders a NetworkPolicy");
+    let spec = &policy["spec"];
+    assert_eq!(
+        spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+        "controller"
+    );
+    let types = strings(&spec["policyTypes"]);
+    assert!(types.contains(&"Ingress".to_owned()) && types.contains(&"Egress".to_owned()));
+    let ingress = spec["ingress"].as_array().expect("ingress rules");
+    assert_eq!(
+        ingress.len(),
+        1,
+        "one ingress rule: metrics from monitoring"
+    );
+    assert_eq!(
+        ingress[0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    assert_eq!(ingress[0]["ports"][0]["port"], "http-metrics");
+    let egress = spec["egress"].as_array().expect("egress rules");
+    for rule in egress {
+        let to = rule["to"]
+            .as_array()
+            .expect("every egress rule names its peers");
+        assert!(
+            !to.is_empty(),
+            "an egress rule without peers allows everything: {rule}"
+        );
+        assert!(
+            rule["ports"].as_array().is_some_and(|p| !p.is_empty()),
+            "every egress rule names its ports: {rule}"
+        );
+        for peer in to {
+            assert_ne!(
+                peer["ipBlock"]["cidr"], "0.0.0.0/0",
+                "no egress to anywhere"
+            );
+        }
+    }
+    let ports: Vec<i64> = egress
+        .iter()
+        .flat_map(|r| r["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["port"].as_i64())
+        .collect();
+    for port in [53, 443, 9090] {
+        assert!(ports.contains(&port), "egress to port {port}: {ports:?}");
+    }
 }

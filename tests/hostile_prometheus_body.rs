@@ -81,17 +81,18 @@ fn any_json() -> impl Strategy<Value = Value> {
 /// Sample times: ordinary, fractional, huge, negative, or not a number at all.
 fn sample_time() -> impl Strategy<Value = Value> {
     prop_oneof![
-        (1_600_000_000i64..1_800_000_000).prop_map(|t| json!(t)),
-        any::<f64>().prop_map(|t| json!(t)),
-        any::<i64>().prop_map(|t| json!(t)),
-        ".{0,6}".prop_map(Value::String),
+        12 => (1_600_000_000i64..1_800_000_000).prop_map(|t| json!(t)),
+        4 => (1.6e9f64..1.8e9).prop_map(|t| json!(t)),
+        1 => any::<f64>().prop_map(|t| json!(t)),
+        1 => any::<i64>().prop_map(|t| json!(t)),
+        1 => ".{0,6}".prop_map(Value::String),
     ]
 }
 
 /// Sample values: Prometheus' spellings, numbers as text, garbage, or the wrong type.
 fn sample_value() -> impl Strategy<Value = Value> {
     prop_oneof![
-        prop_oneof![
+        3 => prop_oneof![
             Just("NaN"),
             Just("+Inf"),
             Just("-Inf"),
@@ -101,22 +102,22 @@ fn sample_value() -> impl Strategy<Value = Value> {
             Just("-0"),
         ]
         .prop_map(|s| json!(s)),
-        any::<f64>().prop_map(|v| json!(v.to_string())),
-        ".{0,10}".prop_map(Value::String),
-        any::<f64>().prop_map(|v| json!(v)),
+        12 => any::<f64>().prop_map(|v| json!(v.to_string())),
+        1 => ".{0,10}".prop_map(Value::String),
+        1 => any::<f64>().prop_map(|v| json!(v)),
     ]
 }
 
 fn sample() -> impl Strategy<Value = Value> {
     prop_oneof![
-        8 => (sample_time(), sample_value()).prop_map(|(t, v)| json!([t, v])),
+        40 => (sample_time(), sample_value()).prop_map(|(t, v)| json!([t, v])),
         1 => any_json(),
     ]
 }
 
 fn labels() -> impl Strategy<Value = Value> {
     prop_oneof![
-        8 => prop::collection::btree_map("[a-z_]{1,6}", ".{0,16}", 0..5)
+        40 => prop::collection::btree_map("[a-z_]{1,6}", ".{0,16}", 0..5)
             .prop_map(|m| json!(m)),
         1 => any_json(),
     ]
@@ -126,9 +127,9 @@ fn labels() -> impl Strategy<Value = Value> {
 fn series() -> impl Strategy<Value = Value> {
     (
         labels(),
-        prop::option::of(sample()),
-        prop::option::of(prop::collection::vec(sample(), 0..6)),
-        prop::option::of(any_json()),
+        prop::option::weighted(0.8, sample()),
+        prop::option::weighted(0.5, prop::collection::vec(sample(), 0..6)),
+        prop::option::weighted(0.1, any_json()),
     )
         .prop_map(|(metric, value, values, histogram)| {
             let mut object = Map::new();
@@ -148,7 +149,7 @@ fn series() -> impl Strategy<Value = Value> {
 
 fn result_type() -> impl Strategy<Value = Value> {
     prop_oneof![
-        4 => prop_oneof![Just("scalar"), Just("vector"), Just("matrix"), Just("string")]
+        16 => prop_oneof![Just("scalar"), Just("vector"), Just("matrix"), Just("string")]
             .prop_map(|s| json!(s)),
         1 => any_json(),
     ]
@@ -156,8 +157,8 @@ fn result_type() -> impl Strategy<Value = Value> {
 
 fn result() -> impl Strategy<Value = Value> {
     prop_oneof![
-        4 => prop::collection::vec(series(), 0..12).prop_map(Value::Array),
-        2 => sample(),
+        12 => prop::collection::vec(series(), 0..6).prop_map(Value::Array),
+        3 => sample(),
         1 => any_json(),
     ]
 }
@@ -166,12 +167,18 @@ fn result() -> impl Strategy<Value = Value> {
 fn answer() -> impl Strategy<Value = Value> {
     (
         prop_oneof![
-            4 => Just(json!("success")),
+            12 => Just(json!("success")),
             1 => Just(json!("error")),
             1 => any_json()
         ],
-        prop::option::of((prop::option::of(result_type()), prop::option::of(result()))),
-        prop::option::of(".{0,40}"),
+        prop::option::weighted(
+            0.95,
+            (
+                prop::option::weighted(0.95, result_type()),
+                prop::option::weighted(0.95, result()),
+            ),
+        ),
+        prop::option::weighted(0.2, ".{0,40}"),
         prop::option::of(prop::collection::vec(".{0,10}", 0..20)),
     )
         .prop_map(|(status, data, error, warnings)| {

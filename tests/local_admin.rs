@@ -276,3 +276,30 @@ fn admin_on_a_non_loopback_address_is_refused() {
         );
     }
 }
+
+#[test]
+fn vigil_local_without_a_token_says_where_it_looked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state_dir = dir.path().join("no-engine-here");
+    let output = Command::new(VIGIL)
+        .args([
+            "local",
+            "--admin",
+            "127.0.0.1:9",
+            "get",
+            "demo",
+            "--state-dir",
+        ])
+        .arg(&state_dir)
+        .env_remove(vigil::platform::local::admin::ADMIN_TOKEN_ENV)
+        .output()
+        .expect("run vigil local");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("admin token"), "{stderr}");
+    assert!(
+        stderr.contains(&state_dir.join(ADMIN_TOKEN_FILE).display().to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--token"), "{stderr}");
+}

@@ -850,3 +850,118 @@ async fn many_idle_connections_do_not_starve_a_normal_request() {
     .await
     .expect("test timed out");
 }
+
+// ---- Leftover processes (issue 9, item 13) ----
+
+use std::os::unix::process::CommandExt as _;
+use vigil::platform::local::leftovers::{
+    LeftoverOutcome, ProcessRecord, RecordedProcess, end_leftover, process_start_time,
+};
+
+/// A `sleep` leading its own process group, as the supervisor starts replicas.
+fn sleeper() -> std::process::Child {
+    std::process::Command::new("sleep")
+        .arg("600")
+        .process_group(0)
+        .spawn()
+        .expect("start sleep")
+}
+
+fn record_of(child: &std::process::Child) -> RecordedProcess {
+    RecordedProcess {
+        pid: child.id(),
+        start_time: process_start_time(child.id()).expect("start time of a running child"),
+    }
+}
+
+/// Starts an engine (no Rollout) on a state dir whose `processes.json` holds `records`; returns
+/// once its start (which ends leftovers) is done.
+async fn start_engine_over(records: serde_json::Value) {
+    use vigil::platform::local::engine::{Engine, EngineConfig, Sources};
+    use vigil::platform::local::supervisor::SupervisorConfig;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir_all(&state_dir).expect("state dir");
+    std::fs::write(state_dir.join("processes.json"), records.to_string()).expect("write records");
+    let config = EngineConfig {
+        state_dir,
+        prometheus: None,
+        supervisor: SupervisorConfig::default(),
+    };
+    let (engine, _task) = Engine::start(config, Sources::default())
+        .await
+        .expect("start engine");
+    engine.shutdown().await;
+}
+
+#[test]
+fn recorded_pid_1_or_below_is_never_signalled() {
+    let init_start = process_start_time(1).unwrap_or(0);
+    for pid in [0, 1] {
+        let record = ProcessRecord::Verified(RecordedProcess {
+            pid,
+            start_time: if pid == 1 { init_start } else { 0 },
+        });
+        assert_eq!(end_leftover(record), LeftoverOutcome::Refused, "pid {pid}");
+    }
+    for pid in [-1, 0, 1] {
+        assert_eq!(
+            end_leftover(ProcessRecord::PidOnly(pid)),
+            LeftoverOutcome::Unverifiable,
+            "bare pid {pid}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_pid_with_another_start_time_is_not_signalled() {
+    let mut stranger = sleeper();
+    let mut stale = record_of(&stranger);
+    stale.start_time += 1;
+    let mut own = RecordedProcess {
+        pid: std::process::id(),
+        start_time: process_start_time(std::process::id()).expect("own start time"),
+    };
+    own.start_time += 1;
+    // An old engine's bare PID of a live process is not signalled either.
+    let mut bare = sleeper();
+    timeout(
+        TEST_TIMEOUT,
+        start_engine_over(serde_json::json!([stale, own, bare.id()])),
+    )
+    .await
+    .expect("engine start timed out");
+    assert_eq!(
+        stranger.try_wait().expect("check the stranger"),
+        None,
+        "a process that reused a recorded PID was signalled"
+    );
+    assert_eq!(
+        bare.try_wait().expect("check"),
+        None,
+        "a bare PID was signalled"
+    );
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    let _ = bare.kill();
+    let _ = bare.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_leftover_with_its_start_time_is_killed() {
+    let mut leftover = sleeper();
+    let record = record_of(&leftover);
+    timeout(TEST_TIMEOUT, start_engine_over(serde_json::json!([record])))
+        .await
+        .expect("engine start timed out");
+    let status = timeout(
+        TEST_TIMEOUT,
+        tokio::task::spawn_blocking(move || leftover.wait()),
+    )
+    .await
+    .expect("the leftover was not killed")
+    .expect("join")
+    .expect("wait");
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+}

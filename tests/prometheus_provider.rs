@@ -926,3 +926,39 @@ async fn megabyte_label_values_are_stored_bounded() {
     );
     assert_stored_texts_bounded(&status);
 }
+
+#[tokio::test]
+async fn run_with_interval_100000000h_ends_in_error_naming_the_field() {
+    // Once a timestamp overflow (a panic) in the lifecycle; now the run ends at its start.
+    use vigil::analysis::driver::{MeasureAt, advance};
+    let fake = FakeServer::start(|_| Reply::ok_vector("0")).await;
+    let mut metric = threshold_metric(&fake.url);
+    metric.interval = Some("100000000h".into());
+    let spec = vigil::api::AnalysisRunSpec {
+        metrics: vec![metric],
+        ..Default::default()
+    };
+    let clients = [new_client(config(&fake.url))];
+    let now = at(AT);
+    let advanced = advance(
+        &spec,
+        &Default::default(),
+        &clients,
+        now,
+        MeasureAt::Now(now),
+        10,
+    )
+    .await
+    .expect("advance");
+    assert_eq!(
+        advanced.status.phase,
+        Some(vigil::api::AnalysisPhase::Error)
+    );
+    let message = advanced.status.message.unwrap_or_default();
+    assert!(
+        message.contains("metrics[0] (errors).interval: 100000000h is over the ceiling of 720h"),
+        "{message}"
+    );
+    assert_eq!((advanced.measured, advanced.next_at), (0, None));
+    assert_eq!(fake.stats.requests(), 0);
+}

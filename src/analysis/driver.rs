@@ -23,9 +23,189 @@ pub enum DriverError {
         /// What is wrong.
         reason: String,
     },
+    /// A Secret argument could not be read or used.
+    #[error("args[{arg}]: {reason}")]
+    ResolveSecretArgument {
+        /// The argument.
+        arg: String,
+        /// Why (never the value).
+        reason: String,
+    },
     /// The run could not be planned or recorded.
     #[error(transparent)]
     Run(#[from] RunError),
+}
+
+/// What replaces a Secret-derived value in every string vigil stores or prints.
+pub const REDACTED: &str = "<redacted>";
+
+/// Replaces Secret-derived values, as written and as they appear once escaped into a query
+/// or encoded into a URL, by [`REDACTED`]. Applied where a run's strings leave memory: its
+/// status, its errors, its log lines.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    /// Every form of every value, longest first (so a longer form is replaced whole).
+    needles: Vec<String>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print what is redacted.
+        write!(f, "Redactor({} forms)", self.needles.len())
+    }
+}
+
+/// The label-value escaping of `template::substitute` (kept in step with it): how a value
+/// appears inside a quoted string of a query.
+fn escape_in_string(value: &str, quote: char) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl Redactor {
+    /// A redactor of `values` (empty values are ignored).
+    pub fn new<I: IntoIterator<Item = String>>(values: I) -> Redactor {
+        let mut needles = Vec::new();
+        for value in values.into_iter().filter(|v| !v.is_empty()) {
+            let escaped = [
+                escape_in_string(&value, '"'),
+                escape_in_string(&value, '\''),
+            ];
+            for form in std::iter::once(value.clone()).chain(escaped) {
+                let encoded: String =
+                    url::form_urlencoded::byte_serialize(form.as_bytes()).collect();
+                let json = serde_json::to_string(&form).unwrap_or_default();
+                needles.push(json.trim_matches('"').to_owned());
+                needles.push(encoded);
+                needles.push(form);
+            }
+        }
+        needles.retain(|n| !n.is_empty());
+        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        needles.dedup();
+        Redactor { needles }
+    }
+
+    /// Whether there is nothing to redact.
+    pub fn is_empty(&self) -> bool {
+        self.needles.is_empty()
+    }
+
+    /// `text` with every form of every value replaced.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for needle in &self.needles {
+            if out.contains(needle.as_str()) {
+                out = out.replace(needle.as_str(), REDACTED);
+            }
+        }
+        out
+    }
+
+    /// A status with every string in it redacted (messages, reasons, values, judge state).
+    pub fn redact_status(&self, status: &AnalysisRunStatus) -> AnalysisRunStatus {
+        if self.is_empty() {
+            return status.clone();
+        }
+        let Ok(mut json) = serde_json::to_value(status) else {
+            return status.clone();
+        };
+        self.redact_json(&mut json);
+        serde_json::from_value(json).unwrap_or_else(|_| status.clone())
+    }
+
+    fn redact_json(&self, value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(text) => *text = self.redact(text),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.redact_json(v)),
+            serde_json::Value::Object(fields) => {
+                fields.values_mut().for_each(|v| self.redact_json(v));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A run ready to measure: its Secret arguments resolved and substituted in memory.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The spec with every query substituted. Never store or print it.
+    pub spec: AnalysisRunSpec,
+    /// Redacts the Secret-derived values from what leaves memory.
+    pub redactor: Redactor,
+}
+
+/// Resolves a run's `valueFrom.secretKeyRef` arguments through `secrets` and substitutes all
+/// its arguments into its queries (label-value escaping, shape checked), in memory only. A run
+/// without Secret arguments is returned as it is (its queries were substituted when it was
+/// created). Errors never carry a Secret's value.
+pub fn prepare(
+    spec: &AnalysisRunSpec,
+    secrets: &dyn SecretReader,
+) -> Result<Prepared, DriverError> {
+    let mut values = std::collections::BTreeMap::new();
+    let mut secret_values = Vec::new();
+    for arg in &spec.args {
+        match (crate::analysis::instantiate::secret_ref(arg), &arg.value) {
+            (Some(selector), _) => {
+                let fail = |reason: String| DriverError::ResolveSecretArgument {
+                    arg: arg.name.clone(),
+                    reason,
+                };
+                let bytes = secrets
+                    .read_secret(&selector.name, &selector.key)
+                    .map_err(fail)?;
+                let value = String::from_utf8(bytes).map_err(|_| {
+                    fail(format!(
+                        "secret {:?} key {:?} is not UTF-8",
+                        selector.name, selector.key
+                    ))
+                })?;
+                secret_values.push(value.clone());
+                values.insert(arg.name.clone(), value);
+            }
+            (None, Some(value)) => {
+                values.insert(arg.name.clone(), value.clone());
+            }
+            (None, None) => {}
+        }
+    }
+    let redactor = Redactor::new(secret_values);
+    if redactor.is_empty() {
+        return Ok(Prepared {
+            spec: spec.clone(),
+            redactor,
+        });
+    }
+    let mut prepared = spec.clone();
+    for (index, metric) in prepared.metrics.iter_mut().enumerate() {
+        if let Some(prometheus) = metric.provider.prometheus.as_mut() {
+            crate::analysis::instantiate::substitute_queries(prometheus, &values).map_err(|e| {
+                DriverError::ConfigureProvider {
+                    index,
+                    metric: metric.name.clone(),
+                    reason: redactor.redact(&e.to_string()),
+                }
+            })?;
+        }
+    }
+    Ok(Prepared {
+        spec: prepared,
+        redactor,
+    })
 }
 
 /// One client per metric, in the order of `spec.metrics`.
@@ -158,4 +338,66 @@ pub async fn advance(
         next_at,
         measured,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::provider::resolve::NoSecrets;
+
+    struct OneSecret(&'static str);
+
+    impl SecretReader for OneSecret {
+        fn read_secret(&self, _name: &str, _key: &str) -> Result<Vec<u8>, String> {
+            Ok(self.0.as_bytes().to_vec())
+        }
+    }
+
+    fn spec_with_secret_arg(query: &str) -> AnalysisRunSpec {
+        serde_json::from_value(serde_json::json!({
+            "args": [{"name": "tenant", "valueFrom": {"secretKeyRef": {"name": "t", "key": "k"}}},
+                     {"name": "window", "value": "5m"}],
+            "metrics": [{"name": "m", "successCondition": "result < 1",
+                "provider": {"prometheus": {"address": "http://p:9090", "query": query}}}]
+        }))
+        .expect("spec")
+    }
+
+    #[test]
+    fn secret_values_are_redacted_in_every_form_they_take() {
+        let redactor = Redactor::new(["a\"b c".to_owned(), String::new()]);
+        let text = r#"raw a"b c, escaped a\"b c, encoded a%22b+c"#;
+        let redacted = redactor.redact(text);
+        assert!(
+            !redacted.contains("a\"b") && !redacted.contains("a%22b"),
+            "{redacted}"
+        );
+        assert_eq!(redacted.matches(REDACTED).count(), 3, "{redacted}");
+        assert!(!format!("{redactor:?}").contains("a\"b"));
+    }
+
+    #[test]
+    fn a_secret_argument_is_substituted_in_memory_with_label_escaping() {
+        let spec = spec_with_secret_arg(r#"sum(up{tenant="{{args.tenant}}"}[{{args.window}}])"#);
+        let prepared = prepare(&spec, &OneSecret(r#"x"} or vector(1) or {x=""#)).expect("prepare");
+        let query = prepared.spec.metrics[0]
+            .provider
+            .prometheus
+            .as_ref()
+            .and_then(|p| p.query.clone())
+            .unwrap_or_default();
+        assert!(query.contains(r#"\"} or vector(1)"#), "escaped: {query}");
+        assert!(query.ends_with("[5m])"), "{query}");
+        assert_eq!(
+            prepared.redactor.redact(&query),
+            r#"sum(up{tenant="<redacted>"}[5m])"#
+        );
+    }
+
+    #[test]
+    fn a_secret_argument_outside_a_cluster_is_an_error_naming_the_argument() {
+        let spec = spec_with_secret_arg(r#"up{tenant="{{args.tenant}}"}"#);
+        let error = prepare(&spec, &NoSecrets).expect_err("no cluster");
+        assert!(error.to_string().starts_with("args[tenant]:"), "{error}");
+    }
 }

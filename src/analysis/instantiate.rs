@@ -1,13 +1,18 @@
 //! Turning templates plus arguments into an AnalysisRun spec (pure).
 //!
 //! Arguments are substituted once, here, with label-value escaping; the run then carries
-//! resolved queries, so editing a template never changes a run in flight and a measurement
-//! never re-reads secrets.
+//! resolved queries, so editing a template never changes a run in flight. The exception is a
+//! Secret argument ([`instantiate_with_secret_refs`]): it stays a reference, and the run keeps
+//! its queries as written, substituted in memory at each measurement, so no Secret's value is
+//! ever stored in a run.
 
 use std::collections::BTreeMap;
 
 use crate::analysis::template::{TemplateError, resolve_args, substitute};
-use crate::api::{AnalysisRunSpec, AnalysisTemplateSpec, Argument, Metric, PrometheusProvider};
+use crate::api::{
+    AnalysisRunSpec, AnalysisTemplateSpec, Argument, ArgumentValueFrom, Metric, PrometheusProvider,
+    SecretKeySelector,
+};
 
 /// Why templates could not become a run.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +24,20 @@ pub enum InstantiateError {
         template: String,
         /// The cause.
         source: TemplateError,
+    },
+    /// Two templates resolve an argument to different values, in a run whose queries are
+    /// substituted when measuring (it has a Secret argument) with one set of arguments.
+    #[error(
+        "argument {arg:?} has different values in templates {first} and {second}; pass it \
+         explicitly so every template uses the same value"
+    )]
+    MergeConflictingArgument {
+        /// The argument.
+        arg: String,
+        /// A template with one value.
+        first: String,
+        /// A template with another.
+        second: String,
     },
     /// Two templates define a metric with the same name.
     #[error("metric {metric:?} is defined by both {first} and {second}")]
@@ -103,7 +122,101 @@ pub fn instantiate(
     })
 }
 
-fn substitute_queries(
+/// What a Secret argument stands for while a run is checked at creation: a plain token, so
+/// the query's shape and every other argument are checked before the run exists.
+const SECRET_STAND_IN: &str = "x";
+
+/// The `secretKeyRef` of an argument given as one.
+pub fn secret_ref(arg: &Argument) -> Option<&SecretKeySelector> {
+    arg.value_from.as_ref()?.secret_key_ref.as_ref()
+}
+
+/// Builds the run spec like [`instantiate`], except that an argument given as a
+/// `valueFrom.secretKeyRef` stays a reference: its value never enters the run. A run with such
+/// an argument keeps its templates' queries as written (`{{args.NAME}}`), to be substituted in
+/// memory, with the same escaping, each time it is measured
+/// ([`crate::analysis::driver::prepare`]). Everything else is checked now, with a stand-in
+/// for the Secret's value.
+pub fn instantiate_with_secret_refs(
+    templates: &[(String, AnalysisTemplateSpec)],
+    given: &[Argument],
+) -> Result<AnalysisRunSpec, InstantiateError> {
+    let last = |name: &str| given.iter().rev().find(|g| g.name == name);
+    let secrets: BTreeMap<String, SecretKeySelector> = given
+        .iter()
+        .filter(|g| last(&g.name).is_some_and(|l| std::ptr::eq(l, *g)))
+        .filter_map(|g| secret_ref(g).map(|s| (g.name.clone(), s.clone())))
+        .collect();
+    if secrets.is_empty() {
+        return instantiate(templates, given);
+    }
+    let stand_ins: Vec<Argument> = given
+        .iter()
+        .map(|g| match secrets.get(&g.name) {
+            Some(_) if secret_ref(g).is_some() => Argument {
+                name: g.name.clone(),
+                value: Some(SECRET_STAND_IN.to_owned()),
+                value_from: None,
+            },
+            _ => g.clone(),
+        })
+        .collect();
+    let checked = instantiate(templates, &stand_ins)?;
+    // One set of arguments serves every metric when measuring: templates must agree.
+    let mut seen: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for (name, template) in templates {
+        let args = resolve_args(&template.args, &stand_ins).map_err(|source| {
+            InstantiateError::ResolveTemplate {
+                template: name.clone(),
+                source,
+            }
+        })?;
+        for (arg, value) in args {
+            match seen.get(&arg) {
+                Some((first, before)) if *before != value => {
+                    return Err(InstantiateError::MergeConflictingArgument {
+                        arg,
+                        first: first.clone(),
+                        second: name.clone(),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(arg, (name.clone(), value));
+                }
+            }
+        }
+    }
+    let metrics = templates
+        .iter()
+        .flat_map(|(_, template)| template.metrics.iter().cloned())
+        .collect();
+    let args = checked
+        .args
+        .into_iter()
+        .map(|arg| match secrets.get(&arg.name) {
+            Some(selector) => Argument {
+                name: arg.name,
+                value: None,
+                value_from: Some(ArgumentValueFrom {
+                    secret_key_ref: Some(selector.clone()),
+                    field_ref: None,
+                }),
+            },
+            None => arg,
+        })
+        .collect();
+    Ok(AnalysisRunSpec {
+        metrics,
+        args,
+        scoring: checked.scoring,
+        terminate: false,
+    })
+}
+
+/// Substitutes `args` into the provider's address and queries (label-value escaping; the
+/// query's shape is checked).
+pub fn substitute_queries(
     prometheus: &mut PrometheusProvider,
     args: &BTreeMap<String, String>,
 ) -> Result<(), TemplateError> {
@@ -293,5 +406,58 @@ mod tests {
             error,
             InstantiateError::MergeDuplicateMetric { .. }
         ));
+    }
+
+    fn secret_arg(name: &str, secret: &str) -> Argument {
+        Argument {
+            name: name.to_owned(),
+            value: None,
+            value_from: Some(ArgumentValueFrom {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.to_owned(),
+                    key: "value".to_owned(),
+                }),
+                field_ref: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_secret_argument_stays_a_reference_in_the_run_spec() {
+        let query =
+            r#"sum(rate(http_requests_total{service="{{args.service}}"}[{{args.window}}]))"#;
+        let run = instantiate_with_secret_refs(
+            &[("t".to_owned(), template(query))],
+            &[arg("service", "plain"), secret_arg("service", "svc-secret")],
+        )
+        .expect("instantiate");
+        let service = run.args.iter().find(|a| a.name == "service").expect("arg");
+        assert_eq!(service.value, None, "no value is copied into the run");
+        assert_eq!(
+            secret_ref(service).map(|s| s.name.as_str()),
+            Some("svc-secret")
+        );
+        let stored = run.metrics[0]
+            .provider
+            .prometheus
+            .as_ref()
+            .and_then(|p| p.query.clone());
+        assert_eq!(stored.as_deref(), Some(query), "substituted when measuring");
+        assert!(
+            run.args
+                .iter()
+                .any(|a| a.name == "window" && a.value.as_deref() == Some("5m"))
+        );
+    }
+
+    #[test]
+    fn a_run_with_a_secret_argument_is_still_checked_when_created() {
+        let query = r#"sum(rate(http_requests_total{service="{{args.service}}", x="{{args.missing}}"}[5m]))"#;
+        let error = instantiate_with_secret_refs(
+            &[("t".to_owned(), template(query))],
+            &[secret_arg("service", "svc-secret")],
+        )
+        .expect_err("missing is not declared");
+        assert!(error.to_string().contains("missing"), "{error}");
     }
 }

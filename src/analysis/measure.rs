@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::analysis::judge::threshold::{ThresholdInput, ThresholdJudge, describe};
-use crate::analysis::provider::{Measurement, MetricsProvider, ProviderError};
+use crate::analysis::provider::{Measurement, MetricsProvider, ProviderError, bounded_owned};
 use crate::api::{AnalysisPhase, MeasurementRecord, Metric, NoDataPolicy};
 
 /// The most `le` buckets a latency histogram query may return per arm. Classic histograms
@@ -28,13 +28,14 @@ pub struct Measured {
 }
 
 impl Measured {
+    /// A measurement with its texts bounded (they carry label values and provider errors).
     fn new(phase: AnalysisPhase, at: Timestamp, value: Option<String>, reason: String) -> Self {
         Measured {
             record: MeasurementRecord {
                 phase,
                 started_at: Time(at),
-                value,
-                reason: Some(reason),
+                value: value.map(bounded_owned),
+                reason: Some(bounded_owned(reason)),
                 critical: false,
             },
             decisive: false,

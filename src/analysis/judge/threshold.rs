@@ -11,6 +11,17 @@
 //! - both, and neither holds → Inconclusive (the value sits between the thresholds).
 //! - neither set → a validation error, never a silent pass.
 //! - a condition that does not evaluate to a boolean → Error, with the reason.
+//!
+//! Cost: the `cel` crate has no cost limit, so conditions are bounded statically, as
+//! Kubernetes bounds its CEL rules, before and after parsing ([`check_condition_source`],
+//! [`check_condition_tree`]): at most [`MAX_CONDITION_BYTES`] bytes, [`MAX_CONDITION_NESTING`]
+//! levels of brackets and prefix operators, [`MAX_CONDITION_OPERATORS`] operators,
+//! [`MAX_CONDITION_NODES`] syntax-tree nodes and [`MAX_COMPREHENSION_NESTING`] level of
+//! comprehensions (`all`, `exists`, `exists_one`, `map`, `filter`). At run time `result` holds
+//! at most [`MAX_RESULT_SERIES`] series. With no comprehension inside another, each node is
+//! evaluated at most once per element of the one list it iterates, so the worst case is about
+//! `MAX_RESULT_SERIES × MAX_CONDITION_NODES` (2.56 million) node evaluations, and the
+//! evaluator's recursion is no deeper than the syntax tree (at most nesting + operators).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
@@ -24,6 +35,59 @@ pub const RESULT_VARIABLE: &str = "result";
 
 /// Functions vigil adds to CEL for conditions (beyond the standard library and `math.*`).
 pub const HELPER_FUNCTIONS: [&str; 3] = ["isNaN", "isInf", "isFinite"];
+
+/// Longest condition, in bytes. Kubernetes caps a CRD's CEL rule at a similar size; a gate
+/// condition is one line (the shipped templates use under 100 bytes).
+pub const MAX_CONDITION_BYTES: usize = 4096;
+
+/// Deepest nesting of brackets and prefix operators (`(`, `[`, `{`, `!`, `-`), found by a scan
+/// of the source before the parser runs, so neither the parser nor the evaluator recurses
+/// deeply. Real conditions nest 2 or 3 levels.
+pub const MAX_CONDITION_NESTING: usize = 32;
+
+/// Most operators (binary, member access, ternary, `in`, and every bracket), counted in the
+/// source without reading string literals (so an over-count, never an under-count). A chain
+/// `a && a && ...` builds a syntax tree as deep as it is long, and the evaluator recurses over
+/// it: 4000 terms overflowed the stack. Real conditions use under 20.
+pub const MAX_CONDITION_OPERATORS: usize = 128;
+
+/// Most syntax-tree nodes after parsing and macro expansion; with the limits on comprehensions
+/// and on `result`, it bounds the work of one evaluation.
+pub const MAX_CONDITION_NODES: usize = 256;
+
+/// Comprehensions (`all`, `exists`, `exists_one`, `map`, `filter`) inside one another. One
+/// level iterates `result` (or a literal list); a second would multiply: a 267-byte condition
+/// of nested `.map`s over literal lists took 57 s and 611 MB.
+pub const MAX_COMPREHENSION_NESTING: usize = 1;
+
+/// Most series a vector `result` may hold when a condition is evaluated (the provider caps
+/// decoded series at the same order); a larger input is an Error verdict, not a long loop.
+pub const MAX_RESULT_SERIES: usize = 10_000;
+
+/// Stack on which a condition is parsed and evaluated (a fresh segment, whatever thread calls).
+/// The CEL parser is generated code with large frames: in a debug build one level of
+/// parentheses takes about 150 KiB, so [`MAX_CONDITION_NESTING`] levels need about 5 MiB, more
+/// than a 2 MiB tokio or test thread has. Only the pages touched are ever committed.
+const CONDITION_STACK_BYTES: usize = 16 * 1024 * 1024;
+
+/// Runs `f` (parsing or evaluating a condition) on a stack of [`CONDITION_STACK_BYTES`].
+fn on_condition_stack<R>(f: impl FnOnce() -> R) -> R {
+    stacker::grow(CONDITION_STACK_BYTES, f)
+}
+
+/// Parses a condition with CEL's standard macros (no check of its variables) once it is within
+/// the source bounds, on a stack large enough for them. The template validator uses it to walk
+/// a condition whose variables [`compile_condition`] refused.
+pub fn parse_condition(field: &'static str, source: &str) -> Result<Program, ThresholdError> {
+    check_condition_source(source)
+        .map_err(|reason| ThresholdError::CompileTooCostly { field, reason })?;
+    on_condition_stack(|| cel::Program::compile(source)).map_err(|e| {
+        ThresholdError::CompileCondition {
+            field,
+            message: e.to_string().replace('\n', " "),
+        }
+    })
+}
 
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
     let mut env = Env::stdlib();
@@ -47,6 +111,14 @@ pub enum ThresholdError {
         field: &'static str,
         /// The parser's message.
         message: String,
+    },
+    /// A condition is over one of the static bounds on size, nesting or comprehensions.
+    #[error("{field}: too costly: {reason}")]
+    CompileTooCostly {
+        /// `successCondition` or `failureCondition`.
+        field: &'static str,
+        /// Which bound, with its value.
+        reason: String,
     },
     /// A condition reads a variable other than `result`.
     #[error("{field}: unknown variable `{variable}` (only `result` is defined)")]
@@ -102,13 +174,17 @@ pub struct ThresholdVerdict {
 }
 
 /// Compiles one condition and checks it reads nothing but `result`.
+/// Refuses a condition over the static bounds before it reaches the parser.
 pub fn compile_condition(field: &'static str, source: &str) -> Result<Program, ThresholdError> {
-    let program = ENV
-        .compile(source)
-        .map_err(|e| ThresholdError::CompileCondition {
+    let too_costly = |reason| ThresholdError::CompileTooCostly { field, reason };
+    check_condition_source(source).map_err(too_costly)?;
+    let program = on_condition_stack(|| ENV.compile(source)).map_err(|e| {
+        ThresholdError::CompileCondition {
             field,
             message: e.to_string().replace('\n', " "),
-        })?;
+        }
+    })?;
+    check_condition_tree(program.expression()).map_err(too_costly)?;
     // Comprehension variables (`result.all(s, ...)`) are references too, so unknown variables
     // are found by a trial evaluation on both shapes of `result`.
     for trial in [
@@ -123,6 +199,147 @@ pub fn compile_condition(field: &'static str, source: &str) -> Result<Program, T
         }
     }
     Ok(program)
+}
+
+/// Checks the source of a condition against [`MAX_CONDITION_BYTES`],
+/// [`MAX_CONDITION_OPERATORS`] and [`MAX_CONDITION_NESTING`] without parsing it: one pass,
+/// no recursion, so it is safe on any input.
+pub fn check_condition_source(source: &str) -> Result<(), String> {
+    if source.len() > MAX_CONDITION_BYTES {
+        return Err(format!(
+            "{} bytes, over the limit of {MAX_CONDITION_BYTES} (MAX_CONDITION_BYTES)",
+            source.len()
+        ));
+    }
+    let operators = count_operators(source);
+    if operators > MAX_CONDITION_OPERATORS {
+        return Err(format!(
+            "{operators} operators, over the limit of {MAX_CONDITION_OPERATORS} (MAX_CONDITION_OPERATORS); split the check or simplify it"
+        ));
+    }
+    let nesting = source_nesting(source);
+    if nesting > MAX_CONDITION_NESTING {
+        return Err(format!(
+            "nested {nesting} levels deep, over the limit of {MAX_CONDITION_NESTING} (MAX_CONDITION_NESTING)"
+        ));
+    }
+    Ok(())
+}
+
+/// Operator characters and `in` keywords, strings included (an over-count).
+fn count_operators(source: &str) -> usize {
+    let symbols = source
+        .bytes()
+        .filter(|b| b"([{!-+*/%<>=&|?.".contains(b))
+        .count();
+    let words = source
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| *word == "in")
+        .count();
+    symbols + words
+}
+
+/// The deepest nesting of brackets and runs of prefix `!`/`-`, outside string literals.
+fn source_nesting(source: &str) -> usize {
+    let bytes = source.as_bytes();
+    let (mut depth, mut deepest, mut prefix_run) = (0usize, 0usize, 0usize);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'"' | b'\'' => {
+                i = skip_string(bytes, i);
+                prefix_run = 0;
+                continue;
+            }
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b'!' | b'-' if bytes.get(i + 1) != Some(&b'=') => prefix_run += 1,
+            b if b.is_ascii_whitespace() => {}
+            _ => prefix_run = 0,
+        }
+        deepest = deepest.max(depth + prefix_run);
+        i += 1;
+    }
+    deepest
+}
+
+/// The index just past the string literal opening at `start` (single, double or triple
+/// quotes; a backslash escapes the next byte unless the literal is raw, `r"..."`).
+fn skip_string(bytes: &[u8], start: usize) -> usize {
+    let quote = bytes[start];
+    let raw = start > 0 && matches!(bytes[start - 1], b'r' | b'R');
+    let triple = bytes.get(start + 1) == Some(&quote) && bytes.get(start + 2) == Some(&quote);
+    let closer_len = if triple { 3 } else { 1 };
+    let mut i = start + closer_len;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && !raw {
+            i += 2;
+            continue;
+        }
+        if bytes[i] == quote && (!triple || bytes[i..].starts_with(&[quote; 3])) {
+            return i + closer_len;
+        }
+        i += 1;
+    }
+    bytes.len()
+}
+
+/// Checks a parsed condition against [`MAX_CONDITION_NODES`] and
+/// [`MAX_COMPREHENSION_NESTING`]. Recursive, but over a tree whose depth the source checks
+/// bound.
+pub fn check_condition_tree(expr: &cel::common::ast::IdedExpr) -> Result<(), String> {
+    let mut nodes = 0;
+    let deepest = comprehension_nesting(expr, &mut nodes);
+    if nodes > MAX_CONDITION_NODES {
+        return Err(format!(
+            "{nodes} syntax-tree nodes, over the limit of {MAX_CONDITION_NODES} (MAX_CONDITION_NODES)"
+        ));
+    }
+    if deepest > MAX_COMPREHENSION_NESTING {
+        return Err(format!(
+            "comprehensions (all, exists, exists_one, map, filter) nested {deepest} deep, over the limit of {MAX_COMPREHENSION_NESTING} (MAX_COMPREHENSION_NESTING): each level multiplies the work"
+        ));
+    }
+    Ok(())
+}
+
+/// The expressions of map or struct entries.
+fn entry_values(entries: &[cel::common::ast::IdedEntryExpr]) -> Vec<&cel::common::ast::IdedExpr> {
+    use cel::common::ast::EntryExpr;
+    entries
+        .iter()
+        .flat_map(|entry| match &entry.expr {
+            EntryExpr::StructField(field) => vec![&field.value],
+            EntryExpr::MapEntry(e) => vec![&e.key, &e.value],
+        })
+        .collect()
+}
+
+/// The deepest nesting of comprehensions under `expr`; counts nodes into `nodes`.
+fn comprehension_nesting(expr: &cel::common::ast::IdedExpr, nodes: &mut usize) -> usize {
+    use cel::common::ast::Expr as E;
+    *nodes += 1;
+    let deepest = |children: &mut dyn Iterator<Item = &cel::common::ast::IdedExpr>,
+                   nodes: &mut usize| {
+        children.fold(0, |d, child| d.max(comprehension_nesting(child, nodes)))
+    };
+    match &expr.expr {
+        E::Unspecified | E::Literal(_) | E::Ident(_) => 0,
+        E::Call(call) => deepest(
+            &mut call.target.iter().map(|t| &**t).chain(&call.args),
+            nodes,
+        ),
+        E::Comprehension(c) => {
+            let range = comprehension_nesting(&c.iter_range, nodes);
+            let body = [&c.accu_init, &c.loop_cond, &c.loop_step, &c.result];
+            range.max(1 + deepest(&mut body.into_iter(), nodes))
+        }
+        E::List(list) => deepest(&mut list.elements.iter(), nodes),
+        E::Map(map) => deepest(&mut entry_values(&map.entries).into_iter(), nodes),
+        E::Struct(s) => deepest(&mut entry_values(&s.entries).into_iter(), nodes),
+        E::Select(select) => comprehension_nesting(&select.operand, nodes),
+    }
 }
 
 impl ThresholdJudge {
@@ -147,6 +364,17 @@ impl ThresholdJudge {
 
     /// Judges one value.
     pub fn judge(&self, input: &ThresholdInput) -> ThresholdVerdict {
+        if let ThresholdInput::Vector(series) = input
+            && series.len() > MAX_RESULT_SERIES
+        {
+            return ThresholdVerdict {
+                phase: AnalysisPhase::Error,
+                reason: format!(
+                    "result has {} series, over the limit of {MAX_RESULT_SERIES} (MAX_RESULT_SERIES) a condition may iterate; aggregate the query",
+                    series.len()
+                ),
+            };
+        }
         let shown = describe(input);
         let failure = match &self.failure {
             Some((source, program)) => match evaluate("failureCondition", source, program, input) {
@@ -241,7 +469,7 @@ fn execute(program: &Program, input: &ThresholdInput) -> cel::ResolveResult {
         let _ = context.add_function(name, move |x: f64| check(x));
     }
     context.add_variable_from_value(RESULT_VARIABLE, to_cel(input));
-    program.execute(&context)
+    on_condition_stack(|| program.execute(&context))
 }
 
 fn to_cel(input: &ThresholdInput) -> Value {
@@ -430,6 +658,110 @@ mod tests {
             not_bool.reason.contains("not a boolean"),
             "{}",
             not_bool.reason
+        );
+    }
+
+    fn too_costly(source: &str) -> String {
+        match ThresholdJudge::new(Some(source), None) {
+            Err(ThresholdError::CompileTooCostly { reason, .. }) => reason,
+            other => panic!("expected CompileTooCostly, got {other:?}"),
+        }
+    }
+
+    /// The nested `.map` attack of issue 9: 57 s and 611 MB in lint before the bound.
+    fn nested_maps(levels: usize) -> String {
+        let list = "[1,2,3,4,5,6,7,8,9,10]";
+        let mut body = "a0".to_owned();
+        for level in (0..levels).rev() {
+            body = format!("{list}.map(a{level}, {body})");
+        }
+        format!("{body}.size() > 0")
+    }
+
+    #[test]
+    fn a_4000_term_condition_is_refused_before_the_parser_sees_it() {
+        let source = vec!["result > 0"; 4000].join(" && ");
+        assert!(
+            too_costly(&source).contains("MAX_CONDITION"),
+            "{source:.40}"
+        );
+        let short = vec!["result>0"; 300].join("&&");
+        assert!(short.len() < MAX_CONDITION_BYTES);
+        assert!(too_costly(&short).contains("MAX_CONDITION_OPERATORS"));
+    }
+
+    #[test]
+    fn deeply_nested_parens_and_bangs_are_refused_before_parsing() {
+        let parens = format!("{}result > 0{}", "(".repeat(1000), ")".repeat(1000));
+        assert!(too_costly(&parens).contains("MAX_CONDITION"));
+        let bangs = format!("{}(result > 0)", "!".repeat(100));
+        assert!(too_costly(&bangs).contains("MAX_CONDITION"));
+        let negations = format!("{}result > 0", "-".repeat(40));
+        assert!(too_costly(&negations).contains("MAX_CONDITION_NESTING"));
+        // Brackets inside a string literal are text, not nesting.
+        let in_string = format!("'{}' != '' && result > 0", "(".repeat(40));
+        assert_eq!(check_condition_source(&in_string), Ok(()));
+        assert_eq!(
+            source_nesting(&format!("'{}' + r\"\\\" + \"\\\"(\"", "(".repeat(40))),
+            0
+        );
+    }
+
+    #[test]
+    fn nested_map_over_literal_lists_is_refused_at_compile() {
+        let attack = nested_maps(6);
+        assert!(attack.len() < 300, "{}", attack.len());
+        assert!(
+            too_costly(&attack).contains("MAX_COMPREHENSION_NESTING"),
+            "{attack}"
+        );
+        // One level (no multiplication) is fine.
+        let one = nested_maps(1);
+        let judge = ThresholdJudge::new(Some(&one), None).expect("one level compiles");
+        assert_eq!(
+            judge.judge(&ThresholdInput::Number(0.0)).phase,
+            AnalysisPhase::Successful
+        );
+    }
+
+    #[test]
+    fn a_condition_over_4_kib_is_refused() {
+        let source = format!("result < {}", "1".repeat(MAX_CONDITION_BYTES));
+        assert!(too_costly(&source).contains("MAX_CONDITION_BYTES"));
+    }
+
+    #[test]
+    fn conditions_at_every_bound_compile_and_evaluate_on_a_small_stack() {
+        let nesting = MAX_CONDITION_NESTING - 1;
+        let deep = format!("{}result > 0{}", "(".repeat(nesting), ")".repeat(nesting));
+        let terms = MAX_CONDITION_OPERATORS / 3;
+        let long = vec!["result > 0"; terms].join(" && ");
+        for source in [deep, long] {
+            check_condition_source(&source).expect("within the bounds");
+            let verdict = std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    ThresholdJudge::new(Some(&source), None)
+                        .map(|j| j.judge(&ThresholdInput::Number(1.0)).phase)
+                })
+                .expect("spawn")
+                .join()
+                .expect("no stack overflow");
+            assert_eq!(verdict, Ok(AnalysisPhase::Successful));
+        }
+    }
+
+    #[test]
+    fn a_result_over_max_series_is_an_error_verdict_not_a_long_loop() {
+        let judge =
+            ThresholdJudge::new(Some("result.all(s, s.value < 0.5)"), None).expect("compiles");
+        let series = vec![(BTreeMap::new(), 0.1); MAX_RESULT_SERIES + 1];
+        let verdict = judge.judge(&ThresholdInput::Vector(series));
+        assert_eq!(verdict.phase, AnalysisPhase::Error);
+        assert!(
+            verdict.reason.contains("MAX_RESULT_SERIES"),
+            "{}",
+            verdict.reason
         );
     }
 

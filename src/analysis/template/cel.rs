@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use crate::analysis::judge::threshold::{
     HELPER_FUNCTIONS as CEL_HELPERS, RESULT_VARIABLE as CEL_RESULT, ThresholdError,
-    compile_condition,
+    compile_condition, parse_condition,
 };
 
 use super::{Problem, one_line};
@@ -81,6 +81,13 @@ pub(super) fn check_cel(
     }
     let program = match compile_condition(field, source) {
         Ok(program) => program,
+        Err(ThresholdError::CompileTooCostly { reason, .. }) => {
+            problems.push(Problem::new(
+                path.to_owned(),
+                format!("too costly: {reason}"),
+            ));
+            return;
+        }
         Err(ThresholdError::CompileCondition { message, .. }) => {
             problems.push(Problem::new(
                 path.to_owned(),
@@ -89,13 +96,10 @@ pub(super) fn check_cel(
             return;
         }
         // Unknown variables are reported below, all of them, by the walk over the syntax tree.
-        Err(_) => match cel::Program::compile(source) {
+        Err(_) => match parse_condition(field, source) {
             Ok(program) => program,
-            Err(errors) => {
-                problems.push(Problem::new(
-                    path.to_owned(),
-                    format!("CEL does not compile: {}", cel_message(&errors.to_string())),
-                ));
+            Err(error) => {
+                problems.push(Problem::new(path.to_owned(), error.to_string()));
                 return;
             }
         },

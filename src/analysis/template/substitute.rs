@@ -56,8 +56,18 @@ pub(super) enum Context {
 
 /// The lexical context of each placeholder, found by scanning the query's string literals.
 pub(super) fn contexts(query: &str, refs: &[ArgRef]) -> Vec<Context> {
+    placements(query, refs)
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect()
+}
+
+/// Each placeholder's context and, inside a string literal, the byte offset of its opening
+/// quote.
+fn placements(query: &str, refs: &[ArgRef]) -> Vec<(Context, Option<usize>)> {
     let bytes = query.as_bytes();
     let mut state = Context::Bare;
+    let mut opened_at = None;
     let mut in_comment = false;
     let mut out = Vec::with_capacity(refs.len());
     let mut next = refs.iter().peekable();
@@ -66,7 +76,7 @@ pub(super) fn contexts(query: &str, refs: &[ArgRef]) -> Vec<Context> {
         if let Some(r) = next.peek()
             && r.start == i
         {
-            out.push(state);
+            out.push((state, opened_at));
             i = r.end;
             next.next();
             continue;
@@ -78,13 +88,16 @@ pub(super) fn contexts(query: &str, refs: &[ArgRef]) -> Vec<Context> {
                     in_comment = false;
                 }
             }
-            Context::Bare => match b {
-                b'"' => state = Context::Double,
-                b'\'' => state = Context::Single,
-                b'`' => state = Context::Raw,
-                b'#' => in_comment = true,
-                _ => {}
-            },
+            Context::Bare => {
+                match b {
+                    b'"' => state = Context::Double,
+                    b'\'' => state = Context::Single,
+                    b'`' => state = Context::Raw,
+                    b'#' => in_comment = true,
+                    _ => {}
+                }
+                opened_at = (state != Context::Bare).then_some(i);
+            }
             Context::Double | Context::Single => {
                 if b == b'\\' {
                     i += 1;
@@ -92,11 +105,13 @@ pub(super) fn contexts(query: &str, refs: &[ArgRef]) -> Vec<Context> {
                     || (b == b'\'' && state == Context::Single)
                 {
                     state = Context::Bare;
+                    opened_at = None;
                 }
             }
             Context::Raw => {
                 if b == b'`' {
                     state = Context::Bare;
+                    opened_at = None;
                 }
             }
         }
@@ -104,7 +119,28 @@ pub(super) fn contexts(query: &str, refs: &[ArgRef]) -> Vec<Context> {
     }
     // Placeholders after a dangling escape at the very end keep the last state.
     while out.len() < refs.len() {
-        out.push(state);
+        out.push((state, opened_at));
+    }
+    out
+}
+
+/// Whether the string literal opening at `quote` is the value of a regex matcher (`=~`, `!~`).
+fn is_regex_value(query: &str, quote: Option<usize>) -> bool {
+    quote.is_some_and(|at| {
+        let before = query[..at].trim_end();
+        before.ends_with("=~") || before.ends_with("!~")
+    })
+}
+
+/// Escapes every regular-expression metacharacter (RE2's, as Go's `regexp.QuoteMeta`), so the
+/// value matches itself literally.
+fn regex_quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
     }
     out
 }
@@ -131,19 +167,98 @@ fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b':'
 }
 
-/// Checks a value for a placeholder outside any string literal.
-pub(super) fn check_bare(query: &str, r: &ArgRef, value: &str) -> Result<(), String> {
+/// What a value outside quotes may be: exactly one PromQL token of one of these classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Token {
+    /// A name: `[A-Za-z_:][A-Za-z0-9_:]*` (a metric name, a label name, a function).
+    Name,
+    /// A number without a sign: `0.95`, `20`, `1e-3`.
+    Number,
+    /// A duration: `5m`, `1h30m`, `500ms`.
+    Duration,
+}
+
+impl Token {
+    /// The value this class is replaced with to compare shapes: the same kind of token, so
+    /// the query parses the same way whatever the real value.
+    fn neutral(self) -> &'static str {
+        match self {
+            Token::Name => "x",
+            Token::Number => "1",
+            Token::Duration => "1m",
+        }
+    }
+}
+
+/// The token class of `value`, if it is exactly one name, unsigned number or duration.
+pub(super) fn token_class(value: &str) -> Option<Token> {
+    let bytes = value.as_bytes();
+    let first = *bytes.first()?;
+    if first.is_ascii_alphabetic() || first == b'_' || first == b':' {
+        return bytes
+            .iter()
+            .all(|b| is_ident_byte(*b))
+            .then_some(Token::Name);
+    }
+    if is_duration(value) {
+        return Some(Token::Duration);
+    }
+    is_number(value).then_some(Token::Number)
+}
+
+/// `([0-9]+(ms|s|m|h|d|w|y))+`, PromQL's duration literal.
+fn is_duration(value: &str) -> bool {
+    let mut rest = value;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let unit = ["ms", "s", "m", "h", "d", "w", "y"]
+            .into_iter()
+            .find(|u| rest.starts_with(u));
+        match unit {
+            Some(u) => rest = &rest[u.len()..],
+            None => return false,
+        }
+    }
+    !value.is_empty()
+}
+
+/// `[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?`: an unsigned decimal number.
+fn is_number(value: &str) -> bool {
+    let digits = |s: &str| s.len() - s.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let whole = digits(value);
+    if whole == 0 {
+        return false;
+    }
+    let mut rest = &value[whole..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let n = digits(fraction);
+        if n == 0 {
+            return false;
+        }
+        rest = &fraction[n..];
+    }
+    if let Some(exponent) = rest.strip_prefix(['e', 'E']) {
+        let exponent = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+        let n = digits(exponent);
+        return n > 0 && n == exponent.len();
+    }
+    rest.is_empty()
+}
+
+/// Checks a value for a placeholder outside any string literal; returns its token class.
+pub(super) fn check_bare(query: &str, r: &ArgRef, value: &str) -> Result<Token, String> {
     if value.is_empty() {
         return Err("empty value outside a quoted string".to_owned());
     }
-    if !value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'.' | b'-'))
-    {
+    let Some(token) = token_class(value) else {
         return Err(format!(
-            "{value:?} is outside a quoted string, where only letters, digits, `_`, `:`, `.` and `-` are allowed; quote the placeholder in the query if it is a label value"
+            "{value:?} is outside a quoted string, where a value must be exactly one token: a name (`http_requests_total`), an unsigned number (`0.95`) or a duration (`5m`); quote the placeholder in the query if it is a label value"
         ));
-    }
+    };
     let before = query.as_bytes()[..r.start].last().copied();
     let after = query.as_bytes().get(r.end).copied();
     let standalone = !before.is_some_and(is_ident_byte) && !after.is_some_and(is_ident_byte);
@@ -152,7 +267,7 @@ pub(super) fn check_bare(query: &str, r: &ArgRef, value: &str) -> Result<(), Str
             "{value:?} is a PromQL keyword and would change the query"
         ));
     }
-    Ok(())
+    Ok(token)
 }
 
 /// Replaces each placeholder with the text `replace` gives for it.
@@ -175,78 +290,91 @@ pub(super) fn splice(
 /// Substitutes `{{args.NAME}}` placeholders with values from `args`.
 ///
 /// A value inside a quoted PromQL string is escaped as a string literal (`\`, the quote,
-/// newline, carriage return, tab), so it stays one label value whatever it contains. A value
-/// outside a string must be a plain token (`^[A-Za-z0-9_:.-]+$`, not a keyword standing alone).
-/// As a last guard, when the query parses, the substituted query must have the same syntax
-/// tree shape as the query with neutral values: an argument can never change what is queried.
+/// newline, carriage return, tab), so it stays one label value whatever it contains; in the
+/// value of a regex matcher (`=~`, `!~`) its regular-expression metacharacters are escaped
+/// first, so it matches itself literally. A value outside a string must be exactly one token:
+/// a name, an unsigned number or a duration (not a keyword standing alone). As a last guard,
+/// when the query parses, the substituted query must have the same syntax tree shape as the
+/// query with neutral values of the same token classes: an argument can never change what is
+/// queried.
 pub fn substitute(query: &str, args: &BTreeMap<String, String>) -> Result<String, TemplateError> {
     let refs = placeholders(query)?;
     if refs.is_empty() {
         return Ok(query.to_owned());
     }
-    let ctx = contexts(query, &refs);
     let mut values = Vec::with_capacity(refs.len());
-    for (r, c) in refs.iter().zip(&ctx) {
+    let mut neutrals = Vec::with_capacity(refs.len());
+    for (r, (context, quote)) in refs.iter().zip(placements(query, &refs)) {
+        let refuse = |reason: String| TemplateError::SubstituteArg {
+            name: r.name.clone(),
+            reason,
+        };
         let value = args
             .get(&r.name)
-            .ok_or_else(|| TemplateError::SubstituteArg {
-                name: r.name.clone(),
-                reason: "no value was resolved for it".to_owned(),
-            })?;
-        let text = match c {
-            Context::Double => escape_string(value, '"'),
-            Context::Single => escape_string(value, '\''),
-            Context::Raw => {
-                if value.contains('`') {
-                    return Err(TemplateError::SubstituteArg {
-                        name: r.name.clone(),
-                        reason: "a value inside a raw `...` string cannot contain a backtick"
-                            .to_owned(),
-                    });
-                }
-                value.clone()
+            .ok_or_else(|| refuse("no value was resolved for it".to_owned()))?;
+        let value = if is_regex_value(query, quote) {
+            let quoted = regex_quote(value);
+            // PromQL parsers disagree on backslashes in raw strings: refuse, never guess.
+            if context == Context::Raw && quoted != *value {
+                return Err(refuse(
+                    "a value with regex metacharacters cannot be quoted inside a raw `...` regex; write the matcher with a double-quoted string".to_owned(),
+                ));
             }
+            quoted
+        } else {
+            value.clone()
+        };
+        let (text, neutral) = match context {
+            Context::Double => (escape_string(&value, '"'), "x"),
+            Context::Single => (escape_string(&value, '\''), "x"),
+            Context::Raw if value.contains('`') => {
+                return Err(refuse(
+                    "a value inside a raw `...` string cannot contain a backtick".to_owned(),
+                ));
+            }
+            Context::Raw => (value, "x"),
             Context::Bare => {
-                check_bare(query, r, value).map_err(|reason| TemplateError::SubstituteArg {
-                    name: r.name.clone(),
-                    reason,
-                })?;
-                value.clone()
+                let token = check_bare(query, r, &value).map_err(refuse)?;
+                (value, token.neutral())
             }
         };
         values.push(text);
+        neutrals.push(neutral);
     }
     let substituted = splice(query, &refs, |i| values[i].clone());
-    let neutral = splice(query, &refs, |i| match ctx[i] {
-        Context::Bare => values[i].clone(),
-        _ => "x".to_owned(),
-    });
-    if let Ok(neutral_ast) = promql_parser::parser::parse(&neutral) {
-        let name = || {
-            refs.iter()
-                .map(|r| r.name.as_str())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        match promql_parser::parser::parse(&substituted) {
-            Ok(ast) if shape(&ast) == shape(&neutral_ast) => {}
-            Ok(_) => {
-                return Err(TemplateError::SubstituteArg {
-                    name: name(),
-                    reason: "the value changes the structure of the query".to_owned(),
-                });
-            }
-            Err(error) => {
-                return Err(TemplateError::SubstituteArg {
-                    name: name(),
-                    reason: format!("the query no longer parses: {}", one_line(&error)),
-                });
-            }
-        }
-    }
+    let neutral = splice(query, &refs, |i| neutrals[i].to_owned());
+    check_same_shape(&substituted, &neutral, &refs)?;
     Ok(substituted)
+}
+
+/// When the query with neutral values parses, the substituted one must parse to the same shape.
+fn check_same_shape(
+    substituted: &str,
+    neutral: &str,
+    refs: &[ArgRef],
+) -> Result<(), TemplateError> {
+    let Ok(neutral_ast) = promql_parser::parser::parse(neutral) else {
+        return Ok(());
+    };
+    let name = || {
+        refs.iter()
+            .map(|r| r.name.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match promql_parser::parser::parse(substituted) {
+        Ok(ast) if shape(&ast) == shape(&neutral_ast) => Ok(()),
+        Ok(_) => Err(TemplateError::SubstituteArg {
+            name: name(),
+            reason: "the value changes the structure of the query".to_owned(),
+        }),
+        Err(error) => Err(TemplateError::SubstituteArg {
+            name: name(),
+            reason: format!("the query no longer parses: {}", one_line(&error)),
+        }),
+    }
 }
 
 /// The structure of a PromQL syntax tree with label values and string literals left out: two
@@ -291,13 +419,17 @@ fn write_shape(expr: &Expr, out: &mut String) {
             out.push(')');
         }
         Expr::Subquery(s) => {
-            let _ = write!(out, "subquery({:?} {:?} ", s.range, s.step);
+            let _ = write!(
+                out,
+                "subquery(step:{} {} {} ",
+                s.step.is_some(),
+                offset_shape(&s.offset),
+                at_shape(&s.at)
+            );
             write_shape(&s.expr, out);
             out.push(')');
         }
-        Expr::NumberLiteral(n) => {
-            let _ = write!(out, "num({})", n.val);
-        }
+        Expr::NumberLiteral(_) => out.push_str("num"),
         Expr::StringLiteral(_) => out.push_str("str"),
         Expr::VectorSelector(v) => {
             out.push_str("sel(");
@@ -305,7 +437,7 @@ fn write_shape(expr: &Expr, out: &mut String) {
             out.push(')');
         }
         Expr::MatrixSelector(m) => {
-            let _ = write!(out, "range({:?} ", m.range);
+            out.push_str("range(");
             selector_shape(&m.vs, out);
             out.push(')');
         }
@@ -338,7 +470,26 @@ fn selector_shape(v: &promql_parser::parser::VectorSelector, out: &mut String) {
             let _ = write!(out, "{}{} ", m.name, op(m));
         }
     }
-    let _ = write!(out, "{:?} {:?}", v.offset, v.at);
+    let _ = write!(out, "{} {}", offset_shape(&v.offset), at_shape(&v.at));
+}
+
+/// Whether there is an offset and its direction; the duration is a value, not structure.
+fn offset_shape(offset: &Option<promql_parser::parser::Offset>) -> &'static str {
+    match offset {
+        None => "",
+        Some(promql_parser::parser::Offset::Pos(_)) => "offset",
+        Some(promql_parser::parser::Offset::Neg(_)) => "offset-",
+    }
+}
+
+/// Whether there is an `@` modifier and of which kind; a timestamp is a value.
+fn at_shape(at: &Option<promql_parser::parser::AtModifier>) -> &'static str {
+    match at {
+        None => "",
+        Some(promql_parser::parser::AtModifier::Start) => "@start",
+        Some(promql_parser::parser::AtModifier::End) => "@end",
+        Some(promql_parser::parser::AtModifier::At(_)) => "@time",
+    }
 }
 
 fn modifier_shape(m: &LabelModifier) -> String {

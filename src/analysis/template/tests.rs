@@ -625,3 +625,106 @@ fn sequential_error_counts_with_count_2_can_never_fail() {
     metric.count = Some(3);
     assert_eq!(validate_template(&template(vec![metric])), vec![]);
 }
+
+#[test]
+fn lint_refuses_a_4000_term_condition_and_nested_maps_as_too_costly() {
+    let long = vec!["result > 0"; 4000].join(" && ");
+    let list = "[1,2,3,4,5,6,7,8,9,10]";
+    let nested =
+        format!("{list}.map(a, {list}.map(b, {list}.map(c, {list}.map(d, a)))).size() > 0");
+    let deep = format!("{}(result > 0)", "!".repeat(4000));
+    for condition in [long, nested, deep] {
+        let problems = validate_template(&template(vec![threshold_metric(
+            "m", GOOD_QUERY, &condition,
+        )]));
+        let found = at(&problems, "spec.metrics[0].successCondition");
+        assert_eq!(found.len(), 1, "{problems:#?}");
+        assert!(found[0].starts_with("too costly: "), "{found:?}");
+    }
+}
+
+#[test]
+fn a_metric_name_argument_cannot_subtract_another_series() {
+    let query = r#"sum(rate({{args.metric}}{job="web"}[5m]))"#;
+    let attack = "http_requests_total-http_requests_total";
+    let err = substitute(query, &args(&[("metric", attack)])).expect_err("refused");
+    assert!(
+        matches!(&err, TemplateError::SubstituteArg { name, reason } if name == "metric" && reason.contains("exactly one token")),
+        "{err}"
+    );
+    assert_eq!(
+        substitute(query, &args(&[("metric", "http_requests_total")])),
+        Ok(r#"sum(rate(http_requests_total{job="web"}[5m]))"#.to_owned())
+    );
+}
+
+#[test]
+fn a_range_of_5m_minus_4m_is_refused() {
+    let query = "sum(rate(x[{{args.window}}]))";
+    for attack in ["5m-4m", "5m - 4m", "5m]) or vector(1", "-5m"] {
+        let err = substitute(query, &args(&[("window", attack)])).expect_err(attack);
+        assert!(err.to_string().contains("window"), "{err}");
+    }
+    for fine in ["5m", "1h30m", "500ms"] {
+        assert!(
+            substitute(query, &args(&[("window", fine)])).is_ok(),
+            "{fine}"
+        );
+    }
+}
+
+#[test]
+fn bare_values_are_one_name_number_or_duration() {
+    let query = "x > {{args.t}}";
+    for fine in ["0.95", "20", "1e-3", "2.5E+4"] {
+        assert!(substitute(query, &args(&[("t", fine)])).is_ok(), "{fine}");
+    }
+    for refused in ["-1", "1 + 1", "1.", ".5", "0x1F", "1e", "a.b", "web-1"] {
+        assert!(
+            substitute(query, &args(&[("t", refused)])).is_err(),
+            "{refused}"
+        );
+    }
+}
+
+#[test]
+fn a_name_that_parses_as_a_number_is_caught_by_the_neutral_shape() {
+    // `Inf` lexes as a name but PromQL reads it as a number: compared with the neutral name
+    // `x` (not with the value itself) the shape differs.
+    let err = substitute("x > {{args.t}}", &args(&[("t", "Inf")])).expect_err("refused");
+    assert!(err.to_string().contains("structure"), "{err}");
+}
+
+#[test]
+fn a_regex_argument_dot_star_matches_literally() {
+    for (query, op) in [
+        (r#"x{ns=~"{{args.ns}}"}"#, "=~"),
+        (r#"x{ns !~ '{{args.ns}}'}"#, "!~"),
+    ] {
+        let out =
+            substitute(query, &args(&[("ns", ".*")])).unwrap_or_else(|e| panic!("{query}: {e}"));
+        let parsed = promql_parser::parser::parse(&out).expect("parses");
+        let Expr::VectorSelector(v) = parsed else {
+            panic!("a selector, got {parsed:?}")
+        };
+        let matcher = v
+            .matchers
+            .matchers
+            .iter()
+            .find(|m| m.name == "ns")
+            .expect("ns matcher");
+        assert_eq!(matcher.value, r"\.\*", "{out}");
+        let literal = op == "=~";
+        assert_eq!(matcher.is_match(".*"), literal, "{out}");
+        assert_eq!(matcher.is_match("prod"), !literal, "{out}");
+    }
+    // In a raw string a backslash cannot be written portably: refused, not guessed.
+    let err = substitute("x{ns=~`{{args.ns}}`}", &args(&[("ns", ".*")])).expect_err("raw");
+    assert!(err.to_string().contains("raw"), "{err}");
+    assert!(substitute("x{ns=~`{{args.ns}}`}", &args(&[("ns", "prod")])).is_ok());
+    // An `=` matcher keeps the value as it is.
+    assert_eq!(
+        substitute(r#"x{ns="{{args.ns}}"}"#, &args(&[("ns", ".*")])),
+        Ok(r#"x{ns=".*"}"#.to_owned())
+    );
+}

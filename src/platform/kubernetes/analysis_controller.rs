@@ -12,9 +12,9 @@ use kube::runtime::controller::{Action, Config, Controller};
 use serde_json::json;
 use tracing::{Instrument, debug, info, warn};
 
-use super::context::{Context, FIELD_MANAGER};
+use super::context::{Context, FIELD_MANAGER, NAMESPACE_SLOT_RETRY};
 use super::resources::{PrefetchedSecrets, secret_refs, secret_value};
-use crate::analysis::driver::{self, DriverError, MeasureAt};
+use crate::analysis::driver::{self, MeasureAt};
 use crate::analysis::run::{STORED_MEASUREMENTS_PER_METRIC, errored_status};
 use crate::api::{AnalysisPhase, AnalysisRun, AnalysisRunStatus, MetricResult};
 
@@ -31,12 +31,12 @@ pub enum Error {
         key: &'static str,
     },
     /// Measuring or recording failed.
-    #[error("failed to advance AnalysisRun {run}: {source}")]
+    #[error("failed to advance AnalysisRun {run}: {reason}")]
     Advance {
         /// The run.
         run: String,
-        /// The cause.
-        source: DriverError,
+        /// The cause, with Secret-derived values redacted.
+        reason: String,
     },
     /// The reconcile panicked (a bug): counted and retried with backoff like any failure,
     /// while every other run goes on.
@@ -162,12 +162,26 @@ async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
     let namespace = run.namespace().ok_or(Error::MissingObjectKey {
         key: "metadata.namespace",
     })?;
+    // Waiting here would hold a controller slot; coming back soon holds none.
+    let Some(_slot) = ctx.analysis_slots.try_acquire(&namespace) else {
+        debug!("namespace holds its share of analysis slots; retrying soon");
+        return Ok(Action::requeue(NAMESPACE_SLOT_RETRY));
+    };
     let now = ctx.clock.now();
     let secrets = prefetch(&Api::namespaced(ctx.client.clone(), &namespace), run, ctx).await;
-    let (next, next_at) = match driver::clients_for(&run.spec, None, &secrets, &ctx.limiter) {
-        Ok(clients) => {
+    let prepared = driver::prepare(&run.spec, &secrets);
+    let redactor = prepared
+        .as_ref()
+        .map(|p| p.redactor.clone())
+        .unwrap_or_default();
+    let configured = prepared.and_then(|prepared| {
+        driver::clients_for(&prepared.spec, None, &secrets, &ctx.limiter)
+            .map(|clients| (prepared, clients))
+    });
+    let (next, next_at) = match configured {
+        Ok((prepared, clients)) => {
             let advanced = driver::advance(
-                &run.spec,
+                &prepared.spec,
                 &status,
                 &clients,
                 now,
@@ -177,13 +191,15 @@ async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
             .await
             .map_err(|source| Error::Advance {
                 run: name.clone(),
-                source,
+                reason: redactor.redact(&source.to_string()),
             })?;
-            (advanced.status, advanced.next_at)
+            // The one place a run's strings leave memory: nothing Secret-derived passes.
+            (redactor.redact_status(&advanced.status), advanced.next_at)
         }
         Err(error) => {
-            warn!(%error, "cannot configure the run's providers");
-            (errored_status(&status, error.to_string(), now), None)
+            let reason = redactor.redact(&error.to_string());
+            warn!(error = %reason, "cannot configure the run's providers");
+            (errored_status(&status, reason, now), None)
         }
     };
     for (verdict, count) in new_verdicts(&status, &next) {

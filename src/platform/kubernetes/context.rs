@@ -103,6 +103,78 @@ impl Backoff {
     }
 }
 
+/// The share of the analysis slots (`--concurrency`) one namespace may hold at once: half,
+/// so runs in one namespace stuck on a Prometheus that never answers cannot starve every
+/// other namespace's analyses.
+pub const NAMESPACE_SLOT_SHARE_DIVISOR: usize = 2;
+
+/// How soon a run whose namespace holds all its slots is looked at again. Short, because
+/// a slot frees as soon as a measurement ends; the retry holds no slot meanwhile.
+pub const NAMESPACE_SLOT_RETRY: Duration = Duration::from_secs(2);
+
+/// The most AnalysisRun reconciles one namespace may have measuring at once, given the
+/// controller's `concurrency`: half of it (rounded down), at least 1.
+pub fn namespace_slot_cap(concurrency: usize) -> usize {
+    (concurrency / NAMESPACE_SLOT_SHARE_DIVISOR).max(1)
+}
+
+/// Per-namespace count of AnalysisRun reconciles measuring now, capped at `cap` each.
+#[derive(Debug)]
+pub struct NamespaceSlots {
+    cap: usize,
+    in_use: std::sync::Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One namespace's slot, given back when dropped.
+#[derive(Debug)]
+pub struct NamespaceSlot {
+    namespace: String,
+    in_use: std::sync::Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl NamespaceSlots {
+    /// At most `cap` (at least 1) slots per namespace.
+    pub fn new(cap: usize) -> NamespaceSlots {
+        NamespaceSlots {
+            cap: cap.max(1),
+            in_use: std::sync::Arc::default(),
+        }
+    }
+
+    /// A slot for `namespace`, or `None` when it already holds its share.
+    pub fn try_acquire(&self, namespace: &str) -> Option<NamespaceSlot> {
+        let mut in_use = lock(&self.in_use);
+        let count = in_use.entry(namespace.to_owned()).or_insert(0);
+        if *count >= self.cap {
+            return None;
+        }
+        *count += 1;
+        Some(NamespaceSlot {
+            namespace: namespace.to_owned(),
+            in_use: self.in_use.clone(),
+        })
+    }
+}
+
+impl Drop for NamespaceSlot {
+    fn drop(&mut self) {
+        let mut in_use = lock(&self.in_use);
+        if let Some(count) = in_use.get_mut(&self.namespace) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                in_use.remove(&self.namespace);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned map of counts is still a valid map of counts.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Shared state of the controllers.
 pub struct Context {
     /// The Kubernetes client.
@@ -123,6 +195,8 @@ pub struct Context {
     /// The canonical `--credential-dir`s: the only places a template's `file:` credential
     /// may be read from (none: every `file:` is refused).
     pub credential_dirs: Vec<std::path::PathBuf>,
+    /// Per-namespace share of the AnalysisRun controller's slots.
+    pub analysis_slots: NamespaceSlots,
 }
 
 /// Caches of the templates, kept by reflectors.
@@ -174,6 +248,7 @@ impl Context {
             clock: Clock::System,
             templates: None,
             credential_dirs: Vec::new(),
+            analysis_slots: NamespaceSlots::new(namespace_slot_cap(10)),
         }
     }
 }
@@ -187,6 +262,20 @@ impl std::fmt::Debug for Context {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_namespace_holds_at_most_its_share_of_slots() {
+        assert_eq!(namespace_slot_cap(10), 5);
+        assert_eq!(namespace_slot_cap(1), 1);
+        let slots = NamespaceSlots::new(2);
+        let first = slots.try_acquire("greedy");
+        let second = slots.try_acquire("greedy");
+        assert!(first.is_some() && second.is_some());
+        assert!(slots.try_acquire("greedy").is_none());
+        assert!(slots.try_acquire("other").is_some());
+        drop(first);
+        assert!(slots.try_acquire("greedy").is_some());
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_and_resets_on_success() {

@@ -438,6 +438,8 @@ async fn run_controllers(
     );
     context.templates = templates;
     context.credential_dirs = config.credential_dirs.clone();
+    context.analysis_slots =
+        context::NamespaceSlots::new(context::namespace_slot_cap(usize::from(config.concurrency)));
     let ctx = Arc::new(context);
     let (stop_rollouts, rollouts_stopped) = oneshot::channel::<()>();
     let (stop_runs, runs_stopped) = oneshot::channel::<()>();

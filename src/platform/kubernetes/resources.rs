@@ -130,9 +130,15 @@ pub fn field_ref_value(rollout: &Rollout, path: &str) -> Option<String> {
     }
 }
 
-/// Every Secret key (name, key) the providers of `spec` read for auth.
+/// Every Secret key (name, key) the run reads: its providers' credentials and its
+/// `valueFrom.secretKeyRef` arguments.
 pub fn secret_refs(spec: &AnalysisRunSpec) -> BTreeSet<(String, String)> {
-    let mut refs = BTreeSet::new();
+    let mut refs: BTreeSet<(String, String)> = spec
+        .args
+        .iter()
+        .filter_map(crate::analysis::instantiate::secret_ref)
+        .map(|s| (s.name.clone(), s.key.clone()))
+        .collect();
     let mut add = |source: Option<&SecretSource>| {
         if let Some(selector) = source.and_then(|s| s.secret_key_ref.as_ref()) {
             refs.insert((selector.name.clone(), selector.key.clone()));

@@ -28,8 +28,28 @@ pub(super) struct FakePrometheus {
     pub requests: Arc<Mutex<Vec<String>>>,
 }
 
+/// How the Prometheus stand-in answers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Answer {
+    /// A vector with one sample of value 0.
+    Value,
+    /// Never: the connection stays open.
+    Silent,
+    /// HTTP 400 whose error echoes the query, as Prometheus does for a bad query.
+    EchoError,
+}
+
 impl FakePrometheus {
     pub async fn start(answer: bool) -> FakePrometheus {
+        Self::answering(if answer {
+            Answer::Value
+        } else {
+            Answer::Silent
+        })
+        .await
+    }
+
+    pub async fn answering(answer: Answer) -> FakePrometheus {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = format!("http://{}", listener.local_addr().expect("addr"));
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -48,14 +68,29 @@ impl FakePrometheus {
                         }
                     }
                     let text = String::from_utf8_lossy(&buffer[..read]).into_owned();
-                    recorded.lock().expect("requests").push(text);
-                    if !answer {
+                    recorded.lock().expect("requests").push(text.clone());
+                    if answer == Answer::Silent {
                         // Hold the connection open and never answer.
                         std::future::pending::<()>().await;
                     }
-                    let body = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1800000000,"0"]}]}}"#;
+                    let (status, body) = if answer == Answer::EchoError {
+                        let target = text.split_whitespace().nth(1).unwrap_or("/");
+                        let query = url::Url::parse(&format!("http://x{target}"))
+                            .ok()
+                            .and_then(|u| {
+                                u.query_pairs()
+                                    .find(|(k, _)| k == "query")
+                                    .map(|(_, v)| v.into_owned())
+                            })
+                            .unwrap_or_default();
+                        let error = json!({"status": "error", "errorType": "bad_data",
+                            "error": format!("1:1: parse error in {query}")});
+                        ("400 Bad Request", error.to_string())
+                    } else {
+                        ("200 OK", r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1800000000,"0"]}]}}"#.to_owned())
+                    };
                     let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                         body.len()
                     );
                     let _ = stream.write_all(response.as_bytes()).await;
@@ -307,6 +342,101 @@ async fn wait_for_phase(server: &ApiServer, name: &str, phase: &str) -> Value {
     }
 }
 
+fn in_namespace(mut run: Value, namespace: &str) -> Value {
+    run["metadata"]["namespace"] = json!(namespace);
+    run
+}
+
+#[tokio::test]
+async fn ten_runs_stuck_on_a_silent_prometheus_do_not_starve_another_namespace() {
+    let server = ApiServer::start();
+    let silent = FakePrometheus::start(false).await;
+    let normal = FakePrometheus::start(true).await;
+    let concurrency = 4;
+    let mut ctx = Context::new(
+        server.client(),
+        Metrics::default(),
+        ConcurrencyLimiter::default(),
+        None,
+    );
+    ctx.analysis_slots = super::context::NamespaceSlots::new(super::context::namespace_slot_cap(
+        usize::from(concurrency),
+    ));
+    let ctx = Arc::new(ctx);
+    for i in 0..10 {
+        let mut run = run_with(
+            &format!("stuck-{i}"),
+            &silent.address,
+            "up",
+            json!(null),
+            json!([]),
+        );
+        run["spec"]["metrics"][0]["provider"]["prometheus"]["timeout"] = json!("120s");
+        server
+            .put_json(RUNS, in_namespace(run, "greedy"))
+            .expect("store");
+    }
+    let scope = super::WatchScope {
+        namespace: None,
+        selector: None,
+        concurrency,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            analysis_controller::run(ctx, &scope, async {
+                let _ = stopped.await;
+            })
+            .await;
+        }
+    });
+    // Every greedy run has been looked at (those past the namespace's share come back later
+    // without holding a slot) and some hold their query open, before the other namespace's
+    // run exists. Without the share, the first four hold every slot and the rest wait.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while silent.requests().len() < 2 || ctx.metrics.reconciles.get() < 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the greedy runs took every slot: {} reconciles started, {} queries in flight",
+            ctx.metrics.reconciles.get(),
+            silent.requests().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server
+        .put_json(
+            RUNS,
+            in_namespace(
+                run_with("fair", &normal.address, "up", json!(null), json!([])),
+                "quiet",
+            ),
+        )
+        .expect("store");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let fair = server.get_json(RUNS, Some("quiet"), "fair");
+        if fair
+            .as_ref()
+            .is_some_and(|run| run["status"]["phase"] == json!("Successful"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the quiet namespace's run was starved: {fair:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        silent.requests().len() <= super::context::namespace_slot_cap(usize::from(concurrency)),
+        "one namespace held more than its share: {} queries in flight",
+        silent.requests().len()
+    );
+    let _ = stop.send(());
+    controller.abort();
+}
+
 #[tokio::test]
 async fn a_panicking_reconcile_does_not_stop_the_analysis_controller() {
     let server = ApiServer::start();
@@ -404,5 +534,50 @@ async fn a_controller_task_that_ends_makes_the_process_unready_and_fail() {
         }
         assert!(!ready.get(), "{label}: /readyz turns 503");
         never.abort();
+    }
+}
+
+const MARKER: &str = "s3cr3t-\"marker\"-7f3a";
+
+#[tokio::test]
+async fn a_secret_argument_is_resolved_when_measuring_and_never_stored_even_in_errors() {
+    let server = ApiServer::start();
+    let ctx = context(&server, Vec::new());
+    server
+        .put_json(SECRETS, secret("tenant", "id", MARKER, true))
+        .expect("secret");
+    let args =
+        json!([{"name": "tenant", "valueFrom": {"secretKeyRef": {"name": "tenant", "key": "id"}}}]);
+    let query = r#"sum(up{tenant="{{args.tenant}}"})"#;
+    for (name, answer) in [("fails", Answer::EchoError), ("passes", Answer::Value)] {
+        let prometheus = FakePrometheus::answering(answer).await;
+        let run = run_with(name, &prometheus.address, query, json!(null), args.clone());
+        let stored = reconcile_stored(&server, &ctx, run).await;
+        let requests = prometheus.requests().join("\n");
+        let sent: String =
+            url::form_urlencoded::byte_serialize(br#"s3cr3t-\"marker\"-7f3a"#).collect();
+        assert!(
+            requests.contains(&sent),
+            "{name}: the Secret's value was substituted (escaped) into the query sent: {requests}"
+        );
+        let text = stored.to_string();
+        assert!(
+            !text.contains("s3cr3t"),
+            "{name}: stored run leaks the secret: {text}"
+        );
+        assert!(
+            stored["spec"]["args"][0]["valueFrom"]["secretKeyRef"]["name"] == json!("tenant"),
+            "{name}: the run keeps the reference: {text}"
+        );
+        if answer == Answer::EchoError {
+            assert!(
+                text.contains("<redacted>"),
+                "{name}: the echoed query is redacted: {text}"
+            );
+        }
+    }
+    for events in ["v1/events", "events.k8s.io/v1/events"] {
+        let all = serde_json::to_string(&server.list_json(events, None)).expect("json");
+        assert!(!all.contains("s3cr3t"), "{events}: {all}");
     }
 }

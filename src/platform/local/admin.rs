@@ -167,6 +167,10 @@ impl Admin {
         limits: http::ConnectionLimits,
     ) -> Result<Self, AdminError> {
         require_loopback(addr)?;
+        // Bound first: a failed start leaves another engine's token file alone.
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| AdminError::BindAdmin { addr, source })?;
         let token = AdminToken::generate();
         let token_file =
             super::state::write_private(state_dir, ADMIN_TOKEN_FILE, token.0.as_bytes()).map_err(
@@ -175,9 +179,6 @@ impl Admin {
                     source,
                 },
             )?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| AdminError::BindAdmin { addr, source })?;
         let addr = listener.local_addr().unwrap_or(addr);
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(http::serve_with_limits(
@@ -259,7 +260,12 @@ async fn guarded(
         .headers()
         .get(hyper::header::HOST)
         .and_then(|value| value.to_str().ok());
-    if !host.is_some_and(is_loopback_host) {
+    // An absolute-form target (`GET http://name/...`) must name loopback too.
+    let target_is_loopback = req
+        .uri()
+        .authority()
+        .is_none_or(|authority| is_loopback_host(authority.as_str()));
+    if !host.is_some_and(is_loopback_host) || !target_is_loopback {
         return http::text(
             StatusCode::FORBIDDEN,
             "the Host header must name a loopback address (localhost, 127.0.0.1, [::1])\n",
@@ -414,4 +420,47 @@ fn query_step(query: Option<&str>) -> Result<Option<i32>, String> {
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_are_recognised_and_rebinding_names_are_not() {
+        for host in [
+            "localhost",
+            "LOCALHOST:9901",
+            "127.0.0.1",
+            "127.0.0.2:80",
+            "[::1]:9901",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:9901",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example:9901",
+            "0.0.0.0:9901",
+            "[::]:9901",
+            "",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn token_matches_only_itself() {
+        let token = AdminToken::generate();
+        assert_eq!(token.0.len(), TOKEN_BYTES * 2);
+        assert!(token.matches(token.0.as_bytes()));
+        let mut wrong = token.0.as_bytes().to_vec();
+        wrong[TOKEN_BYTES] ^= 1;
+        assert!(!token.matches(&wrong));
+        assert!(!token.matches(&token.0.as_bytes()[1..]));
+        assert!(!token.matches(b""));
+        assert_ne!(token.0, AdminToken::generate().0, "fresh per run");
+        assert!(!format!("{token:?}").contains(&*token.0), "Debug hides it");
+    }
 }

@@ -224,6 +224,9 @@ pub struct ReplicaStatus {
     pub index: u32,
     /// The running process' id.
     pub pid: Option<u32>,
+    /// Its start time (`/proc/PID/stat` field 22), recorded so that a later engine signals
+    /// this process and never one that reused its PID.
+    pub start_time: Option<u64>,
     /// `127.0.0.1:$PORT` of the running process.
     pub addr: Option<SocketAddr>,
     /// A process is running.
@@ -447,6 +450,23 @@ impl Supervisor {
                 (name.clone(), status)
             })
             .collect()
+    }
+
+    /// Every running process with its start time, sorted: what `processes.json` records.
+    pub fn recorded_processes(&self) -> Vec<super::leftovers::RecordedProcess> {
+        let mut recorded: Vec<_> = self
+            .status()
+            .values()
+            .flat_map(|revision| revision.replicas.iter())
+            .filter_map(|replica| {
+                Some(super::leftovers::RecordedProcess {
+                    pid: replica.pid?,
+                    start_time: replica.start_time?,
+                })
+            })
+            .collect();
+        recorded.sort_unstable();
+        recorded
     }
 
     /// The spec a revision runs.
@@ -771,8 +791,11 @@ async fn run_replica(
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let pid = child.id();
         tracing::debug!(revision = %ctx.revision, replica = ctx.index, ?pid, %addr, "process started");
+        // Read while the child is not reaped, so the PID cannot have been reused yet.
+        let start_time = pid.and_then(super::leftovers::process_start_time);
         ctx.update(|s| {
             s.pid = pid;
+            s.start_time = start_time;
             s.addr = Some(addr);
             s.running = true;
             s.ready = false;
@@ -792,6 +815,7 @@ async fn run_replica(
                 s.running = false;
                 s.ready = false;
                 s.pid = None;
+                s.start_time = None;
                 s.addr = None;
             });
             return;
@@ -824,6 +848,7 @@ async fn run_replica(
             s.running = false;
             s.ready = false;
             s.pid = None;
+            s.start_time = None;
             s.addr = None;
             s.restarts += 1;
             s.last_error = Some(message);

@@ -202,7 +202,10 @@ pub(super) async fn point_service(
     Ok(())
 }
 
-/// The value of an argument: as written, or read from a Secret or a field of the Rollout.
+/// The value of an argument: as written, or read from a field of the Rollout. A
+/// `secretKeyRef` stays a reference (the AnalysisRun controller reads it when measuring, so
+/// its value is never stored); the Secret is checked now (it exists, opted in, has the key,
+/// holds text) so a wrong reference holds the rollout with a reason before a run exists.
 pub(super) async fn resolve_arg(scope: &Scope<'_>, arg: &Argument) -> Result<Argument, Error> {
     let fail = |reason: String| Error::ResolveArg {
         arg: arg.name.clone(),
@@ -218,12 +221,20 @@ pub(super) async fn resolve_arg(scope: &Scope<'_>, arg: &Argument) -> Result<Arg
                     .await
                     .map_err(|e| fail(format!("get secret {}: {e}", selector.name)))?;
                 let bytes = secret_value(&secret, &selector.name, &selector.key).map_err(fail)?;
-                String::from_utf8(bytes).map_err(|_| {
-                    fail(format!(
+                if std::str::from_utf8(&bytes).is_err() {
+                    return Err(fail(format!(
                         "secret {} key {} is not UTF-8",
                         selector.name, selector.key
-                    ))
-                })?
+                    )));
+                }
+                return Ok(Argument {
+                    name: arg.name.clone(),
+                    value: None,
+                    value_from: Some(crate::api::ArgumentValueFrom {
+                        secret_key_ref: Some(selector.clone()),
+                        field_ref: None,
+                    }),
+                });
             }
             (None, Some(field)) => field_ref_value(scope.rollout, &field.field_path)
                 .ok_or_else(|| fail(format!("field {} is not set", field.field_path)))?,
@@ -302,10 +313,11 @@ pub(super) async fn create_run(
     for arg in args {
         given.push(resolve_arg(scope, arg).await?);
     }
-    let spec = instantiate(&specs, &given).map_err(|source| Error::Instantiate {
-        run: name.to_owned(),
-        source,
-    })?;
+    let spec =
+        instantiate_with_secret_refs(&specs, &given).map_err(|source| Error::Instantiate {
+            run: name.to_owned(),
+            source,
+        })?;
     let run = analysis_run_for(scope.rollout, name, kind, canary, spec);
     match scope
         .api::<AnalysisRun>()

@@ -29,7 +29,7 @@ use super::observe::{Seen, observation};
 use super::resources::{
     analysis_run_for, field_ref_value, replica_set_for, replica_set_name, secret_value,
 };
-use crate::analysis::instantiate::{InstantiateError, builtin_args, instantiate};
+use crate::analysis::instantiate::{InstantiateError, builtin_args, instantiate_with_secret_refs};
 use crate::api::{
     AnalysisRun, AnalysisTemplate, Argument, ClusterAnalysisTemplate, Rollout, RolloutPhase,
     RolloutStatus, TemplateRef,

@@ -17,9 +17,10 @@
 //!
 //! AnalysisRuns live in memory and in the state directory (`<run>.run.json`), so a restarted
 //! engine resumes a run where it was instead of starting it again. Processes do not survive an
-//! engine killed with SIGKILL (their process groups are recorded in `processes.json` and killed
-//! on the next start), but status does: the state machine re-derives the same step from it and
-//! brings processes and routing back.
+//! engine killed with SIGKILL (their process groups are recorded in `processes.json` with their
+//! start times and killed on the next start if still theirs: see [`super::leftovers`]), but
+//! status does: the state machine re-derives the same step from it and brings processes and
+//! routing back.
 //!
 //! User requests (promote, abort, retry, pause, resume) and new Rollout versions arrive through
 //! [`EngineHandle`] (the admin HTTP endpoint is a thin layer over it) and are applied between
@@ -194,7 +195,7 @@ pub struct Engine {
     rollouts: BTreeMap<String, Managed>,
     runs: BTreeMap<String, RunEntry>,
     views: Arc<Mutex<BTreeMap<String, RolloutView>>>,
-    recorded_pids: Vec<u32>,
+    recorded_pids: Vec<super::leftovers::RecordedProcess>,
 }
 
 impl std::fmt::Debug for Engine {

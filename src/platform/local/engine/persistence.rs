@@ -25,13 +25,7 @@ pub(super) struct StoredRun {
 
 impl Engine {
     pub(super) fn record_processes(&mut self) {
-        let mut pids: Vec<u32> = self
-            .supervisor
-            .status()
-            .values()
-            .flat_map(|seen| seen.replicas.iter().filter_map(|r| r.pid))
-            .collect();
-        pids.sort_unstable();
+        let pids = self.supervisor.recorded_processes();
         if pids != self.recorded_pids {
             match self.state.save(PROCESSES_KEY, &pids) {
                 Ok(()) => self.recorded_pids = pids,
@@ -66,24 +60,16 @@ pub(super) fn save_run(state: &StateDir, name: &str, run: &RunEntry) {
 /// Kills the process groups a previous engine recorded (it was killed before it could stop
 /// them): their revisions are started again from status.
 pub(super) fn kill_leftovers(state: &StateDir) {
-    let pids: Vec<u32> = match state.load(PROCESSES_KEY) {
-        Ok(pids) => pids.unwrap_or_default(),
+    let records = match state.load::<serde_json::Value>(PROCESSES_KEY) {
+        Ok(json) => json.map(|json| crate::platform::local::leftovers::parse_records(&json)),
         Err(error) => {
             tracing::warn!(%error, "could not read the processes of a previous engine");
             return;
         }
     };
-    for pid in pids {
-        let Some(group) = i32::try_from(pid)
-            .ok()
-            .and_then(rustix::process::Pid::from_raw)
-        else {
-            continue;
-        };
-        // ESRCH (already gone) is the common case and harmless.
-        if rustix::process::kill_process_group(group, rustix::process::Signal::KILL).is_ok() {
-            tracing::info!(pid, "killed a process left by a previous engine");
-        }
+    // Only a PID that still has its recorded start time is signalled (issue 9, item 13).
+    for record in records.unwrap_or_default() {
+        crate::platform::local::leftovers::end_leftover(record);
     }
     if let Err(error) = state.save(PROCESSES_KEY, &Vec::<u32>::new()) {
         tracing::warn!(%error, "could not clear the recorded processes");
