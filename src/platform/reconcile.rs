@@ -202,4 +202,134 @@ mod tests {
         let message = reconciled.decision.status.message.unwrap_or_default();
         assert!(message.contains("does not exist"), "{message}");
     }
+
+    /// A platform that does what each effect asks at once, as the local engine does with its
+    /// processes and proxy, but in memory: pods are ready as soon as they are asked for, and
+    /// every analysis succeeds.
+    struct FakeCluster {
+        observed: Observed,
+        revisions: std::collections::BTreeMap<String, i32>,
+        weight: i32,
+        services: rollout::ServiceSelection,
+        runs: Vec<String>,
+    }
+
+    impl Platform for FakeCluster {
+        type Error = String;
+        type Recorded = ();
+
+        async fn observe(&mut self) -> Result<Observed, String> {
+            let mut observed = self.observed.clone();
+            let observation = &mut observed.observation;
+            observation.desired_revision = rollout::template_hash(&observed.spec.template);
+            observation.revisions = self
+                .revisions
+                .iter()
+                .map(|(revision, replicas)| rollout::RevisionObservation {
+                    revision: revision.clone(),
+                    replicas: *replicas,
+                    ready_replicas: *replicas,
+                    created_at: None,
+                })
+                .collect();
+            observation.router_canary_weight = Some(self.weight);
+            observation.services = self.services.clone();
+            observation.analysis_runs = self
+                .runs
+                .iter()
+                .map(|name| crate::api::AnalysisRunSummary {
+                    name: name.clone(),
+                    phase: crate::api::AnalysisPhase::Successful,
+                    ..Default::default()
+                })
+                .collect();
+            Ok(observed)
+        }
+
+        async fn execute(&mut self, effect: &Effect) -> Result<bool, String> {
+            match effect {
+                Effect::ScaleRevision { revision, replicas } => {
+                    self.revisions.insert(revision.clone(), *replicas);
+                }
+                Effect::SetWeight { canary_weight } => self.weight = *canary_weight,
+                Effect::PointServices { stable, canary } => {
+                    self.services.stable = stable.clone().or(self.services.stable.take());
+                    self.services.canary = canary.clone().or(self.services.canary.take());
+                }
+                Effect::CreateAnalysisRun { name, .. } => self.runs.push(name.clone()),
+                Effect::DeleteRevision { revision } => {
+                    self.revisions.remove(revision);
+                }
+                Effect::TerminateAnalysisRun { .. } | Effect::Event { .. } => return Ok(false),
+            }
+            Ok(true)
+        }
+
+        async fn record(&mut self, _: &RolloutStatus, decision: &Decision) -> Result<(), String> {
+            self.observed.status = decision.status.clone();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_canary_goes_from_start_to_stable_through_the_shared_loop() {
+        let mut observed = first_version();
+        observed.spec.replicas = Some(2);
+        observed.spec.strategy.canary.steps = vec![
+            crate::api::CanaryStep {
+                set_weight: Some(50),
+                ..Default::default()
+            },
+            crate::api::CanaryStep {
+                analysis: Some(crate::api::AnalysisStep {
+                    templates: vec![crate::api::TemplateRef {
+                        template_name: "errors".into(),
+                        cluster_scope: false,
+                    }],
+                    args: vec![],
+                }),
+                ..Default::default()
+            },
+        ];
+        observed.spec.strategy.canary.traffic_routing = Some(crate::api::TrafficRouting {
+            local: Some(crate::api::LocalRouting {
+                listen: "127.0.0.1:8080".into(),
+            }),
+            ..Default::default()
+        });
+        let mut cluster = FakeCluster {
+            observed,
+            revisions: Default::default(),
+            weight: 0,
+            services: Default::default(),
+            runs: vec![],
+        };
+        let mut at = now();
+        let mut settle = |cluster: &mut FakeCluster| {
+            for _ in 0..20 {
+                at += jiff::SignedDuration::from_secs(5);
+                block_on(reconcile_once(cluster, at)).expect("reconciled");
+            }
+        };
+        settle(&mut cluster);
+        let first = rollout::template_hash(&cluster.observed.spec.template);
+        assert_eq!(
+            cluster.observed.status.stable_revision.as_deref(),
+            Some(first.as_str())
+        );
+
+        let pod = cluster.observed.spec.template.spec.as_mut().expect("pod");
+        pod.containers[0].image = Some("app:2".into());
+        let second = rollout::template_hash(&cluster.observed.spec.template);
+        settle(&mut cluster);
+        let status = &cluster.observed.status;
+        assert_eq!(status.stable_revision.as_deref(), Some(second.as_str()));
+        assert_eq!(status.phase, Some(crate::api::RolloutPhase::Healthy));
+        assert_eq!(
+            cluster.weight, 0,
+            "both services on the new stable, weight back to 0"
+        );
+        assert_eq!(cluster.runs.len(), 1, "the analysis step ran once");
+        assert_eq!(cluster.revisions.get(&second), Some(&2));
+    }
 }

@@ -207,10 +207,12 @@ fn traffic_routing_needs_exactly_one_router_and_services() {
 
 #[test]
 fn pause_of_a_hundred_million_hours_is_refused() {
-    let mut pause = CanaryStep::default();
-    pause.pause = Some(PauseStep {
-        duration: Some("100000000h".to_owned()),
-    });
+    let pause = CanaryStep {
+        pause: Some(PauseStep {
+            duration: Some("100000000h".to_owned()),
+        }),
+        ..Default::default()
+    };
     let problems = validate_spec(&rollout(vec![pause]));
     let found = at(&problems, "spec.strategy.canary.steps[0].pause.duration");
     assert!(found[0].contains("MAX_DURATION"), "{problems:#?}");

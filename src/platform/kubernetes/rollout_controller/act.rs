@@ -1,0 +1,337 @@
+//! Executing effects against the API: ReplicaSets, the router, Services, AnalysisRuns, Events.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// Executes `effects` in order, stopping at the first failure. Returns whether anything but
+/// events was done.
+pub(super) async fn act(
+    scope: &Scope<'_>,
+    router: &Router,
+    seen: &Seen,
+    effects: &[Effect],
+) -> Result<bool, Error> {
+    let mut acted = false;
+    for effect in effects {
+        debug!(?effect, "acting");
+        match effect {
+            Effect::ScaleRevision { revision, replicas } => {
+                scale(scope, seen, revision, *replicas).await?;
+            }
+            Effect::SetWeight { canary_weight } => {
+                router
+                    .set(*canary_weight)
+                    .await
+                    .map_err(|source| Error::SetWeight {
+                        rollout: scope.name.clone(),
+                        weight: *canary_weight,
+                        source,
+                    })?;
+            }
+            Effect::CreateAnalysisRun {
+                name,
+                kind,
+                templates,
+                args,
+                stable_revision,
+                canary_revision,
+            } => {
+                create_run(
+                    scope,
+                    name,
+                    *kind,
+                    templates,
+                    args,
+                    stable_revision,
+                    canary_revision,
+                )
+                .await
+                .map_err(|error| as_spec_problem(scope, *kind, error))?;
+            }
+            Effect::TerminateAnalysisRun { name } => {
+                let patch = Patch::Merge(json!({"spec": {"terminate": true}}));
+                match scope
+                    .api::<AnalysisRun>()
+                    .patch(name, &params(), &patch)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(error) if not_found(&error) => {}
+                    Err(source) => {
+                        return Err(Error::TerminateAnalysisRun {
+                            run: name.clone(),
+                            source,
+                        });
+                    }
+                }
+            }
+            Effect::PointServices { stable, canary } => {
+                let strategy = &scope.rollout.spec.strategy.canary;
+                for (service, revision) in [
+                    (&strategy.stable_service, stable),
+                    (&strategy.canary_service, canary),
+                ] {
+                    if let (Some(service), Some(revision)) = (service, revision) {
+                        point_service(scope, service, revision).await?;
+                    }
+                }
+            }
+            Effect::DeleteRevision { revision } => {
+                let name = replica_set_name(&scope.name, revision);
+                match scope
+                    .api::<ReplicaSet>()
+                    .delete(&name, &DeleteParams::background())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(error) if not_found(&error) => {}
+                    Err(source) => {
+                        return Err(Error::DeleteReplicaSet {
+                            replica_set: name,
+                            source,
+                        });
+                    }
+                }
+            }
+            Effect::Event {
+                type_,
+                reason,
+                message,
+            } => {
+                publish(scope, *type_, reason, message).await;
+                continue;
+            }
+        }
+        acted = true;
+    }
+    Ok(acted)
+}
+
+/// Events are a courtesy: one that cannot be written is logged, and the reconcile goes on
+/// (failing here would repeat every effect for the sake of a message).
+pub(super) async fn publish(scope: &Scope<'_>, type_: EventType, reason: &str, message: &str) {
+    let mut note = message.to_owned();
+    if note.len() > 1000 {
+        let mut cut = 1000;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+    }
+    let event = KubeEvent {
+        type_: match type_ {
+            EventType::Normal => KubeEventType::Normal,
+            EventType::Warning => KubeEventType::Warning,
+        },
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: reason.to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = scope
+        .ctx
+        .recorder
+        .publish(&event, &scope.rollout.object_ref(&()))
+        .await
+    {
+        warn!(%error, reason, "cannot publish event");
+    }
+}
+
+pub(super) async fn scale(
+    scope: &Scope<'_>,
+    seen: &Seen,
+    revision: &str,
+    replicas: i32,
+) -> Result<(), Error> {
+    let name = replica_set_name(&scope.name, revision);
+    let api: Api<ReplicaSet> = scope.api();
+    let exists = seen
+        .replica_sets
+        .iter()
+        .any(|rs| rs.metadata.name.as_deref() == Some(name.as_str()));
+    if !exists {
+        let replica_set = replica_set_for(scope.rollout, revision, replicas);
+        match api.create(&post_params(), &replica_set).await {
+            Ok(_) => {
+                info!(replica_set = %name, replicas, "created ReplicaSet");
+                return Ok(());
+            }
+            // Created by an earlier reconcile the cache has not shown yet: scale it.
+            Err(error) if already_exists(&error) => {}
+            Err(source) => {
+                return Err(Error::CreateReplicaSet {
+                    replica_set: name,
+                    source,
+                });
+            }
+        }
+    }
+    let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
+    api.patch(&name, &params(), &patch)
+        .await
+        .map_err(|source| Error::ScaleReplicaSet {
+            replica_set: name.clone(),
+            replicas,
+            source,
+        })?;
+    info!(replica_set = %name, replicas, "scaled ReplicaSet");
+    Ok(())
+}
+
+/// Patches only the `vigil.dev/revision` key of the Service's selector: a JSON merge patch
+/// leaves the user's other selector keys alone.
+pub(super) async fn point_service(
+    scope: &Scope<'_>,
+    service: &str,
+    revision: &str,
+) -> Result<(), Error> {
+    let patch = Patch::Merge(json!({
+        "spec": {"selector": {crate::platform::kubernetes::context::REVISION_LABEL: revision}}
+    }));
+    scope
+        .api::<Service>()
+        .patch(service, &params(), &patch)
+        .await
+        .map_err(|source| Error::PatchService {
+            service: service.to_owned(),
+            revision: revision.to_owned(),
+            source,
+        })?;
+    info!(service, revision, "pointed service");
+    Ok(())
+}
+
+/// The value of an argument: as written, or read from a field of the Rollout. A
+/// `secretKeyRef` stays a reference (the AnalysisRun controller reads it when measuring, so
+/// its value is never stored); the Secret is checked now (it exists, opted in, has the key,
+/// holds text) so a wrong reference holds the rollout with a reason before a run exists.
+pub(super) async fn resolve_arg(scope: &Scope<'_>, arg: &Argument) -> Result<Argument, Error> {
+    let fail = |reason: String| Error::ResolveArg {
+        arg: arg.name.clone(),
+        reason,
+    };
+    let value = match (&arg.value, &arg.value_from) {
+        (Some(value), _) => value.clone(),
+        (None, Some(from)) => match (&from.secret_key_ref, &from.field_ref) {
+            (Some(selector), None) => {
+                let secret = scope
+                    .api::<Secret>()
+                    .get(&selector.name)
+                    .await
+                    .map_err(|e| fail(format!("get secret {}: {e}", selector.name)))?;
+                let bytes = secret_value(&secret, &selector.name, &selector.key).map_err(fail)?;
+                if std::str::from_utf8(&bytes).is_err() {
+                    return Err(fail(format!(
+                        "secret {} key {} is not UTF-8",
+                        selector.name, selector.key
+                    )));
+                }
+                return Ok(Argument {
+                    name: arg.name.clone(),
+                    value: None,
+                    value_from: Some(crate::api::ArgumentValueFrom {
+                        secret_key_ref: Some(selector.clone()),
+                        field_ref: None,
+                    }),
+                });
+            }
+            (None, Some(field)) => field_ref_value(scope.rollout, &field.field_path)
+                .ok_or_else(|| fail(format!("field {} is not set", field.field_path)))?,
+            _ => {
+                return Err(fail(
+                    "set exactly one of secretKeyRef and fieldRef".to_owned(),
+                ));
+            }
+        },
+        (None, None) => return Err(fail("no value or valueFrom".to_owned())),
+    };
+    Ok(Argument {
+        name: arg.name.clone(),
+        value: Some(value),
+        value_from: None,
+    })
+}
+
+/// A failure to start an analysis that only a change of the spec or a template can fix,
+/// worded for status; any other failure is returned as it is (and retried).
+pub(super) fn as_spec_problem(scope: &Scope<'_>, kind: AnalysisKind, error: Error) -> Error {
+    let path = kind.path();
+    let message = match &error {
+        Error::GetTemplate { template, source } if not_found(source) => {
+            match template.strip_prefix("cluster/") {
+                Some(name) => format!("ClusterAnalysisTemplate {name:?} does not exist"),
+                None => format!(
+                    "AnalysisTemplate {template:?} does not exist in namespace {:?}",
+                    scope.namespace
+                ),
+            }
+        }
+        Error::ResolveArg { .. } | Error::Instantiate { .. } => error.to_string(),
+        _ => return error,
+    };
+    Error::PrepareAnalysis {
+        problem: SpecProblem { path, message },
+        source: Box::new(error),
+    }
+}
+
+pub(super) async fn create_run(
+    scope: &Scope<'_>,
+    name: &str,
+    kind: AnalysisKind,
+    templates: &[TemplateRef],
+    args: &[Argument],
+    stable: &str,
+    canary: &str,
+) -> Result<(), Error> {
+    let mut specs = Vec::with_capacity(templates.len());
+    for template in templates {
+        let spec = if template.cluster_scope {
+            Api::<ClusterAnalysisTemplate>::all(scope.ctx.client.clone())
+                .get(&template.template_name)
+                .await
+                .map(|t| t.spec.template)
+        } else {
+            scope
+                .api::<AnalysisTemplate>()
+                .get(&template.template_name)
+                .await
+                .map(|t| t.spec)
+        }
+        .map_err(|source| Error::GetTemplate {
+            template: if template.cluster_scope {
+                format!("cluster/{}", template.template_name)
+            } else {
+                template.template_name.clone()
+            },
+            source,
+        })?;
+        specs.push((template.template_name.clone(), spec));
+    }
+    let mut given = builtin_args(&scope.name, &scope.namespace, stable, canary);
+    for arg in args {
+        given.push(resolve_arg(scope, arg).await?);
+    }
+    let spec =
+        instantiate_with_secret_refs(&specs, &given).map_err(|source| Error::Instantiate {
+            run: name.to_owned(),
+            source,
+        })?;
+    let run = analysis_run_for(scope.rollout, name, kind, canary, spec);
+    match scope
+        .api::<AnalysisRun>()
+        .create(&post_params(), &run)
+        .await
+    {
+        Ok(_) => {
+            info!(run = name, "created AnalysisRun");
+            Ok(())
+        }
+        Err(error) if already_exists(&error) => Ok(()),
+        Err(source) => Err(Error::CreateAnalysisRun {
+            run: name.to_owned(),
+            source,
+        }),
+    }
+}

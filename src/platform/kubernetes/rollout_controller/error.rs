@@ -1,0 +1,217 @@
+//! Why a reconcile of a Rollout failed, and how the Kubernetes API's answers are read.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// Why a reconcile of a Rollout failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The reconcile panicked (a bug): counted and retried with backoff, others go on.
+    #[error("reconcile panicked: {message}")]
+    ReconcilePanicked {
+        /// The panic's message.
+        message: String,
+    },
+    /// The object lacks a field every stored object has.
+    #[error("rollout has no {key}")]
+    MissingObjectKey {
+        /// The field.
+        key: &'static str,
+    },
+    /// Listing the Rollout's ReplicaSets failed.
+    #[error("failed to list the ReplicaSets of rollout {rollout}: {source}")]
+    ListReplicaSets {
+        /// The Rollout.
+        rollout: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Reading a Service failed.
+    #[error("failed to get service {service}: {source}")]
+    GetService {
+        /// The Service.
+        service: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Listing the Rollout's AnalysisRuns failed.
+    #[error("failed to list the AnalysisRuns of rollout {rollout}: {source}")]
+    ListAnalysisRuns {
+        /// The Rollout.
+        rollout: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Scaling a ReplicaSet failed.
+    #[error("failed to scale ReplicaSet {replica_set} to {replicas}: {source}")]
+    ScaleReplicaSet {
+        /// The ReplicaSet.
+        replica_set: String,
+        /// Pods wanted.
+        replicas: i32,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Creating a revision's ReplicaSet failed.
+    #[error("failed to create ReplicaSet {replica_set}: {source}")]
+    CreateReplicaSet {
+        /// The ReplicaSet.
+        replica_set: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Deleting an old revision failed.
+    #[error("failed to delete ReplicaSet {replica_set}: {source}")]
+    DeleteReplicaSet {
+        /// The ReplicaSet.
+        replica_set: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Setting the router's weight failed.
+    #[error("failed to set the canary weight of rollout {rollout} to {weight}: {source}")]
+    SetWeight {
+        /// The Rollout.
+        rollout: String,
+        /// The weight.
+        weight: i32,
+        /// The cause.
+        source: TrafficError,
+    },
+    /// Reading an AnalysisTemplate or ClusterAnalysisTemplate failed.
+    #[error("failed to get analysis template {template}: {source}")]
+    GetTemplate {
+        /// The template (`cluster/` prefixed for a ClusterAnalysisTemplate).
+        template: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// An argument's `valueFrom` could not be read.
+    #[error("failed to resolve argument {arg}: {reason}")]
+    ResolveArg {
+        /// The argument.
+        arg: String,
+        /// Why (never the value).
+        reason: String,
+    },
+    /// An analysis cannot start because of the spec: a template that does not exist, an
+    /// argument that does not resolve, templates that do not combine. The Rollout holds and
+    /// says why in status.
+    #[error("{}: {}", problem.path, problem.message)]
+    PrepareAnalysis {
+        /// The field at fault and what is wrong, as status shows it.
+        problem: SpecProblem,
+        /// The failure behind it.
+        source: Box<Error>,
+    },
+    /// The templates and arguments do not make a run.
+    #[error("failed to build AnalysisRun {run}: {source}")]
+    Instantiate {
+        /// The run.
+        run: String,
+        /// The cause.
+        source: InstantiateError,
+    },
+    /// Creating an AnalysisRun failed.
+    #[error("failed to create AnalysisRun {run}: {source}")]
+    CreateAnalysisRun {
+        /// The run.
+        run: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Terminating an AnalysisRun failed.
+    #[error("failed to terminate AnalysisRun {run}: {source}")]
+    TerminateAnalysisRun {
+        /// The run.
+        run: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Pointing a Service at a revision failed.
+    #[error("failed to point service {service} at revision {revision}: {source}")]
+    PatchService {
+        /// The Service.
+        service: String,
+        /// The revision.
+        revision: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Recording the status failed.
+    #[error("failed to replace the status of rollout {rollout}: {source}")]
+    ReplaceStatus {
+        /// The Rollout.
+        rollout: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Adding or removing the finalizer failed, or the reconcile inside it did.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// A stable snake_case label for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::ReconcilePanicked { .. } => "reconcile_panicked",
+            Error::MissingObjectKey { .. } => "missing_object_key",
+            Error::ListReplicaSets { .. } => "list_replica_sets",
+            Error::GetService { .. } => "get_service",
+            Error::ListAnalysisRuns { .. } => "list_analysis_runs",
+            Error::ScaleReplicaSet { .. } => "scale_replica_set",
+            Error::CreateReplicaSet { .. } => "create_replica_set",
+            Error::DeleteReplicaSet { .. } => "delete_replica_set",
+            Error::SetWeight { .. } => "set_weight",
+            Error::GetTemplate { .. } => "get_template",
+            Error::ResolveArg { .. } => "resolve_arg",
+            Error::Instantiate { .. } => "instantiate",
+            Error::PrepareAnalysis { source, .. } => source.category(),
+            Error::CreateAnalysisRun { .. } => "create_analysis_run",
+            Error::TerminateAnalysisRun { .. } => "terminate_analysis_run",
+            Error::PatchService { .. } => "patch_service",
+            Error::ReplaceStatus { .. } => "replace_status",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
+                    e.category()
+                }
+                _ => "finalizer",
+            },
+        }
+    }
+
+    /// True when retrying cannot help until the spec (or a template, or the route) changes:
+    /// arguments that do not resolve, templates that do not combine, a route without the
+    /// backendRefs vigil needs.
+    pub fn is_invalid_spec(&self) -> bool {
+        match self {
+            Error::ResolveArg { .. }
+            | Error::Instantiate { .. }
+            | Error::PrepareAnalysis { .. } => true,
+            Error::SetWeight {
+                source: TrafficError::ReadRoute { .. },
+                ..
+            } => true,
+            Error::Finalizer(inner) => match inner.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
+                    e.is_invalid_spec()
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+pub(super) fn not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.is_not_found())
+}
+
+pub(super) fn already_exists(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.is_already_exists())
+}
+
+pub(super) fn conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.is_conflict())
+}

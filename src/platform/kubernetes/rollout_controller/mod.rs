@@ -1,0 +1,523 @@
+//! The Rollout controller: [`reconcile_once`] (observe with the dereference step →
+//! [`rollout::step`] → act → record status) → requeue, as the pure core's module docs describe
+//! (`crate::rollout`). One file per concern: `error` (why a reconcile failed), `router` (the
+//! traffic router), `platform` (observe and the [`Platform`] impl), `dereference` (template
+//! lookups), `act` (executing effects); here: the reconcile, its requeue, status writes,
+//! cleanup and the controller's wiring.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType};
+use kube::runtime::finalizer::{self, Event as Finalizer, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, debug, info, warn};
+
+use super::context::{
+    Context, FIELD_MANAGER, FINALIZER, ROLLOUT_LABEL, TemplateIndex, rollout_label_value,
+};
+use super::observe::{Seen, observation};
+use super::resources::{
+    analysis_run_for, field_ref_value, replica_set_for, replica_set_name, secret_value,
+};
+use crate::analysis::instantiate::{InstantiateError, builtin_args, instantiate_with_secret_refs};
+use crate::api::{
+    AnalysisRun, AnalysisTemplate, Argument, ClusterAnalysisTemplate, Rollout, RolloutPhase,
+    RolloutStatus, TemplateRef,
+};
+use crate::platform::reconcile::{Observed, Platform, reconcile_once};
+use crate::rollout::{self, AnalysisKind, Decision, Effect, EventType, Observation, SpecProblem};
+use crate::traffic::gateway_api::{GatewayRoute, http_route_resource};
+use crate::traffic::replicas::ReplicaRatio;
+use crate::traffic::{TrafficError, TrafficRouter};
+
+mod act;
+mod dereference;
+mod error;
+mod platform;
+mod router;
+
+use act::*;
+use dereference::*;
+pub use error::Error;
+use error::{already_exists, conflict, not_found};
+use platform::*;
+use router::*;
+
+/// After acting, look again this soon: Services and the HTTPRoute are not watched, so a
+/// change vigil made there is observed by polling.
+const RECHECK_AFTER_ACTING: Duration = Duration::from_secs(2);
+/// A rollout in flight is looked at at least this often, even with no event.
+const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a Rollout held because its analysis cannot start looks again. Templates are
+/// watched (a change wakes the Rollouts using them at once); Secrets behind arguments are not.
+const RECHECK_HELD_ANALYSIS: Duration = Duration::from_secs(20);
+/// After a status write conflict: the CLI wrote a request; observe it again at once (the
+/// short delay lets the watch deliver the newer object).
+const RETRY_CONFLICT: Duration = Duration::from_millis(100);
+/// Shortest requeue: time-driven progress has whole-second granularity.
+const MIN_REQUEUE: Duration = Duration::from_secs(1);
+
+fn params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    }
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        dry_run: false,
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+    }
+}
+
+/// The names and APIs one reconcile of one Rollout uses.
+struct Scope<'a> {
+    rollout: &'a Rollout,
+    name: String,
+    namespace: String,
+    ctx: &'a Context,
+}
+
+impl Scope<'_> {
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.ctx.client.clone(), &self.namespace)
+    }
+}
+
+/// One reconcile of a Rollout, behind the `vigil.dev/traffic` finalizer.
+pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = rollout.name_any();
+    let namespace = rollout.namespace().unwrap_or_default();
+    let span = tracing::info_span!("reconcile", rollout = %name, namespace = %namespace);
+    async move {
+        ctx.metrics.reconciles.inc();
+        let started = Instant::now();
+        let result = super::catch_reconcile_panic(reconcile_inner(rollout, &ctx))
+            .await
+            .unwrap_or_else(|message| {
+                tracing::error!(%message, "rollout reconcile panicked");
+                Err(Error::ReconcilePanicked { message })
+            });
+        ctx.metrics
+            .reconcile_duration
+            .observe(started.elapsed().as_secs_f64());
+        if result.is_ok() {
+            ctx.backoff.succeeded(&format!("{namespace}/{name}"));
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+async fn reconcile_inner(rollout: Arc<Rollout>, ctx: &Context) -> Result<Action, Error> {
+    let namespace = rollout.namespace().ok_or(Error::MissingObjectKey {
+        key: "metadata.namespace",
+    })?;
+    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &namespace);
+    if rollout.meta().deletion_timestamp.is_none()
+        && !rollout.finalizers().iter().any(|f| f == FINALIZER)
+    {
+        return add_finalizer(&api, &rollout).await;
+    }
+    finalizer(&api, FINALIZER, rollout, |event| async {
+        match event {
+            Finalizer::Apply(rollout) => apply(&rollout, ctx).await,
+            Finalizer::Cleanup(rollout) => cleanup(&rollout, ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Adds `vigil.dev/traffic` with a JSON patch guarded by the observed resourceVersion (kube's
+/// finalizer helper tests `/metadata/finalizers` against null instead, which some API servers
+/// reject when the field is absent). The watch event of the change triggers the next
+/// reconcile.
+async fn add_finalizer(api: &Api<Rollout>, rollout: &Rollout) -> Result<Action, Error> {
+    let name = rollout.name_any();
+    use json_patch::jsonptr::PointerBuf;
+    use json_patch::{AddOperation, PatchOperation, TestOperation};
+    let guard = PatchOperation::Test(TestOperation {
+        path: PointerBuf::from_tokens(["metadata", "resourceVersion"]),
+        value: json!(rollout.resource_version()),
+    });
+    let add = if rollout.meta().finalizers.is_none() {
+        AddOperation {
+            path: PointerBuf::from_tokens(["metadata", "finalizers"]),
+            value: json!([FINALIZER]),
+        }
+    } else {
+        AddOperation {
+            path: PointerBuf::from_tokens(["metadata", "finalizers", "-"]),
+            value: json!(FINALIZER),
+        }
+    };
+    let patch = json_patch::Patch(vec![guard, PatchOperation::Add(add)]);
+    match api.patch(&name, &params(), &Patch::Json::<()>(patch)).await {
+        Ok(_) => Ok(Action::await_change()),
+        // Changed meanwhile (a 409, or the test op failing with 422): look again.
+        Err(kube::Error::Api(status)) if status.is_conflict() || status.is_invalid() => {
+            Ok(Action::requeue(RETRY_CONFLICT))
+        }
+        Err(source) => Err(Error::Finalizer(Box::new(finalizer::Error::AddFinalizer(
+            source,
+        )))),
+    }
+}
+
+async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
+    let now = ctx.clock.now();
+    let scope = Scope {
+        rollout,
+        name: rollout.name_any(),
+        namespace: rollout.namespace().unwrap_or_default(),
+        ctx,
+    };
+    let router = Router::of(rollout, &ctx.client, &scope.namespace);
+    let mut platform = KubeRollout {
+        scope,
+        router,
+        seen: None,
+        waiting_for_templates: false,
+        held: None,
+    };
+    let reconciled = match reconcile_once(&mut platform, now).await {
+        Ok(reconciled) => reconciled,
+        Err(Error::PrepareAnalysis { problem, source }) => {
+            // The analysis cannot start: hold with the problem in status (as any invalid
+            // spec); a template change wakes this Rollout, and it looks again later anyway.
+            warn!(path = %problem.path, error = %source, "analysis cannot start; holding");
+            platform.held = Some(problem);
+            let held = reconcile_once(&mut platform, now).await?;
+            return Ok(held
+                .recorded
+                .unwrap_or(Action::requeue(RECHECK_HELD_ANALYSIS)));
+        }
+        Err(error) => return Err(error),
+    };
+    if let Some(retry) = reconciled.recorded {
+        return Ok(retry);
+    }
+    Ok(next_action(
+        now,
+        &reconciled.decision,
+        reconciled.acted,
+        platform.waiting_for_templates,
+    ))
+}
+
+/// When to look at a reconciled Rollout again.
+fn next_action(
+    now: Timestamp,
+    decision: &Decision,
+    acted: bool,
+    waiting_for_templates: bool,
+) -> Action {
+    let mut after = decision.requeue_at.map(|at| until(now, at));
+    if acted {
+        after = Some(after.map_or(RECHECK_AFTER_ACTING, |a| a.min(RECHECK_AFTER_ACTING)));
+    }
+    if waiting_for_templates {
+        after = Some(after.map_or(RECHECK_HELD_ANALYSIS, |a| a.min(RECHECK_HELD_ANALYSIS)));
+    }
+    let settled = matches!(
+        decision.status.phase,
+        Some(RolloutPhase::Healthy | RolloutPhase::Degraded | RolloutPhase::Aborted)
+    );
+    match after {
+        Some(delay) => Action::requeue(delay),
+        None if settled => Action::await_change(),
+        None => Action::requeue(RESYNC),
+    }
+}
+
+/// Writes `decision.status` when it differs from `status` (the one observed). Returns the
+/// action to take instead of going on when the write conflicted with another writer.
+async fn record(
+    scope: &Scope<'_>,
+    status: &RolloutStatus,
+    decision: &Decision,
+) -> Result<Option<Action>, Error> {
+    let ctx = scope.ctx;
+    let key = format!("{}/{}", scope.namespace, scope.name);
+    let phase = |p: Option<RolloutPhase>| p.map(|p| format!("{p:?}"));
+    let (before, after) = (phase(status.phase), phase(decision.status.phase));
+    if decision.status == *status {
+        ctx.metrics.rollout_phase(&key, before.as_deref());
+        return Ok(None);
+    }
+    let mut next = scope.rollout.clone();
+    next.status = Some(decision.status.clone());
+    // Keep the server's field ownership as it is; resourceVersion stays the observed one,
+    // so a request the CLI wrote meanwhile makes this write conflict instead of vanish.
+    next.metadata.managed_fields = None;
+    match scope
+        .api::<Rollout>()
+        .replace_status(&scope.name, &post_params(), &next)
+        .await
+    {
+        Ok(_) => {}
+        Err(error) if conflict(&error) => {
+            debug!("status changed since it was read; observing again");
+            ctx.metrics.reconcile_failed("status_conflict");
+            return Ok(Some(Action::requeue(RETRY_CONFLICT)));
+        }
+        Err(source) => {
+            return Err(Error::ReplaceStatus {
+                rollout: scope.name.clone(),
+                source,
+            });
+        }
+    }
+    ctx.metrics.rollout_phase(&key, after.as_deref());
+    if before != after {
+        let (from, to) = (
+            before.as_deref().unwrap_or("None"),
+            after.as_deref().unwrap_or("None"),
+        );
+        ctx.metrics.phase_changed(from, to);
+        info!(
+            from,
+            to,
+            message = decision.status.message.as_deref().unwrap_or(""),
+            "phase changed"
+        );
+    }
+    Ok(None)
+}
+
+/// How long from `now` until `at`, at least [`MIN_REQUEUE`] so nothing spins.
+fn until(now: Timestamp, at: Timestamp) -> Duration {
+    Duration::try_from(at.duration_since(now))
+        .unwrap_or(Duration::ZERO)
+        .max(MIN_REQUEUE)
+}
+
+/// A Rollout being deleted mid-way: traffic back to the stable version (weight 0, both
+/// Services on the stable revision). The HTTPRoute and Services belong to the user, so
+/// owner-reference garbage collection would leave them pointing at pods about to vanish.
+async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
+    let scope = Scope {
+        rollout,
+        name: rollout.name_any(),
+        namespace: rollout.namespace().unwrap_or_default(),
+        ctx,
+    };
+    ctx.metrics
+        .rollout_phase(&format!("{}/{}", scope.namespace, scope.name), None);
+    let status = rollout.status.clone().unwrap_or_default();
+    let Some(stable) = status.stable_revision.as_deref() else {
+        return Ok(Action::await_change());
+    };
+    let router = Router::of(rollout, &ctx.client, &scope.namespace);
+    match router.set(0).await {
+        Ok(()) => {}
+        // The route is gone too (namespace deletion): nothing to return.
+        Err(TrafficError::GetRoute { source, .. }) if not_found(&source) => {}
+        Err(source) => {
+            return Err(Error::SetWeight {
+                rollout: scope.name.clone(),
+                weight: 0,
+                source,
+            });
+        }
+    }
+    let strategy = &rollout.spec.strategy.canary;
+    for service in [&strategy.stable_service, &strategy.canary_service]
+        .into_iter()
+        .flatten()
+    {
+        match point_service(&scope, service, stable).await {
+            Err(Error::PatchService { source, .. }) if not_found(&source) => {}
+            other => other?,
+        }
+    }
+    info!(
+        stable,
+        "traffic returned to the stable revision before deletion"
+    );
+    Ok(Action::await_change())
+}
+
+/// What to do after a failed reconcile: an invalid spec waits for a change; anything else
+/// retries with a per-object exponential backoff.
+pub fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> Action {
+    let name = rollout.name_any();
+    let namespace = rollout.namespace().unwrap_or_default();
+    ctx.metrics.reconcile_failed(error.category());
+    if error.is_invalid_spec() {
+        warn!(rollout = %name, %namespace, %error, category = error.category(), "invalid spec; waiting for a change");
+        return Action::await_change();
+    }
+    let delay = ctx.backoff.failed(&format!("{namespace}/{name}"));
+    warn!(rollout = %name, %namespace, %error, category = error.category(), retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Runs the Rollout controller until `shutdown` resolves. Rollouts in `namespace` (all when
+/// `None`); their ReplicaSets and AnalysisRuns (labelled `vigil.dev/rollout`) trigger
+/// reconciles of their owner.
+pub async fn run(
+    ctx: Arc<Context>,
+    watch: &super::WatchScope,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = &ctx.client;
+    let rollouts: Api<Rollout> = watch.api(client);
+    let replica_sets: Api<ReplicaSet> = watch.api(client);
+    let runs: Api<AnalysisRun> = watch.api(client);
+    let templates: Api<AnalysisTemplate> = watch.api(client);
+    let cluster_templates: Api<ClusterAnalysisTemplate> = Api::all(client.clone());
+    // Children carry their Rollout's labels, so a shard watches only its own (children
+    // created before they did are still read, but do not wake their Rollout).
+    let children = watcher::Config::default().labels(&match &watch.selector {
+        Some(selector) => format!("{ROLLOUT_LABEL},{selector}"),
+        None => ROLLOUT_LABEL.to_owned(),
+    });
+    let controller = Controller::new(rollouts, watch.watcher_config());
+    let (by_template, by_cluster_template) = (controller.store(), controller.store());
+    controller
+        .owns(replica_sets, children.clone())
+        .owns(runs, children)
+        // A template created or fixed wakes the Rollouts whose analysis waits for it at once.
+        .watches(templates, watcher::Config::default(), move |template| {
+            rollouts_using(
+                &by_template,
+                template.namespace().as_deref(),
+                &template.name_any(),
+            )
+        })
+        .watches(
+            cluster_templates,
+            watcher::Config::default(),
+            move |template| rollouts_using(&by_cluster_template, None, &template.name_any()),
+        )
+        .with_config(Config::default().concurrency(watch.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                debug!(%error, "rollout controller");
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::reflector;
+    use serde_json::json;
+
+    use super::*;
+
+    fn rollout(namespace: &str, name: &str, templates: serde_json::Value) -> Rollout {
+        serde_json::from_value(json!({
+            "apiVersion": "vigil.dev/v1alpha1",
+            "kind": "Rollout",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}}},
+                "strategy": {"canary": {"steps": [
+                    {"setWeight": 20},
+                    {"analysis": {"templates": templates}}
+                ]}}
+            }
+        }))
+        .expect("rollout")
+    }
+
+    #[test]
+    fn a_template_wakes_only_the_rollouts_that_use_it() {
+        let (store, mut writer) = reflector::store::<Rollout>();
+        for rollout in [
+            rollout("shop", "checkout", json!([{"templateName": "errors"}])),
+            rollout("shop", "cart", json!([{"templateName": "latency"}])),
+            rollout("bank", "ledger", json!([{"templateName": "errors"}])),
+            rollout(
+                "bank",
+                "audit",
+                json!([{"templateName": "errors", "clusterScope": true}]),
+            ),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(rollout));
+        }
+        let names = |refs: Vec<ObjectRef<Rollout>>| {
+            let mut names: Vec<String> = refs.into_iter().map(|r| r.name).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            names(rollouts_using(&store, Some("shop"), "errors")),
+            ["checkout"]
+        );
+        assert_eq!(
+            names(rollouts_using(&store, None, "errors")),
+            ["audit"],
+            "a ClusterAnalysisTemplate wakes only cluster-scoped references"
+        );
+        assert!(rollouts_using(&store, Some("shop"), "unused").is_empty());
+    }
+
+    #[test]
+    fn references_to_templates_that_do_not_exist_are_spec_problems_at_their_fields() {
+        let (namespaced, mut writer) = reflector::store::<AnalysisTemplate>();
+        let (cluster, mut cluster_writer) = reflector::store::<ClusterAnalysisTemplate>();
+        let mut errors = AnalysisTemplate::new("errors", Default::default());
+        errors.metadata.namespace = Some("shop".into());
+        writer.apply_watcher_event(&watcher::Event::Apply(errors));
+        cluster_writer.apply_watcher_event(&watcher::Event::Apply(ClusterAnalysisTemplate::new(
+            "latency",
+            Default::default(),
+        )));
+        let index = TemplateIndex {
+            namespaced,
+            cluster,
+        };
+        let rollout = rollout(
+            "shop",
+            "web",
+            json!([
+                {"templateName": "errors"},
+                {"templateName": "latency", "clusterScope": true},
+                {"templateName": "latency"},
+                {"templateName": "errors", "clusterScope": true}
+            ]),
+        );
+        let problems = missing_templates(&rollout, "shop", &index);
+        let found: Vec<(&str, &str)> = problems
+            .iter()
+            .map(|p| (p.path.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "spec.strategy.canary.steps[1].analysis.templates[2].templateName",
+                    "AnalysisTemplate \"latency\" does not exist in namespace \"shop\""
+                ),
+                (
+                    "spec.strategy.canary.steps[1].analysis.templates[3].templateName",
+                    "ClusterAnalysisTemplate \"errors\" does not exist"
+                ),
+            ]
+        );
+        // The same template in another namespace is not this one.
+        assert_eq!(missing_templates(&rollout, "bank", &index).len(), 3);
+    }
+}

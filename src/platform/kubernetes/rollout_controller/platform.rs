@@ -1,0 +1,132 @@
+//! The controller as a [`Platform`]: observe (read the Rollout's children, then the
+//! dereference step), execute one effect, record the status.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Error> {
+    let selector = ListParams::default().labels(&format!(
+        "{ROLLOUT_LABEL}={}",
+        rollout_label_value(&scope.name)
+    ));
+    let replica_sets = scope
+        .api::<ReplicaSet>()
+        .list(&selector)
+        .await
+        .map_err(|source| Error::ListReplicaSets {
+            rollout: scope.name.clone(),
+            source,
+        })?
+        .items;
+    let canary = &scope.rollout.spec.strategy.canary;
+    let services: Api<Service> = scope.api();
+    let get_service = |name: Option<String>| {
+        let services = services.clone();
+        async move {
+            let Some(name) = name else { return Ok(None) };
+            services
+                .get_opt(&name)
+                .await
+                .map_err(|source| Error::GetService {
+                    service: name,
+                    source,
+                })
+        }
+    };
+    let stable_service = get_service(canary.stable_service.clone()).await?;
+    let canary_service = get_service(canary.canary_service.clone()).await?;
+    // An unreadable router is "weight unknown": a setWeight step waits, an abort still acts.
+    let router_canary_weight = router.read().await.unwrap_or_else(|error| {
+        warn!(%error, "cannot read the router's weight");
+        None
+    });
+    let analysis_runs = scope
+        .api::<AnalysisRun>()
+        .list(&selector)
+        .await
+        .map_err(|source| Error::ListAnalysisRuns {
+            rollout: scope.name.clone(),
+            source,
+        })?
+        .items;
+    Ok(Seen {
+        replica_sets,
+        stable_service,
+        canary_service,
+        router_canary_weight,
+        analysis_runs,
+    })
+}
+
+/// One Rollout of the controller as a [`Platform`] for the shared [`reconcile_once`].
+pub(super) struct KubeRollout<'a> {
+    pub(super) scope: Scope<'a>,
+    pub(super) router: Router,
+    /// What was read, once per reconcile (a held analysis reconciles again without reading).
+    pub(super) seen: Option<(Seen, Observation)>,
+    /// The references to templates the cache does not have (a template event may reach the
+    /// controller before its cache has it: look again soon).
+    pub(super) waiting_for_templates: bool,
+    /// An analysis that cannot start, found while acting: hold with it, emitting events only.
+    pub(super) held: Option<SpecProblem>,
+}
+
+impl Platform for KubeRollout<'_> {
+    type Error = Error;
+    /// `Some` when the status write conflicted: the action to take instead of going on.
+    type Recorded = Option<Action>;
+
+    async fn observe(&mut self) -> Result<Observed, Error> {
+        let rollout = self.scope.rollout;
+        if self.seen.is_none() {
+            let seen = read(&self.scope, &self.router).await?;
+            let mut observation = observation(rollout, &seen);
+            // The dereference step: templates from the reflector cache.
+            let missing = self
+                .scope
+                .ctx
+                .templates
+                .as_ref()
+                .map(|index| missing_templates(rollout, &self.scope.namespace, index))
+                .unwrap_or_default();
+            self.waiting_for_templates = !missing.is_empty();
+            observation.spec_problems.extend(missing);
+            self.seen = Some((seen, observation));
+        }
+        let mut observation = self
+            .seen
+            .as_ref()
+            .map(|(_, o)| o.clone())
+            .unwrap_or_default();
+        observation.spec_problems.extend(self.held.clone());
+        Ok(Observed {
+            spec: rollout.spec.clone(),
+            status: rollout.status.clone().unwrap_or_default(),
+            observation,
+        })
+    }
+
+    async fn execute(&mut self, effect: &Effect) -> Result<bool, Error> {
+        // Holding moves nothing: only the events of the held decision.
+        if self.held.is_some() && !matches!(effect, Effect::Event { .. }) {
+            return Ok(false);
+        }
+        let seen = self.seen.as_ref().map(|(seen, _)| seen);
+        let empty = Seen::default();
+        act(
+            &self.scope,
+            &self.router,
+            seen.unwrap_or(&empty),
+            std::slice::from_ref(effect),
+        )
+        .await
+    }
+
+    async fn record(
+        &mut self,
+        observed: &RolloutStatus,
+        decision: &Decision,
+    ) -> Result<Option<Action>, Error> {
+        record(&self.scope, observed, decision).await
+    }
+}

@@ -1,0 +1,441 @@
+//! The engine as a [`Platform`] for the shared loop: observe (processes, the proxy's routing,
+//! runs, and the dereference step: templates from the loaded ones, arguments resolved),
+//! execute one effect, record the status.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// Why an effect could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ActError {
+    /// Starting, scaling or stopping processes failed.
+    #[error("{0}")]
+    Process(SupervisorError),
+    /// The proxy refused the routing.
+    #[error("{0}")]
+    Route(ProxyError),
+    /// The state directory failed.
+    #[error("{0}")]
+    Record(StateError),
+    /// A revision must be started but its pod template is not known.
+    #[error("failed to start revision {revision}: its pod template is not known any more")]
+    FindTemplate { revision: String },
+}
+
+/// One Rollout of the engine as a [`Platform`] for the shared [`reconcile_once`].
+pub(super) struct LocalRollout<'e> {
+    pub(super) engine: &'e mut Engine,
+    pub(super) managed: &'e mut Managed,
+    pub(super) now: Timestamp,
+}
+
+impl Platform for LocalRollout<'_> {
+    type Error = ActError;
+    type Recorded = ();
+
+    async fn observe(&mut self) -> Result<Observed, ActError> {
+        Ok(Observed {
+            spec: local_spec(&self.managed.spec),
+            status: self.managed.status.clone(),
+            observation: self.engine.observe(self.managed),
+        })
+    }
+
+    async fn execute(&mut self, effect: &Effect) -> Result<bool, ActError> {
+        self.engine.execute(self.managed, effect, self.now).await?;
+        Ok(!matches!(effect, Effect::Event { .. }))
+    }
+
+    async fn record(&mut self, _: &RolloutStatus, decision: &Decision) -> Result<(), ActError> {
+        let mut status = decision.status.clone();
+        self.engine.explain_revisions(self.managed, &mut status);
+        if status == self.managed.status {
+            return Ok(());
+        }
+        log_transition(&self.managed.name, &self.managed.status, &status);
+        self.managed.status = status;
+        self.engine
+            .state
+            .save(
+                &format!("{}.status", self.managed.name),
+                &self.managed.status,
+            )
+            .map_err(ActError::Record)
+    }
+}
+
+/// The spec as the local platform reads it: the proxy is both the stable and the canary
+/// service (it routes by revision), so both are always "configured", whatever the spec names.
+pub(super) fn local_spec(spec: &RolloutSpec) -> RolloutSpec {
+    let mut spec = spec.clone();
+    let canary = &mut spec.strategy.canary;
+    canary
+        .stable_service
+        .get_or_insert_with(|| "stable".to_owned());
+    canary
+        .canary_service
+        .get_or_insert_with(|| "canary".to_owned());
+    spec
+}
+
+impl Engine {
+    /// Appends to the message why a revision's processes are not ready (a command that does
+    /// not exist, a crash), which the state machine cannot know.
+    pub(super) fn explain_revisions(&self, managed: &Managed, status: &mut RolloutStatus) {
+        let processes = self.supervisor.status();
+        let mut notes = Vec::new();
+        for revision in [&status.canary_revision, &status.stable_revision]
+            .into_iter()
+            .flatten()
+        {
+            let Some(seen) = processes.get(&supervisor_key(&managed.name, revision)) else {
+                continue;
+            };
+            if seen.ready < seen.desired
+                && let Some(error) = &seen.last_error
+            {
+                notes.push(format!(
+                    "revision {revision}: {}/{} ready: {error}",
+                    seen.ready, seen.desired
+                ));
+            }
+        }
+        if notes.is_empty() {
+            return;
+        }
+        let note = notes.join("; ");
+        status.message = Some(match status.message.take() {
+            Some(message) if !message.is_empty() => format!("{message}; {note}"),
+            _ => note,
+        });
+    }
+
+    pub(super) fn observe(&self, managed: &Managed) -> Observation {
+        let prefix = format!("{}-", managed.name);
+        let revisions = self
+            .supervisor
+            .status()
+            .into_values()
+            .filter_map(|seen| {
+                let revision = seen.revision.strip_prefix(&prefix)?.to_owned();
+                Some(RevisionObservation {
+                    created_at: managed.created_at.get(&revision).copied(),
+                    revision,
+                    replicas: seen.desired as i32,
+                    ready_replicas: seen.ready as i32,
+                })
+            })
+            .collect();
+        let routing = managed.proxy.current();
+        let analysis_runs = self
+            .runs
+            .iter()
+            .filter(|(_, run)| run.rollout == managed.name)
+            .map(|(name, run)| AnalysisRunSummary::of(name, &run.status))
+            .collect();
+        let spec_problems = self.analysis_problems(&managed.name, &managed.spec);
+        Observation {
+            rollout_name: managed.name.clone(),
+            generation: Some(managed.generation),
+            desired_revision: template_hash(&managed.spec.template),
+            revisions,
+            router_canary_weight: Some(i32::from(routing.canary_weight)),
+            services: ServiceSelection {
+                stable: routing.stable.map(|b| b.revision),
+                canary: routing.canary.map(|b| b.revision),
+            },
+            analysis_runs,
+            spec_problems,
+        }
+    }
+
+    /// What would keep an analysis of `spec` from starting, found before any traffic moves:
+    /// a template not given to `vigil run`, or templates and arguments that do not make a run
+    /// (an undeclared or unresolvable argument, metrics that clash).
+    pub(super) fn analysis_problems(&self, rollout: &str, spec: &RolloutSpec) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for analysis in crate::rollout::declared_analyses(spec) {
+            let missing = analysis.missing_templates(
+                |t| self.templates.contains_key(&t.template_name),
+                |t| {
+                    format!(
+                        "AnalysisTemplate {:?} was not given to vigil run (pass its file too)",
+                        t.template_name
+                    )
+                },
+            );
+            if !missing.is_empty() {
+                problems.extend(missing);
+                continue;
+            }
+            let names: Vec<String> = analysis
+                .templates
+                .iter()
+                .map(|t| t.template_name.clone())
+                .collect();
+            // The revisions are not known yet; any value stands in for them here.
+            if let Err(message) = self.run_spec(rollout, &names, analysis.args, "stable", "canary")
+            {
+                problems.push(Problem {
+                    path: analysis.kind.path(),
+                    message,
+                });
+            }
+        }
+        problems
+    }
+
+    /// The spec of a run of `templates` with `args` for the given revisions.
+    pub(super) fn run_spec(
+        &self,
+        rollout: &str,
+        templates: &[String],
+        args: &[Argument],
+        stable: &str,
+        canary: &str,
+    ) -> Result<AnalysisRunSpec, String> {
+        let mut chosen = Vec::new();
+        for name in templates {
+            match self.templates.get(name) {
+                Some(template) => chosen.push((name.clone(), template.clone())),
+                None => {
+                    return Err(format!(
+                        "AnalysisTemplate {name:?} was not given to vigil run"
+                    ));
+                }
+            }
+        }
+        // There is no namespace locally: a template's own default (usually `.*`) applies.
+        let mut given: Vec<Argument> = builtin_args(rollout, "", stable, canary)
+            .into_iter()
+            .filter(|a| a.name != "namespace")
+            .collect();
+        given.extend(args.iter().cloned());
+        instantiate(&chosen, &given).map_err(|error| error.to_string())
+    }
+
+    pub(super) async fn execute(
+        &mut self,
+        managed: &mut Managed,
+        effect: &Effect,
+        now: Timestamp,
+    ) -> Result<(), ActError> {
+        match effect {
+            Effect::ScaleRevision { revision, replicas } => {
+                self.scale(managed, revision, *replicas, now).await
+            }
+            Effect::SetWeight { canary_weight } => {
+                managed.weight = (*canary_weight).clamp(0, 100) as u8;
+                self.apply_routing(managed).map_err(ActError::Route)
+            }
+            Effect::PointServices { stable, canary } => {
+                if let Some(stable) = stable {
+                    managed.stable_service = Some(stable.clone());
+                }
+                if let Some(canary) = canary {
+                    managed.canary_service = Some(canary.clone());
+                }
+                self.apply_routing(managed).map_err(ActError::Route)
+            }
+            Effect::CreateAnalysisRun {
+                name,
+                templates,
+                args,
+                stable_revision,
+                canary_revision,
+                ..
+            } => {
+                if !self.runs.contains_key(name) {
+                    let refs: Vec<String> =
+                        templates.iter().map(|t| t.template_name.clone()).collect();
+                    let run = self.create_run(
+                        &managed.name,
+                        &refs,
+                        args,
+                        stable_revision,
+                        canary_revision,
+                        now,
+                    );
+                    tracing::info!(rollout = %managed.name, run = %name, templates = ?refs, "analysis run created");
+                    save_run(&self.state, name, &run);
+                    self.runs.insert(name.clone(), run);
+                }
+                Ok(())
+            }
+            Effect::TerminateAnalysisRun { name } => {
+                if let Some(run) = self.runs.get_mut(name)
+                    && !run.spec.terminate
+                {
+                    run.spec.terminate = true;
+                    if run.next_at.is_some() {
+                        run.next_at = Some(now);
+                    }
+                    save_run(&self.state, name, run);
+                }
+                Ok(())
+            }
+            Effect::DeleteRevision { revision } => {
+                match self
+                    .supervisor
+                    .stop_revision(&supervisor_key(&managed.name, revision))
+                    .await
+                {
+                    Ok(()) | Err(SupervisorError::UnknownRevision { .. }) => {}
+                    Err(source) => return Err(ActError::Process(source)),
+                }
+                managed.created_at.remove(revision);
+                if *revision != template_hash(&managed.spec.template) {
+                    managed.revisions.remove(revision);
+                }
+                store_rollout(&self.state, managed).map_err(ActError::Record)
+            }
+            Effect::Event {
+                type_,
+                reason,
+                message,
+            } => {
+                let type_ = match type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                };
+                tracing::info!(rollout = %managed.name, type_, %reason, %message, "event");
+                managed.events.push(EventRecord {
+                    time: now,
+                    type_: type_.to_owned(),
+                    reason: reason.clone(),
+                    message: message.clone(),
+                });
+                if managed.events.len() > EVENTS_KEPT {
+                    let excess = managed.events.len() - EVENTS_KEPT;
+                    managed.events.drain(..excess);
+                }
+                self.state
+                    .save(&format!("{}.events", managed.name), &managed.events)
+                    .map_err(ActError::Record)
+            }
+        }
+    }
+
+    pub(super) async fn scale(
+        &mut self,
+        managed: &mut Managed,
+        revision: &str,
+        replicas: i32,
+        now: Timestamp,
+    ) -> Result<(), ActError> {
+        let key = supervisor_key(&managed.name, revision);
+        let replicas = replicas.max(0) as u32;
+        if let Some(seen) = self.supervisor.status().get(&key) {
+            if seen.desired != replicas {
+                self.supervisor
+                    .scale_revision(&key, replicas)
+                    .await
+                    .map_err(ActError::Process)?;
+            }
+            return Ok(());
+        }
+        if replicas == 0 {
+            return Ok(());
+        }
+        let template = managed
+            .revisions
+            .get(revision)
+            .ok_or_else(|| ActError::FindTemplate {
+                revision: revision.to_owned(),
+            })?;
+        let spec = ProcessSpec::from_pod_template(template).map_err(ActError::Process)?;
+        managed.created_at.entry(revision.to_owned()).or_insert(now);
+        match self.supervisor.start_revision(&key, spec, replicas).await {
+            Ok(()) => Ok(()),
+            // The revision stays registered and keeps retrying with backoff (the binary may
+            // appear later); the status message names the command while it is not ready.
+            Err(error @ SupervisorError::SpawnProcess { .. }) => {
+                tracing::warn!(rollout = %managed.name, %revision, %error, "revision not started");
+                Ok(())
+            }
+            Err(error) => Err(ActError::Process(error)),
+        }
+    }
+
+    pub(super) fn create_run(
+        &self,
+        rollout: &str,
+        templates: &[String],
+        args: &[Argument],
+        stable: &str,
+        canary: &str,
+        now: Timestamp,
+    ) -> RunEntry {
+        let failed = |spec: AnalysisRunSpec, reason: String| RunEntry {
+            rollout: rollout.to_owned(),
+            spec,
+            status: errored_status(&AnalysisRunStatus::default(), reason.clone(), now),
+            clients: Err(reason),
+            next_at: None,
+        };
+        let spec = match self.run_spec(rollout, templates, args, stable, canary) {
+            Ok(spec) => spec,
+            Err(reason) => return failed(AnalysisRunSpec::default(), reason),
+        };
+        match clients_for(
+            &spec,
+            self.config.prometheus.as_ref(),
+            &NoSecrets,
+            &self.limiter,
+        ) {
+            Ok(clients) => RunEntry {
+                rollout: rollout.to_owned(),
+                spec,
+                status: AnalysisRunStatus::default(),
+                clients: Ok(clients),
+                next_at: Some(now),
+            },
+            Err(error) => failed(spec, error.to_string()),
+        }
+    }
+
+    /// Points the proxy at the ready processes of the revisions the local "services" select,
+    /// with the weight as set; does nothing when that is already what it does.
+    pub(super) fn apply_routing(&self, managed: &mut Managed) -> Result<(), ProxyError> {
+        let Some(stable) = &managed.stable_service else {
+            return Ok(());
+        };
+        let processes = self.supervisor.status();
+        let backend = |revision: &String| Backend {
+            revision: revision.clone(),
+            addrs: processes
+                .get(&supervisor_key(&managed.name, revision))
+                .map(|seen| seen.addrs.clone())
+                .unwrap_or_default(),
+        };
+        let wanted = routing_for(
+            backend(stable),
+            managed.canary_service.as_ref().map(backend),
+            managed.weight,
+        );
+        if managed.proxy.current() != wanted {
+            let RoutingState {
+                stable,
+                canary,
+                canary_weight,
+            } = wanted;
+            if let Some(stable) = stable {
+                managed.proxy.set_backends(stable, canary, canary_weight)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The routing the proxy should have: the canary gets its weight only once it has a ready
+/// replica. Until then (a fresh canary, or every process restarting after the engine was
+/// killed) its share goes to stable, so the canary is never charged with the 502s of a
+/// revision that is not up yet; the rollout sees weight 0 and its step waits.
+pub(super) fn routing_for(stable: Backend, canary: Option<Backend>, weight: u8) -> RoutingState {
+    let canary_ready = canary.as_ref().is_some_and(|c| !c.addrs.is_empty());
+    RoutingState {
+        stable: Some(stable),
+        canary,
+        canary_weight: if canary_ready { weight } else { 0 },
+    }
+}
