@@ -88,5 +88,18 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Parses PromQL, turning a panic of the parser into an error. promql-parser panics on some
+/// inputs a template or an argument can write (`x offset Inf` converts an infinite float into
+/// a `Duration`); a hostile query must be a problem in the template, never a crashed linter or
+/// reconcile. The parser holds no shared state, so unwinding out of it is safe.
+pub(crate) fn parse_promql(query: &str) -> Result<promql_parser::parser::Expr, String> {
+    std::panic::catch_unwind(|| promql_parser::parser::parse(query)).unwrap_or_else(|_| {
+        Err(
+            "the PromQL parser failed on it (an infinite or NaN duration, e.g. `offset Inf`?)"
+                .to_owned(),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests;

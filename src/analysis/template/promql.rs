@@ -49,7 +49,7 @@ fn neutral_query(
 /// Parses a query with neutral values for its placeholders. A bare placeholder may stand for a
 /// number or a name; up to 2^6 combinations are tried before giving up.
 fn parse_neutral(query: &str, refs: &[ArgRef], args: &[Argument]) -> Result<Expr, String> {
-    let first = promql_parser::parser::parse(&neutral_query(query, refs, args, |_| false));
+    let first = super::parse_promql(&neutral_query(query, refs, args, |_| false));
     let Err(error) = first else { return first };
     let bare = contexts(query, refs)
         .iter()
@@ -58,7 +58,7 @@ fn parse_neutral(query: &str, refs: &[ArgRef], args: &[Argument]) -> Result<Expr
         .min(6);
     for mask in 1u32..(1 << bare) {
         let text = neutral_query(query, refs, args, |n| n < 32 && mask & (1 << n) != 0);
-        if let Ok(expr) = promql_parser::parser::parse(&text) {
+        if let Ok(expr) = super::parse_promql(&text) {
             return Ok(expr);
         }
     }

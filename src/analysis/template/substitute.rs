@@ -259,6 +259,15 @@ pub(super) fn check_bare(query: &str, r: &ArgRef, value: &str) -> Result<Token, 
             "{value:?} is outside a quoted string, where a value must be exactly one token: a name (`http_requests_total`), an unsigned number (`0.95`) or a duration (`5m`); quote the placeholder in the query if it is a label value"
         ));
     };
+    let preceding = query[..r.start].trim_end();
+    let after_offset = preceding
+        .strip_suffix("offset")
+        .is_some_and(|rest| !rest.bytes().last().is_some_and(is_ident_byte));
+    if (preceding.ends_with('[') || after_offset) && token == Token::Name {
+        return Err(format!(
+            "{value:?} stands where PromQL expects a duration (a range or an offset), e.g. 5m"
+        ));
+    }
     let before = query.as_bytes()[..r.start].last().copied();
     let after = query.as_bytes().get(r.end).copied();
     let standalone = !before.is_some_and(is_ident_byte) && !after.is_some_and(is_ident_byte);
@@ -353,7 +362,7 @@ fn check_same_shape(
     neutral: &str,
     refs: &[ArgRef],
 ) -> Result<(), TemplateError> {
-    let Ok(neutral_ast) = promql_parser::parser::parse(neutral) else {
+    let Ok(neutral_ast) = super::parse_promql(neutral) else {
         return Ok(());
     };
     let name = || {
@@ -364,7 +373,7 @@ fn check_same_shape(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    match promql_parser::parser::parse(substituted) {
+    match super::parse_promql(substituted) {
         Ok(ast) if shape(&ast) == shape(&neutral_ast) => Ok(()),
         Ok(_) => Err(TemplateError::SubstituteArg {
             name: name(),

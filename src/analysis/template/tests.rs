@@ -728,3 +728,19 @@ fn a_regex_argument_dot_star_matches_literally() {
         Ok(r#"x{ns=".*"}"#.to_owned())
     );
 }
+
+#[test]
+fn a_query_with_offset_inf_is_a_problem_not_a_panic() {
+    // promql-parser panics converting an infinite offset into a Duration.
+    let problems = validate_template(&template(vec![threshold_metric(
+        "m",
+        "sum(x offset Inf)",
+        "result < 1",
+    )]));
+    let found = at(&problems, "spec.metrics[0].provider.prometheus.query");
+    assert_eq!(found.len(), 1, "{problems:#?}");
+    assert!(found[0].starts_with("PromQL does not parse"), "{found:?}");
+    // Through an argument: refused, not a panic.
+    let err = substitute("x offset {{args.w}}", &args(&[("w", "Inf")])).expect_err("refused");
+    assert!(err.to_string().contains('w'), "{err}");
+}
