@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
 use crate::analysis::template::validate::{check_args, check_duration};
+use crate::api::duration::MAX_DURATION;
 use crate::api::{CanaryStep, RolloutSpec, TemplateRef};
 
 use super::SpecProblem;
@@ -76,6 +77,29 @@ fn check_counts(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
             problems.push(problem(format!("spec.{field}"), format!("{v} is negative")));
         }
     }
+    for (field, value) in [
+        (
+            "strategy.canary.abortScaleDownDelaySeconds",
+            spec.strategy.canary.abort_scale_down_delay_seconds,
+        ),
+        (
+            "strategy.canary.scaleDownDelaySeconds",
+            spec.strategy.canary.scale_down_delay_seconds,
+        ),
+        ("progressDeadlineSeconds", spec.progress_deadline_seconds),
+    ] {
+        if let Some(v) = value
+            && over_ceiling(v)
+        {
+            problems.push(problem(
+                format!("spec.{field}"),
+                format!(
+                    "{v} seconds is over the ceiling of {} seconds (MAX_DURATION, 30 days)",
+                    MAX_DURATION.as_secs()
+                ),
+            ));
+        }
+    }
     if let Some(deadline) = spec.progress_deadline_seconds
         && deadline < 1
     {
@@ -84,6 +108,11 @@ fn check_counts(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
             format!("{deadline}: the deadline must be at least 1 second"),
         ));
     }
+}
+
+/// A number of seconds longer than [`MAX_DURATION`], the ceiling of every duration field.
+fn over_ceiling(seconds: i32) -> bool {
+    u64::try_from(seconds).is_ok_and(|s| s > MAX_DURATION.as_secs())
 }
 
 /// The background analysis: templates, arguments, and a `startingStep` that is a step index.

@@ -217,3 +217,26 @@ fn pause_of_a_hundred_million_hours_is_refused() {
     let found = at(&problems, "spec.strategy.canary.steps[0].pause.duration");
     assert!(found[0].contains("MAX_DURATION"), "{problems:#?}");
 }
+
+#[test]
+fn delays_and_deadlines_of_sixty_eight_years_are_refused() {
+    let mut spec = rollout(vec![weight(50)]);
+    spec.progress_deadline_seconds = Some(i32::MAX);
+    spec.strategy.canary.scale_down_delay_seconds = Some(i32::MAX);
+    spec.strategy.canary.abort_scale_down_delay_seconds = Some(30 * 24 * 3600 + 1);
+    let problems = validate_spec(&spec);
+    for path in [
+        "spec.progressDeadlineSeconds",
+        "spec.strategy.canary.scaleDownDelaySeconds",
+        "spec.strategy.canary.abortScaleDownDelaySeconds",
+    ] {
+        let found = at(&problems, path);
+        assert_eq!(found.len(), 1, "{path}: {problems:#?}");
+        assert!(found[0].contains("MAX_DURATION"), "{path}: {found:?}");
+    }
+
+    spec.progress_deadline_seconds = Some(30 * 24 * 3600);
+    spec.strategy.canary.scale_down_delay_seconds = Some(30 * 24 * 3600);
+    spec.strategy.canary.abort_scale_down_delay_seconds = Some(0);
+    assert_eq!(validate_spec(&spec), vec![]);
+}
