@@ -282,13 +282,13 @@ pub fn run(args: &AnalyzeArgs) -> i32 {
         Ok(status) => {
             match args.output {
                 OutputFormat::Json => match serde_json::to_string_pretty(&status) {
-                    Ok(json) => println!("{json}"),
+                    Ok(json) => crate::outln!("{json}"),
                     Err(error) => {
                         eprintln!("vigil analyze: serialise the result: {error}");
                         return EXIT_ERROR;
                     }
                 },
-                OutputFormat::Table => print!("{}", render_table(&status)),
+                OutputFormat::Table => crate::cli::write_stdout(&render_table(&status)),
             }
             exit_code(status.phase)
         }

@@ -111,12 +111,12 @@ async fn demo() -> Result<(), DemoError> {
         .map_err(|e| DemoError::Prepare(format!("find the vigil binary: {e}")))?;
     let (listen, metrics) = (free_port()?, free_port()?);
     let metrics_addr = std::net::SocketAddr::from(([127, 0, 0, 1], metrics));
-    println!("vigil demo: a canary release on this machine, judged by a real Prometheus\n");
+    crate::outln!("vigil demo: a canary release on this machine, judged by a real Prometheus\n");
     let config = scrape_config("vigil-demo", &[metrics_addr]);
     let prometheus = tokio::task::spawn_blocking(move || Prometheus::start(&config))
         .await
         .map_err(|e| DemoError::Prepare(e.to_string()))??;
-    println!(
+    crate::outln!(
         "  prometheus   {} (scrapes the proxy's metrics every 1 s)",
         prometheus.url()
     );
@@ -138,9 +138,9 @@ async fn demo() -> Result<(), DemoError> {
         sources,
     )
     .await?;
-    println!("  proxy        http://127.0.0.1:{listen}/  (metrics on {metrics_addr})");
-    println!("  load         {LOAD_PER_SEC} requests/s through the proxy");
-    println!(
+    crate::outln!("  proxy        http://127.0.0.1:{listen}/  (metrics on {metrics_addr})");
+    crate::outln!("  load         {LOAD_PER_SEC} requests/s through the proxy");
+    crate::outln!(
         "  rollout      deploy/local-demo/rollout.yaml: 20% → analysis → 50% → analysis → 100%\n"
     );
     let outcome = tokio::select! {
@@ -162,7 +162,7 @@ async fn releases(
 ) -> Result<(), DemoError> {
     let clock = Clock(started);
     let client = reqwest::Client::new();
-    println!("== v1: the first version, deployed as stable");
+    crate::outln!("== v1: the first version, deployed as stable");
     let v1 = follow(engine, &clock, "v1 becoming Healthy", |v| {
         v.status.phase == Some(RolloutPhase::Healthy)
     })
@@ -177,7 +177,7 @@ async fn releases(
         },
     ));
 
-    println!("\n== v2: a healthy release");
+    crate::outln!("\n== v2: a healthy release");
     let v2_started = Instant::now();
     engine
         .apply(parse(&rollout(exe, listen, metrics, "--version, v2"))?)
@@ -190,7 +190,7 @@ async fn releases(
     .await?;
     let v2_took = v2_started.elapsed();
 
-    println!("\n== v3: 5% errors and 150 ms slower");
+    crate::outln!("\n== v3: 5% errors and 150 ms slower");
     let v3_started = Instant::now();
     engine
         .apply(parse(&rollout(
@@ -249,11 +249,11 @@ async fn releases(
     let _ = stop_load.send(());
     let load = load.await.ok().and_then(Result::ok);
 
-    println!("\n== summary");
+    crate::outln!("\n== summary");
     summarize(&v2, "v2", v2_took);
     summarize(&v3, "v3", v3_took);
     if let (Some(first), Some(back)) = (first_request, back_on_stable) {
-        println!(
+        crate::outln!(
             "  v3: {:.1} s from its first request to all traffic back on stable; it served {} \
              requests ({} errors)",
             back.duration_since(first).as_secs_f64(),
@@ -262,20 +262,20 @@ async fn releases(
         );
     }
     if let Some(stats) = load {
-        println!(
+        crate::outln!(
             "  load: {} requests sent, {} server errors, {} transport errors",
             stats.sent,
             stats.server_errors(),
             stats.transport_errors
         );
     }
-    println!("  the demo took {:.0} s", started.elapsed().as_secs_f64());
+    crate::outln!("  the demo took {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
 fn summarize(view: &RolloutView, label: &str, took: Duration) {
     let phase = view.status.phase.unwrap_or_default();
-    println!(
+    crate::outln!(
         "  {label} ({}): {phase:?} after {:.0} s — {}",
         view.desired_revision,
         took.as_secs_f64(),
@@ -287,13 +287,13 @@ fn summarize(view: &RolloutView, label: &str, took: Duration) {
         .filter(|r| r.name.contains(&view.desired_revision))
     {
         let step = run.name.rsplit('-').next().unwrap_or_default();
-        println!(
+        crate::outln!(
             "    {step}: {:?}",
             run.status.phase.unwrap_or(AnalysisPhase::Pending)
         );
         for metric in &run.status.metric_results {
             let last = metric.measurements.last();
-            println!(
+            crate::outln!(
                 "      {:<12} {:?} value {} — {}",
                 metric.name,
                 metric.phase,
@@ -349,7 +349,7 @@ impl Printer {
     fn show(&mut self, clock: &Clock, view: &RolloutView) {
         let line = progress_line(view);
         if self.last.as_ref() != Some(&line) {
-            println!("{} {line}", clock.stamp());
+            crate::outln!("{} {line}", clock.stamp());
             self.last = Some(line);
         }
     }

@@ -744,3 +744,22 @@ fn a_query_with_offset_inf_is_a_problem_not_a_panic() {
     let err = substitute("x offset {{args.w}}", &args(&[("w", "Inf")])).expect_err("refused");
     assert!(err.to_string().contains('w'), "{err}");
 }
+
+#[test]
+fn a_template_over_the_run_limits_is_refused_by_lint_not_only_at_run_start() {
+    let many: Vec<Metric> = (0..=crate::analysis::run::MAX_METRICS_PER_RUN)
+        .map(|i| threshold_metric(&format!("m{i}"), GOOD_QUERY, "result < 0.01"))
+        .collect();
+    let problems = validate_template(&template(many));
+    assert!(
+        at(&problems, "spec.metrics")[0].contains("MAX_METRICS_PER_RUN"),
+        "{problems:#?}"
+    );
+
+    let long = "m".repeat(crate::analysis::run::MAX_NAME_BYTES + 1);
+    let problems = validate_template(&template(vec![threshold_metric(&long, GOOD_QUERY, "true")]));
+    assert!(
+        at(&problems, "spec.metrics[0].name")[0].contains("MAX_NAME_BYTES"),
+        "{problems:#?}"
+    );
+}

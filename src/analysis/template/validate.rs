@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use std::time::Duration;
 
+use crate::analysis::run::{MAX_METRICS_PER_RUN, MAX_NAME_BYTES};
 use crate::api::duration::{MAX_DURATION, MAX_QUERY_TIMEOUT, format_duration, parse_duration};
 use crate::api::{
     AnalysisTemplateSpec, Argument, EffectSizeMeasure, MannWhitneyJudge, Metric,
@@ -27,6 +28,15 @@ pub fn validate_template(spec: &AnalysisTemplateSpec) -> Vec<Problem> {
             "no metrics: a template needs at least one",
         ));
     }
+    if spec.metrics.len() > MAX_METRICS_PER_RUN {
+        problems.push(Problem::new(
+            "spec.metrics",
+            format!(
+                "{} metrics: a run holds at most {MAX_METRICS_PER_RUN} (MAX_METRICS_PER_RUN), so its status stays within its size budget",
+                spec.metrics.len()
+            ),
+        ));
+    }
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
     let mut has_mann_whitney = false;
     let mut groups = BTreeSet::new();
@@ -36,6 +46,14 @@ pub fn validate_template(spec: &AnalysisTemplateSpec) -> Vec<Problem> {
             problems.push(Problem::new(
                 format!("{path}.name"),
                 "empty name: every metric needs a name, unique within the template",
+            ));
+        } else if metric.name.len() > MAX_NAME_BYTES {
+            problems.push(Problem::new(
+                format!("{path}.name"),
+                format!(
+                    "{} bytes long: a metric name is at most {MAX_NAME_BYTES} bytes (MAX_NAME_BYTES)",
+                    metric.name.len()
+                ),
             ));
         } else if let Some(first) = names.insert(&metric.name, i) {
             problems.push(Problem::new(

@@ -205,7 +205,8 @@ impl Engine {
                 }
             }
         }
-        // There is no namespace locally: a template's own default (usually `.*`) applies.
+        // There is no namespace locally: a template's own default applies (the shipped ones use
+        // `""`, which matches the proxy's series, exported without a namespace label).
         let mut given: Vec<Argument> = builtin_args(rollout, "", stable, canary)
             .into_iter()
             .filter(|a| a.name != "namespace")
