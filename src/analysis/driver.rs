@@ -5,8 +5,8 @@ use jiff::Timestamp;
 use url::Url;
 
 use crate::analysis::measure::{RunContext, measure_metric};
-use crate::analysis::provider::prometheus::{ConcurrencyLimiter, PrometheusClient};
 use crate::analysis::provider::bounded;
+use crate::analysis::provider::prometheus::{ConcurrencyLimiter, PrometheusClient};
 use crate::analysis::provider::resolve::{Origin, SecretReader, client_config};
 use crate::analysis::run::{self, MetricSchedule, RunError};
 use crate::api::{AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus};
@@ -278,7 +278,10 @@ pub fn check_run_bounds(spec: &AnalysisRunSpec) -> Result<(), DriverError> {
             .mann_whitney
             .as_ref()
             .and_then(|j| j.group.as_deref());
-        for (field, name) in [("name", Some(metric.name.as_str())), ("mannWhitney.group", group)] {
+        for (field, name) in [
+            ("name", Some(metric.name.as_str())),
+            ("mannWhitney.group", group),
+        ] {
             let length = name.map_or(0, str::len);
             if length > run::MAX_NAME_BYTES {
                 return Err(RunError::MeasureName {
@@ -436,7 +439,12 @@ mod tests {
     struct OneSecret(&'static str);
 
     impl SecretReader for OneSecret {
-        fn read_secret(&self, _name: &str, _key: &str, _origin: &Origin) -> Result<Vec<u8>, String> {
+        fn read_secret(
+            &self,
+            _name: &str,
+            _key: &str,
+            _origin: &Origin,
+        ) -> Result<Vec<u8>, String> {
             Ok(self.0.as_bytes().to_vec())
         }
     }

@@ -74,9 +74,7 @@ impl Origin {
             .filter(|h| !h.is_empty())
             .ok_or("the URL names no host")?
             .to_ascii_lowercase();
-        let port = url
-            .port_or_known_default()
-            .ok_or("the URL names no port")?;
+        let port = url.port_or_known_default().ok_or("the URL names no port")?;
         Ok(Origin { scheme, host, port })
     }
 
@@ -171,7 +169,11 @@ fn read_credential_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
         return Err(not_regular());
     }
     /// `O_NONBLOCK` on Linux and the BSDs alike.
-    const O_NONBLOCK: i32 = if cfg!(target_os = "linux") { 0o4000 } else { 0x0004 };
+    const O_NONBLOCK: i32 = if cfg!(target_os = "linux") {
+        0o4000
+    } else {
+        0x0004
+    };
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(O_NONBLOCK)

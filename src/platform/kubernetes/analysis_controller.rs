@@ -16,8 +16,8 @@ use super::context::{Context, FIELD_MANAGER, NAMESPACE_SLOT_RETRY};
 use super::resources::{
     PrefetchedSecrets, SecretValue, refused_secret, secret_origins, secret_refs, secret_value,
 };
-use crate::analysis::provider::bounded_owned;
 use crate::analysis::driver::{self, MeasureAt};
+use crate::analysis::provider::bounded_owned;
 use crate::analysis::run::{STORED_MEASUREMENTS_PER_METRIC, errored_status};
 use crate::api::{AnalysisPhase, AnalysisRun, AnalysisRunStatus, MetricResult};
 

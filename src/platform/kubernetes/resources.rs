@@ -231,7 +231,11 @@ impl SecretReader for PrefetchedSecrets {
     }
 
     fn read_file(&self, path: &str, origin: &Origin) -> Result<Vec<u8>, String> {
-        // The destination first: a refused origin never touches the filesystem.
+        if self.credential_dirs.is_empty() {
+            // Refused whatever the destination (and without touching the filesystem).
+            return read_file_under(&[], path);
+        }
+        // The destination next: a refused origin never touches the filesystem.
         check_origin(
             &self.file_origins,
             origin,
@@ -294,8 +298,9 @@ pub fn secret_origins(
                  list the origins it may be sent to (e.g. https://prometheus.monitoring:9090)"
             )
         })?;
-    let origins = parse_origin_list(text)
-        .map_err(|e| format!("secret {name:?} annotation {ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION}: {e}"))?;
+    let origins = parse_origin_list(text).map_err(|e| {
+        format!("secret {name:?} annotation {ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION}: {e}")
+    })?;
     if origins.is_empty() {
         return Err(format!(
             "secret {name:?} annotation {ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION} lists no origin"
@@ -515,9 +520,12 @@ mod tests {
                 .collect(),
         );
         secret.metadata.annotations = annotation.map(|text| {
-            [(ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION.to_owned(), text.to_owned())]
-                .into_iter()
-                .collect()
+            [(
+                ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION.to_owned(),
+                text.to_owned(),
+            )]
+            .into_iter()
+            .collect()
         });
         secret
     }
@@ -537,8 +545,16 @@ mod tests {
         );
         let origin = |url: &str| Origin::parse_listed(url).expect("origin");
         // Normalized: case and the default port do not matter.
-        assert!(secrets.read_secret("prom", "token", &origin("https://prom.monitoring")).is_ok());
-        assert!(secrets.read_secret("prom", "token", &origin("http://plain:9090")).is_ok());
+        assert!(
+            secrets
+                .read_secret("prom", "token", &origin("https://prom.monitoring"))
+                .is_ok()
+        );
+        assert!(
+            secrets
+                .read_secret("prom", "token", &origin("http://plain:9090"))
+                .is_ok()
+        );
         let evil = secrets
             .read_secret("prom", "token", &origin("https://evil.example"))
             .expect_err("not listed");
