@@ -874,3 +874,55 @@ async fn a_fifo_named_as_a_credential_file_does_not_block_the_reconcile() {
     assert_eq!(phase, "Error", "{stored}");
     assert!(message.contains("not a regular file"), "{message}");
 }
+
+/// Collects every log line written while it is the default subscriber.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("logs").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_secret_argument_never_reaches_the_log_when_prometheus_times_out() {
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    // This test's runtime is single-threaded: the queries are made on this thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = ApiServer::start();
+    let ctx = context(&server, Vec::new());
+    let prometheus = FakePrometheus::answering(Answer::Silent).await;
+    server
+        .put_json(
+            SECRETS,
+            secret_for("tenant", "id", MARKER, &prometheus.address),
+        )
+        .expect("secret");
+    let args =
+        json!([{"name": "tenant", "valueFrom": {"secretKeyRef": {"name": "tenant", "key": "id"}}}]);
+    let query = r#"sum(up{tenant="{{args.tenant}}"})"#;
+    let run = run_with("silent", &prometheus.address, query, json!(null), args);
+    let stored = reconcile_stored(&server, &ctx, run).await;
+    assert!(!prometheus.requests().is_empty(), "the query was sent");
+    let logged = String::from_utf8_lossy(&logs.0.lock().expect("logs")).into_owned();
+    assert!(
+        logged.contains("Prometheus query timed out"),
+        "the timeout is logged: {logged}"
+    );
+    assert!(
+        !logged.contains("s3cr3t"),
+        "the log leaks the secret: {logged}"
+    );
+    assert!(!stored.to_string().contains("s3cr3t"));
+}
