@@ -704,7 +704,10 @@ async fn a_secret_argument_reaches_prometheus_but_never_the_stored_run_or_events
             json!({
                 "apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": "tenant", "namespace": NS,
-                             "labels": {"vigil.dev/analysis-credential": "true"}},
+                             "labels": {"vigil.dev/analysis-credential": "true"},
+                             // The only place its value may be sent: this Prometheus.
+                             "annotations": {"vigil.dev/analysis-credential-origins":
+                                 prometheus.url().origin().ascii_serialization()}},
                 "data": {"id": serde_json::to_value(k8s_openapi::ByteString(
                     SECRET_MARKER.as_bytes().to_vec())).expect("bytes")}
             }),

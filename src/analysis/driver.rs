@@ -5,8 +5,9 @@ use jiff::Timestamp;
 use url::Url;
 
 use crate::analysis::measure::{RunContext, measure_metric};
+use crate::analysis::provider::bounded;
 use crate::analysis::provider::prometheus::{ConcurrencyLimiter, PrometheusClient};
-use crate::analysis::provider::resolve::{SecretReader, client_config};
+use crate::analysis::provider::resolve::{Origin, SecretReader, client_config};
 use crate::analysis::run::{self, MetricSchedule, RunError};
 use crate::api::{AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus};
 
@@ -162,14 +163,51 @@ pub struct Prepared {
     pub redactor: Redactor,
 }
 
+/// Every origin the run's queries go to. A Secret argument is substituted into every query of
+/// the run, so it travels to each of them.
+fn query_origins(spec: &AnalysisRunSpec) -> Result<Vec<Origin>, DriverError> {
+    let mut origins = Vec::new();
+    for (index, metric) in spec.metrics.iter().enumerate() {
+        let Some(prometheus) = metric.provider.prometheus.as_ref() else {
+            continue;
+        };
+        let origin = Url::parse(&prometheus.address)
+            .map_err(|e| e.to_string())
+            .and_then(|url| Origin::of(&url))
+            .map_err(|reason| DriverError::ConfigureProvider {
+                index,
+                metric: bounded(&metric.name).into_owned(),
+                reason: format!(
+                    "provider.prometheus.address {:?}: {reason}",
+                    bounded(&prometheus.address)
+                ),
+            })?;
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    Ok(origins)
+}
+
 /// Resolves a run's `valueFrom.secretKeyRef` arguments through `secrets` and substitutes all
-/// its arguments into its queries (label-value escaping, shape checked), in memory only. A run
-/// without Secret arguments is returned as it is (its queries were substituted when it was
-/// created). Errors never carry a Secret's value.
+/// its arguments into its queries (label-value escaping, shape checked), in memory only. A
+/// Secret argument is read only when its Secret may be sent to every origin the run queries.
+/// A run without Secret arguments is returned as it is (its queries were substituted when it
+/// was created). Errors never carry a Secret's value.
 pub fn prepare(
     spec: &AnalysisRunSpec,
     secrets: &dyn SecretReader,
 ) -> Result<Prepared, DriverError> {
+    check_run_bounds(spec)?;
+    let has_secret_args = spec
+        .args
+        .iter()
+        .any(|arg| crate::analysis::instantiate::secret_ref(arg).is_some());
+    let origins = if has_secret_args {
+        query_origins(spec)?
+    } else {
+        Vec::new()
+    };
     let mut values = std::collections::BTreeMap::new();
     let mut secret_values = Vec::new();
     for arg in &spec.args {
@@ -179,9 +217,12 @@ pub fn prepare(
                     arg: arg.name.clone(),
                     reason,
                 };
-                let bytes = secrets
-                    .read_secret(&selector.name, &selector.key)
-                    .map_err(fail)?;
+                let mut bytes = Vec::new();
+                for origin in &origins {
+                    bytes = secrets
+                        .read_secret(&selector.name, &selector.key, origin)
+                        .map_err(fail)?;
+                }
                 let value = String::from_utf8(bytes).map_err(|_| {
                     fail(format!(
                         "secret {:?} key {:?} is not UTF-8",
@@ -222,13 +263,49 @@ pub fn prepare(
     })
 }
 
-/// One client per metric, in the order of `spec.metrics`.
+/// The run's size bounds (metric count, name lengths), checked before anything is built from
+/// its metrics, so an oversized run costs no client and no long error text.
+pub fn check_run_bounds(spec: &AnalysisRunSpec) -> Result<(), DriverError> {
+    if spec.metrics.len() > run::MAX_METRICS_PER_RUN {
+        return Err(RunError::CountMetrics {
+            count: spec.metrics.len(),
+            max: run::MAX_METRICS_PER_RUN,
+        }
+        .into());
+    }
+    for (index, metric) in spec.metrics.iter().enumerate() {
+        let group = metric
+            .mann_whitney
+            .as_ref()
+            .and_then(|j| j.group.as_deref());
+        for (field, name) in [
+            ("name", Some(metric.name.as_str())),
+            ("mannWhitney.group", group),
+        ] {
+            let length = name.map_or(0, str::len);
+            if length > run::MAX_NAME_BYTES {
+                return Err(RunError::MeasureName {
+                    index,
+                    field,
+                    length,
+                    max: run::MAX_NAME_BYTES,
+                }
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One client per metric, in the order of `spec.metrics`, after the run's size bounds are
+/// checked. Error texts are bounded.
 pub fn clients_for(
     spec: &AnalysisRunSpec,
     address_override: Option<&Url>,
     secrets: &dyn SecretReader,
     limiter: &ConcurrencyLimiter,
 ) -> Result<Vec<PrometheusClient>, DriverError> {
+    check_run_bounds(spec)?;
     spec.metrics
         .iter()
         .enumerate()
@@ -236,7 +313,7 @@ pub fn clients_for(
             let configure = |reason: String| DriverError::ConfigureProvider {
                 index,
                 metric: metric.name.clone(),
-                reason,
+                reason: crate::analysis::provider::bounded_owned(reason),
             };
             let provider = metric
                 .provider
@@ -362,7 +439,12 @@ mod tests {
     struct OneSecret(&'static str);
 
     impl SecretReader for OneSecret {
-        fn read_secret(&self, _name: &str, _key: &str) -> Result<Vec<u8>, String> {
+        fn read_secret(
+            &self,
+            _name: &str,
+            _key: &str,
+            _origin: &Origin,
+        ) -> Result<Vec<u8>, String> {
             Ok(self.0.as_bytes().to_vec())
         }
     }

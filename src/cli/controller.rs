@@ -43,6 +43,17 @@ pub struct ControllerArgs {
         value_delimiter = ':'
     )]
     pub credential_dirs: Vec<std::path::PathBuf>,
+    /// An origin (`scheme://host:port`) the `--credential-dir` files may be sent to
+    /// (repeatable; the environment variable takes a `,`-separated list). A template whose
+    /// address has another origin gets no file credential; without one, every `file:`
+    /// credential is refused. Plain `http://` only when listed as such.
+    #[arg(
+        long = "credential-origin",
+        env = "VIGIL_CREDENTIAL_ORIGINS",
+        value_delimiter = ',',
+        value_parser = crate::analysis::provider::resolve::Origin::parse_listed,
+    )]
+    pub credential_origins: Vec<crate::analysis::provider::resolve::Origin>,
 }
 
 /// Runs the controller until SIGTERM/Ctrl-C; exit code 0, or 1 with the reason on stderr.
@@ -69,6 +80,7 @@ pub fn run(args: &ControllerArgs) -> i32 {
         concurrency: args.concurrency,
         selector: args.selector.clone(),
         credential_dirs: args.credential_dirs.clone(),
+        credential_origins: args.credential_origins.clone(),
     };
     match runtime.block_on(run_controller(config)) {
         Ok(()) => 0,

@@ -491,9 +491,10 @@ impl Inner {
             let attempt = tokio::time::timeout_at(deadline, self.attempt(&url, params)).await;
             let failure = match attempt {
                 Err(_elapsed) => {
+                    // Not the query: it may carry a Secret argument's value.
                     tracing::warn!(
                         address = %self.display_address,
-                        query,
+                        query_bytes = query.len(),
                         attempts,
                         timeout = ?self.timeout,
                         "Prometheus query timed out"
@@ -523,7 +524,7 @@ impl Inner {
             }
             tracing::debug!(
                 address = %self.display_address,
-                query,
+                query_bytes = query.len(),
                 attempts,
                 delay_ms = delay.as_millis() as u64,
                 reason = %failure_reason(&failure),
@@ -594,7 +595,7 @@ impl Inner {
     fn parse_logged(&self, body: &[u8], query: &str) -> Result<Measurement, ProviderError> {
         let result = parse_response(body);
         if let Err(error) = &result {
-            tracing::debug!(address = %self.display_address, query, %error, "Prometheus query failed");
+            tracing::debug!(address = %self.display_address, query_bytes = query.len(), %error, "Prometheus query failed");
         }
         result
     }

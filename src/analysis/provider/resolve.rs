@@ -47,29 +47,143 @@ pub enum ResolveError {
 /// a credential, and a bound keeps a misnamed file (a log, a device) from filling memory.
 pub const MAX_CREDENTIAL_FILE_BYTES: u64 = 1024 * 1024;
 
-/// Reads the value behind a `secretKeyRef` (the platform knows where Secrets live) or a
-/// `file:` (the platform decides which files a template may name).
-pub trait SecretReader {
-    /// The bytes of `key` in Secret `name`.
-    fn read_secret(&self, name: &str, key: &str) -> Result<Vec<u8>, String>;
+/// Where a credential is about to be sent: scheme, lowercase host and port (the scheme's
+/// default when the URL names none). Two URLs that reach the same server compare equal.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
 
-    /// The bytes of the credential file at `path`. By default any file the user can read
-    /// (`vigil analyze` and `vigil run` act as the user who runs them); the controller
-    /// overrides this with [`read_file_under`].
-    fn read_file(&self, path: &str) -> Result<Vec<u8>, String> {
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+impl Origin {
+    /// The origin `url` reaches; only `http` and `https` URLs with a host have one.
+    pub fn of(url: &Url) -> Result<Origin, String> {
+        let scheme = url.scheme().to_ascii_lowercase();
+        if scheme != "http" && scheme != "https" {
+            return Err(format!("scheme {scheme:?} is not http or https"));
+        }
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or("the URL names no host")?
+            .to_ascii_lowercase();
+        let port = url.port_or_known_default().ok_or("the URL names no port")?;
+        Ok(Origin { scheme, host, port })
+    }
+
+    /// An origin as an operator lists it: `scheme://host[:port]`, with nothing after the
+    /// authority but an optional `/`.
+    pub fn parse_listed(text: &str) -> Result<Origin, String> {
+        let text = text.trim();
+        let shown = crate::analysis::provider::bounded(text);
+        let url = Url::parse(text).map_err(|e| format!("origin {shown:?}: {e}"))?;
+        let bare = url.username().is_empty()
+            && url.password().is_none()
+            && matches!(url.path(), "" | "/")
+            && url.query().is_none()
+            && url.fragment().is_none();
+        if !bare {
+            return Err(format!(
+                "origin {shown:?}: write only scheme://host:port (no user, path, query or fragment)"
+            ));
+        }
+        Origin::of(&url).map_err(|e| format!("origin {shown:?}: {e}"))
+    }
+
+    /// Whether the credential would travel in clear text.
+    pub fn is_plain_http(&self) -> bool {
+        self.scheme == "http"
+    }
+}
+
+/// Parses a comma-separated list of origins (the Secret annotation
+/// [`ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION`]); empty entries are skipped.
+pub fn parse_origin_list(text: &str) -> Result<Vec<Origin>, String> {
+    text.split(',')
+        .filter(|entry| !entry.trim().is_empty())
+        .map(Origin::parse_listed)
+        .collect()
+}
+
+/// `Ok` when `origin` is one of `allowed`; otherwise why not, naming `credential` (what is
+/// being sent), the origin asked for and `how_to_allow` (the annotation or flag to extend).
+pub fn check_origin(
+    allowed: &[Origin],
+    origin: &Origin,
+    credential: &str,
+    how_to_allow: &str,
+) -> Result<(), String> {
+    if allowed.contains(origin) {
+        return Ok(());
+    }
+    let listed: Vec<String> = allowed.iter().map(Origin::to_string).collect();
+    let listed = if listed.is_empty() {
+        "none".to_owned()
+    } else {
+        listed.join(", ")
+    };
+    let clear_text = if origin.is_plain_http() {
+        " (plain http would send it in clear text: list the http:// origin explicitly to allow that)"
+    } else {
+        ""
+    };
+    Err(format!(
+        "{credential} may not be sent to {origin}: {how_to_allow} does not list that origin \
+         (listed: {}){clear_text}",
+        crate::analysis::provider::bounded(&listed)
+    ))
+}
+
+/// Reads the value behind a `secretKeyRef` (the platform knows where Secrets live) or a
+/// `file:` (the platform decides which files a template may name), for sending to `origin`:
+/// the platform decides which credential may go where.
+pub trait SecretReader {
+    /// The bytes of `key` in Secret `name`, if that Secret may be sent to `origin`.
+    fn read_secret(&self, name: &str, key: &str, origin: &Origin) -> Result<Vec<u8>, String>;
+
+    /// The bytes of the credential file at `path`, if it may be sent to `origin`. By default
+    /// any file the user can read, to any origin (`vigil analyze` and `vigil run` act as the
+    /// user who runs them, who names both); the controller overrides this.
+    fn read_file(&self, path: &str, _origin: &Origin) -> Result<Vec<u8>, String> {
         read_credential_file(std::path::Path::new(path))
     }
 }
 
+/// Reads a regular file of at most [`MAX_CREDENTIAL_FILE_BYTES`]. The type is checked before
+/// the file is opened (a FIFO would block `open`), and the file is opened non-blocking too,
+/// so one swapped in between cannot block either.
 fn read_credential_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|e| format!("read file {shown}: {e}"))?;
+    let not_regular = || format!("read file {shown}: not a regular file");
+    let metadata = std::fs::metadata(path).map_err(|e| format!("read file {shown}: {e}"))?;
+    if !metadata.is_file() {
+        return Err(not_regular());
+    }
+    /// `O_NONBLOCK` on Linux and the BSDs alike.
+    const O_NONBLOCK: i32 = if cfg!(target_os = "linux") {
+        0o4000
+    } else {
+        0x0004
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("read file {shown}: {e}"))?;
     let metadata = file
         .metadata()
         .map_err(|e| format!("read file {shown}: {e}"))?;
     if !metadata.is_file() {
-        return Err(format!("read file {shown}: not a regular file"));
+        return Err(not_regular());
     }
     let mut bytes = Vec::new();
     file.take(MAX_CREDENTIAL_FILE_BYTES + 1)
@@ -83,25 +197,57 @@ fn read_credential_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// Reads the credential file `path` only when, with every symlink and `..` resolved, it lies
-/// under one of `dirs` (already canonical): the controller's `--credential-dir`. With no
-/// directory every file is refused, so a template can never make the controller read (and
-/// send to the template's address) its own service-account token or any other file.
+/// `path` with `.` and `..` resolved by its text alone (no filesystem access); `None` for a
+/// relative path.
+fn lexically_normal(path: &std::path::Path) -> Option<std::path::PathBuf> {
+    use std::path::Component;
+    if !path.is_absolute() {
+        return None;
+    }
+    let mut normal = std::path::PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                normal.pop();
+            }
+            Component::CurDir => {}
+            other => normal.push(other.as_os_str()),
+        }
+    }
+    Some(normal)
+}
+
+/// Reads the credential file `path` only when it lies under one of `dirs` (already
+/// canonical): the controller's `--credential-dir`. The path is first checked by its text
+/// (`..` resolved) and only then looked at on disk, where, with every symlink resolved, it
+/// must still lie under a directory. A path outside, one that does not exist and one that
+/// cannot be resolved get the same refusal, so a template writer cannot probe the
+/// controller's filesystem. With no directory every file is refused, so a template can never
+/// make the controller read its own service-account token or any other file.
 pub fn read_file_under(dirs: &[std::path::PathBuf], path: &str) -> Result<Vec<u8>, String> {
+    let shown = crate::analysis::provider::bounded(path);
     if dirs.is_empty() {
         return Err(format!(
-            "file {path:?} refused: the controller reads credential files only under a \
+            "file {shown:?} refused: the controller reads credential files only under a \
              directory named with --credential-dir (none is set); use a secretKeyRef to a \
              Secret labelled {ANALYSIS_CREDENTIAL_LABEL}=true instead"
         ));
     }
-    let canonical = std::fs::canonicalize(path).map_err(|e| format!("read file {path}: {e}"))?;
-    if !dirs.iter().any(|dir| canonical.starts_with(dir)) {
+    let under_a_dir = |p: &std::path::Path| dirs.iter().any(|dir| p.starts_with(dir));
+    let refused = || {
         let allowed: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-        return Err(format!(
-            "file {path:?} refused: it is not under a --credential-dir ({})",
+        format!(
+            "file {shown:?} refused: it is not an existing file under a --credential-dir ({})",
             allowed.join(", ")
-        ));
+        )
+    };
+    let lexical = lexically_normal(std::path::Path::new(path)).ok_or_else(refused)?;
+    if !under_a_dir(&lexical) {
+        return Err(refused());
+    }
+    let canonical = std::fs::canonicalize(&lexical).map_err(|_| refused())?;
+    if !under_a_dir(&canonical) {
+        return Err(refused());
     }
     read_credential_file(&canonical)
 }
@@ -111,12 +257,17 @@ pub fn read_file_under(dirs: &[std::path::PathBuf], path: &str) -> Result<Vec<u8
 /// namespace and have the controller send it to an address they choose.
 pub const ANALYSIS_CREDENTIAL_LABEL: &str = "vigil.dev/analysis-credential";
 
+/// The annotation listing (comma-separated `scheme://host:port`) the only origins a Secret's
+/// values may be sent to, as provider credentials or inside queries: without it, an opted-in
+/// Secret would go to whatever address a run's writer names.
+pub const ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION: &str = "vigil.dev/analysis-credential-origins";
+
 /// A reader for places with no Kubernetes Secrets (the command line, the local platform).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoSecrets;
 
 impl SecretReader for NoSecrets {
-    fn read_secret(&self, name: &str, _key: &str) -> Result<Vec<u8>, String> {
+    fn read_secret(&self, name: &str, _key: &str, _origin: &Origin) -> Result<Vec<u8>, String> {
         Err(format!(
             "secretKeyRef {name:?} needs a cluster; outside one, put the value in a file and use `file:`"
         ))
@@ -126,6 +277,7 @@ impl SecretReader for NoSecrets {
 fn read_source(
     field: &str,
     source: &SecretSource,
+    origin: &Origin,
     secrets: &dyn SecretReader,
 ) -> Result<Vec<u8>, ResolveError> {
     let read_error = |reason: String| ResolveError::ReadSecret {
@@ -134,9 +286,9 @@ fn read_source(
     };
     match (&source.secret_key_ref, &source.file) {
         (Some(selector), None) => secrets
-            .read_secret(&selector.name, &selector.key)
+            .read_secret(&selector.name, &selector.key, origin)
             .map_err(read_error),
-        (None, Some(path)) => secrets.read_file(path).map_err(read_error),
+        (None, Some(path)) => secrets.read_file(path, origin).map_err(read_error),
         _ => Err(ResolveError::ResolveSecretSource {
             field: field.to_owned(),
         }),
@@ -146,9 +298,10 @@ fn read_source(
 fn read_text(
     field: &str,
     source: &SecretSource,
+    origin: &Origin,
     secrets: &dyn SecretReader,
 ) -> Result<String, ResolveError> {
-    let bytes = read_source(field, source, secrets)?;
+    let bytes = read_source(field, source, origin, secrets)?;
     String::from_utf8(bytes)
         .map(|text| text.trim_end_matches(['\n', '\r']).to_owned())
         .map_err(|_| ResolveError::ReadSecret {
@@ -167,21 +320,27 @@ pub fn client_config(
     let address = match address_override {
         Some(url) => url.clone(),
         None => Url::parse(&provider.address).map_err(|e| ResolveError::ParseAddress {
-            address: provider.address.clone(),
+            address: crate::analysis::provider::bounded(&provider.address).into_owned(),
             reason: e.to_string(),
         })?,
     };
-    let mut config = PrometheusClientConfig::new(address);
+    let mut config = PrometheusClientConfig::new(address.clone());
     config.timeout = match provider.timeout.as_deref() {
         Some(text) => parse_duration(text).map_err(ResolveError::ParseTimeout)?,
         None => DEFAULT_QUERY_TIMEOUT,
     };
     if let Some(auth) = &provider.auth {
+        let origin = Origin::of(&address).map_err(|reason| ResolveError::ParseAddress {
+            address: crate::analysis::provider::bounded(address.as_str()).into_owned(),
+            reason,
+        })?;
+        let origin = &origin;
         let mut resolved = ResolvedAuth::default();
         if let Some(token) = &auth.bearer_token {
             resolved.bearer_token = Some(read_text(
                 "provider.prometheus.auth.bearerToken",
                 token,
+                origin,
                 secrets,
             )?);
         }
@@ -191,6 +350,7 @@ pub fn client_config(
                 password: read_text(
                     "provider.prometheus.auth.basic.password",
                     &basic.password,
+                    origin,
                     secrets,
                 )?,
             });
@@ -199,7 +359,7 @@ pub fn client_config(
             let field = format!("provider.prometheus.auth.headers[{i}]");
             let value = match (&header.value, &header.value_from) {
                 (Some(value), None) => value.clone(),
-                (None, Some(source)) => read_text(&field, source, secrets)?,
+                (None, Some(source)) => read_text(&field, source, origin, secrets)?,
                 _ => {
                     return Err(ResolveError::ResolveSecretSource {
                         field: format!("{field} ({}): value or valueFrom", header.name),
@@ -212,6 +372,7 @@ pub fn client_config(
             resolved.ca_bundle_pem = Some(read_source(
                 "provider.prometheus.auth.caBundle",
                 ca,
+                origin,
                 secrets,
             )?);
         }

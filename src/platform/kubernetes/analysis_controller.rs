@@ -13,8 +13,11 @@ use serde_json::json;
 use tracing::{Instrument, debug, info, warn};
 
 use super::context::{Context, FIELD_MANAGER, NAMESPACE_SLOT_RETRY};
-use super::resources::{PrefetchedSecrets, secret_refs, secret_value};
+use super::resources::{
+    PrefetchedSecrets, SecretValue, refused_secret, secret_origins, secret_refs, secret_value,
+};
 use crate::analysis::driver::{self, MeasureAt};
+use crate::analysis::provider::bounded_owned;
 use crate::analysis::run::{STORED_MEASUREMENTS_PER_METRIC, errored_status};
 use crate::api::{AnalysisPhase, AnalysisRun, AnalysisRunStatus, MetricResult};
 
@@ -69,13 +72,19 @@ impl Error {
     }
 }
 
-/// Reads the Secrets the run's providers need; a Secret that cannot be read is recorded as
-/// the reason, and the metric's provider setup reports it.
+/// Reads the Secrets the run's providers need, with the origins each may go to; a Secret
+/// that cannot be read is recorded as the reason, and the metric's provider setup reports it.
+/// A Secret that does not exist reads as one that has not opted in (same text).
 async fn prefetch(api: &Api<Secret>, run: &AnalysisRun, ctx: &Context) -> PrefetchedSecrets {
-    let mut secrets = PrefetchedSecrets::new(ctx.credential_dirs.clone());
+    let mut secrets =
+        PrefetchedSecrets::new(ctx.credential_dirs.clone(), ctx.credential_origins.clone());
     for (name, key) in secret_refs(&run.spec) {
         let value = match api.get(&name).await {
-            Ok(secret) => secret_value(&secret, &name, &key),
+            Ok(secret) => secret_value(&secret, &name, &key).map(|bytes| SecretValue {
+                bytes,
+                origins: secret_origins(&secret, &name),
+            }),
+            Err(kube::Error::Api(response)) if response.code == 404 => Err(refused_secret(&name)),
             Err(error) => Err(format!("get secret {name:?}: {error}")),
         };
         secrets.insert(&name, &key, value);
@@ -169,15 +178,25 @@ async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
     };
     let now = ctx.clock.now();
     let secrets = prefetch(&Api::namespaced(ctx.client.clone(), &namespace), run, ctx).await;
-    let prepared = driver::prepare(&run.spec, &secrets);
-    let redactor = prepared
-        .as_ref()
-        .map(|p| p.redactor.clone())
-        .unwrap_or_default();
-    let configured = prepared.and_then(|prepared| {
-        driver::clients_for(&prepared.spec, None, &secrets, &ctx.limiter)
-            .map(|clients| (prepared, clients))
-    });
+    // Credential files are read here: on a blocking thread, never on the async workers.
+    let (spec, limiter) = (run.spec.clone(), ctx.limiter.clone());
+    let configured = tokio::task::spawn_blocking(move || {
+        let prepared = driver::prepare(&spec, &secrets);
+        let redactor = prepared
+            .as_ref()
+            .map(|p| p.redactor.clone())
+            .unwrap_or_default();
+        let configured = prepared.and_then(|prepared| {
+            driver::clients_for(&prepared.spec, None, &secrets, &limiter)
+                .map(|clients| (prepared, clients))
+        });
+        (redactor, configured)
+    })
+    .await;
+    let (redactor, configured) = configured.map_err(|error| Error::Advance {
+        run: name.clone(),
+        reason: format!("configure the run's providers: {error}"),
+    })?;
     let (next, next_at) = match configured {
         Ok((prepared, clients)) => {
             let advanced = driver::advance(
@@ -191,13 +210,14 @@ async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
             .await
             .map_err(|source| Error::Advance {
                 run: name.clone(),
-                reason: redactor.redact(&source.to_string()),
+                reason: bounded_owned(redactor.redact(&source.to_string())),
             })?;
             // The one place a run's strings leave memory: nothing Secret-derived passes.
             (redactor.redact_status(&advanced.status), advanced.next_at)
         }
         Err(error) => {
-            let reason = redactor.redact(&error.to_string());
+            // Bounded: the text carries what the run's writer wrote (an address, a path).
+            let reason = bounded_owned(redactor.redact(&error.to_string()));
             warn!(error = %reason, "cannot configure the run's providers");
             (errored_status(&status, reason, now), None)
         }

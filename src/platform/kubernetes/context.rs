@@ -195,6 +195,8 @@ pub struct Context {
     /// The canonical `--credential-dir`s: the only places a template's `file:` credential
     /// may be read from (none: every `file:` is refused).
     pub credential_dirs: Vec<std::path::PathBuf>,
+    /// The `--credential-origin`s: the only origins a `file:` credential may be sent to.
+    pub credential_origins: Vec<crate::analysis::provider::resolve::Origin>,
     /// Per-namespace share of the AnalysisRun controller's slots.
     pub analysis_slots: NamespaceSlots,
 }
@@ -248,6 +250,7 @@ impl Context {
             clock: Clock::System,
             templates: None,
             credential_dirs: Vec::new(),
+            credential_origins: Vec::new(),
             analysis_slots: NamespaceSlots::new(namespace_slot_cap(10)),
         }
     }

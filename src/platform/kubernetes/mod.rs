@@ -79,6 +79,8 @@ pub struct ControllerConfig {
     /// Directories a template's `file:` credential may lie under (none: every `file:` is
     /// refused).
     pub credential_dirs: Vec<std::path::PathBuf>,
+    /// The only origins a `file:` credential may be sent to (none: every `file:` is refused).
+    pub credential_origins: Vec<crate::analysis::provider::resolve::Origin>,
 }
 
 /// Which objects the controllers reconcile, and how many at once.
@@ -347,6 +349,8 @@ pub async fn run(config: ControllerConfig) -> Result<(), RunError> {
     let credential_dirs = canonical_credential_dirs(&config.credential_dirs)?;
     if credential_dirs.is_empty() {
         info!("no --credential-dir: templates' file: credentials are refused");
+    } else if config.credential_origins.is_empty() {
+        info!("no --credential-origin: templates' file: credentials are refused");
     }
     let client = Client::try_default()
         .await
@@ -438,6 +442,7 @@ async fn run_controllers(
     );
     context.templates = templates;
     context.credential_dirs = config.credential_dirs.clone();
+    context.credential_origins = config.credential_origins.clone();
     context.analysis_slots =
         context::NamespaceSlots::new(context::namespace_slot_cap(usize::from(config.concurrency)));
     let ctx = Arc::new(context);

@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use super::context::{ANALYSIS_LABEL, REVISION_LABEL, ROLLOUT_LABEL, rollout_label_value};
 use crate::analysis::provider::resolve::{
-    ANALYSIS_CREDENTIAL_LABEL, SecretReader, read_file_under,
+    ANALYSIS_CREDENTIAL_LABEL, ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION, Origin, SecretReader,
+    check_origin, parse_origin_list, read_file_under,
 };
 use crate::api::{AnalysisRun, AnalysisRunSpec, Rollout, SecretSource};
 use crate::rollout::{AnalysisKind, MAX_NAME_LEN, fit_name};
@@ -164,26 +165,43 @@ pub fn secret_refs(spec: &AnalysisRunSpec) -> BTreeSet<(String, String)> {
 }
 
 /// Secret values read ahead of time (the provider setup is synchronous, Secrets are read
-/// asynchronously). A missing key reads as the error recorded for it.
+/// asynchronously), each with the origins its Secret may be sent to. A missing key reads as
+/// the error recorded for it.
 #[derive(Default)]
 pub struct PrefetchedSecrets {
-    values: BTreeMap<(String, String), Result<Vec<u8>, String>>,
+    values: BTreeMap<(String, String), Result<SecretValue, String>>,
     /// The canonical `--credential-dir`s: `file:` credentials are read only under them.
     credential_dirs: Vec<std::path::PathBuf>,
+    /// The `--credential-origin`s: the only origins a `file:` credential may be sent to.
+    file_origins: Vec<Origin>,
+}
+
+/// A Secret's value and the origins it may be sent to (its
+/// [`ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION`], or why that is missing or wrong).
+#[derive(Clone)]
+pub struct SecretValue {
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// The origins, or why there are none.
+    pub origins: Result<Vec<Origin>, String>,
 }
 
 impl PrefetchedSecrets {
     /// No Secret read yet; `file:` credentials allowed only under `credential_dirs`
-    /// (canonical paths; none refuses every file).
-    pub fn new(credential_dirs: Vec<std::path::PathBuf>) -> PrefetchedSecrets {
+    /// (canonical paths; none refuses every file) and only to `file_origins`.
+    pub fn new(
+        credential_dirs: Vec<std::path::PathBuf>,
+        file_origins: Vec<Origin>,
+    ) -> PrefetchedSecrets {
         PrefetchedSecrets {
             values: BTreeMap::new(),
             credential_dirs,
+            file_origins,
         }
     }
 
     /// Records the value (or why it could not be read) of `key` in Secret `name`.
-    pub fn insert(&mut self, name: &str, key: &str, value: Result<Vec<u8>, String>) {
+    pub fn insert(&mut self, name: &str, key: &str, value: Result<SecretValue, String>) {
         self.values.insert((name.to_owned(), key.to_owned()), value);
     }
 }
@@ -196,20 +214,50 @@ impl std::fmt::Debug for PrefetchedSecrets {
 }
 
 impl SecretReader for PrefetchedSecrets {
-    fn read_secret(&self, name: &str, key: &str) -> Result<Vec<u8>, String> {
-        self.values
+    fn read_secret(&self, name: &str, key: &str, origin: &Origin) -> Result<Vec<u8>, String> {
+        let value = self
+            .values
             .get(&(name.to_owned(), key.to_owned()))
             .cloned()
-            .unwrap_or_else(|| Err(format!("secret {name:?} key {key:?} was not read")))
+            .unwrap_or_else(|| Err(format!("secret {name:?} key {key:?} was not read")))?;
+        let origins = value.origins?;
+        check_origin(
+            &origins,
+            origin,
+            &format!("secret {name:?}"),
+            &format!("its annotation {ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION}"),
+        )?;
+        Ok(value.bytes)
     }
 
-    fn read_file(&self, path: &str) -> Result<Vec<u8>, String> {
+    fn read_file(&self, path: &str, origin: &Origin) -> Result<Vec<u8>, String> {
+        if self.credential_dirs.is_empty() {
+            // Refused whatever the destination (and without touching the filesystem).
+            return read_file_under(&[], path);
+        }
+        // The destination next: a refused origin never touches the filesystem.
+        check_origin(
+            &self.file_origins,
+            origin,
+            &format!("file {:?}", crate::analysis::provider::bounded(path)),
+            "--credential-origin",
+        )?;
         read_file_under(&self.credential_dirs, path)
     }
 }
 
+/// The one refusal for a Secret an analysis may not read, whether it does not exist or has
+/// not opted in: a run's writer cannot tell them apart, so cannot list Secrets by probing.
+pub fn refused_secret(name: &str) -> String {
+    format!(
+        "secret {name:?} refused: it does not exist or is not labelled \
+         {ANALYSIS_CREDENTIAL_LABEL}: \"true\"; analyses read only Secrets that opt in \
+         (kubectl label secret {name} {ANALYSIS_CREDENTIAL_LABEL}=true)"
+    )
+}
+
 /// The bytes of `key` in a Secret's `data`, only when the Secret opted in with the label
-/// [`ANALYSIS_CREDENTIAL_LABEL`]`: "true"`: otherwise an error naming the Secret and the label.
+/// [`ANALYSIS_CREDENTIAL_LABEL`]`: "true"`: otherwise [`refused_secret`].
 pub fn secret_value(
     secret: &k8s_openapi::api::core::v1::Secret,
     name: &str,
@@ -222,11 +270,7 @@ pub fn secret_value(
         .and_then(|labels| labels.get(ANALYSIS_CREDENTIAL_LABEL))
         .is_some_and(|value| value == "true");
     if !opted_in {
-        return Err(format!(
-            "secret {name:?} is not labelled {ANALYSIS_CREDENTIAL_LABEL}: \"true\"; analyses \
-             read only Secrets that opt in (kubectl label secret {name} \
-             {ANALYSIS_CREDENTIAL_LABEL}=true)"
-        ));
+        return Err(refused_secret(name));
     }
     secret
         .data
@@ -234,6 +278,35 @@ pub fn secret_value(
         .and_then(|data| data.get(key))
         .map(|bytes| bytes.0.clone())
         .ok_or_else(|| format!("secret {name:?} has no key {key:?}"))
+}
+
+/// The origins an opted-in Secret may be sent to, from its annotation
+/// [`ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION`]; missing, empty or malformed is an error naming
+/// the Secret and the annotation.
+pub fn secret_origins(
+    secret: &k8s_openapi::api::core::v1::Secret,
+    name: &str,
+) -> Result<Vec<Origin>, String> {
+    let text = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION))
+        .ok_or_else(|| {
+            format!(
+                "secret {name:?} has no annotation {ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION}: \
+                 list the origins it may be sent to (e.g. https://prometheus.monitoring:9090)"
+            )
+        })?;
+    let origins = parse_origin_list(text).map_err(|e| {
+        format!("secret {name:?} annotation {ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION}: {e}")
+    })?;
+    if origins.is_empty() {
+        return Err(format!(
+            "secret {name:?} annotation {ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION} lists no origin"
+        ));
+    }
+    Ok(origins)
 }
 
 /// Whether a Kubernetes object is being deleted.
@@ -422,9 +495,96 @@ mod tests {
             ]
         );
         let mut secrets = PrefetchedSecrets::default();
-        secrets.insert("prom", "token", Ok(b"s3cr3t".to_vec()));
-        assert_eq!(secrets.read_secret("prom", "token"), Ok(b"s3cr3t".to_vec()));
-        assert!(secrets.read_secret("prom", "ca").is_err());
+        let origin = Origin::parse_listed("https://prom:9090").expect("origin");
+        secrets.insert(
+            "prom",
+            "token",
+            Ok(SecretValue {
+                bytes: b"s3cr3t".to_vec(),
+                origins: Ok(vec![origin.clone()]),
+            }),
+        );
+        assert_eq!(
+            secrets.read_secret("prom", "token", &origin),
+            Ok(b"s3cr3t".to_vec())
+        );
+        assert!(secrets.read_secret("prom", "ca", &origin).is_err());
         assert!(!format!("{secrets:?}").contains("s3cr3t"));
+    }
+
+    fn labelled_secret(annotation: Option<&str>) -> k8s_openapi::api::core::v1::Secret {
+        let mut secret = k8s_openapi::api::core::v1::Secret::default();
+        secret.metadata.labels = Some(
+            [(ANALYSIS_CREDENTIAL_LABEL.to_owned(), "true".to_owned())]
+                .into_iter()
+                .collect(),
+        );
+        secret.metadata.annotations = annotation.map(|text| {
+            [(
+                ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION.to_owned(),
+                text.to_owned(),
+            )]
+            .into_iter()
+            .collect()
+        });
+        secret
+    }
+
+    #[test]
+    fn an_opted_in_secret_is_not_sent_to_an_address_its_annotation_does_not_list() {
+        let listed = labelled_secret(Some("https://Prom.Monitoring:443/, http://plain:9090"));
+        let origins = secret_origins(&listed, "prom").expect("origins");
+        let mut secrets = PrefetchedSecrets::default();
+        secrets.insert(
+            "prom",
+            "token",
+            Ok(SecretValue {
+                bytes: b"s3cr3t".to_vec(),
+                origins: Ok(origins),
+            }),
+        );
+        let origin = |url: &str| Origin::parse_listed(url).expect("origin");
+        // Normalized: case and the default port do not matter.
+        assert!(
+            secrets
+                .read_secret("prom", "token", &origin("https://prom.monitoring"))
+                .is_ok()
+        );
+        assert!(
+            secrets
+                .read_secret("prom", "token", &origin("http://plain:9090"))
+                .is_ok()
+        );
+        let evil = secrets
+            .read_secret("prom", "token", &origin("https://evil.example"))
+            .expect_err("not listed");
+        assert!(
+            evil.contains("secret \"prom\"")
+                && evil.contains(ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION)
+                && evil.contains("https://evil.example:443"),
+            "{evil}"
+        );
+        let downgraded = secrets
+            .read_secret("prom", "token", &origin("http://prom.monitoring:443"))
+            .expect_err("plain http is another origin");
+        assert!(downgraded.contains("clear text"), "{downgraded}");
+
+        let missing = secret_origins(&labelled_secret(None), "prom").expect_err("missing");
+        assert!(
+            missing.contains("secret \"prom\"")
+                && missing.contains(ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION),
+            "{missing}"
+        );
+        assert!(secret_origins(&labelled_secret(Some("prom:9090")), "prom").is_err());
+        assert!(secret_origins(&labelled_secret(Some("https://p/x")), "prom").is_err());
+        assert!(secret_origins(&labelled_secret(Some(" , ")), "prom").is_err());
+    }
+
+    #[test]
+    fn a_missing_secret_and_an_unlabelled_one_are_refused_with_the_same_text() {
+        let unlabelled = k8s_openapi::api::core::v1::Secret::default();
+        let refused = secret_value(&unlabelled, "prom", "token").expect_err("not labelled");
+        assert_eq!(refused, refused_secret("prom"));
+        assert!(refused.contains(ANALYSIS_CREDENTIAL_LABEL), "{refused}");
     }
 }

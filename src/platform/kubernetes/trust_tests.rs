@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use super::analysis_controller;
 use super::context::Context;
 use crate::analysis::provider::prometheus::ConcurrencyLimiter;
+use crate::analysis::provider::resolve::Origin;
 use crate::api::AnalysisRun;
 use crate::metrics::Metrics;
 use crate::testing::apiserver::ApiServer;
@@ -120,6 +121,26 @@ pub(super) fn context(
     Arc::new(ctx)
 }
 
+/// A context whose `--credential-dir` files may be sent to `origins` (`--credential-origin`).
+pub(super) fn context_sending_files_to(
+    server: &ApiServer,
+    credential_dirs: Vec<std::path::PathBuf>,
+    origins: &[&str],
+) -> Arc<Context> {
+    let mut ctx = Context::new(
+        server.client(),
+        Metrics::default(),
+        ConcurrencyLimiter::default(),
+        Some("vigil-0".into()),
+    );
+    ctx.credential_dirs = credential_dirs;
+    ctx.credential_origins = origins
+        .iter()
+        .map(|o| Origin::parse_listed(o).expect("origin"))
+        .collect();
+    Arc::new(ctx)
+}
+
 /// An AnalysisRun `name` with one metric measured once against `address` with `auth`.
 pub(super) fn run_with(name: &str, address: &str, query: &str, auth: Value, args: Value) -> Value {
     json!({
@@ -175,6 +196,13 @@ pub(super) fn secret(name: &str, key: &str, value: &str, opted_in: bool) -> Valu
     secret
 }
 
+/// An opted-in Secret whose values may be sent to `origins` (the annotation's text).
+pub(super) fn secret_for(name: &str, key: &str, value: &str, origins: &str) -> Value {
+    let mut secret = secret(name, key, value, true);
+    secret["metadata"]["annotations"] = json!({"vigil.dev/analysis-credential-origins": origins});
+    secret
+}
+
 #[tokio::test]
 async fn a_template_cannot_send_the_service_account_token_without_a_credential_dir() {
     let server = ApiServer::start();
@@ -207,7 +235,7 @@ async fn a_file_outside_the_credential_dir_is_refused_even_through_a_symlink() {
     let link = allowed.path().join("innocent");
     std::os::unix::fs::symlink(&outside, &link).expect("symlink");
     let dirs = vec![std::fs::canonicalize(allowed.path()).expect("canonical")];
-    let ctx = context(&server, dirs);
+    let ctx = context_sending_files_to(&server, dirs, &[&prometheus.address]);
     for (name, path) in [
         ("direct", outside.display().to_string()),
         ("via-symlink", link.display().to_string()),
@@ -247,9 +275,10 @@ async fn a_file_credential_under_the_credential_dir_is_sent() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = dir.path().join("prometheus-token");
     std::fs::write(&token, "operator-token\n").expect("write");
-    let ctx = context(
+    let ctx = context_sending_files_to(
         &server,
         vec![std::fs::canonicalize(dir.path()).expect("canonical")],
+        &[&prometheus.address],
     );
     let run = run_with(
         "allowed-file",
@@ -303,7 +332,12 @@ async fn a_secret_with_the_opt_in_label_is_sent() {
     server
         .put_json(
             SECRETS,
-            secret("prometheus-auth", "token", "opted-in-token", true),
+            secret_for(
+                "prometheus-auth",
+                "token",
+                "opted-in-token",
+                &prometheus.address,
+            ),
         )
         .expect("secret");
     let ctx = context(&server, Vec::new());
@@ -543,14 +577,17 @@ const MARKER: &str = "s3cr3t-\"marker\"-7f3a";
 async fn a_secret_argument_is_resolved_when_measuring_and_never_stored_even_in_errors() {
     let server = ApiServer::start();
     let ctx = context(&server, Vec::new());
-    server
-        .put_json(SECRETS, secret("tenant", "id", MARKER, true))
-        .expect("secret");
     let args =
         json!([{"name": "tenant", "valueFrom": {"secretKeyRef": {"name": "tenant", "key": "id"}}}]);
     let query = r#"sum(up{tenant="{{args.tenant}}"})"#;
     for (name, answer) in [("fails", Answer::EchoError), ("passes", Answer::Value)] {
         let prometheus = FakePrometheus::answering(answer).await;
+        server
+            .put_json(
+                SECRETS,
+                secret_for("tenant", "id", MARKER, &prometheus.address),
+            )
+            .expect("secret");
         let run = run_with(name, &prometheus.address, query, json!(null), args.clone());
         let stored = reconcile_stored(&server, &ctx, run).await;
         let requests = prometheus.requests().join("\n");
@@ -580,4 +617,312 @@ async fn a_secret_argument_is_resolved_when_measuring_and_never_stored_even_in_e
         let all = serde_json::to_string(&server.list_json(events, None)).expect("json");
         assert!(!all.contains("s3cr3t"), "{events}: {all}");
     }
+}
+
+// Round 2: credentials bound to origins, bounded errors, no probing.
+
+/// Every request `prometheus` received, as one text (to look for a credential in it).
+fn all_requests(prometheus: &FakePrometheus) -> String {
+    prometheus.requests().join("\n")
+}
+
+#[tokio::test]
+async fn a_run_cannot_send_an_opted_in_secret_to_an_address_of_its_choosing() {
+    let server = ApiServer::start();
+    let legit = FakePrometheus::start(true).await;
+    let evil = FakePrometheus::start(true).await;
+    let evil_origin = Origin::parse_listed(&evil.address)
+        .expect("origin")
+        .to_string();
+    server
+        .put_json(
+            SECRETS,
+            secret_for("prom-auth", "token", "operator-token", &legit.address),
+        )
+        .expect("secret");
+    server
+        .put_json(SECRETS, secret("unbound", "token", "unbound-token", true))
+        .expect("secret");
+    let ctx = context(&server, Vec::new());
+    let bearer =
+        |name: &str| json!({"bearerToken": {"secretKeyRef": {"name": name, "key": "token"}}});
+    let tenant_arg = |name: &str| json!([{"name": "tenant", "valueFrom": {"secretKeyRef": {"name": name, "key": "token"}}}]);
+    let query = r#"up{tenant="{{args.tenant}}"}"#;
+    let cases = [
+        (
+            "as-auth",
+            run_with(
+                "as-auth",
+                &evil.address,
+                "up",
+                bearer("prom-auth"),
+                json!([]),
+            ),
+        ),
+        (
+            "as-arg",
+            run_with(
+                "as-arg",
+                &evil.address,
+                query,
+                json!(null),
+                tenant_arg("prom-auth"),
+            ),
+        ),
+        (
+            "no-origins",
+            run_with(
+                "no-origins",
+                &legit.address,
+                "up",
+                bearer("unbound"),
+                json!([]),
+            ),
+        ),
+    ];
+    for (name, run) in cases {
+        let stored = reconcile_stored(&server, &ctx, run).await;
+        let (phase, message) = phase_and_message(&stored);
+        assert_eq!(phase, "Error", "{name}: {stored}");
+        assert!(
+            message.contains("vigil.dev/analysis-credential-origins"),
+            "{name}: names the annotation: {message}"
+        );
+        if name == "no-origins" {
+            assert!(message.contains("\"unbound\""), "{name}: {message}");
+        } else {
+            assert!(message.contains("\"prom-auth\""), "{name}: {message}");
+            assert!(message.contains(&evil_origin), "{name}: {message}");
+        }
+    }
+    assert!(
+        evil.requests().is_empty(),
+        "nothing reaches the writer's address"
+    );
+    assert!(!all_requests(&legit).contains("unbound-token"));
+}
+
+#[tokio::test]
+async fn a_run_cannot_send_a_credential_dir_file_to_an_address_of_its_choosing() {
+    let server = ApiServer::start();
+    let legit = FakePrometheus::start(true).await;
+    let evil = FakePrometheus::start(true).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("prom-token");
+    std::fs::write(&token, "operator-token").expect("write");
+    let dirs = vec![std::fs::canonicalize(dir.path()).expect("canonical")];
+    let auth = json!({"bearerToken": {"file": token.display().to_string()}});
+    for (name, origins) in [
+        ("other-origin", vec![legit.address.as_str()]),
+        ("no-origin", vec![]),
+    ] {
+        let ctx = context_sending_files_to(&server, dirs.clone(), &origins);
+        let run = run_with(name, &evil.address, "up", auth.clone(), json!([]));
+        let stored = reconcile_stored(&server, &ctx, run).await;
+        let (phase, message) = phase_and_message(&stored);
+        assert_eq!(phase, "Error", "{name}: {stored}");
+        assert!(message.contains("--credential-origin"), "{name}: {message}");
+    }
+    assert!(
+        evil.requests().is_empty(),
+        "nothing reaches the writer's address"
+    );
+}
+
+#[tokio::test]
+async fn a_credential_is_not_downgraded_to_plain_http_when_https_is_listed() {
+    let server = ApiServer::start();
+    let prometheus = FakePrometheus::start(true).await;
+    let https = prometheus.address.replacen("http://", "https://", 1);
+    server
+        .put_json(
+            SECRETS,
+            secret_for("prom-auth", "token", "operator-token", &https),
+        )
+        .expect("secret");
+    let ctx = context(&server, Vec::new());
+    let auth = json!({"bearerToken": {"secretKeyRef": {"name": "prom-auth", "key": "token"}}});
+    let run = run_with("downgrade", &prometheus.address, "up", auth, json!([]));
+    let stored = reconcile_stored(&server, &ctx, run).await;
+    let (phase, message) = phase_and_message(&stored);
+    assert_eq!(phase, "Error", "{stored}");
+    assert!(message.contains("clear text"), "{message}");
+    assert!(prometheus.requests().is_empty(), "nothing is sent");
+}
+
+#[tokio::test]
+async fn a_huge_address_is_stored_as_a_bounded_message() {
+    use crate::analysis::provider::MAX_TEXT_BYTES;
+    let server = ApiServer::start();
+    let ctx = context(&server, Vec::new());
+    let address = format!("http://{}", "a".repeat(1_400 * 1024));
+    let run = run_with("huge-address", &address, "up", json!(null), json!([]));
+    let stored = reconcile_stored(&server, &ctx, run).await;
+    let (phase, message) = phase_and_message(&stored);
+    assert_eq!(phase, "Error", "the status write succeeded");
+    assert!(
+        message.len() <= MAX_TEXT_BYTES + 64,
+        "message of {} bytes",
+        message.len()
+    );
+}
+
+#[tokio::test]
+async fn a_run_over_the_size_bounds_is_refused_before_any_credential_is_read() {
+    let server = ApiServer::start();
+    let prometheus = FakePrometheus::start(true).await;
+    let ctx = context(&server, Vec::new());
+    let metric = |i: usize| {
+        json!({"name": format!("m{i}"), "count": 1, "successCondition": "result < 1",
+            "provider": {"prometheus": {"address": prometheus.address, "query": "up",
+                "auth": {"bearerToken": {"file": "/etc/hostname"}}}}})
+    };
+    let metrics: Vec<Value> = (0..=crate::analysis::run::MAX_METRICS_PER_RUN)
+        .map(metric)
+        .collect();
+    let run = json!({
+        "apiVersion": "vigil.dev/v1alpha1", "kind": "AnalysisRun",
+        "metadata": {"name": "too-many", "namespace": NS},
+        "spec": {"metrics": metrics}
+    });
+    let stored = reconcile_stored(&server, &ctx, run).await;
+    let (phase, message) = phase_and_message(&stored);
+    assert_eq!(phase, "Error", "{stored}");
+    assert!(
+        message.contains("at most 50") && !message.contains("/etc/hostname"),
+        "the bound is checked first: {message}"
+    );
+    assert!(prometheus.requests().is_empty(), "nothing is sent");
+}
+
+#[tokio::test]
+async fn probing_a_path_outside_the_credential_dir_reads_like_a_missing_one() {
+    let server = ApiServer::start();
+    let prometheus = FakePrometheus::start(true).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dirs = vec![std::fs::canonicalize(dir.path()).expect("canonical")];
+    let ctx = context_sending_files_to(&server, dirs, &[&prometheus.address]);
+    let exists = std::env::current_exe().expect("exe").display().to_string();
+    let missing = format!("{}/no-such-file", dir.path().display());
+    let mut messages = Vec::new();
+    for (name, path) in [
+        ("exists", exists.as_str()),
+        ("missing", missing.as_str()),
+        ("absent", "/no/such/path"),
+    ] {
+        let auth = json!({"bearerToken": {"file": path}});
+        let run = run_with(name, &prometheus.address, "up", auth, json!([]));
+        let stored = reconcile_stored(&server, &ctx, run).await;
+        let (phase, message) = phase_and_message(&stored);
+        assert_eq!(phase, "Error", "{name}: {stored}");
+        messages.push(message.replace(path, "PATH"));
+    }
+    assert!(
+        messages.iter().all(|m| *m == messages[0]),
+        "one text whether the file exists or not: {messages:#?}"
+    );
+}
+
+#[tokio::test]
+async fn probing_for_a_secret_that_does_not_exist_reads_like_an_unlabelled_one() {
+    let server = ApiServer::start();
+    let prometheus = FakePrometheus::start(true).await;
+    server
+        .put_json(SECRETS, secret("exists", "token", "hunter2", false))
+        .expect("secret");
+    let ctx = context(&server, Vec::new());
+    let mut messages = Vec::new();
+    for name in ["exists", "absent"] {
+        let auth = json!({"bearerToken": {"secretKeyRef": {"name": name, "key": "token"}}});
+        let run = run_with(
+            &format!("probe-{name}"),
+            &prometheus.address,
+            "up",
+            auth,
+            json!([]),
+        );
+        let stored = reconcile_stored(&server, &ctx, run).await;
+        let (phase, message) = phase_and_message(&stored);
+        assert_eq!(phase, "Error", "{name}: {stored}");
+        assert!(
+            message.contains("vigil.dev/analysis-credential"),
+            "{message}"
+        );
+        messages.push(message.replace(name, "NAME"));
+    }
+    assert_eq!(messages[0], messages[1]);
+}
+
+#[tokio::test]
+async fn a_fifo_named_as_a_credential_file_does_not_block_the_reconcile() {
+    let server = ApiServer::start();
+    let prometheus = FakePrometheus::start(true).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("token");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let dirs = vec![std::fs::canonicalize(dir.path()).expect("canonical")];
+    let ctx = context_sending_files_to(&server, dirs, &[&prometheus.address]);
+    let auth = json!({"bearerToken": {"file": fifo.display().to_string()}});
+    let run = run_with("fifo", &prometheus.address, "up", auth, json!([]));
+    // reconcile_stored fails the test if the reconcile does not end (a blocked open).
+    let stored = reconcile_stored(&server, &ctx, run).await;
+    let (phase, message) = phase_and_message(&stored);
+    assert_eq!(phase, "Error", "{stored}");
+    assert!(message.contains("not a regular file"), "{message}");
+}
+
+/// Collects every log line written while it is the default subscriber.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("logs").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_secret_argument_never_reaches_the_log_when_prometheus_times_out() {
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    // This test's runtime is single-threaded: the queries are made on this thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = ApiServer::start();
+    let ctx = context(&server, Vec::new());
+    let prometheus = FakePrometheus::answering(Answer::Silent).await;
+    server
+        .put_json(
+            SECRETS,
+            secret_for("tenant", "id", MARKER, &prometheus.address),
+        )
+        .expect("secret");
+    let args =
+        json!([{"name": "tenant", "valueFrom": {"secretKeyRef": {"name": "tenant", "key": "id"}}}]);
+    let query = r#"sum(up{tenant="{{args.tenant}}"})"#;
+    let run = run_with("silent", &prometheus.address, query, json!(null), args);
+    let stored = reconcile_stored(&server, &ctx, run).await;
+    assert!(!prometheus.requests().is_empty(), "the query was sent");
+    let logged = String::from_utf8_lossy(&logs.0.lock().expect("logs")).into_owned();
+    assert!(
+        logged.contains("Prometheus query timed out"),
+        "the timeout is logged: {logged}"
+    );
+    assert!(
+        !logged.contains("s3cr3t"),
+        "the log leaks the secret: {logged}"
+    );
+    assert!(!stored.to_string().contains("s3cr3t"));
 }
