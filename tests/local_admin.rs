@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use tokio::time::timeout;
+use vigil::platform::local::ConnectionLimits;
 use vigil::platform::local::admin::{ADMIN_TOKEN_FILE, Admin, read_token};
 use vigil::platform::local::engine::{Engine, EngineConfig, EngineHandle, Sources};
 use vigil::platform::local::supervisor::SupervisorConfig;
@@ -27,6 +28,10 @@ struct Running {
 
 impl Running {
     async fn start() -> Running {
+        Self::start_with_limits(ConnectionLimits::default()).await
+    }
+
+    async fn start_with_limits(limits: ConnectionLimits) -> Running {
         let dir = tempfile::tempdir().expect("temp dir");
         let state_dir = dir.path().join("state");
         let config = EngineConfig {
@@ -38,7 +43,7 @@ impl Running {
             .await
             .expect("start engine");
         let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-        let admin = Admin::bind(addr, engine.clone(), &state_dir)
+        let admin = Admin::bind_with_limits(addr, engine.clone(), &state_dir, limits)
             .await
             .expect("bind admin");
         Running {
@@ -302,4 +307,57 @@ fn vigil_local_without_a_token_says_where_it_looked() {
         "{stderr}"
     );
     assert!(stderr.contains("--token"), "{stderr}");
+}
+
+/// Review finding 4: `POST /apply` announcing `Content-Length: 1000000`, sending two bytes and
+/// then nothing held an admin slot forever (the header timer does not cover the body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_apply_bodies_do_not_hold_every_admin_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    timeout(TEST_TIMEOUT, async {
+        let limits = ConnectionLimits {
+            max_connections: 4,
+            request_timeout: Duration::from_secs(1),
+            ..ConnectionLimits::default()
+        };
+        let running = Running::start_with_limits(limits).await;
+        let head = format!(
+            "POST /apply HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/yaml\r\nContent-Length: 1000000\r\n\r\nab",
+            running.token()
+        );
+        let mut slow = Vec::new();
+        for _ in 0..limits.max_connections {
+            let mut stream = tokio::net::TcpStream::connect(running.admin.local_addr())
+                .await
+                .expect("connect");
+            stream
+                .write_all(head.as_bytes())
+                .await
+                .expect("write a slow body's start");
+            slow.push(stream);
+        }
+        let (code, body) = status_of(
+            client()
+                .get(running.url("/rollouts"))
+                .bearer_auth(running.token()),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        for mut stream in slow {
+            let mut answer = Vec::new();
+            let closed = timeout(Duration::from_secs(20), stream.read_to_end(&mut answer)).await;
+            assert!(
+                closed.is_ok(),
+                "a slow /apply body still holds its connection"
+            );
+            assert!(
+                String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"),
+                "{answer:?}"
+            );
+        }
+        running.stop().await;
+    })
+    .await
+    .expect("test timed out");
 }
