@@ -361,3 +361,40 @@ async fn slow_apply_bodies_do_not_hold_every_admin_slot() {
     .await
     .expect("test timed out");
 }
+
+/// Review finding 5: `vigil lint` (and `vigil analyze`, `vigil run`, which share
+/// `manifest::documents`) handed a 1 MB flow bomb hidden behind `#c\r` to the parser, whose time
+/// grows with the square of the depth. It is now refused by the nesting guard, naming the limit.
+#[test]
+fn lint_of_a_carriage_return_hidden_yaml_bomb_is_refused_by_the_nesting_guard() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("bomb.yaml");
+    let bomb = format!("#c\r{}{}", "[".repeat(500_000), "]".repeat(500_000));
+    std::fs::write(&file, bomb).expect("write bomb");
+    let mut child = Command::new(VIGIL)
+        .arg("lint")
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run vigil lint");
+    // Generous: the guard is linear; the parser alone took minutes on this input.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait for vigil lint").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("vigil lint still parsing a YAML bomb after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("collect output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("nesting depth"), "{text}");
+    assert!(text.contains("limit of 64"), "{text}");
+    assert!(text.contains("line 2"), "{text}");
+}
