@@ -398,3 +398,103 @@ fn lint_of_a_carriage_return_hidden_yaml_bomb_is_refused_by_the_nesting_guard() 
     assert!(text.contains("limit of 64"), "{text}");
     assert!(text.contains("line 2"), "{text}");
 }
+
+/// Review finding 7: the `vigil local` client honoured HTTP_PROXY / ALL_PROXY, so the admin
+/// token (and /apply bodies) went to the proxy. It must talk to the loopback admin directly.
+#[test]
+fn vigil_local_does_not_send_the_admin_token_through_http_proxy() {
+    use std::io::{Read, Write};
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake proxy");
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake admin");
+    let admin_addr = admin.local_addr().expect("admin addr");
+    let proxy_url = format!("http://{}", proxy.local_addr().expect("proxy addr"));
+    // The fake admin answers one request and returns what it received.
+    let served = std::thread::spawn(move || {
+        let (mut stream, _) = admin.accept().expect("accept");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&buffer[..n]),
+            }
+        }
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
+        String::from_utf8_lossy(&request).into_owned()
+    });
+    let mut child = Command::new(VIGIL)
+        .args([
+            "local",
+            "--admin",
+            &admin_addr.to_string(),
+            "--token",
+            "secret-token",
+        ])
+        .args(["abort", "demo"])
+        .env("HTTP_PROXY", &proxy_url)
+        .env("http_proxy", &proxy_url)
+        .env("ALL_PROXY", &proxy_url)
+        .env("all_proxy", &proxy_url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run vigil local");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("output");
+    proxy.set_nonblocking(true).expect("nonblocking");
+    assert!(
+        proxy.accept().is_err(),
+        "vigil local connected to the HTTP proxy (the admin token went through it)"
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let request = served.join().expect("fake admin");
+    assert!(
+        request.starts_with("POST /rollouts/demo/abort "),
+        "{request}"
+    );
+    assert!(request.contains("secret-token"), "{request}");
+}
+
+/// Review finding 7: `vigil local --admin` on another host would send the token there.
+#[test]
+fn vigil_local_refuses_a_non_loopback_admin_before_sending_the_token() {
+    for admin in ["192.0.2.1:9901", "0.0.0.0:9901", "[2001:db8::1]:9901"] {
+        let output = Command::new(VIGIL)
+            .args([
+                "local",
+                "--admin",
+                admin,
+                "--token",
+                "secret-token",
+                "get",
+                "demo",
+            ])
+            .output()
+            .expect("run vigil local");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{admin}: {stderr}");
+        assert!(
+            stderr.contains("not a loopback address"),
+            "{admin}: {stderr}"
+        );
+        assert!(!stderr.contains("secret-token"), "{admin}: {stderr}");
+    }
+}
