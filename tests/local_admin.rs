@@ -498,3 +498,32 @@ fn vigil_local_refuses_a_non_loopback_admin_before_sending_the_token() {
         assert!(!stderr.contains("secret-token"), "{admin}: {stderr}");
     }
 }
+
+/// Review finding 12: with two Host headers, the admin read only the first; a proxy in front
+/// could read the other. Such a request is now refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_with_two_host_headers_is_forbidden() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    timeout(TEST_TIMEOUT, async {
+        let running = Running::start().await;
+        let mut stream = tokio::net::TcpStream::connect(running.admin.local_addr())
+            .await
+            .expect("connect");
+        let request = format!(
+            "GET /rollouts HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\
+             Authorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            running.token()
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("write request");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+        running.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
