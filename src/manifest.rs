@@ -6,6 +6,7 @@ use serde::Deserialize as _;
 use serde_norway::Value;
 
 use crate::api::{AnalysisTemplate, AnalysisTemplateSpec, Rollout};
+use crate::platform::local::yaml_guard::{YamlGuardError, check_nesting, yaml_lines};
 
 /// A document that is not YAML; the parser cannot resume after it.
 #[derive(Debug, thiserror::Error)]
@@ -19,14 +20,45 @@ pub struct ReadDocumentError {
 }
 
 /// Every document of `text`, in order, empty ones (`null`) included so that indexes match the
-/// file; stops at the first document that is not YAML.
+/// file; stops at the first document that is not YAML. A text nested deeper than
+/// [`MAX_YAML_NESTING`](crate::platform::local::yaml_guard::MAX_YAML_NESTING) is refused before
+/// the parser sees it (its time grows with the square of the depth).
 pub fn documents(text: &str) -> Result<Vec<Value>, ReadDocumentError> {
+    if let Err(error) = check_nesting(text) {
+        let YamlGuardError::CheckNesting { line } = error;
+        return Err(ReadDocumentError {
+            index: document_at_line(text, line),
+            source: <serde_norway::Error as serde::de::Error>::custom(error),
+        });
+    }
     serde_norway::Deserializer::from_str(text)
         .enumerate()
         .map(|(index, document)| {
             Value::deserialize(document).map_err(|source| ReadDocumentError { index, source })
         })
         .collect()
+}
+
+/// The index of the document holding the 1-based `line`, counting `---` markers before it (a
+/// leading one opens document 0). Only names the document in an error message.
+fn document_at_line(text: &str, line: usize) -> usize {
+    let mut markers = 0usize;
+    let mut content_before_first_marker = false;
+    for current in yaml_lines(text).take(line.saturating_sub(1)) {
+        let marker = current
+            .strip_prefix("---")
+            .is_some_and(|after| after.chars().next().is_none_or(char::is_whitespace));
+        if marker {
+            markers = markers.saturating_add(1);
+        } else if markers == 0 && !current.trim().is_empty() && !current.starts_with('#') {
+            content_before_first_marker = true;
+        }
+    }
+    if content_before_first_marker {
+        markers
+    } else {
+        markers.saturating_sub(1)
+    }
 }
 
 /// The `kind` of a document, empty when it has none.
@@ -127,6 +159,22 @@ mod tests {
         let text = format!("{TEMPLATE}---\nkey: [unclosed\n");
         let error = manifests(&text).expect_err("not YAML");
         assert_eq!(error.index, 1);
+    }
+
+    #[test]
+    fn flow_bomb_is_refused_before_parsing_and_names_its_document_and_line() {
+        let bomb = format!(
+            "{TEMPLATE}---\nspec: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let error = documents(&bomb).expect_err("a bomb");
+        assert_eq!(error.index, 1);
+        let message = error.to_string();
+        assert!(message.contains("on line 8"), "{message}");
+        assert!(message.contains("64"), "{message}");
+        assert_eq!(document_at_line("---\na: 1\n---\nb: [\n", 4), 1);
+        assert_eq!(document_at_line("a: 1\n---\nb: [\n", 3), 1);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use tokio::time::timeout;
+use vigil::platform::local::ConnectionLimits;
 use vigil::platform::local::admin::{ADMIN_TOKEN_FILE, Admin, read_token};
 use vigil::platform::local::engine::{Engine, EngineConfig, EngineHandle, Sources};
 use vigil::platform::local::supervisor::SupervisorConfig;
@@ -27,6 +28,10 @@ struct Running {
 
 impl Running {
     async fn start() -> Running {
+        Self::start_with_limits(ConnectionLimits::default()).await
+    }
+
+    async fn start_with_limits(limits: ConnectionLimits) -> Running {
         let dir = tempfile::tempdir().expect("temp dir");
         let state_dir = dir.path().join("state");
         let config = EngineConfig {
@@ -38,7 +43,7 @@ impl Running {
             .await
             .expect("start engine");
         let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-        let admin = Admin::bind(addr, engine.clone(), &state_dir)
+        let admin = Admin::bind_with_limits(addr, engine.clone(), &state_dir, limits)
             .await
             .expect("bind admin");
         Running {
@@ -302,4 +307,223 @@ fn vigil_local_without_a_token_says_where_it_looked() {
         "{stderr}"
     );
     assert!(stderr.contains("--token"), "{stderr}");
+}
+
+/// Review finding 4: `POST /apply` announcing `Content-Length: 1000000`, sending two bytes and
+/// then nothing held an admin slot forever (the header timer does not cover the body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_apply_bodies_do_not_hold_every_admin_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    timeout(TEST_TIMEOUT, async {
+        let limits = ConnectionLimits {
+            max_connections: 4,
+            request_timeout: Duration::from_secs(1),
+            ..ConnectionLimits::default()
+        };
+        let running = Running::start_with_limits(limits).await;
+        let head = format!(
+            "POST /apply HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/yaml\r\nContent-Length: 1000000\r\n\r\nab",
+            running.token()
+        );
+        let mut slow = Vec::new();
+        for _ in 0..limits.max_connections {
+            let mut stream = tokio::net::TcpStream::connect(running.admin.local_addr())
+                .await
+                .expect("connect");
+            stream
+                .write_all(head.as_bytes())
+                .await
+                .expect("write a slow body's start");
+            slow.push(stream);
+        }
+        let (code, body) = status_of(
+            client()
+                .get(running.url("/rollouts"))
+                .bearer_auth(running.token()),
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        for mut stream in slow {
+            let mut answer = Vec::new();
+            let closed = timeout(Duration::from_secs(20), stream.read_to_end(&mut answer)).await;
+            assert!(
+                closed.is_ok(),
+                "a slow /apply body still holds its connection"
+            );
+            assert!(
+                String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"),
+                "{answer:?}"
+            );
+        }
+        running.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Review finding 5: `vigil lint` (and `vigil analyze`, `vigil run`, which share
+/// `manifest::documents`) handed a 1 MB flow bomb hidden behind `#c\r` to the parser, whose time
+/// grows with the square of the depth. It is now refused by the nesting guard, naming the limit.
+#[test]
+fn lint_of_a_carriage_return_hidden_yaml_bomb_is_refused_by_the_nesting_guard() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("bomb.yaml");
+    let bomb = format!("#c\r{}{}", "[".repeat(500_000), "]".repeat(500_000));
+    std::fs::write(&file, bomb).expect("write bomb");
+    let mut child = Command::new(VIGIL)
+        .arg("lint")
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run vigil lint");
+    // Generous: the guard is linear; the parser alone took minutes on this input.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait for vigil lint").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("vigil lint still parsing a YAML bomb after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("collect output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("nesting depth"), "{text}");
+    assert!(text.contains("limit of 64"), "{text}");
+    assert!(text.contains("line 2"), "{text}");
+}
+
+/// Review finding 7: the `vigil local` client honoured HTTP_PROXY / ALL_PROXY, so the admin
+/// token (and /apply bodies) went to the proxy. It must talk to the loopback admin directly.
+#[test]
+fn vigil_local_does_not_send_the_admin_token_through_http_proxy() {
+    use std::io::{Read, Write};
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake proxy");
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake admin");
+    let admin_addr = admin.local_addr().expect("admin addr");
+    let proxy_url = format!("http://{}", proxy.local_addr().expect("proxy addr"));
+    // The fake admin answers one request and returns what it received.
+    let served = std::thread::spawn(move || {
+        let (mut stream, _) = admin.accept().expect("accept");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&buffer[..n]),
+            }
+        }
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
+        String::from_utf8_lossy(&request).into_owned()
+    });
+    let mut child = Command::new(VIGIL)
+        .args([
+            "local",
+            "--admin",
+            &admin_addr.to_string(),
+            "--token",
+            "secret-token",
+        ])
+        .args(["abort", "demo"])
+        .env("HTTP_PROXY", &proxy_url)
+        .env("http_proxy", &proxy_url)
+        .env("ALL_PROXY", &proxy_url)
+        .env("all_proxy", &proxy_url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run vigil local");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("output");
+    proxy.set_nonblocking(true).expect("nonblocking");
+    assert!(
+        proxy.accept().is_err(),
+        "vigil local connected to the HTTP proxy (the admin token went through it)"
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let request = served.join().expect("fake admin");
+    assert!(
+        request.starts_with("POST /rollouts/demo/abort "),
+        "{request}"
+    );
+    assert!(request.contains("secret-token"), "{request}");
+}
+
+/// Review finding 7: `vigil local --admin` on another host would send the token there.
+#[test]
+fn vigil_local_refuses_a_non_loopback_admin_before_sending_the_token() {
+    for admin in ["192.0.2.1:9901", "0.0.0.0:9901", "[2001:db8::1]:9901"] {
+        let output = Command::new(VIGIL)
+            .args([
+                "local",
+                "--admin",
+                admin,
+                "--token",
+                "secret-token",
+                "get",
+                "demo",
+            ])
+            .output()
+            .expect("run vigil local");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{admin}: {stderr}");
+        assert!(
+            stderr.contains("not a loopback address"),
+            "{admin}: {stderr}"
+        );
+        assert!(!stderr.contains("secret-token"), "{admin}: {stderr}");
+    }
+}
+
+/// Review finding 12: with two Host headers, the admin read only the first; a proxy in front
+/// could read the other. Such a request is now refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_with_two_host_headers_is_forbidden() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    timeout(TEST_TIMEOUT, async {
+        let running = Running::start().await;
+        let mut stream = tokio::net::TcpStream::connect(running.admin.local_addr())
+            .await
+            .expect("connect");
+        let request = format!(
+            "GET /rollouts HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\
+             Authorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            running.token()
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("write request");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+        running.stop().await;
+    })
+    .await
+    .expect("test timed out");
 }

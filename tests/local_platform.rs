@@ -743,6 +743,10 @@ use vigil::platform::local::ConnectionLimits;
 const SMALL_LIMITS: ConnectionLimits = ConnectionLimits {
     header_read_timeout: Duration::from_millis(300),
     max_connections: 4,
+    write_stall_timeout: Duration::from_millis(300),
+    request_timeout: Duration::from_secs(1),
+    // Long: the tests below must pass through the stall and request timers, not this backstop.
+    max_connection_lifetime: Duration::from_secs(600),
 };
 
 /// Reads until the server closes the connection (EOF or reset); `None` if it stays open past
@@ -846,6 +850,120 @@ async fn many_idle_connections_do_not_starve_a_normal_request() {
         .expect("a normal request was starved by idle connections");
         assert_eq!(got.status, 200);
         drop(idle);
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Connects with a small receive buffer, so the kernel's buffers fill after a few answers.
+async fn connect_small_receive_buffer(addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("set receive buffer");
+    socket.connect(addr).await.expect("connect")
+}
+
+/// Sends `request` over and over on `stream` and never reads an answer; ends when the server
+/// closes the connection (the write fails) or after `limit` requests.
+fn pipeline_without_reading(
+    mut stream: tokio::net::TcpStream,
+    request: &'static [u8],
+    limit: usize,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let batch = request.repeat(256);
+        for _ in 0..limit / 256 {
+            if stream.write_all(&batch).await.is_err() {
+                return;
+            }
+        }
+        // Keep the connection (and so the slot) open.
+        std::future::pending::<()>().await;
+    })
+}
+
+/// Issue 9 item 12, review finding 3: a client that pipelines requests and never reads the
+/// answers held its slot forever (the header timer does not run while hyper waits to write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelining_clients_that_never_read_do_not_hold_every_slot() {
+    timeout(TEST_TIMEOUT, async {
+        let proxy =
+            WeightedProxy::bind_with_limits(any_port(), any_port(), "shop".into(), SMALL_LIMITS)
+                .await
+                .expect("bind proxy");
+        let mut holders = Vec::new();
+        for _ in 0..SMALL_LIMITS.max_connections {
+            let stream = connect_small_receive_buffer(proxy.metrics_addr()).await;
+            holders.push(pipeline_without_reading(
+                stream,
+                b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                1 << 20,
+            ));
+        }
+        // Let the holders take every slot and fill their buffers.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let got = timeout(
+            Duration::from_secs(40),
+            get(&client(), &format!("http://{}/livez", proxy.metrics_addr())),
+        )
+        .await
+        .expect("a normal request was starved by clients that never read their answers");
+        assert_eq!(got.status, 200);
+        for holder in holders {
+            holder.abort();
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Review finding 4: `Content-Length: 1000000`, two bytes, then silence held a proxy slot
+/// forever (the header timer does not cover the body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_bodies_do_not_hold_every_proxy_slot() {
+    timeout(TEST_TIMEOUT, async {
+        let app = demo_app("v1", 0.0).await;
+        let proxy =
+            WeightedProxy::bind_with_limits(any_port(), any_port(), "shop".into(), SMALL_LIMITS)
+                .await
+                .expect("bind proxy");
+        proxy
+            .set_backends(
+                Backend {
+                    revision: "rev-stable".into(),
+                    addrs: vec![app.local_addr()],
+                },
+                None,
+                0,
+            )
+            .expect("set backends");
+        let mut slow = Vec::new();
+        for _ in 0..SMALL_LIMITS.max_connections {
+            let mut stream = tokio::net::TcpStream::connect(proxy.local_addr())
+                .await
+                .expect("connect");
+            stream
+                .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nab")
+                .await
+                .expect("write a slow body's start");
+            slow.push(stream);
+        }
+        let got = timeout(
+            Duration::from_secs(40),
+            get(&client(), &format!("http://{}/", proxy.local_addr())),
+        )
+        .await
+        .expect("a normal request was starved by slow request bodies");
+        assert_eq!(got.status, 200);
+        for mut stream in slow {
+            assert!(
+                read_until_closed(&mut stream, Duration::from_secs(20))
+                    .await
+                    .is_some(),
+                "a slow request body still holds its connection"
+            );
+        }
     })
     .await
     .expect("test timed out");

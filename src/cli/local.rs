@@ -103,6 +103,15 @@ pub enum LocalError {
     /// The token cannot be sent in a header.
     #[error("failed to use the admin token: it holds characters a header cannot carry")]
     UseToken,
+    /// `--admin` is not a loopback address: the token would leave the machine.
+    #[error(
+        "refusing --admin {admin}: not a loopback address; the admin endpoint only listens on \
+         loopback and its token must never leave this machine"
+    )]
+    RefuseAdmin {
+        /// The address given.
+        admin: SocketAddr,
+    },
     /// The HTTP client could not be built.
     #[error("failed to build the HTTP client: {0}")]
     BuildClient(reqwest::Error),
@@ -203,12 +212,19 @@ fn admin_client(args: &LocalArgs) -> Result<reqwest::Client, LocalError> {
     headers.insert(reqwest::header::AUTHORIZATION, value);
     reqwest::Client::builder()
         .default_headers(headers)
+        // HTTP_PROXY / ALL_PROXY would carry the token and /apply bodies through a proxy.
+        .no_proxy()
+        // The admin endpoint never redirects; following one could send the token elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(LocalError::BuildClient)
 }
 
 async fn execute(args: &LocalArgs) -> Result<(), LocalError> {
     let admin = args.admin;
+    if !admin.ip().is_loopback() {
+        return Err(LocalError::RefuseAdmin { admin });
+    }
     let client = admin_client(args)?;
     match &args.command {
         LocalCommand::Get {

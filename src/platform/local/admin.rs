@@ -219,16 +219,53 @@ impl Admin {
     }
 }
 
-/// Whether `host` (a `Host` header value, port optional) names this machine's loopback.
+/// Whether `host` (a `Host` header value or a request target's authority) names this machine's
+/// loopback: `localhost` or a loopback IP (IPv6 in brackets), with an optional decimal port and
+/// nothing else. Parsed as a URI authority, then userinfo (`localhost:80@evil`), lists
+/// (`127.0.0.1:1, evil`) and junk after `]` or in the port are refused.
 fn is_loopback_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    let Ok(authority) = host.parse::<hyper::http::uri::Authority>() else {
+        return false;
     };
-    name.eq_ignore_ascii_case("localhost")
-        || name
+    if authority.as_str().contains('@') {
+        return false;
+    }
+    let name = authority.host();
+    // Whatever follows the host must be `:PORT` with PORT a u16, or nothing.
+    let after = authority.as_str().get(name.len()..).unwrap_or("x");
+    let port_is_valid = match after.strip_prefix(':') {
+        None => after.is_empty(),
+        Some(port) => {
+            !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u16>().is_ok()
+        }
+    };
+    if !port_is_valid {
+        return false;
+    }
+    let address = match name.strip_prefix('[') {
+        Some(bracketed) => match bracketed.strip_suffix(']') {
+            Some(inner) => inner,
+            None => return false,
+        },
+        None => name,
+    };
+    address.eq_ignore_ascii_case("localhost")
+        || address
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The request's one `Host` header as text: `None` when it is missing, repeated or not text
+/// (two Host headers could be read differently by two parsers).
+fn single_host(req: &Request<Incoming>) -> Option<&str> {
+    let mut hosts = req.headers().get_all(hyper::header::HOST).iter();
+    let host = hosts.next()?;
+    if hosts.next().is_some() {
+        return None;
+    }
+    host.to_str().ok()
 }
 
 /// Whether the request's content type is one of [`YAML_CONTENT_TYPES`] (parameters ignored).
@@ -256,10 +293,7 @@ async fn guarded(
             "requests from web pages (with an Origin header) are refused\n",
         );
     }
-    let host = req
-        .headers()
-        .get(hyper::header::HOST)
-        .and_then(|value| value.to_str().ok());
+    let host = single_host(&req);
     // An absolute-form target (`GET http://name/...`) must name loopback too.
     let target_is_loopback = req
         .uri()
@@ -447,6 +481,35 @@ mod tests {
             "",
         ] {
             assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    /// Review finding 12: the old prefix/suffix split let these through.
+    #[test]
+    fn host_with_userinfo_list_or_junk_after_bracket_is_not_loopback() {
+        for host in [
+            "localhost:80@evil",
+            "localhost:80@evil.example",
+            "user@127.0.0.1",
+            "127.0.0.1:1, evil.com",
+            "127.0.0.1:1,evil.com",
+            "localhost,evil.com",
+            "[::1]junk",
+            "[::1]:80junk",
+            "[::1]]",
+            "[::1",
+            "::1",
+            "127.0.0.1:",
+            "127.0.0.1:99999",
+            "127.0.0.1:+80",
+            "localhost:80:80",
+            "127.0.0.1 ",
+            "localhost/x",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+        for host in ["[::1]", "[::1]:9901", "127.1.2.3:65535", "localhost:0"] {
+            assert!(is_loopback_host(host), "{host}");
         }
     }
 

@@ -3,11 +3,14 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -16,6 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioTimer;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
@@ -69,6 +73,26 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// for the supervised processes' pipes and the upstream connections.
 pub const MAX_CONNECTIONS: usize = 256;
 
+/// How long a write to a client may make no progress (the client reads nothing, so the kernel's
+/// buffers stay full) before the connection is closed. Without it a client that pipelines
+/// requests and never reads the answers holds its slot forever, the header timer being stopped
+/// while hyper waits to write. 15 s, like [`HEADER_READ_TIMEOUT`]: a live client drains a
+/// loopback or in-cluster socket in milliseconds.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long the handler may take to produce the response head, from the request head on: this
+/// bounds reading the request body (a client announcing `Content-Length: 1000000` and sending
+/// two bytes), the proxy's wait for a ready replica ([`super::proxy::HOLD_UNTIL_READY`], 3 s)
+/// and the upstream's answer. 30 s is far above what the demo app, `/apply` or a scrape needs;
+/// the client gets `408` and the connection is closed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest a connection is served, however busy: then it is asked to close after its
+/// current answer, and cut [`DRAIN_TIMEOUT`] later. A backstop for clients that make just enough
+/// progress to dodge the other timers (reading a byte every few seconds); 120 s costs a
+/// keep-alive client (Prometheus, the load generator) one reconnect every two minutes.
+pub const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
+
 /// What a listener allows each client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
@@ -76,6 +100,12 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// See [`MAX_CONNECTIONS`] (at least 1 is used).
     pub max_connections: usize,
+    /// See [`WRITE_STALL_TIMEOUT`].
+    pub write_stall_timeout: Duration,
+    /// See [`REQUEST_TIMEOUT`].
+    pub request_timeout: Duration,
+    /// See [`MAX_CONNECTION_LIFETIME`].
+    pub max_connection_lifetime: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -83,7 +113,91 @@ impl Default for ConnectionLimits {
         Self {
             header_read_timeout: HEADER_READ_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
+            write_stall_timeout: WRITE_STALL_TIMEOUT,
+            request_timeout: REQUEST_TIMEOUT,
+            max_connection_lifetime: MAX_CONNECTION_LIFETIME,
         }
+    }
+}
+
+/// A client socket whose writes fail with `TimedOut` once one stays blocked (no byte accepted)
+/// for longer than the stall timeout; the timer restarts whenever a write makes progress.
+struct StallGuarded {
+    stream: TcpStream,
+    stall_timeout: Duration,
+    stalled_since: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl StallGuarded {
+    fn new(stream: TcpStream, stall_timeout: Duration) -> Self {
+        Self {
+            stream,
+            stall_timeout,
+            stalled_since: None,
+        }
+    }
+
+    /// Maps a write's poll result through the stall timer.
+    fn guard<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled_since = None;
+            return poll;
+        }
+        let stall_timeout = self.stall_timeout;
+        let timer = self
+            .stalled_since
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall_timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing for the write stall timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for StallGuarded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StallGuarded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.guard(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.guard(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.stream).poll_flush(cx);
+        self.guard(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.stream).poll_shutdown(cx);
+        self.guard(cx, poll)
     }
 }
 
@@ -144,8 +258,7 @@ pub(crate) async fn serve<F, Fut, B>(
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     serve_with_limits(listener, shutdown, ConnectionLimits::default(), handler).await;
@@ -163,8 +276,7 @@ pub(crate) async fn serve_with_limits<F, Fut, B>(
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let local = listener.local_addr().ok();
@@ -225,29 +337,47 @@ async fn serve_connection<F, Fut, B>(
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let service = service_fn(move |req| {
-        let response = handler(req);
-        async move { Ok::<_, Infallible>(response.await) }
+        let response = tokio::time::timeout(limits.request_timeout, handler(req));
+        async move {
+            let response = match response.await {
+                Ok(response) => response.map(Either::Left),
+                // Dropping the handler drops the unread body, so hyper closes the connection.
+                Err(_elapsed) => text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request was not read and answered within the request timeout\n",
+                )
+                .map(Either::Right),
+            };
+            Ok::<_, Infallible>(response)
+        }
     });
+    let io = StallGuarded::new(stream, limits.write_stall_timeout);
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    tokio::select! {
+    let ended = tokio::select! {
         result = conn.as_mut() => {
             if let Err(error) = result {
                 tracing::debug!(%error, "connection ended with an error");
             }
+            true
         }
-        () = shutdown_requested(&mut shutdown) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
+        () = shutdown_requested(&mut shutdown) => false,
+        () = tokio::time::sleep(limits.max_connection_lifetime) => {
+            tracing::debug!("connection reached its maximum lifetime");
+            false
         }
+    };
+    if !ended {
+        // Finish the current answer, then close; a client that does not read it is cut.
+        conn.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
     }
 }
 

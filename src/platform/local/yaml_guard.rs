@@ -26,7 +26,7 @@ pub const MAX_YAML_NESTING: usize = 64;
 pub enum YamlGuardError {
     /// The text nests deeper than [`MAX_YAML_NESTING`].
     #[error(
-        "YAML nesting depth exceeds the limit of {MAX_YAML_NESTING} levels at line {line} \
+        "YAML nesting depth exceeds the limit of {MAX_YAML_NESTING} levels on line {line} \
          (collections inside collections); no Rollout or template needs that many"
     )]
     CheckNesting {
@@ -39,7 +39,7 @@ pub enum YamlGuardError {
 /// depth is counted). Linear in the length of `text`.
 pub fn check_nesting(text: &str) -> Result<(), YamlGuardError> {
     let mut scan = Scan::default();
-    for (index, line) in text.lines().enumerate() {
+    for (index, line) in yaml_lines(text).enumerate() {
         if scan.line(line) > MAX_YAML_NESTING {
             return Err(YamlGuardError::CheckNesting {
                 line: index.saturating_add(1),
@@ -47,6 +47,35 @@ pub fn check_nesting(text: &str) -> Result<(), YamlGuardError> {
         }
     }
     Ok(())
+}
+
+/// The lines of `text` as the YAML parser (libyaml) sees them: it breaks lines at `\n`, `\r\n`,
+/// a lone `\r`, NEL (U+0085), LS (U+2028) and PS (U+2029). Splitting at `\n` only let
+/// `#c\r[[[...` pass as one comment line while the parser saw 250 000 levels.
+pub(crate) fn yaml_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        let Some((at, found)) = current
+            .char_indices()
+            .find(|(_, c)| matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}'))
+        else {
+            rest = None;
+            // Like `str::lines`: no empty last line after a final break.
+            return (!current.is_empty()).then_some(current);
+        };
+        let mut next = at.saturating_add(found.len_utf8());
+        if found == '\r' && current.as_bytes().get(next) == Some(&b'\n') {
+            next = next.saturating_add(1);
+        }
+        rest = current.get(next..);
+        Some(&current[..at])
+    })
+}
+
+/// Counts the `[` and `{` in `bytes`.
+fn opening_brackets(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|b| matches!(b, b'[' | b'{')).count()
 }
 
 /// The quote a flow collection's string is in, carried from line to line.
@@ -79,7 +108,14 @@ impl Scan {
         let content = rest.iter().position(|b| !is_blank(*b));
         let Some(first) = content else { return 0 };
         if self.quote.is_none() && rest[first] == b'#' {
-            return 0;
+            // A comment: its brackets still count on this line (never an under-count, should
+            // the parser disagree), but neither the indentation path nor the flow level moves.
+            return self
+                .indents
+                .len()
+                .saturating_mul(2)
+                .saturating_add(self.flow)
+                .saturating_add(opening_brackets(rest));
         }
         if indent == 0 && self.quote.is_none() && is_document_marker(rest) {
             *self = Scan::default();
@@ -129,7 +165,12 @@ impl Scan {
                 }
                 None => match byte {
                     b']' | b'}' => self.flow = self.flow.saturating_sub(1),
-                    b'#' if previous.is_none_or(is_blank) => break,
+                    b'#' if previous.is_none_or(is_blank) => {
+                        // The rest is a comment: its brackets count on this line only.
+                        let in_comment = bytes.get(index..).map_or(0, opening_brackets);
+                        deepest = deepest.max(self.flow.saturating_add(in_comment));
+                        break;
+                    }
                     b'"' | b'\'' if starts_node(previous) => {
                         self.quote = Some(if byte == b'"' {
                             Quote::Double
@@ -187,7 +228,10 @@ mod tests {
 
     fn depth_of(text: &str) -> usize {
         let mut scan = Scan::default();
-        text.lines().map(|line| scan.line(line)).max().unwrap_or(0)
+        yaml_lines(text)
+            .map(|line| scan.line(line))
+            .max()
+            .unwrap_or(0)
     }
 
     #[test]
@@ -228,6 +272,62 @@ mod tests {
         assert!(check_nesting(&single).is_err());
         let across_lines = format!("{}\n\"a\n{}\"\n", "[".repeat(70), "]".repeat(70));
         assert!(check_nesting(&across_lines).is_err());
+    }
+
+    #[test]
+    fn carriage_return_comment_hiding_a_250k_flow_bomb_is_refused() {
+        let bomb = format!("#c\r{}{}", "[".repeat(250_000), "]".repeat(250_000));
+        assert_eq!(
+            check_nesting(&bomb),
+            Err(YamlGuardError::CheckNesting { line: 2 })
+        );
+    }
+
+    #[test]
+    fn nel_ls_and_ps_line_breaks_do_not_hide_a_flow_bomb() {
+        for line_break in ['\u{85}', '\u{2028}', '\u{2029}'] {
+            let bomb = format!("#c{line_break}{}{}", "[".repeat(1000), "]".repeat(1000));
+            assert_eq!(
+                check_nesting(&bomb),
+                Err(YamlGuardError::CheckNesting { line: 2 }),
+                "{:?}",
+                line_break
+            );
+        }
+    }
+
+    #[test]
+    fn carriage_return_comment_hiding_compact_sequences_is_refused() {
+        let bomb = format!("#c\r{}x", "- ".repeat(1000));
+        assert!(check_nesting(&bomb).is_err());
+        let nel = format!("#c\u{85}{}x", "- ".repeat(1000));
+        assert!(check_nesting(&nel).is_err());
+    }
+
+    #[test]
+    fn lone_carriage_return_does_not_hide_closing_brackets_inside_strings() {
+        // After `\r` the `"` starts a node, so `"]"` is a string and its `]` closes nothing.
+        let bomb = "[\r\"]\",".repeat(100);
+        assert!(check_nesting(&bomb).is_err());
+    }
+
+    #[test]
+    fn brackets_on_a_comment_line_count() {
+        let comment = format!("a: 1\n# {}\n", "[".repeat(100));
+        assert!(check_nesting(&comment).is_err());
+        let trailing = format!("a: 1 # {}\n", "{".repeat(100));
+        assert!(check_nesting(&trailing).is_err());
+        // Counted on their line only: ordinary comments do not add up.
+        let many = "# see [docs] and {x}\na: 1\n".repeat(200);
+        assert_eq!(check_nesting(&many), Ok(()));
+    }
+
+    #[test]
+    fn crlf_counts_as_one_line_break() {
+        assert_eq!(
+            yaml_lines("a\r\nb\rc\n\nd\n").collect::<Vec<_>>(),
+            ["a", "b", "c", "", "d"]
+        );
     }
 
     #[test]
