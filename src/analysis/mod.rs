@@ -1,5 +1,6 @@
 //! Canary analysis: providers that measure, judges that decide.
 
+pub mod dereference;
 pub mod driver;
 pub mod instantiate;
 pub mod judge;

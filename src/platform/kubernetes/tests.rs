@@ -12,13 +12,15 @@ use kube::client::Body;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
-use super::context::{Clock, Context, FINALIZER, REVISION_LABEL, ROLLOUT_LABEL};
+use kube::runtime::{reflector, watcher};
+
+use super::context::{Clock, Context, FINALIZER, REVISION_LABEL, ROLLOUT_LABEL, TemplateIndex};
 use super::{analysis_controller, rollout_controller};
 use crate::analysis::provider::prometheus::ConcurrencyLimiter;
 use crate::api::{
-    AnalysisPhase, AnalysisRun, AnalysisRunSpec, AnalysisRunStatus, AnalysisStep, CanaryStep,
-    GatewayApiRouting, Rollout, RolloutPhase, RolloutSpec, RolloutStatus, TemplateRef,
-    TrafficRouting,
+    AnalysisPhase, AnalysisRun, AnalysisRunSpec, AnalysisRunStatus, AnalysisStep, AnalysisTemplate,
+    CanaryStep, ClusterAnalysisTemplate, GatewayApiRouting, Rollout, RolloutPhase, RolloutSpec,
+    RolloutStatus, TemplateRef, TrafficRouting,
 };
 use crate::metrics::Metrics;
 use crate::rollout::template_hash;
@@ -103,6 +105,10 @@ impl ApiServerVerifier {
 }
 
 fn context(client: Client) -> Arc<Context> {
+    Arc::new(plain_context(client))
+}
+
+fn plain_context(client: Client) -> Context {
     let mut ctx = Context::new(
         client,
         Metrics::default(),
@@ -110,7 +116,38 @@ fn context(client: Client) -> Arc<Context> {
         Some("vigil-0".into()),
     );
     ctx.clock = Clock::Fixed(now());
-    Arc::new(ctx)
+    ctx
+}
+
+/// The reflector caches of a scenario's AnalysisTemplates, as the controller's context holds
+/// them (so a template is never read by GET).
+fn template_index(templates: &BTreeMap<String, Value>) -> TemplateIndex {
+    let (namespaced, mut writer) = reflector::store::<AnalysisTemplate>();
+    let (cluster, _) = reflector::store::<ClusterAnalysisTemplate>();
+    for template in templates.values() {
+        let template: AnalysisTemplate =
+            serde_json::from_value(template.clone()).expect("template");
+        writer.apply_watcher_event(&watcher::Event::Apply(template));
+    }
+    TemplateIndex {
+        namespaced,
+        cluster,
+    }
+}
+
+/// The template the `analysis` step of [`steps`] uses.
+fn error_rate_template() -> Value {
+    json!({
+        "apiVersion": "vigil.dev/v1alpha1", "kind": "AnalysisTemplate",
+        "metadata": {"name": "error-rate", "namespace": NS},
+        "spec": {
+            "args": [{"name": "canary-revision"}],
+            "metrics": [{"name": "errors", "interval": "30s", "count": 3,
+                         "successCondition": "result < 0.01",
+                         "provider": {"prometheus": {"address": "http://prometheus:9090",
+                             "query": "sum(rate(errors{revision=\"{{args.canary-revision}}\"}[1m]))"}}}]
+        }
+    })
 }
 
 fn now() -> Timestamp {
@@ -224,8 +261,9 @@ fn route(stable_weight: i64, canary_weight: i64) -> Value {
     })
 }
 
-/// The cluster a scenario starts from; anything not listed is answered "not found".
-#[derive(Clone, Default)]
+/// The cluster a scenario starts from; anything not listed is answered "not found". It has
+/// the `error-rate` template unless a scenario removes it.
+#[derive(Clone)]
 struct Cluster {
     replica_sets: Vec<Value>,
     services: BTreeMap<String, Value>,
@@ -234,6 +272,19 @@ struct Cluster {
     templates: BTreeMap<String, Value>,
     /// Status code of the status write (200 or a conflict).
     status_write: Option<u16>,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            replica_sets: Vec::new(),
+            services: BTreeMap::new(),
+            route: None,
+            runs: Vec::new(),
+            templates: BTreeMap::from([("error-rate".to_owned(), error_rate_template())]),
+            status_write: None,
+        }
+    }
 }
 
 impl Cluster {
@@ -298,8 +349,11 @@ async fn reconcile_rollout(
     rollout: Rollout,
     cluster: Cluster,
 ) -> (Result<Action, String>, Vec<Call>, Metrics) {
+    let templates = template_index(&cluster.templates);
     let (client, verifier) = ApiServerVerifier::start(cluster.responder());
-    let ctx = context(client);
+    let mut ctx = plain_context(client);
+    ctx.templates = Some(templates);
+    let ctx = Arc::new(ctx);
     let metrics = ctx.metrics.clone();
     let result = tokio::time::timeout(
         Duration::from_secs(10),
@@ -503,38 +557,20 @@ async fn a_set_weight_step_patches_only_the_route_weights_with_test_ops() {
 
 #[tokio::test]
 async fn an_analysis_step_creates_an_owned_run_from_the_template_with_builtin_args() {
-    let (status, mut cluster) = in_flight(1, 20);
-    cluster.templates.insert(
-        "error-rate".into(),
-        json!({
-            "apiVersion": "vigil.dev/v1alpha1", "kind": "AnalysisTemplate",
-            "metadata": {"name": "error-rate", "namespace": NS},
-            "spec": {
-                "args": [{"name": "canary-revision"}],
-                "metrics": [{"name": "errors", "interval": "30s", "count": 3,
-                             "successCondition": "result < 0.01",
-                             "provider": {"prometheus": {"address": "http://prometheus:9090",
-                                 "query": "sum(rate(errors{revision=\"{{args.canary-revision}}\"}[1m]))"}}}]
-            }
-        }),
-    );
+    // The template comes from the reflector cache in observe: no GET of it, the run is
+    // created straight after the reads.
+    let (status, cluster) = in_flight(1, 20);
     let (result, calls, _) = reconcile_rollout(rollout(true, Some(status)), cluster).await;
     result.expect("reconciled");
     let calls_lines = lines(&calls);
-    assert_eq!(
-        calls_lines[5..7],
-        [
-            "GET /apis/vigil.dev/v1alpha1/namespaces/shop/analysistemplates/error-rate".to_owned(),
-            format!("POST {RUNS}"),
-        ],
+    assert_eq!(calls_lines[5], format!("POST {RUNS}"), "{calls_lines:#?}");
+    assert!(
+        !calls_lines
+            .iter()
+            .any(|l| l.contains("/analysistemplates/")),
         "{calls_lines:#?}"
     );
-    let get_template = calls
-        .iter()
-        .position(|c| c.path.ends_with("/analysistemplates/error-rate"))
-        .expect("template read");
-    let create = &calls[get_template + 1];
-    assert_eq!(create.line(), format!("POST {RUNS}"));
+    let create = &calls[5];
     let run = &create.body;
     let name = format!("web-{}-1-step1", canary_revision());
     assert_eq!(run["metadata"]["name"], json!(name));
@@ -808,5 +844,73 @@ fn each_shard_elects_its_leader_on_its_own_lease() {
     assert!(
         long.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    );
+}
+
+/// The reads of one reconcile of a canary in flight, before the dereference step.
+fn reads() -> Vec<String> {
+    vec![
+        format!("GET {RS}"),
+        format!("GET {STABLE_SVC}"),
+        format!("GET {CANARY_SVC}"),
+        format!("GET {ROUTE}"),
+        format!("GET {RUNS}"),
+    ]
+}
+
+#[tokio::test]
+async fn a_missing_template_holds_the_rollout_from_observe_without_reading_it() {
+    let (status, mut cluster) = in_flight(1, 20);
+    cluster.templates.clear();
+    let (result, calls, _) = reconcile_rollout(rollout(true, Some(status)), cluster).await;
+    result.expect("reconciled");
+    let calls_lines = lines(&calls);
+    assert_eq!(calls_lines[..5], reads()[..], "{calls_lines:#?}");
+    // Held from observe: no template GET, no run, events then the status (decided once).
+    assert!(
+        calls_lines[5..]
+            .iter()
+            .all(|l| *l == format!("POST {EVENTS}") || *l == format!("PUT {STATUS}")),
+        "{calls_lines:#?}"
+    );
+    let write = calls.last().expect("status write");
+    assert_status_write(write);
+    let message = status_of(write).message.unwrap_or_default();
+    assert!(
+        message.contains(r#"AnalysisTemplate "error-rate" does not exist in namespace "shop""#),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_secret_argument_that_does_not_exist_holds_the_rollout_before_any_effect() {
+    let (status, cluster) = in_flight(1, 20);
+    let mut rollout = rollout(true, Some(status));
+    if let Some(analysis) = rollout.spec.strategy.canary.steps[1].analysis.as_mut() {
+        analysis.args = vec![
+            serde_json::from_value(json!({"name": "tenant",
+                "valueFrom": {"secretKeyRef": {"name": "tenant", "key": "id"}}}))
+            .expect("arg"),
+        ];
+    }
+    let (result, calls, _) = reconcile_rollout(rollout, cluster).await;
+    result.expect("reconciled");
+    let calls_lines = lines(&calls);
+    // The Secret is checked in observe, right after the reads; nothing is created.
+    let mut expected = reads();
+    expected.push("GET /api/v1/namespaces/shop/secrets/tenant".to_owned());
+    assert_eq!(calls_lines[..6], expected[..], "{calls_lines:#?}");
+    assert!(
+        calls_lines[6..]
+            .iter()
+            .all(|l| *l == format!("POST {EVENTS}") || *l == format!("PUT {STATUS}")),
+        "{calls_lines:#?}"
+    );
+    let write = calls.last().expect("status write");
+    assert_status_write(write);
+    let message = status_of(write).message.unwrap_or_default();
+    assert!(
+        message.contains("failed to resolve argument tenant: get secret tenant"),
+        "{message}"
     );
 }

@@ -9,6 +9,7 @@ pub(super) async fn act(
     scope: &Scope<'_>,
     router: &Router,
     seen: &Seen,
+    prepared: &[PreparedRun],
     effects: &[Effect],
 ) -> Result<bool, Error> {
     let mut acted = false;
@@ -31,22 +32,20 @@ pub(super) async fn act(
             Effect::CreateAnalysisRun {
                 name,
                 kind,
-                templates,
-                args,
                 stable_revision,
                 canary_revision,
+                ..
             } => {
                 create_run(
                     scope,
+                    prepared,
                     name,
                     *kind,
-                    templates,
-                    args,
                     stable_revision,
                     canary_revision,
                 )
                 .await
-                .map_err(|error| as_spec_problem(scope, *kind, error))?;
+                .map_err(|error| as_spec_problem(*kind, error))?;
             }
             Effect::TerminateAnalysisRun { name } => {
                 let patch = Patch::Merge(json!({"spec": {"terminate": true}}));
@@ -202,122 +201,44 @@ pub(super) async fn point_service(
     Ok(())
 }
 
-/// The value of an argument: as written, or read from a field of the Rollout. A
-/// `secretKeyRef` stays a reference (the AnalysisRun controller reads it when measuring, so
-/// its value is never stored); the Secret is checked now (it exists, opted in, has the key,
-/// holds text) so a wrong reference holds the rollout with a reason before a run exists.
-pub(super) async fn resolve_arg(scope: &Scope<'_>, arg: &Argument) -> Result<Argument, Error> {
-    let fail = |reason: String| Error::ResolveArg {
-        arg: arg.name.clone(),
-        reason,
-    };
-    let value = match (&arg.value, &arg.value_from) {
-        (Some(value), _) => value.clone(),
-        (None, Some(from)) => match (&from.secret_key_ref, &from.field_ref) {
-            (Some(selector), None) => {
-                let secret = scope
-                    .api::<Secret>()
-                    .get(&selector.name)
-                    .await
-                    .map_err(|e| fail(format!("get secret {}: {e}", selector.name)))?;
-                let bytes = secret_value(&secret, &selector.name, &selector.key).map_err(fail)?;
-                if std::str::from_utf8(&bytes).is_err() {
-                    return Err(fail(format!(
-                        "secret {} key {} is not UTF-8",
-                        selector.name, selector.key
-                    )));
-                }
-                return Ok(Argument {
-                    name: arg.name.clone(),
-                    value: None,
-                    value_from: Some(crate::api::ArgumentValueFrom {
-                        secret_key_ref: Some(selector.clone()),
-                        field_ref: None,
-                    }),
-                });
-            }
-            (None, Some(field)) => field_ref_value(scope.rollout, &field.field_path)
-                .ok_or_else(|| fail(format!("field {} is not set", field.field_path)))?,
-            _ => {
-                return Err(fail(
-                    "set exactly one of secretKeyRef and fieldRef".to_owned(),
-                ));
-            }
-        },
-        (None, None) => return Err(fail("no value or valueFrom".to_owned())),
-    };
-    Ok(Argument {
-        name: arg.name.clone(),
-        value: Some(value),
-        value_from: None,
-    })
-}
-
-/// A failure to start an analysis that only a change of the spec or a template can fix,
-/// worded for status; any other failure is returned as it is (and retried).
-pub(super) fn as_spec_problem(scope: &Scope<'_>, kind: AnalysisKind, error: Error) -> Error {
-    let path = kind.path();
+/// A run whose templates and arguments do not combine for the decision's revisions (the
+/// dereference step built it for the observed ones), worded for status; any other failure is
+/// returned as it is (and retried).
+pub(super) fn as_spec_problem(kind: AnalysisKind, error: Error) -> Error {
     let message = match &error {
-        Error::GetTemplate { template, source } if not_found(source) => {
-            match template.strip_prefix("cluster/") {
-                Some(name) => format!("ClusterAnalysisTemplate {name:?} does not exist"),
-                None => format!(
-                    "AnalysisTemplate {template:?} does not exist in namespace {:?}",
-                    scope.namespace
-                ),
-            }
-        }
-        Error::ResolveArg { .. } | Error::Instantiate { .. } => error.to_string(),
+        Error::Instantiate { .. } => error.to_string(),
         _ => return error,
     };
+    let path = kind.path();
     Error::PrepareAnalysis {
         problem: SpecProblem { path, message },
         source: Box::new(error),
     }
 }
 
+/// Creates the run the dereference step prepared for `kind` (no template or Secret is read
+/// here). Built again, purely, when the decision's revisions are not the observed ones.
 pub(super) async fn create_run(
     scope: &Scope<'_>,
+    prepared: &[PreparedRun],
     name: &str,
     kind: AnalysisKind,
-    templates: &[TemplateRef],
-    args: &[Argument],
     stable: &str,
     canary: &str,
 ) -> Result<(), Error> {
-    let mut specs = Vec::with_capacity(templates.len());
-    for template in templates {
-        let spec = if template.cluster_scope {
-            Api::<ClusterAnalysisTemplate>::all(scope.ctx.client.clone())
-                .get(&template.template_name)
-                .await
-                .map(|t| t.spec.template)
-        } else {
-            scope
-                .api::<AnalysisTemplate>()
-                .get(&template.template_name)
-                .await
-                .map(|t| t.spec)
-        }
-        .map_err(|source| Error::GetTemplate {
-            template: if template.cluster_scope {
-                format!("cluster/{}", template.template_name)
-            } else {
-                template.template_name.clone()
-            },
-            source,
-        })?;
-        specs.push((template.template_name.clone(), spec));
-    }
-    let mut given = builtin_args(&scope.name, &scope.namespace, stable, canary);
-    for arg in args {
-        given.push(resolve_arg(scope, arg).await?);
-    }
-    let spec =
-        instantiate_with_secret_refs(&specs, &given).map_err(|source| Error::Instantiate {
+    let Some(run) = prepared.iter().find(|p| p.kind == kind) else {
+        return Err(Error::FindPreparedRun {
+            run: name.to_owned(),
+        });
+    };
+    let spec = if run.stable == stable && run.canary == canary {
+        run.spec.clone()
+    } else {
+        build(scope, &run.analysis, stable, canary).map_err(|source| Error::Instantiate {
             run: name.to_owned(),
             source,
-        })?;
+        })?
+    };
     let run = analysis_run_for(scope.rollout, name, kind, canary, spec);
     match scope
         .api::<AnalysisRun>()

@@ -112,6 +112,13 @@ pub enum Error {
         /// The cause.
         source: InstantiateError,
     },
+    /// The decision asked for a run of an analysis the dereference step did not prepare (a
+    /// bug: the core creates only runs of declared analyses, and holds on their problems).
+    #[error("AnalysisRun {run} was not prepared by the dereference step")]
+    FindPreparedRun {
+        /// The run.
+        run: String,
+    },
     /// Creating an AnalysisRun failed.
     #[error("failed to create AnalysisRun {run}: {source}")]
     CreateAnalysisRun {
@@ -168,6 +175,7 @@ impl Error {
             Error::ResolveArg { .. } => "resolve_arg",
             Error::Instantiate { .. } => "instantiate",
             Error::PrepareAnalysis { source, .. } => source.category(),
+            Error::FindPreparedRun { .. } => "find_prepared_run",
             Error::CreateAnalysisRun { .. } => "create_analysis_run",
             Error::TerminateAnalysisRun { .. } => "terminate_analysis_run",
             Error::PatchService { .. } => "patch_service",

@@ -1,8 +1,8 @@
 //! The Rollout controller: [`reconcile_once`] (observe with the dereference step →
 //! [`rollout::step`] → act → record status) → requeue, as the pure core's module docs describe
 //! (`crate::rollout`). One file per concern: `error` (why a reconcile failed), `router` (the
-//! traffic router), `platform` (observe and the [`Platform`] impl), `dereference` (template
-//! lookups), `act` (executing effects); here: the reconcile, its requeue, status writes,
+//! traffic router), `platform` (observe and the [`Platform`] impl), `dereference` (each
+//! declared analysis's templates from the cache, arguments resolved, run built), `act` (executing effects); here: the reconcile, its requeue, status writes,
 //! cleanup and the controller's wiring.
 
 use std::sync::Arc;
@@ -29,10 +29,11 @@ use super::observe::{Seen, observation};
 use super::resources::{
     analysis_run_for, field_ref_value, replica_set_for, replica_set_name, secret_value,
 };
-use crate::analysis::instantiate::{InstantiateError, builtin_args, instantiate_with_secret_refs};
+use crate::analysis::dereference::{Dereferenced, RunFor, SecretArgs, run_spec};
+use crate::analysis::instantiate::InstantiateError;
 use crate::api::{
-    AnalysisRun, AnalysisTemplate, Argument, ClusterAnalysisTemplate, Rollout, RolloutPhase,
-    RolloutStatus, TemplateRef,
+    AnalysisRun, AnalysisRunSpec, AnalysisTemplate, AnalysisTemplateSpec, Argument,
+    ClusterAnalysisTemplate, Rollout, RolloutPhase, RolloutStatus, TemplateRef,
 };
 use crate::platform::reconcile::{Observed, Platform, reconcile_once};
 use crate::rollout::{self, AnalysisKind, Decision, Effect, EventType, Observation, SpecProblem};
@@ -193,7 +194,8 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         scope,
         router,
         seen: None,
-        waiting_for_templates: false,
+        prepared: Vec::new(),
+        analysis_blocked: false,
         held: None,
     };
     let reconciled = match reconcile_once(&mut platform, now).await {
@@ -217,22 +219,17 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         now,
         &reconciled.decision,
         reconciled.acted,
-        platform.waiting_for_templates,
+        platform.analysis_blocked,
     ))
 }
 
 /// When to look at a reconciled Rollout again.
-fn next_action(
-    now: Timestamp,
-    decision: &Decision,
-    acted: bool,
-    waiting_for_templates: bool,
-) -> Action {
+fn next_action(now: Timestamp, decision: &Decision, acted: bool, analysis_blocked: bool) -> Action {
     let mut after = decision.requeue_at.map(|at| until(now, at));
     if acted {
         after = Some(after.map_or(RECHECK_AFTER_ACTING, |a| a.min(RECHECK_AFTER_ACTING)));
     }
-    if waiting_for_templates {
+    if analysis_blocked {
         after = Some(after.map_or(RECHECK_HELD_ANALYSIS, |a| a.min(RECHECK_HELD_ANALYSIS)));
     }
     let settled = matches!(

@@ -64,10 +64,13 @@ pub(super) struct KubeRollout<'a> {
     pub(super) router: Router,
     /// What was read, once per reconcile (a held analysis reconciles again without reading).
     pub(super) seen: Option<(Seen, Observation)>,
-    /// The references to templates the cache does not have (a template event may reach the
-    /// controller before its cache has it: look again soon).
-    pub(super) waiting_for_templates: bool,
-    /// An analysis that cannot start, found while acting: hold with it, emitting events only.
+    /// The runs the dereference step prepared, by analysis: all `create_run` needs.
+    pub(super) prepared: Vec<PreparedRun>,
+    /// An analysis cannot start (a template event may reach the controller before its cache
+    /// has it, and Secrets are not watched: look again soon).
+    pub(super) analysis_blocked: bool,
+    /// A run whose templates do not combine for the decision's revisions, found while
+    /// acting: hold with it, emitting events only.
     pub(super) held: Option<SpecProblem>,
 }
 
@@ -81,16 +84,10 @@ impl Platform for KubeRollout<'_> {
         if self.seen.is_none() {
             let seen = read(&self.scope, &self.router).await?;
             let mut observation = observation(rollout, &seen);
-            // The dereference step: templates from the reflector cache.
-            let missing = self
-                .scope
-                .ctx
-                .templates
-                .as_ref()
-                .map(|index| missing_templates(rollout, &self.scope.namespace, index))
-                .unwrap_or_default();
-            self.waiting_for_templates = !missing.is_empty();
-            observation.spec_problems.extend(missing);
+            let found = dereference(&self.scope, &observation).await?;
+            self.analysis_blocked = !found.problems.is_empty();
+            observation.spec_problems.extend(found.problems);
+            self.prepared = found.prepared;
             self.seen = Some((seen, observation));
         }
         let mut observation = self
@@ -117,6 +114,7 @@ impl Platform for KubeRollout<'_> {
             &self.scope,
             &self.router,
             seen.unwrap_or(&empty),
+            &self.prepared,
             std::slice::from_ref(effect),
         )
         .await

@@ -205,14 +205,20 @@ impl Engine {
                 }
             }
         }
+        let analysis = Dereferenced {
+            templates: chosen,
+            args: args.to_vec(),
+        };
         // There is no namespace locally: a template's own default applies (the shipped ones use
         // `""`, which matches the proxy's series, exported without a namespace label).
-        let mut given: Vec<Argument> = builtin_args(rollout, "", stable, canary)
-            .into_iter()
-            .filter(|a| a.name != "namespace")
-            .collect();
-        given.extend(args.iter().cloned());
-        instantiate(&chosen, &given).map_err(|error| error.to_string())
+        let run_for = RunFor {
+            rollout,
+            namespace: None,
+            stable,
+            canary,
+        };
+        dereference::run_spec(&analysis, run_for, SecretArgs::Unsupported)
+            .map_err(|error| error.to_string())
     }
 
     pub(super) async fn execute(
