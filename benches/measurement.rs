@@ -136,12 +136,49 @@ fn print_peak(label: &str, body: &str) {
     }
 }
 
-/// Answers with many series: past the cap (skipped, counted) and exactly at it (decoded).
+/// An 8 MiB-class matrix answer: one series of `n` points `[1,"1"]` (review finding 2).
+fn one_long_series_body(n: usize) -> String {
+    let points = vec![r#"[1,"1"]"#; n].join(",");
+    format!(
+        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{}},"values":[{points}]}}]}}}}"#
+    )
+}
+
+/// A vector answer of one series with `n` tiny labels `"l<i>":""` (review finding 2).
+fn one_wide_series_body(n: usize) -> String {
+    let labels: Vec<String> = (0..n).map(|i| format!(r#""l{i}":"""#)).collect();
+    format!(
+        r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{{}}},"value":[1,"1"]}}]}}}}"#,
+        labels.join(",")
+    )
+}
+
+/// A vector answer of `series` series with `labels` labels each (review finding 2).
+fn many_labelled_series_body(series: usize, labels: usize) -> String {
+    let metric: Vec<String> = (0..labels).map(|i| format!(r#""l{i}":"v""#)).collect();
+    let metric = metric.join(",");
+    let items: Vec<String> = (0..series)
+        .map(|i| format!(r#"{{"metric":{{"pod":"p{i}",{metric}}},"value":[1,"1"]}}"#))
+        .collect();
+    format!(
+        r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
+        items.join(",")
+    )
+}
+
+/// Answers with many series: past the cap (skipped, counted) and exactly at it (decoded);
+/// and the three 8 MiB-class shapes of review finding 2 (points, labels, labelled series).
 fn hostile(c: &mut Criterion) {
     let half_a_million = small_series_body(500_000);
     let at_the_cap = vector_body(MAX_SERIES_PER_ANSWER);
     print_peak("500k series", &half_a_million);
     print_peak("10k series (the cap)", &at_the_cap);
+    print_peak("1M points in one series", &one_long_series_body(1_000_000));
+    print_peak("640k labels in one series", &one_wide_series_body(640_000));
+    print_peak(
+        "10k series x 60 labels",
+        &many_labelled_series_body(10_000, 60),
+    );
     let mut group = c.benchmark_group("parse_hostile_response");
     group.sample_size(10);
     for (name, body) in [
