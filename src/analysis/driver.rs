@@ -9,6 +9,7 @@ use crate::analysis::provider::bounded;
 use crate::analysis::provider::prometheus::{ConcurrencyLimiter, PrometheusClient};
 use crate::analysis::provider::resolve::{Origin, SecretReader, client_config};
 use crate::analysis::run::{self, MetricSchedule, RunError};
+use crate::analysis::template::substitute::substituted_forms;
 use crate::api::{AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus};
 
 /// Why a run's providers could not be set up.
@@ -56,36 +57,12 @@ impl std::fmt::Debug for Redactor {
     }
 }
 
-/// The label-value escaping of `template::substitute` (kept in step with it): how a value
-/// appears inside a quoted string of a query.
-fn escape_in_string(value: &str, quote: char) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 impl Redactor {
     /// A redactor of `values` (empty values are ignored).
     pub fn new<I: IntoIterator<Item = String>>(values: I) -> Redactor {
         let mut needles = Vec::new();
         for value in values.into_iter().filter(|v| !v.is_empty()) {
-            let escaped = [
-                escape_in_string(&value, '"'),
-                escape_in_string(&value, '\''),
-            ];
-            for form in std::iter::once(value.clone()).chain(escaped) {
+            for form in substituted_forms(&value) {
                 let encoded: String =
                     url::form_urlencoded::byte_serialize(form.as_bytes()).collect();
                 let json = serde_json::to_string(&form).unwrap_or_default();
@@ -470,6 +447,23 @@ mod tests {
         );
         assert_eq!(redacted.matches(REDACTED).count(), 3, "{redacted}");
         assert!(!format!("{redactor:?}").contains("a\"b"));
+    }
+
+    #[test]
+    fn a_secret_argument_in_a_regex_matcher_is_redacted_in_its_regex_quoted_form() {
+        let spec = spec_with_secret_arg(r#"sum(up{tenant=~"{{args.tenant}}"}[{{args.window}}])"#);
+        let prepared = prepare(&spec, &OneSecret("acme.corp+eu")).expect("prepare");
+        let query = prepared.spec.metrics[0]
+            .provider
+            .prometheus
+            .as_ref()
+            .and_then(|p| p.query.clone())
+            .unwrap_or_default();
+        assert!(query.contains(r"acme\\.corp\\+eu"), "regex-quoted: {query}");
+        assert_eq!(
+            prepared.redactor.redact(&query),
+            r#"sum(up{tenant=~"<redacted>"}[5m])"#
+        );
     }
 
     #[test]

@@ -145,6 +145,22 @@ fn regex_quote(value: &str) -> String {
     out
 }
 
+/// Every form `value` can take inside a query once substituted: as is (outside quotes),
+/// escaped into a `"` or `'` string, and regex-quoted in a matcher (bare in backticks or
+/// escaped in a string). The redaction of Secret arguments looks for exactly these, so the
+/// two can never drift apart.
+pub fn substituted_forms(value: &str) -> Vec<String> {
+    let quoted = regex_quote(value);
+    vec![
+        escape_string(value, '"'),
+        escape_string(value, '\''),
+        escape_string(&quoted, '"'),
+        escape_string(&quoted, '\''),
+        quoted,
+        value.to_owned(),
+    ]
+}
+
 fn escape_string(value: &str, quote: char) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
