@@ -755,7 +755,8 @@ async fn a_huge_address_is_stored_as_a_bounded_message() {
     use crate::analysis::provider::MAX_TEXT_BYTES;
     let server = ApiServer::start();
     let ctx = context(&server, Vec::new());
-    let address = format!("http://{}", "a".repeat(1_400 * 1024));
+    // Not a URL: the parse error names the address as written.
+    let address = format!("http://exa mple/{}", "a".repeat(1_400 * 1024));
     let run = run_with("huge-address", &address, "up", json!(null), json!([]));
     let stored = reconcile_stored(&server, &ctx, run).await;
     let (phase, message) = phase_and_message(&stored);
