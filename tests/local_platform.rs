@@ -615,6 +615,13 @@ async fn supervisor_kills_the_whole_group_and_escalates_to_sigkill() {
             .trim()
             .parse()
             .expect("pid");
+        // The status records the pid a moment after the script runs: wait for it (busy CI).
+        wait_until(
+            "the child's pid in the status",
+            Duration::from_secs(10),
+            || !pids(&supervisor.status()["stubborn"]).is_empty(),
+        )
+        .await;
         let child = pids(&supervisor.status()["stubborn"])[0];
         assert!(alive(child) && alive(grandchild));
 
