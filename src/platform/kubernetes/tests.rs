@@ -349,10 +349,20 @@ async fn reconcile_rollout(
     rollout: Rollout,
     cluster: Cluster,
 ) -> (Result<Action, String>, Vec<Call>, Metrics) {
+    reconcile_with(rollout, cluster, true).await
+}
+
+/// One reconcile; `cached`: whether the context holds template caches (false: the caches
+/// were not ready at startup).
+async fn reconcile_with(
+    rollout: Rollout,
+    cluster: Cluster,
+    cached: bool,
+) -> (Result<Action, String>, Vec<Call>, Metrics) {
     let templates = template_index(&cluster.templates);
     let (client, verifier) = ApiServerVerifier::start(cluster.responder());
     let mut ctx = plain_context(client);
-    ctx.templates = Some(templates);
+    ctx.templates = cached.then_some(templates);
     let ctx = Arc::new(ctx);
     let metrics = ctx.metrics.clone();
     let result = tokio::time::timeout(
@@ -913,4 +923,17 @@ async fn a_secret_argument_that_does_not_exist_holds_the_rollout_before_any_effe
         message.contains("failed to resolve argument tenant: get secret tenant"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn without_template_caches_the_template_is_read_in_observe_not_while_acting() {
+    let (status, cluster) = in_flight(1, 20);
+    let (result, calls, _) = reconcile_with(rollout(true, Some(status)), cluster, false).await;
+    result.expect("reconciled");
+    let calls_lines = lines(&calls);
+    let mut expected = reads();
+    expected
+        .push("GET /apis/vigil.dev/v1alpha1/namespaces/shop/analysistemplates/error-rate".into());
+    expected.push(format!("POST {RUNS}"));
+    assert_eq!(calls_lines[..7], expected[..], "{calls_lines:#?}");
 }
