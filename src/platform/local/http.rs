@@ -100,11 +100,14 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// See [`MAX_CONNECTIONS`] (at least 1 is used).
     pub max_connections: usize,
-    /// See [`WRITE_STALL_TIMEOUT`].
+    /// How long a write to the client may make no progress before the connection is closed
+    /// (default: `WRITE_STALL_TIMEOUT`, 15 s).
     pub write_stall_timeout: Duration,
-    /// See [`REQUEST_TIMEOUT`].
+    /// How long the handler may take, body read included, to produce the response head; then
+    /// `408` and the connection closes (default: `REQUEST_TIMEOUT`, 30 s).
     pub request_timeout: Duration,
-    /// See [`MAX_CONNECTION_LIFETIME`].
+    /// How long a connection is served before it is drained and closed (default:
+    /// `MAX_CONNECTION_LIFETIME`, 120 s).
     pub max_connection_lifetime: Duration,
 }
 
