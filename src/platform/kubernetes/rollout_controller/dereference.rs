@@ -71,8 +71,8 @@ pub(super) struct Dereference {
 }
 
 /// The dereference step: for every analysis the Rollout declares (a decision can only create
-/// those), its templates from the reflector cache, its arguments resolved (a Secret is
-/// checked, never read into the run), and the run spec built. A failure that only a change
+/// those), its templates from the reflector cache and, while a release is in flight, its
+/// arguments resolved (a Secret is checked, never read into the run) and the run spec built. A failure that only a change
 /// of the spec, a template or a Secret can fix is a problem; any other is an error (retried).
 pub(super) async fn dereference(
     scope: &Scope<'_>,
@@ -98,6 +98,11 @@ pub(super) async fn dereference(
                 continue;
             }
         };
+        if canary == stable {
+            // No release in flight, so no run can be created: a settled Rollout reads no
+            // Secret (its templates were still checked, from the cache).
+            continue;
+        }
         let mut args = Vec::with_capacity(declared.args.len());
         for arg in declared.args {
             match resolve_arg(scope, arg).await {
