@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use url::Url;
+use vigil::analysis::provider::budget::{
+    ANSWER_BYTES_BUDGET, answer_bytes_held, answer_bytes_high_water,
+};
 use vigil::analysis::provider::prometheus::{
-    BasicAuth, ConcurrencyLimiter, MAX_BODY_BYTES, MAX_SERIES_PER_ANSWER, PrometheusClient,
-    PrometheusClientConfig, ResolvedAuth,
+    BasicAuth, ConcurrencyLimiter, MAX_BODY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_POINTS_PER_SERIES,
+    MAX_SERIES_PER_ANSWER, PrometheusClient, PrometheusClientConfig, ResolvedAuth,
 };
 use vigil::analysis::provider::{
-    MAX_TEXT_BYTES, Measurement, MetricsProvider, ProviderError, QueryRange, ResultType,
+    AnswerCap, MAX_TEXT_BYTES, Measurement, MetricsProvider, ProviderError, QueryRange, ResultType,
     SingleValue,
 };
 
@@ -909,7 +912,10 @@ async fn five_megabyte_error_body_is_stored_as_a_bounded_reason() {
 
 #[tokio::test]
 async fn megabyte_label_values_are_stored_bounded() {
-    let huge = "v".repeat(1 << 20);
+    // A megabyte value is now refused at the label value cap; the longest value decoded is
+    // still longer than a stored text may be, and is cut when stored.
+    let huge = "v".repeat(MAX_LABEL_VALUE_BYTES - 6);
+    assert!(huge.len() > MAX_TEXT_BYTES);
     let body = many_series_body(2, &huge);
     let fake = FakeServer::start(move |_| Reply::new(200, body.clone())).await;
     let client = new_client(config(&fake.url));
@@ -961,4 +967,91 @@ async fn run_with_interval_100000000h_ends_in_error_naming_the_field() {
     );
     assert_eq!((advanced.measured, advanced.next_at), (0, None));
     assert_eq!(fake.stats.requests(), 0);
+}
+
+#[tokio::test]
+async fn million_point_matrix_answer_is_refused_at_the_points_per_series_cap() {
+    // Review finding 2: one 8 MB series of a million points once cost 56 MiB to decode.
+    let points = vec![r#"[1700000000,"1"]"#; 480_000].join(",");
+    let body = format!(
+        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{}},"values":[{points}]}}]}}}}"#
+    );
+    assert!(body.len() <= MAX_BODY_BYTES, "{} bytes", body.len());
+    let fake = FakeServer::start(move |_| Reply::new(200, body.clone())).await;
+    let client = new_client(config(&fake.url));
+    let range = QueryRange {
+        start: at(AT - 3600),
+        end: at(AT),
+        step: Duration::from_secs(1),
+    };
+    let err = client
+        .query_range("up", range)
+        .await
+        .expect_err("over the points cap");
+    assert!(
+        matches!(
+            err,
+            ProviderError::AnswerOverCap { cap: AnswerCap::PointsPerSeries, limit }
+                if limit == MAX_POINTS_PER_SERIES
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("the answer holds more than 11000 points in one series"),
+        "{err}"
+    );
+    assert_eq!(fake.stats.requests(), 1, "a capped answer is not retried");
+}
+
+#[tokio::test]
+async fn many_concurrent_big_answers_never_hold_more_than_the_answer_budget() {
+    // Review finding 2: 50 metrics against 50 servers put 100-200 answers of 8 MiB in flight
+    // at once. Here 16 answers of 6 MiB (96 MiB together, three times the budget) from four
+    // servers, with room for all of them in the per-server limit.
+    const ANSWER_BYTES: usize = 6 << 20;
+    const QUERIES: usize = 16;
+    const { assert!(QUERIES * ANSWER_BYTES > 2 * ANSWER_BYTES_BUDGET) };
+    support::install_crypto_provider();
+    // A valid empty vector padded with whitespace: cheap to parse, as big as we like.
+    let head = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+    let body = format!("{head}{}", " ".repeat(ANSWER_BYTES - head.len()));
+    let mut servers = Vec::new();
+    for _ in 0..4 {
+        let body = body.clone();
+        servers.push(
+            FakeServer::start(move |_| {
+                Reply::new(200, body.clone()).delay(Duration::from_millis(100))
+            })
+            .await,
+        );
+    }
+    let limiter = ConcurrencyLimiter::new(QUERIES);
+    let clients: Vec<PrometheusClient> = servers
+        .iter()
+        .map(|server| {
+            let mut config = config(&server.url);
+            config.timeout = Duration::from_secs(120);
+            PrometheusClient::new(config, &limiter).expect("client")
+        })
+        .collect();
+    let queries = (0..QUERIES).map(|i| clients[i % clients.len()].query("up", at(AT)));
+    for result in futures::future::join_all(queries).await {
+        let measurement = result.expect("every query is answered, some after waiting");
+        assert!(matches!(measurement, Measurement::NoData { .. }));
+    }
+    let served: usize = servers.iter().map(|s| s.stats.requests()).sum();
+    assert_eq!(served, QUERIES);
+    // The gauge counts bytes actually read into bodies, not reservations: without the budget
+    // the bodies of all 16 answers are read at once.
+    let high_water = answer_bytes_high_water();
+    assert!(
+        high_water <= ANSWER_BYTES_BUDGET,
+        "{high_water} answer bytes were held at once, over the budget of {ANSWER_BYTES_BUDGET}"
+    );
+    assert!(high_water >= ANSWER_BYTES, "the gauge saw the answers");
+    assert!(
+        answer_bytes_held() < ANSWER_BYTES,
+        "bodies are released after parsing"
+    );
 }

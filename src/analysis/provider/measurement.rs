@@ -329,6 +329,36 @@ pub fn format_series(labels: &Labels) -> String {
     out
 }
 
+/// A cap on what one provider answer may hold (see `provider::prometheus` for the values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnswerCap {
+    /// Points in one series of a range answer.
+    PointsPerSeries,
+    /// Points in all series of a range answer together.
+    PointsPerAnswer,
+    /// Labels on one series.
+    LabelsPerSeries,
+    /// Labels on all series of an answer together.
+    LabelsPerAnswer,
+    /// Bytes in one label name.
+    LabelNameBytes,
+    /// Bytes in one label value.
+    LabelValueBytes,
+}
+
+impl fmt::Display for AnswerCap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AnswerCap::PointsPerSeries => "points in one series (points per series)",
+            AnswerCap::PointsPerAnswer => "points in all series (points per answer)",
+            AnswerCap::LabelsPerSeries => "labels on one series (labels per series)",
+            AnswerCap::LabelsPerAnswer => "labels in all series (labels per answer)",
+            AnswerCap::LabelNameBytes => "bytes in one label name (label name bytes)",
+            AnswerCap::LabelValueBytes => "bytes in one label value (label value bytes)",
+        })
+    }
+}
+
 /// Why a measurement could not be taken. Each variant names the step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -433,6 +463,16 @@ pub enum ProviderError {
         limit: usize,
         /// How many the answer holds.
         got: usize,
+    },
+    /// The answer is over one of the caps on what one answer may hold; decoding stopped there.
+    #[error(
+        "the answer holds more than {limit} {cap}, more than vigil decodes; aggregate the query (e.g. sum by (...)), drop labels or shorten its range"
+    )]
+    AnswerOverCap {
+        /// Which cap the answer is over.
+        cap: AnswerCap,
+        /// The cap's value.
+        limit: usize,
     },
     /// The client configuration is invalid (bad CA bundle, header name, address).
     #[error("invalid provider configuration: {detail}")]

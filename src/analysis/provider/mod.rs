@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+pub mod budget;
 pub mod measurement;
 pub mod prometheus;
 pub mod resolve;
 
 pub use measurement::{
-    Labels, MAX_TEXT_BYTES, Measurement, ProviderError, RangeSeries, ResultType, SingleValue,
-    ValueClass, VectorSample, bounded, bounded_owned, bounded_to,
+    AnswerCap, Labels, MAX_TEXT_BYTES, Measurement, ProviderError, RangeSeries, ResultType,
+    SingleValue, ValueClass, VectorSample, bounded, bounded_owned, bounded_to,
 };
 
 /// The time range of a range query. `start` and `end` are inclusive, as in Prometheus.

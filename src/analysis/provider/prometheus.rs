@@ -25,8 +25,9 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use url::Url;
 
+use super::budget::BudgetedBody;
 use super::measurement::{
-    Labels, Measurement, ProviderError, RangeSeries, ResultType, VectorSample, bounded,
+    AnswerCap, Labels, Measurement, ProviderError, RangeSeries, ResultType, VectorSample, bounded,
     bounded_owned,
 };
 use super::{MetricsProvider, QueryRange};
@@ -56,10 +57,85 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// tiny labels to about 10 MB; 10,000 series of ten labels each still fit.
 pub const MAX_LABELS_PER_ANSWER: usize = 100_000;
 
+/// The most labels on one series. Real series carry a handful to a few dozen (Kubernetes
+/// metadata labels included); 640,000 tiny labels on one series once cost 70 MiB to decode.
+pub const MAX_LABELS_PER_SERIES: usize = 64;
+
+/// The longest label name, in bytes. Label names are identifiers (`pod`, `le`, `namespace`).
+pub const MAX_LABEL_NAME_BYTES: usize = 256;
+
+/// The longest label value, in bytes: room for a URL or a long pod name, while a label value
+/// meant to be megabytes (copied into every error that names the series) is refused.
+pub const MAX_LABEL_VALUE_BYTES: usize = 4096;
+
+/// The most points decoded in one series of a range answer: Prometheus itself refuses a
+/// `query_range` over 11,000 points per series, and a gate judges at most a run's worth of
+/// steps. One series of a million points once cost 56 MiB to decode.
+pub const MAX_POINTS_PER_SERIES: usize = 11_000;
+
+/// The most points decoded from one range answer, all series together: ten series at full
+/// resolution. A point costs about 56 bytes while it is converted (raw and typed), so this
+/// keeps a decoded matrix to about 6 MB.
+pub const MAX_POINTS_PER_ANSWER: usize = 110_000;
+
+/// What the answer being parsed on a thread may still decode, and the first cap it hit.
+#[derive(Clone, Copy)]
+struct AnswerAllowance {
+    labels_left: usize,
+    points_left: usize,
+    hit: Option<(AnswerCap, usize)>,
+}
+
+impl AnswerAllowance {
+    const FULL: AnswerAllowance = AnswerAllowance {
+        labels_left: MAX_LABELS_PER_ANSWER,
+        points_left: MAX_POINTS_PER_ANSWER,
+        hit: None,
+    };
+}
+
 thread_local! {
-    /// Labels the answer being parsed on this thread may still decode (`parse_response` resets
-    /// it; parsing is synchronous, so one answer owns the thread while it is read).
-    static LABELS_LEFT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The allowance of the answer being parsed on this thread (`parse_response` resets it;
+    /// parsing is synchronous, so one answer owns the thread while it is read).
+    static ALLOWANCE: std::cell::Cell<AnswerAllowance> =
+        const { std::cell::Cell::new(AnswerAllowance::FULL) };
+}
+
+/// Records that the answer is over `cap` (of value `limit`) and returns the error that stops
+/// serde at once; `parse_response` turns it into [`ProviderError::AnswerOverCap`].
+fn over_cap<E: de::Error>(cap: AnswerCap, limit: usize) -> E {
+    ALLOWANCE.with(|cell| {
+        let mut allowance = cell.get();
+        allowance.hit.get_or_insert((cap, limit));
+        cell.set(allowance);
+    });
+    E::custom(format!("over the cap of {limit} {cap}"))
+}
+
+/// Takes one label, or one point, from the answer's allowance.
+fn take_from_allowance<E: de::Error>(cap: AnswerCap) -> Result<(), E> {
+    let limit = match cap {
+        AnswerCap::PointsPerAnswer => MAX_POINTS_PER_ANSWER,
+        _ => MAX_LABELS_PER_ANSWER,
+    };
+    let taken = ALLOWANCE.with(|cell| {
+        let mut allowance = cell.get();
+        let left = match cap {
+            AnswerCap::PointsPerAnswer => &mut allowance.points_left,
+            _ => &mut allowance.labels_left,
+        };
+        let Some(rest) = left.checked_sub(1) else {
+            return false;
+        };
+        *left = rest;
+        cell.set(allowance);
+        true
+    });
+    if taken {
+        Ok(())
+    } else {
+        Err(over_cap(cap, limit))
+    }
 }
 
 /// Warnings kept from one answer (they are only logged).
@@ -384,7 +460,7 @@ enum Failure {
     /// A non-success HTTP status.
     Status {
         status: u16,
-        body: Vec<u8>,
+        body: BudgetedBody,
         retry_after: Option<Duration>,
     },
 }
@@ -411,14 +487,14 @@ impl Failure {
             }
             Failure::Status { status, body, .. } => {
                 // Prometheus explains 4xx/5xx in its JSON envelope; keep its words when present.
-                if let Ok(envelope) = serde_json::from_slice::<ErrorEnvelope>(&body)
+                if let Ok(envelope) = serde_json::from_slice::<ErrorEnvelope>(body.bytes())
                     && envelope.status == "error"
                 {
                     return prometheus_error(envelope.error_type, envelope.error);
                 }
                 ProviderError::HttpStatus {
                     status,
-                    body_excerpt: bounded_owned(excerpt(&body)),
+                    body_excerpt: bounded_owned(excerpt(body.bytes())),
                     attempts,
                 }
             }
@@ -504,7 +580,8 @@ impl Inner {
                         attempts,
                     });
                 }
-                Ok(Ok(body)) => return self.parse_logged(&body, query),
+                // The body keeps its share of the budget until it is parsed and dropped.
+                Ok(Ok(body)) => return self.parse_logged(body.bytes(), query),
                 Ok(Err(failure)) => failure,
             };
             if !failure.retryable() || attempts >= self.max_attempts {
@@ -530,12 +607,14 @@ impl Inner {
                 reason = %failure_reason(&failure),
                 "retrying Prometheus query"
             );
+            // A failed answer's body goes back to the budget before the wait, not after it.
+            drop(failure);
             tokio::time::sleep(delay).await;
         }
     }
 
     /// One HTTP exchange, holding a concurrency slot only while it is in flight.
-    async fn attempt(&self, url: &Url, params: &[(&str, String)]) -> Result<Vec<u8>, Failure> {
+    async fn attempt(&self, url: &Url, params: &[(&str, String)]) -> Result<BudgetedBody, Failure> {
         // The semaphore is never closed; if it were, querying without a slot beats failing.
         let _slot = self.slots.acquire().await.ok();
         let mut request = self.http.get(url.clone()).query(params);
@@ -572,15 +651,20 @@ impl Inner {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, Timestamp::now()));
-        let mut body = Vec::new();
+        // Reserve the body's bytes from the process-wide budget before reading any of them
+        // (the whole cap when the length is unknown); the wait counts against the deadline.
+        let declared = response
+            .content_length()
+            .and_then(|length| usize::try_from(length).ok());
+        let mut body = BudgetedBody::reserve(declared.unwrap_or(self.max_body_bytes)).await;
         while let Some(chunk) = response.chunk().await.map_err(Failure::Connection)? {
-            if body.len() + chunk.len() > self.max_body_bytes {
+            if body.extend(&chunk).is_err() {
                 return Err(Failure::BodyTooLarge {
                     limit: self.max_body_bytes,
                 });
             }
-            body.extend_from_slice(&chunk);
         }
+        body.release_unused();
         if status.is_success() {
             Ok(body)
         } else {
@@ -746,11 +830,41 @@ struct RawSeries<'a> {
     metric: Labels,
     #[serde(borrow, default)]
     value: Option<RawSample<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "capped_points")]
     values: Option<Vec<RawSample<'a>>>,
 }
 
-/// A series' labels, drawn from the answer's budget of [`MAX_LABELS_PER_ANSWER`].
+/// A label name or value, refused over `limit` bytes before it is copied.
+struct LabelText {
+    cap: AnswerCap,
+    limit: usize,
+}
+
+impl<'de> de::DeserializeSeed<'de> for LabelText {
+    type Value = String;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for LabelText {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<String, E> {
+        if text.len() > self.limit {
+            return Err(over_cap(self.cap, self.limit));
+        }
+        Ok(text.to_owned())
+    }
+}
+
+/// A series' labels: at most [`MAX_LABELS_PER_SERIES`], names and values within their byte
+/// caps, drawn from the answer's allowance of [`MAX_LABELS_PER_ANSWER`].
 fn capped_labels<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Labels, D::Error> {
     struct LabelsVisitor;
     impl<'de> Visitor<'de> for LabelsVisitor {
@@ -762,20 +876,60 @@ fn capped_labels<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Labels, D
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Labels, A::Error> {
             let mut labels = Labels::new();
-            while let Some((name, value)) = map.next_entry::<String, String>()? {
-                let left = LABELS_LEFT.with(std::cell::Cell::get);
-                if left == 0 {
-                    return Err(de::Error::custom(format!(
-                        "the answer holds more than {MAX_LABELS_PER_ANSWER} labels, at most that many are decoded; aggregate the query"
-                    )));
+            // Entries, not distinct names: a repeated name costs parsing all the same.
+            let mut entries = 0usize;
+            let name_seed = || LabelText {
+                cap: AnswerCap::LabelNameBytes,
+                limit: MAX_LABEL_NAME_BYTES,
+            };
+            while let Some(name) = map.next_key_seed(name_seed())? {
+                entries += 1;
+                if entries > MAX_LABELS_PER_SERIES {
+                    return Err(over_cap(AnswerCap::LabelsPerSeries, MAX_LABELS_PER_SERIES));
                 }
-                LABELS_LEFT.with(|cell| cell.set(left - 1));
+                take_from_allowance(AnswerCap::LabelsPerAnswer)?;
+                let value = map.next_value_seed(LabelText {
+                    cap: AnswerCap::LabelValueBytes,
+                    limit: MAX_LABEL_VALUE_BYTES,
+                })?;
                 labels.insert(name, value);
             }
             Ok(labels)
         }
     }
     deserializer.deserialize_map(LabelsVisitor)
+}
+
+/// A matrix series' points: at most [`MAX_POINTS_PER_SERIES`], drawn from the answer's
+/// allowance of [`MAX_POINTS_PER_ANSWER`]. Decoding stops at the first point over a cap.
+fn capped_points<'de: 'a, 'a, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<RawSample<'a>>>, D::Error> {
+    struct PointsVisitor<'a>(PhantomData<&'a ()>);
+    impl<'de: 'a, 'a> Visitor<'de> for PointsVisitor<'a> {
+        type Value = Option<Vec<RawSample<'a>>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of [<time>, \"<value>\"] points")
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut points = Vec::new();
+            while let Some(point) = seq.next_element::<RawSample<'a>>()? {
+                if points.len() >= MAX_POINTS_PER_SERIES {
+                    return Err(over_cap(AnswerCap::PointsPerSeries, MAX_POINTS_PER_SERIES));
+                }
+                take_from_allowance(AnswerCap::PointsPerAnswer)?;
+                points.push(point);
+            }
+            Ok(Some(points))
+        }
+    }
+    deserializer.deserialize_any(PointsVisitor(PhantomData))
 }
 
 fn malformed(detail: impl Into<String>) -> ProviderError {
@@ -831,8 +985,11 @@ fn series_of<'a>(element: RawElement<'a>, kind: &str) -> Result<RawSeries<'a>, P
 /// More than [`MAX_LABELS_PER_ANSWER`] labels is a malformed body saying so.
 /// The work is linear in the body's length whatever it holds (serde_json also bounds nesting).
 pub fn parse_response(body: &[u8]) -> Result<Measurement, ProviderError> {
-    LABELS_LEFT.with(|cell| cell.set(MAX_LABELS_PER_ANSWER));
+    ALLOWANCE.with(|cell| cell.set(AnswerAllowance::FULL));
     let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|e| {
+        if let Some((cap, limit)) = ALLOWANCE.with(|cell| cell.get().hit) {
+            return ProviderError::AnswerOverCap { cap, limit };
+        }
         malformed(format!(
             "not a Prometheus API response ({e}): {}",
             excerpt(&body[..body.len().min(BODY_EXCERPT_CHARS)])
@@ -1045,26 +1202,114 @@ mod tests {
         }
     }
 
-    #[test]
-    fn answer_of_many_tiny_labels_stops_at_the_label_budget() {
-        let labels: Vec<String> = (0..MAX_LABELS_PER_ANSWER / 2 + 1)
-            .map(|i| format!(r#""l{i}":"""#))
-            .collect();
-        let series = format!(r#"{{"metric":{{{}}},"value":[1,"1"]}}"#, labels.join(","));
-        let body = format!(
-            r#"{{"status":"success","data":{{"resultType":"vector","result":[{series},{series}]}}}}"#
-        );
+    fn vector_of(series: &str) -> String {
+        format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{series}]}}}}"#)
+    }
+
+    fn matrix_of(series: &str) -> String {
+        format!(r#"{{"status":"success","data":{{"resultType":"matrix","result":[{series}]}}}}"#)
+    }
+
+    fn assert_over_cap(body: &str, cap: AnswerCap, limit: usize) {
         match parse_response(body.as_bytes()) {
-            Err(ProviderError::MalformedBody { detail }) => {
-                assert!(detail.contains("more than 100000 labels"), "{detail}");
+            Err(error @ ProviderError::AnswerOverCap { .. }) => {
+                assert!(
+                    matches!(error, ProviderError::AnswerOverCap { cap: c, limit: l } if c == cap && l == limit),
+                    "{error:?}"
+                );
+                let text = error.to_string();
+                assert!(
+                    text.starts_with(&format!("the answer holds more than {limit} ")),
+                    "{text}"
+                );
+            }
+            other => panic!("expected {cap:?} at {limit}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn matrix_series_of_a_million_points_is_refused_at_the_points_per_series_cap() {
+        // Review finding 2: 8 MB, once 56 MiB of peak memory to decode.
+        let points = vec![r#"[1,"1"]"#; 1_000_000].join(",");
+        let body = matrix_of(&format!(r#"{{"metric":{{}},"values":[{points}]}}"#));
+        assert!(body.len() <= MAX_BODY_BYTES);
+        assert_over_cap(&body, AnswerCap::PointsPerSeries, MAX_POINTS_PER_SERIES);
+        // The cap itself is decoded.
+        let points = vec![r#"[1,"1"]"#; MAX_POINTS_PER_SERIES].join(",");
+        let at_cap = matrix_of(&format!(r#"{{"metric":{{}},"values":[{points}]}}"#));
+        match parse_response(at_cap.as_bytes()) {
+            Ok(Measurement::Matrix(series)) => {
+                assert_eq!(series[0].points.len(), MAX_POINTS_PER_SERIES)
             }
             other => panic!("unexpected {other:?}"),
         }
-        // The budget is per answer: the next one starts afresh.
-        let one = format!(
-            r#"{{"status":"success","data":{{"resultType":"vector","result":[{series}]}}}}"#
-        );
+    }
+
+    #[test]
+    fn points_spread_over_many_series_are_refused_at_the_points_per_answer_cap() {
+        let per_series = MAX_POINTS_PER_SERIES;
+        let series_count = MAX_POINTS_PER_ANSWER / per_series + 1;
+        let points = vec![r#"[1,"1"]"#; per_series].join(",");
+        let series: Vec<String> = (0..series_count)
+            .map(|i| format!(r#"{{"metric":{{"pod":"p{i}"}},"values":[{points}]}}"#))
+            .collect();
+        let body = matrix_of(&series.join(","));
+        assert_over_cap(&body, AnswerCap::PointsPerAnswer, MAX_POINTS_PER_ANSWER);
+    }
+
+    #[test]
+    fn series_of_640k_labels_is_refused_at_the_labels_per_series_cap() {
+        // Review finding 2: one series of 640,000 tiny labels, once about 70 MiB to decode.
+        let labels: Vec<String> = (0..640_000).map(|i| format!(r#""l{i}":"""#)).collect();
+        let body = vector_of(&format!(
+            r#"{{"metric":{{{}}},"value":[1,"1"]}}"#,
+            labels.join(",")
+        ));
+        assert_over_cap(&body, AnswerCap::LabelsPerSeries, MAX_LABELS_PER_SERIES);
+        // Repeating one name is counted the same (a map keeps one, the parser reads all).
+        let repeated = vec![r#""a":"""#; MAX_LABELS_PER_SERIES + 1].join(",");
+        let body = vector_of(&format!(r#"{{"metric":{{{repeated}}},"value":[1,"1"]}}"#));
+        assert_over_cap(&body, AnswerCap::LabelsPerSeries, MAX_LABELS_PER_SERIES);
+    }
+
+    #[test]
+    fn ten_thousand_series_of_60_labels_are_refused_at_the_labels_per_answer_cap() {
+        // Review finding 2: 10k series x 60 labels, once +69 MiB to decode.
+        let metric: Vec<String> = (0..60).map(|i| format!(r#""l{i}":"v""#)).collect();
+        let metric = metric.join(",");
+        let series: Vec<String> = (0..10_000)
+            .map(|i| format!(r#"{{"metric":{{"pod":"p{i}",{metric}}},"value":[1,"1"]}}"#))
+            .collect();
+        let body = vector_of(&series.join(","));
+        assert!(body.len() <= MAX_BODY_BYTES);
+        assert_over_cap(&body, AnswerCap::LabelsPerAnswer, MAX_LABELS_PER_ANSWER);
+        // The allowance is per answer: the next one starts afresh.
+        let one = vector_of(&format!(r#"{{"metric":{{{metric}}},"value":[1,"1"]}}"#));
         assert!(parse_response(one.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn megabyte_label_name_or_value_is_refused_at_its_byte_cap() {
+        let huge = "x".repeat(1 << 20);
+        let value = vector_of(&format!(
+            r#"{{"metric":{{"pod":"{huge}"}},"value":[1,"1"]}}"#
+        ));
+        assert_over_cap(&value, AnswerCap::LabelValueBytes, MAX_LABEL_VALUE_BYTES);
+        let name = vector_of(&format!(r#"{{"metric":{{"{huge}":"p"}},"value":[1,"1"]}}"#));
+        assert_over_cap(&name, AnswerCap::LabelNameBytes, MAX_LABEL_NAME_BYTES);
+        // Escaped text is measured after unescaping, like any other.
+        let escaped = "\\u0078".repeat(MAX_LABEL_VALUE_BYTES + 1);
+        let escaped = vector_of(&format!(
+            r#"{{"metric":{{"pod":"{escaped}"}},"value":[1,"1"]}}"#
+        ));
+        assert_over_cap(&escaped, AnswerCap::LabelValueBytes, MAX_LABEL_VALUE_BYTES);
+        // At the caps, both are decoded.
+        let fits = vector_of(&format!(
+            r#"{{"metric":{{"{}":"{}"}},"value":[1,"1"]}}"#,
+            "n".repeat(MAX_LABEL_NAME_BYTES),
+            "v".repeat(MAX_LABEL_VALUE_BYTES)
+        ));
+        assert!(parse_response(fits.as_bytes()).is_ok());
     }
 
     #[test]
