@@ -295,7 +295,9 @@ async fn watch_templates(client: &Client, scope: &WatchScope) -> Option<Template
             cluster,
         })
     } else {
-        warn!("template caches not ready in time; templates are read from the API server at each observe");
+        warn!(
+            "template caches not ready in time; templates are read from the API server at each observe"
+        );
         None
     }
 }
