@@ -177,7 +177,12 @@ async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::requeue(NAMESPACE_SLOT_RETRY));
     };
     let now = ctx.clock.now();
-    let secrets = prefetch(&Api::namespaced(ctx.client.clone(), &namespace), run, ctx).await;
+    // A run over its size bounds reads no Secret: `prepare` refuses it with the reason.
+    let secrets = if driver::check_run_bounds(&run.spec).is_ok() {
+        prefetch(&Api::namespaced(ctx.client.clone(), &namespace), run, ctx).await
+    } else {
+        PrefetchedSecrets::default()
+    };
     // Credential files are read here: on a blocking thread, never on the async workers.
     let (spec, limiter) = (run.spec.clone(), ctx.limiter.clone());
     let configured = tokio::task::spawn_blocking(move || {

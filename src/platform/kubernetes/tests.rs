@@ -920,7 +920,8 @@ async fn a_secret_argument_that_does_not_exist_holds_the_rollout_before_any_effe
     assert_status_write(write);
     let message = status_of(write).message.unwrap_or_default();
     assert!(
-        message.contains("failed to resolve argument tenant: get secret tenant"),
+        message.contains("failed to resolve argument tenant: secret \"tenant\" refused")
+            && message.contains("vigil.dev/analysis-credential"),
         "{message}"
     );
 }

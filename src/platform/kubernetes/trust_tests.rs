@@ -775,8 +775,12 @@ async fn a_run_over_the_size_bounds_is_refused_before_any_credential_is_read() {
     let ctx = context(&server, Vec::new());
     let metric = |i: usize| {
         json!({"name": format!("m{i}"), "count": 1, "successCondition": "result < 1",
-            "provider": {"prometheus": {"address": prometheus.address, "query": "up",
-                "auth": {"bearerToken": {"file": "/etc/hostname"}}}}})
+        "provider": {"prometheus": {"address": prometheus.address, "query": "up",
+            "auth": {"bearerToken": if i == 0 {
+                json!({"file": "/etc/hostname"})
+            } else {
+                json!({"secretKeyRef": {"name": "operator-token", "key": "token"}})
+            }}}}})
     };
     let metrics: Vec<Value> = (0..=crate::analysis::run::MAX_METRICS_PER_RUN)
         .map(metric)
@@ -794,6 +798,15 @@ async fn a_run_over_the_size_bounds_is_refused_before_any_credential_is_read() {
         "the bound is checked first: {message}"
     );
     assert!(prometheus.requests().is_empty(), "nothing is sent");
+    let secret_reads: Vec<_> = server
+        .request_log()
+        .into_iter()
+        .filter(|(_, path)| path.contains("/secrets"))
+        .collect();
+    assert!(
+        secret_reads.is_empty(),
+        "no Secret is read: {secret_reads:?}"
+    );
 }
 
 #[tokio::test]

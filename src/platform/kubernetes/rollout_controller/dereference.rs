@@ -265,7 +265,16 @@ pub(super) async fn resolve_arg(scope: &Scope<'_>, arg: &Argument) -> Result<Arg
                     .api::<Secret>()
                     .get(&selector.name)
                     .await
-                    .map_err(|e| fail(format!("get secret {}: {e}", selector.name)))?;
+                    .map_err(|e| {
+                        // A missing Secret reads like one that did not opt in: no probing.
+                        if not_found(&e) {
+                            fail(crate::platform::kubernetes::resources::refused_secret(
+                                &selector.name,
+                            ))
+                        } else {
+                            fail(format!("get secret {}: {e}", selector.name))
+                        }
+                    })?;
                 let bytes = secret_value(&secret, &selector.name, &selector.key).map_err(fail)?;
                 if std::str::from_utf8(&bytes).is_err() {
                     return Err(fail(format!(
