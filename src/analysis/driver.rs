@@ -243,35 +243,7 @@ pub fn prepare(
 /// The run's size bounds (metric count, name lengths), checked before anything is built from
 /// its metrics, so an oversized run costs no client and no long error text.
 pub fn check_run_bounds(spec: &AnalysisRunSpec) -> Result<(), DriverError> {
-    if spec.metrics.len() > run::MAX_METRICS_PER_RUN {
-        return Err(RunError::CountMetrics {
-            count: spec.metrics.len(),
-            max: run::MAX_METRICS_PER_RUN,
-        }
-        .into());
-    }
-    for (index, metric) in spec.metrics.iter().enumerate() {
-        let group = metric
-            .mann_whitney
-            .as_ref()
-            .and_then(|j| j.group.as_deref());
-        for (field, name) in [
-            ("name", Some(metric.name.as_str())),
-            ("mannWhitney.group", group),
-        ] {
-            let length = name.map_or(0, str::len);
-            if length > run::MAX_NAME_BYTES {
-                return Err(RunError::MeasureName {
-                    index,
-                    field,
-                    length,
-                    max: run::MAX_NAME_BYTES,
-                }
-                .into());
-            }
-        }
-    }
-    Ok(())
+    Ok(run::check_bounds(spec)?)
 }
 
 /// One client per metric, in the order of `spec.metrics`, after the run's size bounds are

@@ -232,8 +232,10 @@ fn later(at: Timestamp, duration: Duration) -> Timestamp {
         .unwrap_or(Timestamp::MAX)
 }
 
-/// Every metric's schedule, after checking the run against the bounds its status needs.
-fn schedules_of(spec: &AnalysisRunSpec) -> Result<Vec<MetricSchedule>, RunError> {
+/// Checks a run against the bounds its status needs: at most [`MAX_METRICS_PER_RUN`]
+/// metrics, names of at most [`MAX_NAME_BYTES`]. The controller runs it before it reads any
+/// credential; the lifecycle runs it again before planning.
+pub fn check_bounds(spec: &AnalysisRunSpec) -> Result<(), RunError> {
     if spec.metrics.len() > MAX_METRICS_PER_RUN {
         return Err(RunError::CountMetrics {
             count: spec.metrics.len(),
@@ -260,6 +262,12 @@ fn schedules_of(spec: &AnalysisRunSpec) -> Result<Vec<MetricSchedule>, RunError>
             }
         }
     }
+    Ok(())
+}
+
+/// Every metric's schedule, after checking the run against the bounds its status needs.
+fn schedules_of(spec: &AnalysisRunSpec) -> Result<Vec<MetricSchedule>, RunError> {
+    check_bounds(spec)?;
     spec.metrics
         .iter()
         .enumerate()
