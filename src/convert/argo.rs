@@ -537,6 +537,13 @@ pub(super) fn template(
         .cloned()
         .unwrap_or_default();
     let spec = template_spec(spec_value, &renames, notes);
+    if spec.metrics.is_empty() {
+        notes.unmapped(
+            "spec.metrics",
+            "no metric could be converted: the template is not written",
+        );
+        return None;
+    }
     Some(if cluster {
         Converted::ClusterAnalysisTemplate(Box::new(ClusterAnalysisTemplate {
             metadata,
@@ -704,7 +711,14 @@ fn metric(
         match translate(field, &source) {
             Ok(translated) => {
                 if let Some(policy) = translated.no_data {
-                    out.no_data = Some(policy);
+                    if out.no_data.is_some_and(|earlier| earlier != policy) {
+                        notes.unmapped(
+                            format!("{path}.{key}"),
+                            "its empty-result guard contradicts the other condition's: vigil has one `noData` policy per metric; the first is kept",
+                        );
+                    } else {
+                        out.no_data = Some(policy);
+                    }
                 }
                 if key == "successCondition" {
                     out.success_condition = Some(translated.condition);
@@ -714,17 +728,24 @@ fn metric(
             }
             Err(error) => {
                 untranslated = true;
-                notes.unmapped(format!("{path}.{key}"), error.to_string());
+                notes.unmapped(
+                    format!("{path}.{key}"),
+                    format!("{error}; the metric is left out"),
+                );
             }
         }
     }
     if out.success_condition.is_none() && out.failure_condition.is_none() && !untranslated {
-        notes.unmapped(path, "no successCondition or failureCondition: Argo counts every such measurement Successful, vigil needs a judge: add a condition over `result`");
+        notes.unmapped(path, "no successCondition or failureCondition: Argo counts every such measurement Successful, vigil needs a judge (a condition over `result`); the metric is left out");
+        untranslated = true;
     }
     let provider = fields.take("provider");
     fields.finish(notes, |key| {
         moved_field("spec.metrics", key).map(str::to_owned)
     });
+    if untranslated {
+        return None;
+    }
     out.provider = MetricProvider {
         prometheus: prometheus_provider(
             provider.unwrap_or(&Value::Null),

@@ -68,7 +68,15 @@ const UNSUPPORTED_FUNCTIONS: &[(&str, &str)] = &[
 
 /// Translates one Argo condition.
 pub fn translate(field: &'static str, source: &str) -> Result<Translated, ExprError> {
-    let (guarded, no_data) = strip_no_data_guard(source.trim());
+    let (guarded, guard) = strip_no_data_guard(source.trim());
+    // The guard says what the condition is without data; what that means for the measurement
+    // depends on the side: a failure condition that holds without data fails it.
+    let no_data = guard.map(|holds| match (field, holds) {
+        ("failureCondition", true) => NoDataPolicy::Fail,
+        ("failureCondition", false) => NoDataPolicy::Pass,
+        (_, true) => NoDataPolicy::Pass,
+        (_, false) => NoDataPolicy::Fail,
+    });
     for (function, why) in UNSUPPORTED_FUNCTIONS {
         if contains_call(guarded, function) {
             return Err(ExprError::TranslateFunction {
@@ -87,15 +95,16 @@ pub fn translate(field: &'static str, source: &str) -> Result<Translated, ExprEr
     Ok(Translated { condition, no_data })
 }
 
-/// Argo's documented guards against an empty result: `len(result) == 0 || C` passes without
-/// data, `len(result) > 0 && C` fails without it. vigil says so with `noData`.
-fn strip_no_data_guard(source: &str) -> (&str, Option<NoDataPolicy>) {
+/// Argo's documented guards against an empty result: without data, `len(result) == 0 || C`
+/// holds and `len(result) > 0 && C` does not. Returns the rest of the condition and whether
+/// the condition holds without data. vigil says so with `noData`.
+fn strip_no_data_guard(source: &str) -> (&str, Option<bool>) {
     let compact: String = source.chars().filter(|c| !c.is_whitespace()).collect();
     let guards = [
-        ("len(result)==0||", NoDataPolicy::Pass),
-        ("len(result)==0or", NoDataPolicy::Pass),
-        ("len(result)>0&&", NoDataPolicy::Fail),
-        ("len(result)>0and", NoDataPolicy::Fail),
+        ("len(result)==0||", true),
+        ("len(result)==0or", true),
+        ("len(result)>0&&", false),
+        ("len(result)>0and", false),
     ];
     for (guard, policy) in guards {
         if compact.starts_with(guard) {
@@ -227,6 +236,11 @@ mod tests {
         let fail = ok("len(result) > 0 && result[0] >= 0.95");
         assert_eq!(fail.condition, "result >= 0.95");
         assert_eq!(fail.no_data, Some(NoDataPolicy::Fail));
+        // On the failure side the same guard means the opposite.
+        let failure = translate("failureCondition", "len(result) > 0 and result[0] < 0.9")
+            .expect("translates");
+        assert_eq!(failure.condition, "result < 0.9");
+        assert_eq!(failure.no_data, Some(NoDataPolicy::Pass));
     }
 
     #[test]

@@ -80,8 +80,10 @@ pub(super) fn canary(
     notes.unmapped(
         "spec.provider",
         format!(
-            "Flagger routed with `{}`: vigil routes with a Gateway API HTTPRoute (`spec.strategy.canary.trafficRouting.gatewayAPI.httpRoute`, the route with backendRefs to both Services), or by replica counts without a router; add the router",
-            provider.as_deref().unwrap_or("its -mesh-provider")
+            "Flagger routed with {}: vigil routes with a Gateway API HTTPRoute (`spec.strategy.canary.trafficRouting.gatewayAPI.httpRoute`, the route with backendRefs to both Services), or by replica counts without a router; add the router",
+            provider
+                .as_deref()
+                .map_or("its controller's -mesh-provider".to_owned(), |p| format!("`{p}`"))
         ),
     );
     let ingress = spec

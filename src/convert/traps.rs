@@ -173,7 +173,7 @@ pub fn moved_field(parent: &str, key: &str) -> Option<&'static str> {
         "rangeQuery" if in_prometheus => {
             "the threshold judge takes an instant query; for a comparison over a range use the mannWhitney judge (`canaryQuery`, `baselineQuery`, `mannWhitney.step`)"
         }
-        "dryRun" if parent.ends_with("spec") || parent.ends_with("analysis") => {
+        "dryRun" if parent.ends_with("spec") || parent.ends_with("analysis") || in_metric => {
             "Argo's `dryRun: [{metricName}]` list is `dryRun: true` on each metric of the template in vigil"
         }
         "measurementRetention" => {
