@@ -351,3 +351,13 @@ fn the_no_data_policy_of_a_guard_is_kept() {
     assert_eq!(spec.metrics[0].no_data, Some(NoDataPolicy::Pass));
     assert_eq!(converted.unmapped, []);
 }
+
+#[test]
+fn what_vigil_would_refuse_is_reported_by_the_conversion_not_left_to_lint() {
+    let text = "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: t\nspec:\n  metrics:\n  - name: m\n    successCondition: result[0] > 1\n    provider:\n      prometheus: {address: 'http://p:9090', query: 'sum(x)', timeout: 600}\n";
+    let converted = convert(&sources("t.yaml", text));
+    assert_eq!(converted.unmapped.len(), 1, "{:?}", converted.unmapped);
+    let line = converted.unmapped[0].to_string();
+    assert!(line.starts_with("t.yaml: [0] spec.metrics[0].provider.prometheus.timeout: vigil refuses the converted AnalysisTemplate `t`"), "{line}");
+    assert!(line.contains("MAX_QUERY_TIMEOUT"), "{line}");
+}
