@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::api::{
     AnalysisTemplate, AnalysisTemplateSpec, Argument, BackgroundAnalysis, CanaryStep,
-    CanaryStrategy, Metric, MetricProvider, PauseStep, PrometheusProvider, Rollout, RolloutSpec,
-    RolloutStrategy, TemplateRef,
+    CanaryStrategy, GatewayApiRouting, Metric, MetricProvider, PauseStep, PrometheusProvider,
+    Rollout, RolloutSpec, RolloutStrategy, TemplateRef, TrafficRouting,
 };
 
 use super::argo::duration;
@@ -74,18 +74,10 @@ pub(super) fn canary(
     notes.unmapped(
         "spec.service",
         format!(
-            "vigil generates no Services or routes: it points the selectors of `stableService` ({service_name}-primary) and `canaryService` ({service_name}-canary), which must exist; Flagger's are deleted with the Canary (owner references), so apply copies without ownerReferences first"
+            "vigil generates no Services or routes: it points the selectors of `stableService` ({service_name}-primary) and `canaryService` ({service_name}-canary), which must exist (and sets the weights of the route that sends to both); Flagger's are deleted with the Canary (owner references), so apply copies without ownerReferences first"
         ),
     );
-    notes.unmapped(
-        "spec.provider",
-        format!(
-            "Flagger routed with {}: vigil routes with a Gateway API HTTPRoute (`spec.strategy.canary.trafficRouting.gatewayAPI.httpRoute`, the route with backendRefs to both Services), or by replica counts without a router; add the router",
-            provider
-                .as_deref()
-                .map_or("its controller's -mesh-provider".to_owned(), |p| format!("`{p}`"))
-        ),
-    );
+    let traffic_routing = routing(provider.as_deref(), &service_name, notes);
     let ingress = spec
         .take("ingressRef")
         .and_then(|r| r.get("name"))
@@ -128,6 +120,7 @@ pub(super) fn canary(
         progress_deadline_seconds,
         strategy: RolloutStrategy {
             canary: CanaryStrategy {
+                traffic_routing,
                 stable_service: Some(format!("{service_name}-primary")),
                 canary_service: Some(format!("{service_name}-canary")),
                 steps: schedule,
@@ -160,6 +153,32 @@ pub(super) fn canary(
             status: None,
         },
     ))
+}
+
+/// The router: Flagger's Gateway API provider keeps its weights in the HTTPRoute named after
+/// the apex Service, with backendRefs to `<name>-primary` and `<name>-canary`, exactly what
+/// vigil's `gatewayAPI` router sets; other providers are reported.
+fn routing(
+    provider: Option<&str>,
+    service_name: &str,
+    notes: &mut Notes,
+) -> Option<TrafficRouting> {
+    if provider.is_some_and(|p| p == "gatewayapi" || p.starts_with("gatewayapi:")) {
+        return Some(TrafficRouting {
+            gateway_api: Some(GatewayApiRouting {
+                http_route: service_name.to_owned(),
+            }),
+            ..Default::default()
+        });
+    }
+    notes.unmapped(
+        "spec.provider",
+        format!(
+            "Flagger routed with {}: vigil routes with a Gateway API HTTPRoute (`spec.strategy.canary.trafficRouting.gatewayAPI.httpRoute`, the route with backendRefs to both Services), or by replica counts without a router; add the router",
+            provider.map_or("its controller's -mesh-provider".to_owned(), |p| format!("`{p}`"))
+        ),
+    );
+    None
 }
 
 /// The name of the Deployment the Canary targets; `None` (reported) for other kinds.

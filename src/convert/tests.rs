@@ -209,6 +209,12 @@ fn flagger_canary_becomes_steps_a_background_analysis_and_its_template() {
             None
         ]
     );
+    // Flagger's Gateway API router keeps the weights in the HTTPRoute named after the Service.
+    let route = canary
+        .traffic_routing
+        .as_ref()
+        .and_then(|r| r.gateway_api.as_ref());
+    assert_eq!(route.map(|g| g.http_route.as_str()), Some("podinfo"));
     assert_eq!(canary.stable_service.as_deref(), Some("podinfo-primary"));
     assert_eq!(canary.canary_service.as_deref(), Some("podinfo-canary"));
     // The Deployment's pod template is the Rollout's, and the Deployment is not written out.
