@@ -203,7 +203,7 @@ fn rollout(router: bool, status: Option<RolloutStatus>) -> Rollout {
     let mut spec = RolloutSpec {
         replicas: Some(4),
         selector: serde_json::from_value(json!({"matchLabels": {"app": "web"}})).expect("sel"),
-        template: image_template("web:2"),
+        template: Some(image_template("web:2")),
         ..RolloutSpec::default()
     };
     let canary = &mut spec.strategy.canary;
@@ -655,7 +655,7 @@ async fn a_status_conflict_requeues_at_once_without_an_error() {
 async fn a_settled_rollout_writes_nothing() {
     let stable = stable_revision();
     let mut r = rollout(false, None);
-    r.spec.template = image_template("web:1");
+    r.spec.template = Some(image_template("web:1"));
     let cluster = Cluster {
         replica_sets: vec![replica_set(&stable, 4, 4)],
         services: BTreeMap::from([

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
@@ -25,9 +25,10 @@ use tracing::{Instrument, debug, info, warn};
 use super::context::{
     Context, FIELD_MANAGER, FINALIZER, ROLLOUT_LABEL, TemplateIndex, rollout_label_value,
 };
-use super::observe::{Seen, observation};
+use super::observe::{Seen, WorkloadSeen, observation};
 use super::resources::{
-    analysis_run_for, field_ref_value, replica_set_for, replica_set_name, secret_value,
+    analysis_run_for, field_ref_value, replica_set_for, replica_set_name, scale_down_patch,
+    secret_value,
 };
 use crate::analysis::dereference::{Dereferenced, RunFor, SecretArgs, run_spec};
 use crate::analysis::instantiate::InstantiateError;
