@@ -381,6 +381,7 @@ pub async fn run(
     let runs: Api<AnalysisRun> = watch.api(client);
     let templates: Api<AnalysisTemplate> = watch.api(client);
     let cluster_templates: Api<ClusterAnalysisTemplate> = Api::all(client.clone());
+    let deployments: Api<Deployment> = watch.api(client);
     // Children carry their Rollout's labels, so a shard watches only its own (children
     // created before they did are still read, but do not wake their Rollout).
     let children = watcher::Config::default().labels(&match &watch.selector {
@@ -389,6 +390,7 @@ pub async fn run(
     });
     let controller = Controller::new(rollouts, watch.watcher_config());
     let (by_template, by_cluster_template) = (controller.store(), controller.store());
+    let by_deployment = controller.store();
     controller
         .owns(replica_sets, children.clone())
         .owns(runs, children)
@@ -405,6 +407,14 @@ pub async fn run(
             watcher::Config::default(),
             move |template| rollouts_using(&by_cluster_template, None, &template.name_any()),
         )
+        // An edit of an adopted Deployment (a new pod template: a release) wakes its Rollouts.
+        .watches(deployments, watcher::Config::default(), move |deployment| {
+            rollouts_adopting(
+                &by_deployment,
+                deployment.namespace().as_deref(),
+                &deployment.name_any(),
+            )
+        })
         .with_config(Config::default().concurrency(watch.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -438,6 +448,41 @@ mod tests {
             }
         }))
         .expect("rollout")
+    }
+
+    #[test]
+    fn a_deployment_wakes_only_the_rollouts_that_adopt_it() {
+        let adopting = |namespace: &str, name: &str, deployment: &str| -> Rollout {
+            serde_json::from_value(json!({
+                "apiVersion": "vigil.dev/v1alpha1",
+                "kind": "Rollout",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "selector": {"matchLabels": {"app": name}},
+                    "workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+                    "strategy": {"canary": {}}
+                }
+            }))
+            .expect("rollout")
+        };
+        let (store, mut writer) = reflector::store::<Rollout>();
+        for rollout in [
+            adopting("shop", "checkout", "checkout"),
+            adopting("shop", "checkout-eu", "checkout"),
+            adopting("bank", "checkout", "checkout"),
+            adopting("shop", "cart", "cart"),
+            rollout("shop", "inline", json!([{"templateName": "errors"}])),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(rollout));
+        }
+        let mut names: Vec<String> = rollouts_adopting(&store, Some("shop"), "checkout")
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["checkout", "checkout-eu"]);
+        assert!(rollouts_adopting(&store, Some("shop"), "inline").is_empty());
+        assert!(rollouts_adopting(&store, None, "checkout").is_empty());
     }
 
     #[test]
