@@ -8,12 +8,13 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::Value;
 
 use crate::api::{
     AnalysisTemplate, AnalysisTemplateSpec, Argument, BackgroundAnalysis, CanaryStep,
     CanaryStrategy, GatewayApiRouting, Metric, MetricProvider, PauseStep, PrometheusProvider,
-    Rollout, RolloutSpec, RolloutStrategy, TemplateRef, TrafficRouting,
+    Rollout, RolloutSpec, RolloutStrategy, ScaleDown, TemplateRef, TrafficRouting, WorkloadRef,
 };
 
 use super::argo::duration;
@@ -48,12 +49,13 @@ struct Names {
     ingress: Option<String>,
 }
 
-/// A Canary as a Rollout and its AnalysisTemplate; `None` when it cannot be one.
+/// A Canary as a Rollout and its AnalysisTemplate (none without a metric); `None` when it
+/// cannot be a Rollout.
 pub(super) fn canary(
     document: &Value,
     inputs: &mut Inputs<'_>,
     notes: &mut Notes,
-) -> Option<(Rollout, AnalysisTemplate)> {
+) -> Option<(Rollout, Option<AnalysisTemplate>)> {
     let mut root = Fields::of(document, "", notes);
     for key in ["apiVersion", "kind", "metadata", "status"] {
         root.ignore(key);
@@ -147,11 +149,12 @@ pub(super) fn canary(
             spec: rollout_spec,
             status: None,
         },
-        AnalysisTemplate {
+        // Without a metric there is nothing to judge: no template, no background analysis.
+        (!analysis_spec.metrics.is_empty()).then_some(AnalysisTemplate {
             metadata: template_metadata,
             spec: analysis_spec,
             status: None,
-        },
+        }),
     ))
 }
 
@@ -229,9 +232,21 @@ fn adopt_deployment(
         })
         .copied();
     let Some(deployment) = found else {
+        // Not among the inputs: adopt it where it runs. Flagger scaled it to 0 already (its
+        // primary served), so vigil scaling it down as its own pods get ready costs nothing.
+        spec.workload_ref = Some(WorkloadRef {
+            api_version: "apps/v1".to_owned(),
+            kind: "Deployment".to_owned(),
+            name: target.to_owned(),
+            scale_down: Some(ScaleDown::Progressively),
+        });
+        spec.selector = LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".to_owned(), target.to_owned())])),
+            ..Default::default()
+        };
         notes.unmapped(
             "spec.targetRef",
-            format!("Deployment `{target}` is not among the inputs: pass its YAML too (vigil convert canary.yaml deployment.yaml) so its selector and pod template become the Rollout's"),
+            format!("Deployment `{target}` is not among the inputs: the Rollout adopts it through workloadRef, with the selector `app: {target}` (Flagger's default selector label), which must match its pods' labels; pass the Deployment's YAML too to have its own selector and pod template"),
         );
         return;
     };

@@ -250,10 +250,11 @@ fn convert_one<'a>(
             .collect(),
         Some(Origin::FlaggerCanary) => flagger::canary(document, inputs, notes)
             .map(|(rollout, template)| {
-                vec![
-                    Converted::AnalysisTemplate(Box::new(template)),
-                    Converted::Rollout(Box::new(rollout)),
-                ]
+                template
+                    .map(|t| Converted::AnalysisTemplate(Box::new(t)))
+                    .into_iter()
+                    .chain([Converted::Rollout(Box::new(rollout))])
+                    .collect()
             })
             .unwrap_or_default(),
         Some(Origin::FlaggerMetricTemplate) => {

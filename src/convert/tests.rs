@@ -367,3 +367,57 @@ fn what_vigil_would_refuse_is_reported_by_the_conversion_not_left_to_lint() {
     assert!(line.starts_with("t.yaml: [0] spec.metrics[0].provider.prometheus.timeout: vigil refuses the converted AnalysisTemplate `t`"), "{line}");
     assert!(line.contains("MAX_QUERY_TIMEOUT"), "{line}");
 }
+
+#[test]
+fn argo_workload_ref_is_vigil_workload_ref() {
+    let converted = fixture("argo-workload-ref.yaml");
+    assert_eq!(converted.unmapped, []);
+    let workload = rollout(&converted)
+        .workload_ref
+        .as_ref()
+        .expect("workloadRef");
+    assert_eq!(workload.name, "rollout-ref-deployment");
+    assert_eq!(
+        workload.scale_down,
+        Some(crate::api::ScaleDown::Progressively)
+    );
+    assert!(rollout(&converted).template.is_none());
+    // The Deployment is not a Canary's target: it stays, passed through.
+    assert!(
+        converted
+            .documents
+            .iter()
+            .any(|d| matches!(d, Converted::Other(_)))
+    );
+}
+
+#[test]
+fn a_canary_whose_deployment_is_not_given_adopts_it_through_workload_ref() {
+    let text = "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: podinfo\nspec:\n  provider: gatewayapi:v1\n  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}\n  service: {port: 9898}\n  analysis:\n    interval: 1m\n    stepWeight: 50\n    metrics:\n    - name: request-success-rate\n      thresholdRange: {min: 99}\n";
+    let converted = convert(&sources("c.yaml", text));
+    let spec = rollout(&converted);
+    let workload = spec.workload_ref.as_ref().expect("workloadRef");
+    assert_eq!(
+        (workload.kind.as_str(), workload.name.as_str()),
+        ("Deployment", "podinfo")
+    );
+    assert_eq!(
+        workload.scale_down,
+        Some(crate::api::ScaleDown::Progressively)
+    );
+    let labels = spec.selector.match_labels.as_ref().expect("labels");
+    assert_eq!(labels.get("app").map(String::as_str), Some("podinfo"));
+    let paths: Vec<&str> = converted.unmapped.iter().map(|u| u.path.as_str()).collect();
+    // The Services and the assumed selector are reported, and the built-in metric Flagger
+    // measured with app-level metrics under Gateway API (no vigil template: left out, and with
+    // it the analysis template); the router maps.
+    assert_eq!(
+        paths,
+        ["spec.service", "spec.analysis.metrics[0]", "spec.targetRef"],
+        "{:?}",
+        converted.unmapped
+    );
+    assert!(spec.strategy.canary.analysis.is_none());
+    assert_eq!(converted.documents.len(), 1);
+    assert!(spec.strategy.canary.traffic_routing.is_some());
+}
