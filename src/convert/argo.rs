@@ -831,6 +831,15 @@ fn prometheus_provider(
         h.finish(notes, |_| None);
         let (value, value_from) = match secret_argument(&value, args) {
             Some(secret) => (None, Some(secret)),
+            None if value.contains("{{") => {
+                // vigil sends a header value as written: a placeholder inside it would reach
+                // the server as `{{args.…}}`.
+                notes.unmapped(
+                    format!("{at}.value"),
+                    "a placeholder inside the value: vigil sends header values as written; keep the whole value in a Secret (`auth.headers[].valueFrom.secretKeyRef`), or for `Bearer {{args.TOKEN}}` use `auth.bearerToken.secretKeyRef`; the header is left out",
+                );
+                continue;
+            }
             None => (Some(value), None),
         };
         auth.headers.push(HeaderSource {

@@ -421,3 +421,64 @@ fn a_canary_whose_deployment_is_not_given_adopts_it_through_workload_ref() {
     assert_eq!(converted.documents.len(), 1);
     assert!(spec.strategy.canary.traffic_routing.is_some());
 }
+
+#[test]
+fn secret_arguments_in_headers_and_ca_become_secret_references_and_templated_headers_are_reported()
+{
+    let text = r#"apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: t}
+spec:
+  args:
+  - name: tenant
+    valueFrom: {secretKeyRef: {name: mimir, key: tenant}}
+  - name: token
+    valueFrom: {secretKeyRef: {name: mimir, key: token}}
+  - name: ca
+    valueFrom: {secretKeyRef: {name: mimir, key: ca.crt}}
+  metrics:
+  - name: m
+    successCondition: result[0] < 1
+    provider:
+      prometheus:
+        address: https://mimir.example.com/prometheus
+        caCert: "{{ args.ca }}"
+        headers:
+        - {key: X-Scope-OrgID, value: "{{args.tenant}}"}
+        - {key: Authorization, value: "Bearer {{args.token}}"}
+        query: sum(x)
+"#;
+    let converted = convert(&sources("t.yaml", text));
+    let spec = template(&converted, "t");
+    let auth = spec.metrics[0]
+        .provider
+        .prometheus
+        .as_ref()
+        .and_then(|p| p.auth.as_ref())
+        .expect("auth");
+    assert_eq!(auth.headers.len(), 1);
+    let tenant = auth.headers[0]
+        .value_from
+        .as_ref()
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .expect("secret");
+    assert_eq!(
+        (tenant.name.as_str(), tenant.key.as_str()),
+        ("mimir", "tenant")
+    );
+    assert_eq!(auth.headers[0].value, None);
+    let ca = auth
+        .ca_bundle
+        .as_ref()
+        .and_then(|c| c.secret_key_ref.as_ref())
+        .expect("ca");
+    assert_eq!(ca.key, "ca.crt");
+    // No Secret argument is left in the template: each one fed `auth` only.
+    assert!(spec.args.is_empty(), "{:?}", spec.args);
+    let paths: Vec<&str> = converted.unmapped.iter().map(|u| u.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["spec.metrics[0].provider.prometheus.headers[1].value"]
+    );
+    assert!(converted.unmapped[0].reason.contains("auth.bearerToken"));
+}
