@@ -260,6 +260,12 @@ mod tests {
                 Effect::DeleteRevision { revision } => {
                     self.revisions.remove(revision);
                 }
+                Effect::SetHeaderRoute { .. }
+                | Effect::RemoveHeaderRoute { .. }
+                | Effect::SetMirrorRoute { .. }
+                | Effect::RemoveMirrorRoute { .. } => {
+                    return Err(format!("this fake has no managed routes: {effect:?}"));
+                }
                 Effect::TerminateAnalysisRun { .. } | Effect::Event { .. } => return Ok(false),
             }
             Ok(true)

@@ -78,6 +78,16 @@ pub enum Error {
         /// The cause (boxed: router errors are large).
         source: Box<TrafficError>,
     },
+    /// Setting or removing a managed header or mirror route failed.
+    #[error("failed to change the managed route {route} of rollout {rollout}: {source}")]
+    SetManagedRoute {
+        /// The Rollout.
+        rollout: String,
+        /// The route's name.
+        route: String,
+        /// The cause (boxed: router errors are large).
+        source: Box<TrafficError>,
+    },
     /// Reading an AnalysisTemplate or ClusterAnalysisTemplate failed.
     #[error("failed to get analysis template {template}: {source}")]
     GetTemplate {
@@ -171,6 +181,7 @@ impl Error {
             Error::CreateReplicaSet { .. } => "create_replica_set",
             Error::DeleteReplicaSet { .. } => "delete_replica_set",
             Error::SetWeight { .. } => "set_weight",
+            Error::SetManagedRoute { .. } => "set_managed_route",
             Error::GetTemplate { .. } => "get_template",
             Error::ResolveArg { .. } => "resolve_arg",
             Error::Instantiate { .. } => "instantiate",
@@ -197,7 +208,10 @@ impl Error {
             Error::ResolveArg { .. }
             | Error::Instantiate { .. }
             | Error::PrepareAnalysis { .. } => true,
-            Error::SetWeight { source, .. } => matches!(**source, TrafficError::ReadObject { .. }),
+            Error::SetWeight { source, .. } | Error::SetManagedRoute { source, .. } => matches!(
+                **source,
+                TrafficError::ReadObject { .. } | TrafficError::Unsupported { .. }
+            ),
             Error::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
                     e.is_invalid_spec()
