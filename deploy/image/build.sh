@@ -86,6 +86,6 @@ buildah "${storage[@]}" config "${labels[@]}" \
 	"$container"
 mkdir -p "$(dirname "$out")"
 rm -f "$out"
-buildah "${storage[@]}" commit --quiet --format oci "$container" \
+buildah "${storage[@]}" commit --quiet --format oci --disable-compression=false "$container" \
 	"oci-archive:$out:docker.io/library/vigil:$version" >/dev/null
 echo "$out: vigil:$version ($profile, revision $revision), $(du -h "$out" | cut -f1)"
