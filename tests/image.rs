@@ -463,7 +463,11 @@ async fn the_image_runs_the_controller_which_reaches_its_default_prometheus_by_h
         )
         .await
         .expect("new image");
-    let v2 = vigil::rollout::template_hash(&rollout("web", "app:2").spec.template);
+    let v2_template = rollout("web", "app:2")
+        .spec
+        .template
+        .expect("an inline template");
+    let v2 = vigil::rollout::template_hash(&v2_template);
     let promoted = wait_for(
         &rollouts,
         "app:2 promoted through its analysis",

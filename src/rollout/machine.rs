@@ -13,12 +13,16 @@ use super::conditions::{
     AVAILABLE, INVALID_SPEC, PAUSED, PROGRESSING, WantedCondition, merge_conditions, merge_pauses,
     pause_reason_name,
 };
-use super::effects::{Intent, Plan, WantedRun, build_effects, leftover_revisions, traffic_left};
-use super::validate::validate_spec;
+use super::effects::{
+    Intent, Plan, WantedRun, build_effects, leftover_revisions, traffic_left,
+    workload_replicas_wanted,
+};
+use super::validate::{validate_spec, validate_workload_template};
 use super::{
     AnalysisKind, Decision, Effect, EventType, Observation, SpecProblem, background_run_name,
     step_run_name,
 };
+use crate::traffic::RouterKind;
 
 const DEFAULT_REPLICAS: i32 = 1;
 const DEFAULT_PROGRESS_DEADLINE_SECONDS: i64 = 600;
@@ -38,6 +42,28 @@ pub fn step(
     let mut next = status.clone();
     let intent = machine.reconcile(&mut next);
     machine.finish(next, intent)
+}
+
+/// The problems of the Deployment `spec.workloadRef` names: its template's (the rules of an
+/// inline template), or that the shell did not read it and did not say why.
+fn workload_problems(spec: &RolloutSpec, obs: &Observation) -> Vec<SpecProblem> {
+    if spec.workload_ref.is_none() {
+        return Vec::new();
+    }
+    match &obs.workload {
+        Some(workload) => validate_workload_template(spec, &workload.template),
+        None if obs
+            .spec_problems
+            .iter()
+            .any(|p| p.path.starts_with("spec.workloadRef")) =>
+        {
+            Vec::new()
+        }
+        None => vec![SpecProblem {
+            path: "spec.workloadRef".to_owned(),
+            message: "the Deployment was not read, so its pod template is unknown".to_owned(),
+        }],
+    }
 }
 
 /// What one pass over the current step decided.
@@ -86,6 +112,7 @@ impl<'a> Machine<'a> {
         // The one validator, plus what only the shell could find (dereferencing).
         let mut problems = validate_spec(spec);
         problems.extend(obs.spec_problems.iter().cloned());
+        problems.extend(workload_problems(spec, obs));
         problems.sort();
         problems.dedup();
         let routing = spec.strategy.canary.traffic_routing.as_ref();
@@ -97,7 +124,7 @@ impl<'a> Machine<'a> {
             recorded: Time(Timestamp::from_second(now.as_second()).unwrap_or(now)),
             steps: &spec.strategy.canary.steps,
             replicas: spec.replicas.unwrap_or(DEFAULT_REPLICAS).max(0),
-            router: routing.is_some_and(|r| r.gateway_api.is_some() || r.local.is_some()),
+            router: RouterKind::of(routing).sets_weights(),
             problems,
             events: Vec::new(),
             pauses: Vec::new(),
@@ -899,6 +926,14 @@ impl<'a> Machine<'a> {
                 .and_then(|limit| usize::try_from(limit).ok())
                 .unwrap_or(DEFAULT_REVISION_HISTORY_LIMIT),
             scale_down_others: true,
+            workload_replicas: self.spec.workload_ref.as_ref().and_then(|workload| {
+                workload_replicas_wanted(
+                    workload.scale_down.unwrap_or_default(),
+                    s.phase == Some(RolloutPhase::Healthy),
+                    self.replicas,
+                    self.obs,
+                )
+            }),
         };
         let (scale_down_at, due) = self.scale_down_due(s.scale_down_at.clone(), &plan);
         plan.scale_down_others = due;
@@ -992,13 +1027,10 @@ impl<'a> Machine<'a> {
     /// traffic left (recorded as `scaleDownAt`, so a restart keeps it).
     fn scale_down_due(&mut self, recorded_at: Option<Time>, plan: &Plan) -> (Option<Time>, bool) {
         let canary = &self.spec.strategy.canary;
-        let gateway = canary
-            .traffic_routing
-            .as_ref()
-            .is_some_and(|r| r.gateway_api.is_some());
+        let applies_late = RouterKind::of(canary.traffic_routing.as_ref()).applies_changes_late();
         let delay = canary
             .scale_down_delay_seconds
-            .unwrap_or(if gateway {
+            .unwrap_or(if applies_late {
                 DEFAULT_SCALE_DOWN_DELAY_SECONDS
             } else {
                 0

@@ -203,7 +203,7 @@ fn rollout(router: bool, status: Option<RolloutStatus>) -> Rollout {
     let mut spec = RolloutSpec {
         replicas: Some(4),
         selector: serde_json::from_value(json!({"matchLabels": {"app": "web"}})).expect("sel"),
-        template: image_template("web:2"),
+        template: Some(image_template("web:2")),
         ..RolloutSpec::default()
     };
     let canary = &mut spec.strategy.canary;
@@ -215,7 +215,7 @@ fn rollout(router: bool, status: Option<RolloutStatus>) -> Rollout {
             gateway_api: Some(GatewayApiRouting {
                 http_route: "web".into(),
             }),
-            local: None,
+            ..TrafficRouting::default()
         });
     }
     let mut rollout = Rollout::new("web", spec);
@@ -272,6 +272,8 @@ struct Cluster {
     templates: BTreeMap<String, Value>,
     /// Status code of the status write (200 or a conflict).
     status_write: Option<u16>,
+    /// The Deployment `web` (for `spec.workloadRef`).
+    deployment: Option<Value>,
 }
 
 impl Default for Cluster {
@@ -283,6 +285,7 @@ impl Default for Cluster {
             runs: Vec::new(),
             templates: BTreeMap::from([("error-rate".to_owned(), error_rate_template())]),
             status_write: None,
+            deployment: None,
         }
     }
 }
@@ -297,6 +300,10 @@ impl Cluster {
                     (200, list(self.replica_sets.clone()))
                 }
                 "GET" if path == format!("{base}/analysisruns") => (200, list(self.runs.clone())),
+                "GET" | "PATCH" if path == DEPLOYMENT => self
+                    .deployment
+                    .clone()
+                    .map_or_else(|| not_found(path), |d| (200, d)),
                 "GET" => {
                     let name = path.rsplit('/').next().unwrap_or("");
                     let found = if path.contains("/services/") {
@@ -386,6 +393,7 @@ const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
 const STABLE_SVC: &str = "/api/v1/namespaces/shop/services/web-stable";
 const CANARY_SVC: &str = "/api/v1/namespaces/shop/services/web-canary";
 const ROUTE: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/web";
+const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/shop/deployments/web";
 
 fn status_of(call: &Call) -> RolloutStatus {
     serde_json::from_value(call.body["status"].clone()).expect("status body")
@@ -655,7 +663,7 @@ async fn a_status_conflict_requeues_at_once_without_an_error() {
 async fn a_settled_rollout_writes_nothing() {
     let stable = stable_revision();
     let mut r = rollout(false, None);
-    r.spec.template = image_template("web:1");
+    r.spec.template = Some(image_template("web:1"));
     let cluster = Cluster {
         replica_sets: vec![replica_set(&stable, 4, 4)],
         services: BTreeMap::from([
@@ -892,6 +900,119 @@ async fn a_missing_template_holds_the_rollout_from_observe_without_reading_it() 
     );
 }
 
+/// Only events and the status write after the reads: nothing moved.
+fn assert_held(calls: &[Call]) {
+    let calls_lines = lines(calls);
+    assert_eq!(calls_lines[..5], reads()[..], "{calls_lines:#?}");
+    assert!(
+        calls_lines[5..]
+            .iter()
+            .all(|l| *l == format!("POST {EVENTS}") || *l == format!("PUT {STATUS}")),
+        "{calls_lines:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_router_object_holds_the_rollout_with_its_field_named() {
+    let (status, mut cluster) = in_flight(1, 20);
+    cluster.route = None;
+    let (result, calls, _) = reconcile_rollout(rollout(true, Some(status)), cluster).await;
+    // The route is not watched: look again soon rather than wait for a Rollout change.
+    assert_eq!(result, Ok(Action::requeue(Duration::from_secs(20))));
+    assert_held(&calls);
+    let write = calls.last().expect("status write");
+    assert_status_write(write);
+    let status = status_of(write);
+    assert_eq!(status.phase, Some(RolloutPhase::Degraded));
+    assert_eq!(status.canary_weight, 20, "no traffic moved");
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains(
+            "spec.strategy.canary.trafficRouting.gatewayAPI.httpRoute: HTTPRoute web does not exist; no traffic moves until it does"
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_router_object_holds_the_rollout_with_what_is_wrong() {
+    let (status, mut cluster) = in_flight(1, 20);
+    cluster.route = Some(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": NS},
+        "spec": {"rules": [{"backendRefs": [{"name": "web-stable", "port": 80, "weight": 100}]}]}
+    }));
+    let (result, calls, _) = reconcile_rollout(rollout(true, Some(status)), cluster).await;
+    assert_eq!(result, Ok(Action::requeue(Duration::from_secs(20))));
+    assert_held(&calls);
+    let message = status_of(calls.last().expect("status write"))
+        .message
+        .unwrap_or_default();
+    assert!(
+        message.contains(
+            r#"spec.strategy.canary.trafficRouting.gatewayAPI.httpRoute: HTTPRoute web: spec.rules[0] has a backendRef to "web-stable" but none to "web-canary""#
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_edit_of_the_weight_is_put_back_and_reported_in_an_event() {
+    let (status, mut cluster) = in_flight(1, 20);
+    cluster.route = Some(route(50, 50));
+    let (result, calls, _) = reconcile_rollout(rollout(true, Some(status)), cluster).await;
+    result.expect("reconciled");
+    let calls_lines = lines(&calls);
+    assert_eq!(calls_lines[..5], reads()[..], "{calls_lines:#?}");
+    // Weight decreases go first: the route is put back before anything else.
+    assert_eq!(
+        calls_lines[5..7],
+        [format!("GET {ROUTE}"), format!("PATCH {ROUTE}")],
+        "{calls_lines:#?}"
+    );
+    assert_eq!(
+        calls[6].body,
+        json!([
+            {"op": "test", "path": "/spec/rules/0/backendRefs/0/name", "value": "web-stable"},
+            {"op": "test", "path": "/spec/rules/0/backendRefs/0/weight", "value": 50},
+            {"op": "replace", "path": "/spec/rules/0/backendRefs/0/weight", "value": 80},
+            {"op": "test", "path": "/spec/rules/0/backendRefs/1/name", "value": "web-canary"},
+            {"op": "test", "path": "/spec/rules/0/backendRefs/1/weight", "value": 50},
+            {"op": "replace", "path": "/spec/rules/0/backendRefs/1/weight", "value": 20},
+        ])
+    );
+    let put_back = calls
+        .iter()
+        .find(|c| c.path == EVENTS && c.body["reason"] == json!("TrafficWeightRestored"))
+        .expect("a put-back event");
+    assert_eq!(put_back.body["type"], json!("Warning"));
+    assert_eq!(
+        put_back.body["note"],
+        json!("the router reports canary weight 50, but vigil set 20 and owns it: setting 20 back")
+    );
+    assert_eq!(status_of(calls.last().expect("status")).canary_weight, 20);
+}
+
+#[tokio::test]
+async fn deleting_a_rollout_whose_router_object_is_gone_still_returns_the_services() {
+    let (status, mut cluster) = in_flight(1, 20);
+    cluster.route = None;
+    let mut r = rollout(true, Some(status));
+    r.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
+    let (result, calls, _) = reconcile_rollout(r, cluster).await;
+    assert_eq!(result, Ok(Action::await_change()));
+    assert_eq!(
+        lines(&calls),
+        vec![
+            format!("GET {ROUTE}"),
+            format!("PATCH {STABLE_SVC}"),
+            format!("PATCH {CANARY_SVC}"),
+            "PATCH /apis/vigil.dev/v1alpha1/namespaces/shop/rollouts/web".to_owned(),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_secret_argument_that_does_not_exist_holds_the_rollout_before_any_effect() {
     let (status, cluster) = in_flight(1, 20);
@@ -937,4 +1058,143 @@ async fn without_template_caches_the_template_is_read_in_observe_not_while_actin
         .push("GET /apis/vigil.dev/v1alpha1/namespaces/shop/analysistemplates/error-rate".into());
     expected.push(format!("POST {RUNS}"));
     assert_eq!(calls_lines[..7], expected[..], "{calls_lines:#?}");
+}
+
+/// The Rollout `web` adopting the Deployment `web` (`scaleDown: progressively`).
+fn adopting_rollout(status: Option<RolloutStatus>) -> Rollout {
+    let mut rollout = rollout(false, status);
+    rollout.spec.template = None;
+    rollout.spec.workload_ref = Some(crate::api::WorkloadRef {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        name: "web".into(),
+        scale_down: Some(crate::api::ScaleDown::Progressively),
+    });
+    rollout
+}
+
+fn deployment(image: &str, replicas: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": NS, "resourceVersion": "12"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                 "template": serde_json::to_value(image_template(image)).unwrap_or_default()}
+    })
+}
+
+/// Services selecting `app: web` only: the Deployment's pods and the Rollout's alike.
+fn unpointed_services() -> BTreeMap<String, Value> {
+    ["web-stable", "web-canary"]
+        .into_iter()
+        .map(|name| {
+            (
+                name.to_owned(),
+                json!({"metadata": {"name": name}, "spec": {"selector": {"app": "web"}}}),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn adopting_a_deployment_creates_the_revision_from_its_template_and_leaves_it_serving() {
+    let revision = template_hash(&image_template("web:1"));
+    let cluster = Cluster {
+        services: unpointed_services(),
+        deployment: Some(deployment("web:1", 4)),
+        ..Cluster::default()
+    };
+    let (result, calls, _) = reconcile_rollout(adopting_rollout(None), cluster).await;
+    result.expect("reconciled");
+    assert_eq!(
+        lines(&calls),
+        vec![
+            format!("GET {RS}"),
+            format!("GET {STABLE_SVC}"),
+            format!("GET {CANARY_SVC}"),
+            format!("GET {RUNS}"),
+            format!("GET {DEPLOYMENT}"),
+            // The stable service still selects the Deployment's pods: not moved yet.
+            format!("POST {RS}"),
+            format!("PATCH {CANARY_SVC}"),
+            format!("POST {EVENTS}"),
+            format!("PUT {STATUS}"),
+        ],
+        "{calls:#?}"
+    );
+    let created = &calls[5].body;
+    assert_eq!(
+        created["metadata"]["name"],
+        json!(format!("web-{revision}"))
+    );
+    assert_eq!(
+        created["spec"]["template"]["spec"]["containers"][0]["image"],
+        json!("web:1"),
+        "the Deployment's template"
+    );
+    assert_eq!(created["spec"]["replicas"], json!(4));
+    let status = status_of(&calls[8]);
+    assert_eq!(status.stable_revision.as_deref(), Some(revision.as_str()));
+}
+
+#[tokio::test]
+async fn the_deployment_is_scaled_down_by_the_ready_pods_with_a_guarded_patch() {
+    let revision = template_hash(&image_template("web:1"));
+    let status = RolloutStatus {
+        stable_revision: Some(revision.clone()),
+        current_step_index: Some(3),
+        ..RolloutStatus::default()
+    };
+    let cluster = Cluster {
+        replica_sets: vec![replica_set(&revision, 4, 3)],
+        services: unpointed_services(),
+        deployment: Some(deployment("web:1", 4)),
+        ..Cluster::default()
+    };
+    let (result, calls, _) = reconcile_rollout(adopting_rollout(Some(status)), cluster).await;
+    result.expect("reconciled");
+    assert_eq!(
+        lines(&calls),
+        vec![
+            format!("GET {RS}"),
+            format!("GET {STABLE_SVC}"),
+            format!("GET {CANARY_SVC}"),
+            format!("GET {RUNS}"),
+            format!("GET {DEPLOYMENT}"),
+            format!("PATCH {CANARY_SVC}"),
+            format!("PATCH {DEPLOYMENT}"),
+            format!("PUT {STATUS}"),
+        ],
+        "{calls:#?}"
+    );
+    let patch = &calls[6];
+    assert_eq!(patch.content_type, "application/json-patch+json");
+    assert!(patch.query_has("fieldManager=vigil.dev%2Fcontroller"));
+    assert_eq!(
+        patch.body,
+        json!([
+            {"op": "test", "path": "/spec/replicas", "value": 4},
+            {"op": "replace", "path": "/spec/replicas", "value": 1}
+        ]),
+        "4 wanted, 3 Rollout pods ready: the Deployment keeps 1, and only if it still has 4"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_deployment_holds_the_rollout_with_the_reason_and_creates_nothing() {
+    let (result, calls, _) = reconcile_rollout(adopting_rollout(None), Cluster::default()).await;
+    result.expect("reconciled");
+    let writes: Vec<String> = lines(&calls)
+        .into_iter()
+        .filter(|line| !line.starts_with("GET") && line != &format!("POST {EVENTS}"))
+        .collect();
+    assert_eq!(writes, vec![format!("PUT {STATUS}")], "{calls:#?}");
+    let status = status_of(calls.last().expect("a call"));
+    assert_eq!(status.phase, Some(RolloutPhase::Degraded));
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains(
+            "spec.workloadRef.name: Deployment \"web\" does not exist in namespace \"shop\""
+        ),
+        "{message}"
+    );
 }

@@ -68,6 +68,30 @@ pub enum Error {
         /// The cause.
         source: kube::Error,
     },
+    /// Reading the Deployment `spec.workloadRef` names failed (other than "not found", which
+    /// is a problem of the spec, shown in status).
+    #[error("failed to get Deployment {deployment} (spec.workloadRef): {source}")]
+    GetDeployment {
+        /// The Deployment.
+        deployment: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Scaling down the Deployment `spec.workloadRef` names failed; a `test` failure means
+    /// someone changed its replicas since they were read (the next reconcile reads them again).
+    #[error(
+        "failed to scale Deployment {deployment} (spec.workloadRef) from {observed} to {replicas}: {source}"
+    )]
+    ScaleDownDeployment {
+        /// The Deployment.
+        deployment: String,
+        /// Its replicas as read.
+        observed: i32,
+        /// Replicas wanted.
+        replicas: i32,
+        /// The cause.
+        source: kube::Error,
+    },
     /// Setting the router's weight failed.
     #[error("failed to set the canary weight of rollout {rollout} to {weight}: {source}")]
     SetWeight {
@@ -75,8 +99,8 @@ pub enum Error {
         rollout: String,
         /// The weight.
         weight: i32,
-        /// The cause.
-        source: TrafficError,
+        /// The cause (boxed: router errors are large).
+        source: Box<TrafficError>,
     },
     /// Reading an AnalysisTemplate or ClusterAnalysisTemplate failed.
     #[error("failed to get analysis template {template}: {source}")]
@@ -171,6 +195,8 @@ impl Error {
             Error::CreateReplicaSet { .. } => "create_replica_set",
             Error::DeleteReplicaSet { .. } => "delete_replica_set",
             Error::SetWeight { .. } => "set_weight",
+            Error::GetDeployment { .. } => "get_deployment",
+            Error::ScaleDownDeployment { .. } => "scale_down_deployment",
             Error::GetTemplate { .. } => "get_template",
             Error::ResolveArg { .. } => "resolve_arg",
             Error::Instantiate { .. } => "instantiate",
@@ -189,18 +215,15 @@ impl Error {
         }
     }
 
-    /// True when retrying cannot help until the spec (or a template, or the route) changes:
-    /// arguments that do not resolve, templates that do not combine, a route without the
-    /// backendRefs vigil needs.
+    /// True when retrying cannot help until the spec (or a template, or the router object)
+    /// changes: arguments that do not resolve, templates that do not combine, a router
+    /// object without what vigil needs.
     pub fn is_invalid_spec(&self) -> bool {
         match self {
             Error::ResolveArg { .. }
             | Error::Instantiate { .. }
             | Error::PrepareAnalysis { .. } => true,
-            Error::SetWeight {
-                source: TrafficError::ReadRoute { .. },
-                ..
-            } => true,
+            Error::SetWeight { source, .. } => matches!(**source, TrafficError::ReadObject { .. }),
             Error::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
                     e.is_invalid_spec()

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
@@ -25,9 +25,10 @@ use tracing::{Instrument, debug, info, warn};
 use super::context::{
     Context, FIELD_MANAGER, FINALIZER, ROLLOUT_LABEL, TemplateIndex, rollout_label_value,
 };
-use super::observe::{Seen, observation};
+use super::observe::{Seen, WorkloadSeen, observation};
 use super::resources::{
-    analysis_run_for, field_ref_value, replica_set_for, replica_set_name, secret_value,
+    analysis_run_for, field_ref_value, replica_set_for, replica_set_name, scale_down_patch,
+    secret_value,
 };
 use crate::analysis::dereference::{Dereferenced, RunFor, SecretArgs, run_spec};
 use crate::analysis::instantiate::InstantiateError;
@@ -39,7 +40,7 @@ use crate::platform::reconcile::{Observed, Platform, reconcile_once};
 use crate::rollout::{self, AnalysisKind, Decision, Effect, EventType, Observation, SpecProblem};
 use crate::traffic::gateway_api::{GatewayRoute, http_route_resource};
 use crate::traffic::replicas::ReplicaRatio;
-use crate::traffic::{TrafficError, TrafficRouter};
+use crate::traffic::{TrafficError, TrafficRouter, foreign_weight_edit};
 
 mod act;
 mod dereference;
@@ -59,8 +60,9 @@ use router::*;
 const RECHECK_AFTER_ACTING: Duration = Duration::from_secs(2);
 /// A rollout in flight is looked at at least this often, even with no event.
 const RESYNC: Duration = Duration::from_secs(300);
-/// How soon a Rollout held because its analysis cannot start looks again. Templates are
-/// watched (a change wakes the Rollouts using them at once); Secrets behind arguments are not.
+/// How soon a Rollout held because its analysis cannot start, or its router object is
+/// missing or malformed, looks again. Templates are watched (a change wakes the Rollouts
+/// using them at once); Secrets behind arguments and router objects are not.
 const RECHECK_HELD_ANALYSIS: Duration = Duration::from_secs(20);
 /// After a status write conflict: the CLI wrote a request; observe it again at once (the
 /// short delay lets the watch deliver the newer object).
@@ -195,7 +197,7 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         router,
         seen: None,
         prepared: Vec::new(),
-        analysis_blocked: false,
+        blocked: false,
         held: None,
     };
     let reconciled = match reconcile_once(&mut platform, now).await {
@@ -219,17 +221,17 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         now,
         &reconciled.decision,
         reconciled.acted,
-        platform.analysis_blocked,
+        platform.blocked,
     ))
 }
 
 /// When to look at a reconciled Rollout again.
-fn next_action(now: Timestamp, decision: &Decision, acted: bool, analysis_blocked: bool) -> Action {
+fn next_action(now: Timestamp, decision: &Decision, acted: bool, blocked: bool) -> Action {
     let mut after = decision.requeue_at.map(|at| until(now, at));
     if acted {
         after = Some(after.map_or(RECHECK_AFTER_ACTING, |a| a.min(RECHECK_AFTER_ACTING)));
     }
-    if analysis_blocked {
+    if blocked {
         after = Some(after.map_or(RECHECK_HELD_ANALYSIS, |a| a.min(RECHECK_HELD_ANALYSIS)));
     }
     let settled = matches!(
@@ -306,7 +308,8 @@ fn until(now: Timestamp, at: Timestamp) -> Duration {
 }
 
 /// A Rollout being deleted mid-way: traffic back to the stable version (weight 0, both
-/// Services on the stable revision). The HTTPRoute and Services belong to the user, so
+/// Services on the stable revision), whichever the router. The router object and Services
+/// belong to the user, so
 /// owner-reference garbage collection would leave them pointing at pods about to vanish.
 async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
     let scope = Scope {
@@ -322,15 +325,15 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     };
     let router = Router::of(rollout, &ctx.client, &scope.namespace);
-    match router.set(0).await {
+    match router.set_canary_weight(0).await {
         Ok(()) => {}
-        // The route is gone too (namespace deletion): nothing to return.
-        Err(TrafficError::GetRoute { source, .. }) if not_found(&source) => {}
+        // The router object is gone too (namespace deletion): nothing to return.
+        Err(error) if error.object_missing() => {}
         Err(source) => {
             return Err(Error::SetWeight {
                 rollout: scope.name.clone(),
                 weight: 0,
-                source,
+                source: Box::new(source),
             });
         }
     }
@@ -380,6 +383,7 @@ pub async fn run(
     let runs: Api<AnalysisRun> = watch.api(client);
     let templates: Api<AnalysisTemplate> = watch.api(client);
     let cluster_templates: Api<ClusterAnalysisTemplate> = Api::all(client.clone());
+    let deployments: Api<Deployment> = watch.api(client);
     // Children carry their Rollout's labels, so a shard watches only its own (children
     // created before they did are still read, but do not wake their Rollout).
     let children = watcher::Config::default().labels(&match &watch.selector {
@@ -388,6 +392,7 @@ pub async fn run(
     });
     let controller = Controller::new(rollouts, watch.watcher_config());
     let (by_template, by_cluster_template) = (controller.store(), controller.store());
+    let by_deployment = controller.store();
     controller
         .owns(replica_sets, children.clone())
         .owns(runs, children)
@@ -404,6 +409,14 @@ pub async fn run(
             watcher::Config::default(),
             move |template| rollouts_using(&by_cluster_template, None, &template.name_any()),
         )
+        // An edit of an adopted Deployment (a new pod template: a release) wakes its Rollouts.
+        .watches(deployments, watcher::Config::default(), move |deployment| {
+            rollouts_adopting(
+                &by_deployment,
+                deployment.namespace().as_deref(),
+                &deployment.name_any(),
+            )
+        })
         .with_config(Config::default().concurrency(watch.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -437,6 +450,41 @@ mod tests {
             }
         }))
         .expect("rollout")
+    }
+
+    #[test]
+    fn a_deployment_wakes_only_the_rollouts_that_adopt_it() {
+        let adopting = |namespace: &str, name: &str, deployment: &str| -> Rollout {
+            serde_json::from_value(json!({
+                "apiVersion": "vigil.dev/v1alpha1",
+                "kind": "Rollout",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "selector": {"matchLabels": {"app": name}},
+                    "workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+                    "strategy": {"canary": {}}
+                }
+            }))
+            .expect("rollout")
+        };
+        let (store, mut writer) = reflector::store::<Rollout>();
+        for rollout in [
+            adopting("shop", "checkout", "checkout"),
+            adopting("shop", "checkout-eu", "checkout"),
+            adopting("bank", "checkout", "checkout"),
+            adopting("shop", "cart", "cart"),
+            rollout("shop", "inline", json!([{"templateName": "errors"}])),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(rollout));
+        }
+        let mut names: Vec<String> = rollouts_adopting(&store, Some("shop"), "checkout")
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["checkout", "checkout-eu"]);
+        assert!(rollouts_adopting(&store, Some("shop"), "inline").is_empty());
+        assert!(rollouts_adopting(&store, None, "checkout").is_empty());
     }
 
     #[test]

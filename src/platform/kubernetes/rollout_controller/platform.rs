@@ -35,11 +35,19 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
     };
     let stable_service = get_service(canary.stable_service.clone()).await?;
     let canary_service = get_service(canary.canary_service.clone()).await?;
-    // An unreadable router is "weight unknown": a setWeight step waits, an abort still acts.
-    let router_canary_weight = router.read().await.unwrap_or_else(|error| {
-        warn!(%error, "cannot read the router's weight");
-        None
-    });
+    // A missing or malformed router object holds the rollout with its field named; any other
+    // failure is "weight unknown": a setWeight step waits, an abort still acts.
+    let (router_canary_weight, router_problem) = match router.canary_weight().await {
+        Ok(weight) => (weight, None),
+        Err(error) => {
+            warn!(%error, "cannot read the router's weight");
+            let problem = error.hold_reason().map(|message| SpecProblem {
+                path: router.object_path(),
+                message,
+            });
+            (None, problem)
+        }
+    };
     let analysis_runs = scope
         .api::<AnalysisRun>()
         .list(&selector)
@@ -49,13 +57,36 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
             source,
         })?
         .items;
+    let workload = read_workload(scope).await?;
     Ok(Seen {
+        workload,
         replica_sets,
         stable_service,
         canary_service,
         router_canary_weight,
+        router_problem,
         analysis_runs,
     })
+}
+
+/// The dereference of `spec.workloadRef`: the Deployment it names, when the reference is one
+/// vigil reads (an `apps/v1` Deployment; anything else is the validator's to report).
+async fn read_workload(scope: &Scope<'_>) -> Result<WorkloadSeen, Error> {
+    let Some(workload) = &scope.rollout.spec.workload_ref else {
+        return Ok(WorkloadSeen::NotReferenced);
+    };
+    if workload.api_version != "apps/v1" || workload.kind != "Deployment" {
+        return Ok(WorkloadSeen::NotReferenced);
+    }
+    let found = scope
+        .api::<Deployment>()
+        .get_opt(&workload.name)
+        .await
+        .map_err(|source| Error::GetDeployment {
+            deployment: workload.name.clone(),
+            source,
+        })?;
+    Ok(found.map_or(WorkloadSeen::Missing, |d| WorkloadSeen::Found(Box::new(d))))
 }
 
 /// One Rollout of the controller as a [`Platform`] for the shared [`reconcile_once`].
@@ -67,8 +98,9 @@ pub(super) struct KubeRollout<'a> {
     /// The runs the dereference step prepared, by analysis: all `create_run` needs.
     pub(super) prepared: Vec<PreparedRun>,
     /// An analysis cannot start (a template event may reach the controller before its cache
-    /// has it, and Secrets are not watched: look again soon).
-    pub(super) analysis_blocked: bool,
+    /// has it, and Secrets are not watched) or the router object is missing or malformed (it
+    /// is not watched): look again soon.
+    pub(super) blocked: bool,
     /// A run whose templates do not combine for the decision's revisions, found while
     /// acting: hold with it, emitting events only.
     pub(super) held: Option<SpecProblem>,
@@ -85,7 +117,7 @@ impl Platform for KubeRollout<'_> {
             let seen = read(&self.scope, &self.router).await?;
             let mut observation = observation(rollout, &seen);
             let found = dereference(&self.scope, &observation).await?;
-            self.analysis_blocked = !found.problems.is_empty();
+            self.blocked = !found.problems.is_empty() || seen.router_problem.is_some();
             observation.spec_problems.extend(found.problems);
             self.prepared = found.prepared;
             self.seen = Some((seen, observation));
