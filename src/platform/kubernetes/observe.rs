@@ -83,6 +83,9 @@ pub struct Seen {
     pub canary_service: Option<Service>,
     /// The canary weight the router reports.
     pub router_canary_weight: Option<i32>,
+    /// Why the router object cannot be used (missing, malformed), at its field: the rollout
+    /// holds until it is fixed.
+    pub router_problem: Option<SpecProblem>,
     /// AnalysisRuns labelled with the Rollout's name.
     pub analysis_runs: Vec<AnalysisRun>,
     /// What became of the Deployment `spec.workloadRef` names.
@@ -152,10 +155,10 @@ pub fn observation(rollout: &Rollout, seen: &Seen) -> Observation {
         WorkloadSeen::Found(deployment) => Some(workload_observation(deployment)),
         WorkloadSeen::NotReferenced | WorkloadSeen::Missing => None,
     };
-    let spec_problems = match seen.workload {
-        WorkloadSeen::Missing => vec![missing_workload(rollout)],
-        WorkloadSeen::NotReferenced | WorkloadSeen::Found(_) => Vec::new(),
-    };
+    let mut spec_problems: Vec<SpecProblem> = seen.router_problem.iter().cloned().collect();
+    if let WorkloadSeen::Missing = seen.workload {
+        spec_problems.push(missing_workload(rollout));
+    }
     Observation {
         rollout_name: name,
         generation: rollout.metadata.generation,
@@ -167,7 +170,8 @@ pub fn observation(rollout: &Rollout, seen: &Seen) -> Observation {
             canary: seen.canary_service.as_ref().and_then(service_revision),
         },
         analysis_runs,
-        // The analysis problems are added by the dereference step.
+        // The router object's and the workload's problems; the dereference step adds the
+        // analyses'.
         spec_problems,
         workload,
     }
@@ -278,6 +282,7 @@ mod tests {
             stable_service: Some(service(Some("aaa"))),
             canary_service: Some(service(None)),
             router_canary_weight: Some(20),
+            router_problem: None,
             analysis_runs: vec![run, other_run],
             workload: WorkloadSeen::NotReferenced,
         };
