@@ -5,7 +5,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
-use crate::traffic::{HeaderRoute, ManagedRoutes, MirrorRoute, RouterKind};
+use crate::traffic::{HeaderRoute, MirrorRoute, RouterKind};
 
 /// The router of a Rollout.
 pub(super) enum Router {
