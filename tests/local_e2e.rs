@@ -662,6 +662,53 @@ async fn missing_command_and_malformed_apply_are_clear_and_stable_keeps_serving(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_ref_is_refused_on_this_machine_and_the_stable_keeps_serving() {
+    let name = "shop";
+    bounded(Duration::from_secs(120), async {
+        let ServingV1 {
+            _dir,
+            engine,
+            client,
+            listen,
+            metrics,
+            v1_hash,
+            ..
+        } = serving_v1(name).await;
+        let v1 = rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v1"]);
+        let (Some(start), Some(end)) = (v1.find("  template:\n"), v1.find("  strategy:\n")) else {
+            panic!("the Rollout YAML has a template and a strategy: {v1}");
+        };
+        let adopting = format!(
+            "{}  workloadRef: {{apiVersion: apps/v1, kind: Deployment, name: {name}}}\n{}",
+            &v1[..start],
+            &v1[end..]
+        );
+        let (code, body) = post_apply(&client, &engine, adopting).await;
+        assert_eq!(code, 200, "{body}");
+        let held = wait_for(&client, &engine, name, "the workloadRef refused", |v| {
+            v.status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "InvalidSpec" && c.status == "True")
+        })
+        .await;
+        let message = held.status.message.clone().unwrap_or_default();
+        assert!(
+            message.contains("spec.workloadRef") && message.contains("no Deployments"),
+            "{message}"
+        );
+        assert_eq!(
+            held.status.stable_revision.as_deref(),
+            Some(v1_hash.as_str())
+        );
+        for (status, revision, _) in probe(&client, listen, 10).await {
+            assert_eq!((status, revision.as_str()), (200, v1_hash.as_str()));
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_analysis_that_cannot_start_holds_the_release_before_any_traffic_moves() {
     let name = "shop";
     bounded(Duration::from_secs(120), async {

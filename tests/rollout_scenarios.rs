@@ -842,6 +842,99 @@ fn a_controller_killed_at_any_instant_makes_the_same_rollout() {
     }
 }
 
+/// A world adopting a Deployment of `replicas` pods running `app:1` (`scaleDown`
+/// progressively), whose own pods become ready only when the test says so.
+fn adopting(replicas: i32) -> World {
+    let mut spec = spec(canary_steps(), true, replicas);
+    spec.template = None;
+    spec.workload_ref = Some(vigil::api::WorkloadRef {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        name: NAME.into(),
+        scale_down: Some(vigil::api::ScaleDown::Progressively),
+    });
+    let mut world = World::new(spec, all_pass());
+    world.workload = Some(vigil::rollout::WorkloadObservation {
+        template: template("app:1"),
+        replicas,
+    });
+    world.pods_get_ready = false;
+    world
+}
+
+fn serving(world: &World) -> i32 {
+    let ready: i32 = world.revisions.values().map(|r| r.ready).sum();
+    ready + world.workload.as_ref().map_or(0, |w| w.replicas)
+}
+
+#[test]
+fn an_adopted_deployment_gives_way_pod_by_pod_even_with_the_controller_killed() {
+    for crash_every in [1usize, 2, 3] {
+        for effects_done in [0usize, 1, 100] {
+            let mut world = adopting(4);
+            for round in 0..200usize {
+                if world.phase() == Some(RolloutPhase::Healthy)
+                    && world.workload.as_ref().is_some_and(|w| w.replicas == 0)
+                {
+                    break;
+                }
+                let crash = (round % crash_every == 1).then_some(if effects_done == 0 {
+                    Crash::BeforeEffects
+                } else {
+                    Crash::AfterEffects(effects_done)
+                });
+                world.reconcile_with(crash);
+                assert!(
+                    serving(&world) >= 4,
+                    "crash every {crash_every}, {effects_done} effects, round {round}: \
+                     {} pods serving; Deployment {:?}, revisions {:?}",
+                    serving(&world),
+                    world.workload.as_ref().map(|w| w.replicas),
+                    world.revisions
+                );
+                // One more Rollout pod gets ready every other round.
+                if round % 2 == 1
+                    && let Some(revision) = world.revisions.values_mut().next()
+                {
+                    revision.ready = (revision.ready + 1).min(revision.replicas);
+                }
+                world.advance(5);
+            }
+            assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
+            assert_eq!(world.workload.as_ref().map(|w| w.replicas), Some(0));
+        }
+    }
+}
+
+#[test]
+fn a_release_through_the_adopted_deployment_runs_every_step() {
+    let mut world = adopting(4);
+    world.pods_get_ready = true;
+    world.run_until(50, |w| w.phase() == Some(RolloutPhase::Healthy));
+    let first = world.desired();
+    let generation = world.generation;
+    world.set_image("app:2");
+    assert_eq!(
+        world.generation, generation,
+        "the Rollout itself did not change"
+    );
+    let second = world.desired();
+    assert_ne!(first, second);
+    world.run_until(200, |w| w.healthy_on(&second));
+    assert!(
+        world
+            .events
+            .iter()
+            .any(|(reason, _)| reason == "RolloutStarted")
+    );
+    assert_eq!(world.workload.as_ref().map(|w| w.replicas), Some(0));
+    // The adopted revision goes once the scale-down delay passed, like any previous stable.
+    world.run_until(50, |w| {
+        w.revisions.get(&first).is_none_or(|r| r.replicas == 0)
+    });
+    assert_eq!(world.workload.as_ref().map(|w| w.replicas), Some(0));
+}
+
 #[test]
 fn history_beyond_the_limit_is_deleted_oldest_first() {
     let mut world = World::deployed(spec(vec![set_weight(50)], true, 2), all_pass());

@@ -10,6 +10,7 @@ pub mod judge;
 pub mod kubectl;
 pub mod lint;
 pub mod local;
+pub mod migrate;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -62,6 +63,10 @@ pub enum Command {
     Pause(kubectl::Target),
     /// Continue a paused rollout (`spec.paused = false`).
     Resume(kubectl::Target),
+    /// Print the Rollout that adopts an existing workload (`migrate deployment NAME [-n NS]`:
+    /// `spec.workloadRef` with `scaleDown: progressively`), read from the cluster.
+    #[command(subcommand)]
+    Migrate(migrate::MigrateCommand),
     /// Run a statistical judge on raw samples or counts, offline.
     Judge(judge::JudgeArgs),
     /// Run Rollouts and AnalysisTemplates from files on this machine (processes, a weighted
@@ -135,6 +140,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Retry(target) => kubectl::set_abort(&target, false),
         Command::Pause(target) => kubectl::set_paused(&target, true),
         Command::Resume(target) => kubectl::set_paused(&target, false),
+        Command::Migrate(command) => migrate::run(&command),
         Command::Run(args) => run::run(&args),
         Command::Local(args) => local::run(&args),
         Command::Demo(args) => demo::run(&args),

@@ -482,3 +482,16 @@ spec:
     );
     assert!(converted.unmapped[0].reason.contains("auth.bearerToken"));
 }
+
+#[test]
+fn an_argo_workload_ref_is_kept_as_it_is() {
+    let text = "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  selector:\n    matchLabels: {app: web}\n  workloadRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: web\n    scaleDown: onsuccess\n  strategy:\n    canary:\n      steps: [{setWeight: 20}]\n";
+    let converted = convert(&sources("r.yaml", text));
+    assert!(converted.unmapped.is_empty(), "{:?}", converted.unmapped);
+    let spec = rollout(&converted);
+    let workload = spec.workload_ref.as_ref().expect("workloadRef");
+    assert_eq!(workload.name, "web");
+    assert_eq!(workload.scale_down, Some(crate::api::ScaleDown::OnSuccess));
+    assert!(spec.template.is_none());
+    assert!(crate::rollout::validate_spec(spec).is_empty());
+}

@@ -274,6 +274,8 @@ struct Cluster {
     status_write: Option<u16>,
     /// The Deployment `web` (for `spec.workloadRef`).
     deployment: Option<Value>,
+    /// The Deployment's replicas changed since read: its guarded patch fails.
+    deployment_changed: bool,
 }
 
 impl Default for Cluster {
@@ -286,6 +288,7 @@ impl Default for Cluster {
             templates: BTreeMap::from([("error-rate".to_owned(), error_rate_template())]),
             status_write: None,
             deployment: None,
+            deployment_changed: false,
         }
     }
 }
@@ -300,6 +303,12 @@ impl Cluster {
                     (200, list(self.replica_sets.clone()))
                 }
                 "GET" if path == format!("{base}/analysisruns") => (200, list(self.runs.clone())),
+                "PATCH" if path == DEPLOYMENT && self.deployment_changed => (
+                    422,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "reason": "Invalid", "code": 422,
+                           "message": "the JSON patch failed: test failed"}),
+                ),
                 "GET" | "PATCH" if path == DEPLOYMENT => self
                     .deployment
                     .clone()
@@ -1234,6 +1243,32 @@ async fn the_deployment_is_scaled_down_by_the_ready_pods_with_a_guarded_patch() 
             {"op": "replace", "path": "/spec/replicas", "value": 1}
         ]),
         "4 wanted, 3 Rollout pods ready: the Deployment keeps 1, and only if it still has 4"
+    );
+}
+
+#[tokio::test]
+async fn a_deployment_scaled_meanwhile_fails_the_guarded_patch_and_records_nothing() {
+    let revision = template_hash(&image_template("web:1"));
+    let status = RolloutStatus {
+        stable_revision: Some(revision.clone()),
+        current_step_index: Some(3),
+        ..RolloutStatus::default()
+    };
+    let cluster = Cluster {
+        replica_sets: vec![replica_set(&revision, 4, 3)],
+        services: unpointed_services(),
+        deployment: Some(deployment("web:1", 4)),
+        deployment_changed: true,
+        ..Cluster::default()
+    };
+    let (result, calls, _) = reconcile_rollout(adopting_rollout(Some(status)), cluster).await;
+    let error = result.expect_err("the patch failed");
+    assert!(error.starts_with("scale_down_deployment:"), "{error}");
+    assert!(error.contains("Deployment web"), "{error}");
+    assert_eq!(
+        calls.last().map(Call::line),
+        Some(format!("PATCH {DEPLOYMENT}")),
+        "no status write after a failed effect: the next reconcile reads the Deployment again"
     );
 }
 
