@@ -413,7 +413,14 @@ fn a_canary_whose_deployment_is_not_given_adopts_it_through_workload_ref() {
     // it the analysis template); the router maps.
     assert_eq!(
         paths,
-        ["spec.service", "spec.analysis.metrics[0]", "spec.targetRef"],
+        [
+            "spec.service",
+            "spec.analysis.metrics[0]",
+            "spec.targetRef",
+            // Without the Deployment its replicas are unknown, and the Rollout would run 1 pod
+            // while the Deployment gives way to it: refused until the count is written.
+            "spec.replicas"
+        ],
         "{:?}",
         converted.unmapped
     );

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 
 use crate::analysis::template::validate::{check_args, check_duration};
 use crate::api::duration::MAX_DURATION;
-use crate::api::{CanaryStep, RolloutSpec, TemplateRef, WorkloadRef};
+use crate::api::{CanaryStep, RolloutSpec, ScaleDown, TemplateRef, WorkloadRef};
 use crate::traffic::RouterKind;
 
 use super::{MAX_NAME_LEN, SpecProblem};
@@ -36,7 +36,7 @@ pub fn validate_spec(spec: &RolloutSpec) -> Vec<SpecProblem> {
         (Some(template), None) => {
             check_template(spec, template, &TemplateOrigin::Inline, &mut problems);
         }
-        (None, Some(workload)) => check_workload_ref(workload, &mut problems),
+        (None, Some(workload)) => check_workload_ref(spec, workload, &mut problems),
         (Some(_), Some(_)) => problems.push(problem(
             "spec.workloadRef",
             "set together with spec.template: set exactly one of them",
@@ -349,8 +349,18 @@ pub fn validate_workload_template(
     problems
 }
 
-/// `spec.workloadRef`: an `apps/v1` Deployment with a name that can exist.
-fn check_workload_ref(workload: &WorkloadRef, problems: &mut Vec<SpecProblem>) {
+/// `spec.workloadRef`: an `apps/v1` Deployment with a name that can exist, and a replica count
+/// of the Rollout's own whenever the Deployment is scaled down.
+fn check_workload_ref(spec: &RolloutSpec, workload: &WorkloadRef, problems: &mut Vec<SpecProblem>) {
+    let scales_down = !matches!(workload.scale_down, None | Some(ScaleDown::Never));
+    if scales_down && spec.replicas.is_none() {
+        // Without it the Rollout would run its default of 1 pod while the Deployment gives way
+        // to it: a 10-pod Deployment would be scaled to 0 behind a single pod.
+        problems.push(problem(
+            "spec.replicas",
+            "required with spec.workloadRef.scaleDown `progressively` or `onsuccess`: set it to the Deployment's replicas, which are scaled down as the Rollout's pods get ready",
+        ));
+    }
     if workload.api_version != "apps/v1" {
         problems.push(problem(
             "spec.workloadRef.apiVersion",

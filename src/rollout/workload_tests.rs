@@ -431,3 +431,28 @@ fn a_deployment_template_names_the_revision_an_inline_template_would() {
     assert!(validate_spec(&inline).is_empty());
     assert!(validate_spec(&by_ref).is_empty());
 }
+
+#[test]
+fn a_scaled_down_deployment_behind_a_rollout_without_replicas_is_refused() {
+    // Without spec.replicas the Rollout would run 1 pod and the Deployment would give way to it.
+    for (scale_down, refused) in [
+        (None, false),
+        (Some(ScaleDown::Never), false),
+        (Some(ScaleDown::OnSuccess), true),
+        (Some(ScaleDown::Progressively), true),
+    ] {
+        let mut rollout = spec(scale_down);
+        rollout.replicas = None;
+        let paths: Vec<String> = validate_spec(&rollout)
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
+        assert_eq!(
+            paths.contains(&"spec.replicas".to_owned()),
+            refused,
+            "{scale_down:?}: {paths:?}"
+        );
+        rollout.replicas = Some(REPLICAS);
+        assert!(validate_spec(&rollout).is_empty(), "{scale_down:?}");
+    }
+}
