@@ -5,6 +5,7 @@
 //! local platform's built-in proxy (`trafficRouting.local`) lives with the local platform.
 
 pub mod gateway_api;
+pub mod istio;
 pub mod replicas;
 
 use std::future::Future;
