@@ -101,6 +101,10 @@ fn rbac_is_least_privilege_without_wildcards() {
         ("", "services", "patch"),
         ("", "secrets", "get"),
         ("gateway.networking.k8s.io", "httproutes", "patch"),
+        ("networking.istio.io", "virtualservices", "get"),
+        ("networking.istio.io", "virtualservices", "patch"),
+        ("networking.istio.io", "destinationrules", "get"),
+        ("networking.istio.io", "destinationrules", "patch"),
         ("events.k8s.io", "events", "create"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "get"),
     ] {

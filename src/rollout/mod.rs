@@ -127,6 +127,7 @@ mod hash;
 mod machine;
 mod requests;
 mod validate;
+mod validate_istio;
 
 use jiff::Timestamp;
 

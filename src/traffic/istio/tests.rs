@@ -1,3 +1,5 @@
+use super::weights::names_service;
+use json_patch::Patch;
 use serde_json::json;
 
 use super::*;

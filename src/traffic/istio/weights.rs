@@ -1,97 +1,10 @@
-//! Istio routing: the weights of VirtualService HTTP routes, and DestinationRule subsets.
-//!
-//! The VirtualServices and the DestinationRule belong to the user. vigil changes only the
-//! `weight` of the stable and canary destinations of the routes it manages, and the
-//! `vigil.dev/revision` key of the stable and canary subsets' `labels`, each with a JSON patch
-//! whose `test` ops guard every path it changes, so an object edited meanwhile makes the patch
-//! fail instead of being overwritten. The objects are reached as dynamic objects (no crate
-//! pins an older kube) through the small typed views [`http_routes`] and [`subsets`].
-//!
-//! Two ways to tell the stable from the canary in a route ([`Split`]): by `host` (the stable
-//! and canary Services, Argo's host-level splitting) or by `subset` (one host, two subsets of
-//! a DestinationRule, Argo's subset-level splitting).
+//! VirtualService HTTP routes: which destinations are the stable and the canary, the weight
+//! they carry, and the guarded patch that sets it.
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation, TestOperation};
-use kube::api::{ApiResource, GroupVersionKind};
-use serde_json::{Map, Value};
+use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
+use serde_json::Value;
 
-/// The API group of Istio's networking resources.
-pub const ISTIO_NETWORKING_GROUP: &str = "networking.istio.io";
-/// The version vigil reads and writes: `v1`, served since Istio 1.22 next to `v1beta1` and
-/// `v1alpha3` (same schema).
-pub const ISTIO_NETWORKING_VERSION: &str = "v1";
-
-/// What is wrong with a VirtualService or DestinationRule for vigil's purposes; every
-/// variant names the field in the object.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IstioError {
-    /// A field vigil reads is missing or of the wrong type.
-    #[error("{path}: {problem}")]
-    ReadField {
-        /// The field, e.g. `spec.http[1].route[0].weight`.
-        path: String,
-        /// What is wrong with it.
-        problem: String,
-    },
-    /// A route named in the Rollout's `routes` is not in the VirtualService.
-    #[error("spec.http has no route named {name:?}")]
-    FindNamedRoute {
-        /// The route's name.
-        name: String,
-    },
-    /// No HTTP route has a stable or canary destination.
-    #[error("no route in spec.http has a destination with {stable} or {canary}")]
-    FindDestinations {
-        /// The stable destination, described (`host "web-stable"`, `subset "stable"`).
-        stable: String,
-        /// The canary destination, described.
-        canary: String,
-    },
-    /// A managed route lacks the stable or the canary destination, so no weight can be split.
-    #[error("spec.http[{route}] ({name}) has no destination with {missing}")]
-    FindPairedDestination {
-        /// Index of the route.
-        route: usize,
-        /// The route's name, or `unnamed`.
-        name: String,
-        /// The destination it lacks, described.
-        missing: String,
-    },
-    /// The stable and canary destinations are the same, so weights cannot tell them apart.
-    #[error("the stable and canary destinations are both {0}")]
-    DistinguishDestinations(String),
-    /// The DestinationRule has no subset of that name.
-    #[error("spec.subsets has no subset named {name:?}")]
-    FindSubset {
-        /// The subset's name.
-        name: String,
-    },
-}
-
-fn read_field(path: impl Into<String>, problem: impl Into<String>) -> IstioError {
-    IstioError::ReadField {
-        path: path.into(),
-        problem: problem.into(),
-    }
-}
-
-fn resource(kind: &str, plural: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(ISTIO_NETWORKING_GROUP, ISTIO_NETWORKING_VERSION, kind),
-        plural,
-    )
-}
-
-/// Istio's VirtualService resource (`networking.istio.io/v1`).
-pub fn virtual_service_resource() -> ApiResource {
-    resource("VirtualService", "virtualservices")
-}
-
-/// Istio's DestinationRule resource (`networking.istio.io/v1`).
-pub fn destination_rule_resource() -> ApiResource {
-    resource("DestinationRule", "destinationrules")
-}
+use super::{IstioError, pointer, read_field, test};
 
 /// How the stable and canary destinations of a route are told apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +38,7 @@ pub enum Side {
 }
 
 /// Whether `host` names `service` in `namespace`.
-fn names_service(host: &str, service: &str, namespace: &str) -> bool {
+pub(super) fn names_service(host: &str, service: &str, namespace: &str) -> bool {
     let Some(rest) = host.strip_prefix(service) else {
         return false;
     };
@@ -213,6 +126,8 @@ pub struct HttpRoute {
     pub name: Option<String>,
     /// Its destinations (none for a redirect or a direct response).
     pub destinations: Vec<Destination>,
+    /// Whether it mirrors requests (`mirror` is set).
+    pub mirror: bool,
 }
 
 impl HttpRoute {
@@ -303,6 +218,7 @@ pub fn http_routes(virtual_service: &Value) -> Result<Vec<HttpRoute>, IstioError
             index,
             name,
             destinations,
+            mirror: body.get("mirror").is_some_and(|m| !m.is_null()),
         });
     }
     Ok(routes)
@@ -345,19 +261,38 @@ fn pair<'a>(
     })
 }
 
-/// The routes vigil manages: those named in `named` (each must exist and have both
-/// destinations), or, when none are named, every route with a stable or canary destination
-/// (each must then have both; at least one must exist). Routes in `skip` (vigil's own header
-/// and mirror routes) are never weighed as ordinary routes.
+/// The routes whose weights vigil sets: those named in `named` (each must exist and have
+/// both destinations), or, when none are named, every route with a stable or canary
+/// destination (each must then have both; at least one must exist). Routes named in
+/// `vigil_routes` (the Rollout's managed header and mirror routes) are vigil's own: a mirror
+/// route among them carries the split too and is weighed with the others; a header route
+/// sends everything to the canary and is never weighed.
 pub fn managed_routes<'a>(
     routes: &'a [HttpRoute],
     named: &[String],
     split: &Split,
-    skip: &[String],
+    vigil_routes: &[String],
 ) -> Result<Vec<ManagedRoute<'a>>, IstioError> {
     split.check_distinct()?;
-    if !named.is_empty() {
-        return named
+    let is_vigils = |r: &HttpRoute| r.name.as_ref().is_some_and(|n| vigil_routes.contains(n));
+    let mut managed = if named.is_empty() {
+        let candidates: Vec<&HttpRoute> = routes
+            .iter()
+            .filter(|r| !is_vigils(r))
+            .filter(|r| r.destinations.iter().any(|d| split.side(d).is_some()))
+            .collect();
+        if candidates.is_empty() {
+            return Err(IstioError::FindDestinations {
+                stable: split.describe(Side::Stable),
+                canary: split.describe(Side::Canary),
+            });
+        }
+        candidates
+            .into_iter()
+            .map(|route| pair(route, false, split))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        named
             .iter()
             .map(|name| {
                 let route = routes
@@ -366,23 +301,17 @@ pub fn managed_routes<'a>(
                     .ok_or_else(|| IstioError::FindNamedRoute { name: name.clone() })?;
                 pair(route, true, split)
             })
-            .collect();
-    }
-    let candidates: Vec<&HttpRoute> = routes
-        .iter()
-        .filter(|r| !r.name.as_ref().is_some_and(|n| skip.contains(n)))
-        .filter(|r| r.destinations.iter().any(|d| split.side(d).is_some()))
-        .collect();
-    if candidates.is_empty() {
-        return Err(IstioError::FindDestinations {
-            stable: split.describe(Side::Stable),
-            canary: split.describe(Side::Canary),
-        });
-    }
-    candidates
-        .into_iter()
-        .map(|route| pair(route, false, split))
-        .collect()
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    // vigil's mirror routes copy the split of the routes they shadow; one edited out of
+    // shape is simply not weighed (setting the mirror route again rebuilds it).
+    managed.extend(
+        routes
+            .iter()
+            .filter(|r| r.mirror && is_vigils(r))
+            .filter_map(|route| pair(route, true, split).ok()),
+    );
+    Ok(managed)
 }
 
 /// The canary's percent of traffic in a VirtualService, from the stable/canary weights of
@@ -392,11 +321,11 @@ pub fn canary_weight(
     virtual_service: &Value,
     named: &[String],
     split: &Split,
-    skip: &[String],
+    vigil_routes: &[String],
 ) -> Result<Option<i32>, IstioError> {
     let routes = http_routes(virtual_service)?;
     let mut seen = None;
-    for managed in managed_routes(&routes, named, split, skip)? {
+    for managed in managed_routes(&routes, named, split, vigil_routes)? {
         let (sw, cw) = (
             managed.stable.weight.unwrap_or(0),
             managed.canary.weight.unwrap_or(0),
@@ -429,14 +358,6 @@ pub fn canary_weight(
 pub fn agreed_weight(weights: &[Option<i32>]) -> Option<i32> {
     let first = *weights.first()?;
     weights.iter().all(|w| *w == first).then_some(first)?
-}
-
-fn pointer<const N: usize>(tokens: [&str; N]) -> PointerBuf {
-    PointerBuf::from_tokens(tokens)
-}
-
-fn test(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Test(TestOperation { path, value })
 }
 
 /// The ops that set `destination`'s weight in route `route` to `weight`, guarded by a test of
@@ -484,13 +405,13 @@ pub fn weight_patch(
     virtual_service: &Value,
     named: &[String],
     split: &Split,
-    skip: &[String],
+    vigil_routes: &[String],
     canary_weight: i32,
 ) -> Result<Patch, IstioError> {
     let canary_weight = i64::from(canary_weight.clamp(0, 100));
     let routes = http_routes(virtual_service)?;
     let mut ops = Vec::new();
-    for managed in managed_routes(&routes, named, split, skip)? {
+    for managed in managed_routes(&routes, named, split, vigil_routes)? {
         let index = managed.route.index;
         if let (true, Some(name)) = (managed.named, &managed.route.name) {
             ops.push(test(
@@ -508,141 +429,3 @@ pub fn weight_patch(
     }
     Ok(Patch(ops))
 }
-
-/// One subset of a DestinationRule (`spec.subsets[index]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subset {
-    /// Index in `spec.subsets`.
-    pub index: usize,
-    /// `name`.
-    pub name: String,
-    /// Whether it has a `labels` map.
-    pub has_labels: bool,
-    /// The value of the revision label in `labels`, when present.
-    pub revision: Option<String>,
-}
-
-/// The subsets of a DestinationRule, with the value of `revision_label` in each, or the
-/// field that is malformed.
-pub fn subsets(rule: &Value, revision_label: &str) -> Result<Vec<Subset>, IstioError> {
-    let list = rule
-        .pointer("/spec/subsets")
-        .ok_or_else(|| {
-            read_field(
-                "spec.subsets",
-                "missing: subset-level splitting needs the stable and canary subsets",
-            )
-        })?
-        .as_array()
-        .ok_or_else(|| read_field("spec.subsets", "not a list"))?;
-    let mut found = Vec::with_capacity(list.len());
-    for (index, body) in list.iter().enumerate() {
-        let path = format!("spec.subsets[{index}]");
-        let name = body
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| read_field(format!("{path}.name"), "missing or not a string"))?;
-        let labels = match body.get("labels") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(map)) => Some(map),
-            Some(_) => return Err(read_field(format!("{path}.labels"), "not a map")),
-        };
-        let revision = match labels.and_then(|l| l.get(revision_label)) {
-            None => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => {
-                return Err(read_field(
-                    format!("{path}.labels[{revision_label:?}]"),
-                    "not a string",
-                ));
-            }
-        };
-        found.push(Subset {
-            index,
-            name: name.to_owned(),
-            has_labels: labels.is_some(),
-            revision,
-        });
-    }
-    Ok(found)
-}
-
-fn find_subset<'a>(list: &'a [Subset], name: &str) -> Result<&'a Subset, IstioError> {
-    list.iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| IstioError::FindSubset {
-            name: name.to_owned(),
-        })
-}
-
-/// The revisions the (stable, canary) subsets select (their `revision_label`).
-pub fn subset_revisions(
-    rule: &Value,
-    stable_subset: &str,
-    canary_subset: &str,
-    revision_label: &str,
-) -> Result<(Option<String>, Option<String>), IstioError> {
-    let list = subsets(rule, revision_label)?;
-    Ok((
-        find_subset(&list, stable_subset)?.revision.clone(),
-        find_subset(&list, canary_subset)?.revision.clone(),
-    ))
-}
-
-/// The JSON patch that points the stable and canary subsets at `revisions` (stable,
-/// canary; `None` leaves that subset as it is) by setting `revision_label` in their
-/// `labels`. Each change is guarded by a `test` of the subset's name and of the label's
-/// current value; the subsets' other labels and fields are never touched. Empty when the
-/// subsets already select those revisions.
-pub fn subset_patch(
-    rule: &Value,
-    (stable_subset, canary_subset): (&str, &str),
-    (stable, canary): (Option<&str>, Option<&str>),
-    revision_label: &str,
-) -> Result<Patch, IstioError> {
-    let list = subsets(rule, revision_label)?;
-    let wanted = [
-        (find_subset(&list, stable_subset)?, stable),
-        (find_subset(&list, canary_subset)?, canary),
-    ];
-    let mut ops = Vec::new();
-    for (subset, revision) in wanted {
-        let Some(revision) = revision else { continue };
-        if subset.revision.as_deref() == Some(revision) {
-            continue;
-        }
-        let index = subset.index.to_string();
-        ops.push(test(
-            pointer(["spec", "subsets", &index, "name"]),
-            Value::from(subset.name.clone()),
-        ));
-        if !subset.has_labels {
-            let mut labels = Map::new();
-            labels.insert(revision_label.to_owned(), Value::from(revision));
-            ops.push(PatchOperation::Add(AddOperation {
-                path: pointer(["spec", "subsets", &index, "labels"]),
-                value: Value::Object(labels),
-            }));
-            continue;
-        }
-        let path = pointer(["spec", "subsets", &index, "labels", revision_label]);
-        match &subset.revision {
-            Some(current) => {
-                ops.push(test(path.clone(), Value::from(current.clone())));
-                ops.push(PatchOperation::Replace(ReplaceOperation {
-                    path,
-                    value: Value::from(revision),
-                }));
-            }
-            None => ops.push(PatchOperation::Add(AddOperation {
-                path,
-                value: Value::from(revision),
-            })),
-        }
-    }
-    Ok(Patch(ops))
-}
-
-#[cfg(test)]
-#[path = "istio_tests.rs"]
-mod tests;
