@@ -40,7 +40,10 @@ impl IstioCluster {
     }
 }
 
-async fn reconcile_istio(rollout: Rollout, cluster: IstioCluster) -> (Result<Action, String>, Vec<Call>) {
+async fn reconcile_istio(
+    rollout: Rollout,
+    cluster: IstioCluster,
+) -> (Result<Action, String>, Vec<Call>) {
     let templates = template_index(&cluster.base.templates);
     let (client, verifier) = ApiServerVerifier::start(cluster.responder());
     let mut ctx = plain_context(client);
@@ -166,14 +169,20 @@ async fn host_level_a_set_weight_step_patches_only_the_destination_weights() {
     let patch = patches[0];
     assert_eq!(patch.path, format!("{VS}/web"));
     assert_eq!(patch.content_type, "application/json-patch+json");
-    assert!(patch.query_has("fieldManager=vigil.dev%2Fcontroller"), "{}", patch.query);
+    assert!(
+        patch.query_has("fieldManager=vigil.dev%2Fcontroller"),
+        "{}",
+        patch.query
+    );
     assert_eq!(patch.body, host_weight_patch(100, 0, 20));
     // The VirtualService is read (observe) before it is patched; no DestinationRule.
     let first_get = lines(&calls)
         .iter()
         .position(|l| *l == format!("GET {VS}/web"))
         .expect("read");
-    let patched_at = calls.iter().position(|c| c.method == "PATCH" && c.path.starts_with(VS));
+    let patched_at = calls
+        .iter()
+        .position(|c| c.method == "PATCH" && c.path.starts_with(VS));
     assert!(patched_at.is_some_and(|p| p > first_get));
     assert!(!calls.iter().any(|c| c.path.contains("destinationrules")));
     let write = calls.last().expect("status write");
@@ -255,7 +264,8 @@ async fn a_malformed_virtual_service_holds_with_the_field_named_and_moves_nothin
     let message = status.message.unwrap_or_default();
     assert!(
         message.contains("spec.strategy.canary.trafficRouting.istio.virtualService.name")
-            && message.contains("VirtualService web: spec.http[0].route[1].weight: not a whole number"),
+            && message
+                .contains("VirtualService web: spec.http[0].route[1].weight: not a whole number"),
         "{message}"
     );
 }
@@ -323,7 +333,10 @@ async fn subset_level_points_the_canary_subset_then_sets_the_weights() {
         "{:#?}",
         lines(&calls)
     );
-    let dr = calls.iter().find(|c| c.path == DR && c.method == "PATCH").expect("dr");
+    let dr = calls
+        .iter()
+        .find(|c| c.path == DR && c.method == "PATCH")
+        .expect("dr");
     assert_eq!(
         dr.body,
         json!([

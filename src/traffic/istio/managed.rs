@@ -11,7 +11,9 @@ use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOp
 use serde_json::{Map, Value, json};
 
 use super::{IstioError, Side, Split, http_routes, managed_routes, pointer, test};
-use crate::traffic::{HeaderMatch, HeaderRoute, ManagedRoutes, MirrorMatch, MirrorRoute, StringMatch};
+use crate::traffic::{
+    HeaderMatch, HeaderRoute, ManagedRoutes, MirrorMatch, MirrorRoute, StringMatch,
+};
 
 fn string_match(value: &StringMatch) -> Value {
     match value {
@@ -48,13 +50,20 @@ fn headers(matches: impl IntoIterator<Item = (String, Value)>) -> Value {
 
 /// The stable/canary destinations (`route`) of the first route vigil weighs, and the canary's
 /// `destination` object: what vigil's own routes copy.
-fn split_of(virtual_service: &Value, named: &[String], split: &Split, vigil_routes: &[String]) -> Result<(Value, Value), IstioError> {
+fn split_of(
+    virtual_service: &Value,
+    named: &[String],
+    split: &Split,
+    vigil_routes: &[String],
+) -> Result<(Value, Value), IstioError> {
     let routes = http_routes(virtual_service)?;
     let managed = managed_routes(&routes, named, split, vigil_routes)?;
-    let first = managed.first().ok_or_else(|| IstioError::FindDestinations {
-        stable: split.describe(Side::Stable),
-        canary: split.describe(Side::Canary),
-    })?;
+    let first = managed
+        .first()
+        .ok_or_else(|| IstioError::FindDestinations {
+            stable: split.describe(Side::Stable),
+            canary: split.describe(Side::Canary),
+        })?;
     let route = virtual_service
         .pointer(&format!("/spec/http/{}/route", first.route.index))
         .cloned()
@@ -83,7 +92,11 @@ pub fn header_route_body(route: &HeaderRoute, canary_destination: &Value) -> Val
 
 /// The Istio route for `route`: the split of `destinations` as it is, plus a copy of
 /// `percentage` percent of the matching requests to the canary.
-pub fn mirror_route_body(route: &MirrorRoute, destinations: &Value, canary_destination: &Value) -> Value {
+pub fn mirror_route_body(
+    route: &MirrorRoute,
+    destinations: &Value,
+    canary_destination: &Value,
+) -> Value {
     let mut body = json!({
         "name": route.name,
         "route": destinations,
@@ -135,7 +148,11 @@ fn insert_index(http: &[Value], name: &str, vigil_routes: &[String]) -> usize {
 /// name is (guarded by a test of the whole route read), inserted at its place otherwise
 /// (guarded by a test of the route it lands before). Empty when it is already there.
 fn put_route(virtual_service: &Value, body: Value, vigil_routes: &[String]) -> Vec<PatchOperation> {
-    let name = body.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let name = body
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let http = virtual_service
         .pointer("/spec/http")
         .and_then(Value::as_array)

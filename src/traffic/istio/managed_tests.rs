@@ -89,11 +89,17 @@ fn a_header_route_goes_first_to_the_canary_only_and_reads_back() {
         header_route_patch(&patched, &[], &hosts(), &vigil_routes(), &header_route()),
         Ok(json_patch::Patch(vec![]))
     );
-    assert_eq!(canary_weight(&patched, &[], &hosts(), &vigil_routes()), Ok(Some(10)));
+    assert_eq!(
+        canary_weight(&patched, &[], &hosts(), &vigil_routes()),
+        Ok(Some(10))
+    );
     // Removed, the VirtualService is as it was.
     let removed = apply(&patched, &remove_route_patch(&patched, "testers"));
     assert_eq!(removed, original);
-    assert_eq!(remove_route_patch(&removed, "testers"), json_patch::Patch(vec![]));
+    assert_eq!(
+        remove_route_patch(&removed, "testers"),
+        json_patch::Patch(vec![])
+    );
 }
 
 #[test]
@@ -102,8 +108,14 @@ fn a_mirror_route_copies_the_split_mirrors_to_the_canary_and_follows_the_weights
         &vs(),
         &header_route_patch(&vs(), &[], &hosts(), &vigil_routes(), &header_route()).expect("h"),
     );
-    let patch = mirror_route_patch(&with_header, &[], &hosts(), &vigil_routes(), &mirror_route())
-        .expect("patch");
+    let patch = mirror_route_patch(
+        &with_header,
+        &[],
+        &hosts(),
+        &vigil_routes(),
+        &mirror_route(),
+    )
+    .expect("patch");
     let patched = apply(&with_header, &patch);
     // After the header route (managedRoutes order), ahead of the user's route.
     let names: Vec<&str> = patched["spec"]["http"]
@@ -134,7 +146,10 @@ fn a_mirror_route_copies_the_split_mirrors_to_the_canary_and_follows_the_weights
     );
     assert_eq!(weighed["spec"]["http"][1]["route"][1]["weight"], json!(40));
     assert_eq!(weighed["spec"]["http"][2]["route"][1]["weight"], json!(40));
-    assert_eq!(canary_weight(&weighed, &[], &hosts(), &vigil_routes()), Ok(Some(40)));
+    assert_eq!(
+        canary_weight(&weighed, &[], &hosts(), &vigil_routes()),
+        Ok(Some(40))
+    );
 }
 
 #[test]

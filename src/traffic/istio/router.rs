@@ -75,7 +75,11 @@ impl IstioRouter {
     /// The router of `istio`; `None` when host-level splitting lacks a Service (which
     /// `validate_spec` reports).
     pub fn new(istio: &IstioRouting, parts: IstioRouterParts<'_>) -> Option<IstioRouter> {
-        let split = match (&istio.destination_rule, parts.stable_service, parts.canary_service) {
+        let split = match (
+            &istio.destination_rule,
+            parts.stable_service,
+            parts.canary_service,
+        ) {
             (Some(rule), _, _) => Split::Subsets {
                 stable: rule.stable_subset_name.clone(),
                 canary: rule.canary_subset_name.clone(),
@@ -143,11 +147,14 @@ impl IstioRouter {
         kind: &'static str,
         name: &str,
     ) -> Result<Value, TrafficError> {
-        let object = api.get(name).await.map_err(|source| TrafficError::GetObject {
-            kind,
-            name: name.to_owned(),
-            source,
-        })?;
+        let object = api
+            .get(name)
+            .await
+            .map_err(|source| TrafficError::GetObject {
+                kind,
+                name: name.to_owned(),
+                source,
+            })?;
         Ok(serde_json::to_value(object).unwrap_or(Value::Null))
     }
 
@@ -261,7 +268,13 @@ impl TrafficRouter for IstioRouter {
 
     async fn set_header_route(&self, route: &HeaderRoute) -> Result<(), TrafficError> {
         self.patch_each(|object, entry| {
-            header_route_patch(object, &entry.routes, &self.split, &self.vigil_routes, route)
+            header_route_patch(
+                object,
+                &entry.routes,
+                &self.split,
+                &self.vigil_routes,
+                route,
+            )
         })
         .await
     }
@@ -273,7 +286,13 @@ impl TrafficRouter for IstioRouter {
 
     async fn set_mirror_route(&self, route: &MirrorRoute) -> Result<(), TrafficError> {
         self.patch_each(|object, entry| {
-            mirror_route_patch(object, &entry.routes, &self.split, &self.vigil_routes, route)
+            mirror_route_patch(
+                object,
+                &entry.routes,
+                &self.split,
+                &self.vigil_routes,
+                route,
+            )
         })
         .await
     }
