@@ -6,7 +6,9 @@ use kube::ResourceExt;
 
 use super::context::{REVISION_LABEL, ROLLOUT_LABEL, rollout_label_value};
 use crate::api::{AnalysisRun, AnalysisRunSummary, Rollout};
-use crate::rollout::{Observation, RevisionObservation, ServiceSelection, template_hash};
+use crate::rollout::{
+    Observation, RevisionObservation, ServiceSelection, SpecProblem, template_hash,
+};
 
 /// True when `meta`'s owner references name `uid` as the controller.
 pub fn controlled_by(
@@ -80,8 +82,47 @@ pub struct Seen {
     pub canary_service: Option<Service>,
     /// The canary weight the router reports.
     pub router_canary_weight: Option<i32>,
+    /// Why the router object cannot be used (missing, malformed), at its field: the rollout
+    /// holds until it is fixed.
+    pub router_problem: Option<SpecProblem>,
+    /// The revisions the router's own selectors select (Istio's DestinationRule subsets);
+    /// `None` when it has none (the Services select).
+    pub router_selection: Option<ServiceSelection>,
     /// AnalysisRuns labelled with the Rollout's name.
     pub analysis_runs: Vec<AnalysisRun>,
+}
+
+/// Which revision the stable and the canary side select: the Services' selectors, and the
+/// router's own selectors when it has some (Istio's subsets). With both, a side selects a
+/// revision only when they agree, so a disagreement is pointed again.
+fn selection(rollout: &Rollout, seen: &Seen) -> ServiceSelection {
+    let services = ServiceSelection {
+        stable: seen.stable_service.as_ref().and_then(service_revision),
+        canary: seen.canary_service.as_ref().and_then(service_revision),
+    };
+    let Some(router) = &seen.router_selection else {
+        return services;
+    };
+    let canary = &rollout.spec.strategy.canary;
+    let agree = |configured: bool, service: Option<String>, router: &Option<String>| {
+        if configured {
+            service.filter(|s| Some(s) == router.as_ref())
+        } else {
+            router.clone()
+        }
+    };
+    ServiceSelection {
+        stable: agree(
+            canary.stable_service.is_some(),
+            services.stable,
+            &router.stable,
+        ),
+        canary: agree(
+            canary.canary_service.is_some(),
+            services.canary,
+            &router.canary,
+        ),
+    }
 }
 
 /// Builds the pure core's observation from what was read.
@@ -109,13 +150,10 @@ pub fn observation(rollout: &Rollout, seen: &Seen) -> Observation {
         desired_revision: template_hash(&rollout.spec.template),
         revisions,
         router_canary_weight: seen.router_canary_weight,
-        services: ServiceSelection {
-            stable: seen.stable_service.as_ref().and_then(service_revision),
-            canary: seen.canary_service.as_ref().and_then(service_revision),
-        },
+        services: selection(rollout, seen),
         analysis_runs,
-        // Filled by the dereference step.
-        spec_problems: Vec::new(),
+        // The router object's problem; the dereference step adds its own.
+        spec_problems: seen.router_problem.iter().cloned().collect(),
     }
 }
 
@@ -224,6 +262,8 @@ mod tests {
             stable_service: Some(service(Some("aaa"))),
             canary_service: Some(service(None)),
             router_canary_weight: Some(20),
+            router_problem: None,
+            router_selection: None,
             analysis_runs: vec![run, other_run],
         };
         let obs = observation(&rollout(), &seen);

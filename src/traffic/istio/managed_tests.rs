@@ -3,7 +3,9 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::*;
-use crate::traffic::{HeaderMatch, HeaderRoute, MirrorMatch, MirrorRoute, StringMatch};
+use crate::traffic::{
+    HeaderMatch, HeaderRoute, ManagedRoutes, MirrorMatch, MirrorRoute, StringMatch,
+};
 
 fn hosts() -> Split {
     Split::Hosts {

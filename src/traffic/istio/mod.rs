@@ -11,6 +11,8 @@
 //! and canary Services, Argo's host-level splitting) or by `subset` (one host, two subsets of
 //! a DestinationRule, Argo's subset-level splitting).
 
+mod managed;
+mod router;
 mod subsets;
 mod weights;
 
@@ -20,6 +22,11 @@ use json_patch::jsonptr::PointerBuf;
 use kube::api::{ApiResource, GroupVersionKind};
 use serde_json::Value;
 
+pub use managed::{
+    header_route_body, header_route_patch, mirror_route_body, mirror_route_patch,
+    read_managed_routes, remove_route_patch,
+};
+pub use router::{DESTINATION_RULE, IstioRouter, IstioRouterParts, VIRTUAL_SERVICE};
 pub use subsets::{Subset, subset_patch, subset_revisions, subsets};
 pub use weights::{
     Destination, HttpRoute, ManagedRoute, Side, Split, agreed_weight, canary_weight, http_routes,
@@ -113,3 +120,7 @@ fn test(path: PointerBuf, value: Value) -> PatchOperation {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[path = "managed_tests.rs"]
+mod managed_tests;

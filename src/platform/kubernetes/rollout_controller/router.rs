@@ -1,23 +1,75 @@
-//! The traffic router of a Rollout: its HTTPRoute, or the replica ratio.
+//! The traffic router of a Rollout, chosen from its spec: one variant per router, each a
+//! [`TrafficRouter`]. Everything else in the controller (acting, the finalizer, the put-back
+//! of foreign edits, the hold on a missing or malformed router object) goes through this
+//! type, so a new router is a variant here and an arm in [`Router::of`].
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::traffic::{HeaderRoute, ManagedRoutes, MirrorRoute, RouterKind};
 
-/// The router of a Rollout: an HTTPRoute, or the replica ratio.
+/// The router of a Rollout.
 pub(super) enum Router {
+    /// `trafficRouting.gatewayAPI`: an HTTPRoute.
     Gateway(Box<GatewayRoute>),
+    /// `trafficRouting.istio`: VirtualServices (and a DestinationRule).
+    Istio(Box<IstioRouter>),
+    /// No router (or one the controller does not drive, like the local proxy): the replica
+    /// ratio is the weight.
     Replicas(ReplicaRatio),
+}
+
+/// Calls `$call` on whichever router `$router` is.
+macro_rules! dispatch {
+    ($router:expr, $inner:ident => $call:expr) => {
+        match $router {
+            Router::Gateway($inner) => $call,
+            Router::Istio($inner) => $call,
+            Router::Replicas($inner) => $call,
+        }
+    };
 }
 
 impl Router {
     pub(super) fn of(rollout: &Rollout, client: &Client, namespace: &str) -> Router {
         let canary = &rollout.spec.strategy.canary;
-        let gateway = canary
-            .traffic_routing
-            .as_ref()
-            .and_then(|t| t.gateway_api.as_ref());
-        match (gateway, &canary.stable_service, &canary.canary_service) {
-            (Some(gateway), Some(stable), Some(canary)) => {
+        let replicas = Router::Replicas(ReplicaRatio {
+            configured: rollout.status.as_ref().map_or(0, |s| s.canary_weight),
+        });
+        let routing = canary.traffic_routing.as_ref();
+        // Istio's subset-level splitting needs no Service: it is built before the check.
+        if let Some(istio) = routing.and_then(|r| r.istio.as_ref())
+            && RouterKind::of(routing) == RouterKind::Istio
+        {
+            let parts = IstioRouterParts {
+                virtual_services: Api::namespaced_with(
+                    client.clone(),
+                    namespace,
+                    &virtual_service_resource(),
+                ),
+                destination_rules: Api::namespaced_with(
+                    client.clone(),
+                    namespace,
+                    &destination_rule_resource(),
+                ),
+                namespace,
+                stable_service: canary.stable_service.as_deref(),
+                canary_service: canary.canary_service.as_deref(),
+                vigil_routes: Vec::new(),
+                revision_label: REVISION_LABEL,
+                field_manager: FIELD_MANAGER,
+            };
+            return IstioRouter::new(istio, parts)
+                .map_or(replicas, |router| Router::Istio(Box::new(router)));
+        }
+        // validate_spec requires both Services of every router that sends traffic to them
+        // (RouterKind::needs_services).
+        let (Some(routing), Some(stable), Some(canary)) =
+            (routing, &canary.stable_service, &canary.canary_service)
+        else {
+            return replicas;
+        };
+        match (RouterKind::of(Some(routing)), &routing.gateway_api) {
+            (RouterKind::GatewayApi, Some(gateway)) => {
                 Router::Gateway(Box::new(GatewayRoute::new(
                     Api::namespaced_with(client.clone(), namespace, &http_route_resource()),
                     &gateway.http_route,
@@ -26,23 +78,76 @@ impl Router {
                     FIELD_MANAGER,
                 )))
             }
-            _ => Router::Replicas(ReplicaRatio {
-                configured: rollout.status.as_ref().map_or(0, |s| s.canary_weight),
-            }),
+            // Each router added later is an arm here, built from its own field.
+            _ => replicas,
         }
     }
 
-    pub(super) async fn set(&self, weight: i32) -> Result<(), TrafficError> {
+    /// The field (under `spec`) naming the router object `error` is about, where a missing
+    /// or malformed object is reported.
+    pub(super) fn object_path(&self, error: &TrafficError) -> String {
+        let field = match self {
+            Router::Istio(istio) => istio.field_of(error),
+            _ => self.kind().object_field().unwrap_or_default().to_owned(),
+        };
+        format!("spec.strategy.canary.trafficRouting.{field}")
+    }
+
+    /// The revisions the router itself selects for the stable and canary (Istio's
+    /// DestinationRule subsets); `None` when it selects none (the Services do).
+    pub(super) async fn selected_revisions(
+        &self,
+    ) -> Result<Option<(Option<String>, Option<String>)>, TrafficError> {
         match self {
-            Router::Gateway(route) => route.set_canary_weight(weight).await,
-            Router::Replicas(ratio) => ratio.set_canary_weight(weight).await,
+            Router::Istio(istio) => istio.subset_revisions().await,
+            _ => Ok(None),
         }
     }
 
-    pub(super) async fn read(&self) -> Result<Option<i32>, TrafficError> {
+    /// Points the router's own stable and canary selectors (Istio's subsets) at revisions
+    /// (`None` leaves one as it is); nothing for routers without any.
+    pub(super) async fn point_revisions(
+        &self,
+        stable: Option<&str>,
+        canary: Option<&str>,
+    ) -> Result<(), TrafficError> {
         match self {
-            Router::Gateway(route) => route.canary_weight().await,
-            Router::Replicas(ratio) => ratio.canary_weight().await,
+            Router::Istio(istio) => istio.point_subsets(stable, canary).await,
+            _ => Ok(()),
         }
+    }
+}
+
+impl TrafficRouter for Router {
+    fn kind(&self) -> RouterKind {
+        dispatch!(self, r => r.kind())
+    }
+
+    async fn set_canary_weight(&self, canary_weight: i32) -> Result<(), TrafficError> {
+        dispatch!(self, r => r.set_canary_weight(canary_weight).await)
+    }
+
+    async fn canary_weight(&self) -> Result<Option<i32>, TrafficError> {
+        dispatch!(self, r => r.canary_weight().await)
+    }
+
+    async fn set_header_route(&self, route: &HeaderRoute) -> Result<(), TrafficError> {
+        dispatch!(self, r => r.set_header_route(route).await)
+    }
+
+    async fn remove_header_route(&self, name: &str) -> Result<(), TrafficError> {
+        dispatch!(self, r => r.remove_header_route(name).await)
+    }
+
+    async fn set_mirror_route(&self, route: &MirrorRoute) -> Result<(), TrafficError> {
+        dispatch!(self, r => r.set_mirror_route(route).await)
+    }
+
+    async fn remove_mirror_route(&self, name: &str) -> Result<(), TrafficError> {
+        dispatch!(self, r => r.remove_mirror_route(name).await)
+    }
+
+    async fn managed_routes(&self) -> Result<ManagedRoutes, TrafficError> {
+        dispatch!(self, r => r.managed_routes().await)
     }
 }
