@@ -27,7 +27,7 @@ fn rollout(steps: Vec<CanaryStep>) -> RolloutSpec {
             match_labels: Some(labels.clone()),
             ..Default::default()
         },
-        template: PodTemplateSpec {
+        template: Some(PodTemplateSpec {
             metadata: Some(ObjectMeta {
                 labels: Some(labels),
                 ..Default::default()
@@ -39,7 +39,7 @@ fn rollout(steps: Vec<CanaryStep>) -> RolloutSpec {
                 }],
                 ..Default::default()
             }),
-        },
+        }),
         strategy: RolloutStrategy {
             canary: CanaryStrategy {
                 steps,
