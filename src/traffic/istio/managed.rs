@@ -1,19 +1,26 @@
 //! vigil's own HTTP routes in a VirtualService: header routes (`setHeaderRoute`: requests
 //! with matching headers go to the canary only) and mirror routes (`setMirrorRoute`: the
 //! split as usual, plus a copy of a share of the matching requests to the canary). They are
-//! named after the Rollout's `managedRoutes`, sit ahead of the user's routes in that order,
-//! and are the only routes vigil adds or removes; each change is guarded by a `test` of the
-//! whole route it replaces or lands next to.
-
-use std::collections::BTreeMap;
+//! named after the Rollout's `managedRoutes`, sit ahead of the user's routes (in that order),
+//! and are the only routes vigil adds or removes. Their matches are those of the routes that
+//! carry the split, each with the step's conditions added, so they are more specific and win
+//! only for requests the split routes would have taken.
+//!
+//! What vigil put in place is recorded in the `vigil.dev/managed-routes` annotation (as on an
+//! HTTPRoute), changed in the same patch; each change is guarded by `test` ops of the whole
+//! route it replaces or lands next to, and of the annotation. Reading back reports a route
+//! only when it is exactly what vigil would build from the record now, so a route edited or
+//! removed by someone else is put back.
 
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Map, Value, json};
 
 use super::{IstioError, Side, Split, http_routes, managed_routes, pointer, test};
-use crate::traffic::{
-    HeaderMatch, HeaderRoute, ManagedRoutes, MirrorMatch, MirrorRoute, StringMatch,
-};
+use crate::traffic::{HeaderRoute, ManagedRoutes, MirrorRoute, StringMatch};
+
+/// The annotation recording the managed routes vigil put on a VirtualService (the same key
+/// as on an HTTPRoute).
+pub const ROUTES_ANNOTATION: &str = "vigil.dev/managed-routes";
 
 fn string_match(value: &StringMatch) -> Value {
     match value {
@@ -23,110 +30,183 @@ fn string_match(value: &StringMatch) -> Value {
     }
 }
 
-fn read_string_match(value: &Value) -> Option<StringMatch> {
-    let map = value.as_object()?;
-    if map.len() != 1 {
-        return None;
+/// `block` (one Istio match) with `headers` added to its header conditions; Istio wants
+/// header names in lower case.
+fn with_headers<'h>(
+    mut block: Map<String, Value>,
+    headers: impl IntoIterator<Item = (&'h str, &'h StringMatch)>,
+) -> Value {
+    let mut all = block
+        .get("headers")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for (name, value) in headers {
+        all.insert(name.to_ascii_lowercase(), string_match(value));
     }
-    let (kind, v) = map.iter().next()?;
-    let v = v.as_str()?.to_owned();
-    match kind.as_str() {
-        "exact" => Some(StringMatch::Exact(v)),
-        "prefix" => Some(StringMatch::Prefix(v)),
-        "regex" => Some(StringMatch::Regex(v)),
-        _ => None,
+    if !all.is_empty() {
+        block.insert("headers".into(), Value::Object(all));
     }
+    Value::Object(block)
 }
 
-/// Istio wants header names in lower case.
-fn headers(matches: impl IntoIterator<Item = (String, Value)>) -> Value {
-    Value::Object(
-        matches
-            .into_iter()
-            .map(|(name, value)| (name.to_ascii_lowercase(), value))
-            .collect::<Map<String, Value>>(),
-    )
+/// What vigil's routes are built from: the match blocks of the routes that carry the split
+/// (one empty block for a route without `match`: it matches every request), the first such
+/// route's destinations, and its canary `destination`.
+struct SplitRoutes {
+    blocks: Vec<Map<String, Value>>,
+    destinations: Value,
+    canary: Value,
 }
 
-/// The stable/canary destinations (`route`) of the first route vigil weighs, and the canary's
-/// `destination` object: what vigil's own routes copy.
-fn split_of(
+fn split_routes(
     virtual_service: &Value,
     named: &[String],
     split: &Split,
     vigil_routes: &[String],
-) -> Result<(Value, Value), IstioError> {
+) -> Result<SplitRoutes, IstioError> {
     let routes = http_routes(virtual_service)?;
     let managed = managed_routes(&routes, named, split, vigil_routes)?;
-    let first = managed
+    let ordinary: Vec<_> = managed
+        .iter()
+        .filter(|m| {
+            !m.route
+                .name
+                .as_ref()
+                .is_some_and(|n| vigil_routes.contains(n))
+        })
+        .collect();
+    let first = ordinary
         .first()
         .ok_or_else(|| IstioError::FindDestinations {
             stable: split.describe(Side::Stable),
             canary: split.describe(Side::Canary),
         })?;
-    let route = virtual_service
-        .pointer(&format!("/spec/http/{}/route", first.route.index))
+    let http = |index: usize| virtual_service.pointer(&format!("/spec/http/{index}"));
+    let mut blocks = Vec::new();
+    for m in &ordinary {
+        let found: Vec<Map<String, Value>> = http(m.route.index)
+            .and_then(|r| r.get("match"))
+            .and_then(Value::as_array)
+            .map(|list| list.iter().filter_map(|b| b.as_object().cloned()).collect())
+            .unwrap_or_default();
+        if found.is_empty() {
+            blocks.push(Map::new());
+        } else {
+            blocks.extend(found);
+        }
+    }
+    let destinations = http(first.route.index)
+        .and_then(|r| r.get("route"))
         .cloned()
         .unwrap_or(Value::Null);
-    let canary = route
+    let canary = destinations
         .pointer(&format!("/{}/destination", first.canary.index))
         .cloned()
         .unwrap_or(Value::Null);
-    Ok((route, canary))
-}
-
-/// The Istio route for `route`: its headers (all must match) to the canary only.
-pub fn header_route_body(route: &HeaderRoute, canary_destination: &Value) -> Value {
-    let matched = headers(
-        route
-            .matches
-            .iter()
-            .map(|m| (m.header_name.clone(), string_match(&m.value))),
-    );
-    json!({
-        "name": route.name,
-        "match": [{"headers": matched}],
-        "route": [{"destination": canary_destination, "weight": 100}],
+    Ok(SplitRoutes {
+        blocks,
+        destinations,
+        canary,
     })
 }
 
-/// The Istio route for `route`: the split of `destinations` as it is, plus a copy of
-/// `percentage` percent of the matching requests to the canary.
-pub fn mirror_route_body(
-    route: &MirrorRoute,
-    destinations: &Value,
-    canary_destination: &Value,
-) -> Value {
-    let mut body = json!({
+/// The Istio route of the header route `route`: the split routes' matches with its headers
+/// added (all must match), to the canary only.
+fn header_route_body(route: &HeaderRoute, split: &SplitRoutes) -> Value {
+    let matches: Vec<Value> = split
+        .blocks
+        .iter()
+        .map(|block| {
+            with_headers(
+                block.clone(),
+                route
+                    .matches
+                    .iter()
+                    .map(|m| (m.header_name.as_str(), &m.value)),
+            )
+        })
+        .collect();
+    json!({
         "name": route.name,
-        "route": destinations,
-        "mirror": canary_destination,
-        "mirrorPercentage": {"value": f64::from(route.percentage.clamp(0, 100))},
-    });
-    if !route.matches.is_empty() {
-        let matches: Vec<Value> = route
-            .matches
-            .iter()
-            .map(|m| {
-                let mut block = Map::new();
-                if let Some(method) = &m.method {
-                    block.insert("method".into(), string_match(method));
-                }
-                if let Some(path) = &m.path {
-                    block.insert("uri".into(), string_match(path));
-                }
-                if !m.headers.is_empty() {
-                    block.insert(
-                        "headers".into(),
-                        headers(m.headers.iter().map(|(k, v)| (k.clone(), string_match(v)))),
-                    );
-                }
-                Value::Object(block)
-            })
-            .collect();
-        body["match"] = Value::Array(matches);
+        "match": matches,
+        "route": [{"destination": split.canary, "weight": 100}],
+    })
+}
+
+/// The Istio route of the mirror route `route`: every combination of a split route's match
+/// and a mirror match (the mirror's method and path, when set, replace the split route's),
+/// served as the first split route serves it, plus a copy of `percentage` percent of the
+/// requests to the canary.
+fn mirror_route_body(route: &MirrorRoute, split: &SplitRoutes) -> Value {
+    let mut matches = Vec::new();
+    for block in &split.blocks {
+        for wanted in &route.matches {
+            let mut combined = block.clone();
+            if let Some(method) = &wanted.method {
+                combined.insert("method".into(), string_match(method));
+            }
+            if let Some(path) = &wanted.path {
+                combined.insert("uri".into(), string_match(path));
+            }
+            matches.push(with_headers(
+                combined,
+                wanted.headers.iter().map(|(k, v)| (k.as_str(), v)),
+            ));
+        }
     }
-    body
+    json!({
+        "name": route.name,
+        "match": matches,
+        "route": split.destinations,
+        "mirror": split.canary,
+        "mirrorPercentage": {"value": f64::from(route.percentage.clamp(0, 100))},
+    })
+}
+
+/// The managed routes recorded on a VirtualService (none when the annotation is absent or
+/// unreadable).
+pub fn recorded_routes(virtual_service: &Value) -> ManagedRoutes {
+    virtual_service
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(ROUTES_ANNOTATION))
+        .and_then(Value::as_str)
+        .and_then(|text| serde_json::from_str::<ManagedRoutes>(text).ok())
+        .map(|r| ManagedRoutes::new(r.header, r.mirror))
+        .unwrap_or_default()
+}
+
+/// The names of vigil's own routes in a VirtualService: those recorded on it and those the
+/// Rollout lists in `managedRoutes`.
+pub fn vigil_route_names(virtual_service: &Value, managed_routes: &[String]) -> Vec<String> {
+    let recorded = recorded_routes(virtual_service);
+    let mut names: Vec<String> = managed_routes.to_vec();
+    for name in recorded
+        .header
+        .iter()
+        .map(|h| &h.name)
+        .chain(recorded.mirror.iter().map(|m| &m.name))
+    {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
+}
+
+fn http_list(virtual_service: &Value) -> &[Value] {
+    virtual_service
+        .pointer("/spec/http")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+fn find_route<'v>(virtual_service: &'v Value, name: &str) -> Option<(usize, &'v Value)> {
+    http_list(virtual_service)
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.get("name").and_then(Value::as_str) == Some(name))
 }
 
 /// Where a managed route named `name` goes: after vigil's routes that come before it in
@@ -144,33 +224,26 @@ fn insert_index(http: &[Value], name: &str, vigil_routes: &[String]) -> usize {
         .count()
 }
 
-/// The ops that put `body` in place as the route named in it: replaced where a route of that
+/// The ops that put `body` in place as the route of its name: replaced where a route of that
 /// name is (guarded by a test of the whole route read), inserted at its place otherwise
-/// (guarded by a test of the route it lands before). Empty when it is already there.
+/// (guarded by a test of the route it lands before). Empty when it is there already.
 fn put_route(virtual_service: &Value, body: Value, vigil_routes: &[String]) -> Vec<PatchOperation> {
     let name = body
         .get("name")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let http = virtual_service
-        .pointer("/spec/http")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    if let Some(index) = http
-        .iter()
-        .position(|r| r.get("name").and_then(Value::as_str) == Some(name.as_str()))
-    {
-        if http[index] == body {
+    if let Some((index, current)) = find_route(virtual_service, &name) {
+        if *current == body {
             return Vec::new();
         }
         let path = pointer(["spec", "http", &index.to_string()]);
         return vec![
-            test(path.clone(), http[index].clone()),
+            test(path.clone(), current.clone()),
             PatchOperation::Replace(ReplaceOperation { path, value: body }),
         ];
     }
+    let http = http_list(virtual_service);
     let index = insert_index(http, &name, vigil_routes);
     let path = pointer(["spec", "http", &index.to_string()]);
     let mut ops = Vec::new();
@@ -181,152 +254,130 @@ fn put_route(virtual_service: &Value, body: Value, vigil_routes: &[String]) -> V
     ops
 }
 
-/// The patch that puts the header route `route` in place in a VirtualService, sending the
-/// matching requests to the canary destination of its weighed routes.
+/// The ops that record `routes` in the annotation, guarded by a test of what was recorded.
+/// Empty when nothing changes.
+fn record_ops(virtual_service: &Value, routes: &ManagedRoutes) -> Vec<PatchOperation> {
+    let text = serde_json::to_string(routes).unwrap_or_default();
+    let annotations = virtual_service
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object);
+    let current = annotations.and_then(|a| a.get(ROUTES_ANNOTATION));
+    if current.and_then(Value::as_str) == Some(text.as_str()) {
+        return Vec::new();
+    }
+    let Some(_) = annotations else {
+        let mut map = Map::new();
+        map.insert(ROUTES_ANNOTATION.to_owned(), Value::from(text));
+        return vec![PatchOperation::Add(AddOperation {
+            path: pointer(["metadata", "annotations"]),
+            value: Value::Object(map),
+        })];
+    };
+    let path = pointer(["metadata", "annotations", ROUTES_ANNOTATION]);
+    match current {
+        Some(old) => vec![
+            test(path.clone(), old.clone()),
+            PatchOperation::Replace(ReplaceOperation {
+                path,
+                value: Value::from(text),
+            }),
+        ],
+        None => vec![PatchOperation::Add(AddOperation {
+            path,
+            value: Value::from(text),
+        })],
+    }
+}
+
+/// The whole patch of one change: the route put in place or removed, then the record.
+fn change_patch(
+    virtual_service: &Value,
+    route_ops: Vec<PatchOperation>,
+    routes: &ManagedRoutes,
+) -> Patch {
+    let mut ops = route_ops;
+    ops.extend(record_ops(virtual_service, routes));
+    Patch(ops)
+}
+
+/// The patch that puts the header route `route` in place in a VirtualService (`named`,
+/// `split`: how its weighed routes are found; `managed`: the Rollout's `managedRoutes`).
 pub fn header_route_patch(
     virtual_service: &Value,
     named: &[String],
     split: &Split,
-    vigil_routes: &[String],
+    managed: &[String],
     route: &HeaderRoute,
 ) -> Result<Patch, IstioError> {
-    let (_, canary) = split_of(virtual_service, named, split, vigil_routes)?;
-    let body = header_route_body(route, &canary);
-    Ok(Patch(put_route(virtual_service, body, vigil_routes)))
+    let names = vigil_route_names(virtual_service, managed);
+    let body = header_route_body(route, &split_routes(virtual_service, named, split, &names)?);
+    let mut recorded = recorded_routes(virtual_service);
+    recorded.header.retain(|h| h.name != route.name);
+    recorded.header.push(route.clone());
+    let recorded = ManagedRoutes::new(recorded.header, recorded.mirror);
+    let ops = put_route(virtual_service, body, managed);
+    Ok(change_patch(virtual_service, ops, &recorded))
 }
 
-/// The patch that puts the mirror route `route` in place in a VirtualService: the split of
-/// its weighed routes, mirrored to their canary destination.
+/// The patch that puts the mirror route `route` in place in a VirtualService.
 pub fn mirror_route_patch(
     virtual_service: &Value,
     named: &[String],
     split: &Split,
-    vigil_routes: &[String],
+    managed: &[String],
     route: &MirrorRoute,
 ) -> Result<Patch, IstioError> {
-    let (destinations, canary) = split_of(virtual_service, named, split, vigil_routes)?;
-    let body = mirror_route_body(route, &destinations, &canary);
-    Ok(Patch(put_route(virtual_service, body, vigil_routes)))
+    let names = vigil_route_names(virtual_service, managed);
+    let body = mirror_route_body(route, &split_routes(virtual_service, named, split, &names)?);
+    let mut recorded = recorded_routes(virtual_service);
+    recorded.mirror.retain(|m| m.name != route.name);
+    recorded.mirror.push(route.clone());
+    let recorded = ManagedRoutes::new(recorded.header, recorded.mirror);
+    let ops = put_route(virtual_service, body, managed);
+    Ok(change_patch(virtual_service, ops, &recorded))
 }
 
-/// The patch that removes vigil's route `name` (guarded by a test of the whole route read);
-/// empty when there is none.
+/// The patch that removes vigil's route `name` and its record (the route guarded by a test
+/// of the whole route read); empty when there is neither.
 pub fn remove_route_patch(virtual_service: &Value, name: &str) -> Patch {
-    let http = virtual_service
-        .pointer("/spec/http")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let Some(index) = http
-        .iter()
-        .position(|r| r.get("name").and_then(Value::as_str) == Some(name))
-    else {
-        return Patch(Vec::new());
-    };
-    let path = pointer(["spec", "http", &index.to_string()]);
-    Patch(vec![
-        test(path.clone(), http[index].clone()),
-        PatchOperation::Remove(RemoveOperation { path }),
-    ])
-}
-
-fn read_header_route(name: &str, body: &Value) -> Option<HeaderRoute> {
-    let [block] = body.get("match")?.as_array()?.as_slice() else {
-        return None;
-    };
-    let block = block.as_object()?;
-    if block.len() != 1 {
-        return None;
+    let mut ops = Vec::new();
+    if let Some((index, current)) = find_route(virtual_service, name) {
+        let path = pointer(["spec", "http", &index.to_string()]);
+        ops.push(test(path.clone(), current.clone()));
+        ops.push(PatchOperation::Remove(RemoveOperation { path }));
     }
-    let mut matches: Vec<HeaderMatch> = block
-        .get("headers")?
-        .as_object()?
-        .iter()
-        .map(|(header, value)| {
-            Some(HeaderMatch {
-                header_name: header.clone(),
-                value: read_string_match(value)?,
-            })
-        })
-        .collect::<Option<_>>()?;
-    matches.sort();
-    Some(HeaderRoute {
-        name: name.to_owned(),
-        matches,
-    })
+    let mut recorded = recorded_routes(virtual_service);
+    recorded.header.retain(|h| h.name != name);
+    recorded.mirror.retain(|m| m.name != name);
+    change_patch(virtual_service, ops, &recorded)
 }
 
-fn read_mirror_route(name: &str, body: &Value) -> Option<MirrorRoute> {
-    // Istio mirrors everything when no percentage is given.
-    let percentage = match body.pointer("/mirrorPercentage/value") {
-        None => 100,
-        Some(v) => {
-            let value = v.as_f64()?.round();
-            if !(0.0..=100.0).contains(&value) {
-                return None;
-            }
-            // In 0..=100 after the check, so the cast is exact.
-            #[allow(clippy::cast_possible_truncation)]
-            let percent = value as i32;
-            percent
-        }
+/// vigil's routes in place in a VirtualService, read back: each recorded route whose route
+/// is exactly what vigil would build from it now (one edited or removed by someone else
+/// reads as absent, so the step puts it back).
+pub fn read_managed_routes(
+    virtual_service: &Value,
+    named: &[String],
+    split: &Split,
+    managed: &[String],
+) -> ManagedRoutes {
+    let recorded = recorded_routes(virtual_service);
+    let names = vigil_route_names(virtual_service, managed);
+    let Ok(split_now) = split_routes(virtual_service, named, split, &names) else {
+        return ManagedRoutes::default();
     };
-    let matches = match body.get("match") {
-        None => Vec::new(),
-        Some(list) => list
-            .as_array()?
-            .iter()
-            .map(|block| {
-                let block = block.as_object()?;
-                let mut found = MirrorMatch::default();
-                for (key, value) in block {
-                    match key.as_str() {
-                        "method" => found.method = Some(read_string_match(value)?),
-                        "uri" => found.path = Some(read_string_match(value)?),
-                        "headers" => {
-                            found.headers = value
-                                .as_object()?
-                                .iter()
-                                .map(|(h, v)| Some((h.clone(), read_string_match(v)?)))
-                                .collect::<Option<BTreeMap<_, _>>>()?;
-                        }
-                        _ => return None,
-                    }
-                }
-                Some(found)
-            })
-            .collect::<Option<_>>()?,
+    let in_place = |name: &str, body: Value| {
+        find_route(virtual_service, name).is_some_and(|(_, current)| *current == body)
     };
-    Some(MirrorRoute {
-        name: name.to_owned(),
-        percentage,
-        matches,
-    })
-}
-
-/// vigil's routes in place in a VirtualService, read back: each route named in
-/// `vigil_routes` that has the shape vigil writes (a route edited out of shape reads as
-/// absent, so the step puts it back).
-pub fn read_managed_routes(virtual_service: &Value, vigil_routes: &[String]) -> ManagedRoutes {
-    let http = virtual_service
-        .pointer("/spec/http")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let mut header = Vec::new();
-    let mut mirror = Vec::new();
-    for body in http {
-        let Some(name) = body.get("name").and_then(Value::as_str) else {
-            continue;
-        };
-        if !vigil_routes.iter().any(|v| v == name) {
-            continue;
-        }
-        if body.get("mirror").is_some_and(|m| !m.is_null()) {
-            mirror.extend(read_mirror_route(name, body));
-        } else {
-            header.extend(read_header_route(name, body));
-        }
-    }
+    let header = recorded
+        .header
+        .into_iter()
+        .filter(|h| in_place(&h.name, header_route_body(h, &split_now)))
+        .collect();
+    let mirror = recorded
+        .mirror
+        .into_iter()
+        .filter(|m| in_place(&m.name, mirror_route_body(m, &split_now)))
+        .collect();
     ManagedRoutes::new(header, mirror)
 }

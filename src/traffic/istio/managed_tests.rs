@@ -65,11 +65,20 @@ fn apply(value: &Value, patch: &json_patch::Patch) -> Value {
     patched
 }
 
+fn record(routes: &ManagedRoutes) -> Value {
+    json!(serde_json::to_string(routes).expect("json"))
+}
+
+fn read(vs: &Value) -> ManagedRoutes {
+    read_managed_routes(vs, &[], &hosts(), &vigil_routes())
+}
+
 #[test]
 fn a_header_route_goes_first_to_the_canary_only_and_reads_back() {
     let original = vs();
     let patch = header_route_patch(&original, &[], &hosts(), &vigil_routes(), &header_route())
         .expect("patch");
+    let recorded = ManagedRoutes::new(vec![header_route()], vec![]);
     assert_eq!(
         serde_json::to_value(&patch).expect("json"),
         json!([
@@ -79,29 +88,51 @@ fn a_header_route_goes_first_to_the_canary_only_and_reads_back() {
                 "match": [{"headers": {"x-canary": {"exact": "yes"}}}],
                 "route": [{"destination": {"host": "web-canary", "port": {"number": 80}}, "weight": 100}]
             }},
+            {"op": "add", "path": "/metadata/annotations", "value": {ROUTES_ANNOTATION: record(&recorded)}},
         ])
     );
     let patched = apply(&original, &patch);
-    assert_eq!(
-        read_managed_routes(&patched, &vigil_routes()),
-        ManagedRoutes::new(vec![header_route()], vec![])
-    );
+    assert_eq!(read(&patched), recorded);
     // In place already: nothing to send. The header route is never weighed.
     assert_eq!(
         header_route_patch(&patched, &[], &hosts(), &vigil_routes(), &header_route()),
         Ok(json_patch::Patch(vec![]))
     );
     assert_eq!(
-        canary_weight(&patched, &[], &hosts(), &vigil_routes()),
+        canary_weight(&patched, &[], &hosts(), &vigil_route_names(&patched, &[])),
         Ok(Some(10))
     );
-    // Removed, the VirtualService is as it was.
+    // Removed, only an empty record is left.
     let removed = apply(&patched, &remove_route_patch(&patched, "testers"));
-    assert_eq!(removed, original);
+    assert_eq!(removed["spec"], original["spec"]);
+    assert!(read(&removed).is_empty());
     assert_eq!(
         remove_route_patch(&removed, "testers"),
         json_patch::Patch(vec![])
     );
+}
+
+#[test]
+fn a_header_route_keeps_the_split_routes_matches_and_header_case_as_asked() {
+    let mut original = vs();
+    original["spec"]["http"][0]["match"] =
+        json!([{"uri": {"prefix": "/api"}}, {"uri": {"prefix": "/v2"}}]);
+    let mut route = header_route();
+    route.matches[0].header_name = "X-Canary".into();
+    let patched = apply(
+        &original,
+        &header_route_patch(&original, &[], &hosts(), &vigil_routes(), &route).expect("patch"),
+    );
+    // Only requests the split route would take; Istio wants lower-case header names.
+    assert_eq!(
+        patched["spec"]["http"][0]["match"],
+        json!([
+            {"uri": {"prefix": "/api"}, "headers": {"x-canary": {"exact": "yes"}}},
+            {"uri": {"prefix": "/v2"}, "headers": {"x-canary": {"exact": "yes"}}}
+        ])
+    );
+    // Read back as asked (the record keeps the spelling).
+    assert_eq!(read(&patched), ManagedRoutes::new(vec![route], vec![]));
 }
 
 #[test]
@@ -138,19 +169,21 @@ fn a_mirror_route_copies_the_split_mirrors_to_the_canary_and_follows_the_weights
         })
     );
     assert_eq!(
-        read_managed_routes(&patched, &vigil_routes()),
+        read(&patched),
         ManagedRoutes::new(vec![header_route()], vec![mirror_route()])
     );
-    // A weight change moves the mirror route's split too.
+    // A weight change moves the mirror route's split too, and it still reads back.
+    let names = vigil_route_names(&patched, &[]);
     let weighed = apply(
         &patched,
-        &weight_patch(&patched, &[], &hosts(), &vigil_routes(), 40).expect("weights"),
+        &weight_patch(&patched, &[], &hosts(), &names, 40).expect("weights"),
     );
     assert_eq!(weighed["spec"]["http"][1]["route"][1]["weight"], json!(40));
     assert_eq!(weighed["spec"]["http"][2]["route"][1]["weight"], json!(40));
+    assert_eq!(canary_weight(&weighed, &[], &hosts(), &names), Ok(Some(40)));
     assert_eq!(
-        canary_weight(&weighed, &[], &hosts(), &vigil_routes()),
-        Ok(Some(40))
+        read(&weighed),
+        ManagedRoutes::new(vec![header_route()], vec![mirror_route()])
     );
 }
 
@@ -169,6 +202,12 @@ fn a_changed_managed_route_is_replaced_under_a_test_of_what_was_read() {
     assert_eq!(ops[0]["value"], patched["spec"]["http"][0]);
     assert_eq!(ops[1]["op"], "replace");
     assert_eq!(ops[1]["path"], "/spec/http/0");
+    // The record is guarded too.
+    assert_eq!(ops[2]["op"], "test");
+    assert_eq!(
+        ops[2]["path"],
+        "/metadata/annotations/vigil.dev~1managed-routes"
+    );
     // Someone edited the route meanwhile: the patch fails instead of overwriting it.
     let mut edited = patched.clone();
     edited["spec"]["http"][0]["mirrorPercentage"]["value"] = json!(1.0);
@@ -176,15 +215,22 @@ fn a_changed_managed_route_is_replaced_under_a_test_of_what_was_read() {
 }
 
 #[test]
-fn routes_edited_out_of_shape_read_as_absent() {
-    let mut patched = apply(
+fn routes_edited_or_removed_by_someone_else_read_as_absent() {
+    let patched = apply(
         &vs(),
         &header_route_patch(&vs(), &[], &hosts(), &vigil_routes(), &header_route()).expect("h"),
     );
-    patched["spec"]["http"][0]["match"][0]["uri"] = json!({"prefix": "/"});
-    assert!(read_managed_routes(&patched, &vigil_routes()).is_empty());
-    patched["spec"]["http"][0]["match"] = json!([{"headers": {"x-canary": {"suffix": "s"}}}]);
-    assert!(read_managed_routes(&patched, &vigil_routes()).is_empty());
-    // Routes not in managedRoutes are never vigil's, whatever their shape.
-    assert!(read_managed_routes(&patched, &[]).is_empty());
+    let mut edited = patched.clone();
+    edited["spec"]["http"][0]["match"][0]["uri"] = json!({"prefix": "/"});
+    assert!(read(&edited).is_empty());
+    let mut removed = patched.clone();
+    removed["spec"]["http"]
+        .as_array_mut()
+        .expect("http")
+        .remove(0);
+    assert!(read(&removed).is_empty());
+    // A route of the same name never recorded by vigil is not vigil's.
+    let mut unrecorded = patched;
+    unrecorded["metadata"]["annotations"] = json!({});
+    assert!(read(&unrecorded).is_empty());
 }

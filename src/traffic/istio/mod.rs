@@ -23,8 +23,8 @@ use kube::api::{ApiResource, GroupVersionKind};
 use serde_json::Value;
 
 pub use managed::{
-    header_route_body, header_route_patch, mirror_route_body, mirror_route_patch,
-    read_managed_routes, remove_route_patch,
+    ROUTES_ANNOTATION, header_route_patch, mirror_route_patch, read_managed_routes,
+    recorded_routes, remove_route_patch, vigil_route_names,
 };
 pub use router::{DESTINATION_RULE, IstioRouter, IstioRouterParts, VIRTUAL_SERVICE};
 pub use subsets::{Subset, subset_patch, subset_revisions, subsets};

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use super::{
     IstioError, Split, agreed_weight, canary_weight, header_route_patch, mirror_route_patch,
-    read_managed_routes, remove_route_patch, subset_patch, subset_revisions, weight_patch,
+    read_managed_routes, remove_route_patch, subset_patch, subset_revisions, vigil_route_names,
+    weight_patch,
 };
 use crate::api::istio::IstioRouting;
 use crate::traffic::{
@@ -248,7 +249,7 @@ impl TrafficRouter for IstioRouter {
                 object,
                 &entry.routes,
                 &self.split,
-                &self.vigil_routes,
+                &vigil_route_names(object, &self.vigil_routes),
                 canary_weight,
             )
         })
@@ -259,7 +260,8 @@ impl TrafficRouter for IstioRouter {
         let mut weights = Vec::with_capacity(self.entries.len());
         for entry in &self.entries {
             let object = Self::get(&self.virtual_services, VIRTUAL_SERVICE, &entry.name).await?;
-            let weight = canary_weight(&object, &entry.routes, &self.split, &self.vigil_routes)
+            let vigil_routes = vigil_route_names(&object, &self.vigil_routes);
+            let weight = canary_weight(&object, &entry.routes, &self.split, &vigil_routes)
                 .map_err(|e| Self::read_error(VIRTUAL_SERVICE, &entry.name, e))?;
             weights.push(weight);
         }
@@ -308,7 +310,8 @@ impl TrafficRouter for IstioRouter {
         let mut common: Option<ManagedRoutes> = None;
         for entry in &self.entries {
             let object = Self::get(&self.virtual_services, VIRTUAL_SERVICE, &entry.name).await?;
-            let found = read_managed_routes(&object, &self.vigil_routes);
+            let found =
+                read_managed_routes(&object, &entry.routes, &self.split, &self.vigil_routes);
             common = Some(match common {
                 None => found,
                 Some(seen) => ManagedRoutes::new(
