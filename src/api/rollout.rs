@@ -201,6 +201,20 @@ pub struct TrafficRouting {
     /// The built-in weighted proxy of `vigil run` (the local platform).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalRouting>,
+    /// The routes vigil creates and owns on the router for `setHeaderRoute` and
+    /// `setMirrorRoute` steps, in precedence order (the first listed is matched first). Every
+    /// route a step names must be listed; vigil removes them all at the end of a release and
+    /// on abort.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_routes: Vec<ManagedRoute>,
+}
+
+/// A route vigil owns on the router, named by `setHeaderRoute` / `setMirrorRoute` steps.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedRoute {
+    /// The route's name: lowercase letters, digits and `-`, at most 63 characters.
+    pub name: String,
 }
 
 /// Gateway API HTTPRoute routing.
@@ -236,6 +250,85 @@ pub struct CanaryStep {
     /// Inconclusive pauses with the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisStep>,
+    /// Send the requests whose headers match to the canary only, whatever the weight (testers
+    /// reach the canary at weight 0). Without `match` the route is removed. The step completes
+    /// once the router reports the route as asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_header_route: Option<SetHeaderRoute>,
+    /// Copy a share of the matching requests to the canary; the copies' responses are
+    /// discarded. Without `match` the route is removed. The step completes once the router
+    /// reports the route as asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_mirror_route: Option<SetMirrorRoute>,
+}
+
+/// A `setHeaderRoute` step.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SetHeaderRoute {
+    /// The route, one of `trafficRouting.managedRoutes`.
+    pub name: String,
+    /// Header conditions, all of which a request must meet to reach the canary. Empty or
+    /// absent: the route is removed.
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub match_: Vec<HeaderRoutingMatch>,
+}
+
+/// One header condition of a `setHeaderRoute` step.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderRoutingMatch {
+    /// The header's name, e.g. `x-canary`.
+    pub header_name: String,
+    /// How its value is matched: exactly one of `exact`, `prefix`, `regex`.
+    pub header_value: StringMatch,
+}
+
+/// How a value is matched: exactly one of the three is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StringMatch {
+    /// The whole value equals this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// The value starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// The value matches this regular expression (RE2 syntax, as Envoy and the Gateway API
+    /// use), checked and size-bounded by validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// A `setMirrorRoute` step.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SetMirrorRoute {
+    /// The route, one of `trafficRouting.managedRoutes`.
+    pub name: String,
+    /// The requests to mirror: those meeting any one entry (every condition of an entry must
+    /// hold). Empty or absent: the route is removed.
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub match_: Vec<RouteMatch>,
+    /// Percent (0..=100) of the matching requests copied to the canary. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub percentage: Option<i32>,
+}
+
+/// One entry of a `setMirrorRoute` match: every condition set must hold.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteMatch {
+    /// The HTTP method, e.g. `exact: GET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatch>,
+    /// The request path, e.g. `prefix: /api`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<StringMatch>,
+    /// Headers, by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, StringMatch>,
 }
 
 /// A pause step.

@@ -277,6 +277,12 @@ mod tests {
                         workload.replicas = *replicas;
                     }
                 }
+                Effect::SetHeaderRoute { .. }
+                | Effect::RemoveHeaderRoute { .. }
+                | Effect::SetMirrorRoute { .. }
+                | Effect::RemoveMirrorRoute { .. } => {
+                    return Err(format!("this fake has no managed routes: {effect:?}"));
+                }
                 Effect::TerminateAnalysisRun { .. } | Effect::Event { .. } => return Ok(false),
             }
             Ok(true)

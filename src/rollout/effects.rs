@@ -5,6 +5,7 @@
 //! rollout emits nothing but transition events.
 
 use crate::api::{Argument, ScaleDown, TemplateRef};
+use crate::traffic::ManagedRoutes;
 
 use super::{AnalysisKind, Effect, Observation};
 
@@ -41,6 +42,10 @@ pub(crate) struct Plan<'a> {
     pub canary: Option<&'a str>,
     pub replicas: i32,
     pub router: bool,
+    /// The managed routes wanted (none unless a canary runs).
+    pub routes: ManagedRoutes,
+    /// The names the steps set as (header, mirror) routes: what vigil may have to remove.
+    pub route_names: (Vec<String>, Vec<String>),
     pub stable_service: bool,
     pub canary_service: bool,
     pub runs: Vec<WantedRun>,
@@ -256,6 +261,10 @@ fn routing_and_scale_effects(
     if weight_drops && let Some(effect) = set_weight.clone() {
         effects.push(effect);
     }
+    let (route_removals, route_sets) = route_effects(plan, obs);
+    // Traffic leaves the canary (routes removed) with the weight decreases; it reaches the
+    // canary (routes set) with the increases, after the scale-ups.
+    effects.extend(route_removals);
     effects.extend(scale_ups);
     if !point_first && let Some(effect) = point_services {
         effects.push(effect);
@@ -263,7 +272,68 @@ fn routing_and_scale_effects(
     if !weight_drops && let Some(effect) = set_weight {
         effects.push(effect);
     }
+    effects.extend(route_sets);
     effects
+}
+
+/// The removals of managed routes not wanted (or, when the router could not be read, of every
+/// route the steps name that is not wanted: removing is idempotent), and the sets of wanted
+/// routes the router does not report as they are wanted, once a canary pod is ready to take
+/// their traffic.
+fn route_effects(plan: &Plan, obs: &Observation) -> (Vec<Effect>, Vec<Effect>) {
+    let wanted = &plan.routes;
+    let (header_names, mirror_names) = &plan.route_names;
+    let unknown = ManagedRoutes::default();
+    let seen = obs.router_managed_routes.as_ref().unwrap_or(&unknown);
+    let readable = obs.router_managed_routes.is_some();
+    let mut removals = Vec::new();
+    let header_in_place: Vec<&str> = if readable {
+        seen.header.iter().map(|r| r.name.as_str()).collect()
+    } else {
+        header_names.iter().map(String::as_str).collect()
+    };
+    for name in header_in_place {
+        if !wanted.header.iter().any(|r| r.name == name) {
+            removals.push(Effect::RemoveHeaderRoute {
+                name: name.to_owned(),
+            });
+        }
+    }
+    let mirror_in_place: Vec<&str> = if readable {
+        seen.mirror.iter().map(|r| r.name.as_str()).collect()
+    } else {
+        mirror_names.iter().map(String::as_str).collect()
+    };
+    for name in mirror_in_place {
+        if !wanted.mirror.iter().any(|r| r.name == name) {
+            removals.push(Effect::RemoveMirrorRoute {
+                name: name.to_owned(),
+            });
+        }
+    }
+    let canary_ready = plan.canary.is_some_and(|canary| {
+        obs.revisions
+            .iter()
+            .any(|r| r.revision == canary && r.ready_replicas > 0)
+    });
+    let mut sets = Vec::new();
+    if canary_ready {
+        for route in &wanted.header {
+            if !seen.header.contains(route) {
+                sets.push(Effect::SetHeaderRoute {
+                    route: route.clone(),
+                });
+            }
+        }
+        for route in &wanted.mirror {
+            if !seen.mirror.contains(route) {
+                sets.push(Effect::SetMirrorRoute {
+                    route: route.clone(),
+                });
+            }
+        }
+    }
+    (removals, sets)
 }
 
 /// Terminations of runs no longer wanted, then creations of wanted runs not yet seen.

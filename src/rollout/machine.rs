@@ -17,12 +17,14 @@ use super::effects::{
     Intent, Plan, WantedRun, build_effects, leftover_revisions, traffic_left,
     workload_replicas_wanted,
 };
+use super::routes::{route_names, wanted_routes};
 use super::validate::{validate_spec, validate_workload_template};
+use super::validate_routes::sets_route;
 use super::{
     AnalysisKind, Decision, Effect, EventType, Observation, SpecProblem, background_run_name,
     step_run_name,
 };
-use crate::traffic::RouterKind;
+use crate::traffic::{ManagedRoutes, RouterKind};
 
 const DEFAULT_REPLICAS: i32 = 1;
 const DEFAULT_PROGRESS_DEADLINE_SECONDS: i64 = 600;
@@ -466,7 +468,10 @@ impl<'a> Machine<'a> {
         }
         let index = self.index(s);
         // The deadline counts time spent converging, not time spent paused.
-        if index >= self.steps.len() || self.steps[index].set_weight.is_some() {
+        if index >= self.steps.len()
+            || self.steps[index].set_weight.is_some()
+            || sets_route(&self.steps[index])
+        {
             self.enter_step(s, index);
         }
         self.event(
@@ -539,6 +544,8 @@ impl<'a> Machine<'a> {
             self.pause_step(s, pause, weight)
         } else if let Some(analysis) = &step.analysis {
             self.analysis_step(s, index, analysis, weight)
+        } else if sets_route(step) {
+            self.route_step(s, index, weight)
         } else {
             // validate_spec rejects a step of no kind; there is nothing to wait for.
             StepOutcome::Completed("")
@@ -552,6 +559,18 @@ impl<'a> Machine<'a> {
             return StepOutcome::Completed("");
         }
         StepOutcome::Stay(self.wait_or_deadline(s, intent, format!("setWeight {weight}"), weight))
+    }
+
+    /// `setHeaderRoute` / `setMirrorRoute`: done once the router reads back exactly the routes
+    /// wanted at this step, with the weight and the canary's pods converged.
+    fn route_step(&mut self, s: &mut RolloutStatus, index: usize, weight: i32) -> StepOutcome {
+        let (intent, converged) = self.converge(s, weight);
+        let wanted = wanted_routes(self.steps, index);
+        if converged && self.obs.router_managed_routes.as_ref() == Some(&wanted) {
+            return StepOutcome::Completed("");
+        }
+        let what = describe_step(&self.steps[index]);
+        StepOutcome::Stay(self.wait_or_deadline(s, intent, what, weight))
     }
 
     /// `pause`: done when its duration has passed; without one, it waits for promote.
@@ -815,13 +834,13 @@ impl<'a> Machine<'a> {
 
     fn waiting_for(&self, s: &RolloutStatus, weight: i32) -> String {
         let canary = s.canary_revision.as_deref().unwrap_or_default();
-        let target = self.canary_pods(weight);
+        let target = self.canary_target(s, weight);
         let ready = self.ready(canary);
         if ready < target {
             return format!("waiting for canary pods: {ready}/{target} ready");
         }
         match self.obs.router_canary_weight {
-            Some(seen) if seen == weight => "converged".into(),
+            Some(seen) if seen == weight => self.waiting_for_routes(s),
             Some(seen) => {
                 format!("waiting for the router to report weight {weight} (reports {seen})")
             }
@@ -829,10 +848,38 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// What the router still lacks of the managed routes wanted at the current step.
+    fn waiting_for_routes(&self, s: &RolloutStatus) -> String {
+        let wanted = wanted_routes(self.steps, self.index(s));
+        match &self.obs.router_managed_routes {
+            Some(seen) if *seen == wanted => "converged".into(),
+            Some(seen) => format!(
+                "waiting for the router to report the managed routes {} (reports {})",
+                describe_routes(&wanted),
+                describe_routes(seen)
+            ),
+            None => format!(
+                "waiting for the router to report the managed routes {} (cannot read them)",
+                describe_routes(&wanted)
+            ),
+        }
+    }
+
+    /// The canary's pods for `weight`: at least one while a managed route sends it traffic.
+    fn canary_target(&self, s: &RolloutStatus, weight: i32) -> i32 {
+        let pods = self.canary_pods(weight);
+        let routes = !wanted_routes(self.steps, self.index(s)).is_empty();
+        if routes && self.replicas > 0 {
+            pods.max(1)
+        } else {
+            pods
+        }
+    }
+
     /// The wanted canary shape for `weight`, and whether the cluster has reached it.
     fn converge(&self, s: &mut RolloutStatus, weight: i32) -> (Intent, bool) {
         let canary = s.canary_revision.clone().unwrap_or_default();
-        let target = self.canary_pods(weight);
+        let target = self.canary_target(s, weight);
         let ready = self.ready(&canary);
         // Lowering is always safe; raising waits until the canary's pods can take it.
         let set_weight = if !self.router || weight <= s.canary_weight || ready >= target {
@@ -918,6 +965,11 @@ impl<'a> Machine<'a> {
             canary: s.canary_revision.as_deref(),
             replicas: self.replicas,
             router: self.router,
+            routes: match intent {
+                Intent::Canary { .. } => wanted_routes(self.steps, self.index(&s)),
+                _ => ManagedRoutes::default(),
+            },
+            route_names: route_names(self.steps),
             // A router that selects revisions itself (Istio's DestinationRule subsets) is
             // pointed like the Services, in the same safe order.
             stable_service: canary_strategy.stable_service.is_some() || router_selects,
@@ -1143,8 +1195,42 @@ fn describe_step(step: &CanaryStep) -> String {
             .map(|t| t.template_name.as_str())
             .collect();
         format!("analysis {}", names.join(", "))
+    } else if let Some(set) = &step.set_header_route {
+        let verb = if set.match_.is_empty() {
+            "remove"
+        } else {
+            "set"
+        };
+        format!("setHeaderRoute {} ({verb})", set.name)
+    } else if let Some(set) = &step.set_mirror_route {
+        let verb = if set.match_.is_empty() {
+            "remove"
+        } else {
+            "set"
+        };
+        format!("setMirrorRoute {} ({verb})", set.name)
     } else {
         "empty step".into()
+    }
+}
+
+/// The managed routes by name, e.g. `header testers, mirror shadow 35%`, or `none`.
+fn describe_routes(routes: &ManagedRoutes) -> String {
+    let names: Vec<String> = routes
+        .header
+        .iter()
+        .map(|r| format!("header {}", r.name))
+        .chain(
+            routes
+                .mirror
+                .iter()
+                .map(|r| format!("mirror {} {}%", r.name, r.percentage)),
+        )
+        .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
     }
 }
 

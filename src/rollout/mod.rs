@@ -74,6 +74,13 @@
 //!   sends all traffic to the canary (with `R = 1` and `W = 10`: one pod each).
 //!   `status.canaryWeight` is the weight as set (with a router: as sent to it).
 //! * **`setWeight`** completes once the router reports `W` and the canary's pods are ready.
+//! * **`setHeaderRoute` / `setMirrorRoute`** set (or, without `match`, remove) a route named
+//!   in `trafficRouting.managedRoutes`; the routes wanted at a step are those the steps up to
+//!   and including it left in place ([`wanted_routes`]). While any is wanted the canary runs
+//!   at least one pod, and a route is sent only once a canary pod is ready. The step completes
+//!   once the router reads back exactly the routes wanted (and the weight and pods of the
+//!   step converge). Every managed route is removed on abort (with the weight, first) and
+//!   once the canary is promoted to stable.
 //! * **`pause`** with a duration completes at `currentStepStartedAt + duration` (`requeue_at`
 //!   is that instant); without one it waits for `vigil promote` (`CanaryPauseStep`).
 //! * **`analysis`** creates the run `<rollout>-<revision>-<attempt>-step<index>` (deterministic,
@@ -142,18 +149,27 @@ mod effects;
 mod hash;
 mod machine;
 mod requests;
+mod routes;
 mod validate;
 mod validate_istio;
+mod validate_routes;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
 use crate::api::{AnalysisRunSummary, Argument, RolloutSpec, RolloutStatus, TemplateRef};
+use crate::traffic::{HeaderRoute, ManagedRoutes, MirrorRoute};
 
 pub use hash::{MAX_LABEL_VALUE_LEN, MAX_NAME_LEN, fit_name, template_hash};
 pub use machine::step;
 pub use requests::{RequestError, StatusRequest, UserRequest, status_request};
+pub use routes::{DEFAULT_MIRROR_PERCENTAGE, route_names, wanted_routes};
 pub use validate::{validate_spec, validate_workload_template};
+pub use validate_routes::{
+    MAX_HEADER_NAME_LEN, MAX_MANAGED_ROUTES, MAX_MATCH_HEADERS, MAX_MATCH_REGEX_COMPILED,
+    MAX_MATCH_REGEX_LEN, MAX_MATCH_VALUE_LEN, MAX_ROUTE_MATCHES, MAX_ROUTE_NAME_LEN,
+    compile_match_regex,
+};
 
 /// What the I/O shell saw in the cluster for one Rollout, just before calling [`step`].
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -169,6 +185,10 @@ pub struct Observation {
     /// The canary weight the traffic router reports, read back; `None` when there is no
     /// router or it could not be read (a setWeight step then waits).
     pub router_canary_weight: Option<i32>,
+    /// The managed header and mirror routes the router reports, read back; `None` when it
+    /// could not be read (a `setHeaderRoute` / `setMirrorRoute` step then waits). A router
+    /// that holds none, or a Rollout without `managedRoutes`, reports `Some` of none.
+    pub router_managed_routes: Option<ManagedRoutes>,
     /// Which revision the stable and canary services select.
     pub services: ServiceSelection,
     /// Every AnalysisRun owned by the Rollout, as seen; the state machine picks its own by
@@ -253,6 +273,26 @@ pub enum Effect {
     SetWeight {
         /// Percent of traffic to the canary service.
         canary_weight: i32,
+    },
+    /// Put the managed header route in place on the router (replacing one of its name).
+    SetHeaderRoute {
+        /// The route, as the steps so far left it.
+        route: HeaderRoute,
+    },
+    /// Remove the managed header route `name` from the router; absent counts as success.
+    RemoveHeaderRoute {
+        /// The route's name.
+        name: String,
+    },
+    /// Put the managed mirror route in place on the router (replacing one of its name).
+    SetMirrorRoute {
+        /// The route, as the steps so far left it.
+        route: MirrorRoute,
+    },
+    /// Remove the managed mirror route `name` from the router; absent counts as success.
+    RemoveMirrorRoute {
+        /// The route's name.
+        name: String,
     },
     /// Create an AnalysisRun; "already exists" counts as success.
     CreateAnalysisRun {

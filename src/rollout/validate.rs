@@ -55,6 +55,7 @@ pub fn validate_spec(spec: &RolloutSpec) -> Vec<SpecProblem> {
     check_background(spec, &mut problems);
     check_services(spec, &mut problems);
     check_routing(spec, &mut problems);
+    super::validate_routes::check_routes(spec, &mut problems);
     problems
 }
 
@@ -253,6 +254,8 @@ fn check_step(
         ("setWeight", step.set_weight.is_some()),
         ("pause", step.pause.is_some()),
         ("analysis", step.analysis.is_some()),
+        ("setHeaderRoute", step.set_header_route.is_some()),
+        ("setMirrorRoute", step.set_mirror_route.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, present)| present.then_some(name))
@@ -260,7 +263,7 @@ fn check_step(
     match set.len() {
         0 => problems.push(problem(
             path.to_owned(),
-            "empty step: set one of setWeight, pause, analysis",
+            "empty step: set one of setWeight, pause, analysis, setHeaderRoute, setMirrorRoute",
         )),
         1 => {}
         _ => problems.push(problem(

@@ -133,9 +133,10 @@ impl RouterKind {
     /// Whether the router can do `capability`.
     pub fn supports(self, capability: Capability) -> bool {
         match (self, capability) {
+            (RouterKind::GatewayApi, Capability::HeaderRoute | Capability::MirrorRoute) => true,
             (RouterKind::Istio, Capability::HeaderRoute | Capability::MirrorRoute) => true,
             (
-                RouterKind::GatewayApi | RouterKind::Local | RouterKind::ReplicaRatio,
+                RouterKind::Local | RouterKind::ReplicaRatio,
                 Capability::HeaderRoute | Capability::MirrorRoute,
             ) => false,
         }

@@ -20,6 +20,7 @@ use vigil::rollout::{
     AnalysisKind, Decision, Effect, Observation, RevisionObservation, ServiceSelection,
     SpecProblem, WorkloadObservation, desired_revision, step,
 };
+use vigil::traffic::ManagedRoutes;
 
 pub const NAME: &str = "shop";
 
@@ -210,8 +211,10 @@ pub struct World {
     pub revisions: BTreeMap<String, SimRevision>,
     /// The router's weight; `None` with no router.
     pub router: Option<i32>,
-    /// When false the router ignores SetWeight (it is broken).
+    /// When false the router ignores SetWeight and route changes (it is broken).
     pub router_works: bool,
+    /// The managed header and mirror routes the router holds.
+    pub routes: ManagedRoutes,
     /// When false pods never become ready.
     pub pods_get_ready: bool,
     pub services: ServiceSelection,
@@ -245,6 +248,7 @@ impl World {
             revisions: BTreeMap::new(),
             router,
             router_works: true,
+            routes: ManagedRoutes::default(),
             pods_get_ready: true,
             services: ServiceSelection::default(),
             runs: BTreeMap::new(),
@@ -301,6 +305,7 @@ impl World {
                 })
                 .collect(),
             router_canary_weight: self.router,
+            router_managed_routes: Some(self.routes.clone()),
             services: self.services.clone(),
             analysis_runs: self.runs.values().map(|r| r.summary.clone()).collect(),
             spec_problems: self.spec_problems.clone(),
@@ -366,6 +371,14 @@ impl World {
             Effect::SetWeight { canary_weight } => {
                 if self.router_works && self.router.is_some() {
                     self.router = Some(*canary_weight);
+                }
+            }
+            Effect::SetHeaderRoute { .. }
+            | Effect::RemoveHeaderRoute { .. }
+            | Effect::SetMirrorRoute { .. }
+            | Effect::RemoveMirrorRoute { .. } => {
+                if self.router_works {
+                    self.routes = apply_route(&self.routes, effect);
                 }
             }
             Effect::CreateAnalysisRun { name, kind, .. } => {
@@ -553,4 +566,23 @@ pub fn check_restart_safety(
             decision.effects
         );
     }
+}
+
+/// The routes a router holds after a route effect.
+fn apply_route(routes: &ManagedRoutes, effect: &Effect) -> ManagedRoutes {
+    let (mut header, mut mirror) = (routes.header.clone(), routes.mirror.clone());
+    match effect {
+        Effect::SetHeaderRoute { route } => {
+            header.retain(|r| r.name != route.name);
+            header.push(route.clone());
+        }
+        Effect::RemoveHeaderRoute { name } => header.retain(|r| r.name != *name),
+        Effect::SetMirrorRoute { route } => {
+            mirror.retain(|r| r.name != route.name);
+            mirror.push(route.clone());
+        }
+        Effect::RemoveMirrorRoute { name } => mirror.retain(|r| r.name != *name),
+        _ => {}
+    }
+    ManagedRoutes::new(header, mirror)
 }

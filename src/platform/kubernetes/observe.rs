@@ -10,6 +10,7 @@ use crate::rollout::{
     Observation, RevisionObservation, ServiceSelection, SpecProblem, WorkloadObservation,
     desired_revision,
 };
+use crate::traffic::ManagedRoutes;
 
 /// True when `meta`'s owner references name `uid` as the controller.
 pub fn controlled_by(
@@ -83,6 +84,8 @@ pub struct Seen {
     pub canary_service: Option<Service>,
     /// The canary weight the router reports.
     pub router_canary_weight: Option<i32>,
+    /// The managed routes the router reports; `None` when they could not be read.
+    pub router_managed_routes: Option<ManagedRoutes>,
     /// Why the router object cannot be used (missing, malformed), at its field: the rollout
     /// holds until it is fixed.
     pub router_problem: Option<SpecProblem>,
@@ -202,6 +205,7 @@ pub fn observation(rollout: &Rollout, seen: &Seen) -> Observation {
         desired_revision: desired_revision(&rollout.spec, workload.as_ref()),
         revisions,
         router_canary_weight: seen.router_canary_weight,
+        router_managed_routes: seen.router_managed_routes.clone(),
         services: selection(rollout, seen),
         analysis_runs,
         spec_problems,
@@ -314,6 +318,7 @@ mod tests {
             stable_service: Some(service(Some("aaa"))),
             canary_service: Some(service(None)),
             router_canary_weight: Some(20),
+            router_managed_routes: None,
             router_problem: None,
             router_selection: None,
             analysis_runs: vec![run, other_run],

@@ -1014,6 +1014,64 @@ async fn deleting_a_rollout_whose_router_object_is_gone_still_returns_the_servic
 }
 
 #[tokio::test]
+async fn a_header_route_step_adds_the_rule_first_with_a_guarded_patch_once_the_canary_is_ready() {
+    let (status, cluster) = in_flight(0, 0);
+    let mut r = rollout(true, Some(status));
+    let canary = &mut r.spec.strategy.canary;
+    canary.steps = serde_json::from_value(json!([
+        {"setHeaderRoute": {"name": "testers",
+            "match": [{"headerName": "x-canary", "headerValue": {"prefix": "yes"}}]}},
+        {"pause": {}}
+    ]))
+    .expect("steps");
+    if let Some(routing) = canary.traffic_routing.as_mut() {
+        routing.managed_routes = vec![crate::api::ManagedRoute {
+            name: "testers".into(),
+        }];
+    }
+    let original = cluster.route.clone().expect("route");
+    let (result, calls, _) = reconcile_rollout(r, cluster).await;
+    result.expect("reconciled");
+    let calls_lines = lines(&calls);
+    assert_eq!(
+        calls_lines[..8],
+        [
+            format!("GET {RS}"),
+            format!("GET {STABLE_SVC}"),
+            format!("GET {CANARY_SVC}"),
+            // The weight, then the managed routes, read back.
+            format!("GET {ROUTE}"),
+            format!("GET {ROUTE}"),
+            format!("GET {RUNS}"),
+            // SetHeaderRoute reads the route it patches, then patches it.
+            format!("GET {ROUTE}"),
+            format!("PATCH {ROUTE}"),
+        ],
+        "{calls_lines:#?}"
+    );
+    let patch = &calls[7];
+    assert_eq!(patch.content_type, "application/json-patch+json");
+    assert!(patch.query_has("fieldManager=vigil.dev%2Fcontroller"));
+    let annotation = r#"{"header":[{"name":"testers","matches":[{"headerName":"x-canary","value":{"prefix":"yes"}}]}],"mirror":[]}"#;
+    assert_eq!(
+        patch.body,
+        json!([
+            {"op": "test", "path": "/spec/rules", "value": original["spec"]["rules"]},
+            {"op": "add", "path": "/spec/rules/0", "value": {
+                "name": "vigil-header-testers",
+                "matches": [{"headers": [{"type": "RegularExpression", "name": "x-canary", "value": "yes.*"}]}],
+                "backendRefs": [{"name": "web-canary", "port": 80}]
+            }},
+            {"op": "add", "path": "/metadata/annotations", "value": {"vigil.dev/managed-routes": annotation}},
+        ])
+    );
+    // The route is not read back yet: the step waits.
+    let write = calls.last().expect("status write");
+    assert_status_write(write);
+    assert_eq!(status_of(write).current_step_index, Some(0));
+}
+
+#[tokio::test]
 async fn a_secret_argument_that_does_not_exist_holds_the_rollout_before_any_effect() {
     let (status, cluster) = in_flight(1, 20);
     let mut rollout = rollout(true, Some(status));

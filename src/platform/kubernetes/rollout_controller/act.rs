@@ -30,6 +30,22 @@ pub(super) async fn act(
                     })?;
                 report_put_back(scope, seen, *canary_weight).await;
             }
+            Effect::SetHeaderRoute { route } => {
+                let result = router.set_header_route(route).await;
+                route_result(scope, &route.name, result)?;
+            }
+            Effect::RemoveHeaderRoute { name } => {
+                let result = router.remove_header_route(name).await;
+                route_result(scope, name, result)?;
+            }
+            Effect::SetMirrorRoute { route } => {
+                let result = router.set_mirror_route(route).await;
+                route_result(scope, &route.name, result)?;
+            }
+            Effect::RemoveMirrorRoute { name } => {
+                let result = router.remove_mirror_route(name).await;
+                route_result(scope, name, result)?;
+            }
             Effect::CreateAnalysisRun {
                 name,
                 kind,
@@ -115,6 +131,19 @@ pub(super) async fn act(
         acted = true;
     }
     Ok(acted)
+}
+
+/// The outcome of changing the managed route `route`, as the controller's error.
+pub(super) fn route_result(
+    scope: &Scope<'_>,
+    route: &str,
+    result: Result<(), TrafficError>,
+) -> Result<(), Error> {
+    result.map_err(|source| Error::SetManagedRoute {
+        rollout: scope.name.clone(),
+        route: route.to_owned(),
+        source: Box::new(source),
+    })
 }
 
 /// A weight someone else set on the router was just put back: say so in a Warning event.

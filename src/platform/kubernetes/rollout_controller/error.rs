@@ -110,6 +110,16 @@ pub enum Error {
         /// The cause (boxed: router errors are large).
         source: Box<TrafficError>,
     },
+    /// Setting or removing a managed header or mirror route failed.
+    #[error("failed to change the managed route {route} of rollout {rollout}: {source}")]
+    SetManagedRoute {
+        /// The Rollout.
+        rollout: String,
+        /// The route's name.
+        route: String,
+        /// The cause (boxed: router errors are large).
+        source: Box<TrafficError>,
+    },
     /// Reading an AnalysisTemplate or ClusterAnalysisTemplate failed.
     #[error("failed to get analysis template {template}: {source}")]
     GetTemplate {
@@ -206,6 +216,7 @@ impl Error {
             Error::PointRouterRevisions { .. } => "point_router_revisions",
             Error::GetDeployment { .. } => "get_deployment",
             Error::ScaleDownDeployment { .. } => "scale_down_deployment",
+            Error::SetManagedRoute { .. } => "set_managed_route",
             Error::GetTemplate { .. } => "get_template",
             Error::ResolveArg { .. } => "resolve_arg",
             Error::Instantiate { .. } => "instantiate",
@@ -232,9 +243,12 @@ impl Error {
             Error::ResolveArg { .. }
             | Error::Instantiate { .. }
             | Error::PrepareAnalysis { .. } => true,
-            Error::SetWeight { source, .. } | Error::PointRouterRevisions { source, .. } => {
-                matches!(**source, TrafficError::ReadObject { .. })
-            }
+            Error::SetWeight { source, .. }
+            | Error::SetManagedRoute { source, .. }
+            | Error::PointRouterRevisions { source, .. } => matches!(
+                **source,
+                TrafficError::ReadObject { .. } | TrafficError::Unsupported { .. }
+            ),
             Error::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
                     e.is_invalid_spec()

@@ -44,7 +44,7 @@ use crate::traffic::istio::{
     IstioRouter, IstioRouterParts, destination_rule_resource, virtual_service_resource,
 };
 use crate::traffic::replicas::ReplicaRatio;
-use crate::traffic::{TrafficError, TrafficRouter, foreign_weight_edit};
+use crate::traffic::{ManagedRoutes, TrafficError, TrafficRouter, foreign_weight_edit};
 
 mod act;
 mod dereference;
@@ -341,6 +341,7 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
             });
         }
     }
+    remove_managed_routes(&scope, &router).await?;
     match router.point_revisions(Some(stable), Some(stable)).await {
         Ok(()) => {}
         Err(error) if error.object_missing() => {}
@@ -366,6 +367,42 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         "traffic returned to the stable revision before deletion"
     );
     Ok(Action::await_change())
+}
+
+/// Removes every managed header and mirror route in place (only Rollouts that list
+/// `managedRoutes` can have any); a router object that is gone has none left.
+async fn remove_managed_routes(scope: &Scope<'_>, router: &Router) -> Result<(), Error> {
+    let listed = scope
+        .rollout
+        .spec
+        .strategy
+        .canary
+        .traffic_routing
+        .as_ref()
+        .is_some_and(|r| !r.managed_routes.is_empty());
+    if !listed {
+        return Ok(());
+    }
+    let in_place = match router.managed_routes().await {
+        Ok(routes) => routes,
+        Err(error) if error.object_missing() => return Ok(()),
+        Err(source) => {
+            return Err(Error::SetManagedRoute {
+                rollout: scope.name.clone(),
+                route: "*".to_owned(),
+                source: Box::new(source),
+            });
+        }
+    };
+    for route in &in_place.header {
+        let result = router.remove_header_route(&route.name).await;
+        act::route_result(scope, &route.name, result)?;
+    }
+    for route in &in_place.mirror {
+        let result = router.remove_mirror_route(&route.name).await;
+        act::route_result(scope, &route.name, result)?;
+    }
+    Ok(())
 }
 
 /// What to do after a failed reconcile: an invalid spec waits for a change; anything else

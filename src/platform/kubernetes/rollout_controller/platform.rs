@@ -59,6 +59,7 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
             None
         }
     };
+    let router_managed_routes = managed_routes(scope, router).await;
     let analysis_runs = scope
         .api::<AnalysisRun>()
         .list(&selector)
@@ -75,6 +76,7 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
         stable_service,
         canary_service,
         router_canary_weight,
+        router_managed_routes,
         router_problem,
         router_selection,
         analysis_runs,
@@ -99,6 +101,27 @@ async fn read_workload(scope: &Scope<'_>) -> Result<WorkloadSeen, Error> {
             source,
         })?;
     Ok(found.map_or(WorkloadSeen::Missing, |d| WorkloadSeen::Found(Box::new(d))))
+}
+
+/// The managed routes the router reports: read only when the Rollout lists
+/// `managedRoutes` (none can be in place otherwise); `None` when they cannot be read.
+async fn managed_routes(scope: &Scope<'_>, router: &Router) -> Option<ManagedRoutes> {
+    let listed = scope
+        .rollout
+        .spec
+        .strategy
+        .canary
+        .traffic_routing
+        .as_ref()
+        .is_some_and(|r| !r.managed_routes.is_empty());
+    if !listed {
+        return Some(ManagedRoutes::default());
+    }
+    router
+        .managed_routes()
+        .await
+        .inspect_err(|error| warn!(%error, "cannot read the router's managed routes"))
+        .ok()
 }
 
 /// One Rollout of the controller as a [`Platform`] for the shared [`reconcile_once`].

@@ -5,7 +5,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
-use crate::traffic::{HeaderRoute, ManagedRoutes, MirrorRoute, RouterKind};
+use crate::traffic::{HeaderRoute, MirrorRoute, RouterKind};
 
 /// The router of a Rollout.
 pub(super) enum Router {
@@ -54,7 +54,9 @@ impl Router {
                 namespace,
                 stable_service: canary.stable_service.as_deref(),
                 canary_service: canary.canary_service.as_deref(),
-                vigil_routes: Vec::new(),
+                vigil_routes: routing
+                    .map(|r| r.managed_routes.iter().map(|m| m.name.clone()).collect())
+                    .unwrap_or_default(),
                 revision_label: REVISION_LABEL,
                 field_manager: FIELD_MANAGER,
             };

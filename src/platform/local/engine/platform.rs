@@ -20,6 +20,10 @@ pub(super) enum ActError {
     /// A revision must be started but its pod template is not known.
     #[error("failed to start revision {revision}: its pod template is not known any more")]
     FindTemplate { revision: String },
+    /// The proxy was asked for a managed route it cannot hold (validate_spec refuses such
+    /// a spec first).
+    #[error("{0}")]
+    SetManagedRoute(crate::traffic::TrafficError),
 }
 
 /// One Rollout of the engine as a [`Platform`] for the shared [`reconcile_once`].
@@ -146,6 +150,7 @@ impl Engine {
             desired_revision: desired_revision(&managed.spec, None),
             revisions,
             router_canary_weight: Some(i32::from(routing.canary_weight)),
+            router_managed_routes: Some(crate::traffic::ManagedRoutes::default()),
             services: ServiceSelection {
                 stable: routing.stable.map(|b| b.revision),
                 canary: routing.canary.map(|b| b.revision),
@@ -288,6 +293,21 @@ impl Engine {
                 }
                 Ok(())
             }
+            Effect::SetHeaderRoute { .. } | Effect::SetMirrorRoute { .. } => {
+                let capability = if matches!(effect, Effect::SetHeaderRoute { .. }) {
+                    crate::traffic::Capability::HeaderRoute
+                } else {
+                    crate::traffic::Capability::MirrorRoute
+                };
+                Err(ActError::SetManagedRoute(
+                    crate::traffic::TrafficError::Unsupported {
+                        router: crate::traffic::RouterKind::Local,
+                        capability,
+                    },
+                ))
+            }
+            // The proxy holds no managed route: nothing to remove.
+            Effect::RemoveHeaderRoute { .. } | Effect::RemoveMirrorRoute { .. } => Ok(()),
             Effect::DeleteRevision { revision } => {
                 match self
                     .supervisor
@@ -396,7 +416,7 @@ impl Engine {
         };
         match clients_for(
             &spec,
-            self.config.prometheus.as_ref(),
+            &self.config.command_line_prometheus(),
             &NoSecrets,
             &self.limiter,
         ) {
