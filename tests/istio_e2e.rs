@@ -630,3 +630,86 @@ async fn a_missing_or_malformed_virtual_service_holds_the_rollout_with_the_field
     .await;
     assert_eq!(weights(client, name, 1).await, (70, 30));
 }
+
+/// The names of the HTTP routes of a VirtualService, in order.
+async fn route_names(client: &kube::Client, name: &str) -> Vec<String> {
+    let vs = object(&virtual_services(client), name).await;
+    vs["spec"]["http"]
+        .as_array()
+        .map(|routes| {
+            routes
+                .iter()
+                .filter_map(|r| r["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A `setHeaderRoute` step puts vigil's route first (testers reach the canary at weight 0),
+/// and the route is gone after the promotion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_route_is_first_at_its_step_and_gone_after_promotion() {
+    let cluster = cluster();
+    let client = &cluster.client;
+    let name = "payments";
+    create_services(client, name).await;
+    create(&virtual_services(client), payments_virtual_service()).await;
+    let mut spec = rollout(
+        name,
+        true,
+        json!({"virtualService": {"name": name, "routes": ["primary"]}}),
+        json!([
+            {"setHeaderRoute": {"name": "testers", "match": [
+                {"headerName": "X-Canary", "headerValue": {"exact": "yes"}}
+            ]}},
+            {"pause": {}}
+        ]),
+    );
+    spec["spec"]["strategy"]["canary"]["trafficRouting"]["managedRoutes"] =
+        json!([{"name": "testers"}]);
+    create_rollout(client, spec).await;
+    let _controller = Controller::start(&cluster.kubeconfig);
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), NS);
+    wait_for(&rollouts, name, "app:1 Healthy", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    set_image(&rollouts, name, "app:2").await;
+    wait_for(&rollouts, name, "the pause after the header route", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+    })
+    .await;
+    assert_eq!(
+        route_names(client, name).await,
+        ["testers", "admin", "primary"]
+    );
+    let vs = object(&virtual_services(client), name).await;
+    assert_eq!(
+        vs["spec"]["http"][0],
+        json!({
+            "name": "testers",
+            "match": [{"headers": {"x-canary": {"exact": "yes"}}}],
+            "route": [{
+                "destination": {"host": "payments-canary.default.svc.cluster.local", "port": {"number": 80}},
+                "weight": 100
+            }]
+        })
+    );
+    assert_eq!(weights(client, name, 2).await, (100, 0));
+
+    request(&rollouts, name, json!({"promoteStep": 1})).await;
+    wait_for(&rollouts, name, "app:2 promoted", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+            && r.status
+                .as_ref()
+                .and_then(|s| s.canary_revision.as_deref())
+                .is_none()
+    })
+    .await;
+    wait_until(
+        "the header route removed",
+        || route_names(client, name),
+        |names| *names == ["admin", "primary"],
+    )
+    .await;
+}
