@@ -713,3 +713,67 @@ async fn a_header_route_is_first_at_its_step_and_gone_after_promotion() {
     )
     .await;
 }
+
+/// A `setMirrorRoute` step puts vigil's mirror route first (the split as it is, plus a copy
+/// of the matching requests to the canary), and the route is gone after an abort.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_route_is_first_at_its_step_and_gone_after_an_abort() {
+    let cluster = cluster();
+    let client = &cluster.client;
+    let name = "payments";
+    create_services(client, name).await;
+    create(&virtual_services(client), payments_virtual_service()).await;
+    let mut spec = rollout(
+        name,
+        true,
+        json!({"virtualService": {"name": name, "routes": ["primary"]}}),
+        json!([
+            {"setMirrorRoute": {"name": "shadow", "percentage": 50, "match": [
+                {"method": {"exact": "GET"}}
+            ]}},
+            {"pause": {}}
+        ]),
+    );
+    spec["spec"]["strategy"]["canary"]["trafficRouting"]["managedRoutes"] =
+        json!([{"name": "shadow"}]);
+    create_rollout(client, spec).await;
+    let _controller = Controller::start(&cluster.kubeconfig);
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), NS);
+    wait_for(&rollouts, name, "app:1 Healthy", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    set_image(&rollouts, name, "app:2").await;
+    wait_for(&rollouts, name, "the pause after the mirror route", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+    })
+    .await;
+    assert_eq!(
+        route_names(client, name).await,
+        ["shadow", "admin", "primary"]
+    );
+    let vs = object(&virtual_services(client), name).await;
+    assert_eq!(
+        vs["spec"]["http"][0],
+        json!({
+            "name": "shadow",
+            "match": [{"method": {"exact": "GET"}}],
+            "route": vs["spec"]["http"][2]["route"],
+            "mirror": {"host": "payments-canary.default.svc.cluster.local", "port": {"number": 80}},
+            "mirrorPercentage": {"value": 50.0}
+        })
+    );
+    assert_eq!(weights(client, name, 0).await, (100, 0));
+
+    request(&rollouts, name, json!({"abort": true})).await;
+    wait_for(&rollouts, name, "the abort", |r| {
+        phase(r) == Some(RolloutPhase::Aborted)
+    })
+    .await;
+    wait_until(
+        "the mirror route removed",
+        || route_names(client, name),
+        |names| *names == ["admin", "primary"],
+    )
+    .await;
+}
