@@ -106,6 +106,10 @@ fn rbac_is_least_privilege_without_wildcards() {
         ("", "services", "patch"),
         ("", "secrets", "get"),
         ("gateway.networking.k8s.io", "httproutes", "patch"),
+        ("networking.istio.io", "virtualservices", "get"),
+        ("networking.istio.io", "virtualservices", "patch"),
+        ("networking.istio.io", "destinationrules", "get"),
+        ("networking.istio.io", "destinationrules", "patch"),
         ("events.k8s.io", "events", "create"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "get"),
     ] {
@@ -262,6 +266,82 @@ fn the_example_rollout_is_valid_and_its_route_is_routable() {
     assert_eq!(weight, Ok(Some(0)));
     let services = docs.iter().filter(|d| d["kind"] == "Service").count();
     assert_eq!(services, 2);
+}
+
+/// The Rollout, and the Istio objects of an example file.
+fn istio_example(file: &str) -> (Vec<Value>, vigil::api::Rollout) {
+    let path = format!("{}/deploy/examples/{file}", env!("CARGO_MANIFEST_DIR"));
+    let docs = documents(&std::fs::read_to_string(path).expect("example"));
+    let rollout: vigil::api::Rollout = serde_json::from_value(
+        docs.iter()
+            .find(|d| d["kind"] == "Rollout")
+            .expect("a Rollout")
+            .clone(),
+    )
+    .expect("a typed Rollout");
+    let problems = vigil::rollout::validate_spec(&rollout.spec);
+    assert!(problems.is_empty(), "{file}: {problems:?}");
+    (docs, rollout)
+}
+
+#[test]
+fn the_istio_examples_are_valid_and_their_objects_routable() {
+    use vigil::traffic::istio::{Split, canary_weight, subset_revisions};
+    let (docs, rollout) = istio_example("rollout-with-istio.yaml");
+    let canary = &rollout.spec.strategy.canary;
+    let istio = canary
+        .traffic_routing
+        .as_ref()
+        .and_then(|t| t.istio.as_ref())
+        .expect("trafficRouting.istio");
+    let entry = istio.virtual_service.as_ref().expect("virtualService");
+    let vs = docs
+        .iter()
+        .find(|d| d["kind"] == "VirtualService" && d["metadata"]["name"] == entry.name.as_str())
+        .expect("its VirtualService");
+    assert_eq!(vs["apiVersion"], "networking.istio.io/v1");
+    let split = Split::Hosts {
+        stable: canary.stable_service.clone().expect("stableService"),
+        canary: canary.canary_service.clone().expect("canaryService"),
+        namespace: "shop".into(),
+    };
+    assert_eq!(canary_weight(vs, &entry.routes, &split, &[]), Ok(Some(0)));
+    assert_eq!(docs.iter().filter(|d| d["kind"] == "Service").count(), 2);
+
+    let (docs, rollout) = istio_example("rollout-with-istio-subsets.yaml");
+    let istio = rollout
+        .spec
+        .strategy
+        .canary
+        .traffic_routing
+        .as_ref()
+        .and_then(|t| t.istio.as_ref())
+        .expect("trafficRouting.istio");
+    let rule_ref = istio.destination_rule.as_ref().expect("destinationRule");
+    let split = Split::Subsets {
+        stable: rule_ref.stable_subset_name.clone(),
+        canary: rule_ref.canary_subset_name.clone(),
+    };
+    let vs = docs
+        .iter()
+        .find(|d| d["kind"] == "VirtualService")
+        .expect("a VirtualService");
+    assert_eq!(canary_weight(vs, &[], &split, &[]), Ok(Some(0)));
+    let rule = docs
+        .iter()
+        .find(|d| d["kind"] == "DestinationRule")
+        .expect("a DestinationRule");
+    assert_eq!(rule["metadata"]["name"], rule_ref.name.as_str());
+    // vigil adds the revision label itself.
+    assert_eq!(
+        subset_revisions(
+            rule,
+            &rule_ref.stable_subset_name,
+            &rule_ref.canary_subset_name,
+            "vigil.dev/revision"
+        ),
+        Ok((None, None))
+    );
 }
 
 #[test]

@@ -169,6 +169,8 @@ const REQUIRED_CASES: &[&str] = &[
     "no-judge",
     "yaml-syntax-error",
     "unknown-kind",
+    "istio-misspelt-subset",
+    "istio-host-level-without-services",
 ];
 
 #[test]

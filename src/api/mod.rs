@@ -4,6 +4,7 @@
 
 pub mod analysis;
 pub mod duration;
+pub mod istio;
 pub mod rollout;
 pub(crate) mod schema;
 

@@ -193,6 +193,11 @@ pub struct TrafficRouting {
         rename = "gatewayAPI"
     )]
     pub gateway_api: Option<GatewayApiRouting>,
+    /// Istio: vigil sets the weights of the stable and canary destinations of VirtualService
+    /// HTTP routes (with `destinationRule`, it also points the stable and canary subsets at
+    /// the revisions' pods), and nothing else of those objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub istio: Option<super::istio::IstioRouting>,
     /// The built-in weighted proxy of `vigil run` (the local platform).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalRouting>,

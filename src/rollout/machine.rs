@@ -953,6 +953,12 @@ impl<'a> Machine<'a> {
         );
 
         let canary_strategy = &self.spec.strategy.canary;
+        let router_selects = canary_strategy
+            .traffic_routing
+            .as_ref()
+            .filter(|r| RouterKind::of(Some(r)) == RouterKind::Istio)
+            .and_then(|r| r.istio.as_ref())
+            .is_some_and(|istio| istio.destination_rule.is_some());
         let mut plan = Plan {
             intent,
             stable: s.stable_revision.as_deref(),
@@ -964,8 +970,10 @@ impl<'a> Machine<'a> {
                 _ => ManagedRoutes::default(),
             },
             route_names: route_names(self.steps),
-            stable_service: canary_strategy.stable_service.is_some(),
-            canary_service: canary_strategy.canary_service.is_some(),
+            // A router that selects revisions itself (Istio's DestinationRule subsets) is
+            // pointed like the Services, in the same safe order.
+            stable_service: canary_strategy.stable_service.is_some() || router_selects,
+            canary_service: canary_strategy.canary_service.is_some() || router_selects,
             runs: self
                 .step_run
                 .clone()

@@ -151,6 +151,7 @@ mod machine;
 mod requests;
 mod routes;
 mod validate;
+mod validate_istio;
 mod validate_routes;
 
 use jiff::Timestamp;

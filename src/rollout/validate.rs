@@ -205,6 +205,15 @@ fn check_routing(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
             "empty HTTPRoute name",
         ));
     }
+    if let Some(istio) = &routing.istio {
+        super::validate_istio::check_istio(
+            canary,
+            istio,
+            CANARY,
+            &format!("{path}.istio"),
+            problems,
+        );
+    }
     for router in routers.into_iter().filter(|r| r.needs_services()) {
         for (field, value) in [
             ("stableService", &canary.stable_service),

@@ -3,8 +3,8 @@
 //! No real API server can run where vigil is tested, so this one stands in for it: the real
 //! kube-rs client (in process, via [`ApiServer::client`]) and the real `vigil controller`
 //! binary (via [`ApiServer::write_kubeconfig`] and `KUBECONFIG`) talk to it over plain HTTP on
-//! 127.0.0.1. It serves the vigil CRDs, the built-in types the controller touches and Gateway
-//! API HTTPRoutes, with the API semantics controllers rely on: resourceVersions and optimistic
+//! 127.0.0.1. It serves the vigil CRDs, the built-in types the controller touches, Gateway
+//! API HTTPRoutes and Istio VirtualServices and DestinationRules, with the API semantics controllers rely on: resourceVersions and optimistic
 //! concurrency, list and watch (with bookmarks, history replay and 410 Gone), merge/JSON/apply
 //! patches with field ownership, the status and scale subresources, generation, finalizers and
 //! discovery. It runs on its own thread and Tokio runtime, so it works under any test runtime.
@@ -82,6 +82,7 @@ struct Fault {
 pub struct ApiServerBuilder {
     crds: bool,
     gateway_api: bool,
+    istio: bool,
     history_capacity: usize,
     bookmark_interval: Duration,
     replicaset_delay: Option<Duration>,
@@ -92,6 +93,7 @@ impl Default for ApiServerBuilder {
         Self {
             crds: true,
             gateway_api: true,
+            istio: true,
             history_capacity: 10_000,
             bookmark_interval: Duration::from_secs(1),
             replicaset_delay: None,
@@ -110,6 +112,12 @@ impl ApiServerBuilder {
     /// Do not install the Gateway API HTTPRoute CRD.
     pub fn without_gateway_api(mut self) -> Self {
         self.gateway_api = false;
+        self
+    }
+
+    /// Do not install Istio's VirtualService and DestinationRule CRDs.
+    pub fn without_istio(mut self) -> Self {
+        self.istio = false;
         self
     }
 
@@ -153,6 +161,9 @@ impl ApiServerBuilder {
         }
         if self.gateway_api {
             crds.push(httproute_crd());
+        }
+        if self.istio {
+            crds.extend(istio_crds());
         }
         for crd in crds {
             store
@@ -480,6 +491,37 @@ fn httproute_crd() -> Value {
             }],
         },
     })
+}
+
+/// Istio's VirtualService and DestinationRule (`networking.istio.io/v1`, the version vigil
+/// uses; this server does not convert between versions, so only `v1` is served), schema-less:
+/// objects are stored as given.
+fn istio_crds() -> Vec<Value> {
+    [
+        ("VirtualService", "virtualservices", "virtualservice"),
+        ("DestinationRule", "destinationrules", "destinationrule"),
+    ]
+    .into_iter()
+    .map(|(kind, plural, singular)| {
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("{plural}.networking.istio.io")},
+            "spec": {
+                "group": "networking.istio.io",
+                "names": {"plural": plural, "singular": singular, "kind": kind, "listKind": format!("{kind}List")},
+                "scope": "Namespaced",
+                "versions": [{
+                    "name": "v1",
+                    "served": true,
+                    "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+                    "subresources": {"status": {}},
+                }],
+            },
+        })
+    })
+    .collect()
 }
 
 async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {

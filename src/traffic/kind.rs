@@ -10,6 +10,9 @@ use crate::api::TrafficRouting;
 pub enum RouterKind {
     /// `trafficRouting.gatewayAPI`: weights of an HTTPRoute's backendRefs.
     GatewayApi,
+    /// `trafficRouting.istio`: weights of VirtualService HTTP route destinations (and
+    /// DestinationRule subsets).
+    Istio,
     /// `trafficRouting.local`: the local platform's built-in proxy.
     Local,
     /// No `trafficRouting`: the replica ratio approximates the weight.
@@ -47,12 +50,14 @@ impl Capability {
 
 impl RouterKind {
     /// Every router a Rollout can name under `trafficRouting`.
-    pub const ROUTERS: [RouterKind; 2] = [RouterKind::GatewayApi, RouterKind::Local];
+    pub const ROUTERS: [RouterKind; 3] =
+        [RouterKind::GatewayApi, RouterKind::Istio, RouterKind::Local];
 
     /// Every router set in `routing`, in field order (more than one is a spec error).
     pub fn configured(routing: &TrafficRouting) -> Vec<RouterKind> {
         [
             (RouterKind::GatewayApi, routing.gateway_api.is_some()),
+            (RouterKind::Istio, routing.istio.is_some()),
             (RouterKind::Local, routing.local.is_some()),
         ]
         .into_iter()
@@ -79,17 +84,18 @@ impl RouterKind {
     /// replica ratio's endpoints are drained by Kubernetes.
     pub fn applies_changes_late(self) -> bool {
         match self {
-            RouterKind::GatewayApi => true,
+            RouterKind::GatewayApi | RouterKind::Istio => true,
             RouterKind::Local | RouterKind::ReplicaRatio => false,
         }
     }
 
     /// Whether the router sends traffic to `stableService` and `canaryService` (so both must
-    /// be set).
+    /// be set). Istio needs them only for host-level splitting, which its own rules check
+    /// (subset-level splitting needs no Service).
     pub fn needs_services(self) -> bool {
         match self {
             RouterKind::GatewayApi => true,
-            RouterKind::Local | RouterKind::ReplicaRatio => false,
+            RouterKind::Istio | RouterKind::Local | RouterKind::ReplicaRatio => false,
         }
     }
 
@@ -97,16 +103,19 @@ impl RouterKind {
     pub fn field(self) -> Option<&'static str> {
         match self {
             RouterKind::GatewayApi => Some("gatewayAPI"),
+            RouterKind::Istio => Some("istio"),
             RouterKind::Local => Some("local"),
             RouterKind::ReplicaRatio => None,
         }
     }
 
     /// The field under `trafficRouting` naming the router's object, which a missing or
-    /// malformed object is reported at (`None` when the router has no object).
+    /// malformed object is reported at (`None` when the router has no object). Istio has
+    /// several objects: its router names the one at fault, this is the first.
     pub fn object_field(self) -> Option<&'static str> {
         match self {
             RouterKind::GatewayApi => Some("gatewayAPI.httpRoute"),
+            RouterKind::Istio => Some("istio.virtualService.name"),
             RouterKind::Local | RouterKind::ReplicaRatio => None,
         }
     }
@@ -115,6 +124,7 @@ impl RouterKind {
     pub fn name(self) -> &'static str {
         match self {
             RouterKind::GatewayApi => "Gateway API (trafficRouting.gatewayAPI)",
+            RouterKind::Istio => "Istio (trafficRouting.istio)",
             RouterKind::Local => "local proxy (trafficRouting.local)",
             RouterKind::ReplicaRatio => "replica-ratio (no trafficRouting)",
         }
@@ -124,6 +134,7 @@ impl RouterKind {
     pub fn supports(self, capability: Capability) -> bool {
         match (self, capability) {
             (RouterKind::GatewayApi, Capability::HeaderRoute | Capability::MirrorRoute) => true,
+            (RouterKind::Istio, Capability::HeaderRoute | Capability::MirrorRoute) => true,
             (
                 RouterKind::Local | RouterKind::ReplicaRatio,
                 Capability::HeaderRoute | Capability::MirrorRoute,

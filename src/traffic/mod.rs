@@ -20,6 +20,7 @@
 
 pub mod gateway_api;
 pub mod gateway_api_routes;
+pub mod istio;
 mod kind;
 pub mod replicas;
 mod routes;
@@ -36,6 +37,9 @@ pub enum ReadError {
     /// A Gateway API HTTPRoute.
     #[error(transparent)]
     GatewayApi(#[from] gateway_api::RouteError),
+    /// An Istio VirtualService or DestinationRule.
+    #[error(transparent)]
+    Istio(#[from] istio::IstioError),
 }
 
 /// Why a router could not be read or changed. Every variant names the router object (its

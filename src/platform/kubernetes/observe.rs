@@ -89,6 +89,9 @@ pub struct Seen {
     /// Why the router object cannot be used (missing, malformed), at its field: the rollout
     /// holds until it is fixed.
     pub router_problem: Option<SpecProblem>,
+    /// The revisions the router's own selectors select (Istio's DestinationRule subsets);
+    /// `None` when it has none (the Services select).
+    pub router_selection: Option<ServiceSelection>,
     /// AnalysisRuns labelled with the Rollout's name.
     pub analysis_runs: Vec<AnalysisRun>,
     /// What became of the Deployment `spec.workloadRef` names.
@@ -135,6 +138,39 @@ fn missing_workload(rollout: &Rollout) -> SpecProblem {
     }
 }
 
+/// Which revision the stable and the canary side select: the Services' selectors, and the
+/// router's own selectors when it has some (Istio's subsets). With both, a side selects a
+/// revision only when they agree, so a disagreement is pointed again.
+fn selection(rollout: &Rollout, seen: &Seen) -> ServiceSelection {
+    let services = ServiceSelection {
+        stable: seen.stable_service.as_ref().and_then(service_revision),
+        canary: seen.canary_service.as_ref().and_then(service_revision),
+    };
+    let Some(router) = &seen.router_selection else {
+        return services;
+    };
+    let canary = &rollout.spec.strategy.canary;
+    let agree = |configured: bool, service: Option<String>, router: &Option<String>| {
+        if configured {
+            service.filter(|s| Some(s) == router.as_ref())
+        } else {
+            router.clone()
+        }
+    };
+    ServiceSelection {
+        stable: agree(
+            canary.stable_service.is_some(),
+            services.stable,
+            &router.stable,
+        ),
+        canary: agree(
+            canary.canary_service.is_some(),
+            services.canary,
+            &router.canary,
+        ),
+    }
+}
+
 /// Builds the pure core's observation from what was read.
 pub fn observation(rollout: &Rollout, seen: &Seen) -> Observation {
     let name = rollout.name_any();
@@ -170,10 +206,7 @@ pub fn observation(rollout: &Rollout, seen: &Seen) -> Observation {
         revisions,
         router_canary_weight: seen.router_canary_weight,
         router_managed_routes: seen.router_managed_routes.clone(),
-        services: ServiceSelection {
-            stable: seen.stable_service.as_ref().and_then(service_revision),
-            canary: seen.canary_service.as_ref().and_then(service_revision),
-        },
+        services: selection(rollout, seen),
         analysis_runs,
         spec_problems,
         workload,
@@ -287,6 +320,7 @@ mod tests {
             router_canary_weight: Some(20),
             router_managed_routes: None,
             router_problem: None,
+            router_selection: None,
             analysis_runs: vec![run, other_run],
             workload: WorkloadSeen::NotReferenced,
         };

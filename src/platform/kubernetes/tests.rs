@@ -1291,3 +1291,6 @@ async fn a_missing_deployment_holds_the_rollout_with_the_reason_and_creates_noth
         "{message}"
     );
 }
+
+#[path = "istio_tests.rs"]
+mod istio;

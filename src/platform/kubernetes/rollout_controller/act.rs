@@ -91,6 +91,13 @@ pub(super) async fn act(
                         point_service(scope, service, revision).await?;
                     }
                 }
+                router
+                    .point_revisions(stable.as_deref(), canary.as_deref())
+                    .await
+                    .map_err(|source| Error::PointRouterRevisions {
+                        rollout: scope.name.clone(),
+                        source: Box::new(source),
+                    })?;
             }
             Effect::DeleteRevision { revision } => {
                 let name = replica_set_name(&scope.name, revision);

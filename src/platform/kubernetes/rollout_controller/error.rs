@@ -102,6 +102,14 @@ pub enum Error {
         /// The cause (boxed: router errors are large).
         source: Box<TrafficError>,
     },
+    /// Pointing the router's own revision selectors (Istio's DestinationRule subsets) failed.
+    #[error("failed to point the router of rollout {rollout} at revisions: {source}")]
+    PointRouterRevisions {
+        /// The Rollout.
+        rollout: String,
+        /// The cause (boxed: router errors are large).
+        source: Box<TrafficError>,
+    },
     /// Setting or removing a managed header or mirror route failed.
     #[error("failed to change the managed route {route} of rollout {rollout}: {source}")]
     SetManagedRoute {
@@ -205,6 +213,7 @@ impl Error {
             Error::CreateReplicaSet { .. } => "create_replica_set",
             Error::DeleteReplicaSet { .. } => "delete_replica_set",
             Error::SetWeight { .. } => "set_weight",
+            Error::PointRouterRevisions { .. } => "point_router_revisions",
             Error::GetDeployment { .. } => "get_deployment",
             Error::ScaleDownDeployment { .. } => "scale_down_deployment",
             Error::SetManagedRoute { .. } => "set_managed_route",
@@ -234,7 +243,9 @@ impl Error {
             Error::ResolveArg { .. }
             | Error::Instantiate { .. }
             | Error::PrepareAnalysis { .. } => true,
-            Error::SetWeight { source, .. } | Error::SetManagedRoute { source, .. } => matches!(
+            Error::SetWeight { source, .. }
+            | Error::SetManagedRoute { source, .. }
+            | Error::PointRouterRevisions { source, .. } => matches!(
                 **source,
                 TrafficError::ReadObject { .. } | TrafficError::Unsupported { .. }
             ),

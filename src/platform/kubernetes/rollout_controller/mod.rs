@@ -23,7 +23,8 @@ use serde_json::json;
 use tracing::{Instrument, debug, info, warn};
 
 use super::context::{
-    Context, FIELD_MANAGER, FINALIZER, ROLLOUT_LABEL, TemplateIndex, rollout_label_value,
+    Context, FIELD_MANAGER, FINALIZER, REVISION_LABEL, ROLLOUT_LABEL, TemplateIndex,
+    rollout_label_value,
 };
 use super::observe::{Seen, WorkloadSeen, observation};
 use super::resources::{
@@ -39,6 +40,9 @@ use crate::api::{
 use crate::platform::reconcile::{Observed, Platform, reconcile_once};
 use crate::rollout::{self, AnalysisKind, Decision, Effect, EventType, Observation, SpecProblem};
 use crate::traffic::gateway_api::{GatewayRoute, http_route_resource};
+use crate::traffic::istio::{
+    IstioRouter, IstioRouterParts, destination_rule_resource, virtual_service_resource,
+};
 use crate::traffic::replicas::ReplicaRatio;
 use crate::traffic::{ManagedRoutes, TrafficError, TrafficRouter, foreign_weight_edit};
 
@@ -338,6 +342,16 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         }
     }
     remove_managed_routes(&scope, &router).await?;
+    match router.point_revisions(Some(stable), Some(stable)).await {
+        Ok(()) => {}
+        Err(error) if error.object_missing() => {}
+        Err(source) => {
+            return Err(Error::PointRouterRevisions {
+                rollout: scope.name.clone(),
+                source: Box::new(source),
+            });
+        }
+    }
     let strategy = &rollout.spec.strategy.canary;
     for service in [&strategy.stable_service, &strategy.canary_service]
         .into_iter()

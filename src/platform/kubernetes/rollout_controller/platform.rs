@@ -37,15 +37,26 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
     let canary_service = get_service(canary.canary_service.clone()).await?;
     // A missing or malformed router object holds the rollout with its field named; any other
     // failure is "weight unknown": a setWeight step waits, an abort still acts.
-    let (router_canary_weight, router_problem) = match router.canary_weight().await {
+    let hold = |error: TrafficError| {
+        warn!(%error, "cannot read the router");
+        error.hold_reason().map(|message| SpecProblem {
+            path: router.object_path(&error),
+            message,
+        })
+    };
+    let (router_canary_weight, mut router_problem) = match router.canary_weight().await {
         Ok(weight) => (weight, None),
+        Err(error) => (None, hold(error)),
+    };
+    // The revisions the router's own selectors (Istio's subsets) select, read like the
+    // Services' selectors.
+    let router_selection = match router.selected_revisions().await {
+        Ok(selection) => {
+            selection.map(|(stable, canary)| crate::rollout::ServiceSelection { stable, canary })
+        }
         Err(error) => {
-            warn!(%error, "cannot read the router's weight");
-            let problem = error.hold_reason().map(|message| SpecProblem {
-                path: router.object_path(),
-                message,
-            });
-            (None, problem)
+            router_problem = router_problem.or_else(|| hold(error));
+            None
         }
     };
     let router_managed_routes = managed_routes(scope, router).await;
@@ -67,6 +78,7 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
         router_canary_weight,
         router_managed_routes,
         router_problem,
+        router_selection,
         analysis_runs,
     })
 }

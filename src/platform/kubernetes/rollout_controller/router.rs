@@ -11,6 +11,8 @@ use crate::traffic::{HeaderRoute, MirrorRoute, RouterKind};
 pub(super) enum Router {
     /// `trafficRouting.gatewayAPI`: an HTTPRoute.
     Gateway(Box<GatewayRoute>),
+    /// `trafficRouting.istio`: VirtualServices (and a DestinationRule).
+    Istio(Box<IstioRouter>),
     /// No router (or one the controller does not drive, like the local proxy): the replica
     /// ratio is the weight.
     Replicas(ReplicaRatio),
@@ -21,6 +23,7 @@ macro_rules! dispatch {
     ($router:expr, $inner:ident => $call:expr) => {
         match $router {
             Router::Gateway($inner) => $call,
+            Router::Istio($inner) => $call,
             Router::Replicas($inner) => $call,
         }
     };
@@ -33,6 +36,33 @@ impl Router {
             configured: rollout.status.as_ref().map_or(0, |s| s.canary_weight),
         });
         let routing = canary.traffic_routing.as_ref();
+        // Istio's subset-level splitting needs no Service: it is built before the check.
+        if let Some(istio) = routing.and_then(|r| r.istio.as_ref())
+            && RouterKind::of(routing) == RouterKind::Istio
+        {
+            let parts = IstioRouterParts {
+                virtual_services: Api::namespaced_with(
+                    client.clone(),
+                    namespace,
+                    &virtual_service_resource(),
+                ),
+                destination_rules: Api::namespaced_with(
+                    client.clone(),
+                    namespace,
+                    &destination_rule_resource(),
+                ),
+                namespace,
+                stable_service: canary.stable_service.as_deref(),
+                canary_service: canary.canary_service.as_deref(),
+                vigil_routes: routing
+                    .map(|r| r.managed_routes.iter().map(|m| m.name.clone()).collect())
+                    .unwrap_or_default(),
+                revision_label: REVISION_LABEL,
+                field_manager: FIELD_MANAGER,
+            };
+            return IstioRouter::new(istio, parts)
+                .map_or(replicas, |router| Router::Istio(Box::new(router)));
+        }
         // validate_spec requires both Services of every router that sends traffic to them
         // (RouterKind::needs_services).
         let (Some(routing), Some(stable), Some(canary)) =
@@ -55,10 +85,38 @@ impl Router {
         }
     }
 
-    /// The field (under `spec`) a missing or malformed router object is reported at.
-    pub(super) fn object_path(&self) -> String {
-        let field = self.kind().object_field().unwrap_or_default();
+    /// The field (under `spec`) naming the router object `error` is about, where a missing
+    /// or malformed object is reported.
+    pub(super) fn object_path(&self, error: &TrafficError) -> String {
+        let field = match self {
+            Router::Istio(istio) => istio.field_of(error),
+            _ => self.kind().object_field().unwrap_or_default().to_owned(),
+        };
         format!("spec.strategy.canary.trafficRouting.{field}")
+    }
+
+    /// The revisions the router itself selects for the stable and canary (Istio's
+    /// DestinationRule subsets); `None` when it selects none (the Services do).
+    pub(super) async fn selected_revisions(
+        &self,
+    ) -> Result<Option<(Option<String>, Option<String>)>, TrafficError> {
+        match self {
+            Router::Istio(istio) => istio.subset_revisions().await,
+            _ => Ok(None),
+        }
+    }
+
+    /// Points the router's own stable and canary selectors (Istio's subsets) at revisions
+    /// (`None` leaves one as it is); nothing for routers without any.
+    pub(super) async fn point_revisions(
+        &self,
+        stable: Option<&str>,
+        canary: Option<&str>,
+    ) -> Result<(), TrafficError> {
+        match self {
+            Router::Istio(istio) => istio.point_subsets(stable, canary).await,
+            _ => Ok(()),
+        }
     }
 }
 
