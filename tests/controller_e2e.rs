@@ -312,7 +312,7 @@ async fn rollouts_are_promoted_rolled_back_and_resumed_after_a_restart() {
 
     // A healthy canary passes its analysis and becomes the stable version.
     let good = rollouts.get("good").await.expect("get");
-    let v2 = vigil::rollout::template_hash(&good.spec.template);
+    let v2 = vigil::rollout::desired_revision(&good.spec, None);
     let good = wait_for(&rollouts, "good", "promotion of app:2", |r| {
         phase(r) == Some(RolloutPhase::Healthy)
             && r.status.as_ref().and_then(|s| s.stable_revision.as_deref()) == Some(v2.as_str())
@@ -377,7 +377,7 @@ async fn rollouts_are_promoted_rolled_back_and_resumed_after_a_restart() {
     assert_eq!(replicas_of(&client, "held", &held_stable).await, Some(4));
     create_template(&client, &prometheus, "late", "good").await;
     let held = rollouts.get("held").await.expect("get");
-    let held_v2 = vigil::rollout::template_hash(&held.spec.template);
+    let held_v2 = vigil::rollout::desired_revision(&held.spec, None);
     wait_for(
         &rollouts,
         "held",
@@ -476,7 +476,7 @@ async fn sharded_controllers_each_carry_only_their_own_rollouts() {
     // Each keeps carrying its own: a new version of alpha is released by shard a.
     set_image(&rollouts, "alpha", "app:2").await;
     let alpha = rollouts.get("alpha").await.expect("get");
-    let v2 = vigil::rollout::template_hash(&alpha.spec.template);
+    let v2 = vigil::rollout::desired_revision(&alpha.spec, None);
     wait_for(&rollouts, "alpha", "app:2 promoted", |r| {
         phase(r) == Some(RolloutPhase::Healthy)
             && r.status.as_ref().and_then(|s| s.stable_revision.as_deref()) == Some(v2.as_str())

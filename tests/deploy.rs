@@ -98,6 +98,11 @@ fn rbac_is_least_privilege_without_wildcards() {
         ("vigil.dev", "clusteranalysistemplates", "get"),
         ("apps", "replicasets", "create"),
         ("apps", "replicasets", "patch"),
+        // spec.workloadRef: read, watched, scaled down by a patch of spec.replicas.
+        ("apps", "deployments", "get"),
+        ("apps", "deployments", "list"),
+        ("apps", "deployments", "watch"),
+        ("apps", "deployments", "patch"),
         ("", "services", "patch"),
         ("", "secrets", "get"),
         ("gateway.networking.k8s.io", "httproutes", "patch"),
@@ -115,6 +120,16 @@ fn rbac_is_least_privilege_without_wildcards() {
             "secrets may only be read by name (get), never {verb}"
         );
     }
+    for verb in ["create", "update", "delete"] {
+        assert!(
+            !grants(&rules, "apps", "deployments", verb),
+            "an adopted Deployment is only ever patched (its replicas), never {verb}d"
+        );
+    }
+    assert!(
+        !grants(&rules, "apps", "deployments/scale", "patch"),
+        "vigil patches spec.replicas of the Deployment, not its scale subresource"
+    );
     let role = docs.iter().find(|d| d["kind"] == "Role").expect("Role");
     assert_eq!(role["metadata"]["namespace"], "vigil-system");
     assert!(grants(
@@ -149,6 +164,65 @@ fn the_deployment_is_hardened_and_probed() {
     assert_eq!(security["allowPrivilegeEscalation"], false);
     assert_eq!(strings(&security["capabilities"]["drop"]), vec!["ALL"]);
     assert_eq!(strings(&container["args"])[0], "controller");
+}
+
+/// The controller's image as `deploy/` (or an overlay in `dir`) renders it.
+fn controller_image(docs: &[Value]) -> String {
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("Deployment");
+    deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .expect("image")
+        .to_owned()
+}
+
+#[test]
+fn the_image_is_the_one_make_image_tags_and_an_overlay_points_it_at_a_registry() {
+    let image = controller_image(&kustomize());
+    assert_eq!(
+        image,
+        format!("vigil:{}", env!("CARGO_PKG_VERSION")),
+        "deploy/ runs what `make image` builds (deploy/image/build.sh tags the crate version)"
+    );
+    assert!(!image.ends_with(":latest"));
+
+    // What `kustomize edit set image vigil=REGISTRY/vigil:TAG` writes, in an overlay.
+    // Kustomize takes the base by a relative path only.
+    let overlay = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("overlay dir");
+    let depth = overlay
+        .path()
+        .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .expect("the overlay is under the crate")
+        .components()
+        .count();
+    let base = format!("{}deploy", "../".repeat(depth));
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources:\n  - {}\n\
+             images:\n  - name: vigil\n    newName: registry.example/platform/vigil\n    newTag: 0.1.0-rc.1\n",
+            base
+        ),
+    )
+    .expect("write overlay");
+    let output = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(overlay.path())
+        .output()
+        .expect("kubectl kustomize");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let docs = documents(&String::from_utf8_lossy(&output.stdout));
+    assert_eq!(
+        controller_image(&docs),
+        "registry.example/platform/vigil:0.1.0-rc.1"
+    );
 }
 
 #[test]

@@ -79,7 +79,16 @@ pub struct RolloutSpec {
     /// Label selector of the pods; it must match the template's labels.
     pub selector: LabelSelector,
     /// The pod template. A change of it starts a new rollout: its hash names the new revision.
-    pub template: PodTemplateSpec,
+    /// Exactly one of `template` and `workloadRef` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<PodTemplateSpec>,
+    /// An existing Deployment whose pod template this Rollout releases, instead of
+    /// `template` (as Argo Rollouts' `workloadRef`): vigil runs the Deployment's template in
+    /// its own revisions (named by the same hash an inline template would have), a change of
+    /// the Deployment's template starts a new rollout, and `scaleDown` says whether the
+    /// Deployment's own pods give way. Exactly one of `template` and `workloadRef` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_ref: Option<WorkloadRef>,
     /// Old revisions (ReplicaSets) kept for rollback beyond the stable and canary. Default 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
@@ -94,6 +103,39 @@ pub struct RolloutSpec {
     pub progress_deadline_seconds: Option<i32>,
     /// How the new version is released.
     pub strategy: RolloutStrategy,
+}
+
+/// A reference to the Deployment whose pod template a Rollout releases.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRef {
+    /// `apps/v1`, the only API version supported.
+    pub api_version: String,
+    /// `Deployment`, the only kind supported.
+    pub kind: String,
+    /// Name of the Deployment, in the Rollout's namespace.
+    pub name: String,
+    /// Whether the Deployment's own pods give way to the Rollout's: `never` (default, the
+    /// Deployment is left alone), `onsuccess` (scaled to 0 once the Rollout is Healthy) or
+    /// `progressively` (scaled down as the Rollout's pods become ready: replicas wanted minus
+    /// ready Rollout pods). vigil only ever scales the Deployment down, never up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<ScaleDown>,
+}
+
+/// When the Deployment behind `workloadRef` is scaled down (Argo Rollouts' names).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ScaleDown {
+    /// The Deployment is left as it is.
+    #[default]
+    #[serde(rename = "never")]
+    Never,
+    /// The Deployment is scaled to 0 once the Rollout is Healthy.
+    #[serde(rename = "onsuccess")]
+    OnSuccess,
+    /// The Deployment is scaled down as the Rollout's pods become ready.
+    #[serde(rename = "progressively")]
+    Progressively,
 }
 
 /// The release strategy.

@@ -13,9 +13,12 @@ use super::conditions::{
     AVAILABLE, INVALID_SPEC, PAUSED, PROGRESSING, WantedCondition, merge_conditions, merge_pauses,
     pause_reason_name,
 };
-use super::effects::{Intent, Plan, WantedRun, build_effects, leftover_revisions, traffic_left};
+use super::effects::{
+    Intent, Plan, WantedRun, build_effects, leftover_revisions, traffic_left,
+    workload_replicas_wanted,
+};
 use super::routes::{route_names, wanted_routes};
-use super::validate::validate_spec;
+use super::validate::{validate_spec, validate_workload_template};
 use super::validate_routes::sets_route;
 use super::{
     AnalysisKind, Decision, Effect, EventType, Observation, SpecProblem, background_run_name,
@@ -41,6 +44,28 @@ pub fn step(
     let mut next = status.clone();
     let intent = machine.reconcile(&mut next);
     machine.finish(next, intent)
+}
+
+/// The problems of the Deployment `spec.workloadRef` names: its template's (the rules of an
+/// inline template), or that the shell did not read it and did not say why.
+fn workload_problems(spec: &RolloutSpec, obs: &Observation) -> Vec<SpecProblem> {
+    if spec.workload_ref.is_none() {
+        return Vec::new();
+    }
+    match &obs.workload {
+        Some(workload) => validate_workload_template(spec, &workload.template),
+        None if obs
+            .spec_problems
+            .iter()
+            .any(|p| p.path.starts_with("spec.workloadRef")) =>
+        {
+            Vec::new()
+        }
+        None => vec![SpecProblem {
+            path: "spec.workloadRef".to_owned(),
+            message: "the Deployment was not read, so its pod template is unknown".to_owned(),
+        }],
+    }
 }
 
 /// What one pass over the current step decided.
@@ -89,6 +114,7 @@ impl<'a> Machine<'a> {
         // The one validator, plus what only the shell could find (dereferencing).
         let mut problems = validate_spec(spec);
         problems.extend(obs.spec_problems.iter().cloned());
+        problems.extend(workload_problems(spec, obs));
         problems.sort();
         problems.dedup();
         let routing = spec.strategy.canary.traffic_routing.as_ref();
@@ -952,6 +978,14 @@ impl<'a> Machine<'a> {
                 .and_then(|limit| usize::try_from(limit).ok())
                 .unwrap_or(DEFAULT_REVISION_HISTORY_LIMIT),
             scale_down_others: true,
+            workload_replicas: self.spec.workload_ref.as_ref().and_then(|workload| {
+                workload_replicas_wanted(
+                    workload.scale_down.unwrap_or_default(),
+                    s.phase == Some(RolloutPhase::Healthy),
+                    self.replicas,
+                    self.obs,
+                )
+            }),
         };
         let (scale_down_at, due) = self.scale_down_due(s.scale_down_at.clone(), &plan);
         plan.scale_down_others = due;

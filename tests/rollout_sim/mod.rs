@@ -18,7 +18,7 @@ use vigil::api::{
 };
 use vigil::rollout::{
     AnalysisKind, Decision, Effect, Observation, RevisionObservation, ServiceSelection,
-    SpecProblem, step, template_hash,
+    SpecProblem, WorkloadObservation, desired_revision, step,
 };
 use vigil::traffic::ManagedRoutes;
 
@@ -79,7 +79,7 @@ pub fn spec(steps: Vec<CanaryStep>, router: bool, replicas: i32) -> RolloutSpec 
             match_labels: Some([("app".to_owned(), NAME.to_owned())].into()),
             ..Default::default()
         },
-        template: template("app:1"),
+        template: Some(template("app:1")),
         ..Default::default()
     };
     let canary = &mut spec.strategy.canary;
@@ -221,6 +221,8 @@ pub struct World {
     pub runs: BTreeMap<String, SimRun>,
     pub verdicts: Verdicts,
     pub spec_problems: Vec<SpecProblem>,
+    /// The Deployment behind `spec.workloadRef`, when the spec has one.
+    pub workload: Option<WorkloadObservation>,
     /// Every decision taken, in order.
     pub decisions: Vec<Decision>,
     /// Every event emitted, as (reason, message).
@@ -252,6 +254,7 @@ impl World {
             runs: BTreeMap::new(),
             verdicts,
             spec_problems: vec![],
+            workload: None,
             decisions: vec![],
             events: vec![],
             tick: 5,
@@ -271,12 +274,19 @@ impl World {
     }
 
     pub fn desired(&self) -> String {
-        template_hash(&self.spec.template)
+        desired_revision(&self.spec, self.workload.as_ref())
     }
 
+    /// A new image: in the spec's template, or in the `workloadRef` Deployment's (which does
+    /// not change the Rollout's generation).
     pub fn set_image(&mut self, image: &str) {
-        self.spec.template = template(image);
-        self.generation += 1;
+        match &mut self.workload {
+            Some(workload) if self.spec.template.is_none() => workload.template = template(image),
+            _ => {
+                self.spec.template = Some(template(image));
+                self.generation += 1;
+            }
+        }
     }
 
     pub fn observe(&self) -> Observation {
@@ -299,6 +309,7 @@ impl World {
             services: self.services.clone(),
             analysis_runs: self.runs.values().map(|r| r.summary.clone()).collect(),
             spec_problems: self.spec_problems.clone(),
+            workload: self.workload.clone(),
         }
     }
 
@@ -401,6 +412,13 @@ impl World {
             }
             Effect::DeleteRevision { revision } => {
                 self.revisions.remove(revision);
+            }
+            Effect::ScaleDownWorkload { observed, replicas } => {
+                let workload = self.workload.as_mut().expect("a Deployment to scale down");
+                // The shell's `test` op: a stale observation changes nothing.
+                if workload.replicas == *observed {
+                    workload.replicas = *replicas;
+                }
             }
             Effect::Event {
                 reason, message, ..

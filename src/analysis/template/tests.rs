@@ -29,7 +29,7 @@ fn threshold_metric(name: &str, query: &str, condition: &str) -> Metric {
         name: name.to_owned(),
         provider: MetricProvider {
             prometheus: Some(PrometheusProvider {
-                address: "http://prometheus:9090".to_owned(),
+                address: Some("http://prometheus:9090".to_owned()),
                 query: Some(query.to_owned()),
                 ..Default::default()
             }),
@@ -83,8 +83,14 @@ fn placeholders_rejects_malformed_ones_with_a_position() {
         Err(TemplateError::ParsePlaceholder { at: 5, reason }) if reason.contains("never closed")
     ));
     assert!(matches!(
-        placeholders("{{ service }}"),
+        placeholders("{{ owner }}"),
         Err(TemplateError::ParsePlaceholder { reason, .. }) if reason.contains("{{args.NAME}}")
+    ));
+    // Flagger's variables are named as such, with the argument to write instead.
+    assert!(matches!(
+        placeholders("{{ service }}"),
+        Err(TemplateError::ParsePlaceholder { reason, .. })
+            if reason.contains("Flagger's `{{ service }}`") && reason.contains("{{args.service}}")
     ));
     assert!(matches!(
         placeholders("{{args.a b}}"),
@@ -542,7 +548,7 @@ fn unaggregated_error_ratios_are_flagged() {
 fn provider_address_and_timeout() {
     let mut metric = threshold_metric("m", GOOD_QUERY, "true");
     let prom = metric.provider.prometheus.as_mut().expect("set");
-    prom.address = "prometheus:9090/x".to_owned();
+    prom.address = Some("prometheus:9090/x".to_owned());
     prom.timeout = Some("10".to_owned());
     let problems = validate_template(&template(vec![metric.clone()]));
     let p = "spec.metrics[0].provider.prometheus";

@@ -109,6 +109,9 @@ pub(super) async fn act(
                     }
                 }
             }
+            Effect::ScaleDownWorkload { observed, replicas } => {
+                scale_down_workload(scope, seen, *observed, *replicas).await?;
+            }
             Effect::Event {
                 type_,
                 reason,
@@ -194,7 +197,17 @@ pub(super) async fn scale(
         .iter()
         .any(|rs| rs.metadata.name.as_deref() == Some(name.as_str()));
     if !exists {
-        let replica_set = replica_set_for(scope.rollout, revision, replicas);
+        let workload = match &seen.workload {
+            WorkloadSeen::Found(deployment) => deployment.spec.as_ref().map(|s| &s.template),
+            WorkloadSeen::NotReferenced | WorkloadSeen::Missing => None,
+        };
+        let Some(template) = scope.rollout.spec.template.as_ref().or(workload) else {
+            // Unreachable through `rollout::step` (no template is an invalid spec, which
+            // creates nothing); creating nothing is the safe answer all the same.
+            warn!(replica_set = %name, "no pod template to create the ReplicaSet from");
+            return Ok(());
+        };
+        let replica_set = replica_set_for(scope.rollout, template, revision, replicas);
         match api.create(&post_params(), &replica_set).await {
             Ok(_) => {
                 info!(replica_set = %name, replicas, "created ReplicaSet");
@@ -219,6 +232,32 @@ pub(super) async fn scale(
             source,
         })?;
     info!(replica_set = %name, replicas, "scaled ReplicaSet");
+    Ok(())
+}
+
+/// Scales the `workloadRef` Deployment down (see [`scale_down_patch`]).
+pub(super) async fn scale_down_workload(
+    scope: &Scope<'_>,
+    seen: &Seen,
+    observed: i32,
+    replicas: i32,
+) -> Result<(), Error> {
+    let WorkloadSeen::Found(deployment) = &seen.workload else {
+        return Ok(());
+    };
+    let name = deployment.name_any();
+    let patch = scale_down_patch(deployment, observed, replicas);
+    scope
+        .api::<Deployment>()
+        .patch(&name, &params(), &Patch::<()>::Json(patch))
+        .await
+        .map_err(|source| Error::ScaleDownDeployment {
+            deployment: name.clone(),
+            observed,
+            replicas,
+            source,
+        })?;
+    info!(deployment = %name, observed, replicas, "scaled down the workloadRef Deployment");
     Ok(())
 }
 

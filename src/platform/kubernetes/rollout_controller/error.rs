@@ -68,6 +68,30 @@ pub enum Error {
         /// The cause.
         source: kube::Error,
     },
+    /// Reading the Deployment `spec.workloadRef` names failed (other than "not found", which
+    /// is a problem of the spec, shown in status).
+    #[error("failed to get Deployment {deployment} (spec.workloadRef): {source}")]
+    GetDeployment {
+        /// The Deployment.
+        deployment: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Scaling down the Deployment `spec.workloadRef` names failed; a `test` failure means
+    /// someone changed its replicas since they were read (the next reconcile reads them again).
+    #[error(
+        "failed to scale Deployment {deployment} (spec.workloadRef) from {observed} to {replicas}: {source}"
+    )]
+    ScaleDownDeployment {
+        /// The Deployment.
+        deployment: String,
+        /// Its replicas as read.
+        observed: i32,
+        /// Replicas wanted.
+        replicas: i32,
+        /// The cause.
+        source: kube::Error,
+    },
     /// Setting the router's weight failed.
     #[error("failed to set the canary weight of rollout {rollout} to {weight}: {source}")]
     SetWeight {
@@ -181,6 +205,8 @@ impl Error {
             Error::CreateReplicaSet { .. } => "create_replica_set",
             Error::DeleteReplicaSet { .. } => "delete_replica_set",
             Error::SetWeight { .. } => "set_weight",
+            Error::GetDeployment { .. } => "get_deployment",
+            Error::ScaleDownDeployment { .. } => "scale_down_deployment",
             Error::SetManagedRoute { .. } => "set_managed_route",
             Error::GetTemplate { .. } => "get_template",
             Error::ResolveArg { .. } => "resolve_arg",

@@ -58,7 +58,9 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
             source,
         })?
         .items;
+    let workload = read_workload(scope).await?;
     Ok(Seen {
+        workload,
         replica_sets,
         stable_service,
         canary_service,
@@ -67,6 +69,26 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
         router_problem,
         analysis_runs,
     })
+}
+
+/// The dereference of `spec.workloadRef`: the Deployment it names, when the reference is one
+/// vigil reads (an `apps/v1` Deployment; anything else is the validator's to report).
+async fn read_workload(scope: &Scope<'_>) -> Result<WorkloadSeen, Error> {
+    let Some(workload) = &scope.rollout.spec.workload_ref else {
+        return Ok(WorkloadSeen::NotReferenced);
+    };
+    if workload.api_version != "apps/v1" || workload.kind != "Deployment" {
+        return Ok(WorkloadSeen::NotReferenced);
+    }
+    let found = scope
+        .api::<Deployment>()
+        .get_opt(&workload.name)
+        .await
+        .map_err(|source| Error::GetDeployment {
+            deployment: workload.name.clone(),
+            source,
+        })?;
+    Ok(found.map_or(WorkloadSeen::Missing, |d| WorkloadSeen::Found(Box::new(d))))
 }
 
 /// The managed routes the router reports: read only when the Rollout lists

@@ -44,6 +44,7 @@ use super::supervisor::{ProcessSpec, Supervisor, SupervisorConfig, SupervisorErr
 use crate::analysis::dereference::{self, Dereferenced, RunFor, SecretArgs};
 use crate::analysis::driver::{MeasureAt, advance, clients_for};
 use crate::analysis::provider::prometheus::{ConcurrencyLimiter, PrometheusClient};
+use crate::analysis::provider::resolve::CommandLinePrometheus;
 use crate::analysis::provider::resolve::NoSecrets;
 use crate::analysis::run::{STORED_MEASUREMENTS_PER_METRIC, errored_status};
 use crate::analysis::template::Problem;
@@ -55,7 +56,7 @@ use crate::manifest::Manifest;
 use crate::platform::reconcile::{Observed, Platform, reconcile_once};
 use crate::rollout::{
     Decision, Effect, EventType, Observation, RequestError, RevisionObservation, ServiceSelection,
-    status_request, template_hash,
+    desired_revision, status_request,
 };
 
 mod handle;
@@ -154,10 +155,19 @@ pub enum EngineError {
 pub struct EngineConfig {
     /// The state directory.
     pub state_dir: PathBuf,
-    /// Prometheus to query instead of each metric's `address`.
+    /// Prometheus to query instead of each metric's `address` (which may then be unset).
     pub prometheus: Option<Url>,
     /// Process supervision timings.
     pub supervisor: SupervisorConfig,
+}
+
+impl EngineConfig {
+    /// `--prometheus` as the rule every run's clients follow: it replaces each address.
+    fn command_line_prometheus(&self) -> CommandLinePrometheus {
+        self.prometheus
+            .clone()
+            .map_or(CommandLinePrometheus::None, CommandLinePrometheus::Override)
+    }
 }
 
 pub use crate::rollout::UserRequest;
@@ -255,7 +265,7 @@ impl Engine {
             };
             let clients = clients_for(
                 &stored.spec,
-                self.config.prometheus.as_ref(),
+                &self.config.command_line_prometheus(),
                 &NoSecrets,
                 &self.limiter,
             )
@@ -284,12 +294,14 @@ impl Engine {
         for rollout in sources.rollouts {
             let name = rollout.metadata.name.clone().unwrap_or_default();
             let spec = rollout.spec;
-            let revision = template_hash(&spec.template);
+            let revision = desired_revision(&spec, None);
             if let Some(managed) = self.rollouts.get_mut(&name) {
                 if managed.spec != spec {
                     managed.spec = spec.clone();
                     managed.generation += 1;
-                    managed.revisions.insert(revision, spec.template.clone());
+                    if let Some(template) = &spec.template {
+                        managed.revisions.insert(revision, template.clone());
+                    }
                     tracing::info!(rollout = %name, generation = managed.generation, "new spec applied");
                 }
                 store_rollout(&self.state, managed)?;
@@ -310,7 +322,9 @@ impl Engine {
                 Some(stored) => (stored.generation + 1, stored.revisions),
                 None => (1, BTreeMap::new()),
             };
-            revisions.insert(revision, spec.template.clone());
+            if let Some(template) = &spec.template {
+                revisions.insert(revision, template.clone());
+            }
             let (listen, metrics_listen) = listen_addresses(&name, &rollout.metadata, &spec)?;
             let proxy = WeightedProxy::bind(listen, metrics_listen, name.clone())
                 .await

@@ -133,11 +133,17 @@ impl Engine {
             .filter(|(_, run)| run.rollout == managed.name)
             .map(|(name, run)| AnalysisRunSummary::of(name, &run.status))
             .collect();
-        let spec_problems = self.analysis_problems(&managed.name, &managed.spec);
+        let mut spec_problems = self.analysis_problems(&managed.name, &managed.spec);
+        if managed.spec.workload_ref.is_some() {
+            spec_problems.push(Problem {
+                path: "spec.workloadRef".to_owned(),
+                message: "vigil run starts local processes and has no Deployments to adopt: set spec.template (vigil controller adopts Deployments)".to_owned(),
+            });
+        }
         Observation {
             rollout_name: managed.name.clone(),
             generation: Some(managed.generation),
-            desired_revision: template_hash(&managed.spec.template),
+            desired_revision: desired_revision(&managed.spec, None),
             revisions,
             router_canary_weight: Some(i32::from(routing.canary_weight)),
             router_managed_routes: Some(routing.routes.clone()),
@@ -147,6 +153,7 @@ impl Engine {
             },
             analysis_runs,
             spec_problems,
+            workload: None,
         }
     }
 
@@ -303,11 +310,14 @@ impl Engine {
                     Err(source) => return Err(ActError::Process(source)),
                 }
                 managed.created_at.remove(revision);
-                if *revision != template_hash(&managed.spec.template) {
+                if *revision != desired_revision(&managed.spec, None) {
                     managed.revisions.remove(revision);
                 }
                 store_rollout(&self.state, managed).map_err(ActError::Record)
             }
+            // Never decided here: a workloadRef is a spec problem on this platform (see
+            // `observation`), and an invalid spec moves nothing.
+            Effect::ScaleDownWorkload { .. } => Ok(()),
             Effect::Event {
                 type_,
                 reason,
@@ -398,7 +408,7 @@ impl Engine {
         };
         match clients_for(
             &spec,
-            self.config.prometheus.as_ref(),
+            &self.config.command_line_prometheus(),
             &NoSecrets,
             &self.limiter,
         ) {
