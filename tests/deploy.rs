@@ -398,3 +398,53 @@ fn network_policy_limits_egress_and_metrics_ingress() {
         assert!(ports.contains(&port), "egress to port {port}: {ports:?}");
     }
 }
+
+#[test]
+fn the_header_routing_example_is_valid_and_its_managed_rules_build_on_its_route() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/examples/rollout-with-header-routing.yaml"
+    );
+    let docs = documents(&std::fs::read_to_string(path).expect("example"));
+    let rollout: vigil::api::Rollout = serde_json::from_value(
+        docs.iter()
+            .find(|d| d["kind"] == "Rollout")
+            .expect("a Rollout")
+            .clone(),
+    )
+    .expect("a typed Rollout");
+    let problems = vigil::rollout::validate_spec(&rollout.spec);
+    assert!(problems.is_empty(), "{problems:?}");
+    let route = docs
+        .iter()
+        .find(|d| d["kind"] == "HTTPRoute")
+        .expect("an HTTPRoute");
+    let steps = &rollout.spec.strategy.canary.steps;
+    // At the analysis step both the header and the mirror route are in place.
+    let wanted = vigil::rollout::wanted_routes(steps, 3);
+    assert_eq!((wanted.header.len(), wanted.mirror.len()), (1, 1));
+    for header in &wanted.header {
+        vigil::traffic::gateway_api_routes::header_rule(
+            route,
+            "checkout-stable",
+            "checkout-canary",
+            header,
+        )
+        .expect("the header rule builds");
+    }
+    for mirror in &wanted.mirror {
+        vigil::traffic::gateway_api_routes::mirror_rule(
+            route,
+            "checkout-stable",
+            "checkout-canary",
+            mirror,
+        )
+        .expect("the mirror rule builds");
+    }
+    assert!(
+        vigil::rollout::wanted_routes(steps, steps.len())
+            .header
+            .len()
+            == 1
+    );
+}

@@ -887,6 +887,135 @@ async fn unreachable_prometheus_pauses_with_the_reason_and_stable_keeps_serving(
 }
 
 /// Waits for `vigil run` to exit by itself; returns its exit code and log.
+/// One GET through the proxy with an optional header: (status, revision that served it).
+async fn get_with(
+    client: &reqwest::Client,
+    listen: u16,
+    path: &str,
+    header: Option<(&str, &str)>,
+) -> (u16, String) {
+    let mut request = client
+        .get(format!("http://127.0.0.1:{listen}{path}"))
+        .timeout(Duration::from_secs(5));
+    if let Some((name, value)) = header {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.expect("request through the proxy");
+    let revision = response
+        .headers()
+        .get(REVISION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (response.status().as_u16(), revision)
+}
+
+/// The mirrored copies the proxy counted for `revision` (all codes).
+async fn mirrored_copies(client: &reqwest::Client, metrics: u16, revision: &str) -> u64 {
+    let text = client
+        .get(format!("http://127.0.0.1:{metrics}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("http_requests_total{")
+                && l.contains(&format!("revision=\"{revision}\""))
+                && l.contains("mirrored=\"true\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `vigil run` with header routing and mirroring: at weight 0 requests with the header reach
+/// only the canary; mirrored requests reach the canary (counted by the proxy with
+/// `mirrored="true"`) while every client is answered by the stable; an abort removes both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_routed_requests_reach_only_the_canary_and_mirrored_ones_never_answer_clients() {
+    let name = "routes";
+    bounded(Duration::from_secs(150), async {
+        let ServingV1 {
+            _dir,
+            engine,
+            client,
+            listen,
+            metrics,
+            v1_hash,
+            ..
+        } = serving_v1(name).await;
+        let v2 = rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v2"]);
+        let (head, _) = v2.split_once("      steps:").expect("steps");
+        let v2 = format!(
+            r#"{head}      steps:
+        - setHeaderRoute:
+            name: testers
+            match:
+              - headerName: x-canary
+                headerValue: {{exact: "yes"}}
+        - setMirrorRoute:
+            name: shadow
+            match:
+              - path: {{prefix: /mirror}}
+        - pause: {{}}
+"#
+        )
+        .replace(
+            &format!("          listen: 127.0.0.1:{listen}\n"),
+            &format!(
+                "          listen: 127.0.0.1:{listen}\n        managedRoutes:\n          - name: testers\n          - name: shadow\n"
+            ),
+        );
+        let (code, body) = post_apply(&client, &engine, v2).await;
+        assert_eq!(code, 200, "{body}");
+        let paused = wait_for(&client, &engine, name, "the pause after both routes", |v| {
+            v.status.phase == Some(RolloutPhase::Paused)
+        })
+        .await;
+        let v2_hash = paused.desired_revision.clone();
+        assert_eq!(paused.routing.canary_weight, 0);
+        assert_eq!(paused.routing.routes.header.len(), 1);
+        assert_eq!(paused.routing.routes.mirror.len(), 1);
+
+        for _ in 0..10 {
+            let with = get_with(&client, listen, "/", Some(("x-canary", "yes"))).await;
+            assert_eq!(with, (200, v2_hash.clone()), "the header reaches the canary");
+            let without = get_with(&client, listen, "/", Some(("x-canary", "no"))).await;
+            assert_eq!(without, (200, v1_hash.clone()), "weight 0: the stable");
+        }
+        let before = mirrored_copies(&client, metrics, &v2_hash).await;
+        for _ in 0..10 {
+            let (_, revision) = get_with(&client, listen, "/mirror/items", None).await;
+            assert_eq!(revision, v1_hash, "a client is always answered by the stable");
+        }
+        let deadline = Instant::now() + WAIT;
+        while mirrored_copies(&client, metrics, &v2_hash).await < before + 10 {
+            assert!(Instant::now() < deadline, "the copies never reached the canary");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        let output = Command::new(VIGIL)
+            .args(["local", "--admin", &engine.admin.to_string(), "abort", name])
+            .arg("--state-dir")
+            .arg(&engine.state_dir)
+            .env_remove(ADMIN_TOKEN_ENV)
+            .output()
+            .expect("vigil local abort");
+        assert!(output.status.success(), "{output:?}");
+        let aborted = wait_for(&client, &engine, name, "aborted without routes", |v| {
+            v.status.phase == Some(RolloutPhase::Aborted) && v.routing.routes.is_empty()
+        })
+        .await;
+        assert_eq!(aborted.routing.canary_weight, 0);
+        let after = get_with(&client, listen, "/", Some(("x-canary", "yes"))).await;
+        assert_eq!(after, (200, v1_hash.clone()), "the header route is gone");
+    })
+    .await;
+}
+
 fn exit_of(mut engine: Engine) -> (Option<i32>, String) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let child = engine.child.as_mut().expect("running");

@@ -300,7 +300,7 @@ fn a_header_route_with_the_replica_ratio_names_the_step_and_the_router() {
     assert_eq!(
         at(&problems, "spec.strategy.canary.steps[0].setHeaderRoute"),
         vec![
-            "the replica-ratio (no trafficRouting) router cannot route requests by header (setHeaderRoute); use trafficRouting.gatewayAPI or trafficRouting.istio"
+            "the replica-ratio (no trafficRouting) router cannot route requests by header (setHeaderRoute); use trafficRouting.gatewayAPI or trafficRouting.istio or trafficRouting.local"
         ]
     );
     assert_eq!(

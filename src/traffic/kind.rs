@@ -133,12 +133,12 @@ impl RouterKind {
     /// Whether the router can do `capability`.
     pub fn supports(self, capability: Capability) -> bool {
         match (self, capability) {
-            (RouterKind::GatewayApi, Capability::HeaderRoute | Capability::MirrorRoute) => true,
             (RouterKind::Istio, Capability::HeaderRoute | Capability::MirrorRoute) => true,
             (
-                RouterKind::Local | RouterKind::ReplicaRatio,
+                RouterKind::GatewayApi | RouterKind::Local,
                 Capability::HeaderRoute | Capability::MirrorRoute,
-            ) => false,
+            ) => true,
+            (RouterKind::ReplicaRatio, Capability::HeaderRoute | Capability::MirrorRoute) => false,
         }
     }
 }

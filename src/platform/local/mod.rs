@@ -19,6 +19,7 @@ pub mod leftovers;
 pub mod loadgen;
 pub mod prometheus;
 pub mod proxy;
+mod proxy_routes;
 pub mod state;
 pub mod supervisor;
 pub mod yaml_guard;

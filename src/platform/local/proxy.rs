@@ -41,6 +41,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::http::{self, ConnectionLimits, HttpClient, OPENMETRICS_CONTENT_TYPE};
+use super::proxy_routes::CompiledRoutes;
+use crate::traffic::ManagedRoutes;
 
 /// Latency buckets in seconds, suited to web requests (the Prometheus client defaults).
 pub const LATENCY_BUCKETS: [f64; 11] = [
@@ -54,6 +56,18 @@ pub const MAX_REQUEST_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// How long a request waits for a ready replica when there is none (no backends yet, or every
 /// replica of the side it was routed to still starting) before it is answered 503 or 502.
 pub const HOLD_UNTIL_READY: Duration = Duration::from_secs(3);
+
+/// Largest request body copied to the canary by a mirror route; a request with a larger body
+/// is served but not mirrored (counted in `vigil_proxy_mirror_skipped_total{reason="body"}`).
+pub const MAX_MIRROR_BODY_BYTES: usize = 1024 * 1024;
+
+/// Most mirrored copies in flight at once; a copy beyond it is skipped (counted with
+/// `reason="busy"`), so mirroring never queues behind a slow canary.
+pub const MAX_MIRRORS_IN_FLIGHT: usize = 64;
+
+/// How long a mirrored copy may take before it is abandoned (its response is discarded
+/// anyway; the client's response never waits for it).
+pub const MIRROR_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Response header naming the revision that served the request.
 pub const REVISION_HEADER: &str = "x-vigil-revision";
@@ -89,6 +103,9 @@ pub enum ProxyError {
         /// The weight asked for.
         weight: u8,
     },
+    /// A managed route's regex did not compile (validation compiles them first).
+    #[error("failed to set the managed routes: {0}")]
+    SetRoutes(#[source] regex::Error),
 }
 
 /// Which side of the split a revision is on.
@@ -141,14 +158,43 @@ pub struct RoutingState {
     pub canary: Option<Backend>,
     /// Percent of requests sent to the canary (0..=100).
     pub canary_weight: u8,
+    /// The managed header and mirror routes in force.
+    #[serde(default, skip_serializing_if = "ManagedRoutes::is_empty")]
+    pub routes: ManagedRoutes,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct RequestLabels {
     rollout: Arc<str>,
     revision: Arc<str>,
     role: Role,
     code: u16,
+    /// A mirrored copy: labelled `mirrored="true"`; served requests carry no such label, so
+    /// their series are what they always were.
+    mirrored: bool,
+}
+
+impl prometheus_client::encoding::EncodeLabelSet for RequestLabels {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel;
+        ("rollout", &*self.rollout).encode(encoder.encode_label())?;
+        ("revision", &*self.revision).encode(encoder.encode_label())?;
+        ("role", self.role).encode(encoder.encode_label())?;
+        ("code", self.code).encode(encoder.encode_label())?;
+        if self.mirrored {
+            ("mirrored", "true").encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MirrorSkipLabels {
+    rollout: Arc<str>,
+    reason: &'static str,
 }
 
 /// Why a replica did not answer.
@@ -200,6 +246,7 @@ struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: LatencyFamily,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    mirror_skipped: Family<MirrorSkipLabels, Counter>,
 }
 
 impl Metrics {
@@ -226,11 +273,20 @@ impl Metrics {
              and retried on another replica; request: answered 502)",
             upstream_errors.clone(),
         );
+        let mirror_skipped = Family::<MirrorSkipLabels, Counter>::default();
+        registry.register(
+            "vigil_proxy_mirror_skipped",
+            "Requests a mirror route picked but did not copy to the canary, by reason (body: \
+             over MAX_MIRROR_BODY_BYTES; busy: MAX_MIRRORS_IN_FLIGHT copies in flight; \
+             no_canary: no ready canary replica)",
+            mirror_skipped.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             upstream_errors,
+            mirror_skipped,
         }
     }
 
@@ -281,6 +337,8 @@ struct Table {
     canary: Option<Side>,
     /// Requests routed since this table was installed: the smooth WRR position.
     sequence: AtomicU64,
+    /// The managed routes, compiled (shared by the tables until the routes change).
+    routes: Arc<CompiledRoutes>,
 }
 
 impl Table {
@@ -307,6 +365,8 @@ struct Shared {
     changed: Notify,
     metrics: Metrics,
     client: HttpClient<Full<Bytes>>,
+    /// Mirrored copies in flight, at most [`MAX_MIRRORS_IN_FLIGHT`].
+    mirror_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -354,25 +414,59 @@ impl RouterHandle {
                 weight: canary_weight,
             });
         }
+        let current = self.shared.table();
+        let state = RoutingState {
+            stable: Some(stable),
+            canary,
+            canary_weight,
+            routes: current.state.routes.clone(),
+        };
+        self.install(state, current.routes.clone());
+        Ok(())
+    }
+
+    /// Puts `routes` in force for every request that starts after this call: requests a
+    /// header route matches go to the canary only; a mirror route copies its share of the
+    /// requests it matches to the canary. The weighted split and its position are kept.
+    pub fn set_routes(&self, routes: ManagedRoutes) -> Result<(), ProxyError> {
+        let compiled = CompiledRoutes::new(&routes).map_err(ProxyError::SetRoutes)?;
+        let current = self.shared.table();
+        let state = RoutingState {
+            routes,
+            ..current.state.clone()
+        };
+        let sequence = current.sequence.load(Ordering::Relaxed);
+        self.install(state, Arc::new(compiled));
+        self.shared
+            .table()
+            .sequence
+            .store(sequence, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn install(&self, state: RoutingState, routes: Arc<CompiledRoutes>) {
         let metrics = &self.shared.metrics;
         let rollout = &self.shared.rollout;
         let table = Table {
-            stable: Some(Side::new(&stable, Role::Stable, rollout, metrics)),
-            canary: canary
+            stable: state
+                .stable
+                .as_ref()
+                .map(|backend| Side::new(backend, Role::Stable, rollout, metrics)),
+            canary: state
+                .canary
                 .as_ref()
                 .map(|backend| Side::new(backend, Role::Canary, rollout, metrics)),
-            state: RoutingState {
-                stable: Some(stable),
-                canary,
-                canary_weight,
-            },
+            state,
             sequence: AtomicU64::new(0),
+            routes,
         };
         tracing::info!(
             rollout = %self.shared.rollout,
             stable = ?table.state.stable.as_ref().map(|b| (&b.revision, b.addrs.len())),
             canary = ?table.state.canary.as_ref().map(|b| (&b.revision, b.addrs.len())),
-            canary_weight,
+            canary_weight = table.state.canary_weight,
+            header_routes = table.state.routes.header.len(),
+            mirror_routes = table.state.routes.mirror.len(),
             "routing changed"
         );
         *self
@@ -381,7 +475,6 @@ impl RouterHandle {
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
         self.shared.changed.notify_waiters();
-        Ok(())
     }
 
     /// The routing in force now.
@@ -457,10 +550,12 @@ impl WeightedProxy {
                 stable: None,
                 canary: None,
                 sequence: AtomicU64::new(0),
+                routes: Arc::new(CompiledRoutes::default()),
             })),
             changed: Notify::new(),
             metrics: Metrics::new(),
             client: http::client(),
+            mirror_slots: Arc::new(tokio::sync::Semaphore::new(MAX_MIRRORS_IN_FLIGHT)),
         });
         let (shutdown, stop) = watch::channel(false);
         let proxy_shared = shared.clone();
@@ -567,13 +662,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// ready replica (every process starting, as after an engine restart), the request waits for
 /// a routing change, up to [`HOLD_UNTIL_READY`], like a Service's clients retrying during a
 /// restart, instead of failing at once.
-async fn route(shared: &Shared, started: Instant) -> (Arc<Table>, bool) {
+async fn route(shared: &Shared, started: Instant, headers: &HeaderMap) -> (Arc<Table>, bool) {
     let deadline = started + HOLD_UNTIL_READY;
     loop {
         // Registered before the table is read, so a change in between still wakes it.
         let changed = shared.changed.notified();
         let table = shared.table();
-        let picked = table.pick().map(|side| (side.role, side.addrs.is_empty()));
+        // A header route sends the request to the canary only, whatever the weight.
+        let by_header = table.canary.is_some() && table.routes.to_canary(headers);
+        let side = if by_header {
+            table.side(true)
+        } else {
+            table.pick()
+        };
+        let picked = side.map(|side| (side.role, side.addrs.is_empty()));
         let ready = matches!(picked, Some((_, false)));
         let to_canary = matches!(picked, Some((Role::Canary, _)));
         if ready || Instant::now() >= deadline {
@@ -585,7 +687,7 @@ async fn route(shared: &Shared, started: Instant) -> (Arc<Table>, bool) {
 
 async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
-    let (table, to_canary) = route(&shared, started).await;
+    let (table, to_canary) = route(&shared, started, req.headers()).await;
     if table.stable.is_none() {
         return local_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -609,6 +711,12 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
         }
     };
     strip_hop_by_hop(&mut parts.headers);
+    if table
+        .routes
+        .mirror(&parts.method, parts.uri.path(), &parts.headers)
+    {
+        mirror(&shared, &table, &parts, &body);
+    }
     let path = parts
         .uri
         .path_and_query()
@@ -666,6 +774,70 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
     response
 }
 
+/// Sends a copy of the request to a canary replica in the background: the client's response
+/// never waits for it, and the copy's response is discarded once counted (`mirrored="true"`).
+/// Skipped (and counted) when the body is over [`MAX_MIRROR_BODY_BYTES`], when
+/// [`MAX_MIRRORS_IN_FLIGHT`] copies are in flight, or without a ready canary replica.
+fn mirror(
+    shared: &Arc<Shared>,
+    table: &Arc<Table>,
+    parts: &hyper::http::request::Parts,
+    body: &Bytes,
+) {
+    let skip = |reason: &'static str| {
+        shared
+            .metrics
+            .mirror_skipped
+            .get_or_create(&MirrorSkipLabels {
+                rollout: shared.rollout.clone(),
+                reason,
+            })
+            .inc();
+    };
+    if body.len() > MAX_MIRROR_BODY_BYTES {
+        return skip("body");
+    }
+    let Some(canary) = table.canary.as_ref().filter(|side| !side.addrs.is_empty()) else {
+        return skip("no_canary");
+    };
+    let Ok(permit) = shared.mirror_slots.clone().try_acquire_owned() else {
+        return skip("busy");
+    };
+    let replica = canary.next_replica.fetch_add(1, Ordering::Relaxed);
+    let addr = canary.addrs[replica % canary.addrs.len()];
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let Ok(uri) = Uri::try_from(format!("http://{addr}{path}")) else {
+        return skip("target");
+    };
+    let mut copy = Request::new(Full::new(body.clone()));
+    *copy.method_mut() = parts.method.clone();
+    *copy.uri_mut() = uri;
+    *copy.headers_mut() = parts.headers.clone();
+    let (shared, table) = (shared.clone(), table.clone());
+    tokio::spawn(async move {
+        let _permit = permit;
+        let code = match tokio::time::timeout(MIRROR_TIMEOUT, shared.client.request(copy)).await {
+            // Only the status is kept; dropping the response discards its body.
+            Ok(Ok(response)) => response.status(),
+            Ok(Err(_)) => StatusCode::BAD_GATEWAY,
+            Err(_) => StatusCode::GATEWAY_TIMEOUT,
+        };
+        if let Some(canary) = table.canary.as_ref() {
+            shared
+                .metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    rollout: shared.rollout.clone(),
+                    revision: canary.revision.clone(),
+                    role: Role::Canary,
+                    code: code.as_u16(),
+                    mirrored: true,
+                })
+                .inc();
+        }
+    });
+}
+
 fn count_upstream_error(shared: &Shared, side: &Side, addr: SocketAddr, kind: UpstreamError) {
     shared
         .metrics
@@ -689,6 +861,7 @@ fn record(shared: &Shared, side: &Side, status: StatusCode, elapsed: Duration) {
             revision: side.revision.clone(),
             role: side.role,
             code: status.as_u16(),
+            mirrored: false,
         })
         .inc();
 }
@@ -744,8 +917,10 @@ mod tests {
                 stable: Some(stable),
                 canary: Some(canary),
                 canary_weight: weight,
+                routes: ManagedRoutes::default(),
             },
             sequence: AtomicU64::new(0),
+            routes: Arc::new(CompiledRoutes::default()),
         }
     }
 
@@ -818,10 +993,28 @@ mod tests {
                 revision: side.revision.clone(),
                 role: Role::Canary,
                 code: 200,
+                mirrored: false,
+            })
+            .inc();
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                rollout: rollout.clone(),
+                revision: side.revision.clone(),
+                role: Role::Canary,
+                code: 200,
+                mirrored: true,
             })
             .inc();
         side.latency.observe(0.003);
         let text = metrics.encode();
+        // A mirrored copy has its own label; served requests keep the series they had.
+        assert!(
+            text.contains(
+                r#"http_requests_total{rollout="shop",revision="abc",role="canary",code="200",mirrored="true"} 1"#
+            ),
+            "{text}"
+        );
         assert!(
             text.contains(
                 r#"http_requests_total{rollout="shop",revision="abc",role="canary",code="200"} 1"#

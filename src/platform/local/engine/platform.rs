@@ -20,10 +20,6 @@ pub(super) enum ActError {
     /// A revision must be started but its pod template is not known.
     #[error("failed to start revision {revision}: its pod template is not known any more")]
     FindTemplate { revision: String },
-    /// The proxy was asked for a managed route it cannot hold (validate_spec refuses such
-    /// a spec first).
-    #[error("{0}")]
-    SetManagedRoute(crate::traffic::TrafficError),
 }
 
 /// One Rollout of the engine as a [`Platform`] for the shared [`reconcile_once`].
@@ -150,7 +146,7 @@ impl Engine {
             desired_revision: desired_revision(&managed.spec, None),
             revisions,
             router_canary_weight: Some(i32::from(routing.canary_weight)),
-            router_managed_routes: Some(crate::traffic::ManagedRoutes::default()),
+            router_managed_routes: Some(routing.routes.clone()),
             services: ServiceSelection {
                 stable: routing.stable.map(|b| b.revision),
                 canary: routing.canary.map(|b| b.revision),
@@ -293,21 +289,17 @@ impl Engine {
                 }
                 Ok(())
             }
-            Effect::SetHeaderRoute { .. } | Effect::SetMirrorRoute { .. } => {
-                let capability = if matches!(effect, Effect::SetHeaderRoute { .. }) {
-                    crate::traffic::Capability::HeaderRoute
-                } else {
-                    crate::traffic::Capability::MirrorRoute
-                };
-                Err(ActError::SetManagedRoute(
-                    crate::traffic::TrafficError::Unsupported {
-                        router: crate::traffic::RouterKind::Local,
-                        capability,
-                    },
-                ))
+            Effect::SetHeaderRoute { .. }
+            | Effect::RemoveHeaderRoute { .. }
+            | Effect::SetMirrorRoute { .. }
+            | Effect::RemoveMirrorRoute { .. } => {
+                let routes = changed_routes(managed.proxy.current().routes, effect);
+                managed
+                    .proxy
+                    .handle()
+                    .set_routes(routes)
+                    .map_err(ActError::Route)
             }
-            // The proxy holds no managed route: nothing to remove.
-            Effect::RemoveHeaderRoute { .. } | Effect::RemoveMirrorRoute { .. } => Ok(()),
             Effect::DeleteRevision { revision } => {
                 match self
                     .supervisor
@@ -450,11 +442,16 @@ impl Engine {
             managed.canary_service.as_ref().map(backend),
             managed.weight,
         );
-        if managed.proxy.current() != wanted {
+        let current = managed.proxy.current();
+        let same = current.stable == wanted.stable
+            && current.canary == wanted.canary
+            && current.canary_weight == wanted.canary_weight;
+        if !same {
             let RoutingState {
                 stable,
                 canary,
                 canary_weight,
+                ..
             } = wanted;
             if let Some(stable) = stable {
                 managed.proxy.set_backends(stable, canary, canary_weight)?;
@@ -462,6 +459,28 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// `routes` after one managed-route effect (the proxy holds them whole).
+fn changed_routes(
+    routes: crate::traffic::ManagedRoutes,
+    effect: &Effect,
+) -> crate::traffic::ManagedRoutes {
+    let (mut header, mut mirror) = (routes.header, routes.mirror);
+    match effect {
+        Effect::SetHeaderRoute { route } => {
+            header.retain(|r| r.name != route.name);
+            header.push(route.clone());
+        }
+        Effect::RemoveHeaderRoute { name } => header.retain(|r| r.name != *name),
+        Effect::SetMirrorRoute { route } => {
+            mirror.retain(|r| r.name != route.name);
+            mirror.push(route.clone());
+        }
+        Effect::RemoveMirrorRoute { name } => mirror.retain(|r| r.name != *name),
+        _ => {}
+    }
+    crate::traffic::ManagedRoutes::new(header, mirror)
 }
 
 /// The routing the proxy should have: the canary gets its weight only once it has a ready
@@ -474,5 +493,6 @@ pub(super) fn routing_for(stable: Backend, canary: Option<Backend>, weight: u8) 
         stable: Some(stable),
         canary,
         canary_weight: if canary_ready { weight } else { 0 },
+        routes: crate::traffic::ManagedRoutes::default(),
     }
 }
