@@ -285,10 +285,8 @@ fn traffic_routing(value: &Value, path: &str, notes: &mut Notes) -> Option<Traff
                 .managed_routes = managed;
         }
     }
-    routing.finish(notes, |key| {
-        Some(match key {
-            router => format!("vigil has no `{router}` router yet: it routes with Gateway API HTTPRoutes (`trafficRouting.gatewayAPI`), or by replica counts without a router"),
-        })
+    routing.finish(notes, |router| {
+        Some(format!("vigil has no `{router}` router yet: it routes with Gateway API HTTPRoutes (`trafficRouting.gatewayAPI`), or by replica counts without a router"))
     });
     out
 }
