@@ -688,7 +688,8 @@ fn uses_argument(metric: &Metric, name: &str) -> bool {
         crate::analysis::template::placeholders(text)
             .is_ok_and(|refs| refs.iter().any(|r| r.name == name))
     };
-    mentions(&prometheus.address) || prometheus.query.as_deref().is_some_and(mentions)
+    prometheus.address.as_deref().is_some_and(mentions)
+        || prometheus.query.as_deref().is_some_and(mentions)
 }
 
 fn metric(
@@ -885,7 +886,7 @@ fn prometheus_provider(
     });
     let auth = (auth != PrometheusAuth::default()).then_some(auth);
     Some(Some(PrometheusProvider {
-        address,
+        address: Some(address),
         query,
         timeout,
         auth,

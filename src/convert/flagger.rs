@@ -520,7 +520,7 @@ fn canary_metric(
         success_condition: condition,
         provider: MetricProvider {
             prometheus: Some(PrometheusProvider {
-                address,
+                address: Some(address),
                 query: Some(query),
                 ..Default::default()
             }),

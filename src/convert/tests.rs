@@ -309,7 +309,7 @@ fn flagger_builtin_metrics_become_vigil_templates_in_vigil_units() {
         .provider
         .prometheus
         .as_ref()
-        .map(|p| p.address.as_str());
+        .and_then(|p| p.address.as_deref());
     assert_eq!(address, Some("http://prometheus.istio-system:9090"));
 }
 
