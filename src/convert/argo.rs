@@ -818,10 +818,9 @@ fn prometheus_provider(
     provider.finish(notes, |_| None);
     let here = format!("{path}.prometheus");
     let mut fields = Fields::of(prometheus, &here, notes);
-    let address = fields.string("address", notes).unwrap_or_else(|| {
-        notes.unmapped(format!("{here}.address"), "missing: Argo's controller-wide default (ARGO_ROLLOUTS_PROMETHEUS_ADDRESS) has no equivalent here; set the address");
-        String::new()
-    });
+    // Without one, the controller's default Prometheus (`vigil controller --prometheus`)
+    // applies, as Argo's ARGO_ROLLOUTS_PROMETHEUS_ADDRESS did.
+    let address = fields.string("address", notes);
     let query = fields
         .string("query", notes)
         .map(|q| rename_placeholders(&q, renames));
@@ -886,7 +885,7 @@ fn prometheus_provider(
     });
     let auth = (auth != PrometheusAuth::default()).then_some(auth);
     Some(Some(PrometheusProvider {
-        address: Some(address),
+        address,
         query,
         timeout,
         auth,

@@ -524,3 +524,15 @@ fn header_and_mirror_routes_carry_over_and_a_field_vigil_lacks_is_named() {
         "{paths:?}"
     );
 }
+
+#[test]
+fn no_address_means_the_controllers_default_prometheus_as_in_argo_and_flagger() {
+    let text = "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: t\nspec:\n  metrics:\n  - name: m\n    successCondition: result[0] > 1\n    provider:\n      prometheus: {query: 'sum(x)'}\n";
+    let converted = convert(&sources("t.yaml", text));
+    assert_eq!(converted.unmapped, []);
+    let prometheus = template(&converted, "t").metrics[0]
+        .provider
+        .prometheus
+        .clone();
+    assert_eq!(prometheus.and_then(|p| p.address), None);
+}
