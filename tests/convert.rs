@@ -100,8 +100,8 @@ fn every_fixture_converts_to_lint_clean_yaml_with_exactly_its_report() {
         assert_eq!(out.status.code(), Some(code), "{name}: exit code");
         let yaml = String::from_utf8(out.stdout).expect("UTF-8");
         assert!(
-            lint_clean_and_typed(&yaml, &name) >= 2,
-            "{name}: too few documents"
+            lint_clean_and_typed(&yaml, &name) >= 1,
+            "{name}: nothing written"
         );
     }
 }

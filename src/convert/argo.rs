@@ -11,14 +11,14 @@ use crate::api::duration::{format_duration, parse_duration};
 use crate::api::{
     AnalysisStep, AnalysisTemplate, AnalysisTemplateSpec, Argument, ArgumentValueFrom,
     BackgroundAnalysis, BasicAuth, CanaryStep, CanaryStrategy, ClusterAnalysisTemplate,
-    ClusterAnalysisTemplateSpec, FieldSelector, GatewayApiRouting, HeaderSource, Metric,
-    MetricProvider, PauseStep, PrometheusAuth, PrometheusProvider, Rollout, RolloutSpec,
+    ClusterAnalysisTemplateSpec, FieldSelector, GatewayApiRouting, HeaderSource, ManagedRoute,
+    Metric, MetricProvider, PauseStep, PrometheusAuth, PrometheusProvider, Rollout, RolloutSpec,
     RolloutStrategy, ScaleDown, SecretKeySelector, SecretSource, TemplateRef, TrafficRouting,
     WorkloadRef,
 };
 
 use super::expr::translate;
-use super::fields::{Fields, describe};
+use super::fields::{Fields, describe, typed};
 use super::traps::{integer_seconds, moved_field};
 use super::{Converted, Inputs, Notes, carry_metadata};
 
@@ -277,11 +277,16 @@ fn traffic_routing(value: &Value, path: &str, notes: &mut Notes) -> Option<Traff
             Some(format!("the `{key}` router plugin has no vigil equivalent; vigil routes with Gateway API HTTPRoutes (`trafficRouting.gatewayAPI`), or by replica counts without a router"))
         });
     }
-    routing.finish(notes, |key| {
-        Some(match key {
-            "managedRoutes" => "header and mirror routes have no vigil equivalent yet".to_owned(),
-            router => format!("vigil has no `{router}` router yet: it routes with Gateway API HTTPRoutes (`trafficRouting.gatewayAPI`), or by replica counts without a router"),
-        })
+    if let Some(routes) = routing.take("managedRoutes") {
+        let managed: Vec<ManagedRoute> =
+            typed(routes, &format!("{path}.managedRoutes"), notes).unwrap_or_default();
+        if !managed.is_empty() {
+            out.get_or_insert_with(TrafficRouting::default)
+                .managed_routes = managed;
+        }
+    }
+    routing.finish(notes, |router| {
+        Some(format!("vigil has no `{router}` router yet: it routes with Gateway API HTTPRoutes (`trafficRouting.gatewayAPI`), or by replica counts without a router"))
     });
     out
 }
@@ -313,11 +318,16 @@ fn canary_step(
         fields.finish(notes, analysis_field_reason);
         out.analysis = Some(AnalysisStep { templates, args });
     }
+    if let Some(route) = step.take("setHeaderRoute") {
+        out.set_header_route = typed(route, &format!("{path}.setHeaderRoute"), notes);
+    }
+    if let Some(route) = step.take("setMirrorRoute") {
+        out.set_mirror_route = typed(route, &format!("{path}.setMirrorRoute"), notes);
+    }
     step.finish(notes, |key| {
         Some(match key {
             "experiment" => "vigil compares the canary with the stable revision itself (mannWhitney, sequential judges); experiments with extra ReplicaSets have no equivalent".to_owned(),
             "setCanaryScale" => "vigil scales the canary with its weight; setCanaryScale has no equivalent".to_owned(),
-            "setHeaderRoute" | "setMirrorRoute" => format!("`{key}` has no vigil equivalent yet"),
             "plugin" => "step plugins have no vigil equivalent".to_owned(),
             _ => return None,
         })
@@ -326,6 +336,8 @@ fn canary_step(
         out.set_weight.is_some(),
         out.pause.is_some(),
         out.analysis.is_some(),
+        out.set_header_route.is_some(),
+        out.set_mirror_route.is_some(),
     ];
     (set.iter().filter(|s| **s).count() == 1).then_some(out)
 }
@@ -806,10 +818,9 @@ fn prometheus_provider(
     provider.finish(notes, |_| None);
     let here = format!("{path}.prometheus");
     let mut fields = Fields::of(prometheus, &here, notes);
-    let address = fields.string("address", notes).unwrap_or_else(|| {
-        notes.unmapped(format!("{here}.address"), "missing: Argo's controller-wide default (ARGO_ROLLOUTS_PROMETHEUS_ADDRESS) has no equivalent here; set the address");
-        String::new()
-    });
+    // Without one, the controller's default Prometheus (`vigil controller --prometheus`)
+    // applies, as Argo's ARGO_ROLLOUTS_PROMETHEUS_ADDRESS did.
+    let address = fields.string("address", notes);
     let query = fields
         .string("query", notes)
         .map(|q| rename_placeholders(&q, renames));
@@ -874,7 +885,7 @@ fn prometheus_provider(
     });
     let auth = (auth != PrometheusAuth::default()).then_some(auth);
     Some(Some(PrometheusProvider {
-        address: Some(address),
+        address,
         query,
         timeout,
         auth,

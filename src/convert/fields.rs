@@ -137,3 +137,54 @@ pub(crate) fn describe(value: &Value) -> String {
         Value::Object(_) => "a map".to_owned(),
     }
 }
+
+/// `value` read as the vigil type `T`, when Argo's field and vigil's have the same shape (the
+/// route steps): whatever vigil's type does not read is reported by path, so a field vigil
+/// lacks is never dropped in silence.
+pub(crate) fn typed<T>(value: &Value, path: &str, notes: &mut Notes) -> Option<T>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let typed: T = match serde_json::from_value(value.clone()) {
+        Ok(typed) => typed,
+        Err(error) => {
+            notes.unmapped(path, format!("not readable as vigil's: {error}"));
+            return None;
+        }
+    };
+    let back = serde_json::to_value(&typed).unwrap_or(Value::Null);
+    let mut dropped = Vec::new();
+    dropped_fields(value, &back, path, &mut dropped);
+    for field in dropped {
+        notes.unmapped(field, "has no vigil equivalent; it was left out");
+    }
+    Some(typed)
+}
+
+/// Paths of the fields set in `input` that `output` does not have.
+fn dropped_fields(input: &Value, output: &Value, path: &str, dropped: &mut Vec<String>) {
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    };
+    match (input, output) {
+        (Value::Object(inside), Value::Object(outside)) => {
+            for (key, value) in inside {
+                let here = format!("{path}.{key}");
+                match outside.get(key) {
+                    Some(kept) => dropped_fields(value, kept, &here, dropped),
+                    None if empty(value) => {}
+                    None => dropped.push(here),
+                }
+            }
+        }
+        (Value::Array(inside), Value::Array(outside)) => {
+            for (i, (value, kept)) in inside.iter().zip(outside).enumerate() {
+                dropped_fields(value, kept, &format!("{path}[{i}]"), dropped);
+            }
+        }
+        _ => {}
+    }
+}

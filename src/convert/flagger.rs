@@ -32,10 +32,6 @@ const DEFAULT_INTERVAL: &str = "1m";
 /// Flagger's metric window (`{{ interval }}`) when a metric leaves it out.
 const DEFAULT_METRIC_WINDOW: &str = "1m";
 
-/// Flagger's controller-wide `-metrics-server` default, used when neither the Canary nor the
-/// MetricTemplate names a Prometheus (and reported).
-const FLAGGER_DEFAULT_METRICS_SERVER: &str = "http://prometheus:9090";
-
 /// vigil's shipped templates that replace Flagger's built-in metrics, by mesh.
 const ISTIO_ERROR_RATE: &str = include_str!("../../analysis-templates/istio-error-rate.yaml");
 const ISTIO_LATENCY: &str = include_str!("../../analysis-templates/istio-latency.yaml");
@@ -498,13 +494,9 @@ fn canary_metric(
     if !selectors.is_empty() {
         notes.unmapped(format!("{path}.query"), workload_name_message(&selectors));
     }
-    let address = address.or_else(|| context.metrics_server.map(str::to_owned)).unwrap_or_else(|| {
-        notes.unmapped(
-            path.to_owned(),
-            format!("no Prometheus named: Flagger used its controller's -metrics-server; the template says {FLAGGER_DEFAULT_METRICS_SERVER} (Flagger's default): check it"),
-        );
-        FLAGGER_DEFAULT_METRICS_SERVER.to_owned()
-    });
+    // Without one, the controller's default Prometheus (`vigil controller --prometheus`)
+    // applies, as Flagger's -metrics-server did.
+    let address = address.or_else(|| context.metrics_server.map(str::to_owned));
     let condition = threshold_condition(
         range,
         legacy_threshold,
@@ -520,7 +512,7 @@ fn canary_metric(
         success_condition: condition,
         provider: MetricProvider {
             prometheus: Some(PrometheusProvider {
-                address: Some(address),
+                address,
                 query: Some(query),
                 ..Default::default()
             }),

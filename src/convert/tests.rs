@@ -502,3 +502,57 @@ fn an_argo_workload_ref_is_kept_as_it_is() {
     assert!(spec.template.is_none());
     assert!(crate::rollout::validate_spec(spec).is_empty());
 }
+
+#[test]
+fn header_and_mirror_routes_carry_over_and_a_field_vigil_lacks_is_named() {
+    let converted = fixture("argo-header-mirror-routes.yaml");
+    assert_eq!(converted.unmapped, []);
+    let canary = &rollout(&converted).strategy.canary;
+    let routing = canary.traffic_routing.as_ref().expect("routing");
+    let names: Vec<&str> = routing
+        .managed_routes
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(names, ["set-header-1", "mirror-route"]);
+    let header = canary.steps[1]
+        .set_header_route
+        .as_ref()
+        .expect("header route");
+    assert_eq!(header.match_[0].header_name, "X-Test");
+    assert_eq!(header.match_[0].header_value.exact.as_deref(), Some("test"));
+    let mirror = canary.steps[2]
+        .set_mirror_route
+        .as_ref()
+        .expect("mirror route");
+    assert_eq!(mirror.percentage, Some(35));
+    // A route step without `match` removes the route.
+    assert!(
+        canary.steps[4]
+            .set_header_route
+            .as_ref()
+            .is_some_and(|r| r.match_.is_empty())
+    );
+
+    let text = "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata:\n  name: r\nspec:\n  strategy:\n    canary:\n      steps:\n      - setHeaderRoute:\n          name: h\n          match:\n          - headerName: x\n            headerValue: {exact: a, caseInsensitive: true}\n";
+    let converted = convert(&sources("r.yaml", text));
+    let paths: Vec<&str> = converted.unmapped.iter().map(|u| u.path.as_str()).collect();
+    assert!(
+        paths.contains(
+            &"spec.strategy.canary.steps[0].setHeaderRoute.match[0].headerValue.caseInsensitive"
+        ),
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn no_address_means_the_controllers_default_prometheus_as_in_argo_and_flagger() {
+    let text = "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: t\nspec:\n  metrics:\n  - name: m\n    successCondition: result[0] > 1\n    provider:\n      prometheus: {query: 'sum(x)'}\n";
+    let converted = convert(&sources("t.yaml", text));
+    assert_eq!(converted.unmapped, []);
+    let prometheus = template(&converted, "t").metrics[0]
+        .provider
+        .prometheus
+        .clone();
+    assert_eq!(prometheus.and_then(|p| p.address), None);
+}
