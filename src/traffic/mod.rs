@@ -5,7 +5,10 @@
 //! local platform's built-in proxy (`trafficRouting.local`) lives with the local platform.
 
 pub mod gateway_api;
+pub mod nginx;
 pub mod replicas;
+pub mod smi;
+pub mod traefik;
 
 use std::future::Future;
 

@@ -1,0 +1,753 @@
+//! NGINX Ingress routing: a canary Ingress that vigil creates, owns and removes.
+//!
+//! ingress-nginx splits traffic with a second Ingress for the same host and paths that carries
+//! `<prefix>/canary: "true"` and `<prefix>/canary-weight: "<percent>"`. The stable Ingress
+//! belongs to the user and is only read; vigil clones its rules that route to `stableService`
+//! into the canary Ingress, pointed at `canaryService`, with an owner reference to the Rollout.
+//! A canary Ingress sending nothing to the canary is the same as none, so vigil deletes it when
+//! the weight returns to 0 (promotion, abort, the finalizer) and reads "no canary Ingress" as
+//! weight 0. The decision of what to do is pure ([`plan`]); the I/O only carries it out.
+
+use std::collections::BTreeMap;
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, TestOperation};
+use kube::api::{ApiResource, GroupVersionKind};
+use serde_json::{Map, Value, json};
+
+use crate::rollout::fit_name;
+
+/// The annotation prefix ingress-nginx reads unless it was started with another one.
+pub const DEFAULT_ANNOTATION_PREFIX: &str = "nginx.ingress.kubernetes.io";
+/// Longest Ingress name (a DNS subdomain); longer canary names are shortened with a hash.
+pub const MAX_INGRESS_NAME_LEN: usize = 253;
+/// Most `additionalIngressAnnotations` one Rollout may set on its canary Ingress.
+pub const MAX_ADDITIONAL_ANNOTATIONS: usize = 16;
+/// Longest value of one additional annotation, in bytes.
+pub const MAX_ANNOTATION_VALUE_LEN: usize = 1024;
+/// Longest name part of an annotation key (after the prefix), as Kubernetes allows.
+pub const MAX_ANNOTATION_NAME_LEN: usize = 63;
+/// Longest annotation prefix (a DNS subdomain).
+pub const MAX_ANNOTATION_PREFIX_LEN: usize = 253;
+/// Annotations (after the prefix) that only vigil writes: the split itself.
+pub const OWNED_ANNOTATIONS: [&str; 3] = ["canary", "canary-weight", "canary-weight-total"];
+
+/// What is wrong with the Ingresses for vigil's purposes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngressError {
+    /// The stable Ingress has no path whose backend is the stable Service.
+    #[error("no spec.rules[].http.paths[].backend.service.name is {service:?}")]
+    FindStableBackend {
+        /// The stable Service.
+        service: String,
+    },
+    /// An Ingress named like the canary Ingress exists and is not this Rollout's.
+    #[error(
+        "Ingress {ingress:?} already exists and is not owned by this Rollout; rename or delete it"
+    )]
+    AdoptCanaryIngress {
+        /// The Ingress.
+        ingress: String,
+    },
+}
+
+/// The networking.k8s.io/v1 Ingress resource.
+pub fn ingress_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.k8s.io", "v1", "Ingress"),
+        "ingresses",
+    )
+}
+
+/// The name of the canary Ingress of `rollout` cloned from `stable_ingress`, as Argo Rollouts
+/// names it (`<rollout>-<stableIngress>-canary`), shortened with a hash when too long.
+pub fn canary_ingress_name(rollout: &str, stable_ingress: &str) -> String {
+    let stem = fit_name(
+        &format!("{rollout}-{stable_ingress}"),
+        MAX_INGRESS_NAME_LEN - "-canary".len(),
+    );
+    format!("{stem}-canary")
+}
+
+/// Everything the canary Ingress of one Rollout is built from, besides the stable Ingress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryIngressConfig {
+    /// The canary Ingress's name ([`canary_ingress_name`]).
+    pub name: String,
+    /// The Service the stable Ingress routes to.
+    pub stable_service: String,
+    /// The Service the canary Ingress routes to instead.
+    pub canary_service: String,
+    /// The annotation prefix (`annotationPrefix`, default [`DEFAULT_ANNOTATION_PREFIX`]).
+    pub prefix: String,
+    /// `additionalIngressAnnotations`, keys without the prefix.
+    pub additional: BTreeMap<String, String>,
+    /// Labels vigil puts on the canary Ingress (the Rollout's label).
+    pub labels: BTreeMap<String, String>,
+    /// The owner reference to the Rollout (with its `uid`).
+    pub owner: Value,
+}
+
+impl CanaryIngressConfig {
+    fn key(&self, name: &str) -> String {
+        format!("{}/{name}", self.prefix)
+    }
+
+    fn owner_uid(&self) -> Option<&str> {
+        self.owner.get("uid").and_then(Value::as_str)
+    }
+
+    /// Whether `key` is an annotation vigil manages on the canary Ingress: every
+    /// `<prefix>/canary*` key and the additional ones.
+    fn owns_annotation(&self, key: &str) -> bool {
+        key.strip_prefix(&self.prefix)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|name| name.starts_with("canary") || self.additional.contains_key(name))
+    }
+
+    /// The annotations the canary Ingress carries for `weight`.
+    fn annotations(&self, stable: &Value, weight: i32) -> Map<String, Value> {
+        let mut annotations = Map::new();
+        // The ingress class decides which controller serves the Ingress; the canary must be
+        // served by the same one.
+        if let Some(class) = stable.pointer("/metadata/annotations/kubernetes.io~1ingress.class") {
+            annotations.insert("kubernetes.io/ingress.class".into(), class.clone());
+        }
+        for (name, value) in &self.additional {
+            annotations.insert(self.key(name), Value::from(value.clone()));
+        }
+        annotations.insert(self.key("canary"), json!("true"));
+        annotations.insert(
+            self.key("canary-weight"),
+            Value::from(weight.clamp(0, 100).to_string()),
+        );
+        annotations
+    }
+}
+
+/// The stable Ingress's spec reduced to the paths that route to `stable`, each pointed at
+/// `canary` instead (a `defaultBackend` naming `stable` too). Paths to other backends stay out:
+/// the canary Ingress splits only the stable Service's traffic.
+pub fn canary_spec(
+    stable_ingress: &Value,
+    stable: &str,
+    canary: &str,
+) -> Result<Value, IngressError> {
+    let mut spec = stable_ingress
+        .get("spec")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let mut found = false;
+    let names_stable =
+        |backend: &Value| backend.pointer("/service/name").and_then(Value::as_str) == Some(stable);
+    let repoint = |backend: &mut Value| {
+        if let Some(name) = backend.pointer_mut("/service/name") {
+            *name = Value::from(canary);
+        }
+    };
+    if let Some(default) = spec.get_mut("defaultBackend") {
+        if names_stable(default) {
+            repoint(default);
+            found = true;
+        } else if let Some(object) = spec.as_object_mut() {
+            object.remove("defaultBackend");
+        }
+    }
+    if let Some(rules) = spec.get_mut("rules").and_then(Value::as_array_mut) {
+        for rule in rules.iter_mut() {
+            if let Some(paths) = rule
+                .pointer_mut("/http/paths")
+                .and_then(Value::as_array_mut)
+            {
+                paths.retain(|path| path.get("backend").is_some_and(names_stable));
+                for path in paths.iter_mut() {
+                    if let Some(backend) = path.get_mut("backend") {
+                        repoint(backend);
+                        found = true;
+                    }
+                }
+            }
+        }
+        rules.retain(|rule| {
+            rule.pointer("/http/paths")
+                .and_then(Value::as_array)
+                .is_some_and(|paths| !paths.is_empty())
+        });
+    }
+    if !found {
+        return Err(IngressError::FindStableBackend {
+            service: stable.to_owned(),
+        });
+    }
+    Ok(spec)
+}
+
+/// The whole canary Ingress for `weight`.
+pub fn desired_canary_ingress(
+    stable_ingress: &Value,
+    config: &CanaryIngressConfig,
+    weight: i32,
+) -> Result<Value, IngressError> {
+    let spec = canary_spec(
+        stable_ingress,
+        &config.stable_service,
+        &config.canary_service,
+    )?;
+    let mut metadata = json!({
+        "name": config.name,
+        "labels": config.labels,
+        "annotations": config.annotations(stable_ingress, weight),
+        "ownerReferences": [config.owner],
+    });
+    if let Some(namespace) = stable_ingress.pointer("/metadata/namespace") {
+        metadata["namespace"] = namespace.clone();
+    }
+    Ok(json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": metadata,
+        "spec": spec,
+    }))
+}
+
+fn owned_by(object: &Value, uid: Option<&str>) -> bool {
+    let refs = object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    uid.is_some_and(|uid| {
+        refs.iter()
+            .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+    })
+}
+
+fn annotation<'v>(object: &'v Value, key: &str) -> Option<&'v str> {
+    object
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(key))
+        .and_then(Value::as_str)
+}
+
+/// The canary's percent of traffic: 0 without a canary Ingress; the `canary-weight` it carries
+/// when everything vigil owns on it is as vigil would write it; `None` when something owned was
+/// changed (the next `setWeight` puts it back).
+pub fn canary_weight(
+    stable_ingress: &Value,
+    canary_ingress: Option<&Value>,
+    config: &CanaryIngressConfig,
+) -> Result<Option<i32>, IngressError> {
+    let Some(canary) = canary_ingress else {
+        // Validate the stable Ingress even when nothing is split yet.
+        canary_spec(
+            stable_ingress,
+            &config.stable_service,
+            &config.canary_service,
+        )?;
+        return Ok(Some(0));
+    };
+    if !owned_by(canary, config.owner_uid()) {
+        return Err(IngressError::AdoptCanaryIngress {
+            ingress: config.name.clone(),
+        });
+    }
+    let Some(weight) = annotation(canary, &config.key("canary-weight"))
+        .and_then(|w| w.parse::<i32>().ok())
+        .filter(|w| (0..=100).contains(w))
+    else {
+        return Ok(None);
+    };
+    let desired = desired_canary_ingress(stable_ingress, config, weight)?;
+    Ok(update_patch(canary, &desired, config)
+        .0
+        .is_empty()
+        .then_some(weight))
+}
+
+fn annotation_pointer(key: &str) -> PointerBuf {
+    PointerBuf::from_tokens(["metadata", "annotations", key])
+}
+
+/// The JSON patch that turns the canary Ingress `current` into `desired` on the fields vigil
+/// owns (its spec and its managed annotations), guarded by a `test` of the resourceVersion that
+/// was read; empty when nothing differs. Annotations others added stay.
+pub fn update_patch(current: &Value, desired: &Value, config: &CanaryIngressConfig) -> Patch {
+    let mut ops = Vec::new();
+    if current.get("spec") != desired.get("spec") {
+        ops.push(PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens(["spec"]),
+            value: desired.get("spec").cloned().unwrap_or_else(|| json!({})),
+        }));
+    }
+    let empty = Map::new();
+    let wanted = desired
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let present = current
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object);
+    match present {
+        None => ops.push(PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens(["metadata", "annotations"]),
+            value: Value::Object(wanted.clone()),
+        })),
+        Some(present) => {
+            for (key, value) in wanted {
+                if present.get(key) != Some(value) {
+                    ops.push(PatchOperation::Add(AddOperation {
+                        path: annotation_pointer(key),
+                        value: value.clone(),
+                    }));
+                }
+            }
+            for key in present.keys() {
+                if config.owns_annotation(key) && !wanted.contains_key(key) {
+                    ops.push(PatchOperation::Remove(RemoveOperation {
+                        path: annotation_pointer(key),
+                    }));
+                }
+            }
+        }
+    }
+    if ops.is_empty() {
+        return Patch(ops);
+    }
+    let version = current
+        .pointer("/metadata/resourceVersion")
+        .cloned()
+        .unwrap_or(Value::Null);
+    ops.insert(
+        0,
+        PatchOperation::Test(TestOperation {
+            path: PointerBuf::from_tokens(["metadata", "resourceVersion"]),
+            value: version,
+        }),
+    );
+    Patch(ops)
+}
+
+/// What to do to the canary Ingress.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CanaryIngressAction {
+    /// It is as wanted.
+    Keep,
+    /// Create it.
+    Create(Value),
+    /// Patch it.
+    Patch(Patch),
+    /// Delete it, if it still has this resourceVersion.
+    Delete {
+        /// The resourceVersion read.
+        resource_version: Option<String>,
+    },
+}
+
+/// What to do so the canary gets `weight` percent: no canary Ingress at 0, otherwise one as
+/// [`desired_canary_ingress`] builds it. A canary Ingress this Rollout does not own is an
+/// error, never touched.
+pub fn plan(
+    stable_ingress: &Value,
+    canary_ingress: Option<&Value>,
+    config: &CanaryIngressConfig,
+    weight: i32,
+) -> Result<CanaryIngressAction, IngressError> {
+    let desired = desired_canary_ingress(stable_ingress, config, weight)?;
+    let Some(current) = canary_ingress else {
+        return Ok(if weight <= 0 {
+            CanaryIngressAction::Keep
+        } else {
+            CanaryIngressAction::Create(desired)
+        });
+    };
+    if !owned_by(current, config.owner_uid()) {
+        return Err(IngressError::AdoptCanaryIngress {
+            ingress: config.name.clone(),
+        });
+    }
+    if weight <= 0 {
+        let resource_version = current
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        return Ok(CanaryIngressAction::Delete { resource_version });
+    }
+    let patch = update_patch(current, &desired, config);
+    Ok(if patch.0.is_empty() {
+        CanaryIngressAction::Keep
+    } else {
+        CanaryIngressAction::Patch(patch)
+    })
+}
+
+/// Problems with the `nginx` router's settings, as (field below `trafficRouting.nginx`,
+/// message). The Ingress names are checked by the API server when they are read.
+pub fn config_problems(
+    prefix: Option<&str>,
+    additional: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    if let Some(prefix) = prefix {
+        let valid = !prefix.is_empty()
+            && prefix.len() <= MAX_ANNOTATION_PREFIX_LEN
+            && prefix.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if !valid {
+            problems.push((
+                "annotationPrefix".to_owned(),
+                format!(
+                    "{prefix:?} is not a DNS subdomain of at most {MAX_ANNOTATION_PREFIX_LEN} characters"
+                ),
+            ));
+        }
+    }
+    if additional.len() > MAX_ADDITIONAL_ANNOTATIONS {
+        problems.push((
+            "additionalIngressAnnotations".to_owned(),
+            format!(
+                "{} annotations; at most {MAX_ADDITIONAL_ANNOTATIONS}",
+                additional.len()
+            ),
+        ));
+    }
+    for (name, value) in additional {
+        let field = format!("additionalIngressAnnotations[{name:?}]");
+        let valid_name = !name.is_empty()
+            && name.len() <= MAX_ANNOTATION_NAME_LEN
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+            && name
+                .bytes()
+                .last()
+                .is_some_and(|b| b.is_ascii_alphanumeric());
+        if !valid_name {
+            problems.push((
+                field.clone(),
+                format!(
+                    "not an annotation name (letters, digits, '-', '_', '.', at most {MAX_ANNOTATION_NAME_LEN}; the prefix is added by vigil)"
+                ),
+            ));
+        } else if OWNED_ANNOTATIONS.contains(&name.as_str()) {
+            problems.push((
+                field.clone(),
+                "vigil sets this annotation itself (it is the weight split)".to_owned(),
+            ));
+        }
+        if value.len() > MAX_ANNOTATION_VALUE_LEN {
+            problems.push((
+                field,
+                format!(
+                    "the value has {} bytes; at most {MAX_ANNOTATION_VALUE_LEN}",
+                    value.len()
+                ),
+            ));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stable_ingress() -> Value {
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {
+                "name": "web", "namespace": "shop", "resourceVersion": "7",
+                "annotations": {
+                    "kubernetes.io/ingress.class": "nginx",
+                    "nginx.ingress.kubernetes.io/rewrite-target": "/"
+                }
+            },
+            "spec": {
+                "ingressClassName": "nginx",
+                "tls": [{"hosts": ["web.example"], "secretName": "web-tls"}],
+                "rules": [
+                    {"host": "web.example", "http": {"paths": [
+                        {"path": "/", "pathType": "Prefix",
+                         "backend": {"service": {"name": "web-stable", "port": {"number": 80}}}},
+                        {"path": "/static", "pathType": "Prefix",
+                         "backend": {"service": {"name": "cdn", "port": {"number": 80}}}}
+                    ]}},
+                    {"host": "admin.example", "http": {"paths": [
+                        {"path": "/", "pathType": "Prefix",
+                         "backend": {"service": {"name": "admin", "port": {"number": 80}}}}
+                    ]}}
+                ]
+            }
+        })
+    }
+
+    fn config() -> CanaryIngressConfig {
+        CanaryIngressConfig {
+            name: "checkout-web-canary".into(),
+            stable_service: "web-stable".into(),
+            canary_service: "web-canary".into(),
+            prefix: DEFAULT_ANNOTATION_PREFIX.into(),
+            additional: BTreeMap::from([("canary-by-cookie".into(), "beta".into())]),
+            labels: BTreeMap::from([("vigil.dev/rollout".into(), "checkout".into())]),
+            owner: json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "Rollout",
+                          "name": "checkout", "uid": "uid-1", "controller": true,
+                          "blockOwnerDeletion": true}),
+        }
+    }
+
+    fn created(weight: i32) -> Value {
+        let mut ingress =
+            desired_canary_ingress(&stable_ingress(), &config(), weight).expect("built");
+        ingress["metadata"]["resourceVersion"] = json!("12");
+        ingress
+    }
+
+    #[test]
+    fn the_canary_name_follows_argo_and_fits_an_ingress_name() {
+        assert_eq!(
+            canary_ingress_name("checkout", "web"),
+            "checkout-web-canary"
+        );
+        let long = canary_ingress_name(&"r".repeat(200), &"i".repeat(200));
+        assert!(long.len() <= MAX_INGRESS_NAME_LEN, "{}", long.len());
+        assert!(long.ends_with("-canary"));
+        assert_ne!(
+            long,
+            canary_ingress_name(&"r".repeat(200), &"i".repeat(199))
+        );
+    }
+
+    #[test]
+    fn the_canary_ingress_clones_only_the_stable_services_paths() {
+        let ingress = desired_canary_ingress(&stable_ingress(), &config(), 20).expect("built");
+        assert_eq!(
+            ingress,
+            json!({
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "Ingress",
+                "metadata": {
+                    "name": "checkout-web-canary",
+                    "namespace": "shop",
+                    "labels": {"vigil.dev/rollout": "checkout"},
+                    "annotations": {
+                        "kubernetes.io/ingress.class": "nginx",
+                        "nginx.ingress.kubernetes.io/canary": "true",
+                        "nginx.ingress.kubernetes.io/canary-weight": "20",
+                        "nginx.ingress.kubernetes.io/canary-by-cookie": "beta"
+                    },
+                    "ownerReferences": [config().owner]
+                },
+                "spec": {
+                    "ingressClassName": "nginx",
+                    "tls": [{"hosts": ["web.example"], "secretName": "web-tls"}],
+                    "rules": [
+                        {"host": "web.example", "http": {"paths": [
+                            {"path": "/", "pathType": "Prefix",
+                             "backend": {"service": {"name": "web-canary", "port": {"number": 80}}}}
+                        ]}}
+                    ]
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn a_stable_ingress_without_the_stable_service_is_an_error_naming_the_field() {
+        let mut stable = stable_ingress();
+        stable["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] = json!("x");
+        let error = plan(&stable, None, &config(), 10).expect_err("no backend");
+        assert_eq!(
+            error.to_string(),
+            "no spec.rules[].http.paths[].backend.service.name is \"web-stable\""
+        );
+        assert_eq!(
+            canary_weight(&json!({"metadata": {"name": "web"}}), None, &config()),
+            Err(IngressError::FindStableBackend {
+                service: "web-stable".into()
+            })
+        );
+        // A default backend to the stable service is enough.
+        let only_default = json!({"spec": {"defaultBackend": {"service": {"name": "web-stable"}}}});
+        let spec = canary_spec(&only_default, "web-stable", "web-canary").expect("spec");
+        assert_eq!(
+            spec,
+            json!({"defaultBackend": {"service": {"name": "web-canary"}}})
+        );
+    }
+
+    #[test]
+    fn weight_zero_means_no_canary_ingress() {
+        let stable = stable_ingress();
+        assert_eq!(canary_weight(&stable, None, &config()), Ok(Some(0)));
+        assert_eq!(
+            plan(&stable, None, &config(), 0),
+            Ok(CanaryIngressAction::Keep)
+        );
+        assert_eq!(
+            plan(&stable, Some(&created(30)), &config(), 0),
+            Ok(CanaryIngressAction::Delete {
+                resource_version: Some("12".into())
+            })
+        );
+        match plan(&stable, None, &config(), 30) {
+            Ok(CanaryIngressAction::Create(ingress)) => {
+                assert_eq!(
+                    ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"],
+                    json!("30")
+                );
+            }
+            other => panic!("expected a creation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_weight_change_patches_only_the_weight_guarded_by_the_resource_version() {
+        let stable = stable_ingress();
+        let current = created(20);
+        assert_eq!(
+            canary_weight(&stable, Some(&current), &config()),
+            Ok(Some(20))
+        );
+        assert_eq!(
+            plan(&stable, Some(&current), &config(), 20),
+            Ok(CanaryIngressAction::Keep)
+        );
+        let Ok(CanaryIngressAction::Patch(patch)) = plan(&stable, Some(&current), &config(), 50)
+        else {
+            panic!("expected a patch");
+        };
+        assert_eq!(
+            serde_json::to_value(&patch).expect("json"),
+            json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": "12"},
+                {"op": "add", "path": "/metadata/annotations/nginx.ingress.kubernetes.io~1canary-weight", "value": "50"}
+            ])
+        );
+        let mut patched = current.clone();
+        json_patch::patch(&mut patched, &patch).expect("applies");
+        assert_eq!(
+            canary_weight(&stable, Some(&patched), &config()),
+            Ok(Some(50))
+        );
+        let mut moved = current;
+        moved["metadata"]["resourceVersion"] = json!("13");
+        assert!(
+            json_patch::patch(&mut moved, &patch).is_err(),
+            "changed since read"
+        );
+    }
+
+    #[test]
+    fn a_foreign_edit_of_an_owned_field_reads_as_unknown_and_is_put_back() {
+        let stable = stable_ingress();
+        let mut edited = created(20);
+        edited["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] = json!("x");
+        edited["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-by-header"] =
+            json!("X-Mine");
+        edited["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-by-cookie"] =
+            json!("other");
+        edited["metadata"]["annotations"]["team"] = json!("kept");
+        assert_eq!(canary_weight(&stable, Some(&edited), &config()), Ok(None));
+        let Ok(CanaryIngressAction::Patch(patch)) = plan(&stable, Some(&edited), &config(), 20)
+        else {
+            panic!("expected a patch");
+        };
+        let mut repaired = edited;
+        json_patch::patch(&mut repaired, &patch).expect("applies");
+        assert_eq!(
+            canary_weight(&stable, Some(&repaired), &config()),
+            Ok(Some(20))
+        );
+        assert_eq!(repaired["metadata"]["annotations"]["team"], json!("kept"));
+        assert!(
+            repaired["metadata"]["annotations"]
+                .get("nginx.ingress.kubernetes.io/canary-by-header")
+                .is_none()
+        );
+        let mut unreadable = created(20);
+        unreadable["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"] =
+            json!("lots");
+        assert_eq!(
+            canary_weight(&stable, Some(&unreadable), &config()),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn an_ingress_of_someone_else_with_the_canary_name_is_never_touched() {
+        let stable = stable_ingress();
+        let mut foreign = created(20);
+        foreign["metadata"]["ownerReferences"][0]["uid"] = json!("uid-other");
+        let error = IngressError::AdoptCanaryIngress {
+            ingress: "checkout-web-canary".into(),
+        };
+        assert_eq!(
+            canary_weight(&stable, Some(&foreign), &config()),
+            Err(error.clone())
+        );
+        assert_eq!(
+            plan(&stable, Some(&foreign), &config(), 0),
+            Err(error.clone())
+        );
+        assert_eq!(plan(&stable, Some(&foreign), &config(), 40), Err(error));
+    }
+
+    #[test]
+    fn a_changed_stable_ingress_is_followed_by_the_canary() {
+        let mut stable = stable_ingress();
+        let current = created(20);
+        stable["spec"]["rules"][0]["host"] = json!("shop.example");
+        assert_eq!(canary_weight(&stable, Some(&current), &config()), Ok(None));
+        let Ok(CanaryIngressAction::Patch(patch)) = plan(&stable, Some(&current), &config(), 20)
+        else {
+            panic!("expected a patch");
+        };
+        let ops = serde_json::to_value(&patch).expect("json");
+        assert_eq!(ops[1]["path"], json!("/spec"));
+        assert_eq!(ops[1]["value"]["rules"][0]["host"], json!("shop.example"));
+    }
+
+    #[test]
+    fn settings_are_bounded_and_owned_annotations_refused() {
+        assert!(config_problems(None, &BTreeMap::new()).is_empty());
+        assert!(config_problems(Some("custom.nginx.example"), &BTreeMap::new()).is_empty());
+        let problems = config_problems(
+            Some("Not A Prefix"),
+            &BTreeMap::from([
+                ("canary-weight".into(), "5".into()),
+                ("canary-by-header".into(), "X-Canary".into()),
+                ("bad/name".into(), "x".into()),
+                (
+                    "canary-by-header-value".into(),
+                    "v".repeat(MAX_ANNOTATION_VALUE_LEN + 1),
+                ),
+            ]),
+        );
+        let fields: Vec<&str> = problems.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "annotationPrefix",
+                "additionalIngressAnnotations[\"bad/name\"]",
+                "additionalIngressAnnotations[\"canary-by-header-value\"]",
+                "additionalIngressAnnotations[\"canary-weight\"]",
+            ],
+            "{problems:?}"
+        );
+        let many: BTreeMap<String, String> = (0..=MAX_ADDITIONAL_ANNOTATIONS)
+            .map(|i| (format!("a{i}"), String::new()))
+            .collect();
+        assert_eq!(config_problems(None, &many).len(), 1);
+    }
+}

@@ -1,0 +1,326 @@
+//! Traefik routing: the weights of a `TraefikService` (`traefik.io/v1alpha1`).
+//!
+//! The TraefikService belongs to the user: its `spec.weighted.services` lists the stable and
+//! canary Services (and possibly others), and vigil changes only the `weight` of those two,
+//! with a JSON patch whose `test` ops guard every path it changes. An unset weight is
+//! Traefik's default of 1, so a service written without weights (as Argo Rollouts suggests,
+//! for Argo CD) splits 50/50 until vigil first sets them.
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation, TestOperation};
+use kube::api::{ApiResource, GroupVersionKind};
+use serde_json::Value;
+
+/// What is wrong with a TraefikService for vigil's purposes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WeightedServiceError {
+    /// `spec.weighted.services` does not list the Service.
+    #[error("spec.weighted.services has no Kubernetes Service named {0:?}")]
+    FindService(String),
+    /// It lists the Service more than once, so one weight cannot be said to be its share.
+    #[error("spec.weighted.services lists the Service {0:?} more than once")]
+    DistinguishDuplicate(String),
+    /// The stable and canary service are the same, so weights cannot tell them apart.
+    #[error("stableService and canaryService are both {0:?}")]
+    DistinguishServices(String),
+}
+
+/// The Traefik TraefikService resource (`traefik.io/v1alpha1`).
+pub fn traefik_service_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("traefik.io", "v1alpha1", "TraefikService"),
+        "traefikservices",
+    )
+}
+
+/// One entry of `spec.weighted.services` that is a Kubernetes Service of the object's
+/// namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedService {
+    /// Index in `spec.weighted.services`.
+    pub index: usize,
+    /// The Service's name.
+    pub name: String,
+    /// The weight as written; `None` means Traefik's default of 1.
+    pub weight: Option<i64>,
+}
+
+/// The entries of `spec.weighted.services` that are Kubernetes Services (no `kind`, or
+/// `Service`) of the object's own namespace. Nested TraefikServices are not vigil's.
+pub fn weighted_services(object: &Value) -> Vec<WeightedService> {
+    let own_namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str);
+    let entries = object
+        .pointer("/spec/weighted/services")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    entries
+        .iter()
+        .enumerate()
+        .filter_map(|(index, entry)| {
+            let kind = entry
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("Service");
+            let namespace = entry.get("namespace").and_then(Value::as_str);
+            let name = entry.get("name").and_then(Value::as_str)?;
+            let local = namespace.is_none() || namespace == own_namespace;
+            (kind == "Service" && local).then(|| WeightedService {
+                index,
+                name: name.to_owned(),
+                weight: entry.get("weight").and_then(Value::as_i64),
+            })
+        })
+        .collect()
+}
+
+fn pair(
+    object: &Value,
+    stable: &str,
+    canary: &str,
+) -> Result<(WeightedService, WeightedService), WeightedServiceError> {
+    if stable == canary {
+        return Err(WeightedServiceError::DistinguishServices(stable.to_owned()));
+    }
+    let services = weighted_services(object);
+    let find = |name: &str| {
+        let mut matching = services.iter().filter(|s| s.name == name);
+        match (matching.next(), matching.next()) {
+            (Some(found), None) => Ok(found.clone()),
+            (Some(_), Some(_)) => Err(WeightedServiceError::DistinguishDuplicate(name.to_owned())),
+            (None, _) => Err(WeightedServiceError::FindService(name.to_owned())),
+        }
+    };
+    Ok((find(stable)?, find(canary)?))
+}
+
+/// The canary's percent of traffic between the two services (others listed beside them take
+/// their own share, which vigil leaves alone). `None` when both weights are 0.
+pub fn canary_weight(
+    object: &Value,
+    stable: &str,
+    canary: &str,
+) -> Result<Option<i32>, WeightedServiceError> {
+    let (s, c) = pair(object, stable, canary)?;
+    let (sw, cw) = (s.weight.unwrap_or(1), c.weight.unwrap_or(1));
+    let total = sw.saturating_add(cw);
+    if total <= 0 || sw < 0 || cw < 0 {
+        return Ok(None);
+    }
+    // Round to the nearest percent; vigil itself always writes weights summing to 100.
+    let percent = cw.saturating_mul(100).saturating_add(total / 2) / total;
+    Ok(i32::try_from(percent).ok())
+}
+
+fn pointer(index: usize, field: &str) -> PointerBuf {
+    PointerBuf::from_tokens([
+        "spec".to_owned(),
+        "weighted".to_owned(),
+        "services".to_owned(),
+        index.to_string(),
+        field.to_owned(),
+    ])
+}
+
+/// The JSON patch that sets the canary's weight to `canary_weight` and the stable's to
+/// `100 - canary_weight`. Each changed entry is guarded by a `test` of its name (the list was
+/// not reordered) and of its current weight when it has one; nothing else is touched. Empty
+/// when both weights are already as wanted.
+pub fn weight_patch(
+    object: &Value,
+    stable: &str,
+    canary: &str,
+    canary_weight: i32,
+) -> Result<Patch, WeightedServiceError> {
+    let canary_weight = i64::from(canary_weight.clamp(0, 100));
+    let (s, c) = pair(object, stable, canary)?;
+    let mut ops = Vec::new();
+    for (service, weight) in [(s, 100 - canary_weight), (c, canary_weight)] {
+        if service.weight == Some(weight) {
+            continue;
+        }
+        ops.push(PatchOperation::Test(TestOperation {
+            path: pointer(service.index, "name"),
+            value: Value::from(service.name.clone()),
+        }));
+        let path = pointer(service.index, "weight");
+        match service.weight {
+            Some(current) => {
+                ops.push(PatchOperation::Test(TestOperation {
+                    path: path.clone(),
+                    value: Value::from(current),
+                }));
+                ops.push(PatchOperation::Replace(ReplaceOperation {
+                    path,
+                    value: Value::from(weight),
+                }));
+            }
+            None => ops.push(PatchOperation::Add(AddOperation {
+                path,
+                value: Value::from(weight),
+            })),
+        }
+    }
+    Ok(Patch(ops))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn traefik_service() -> Value {
+        json!({
+            "apiVersion": "traefik.io/v1alpha1",
+            "kind": "TraefikService",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"weighted": {
+                "sticky": {"cookie": {"name": "lb"}},
+                "services": [
+                    {"name": "web-canary", "kind": "TraefikService"},
+                    {"name": "web-canary", "namespace": "elsewhere", "port": 80},
+                    {"name": "web-stable", "port": 80},
+                    {"name": "web-canary", "namespace": "shop", "port": 80}
+                ]
+            }}
+        })
+    }
+
+    #[test]
+    fn the_typed_view_keeps_only_local_kubernetes_services() {
+        assert_eq!(
+            weighted_services(&traefik_service()),
+            vec![
+                WeightedService {
+                    index: 2,
+                    name: "web-stable".into(),
+                    weight: None
+                },
+                WeightedService {
+                    index: 3,
+                    name: "web-canary".into(),
+                    weight: None
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn unset_weights_are_traefiks_default_and_the_first_patch_adds_them() {
+        let original = traefik_service();
+        assert_eq!(
+            canary_weight(&original, "web-stable", "web-canary"),
+            Ok(Some(50))
+        );
+        let patch = weight_patch(&original, "web-stable", "web-canary", 10).expect("patch");
+        assert_eq!(
+            serde_json::to_value(&patch).expect("json"),
+            json!([
+                {"op": "test", "path": "/spec/weighted/services/2/name", "value": "web-stable"},
+                {"op": "add", "path": "/spec/weighted/services/2/weight", "value": 90},
+                {"op": "test", "path": "/spec/weighted/services/3/name", "value": "web-canary"},
+                {"op": "add", "path": "/spec/weighted/services/3/weight", "value": 10},
+            ])
+        );
+        let mut patched = original.clone();
+        json_patch::patch(&mut patched, &patch).expect("applies");
+        assert_eq!(
+            canary_weight(&patched, "web-stable", "web-canary"),
+            Ok(Some(10))
+        );
+        let mut expected = original;
+        expected["spec"]["weighted"]["services"][2]["weight"] = json!(90);
+        expected["spec"]["weighted"]["services"][3]["weight"] = json!(10);
+        assert_eq!(patched, expected, "only the two weights changed");
+    }
+
+    #[test]
+    fn set_weights_are_tested_before_they_are_replaced() {
+        let mut object = traefik_service();
+        object["spec"]["weighted"]["services"][2]["weight"] = json!(90);
+        object["spec"]["weighted"]["services"][3]["weight"] = json!(10);
+        let patch = weight_patch(&object, "web-stable", "web-canary", 30).expect("patch");
+        assert_eq!(
+            serde_json::to_value(&patch).expect("json"),
+            json!([
+                {"op": "test", "path": "/spec/weighted/services/2/name", "value": "web-stable"},
+                {"op": "test", "path": "/spec/weighted/services/2/weight", "value": 90},
+                {"op": "replace", "path": "/spec/weighted/services/2/weight", "value": 70},
+                {"op": "test", "path": "/spec/weighted/services/3/name", "value": "web-canary"},
+                {"op": "test", "path": "/spec/weighted/services/3/weight", "value": 10},
+                {"op": "replace", "path": "/spec/weighted/services/3/weight", "value": 30},
+            ])
+        );
+        let mut edited = object.clone();
+        edited["spec"]["weighted"]["services"][3]["weight"] = json!(55);
+        assert!(
+            json_patch::patch(&mut edited, &patch).is_err(),
+            "edited since read"
+        );
+        let mut reordered = object.clone();
+        reordered["spec"]["weighted"]["services"]
+            .as_array_mut()
+            .expect("array")
+            .swap(2, 3);
+        assert!(
+            json_patch::patch(&mut reordered, &patch).is_err(),
+            "reordered since read"
+        );
+        assert!(
+            weight_patch(&object, "web-stable", "web-canary", 10)
+                .expect("patch")
+                .0
+                .is_empty(),
+            "nothing to change"
+        );
+    }
+
+    #[test]
+    fn a_foreign_edit_reads_as_another_weight_and_both_zero_as_unknown() {
+        let mut object = traefik_service();
+        object["spec"]["weighted"]["services"][2]["weight"] = json!(1);
+        object["spec"]["weighted"]["services"][3]["weight"] = json!(3);
+        assert_eq!(
+            canary_weight(&object, "web-stable", "web-canary"),
+            Ok(Some(75))
+        );
+        object["spec"]["weighted"]["services"][2]["weight"] = json!(0);
+        object["spec"]["weighted"]["services"][3]["weight"] = json!(0);
+        assert_eq!(canary_weight(&object, "web-stable", "web-canary"), Ok(None));
+    }
+
+    #[test]
+    fn missing_or_doubled_services_are_errors_naming_them() {
+        let object = traefik_service();
+        assert_eq!(
+            canary_weight(&object, "web-stable", "web-preview"),
+            Err(WeightedServiceError::FindService("web-preview".into()))
+        );
+        assert_eq!(
+            weight_patch(&json!({"spec": {}}), "a", "b", 10),
+            Err(WeightedServiceError::FindService("a".into()))
+        );
+        let mut doubled = object.clone();
+        doubled["spec"]["weighted"]["services"]
+            .as_array_mut()
+            .expect("array")
+            .push(json!({"name": "web-stable"}));
+        assert_eq!(
+            canary_weight(&doubled, "web-stable", "web-canary"),
+            Err(WeightedServiceError::DistinguishDuplicate(
+                "web-stable".into()
+            ))
+        );
+        assert_eq!(
+            canary_weight(&object, "x", "x"),
+            Err(WeightedServiceError::DistinguishServices("x".into()))
+        );
+        assert_eq!(
+            WeightedServiceError::FindService("web-preview".into()).to_string(),
+            "spec.weighted.services has no Kubernetes Service named \"web-preview\""
+        );
+    }
+}
