@@ -5,8 +5,11 @@
 //! belongs to the user and is only read; vigil clones its rules that route to `stableService`
 //! into the canary Ingress, pointed at `canaryService`, with an owner reference to the Rollout.
 //! A canary Ingress sending nothing to the canary is the same as none, so vigil deletes it when
-//! the weight returns to 0 (promotion, abort, the finalizer) and reads "no canary Ingress" as
-//! weight 0. The decision of what to do is pure ([`plan`]); the I/O only carries it out.
+//! the weight returns to 0 with no header route (promotion, abort, the finalizer) and reads "no
+//! canary Ingress" as weight 0. A header route is `canary-by-header` with
+//! `canary-by-header-value` (exact) or `canary-by-header-pattern` (prefix and regex), named in
+//! vigil's own annotation [`HEADER_ROUTE_ANNOTATION`] so it can be read back. The decision of
+//! what to do is pure ([`plan`]); the I/O only carries it out.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +34,59 @@ pub const MAX_ANNOTATION_NAME_LEN: usize = 63;
 pub const MAX_ANNOTATION_PREFIX_LEN: usize = 253;
 /// Annotations (after the prefix) that only vigil writes: the split itself.
 pub const OWNED_ANNOTATIONS: [&str; 3] = ["canary", "canary-weight", "canary-weight-total"];
+/// vigil's annotation on the canary Ingress naming the managed header route it carries.
+pub const HEADER_ROUTE_ANNOTATION: &str = "vigil.dev/header-route";
+
+/// How ingress-nginx matches a header's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderValue {
+    /// `canary-by-header-value`: the whole value.
+    Exact(String),
+    /// `canary-by-header-pattern`: a regular expression.
+    Pattern(String),
+}
+
+impl HeaderValue {
+    /// A prefix match as a pattern: the prefix with its regex metacharacters escaped.
+    pub fn prefix(prefix: &str) -> HeaderValue {
+        let mut pattern = String::from("^");
+        for c in prefix.chars() {
+            if "\\.+*?()|[]{}^$/-".contains(c) {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str(".*");
+        HeaderValue::Pattern(pattern)
+    }
+}
+
+/// A managed header route on the canary Ingress: requests with the header reach the canary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryHeader {
+    /// The managed route's name.
+    pub route: String,
+    /// The header's name.
+    pub header: String,
+    /// How its value is matched.
+    pub value: HeaderValue,
+}
+
+/// What the canary Ingress routes to the canary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CanaryState {
+    /// Percent of all requests.
+    pub weight: i32,
+    /// Requests with a header, whatever the weight.
+    pub header: Option<CanaryHeader>,
+}
+
+impl CanaryState {
+    /// Nothing reaches the canary: no canary Ingress is needed.
+    pub fn is_empty(&self) -> bool {
+        self.weight <= 0 && self.header.is_none()
+    }
+}
 
 /// What is wrong with the Ingresses for vigil's purposes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,13 +156,17 @@ impl CanaryIngressConfig {
     /// Whether `key` is an annotation vigil manages on the canary Ingress: every
     /// `<prefix>/canary*` key and the additional ones.
     fn owns_annotation(&self, key: &str) -> bool {
-        key.strip_prefix(&self.prefix)
-            .and_then(|rest| rest.strip_prefix('/'))
-            .is_some_and(|name| name.starts_with("canary") || self.additional.contains_key(name))
+        key == HEADER_ROUTE_ANNOTATION
+            || key
+                .strip_prefix(&self.prefix)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|name| {
+                    name.starts_with("canary") || self.additional.contains_key(name)
+                })
     }
 
-    /// The annotations the canary Ingress carries for `weight`.
-    fn annotations(&self, stable: &Value, weight: i32) -> Map<String, Value> {
+    /// The annotations the canary Ingress carries for `state`.
+    fn annotations(&self, stable: &Value, state: &CanaryState) -> Map<String, Value> {
         let mut annotations = Map::new();
         // The ingress class decides which controller serves the Ingress; the canary must be
         // served by the same one.
@@ -119,9 +179,43 @@ impl CanaryIngressConfig {
         annotations.insert(self.key("canary"), json!("true"));
         annotations.insert(
             self.key("canary-weight"),
-            Value::from(weight.clamp(0, 100).to_string()),
+            Value::from(state.weight.clamp(0, 100).to_string()),
         );
+        if let Some(header) = &state.header {
+            annotations.insert(HEADER_ROUTE_ANNOTATION.into(), json!(header.route));
+            annotations.insert(self.key("canary-by-header"), json!(header.header));
+            let (name, value) = match &header.value {
+                HeaderValue::Exact(value) => ("canary-by-header-value", value),
+                HeaderValue::Pattern(pattern) => ("canary-by-header-pattern", pattern),
+            };
+            annotations.insert(self.key(name), json!(value));
+        }
         annotations
+    }
+
+    /// What `canary` routes, as far as its annotations say; `None` when its weight is not a
+    /// percent.
+    fn state_of(&self, canary: &Value) -> Option<CanaryState> {
+        let weight = annotation(canary, &self.key("canary-weight"))
+            .and_then(|w| w.parse::<i32>().ok())
+            .filter(|w| (0..=100).contains(w))?;
+        let header = annotation(canary, HEADER_ROUTE_ANNOTATION).and_then(|route| {
+            let header = annotation(canary, &self.key("canary-by-header"))?;
+            let value = match (
+                annotation(canary, &self.key("canary-by-header-value")),
+                annotation(canary, &self.key("canary-by-header-pattern")),
+            ) {
+                (Some(value), None) => HeaderValue::Exact(value.to_owned()),
+                (None, Some(pattern)) => HeaderValue::Pattern(pattern.to_owned()),
+                _ => return None,
+            };
+            Some(CanaryHeader {
+                route: route.to_owned(),
+                header: header.to_owned(),
+                value,
+            })
+        });
+        Some(CanaryState { weight, header })
     }
 }
 
@@ -182,11 +276,11 @@ pub fn canary_spec(
     Ok(spec)
 }
 
-/// The whole canary Ingress for `weight`.
+/// The whole canary Ingress for `state`.
 pub fn desired_canary_ingress(
     stable_ingress: &Value,
     config: &CanaryIngressConfig,
-    weight: i32,
+    state: &CanaryState,
 ) -> Result<Value, IngressError> {
     let spec = canary_spec(
         stable_ingress,
@@ -196,7 +290,7 @@ pub fn desired_canary_ingress(
     let mut metadata = json!({
         "name": config.name,
         "labels": config.labels,
-        "annotations": config.annotations(stable_ingress, weight),
+        "annotations": config.annotations(stable_ingress, state),
         "ownerReferences": [config.owner],
     });
     if let Some(namespace) = stable_ingress.pointer("/metadata/namespace") {
@@ -229,14 +323,14 @@ fn annotation<'v>(object: &'v Value, key: &str) -> Option<&'v str> {
         .and_then(Value::as_str)
 }
 
-/// The canary's percent of traffic: 0 without a canary Ingress; the `canary-weight` it carries
-/// when everything vigil owns on it is as vigil would write it; `None` when something owned was
-/// changed (the next `setWeight` puts it back).
-pub fn canary_weight(
+/// What the canary Ingress routes to the canary: nothing without one; what its annotations
+/// say when everything vigil owns on it is as vigil would write it; `None` when something
+/// owned was changed by someone else (the next change puts it back).
+pub fn read_state(
     stable_ingress: &Value,
     canary_ingress: Option<&Value>,
     config: &CanaryIngressConfig,
-) -> Result<Option<i32>, IngressError> {
+) -> Result<Option<CanaryState>, IngressError> {
     let Some(canary) = canary_ingress else {
         // Validate the stable Ingress even when nothing is split yet.
         canary_spec(
@@ -244,24 +338,39 @@ pub fn canary_weight(
             &config.stable_service,
             &config.canary_service,
         )?;
-        return Ok(Some(0));
+        return Ok(Some(CanaryState::default()));
     };
     if !owned_by(canary, config.owner_uid()) {
         return Err(IngressError::AdoptCanaryIngress {
             ingress: config.name.clone(),
         });
     }
-    let Some(weight) = annotation(canary, &config.key("canary-weight"))
-        .and_then(|w| w.parse::<i32>().ok())
-        .filter(|w| (0..=100).contains(w))
-    else {
+    let Some(state) = config.state_of(canary) else {
         return Ok(None);
     };
-    let desired = desired_canary_ingress(stable_ingress, config, weight)?;
+    let desired = desired_canary_ingress(stable_ingress, config, &state)?;
     Ok(update_patch(canary, &desired, config)
         .0
         .is_empty()
-        .then_some(weight))
+        .then_some(state))
+}
+
+/// What the canary Ingress routes, read leniently to keep the part a change leaves alone
+/// (the header route while the weight is set, and the reverse): its annotations whether or not
+/// the rest was edited; nothing when there is none or its weight is unreadable.
+pub fn current_state(canary_ingress: Option<&Value>, config: &CanaryIngressConfig) -> CanaryState {
+    canary_ingress
+        .and_then(|canary| config.state_of(canary))
+        .unwrap_or_default()
+}
+
+/// The canary's percent of traffic ([`read_state`]'s weight).
+pub fn canary_weight(
+    stable_ingress: &Value,
+    canary_ingress: Option<&Value>,
+    config: &CanaryIngressConfig,
+) -> Result<Option<i32>, IngressError> {
+    Ok(read_state(stable_ingress, canary_ingress, config)?.map(|state| state.weight))
 }
 
 fn annotation_pointer(key: &str) -> PointerBuf {
@@ -343,18 +452,18 @@ pub enum CanaryIngressAction {
     },
 }
 
-/// What to do so the canary gets `weight` percent: no canary Ingress at 0, otherwise one as
-/// [`desired_canary_ingress`] builds it. A canary Ingress this Rollout does not own is an
-/// error, never touched.
+/// What to do so the canary Ingress routes `state`: none when nothing reaches the canary,
+/// otherwise one as [`desired_canary_ingress`] builds it. A canary Ingress this Rollout does
+/// not own is an error, never touched.
 pub fn plan(
     stable_ingress: &Value,
     canary_ingress: Option<&Value>,
     config: &CanaryIngressConfig,
-    weight: i32,
+    state: &CanaryState,
 ) -> Result<CanaryIngressAction, IngressError> {
-    let desired = desired_canary_ingress(stable_ingress, config, weight)?;
+    let desired = desired_canary_ingress(stable_ingress, config, state)?;
     let Some(current) = canary_ingress else {
-        return Ok(if weight <= 0 {
+        return Ok(if state.is_empty() {
             CanaryIngressAction::Keep
         } else {
             CanaryIngressAction::Create(desired)
@@ -365,7 +474,7 @@ pub fn plan(
             ingress: config.name.clone(),
         });
     }
-    if weight <= 0 {
+    if state.is_empty() {
         let resource_version = current
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
@@ -506,9 +615,16 @@ mod tests {
         }
     }
 
-    fn created(weight: i32) -> Value {
+    fn weight(weight: i32) -> CanaryState {
+        CanaryState {
+            weight,
+            header: None,
+        }
+    }
+
+    fn created(percent: i32) -> Value {
         let mut ingress =
-            desired_canary_ingress(&stable_ingress(), &config(), weight).expect("built");
+            desired_canary_ingress(&stable_ingress(), &config(), &weight(percent)).expect("built");
         ingress["metadata"]["resourceVersion"] = json!("12");
         ingress
     }
@@ -530,7 +646,8 @@ mod tests {
 
     #[test]
     fn the_canary_ingress_clones_only_the_stable_services_paths() {
-        let ingress = desired_canary_ingress(&stable_ingress(), &config(), 20).expect("built");
+        let ingress =
+            desired_canary_ingress(&stable_ingress(), &config(), &weight(20)).expect("built");
         assert_eq!(
             ingress,
             json!({
@@ -566,7 +683,7 @@ mod tests {
     fn a_stable_ingress_without_the_stable_service_is_an_error_naming_the_field() {
         let mut stable = stable_ingress();
         stable["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] = json!("x");
-        let error = plan(&stable, None, &config(), 10).expect_err("no backend");
+        let error = plan(&stable, None, &config(), &weight(10)).expect_err("no backend");
         assert_eq!(
             error.to_string(),
             "no spec.rules[].http.paths[].backend.service.name is \"web-stable\""
@@ -591,16 +708,16 @@ mod tests {
         let stable = stable_ingress();
         assert_eq!(canary_weight(&stable, None, &config()), Ok(Some(0)));
         assert_eq!(
-            plan(&stable, None, &config(), 0),
+            plan(&stable, None, &config(), &weight(0)),
             Ok(CanaryIngressAction::Keep)
         );
         assert_eq!(
-            plan(&stable, Some(&created(30)), &config(), 0),
+            plan(&stable, Some(&created(30)), &config(), &weight(0)),
             Ok(CanaryIngressAction::Delete {
                 resource_version: Some("12".into())
             })
         );
-        match plan(&stable, None, &config(), 30) {
+        match plan(&stable, None, &config(), &weight(30)) {
             Ok(CanaryIngressAction::Create(ingress)) => {
                 assert_eq!(
                     ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"],
@@ -620,10 +737,11 @@ mod tests {
             Ok(Some(20))
         );
         assert_eq!(
-            plan(&stable, Some(&current), &config(), 20),
+            plan(&stable, Some(&current), &config(), &weight(20)),
             Ok(CanaryIngressAction::Keep)
         );
-        let Ok(CanaryIngressAction::Patch(patch)) = plan(&stable, Some(&current), &config(), 50)
+        let Ok(CanaryIngressAction::Patch(patch)) =
+            plan(&stable, Some(&current), &config(), &weight(50))
         else {
             panic!("expected a patch");
         };
@@ -659,7 +777,8 @@ mod tests {
             json!("other");
         edited["metadata"]["annotations"]["team"] = json!("kept");
         assert_eq!(canary_weight(&stable, Some(&edited), &config()), Ok(None));
-        let Ok(CanaryIngressAction::Patch(patch)) = plan(&stable, Some(&edited), &config(), 20)
+        let Ok(CanaryIngressAction::Patch(patch)) =
+            plan(&stable, Some(&edited), &config(), &weight(20))
         else {
             panic!("expected a patch");
         };
@@ -697,10 +816,13 @@ mod tests {
             Err(error.clone())
         );
         assert_eq!(
-            plan(&stable, Some(&foreign), &config(), 0),
+            plan(&stable, Some(&foreign), &config(), &weight(0)),
             Err(error.clone())
         );
-        assert_eq!(plan(&stable, Some(&foreign), &config(), 40), Err(error));
+        assert_eq!(
+            plan(&stable, Some(&foreign), &config(), &weight(40)),
+            Err(error)
+        );
     }
 
     #[test]
@@ -709,13 +831,99 @@ mod tests {
         let current = created(20);
         stable["spec"]["rules"][0]["host"] = json!("shop.example");
         assert_eq!(canary_weight(&stable, Some(&current), &config()), Ok(None));
-        let Ok(CanaryIngressAction::Patch(patch)) = plan(&stable, Some(&current), &config(), 20)
+        let Ok(CanaryIngressAction::Patch(patch)) =
+            plan(&stable, Some(&current), &config(), &weight(20))
         else {
             panic!("expected a patch");
         };
         let ops = serde_json::to_value(&patch).expect("json");
         assert_eq!(ops[1]["path"], json!("/spec"));
         assert_eq!(ops[1]["value"]["rules"][0]["host"], json!("shop.example"));
+    }
+
+    #[test]
+    fn a_header_route_at_weight_zero_keeps_a_canary_ingress_and_reads_back() {
+        let stable = stable_ingress();
+        let header = CanaryState {
+            weight: 0,
+            header: Some(CanaryHeader {
+                route: "testers".into(),
+                header: "X-Canary".into(),
+                value: HeaderValue::Exact("yes".into()),
+            }),
+        };
+        let Ok(CanaryIngressAction::Create(ingress)) = plan(&stable, None, &config(), &header)
+        else {
+            panic!("expected a creation");
+        };
+        let mut ingress = ingress;
+        ingress["metadata"]["resourceVersion"] = json!("3");
+        let annotations = &ingress["metadata"]["annotations"];
+        assert_eq!(
+            annotations["nginx.ingress.kubernetes.io/canary-weight"],
+            json!("0")
+        );
+        assert_eq!(
+            annotations["nginx.ingress.kubernetes.io/canary-by-header"],
+            json!("X-Canary")
+        );
+        assert_eq!(
+            annotations["nginx.ingress.kubernetes.io/canary-by-header-value"],
+            json!("yes")
+        );
+        assert_eq!(annotations["vigil.dev/header-route"], json!("testers"));
+        assert_eq!(
+            read_state(&stable, Some(&ingress), &config()),
+            Ok(Some(header.clone()))
+        );
+        // Raising the weight keeps the header route; removing it at 0 deletes the Ingress.
+        let raised = CanaryState {
+            weight: 10,
+            ..header.clone()
+        };
+        let Ok(CanaryIngressAction::Patch(patch)) =
+            plan(&stable, Some(&ingress), &config(), &raised)
+        else {
+            panic!("expected a patch");
+        };
+        let mut patched = ingress.clone();
+        json_patch::patch(&mut patched, &patch).expect("applies");
+        assert_eq!(current_state(Some(&patched), &config()), raised);
+        assert_eq!(
+            plan(&stable, Some(&ingress), &config(), &weight(0)),
+            Ok(CanaryIngressAction::Delete {
+                resource_version: Some("3".into())
+            })
+        );
+        // Switching to a pattern drops the exact value.
+        let pattern = CanaryState {
+            weight: 10,
+            header: Some(CanaryHeader {
+                route: "testers".into(),
+                header: "X-Canary".into(),
+                value: HeaderValue::prefix("v2.1"),
+            }),
+        };
+        let Ok(CanaryIngressAction::Patch(patch)) =
+            plan(&stable, Some(&patched), &config(), &pattern)
+        else {
+            panic!("expected a patch");
+        };
+        json_patch::patch(&mut patched, &patch).expect("applies");
+        let annotations = &patched["metadata"]["annotations"];
+        assert!(
+            annotations
+                .get("nginx.ingress.kubernetes.io/canary-by-header-value")
+                .is_none()
+        );
+        assert_eq!(
+            annotations["nginx.ingress.kubernetes.io/canary-by-header-pattern"],
+            json!("^v2\\.1.*")
+        );
+        assert_eq!(
+            read_state(&stable, Some(&patched), &config()),
+            Ok(Some(pattern))
+        );
     }
 
     #[test]
