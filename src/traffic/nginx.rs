@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, TestOperation};
 use kube::api::{ApiResource, GroupVersionKind};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::rollout::fit_name;
@@ -37,32 +38,44 @@ pub const OWNED_ANNOTATIONS: [&str; 3] = ["canary", "canary-weight", "canary-wei
 /// vigil's annotation on the canary Ingress naming the managed header route it carries.
 pub const HEADER_ROUTE_ANNOTATION: &str = "vigil.dev/header-route";
 
-/// How ingress-nginx matches a header's value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a header route matches the header's value. ingress-nginx matches the exact value
+/// (`canary-by-header-value`) or a regular expression (`canary-by-header-pattern`); a prefix
+/// becomes a pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum HeaderValue {
-    /// `canary-by-header-value`: the whole value.
+    /// The whole value.
     Exact(String),
-    /// `canary-by-header-pattern`: a regular expression.
-    Pattern(String),
+    /// The value starts with this.
+    Prefix(String),
+    /// The value matches this regular expression.
+    Regex(String),
 }
 
 impl HeaderValue {
-    /// A prefix match as a pattern: the prefix with its regex metacharacters escaped.
-    pub fn prefix(prefix: &str) -> HeaderValue {
-        let mut pattern = String::from("^");
-        for c in prefix.chars() {
-            if "\\.+*?()|[]{}^$/-".contains(c) {
-                pattern.push('\\');
+    /// The annotation (after the prefix) and value ingress-nginx reads for this match.
+    fn annotation(&self) -> (&'static str, String) {
+        match self {
+            HeaderValue::Exact(value) => ("canary-by-header-value", value.clone()),
+            HeaderValue::Regex(pattern) => ("canary-by-header-pattern", pattern.clone()),
+            HeaderValue::Prefix(prefix) => {
+                let mut pattern = String::from("^");
+                for c in prefix.chars() {
+                    if "\\.+*?()|[]{}^$/-".contains(c) {
+                        pattern.push('\\');
+                    }
+                    pattern.push(c);
+                }
+                pattern.push_str(".*");
+                ("canary-by-header-pattern", pattern)
             }
-            pattern.push(c);
         }
-        pattern.push_str(".*");
-        HeaderValue::Pattern(pattern)
     }
 }
 
 /// A managed header route on the canary Ingress: requests with the header reach the canary.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// vigil keeps it as JSON in [`HEADER_ROUTE_ANNOTATION`] to read it back as it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CanaryHeader {
     /// The managed route's name.
     pub route: String,
@@ -182,13 +195,13 @@ impl CanaryIngressConfig {
             Value::from(state.weight.clamp(0, 100).to_string()),
         );
         if let Some(header) = &state.header {
-            annotations.insert(HEADER_ROUTE_ANNOTATION.into(), json!(header.route));
+            annotations.insert(
+                HEADER_ROUTE_ANNOTATION.into(),
+                Value::from(serde_json::to_string(header).unwrap_or_default()),
+            );
             annotations.insert(self.key("canary-by-header"), json!(header.header));
-            let (name, value) = match &header.value {
-                HeaderValue::Exact(value) => ("canary-by-header-value", value),
-                HeaderValue::Pattern(pattern) => ("canary-by-header-pattern", pattern),
-            };
-            annotations.insert(self.key(name), json!(value));
+            let (name, value) = header.value.annotation();
+            annotations.insert(self.key(name), Value::from(value));
         }
         annotations
     }
@@ -199,22 +212,10 @@ impl CanaryIngressConfig {
         let weight = annotation(canary, &self.key("canary-weight"))
             .and_then(|w| w.parse::<i32>().ok())
             .filter(|w| (0..=100).contains(w))?;
-        let header = annotation(canary, HEADER_ROUTE_ANNOTATION).and_then(|route| {
-            let header = annotation(canary, &self.key("canary-by-header"))?;
-            let value = match (
-                annotation(canary, &self.key("canary-by-header-value")),
-                annotation(canary, &self.key("canary-by-header-pattern")),
-            ) {
-                (Some(value), None) => HeaderValue::Exact(value.to_owned()),
-                (None, Some(pattern)) => HeaderValue::Pattern(pattern.to_owned()),
-                _ => return None,
-            };
-            Some(CanaryHeader {
-                route: route.to_owned(),
-                header: header.to_owned(),
-                value,
-            })
-        });
+        // An unreadable record of the header route reads as none: the annotations it would
+        // have made then differ from the wanted ones, which puts them back.
+        let header = annotation(canary, HEADER_ROUTE_ANNOTATION)
+            .and_then(|json| serde_json::from_str::<CanaryHeader>(json).ok());
         Some(CanaryState { weight, header })
     }
 }
@@ -871,7 +872,10 @@ mod tests {
             annotations["nginx.ingress.kubernetes.io/canary-by-header-value"],
             json!("yes")
         );
-        assert_eq!(annotations["vigil.dev/header-route"], json!("testers"));
+        assert_eq!(
+            annotations["vigil.dev/header-route"],
+            json!(r#"{"route":"testers","header":"X-Canary","value":{"exact":"yes"}}"#)
+        );
         assert_eq!(
             read_state(&stable, Some(&ingress), &config()),
             Ok(Some(header.clone()))
@@ -901,7 +905,7 @@ mod tests {
             header: Some(CanaryHeader {
                 route: "testers".into(),
                 header: "X-Canary".into(),
-                value: HeaderValue::prefix("v2.1"),
+                value: HeaderValue::Prefix("v2.1".into()),
             }),
         };
         let Ok(CanaryIngressAction::Patch(patch)) =
