@@ -6,6 +6,7 @@
 pub mod analysis;
 pub mod api;
 pub mod cli;
+pub mod convert;
 pub mod lint;
 pub mod manifest;
 pub mod metrics;

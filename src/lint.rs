@@ -235,10 +235,10 @@ fn lint_document(document: &Value) -> Vec<Problem> {
         Some(Value::String(v)) => {
             let message = if v.starts_with(&format!("{GROUP}/")) {
                 format!("`{v}` is not served by this vigil; use {expected_api}")
-            } else if v.starts_with("argoproj.io/") {
-                format!(
-                    "`{v}` is Argo Rollouts' API; vigil's resources use {expected_api} (most fields carry over)"
-                )
+            } else if let Some(origin) =
+                crate::convert::origin(v, kind.and_then(Value::as_str).unwrap_or_default())
+            {
+                foreign_document(v, origin, &expected_api)
             } else if suggest(v, [expected_api.as_str()]).is_some() {
                 format!("`{v}` is not a known API (did you mean `{expected_api}`?)")
             } else {
@@ -321,11 +321,50 @@ fn lint_document(document: &Value) -> Vec<Problem> {
     };
     match typed {
         Ok(found) => problems.extend(found),
-        // The schema pass already said what is wrong, with a better path.
-        Err(_) if structural => {}
+        // The schema pass already said what is wrong, with a better path; the conditions'
+        // traps are still worth naming, since the typed pass cannot reach them.
+        Err(_) if structural => condition_traps(spec, &mut problems),
         Err(error) => problems.push(problem("spec", yaml_message(&error))),
     }
     problems
+}
+
+/// The `result[0]` trap in the raw conditions of `spec.metrics`, for a spec the typed pass
+/// could not read.
+fn condition_traps(spec: &Value, problems: &mut Vec<Problem>) {
+    let Some(Value::Sequence(metrics)) = spec.get("metrics") else {
+        return;
+    };
+    for (i, metric) in metrics.iter().enumerate() {
+        for field in ["successCondition", "failureCondition"] {
+            if let Some(Value::String(condition)) = metric.get(field)
+                && let Some(message) = crate::convert::traps::indexed_scalar_result(condition)
+            {
+                problems.push(problem(format!("spec.metrics[{i}].{field}"), message));
+            }
+        }
+    }
+}
+
+/// The message for an Argo Rollouts or Flagger document: what it is and how to bring it over.
+fn foreign_document(
+    api_version: &str,
+    origin: crate::convert::Origin,
+    expected_api: &str,
+) -> String {
+    use crate::convert::Origin;
+    let what = match origin {
+        Origin::ArgoRollout => "an Argo Rollouts Rollout",
+        Origin::ArgoTemplate(false) => "an Argo Rollouts AnalysisTemplate",
+        Origin::ArgoTemplate(true) => "an Argo Rollouts ClusterAnalysisTemplate",
+        Origin::ArgoOther => "an Argo Rollouts resource",
+        Origin::FlaggerCanary => "a Flagger Canary",
+        Origin::FlaggerMetricTemplate => "a Flagger MetricTemplate",
+        Origin::FlaggerOther => "a Flagger resource",
+    };
+    format!(
+        "`{api_version}`: {what}, not vigil's {expected_api}; run `vigil convert FILE` to translate it (it names every field it cannot map)"
+    )
 }
 
 fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
@@ -426,8 +465,12 @@ fn key_path(key: &Value) -> String {
 
 fn unknown_field<'a>(parent: &str, key: &str, known: impl Iterator<Item = &'a str>) -> Problem {
     let known: Vec<&str> = known.collect();
-    let hint = match suggest(key, known.iter().copied()) {
-        Some(s) => format!("; did you mean `{s}`?"),
+    let moved = crate::convert::traps::moved_field(parent, key);
+    let hint = match moved
+        .map(|m| format!("; {m}"))
+        .or_else(|| suggest(key, known.iter().copied()).map(|s| format!("; did you mean `{s}`?")))
+    {
+        Some(hint) => hint,
         None => format!(
             "; known fields here: {}",
             if known.len() > 12 {
@@ -559,9 +602,13 @@ fn check_value_at(
             ));
         }
         Some("boolean") if !matches!(value, Value::Bool(_)) => {
+            let (parent, key) = path.rsplit_once('.').unwrap_or(("", path));
+            let hint = crate::convert::traps::moved_field(parent, key)
+                .map(|m| format!("; {m}"))
+                .unwrap_or_default();
             problems.push(problem(
                 path,
-                format!("expected true or false, found {}", describe(value)),
+                format!("expected true or false, found {}{hint}", describe(value)),
             ));
         }
         _ => {}
@@ -642,6 +689,17 @@ fn check_array(
 
 /// A value whose schema type is `string`, within its `enum` when there is one.
 fn check_string(value: &Value, schema: &Schema, path: &str, problems: &mut Vec<Problem>) {
+    let duration = schema.get("pattern").and_then(Schema::as_str)
+        == Some(crate::api::duration::DURATION_PATTERN);
+    if let (true, Value::Number(n)) = (duration, value)
+        && let Some(seconds) = n.as_u64()
+    {
+        problems.push(problem(
+            path,
+            crate::convert::traps::integer_seconds_message(&seconds.into()),
+        ));
+        return;
+    }
     let Value::String(text) = value else {
         let hint = match value {
             Value::Number(_) | Value::Bool(_) => " (quote it to make it a string)",
@@ -800,7 +858,12 @@ spec:
             ]
         );
         let out = lint("apiVersion: argoproj.io/v1alpha1\nkind: Rollout\n");
-        assert!(out[0].starts_with("f.yaml: apiVersion: `argoproj.io/v1alpha1` is Argo"));
+        assert!(
+            out[0].starts_with(
+                "f.yaml: apiVersion: `argoproj.io/v1alpha1`: an Argo Rollouts Rollout"
+            )
+        );
+        assert!(out[0].contains("run `vigil convert FILE`"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod controller;
+pub mod convert;
 pub mod crds;
 pub mod demo;
 pub mod demo_app;
@@ -35,6 +36,13 @@ pub enum Command {
     /// Check Rollout and AnalysisTemplate YAML files: schema, unknown fields, durations, weights,
     /// CEL conditions, PromQL and its known traps. Exit 1 when a problem is found.
     Lint(lint::LintArgs),
+    /// Translate Argo Rollouts (Rollout, AnalysisTemplate, ClusterAnalysisTemplate) and Flagger
+    /// (Canary with its MetricTemplates and Deployment) YAML into vigil's, on stdout; one line
+    /// per field that could not be mapped, with its path and why, on stderr.
+    ///
+    /// Exit code: 0 every field mapped, 1 some field not mapped (the output is still written),
+    /// 2 a file could not be read or is not YAML.
+    Convert(convert::ConvertArgs),
     /// Run the demo HTTP service (injected errors and latency) used by `vigil demo` and tests.
     DemoApp(demo_app::DemoAppArgs),
     /// Run the Kubernetes controller: Rollouts and AnalysisRuns, /metrics /livez /readyz,
@@ -118,6 +126,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Crds(args) => crds::run(&args),
         Command::Analyze(args) => analyze::run(&args),
         Command::Lint(args) => lint::run(&args),
+        Command::Convert(args) => convert::run(&args),
         Command::DemoApp(args) => demo_app::run(&args),
         Command::Controller(args) => controller::run(&args),
         Command::Get(command) => kubectl::get(&command),

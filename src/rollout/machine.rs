@@ -19,6 +19,7 @@ use super::{
     AnalysisKind, Decision, Effect, EventType, Observation, SpecProblem, background_run_name,
     step_run_name,
 };
+use crate::traffic::RouterKind;
 
 const DEFAULT_REPLICAS: i32 = 1;
 const DEFAULT_PROGRESS_DEADLINE_SECONDS: i64 = 600;
@@ -97,7 +98,7 @@ impl<'a> Machine<'a> {
             recorded: Time(Timestamp::from_second(now.as_second()).unwrap_or(now)),
             steps: &spec.strategy.canary.steps,
             replicas: spec.replicas.unwrap_or(DEFAULT_REPLICAS).max(0),
-            router: routing.is_some_and(|r| r.gateway_api.is_some() || r.local.is_some()),
+            router: RouterKind::of(routing).sets_weights(),
             problems,
             events: Vec::new(),
             pauses: Vec::new(),
@@ -992,13 +993,10 @@ impl<'a> Machine<'a> {
     /// traffic left (recorded as `scaleDownAt`, so a restart keeps it).
     fn scale_down_due(&mut self, recorded_at: Option<Time>, plan: &Plan) -> (Option<Time>, bool) {
         let canary = &self.spec.strategy.canary;
-        let gateway = canary
-            .traffic_routing
-            .as_ref()
-            .is_some_and(|r| r.gateway_api.is_some());
+        let applies_late = RouterKind::of(canary.traffic_routing.as_ref()).applies_changes_late();
         let delay = canary
             .scale_down_delay_seconds
-            .unwrap_or(if gateway {
+            .unwrap_or(if applies_late {
                 DEFAULT_SCALE_DOWN_DELAY_SECONDS
             } else {
                 0

@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 use crate::analysis::template::validate::{check_args, check_duration};
 use crate::api::duration::MAX_DURATION;
 use crate::api::{CanaryStep, RolloutSpec, TemplateRef};
+use crate::traffic::RouterKind;
 
 use super::SpecProblem;
 
@@ -169,24 +170,37 @@ fn check_routing(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
         return;
     };
     let path = format!("{CANARY}.trafficRouting");
-    match (&routing.gateway_api, &routing.local) {
-        (None, None) => problems.push(problem(
-            path.clone(),
-            "no router: set `gatewayAPI` or `local`, or remove trafficRouting to split traffic by replica ratio",
-        )),
-        (Some(_), Some(_)) => problems.push(problem(
-            path.clone(),
-            "several routers (gatewayAPI, local); set exactly one",
-        )),
-        _ => {}
-    }
-    if let Some(gateway) = &routing.gateway_api {
-        if gateway.http_route.trim().is_empty() {
+    let routers = RouterKind::configured(routing);
+    let fields: Vec<&str> = routers.iter().filter_map(|r| r.field()).collect();
+    match fields.as_slice() {
+        [] => {
+            let all: Vec<&str> = RouterKind::ROUTERS
+                .iter()
+                .filter_map(|r| r.field())
+                .collect();
             problems.push(problem(
-                format!("{path}.gatewayAPI.httpRoute"),
-                "empty HTTPRoute name",
+                path.clone(),
+                format!(
+                    "no router: set one of {}, or remove trafficRouting to split traffic by replica ratio",
+                    all.join(", ")
+                ),
             ));
         }
+        [_] => {}
+        several => problems.push(problem(
+            path.clone(),
+            format!("several routers ({}); set exactly one", several.join(", ")),
+        )),
+    }
+    if let Some(gateway) = &routing.gateway_api
+        && gateway.http_route.trim().is_empty()
+    {
+        problems.push(problem(
+            format!("{path}.gatewayAPI.httpRoute"),
+            "empty HTTPRoute name",
+        ));
+    }
+    for router in routers.into_iter().filter(|r| r.needs_services()) {
         for (field, value) in [
             ("stableService", &canary.stable_service),
             ("canaryService", &canary.canary_service),
@@ -194,7 +208,10 @@ fn check_routing(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
             if value.is_none() {
                 problems.push(problem(
                     format!("{CANARY}.{field}"),
-                    "missing: gatewayAPI routing sets the weights of the stable and canary Services' backendRefs, so both are needed",
+                    format!(
+                        "missing: the {} router sends traffic to the stable and canary Services, so both are needed",
+                        router.name()
+                    ),
                 ));
             }
         }

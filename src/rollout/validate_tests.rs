@@ -168,12 +168,19 @@ fn negative_replicas() {
     assert_eq!(at(&validate_spec(&spec), "spec.replicas").len(), 1);
 }
 
+// Other routers add fields to TrafficRouting; the struct updates leave them unset.
+#[allow(clippy::needless_update)]
 #[test]
 fn traffic_routing_needs_exactly_one_router_and_services() {
     let mut spec = rollout(vec![weight(10)]);
     spec.strategy.canary.traffic_routing = Some(TrafficRouting::default());
     let problems = validate_spec(&spec);
-    assert!(at(&problems, "spec.strategy.canary.trafficRouting")[0].starts_with("no router"));
+    assert_eq!(
+        at(&problems, "spec.strategy.canary.trafficRouting"),
+        vec![
+            "no router: set one of gatewayAPI, local, or remove trafficRouting to split traffic by replica ratio"
+        ]
+    );
 
     spec.strategy.canary.traffic_routing = Some(TrafficRouting {
         gateway_api: Some(GatewayApiRouting {
@@ -182,10 +189,19 @@ fn traffic_routing_needs_exactly_one_router_and_services() {
         local: Some(LocalRouting {
             listen: "localhost".to_owned(),
         }),
+        ..TrafficRouting::default()
     });
     let problems = validate_spec(&spec);
-    assert!(at(&problems, "spec.strategy.canary.trafficRouting")[0].starts_with("several"));
-    assert_eq!(at(&problems, "spec.strategy.canary.stableService").len(), 1);
+    assert_eq!(
+        at(&problems, "spec.strategy.canary.trafficRouting"),
+        vec!["several routers (gatewayAPI, local); set exactly one"]
+    );
+    assert_eq!(
+        at(&problems, "spec.strategy.canary.stableService"),
+        vec![
+            "missing: the Gateway API (trafficRouting.gatewayAPI) router sends traffic to the stable and canary Services, so both are needed"
+        ]
+    );
     assert_eq!(at(&problems, "spec.strategy.canary.canaryService").len(), 1);
     assert_eq!(
         at(

@@ -11,7 +11,10 @@ use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation, TestOper
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PatchParams};
 use serde_json::Value;
 
-use super::{TrafficError, TrafficRouter};
+use super::{RouterKind, TrafficError, TrafficRouter};
+
+/// The kind of the object this router drives, as errors name it.
+const KIND: &str = "HTTPRoute";
 
 /// What is wrong with a route for vigil's purposes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -248,22 +251,28 @@ impl GatewayRoute {
             .api
             .get(&self.route)
             .await
-            .map_err(|source| TrafficError::GetRoute {
-                route: self.route.clone(),
+            .map_err(|source| TrafficError::GetObject {
+                kind: KIND,
+                name: self.route.clone(),
                 source,
             })?;
         Ok(serde_json::to_value(route).unwrap_or(Value::Null))
     }
 
     fn read_error(&self, source: RouteError) -> TrafficError {
-        TrafficError::ReadRoute {
-            route: self.route.clone(),
-            source,
+        TrafficError::ReadObject {
+            kind: KIND,
+            name: self.route.clone(),
+            source: source.into(),
         }
     }
 }
 
 impl TrafficRouter for GatewayRoute {
+    fn kind(&self) -> RouterKind {
+        RouterKind::GatewayApi
+    }
+
     async fn set_canary_weight(&self, canary_weight: i32) -> Result<(), TrafficError> {
         let route = self.read().await?;
         let patch = weight_patch(&route, &self.stable, &self.canary, canary_weight)
@@ -275,8 +284,9 @@ impl TrafficRouter for GatewayRoute {
         self.api
             .patch(&self.route, &params, &kube::api::Patch::Json::<()>(patch))
             .await
-            .map_err(|source| TrafficError::PatchRoute {
-                route: self.route.clone(),
+            .map_err(|source| TrafficError::PatchObject {
+                kind: KIND,
+                name: self.route.clone(),
                 source,
             })?;
         Ok(())

@@ -90,7 +90,7 @@ pub fn spec(steps: Vec<CanaryStep>, router: bool, replicas: i32) -> RolloutSpec 
             gateway_api: Some(GatewayApiRouting {
                 http_route: "shop".into(),
             }),
-            local: None,
+            ..TrafficRouting::default()
         });
     }
     spec

@@ -33,13 +33,14 @@ pub fn placeholders(query: &str) -> Result<Vec<ArgRef>, TemplateError> {
         let end = start + 2 + close + 2;
         let inner = query[start + 2..end - 2].trim();
         let Some(name) = inner.strip_prefix("args.") else {
-            return Err(TemplateError::ParsePlaceholder {
-                at: start,
-                reason: format!(
-                    "`{}` is not a placeholder; write `{{{{args.NAME}}}}`",
-                    &query[start..end]
-                ),
-            });
+            let reason =
+                crate::convert::traps::flagger_placeholder_hint(inner).unwrap_or_else(|| {
+                    format!(
+                        "`{}` is not a placeholder; write `{{{{args.NAME}}}}`",
+                        &query[start..end]
+                    )
+                });
+            return Err(TemplateError::ParsePlaceholder { at: start, reason });
         };
         if name.is_empty() {
             return Err(TemplateError::ParsePlaceholder {

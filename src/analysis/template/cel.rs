@@ -104,6 +104,9 @@ pub(super) fn check_cel(
             }
         },
     };
+    if let Some(message) = crate::convert::traps::indexed_scalar_result(source) {
+        problems.push(Problem::new(path.to_owned(), message));
+    }
     let mut unknown_vars = BTreeSet::new();
     let mut unknown_fns = BTreeSet::new();
     let mut bound = Vec::new();

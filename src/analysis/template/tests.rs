@@ -83,8 +83,14 @@ fn placeholders_rejects_malformed_ones_with_a_position() {
         Err(TemplateError::ParsePlaceholder { at: 5, reason }) if reason.contains("never closed")
     ));
     assert!(matches!(
-        placeholders("{{ service }}"),
+        placeholders("{{ owner }}"),
         Err(TemplateError::ParsePlaceholder { reason, .. }) if reason.contains("{{args.NAME}}")
+    ));
+    // Flagger's variables are named as such, with the argument to write instead.
+    assert!(matches!(
+        placeholders("{{ service }}"),
+        Err(TemplateError::ParsePlaceholder { reason, .. })
+            if reason.contains("Flagger's `{{ service }}`") && reason.contains("{{args.service}}")
     ));
     assert!(matches!(
         placeholders("{{args.a b}}"),

@@ -6,7 +6,9 @@ use kube::ResourceExt;
 
 use super::context::{REVISION_LABEL, ROLLOUT_LABEL, rollout_label_value};
 use crate::api::{AnalysisRun, AnalysisRunSummary, Rollout};
-use crate::rollout::{Observation, RevisionObservation, ServiceSelection, template_hash};
+use crate::rollout::{
+    Observation, RevisionObservation, ServiceSelection, SpecProblem, template_hash,
+};
 
 /// True when `meta`'s owner references name `uid` as the controller.
 pub fn controlled_by(
@@ -80,6 +82,9 @@ pub struct Seen {
     pub canary_service: Option<Service>,
     /// The canary weight the router reports.
     pub router_canary_weight: Option<i32>,
+    /// Why the router object cannot be used (missing, malformed), at its field: the rollout
+    /// holds until it is fixed.
+    pub router_problem: Option<SpecProblem>,
     /// AnalysisRuns labelled with the Rollout's name.
     pub analysis_runs: Vec<AnalysisRun>,
 }
@@ -114,8 +119,8 @@ pub fn observation(rollout: &Rollout, seen: &Seen) -> Observation {
             canary: seen.canary_service.as_ref().and_then(service_revision),
         },
         analysis_runs,
-        // Filled by the dereference step.
-        spec_problems: Vec::new(),
+        // The router object's problem; the dereference step adds its own.
+        spec_problems: seen.router_problem.iter().cloned().collect(),
     }
 }
 
@@ -224,6 +229,7 @@ mod tests {
             stable_service: Some(service(Some("aaa"))),
             canary_service: Some(service(None)),
             router_canary_weight: Some(20),
+            router_problem: None,
             analysis_runs: vec![run, other_run],
         };
         let obs = observation(&rollout(), &seen);

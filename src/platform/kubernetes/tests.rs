@@ -215,7 +215,7 @@ fn rollout(router: bool, status: Option<RolloutStatus>) -> Rollout {
             gateway_api: Some(GatewayApiRouting {
                 http_route: "web".into(),
             }),
-            local: None,
+            ..TrafficRouting::default()
         });
     }
     let mut rollout = Rollout::new("web", spec);
@@ -889,6 +889,119 @@ async fn a_missing_template_holds_the_rollout_from_observe_without_reading_it() 
     assert!(
         message.contains(r#"AnalysisTemplate "error-rate" does not exist in namespace "shop""#),
         "{message}"
+    );
+}
+
+/// Only events and the status write after the reads: nothing moved.
+fn assert_held(calls: &[Call]) {
+    let calls_lines = lines(calls);
+    assert_eq!(calls_lines[..5], reads()[..], "{calls_lines:#?}");
+    assert!(
+        calls_lines[5..]
+            .iter()
+            .all(|l| *l == format!("POST {EVENTS}") || *l == format!("PUT {STATUS}")),
+        "{calls_lines:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_router_object_holds_the_rollout_with_its_field_named() {
+    let (status, mut cluster) = in_flight(1, 20);
+    cluster.route = None;
+    let (result, calls, _) = reconcile_rollout(rollout(true, Some(status)), cluster).await;
+    // The route is not watched: look again soon rather than wait for a Rollout change.
+    assert_eq!(result, Ok(Action::requeue(Duration::from_secs(20))));
+    assert_held(&calls);
+    let write = calls.last().expect("status write");
+    assert_status_write(write);
+    let status = status_of(write);
+    assert_eq!(status.phase, Some(RolloutPhase::Degraded));
+    assert_eq!(status.canary_weight, 20, "no traffic moved");
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains(
+            "spec.strategy.canary.trafficRouting.gatewayAPI.httpRoute: HTTPRoute web does not exist; no traffic moves until it does"
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_router_object_holds_the_rollout_with_what_is_wrong() {
+    let (status, mut cluster) = in_flight(1, 20);
+    cluster.route = Some(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": NS},
+        "spec": {"rules": [{"backendRefs": [{"name": "web-stable", "port": 80, "weight": 100}]}]}
+    }));
+    let (result, calls, _) = reconcile_rollout(rollout(true, Some(status)), cluster).await;
+    assert_eq!(result, Ok(Action::requeue(Duration::from_secs(20))));
+    assert_held(&calls);
+    let message = status_of(calls.last().expect("status write"))
+        .message
+        .unwrap_or_default();
+    assert!(
+        message.contains(
+            r#"spec.strategy.canary.trafficRouting.gatewayAPI.httpRoute: HTTPRoute web: spec.rules[0] has a backendRef to "web-stable" but none to "web-canary""#
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_edit_of_the_weight_is_put_back_and_reported_in_an_event() {
+    let (status, mut cluster) = in_flight(1, 20);
+    cluster.route = Some(route(50, 50));
+    let (result, calls, _) = reconcile_rollout(rollout(true, Some(status)), cluster).await;
+    result.expect("reconciled");
+    let calls_lines = lines(&calls);
+    assert_eq!(calls_lines[..5], reads()[..], "{calls_lines:#?}");
+    // Weight decreases go first: the route is put back before anything else.
+    assert_eq!(
+        calls_lines[5..7],
+        [format!("GET {ROUTE}"), format!("PATCH {ROUTE}")],
+        "{calls_lines:#?}"
+    );
+    assert_eq!(
+        calls[6].body,
+        json!([
+            {"op": "test", "path": "/spec/rules/0/backendRefs/0/name", "value": "web-stable"},
+            {"op": "test", "path": "/spec/rules/0/backendRefs/0/weight", "value": 50},
+            {"op": "replace", "path": "/spec/rules/0/backendRefs/0/weight", "value": 80},
+            {"op": "test", "path": "/spec/rules/0/backendRefs/1/name", "value": "web-canary"},
+            {"op": "test", "path": "/spec/rules/0/backendRefs/1/weight", "value": 50},
+            {"op": "replace", "path": "/spec/rules/0/backendRefs/1/weight", "value": 20},
+        ])
+    );
+    let put_back = calls
+        .iter()
+        .find(|c| c.path == EVENTS && c.body["reason"] == json!("TrafficWeightRestored"))
+        .expect("a put-back event");
+    assert_eq!(put_back.body["type"], json!("Warning"));
+    assert_eq!(
+        put_back.body["note"],
+        json!("the router reports canary weight 50, but vigil set 20 and owns it: setting 20 back")
+    );
+    assert_eq!(status_of(calls.last().expect("status")).canary_weight, 20);
+}
+
+#[tokio::test]
+async fn deleting_a_rollout_whose_router_object_is_gone_still_returns_the_services() {
+    let (status, mut cluster) = in_flight(1, 20);
+    cluster.route = None;
+    let mut r = rollout(true, Some(status));
+    r.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
+    let (result, calls, _) = reconcile_rollout(r, cluster).await;
+    assert_eq!(result, Ok(Action::await_change()));
+    assert_eq!(
+        lines(&calls),
+        vec![
+            format!("GET {ROUTE}"),
+            format!("PATCH {STABLE_SVC}"),
+            format!("PATCH {CANARY_SVC}"),
+            "PATCH /apis/vigil.dev/v1alpha1/namespaces/shop/rollouts/web".to_owned(),
+        ]
     );
 }
 

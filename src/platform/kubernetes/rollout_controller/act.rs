@@ -21,13 +21,14 @@ pub(super) async fn act(
             }
             Effect::SetWeight { canary_weight } => {
                 router
-                    .set(*canary_weight)
+                    .set_canary_weight(*canary_weight)
                     .await
                     .map_err(|source| Error::SetWeight {
                         rollout: scope.name.clone(),
                         weight: *canary_weight,
-                        source,
+                        source: Box::new(source),
                     })?;
+                report_put_back(scope, seen, *canary_weight).await;
             }
             Effect::CreateAnalysisRun {
                 name,
@@ -104,6 +105,20 @@ pub(super) async fn act(
         acted = true;
     }
     Ok(acted)
+}
+
+/// A weight someone else set on the router was just put back: say so in a Warning event.
+async fn report_put_back(scope: &Scope<'_>, seen: &Seen, wanted: i32) {
+    let last_set = scope
+        .rollout
+        .status
+        .as_ref()
+        .filter(|s| s.stable_revision.is_some())
+        .map(|s| s.canary_weight);
+    if let Some(note) = foreign_weight_edit(seen.router_canary_weight, last_set, wanted) {
+        warn!(%note, "put back a foreign edit of the router's weight");
+        publish(scope, EventType::Warning, "TrafficWeightRestored", &note).await;
+    }
 }
 
 /// Events are a courtesy: one that cannot be written is logged, and the reconcile goes on

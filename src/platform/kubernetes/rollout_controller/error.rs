@@ -75,8 +75,8 @@ pub enum Error {
         rollout: String,
         /// The weight.
         weight: i32,
-        /// The cause.
-        source: TrafficError,
+        /// The cause (boxed: router errors are large).
+        source: Box<TrafficError>,
     },
     /// Reading an AnalysisTemplate or ClusterAnalysisTemplate failed.
     #[error("failed to get analysis template {template}: {source}")]
@@ -189,18 +189,15 @@ impl Error {
         }
     }
 
-    /// True when retrying cannot help until the spec (or a template, or the route) changes:
-    /// arguments that do not resolve, templates that do not combine, a route without the
-    /// backendRefs vigil needs.
+    /// True when retrying cannot help until the spec (or a template, or the router object)
+    /// changes: arguments that do not resolve, templates that do not combine, a router
+    /// object without what vigil needs.
     pub fn is_invalid_spec(&self) -> bool {
         match self {
             Error::ResolveArg { .. }
             | Error::Instantiate { .. }
             | Error::PrepareAnalysis { .. } => true,
-            Error::SetWeight {
-                source: TrafficError::ReadRoute { .. },
-                ..
-            } => true,
+            Error::SetWeight { source, .. } => matches!(**source, TrafficError::ReadObject { .. }),
             Error::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
                     e.is_invalid_spec()

@@ -39,7 +39,7 @@ use crate::platform::reconcile::{Observed, Platform, reconcile_once};
 use crate::rollout::{self, AnalysisKind, Decision, Effect, EventType, Observation, SpecProblem};
 use crate::traffic::gateway_api::{GatewayRoute, http_route_resource};
 use crate::traffic::replicas::ReplicaRatio;
-use crate::traffic::{TrafficError, TrafficRouter};
+use crate::traffic::{TrafficError, TrafficRouter, foreign_weight_edit};
 
 mod act;
 mod dereference;
@@ -59,8 +59,9 @@ use router::*;
 const RECHECK_AFTER_ACTING: Duration = Duration::from_secs(2);
 /// A rollout in flight is looked at at least this often, even with no event.
 const RESYNC: Duration = Duration::from_secs(300);
-/// How soon a Rollout held because its analysis cannot start looks again. Templates are
-/// watched (a change wakes the Rollouts using them at once); Secrets behind arguments are not.
+/// How soon a Rollout held because its analysis cannot start, or its router object is
+/// missing or malformed, looks again. Templates are watched (a change wakes the Rollouts
+/// using them at once); Secrets behind arguments and router objects are not.
 const RECHECK_HELD_ANALYSIS: Duration = Duration::from_secs(20);
 /// After a status write conflict: the CLI wrote a request; observe it again at once (the
 /// short delay lets the watch deliver the newer object).
@@ -195,7 +196,7 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         router,
         seen: None,
         prepared: Vec::new(),
-        analysis_blocked: false,
+        blocked: false,
         held: None,
     };
     let reconciled = match reconcile_once(&mut platform, now).await {
@@ -219,17 +220,17 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         now,
         &reconciled.decision,
         reconciled.acted,
-        platform.analysis_blocked,
+        platform.blocked,
     ))
 }
 
 /// When to look at a reconciled Rollout again.
-fn next_action(now: Timestamp, decision: &Decision, acted: bool, analysis_blocked: bool) -> Action {
+fn next_action(now: Timestamp, decision: &Decision, acted: bool, blocked: bool) -> Action {
     let mut after = decision.requeue_at.map(|at| until(now, at));
     if acted {
         after = Some(after.map_or(RECHECK_AFTER_ACTING, |a| a.min(RECHECK_AFTER_ACTING)));
     }
-    if analysis_blocked {
+    if blocked {
         after = Some(after.map_or(RECHECK_HELD_ANALYSIS, |a| a.min(RECHECK_HELD_ANALYSIS)));
     }
     let settled = matches!(
@@ -306,7 +307,8 @@ fn until(now: Timestamp, at: Timestamp) -> Duration {
 }
 
 /// A Rollout being deleted mid-way: traffic back to the stable version (weight 0, both
-/// Services on the stable revision). The HTTPRoute and Services belong to the user, so
+/// Services on the stable revision), whichever the router. The router object and Services
+/// belong to the user, so
 /// owner-reference garbage collection would leave them pointing at pods about to vanish.
 async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
     let scope = Scope {
@@ -322,15 +324,15 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     };
     let router = Router::of(rollout, &ctx.client, &scope.namespace);
-    match router.set(0).await {
+    match router.set_canary_weight(0).await {
         Ok(()) => {}
-        // The route is gone too (namespace deletion): nothing to return.
-        Err(TrafficError::GetRoute { source, .. }) if not_found(&source) => {}
+        // The router object is gone too (namespace deletion): nothing to return.
+        Err(error) if error.object_missing() => {}
         Err(source) => {
             return Err(Error::SetWeight {
                 rollout: scope.name.clone(),
                 weight: 0,
-                source,
+                source: Box::new(source),
             });
         }
     }

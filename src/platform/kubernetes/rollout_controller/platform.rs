@@ -35,11 +35,19 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
     };
     let stable_service = get_service(canary.stable_service.clone()).await?;
     let canary_service = get_service(canary.canary_service.clone()).await?;
-    // An unreadable router is "weight unknown": a setWeight step waits, an abort still acts.
-    let router_canary_weight = router.read().await.unwrap_or_else(|error| {
-        warn!(%error, "cannot read the router's weight");
-        None
-    });
+    // A missing or malformed router object holds the rollout with its field named; any other
+    // failure is "weight unknown": a setWeight step waits, an abort still acts.
+    let (router_canary_weight, router_problem) = match router.canary_weight().await {
+        Ok(weight) => (weight, None),
+        Err(error) => {
+            warn!(%error, "cannot read the router's weight");
+            let problem = error.hold_reason().map(|message| SpecProblem {
+                path: router.object_path(),
+                message,
+            });
+            (None, problem)
+        }
+    };
     let analysis_runs = scope
         .api::<AnalysisRun>()
         .list(&selector)
@@ -54,6 +62,7 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
         stable_service,
         canary_service,
         router_canary_weight,
+        router_problem,
         analysis_runs,
     })
 }
@@ -67,8 +76,9 @@ pub(super) struct KubeRollout<'a> {
     /// The runs the dereference step prepared, by analysis: all `create_run` needs.
     pub(super) prepared: Vec<PreparedRun>,
     /// An analysis cannot start (a template event may reach the controller before its cache
-    /// has it, and Secrets are not watched: look again soon).
-    pub(super) analysis_blocked: bool,
+    /// has it, and Secrets are not watched) or the router object is missing or malformed (it
+    /// is not watched): look again soon.
+    pub(super) blocked: bool,
     /// A run whose templates do not combine for the decision's revisions, found while
     /// acting: hold with it, emitting events only.
     pub(super) held: Option<SpecProblem>,
@@ -85,7 +95,7 @@ impl Platform for KubeRollout<'_> {
             let seen = read(&self.scope, &self.router).await?;
             let mut observation = observation(rollout, &seen);
             let found = dereference(&self.scope, &observation).await?;
-            self.analysis_blocked = !found.problems.is_empty();
+            self.blocked = !found.problems.is_empty() || seen.router_problem.is_some();
             observation.spec_problems.extend(found.problems);
             self.prepared = found.prepared;
             self.seen = Some((seen, observation));

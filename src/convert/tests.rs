@@ -1,0 +1,353 @@
+//! The conversion as a whole, on the manifests of `tests/fixtures/convert/` (written from Argo
+//! Rollouts' and Flagger's documentation): each trap mapped to what vigil means by it.
+
+use super::*;
+use crate::api::{AnalysisTemplateSpec, NoDataPolicy, RolloutSpec};
+
+fn sources(file: &str, text: &str) -> Vec<Source> {
+    crate::manifest::documents(text)
+        .expect("YAML")
+        .into_iter()
+        .enumerate()
+        .filter(|(_, d)| !d.is_null())
+        .map(|(index, document)| Source {
+            file: file.to_owned(),
+            index,
+            document: serde_json::to_value(&document).expect("JSON"),
+        })
+        .collect()
+}
+
+fn fixture(name: &str) -> Conversion {
+    let path = format!(
+        "{}/tests/fixtures/convert/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    convert(&sources(name, &text))
+}
+
+fn rollout(conversion: &Conversion) -> &RolloutSpec {
+    conversion
+        .documents
+        .iter()
+        .find_map(|d| match d {
+            Converted::Rollout(r) => Some(&r.spec),
+            _ => None,
+        })
+        .expect("a Rollout")
+}
+
+fn template<'a>(conversion: &'a Conversion, name: &str) -> &'a AnalysisTemplateSpec {
+    conversion
+        .documents
+        .iter()
+        .find_map(|d| match d {
+            Converted::AnalysisTemplate(t) if t.metadata.name.as_deref() == Some(name) => {
+                Some(&t.spec)
+            }
+            Converted::ClusterAnalysisTemplate(t) if t.metadata.name.as_deref() == Some(name) => {
+                Some(&t.spec.template)
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("template {name}"))
+}
+
+fn query(spec: &AnalysisTemplateSpec, metric: usize) -> &str {
+    spec.metrics[metric]
+        .provider
+        .prometheus
+        .as_ref()
+        .and_then(|p| p.query.as_deref())
+        .expect("query")
+}
+
+#[test]
+fn argo_step_analysis_maps_every_trap_and_reports_nothing() {
+    let converted = fixture("argo-step-analysis.yaml");
+    assert_eq!(converted.unmapped, []);
+    let spec = template(&converted, "success-rate");
+    let metric = &spec.metrics[0];
+    // `result[0] >= 0.95` on Argo's list is `result >= 0.95` on vigil's number.
+    assert_eq!(metric.success_condition.as_deref(), Some("result >= 0.95"));
+    let prometheus = metric.provider.prometheus.as_ref().expect("prometheus");
+    // `timeout: 40` is seconds.
+    assert_eq!(prometheus.timeout.as_deref(), Some("40s"));
+    // `headers` move under `auth.headers`, `key` becomes `name`.
+    let header = &prometheus.auth.as_ref().expect("auth").headers[0];
+    assert_eq!(
+        (header.name.as_str(), header.value.as_deref()),
+        ("X-Scope-OrgID", Some("tenant_a"))
+    );
+    // `podTemplateHashValue: Latest` is vigil's built-in `canary-revision`.
+    assert!(query(spec, 0).contains(r#"revision="{{args.canary-revision}}""#));
+    assert!(!query(spec, 0).contains("canary-hash"));
+    assert!(
+        spec.args
+            .iter()
+            .any(|a| a.name == "canary-revision" && a.value.is_none())
+    );
+    let rollout = rollout(&converted);
+    let steps = &rollout.strategy.canary.steps;
+    assert_eq!(
+        steps[1].pause.as_ref().and_then(|p| p.duration.as_deref()),
+        Some("300s")
+    );
+    assert_eq!(
+        steps[4].pause.as_ref().and_then(|p| p.duration.as_deref()),
+        Some("1h30m")
+    );
+    let args = &steps[2].analysis.as_ref().expect("analysis").args;
+    assert_eq!(
+        args.len(),
+        1,
+        "the revision argument is vigil's to pass: {args:?}"
+    );
+    let routing = rollout
+        .strategy
+        .canary
+        .traffic_routing
+        .as_ref()
+        .expect("routing");
+    assert_eq!(
+        routing.gateway_api.as_ref().map(|g| g.http_route.as_str()),
+        Some("guestbook")
+    );
+}
+
+#[test]
+fn argo_background_analysis_maps_basic_auth_and_the_dry_run_list() {
+    let converted = fixture("argo-background-analysis.yaml");
+    let background = rollout(&converted)
+        .strategy
+        .canary
+        .analysis
+        .as_ref()
+        .expect("background analysis");
+    assert_eq!(background.starting_step, Some(2));
+    let spec = template(&converted, "success-rate");
+    let auth = spec.metrics[0]
+        .provider
+        .prometheus
+        .as_ref()
+        .and_then(|p| p.auth.as_ref())
+        .expect("auth");
+    let basic = auth.basic.as_ref().expect("basic");
+    assert_eq!(basic.username, "123456");
+    let secret = basic.password.secret_key_ref.as_ref().expect("secret");
+    assert_eq!(
+        (secret.name.as_str(), secret.key.as_str()),
+        ("basicauth-secret", "secret")
+    );
+    // The Secret argument only fed the password: it is gone from the template.
+    assert!(spec.args.iter().all(|a| a.name != "basicAuthSecret"));
+    // `dryRun: [{metricName: latency}]` is `dryRun: true` on that metric only.
+    assert!(!spec.metrics[0].dry_run);
+    assert!(spec.metrics[1].dry_run);
+    let paths: Vec<&str> = converted.unmapped.iter().map(|u| u.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.strategy.canary.abortScaleDownDelaySeconds",
+            "spec.strategy.canary.steps[8].experiment",
+            "spec.strategy.canary.maxSurge",
+            "spec.minReadySeconds",
+        ]
+    );
+}
+
+#[test]
+fn argo_no_data_guards_become_the_no_data_policy() {
+    let converted = fixture("argo-templates.yaml");
+    let cluster = template(&converted, "error-count");
+    assert_eq!(
+        cluster.metrics[0].failure_condition.as_deref(),
+        Some("result >= 10")
+    );
+    let guarded = template(&converted, "guarded");
+    assert_eq!(
+        guarded.metrics[0].success_condition.as_deref(),
+        Some("isNaN(result) || result >= 0.95")
+    );
+    assert_eq!(guarded.metrics[0].no_data, None);
+    let both = &guarded.metrics[1];
+    assert_eq!(both.success_condition.as_deref(), Some("result >= 0.95"));
+    assert_eq!(both.failure_condition.as_deref(), Some("result < 0.9"));
+    // `len(result) == 0 || ...` passes without data; `len(result) > 0 and ...` on the
+    // failure side says the same: no data is not a failure.
+    assert_eq!(both.no_data, Some(NoDataPolicy::Pass));
+    // The range query and the web metric are left out; the OAuth2 one loses its auth.
+    let portable = template(&converted, "not-portable");
+    let names: Vec<&str> = portable.metrics.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["success-rate"]);
+    assert!(portable.args.iter().all(|a| a.name != "oauthSecret"));
+}
+
+#[test]
+fn flagger_canary_becomes_steps_a_background_analysis_and_its_template() {
+    let converted = fixture("flagger-metric-templates.yaml");
+    let rollout = rollout(&converted);
+    let canary = &rollout.strategy.canary;
+    let weights: Vec<i32> = canary.steps.iter().filter_map(|s| s.set_weight).collect();
+    // stepWeight 10 up to maxWeight 50.
+    assert_eq!(weights, [10, 20, 30, 40, 50]);
+    let pauses: Vec<Option<&str>> = canary
+        .steps
+        .iter()
+        .filter_map(|s| s.pause.as_ref().map(|p| p.duration.as_deref()))
+        .collect();
+    // A pause of `interval` after each weight, and the confirm-promotion gate as a manual pause.
+    assert_eq!(
+        pauses,
+        [
+            Some("1m"),
+            Some("1m"),
+            Some("1m"),
+            Some("1m"),
+            Some("1m"),
+            None
+        ]
+    );
+    assert_eq!(canary.stable_service.as_deref(), Some("podinfo-primary"));
+    assert_eq!(canary.canary_service.as_deref(), Some("podinfo-canary"));
+    // The Deployment's pod template is the Rollout's, and the Deployment is not written out.
+    assert_eq!(rollout.replicas, Some(2));
+    assert!(
+        rollout
+            .template
+            .spec
+            .as_ref()
+            .is_some_and(|p| p.containers[0].name == "podinfod")
+    );
+    assert!(
+        !converted
+            .documents
+            .iter()
+            .any(|d| matches!(d, Converted::Other(_)))
+    );
+    let spec = template(&converted, "podinfo-analysis");
+    // threshold 5: Flagger rolls back at the fifth failed check.
+    assert!(spec.metrics.iter().all(|m| m.failure_limit == Some(4)));
+    assert!(
+        spec.metrics
+            .iter()
+            .all(|m| m.interval.as_deref() == Some("1m"))
+    );
+    // thresholdRange.max is a condition; {{ interval }} is the metric's window.
+    assert_eq!(
+        spec.metrics[0].success_condition.as_deref(),
+        Some("result <= 5.0")
+    );
+    assert!(query(spec, 0).contains(r#"destination_workload="{{args.target}}""#));
+    assert!(query(spec, 0).contains("}[1m]"));
+    assert!(query(spec, 1).contains("}[30s]"));
+    assert!(query(spec, 0).contains(r#"destination_workload_namespace="{{args.namespace}}""#));
+    let target = spec
+        .args
+        .iter()
+        .find(|a| a.name == "target")
+        .expect("target");
+    assert_eq!(target.value.as_deref(), Some("podinfo"));
+    // The query that picks the canary by workload name is reported with the fix.
+    let workload = converted
+        .unmapped
+        .iter()
+        .find(|u| u.path == "spec.analysis.metrics[0].query")
+        .expect("reported");
+    assert!(
+        workload
+            .reason
+            .contains("both revisions belong to one Rollout")
+    );
+    assert!(
+        !converted
+            .unmapped
+            .iter()
+            .any(|u| u.path == "spec.analysis.metrics[1].query"),
+        "selecting by Service is fine"
+    );
+}
+
+#[test]
+fn flagger_builtin_metrics_become_vigil_templates_in_vigil_units() {
+    let converted = fixture("flagger-builtin-metrics.yaml");
+    let spec = template(&converted, "podinfo-analysis");
+    // Success >= 99 % is an error ratio <= 0.01; p99 <= 500 ms is <= 0.5 s.
+    assert_eq!(
+        spec.metrics[0].success_condition.as_deref(),
+        Some("result <= 0.01")
+    );
+    assert_eq!(
+        spec.metrics[1].success_condition.as_deref(),
+        Some("result <= 0.5")
+    );
+    // The canary is its Service, not a workload name.
+    assert!(query(spec, 0).contains(r#"destination_service_name="{{args.canary-service}}""#));
+    assert!(
+        spec.args
+            .iter()
+            .any(|a| a.name == "canary-service" && a.value.as_deref() == Some("podinfo-canary"))
+    );
+    // threshold 3 and stepWeights.
+    assert!(spec.metrics.iter().all(|m| m.failure_limit == Some(2)));
+    let weights: Vec<i32> = rollout(&converted)
+        .strategy
+        .canary
+        .steps
+        .iter()
+        .filter_map(|s| s.set_weight)
+        .collect();
+    assert_eq!(weights, [5, 10, 25, 50]);
+    let address = spec.metrics[0]
+        .provider
+        .prometheus
+        .as_ref()
+        .map(|p| p.address.as_str());
+    assert_eq!(address, Some("http://prometheus.istio-system:9090"));
+}
+
+#[test]
+fn a_metric_template_without_its_canary_is_reported_and_not_written() {
+    let text = "apiVersion: flagger.app/v1beta1\nkind: MetricTemplate\nmetadata:\n  name: errors\nspec:\n  provider: {type: prometheus, address: http://p:9090}\n  query: sum(x)\n";
+    let converted = convert(&sources("m.yaml", text));
+    assert!(converted.documents.is_empty());
+    assert_eq!(converted.unmapped.len(), 1);
+    assert!(
+        converted.unmapped[0]
+            .reason
+            .contains("referenced by no Canary")
+    );
+}
+
+#[test]
+fn a_blue_green_rollout_is_not_converted_and_says_why() {
+    let text = "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata:\n  name: web\nspec:\n  strategy:\n    blueGreen:\n      activeService: web\n";
+    let converted = convert(&sources("r.yaml", text));
+    assert!(converted.documents.is_empty());
+    assert_eq!(converted.unmapped[0].path, "spec.strategy.blueGreen");
+}
+
+#[test]
+fn hostile_shapes_are_reported_never_a_panic() {
+    for text in [
+        "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nspec: 3\n",
+        "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nspec:\n  strategy:\n    canary:\n      steps: {a: 1}\n",
+        "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nspec:\n  metrics: [3, {name: x, provider: 4}]\n",
+        "apiVersion: flagger.app/v1beta1\nkind: Canary\nspec:\n  targetRef: {name: x}\n  analysis: {stepWeight: -5, stepWeights: [1, 900, -1]}\n",
+        "apiVersion: flagger.app/v1beta1\nkind: Canary\nspec:\n  targetRef: {name: x}\n  analysis: {stepWeight: 1, maxWeight: 2147483647}\n",
+    ] {
+        let converted = convert(&sources("h.yaml", text));
+        assert!(!converted.unmapped.is_empty(), "{text}");
+        to_yaml(&converted.documents).expect("writes");
+    }
+}
+
+#[test]
+fn the_no_data_policy_of_a_guard_is_kept() {
+    let text = "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: t\nspec:\n  metrics:\n  - name: m\n    successCondition: len(result) == 0 || result[0] >= 0.95\n    provider:\n      prometheus: {address: 'http://p:9090', query: 'sum(x)'}\n";
+    let converted = convert(&sources("t.yaml", text));
+    let spec = template(&converted, "t");
+    assert_eq!(spec.metrics[0].no_data, Some(NoDataPolicy::Pass));
+    assert_eq!(converted.unmapped, []);
+}
