@@ -11,9 +11,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
 use crate::analysis::template::validate::{check_args, check_duration};
 use crate::api::duration::MAX_DURATION;
-use crate::api::{CanaryStep, RolloutSpec, TemplateRef};
+use crate::api::{CanaryStep, RolloutSpec, TemplateRef, TrafficRouting};
 use crate::traffic::RouterKind;
 
+use super::MAX_NAME_LEN;
 use super::SpecProblem;
 
 const CANARY: &str = "spec.strategy.canary";
@@ -216,6 +217,7 @@ fn check_routing(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
             }
         }
     }
+    check_ingress_routers(routing, &path, problems);
     if let Some(local) = &routing.local
         && local.listen.parse::<std::net::SocketAddr>().is_err()
     {
@@ -226,6 +228,56 @@ fn check_routing(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
                 local.listen
             ),
         ));
+    }
+}
+
+/// The NGINX, SMI and Traefik routers' settings: the names of the objects they read or
+/// create, and the canary Ingress's annotations.
+fn check_ingress_routers(routing: &TrafficRouting, path: &str, problems: &mut Vec<SpecProblem>) {
+    let mut name = |field: String, value: &str, what: &str| {
+        if value.trim().is_empty() {
+            problems.push(problem(field, format!("empty {what} name")));
+        } else if value.len() > MAX_NAME_LEN {
+            problems.push(problem(
+                field,
+                format!("{what} name longer than {MAX_NAME_LEN} characters"),
+            ));
+        }
+    };
+    if let Some(nginx) = &routing.nginx {
+        name(
+            format!("{path}.nginx.stableIngress"),
+            &nginx.stable_ingress,
+            "Ingress",
+        );
+    }
+    if let Some(smi) = &routing.smi {
+        if let Some(root) = &smi.root_service {
+            name(format!("{path}.smi.rootService"), root, "Service");
+        }
+        if let Some(split) = &smi.traffic_split_name {
+            name(
+                format!("{path}.smi.trafficSplitName"),
+                split,
+                "TrafficSplit",
+            );
+        }
+    }
+    if let Some(traefik) = &routing.traefik {
+        name(
+            format!("{path}.traefik.weightedTraefikServiceName"),
+            &traefik.weighted_traefik_service_name,
+            "TraefikService",
+        );
+    }
+    if let Some(nginx) = &routing.nginx {
+        let annotations = crate::traffic::nginx::config_problems(
+            nginx.annotation_prefix.as_deref(),
+            &nginx.additional_ingress_annotations,
+        );
+        for (field, message) in annotations {
+            problems.push(problem(format!("{path}.nginx.{field}"), message));
+        }
     }
 }
 

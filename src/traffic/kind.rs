@@ -10,6 +10,12 @@ use crate::api::TrafficRouting;
 pub enum RouterKind {
     /// `trafficRouting.gatewayAPI`: weights of an HTTPRoute's backendRefs.
     GatewayApi,
+    /// `trafficRouting.nginx`: a canary Ingress for ingress-nginx, cloned from the stable one.
+    Nginx,
+    /// `trafficRouting.smi`: an SMI TrafficSplit vigil owns.
+    Smi,
+    /// `trafficRouting.traefik`: weights of a Traefik TraefikService.
+    Traefik,
     /// `trafficRouting.local`: the local platform's built-in proxy.
     Local,
     /// No `trafficRouting`: the replica ratio approximates the weight.
@@ -47,12 +53,21 @@ impl Capability {
 
 impl RouterKind {
     /// Every router a Rollout can name under `trafficRouting`.
-    pub const ROUTERS: [RouterKind; 2] = [RouterKind::GatewayApi, RouterKind::Local];
+    pub const ROUTERS: [RouterKind; 5] = [
+        RouterKind::GatewayApi,
+        RouterKind::Nginx,
+        RouterKind::Smi,
+        RouterKind::Traefik,
+        RouterKind::Local,
+    ];
 
     /// Every router set in `routing`, in field order (more than one is a spec error).
     pub fn configured(routing: &TrafficRouting) -> Vec<RouterKind> {
         [
             (RouterKind::GatewayApi, routing.gateway_api.is_some()),
+            (RouterKind::Nginx, routing.nginx.is_some()),
+            (RouterKind::Smi, routing.smi.is_some()),
+            (RouterKind::Traefik, routing.traefik.is_some()),
             (RouterKind::Local, routing.local.is_some()),
         ]
         .into_iter()
@@ -79,7 +94,9 @@ impl RouterKind {
     /// replica ratio's endpoints are drained by Kubernetes.
     pub fn applies_changes_late(self) -> bool {
         match self {
-            RouterKind::GatewayApi => true,
+            RouterKind::GatewayApi | RouterKind::Nginx | RouterKind::Smi | RouterKind::Traefik => {
+                true
+            }
             RouterKind::Local | RouterKind::ReplicaRatio => false,
         }
     }
@@ -88,7 +105,9 @@ impl RouterKind {
     /// be set).
     pub fn needs_services(self) -> bool {
         match self {
-            RouterKind::GatewayApi => true,
+            RouterKind::GatewayApi | RouterKind::Nginx | RouterKind::Smi | RouterKind::Traefik => {
+                true
+            }
             RouterKind::Local | RouterKind::ReplicaRatio => false,
         }
     }
@@ -97,6 +116,9 @@ impl RouterKind {
     pub fn field(self) -> Option<&'static str> {
         match self {
             RouterKind::GatewayApi => Some("gatewayAPI"),
+            RouterKind::Nginx => Some("nginx"),
+            RouterKind::Smi => Some("smi"),
+            RouterKind::Traefik => Some("traefik"),
             RouterKind::Local => Some("local"),
             RouterKind::ReplicaRatio => None,
         }
@@ -107,6 +129,9 @@ impl RouterKind {
     pub fn object_field(self) -> Option<&'static str> {
         match self {
             RouterKind::GatewayApi => Some("gatewayAPI.httpRoute"),
+            RouterKind::Nginx => Some("nginx.stableIngress"),
+            RouterKind::Smi => Some("smi.trafficSplitName"),
+            RouterKind::Traefik => Some("traefik.weightedTraefikServiceName"),
             RouterKind::Local | RouterKind::ReplicaRatio => None,
         }
     }
@@ -115,6 +140,9 @@ impl RouterKind {
     pub fn name(self) -> &'static str {
         match self {
             RouterKind::GatewayApi => "Gateway API (trafficRouting.gatewayAPI)",
+            RouterKind::Nginx => "NGINX Ingress (trafficRouting.nginx)",
+            RouterKind::Smi => "SMI (trafficRouting.smi)",
+            RouterKind::Traefik => "Traefik (trafficRouting.traefik)",
             RouterKind::Local => "local proxy (trafficRouting.local)",
             RouterKind::ReplicaRatio => "replica-ratio (no trafficRouting)",
         }
@@ -123,8 +151,15 @@ impl RouterKind {
     /// Whether the router can do `capability`.
     pub fn supports(self, capability: Capability) -> bool {
         match (self, capability) {
+            // One header on the canary Ingress: canary-by-header with a value or a pattern.
+            (RouterKind::Nginx, Capability::HeaderRoute) => true,
             (
-                RouterKind::GatewayApi | RouterKind::Local | RouterKind::ReplicaRatio,
+                RouterKind::GatewayApi
+                | RouterKind::Nginx
+                | RouterKind::Smi
+                | RouterKind::Traefik
+                | RouterKind::Local
+                | RouterKind::ReplicaRatio,
                 Capability::HeaderRoute | Capability::MirrorRoute,
             ) => false,
         }

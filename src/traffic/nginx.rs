@@ -15,10 +15,17 @@ use std::collections::BTreeMap;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, TestOperation};
-use kube::api::{ApiResource, GroupVersionKind};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PatchParams, PostParams,
+    Preconditions,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::{
+    Capability, HeaderMatch, HeaderRoute, ManagedRoutes, RouterKind, StringMatch, TrafficError,
+    TrafficRouter,
+};
 use crate::rollout::fit_name;
 
 /// The annotation prefix ingress-nginx reads unless it was started with another one.
@@ -568,6 +575,229 @@ pub fn config_problems(
     problems
 }
 
+/// The kind of the objects this router drives, as errors name it.
+const KIND: &str = "Ingress";
+
+/// The canary Ingress of one Rollout, cloned from its stable Ingress.
+#[derive(Clone)]
+pub struct NginxIngress {
+    api: Api<DynamicObject>,
+    stable_ingress: String,
+    config: CanaryIngressConfig,
+    field_manager: String,
+}
+
+impl NginxIngress {
+    /// The canary Ingress `config` describes, cloned from `stable_ingress` in `api`'s
+    /// namespace; changes are sent with `field_manager`.
+    pub fn new(
+        api: Api<DynamicObject>,
+        stable_ingress: &str,
+        config: CanaryIngressConfig,
+        field_manager: &str,
+    ) -> NginxIngress {
+        NginxIngress {
+            api,
+            stable_ingress: stable_ingress.to_owned(),
+            config,
+            field_manager: field_manager.to_owned(),
+        }
+    }
+
+    /// The stable Ingress (a 404 when it does not exist) and the canary Ingress, if any.
+    async fn read(&self) -> Result<(Value, Option<Value>), TrafficError> {
+        let stable =
+            self.api
+                .get(&self.stable_ingress)
+                .await
+                .map_err(|source| TrafficError::GetObject {
+                    kind: KIND,
+                    name: self.stable_ingress.clone(),
+                    source,
+                })?;
+        let canary = self
+            .api
+            .get_opt(&self.config.name)
+            .await
+            .map_err(|source| TrafficError::GetObject {
+                kind: KIND,
+                name: self.config.name.clone(),
+                source,
+            })?;
+        let json = |object| serde_json::to_value(object).unwrap_or(Value::Null);
+        Ok((json(stable), canary.map(json)))
+    }
+
+    fn read_error(&self, source: IngressError) -> TrafficError {
+        let name = match &source {
+            IngressError::FindStableBackend { .. } => self.stable_ingress.clone(),
+            IngressError::AdoptCanaryIngress { ingress } => ingress.clone(),
+        };
+        TrafficError::ReadObject {
+            kind: KIND,
+            name,
+            source: source.into(),
+        }
+    }
+
+    /// Reads both Ingresses, then makes the canary Ingress route what `change` makes of what
+    /// it routes now.
+    async fn change(
+        &self,
+        change: impl FnOnce(CanaryState) -> CanaryState,
+    ) -> Result<(), TrafficError> {
+        let (stable, canary) = self.read().await?;
+        let state = change(current_state(canary.as_ref(), &self.config));
+        let action =
+            plan(&stable, canary.as_ref(), &self.config, &state).map_err(|e| self.read_error(e))?;
+        self.act(action).await
+    }
+
+    async fn act(&self, action: CanaryIngressAction) -> Result<(), TrafficError> {
+        let name = self.config.name.clone();
+        match action {
+            CanaryIngressAction::Keep => Ok(()),
+            CanaryIngressAction::Create(object) => {
+                let object: DynamicObject =
+                    serde_json::from_value(object).map_err(|e| TrafficError::CreateObject {
+                        kind: KIND,
+                        name: name.clone(),
+                        source: kube::Error::SerdeError(e),
+                    })?;
+                let params = PostParams {
+                    dry_run: false,
+                    field_manager: Some(self.field_manager.clone()),
+                };
+                match self.api.create(&params, &object).await {
+                    Ok(_) => Ok(()),
+                    // Created by an earlier reconcile the read did not see: the next one
+                    // reads and patches it.
+                    Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(()),
+                    Err(source) => Err(TrafficError::CreateObject {
+                        kind: KIND,
+                        name,
+                        source,
+                    }),
+                }
+            }
+            CanaryIngressAction::Patch(patch) => {
+                let params = PatchParams {
+                    field_manager: Some(self.field_manager.clone()),
+                    ..PatchParams::default()
+                };
+                self.api
+                    .patch(&name, &params, &kube::api::Patch::Json::<()>(patch))
+                    .await
+                    .map(|_| ())
+                    .map_err(|source| TrafficError::PatchObject {
+                        kind: KIND,
+                        name,
+                        source,
+                    })
+            }
+            CanaryIngressAction::Delete { resource_version } => {
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        resource_version,
+                        uid: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                match self.api.delete(&name, &params).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+                    Err(source) => Err(TrafficError::DeleteObject {
+                        kind: KIND,
+                        name,
+                        source,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// What the canary Ingress routes, when it is as vigil wrote it.
+    async fn state(&self) -> Result<Option<CanaryState>, TrafficError> {
+        let (stable, canary) = self.read().await?;
+        read_state(&stable, canary.as_ref(), &self.config).map_err(|e| self.read_error(e))
+    }
+}
+
+/// The one header condition ingress-nginx can match, from a managed header route.
+fn canary_header(route: &HeaderRoute) -> Result<CanaryHeader, TrafficError> {
+    let [only] = route.matches.as_slice() else {
+        return Err(TrafficError::Unsupported {
+            router: RouterKind::Nginx,
+            capability: Capability::HeaderRoute,
+        });
+    };
+    let value = match &only.value {
+        StringMatch::Exact(v) => HeaderValue::Exact(v.clone()),
+        StringMatch::Prefix(v) => HeaderValue::Prefix(v.clone()),
+        StringMatch::Regex(v) => HeaderValue::Regex(v.clone()),
+    };
+    Ok(CanaryHeader {
+        route: route.name.clone(),
+        header: only.header_name.clone(),
+        value,
+    })
+}
+
+impl TrafficRouter for NginxIngress {
+    fn kind(&self) -> RouterKind {
+        RouterKind::Nginx
+    }
+
+    async fn set_canary_weight(&self, canary_weight: i32) -> Result<(), TrafficError> {
+        self.change(|state| CanaryState {
+            weight: canary_weight,
+            ..state
+        })
+        .await
+    }
+
+    async fn canary_weight(&self) -> Result<Option<i32>, TrafficError> {
+        Ok(self.state().await?.map(|state| state.weight))
+    }
+
+    async fn set_header_route(&self, route: &HeaderRoute) -> Result<(), TrafficError> {
+        // The canary Ingress holds one header route: a new one replaces it.
+        let header = canary_header(route)?;
+        self.change(|state| CanaryState {
+            header: Some(header),
+            ..state
+        })
+        .await
+    }
+
+    async fn remove_header_route(&self, name: &str) -> Result<(), TrafficError> {
+        self.change(|state| CanaryState {
+            header: state.header.filter(|h| h.route != name),
+            ..state
+        })
+        .await
+    }
+
+    async fn managed_routes(&self) -> Result<ManagedRoutes, TrafficError> {
+        let header = self
+            .state()
+            .await?
+            .and_then(|state| state.header)
+            .map(|header| HeaderRoute {
+                name: header.route,
+                matches: vec![HeaderMatch {
+                    header_name: header.header,
+                    value: match header.value {
+                        HeaderValue::Exact(v) => StringMatch::Exact(v),
+                        HeaderValue::Prefix(v) => StringMatch::Prefix(v),
+                        HeaderValue::Regex(v) => StringMatch::Regex(v),
+                    },
+                }],
+            });
+        Ok(ManagedRoutes::new(header.into_iter().collect(), Vec::new()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -961,5 +1191,198 @@ mod tests {
             .map(|i| (format!("a{i}"), String::new()))
             .collect();
         assert_eq!(config_problems(None, &many).len(), 1);
+    }
+
+    mod io {
+        use std::collections::BTreeMap;
+
+        use super::super::*;
+        use super::{config, created, stable_ingress};
+        use crate::traffic::mock::{MockApi, lines};
+        use crate::traffic::{HeaderMatch, HeaderRoute, StringMatch};
+
+        const INGRESSES: &str = "/apis/networking.k8s.io/v1/namespaces/shop/ingresses";
+
+        fn path(name: &str) -> String {
+            format!("{INGRESSES}/{name}")
+        }
+
+        /// Runs `op` against a router over a mock holding `objects`.
+        async fn with_router<T>(
+            objects: Vec<Value>,
+            op: impl AsyncFnOnce(&NginxIngress) -> T,
+        ) -> (T, Vec<crate::traffic::mock::Call>) {
+            let objects: BTreeMap<String, Value> = objects
+                .into_iter()
+                .map(|o| (path(o["metadata"]["name"].as_str().unwrap_or("")), o))
+                .collect();
+            let (client, mock) = MockApi::start(objects, BTreeMap::new());
+            let api = Api::namespaced_with(client, "shop", &ingress_resource());
+            let router = NginxIngress::new(api, "web", config(), "vigil.dev/controller");
+            let result = op(&router).await;
+            drop(router);
+            (result, mock.finish().await)
+        }
+
+        #[tokio::test]
+        async fn a_first_weight_creates_the_canary_ingress() {
+            let (result, calls) = with_router(vec![stable_ingress()], async |r| {
+                r.set_canary_weight(20).await
+            })
+            .await;
+            result.expect("set");
+            assert_eq!(
+                lines(&calls),
+                [
+                    format!("GET {}", path("web")),
+                    format!("GET {}", path("checkout-web-canary")),
+                    format!("POST {INGRESSES}"),
+                ]
+            );
+            let mut expected = created(20);
+            if let Some(meta) = expected["metadata"].as_object_mut() {
+                meta.remove("resourceVersion");
+            }
+            assert_eq!(calls[2].body, expected);
+        }
+
+        #[tokio::test]
+        async fn a_new_weight_patches_the_canary_ingress_guarded_by_its_version() {
+            let (result, calls) = with_router(vec![stable_ingress(), created(20)], async |r| {
+                r.set_canary_weight(50).await
+            })
+            .await;
+            result.expect("set");
+            assert_eq!(
+                calls[2].line(),
+                format!("PATCH {}", path("checkout-web-canary"))
+            );
+            assert_eq!(calls[2].content_type, "application/json-patch+json");
+            assert_eq!(
+                calls[2].body,
+                json!([
+                    {"op": "test", "path": "/metadata/resourceVersion", "value": "12"},
+                    {"op": "add", "path": "/metadata/annotations/nginx.ingress.kubernetes.io~1canary-weight", "value": "50"}
+                ])
+            );
+            assert_eq!(calls.len(), 3);
+        }
+
+        #[tokio::test]
+        async fn back_to_zero_deletes_the_canary_ingress_it_read() {
+            let (result, calls) = with_router(vec![stable_ingress(), created(20)], async |r| {
+                r.set_canary_weight(0).await
+            })
+            .await;
+            result.expect("set");
+            assert_eq!(
+                calls[2].line(),
+                format!("DELETE {}", path("checkout-web-canary"))
+            );
+            assert_eq!(
+                calls[2].body["preconditions"]["resourceVersion"],
+                json!("12")
+            );
+            let (weight, _) =
+                with_router(vec![stable_ingress()], async |r| r.canary_weight().await).await;
+            assert_eq!(weight.expect("read"), Some(0));
+        }
+
+        #[tokio::test]
+        async fn a_missing_stable_ingress_holds_with_its_name_and_writes_nothing() {
+            let (result, calls) =
+                with_router(Vec::new(), async |r| r.set_canary_weight(20).await).await;
+            let error = result.expect_err("missing");
+            assert!(error.object_missing(), "{error}");
+            assert_eq!(
+                error.hold_reason().as_deref(),
+                Some("Ingress web does not exist; no traffic moves until it does")
+            );
+            assert_eq!(lines(&calls), [format!("GET {}", path("web"))]);
+        }
+
+        #[tokio::test]
+        async fn a_foreign_canary_ingress_is_reported_and_left_alone() {
+            let mut foreign = created(20);
+            foreign["metadata"]["ownerReferences"] = json!([]);
+            let (result, calls) = with_router(vec![stable_ingress(), foreign], async |r| {
+                r.set_canary_weight(0).await
+            })
+            .await;
+            let error = result.expect_err("foreign");
+            assert!(error.hold_reason().is_some(), "{error}");
+            assert!(
+                error.to_string().contains("not owned by this Rollout"),
+                "{error}"
+            );
+            assert!(calls.iter().all(|c| c.method == "GET"), "{calls:?}");
+        }
+
+        #[tokio::test]
+        async fn a_header_route_is_set_read_back_and_removed() {
+            let route = HeaderRoute {
+                name: "testers".into(),
+                matches: vec![HeaderMatch {
+                    header_name: "X-Canary".into(),
+                    value: StringMatch::Exact("yes".into()),
+                }],
+            };
+            let (result, calls) = with_router(vec![stable_ingress(), created(20)], async |r| {
+                r.set_header_route(&route).await
+            })
+            .await;
+            result.expect("set");
+            let ops = &calls[2].body;
+            assert_eq!(ops[0]["op"], json!("test"));
+            let added: Vec<&str> = ops
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|op| op["path"].as_str())
+                .collect();
+            assert!(
+                added.contains(
+                    &"/metadata/annotations/nginx.ingress.kubernetes.io~1canary-by-header"
+                ),
+                "{added:?}"
+            );
+            let mut with_header = created(20);
+            json_patch::patch(
+                &mut with_header,
+                &serde_json::from_value::<json_patch::Patch>(ops.clone()).expect("patch"),
+            )
+            .expect("applies");
+            let (routes, _) = with_router(vec![stable_ingress(), with_header.clone()], async |r| {
+                r.managed_routes().await
+            })
+            .await;
+            assert_eq!(routes.expect("read").header, vec![route]);
+            let (removed, calls) = with_router(vec![stable_ingress(), with_header], async |r| {
+                r.remove_header_route("testers").await
+            })
+            .await;
+            removed.expect("removed");
+            let ops = calls[2].body.to_string();
+            assert!(ops.contains("\"remove\""), "{ops}");
+            let two = HeaderRoute {
+                name: "two".into(),
+                matches: vec![
+                    HeaderMatch {
+                        header_name: "a".into(),
+                        value: StringMatch::Exact("1".into()),
+                    },
+                    HeaderMatch {
+                        header_name: "b".into(),
+                        value: StringMatch::Exact("2".into()),
+                    },
+                ],
+            };
+            let (refused, _) = with_router(vec![stable_ingress()], async |r| {
+                r.set_header_route(&two).await
+            })
+            .await;
+            assert!(matches!(refused, Err(TrafficError::Unsupported { .. })));
+        }
     }
 }

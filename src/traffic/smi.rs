@@ -9,8 +9,10 @@
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, TestOperation};
-use kube::api::{ApiResource, GroupVersionKind};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PatchParams, PostParams};
 use serde_json::{Value, json};
+
+use super::{RouterKind, TrafficError, TrafficRouter};
 
 /// The API version of the TrafficSplits vigil writes.
 pub const TRAFFIC_SPLIT_API_VERSION: &str = "split.smi-spec.io/v1alpha2";
@@ -184,6 +186,108 @@ pub fn plan(
     })
 }
 
+/// The kind of the object this router drives, as errors name it.
+const KIND: &str = "TrafficSplit";
+
+/// The TrafficSplit of one Rollout.
+#[derive(Clone)]
+pub struct SmiSplit {
+    api: Api<DynamicObject>,
+    config: SplitConfig,
+    field_manager: String,
+}
+
+impl SmiSplit {
+    /// The TrafficSplit `config` describes, in `api`'s namespace; changes are sent with
+    /// `field_manager`.
+    pub fn new(api: Api<DynamicObject>, config: SplitConfig, field_manager: &str) -> SmiSplit {
+        SmiSplit {
+            api,
+            config,
+            field_manager: field_manager.to_owned(),
+        }
+    }
+
+    async fn read(&self) -> Result<Option<Value>, TrafficError> {
+        let split = self
+            .api
+            .get_opt(&self.config.name)
+            .await
+            .map_err(|source| TrafficError::GetObject {
+                kind: KIND,
+                name: self.config.name.clone(),
+                source,
+            })?;
+        Ok(split.map(|s| serde_json::to_value(s).unwrap_or(Value::Null)))
+    }
+
+    fn read_error(&self, source: SplitError) -> TrafficError {
+        TrafficError::ReadObject {
+            kind: KIND,
+            name: self.config.name.clone(),
+            source: source.into(),
+        }
+    }
+}
+
+impl TrafficRouter for SmiSplit {
+    fn kind(&self) -> RouterKind {
+        RouterKind::Smi
+    }
+
+    async fn set_canary_weight(&self, canary_weight: i32) -> Result<(), TrafficError> {
+        let split = self.read().await?;
+        let action =
+            plan(split.as_ref(), &self.config, canary_weight).map_err(|e| self.read_error(e))?;
+        let name = self.config.name.clone();
+        match action {
+            SplitAction::Keep => Ok(()),
+            SplitAction::Create(object) => {
+                let object: DynamicObject =
+                    serde_json::from_value(object).map_err(|e| TrafficError::CreateObject {
+                        kind: KIND,
+                        name: name.clone(),
+                        source: kube::Error::SerdeError(e),
+                    })?;
+                let params = PostParams {
+                    dry_run: false,
+                    field_manager: Some(self.field_manager.clone()),
+                };
+                match self.api.create(&params, &object).await {
+                    Ok(_) => Ok(()),
+                    // Created meanwhile: the next reconcile reads and patches it.
+                    Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(()),
+                    Err(source) => Err(TrafficError::CreateObject {
+                        kind: KIND,
+                        name,
+                        source,
+                    }),
+                }
+            }
+            SplitAction::Patch(patch) => {
+                let params = PatchParams {
+                    field_manager: Some(self.field_manager.clone()),
+                    ..PatchParams::default()
+                };
+                self.api
+                    .patch(&name, &params, &kube::api::Patch::Json::<()>(patch))
+                    .await
+                    .map(|_| ())
+                    .map_err(|source| TrafficError::PatchObject {
+                        kind: KIND,
+                        name,
+                        source,
+                    })
+            }
+        }
+    }
+
+    async fn canary_weight(&self) -> Result<Option<i32>, TrafficError> {
+        let split = self.read().await?;
+        canary_weight(split.as_ref(), &self.config).map_err(|e| self.read_error(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -311,5 +415,70 @@ mod tests {
 
     fn error_text(error: SplitError) -> String {
         error.to_string()
+    }
+
+    mod io {
+        use std::collections::BTreeMap;
+
+        use super::super::*;
+        use super::config;
+        use crate::traffic::mock::{Call, MockApi, lines};
+
+        const SPLITS: &str = "/apis/split.smi-spec.io/v1alpha2/namespaces/shop/trafficsplits";
+
+        async fn with_router<T>(
+            split: Option<Value>,
+            op: impl AsyncFnOnce(&SmiSplit) -> T,
+        ) -> (T, Vec<Call>) {
+            let objects: BTreeMap<String, Value> = split
+                .into_iter()
+                .map(|o| (format!("{SPLITS}/checkout"), o))
+                .collect();
+            let (client, mock) = MockApi::start(objects, BTreeMap::new());
+            let api = Api::namespaced_with(client, "shop", &traffic_split_resource());
+            let router = SmiSplit::new(api, config(), "vigil.dev/controller");
+            let result = op(&router).await;
+            drop(router);
+            (result, mock.finish().await)
+        }
+
+        #[tokio::test]
+        async fn a_missing_split_is_created_and_an_existing_one_patched() {
+            let (result, calls) = with_router(None, async |r| r.set_canary_weight(10).await).await;
+            result.expect("created");
+            assert_eq!(
+                lines(&calls),
+                [format!("GET {SPLITS}/checkout"), format!("POST {SPLITS}")]
+            );
+            assert_eq!(calls[1].body, config().object(10));
+            let (result, calls) = with_router(Some(config().object(10)), async |r| {
+                r.set_canary_weight(40).await
+            })
+            .await;
+            result.expect("patched");
+            assert_eq!(calls[1].line(), format!("PATCH {SPLITS}/checkout"));
+            assert_eq!(calls[1].content_type, "application/json-patch+json");
+            assert_eq!(calls[1].body[1]["value"], config().spec(40));
+            let (weight, calls) =
+                with_router(Some(config().object(40)), async |r| r.canary_weight().await).await;
+            assert_eq!(weight.expect("read"), Some(40));
+            assert_eq!(calls.len(), 1);
+        }
+
+        #[tokio::test]
+        async fn a_split_owned_by_someone_else_holds_and_is_not_written() {
+            let mut foreign = config().object(0);
+            foreign["metadata"]["ownerReferences"] = json!([{"uid": "uid-other"}]);
+            let (result, calls) =
+                with_router(Some(foreign), async |r| r.set_canary_weight(10).await).await;
+            let error = result.expect_err("foreign");
+            assert_eq!(
+                error.hold_reason().as_deref(),
+                Some(
+                    "TrafficSplit checkout: TrafficSplit \"checkout\" already exists and is not owned by this Rollout; no traffic moves until it is fixed"
+                )
+            );
+            assert_eq!(lines(&calls), [format!("GET {SPLITS}/checkout")]);
+        }
     }
 }

@@ -8,8 +8,10 @@
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation, TestOperation};
-use kube::api::{ApiResource, GroupVersionKind};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PatchParams};
 use serde_json::Value;
+
+use super::{RouterKind, TrafficError, TrafficRouter};
 
 /// What is wrong with a TraefikService for vigil's purposes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -164,6 +166,93 @@ pub fn weight_patch(
         }
     }
     Ok(Patch(ops))
+}
+
+/// The kind of the object this router drives, as errors name it.
+const KIND: &str = "TraefikService";
+
+/// A TraefikService whose stable/canary weights vigil sets.
+#[derive(Clone)]
+pub struct TraefikWeights {
+    api: Api<DynamicObject>,
+    name: String,
+    stable: String,
+    canary: String,
+    field_manager: String,
+}
+
+impl TraefikWeights {
+    /// The TraefikService `name` in `api`'s namespace splitting traffic between the `stable`
+    /// and `canary` Services; patches are sent with `field_manager`.
+    pub fn new(
+        api: Api<DynamicObject>,
+        name: &str,
+        stable: &str,
+        canary: &str,
+        field_manager: &str,
+    ) -> TraefikWeights {
+        TraefikWeights {
+            api,
+            name: name.to_owned(),
+            stable: stable.to_owned(),
+            canary: canary.to_owned(),
+            field_manager: field_manager.to_owned(),
+        }
+    }
+
+    async fn read(&self) -> Result<Value, TrafficError> {
+        let object = self
+            .api
+            .get(&self.name)
+            .await
+            .map_err(|source| TrafficError::GetObject {
+                kind: KIND,
+                name: self.name.clone(),
+                source,
+            })?;
+        Ok(serde_json::to_value(object).unwrap_or(Value::Null))
+    }
+
+    fn read_error(&self, source: WeightedServiceError) -> TrafficError {
+        TrafficError::ReadObject {
+            kind: KIND,
+            name: self.name.clone(),
+            source: source.into(),
+        }
+    }
+}
+
+impl TrafficRouter for TraefikWeights {
+    fn kind(&self) -> RouterKind {
+        RouterKind::Traefik
+    }
+
+    async fn set_canary_weight(&self, canary_weight: i32) -> Result<(), TrafficError> {
+        let object = self.read().await?;
+        let patch = weight_patch(&object, &self.stable, &self.canary, canary_weight)
+            .map_err(|e| self.read_error(e))?;
+        if patch.0.is_empty() {
+            return Ok(());
+        }
+        let params = PatchParams {
+            field_manager: Some(self.field_manager.clone()),
+            ..PatchParams::default()
+        };
+        self.api
+            .patch(&self.name, &params, &kube::api::Patch::Json::<()>(patch))
+            .await
+            .map_err(|source| TrafficError::PatchObject {
+                kind: KIND,
+                name: self.name.clone(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    async fn canary_weight(&self) -> Result<Option<i32>, TrafficError> {
+        let object = self.read().await?;
+        canary_weight(&object, &self.stable, &self.canary).map_err(|e| self.read_error(e))
+    }
 }
 
 #[cfg(test)]
@@ -322,5 +411,90 @@ mod tests {
             WeightedServiceError::FindService("web-preview".into()).to_string(),
             "spec.weighted.services has no Kubernetes Service named \"web-preview\""
         );
+    }
+
+    mod io {
+        use std::collections::BTreeMap;
+
+        use serde_json::json;
+
+        use super::super::*;
+        use super::traefik_service;
+        use crate::traffic::mock::{Call, MockApi, lines};
+
+        const OBJECT: &str = "/apis/traefik.io/v1alpha1/namespaces/shop/traefikservices/web";
+
+        async fn with_router<T>(
+            object: Option<Value>,
+            op: impl AsyncFnOnce(&TraefikWeights) -> T,
+        ) -> (T, Vec<Call>) {
+            let objects: BTreeMap<String, Value> =
+                object.into_iter().map(|o| (OBJECT.to_owned(), o)).collect();
+            let (client, mock) = MockApi::start(objects, BTreeMap::new());
+            let api = Api::namespaced_with(client, "shop", &traefik_service_resource());
+            let router = TraefikWeights::new(
+                api,
+                "web",
+                "web-stable",
+                "web-canary",
+                "vigil.dev/controller",
+            );
+            let result = op(&router).await;
+            drop(router);
+            (result, mock.finish().await)
+        }
+
+        #[tokio::test]
+        async fn weights_are_patched_guarded_and_read_back() {
+            let (result, calls) = with_router(Some(traefik_service()), async |r| {
+                r.set_canary_weight(30).await
+            })
+            .await;
+            result.expect("set");
+            assert_eq!(
+                lines(&calls),
+                [format!("GET {OBJECT}"), format!("PATCH {OBJECT}")]
+            );
+            assert_eq!(calls[1].content_type, "application/json-patch+json");
+            assert_eq!(
+                calls[1].body,
+                json!([
+                    {"op": "test", "path": "/spec/weighted/services/2/name", "value": "web-stable"},
+                    {"op": "add", "path": "/spec/weighted/services/2/weight", "value": 70},
+                    {"op": "test", "path": "/spec/weighted/services/3/name", "value": "web-canary"},
+                    {"op": "add", "path": "/spec/weighted/services/3/weight", "value": 30},
+                ])
+            );
+            let mut set = traefik_service();
+            set["spec"]["weighted"]["services"][2]["weight"] = json!(70);
+            set["spec"]["weighted"]["services"][3]["weight"] = json!(30);
+            let (result, calls) =
+                with_router(Some(set.clone()), async |r| r.set_canary_weight(30).await).await;
+            result.expect("nothing to do");
+            assert_eq!(lines(&calls), [format!("GET {OBJECT}")], "no empty patch");
+            let (weight, _) = with_router(Some(set), async |r| r.canary_weight().await).await;
+            assert_eq!(weight.expect("read"), Some(30));
+        }
+
+        #[tokio::test]
+        async fn a_missing_or_malformed_object_holds_with_its_name() {
+            let (result, calls) = with_router(None, async |r| r.set_canary_weight(30).await).await;
+            let error = result.expect_err("missing");
+            assert!(error.object_missing());
+            assert_eq!(
+                error.hold_reason().as_deref(),
+                Some("TraefikService web does not exist; no traffic moves until it does")
+            );
+            assert_eq!(lines(&calls), [format!("GET {OBJECT}")]);
+            let mut malformed = traefik_service();
+            malformed["spec"]["weighted"]["services"] = json!([{"name": "web-stable"}]);
+            let (result, _) = with_router(Some(malformed), async |r| r.canary_weight().await).await;
+            assert_eq!(
+                result.expect_err("malformed").hold_reason().as_deref(),
+                Some(
+                    "TraefikService web: spec.weighted.services has no Kubernetes Service named \"web-canary\"; no traffic moves until it is fixed"
+                )
+            );
+        }
     }
 }
