@@ -199,6 +199,94 @@ fn the_example_rollout_is_valid_and_its_route_is_routable() {
     assert_eq!(services, 2);
 }
 
+/// The Rollout of `deploy/examples/<file>`, checked by the one validator, and its documents.
+fn example(file: &str) -> (vigil::api::Rollout, Vec<Value>) {
+    let path = format!("{}/deploy/examples/{file}", env!("CARGO_MANIFEST_DIR"));
+    let docs = documents(&std::fs::read_to_string(path).expect("example"));
+    let rollout: vigil::api::Rollout = serde_json::from_value(
+        docs.iter()
+            .find(|d| d["kind"] == "Rollout")
+            .expect("a Rollout")
+            .clone(),
+    )
+    .expect("a typed Rollout");
+    let problems = vigil::rollout::validate_spec(&rollout.spec);
+    assert!(problems.is_empty(), "{file}: {problems:?}");
+    (rollout, docs)
+}
+
+fn named<'d>(docs: &'d [Value], kind: &str, name: &str) -> &'d Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+#[test]
+fn the_nginx_smi_and_traefik_examples_are_valid_and_routable() {
+    use vigil::traffic::{nginx, traefik};
+    let (rollout, docs) = example("rollout-with-nginx.yaml");
+    let canary = &rollout.spec.strategy.canary;
+    let (stable, canary_service) = (
+        canary.stable_service.as_deref().expect("stable"),
+        canary.canary_service.as_deref().expect("canary"),
+    );
+    let routing = canary.traffic_routing.as_ref().expect("routing");
+    let ingress = named(
+        &docs,
+        "Ingress",
+        &routing.nginx.as_ref().expect("nginx").stable_ingress,
+    );
+    let spec = nginx::canary_spec(ingress, stable, canary_service).expect("routes to stable");
+    assert_eq!(
+        spec["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"],
+        canary_service
+    );
+
+    let (rollout, docs) = example("rollout-with-smi.yaml");
+    let canary = &rollout.spec.strategy.canary;
+    let smi = canary
+        .traffic_routing
+        .as_ref()
+        .and_then(|t| t.smi.as_ref())
+        .expect("smi");
+    for service in [
+        smi.root_service.as_deref().expect("root"),
+        canary.stable_service.as_deref().expect("stable"),
+        canary.canary_service.as_deref().expect("canary"),
+    ] {
+        named(&docs, "Service", service);
+    }
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "TrafficSplit"),
+        "vigil creates the TrafficSplit"
+    );
+
+    let (rollout, docs) = example("rollout-with-traefik.yaml");
+    let canary = &rollout.spec.strategy.canary;
+    let name = &canary
+        .traffic_routing
+        .as_ref()
+        .and_then(|t| t.traefik.as_ref())
+        .expect("traefik")
+        .weighted_traefik_service_name;
+    let service = named(&docs, "TraefikService", name);
+    let weight = traefik::canary_weight(
+        service,
+        canary.stable_service.as_deref().expect("stable"),
+        canary.canary_service.as_deref().expect("canary"),
+    );
+    assert_eq!(
+        weight,
+        Ok(Some(50)),
+        "unset weights are Traefik's default 1:1"
+    );
+    let route = named(&docs, "IngressRoute", name);
+    assert_eq!(
+        route["spec"]["routes"][0]["services"][0]["kind"],
+        "TraefikService"
+    );
+}
+
 #[test]
 fn network_policy_limits_egress_and_metrics_ingress() {
     let docs = kustomize();

@@ -169,6 +169,7 @@ const REQUIRED_CASES: &[&str] = &[
     "no-judge",
     "yaml-syntax-error",
     "unknown-kind",
+    "nginx-owned-annotation",
 ];
 
 #[test]
