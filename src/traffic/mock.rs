@@ -68,15 +68,14 @@ fn answer(
         "PATCH" => match objects.get(path) {
             Some(object) => {
                 let mut patched = object.clone();
-                if let Ok(patch) = serde_json::from_value::<json_patch::Patch>(call.body.clone()) {
-                    if json_patch::patch(&mut patched, &patch).is_err() {
-                        return (
-                            422,
-                            json!({"kind": "Status", "apiVersion": "v1",
-                                            "status": "Failure", "reason": "Invalid",
-                                            "code": 422, "message": "test failed"}),
-                        );
-                    }
+                if let Ok(patch) = serde_json::from_value::<json_patch::Patch>(call.body.clone())
+                    && json_patch::patch(&mut patched, &patch).is_err()
+                {
+                    return (
+                        422,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                               "reason": "Invalid", "code": 422, "message": "test failed"}),
+                    );
                 }
                 (200, patched)
             }

@@ -428,9 +428,17 @@ mod tests {
             object: Option<Value>,
             op: impl AsyncFnOnce(&TraefikWeights) -> T,
         ) -> (T, Vec<Call>) {
+            with_failing_router(object, BTreeMap::new(), op).await
+        }
+
+        async fn with_failing_router<T>(
+            object: Option<Value>,
+            fail: BTreeMap<String, u16>,
+            op: impl AsyncFnOnce(&TraefikWeights) -> T,
+        ) -> (T, Vec<Call>) {
             let objects: BTreeMap<String, Value> =
                 object.into_iter().map(|o| (OBJECT.to_owned(), o)).collect();
-            let (client, mock) = MockApi::start(objects, BTreeMap::new());
+            let (client, mock) = MockApi::start(objects, fail);
             let api = Api::namespaced_with(client, "shop", &traefik_service_resource());
             let router = TraefikWeights::new(
                 api,
@@ -474,6 +482,29 @@ mod tests {
             assert_eq!(lines(&calls), [format!("GET {OBJECT}")], "no empty patch");
             let (weight, _) = with_router(Some(set), async |r| r.canary_weight().await).await;
             assert_eq!(weight.expect("read"), Some(30));
+        }
+
+        #[tokio::test]
+        async fn a_patch_refused_because_the_object_changed_is_a_passing_error() {
+            // A `test` op failing answers 422: retried later, not a hold.
+            let fail = BTreeMap::from([(format!("PATCH {OBJECT}"), 422)]);
+            let (result, calls) = with_failing_router(Some(traefik_service()), fail, async |r| {
+                r.set_canary_weight(30).await
+            })
+            .await;
+            let error = result.expect_err("refused");
+            assert!(matches!(
+                error,
+                TrafficError::PatchObject {
+                    kind: "TraefikService",
+                    ..
+                }
+            ));
+            assert_eq!(error.hold_reason(), None);
+            assert_eq!(
+                lines(&calls),
+                [format!("GET {OBJECT}"), format!("PATCH {OBJECT}")]
+            );
         }
 
         #[tokio::test]
