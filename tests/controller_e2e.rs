@@ -312,7 +312,7 @@ async fn rollouts_are_promoted_rolled_back_and_resumed_after_a_restart() {
 
     // A healthy canary passes its analysis and becomes the stable version.
     let good = rollouts.get("good").await.expect("get");
-    let v2 = vigil::rollout::template_hash(&good.spec.template);
+    let v2 = vigil::rollout::desired_revision(&good.spec, None);
     let good = wait_for(&rollouts, "good", "promotion of app:2", |r| {
         phase(r) == Some(RolloutPhase::Healthy)
             && r.status.as_ref().and_then(|s| s.stable_revision.as_deref()) == Some(v2.as_str())
@@ -377,7 +377,7 @@ async fn rollouts_are_promoted_rolled_back_and_resumed_after_a_restart() {
     assert_eq!(replicas_of(&client, "held", &held_stable).await, Some(4));
     create_template(&client, &prometheus, "late", "good").await;
     let held = rollouts.get("held").await.expect("get");
-    let held_v2 = vigil::rollout::template_hash(&held.spec.template);
+    let held_v2 = vigil::rollout::desired_revision(&held.spec, None);
     wait_for(
         &rollouts,
         "held",
@@ -476,7 +476,7 @@ async fn sharded_controllers_each_carry_only_their_own_rollouts() {
     // Each keeps carrying its own: a new version of alpha is released by shard a.
     set_image(&rollouts, "alpha", "app:2").await;
     let alpha = rollouts.get("alpha").await.expect("get");
-    let v2 = vigil::rollout::template_hash(&alpha.spec.template);
+    let v2 = vigil::rollout::desired_revision(&alpha.spec, None);
     wait_for(&rollouts, "alpha", "app:2 promoted", |r| {
         phase(r) == Some(RolloutPhase::Healthy)
             && r.status.as_ref().and_then(|s| s.stable_revision.as_deref()) == Some(v2.as_str())
@@ -596,6 +596,151 @@ async fn a_release_through_an_httproute_moves_its_weights_and_scales_down_after_
     }
     assert_eq!(route_weights(&client, name).await, (100, 0));
     assert_eq!(replicas_of(&client, name, &v2).await, Some(4));
+}
+
+/// The rules of the HTTPRoute `name`, and its `vigil.dev/managed-routes` annotation.
+async fn route_rules(client: &kube::Client, name: &str) -> (Vec<Value>, Option<String>) {
+    let resource = vigil::traffic::gateway_api::http_route_resource();
+    let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), NS, &resource);
+    let route = routes.get(name).await.expect("get route");
+    let rules = route.data["spec"]["rules"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let annotation = route
+        .metadata
+        .annotations
+        .and_then(|a| a.get("vigil.dev/managed-routes").cloned());
+    (rules, annotation)
+}
+
+/// Writes `status` fields the way the CLI does (guarded by the resourceVersion read).
+async fn request(rollouts: &Api<Rollout>, rollout: &Rollout, status: Value) {
+    let rv = rollout.metadata.resource_version.clone();
+    let name = rollout.metadata.name.clone().unwrap_or_default();
+    rollouts
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"resourceVersion": rv}, "status": status})),
+        )
+        .await
+        .expect("status request");
+}
+
+/// `setHeaderRoute` through an HTTPRoute: the header rule is placed first, to the canary only,
+/// at weight 0; it is gone after the promotion and after an abort.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_route_appears_at_its_step_and_is_gone_after_promotion_and_abort() {
+    support::install_crypto_provider();
+    let server = ApiServer::start().with_replicaset_controller();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let client = server.client();
+    let name = "testers";
+    create_services(&client, name).await;
+    let resource = vigil::traffic::gateway_api::http_route_resource();
+    let route: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "parentRefs": [{"name": "gateway"}],
+            "rules": [{
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [
+                    {"name": format!("{name}-stable"), "port": 80, "weight": 100},
+                    {"name": format!("{name}-canary"), "port": 80, "weight": 0}
+                ]
+            }]
+        }
+    }))
+    .expect("route");
+    Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), NS, &resource)
+        .create(&PostParams::default(), &route)
+        .await
+        .expect("create route");
+    let steps = json!([
+        {"setHeaderRoute": {"name": "canary-testers",
+            "match": [{"headerName": "x-canary", "headerValue": {"exact": "yes"}}]}},
+        {"pause": {}}
+    ]);
+    let mut object = rollout(name, "app:1", steps);
+    object.spec.strategy.canary.traffic_routing = serde_json::from_value(json!({
+        "gatewayAPI": {"httpRoute": name},
+        "managedRoutes": [{"name": "canary-testers"}]
+    }))
+    .expect("routing");
+    object.spec.strategy.canary.scale_down_delay_seconds = Some(0);
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), NS);
+    rollouts
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("create rollout");
+    let _controller = Controller::start(&kubeconfig);
+    wait_for(&rollouts, name, "app:1 Healthy", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    let header_rule = json!({
+        "name": "vigil-header-canary-testers",
+        "matches": [{
+            "path": {"type": "PathPrefix", "value": "/"},
+            "headers": [{"type": "Exact", "name": "x-canary", "value": "yes"}]
+        }],
+        "backendRefs": [{"name": format!("{name}-canary"), "port": 80}]
+    });
+
+    for (image, ending) in [("app:2", "promote"), ("app:3", "abort")] {
+        set_image(&rollouts, name, image).await;
+        let paused = wait_for(&rollouts, name, "the pause after the header route", |r| {
+            phase(r) == Some(RolloutPhase::Paused)
+        })
+        .await;
+        assert_eq!(paused.status.as_ref().map(|s| s.canary_weight), Some(0));
+        let (rules, annotation) = route_rules(&client, name).await;
+        assert_eq!(rules.len(), 2, "{rules:#?}");
+        assert_eq!(rules[0], header_rule, "the header rule comes first");
+        assert_eq!(rules[1]["backendRefs"][0]["weight"], json!(100));
+        assert_eq!(rules[1]["backendRefs"][1]["weight"], json!(0));
+        assert!(annotation.is_some_and(|a| a.contains("canary-testers")));
+        let done = match ending {
+            "promote" => {
+                request(&rollouts, &paused, json!({"promoteStep": 1})).await;
+                wait_for(&rollouts, name, "promoted", |r| {
+                    phase(r) == Some(RolloutPhase::Healthy)
+                        && r.status
+                            .as_ref()
+                            .and_then(|s| s.canary_revision.as_ref())
+                            .is_none()
+                })
+                .await
+            }
+            _ => {
+                request(&rollouts, &paused, json!({"abort": true})).await;
+                wait_for(&rollouts, name, "aborted", |r| {
+                    phase(r) == Some(RolloutPhase::Aborted)
+                })
+                .await
+            }
+        };
+        // The rule leaves with the release: wait for the route to show it.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (rules, annotation) = route_rules(&client, name).await;
+            if rules.len() == 1 && annotation.is_none() {
+                assert_eq!(rules[0]["backendRefs"][1]["weight"], json!(0));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "after {ending} the header rule is still there: {rules:#?}; status {:#?}",
+                done.status
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 #[tokio::test]

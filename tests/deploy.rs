@@ -98,6 +98,11 @@ fn rbac_is_least_privilege_without_wildcards() {
         ("vigil.dev", "clusteranalysistemplates", "get"),
         ("apps", "replicasets", "create"),
         ("apps", "replicasets", "patch"),
+        // spec.workloadRef: read, watched, scaled down by a patch of spec.replicas.
+        ("apps", "deployments", "get"),
+        ("apps", "deployments", "list"),
+        ("apps", "deployments", "watch"),
+        ("apps", "deployments", "patch"),
         ("", "services", "patch"),
         ("", "secrets", "get"),
         ("gateway.networking.k8s.io", "httproutes", "patch"),
@@ -124,6 +129,16 @@ fn rbac_is_least_privilege_without_wildcards() {
             "secrets may only be read by name (get), never {verb}"
         );
     }
+    for verb in ["create", "update", "delete"] {
+        assert!(
+            !grants(&rules, "apps", "deployments", verb),
+            "an adopted Deployment is only ever patched (its replicas), never {verb}d"
+        );
+    }
+    assert!(
+        !grants(&rules, "apps", "deployments/scale", "patch"),
+        "vigil patches spec.replicas of the Deployment, not its scale subresource"
+    );
     let role = docs.iter().find(|d| d["kind"] == "Role").expect("Role");
     assert_eq!(role["metadata"]["namespace"], "vigil-system");
     assert!(grants(

@@ -1049,8 +1049,28 @@ fn invalid_specs() -> Vec<(&'static str, vigil::api::RolloutSpec)> {
     s.progress_deadline_seconds = Some(0);
     table.push(("zero progress deadline", s));
     s = base();
-    s.template.spec = None;
+    s.template.get_or_insert_with(Default::default).spec = None;
     table.push(("no containers", s));
+    s = base();
+    s.template = None;
+    table.push(("neither a template nor a workloadRef", s));
+    s = base();
+    s.workload_ref = Some(vigil::api::WorkloadRef {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        name: "web".into(),
+        scale_down: None,
+    });
+    table.push(("both a template and a workloadRef", s));
+    s = base();
+    s.template = None;
+    s.workload_ref = Some(vigil::api::WorkloadRef {
+        api_version: "apps/v1beta1".into(),
+        kind: "StatefulSet".into(),
+        name: "Web_1".into(),
+        scale_down: Some(vigil::api::ScaleDown::Progressively),
+    });
+    table.push(("a workloadRef to something else than a Deployment", s));
     table
 }
 

@@ -79,7 +79,16 @@ pub struct RolloutSpec {
     /// Label selector of the pods; it must match the template's labels.
     pub selector: LabelSelector,
     /// The pod template. A change of it starts a new rollout: its hash names the new revision.
-    pub template: PodTemplateSpec,
+    /// Exactly one of `template` and `workloadRef` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<PodTemplateSpec>,
+    /// An existing Deployment whose pod template this Rollout releases, instead of
+    /// `template` (as Argo Rollouts' `workloadRef`): vigil runs the Deployment's template in
+    /// its own revisions (named by the same hash an inline template would have), a change of
+    /// the Deployment's template starts a new rollout, and `scaleDown` says whether the
+    /// Deployment's own pods give way. Exactly one of `template` and `workloadRef` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_ref: Option<WorkloadRef>,
     /// Old revisions (ReplicaSets) kept for rollback beyond the stable and canary. Default 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
@@ -94,6 +103,39 @@ pub struct RolloutSpec {
     pub progress_deadline_seconds: Option<i32>,
     /// How the new version is released.
     pub strategy: RolloutStrategy,
+}
+
+/// A reference to the Deployment whose pod template a Rollout releases.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRef {
+    /// `apps/v1`, the only API version supported.
+    pub api_version: String,
+    /// `Deployment`, the only kind supported.
+    pub kind: String,
+    /// Name of the Deployment, in the Rollout's namespace.
+    pub name: String,
+    /// Whether the Deployment's own pods give way to the Rollout's: `never` (default, the
+    /// Deployment is left alone), `onsuccess` (scaled to 0 once the Rollout is Healthy) or
+    /// `progressively` (scaled down as the Rollout's pods become ready: replicas wanted minus
+    /// ready Rollout pods). vigil only ever scales the Deployment down, never up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<ScaleDown>,
+}
+
+/// When the Deployment behind `workloadRef` is scaled down (Argo Rollouts' names).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ScaleDown {
+    /// The Deployment is left as it is.
+    #[default]
+    #[serde(rename = "never")]
+    Never,
+    /// The Deployment is scaled to 0 once the Rollout is Healthy.
+    #[serde(rename = "onsuccess")]
+    OnSuccess,
+    /// The Deployment is scaled down as the Rollout's pods become ready.
+    #[serde(rename = "progressively")]
+    Progressively,
 }
 
 /// The release strategy.
@@ -166,6 +208,20 @@ pub struct TrafficRouting {
     /// The built-in weighted proxy of `vigil run` (the local platform).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalRouting>,
+    /// The routes vigil creates and owns on the router for `setHeaderRoute` and
+    /// `setMirrorRoute` steps, in precedence order (the first listed is matched first). Every
+    /// route a step names must be listed; vigil removes them all at the end of a release and
+    /// on abort.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_routes: Vec<ManagedRoute>,
+}
+
+/// A route vigil owns on the router, named by `setHeaderRoute` / `setMirrorRoute` steps.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedRoute {
+    /// The route's name: lowercase letters, digits and `-`, at most 63 characters.
+    pub name: String,
 }
 
 /// Gateway API HTTPRoute routing.
@@ -201,6 +257,85 @@ pub struct CanaryStep {
     /// Inconclusive pauses with the reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisStep>,
+    /// Send the requests whose headers match to the canary only, whatever the weight (testers
+    /// reach the canary at weight 0). Without `match` the route is removed. The step completes
+    /// once the router reports the route as asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_header_route: Option<SetHeaderRoute>,
+    /// Copy a share of the matching requests to the canary; the copies' responses are
+    /// discarded. Without `match` the route is removed. The step completes once the router
+    /// reports the route as asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_mirror_route: Option<SetMirrorRoute>,
+}
+
+/// A `setHeaderRoute` step.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SetHeaderRoute {
+    /// The route, one of `trafficRouting.managedRoutes`.
+    pub name: String,
+    /// Header conditions, all of which a request must meet to reach the canary. Empty or
+    /// absent: the route is removed.
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub match_: Vec<HeaderRoutingMatch>,
+}
+
+/// One header condition of a `setHeaderRoute` step.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderRoutingMatch {
+    /// The header's name, e.g. `x-canary`.
+    pub header_name: String,
+    /// How its value is matched: exactly one of `exact`, `prefix`, `regex`.
+    pub header_value: StringMatch,
+}
+
+/// How a value is matched: exactly one of the three is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StringMatch {
+    /// The whole value equals this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// The value starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// The value matches this regular expression (RE2 syntax, as Envoy and the Gateway API
+    /// use), checked and size-bounded by validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// A `setMirrorRoute` step.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SetMirrorRoute {
+    /// The route, one of `trafficRouting.managedRoutes`.
+    pub name: String,
+    /// The requests to mirror: those meeting any one entry (every condition of an entry must
+    /// hold). Empty or absent: the route is removed.
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub match_: Vec<RouteMatch>,
+    /// Percent (0..=100) of the matching requests copied to the canary. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub percentage: Option<i32>,
+}
+
+/// One entry of a `setMirrorRoute` match: every condition set must hold.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteMatch {
+    /// The HTTP method, e.g. `exact: GET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatch>,
+    /// The request path, e.g. `prefix: /api`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<StringMatch>,
+    /// Headers, by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, StringMatch>,
 }
 
 /// A pause step.

@@ -216,8 +216,8 @@ fn flagger_canary_becomes_steps_a_background_analysis_and_its_template() {
     assert!(
         rollout
             .template
-            .spec
             .as_ref()
+            .and_then(|t| t.spec.as_ref())
             .is_some_and(|p| p.containers[0].name == "podinfod")
     );
     assert!(

@@ -120,18 +120,27 @@ mod tests {
         }
     }
 
+    fn pod_template(image: &str) -> k8s_openapi::api::core::v1::PodTemplateSpec {
+        k8s_openapi::api::core::v1::PodTemplateSpec {
+            metadata: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                labels: Some([("app".to_owned(), "web".to_owned())].into()),
+                ..Default::default()
+            }),
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                containers: vec![k8s_openapi::api::core::v1::Container {
+                    image: Some(image.to_owned()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        }
+    }
+
     fn first_version() -> Observed {
         let mut spec = RolloutSpec::default();
         spec.selector.match_labels = Some([("app".to_owned(), "web".to_owned())].into());
-        spec.template.metadata = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            labels: Some([("app".to_owned(), "web".to_owned())].into()),
-            ..Default::default()
-        });
-        spec.template.spec = Some(k8s_openapi::api::core::v1::PodSpec {
-            containers: vec![Default::default()],
-            ..Default::default()
-        });
-        let desired_revision = rollout::template_hash(&spec.template);
+        spec.template = Some(pod_template("app:1"));
+        let desired_revision = rollout::desired_revision(&spec, None);
         Observed {
             spec,
             status: RolloutStatus::default(),
@@ -212,6 +221,7 @@ mod tests {
         weight: i32,
         services: rollout::ServiceSelection,
         runs: Vec<String>,
+        workload: Option<rollout::WorkloadObservation>,
     }
 
     impl Platform for FakeCluster {
@@ -221,7 +231,9 @@ mod tests {
         async fn observe(&mut self) -> Result<Observed, String> {
             let mut observed = self.observed.clone();
             let observation = &mut observed.observation;
-            observation.desired_revision = rollout::template_hash(&observed.spec.template);
+            observation.workload = self.workload.clone();
+            observation.desired_revision =
+                rollout::desired_revision(&observed.spec, self.workload.as_ref());
             observation.revisions = self
                 .revisions
                 .iter()
@@ -259,6 +271,17 @@ mod tests {
                 Effect::CreateAnalysisRun { name, .. } => self.runs.push(name.clone()),
                 Effect::DeleteRevision { revision } => {
                     self.revisions.remove(revision);
+                }
+                Effect::ScaleDownWorkload { replicas, .. } => {
+                    if let Some(workload) = &mut self.workload {
+                        workload.replicas = *replicas;
+                    }
+                }
+                Effect::SetHeaderRoute { .. }
+                | Effect::RemoveHeaderRoute { .. }
+                | Effect::SetMirrorRoute { .. }
+                | Effect::RemoveMirrorRoute { .. } => {
+                    return Err(format!("this fake has no managed routes: {effect:?}"));
                 }
                 Effect::TerminateAnalysisRun { .. } | Effect::Event { .. } => return Ok(false),
             }
@@ -303,6 +326,7 @@ mod tests {
             weight: 0,
             services: Default::default(),
             runs: vec![],
+            workload: None,
         };
         let mut at = now();
         let mut settle = |cluster: &mut FakeCluster| {
@@ -312,15 +336,14 @@ mod tests {
             }
         };
         settle(&mut cluster);
-        let first = rollout::template_hash(&cluster.observed.spec.template);
+        let first = rollout::desired_revision(&cluster.observed.spec, None);
         assert_eq!(
             cluster.observed.status.stable_revision.as_deref(),
             Some(first.as_str())
         );
 
-        let pod = cluster.observed.spec.template.spec.as_mut().expect("pod");
-        pod.containers[0].image = Some("app:2".into());
-        let second = rollout::template_hash(&cluster.observed.spec.template);
+        cluster.observed.spec.template = Some(pod_template("app:2"));
+        let second = rollout::desired_revision(&cluster.observed.spec, None);
         settle(&mut cluster);
         let status = &cluster.observed.status;
         assert_eq!(status.stable_revision.as_deref(), Some(second.as_str()));
@@ -331,5 +354,64 @@ mod tests {
         );
         assert_eq!(cluster.runs.len(), 1, "the analysis step ran once");
         assert_eq!(cluster.revisions.get(&second), Some(&2));
+    }
+
+    #[test]
+    fn a_deployment_is_adopted_then_released_through_the_shared_loop() {
+        let mut observed = first_version();
+        observed.spec.replicas = Some(2);
+        let inline_revision = observed.observation.desired_revision.clone();
+        observed.spec.template = None;
+        observed.spec.workload_ref = Some(crate::api::WorkloadRef {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "web".into(),
+            scale_down: Some(crate::api::ScaleDown::Progressively),
+        });
+        observed.spec.strategy.canary.steps = vec![crate::api::CanaryStep {
+            set_weight: Some(50),
+            ..Default::default()
+        }];
+        let mut cluster = FakeCluster {
+            observed,
+            revisions: Default::default(),
+            weight: 0,
+            services: Default::default(),
+            runs: vec![],
+            workload: Some(rollout::WorkloadObservation {
+                template: pod_template("app:1"),
+                replicas: 2,
+            }),
+        };
+        let mut at = now();
+        let mut settle = |cluster: &mut FakeCluster| {
+            for _ in 0..20 {
+                at += jiff::SignedDuration::from_secs(5);
+                block_on(reconcile_once(cluster, at)).expect("reconciled");
+            }
+        };
+        settle(&mut cluster);
+        assert_eq!(
+            cluster.observed.status.stable_revision.as_deref(),
+            Some(inline_revision.as_str()),
+            "the Deployment's template names the revision the same template inline would"
+        );
+        assert_eq!(cluster.workload.as_ref().map(|w| w.replicas), Some(0));
+
+        if let Some(workload) = &mut cluster.workload {
+            workload.template = pod_template("app:2");
+        }
+        settle(&mut cluster);
+        let status = &cluster.observed.status;
+        assert_ne!(
+            status.stable_revision.as_deref(),
+            Some(inline_revision.as_str())
+        );
+        assert_eq!(status.phase, Some(crate::api::RolloutPhase::Healthy));
+        assert_eq!(
+            cluster.revisions.get(&inline_revision),
+            Some(&0),
+            "the adopted revision gave way to the released one"
+        );
     }
 }

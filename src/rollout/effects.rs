@@ -4,7 +4,8 @@
 //! is wanted, so a lost or repeated effect heals itself at the next reconcile, and a converged
 //! rollout emits nothing but transition events.
 
-use crate::api::{Argument, TemplateRef};
+use crate::api::{Argument, ScaleDown, TemplateRef};
+use crate::traffic::ManagedRoutes;
 
 use super::{AnalysisKind, Effect, Observation};
 
@@ -41,6 +42,10 @@ pub(crate) struct Plan<'a> {
     pub canary: Option<&'a str>,
     pub replicas: i32,
     pub router: bool,
+    /// The managed routes wanted (none unless a canary runs).
+    pub routes: ManagedRoutes,
+    /// The names the steps set as (header, mirror) routes: what vigil may have to remove.
+    pub route_names: (Vec<String>, Vec<String>),
     pub stable_service: bool,
     pub canary_service: bool,
     pub runs: Vec<WantedRun>,
@@ -48,6 +53,55 @@ pub(crate) struct Plan<'a> {
     /// Revisions that traffic verifiably left may lose their pods now
     /// (`scaleDownDelaySeconds` passed since).
     pub scale_down_others: bool,
+    /// The replicas the Deployment behind `workloadRef` may keep
+    /// ([`workload_replicas_wanted`]); `None` leaves it alone.
+    pub workload_replicas: Option<i32>,
+}
+
+/// The replicas the Deployment behind `workloadRef` may keep under `policy`: `never` leaves
+/// it alone (`None`), `onsuccess` keeps none once the rollout is `healthy`, `progressively`
+/// keeps the part of `replicas` that the Rollout's ready pods (all revisions) do not cover yet.
+pub(crate) fn workload_replicas_wanted(
+    policy: ScaleDown,
+    healthy: bool,
+    replicas: i32,
+    obs: &Observation,
+) -> Option<i32> {
+    match policy {
+        ScaleDown::Never => None,
+        ScaleDown::OnSuccess => healthy.then_some(0),
+        ScaleDown::Progressively => {
+            let ready = obs
+                .revisions
+                .iter()
+                .map(|r| r.ready_replicas.max(0))
+                .fold(0, i32::saturating_add);
+            Some(replicas.saturating_sub(ready).max(0))
+        }
+    }
+}
+
+/// Scaling the Deployment behind `workloadRef` down to what `plan` lets it keep; never up (a
+/// Deployment someone scaled down by hand stays down).
+fn workload_effect(plan: &Plan, obs: &Observation) -> Option<Effect> {
+    let wanted = plan.workload_replicas?;
+    let observed = obs.workload.as_ref()?.replicas;
+    (wanted < observed).then_some(Effect::ScaleDownWorkload {
+        observed,
+        replicas: wanted,
+    })
+}
+
+/// While the Deployment behind `workloadRef` still runs pods, the stable service may select
+/// them too (the Rollout's selector matches its template): it is pointed at the stable
+/// revision only once all that revision's pods are ready, so adopting never shrinks capacity.
+fn stable_service_may_move(plan: &Plan, obs: &Observation, stable: &str) -> bool {
+    let adopting = obs.workload.as_ref().is_some_and(|w| w.replicas > 0);
+    !adopting
+        || obs
+            .revisions
+            .iter()
+            .any(|r| r.revision == stable && r.ready_replicas >= plan.replicas)
 }
 
 /// The weight and the services' revisions (stable, canary) that `plan` wants; `None` when
@@ -93,7 +147,8 @@ pub(crate) fn leftover_revisions<'o>(plan: &Plan, obs: &'o Observation) -> Vec<&
 }
 
 /// The ordered effects: stable-service moves, weight decreases, scale-ups, canary-service
-/// moves, weight increases, scale-downs, run terminations, run creations, deletions, events.
+/// moves, weight increases, scale-downs (the `workloadRef` Deployment's last), run
+/// terminations, run creations, deletions, events.
 pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>) -> Vec<Effect> {
     let (Some(stable), Some((weight, wanted_services))) = (plan.stable, wanted_routing(plan))
     else {
@@ -102,6 +157,7 @@ pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>)
     let (scale_ups, scale_downs) = scale_effects(plan, obs, stable);
     let mut effects = routing_and_scale_effects(plan, obs, weight, wanted_services, scale_ups);
     effects.extend(scale_downs);
+    effects.extend(workload_effect(plan, obs));
     effects.extend(run_effects(plan, obs, stable));
     effects.extend(deletion_effects(plan, obs, stable));
     effects.extend(events);
@@ -178,7 +234,8 @@ fn routing_and_scale_effects(
 ) -> Vec<Effect> {
     let mut effects = Vec::new();
     let stable_service_move = (plan.stable_service
-        && obs.services.stable.as_deref() != Some(wanted_services.0))
+        && obs.services.stable.as_deref() != Some(wanted_services.0)
+        && stable_service_may_move(plan, obs, wanted_services.0))
     .then(|| wanted_services.0.to_owned());
     let canary_service_move = (plan.canary_service
         && obs.services.canary.as_deref() != Some(wanted_services.1))
@@ -204,6 +261,10 @@ fn routing_and_scale_effects(
     if weight_drops && let Some(effect) = set_weight.clone() {
         effects.push(effect);
     }
+    let (route_removals, route_sets) = route_effects(plan, obs);
+    // Traffic leaves the canary (routes removed) with the weight decreases; it reaches the
+    // canary (routes set) with the increases, after the scale-ups.
+    effects.extend(route_removals);
     effects.extend(scale_ups);
     if !point_first && let Some(effect) = point_services {
         effects.push(effect);
@@ -211,7 +272,68 @@ fn routing_and_scale_effects(
     if !weight_drops && let Some(effect) = set_weight {
         effects.push(effect);
     }
+    effects.extend(route_sets);
     effects
+}
+
+/// The removals of managed routes not wanted (or, when the router could not be read, of every
+/// route the steps name that is not wanted: removing is idempotent), and the sets of wanted
+/// routes the router does not report as they are wanted, once a canary pod is ready to take
+/// their traffic.
+fn route_effects(plan: &Plan, obs: &Observation) -> (Vec<Effect>, Vec<Effect>) {
+    let wanted = &plan.routes;
+    let (header_names, mirror_names) = &plan.route_names;
+    let unknown = ManagedRoutes::default();
+    let seen = obs.router_managed_routes.as_ref().unwrap_or(&unknown);
+    let readable = obs.router_managed_routes.is_some();
+    let mut removals = Vec::new();
+    let header_in_place: Vec<&str> = if readable {
+        seen.header.iter().map(|r| r.name.as_str()).collect()
+    } else {
+        header_names.iter().map(String::as_str).collect()
+    };
+    for name in header_in_place {
+        if !wanted.header.iter().any(|r| r.name == name) {
+            removals.push(Effect::RemoveHeaderRoute {
+                name: name.to_owned(),
+            });
+        }
+    }
+    let mirror_in_place: Vec<&str> = if readable {
+        seen.mirror.iter().map(|r| r.name.as_str()).collect()
+    } else {
+        mirror_names.iter().map(String::as_str).collect()
+    };
+    for name in mirror_in_place {
+        if !wanted.mirror.iter().any(|r| r.name == name) {
+            removals.push(Effect::RemoveMirrorRoute {
+                name: name.to_owned(),
+            });
+        }
+    }
+    let canary_ready = plan.canary.is_some_and(|canary| {
+        obs.revisions
+            .iter()
+            .any(|r| r.revision == canary && r.ready_replicas > 0)
+    });
+    let mut sets = Vec::new();
+    if canary_ready {
+        for route in &wanted.header {
+            if !seen.header.contains(route) {
+                sets.push(Effect::SetHeaderRoute {
+                    route: route.clone(),
+                });
+            }
+        }
+        for route in &wanted.mirror {
+            if !seen.mirror.contains(route) {
+                sets.push(Effect::SetMirrorRoute {
+                    route: route.clone(),
+                });
+            }
+        }
+    }
+    (removals, sets)
 }
 
 /// Terminations of runs no longer wanted, then creations of wanted runs not yet seen.

@@ -13,13 +13,18 @@ use super::conditions::{
     AVAILABLE, INVALID_SPEC, PAUSED, PROGRESSING, WantedCondition, merge_conditions, merge_pauses,
     pause_reason_name,
 };
-use super::effects::{Intent, Plan, WantedRun, build_effects, leftover_revisions, traffic_left};
-use super::validate::validate_spec;
+use super::effects::{
+    Intent, Plan, WantedRun, build_effects, leftover_revisions, traffic_left,
+    workload_replicas_wanted,
+};
+use super::routes::{route_names, wanted_routes};
+use super::validate::{validate_spec, validate_workload_template};
+use super::validate_routes::sets_route;
 use super::{
     AnalysisKind, Decision, Effect, EventType, Observation, SpecProblem, background_run_name,
     step_run_name,
 };
-use crate::traffic::RouterKind;
+use crate::traffic::{ManagedRoutes, RouterKind};
 
 const DEFAULT_REPLICAS: i32 = 1;
 const DEFAULT_PROGRESS_DEADLINE_SECONDS: i64 = 600;
@@ -39,6 +44,28 @@ pub fn step(
     let mut next = status.clone();
     let intent = machine.reconcile(&mut next);
     machine.finish(next, intent)
+}
+
+/// The problems of the Deployment `spec.workloadRef` names: its template's (the rules of an
+/// inline template), or that the shell did not read it and did not say why.
+fn workload_problems(spec: &RolloutSpec, obs: &Observation) -> Vec<SpecProblem> {
+    if spec.workload_ref.is_none() {
+        return Vec::new();
+    }
+    match &obs.workload {
+        Some(workload) => validate_workload_template(spec, &workload.template),
+        None if obs
+            .spec_problems
+            .iter()
+            .any(|p| p.path.starts_with("spec.workloadRef")) =>
+        {
+            Vec::new()
+        }
+        None => vec![SpecProblem {
+            path: "spec.workloadRef".to_owned(),
+            message: "the Deployment was not read, so its pod template is unknown".to_owned(),
+        }],
+    }
 }
 
 /// What one pass over the current step decided.
@@ -87,6 +114,7 @@ impl<'a> Machine<'a> {
         // The one validator, plus what only the shell could find (dereferencing).
         let mut problems = validate_spec(spec);
         problems.extend(obs.spec_problems.iter().cloned());
+        problems.extend(workload_problems(spec, obs));
         problems.sort();
         problems.dedup();
         let routing = spec.strategy.canary.traffic_routing.as_ref();
@@ -440,7 +468,10 @@ impl<'a> Machine<'a> {
         }
         let index = self.index(s);
         // The deadline counts time spent converging, not time spent paused.
-        if index >= self.steps.len() || self.steps[index].set_weight.is_some() {
+        if index >= self.steps.len()
+            || self.steps[index].set_weight.is_some()
+            || sets_route(&self.steps[index])
+        {
             self.enter_step(s, index);
         }
         self.event(
@@ -513,6 +544,8 @@ impl<'a> Machine<'a> {
             self.pause_step(s, pause, weight)
         } else if let Some(analysis) = &step.analysis {
             self.analysis_step(s, index, analysis, weight)
+        } else if sets_route(step) {
+            self.route_step(s, index, weight)
         } else {
             // validate_spec rejects a step of no kind; there is nothing to wait for.
             StepOutcome::Completed("")
@@ -526,6 +559,18 @@ impl<'a> Machine<'a> {
             return StepOutcome::Completed("");
         }
         StepOutcome::Stay(self.wait_or_deadline(s, intent, format!("setWeight {weight}"), weight))
+    }
+
+    /// `setHeaderRoute` / `setMirrorRoute`: done once the router reads back exactly the routes
+    /// wanted at this step, with the weight and the canary's pods converged.
+    fn route_step(&mut self, s: &mut RolloutStatus, index: usize, weight: i32) -> StepOutcome {
+        let (intent, converged) = self.converge(s, weight);
+        let wanted = wanted_routes(self.steps, index);
+        if converged && self.obs.router_managed_routes.as_ref() == Some(&wanted) {
+            return StepOutcome::Completed("");
+        }
+        let what = describe_step(&self.steps[index]);
+        StepOutcome::Stay(self.wait_or_deadline(s, intent, what, weight))
     }
 
     /// `pause`: done when its duration has passed; without one, it waits for promote.
@@ -789,13 +834,13 @@ impl<'a> Machine<'a> {
 
     fn waiting_for(&self, s: &RolloutStatus, weight: i32) -> String {
         let canary = s.canary_revision.as_deref().unwrap_or_default();
-        let target = self.canary_pods(weight);
+        let target = self.canary_target(s, weight);
         let ready = self.ready(canary);
         if ready < target {
             return format!("waiting for canary pods: {ready}/{target} ready");
         }
         match self.obs.router_canary_weight {
-            Some(seen) if seen == weight => "converged".into(),
+            Some(seen) if seen == weight => self.waiting_for_routes(s),
             Some(seen) => {
                 format!("waiting for the router to report weight {weight} (reports {seen})")
             }
@@ -803,10 +848,38 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// What the router still lacks of the managed routes wanted at the current step.
+    fn waiting_for_routes(&self, s: &RolloutStatus) -> String {
+        let wanted = wanted_routes(self.steps, self.index(s));
+        match &self.obs.router_managed_routes {
+            Some(seen) if *seen == wanted => "converged".into(),
+            Some(seen) => format!(
+                "waiting for the router to report the managed routes {} (reports {})",
+                describe_routes(&wanted),
+                describe_routes(seen)
+            ),
+            None => format!(
+                "waiting for the router to report the managed routes {} (cannot read them)",
+                describe_routes(&wanted)
+            ),
+        }
+    }
+
+    /// The canary's pods for `weight`: at least one while a managed route sends it traffic.
+    fn canary_target(&self, s: &RolloutStatus, weight: i32) -> i32 {
+        let pods = self.canary_pods(weight);
+        let routes = !wanted_routes(self.steps, self.index(s)).is_empty();
+        if routes && self.replicas > 0 {
+            pods.max(1)
+        } else {
+            pods
+        }
+    }
+
     /// The wanted canary shape for `weight`, and whether the cluster has reached it.
     fn converge(&self, s: &mut RolloutStatus, weight: i32) -> (Intent, bool) {
         let canary = s.canary_revision.clone().unwrap_or_default();
-        let target = self.canary_pods(weight);
+        let target = self.canary_target(s, weight);
         let ready = self.ready(&canary);
         // Lowering is always safe; raising waits until the canary's pods can take it.
         let set_weight = if !self.router || weight <= s.canary_weight || ready >= target {
@@ -886,6 +959,11 @@ impl<'a> Machine<'a> {
             canary: s.canary_revision.as_deref(),
             replicas: self.replicas,
             router: self.router,
+            routes: match intent {
+                Intent::Canary { .. } => wanted_routes(self.steps, self.index(&s)),
+                _ => ManagedRoutes::default(),
+            },
+            route_names: route_names(self.steps),
             stable_service: canary_strategy.stable_service.is_some(),
             canary_service: canary_strategy.canary_service.is_some(),
             runs: self
@@ -900,6 +978,14 @@ impl<'a> Machine<'a> {
                 .and_then(|limit| usize::try_from(limit).ok())
                 .unwrap_or(DEFAULT_REVISION_HISTORY_LIMIT),
             scale_down_others: true,
+            workload_replicas: self.spec.workload_ref.as_ref().and_then(|workload| {
+                workload_replicas_wanted(
+                    workload.scale_down.unwrap_or_default(),
+                    s.phase == Some(RolloutPhase::Healthy),
+                    self.replicas,
+                    self.obs,
+                )
+            }),
         };
         let (scale_down_at, due) = self.scale_down_due(s.scale_down_at.clone(), &plan);
         plan.scale_down_others = due;
@@ -1101,8 +1187,42 @@ fn describe_step(step: &CanaryStep) -> String {
             .map(|t| t.template_name.as_str())
             .collect();
         format!("analysis {}", names.join(", "))
+    } else if let Some(set) = &step.set_header_route {
+        let verb = if set.match_.is_empty() {
+            "remove"
+        } else {
+            "set"
+        };
+        format!("setHeaderRoute {} ({verb})", set.name)
+    } else if let Some(set) = &step.set_mirror_route {
+        let verb = if set.match_.is_empty() {
+            "remove"
+        } else {
+            "set"
+        };
+        format!("setMirrorRoute {} ({verb})", set.name)
     } else {
         "empty step".into()
+    }
+}
+
+/// The managed routes by name, e.g. `header testers, mirror shadow 35%`, or `none`.
+fn describe_routes(routes: &ManagedRoutes) -> String {
+    let names: Vec<String> = routes
+        .header
+        .iter()
+        .map(|r| format!("header {}", r.name))
+        .chain(
+            routes
+                .mirror
+                .iter()
+                .map(|r| format!("mirror {} {}%", r.name, r.percentage)),
+        )
+        .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
     }
 }
 

@@ -11,7 +11,10 @@
 //! One reconcile of one Rollout:
 //!
 //! 1. **Observe.** Fill an [`Observation`]: the Rollout's name and `metadata.generation`;
-//!    `desired_revision = template_hash(&spec.template)`; every revision (ReplicaSet) of the
+//!    with `spec.workloadRef`, the Deployment it names (`workload`: its pod template and
+//!    replicas; not found is a spec problem at `spec.workloadRef.name`);
+//!    `desired_revision = desired_revision(&spec, workload)` (the hash of `spec.template` or of
+//!    the Deployment's template: the same template names the same revision); every revision (ReplicaSet) of the
 //!    Rollout with its `spec.replicas` and ready pods; the canary weight the router reports
 //!    (`None` with no router or when it cannot be read); which revision each of
 //!    `stableService` / `canaryService` selects; every AnalysisRun owned by the Rollout
@@ -26,8 +29,9 @@
 //!    service, then weight decreases, scale-ups, canary-service moves, weight increases,
 //!    scale-downs, AnalysisRun terminations and creations, revision deletions, events.
 //!    `CreateAnalysisRun` must treat "already exists" as success. `ScaleRevision` of a revision
-//!    that has no ReplicaSet yet creates it from `spec.template` (only the desired revision is
-//!    ever created).
+//!    that has no ReplicaSet yet creates it from the [`released_template`] (only the desired
+//!    revision is ever created). `ScaleDownWorkload` patches the Deployment's replicas guarded
+//!    by the replicas it observed.
 //! 4. **Record.** Replace `.status` with `decision.status` using the `resourceVersion` that was
 //!    observed (optimistic concurrency): a conflict means the CLI wrote a request meanwhile, so
 //!    observe again instead of overwriting it.
@@ -70,6 +74,13 @@
 //!   sends all traffic to the canary (with `R = 1` and `W = 10`: one pod each).
 //!   `status.canaryWeight` is the weight as set (with a router: as sent to it).
 //! * **`setWeight`** completes once the router reports `W` and the canary's pods are ready.
+//! * **`setHeaderRoute` / `setMirrorRoute`** set (or, without `match`, remove) a route named
+//!   in `trafficRouting.managedRoutes`; the routes wanted at a step are those the steps up to
+//!   and including it left in place ([`wanted_routes`]). While any is wanted the canary runs
+//!   at least one pod, and a route is sent only once a canary pod is ready. The step completes
+//!   once the router reads back exactly the routes wanted (and the weight and pods of the
+//!   step converge). Every managed route is removed on abort (with the weight, first) and
+//!   once the canary is promoted to stable.
 //! * **`pause`** with a duration completes at `currentStepStartedAt + duration` (`requeue_at`
 //!   is that instant); without one it waits for `vigil promote` (`CanaryPauseStep`).
 //! * **`analysis`** creates the run `<rollout>-<revision>-<attempt>-step<index>` (deterministic,
@@ -103,6 +114,18 @@
 //! * **`spec.paused`**: phase Paused (`UserPaused`); no step moves and no effect is emitted
 //!   (weights stay as they are), but aborts still roll back. A new pod template replaces a
 //!   canary in flight only once resumed.
+//! * **`workloadRef`** (adopting a Deployment): the Deployment's pod template is released
+//!   exactly like an inline one (its first version becomes stable at full scale; a change of
+//!   it starts a canary). `scaleDown` decides what the Deployment keeps: `never` (default)
+//!   everything; `onsuccess` 0 once the phase is Healthy; `progressively`
+//!   `replicas − ready pods of all the Rollout's revisions` (at least 0). The effect
+//!   `ScaleDownWorkload` comes after every other scale, and only ever lowers the Deployment's
+//!   observed replicas: a Deployment scaled down by hand is never scaled back up, nor after
+//!   an abort (the Rollout's stable serves, not the Deployment). While the Deployment still
+//!   runs pods, `stableService` (which may select them too) is pointed at the stable revision
+//!   only once all its pods are ready. A missing Deployment, or one whose template breaks the
+//!   template rules (no containers, labels the selector does not match), is an invalid spec:
+//!   nothing is created or scaled down.
 //! * **Invalid spec**: phase Degraded, condition `InvalidSpec` True, `message` names each field
 //!   and problem; nothing moves toward the canary (no effects), the stable keeps serving; the
 //!   shell may wait for the next spec change.
@@ -126,16 +149,26 @@ mod effects;
 mod hash;
 mod machine;
 mod requests;
+mod routes;
 mod validate;
+mod validate_routes;
 
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 
 use crate::api::{AnalysisRunSummary, Argument, RolloutSpec, RolloutStatus, TemplateRef};
+use crate::traffic::{HeaderRoute, ManagedRoutes, MirrorRoute};
 
 pub use hash::{MAX_LABEL_VALUE_LEN, MAX_NAME_LEN, fit_name, template_hash};
 pub use machine::step;
 pub use requests::{RequestError, StatusRequest, UserRequest, status_request};
-pub use validate::validate_spec;
+pub use routes::{DEFAULT_MIRROR_PERCENTAGE, route_names, wanted_routes};
+pub use validate::{validate_spec, validate_workload_template};
+pub use validate_routes::{
+    MAX_HEADER_NAME_LEN, MAX_MANAGED_ROUTES, MAX_MATCH_HEADERS, MAX_MATCH_REGEX_COMPILED,
+    MAX_MATCH_REGEX_LEN, MAX_MATCH_VALUE_LEN, MAX_ROUTE_MATCHES, MAX_ROUTE_NAME_LEN,
+    compile_match_regex,
+};
 
 /// What the I/O shell saw in the cluster for one Rollout, just before calling [`step`].
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -151,15 +184,51 @@ pub struct Observation {
     /// The canary weight the traffic router reports, read back; `None` when there is no
     /// router or it could not be read (a setWeight step then waits).
     pub router_canary_weight: Option<i32>,
+    /// The managed header and mirror routes the router reports, read back; `None` when it
+    /// could not be read (a `setHeaderRoute` / `setMirrorRoute` step then waits). A router
+    /// that holds none, or a Rollout without `managedRoutes`, reports `Some` of none.
+    pub router_managed_routes: Option<ManagedRoutes>,
     /// Which revision the stable and canary services select.
     pub services: ServiceSelection,
     /// Every AnalysisRun owned by the Rollout, as seen; the state machine picks its own by
     /// name.
     pub analysis_runs: Vec<AnalysisRunSummary>,
     /// Problems found while dereferencing the spec (templates that do not exist, an analysis
-    /// that cannot start), each at its field. The spec's own rules are [`validate_spec`]'s,
-    /// which [`step`] runs itself.
+    /// that cannot start, a `workloadRef` Deployment that does not exist), each at its field.
+    /// The spec's own rules are [`validate_spec`]'s, which [`step`] runs itself.
     pub spec_problems: Vec<SpecProblem>,
+    /// The Deployment `spec.workloadRef` names, as read by the dereference step; `None`
+    /// without `workloadRef` or when it was not found (then `spec_problems` says so).
+    pub workload: Option<WorkloadObservation>,
+}
+
+/// The Deployment behind `spec.workloadRef`, as seen.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkloadObservation {
+    /// Its pod template: the template the Rollout releases (`desired_revision` is its
+    /// [`template_hash`]), checked by [`validate_workload_template`].
+    pub template: PodTemplateSpec,
+    /// Its `spec.replicas` (1 when unset, the API server's default).
+    pub replicas: i32,
+}
+
+/// The pod template `spec` releases: `spec.template`, or the template of the Deployment
+/// `spec.workloadRef` names (`workload`, as the dereference step read it); `None` when neither
+/// is known (the spec is invalid then).
+pub fn released_template<'a>(
+    spec: &'a RolloutSpec,
+    workload: Option<&'a WorkloadObservation>,
+) -> Option<&'a PodTemplateSpec> {
+    spec.template.as_ref().or(workload.map(|w| &w.template))
+}
+
+/// The revision `spec` asks for: the [`template_hash`] of its [`released_template`], so a
+/// Deployment's template names the same revision as the same template inline. Empty when the
+/// template is unknown (the spec is invalid then, and nothing is created).
+pub fn desired_revision(spec: &RolloutSpec, workload: Option<&WorkloadObservation>) -> String {
+    released_template(spec, workload)
+        .map(template_hash)
+        .unwrap_or_default()
 }
 
 /// One revision (ReplicaSet) as seen.
@@ -204,6 +273,26 @@ pub enum Effect {
         /// Percent of traffic to the canary service.
         canary_weight: i32,
     },
+    /// Put the managed header route in place on the router (replacing one of its name).
+    SetHeaderRoute {
+        /// The route, as the steps so far left it.
+        route: HeaderRoute,
+    },
+    /// Remove the managed header route `name` from the router; absent counts as success.
+    RemoveHeaderRoute {
+        /// The route's name.
+        name: String,
+    },
+    /// Put the managed mirror route in place on the router (replacing one of its name).
+    SetMirrorRoute {
+        /// The route, as the steps so far left it.
+        route: MirrorRoute,
+    },
+    /// Remove the managed mirror route `name` from the router; absent counts as success.
+    RemoveMirrorRoute {
+        /// The route's name.
+        name: String,
+    },
     /// Create an AnalysisRun; "already exists" counts as success.
     CreateAnalysisRun {
         /// The run's name (deterministic).
@@ -235,6 +324,15 @@ pub enum Effect {
     DeleteRevision {
         /// Template hash of the revision.
         revision: String,
+    },
+    /// Scale the Deployment behind `spec.workloadRef` down from `observed` replicas (as
+    /// seen; the shell guards the write with it, so a concurrent change by someone else is
+    /// not overwritten) to `replicas`. Only ever downwards.
+    ScaleDownWorkload {
+        /// `spec.replicas` of the Deployment as observed.
+        observed: i32,
+        /// Replicas wanted, lower than `observed`.
+        replicas: i32,
     },
     /// Record a Kubernetes Event on the Rollout (emitted on transitions only).
     Event {
@@ -365,3 +463,7 @@ pub fn background_run_name(
         MAX_NAME_LEN,
     )
 }
+
+#[cfg(test)]
+#[path = "workload_tests.rs"]
+mod workload_tests;

@@ -7,15 +7,15 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 use crate::analysis::template::validate::{check_args, check_duration};
 use crate::api::duration::MAX_DURATION;
-use crate::api::{CanaryStep, RolloutSpec, TemplateRef, TrafficRouting};
+use crate::api::{CanaryStep, RolloutSpec, TemplateRef, TrafficRouting, WorkloadRef};
 use crate::traffic::RouterKind;
 
-use super::MAX_NAME_LEN;
-use super::SpecProblem;
+use super::{MAX_NAME_LEN, SpecProblem};
 
 const CANARY: &str = "spec.strategy.canary";
 
@@ -31,17 +31,20 @@ fn problem(path: impl Into<String>, message: impl Into<String>) -> SpecProblem {
 pub fn validate_spec(spec: &RolloutSpec) -> Vec<SpecProblem> {
     let mut problems = Vec::new();
     check_counts(spec, &mut problems);
-    check_selector(spec, &mut problems);
-    let has_containers = spec
-        .template
-        .spec
-        .as_ref()
-        .is_some_and(|pod| !pod.containers.is_empty());
-    if !has_containers {
-        problems.push(problem(
-            "spec.template.spec.containers",
-            "no containers: the pod template needs at least one",
-        ));
+    check_selector_not_empty(spec, &mut problems);
+    match (&spec.template, &spec.workload_ref) {
+        (Some(template), None) => {
+            check_template(spec, template, &TemplateOrigin::Inline, &mut problems);
+        }
+        (None, Some(workload)) => check_workload_ref(workload, &mut problems),
+        (Some(_), Some(_)) => problems.push(problem(
+            "spec.workloadRef",
+            "set together with spec.template: set exactly one of them",
+        )),
+        (None, None) => problems.push(problem(
+            "spec.template",
+            "missing: set spec.template, or spec.workloadRef to release an existing Deployment's pod template",
+        )),
     }
     let canary = &spec.strategy.canary;
     let mut highest: Option<(i32, usize)> = None;
@@ -52,6 +55,7 @@ pub fn validate_spec(spec: &RolloutSpec) -> Vec<SpecProblem> {
     check_background(spec, &mut problems);
     check_services(spec, &mut problems);
     check_routing(spec, &mut problems);
+    super::validate_routes::check_routes(spec, &mut problems);
     problems
 }
 
@@ -292,6 +296,8 @@ fn check_step(
         ("setWeight", step.set_weight.is_some()),
         ("pause", step.pause.is_some()),
         ("analysis", step.analysis.is_some()),
+        ("setHeaderRoute", step.set_header_route.is_some()),
+        ("setMirrorRoute", step.set_mirror_route.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, present)| present.then_some(name))
@@ -299,7 +305,7 @@ fn check_step(
     match set.len() {
         0 => problems.push(problem(
             path.to_owned(),
-            "empty step: set one of setWeight, pause, analysis",
+            "empty step: set one of setWeight, pause, analysis, setHeaderRoute, setMirrorRoute",
         )),
         1 => {}
         _ => problems.push(problem(
@@ -358,10 +364,137 @@ fn check_template_refs(templates: &[TemplateRef], path: &str, problems: &mut Vec
     }
 }
 
-fn check_selector(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
+/// Where the pod template a Rollout releases comes from, for the words of its problems.
+enum TemplateOrigin<'a> {
+    /// `spec.template`.
+    Inline,
+    /// The Deployment `spec.workloadRef` names.
+    Workload(&'a str),
+}
+
+impl TemplateOrigin<'_> {
+    /// The path of `field` of the template, as a person finds it.
+    fn field(&self, field: &str) -> String {
+        match self {
+            TemplateOrigin::Inline => format!("spec.template.{field}"),
+            TemplateOrigin::Workload(name) => {
+                format!("spec.template.{field} of Deployment `{name}` (spec.workloadRef)")
+            }
+        }
+    }
+}
+
+/// The problems of the pod template of the Deployment `spec.workloadRef` names (read by the
+/// platform's dereference step): the same rules as an inline `spec.template`'s.
+pub fn validate_workload_template(
+    spec: &RolloutSpec,
+    template: &PodTemplateSpec,
+) -> Vec<SpecProblem> {
+    let mut problems = Vec::new();
+    if let Some(workload) = &spec.workload_ref
+        && !selector_is_empty(&spec.selector)
+    {
+        let origin = TemplateOrigin::Workload(&workload.name);
+        check_template(spec, template, &origin, &mut problems);
+    }
+    problems
+}
+
+/// `spec.workloadRef`: an `apps/v1` Deployment with a name that can exist.
+fn check_workload_ref(workload: &WorkloadRef, problems: &mut Vec<SpecProblem>) {
+    if workload.api_version != "apps/v1" {
+        problems.push(problem(
+            "spec.workloadRef.apiVersion",
+            format!("`{}` is not supported; use apps/v1", workload.api_version),
+        ));
+    }
+    if workload.kind != "Deployment" {
+        problems.push(problem(
+            "spec.workloadRef.kind",
+            format!("`{}` is not supported; use Deployment", workload.kind),
+        ));
+    }
+    let name = &workload.name;
+    let valid_name = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !valid_name {
+        problems.push(problem(
+            "spec.workloadRef.name",
+            format!(
+                "`{}` is not a Deployment name (lowercase letters, digits, `-` and `.`, at most {MAX_NAME_LEN} characters)",
+                name.chars().take(MAX_NAME_LEN).collect::<String>()
+            ),
+        ));
+    }
+}
+
+/// The template's own rules: at least one container, and labels the selector matches.
+fn check_template(
+    spec: &RolloutSpec,
+    template: &PodTemplateSpec,
+    origin: &TemplateOrigin,
+    problems: &mut Vec<SpecProblem>,
+) {
+    let has_containers = template
+        .spec
+        .as_ref()
+        .is_some_and(|pod| !pod.containers.is_empty());
+    if !has_containers {
+        let (path, message) = match origin {
+            TemplateOrigin::Inline => (
+                "spec.template.spec.containers".to_owned(),
+                "no containers: the pod template needs at least one".to_owned(),
+            ),
+            TemplateOrigin::Workload(_) => (
+                "spec.workloadRef.name".to_owned(),
+                format!(
+                    "{}: no containers: the pod template needs at least one",
+                    origin.field("spec.containers")
+                ),
+            ),
+        };
+        problems.push(problem(path, message));
+    }
+    if !selector_is_empty(&spec.selector) {
+        check_selector_matches(spec, template, origin, problems);
+    }
+}
+
+fn selector_is_empty(selector: &LabelSelector) -> bool {
+    selector
+        .match_labels
+        .as_ref()
+        .is_none_or(BTreeMap::is_empty)
+        && selector
+            .match_expressions
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+}
+
+fn check_selector_not_empty(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
+    if selector_is_empty(&spec.selector) {
+        problems.push(problem(
+            "spec.selector",
+            "empty selector: it would select every pod in the namespace; use matchLabels",
+        ));
+    }
+}
+
+/// The selector must select the template's pods (Argo's rule for `workloadRef` too).
+fn check_selector_matches(
+    spec: &RolloutSpec,
+    template: &PodTemplateSpec,
+    origin: &TemplateOrigin,
+    problems: &mut Vec<SpecProblem>,
+) {
     let empty = BTreeMap::new();
-    let labels = spec
-        .template
+    let labels = template
         .metadata
         .as_ref()
         .and_then(|m| m.labels.as_ref())
@@ -369,26 +502,24 @@ fn check_selector(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
     let selector = &spec.selector;
     let match_labels = selector.match_labels.as_ref();
     let expressions = selector.match_expressions.as_deref().unwrap_or_default();
-    if match_labels.is_none_or(BTreeMap::is_empty) && expressions.is_empty() {
-        problems.push(problem(
-            "spec.selector",
-            "empty selector: it would select every pod in the namespace; use matchLabels",
-        ));
-        return;
-    }
+    let labels_field = origin.field("metadata.labels");
     for (key, value) in match_labels.into_iter().flatten() {
         match labels.get(key) {
             Some(v) if v == value => {}
             Some(v) => problems.push(problem(
                 format!("spec.selector.matchLabels.{key}"),
                 format!(
-                    "`{value}` does not match the template's label {key}: `{v}`; the Rollout would not select its own pods"
+                    "`{value}` does not match the template's label {key}: `{v}`{from}; the Rollout would not select its own pods",
+                    from = match origin {
+                        TemplateOrigin::Inline => String::new(),
+                        TemplateOrigin::Workload(_) => format!(" ({labels_field})"),
+                    }
                 ),
             )),
             None => problems.push(problem(
                 format!("spec.selector.matchLabels.{key}"),
                 format!(
-                    "spec.template.metadata.labels has no `{key}`; the Rollout would not select its own pods"
+                    "{labels_field} has no `{key}`; the Rollout would not select its own pods"
                 ),
             )),
         }
@@ -399,7 +530,7 @@ fn check_selector(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
             Ok(true) => {}
             Ok(false) => problems.push(problem(
                 path,
-                "does not match spec.template.metadata.labels; the Rollout would not select its own pods",
+                format!("does not match {labels_field}; the Rollout would not select its own pods"),
             )),
             Err(reason) => problems.push(problem(path, reason)),
         }

@@ -1,3 +1,4 @@
+use crate::rollout::{MAX_MANAGED_ROUTES, MAX_MATCH_REGEX_LEN, MAX_ROUTE_MATCHES};
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
@@ -27,7 +28,7 @@ fn rollout(steps: Vec<CanaryStep>) -> RolloutSpec {
             match_labels: Some(labels.clone()),
             ..Default::default()
         },
-        template: PodTemplateSpec {
+        template: Some(PodTemplateSpec {
             metadata: Some(ObjectMeta {
                 labels: Some(labels),
                 ..Default::default()
@@ -39,7 +40,7 @@ fn rollout(steps: Vec<CanaryStep>) -> RolloutSpec {
                 }],
                 ..Default::default()
             }),
-        },
+        }),
         strategy: RolloutStrategy {
             canary: CanaryStrategy {
                 steps,
@@ -316,4 +317,171 @@ fn delays_and_deadlines_of_sixty_eight_years_are_refused() {
     spec.strategy.canary.scale_down_delay_seconds = Some(30 * 24 * 3600);
     spec.strategy.canary.abort_scale_down_delay_seconds = Some(0);
     assert_eq!(validate_spec(&spec), vec![]);
+}
+
+// --- managed routes ---------------------------------------------------------------------------
+
+fn yaml_spec(steps: &str, routing: &str) -> RolloutSpec {
+    let mut spec = rollout(Vec::new());
+    spec.strategy.canary.steps = serde_norway::from_str(steps).expect("steps");
+    spec.strategy.canary.traffic_routing = serde_norway::from_str(routing).expect("routing");
+    spec.strategy.canary.stable_service = Some("web-stable".into());
+    spec.strategy.canary.canary_service = Some("web-canary".into());
+    spec
+}
+
+const GATEWAY: &str =
+    "{gatewayAPI: {httpRoute: web}, managedRoutes: [{name: testers}, {name: shadow}]}";
+
+#[test]
+fn header_and_mirror_steps_with_a_capable_router_are_valid() {
+    let spec = yaml_spec(
+        r#"
+- setHeaderRoute: {name: testers, match: [{headerName: x-canary, headerValue: {exact: "yes"}},
+                                         {headerName: x-team, headerValue: {regex: "qa-[0-9]+"}}]}
+- setMirrorRoute: {name: shadow, percentage: 35, match: [{method: {exact: GET}, path: {prefix: /api},
+                                                          headers: {x-debug: {prefix: "1"}}}]}
+- setWeight: 10
+- setHeaderRoute: {name: testers}
+- setMirrorRoute: {name: shadow}
+"#,
+        GATEWAY,
+    );
+    assert_eq!(validate_spec(&spec), vec![]);
+}
+
+#[test]
+fn a_header_route_with_the_replica_ratio_names_the_step_and_the_router() {
+    let mut spec = yaml_spec(
+        r#"[{setHeaderRoute: {name: testers, match: [{headerName: x-canary, headerValue: {exact: "yes"}}]}}]"#,
+        "null",
+    );
+    spec.strategy.canary.traffic_routing = None;
+    let problems = validate_spec(&spec);
+    assert_eq!(
+        at(&problems, "spec.strategy.canary.steps[0].setHeaderRoute"),
+        vec![
+            "the replica-ratio (no trafficRouting) router cannot route requests by header (setHeaderRoute); use trafficRouting.gatewayAPI"
+        ]
+    );
+    assert_eq!(
+        at(
+            &problems,
+            "spec.strategy.canary.steps[0].setHeaderRoute.name"
+        ),
+        vec![
+            "`testers` is not listed in trafficRouting.managedRoutes; vigil changes only the routes listed there"
+        ]
+    );
+}
+
+#[test]
+fn bad_managed_routes_are_refused_at_their_field() {
+    let long_regex = "a".repeat(MAX_MATCH_REGEX_LEN + 1);
+    let table: Vec<(String, &str, &str, String)> = vec![
+        (
+            r#"[{setHeaderRoute: {name: testers, match: [{headerName: x-canary, headerValue: {exact: a, prefix: b}}]}}]"#.into(),
+            GATEWAY,
+            "spec.strategy.canary.steps[0].setHeaderRoute.match[0].headerValue",
+            "set exactly one of exact, prefix, regex (this sets exact, prefix)".into(),
+        ),
+        (
+            r#"[{setHeaderRoute: {name: testers, match: [{headerName: x-canary, headerValue: {}}]}}]"#.into(),
+            GATEWAY,
+            "spec.strategy.canary.steps[0].setHeaderRoute.match[0].headerValue",
+            "set exactly one of exact, prefix, regex (this sets none)".into(),
+        ),
+        (
+            r#"[{setHeaderRoute: {name: testers, match: [{headerName: x-canary, headerValue: {regex: "(unclosed"}}]}}]"#.into(),
+            GATEWAY,
+            "spec.strategy.canary.steps[0].setHeaderRoute.match[0].headerValue.regex",
+            "does not compile: unclosed group".into(),
+        ),
+        (
+            format!(r#"[{{setHeaderRoute: {{name: testers, match: [{{headerName: x-canary, headerValue: {{regex: "{long_regex}"}}}}]}}}}]"#),
+            GATEWAY,
+            "spec.strategy.canary.steps[0].setHeaderRoute.match[0].headerValue.regex",
+            format!("{} bytes is over the limit of 1024 (MAX_MATCH_REGEX_LEN)", MAX_MATCH_REGEX_LEN + 1),
+        ),
+        (
+            r#"[{setHeaderRoute: {name: testers, match: [{headerName: "x canary", headerValue: {exact: a}}]}}]"#.into(),
+            GATEWAY,
+            "spec.strategy.canary.steps[0].setHeaderRoute.match[0].headerName",
+            "`x canary` is not a header name (letters, digits and !#$%&'*+-.^_`|~ only)".into(),
+        ),
+        (
+            r#"[{setMirrorRoute: {name: shadow, percentage: 150, match: [{method: {exact: GET}}]}}]"#.into(),
+            GATEWAY,
+            "spec.strategy.canary.steps[0].setMirrorRoute.percentage",
+            "150 is not in 0..=100".into(),
+        ),
+        (
+            r#"[{setMirrorRoute: {name: shadow, match: [{}]}}]"#.into(),
+            GATEWAY,
+            "spec.strategy.canary.steps[0].setMirrorRoute.match[0]",
+            "empty match: set method, path or headers (an empty entry would mirror everything)".into(),
+        ),
+        (
+            r#"[{setWeight: 10, setHeaderRoute: {name: testers}}]"#.into(),
+            GATEWAY,
+            "spec.strategy.canary.steps[0]",
+            "a step does one thing, but this one sets setWeight, setHeaderRoute; split it into several steps".into(),
+        ),
+        (
+            "[]".into(),
+            "{gatewayAPI: {httpRoute: web}, managedRoutes: [{name: Testers}, {name: shadow}, {name: shadow}]}",
+            "spec.strategy.canary.trafficRouting.managedRoutes[0].name",
+            "`Testers` is not a DNS label (lowercase letters, digits and `-`, not at either end)".into(),
+        ),
+        (
+            "[]".into(),
+            "{gatewayAPI: {httpRoute: web}, managedRoutes: [{name: shadow}, {name: shadow}]}",
+            "spec.strategy.canary.trafficRouting.managedRoutes[1].name",
+            "`shadow` is listed twice".into(),
+        ),
+        (
+            r#"[{setHeaderRoute: {name: testers}}, {setMirrorRoute: {name: testers}}]"#.into(),
+            GATEWAY,
+            "spec.strategy.canary.trafficRouting.managedRoutes",
+            "`testers` is set by both setHeaderRoute and setMirrorRoute steps; a managed route is one or the other".into(),
+        ),
+    ];
+    for (steps, routing, path, message) in table {
+        let problems = validate_spec(&yaml_spec(&steps, routing));
+        assert_eq!(at(&problems, path), vec![message], "{steps} {problems:?}");
+    }
+}
+
+#[test]
+fn too_many_managed_routes_or_matches_are_refused_with_the_limit() {
+    let names: Vec<String> = (0..=MAX_MANAGED_ROUTES)
+        .map(|i| format!("{{name: r{i}}}"))
+        .collect();
+    let routing = format!(
+        "{{gatewayAPI: {{httpRoute: web}}, managedRoutes: [{}]}}",
+        names.join(", ")
+    );
+    let problems = validate_spec(&yaml_spec("[]", &routing));
+    assert_eq!(
+        at(
+            &problems,
+            "spec.strategy.canary.trafficRouting.managedRoutes"
+        ),
+        vec!["17 routes is over the limit of 16 (MAX_MANAGED_ROUTES)"]
+    );
+    let matches: Vec<String> = (0..=MAX_ROUTE_MATCHES)
+        .map(|i| format!("{{headerName: h{i}, headerValue: {{exact: a}}}}"))
+        .collect();
+    let steps = format!(
+        "[{{setHeaderRoute: {{name: testers, match: [{}]}}}}]",
+        matches.join(", ")
+    );
+    let problems = validate_spec(&yaml_spec(&steps, GATEWAY));
+    assert_eq!(
+        at(
+            &problems,
+            "spec.strategy.canary.steps[0].setHeaderRoute.match"
+        ),
+        vec!["17 entries is over the limit of 16 (MAX_ROUTE_MATCHES)"]
+    );
 }

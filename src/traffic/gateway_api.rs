@@ -11,7 +11,8 @@ use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation, TestOper
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PatchParams};
 use serde_json::Value;
 
-use super::{RouterKind, TrafficError, TrafficRouter};
+use super::gateway_api_routes::{RouteChange, is_header_rule, managed_routes, route_patch};
+use super::{HeaderRoute, ManagedRoutes, MirrorRoute, RouterKind, TrafficError, TrafficRouter};
 
 /// The kind of the object this router drives, as errors name it.
 const KIND: &str = "HTTPRoute";
@@ -40,6 +41,32 @@ pub enum RouteError {
     /// The stable and canary service are the same, so weights cannot tell them apart.
     #[error("stableService and canaryService are both {0:?}")]
     DistinguishServices(String),
+    /// A managed rule would hold more matches than an HTTPRoute rule may.
+    #[error("rule {rule} would hold {count} matches, over the Gateway API's limit of {limit}")]
+    CountRuleMatches {
+        /// The managed rule's name.
+        rule: String,
+        /// Matches it would hold.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A managed rule's match would hold more header conditions than an HTTPRoute match may.
+    #[error(
+        "a match would hold {count} header conditions, over the Gateway API's limit of {limit}"
+    )]
+    CountMatchHeaders {
+        /// Conditions it would hold.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The Gateway API matches a method exactly only.
+    #[error("setMirrorRoute {route}: the Gateway API matches a method exactly only (use `exact`)")]
+    MatchMethod {
+        /// The mirror route.
+        route: String,
+    },
 }
 
 /// The Gateway API HTTPRoute resource (`gateway.networking.k8s.io/v1`).
@@ -64,7 +91,8 @@ pub struct BackendRef {
 }
 
 /// Every backendRef of `route` that points at a core Service (no `group`/`kind`, or `""` /
-/// `Service`), in rule order. Refs to other kinds are not vigil's to touch.
+/// `Service`), in rule order. Refs to other kinds are not vigil's to touch, nor are those of
+/// managed header rules (they send to the canary only, whatever the weight).
 pub fn backend_refs(route: &Value) -> Vec<BackendRef> {
     let rules = route
         .pointer("/spec/rules")
@@ -73,6 +101,9 @@ pub fn backend_refs(route: &Value) -> Vec<BackendRef> {
         .unwrap_or_default();
     let mut refs = Vec::new();
     for (rule, body) in rules.iter().enumerate() {
+        if is_header_rule(body) {
+            continue;
+        }
         let backends = body
             .get("backendRefs")
             .and_then(Value::as_array)
@@ -268,15 +299,8 @@ impl GatewayRoute {
     }
 }
 
-impl TrafficRouter for GatewayRoute {
-    fn kind(&self) -> RouterKind {
-        RouterKind::GatewayApi
-    }
-
-    async fn set_canary_weight(&self, canary_weight: i32) -> Result<(), TrafficError> {
-        let route = self.read().await?;
-        let patch = weight_patch(&route, &self.stable, &self.canary, canary_weight)
-            .map_err(|e| self.read_error(e))?;
+impl GatewayRoute {
+    async fn send(&self, patch: Patch) -> Result<(), TrafficError> {
         let params = PatchParams {
             field_manager: Some(self.field_manager.clone()),
             ..PatchParams::default()
@@ -290,6 +314,47 @@ impl TrafficRouter for GatewayRoute {
                 source,
             })?;
         Ok(())
+    }
+
+    async fn change_route(&self, change: RouteChange<'_>) -> Result<(), TrafficError> {
+        let route = self.read().await?;
+        let patch = route_patch(&route, &self.stable, &self.canary, change)
+            .map_err(|e| self.read_error(e))?;
+        self.send(patch).await
+    }
+}
+
+impl TrafficRouter for GatewayRoute {
+    fn kind(&self) -> RouterKind {
+        RouterKind::GatewayApi
+    }
+
+    async fn set_canary_weight(&self, canary_weight: i32) -> Result<(), TrafficError> {
+        let route = self.read().await?;
+        let patch = weight_patch(&route, &self.stable, &self.canary, canary_weight)
+            .map_err(|e| self.read_error(e))?;
+        self.send(patch).await
+    }
+
+    async fn set_header_route(&self, route: &HeaderRoute) -> Result<(), TrafficError> {
+        self.change_route(RouteChange::SetHeader(route)).await
+    }
+
+    async fn remove_header_route(&self, name: &str) -> Result<(), TrafficError> {
+        self.change_route(RouteChange::RemoveHeader(name)).await
+    }
+
+    async fn set_mirror_route(&self, route: &MirrorRoute) -> Result<(), TrafficError> {
+        self.change_route(RouteChange::SetMirror(route)).await
+    }
+
+    async fn remove_mirror_route(&self, name: &str) -> Result<(), TrafficError> {
+        self.change_route(RouteChange::RemoveMirror(name)).await
+    }
+
+    async fn managed_routes(&self) -> Result<ManagedRoutes, TrafficError> {
+        let route = self.read().await?;
+        Ok(managed_routes(&route, &self.stable, &self.canary))
     }
 
     async fn canary_weight(&self) -> Result<Option<i32>, TrafficError> {

@@ -151,11 +151,11 @@ impl RouterKind {
     /// Whether the router can do `capability`.
     pub fn supports(self, capability: Capability) -> bool {
         match (self, capability) {
+            (RouterKind::GatewayApi, Capability::HeaderRoute | Capability::MirrorRoute) => true,
             // One header on the canary Ingress: canary-by-header with a value or a pattern.
             (RouterKind::Nginx, Capability::HeaderRoute) => true,
             (
-                RouterKind::GatewayApi
-                | RouterKind::Nginx
+                RouterKind::Nginx
                 | RouterKind::Smi
                 | RouterKind::Traefik
                 | RouterKind::Local

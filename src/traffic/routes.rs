@@ -4,8 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 /// How a value (a header's, a path, a method) is matched.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum StringMatch {
     /// The whole value equals this.
     Exact(String),
@@ -16,7 +19,8 @@ pub enum StringMatch {
 }
 
 /// One header condition of a header route.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct HeaderMatch {
     /// The header's name (case-insensitive on the wire; kept as written).
     pub header_name: String,
@@ -26,7 +30,8 @@ pub struct HeaderMatch {
 
 /// A managed route sending the requests that match every condition in `matches` to the
 /// canary only, whatever the weight.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct HeaderRoute {
     /// The route's name, one of the router's `managedRoutes`.
     pub name: String,
@@ -35,7 +40,8 @@ pub struct HeaderRoute {
 }
 
 /// One alternative of a mirror route: every condition set must hold.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MirrorMatch {
     /// The HTTP method.
     pub method: Option<StringMatch>,
@@ -47,7 +53,8 @@ pub struct MirrorMatch {
 
 /// A managed route sending a copy of `percentage` percent of the requests that match any of
 /// `matches` to the canary; the copies' responses are discarded.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MirrorRoute {
     /// The route's name, one of the router's `managedRoutes`.
     pub name: String,
@@ -59,7 +66,8 @@ pub struct MirrorRoute {
 
 /// The managed routes in place (or wanted), each list sorted by name so two sets compare
 /// equal whatever order a router object holds them in.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct ManagedRoutes {
     /// Header routes, by name.
     pub header: Vec<HeaderRoute>,

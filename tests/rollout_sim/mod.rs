@@ -18,8 +18,9 @@ use vigil::api::{
 };
 use vigil::rollout::{
     AnalysisKind, Decision, Effect, Observation, RevisionObservation, ServiceSelection,
-    SpecProblem, step, template_hash,
+    SpecProblem, WorkloadObservation, desired_revision, step,
 };
+use vigil::traffic::ManagedRoutes;
 
 pub const NAME: &str = "shop";
 
@@ -78,7 +79,7 @@ pub fn spec(steps: Vec<CanaryStep>, router: bool, replicas: i32) -> RolloutSpec 
             match_labels: Some([("app".to_owned(), NAME.to_owned())].into()),
             ..Default::default()
         },
-        template: template("app:1"),
+        template: Some(template("app:1")),
         ..Default::default()
     };
     let canary = &mut spec.strategy.canary;
@@ -210,14 +211,18 @@ pub struct World {
     pub revisions: BTreeMap<String, SimRevision>,
     /// The router's weight; `None` with no router.
     pub router: Option<i32>,
-    /// When false the router ignores SetWeight (it is broken).
+    /// When false the router ignores SetWeight and route changes (it is broken).
     pub router_works: bool,
+    /// The managed header and mirror routes the router holds.
+    pub routes: ManagedRoutes,
     /// When false pods never become ready.
     pub pods_get_ready: bool,
     pub services: ServiceSelection,
     pub runs: BTreeMap<String, SimRun>,
     pub verdicts: Verdicts,
     pub spec_problems: Vec<SpecProblem>,
+    /// The Deployment behind `spec.workloadRef`, when the spec has one.
+    pub workload: Option<WorkloadObservation>,
     /// Every decision taken, in order.
     pub decisions: Vec<Decision>,
     /// Every event emitted, as (reason, message).
@@ -243,11 +248,13 @@ impl World {
             revisions: BTreeMap::new(),
             router,
             router_works: true,
+            routes: ManagedRoutes::default(),
             pods_get_ready: true,
             services: ServiceSelection::default(),
             runs: BTreeMap::new(),
             verdicts,
             spec_problems: vec![],
+            workload: None,
             decisions: vec![],
             events: vec![],
             tick: 5,
@@ -267,12 +274,19 @@ impl World {
     }
 
     pub fn desired(&self) -> String {
-        template_hash(&self.spec.template)
+        desired_revision(&self.spec, self.workload.as_ref())
     }
 
+    /// A new image: in the spec's template, or in the `workloadRef` Deployment's (which does
+    /// not change the Rollout's generation).
     pub fn set_image(&mut self, image: &str) {
-        self.spec.template = template(image);
-        self.generation += 1;
+        match &mut self.workload {
+            Some(workload) if self.spec.template.is_none() => workload.template = template(image),
+            _ => {
+                self.spec.template = Some(template(image));
+                self.generation += 1;
+            }
+        }
     }
 
     pub fn observe(&self) -> Observation {
@@ -291,9 +305,11 @@ impl World {
                 })
                 .collect(),
             router_canary_weight: self.router,
+            router_managed_routes: Some(self.routes.clone()),
             services: self.services.clone(),
             analysis_runs: self.runs.values().map(|r| r.summary.clone()).collect(),
             spec_problems: self.spec_problems.clone(),
+            workload: self.workload.clone(),
         }
     }
 
@@ -357,6 +373,14 @@ impl World {
                     self.router = Some(*canary_weight);
                 }
             }
+            Effect::SetHeaderRoute { .. }
+            | Effect::RemoveHeaderRoute { .. }
+            | Effect::SetMirrorRoute { .. }
+            | Effect::RemoveMirrorRoute { .. } => {
+                if self.router_works {
+                    self.routes = apply_route(&self.routes, effect);
+                }
+            }
             Effect::CreateAnalysisRun { name, kind, .. } => {
                 let now = self.now;
                 self.runs.entry(name.clone()).or_insert(SimRun {
@@ -388,6 +412,13 @@ impl World {
             }
             Effect::DeleteRevision { revision } => {
                 self.revisions.remove(revision);
+            }
+            Effect::ScaleDownWorkload { observed, replicas } => {
+                let workload = self.workload.as_mut().expect("a Deployment to scale down");
+                // The shell's `test` op: a stale observation changes nothing.
+                if workload.replicas == *observed {
+                    workload.replicas = *replicas;
+                }
             }
             Effect::Event {
                 reason, message, ..
@@ -535,4 +566,23 @@ pub fn check_restart_safety(
             decision.effects
         );
     }
+}
+
+/// The routes a router holds after a route effect.
+fn apply_route(routes: &ManagedRoutes, effect: &Effect) -> ManagedRoutes {
+    let (mut header, mut mirror) = (routes.header.clone(), routes.mirror.clone());
+    match effect {
+        Effect::SetHeaderRoute { route } => {
+            header.retain(|r| r.name != route.name);
+            header.push(route.clone());
+        }
+        Effect::RemoveHeaderRoute { name } => header.retain(|r| r.name != *name),
+        Effect::SetMirrorRoute { route } => {
+            mirror.retain(|r| r.name != route.name);
+            mirror.push(route.clone());
+        }
+        Effect::RemoveMirrorRoute { name } => mirror.retain(|r| r.name != *name),
+        _ => {}
+    }
+    ManagedRoutes::new(header, mirror)
 }

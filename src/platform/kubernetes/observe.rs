@@ -1,14 +1,16 @@
 //! From Kubernetes objects to the pure core's [`Observation`] (pure: lists in, data out).
 
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 
 use super::context::{REVISION_LABEL, ROLLOUT_LABEL, rollout_label_value};
 use crate::api::{AnalysisRun, AnalysisRunSummary, Rollout};
 use crate::rollout::{
-    Observation, RevisionObservation, ServiceSelection, SpecProblem, template_hash,
+    Observation, RevisionObservation, ServiceSelection, SpecProblem, WorkloadObservation,
+    desired_revision,
 };
+use crate::traffic::ManagedRoutes;
 
 /// True when `meta`'s owner references name `uid` as the controller.
 pub fn controlled_by(
@@ -82,11 +84,55 @@ pub struct Seen {
     pub canary_service: Option<Service>,
     /// The canary weight the router reports.
     pub router_canary_weight: Option<i32>,
+    /// The managed routes the router reports; `None` when they could not be read.
+    pub router_managed_routes: Option<ManagedRoutes>,
     /// Why the router object cannot be used (missing, malformed), at its field: the rollout
     /// holds until it is fixed.
     pub router_problem: Option<SpecProblem>,
     /// AnalysisRuns labelled with the Rollout's name.
     pub analysis_runs: Vec<AnalysisRun>,
+    /// What became of the Deployment `spec.workloadRef` names.
+    pub workload: WorkloadSeen,
+}
+
+/// The Deployment behind `spec.workloadRef`, as read.
+#[derive(Debug, Clone, Default)]
+pub enum WorkloadSeen {
+    /// The Rollout has no `workloadRef` (or one vigil does not read: the validator says why).
+    #[default]
+    NotReferenced,
+    /// No Deployment of that name in the Rollout's namespace.
+    Missing,
+    /// The Deployment.
+    Found(Box<Deployment>),
+}
+
+/// The Deployment's pod template and replicas, for the pure core.
+pub fn workload_observation(deployment: &Deployment) -> WorkloadObservation {
+    let spec = deployment.spec.as_ref();
+    WorkloadObservation {
+        template: spec.map(|s| s.template.clone()).unwrap_or_default(),
+        // The API server defaults an unset `spec.replicas` to 1.
+        replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
+    }
+}
+
+/// The problem of a `workloadRef` whose Deployment does not exist: the rollout holds (nothing
+/// is created, nothing scaled down) and says so in status.
+fn missing_workload(rollout: &Rollout) -> SpecProblem {
+    let name = rollout
+        .spec
+        .workload_ref
+        .as_ref()
+        .map(|w| w.name.as_str())
+        .unwrap_or_default();
+    SpecProblem {
+        path: "spec.workloadRef.name".to_owned(),
+        message: format!(
+            "Deployment \"{name}\" does not exist in namespace \"{}\"",
+            rollout.namespace().unwrap_or_default()
+        ),
+    }
 }
 
 /// Builds the pure core's observation from what was read.
@@ -108,19 +154,29 @@ pub fn observation(rollout: &Rollout, seen: &Seen) -> Observation {
         })
         .map(summarize_run)
         .collect();
+    let workload = match &seen.workload {
+        WorkloadSeen::Found(deployment) => Some(workload_observation(deployment)),
+        WorkloadSeen::NotReferenced | WorkloadSeen::Missing => None,
+    };
+    // The router's and the workload's problems; the dereference step adds the analysis ones.
+    let mut spec_problems: Vec<SpecProblem> = seen.router_problem.iter().cloned().collect();
+    if let WorkloadSeen::Missing = seen.workload {
+        spec_problems.push(missing_workload(rollout));
+    }
     Observation {
         rollout_name: name,
         generation: rollout.metadata.generation,
-        desired_revision: template_hash(&rollout.spec.template),
+        desired_revision: desired_revision(&rollout.spec, workload.as_ref()),
         revisions,
         router_canary_weight: seen.router_canary_weight,
+        router_managed_routes: seen.router_managed_routes.clone(),
         services: ServiceSelection {
             stable: seen.stable_service.as_ref().and_then(service_revision),
             canary: seen.canary_service.as_ref().and_then(service_revision),
         },
         analysis_runs,
-        // The router object's problem; the dereference step adds its own.
-        spec_problems: seen.router_problem.iter().cloned().collect(),
+        spec_problems,
+        workload,
     }
 }
 
@@ -229,15 +285,17 @@ mod tests {
             stable_service: Some(service(Some("aaa"))),
             canary_service: Some(service(None)),
             router_canary_weight: Some(20),
+            router_managed_routes: None,
             router_problem: None,
             analysis_runs: vec![run, other_run],
+            workload: WorkloadSeen::NotReferenced,
         };
         let obs = observation(&rollout(), &seen);
         assert_eq!(obs.rollout_name, "web");
         assert_eq!(obs.generation, Some(3));
         assert_eq!(
             obs.desired_revision,
-            template_hash(&rollout().spec.template)
+            desired_revision(&rollout().spec, None)
         );
         let revisions: Vec<_> = obs
             .revisions

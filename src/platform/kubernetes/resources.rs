@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
@@ -22,18 +23,24 @@ pub fn replica_set_name(rollout: &str, revision: &str) -> String {
     fit_name(&format!("{rollout}-{revision}"), MAX_NAME_LEN)
 }
 
-/// The ReplicaSet of `revision` built from the Rollout's pod template: the revision label is
-/// added to its selector and its pods' labels (so revisions never select each other's pods),
-/// it carries the Rollout's own labels (a sharded controller watches its children by them),
-/// and the Rollout is its controller owner.
-pub fn replica_set_for(rollout: &Rollout, revision: &str, replicas: i32) -> ReplicaSet {
+/// The ReplicaSet of `revision` built from `template`, the pod template the Rollout releases
+/// (its own, or its `workloadRef` Deployment's): the revision label is added to its selector
+/// and its pods' labels (so revisions never select each other's pods), it carries the
+/// Rollout's own labels (a sharded controller watches its children by them), and the Rollout
+/// is its controller owner.
+pub fn replica_set_for(
+    rollout: &Rollout,
+    template: &PodTemplateSpec,
+    revision: &str,
+    replicas: i32,
+) -> ReplicaSet {
     let name = rollout.name_any();
     let mut selector = rollout.spec.selector.clone();
     selector
         .match_labels
         .get_or_insert_with(BTreeMap::new)
         .insert(REVISION_LABEL.to_owned(), revision.to_owned());
-    let mut template = rollout.spec.template.clone();
+    let mut template = template.clone();
     let pod_meta = template.metadata.get_or_insert_with(ObjectMeta::default);
     let pod_labels = pod_meta.labels.get_or_insert_with(BTreeMap::new);
     pod_labels.insert(REVISION_LABEL.to_owned(), revision.to_owned());
@@ -57,6 +64,38 @@ pub fn replica_set_for(rollout: &Rollout, revision: &str, replicas: i32) -> Repl
         }),
         status: None,
     }
+}
+
+/// The JSON patch that scales the `workloadRef` Deployment from `observed` to `replicas`,
+/// guarded by a `test` of the replicas read, so a change someone made meanwhile (a person
+/// scaling it by hand) fails the patch instead of being overwritten. A Deployment without
+/// `spec.replicas` (never stored by a real API server, which defaults it) gets an `add`.
+pub fn scale_down_patch(
+    deployment: &Deployment,
+    observed: i32,
+    replicas: i32,
+) -> json_patch::Patch {
+    use json_patch::jsonptr::PointerBuf;
+    use json_patch::{AddOperation, PatchOperation, ReplaceOperation, TestOperation};
+    let path = PointerBuf::from_tokens(["spec", "replicas"]);
+    let has_replicas = deployment.spec.as_ref().and_then(|s| s.replicas).is_some();
+    json_patch::Patch(if has_replicas {
+        vec![
+            PatchOperation::Test(TestOperation {
+                path: path.clone(),
+                value: Value::from(observed),
+            }),
+            PatchOperation::Replace(ReplaceOperation {
+                path,
+                value: Value::from(replicas),
+            }),
+        ]
+    } else {
+        vec![PatchOperation::Add(AddOperation {
+            path,
+            value: Value::from(replicas),
+        })]
+    })
 }
 
 /// The labels of an object vigil creates for `rollout`: the Rollout's own labels first (a
@@ -334,7 +373,7 @@ mod tests {
                     match_labels: Some(labels.clone()),
                     ..LabelSelector::default()
                 },
-                template: PodTemplateSpec {
+                template: Some(PodTemplateSpec {
                     metadata: Some(ObjectMeta {
                         labels: Some(labels),
                         ..ObjectMeta::default()
@@ -347,7 +386,7 @@ mod tests {
                         }],
                         ..PodSpec::default()
                     }),
-                },
+                }),
                 ..RolloutSpec::default()
             },
         );
@@ -363,7 +402,9 @@ mod tests {
 
     #[test]
     fn a_replica_set_selects_only_its_revisions_pods_and_is_owned() {
-        let rs = replica_set_for(&rollout(), "abc123", 2);
+        let rollout = rollout();
+        let template = rollout.spec.template.clone().unwrap_or_default();
+        let rs = replica_set_for(&rollout, &template, "abc123", 2);
         assert_eq!(rs.metadata.name.as_deref(), Some("web-abc123"));
         assert_eq!(rs.metadata.namespace.as_deref(), Some("shop"));
         let spec = rs.spec.expect("spec");
@@ -397,7 +438,8 @@ mod tests {
         let name = format!("web-{}", "x".repeat(MAX_NAME_LEN - 4));
         long.metadata.name = Some(name.clone());
         let revision = "0123456789abcdef";
-        let rs = replica_set_for(&long, revision, 1);
+        let template = long.spec.template.clone().unwrap_or_default();
+        let rs = replica_set_for(&long, &template, revision, 1);
         let rs_name = rs.metadata.name.clone().expect("name");
         assert!(rs_name.len() <= MAX_NAME_LEN, "{}", rs_name.len());
         assert_eq!(rs_name, replica_set_name(&name, revision), "deterministic");

@@ -203,7 +203,7 @@ fn rollout(router: bool, status: Option<RolloutStatus>) -> Rollout {
     let mut spec = RolloutSpec {
         replicas: Some(4),
         selector: serde_json::from_value(json!({"matchLabels": {"app": "web"}})).expect("sel"),
-        template: image_template("web:2"),
+        template: Some(image_template("web:2")),
         ..RolloutSpec::default()
     };
     let canary = &mut spec.strategy.canary;
@@ -272,6 +272,8 @@ struct Cluster {
     templates: BTreeMap<String, Value>,
     /// Status code of the status write (200 or a conflict).
     status_write: Option<u16>,
+    /// The Deployment `web` (for `spec.workloadRef`).
+    deployment: Option<Value>,
 }
 
 impl Default for Cluster {
@@ -283,6 +285,7 @@ impl Default for Cluster {
             runs: Vec::new(),
             templates: BTreeMap::from([("error-rate".to_owned(), error_rate_template())]),
             status_write: None,
+            deployment: None,
         }
     }
 }
@@ -297,6 +300,10 @@ impl Cluster {
                     (200, list(self.replica_sets.clone()))
                 }
                 "GET" if path == format!("{base}/analysisruns") => (200, list(self.runs.clone())),
+                "GET" | "PATCH" if path == DEPLOYMENT => self
+                    .deployment
+                    .clone()
+                    .map_or_else(|| not_found(path), |d| (200, d)),
                 "GET" => {
                     let name = path.rsplit('/').next().unwrap_or("");
                     let found = if path.contains("/services/") {
@@ -386,6 +393,7 @@ const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
 const STABLE_SVC: &str = "/api/v1/namespaces/shop/services/web-stable";
 const CANARY_SVC: &str = "/api/v1/namespaces/shop/services/web-canary";
 const ROUTE: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/web";
+const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/shop/deployments/web";
 
 fn status_of(call: &Call) -> RolloutStatus {
     serde_json::from_value(call.body["status"].clone()).expect("status body")
@@ -655,7 +663,7 @@ async fn a_status_conflict_requeues_at_once_without_an_error() {
 async fn a_settled_rollout_writes_nothing() {
     let stable = stable_revision();
     let mut r = rollout(false, None);
-    r.spec.template = image_template("web:1");
+    r.spec.template = Some(image_template("web:1"));
     let cluster = Cluster {
         replica_sets: vec![replica_set(&stable, 4, 4)],
         services: BTreeMap::from([
@@ -1006,6 +1014,64 @@ async fn deleting_a_rollout_whose_router_object_is_gone_still_returns_the_servic
 }
 
 #[tokio::test]
+async fn a_header_route_step_adds_the_rule_first_with_a_guarded_patch_once_the_canary_is_ready() {
+    let (status, cluster) = in_flight(0, 0);
+    let mut r = rollout(true, Some(status));
+    let canary = &mut r.spec.strategy.canary;
+    canary.steps = serde_json::from_value(json!([
+        {"setHeaderRoute": {"name": "testers",
+            "match": [{"headerName": "x-canary", "headerValue": {"prefix": "yes"}}]}},
+        {"pause": {}}
+    ]))
+    .expect("steps");
+    if let Some(routing) = canary.traffic_routing.as_mut() {
+        routing.managed_routes = vec![crate::api::ManagedRoute {
+            name: "testers".into(),
+        }];
+    }
+    let original = cluster.route.clone().expect("route");
+    let (result, calls, _) = reconcile_rollout(r, cluster).await;
+    result.expect("reconciled");
+    let calls_lines = lines(&calls);
+    assert_eq!(
+        calls_lines[..8],
+        [
+            format!("GET {RS}"),
+            format!("GET {STABLE_SVC}"),
+            format!("GET {CANARY_SVC}"),
+            // The weight, then the managed routes, read back.
+            format!("GET {ROUTE}"),
+            format!("GET {ROUTE}"),
+            format!("GET {RUNS}"),
+            // SetHeaderRoute reads the route it patches, then patches it.
+            format!("GET {ROUTE}"),
+            format!("PATCH {ROUTE}"),
+        ],
+        "{calls_lines:#?}"
+    );
+    let patch = &calls[7];
+    assert_eq!(patch.content_type, "application/json-patch+json");
+    assert!(patch.query_has("fieldManager=vigil.dev%2Fcontroller"));
+    let annotation = r#"{"header":[{"name":"testers","matches":[{"headerName":"x-canary","value":{"prefix":"yes"}}]}],"mirror":[]}"#;
+    assert_eq!(
+        patch.body,
+        json!([
+            {"op": "test", "path": "/spec/rules", "value": original["spec"]["rules"]},
+            {"op": "add", "path": "/spec/rules/0", "value": {
+                "name": "vigil-header-testers",
+                "matches": [{"headers": [{"type": "RegularExpression", "name": "x-canary", "value": "yes.*"}]}],
+                "backendRefs": [{"name": "web-canary", "port": 80}]
+            }},
+            {"op": "add", "path": "/metadata/annotations", "value": {"vigil.dev/managed-routes": annotation}},
+        ])
+    );
+    // The route is not read back yet: the step waits.
+    let write = calls.last().expect("status write");
+    assert_status_write(write);
+    assert_eq!(status_of(write).current_step_index, Some(0));
+}
+
+#[tokio::test]
 async fn a_secret_argument_that_does_not_exist_holds_the_rollout_before_any_effect() {
     let (status, cluster) = in_flight(1, 20);
     let mut rollout = rollout(true, Some(status));
@@ -1050,4 +1116,143 @@ async fn without_template_caches_the_template_is_read_in_observe_not_while_actin
         .push("GET /apis/vigil.dev/v1alpha1/namespaces/shop/analysistemplates/error-rate".into());
     expected.push(format!("POST {RUNS}"));
     assert_eq!(calls_lines[..7], expected[..], "{calls_lines:#?}");
+}
+
+/// The Rollout `web` adopting the Deployment `web` (`scaleDown: progressively`).
+fn adopting_rollout(status: Option<RolloutStatus>) -> Rollout {
+    let mut rollout = rollout(false, status);
+    rollout.spec.template = None;
+    rollout.spec.workload_ref = Some(crate::api::WorkloadRef {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        name: "web".into(),
+        scale_down: Some(crate::api::ScaleDown::Progressively),
+    });
+    rollout
+}
+
+fn deployment(image: &str, replicas: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": NS, "resourceVersion": "12"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                 "template": serde_json::to_value(image_template(image)).unwrap_or_default()}
+    })
+}
+
+/// Services selecting `app: web` only: the Deployment's pods and the Rollout's alike.
+fn unpointed_services() -> BTreeMap<String, Value> {
+    ["web-stable", "web-canary"]
+        .into_iter()
+        .map(|name| {
+            (
+                name.to_owned(),
+                json!({"metadata": {"name": name}, "spec": {"selector": {"app": "web"}}}),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn adopting_a_deployment_creates_the_revision_from_its_template_and_leaves_it_serving() {
+    let revision = template_hash(&image_template("web:1"));
+    let cluster = Cluster {
+        services: unpointed_services(),
+        deployment: Some(deployment("web:1", 4)),
+        ..Cluster::default()
+    };
+    let (result, calls, _) = reconcile_rollout(adopting_rollout(None), cluster).await;
+    result.expect("reconciled");
+    assert_eq!(
+        lines(&calls),
+        vec![
+            format!("GET {RS}"),
+            format!("GET {STABLE_SVC}"),
+            format!("GET {CANARY_SVC}"),
+            format!("GET {RUNS}"),
+            format!("GET {DEPLOYMENT}"),
+            // The stable service still selects the Deployment's pods: not moved yet.
+            format!("POST {RS}"),
+            format!("PATCH {CANARY_SVC}"),
+            format!("POST {EVENTS}"),
+            format!("PUT {STATUS}"),
+        ],
+        "{calls:#?}"
+    );
+    let created = &calls[5].body;
+    assert_eq!(
+        created["metadata"]["name"],
+        json!(format!("web-{revision}"))
+    );
+    assert_eq!(
+        created["spec"]["template"]["spec"]["containers"][0]["image"],
+        json!("web:1"),
+        "the Deployment's template"
+    );
+    assert_eq!(created["spec"]["replicas"], json!(4));
+    let status = status_of(&calls[8]);
+    assert_eq!(status.stable_revision.as_deref(), Some(revision.as_str()));
+}
+
+#[tokio::test]
+async fn the_deployment_is_scaled_down_by_the_ready_pods_with_a_guarded_patch() {
+    let revision = template_hash(&image_template("web:1"));
+    let status = RolloutStatus {
+        stable_revision: Some(revision.clone()),
+        current_step_index: Some(3),
+        ..RolloutStatus::default()
+    };
+    let cluster = Cluster {
+        replica_sets: vec![replica_set(&revision, 4, 3)],
+        services: unpointed_services(),
+        deployment: Some(deployment("web:1", 4)),
+        ..Cluster::default()
+    };
+    let (result, calls, _) = reconcile_rollout(adopting_rollout(Some(status)), cluster).await;
+    result.expect("reconciled");
+    assert_eq!(
+        lines(&calls),
+        vec![
+            format!("GET {RS}"),
+            format!("GET {STABLE_SVC}"),
+            format!("GET {CANARY_SVC}"),
+            format!("GET {RUNS}"),
+            format!("GET {DEPLOYMENT}"),
+            format!("PATCH {CANARY_SVC}"),
+            format!("PATCH {DEPLOYMENT}"),
+            format!("PUT {STATUS}"),
+        ],
+        "{calls:#?}"
+    );
+    let patch = &calls[6];
+    assert_eq!(patch.content_type, "application/json-patch+json");
+    assert!(patch.query_has("fieldManager=vigil.dev%2Fcontroller"));
+    assert_eq!(
+        patch.body,
+        json!([
+            {"op": "test", "path": "/spec/replicas", "value": 4},
+            {"op": "replace", "path": "/spec/replicas", "value": 1}
+        ]),
+        "4 wanted, 3 Rollout pods ready: the Deployment keeps 1, and only if it still has 4"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_deployment_holds_the_rollout_with_the_reason_and_creates_nothing() {
+    let (result, calls, _) = reconcile_rollout(adopting_rollout(None), Cluster::default()).await;
+    result.expect("reconciled");
+    let writes: Vec<String> = lines(&calls)
+        .into_iter()
+        .filter(|line| !line.starts_with("GET") && line != &format!("POST {EVENTS}"))
+        .collect();
+    assert_eq!(writes, vec![format!("PUT {STATUS}")], "{calls:#?}");
+    let status = status_of(calls.last().expect("a call"));
+    assert_eq!(status.phase, Some(RolloutPhase::Degraded));
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains(
+            "spec.workloadRef.name: Deployment \"web\" does not exist in namespace \"shop\""
+        ),
+        "{message}"
+    );
 }

@@ -30,6 +30,22 @@ pub(super) async fn act(
                     })?;
                 report_put_back(scope, seen, *canary_weight).await;
             }
+            Effect::SetHeaderRoute { route } => {
+                let result = router.set_header_route(route).await;
+                route_result(scope, &route.name, result)?;
+            }
+            Effect::RemoveHeaderRoute { name } => {
+                let result = router.remove_header_route(name).await;
+                route_result(scope, name, result)?;
+            }
+            Effect::SetMirrorRoute { route } => {
+                let result = router.set_mirror_route(route).await;
+                route_result(scope, &route.name, result)?;
+            }
+            Effect::RemoveMirrorRoute { name } => {
+                let result = router.remove_mirror_route(name).await;
+                route_result(scope, name, result)?;
+            }
             Effect::CreateAnalysisRun {
                 name,
                 kind,
@@ -93,6 +109,9 @@ pub(super) async fn act(
                     }
                 }
             }
+            Effect::ScaleDownWorkload { observed, replicas } => {
+                scale_down_workload(scope, seen, *observed, *replicas).await?;
+            }
             Effect::Event {
                 type_,
                 reason,
@@ -105,6 +124,19 @@ pub(super) async fn act(
         acted = true;
     }
     Ok(acted)
+}
+
+/// The outcome of changing the managed route `route`, as the controller's error.
+pub(super) fn route_result(
+    scope: &Scope<'_>,
+    route: &str,
+    result: Result<(), TrafficError>,
+) -> Result<(), Error> {
+    result.map_err(|source| Error::SetManagedRoute {
+        rollout: scope.name.clone(),
+        route: route.to_owned(),
+        source: Box::new(source),
+    })
 }
 
 /// A weight someone else set on the router was just put back: say so in a Warning event.
@@ -165,7 +197,17 @@ pub(super) async fn scale(
         .iter()
         .any(|rs| rs.metadata.name.as_deref() == Some(name.as_str()));
     if !exists {
-        let replica_set = replica_set_for(scope.rollout, revision, replicas);
+        let workload = match &seen.workload {
+            WorkloadSeen::Found(deployment) => deployment.spec.as_ref().map(|s| &s.template),
+            WorkloadSeen::NotReferenced | WorkloadSeen::Missing => None,
+        };
+        let Some(template) = scope.rollout.spec.template.as_ref().or(workload) else {
+            // Unreachable through `rollout::step` (no template is an invalid spec, which
+            // creates nothing); creating nothing is the safe answer all the same.
+            warn!(replica_set = %name, "no pod template to create the ReplicaSet from");
+            return Ok(());
+        };
+        let replica_set = replica_set_for(scope.rollout, template, revision, replicas);
         match api.create(&post_params(), &replica_set).await {
             Ok(_) => {
                 info!(replica_set = %name, replicas, "created ReplicaSet");
@@ -190,6 +232,32 @@ pub(super) async fn scale(
             source,
         })?;
     info!(replica_set = %name, replicas, "scaled ReplicaSet");
+    Ok(())
+}
+
+/// Scales the `workloadRef` Deployment down (see [`scale_down_patch`]).
+pub(super) async fn scale_down_workload(
+    scope: &Scope<'_>,
+    seen: &Seen,
+    observed: i32,
+    replicas: i32,
+) -> Result<(), Error> {
+    let WorkloadSeen::Found(deployment) = &seen.workload else {
+        return Ok(());
+    };
+    let name = deployment.name_any();
+    let patch = scale_down_patch(deployment, observed, replicas);
+    scope
+        .api::<Deployment>()
+        .patch(&name, &params(), &Patch::<()>::Json(patch))
+        .await
+        .map_err(|source| Error::ScaleDownDeployment {
+            deployment: name.clone(),
+            observed,
+            replicas,
+            source,
+        })?;
+    info!(deployment = %name, observed, replicas, "scaled down the workloadRef Deployment");
     Ok(())
 }
 

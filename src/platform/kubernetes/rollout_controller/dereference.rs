@@ -21,6 +21,27 @@ pub(super) fn rollouts_using(
         .collect()
 }
 
+/// The Rollouts in `namespace` whose `spec.workloadRef` names the Deployment `name`.
+pub(super) fn rollouts_adopting(
+    rollouts: &Store<Rollout>,
+    namespace: Option<&str>,
+    name: &str,
+) -> Vec<ObjectRef<Rollout>> {
+    rollouts
+        .state()
+        .iter()
+        .filter(|rollout| rollout.namespace().as_deref() == namespace)
+        .filter(|rollout| {
+            rollout
+                .spec
+                .workload_ref
+                .as_ref()
+                .is_some_and(|w| w.name == name && w.kind == "Deployment")
+        })
+        .map(|rollout| ObjectRef::from_obj(rollout.as_ref()))
+        .collect()
+}
+
 /// The template references of `rollout` (steps and background analysis) that name no
 /// existing template, as spec problems at their fields.
 #[cfg(test)]

@@ -68,6 +68,30 @@ pub enum Error {
         /// The cause.
         source: kube::Error,
     },
+    /// Reading the Deployment `spec.workloadRef` names failed (other than "not found", which
+    /// is a problem of the spec, shown in status).
+    #[error("failed to get Deployment {deployment} (spec.workloadRef): {source}")]
+    GetDeployment {
+        /// The Deployment.
+        deployment: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Scaling down the Deployment `spec.workloadRef` names failed; a `test` failure means
+    /// someone changed its replicas since they were read (the next reconcile reads them again).
+    #[error(
+        "failed to scale Deployment {deployment} (spec.workloadRef) from {observed} to {replicas}: {source}"
+    )]
+    ScaleDownDeployment {
+        /// The Deployment.
+        deployment: String,
+        /// Its replicas as read.
+        observed: i32,
+        /// Replicas wanted.
+        replicas: i32,
+        /// The cause.
+        source: kube::Error,
+    },
     /// Setting the router's weight failed.
     #[error("failed to set the canary weight of rollout {rollout} to {weight}: {source}")]
     SetWeight {
@@ -75,6 +99,16 @@ pub enum Error {
         rollout: String,
         /// The weight.
         weight: i32,
+        /// The cause (boxed: router errors are large).
+        source: Box<TrafficError>,
+    },
+    /// Setting or removing a managed header or mirror route failed.
+    #[error("failed to change the managed route {route} of rollout {rollout}: {source}")]
+    SetManagedRoute {
+        /// The Rollout.
+        rollout: String,
+        /// The route's name.
+        route: String,
         /// The cause (boxed: router errors are large).
         source: Box<TrafficError>,
     },
@@ -171,6 +205,9 @@ impl Error {
             Error::CreateReplicaSet { .. } => "create_replica_set",
             Error::DeleteReplicaSet { .. } => "delete_replica_set",
             Error::SetWeight { .. } => "set_weight",
+            Error::GetDeployment { .. } => "get_deployment",
+            Error::ScaleDownDeployment { .. } => "scale_down_deployment",
+            Error::SetManagedRoute { .. } => "set_managed_route",
             Error::GetTemplate { .. } => "get_template",
             Error::ResolveArg { .. } => "resolve_arg",
             Error::Instantiate { .. } => "instantiate",
@@ -197,7 +234,10 @@ impl Error {
             Error::ResolveArg { .. }
             | Error::Instantiate { .. }
             | Error::PrepareAnalysis { .. } => true,
-            Error::SetWeight { source, .. } => matches!(**source, TrafficError::ReadObject { .. }),
+            Error::SetWeight { source, .. } | Error::SetManagedRoute { source, .. } => matches!(
+                **source,
+                TrafficError::ReadObject { .. } | TrafficError::Unsupported { .. }
+            ),
             Error::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
                     e.is_invalid_spec()

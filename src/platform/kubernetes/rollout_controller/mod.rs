@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
@@ -25,9 +25,10 @@ use tracing::{Instrument, debug, info, warn};
 use super::context::{
     Context, FIELD_MANAGER, FINALIZER, ROLLOUT_LABEL, TemplateIndex, rollout_label_value,
 };
-use super::observe::{Seen, observation};
+use super::observe::{Seen, WorkloadSeen, observation};
 use super::resources::{
-    analysis_run_for, field_ref_value, replica_set_for, replica_set_name, secret_value,
+    analysis_run_for, field_ref_value, replica_set_for, replica_set_name, scale_down_patch,
+    secret_value,
 };
 use crate::analysis::dereference::{Dereferenced, RunFor, SecretArgs, run_spec};
 use crate::analysis::instantiate::InstantiateError;
@@ -39,7 +40,7 @@ use crate::platform::reconcile::{Observed, Platform, reconcile_once};
 use crate::rollout::{self, AnalysisKind, Decision, Effect, EventType, Observation, SpecProblem};
 use crate::traffic::gateway_api::{GatewayRoute, http_route_resource};
 use crate::traffic::replicas::ReplicaRatio;
-use crate::traffic::{TrafficError, TrafficRouter, foreign_weight_edit};
+use crate::traffic::{ManagedRoutes, TrafficError, TrafficRouter, foreign_weight_edit};
 
 mod act;
 mod dereference;
@@ -336,6 +337,7 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
             });
         }
     }
+    remove_managed_routes(&scope, &router).await?;
     let strategy = &rollout.spec.strategy.canary;
     for service in [&strategy.stable_service, &strategy.canary_service]
         .into_iter()
@@ -351,6 +353,42 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         "traffic returned to the stable revision before deletion"
     );
     Ok(Action::await_change())
+}
+
+/// Removes every managed header and mirror route in place (only Rollouts that list
+/// `managedRoutes` can have any); a router object that is gone has none left.
+async fn remove_managed_routes(scope: &Scope<'_>, router: &Router) -> Result<(), Error> {
+    let listed = scope
+        .rollout
+        .spec
+        .strategy
+        .canary
+        .traffic_routing
+        .as_ref()
+        .is_some_and(|r| !r.managed_routes.is_empty());
+    if !listed {
+        return Ok(());
+    }
+    let in_place = match router.managed_routes().await {
+        Ok(routes) => routes,
+        Err(error) if error.object_missing() => return Ok(()),
+        Err(source) => {
+            return Err(Error::SetManagedRoute {
+                rollout: scope.name.clone(),
+                route: "*".to_owned(),
+                source: Box::new(source),
+            });
+        }
+    };
+    for route in &in_place.header {
+        let result = router.remove_header_route(&route.name).await;
+        act::route_result(scope, &route.name, result)?;
+    }
+    for route in &in_place.mirror {
+        let result = router.remove_mirror_route(&route.name).await;
+        act::route_result(scope, &route.name, result)?;
+    }
+    Ok(())
 }
 
 /// What to do after a failed reconcile: an invalid spec waits for a change; anything else
@@ -382,6 +420,7 @@ pub async fn run(
     let runs: Api<AnalysisRun> = watch.api(client);
     let templates: Api<AnalysisTemplate> = watch.api(client);
     let cluster_templates: Api<ClusterAnalysisTemplate> = Api::all(client.clone());
+    let deployments: Api<Deployment> = watch.api(client);
     // Children carry their Rollout's labels, so a shard watches only its own (children
     // created before they did are still read, but do not wake their Rollout).
     let children = watcher::Config::default().labels(&match &watch.selector {
@@ -390,6 +429,7 @@ pub async fn run(
     });
     let controller = Controller::new(rollouts, watch.watcher_config());
     let (by_template, by_cluster_template) = (controller.store(), controller.store());
+    let by_deployment = controller.store();
     controller
         .owns(replica_sets, children.clone())
         .owns(runs, children)
@@ -406,6 +446,14 @@ pub async fn run(
             watcher::Config::default(),
             move |template| rollouts_using(&by_cluster_template, None, &template.name_any()),
         )
+        // An edit of an adopted Deployment (a new pod template: a release) wakes its Rollouts.
+        .watches(deployments, watcher::Config::default(), move |deployment| {
+            rollouts_adopting(
+                &by_deployment,
+                deployment.namespace().as_deref(),
+                &deployment.name_any(),
+            )
+        })
         .with_config(Config::default().concurrency(watch.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -439,6 +487,41 @@ mod tests {
             }
         }))
         .expect("rollout")
+    }
+
+    #[test]
+    fn a_deployment_wakes_only_the_rollouts_that_adopt_it() {
+        let adopting = |namespace: &str, name: &str, deployment: &str| -> Rollout {
+            serde_json::from_value(json!({
+                "apiVersion": "vigil.dev/v1alpha1",
+                "kind": "Rollout",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "selector": {"matchLabels": {"app": name}},
+                    "workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+                    "strategy": {"canary": {}}
+                }
+            }))
+            .expect("rollout")
+        };
+        let (store, mut writer) = reflector::store::<Rollout>();
+        for rollout in [
+            adopting("shop", "checkout", "checkout"),
+            adopting("shop", "checkout-eu", "checkout"),
+            adopting("bank", "checkout", "checkout"),
+            adopting("shop", "cart", "cart"),
+            rollout("shop", "inline", json!([{"templateName": "errors"}])),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(rollout));
+        }
+        let mut names: Vec<String> = rollouts_adopting(&store, Some("shop"), "checkout")
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["checkout", "checkout-eu"]);
+        assert!(rollouts_adopting(&store, Some("shop"), "inline").is_empty());
+        assert!(rollouts_adopting(&store, None, "checkout").is_empty());
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
             (None, problem)
         }
     };
+    let router_managed_routes = managed_routes(scope, router).await;
     let analysis_runs = scope
         .api::<AnalysisRun>()
         .list(&selector)
@@ -57,14 +58,58 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
             source,
         })?
         .items;
+    let workload = read_workload(scope).await?;
     Ok(Seen {
+        workload,
         replica_sets,
         stable_service,
         canary_service,
         router_canary_weight,
+        router_managed_routes,
         router_problem,
         analysis_runs,
     })
+}
+
+/// The dereference of `spec.workloadRef`: the Deployment it names, when the reference is one
+/// vigil reads (an `apps/v1` Deployment; anything else is the validator's to report).
+async fn read_workload(scope: &Scope<'_>) -> Result<WorkloadSeen, Error> {
+    let Some(workload) = &scope.rollout.spec.workload_ref else {
+        return Ok(WorkloadSeen::NotReferenced);
+    };
+    if workload.api_version != "apps/v1" || workload.kind != "Deployment" {
+        return Ok(WorkloadSeen::NotReferenced);
+    }
+    let found = scope
+        .api::<Deployment>()
+        .get_opt(&workload.name)
+        .await
+        .map_err(|source| Error::GetDeployment {
+            deployment: workload.name.clone(),
+            source,
+        })?;
+    Ok(found.map_or(WorkloadSeen::Missing, |d| WorkloadSeen::Found(Box::new(d))))
+}
+
+/// The managed routes the router reports: read only when the Rollout lists
+/// `managedRoutes` (none can be in place otherwise); `None` when they cannot be read.
+async fn managed_routes(scope: &Scope<'_>, router: &Router) -> Option<ManagedRoutes> {
+    let listed = scope
+        .rollout
+        .spec
+        .strategy
+        .canary
+        .traffic_routing
+        .as_ref()
+        .is_some_and(|r| !r.managed_routes.is_empty());
+    if !listed {
+        return Some(ManagedRoutes::default());
+    }
+    router
+        .managed_routes()
+        .await
+        .inspect_err(|error| warn!(%error, "cannot read the router's managed routes"))
+        .ok()
 }
 
 /// One Rollout of the controller as a [`Platform`] for the shared [`reconcile_once`].

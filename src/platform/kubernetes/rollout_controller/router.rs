@@ -11,7 +11,7 @@ use crate::traffic::nginx::{
 };
 use crate::traffic::smi::{SmiSplit, SplitConfig, traffic_split_resource};
 use crate::traffic::traefik::{TraefikWeights, traefik_service_resource};
-use crate::traffic::{HeaderRoute, ManagedRoutes, MirrorRoute, RouterKind};
+use crate::traffic::{HeaderRoute, MirrorRoute, RouterKind};
 use kube::api::ApiResource;
 
 /// The labels of the router objects vigil creates for `rollout` (its children's label).

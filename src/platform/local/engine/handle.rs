@@ -152,7 +152,7 @@ impl Engine {
                 let view = RolloutView {
                     name: managed.name.clone(),
                     generation: managed.generation,
-                    desired_revision: template_hash(&managed.spec.template),
+                    desired_revision: desired_revision(&managed.spec, None),
                     status: managed.status.clone(),
                     routing: managed.proxy.current(),
                     listen: managed.listen,

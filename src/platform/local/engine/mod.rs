@@ -55,7 +55,7 @@ use crate::manifest::Manifest;
 use crate::platform::reconcile::{Observed, Platform, reconcile_once};
 use crate::rollout::{
     Decision, Effect, EventType, Observation, RequestError, RevisionObservation, ServiceSelection,
-    status_request, template_hash,
+    desired_revision, status_request,
 };
 
 mod handle;
@@ -284,12 +284,14 @@ impl Engine {
         for rollout in sources.rollouts {
             let name = rollout.metadata.name.clone().unwrap_or_default();
             let spec = rollout.spec;
-            let revision = template_hash(&spec.template);
+            let revision = desired_revision(&spec, None);
             if let Some(managed) = self.rollouts.get_mut(&name) {
                 if managed.spec != spec {
                     managed.spec = spec.clone();
                     managed.generation += 1;
-                    managed.revisions.insert(revision, spec.template.clone());
+                    if let Some(template) = &spec.template {
+                        managed.revisions.insert(revision, template.clone());
+                    }
                     tracing::info!(rollout = %name, generation = managed.generation, "new spec applied");
                 }
                 store_rollout(&self.state, managed)?;
@@ -310,7 +312,9 @@ impl Engine {
                 Some(stored) => (stored.generation + 1, stored.revisions),
                 None => (1, BTreeMap::new()),
             };
-            revisions.insert(revision, spec.template.clone());
+            if let Some(template) = &spec.template {
+                revisions.insert(revision, template.clone());
+            }
             let (listen, metrics_listen) = listen_addresses(&name, &rollout.metadata, &spec)?;
             let proxy = WeightedProxy::bind(listen, metrics_listen, name.clone())
                 .await

@@ -20,6 +20,10 @@ pub(super) enum ActError {
     /// A revision must be started but its pod template is not known.
     #[error("failed to start revision {revision}: its pod template is not known any more")]
     FindTemplate { revision: String },
+    /// The proxy was asked for a managed route it cannot hold (validate_spec refuses such
+    /// a spec first).
+    #[error("{0}")]
+    SetManagedRoute(crate::traffic::TrafficError),
 }
 
 /// One Rollout of the engine as a [`Platform`] for the shared [`reconcile_once`].
@@ -133,19 +137,27 @@ impl Engine {
             .filter(|(_, run)| run.rollout == managed.name)
             .map(|(name, run)| AnalysisRunSummary::of(name, &run.status))
             .collect();
-        let spec_problems = self.analysis_problems(&managed.name, &managed.spec);
+        let mut spec_problems = self.analysis_problems(&managed.name, &managed.spec);
+        if managed.spec.workload_ref.is_some() {
+            spec_problems.push(Problem {
+                path: "spec.workloadRef".to_owned(),
+                message: "vigil run starts local processes and has no Deployments to adopt: set spec.template (vigil controller adopts Deployments)".to_owned(),
+            });
+        }
         Observation {
             rollout_name: managed.name.clone(),
             generation: Some(managed.generation),
-            desired_revision: template_hash(&managed.spec.template),
+            desired_revision: desired_revision(&managed.spec, None),
             revisions,
             router_canary_weight: Some(i32::from(routing.canary_weight)),
+            router_managed_routes: Some(crate::traffic::ManagedRoutes::default()),
             services: ServiceSelection {
                 stable: routing.stable.map(|b| b.revision),
                 canary: routing.canary.map(|b| b.revision),
             },
             analysis_runs,
             spec_problems,
+            workload: None,
         }
     }
 
@@ -281,6 +293,21 @@ impl Engine {
                 }
                 Ok(())
             }
+            Effect::SetHeaderRoute { .. } | Effect::SetMirrorRoute { .. } => {
+                let capability = if matches!(effect, Effect::SetHeaderRoute { .. }) {
+                    crate::traffic::Capability::HeaderRoute
+                } else {
+                    crate::traffic::Capability::MirrorRoute
+                };
+                Err(ActError::SetManagedRoute(
+                    crate::traffic::TrafficError::Unsupported {
+                        router: crate::traffic::RouterKind::Local,
+                        capability,
+                    },
+                ))
+            }
+            // The proxy holds no managed route: nothing to remove.
+            Effect::RemoveHeaderRoute { .. } | Effect::RemoveMirrorRoute { .. } => Ok(()),
             Effect::DeleteRevision { revision } => {
                 match self
                     .supervisor
@@ -291,11 +318,14 @@ impl Engine {
                     Err(source) => return Err(ActError::Process(source)),
                 }
                 managed.created_at.remove(revision);
-                if *revision != template_hash(&managed.spec.template) {
+                if *revision != desired_revision(&managed.spec, None) {
                     managed.revisions.remove(revision);
                 }
                 store_rollout(&self.state, managed).map_err(ActError::Record)
             }
+            // Never decided here: a workloadRef is a spec problem on this platform (see
+            // `observation`), and an invalid spec moves nothing.
+            Effect::ScaleDownWorkload { .. } => Ok(()),
             Effect::Event {
                 type_,
                 reason,
