@@ -112,6 +112,12 @@ impl Harness {
     /// Creates the Rollout with `routing` and starts the controller; returns the first stable
     /// revision once it is Healthy.
     async fn release_first(&mut self, routing: Value) -> String {
+        self.release_first_with(routing, json!([{"setWeight": 30}, {"pause": {}}]))
+            .await
+    }
+
+    /// [`Harness::release_first`] with these steps.
+    async fn release_first_with(&mut self, routing: Value, steps: Value) -> String {
         let rollout: Rollout = serde_json::from_value(json!({
             "apiVersion": "vigil.dev/v1alpha1",
             "kind": "Rollout",
@@ -124,7 +130,7 @@ impl Harness {
                     "stableService": "web-stable",
                     "canaryService": "web-canary",
                     "trafficRouting": routing,
-                    "steps": [{"setWeight": 30}, {"pause": {}}]
+                    "steps": steps
                 }}
             }
         }))
@@ -393,6 +399,60 @@ async fn nginx_a_canary_ingress_follows_the_steps_and_goes_at_the_end_of_each_re
     h.set_image("app:4").await;
     h.held_with("trafficRouting.nginx.stableIngress").await;
     assert_eq!(weight().await, None);
+}
+
+/// `setHeaderRoute` through NGINX: at weight 0 the canary Ingress exists only for the header
+/// (`canary-by-header`/`-value`, weight "0"); it is gone after promotion and after an abort.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_a_header_route_makes_a_weight_zero_canary_ingress_until_the_release_ends() {
+    let mut h = Harness::start().await;
+    h.create(
+        &ingress_resource(),
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": "web", "namespace": NS},
+            "spec": {"ingressClassName": "nginx", "rules": [{"http": {"paths": [
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": "web-stable", "port": {"number": 80}}}}
+            ]}}]}
+        }),
+    )
+    .await;
+    let v1 = h
+        .release_first_with(
+            json!({"nginx": {"stableIngress": "web"}, "managedRoutes": [{"name": "testers"}]}),
+            json!([
+                {"setHeaderRoute": {"name": "testers",
+                    "match": [{"headerName": "x-canary", "headerValue": {"exact": "yes"}}]}},
+                {"pause": {}}
+            ]),
+        )
+        .await;
+    let header = async || {
+        h.get(&ingress_resource(), CANARY_INGRESS).await.map(|i| {
+            let a = &i["metadata"]["annotations"];
+            (
+                a[WEIGHT].clone(),
+                a["nginx.ingress.kubernetes.io/canary-by-header"].clone(),
+                a["nginx.ingress.kubernetes.io/canary-by-header-value"].clone(),
+            )
+        })
+    };
+    let testers = Some((json!("0"), json!("x-canary"), json!("yes")));
+    h.set_image("app:2").await;
+    h.paused().await;
+    assert_eq!(header().await, testers);
+    h.promote(&v1).await;
+    h.wait_router("no canary Ingress after promotion", None, header)
+        .await;
+
+    h.set_image("app:3").await;
+    h.paused().await;
+    assert_eq!(header().await, testers);
+    h.request(json!({"abort": true})).await;
+    h.wait_router("no canary Ingress after the abort", None, header)
+        .await;
 }
 
 fn split_resource() -> ApiResource {

@@ -222,6 +222,9 @@ fn check_routing(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
         }
     }
     check_ingress_routers(routing, &path, problems);
+    if routing.nginx.is_some() {
+        check_nginx_header_routes(&canary.steps, problems);
+    }
     if let Some(local) = &routing.local
         && local.listen.parse::<std::net::SocketAddr>().is_err()
     {
@@ -281,6 +284,38 @@ fn check_ingress_routers(routing: &TrafficRouting, path: &str, problems: &mut Ve
         );
         for (field, message) in annotations {
             problems.push(problem(format!("{path}.nginx.{field}"), message));
+        }
+    }
+}
+
+/// ingress-nginx routes by one header per canary Ingress (`canary-by-header`), so the
+/// `setHeaderRoute` steps of an NGINX-routed Rollout use one condition and one route name.
+fn check_nginx_header_routes(steps: &[CanaryStep], problems: &mut Vec<SpecProblem>) {
+    let mut first_name: Option<&str> = None;
+    for (index, step) in steps.iter().enumerate() {
+        let Some(set) = &step.set_header_route else {
+            continue;
+        };
+        let path = format!("{CANARY}.steps[{index}].setHeaderRoute");
+        if set.match_.len() > 1 {
+            problems.push(problem(
+                format!("{path}.match"),
+                format!(
+                    "{} conditions; ingress-nginx routes by one header (canary-by-header), so give one",
+                    set.match_.len()
+                ),
+            ));
+        }
+        match first_name {
+            None => first_name = Some(&set.name),
+            Some(first) if first != set.name => problems.push(problem(
+                format!("{path}.name"),
+                format!(
+                    "`{}`: the canary Ingress holds one header route; name it `{first}` like the earlier setHeaderRoute step",
+                    set.name
+                ),
+            )),
+            Some(_) => {}
         }
     }
 }

@@ -284,6 +284,53 @@ fn the_nginx_smi_and_traefik_routers_name_their_objects_and_bound_annotations() 
 }
 
 #[test]
+fn nginx_header_routes_have_one_condition_and_one_name() {
+    let step = |name: &str, headers: &[&str]| {
+        serde_json::from_value::<CanaryStep>(serde_json::json!({"setHeaderRoute": {
+            "name": name,
+            "match": headers.iter().map(|h| serde_json::json!(
+                {"headerName": h, "headerValue": {"exact": "yes"}}
+            )).collect::<Vec<_>>()
+        }}))
+        .expect("step")
+    };
+    let mut spec = rollout(vec![
+        step("testers", &["x-canary"]),
+        weight(10),
+        step("testers", &["x-canary", "x-team"]),
+        step("beta", &["x-beta"]),
+        step("testers", &[]),
+    ]);
+    spec.strategy.canary.stable_service = Some("web-stable".to_owned());
+    spec.strategy.canary.canary_service = Some("web-canary".to_owned());
+    spec.strategy.canary.traffic_routing = Some(
+        serde_json::from_value(serde_json::json!({
+            "nginx": {"stableIngress": "web"},
+            "managedRoutes": [{"name": "testers"}, {"name": "beta"}]
+        }))
+        .expect("routing"),
+    );
+    let problems = validate_spec(&spec);
+    assert_eq!(
+        at(
+            &problems,
+            "spec.strategy.canary.steps[2].setHeaderRoute.match"
+        ),
+        vec!["2 conditions; ingress-nginx routes by one header (canary-by-header), so give one"]
+    );
+    assert_eq!(
+        at(
+            &problems,
+            "spec.strategy.canary.steps[3].setHeaderRoute.name"
+        ),
+        vec![
+            "`beta`: the canary Ingress holds one header route; name it `testers` like the earlier setHeaderRoute step"
+        ]
+    );
+    assert_eq!(problems.len(), 2, "{problems:?}");
+}
+
+#[test]
 fn pause_of_a_hundred_million_hours_is_refused() {
     let pause = CanaryStep {
         pause: Some(PauseStep {
@@ -361,7 +408,7 @@ fn a_header_route_with_the_replica_ratio_names_the_step_and_the_router() {
     assert_eq!(
         at(&problems, "spec.strategy.canary.steps[0].setHeaderRoute"),
         vec![
-            "the replica-ratio (no trafficRouting) router cannot route requests by header (setHeaderRoute); use trafficRouting.gatewayAPI"
+            "the replica-ratio (no trafficRouting) router cannot route requests by header (setHeaderRoute); use trafficRouting.gatewayAPI or trafficRouting.nginx"
         ]
     );
     assert_eq!(
