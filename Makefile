@@ -2,20 +2,26 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test deps fmt-check clippy unit demo crds bench
+.PHONY: test deps fmt-check clippy unit demo crds bench image
 
 ## Install what is missing, then formatting, lints with warnings denied, and every test.
 test: deps fmt-check clippy unit
 
-## Real components the tests use: Prometheus and promtool (Debian's package).
+## Real components the tests use: Prometheus and promtool; buildah and the CA bundle for the
+## image (tests/image.rs). Debian's packages.
 deps:
-	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
-		echo "installing prometheus (Debian package)"; \
+	@missing=""; \
+	{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing="$$missing prometheus"; \
+	command -v buildah >/dev/null || missing="$$missing buildah"; \
+	[ -s /etc/ssl/certs/ca-certificates.crt ] || missing="$$missing ca-certificates"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing (Debian packages)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 	@prometheus --version 2>&1 | head -1
+	@buildah --version
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -26,6 +32,11 @@ clippy:
 # Benches are compiled by clippy --all-targets but not run here: figures come from `make bench`.
 unit:
 	$(CARGO) test --locked
+
+## The controller's container image (FROM scratch, static binary, user 65532) as an OCI
+## archive: target/vigil-image.tar. See deploy/image/build.sh.
+image:
+	deploy/image/build.sh --release --out target/vigil-image.tar
 
 ## Regenerate the CRDs in crds/ from the Rust types.
 crds:

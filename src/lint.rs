@@ -87,6 +87,73 @@ impl fmt::Display for LintProblem {
     }
 }
 
+/// A remark on a file that is not a problem: it leaves the exit code at 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LintNote {
+    /// The file, as given on the command line.
+    pub file: String,
+    /// 0-based index of the document, when the file holds several.
+    pub document: Option<usize>,
+    /// Path of the field the note is about.
+    pub path: String,
+    /// What to know.
+    pub message: String,
+}
+
+impl fmt::Display for LintNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.file)?;
+        if let Some(document) = self.document {
+            write!(f, "[{document}] ")?;
+        }
+        write!(f, "{}: note: {}", self.path, self.message)
+    }
+}
+
+/// What a metric without `provider.prometheus.address` queries.
+pub const DEFAULT_ADDRESS_NOTE: &str = "not set: the default Prometheus applies \
+    (`vigil controller --prometheus URL` or VIGIL_PROMETHEUS; `--prometheus URL` of \
+    `vigil analyze` and `vigil run`); with none given, the run ends in Error";
+
+/// The notes on the text of one file: each metric of a template or run that names no
+/// Prometheus address, since the default given on the command line then applies. Never
+/// panics; text that does not parse has no notes (its problems say why).
+pub fn lint_notes(path: &Path, text: &str) -> Vec<LintNote> {
+    let Ok(documents) = crate::manifest::documents(text) else {
+        return Vec::new();
+    };
+    let non_empty = documents.iter().filter(|d| !d.is_null()).count();
+    let api_version = format!("{GROUP}/{VERSION}");
+    let mut notes = Vec::new();
+    for (index, document) in documents.iter().enumerate() {
+        let is_vigil = document.get("apiVersion").and_then(Value::as_str) == Some(&api_version);
+        let kind = document.get("kind").and_then(Value::as_str);
+        let has_metrics = matches!(
+            kind,
+            Some("AnalysisTemplate" | "ClusterAnalysisTemplate" | "AnalysisRun")
+        );
+        if !is_vigil || !has_metrics {
+            continue;
+        }
+        let metrics = document.get("spec").and_then(|spec| spec.get("metrics"));
+        let Some(Value::Sequence(metrics)) = metrics else {
+            continue;
+        };
+        for (i, metric) in metrics.iter().enumerate() {
+            let prometheus = metric.get("provider").and_then(|p| p.get("prometheus"));
+            if prometheus.is_some_and(|p| p.is_mapping() && p.get("address").is_none()) {
+                notes.push(LintNote {
+                    file: path.display().to_string(),
+                    document: (non_empty > 1).then_some(index),
+                    path: format!("spec.metrics[{i}].provider.prometheus.address"),
+                    message: DEFAULT_ADDRESS_NOTE.to_owned(),
+                });
+            }
+        }
+    }
+    notes
+}
+
 /// The `openAPIV3Schema` of each kind, as JSON, built once.
 static SCHEMAS: LazyLock<BTreeMap<String, Schema>> = LazyLock::new(|| {
     all_crds()

@@ -320,6 +320,48 @@ fn missing_argument_and_unreachable_prometheus_have_their_exit_codes() {
 }
 
 #[test]
+fn a_template_without_an_address_queries_the_prometheus_given_and_needs_one() {
+    let json = analyze_expecting(
+        "error-rate-default-prometheus.yaml",
+        &["rollout=healthy"],
+        0,
+        "Successful",
+    );
+    assert_eq!(measurements(&json).len(), 5);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args([
+            "analyze",
+            "-f",
+            &fixture("error-rate-default-prometheus.yaml"),
+        ])
+        .args(["--arg", "rollout=healthy"])
+        .output()
+        .expect("run vigil");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("metrics[0] (error-rate): provider.prometheus.address: not set")
+            && stderr.contains("--prometheus URL"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_prometheus_that_is_not_an_http_url_is_bad_usage_naming_the_flag() {
+    for bad in ["prometheus:9090", "http://p:9090/?q=1"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["analyze", "-f", &fixture("error-rate.yaml")])
+            .args(["--prometheus", bad])
+            .output()
+            .expect("run vigil");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(4), "{bad}: {stderr}");
+        assert!(stderr.contains("--prometheus"), "{bad}: {stderr}");
+    }
+}
+
+#[test]
 fn shipped_http_error_rate_template_passes_healthy_and_fails_erroring() {
     let template = "analysis-templates/http-error-rate.yaml";
     analyze_expecting(template, &["rollout=healthy"], 0, "Successful");

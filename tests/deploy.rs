@@ -175,6 +175,65 @@ fn the_deployment_is_hardened_and_probed() {
     assert_eq!(strings(&container["args"])[0], "controller");
 }
 
+/// The controller's image as `deploy/` (or an overlay in `dir`) renders it.
+fn controller_image(docs: &[Value]) -> String {
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("Deployment");
+    deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .expect("image")
+        .to_owned()
+}
+
+#[test]
+fn the_image_is_the_one_make_image_tags_and_an_overlay_points_it_at_a_registry() {
+    let image = controller_image(&kustomize());
+    assert_eq!(
+        image,
+        format!("vigil:{}", env!("CARGO_PKG_VERSION")),
+        "deploy/ runs what `make image` builds (deploy/image/build.sh tags the crate version)"
+    );
+    assert!(!image.ends_with(":latest"));
+
+    // What `kustomize edit set image vigil=REGISTRY/vigil:TAG` writes, in an overlay.
+    // Kustomize takes the base by a relative path only.
+    let overlay = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("overlay dir");
+    let depth = overlay
+        .path()
+        .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .expect("the overlay is under the crate")
+        .components()
+        .count();
+    let base = format!("{}deploy", "../".repeat(depth));
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources:\n  - {}\n\
+             images:\n  - name: vigil\n    newName: registry.example/platform/vigil\n    newTag: 0.1.0-rc.1\n",
+            base
+        ),
+    )
+    .expect("write overlay");
+    let output = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(overlay.path())
+        .output()
+        .expect("kubectl kustomize");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let docs = documents(&String::from_utf8_lossy(&output.stdout));
+    assert_eq!(
+        controller_image(&docs),
+        "registry.example/platform/vigil:0.1.0-rc.1"
+    );
+}
+
 #[test]
 fn the_example_rollout_is_valid_and_its_route_is_routable() {
     let path = concat!(

@@ -224,6 +224,27 @@ fn every_expected_file_has_its_case() {
 }
 
 #[test]
+fn a_template_without_an_address_lints_clean_with_a_note_that_the_default_applies() {
+    let file = "tests/fixtures/error-rate-default-prometheus.yaml";
+    let output = vigil(&["lint", file]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout, "", "no problem");
+    assert!(
+        stderr.contains(&format!(
+            "{file}: spec.metrics[0].provider.prometheus.address: note: not set: the default Prometheus applies"
+        )) && stderr.contains("VIGIL_PROMETHEUS"),
+        "{stderr}"
+    );
+    let with_address = vigil(&["lint", "tests/fixtures/error-rate.yaml"]);
+    assert!(
+        !String::from_utf8_lossy(&with_address.stderr).contains("note:"),
+        "a metric naming its address gets no note"
+    );
+}
+
+#[test]
 fn a_missing_file_is_a_usage_error_naming_it() {
     let out = vigil(&[
         "lint",

@@ -85,6 +85,14 @@ spec:
     )
 }
 
+/// [`templates_yaml`] with no `address`: the Prometheus given with `--prometheus` applies.
+fn templates_without_address() -> String {
+    let with = templates_yaml(4);
+    let without = with.replace("          address: http://127.0.0.1:9090\n", "");
+    assert_ne!(with, without, "the template names no address any more");
+    without
+}
+
 /// A Rollout of `vigil demo-app` with `app_args`; `steps` is the YAML list of steps.
 fn rollout_yaml(name: &str, listen: u16, metrics: u16, command: &str, app_args: &[&str]) -> String {
     let args: Vec<String> = app_args.iter().map(|a| format!("{a:?}")).collect();
@@ -324,9 +332,10 @@ async fn healthy_release_is_promoted_and_bad_release_rolled_back() {
     let listen = free_port();
     let name = "shop";
     let v1 = rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v1"]);
+    // No `address` in the template: `--prometheus` applies.
     let files = [
         write(dir.path(), "rollout.yaml", &v1),
-        write(dir.path(), "templates.yaml", &templates_yaml(4)),
+        write(dir.path(), "templates.yaml", &templates_without_address()),
     ];
     let engine = Engine::start(
         dir.path(),
@@ -886,6 +895,32 @@ fn malformed_file_is_a_clear_error() {
     assert!(
         log.contains("broken.yaml") && log.contains("spec.replicas"),
         "names the file and the field: {log}"
+    );
+}
+
+#[test]
+fn a_template_without_an_address_needs_prometheus_and_says_so_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = free_port();
+    let files = [
+        write(
+            dir.path(),
+            "rollout.yaml",
+            &rollout_yaml("nowhere", listen, free_port(), VIGIL, &["--version", "v1"]),
+        ),
+        write(dir.path(), "templates.yaml", &templates_without_address()),
+    ];
+    let (code, log) = exit_of(Engine::start(dir.path(), &files, admin_addr(), &[]));
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains(
+            "template e2e-error-rate: metrics[0] (error-rate): provider.prometheus.address: not set"
+        ) && log.contains("--prometheus URL"),
+        "names the template, the metric, the field and the flag: {log}"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", listen)).is_err(),
+        "nothing was started"
     );
 }
 

@@ -833,7 +833,7 @@ fn threshold_metric(address: &Url) -> vigil::api::Metric {
         name: "errors".into(),
         provider: vigil::api::MetricProvider {
             prometheus: Some(vigil::api::PrometheusProvider {
-                address: address.to_string(),
+                address: Some(address.to_string()),
                 query: Some("up".into()),
                 ..Default::default()
             }),

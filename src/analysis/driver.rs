@@ -2,12 +2,13 @@
 //! (`analysis::run`). Shared by `vigil analyze`, the local platform and the controller.
 
 use jiff::Timestamp;
-use url::Url;
 
 use crate::analysis::measure::{RunContext, measure_metric};
 use crate::analysis::provider::bounded;
 use crate::analysis::provider::prometheus::{ConcurrencyLimiter, PrometheusClient};
-use crate::analysis::provider::resolve::{Origin, SecretReader, client_config};
+use crate::analysis::provider::resolve::{
+    CommandLinePrometheus, Origin, SecretReader, client_config,
+};
 use crate::analysis::run::{self, MetricSchedule, RunError};
 use crate::analysis::template::substitute::substituted_forms;
 use crate::api::{AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus};
@@ -140,25 +141,32 @@ pub struct Prepared {
     pub redactor: Redactor,
 }
 
-/// Every origin the run's queries go to. A Secret argument is substituted into every query of
-/// the run, so it travels to each of them.
-fn query_origins(spec: &AnalysisRunSpec) -> Result<Vec<Origin>, DriverError> {
+/// Every origin the run's queries go to (each metric's address as `prometheus` chooses it).
+/// A Secret argument is substituted into every query of the run, so it travels to each of
+/// them.
+fn query_origins(
+    spec: &AnalysisRunSpec,
+    prometheus: &CommandLinePrometheus,
+) -> Result<Vec<Origin>, DriverError> {
     let mut origins = Vec::new();
     for (index, metric) in spec.metrics.iter().enumerate() {
-        let Some(prometheus) = metric.provider.prometheus.as_ref() else {
+        let Some(provider) = metric.provider.prometheus.as_ref() else {
             continue;
         };
-        let origin = Url::parse(&prometheus.address)
-            .map_err(|e| e.to_string())
-            .and_then(|url| Origin::of(&url))
-            .map_err(|reason| DriverError::ConfigureProvider {
-                index,
-                metric: bounded(&metric.name).into_owned(),
-                reason: format!(
-                    "provider.prometheus.address {:?}: {reason}",
-                    bounded(&prometheus.address)
-                ),
-            })?;
+        let configure = |reason: String| DriverError::ConfigureProvider {
+            index,
+            metric: bounded(&metric.name).into_owned(),
+            reason,
+        };
+        let address = prometheus
+            .address_of(provider)
+            .map_err(|e| configure(e.to_string()))?;
+        let origin = Origin::of(&address).map_err(|reason| {
+            configure(format!(
+                "provider.prometheus.address {:?}: {reason}",
+                bounded(address.as_str())
+            ))
+        })?;
         if !origins.contains(&origin) {
             origins.push(origin);
         }
@@ -173,6 +181,7 @@ fn query_origins(spec: &AnalysisRunSpec) -> Result<Vec<Origin>, DriverError> {
 /// was created). Errors never carry a Secret's value.
 pub fn prepare(
     spec: &AnalysisRunSpec,
+    prometheus: &CommandLinePrometheus,
     secrets: &dyn SecretReader,
 ) -> Result<Prepared, DriverError> {
     check_run_bounds(spec)?;
@@ -181,7 +190,7 @@ pub fn prepare(
         .iter()
         .any(|arg| crate::analysis::instantiate::secret_ref(arg).is_some());
     let origins = if has_secret_args {
-        query_origins(spec)?
+        query_origins(spec, prometheus)?
     } else {
         Vec::new()
     };
@@ -246,11 +255,11 @@ pub fn check_run_bounds(spec: &AnalysisRunSpec) -> Result<(), DriverError> {
     Ok(run::check_bounds(spec)?)
 }
 
-/// One client per metric, in the order of `spec.metrics`, after the run's size bounds are
-/// checked. Error texts are bounded.
+/// One client per metric, in the order of `spec.metrics`, each to the address `prometheus`
+/// chooses, after the run's size bounds are checked. Error texts are bounded.
 pub fn clients_for(
     spec: &AnalysisRunSpec,
-    address_override: Option<&Url>,
+    prometheus: &CommandLinePrometheus,
     secrets: &dyn SecretReader,
     limiter: &ConcurrencyLimiter,
 ) -> Result<Vec<PrometheusClient>, DriverError> {
@@ -269,7 +278,7 @@ pub fn clients_for(
                 .prometheus
                 .as_ref()
                 .ok_or_else(|| configure("no provider.prometheus".to_owned()))?;
-            let config = client_config(provider, address_override, secrets)
+            let config = client_config(provider, prometheus, secrets)
                 .map_err(|e| configure(e.to_string()))?;
             PrometheusClient::new(config, limiter).map_err(|e| configure(e.to_string()))
         })
@@ -424,7 +433,12 @@ mod tests {
     #[test]
     fn a_secret_argument_in_a_regex_matcher_is_redacted_in_its_regex_quoted_form() {
         let spec = spec_with_secret_arg(r#"sum(up{tenant=~"{{args.tenant}}"}[{{args.window}}])"#);
-        let prepared = prepare(&spec, &OneSecret("acme.corp+eu")).expect("prepare");
+        let prepared = prepare(
+            &spec,
+            &CommandLinePrometheus::None,
+            &OneSecret("acme.corp+eu"),
+        )
+        .expect("prepare");
         let query = prepared.spec.metrics[0]
             .provider
             .prometheus
@@ -441,7 +455,12 @@ mod tests {
     #[test]
     fn a_secret_argument_is_substituted_in_memory_with_label_escaping() {
         let spec = spec_with_secret_arg(r#"sum(up{tenant="{{args.tenant}}"}[{{args.window}}])"#);
-        let prepared = prepare(&spec, &OneSecret(r#"x"} or vector(1) or {x=""#)).expect("prepare");
+        let prepared = prepare(
+            &spec,
+            &CommandLinePrometheus::None,
+            &OneSecret(r#"x"} or vector(1) or {x=""#),
+        )
+        .expect("prepare");
         let query = prepared.spec.metrics[0]
             .provider
             .prometheus
@@ -459,7 +478,8 @@ mod tests {
     #[test]
     fn a_secret_argument_outside_a_cluster_is_an_error_naming_the_argument() {
         let spec = spec_with_secret_arg(r#"up{tenant="{{args.tenant}}"}"#);
-        let error = prepare(&spec, &NoSecrets).expect_err("no cluster");
+        let error =
+            prepare(&spec, &CommandLinePrometheus::None, &NoSecrets).expect_err("no cluster");
         assert!(error.to_string().starts_with("args[tenant]:"), "{error}");
     }
 }

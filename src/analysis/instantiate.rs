@@ -220,7 +220,9 @@ pub fn substitute_queries(
     prometheus: &mut PrometheusProvider,
     args: &BTreeMap<String, String>,
 ) -> Result<(), TemplateError> {
-    prometheus.address = substitute_plain(&prometheus.address, args)?;
+    if let Some(address) = prometheus.address.as_mut() {
+        *address = substitute_plain(address, args)?;
+    }
     for query in [
         &mut prometheus.query,
         &mut prometheus.canary_query,
@@ -268,7 +270,7 @@ mod tests {
                 name: "errors".to_owned(),
                 provider: MetricProvider {
                     prometheus: Some(PrometheusProvider {
-                        address: "http://prometheus:9090".to_owned(),
+                        address: Some("http://prometheus:9090".to_owned()),
                         query: Some(query.to_owned()),
                         ..PrometheusProvider::default()
                     }),

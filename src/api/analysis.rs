@@ -234,8 +234,12 @@ pub struct MetricProvider {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PrometheusProvider {
-    /// Base URL, e.g. `http://prometheus.monitoring:9090`.
-    pub address: String,
+    /// Base URL, e.g. `http://prometheus.monitoring:9090`. When unset, the default Prometheus
+    /// the operator gave the controller applies (`vigil controller --prometheus`, or
+    /// `VIGIL_PROMETHEUS`; `--prometheus` of `vigil analyze` and `vigil run`); with no
+    /// default either, the run ends in Error naming this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     /// The PromQL query for the threshold judge. Must yield one value, or a vector the
     /// conditions handle as a list.
     #[serde(default, skip_serializing_if = "Option::is_none")]

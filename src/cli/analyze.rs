@@ -9,7 +9,7 @@ use url::Url;
 use crate::analysis::driver::{DriverError, MeasureAt, advance, clients_for};
 use crate::analysis::instantiate::instantiate;
 use crate::analysis::provider::prometheus::ConcurrencyLimiter;
-use crate::analysis::provider::resolve::NoSecrets;
+use crate::analysis::provider::resolve::{CommandLinePrometheus, NoSecrets};
 use crate::analysis::run::{self, RunError};
 use crate::analysis::template::validate_template;
 use crate::api::{AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, Argument};
@@ -41,8 +41,9 @@ pub struct AnalyzeArgs {
     /// AnalysisTemplate YAML files (several documents per file allowed).
     #[arg(short = 'f', long = "file", required = true)]
     pub files: Vec<PathBuf>,
-    /// Prometheus to query, replacing each metric's `address`.
-    #[arg(long)]
+    /// Prometheus to query, replacing each metric's `address` (templates may then leave it
+    /// unset).
+    #[arg(long, value_name = "URL", value_parser = CommandLinePrometheus::parse_url)]
     pub prometheus: Option<Url>,
     /// A template argument, `NAME=VALUE`; repeat for several.
     #[arg(long = "arg", value_name = "NAME=VALUE", value_parser = parse_arg)]
@@ -176,7 +177,11 @@ async fn execute(args: &AnalyzeArgs) -> Result<AnalysisRunStatus, AnalyzeError> 
         .collect();
     let mut spec: AnalysisRunSpec = instantiate(&templates, &given)?;
     let limiter = ConcurrencyLimiter::default();
-    let clients = clients_for(&spec, args.prometheus.as_ref(), &NoSecrets, &limiter)?;
+    let prometheus = args
+        .prometheus
+        .clone()
+        .map_or(CommandLinePrometheus::None, CommandLinePrometheus::Override);
+    let clients = clients_for(&spec, &prometheus, &NoSecrets, &limiter)?;
     let (mut now, clock) = match (args.start, args.end) {
         (Some(start), Some(end)) if start < end => (start, Clock::Replay { end }),
         (Some(start), Some(end)) => return Err(AnalyzeError::ValidateWindow { start, end }),

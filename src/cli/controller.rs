@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use clap::Args;
 
+use crate::analysis::provider::resolve::CommandLinePrometheus;
 use crate::platform::kubernetes::{ControllerConfig, lease_name_for, run as run_controller};
 
 /// Arguments of `vigil controller`.
@@ -54,6 +55,17 @@ pub struct ControllerArgs {
         value_parser = crate::analysis::provider::resolve::Origin::parse_listed,
     )]
     pub credential_origins: Vec<crate::analysis::provider::resolve::Origin>,
+    /// The Prometheus queried by metrics that name no `provider.prometheus.address`, as
+    /// Flagger's `-metrics-server` (e.g. `http://prometheus.monitoring:9090`). A metric's own
+    /// address still wins. It is not a credential origin by being the default: list it with
+    /// `--credential-origin` for `file:` credentials to reach it.
+    #[arg(
+        long,
+        env = "VIGIL_PROMETHEUS",
+        value_name = "URL",
+        value_parser = CommandLinePrometheus::parse_url,
+    )]
+    pub prometheus: Option<url::Url>,
 }
 
 /// Runs the controller until SIGTERM/Ctrl-C; exit code 0, or 1 with the reason on stderr.
@@ -81,6 +93,7 @@ pub fn run(args: &ControllerArgs) -> i32 {
         selector: args.selector.clone(),
         credential_dirs: args.credential_dirs.clone(),
         credential_origins: args.credential_origins.clone(),
+        default_prometheus: args.prometheus.clone(),
     };
     match runtime.block_on(run_controller(config)) {
         Ok(()) => 0,

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::lint::lint_file;
+use crate::lint::{lint_file, lint_notes};
 
 /// Arguments of `vigil lint`.
 #[derive(Debug, clap::Args)]
@@ -157,7 +157,13 @@ pub fn run(args: &LintArgs) -> i32 {
             }
         };
         let found = match String::from_utf8(bytes) {
-            Ok(text) => lint_file(file, &text),
+            Ok(text) => {
+                // Notes go to stderr: stdout holds problems only, one per line.
+                for note in lint_notes(file, &text) {
+                    eprintln!("{note}");
+                }
+                lint_file(file, &text)
+            }
             Err(_) => vec![crate::lint::LintProblem {
                 file: file.display().to_string(),
                 document: None,

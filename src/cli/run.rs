@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use url::Url;
 
+use crate::analysis::provider::resolve::{CommandLinePrometheus, ResolveError};
 use crate::platform::local::admin::{Admin, DEFAULT_ADMIN, require_loopback};
 use crate::platform::local::engine::{Engine, EngineConfig, EngineHandle, Sources};
 use crate::platform::local::supervisor::SupervisorConfig;
@@ -24,8 +25,13 @@ pub struct RunArgs {
     /// Where status, AnalysisRuns and events persist; a restarted engine resumes from it.
     #[arg(long, default_value = ".vigil")]
     pub state_dir: PathBuf,
-    /// Prometheus to query, replacing each metric's `address`.
-    #[arg(long)]
+    /// Prometheus to query, replacing each metric's `address` (templates may then leave it
+    /// unset).
+    #[arg(
+        long,
+        value_name = "URL",
+        value_parser = CommandLinePrometheus::parse_url
+    )]
     pub prometheus: Option<Url>,
     /// Loopback address of the admin endpoint used by `vigil local ...` (other addresses are
     /// refused: the endpoint runs commands). Its token is written to `admin.token` in the
@@ -51,6 +57,10 @@ pub fn run(args: &RunArgs) -> i32 {
         eprintln!("vigil run: no Rollout in the files given");
         return EXIT_INVALID_INPUT;
     }
+    if let Err(error) = every_metric_has_an_address(&sources, args.prometheus.as_ref()) {
+        eprintln!("vigil run: {error}");
+        return EXIT_INVALID_INPUT;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -62,6 +72,28 @@ pub fn run(args: &RunArgs) -> i32 {
         }
     };
     runtime.block_on(serve(args, sources))
+}
+
+/// Refuses before anything starts a metric that would query no Prometheus: one without an
+/// address when `--prometheus` is not given either.
+fn every_metric_has_an_address(sources: &Sources, prometheus: Option<&Url>) -> Result<(), String> {
+    let rule = prometheus.map_or(CommandLinePrometheus::None, |url| {
+        CommandLinePrometheus::Override(url.clone())
+    });
+    for (template, spec) in &sources.templates {
+        for (index, metric) in spec.metrics.iter().enumerate() {
+            let Some(provider) = &metric.provider.prometheus else {
+                continue;
+            };
+            if let Err(error @ ResolveError::MissingAddress) = rule.address_of(provider) {
+                return Err(format!(
+                    "template {template}: metrics[{index}] ({}): {error}",
+                    metric.name
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn serve(args: &RunArgs, sources: Sources) -> i32 {

@@ -13,7 +13,8 @@ use crate::api::{
     BackgroundAnalysis, BasicAuth, CanaryStep, CanaryStrategy, ClusterAnalysisTemplate,
     ClusterAnalysisTemplateSpec, FieldSelector, GatewayApiRouting, HeaderSource, Metric,
     MetricProvider, PauseStep, PrometheusAuth, PrometheusProvider, Rollout, RolloutSpec,
-    RolloutStrategy, SecretKeySelector, SecretSource, TemplateRef, TrafficRouting,
+    RolloutStrategy, ScaleDown, SecretKeySelector, SecretSource, TemplateRef, TrafficRouting,
+    WorkloadRef,
 };
 
 use super::expr::translate;
@@ -125,6 +126,9 @@ pub(super) fn rollout(document: &Value, inputs: &Inputs<'_>, notes: &mut Notes) 
             Err(error) => notes.unmapped("spec.template", format!("not a pod template: {error}")),
         }
     }
+    if let Some(workload) = spec.take("workloadRef") {
+        out.workload_ref = workload_ref(workload, notes);
+    }
     if spec.bool("progressDeadlineAbort", notes) == Some(false) {
         notes.unmapped(
             "spec.progressDeadlineAbort",
@@ -133,7 +137,6 @@ pub(super) fn rollout(document: &Value, inputs: &Inputs<'_>, notes: &mut Notes) 
     }
     spec.finish(notes, |key| {
         Some(match key {
-            "workloadRef" => "vigil does not adopt Deployments through workloadRef yet: copy the Deployment's `selector` and `template` into the Rollout".to_owned(),
             "minReadySeconds" => "vigil counts a pod as soon as it is ready; use the readiness probe's initialDelaySeconds".to_owned(),
             "analysis" => "AnalysisRun history limits: vigil keeps one run per step and attempt and deletes the rest with the Rollout".to_owned(),
             _ => return None,
@@ -143,6 +146,35 @@ pub(super) fn rollout(document: &Value, inputs: &Inputs<'_>, notes: &mut Notes) 
         metadata: carry_metadata(document),
         spec: out,
         status: None,
+    })
+}
+
+/// Argo's `workloadRef` is vigil's, field for field (`scaleDown` with Argo's values).
+fn workload_ref(value: &Value, notes: &mut Notes) -> Option<WorkloadRef> {
+    let path = "spec.workloadRef";
+    let mut fields = Fields::of(value, path, notes);
+    let api_version = fields.string("apiVersion", notes).unwrap_or_default();
+    let kind = fields.string("kind", notes).unwrap_or_default();
+    let name = fields.string("name", notes).unwrap_or_default();
+    let scale_down = match fields.string("scaleDown", notes).as_deref() {
+        None => None,
+        Some("never") => Some(ScaleDown::Never),
+        Some("onsuccess") => Some(ScaleDown::OnSuccess),
+        Some("progressively") => Some(ScaleDown::Progressively),
+        Some(other) => {
+            notes.unmapped(
+                format!("{path}.scaleDown"),
+                format!("`{other}` is none of never, onsuccess, progressively"),
+            );
+            None
+        }
+    };
+    fields.finish(notes, |_| None);
+    Some(WorkloadRef {
+        api_version,
+        kind,
+        name,
+        scale_down,
     })
 }
 
@@ -644,7 +676,8 @@ fn uses_argument(metric: &Metric, name: &str) -> bool {
         crate::analysis::template::placeholders(text)
             .is_ok_and(|refs| refs.iter().any(|r| r.name == name))
     };
-    mentions(&prometheus.address) || prometheus.query.as_deref().is_some_and(mentions)
+    prometheus.address.as_deref().is_some_and(mentions)
+        || prometheus.query.as_deref().is_some_and(mentions)
 }
 
 fn metric(
@@ -799,6 +832,15 @@ fn prometheus_provider(
         h.finish(notes, |_| None);
         let (value, value_from) = match secret_argument(&value, args) {
             Some(secret) => (None, Some(secret)),
+            None if value.contains("{{") => {
+                // vigil sends a header value as written: a placeholder inside it would reach
+                // the server as `{{args.…}}`.
+                notes.unmapped(
+                    format!("{at}.value"),
+                    "a placeholder inside the value: vigil sends header values as written; keep the whole value in a Secret (`auth.headers[].valueFrom.secretKeyRef`), or for `Bearer {{args.TOKEN}}` use `auth.bearerToken.secretKeyRef`; the header is left out",
+                );
+                continue;
+            }
             None => (Some(value), None),
         };
         auth.headers.push(HeaderSource {
@@ -832,7 +874,7 @@ fn prometheus_provider(
     });
     let auth = (auth != PrometheusAuth::default()).then_some(auth);
     Some(Some(PrometheusProvider {
-        address,
+        address: Some(address),
         query,
         timeout,
         auth,

@@ -8,12 +8,13 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::Value;
 
 use crate::api::{
     AnalysisTemplate, AnalysisTemplateSpec, Argument, BackgroundAnalysis, CanaryStep,
-    CanaryStrategy, Metric, MetricProvider, PauseStep, PrometheusProvider, Rollout, RolloutSpec,
-    RolloutStrategy, TemplateRef,
+    CanaryStrategy, GatewayApiRouting, Metric, MetricProvider, PauseStep, PrometheusProvider,
+    Rollout, RolloutSpec, RolloutStrategy, ScaleDown, TemplateRef, TrafficRouting, WorkloadRef,
 };
 
 use super::argo::duration;
@@ -48,12 +49,13 @@ struct Names {
     ingress: Option<String>,
 }
 
-/// A Canary as a Rollout and its AnalysisTemplate; `None` when it cannot be one.
+/// A Canary as a Rollout and its AnalysisTemplate (none without a metric); `None` when it
+/// cannot be a Rollout.
 pub(super) fn canary(
     document: &Value,
     inputs: &mut Inputs<'_>,
     notes: &mut Notes,
-) -> Option<(Rollout, AnalysisTemplate)> {
+) -> Option<(Rollout, Option<AnalysisTemplate>)> {
     let mut root = Fields::of(document, "", notes);
     for key in ["apiVersion", "kind", "metadata", "status"] {
         root.ignore(key);
@@ -74,18 +76,10 @@ pub(super) fn canary(
     notes.unmapped(
         "spec.service",
         format!(
-            "vigil generates no Services or routes: it points the selectors of `stableService` ({service_name}-primary) and `canaryService` ({service_name}-canary), which must exist; Flagger's are deleted with the Canary (owner references), so apply copies without ownerReferences first"
+            "vigil generates no Services or routes: it points the selectors of `stableService` ({service_name}-primary) and `canaryService` ({service_name}-canary), which must exist (and sets the weights of the route that sends to both); Flagger's are deleted with the Canary (owner references), so apply copies without ownerReferences first"
         ),
     );
-    notes.unmapped(
-        "spec.provider",
-        format!(
-            "Flagger routed with {}: vigil routes with a Gateway API HTTPRoute (`spec.strategy.canary.trafficRouting.gatewayAPI.httpRoute`, the route with backendRefs to both Services), or by replica counts without a router; add the router",
-            provider
-                .as_deref()
-                .map_or("its controller's -mesh-provider".to_owned(), |p| format!("`{p}`"))
-        ),
-    );
+    let traffic_routing = routing(provider.as_deref(), &service_name, notes);
     let ingress = spec
         .take("ingressRef")
         .and_then(|r| r.get("name"))
@@ -128,6 +122,7 @@ pub(super) fn canary(
         progress_deadline_seconds,
         strategy: RolloutStrategy {
             canary: CanaryStrategy {
+                traffic_routing,
                 stable_service: Some(format!("{service_name}-primary")),
                 canary_service: Some(format!("{service_name}-canary")),
                 steps: schedule,
@@ -154,12 +149,39 @@ pub(super) fn canary(
             spec: rollout_spec,
             status: None,
         },
-        AnalysisTemplate {
+        // Without a metric there is nothing to judge: no template, no background analysis.
+        (!analysis_spec.metrics.is_empty()).then_some(AnalysisTemplate {
             metadata: template_metadata,
             spec: analysis_spec,
             status: None,
-        },
+        }),
     ))
+}
+
+/// The router: Flagger's Gateway API provider keeps its weights in the HTTPRoute named after
+/// the apex Service, with backendRefs to `<name>-primary` and `<name>-canary`, exactly what
+/// vigil's `gatewayAPI` router sets; other providers are reported.
+fn routing(
+    provider: Option<&str>,
+    service_name: &str,
+    notes: &mut Notes,
+) -> Option<TrafficRouting> {
+    if provider.is_some_and(|p| p == "gatewayapi" || p.starts_with("gatewayapi:")) {
+        return Some(TrafficRouting {
+            gateway_api: Some(GatewayApiRouting {
+                http_route: service_name.to_owned(),
+            }),
+            ..Default::default()
+        });
+    }
+    notes.unmapped(
+        "spec.provider",
+        format!(
+            "Flagger routed with {}: vigil routes with a Gateway API HTTPRoute (`spec.strategy.canary.trafficRouting.gatewayAPI.httpRoute`, the route with backendRefs to both Services), or by replica counts without a router; add the router",
+            provider.map_or("its controller's -mesh-provider".to_owned(), |p| format!("`{p}`"))
+        ),
+    );
+    None
 }
 
 /// The name of the Deployment the Canary targets; `None` (reported) for other kinds.
@@ -210,9 +232,21 @@ fn adopt_deployment(
         })
         .copied();
     let Some(deployment) = found else {
+        // Not among the inputs: adopt it where it runs. Flagger scaled it to 0 already (its
+        // primary served), so vigil scaling it down as its own pods get ready costs nothing.
+        spec.workload_ref = Some(WorkloadRef {
+            api_version: "apps/v1".to_owned(),
+            kind: "Deployment".to_owned(),
+            name: target.to_owned(),
+            scale_down: Some(ScaleDown::Progressively),
+        });
+        spec.selector = LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".to_owned(), target.to_owned())])),
+            ..Default::default()
+        };
         notes.unmapped(
             "spec.targetRef",
-            format!("Deployment `{target}` is not among the inputs: pass its YAML too (vigil convert canary.yaml deployment.yaml) so its selector and pod template become the Rollout's"),
+            format!("Deployment `{target}` is not among the inputs: the Rollout adopts it through workloadRef, with the selector `app: {target}` (Flagger's default selector label), which must match its pods' labels; pass the Deployment's YAML too to have its own selector and pod template"),
         );
         return;
     };
@@ -486,7 +520,7 @@ fn canary_metric(
         success_condition: condition,
         provider: MetricProvider {
             prometheus: Some(PrometheusProvider {
-                address,
+                address: Some(address),
                 query: Some(query),
                 ..Default::default()
             }),

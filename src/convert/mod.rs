@@ -207,43 +207,11 @@ pub fn convert(sources: &[Source]) -> Conversion {
     let mut inputs = collect_inputs(sources);
     for source in sources {
         let mut notes = Notes::default();
-        let converted = match origin_of(&source.document) {
-            Some(Origin::ArgoRollout) => argo::rollout(&source.document, &inputs, &mut notes)
-                .map(|r| Converted::Rollout(Box::new(r))),
-            Some(Origin::ArgoTemplate(cluster)) => {
-                argo::template(&source.document, cluster, &inputs, &mut notes)
-            }
-            Some(Origin::FlaggerCanary) => {
-                flagger::canary(&source.document, &mut inputs, &mut notes).map(
-                    |(rollout, template)| {
-                        conversion
-                            .documents
-                            .push(Converted::AnalysisTemplate(Box::new(template)));
-                        Converted::Rollout(Box::new(rollout))
-                    },
-                )
-            }
-            Some(Origin::FlaggerMetricTemplate) => {
-                flagger::metric_template_alone(&source.document, sources, &mut notes);
-                None
-            }
-            Some(Origin::ArgoOther | Origin::FlaggerOther) => {
-                let kind = source
-                    .document
-                    .get("kind")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                notes.unmapped(
-                    "kind",
-                    format!("`{kind}` is not converted: vigil converts Rollouts, analysis templates, Canaries and MetricTemplates; vigil creates its own runs"),
-                );
-                None
-            }
-            None => Some(Converted::Other(source.document.clone())),
-        };
-        if let Some(converted) = converted {
-            conversion.documents.push(converted);
+        let converted = convert_one(source, sources, &mut inputs, &mut notes);
+        for document in &converted {
+            check_converted(document, &mut notes);
         }
+        conversion.documents.extend(converted);
         conversion
             .unmapped
             .extend(notes.0.into_iter().map(|(path, reason)| Unmapped {
@@ -262,6 +230,84 @@ pub fn convert(sources: &[Source]) -> Conversion {
         _ => true,
     });
     conversion
+}
+
+/// The vigil documents one source becomes (none, one, or a Rollout and its template).
+fn convert_one<'a>(
+    source: &'a Source,
+    sources: &'a [Source],
+    inputs: &mut Inputs<'a>,
+    notes: &mut Notes,
+) -> Vec<Converted> {
+    let document = &source.document;
+    match origin_of(document) {
+        Some(Origin::ArgoRollout) => argo::rollout(document, inputs, notes)
+            .map(|r| Converted::Rollout(Box::new(r)))
+            .into_iter()
+            .collect(),
+        Some(Origin::ArgoTemplate(cluster)) => argo::template(document, cluster, inputs, notes)
+            .into_iter()
+            .collect(),
+        Some(Origin::FlaggerCanary) => flagger::canary(document, inputs, notes)
+            .map(|(rollout, template)| {
+                template
+                    .map(|t| Converted::AnalysisTemplate(Box::new(t)))
+                    .into_iter()
+                    .chain([Converted::Rollout(Box::new(rollout))])
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Some(Origin::FlaggerMetricTemplate) => {
+            flagger::metric_template_alone(document, sources, notes);
+            Vec::new()
+        }
+        Some(Origin::ArgoOther | Origin::FlaggerOther) => {
+            let kind = document
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            notes.unmapped(
+                "kind",
+                format!("`{kind}` is not converted: vigil converts Rollouts, analysis templates, Canaries and MetricTemplates; vigil creates its own runs"),
+            );
+            Vec::new()
+        }
+        None => vec![Converted::Other(document.clone())],
+    }
+}
+
+/// Runs vigil's own validators on a converted document, so that what vigil would refuse
+/// (a timeout over `MAX_QUERY_TIMEOUT`, decreasing weights) is reported here rather than
+/// found by `vigil lint` on the output.
+fn check_converted(document: &Converted, notes: &mut Notes) {
+    let (kind, name, problems) = match document {
+        Converted::Rollout(r) => (
+            "Rollout",
+            &r.metadata.name,
+            crate::rollout::validate_spec(&r.spec),
+        ),
+        Converted::AnalysisTemplate(t) => (
+            "AnalysisTemplate",
+            &t.metadata.name,
+            crate::analysis::template::validate_template(&t.spec),
+        ),
+        Converted::ClusterAnalysisTemplate(t) => (
+            "ClusterAnalysisTemplate",
+            &t.metadata.name,
+            crate::analysis::template::validate_template(&t.spec.template),
+        ),
+        Converted::Other(_) => return,
+    };
+    for problem in problems {
+        notes.unmapped(
+            problem.path,
+            format!(
+                "vigil refuses the converted {kind} `{}`: {}",
+                name.as_deref().unwrap_or_default(),
+                problem.message
+            ),
+        );
+    }
 }
 
 fn collect_inputs(sources: &[Source]) -> Inputs<'_> {

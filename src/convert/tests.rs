@@ -209,6 +209,12 @@ fn flagger_canary_becomes_steps_a_background_analysis_and_its_template() {
             None
         ]
     );
+    // Flagger's Gateway API router keeps the weights in the HTTPRoute named after the Service.
+    let route = canary
+        .traffic_routing
+        .as_ref()
+        .and_then(|r| r.gateway_api.as_ref());
+    assert_eq!(route.map(|g| g.http_route.as_str()), Some("podinfo"));
     assert_eq!(canary.stable_service.as_deref(), Some("podinfo-primary"));
     assert_eq!(canary.canary_service.as_deref(), Some("podinfo-canary"));
     // The Deployment's pod template is the Rollout's, and the Deployment is not written out.
@@ -303,7 +309,7 @@ fn flagger_builtin_metrics_become_vigil_templates_in_vigil_units() {
         .provider
         .prometheus
         .as_ref()
-        .map(|p| p.address.as_str());
+        .and_then(|p| p.address.as_deref());
     assert_eq!(address, Some("http://prometheus.istio-system:9090"));
 }
 
@@ -350,4 +356,129 @@ fn the_no_data_policy_of_a_guard_is_kept() {
     let spec = template(&converted, "t");
     assert_eq!(spec.metrics[0].no_data, Some(NoDataPolicy::Pass));
     assert_eq!(converted.unmapped, []);
+}
+
+#[test]
+fn what_vigil_would_refuse_is_reported_by_the_conversion_not_left_to_lint() {
+    let text = "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: t\nspec:\n  metrics:\n  - name: m\n    successCondition: result[0] > 1\n    provider:\n      prometheus: {address: 'http://p:9090', query: 'sum(x)', timeout: 600}\n";
+    let converted = convert(&sources("t.yaml", text));
+    assert_eq!(converted.unmapped.len(), 1, "{:?}", converted.unmapped);
+    let line = converted.unmapped[0].to_string();
+    assert!(line.starts_with("t.yaml: [0] spec.metrics[0].provider.prometheus.timeout: vigil refuses the converted AnalysisTemplate `t`"), "{line}");
+    assert!(line.contains("MAX_QUERY_TIMEOUT"), "{line}");
+}
+
+#[test]
+fn argo_workload_ref_is_vigil_workload_ref() {
+    let converted = fixture("argo-workload-ref.yaml");
+    assert_eq!(converted.unmapped, []);
+    let workload = rollout(&converted)
+        .workload_ref
+        .as_ref()
+        .expect("workloadRef");
+    assert_eq!(workload.name, "rollout-ref-deployment");
+    assert_eq!(
+        workload.scale_down,
+        Some(crate::api::ScaleDown::Progressively)
+    );
+    assert!(rollout(&converted).template.is_none());
+    // The Deployment is not a Canary's target: it stays, passed through.
+    assert!(
+        converted
+            .documents
+            .iter()
+            .any(|d| matches!(d, Converted::Other(_)))
+    );
+}
+
+#[test]
+fn a_canary_whose_deployment_is_not_given_adopts_it_through_workload_ref() {
+    let text = "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: podinfo\nspec:\n  provider: gatewayapi:v1\n  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}\n  service: {port: 9898}\n  analysis:\n    interval: 1m\n    stepWeight: 50\n    metrics:\n    - name: request-success-rate\n      thresholdRange: {min: 99}\n";
+    let converted = convert(&sources("c.yaml", text));
+    let spec = rollout(&converted);
+    let workload = spec.workload_ref.as_ref().expect("workloadRef");
+    assert_eq!(
+        (workload.kind.as_str(), workload.name.as_str()),
+        ("Deployment", "podinfo")
+    );
+    assert_eq!(
+        workload.scale_down,
+        Some(crate::api::ScaleDown::Progressively)
+    );
+    let labels = spec.selector.match_labels.as_ref().expect("labels");
+    assert_eq!(labels.get("app").map(String::as_str), Some("podinfo"));
+    let paths: Vec<&str> = converted.unmapped.iter().map(|u| u.path.as_str()).collect();
+    // The Services and the assumed selector are reported, and the built-in metric Flagger
+    // measured with app-level metrics under Gateway API (no vigil template: left out, and with
+    // it the analysis template); the router maps.
+    assert_eq!(
+        paths,
+        ["spec.service", "spec.analysis.metrics[0]", "spec.targetRef"],
+        "{:?}",
+        converted.unmapped
+    );
+    assert!(spec.strategy.canary.analysis.is_none());
+    assert_eq!(converted.documents.len(), 1);
+    assert!(spec.strategy.canary.traffic_routing.is_some());
+}
+
+#[test]
+fn secret_arguments_in_headers_and_ca_become_secret_references_and_templated_headers_are_reported()
+{
+    let text = r#"apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: t}
+spec:
+  args:
+  - name: tenant
+    valueFrom: {secretKeyRef: {name: mimir, key: tenant}}
+  - name: token
+    valueFrom: {secretKeyRef: {name: mimir, key: token}}
+  - name: ca
+    valueFrom: {secretKeyRef: {name: mimir, key: ca.crt}}
+  metrics:
+  - name: m
+    successCondition: result[0] < 1
+    provider:
+      prometheus:
+        address: https://mimir.example.com/prometheus
+        caCert: "{{ args.ca }}"
+        headers:
+        - {key: X-Scope-OrgID, value: "{{args.tenant}}"}
+        - {key: Authorization, value: "Bearer {{args.token}}"}
+        query: sum(x)
+"#;
+    let converted = convert(&sources("t.yaml", text));
+    let spec = template(&converted, "t");
+    let auth = spec.metrics[0]
+        .provider
+        .prometheus
+        .as_ref()
+        .and_then(|p| p.auth.as_ref())
+        .expect("auth");
+    assert_eq!(auth.headers.len(), 1);
+    let tenant = auth.headers[0]
+        .value_from
+        .as_ref()
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .expect("secret");
+    assert_eq!(
+        (tenant.name.as_str(), tenant.key.as_str()),
+        ("mimir", "tenant")
+    );
+    assert_eq!(auth.headers[0].value, None);
+    let ca = auth
+        .ca_bundle
+        .as_ref()
+        .and_then(|c| c.secret_key_ref.as_ref())
+        .expect("ca");
+    assert_eq!(ca.key, "ca.crt");
+    // No Secret argument is left in the template: each one fed `auth` only.
+    assert!(spec.args.is_empty(), "{:?}", spec.args);
+    let paths: Vec<&str> = converted.unmapped.iter().map(|u| u.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["spec.metrics[0].provider.prometheus.headers[1].value"]
+    );
+    assert!(converted.unmapped[0].reason.contains("auth.bearerToken"));
 }

@@ -483,7 +483,7 @@ pub enum ProviderError {
 }
 
 /// `error: cause: root cause`, skipping causes whose text the previous message already holds.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut out = error.to_string();
     let mut next = error.source();
     while let Some(cause) = next {

@@ -380,7 +380,13 @@ impl PrometheusClient {
         }
         let http = builder
             .build()
-            .map_err(|e| invalid(format!("HTTP client: {e}")))?;
+            // The cause says why (e.g. no CA certificate found on this system).
+            .map_err(|e| {
+                invalid(format!(
+                    "HTTP client: {}",
+                    super::measurement::error_chain(&e)
+                ))
+            })?;
         let slots = limiter.semaphore(&base);
         Ok(PrometheusClient {
             inner: Arc::new(Inner {

@@ -24,6 +24,13 @@ pub enum ResolveError {
         /// The parser's message.
         reason: String,
     },
+    /// The metric names no address and there is no default to apply.
+    #[error(
+        "provider.prometheus.address: not set, and no default Prometheus was given (set the \
+         address, or give one: `vigil controller --prometheus URL` or VIGIL_PROMETHEUS; \
+         `--prometheus URL` for `vigil analyze` and `vigil run`)"
+    )]
+    MissingAddress,
     /// The timeout does not parse.
     #[error("provider.prometheus.timeout: {0}")]
     ParseTimeout(crate::api::duration::DurationError),
@@ -41,6 +48,51 @@ pub enum ResolveError {
         /// What went wrong (never the secret itself).
         reason: String,
     },
+}
+
+/// The Prometheus given on the command line, and how it combines with a metric's `address`:
+/// the one rule for the controller, `vigil analyze` and `vigil run`, applied where a run's
+/// clients are built and where its Secret arguments' destinations are checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CommandLinePrometheus {
+    /// None given: every metric must name its address.
+    #[default]
+    None,
+    /// For the metrics that name no address (`vigil controller --prometheus`, as Flagger's
+    /// `-metrics-server`); a metric's own address still wins. Configured by the operator, it
+    /// is no credential origin of its own: credentials reach it only where it is listed, like
+    /// any address.
+    Default(Url),
+    /// For every metric, replacing its address (`vigil analyze --prometheus`, `vigil run
+    /// --prometheus`: the user who runs them points templates at a server of their choice).
+    Override(Url),
+}
+
+impl CommandLinePrometheus {
+    /// The address `provider`'s queries go to.
+    pub fn address_of(&self, provider: &PrometheusProvider) -> Result<Url, ResolveError> {
+        match (self, provider.address.as_deref()) {
+            (CommandLinePrometheus::Override(url), _) => Ok(url.clone()),
+            (_, Some(address)) => Url::parse(address).map_err(|e| ResolveError::ParseAddress {
+                address: crate::analysis::provider::bounded(address).into_owned(),
+                reason: e.to_string(),
+            }),
+            (CommandLinePrometheus::Default(url), None) => Ok(url.clone()),
+            (CommandLinePrometheus::None, None) => Err(ResolveError::MissingAddress),
+        }
+    }
+
+    /// Parses a `--prometheus` value: an `http://` or `https://` URL with a host (what a
+    /// credential origin needs), without a query or fragment (the API paths are joined
+    /// below it).
+    pub fn parse_url(text: &str) -> Result<Url, String> {
+        let url = Url::parse(text.trim()).map_err(|e| format!("{e}"))?;
+        Origin::of(&url)?;
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err("a Prometheus base URL has no query or fragment".to_owned());
+        }
+        Ok(url)
+    }
 }
 
 /// Largest credential file read (a token, a password, a CA bundle): anything bigger is not
@@ -310,20 +362,14 @@ fn read_text(
         })
 }
 
-/// Builds the client configuration of a metric's provider. `address_override` replaces the
-/// templated address (`vigil analyze --prometheus`).
+/// Builds the client configuration of a metric's provider, its address chosen by
+/// `prometheus` ([`CommandLinePrometheus::address_of`]).
 pub fn client_config(
     provider: &PrometheusProvider,
-    address_override: Option<&Url>,
+    prometheus: &CommandLinePrometheus,
     secrets: &dyn SecretReader,
 ) -> Result<PrometheusClientConfig, ResolveError> {
-    let address = match address_override {
-        Some(url) => url.clone(),
-        None => Url::parse(&provider.address).map_err(|e| ResolveError::ParseAddress {
-            address: crate::analysis::provider::bounded(&provider.address).into_owned(),
-            reason: e.to_string(),
-        })?,
-    };
+    let address = prometheus.address_of(provider)?;
     let mut config = PrometheusClientConfig::new(address.clone());
     config.timeout = match provider.timeout.as_deref() {
         Some(text) => parse_duration(text).map_err(ResolveError::ParseTimeout)?,
@@ -392,7 +438,7 @@ mod tests {
         let token_path = dir.path().join("token");
         std::fs::write(&token_path, "s3cret\n").expect("write");
         let provider = PrometheusProvider {
-            address: "http://prometheus:9090".to_owned(),
+            address: Some("http://prometheus:9090".to_owned()),
             timeout: Some("3s".to_owned()),
             auth: Some(PrometheusAuth {
                 bearer_token: Some(SecretSource {
@@ -408,7 +454,8 @@ mod tests {
             }),
             ..PrometheusProvider::default()
         };
-        let config = client_config(&provider, None, &NoSecrets).expect("resolves");
+        let config =
+            client_config(&provider, &CommandLinePrometheus::None, &NoSecrets).expect("resolves");
         assert_eq!(config.timeout, Duration::from_secs(3));
         assert_eq!(config.auth.bearer_token.as_deref(), Some("s3cret"));
         assert_eq!(
@@ -427,7 +474,8 @@ mod tests {
             }),
             ..PrometheusAuth::default()
         });
-        let error = client_config(&in_cluster, None, &NoSecrets).expect_err("no cluster");
+        let error = client_config(&in_cluster, &CommandLinePrometheus::None, &NoSecrets)
+            .expect_err("no cluster");
         assert!(
             error.to_string().starts_with(
                 "provider.prometheus.auth.bearerToken: secretKeyRef \"prom\" needs a cluster"
@@ -439,10 +487,11 @@ mod tests {
     #[test]
     fn bad_address_and_timeout_name_the_field() {
         let provider = PrometheusProvider {
-            address: "not a url".to_owned(),
+            address: Some("not a url".to_owned()),
             ..PrometheusProvider::default()
         };
-        let error = client_config(&provider, None, &NoSecrets).expect_err("bad address");
+        let error = client_config(&provider, &CommandLinePrometheus::None, &NoSecrets)
+            .expect_err("bad address");
         assert!(
             error
                 .to_string()
@@ -450,16 +499,75 @@ mod tests {
             "{error}"
         );
         let provider = PrometheusProvider {
-            address: "http://p:9090".to_owned(),
+            address: Some("http://p:9090".to_owned()),
             timeout: Some("10".to_owned()),
             ..PrometheusProvider::default()
         };
-        let error = client_config(&provider, None, &NoSecrets).expect_err("bad timeout");
+        let error = client_config(&provider, &CommandLinePrometheus::None, &NoSecrets)
+            .expect_err("bad timeout");
         assert!(
             error
                 .to_string()
                 .starts_with("provider.prometheus.timeout:"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_metric_without_an_address_takes_the_default_and_its_own_address_wins_over_it() {
+        let url = |text: &str| Url::parse(text).expect("url");
+        let named = PrometheusProvider {
+            address: Some("http://team-prometheus:9090".to_owned()),
+            ..PrometheusProvider::default()
+        };
+        let unnamed = PrometheusProvider::default();
+        let default = CommandLinePrometheus::Default(url("http://prometheus.monitoring:9090"));
+        let override_ = CommandLinePrometheus::Override(url("http://127.0.0.1:9090"));
+        let address = |rule: &CommandLinePrometheus, provider| {
+            rule.address_of(provider).map(|u| u.to_string())
+        };
+        assert_eq!(
+            address(&default, &named).expect("own"),
+            "http://team-prometheus:9090/"
+        );
+        assert_eq!(
+            address(&default, &unnamed).expect("default"),
+            "http://prometheus.monitoring:9090/"
+        );
+        for provider in [&named, &unnamed] {
+            assert_eq!(
+                address(&override_, provider).expect("override"),
+                "http://127.0.0.1:9090/"
+            );
+        }
+        let error = CommandLinePrometheus::None
+            .address_of(&unnamed)
+            .expect_err("no address anywhere");
+        assert!(matches!(error, ResolveError::MissingAddress));
+        let text = error.to_string();
+        assert!(
+            text.starts_with("provider.prometheus.address: not set")
+                && text.contains("--prometheus"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_command_line_prometheus_is_an_http_url_with_a_host() {
+        for good in [
+            "http://prometheus.monitoring:9090",
+            "https://thanos/prefix/",
+        ] {
+            assert!(CommandLinePrometheus::parse_url(good).is_ok(), "{good}");
+        }
+        for (bad, why) in [
+            ("prometheus:9090", "scheme"),
+            ("ftp://p", "scheme"),
+            ("http://p:9090/?x=1", "query"),
+            ("not a url", "relative URL"),
+        ] {
+            let error = CommandLinePrometheus::parse_url(bad).expect_err(bad);
+            assert!(error.contains(why), "{bad}: {error}");
+        }
     }
 }

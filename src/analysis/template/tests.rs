@@ -29,7 +29,7 @@ fn threshold_metric(name: &str, query: &str, condition: &str) -> Metric {
         name: name.to_owned(),
         provider: MetricProvider {
             prometheus: Some(PrometheusProvider {
-                address: "http://prometheus:9090".to_owned(),
+                address: Some("http://prometheus:9090".to_owned()),
                 query: Some(query.to_owned()),
                 ..Default::default()
             }),
@@ -548,7 +548,7 @@ fn unaggregated_error_ratios_are_flagged() {
 fn provider_address_and_timeout() {
     let mut metric = threshold_metric("m", GOOD_QUERY, "true");
     let prom = metric.provider.prometheus.as_mut().expect("set");
-    prom.address = "prometheus:9090/x".to_owned();
+    prom.address = Some("prometheus:9090/x".to_owned());
     prom.timeout = Some("10".to_owned());
     let problems = validate_template(&template(vec![metric.clone()]));
     let p = "spec.metrics[0].provider.prometheus";

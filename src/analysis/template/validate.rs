@@ -531,12 +531,9 @@ fn check_prometheus(
     problems: &mut Vec<Problem>,
 ) {
     let here = format!("{path}.provider.prometheus");
-    check_address(
-        &prom.address,
-        &format!("{here}.address"),
-        declared,
-        problems,
-    );
+    if let Some(address) = &prom.address {
+        check_address(address, &format!("{here}.address"), declared, problems);
+    }
     check_duration_up_to(
         prom.timeout.as_deref(),
         format!("{here}.timeout"),

@@ -184,15 +184,19 @@ async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
         PrefetchedSecrets::default()
     };
     // Credential files are read here: on a blocking thread, never on the async workers.
-    let (spec, limiter) = (run.spec.clone(), ctx.limiter.clone());
+    let (spec, limiter, prometheus) = (
+        run.spec.clone(),
+        ctx.limiter.clone(),
+        ctx.prometheus.clone(),
+    );
     let configured = tokio::task::spawn_blocking(move || {
-        let prepared = driver::prepare(&spec, &secrets);
+        let prepared = driver::prepare(&spec, &prometheus, &secrets);
         let redactor = prepared
             .as_ref()
             .map(|p| p.redactor.clone())
             .unwrap_or_default();
         let configured = prepared.and_then(|prepared| {
-            driver::clients_for(&prepared.spec, None, &secrets, &limiter)
+            driver::clients_for(&prepared.spec, &prometheus, &secrets, &limiter)
                 .map(|clients| (prepared, clients))
         });
         (redactor, configured)

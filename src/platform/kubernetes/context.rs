@@ -197,6 +197,8 @@ pub struct Context {
     pub credential_dirs: Vec<std::path::PathBuf>,
     /// The `--credential-origin`s: the only origins a `file:` credential may be sent to.
     pub credential_origins: Vec<crate::analysis::provider::resolve::Origin>,
+    /// The default Prometheus (`--prometheus`), for metrics that name no address.
+    pub prometheus: crate::analysis::provider::resolve::CommandLinePrometheus,
     /// Per-namespace share of the AnalysisRun controller's slots.
     pub analysis_slots: NamespaceSlots,
 }
@@ -251,6 +253,7 @@ impl Context {
             templates: None,
             credential_dirs: Vec::new(),
             credential_origins: Vec::new(),
+            prometheus: crate::analysis::provider::resolve::CommandLinePrometheus::None,
             analysis_slots: NamespaceSlots::new(namespace_slot_cap(10)),
         }
     }

@@ -10,6 +10,8 @@ pub mod rollout_controller;
 pub mod server;
 
 #[cfg(test)]
+mod default_prometheus_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod trust_tests;
@@ -25,6 +27,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::analysis::provider::prometheus::ConcurrencyLimiter;
+use crate::analysis::provider::resolve::{CommandLinePrometheus, Origin};
 use crate::api::{AnalysisTemplate, ClusterAnalysisTemplate, Rollout};
 use crate::metrics::Metrics;
 pub use context::{Context, FIELD_MANAGER, FINALIZER, TemplateIndex};
@@ -81,6 +84,8 @@ pub struct ControllerConfig {
     pub credential_dirs: Vec<std::path::PathBuf>,
     /// The only origins a `file:` credential may be sent to (none: every `file:` is refused).
     pub credential_origins: Vec<crate::analysis::provider::resolve::Origin>,
+    /// The Prometheus queried by metrics that name no `address` (none: such a run errors).
+    pub default_prometheus: Option<url::Url>,
 }
 
 /// Which objects the controllers reconcile, and how many at once.
@@ -346,6 +351,21 @@ pub fn canonical_credential_dirs(
         .collect()
 }
 
+/// The `--prometheus` rule, logged with its origin (never its userinfo). Being the operator's
+/// choice does not make it a credential origin: `file:` credentials reach it only when
+/// `--credential-origin` lists it, as for any address.
+fn default_prometheus(config: &ControllerConfig) -> CommandLinePrometheus {
+    let Some(url) = &config.default_prometheus else {
+        info!("no --prometheus: metrics must name their provider.prometheus.address");
+        return CommandLinePrometheus::None;
+    };
+    if let Ok(origin) = Origin::of(url) {
+        let listed = config.credential_origins.contains(&origin);
+        info!(%origin, credential_origin = listed, "default Prometheus for metrics without an address");
+    }
+    CommandLinePrometheus::Default(url.clone())
+}
+
 /// Runs the controllers and the server until SIGTERM/Ctrl-C (Ok) or a fatal error.
 pub async fn run(config: ControllerConfig) -> Result<(), RunError> {
     let credential_dirs = canonical_credential_dirs(&config.credential_dirs)?;
@@ -445,6 +465,7 @@ async fn run_controllers(
     context.templates = templates;
     context.credential_dirs = config.credential_dirs.clone();
     context.credential_origins = config.credential_origins.clone();
+    context.prometheus = default_prometheus(config);
     context.analysis_slots =
         context::NamespaceSlots::new(context::namespace_slot_cap(usize::from(config.concurrency)));
     let ctx = Arc::new(context);

@@ -515,7 +515,7 @@ mod tests {
                 name: "m".into(),
                 provider: MetricProvider {
                     prometheus: Some(PrometheusProvider {
-                        address: "http://prom".into(),
+                        address: Some("http://prom".into()),
                         auth: Some(PrometheusAuth {
                             bearer_token: Some(selector("prom", "token")),
                             ca_bundle: Some(selector("prom", "ca")),

@@ -44,6 +44,7 @@ use super::supervisor::{ProcessSpec, Supervisor, SupervisorConfig, SupervisorErr
 use crate::analysis::dereference::{self, Dereferenced, RunFor, SecretArgs};
 use crate::analysis::driver::{MeasureAt, advance, clients_for};
 use crate::analysis::provider::prometheus::{ConcurrencyLimiter, PrometheusClient};
+use crate::analysis::provider::resolve::CommandLinePrometheus;
 use crate::analysis::provider::resolve::NoSecrets;
 use crate::analysis::run::{STORED_MEASUREMENTS_PER_METRIC, errored_status};
 use crate::analysis::template::Problem;
@@ -154,10 +155,19 @@ pub enum EngineError {
 pub struct EngineConfig {
     /// The state directory.
     pub state_dir: PathBuf,
-    /// Prometheus to query instead of each metric's `address`.
+    /// Prometheus to query instead of each metric's `address` (which may then be unset).
     pub prometheus: Option<Url>,
     /// Process supervision timings.
     pub supervisor: SupervisorConfig,
+}
+
+impl EngineConfig {
+    /// `--prometheus` as the rule every run's clients follow: it replaces each address.
+    fn command_line_prometheus(&self) -> CommandLinePrometheus {
+        self.prometheus
+            .clone()
+            .map_or(CommandLinePrometheus::None, CommandLinePrometheus::Override)
+    }
 }
 
 pub use crate::rollout::UserRequest;
@@ -255,7 +265,7 @@ impl Engine {
             };
             let clients = clients_for(
                 &stored.spec,
-                self.config.prometheus.as_ref(),
+                &self.config.command_line_prometheus(),
                 &NoSecrets,
                 &self.limiter,
             )

@@ -416,7 +416,7 @@ impl Engine {
         };
         match clients_for(
             &spec,
-            self.config.prometheus.as_ref(),
+            &self.config.command_line_prometheus(),
             &NoSecrets,
             &self.limiter,
         ) {
