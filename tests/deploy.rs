@@ -110,6 +110,15 @@ fn rbac_is_least_privilege_without_wildcards() {
         ("networking.istio.io", "virtualservices", "patch"),
         ("networking.istio.io", "destinationrules", "get"),
         ("networking.istio.io", "destinationrules", "patch"),
+        ("networking.k8s.io", "ingresses", "get"),
+        ("networking.k8s.io", "ingresses", "create"),
+        ("networking.k8s.io", "ingresses", "patch"),
+        ("networking.k8s.io", "ingresses", "delete"),
+        ("split.smi-spec.io", "trafficsplits", "get"),
+        ("split.smi-spec.io", "trafficsplits", "create"),
+        ("split.smi-spec.io", "trafficsplits", "patch"),
+        ("traefik.io", "traefikservices", "get"),
+        ("traefik.io", "traefikservices", "patch"),
         ("events.k8s.io", "events", "create"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "get"),
     ] {
@@ -268,8 +277,8 @@ fn the_example_rollout_is_valid_and_its_route_is_routable() {
     assert_eq!(services, 2);
 }
 
-/// The Rollout, and the Istio objects of an example file.
-fn istio_example(file: &str) -> (Vec<Value>, vigil::api::Rollout) {
+/// The Rollout of `deploy/examples/<file>`, checked by the one validator, and its documents.
+fn example(file: &str) -> (vigil::api::Rollout, Vec<Value>) {
     let path = format!("{}/deploy/examples/{file}", env!("CARGO_MANIFEST_DIR"));
     let docs = documents(&std::fs::read_to_string(path).expect("example"));
     let rollout: vigil::api::Rollout = serde_json::from_value(
@@ -281,66 +290,78 @@ fn istio_example(file: &str) -> (Vec<Value>, vigil::api::Rollout) {
     .expect("a typed Rollout");
     let problems = vigil::rollout::validate_spec(&rollout.spec);
     assert!(problems.is_empty(), "{file}: {problems:?}");
-    (docs, rollout)
+    (rollout, docs)
+}
+
+fn named<'d>(docs: &'d [Value], kind: &str, name: &str) -> &'d Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
 #[test]
-fn the_istio_examples_are_valid_and_their_objects_routable() {
-    use vigil::traffic::istio::{Split, canary_weight, subset_revisions};
-    let (docs, rollout) = istio_example("rollout-with-istio.yaml");
+fn the_nginx_smi_and_traefik_examples_are_valid_and_routable() {
+    use vigil::traffic::{nginx, traefik};
+    let (rollout, docs) = example("rollout-with-nginx.yaml");
     let canary = &rollout.spec.strategy.canary;
-    let istio = canary
-        .traffic_routing
-        .as_ref()
-        .and_then(|t| t.istio.as_ref())
-        .expect("trafficRouting.istio");
-    let entry = istio.virtual_service.as_ref().expect("virtualService");
-    let vs = docs
-        .iter()
-        .find(|d| d["kind"] == "VirtualService" && d["metadata"]["name"] == entry.name.as_str())
-        .expect("its VirtualService");
-    assert_eq!(vs["apiVersion"], "networking.istio.io/v1");
-    let split = Split::Hosts {
-        stable: canary.stable_service.clone().expect("stableService"),
-        canary: canary.canary_service.clone().expect("canaryService"),
-        namespace: "shop".into(),
-    };
-    assert_eq!(canary_weight(vs, &entry.routes, &split, &[]), Ok(Some(0)));
-    assert_eq!(docs.iter().filter(|d| d["kind"] == "Service").count(), 2);
-
-    let (docs, rollout) = istio_example("rollout-with-istio-subsets.yaml");
-    let istio = rollout
-        .spec
-        .strategy
-        .canary
-        .traffic_routing
-        .as_ref()
-        .and_then(|t| t.istio.as_ref())
-        .expect("trafficRouting.istio");
-    let rule_ref = istio.destination_rule.as_ref().expect("destinationRule");
-    let split = Split::Subsets {
-        stable: rule_ref.stable_subset_name.clone(),
-        canary: rule_ref.canary_subset_name.clone(),
-    };
-    let vs = docs
-        .iter()
-        .find(|d| d["kind"] == "VirtualService")
-        .expect("a VirtualService");
-    assert_eq!(canary_weight(vs, &[], &split, &[]), Ok(Some(0)));
-    let rule = docs
-        .iter()
-        .find(|d| d["kind"] == "DestinationRule")
-        .expect("a DestinationRule");
-    assert_eq!(rule["metadata"]["name"], rule_ref.name.as_str());
-    // vigil adds the revision label itself.
+    let (stable, canary_service) = (
+        canary.stable_service.as_deref().expect("stable"),
+        canary.canary_service.as_deref().expect("canary"),
+    );
+    let routing = canary.traffic_routing.as_ref().expect("routing");
+    let ingress = named(
+        &docs,
+        "Ingress",
+        &routing.nginx.as_ref().expect("nginx").stable_ingress,
+    );
+    let spec = nginx::canary_spec(ingress, stable, canary_service).expect("routes to stable");
     assert_eq!(
-        subset_revisions(
-            rule,
-            &rule_ref.stable_subset_name,
-            &rule_ref.canary_subset_name,
-            "vigil.dev/revision"
-        ),
-        Ok((None, None))
+        spec["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"],
+        canary_service
+    );
+
+    let (rollout, docs) = example("rollout-with-smi.yaml");
+    let canary = &rollout.spec.strategy.canary;
+    let smi = canary
+        .traffic_routing
+        .as_ref()
+        .and_then(|t| t.smi.as_ref())
+        .expect("smi");
+    for service in [
+        smi.root_service.as_deref().expect("root"),
+        canary.stable_service.as_deref().expect("stable"),
+        canary.canary_service.as_deref().expect("canary"),
+    ] {
+        named(&docs, "Service", service);
+    }
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "TrafficSplit"),
+        "vigil creates the TrafficSplit"
+    );
+
+    let (rollout, docs) = example("rollout-with-traefik.yaml");
+    let canary = &rollout.spec.strategy.canary;
+    let name = &canary
+        .traffic_routing
+        .as_ref()
+        .and_then(|t| t.traefik.as_ref())
+        .expect("traefik")
+        .weighted_traefik_service_name;
+    let service = named(&docs, "TraefikService", name);
+    let weight = traefik::canary_weight(
+        service,
+        canary.stable_service.as_deref().expect("stable"),
+        canary.canary_service.as_deref().expect("canary"),
+    );
+    assert_eq!(
+        weight,
+        Ok(Some(50)),
+        "unset weights are Traefik's default 1:1"
+    );
+    let route = named(&docs, "IngressRoute", name);
+    assert_eq!(
+        route["spec"]["routes"][0]["services"][0]["kind"],
+        "TraefikService"
     );
 }
 
@@ -446,5 +467,81 @@ fn the_header_routing_example_is_valid_and_its_managed_rules_build_on_its_route(
             .header
             .len()
             == 1
+    );
+}
+
+/// The Rollout, and the Istio objects of an example file.
+fn istio_example(file: &str) -> (Vec<Value>, vigil::api::Rollout) {
+    let path = format!("{}/deploy/examples/{file}", env!("CARGO_MANIFEST_DIR"));
+    let docs = documents(&std::fs::read_to_string(path).expect("example"));
+    let rollout: vigil::api::Rollout = serde_json::from_value(
+        docs.iter()
+            .find(|d| d["kind"] == "Rollout")
+            .expect("a Rollout")
+            .clone(),
+    )
+    .expect("a typed Rollout");
+    let problems = vigil::rollout::validate_spec(&rollout.spec);
+    assert!(problems.is_empty(), "{file}: {problems:?}");
+    (docs, rollout)
+}
+
+#[test]
+fn the_istio_examples_are_valid_and_their_objects_routable() {
+    use vigil::traffic::istio::{Split, canary_weight, subset_revisions};
+    let (docs, rollout) = istio_example("rollout-with-istio.yaml");
+    let canary = &rollout.spec.strategy.canary;
+    let istio = canary
+        .traffic_routing
+        .as_ref()
+        .and_then(|t| t.istio.as_ref())
+        .expect("trafficRouting.istio");
+    let entry = istio.virtual_service.as_ref().expect("virtualService");
+    let vs = docs
+        .iter()
+        .find(|d| d["kind"] == "VirtualService" && d["metadata"]["name"] == entry.name.as_str())
+        .expect("its VirtualService");
+    assert_eq!(vs["apiVersion"], "networking.istio.io/v1");
+    let split = Split::Hosts {
+        stable: canary.stable_service.clone().expect("stableService"),
+        canary: canary.canary_service.clone().expect("canaryService"),
+        namespace: "shop".into(),
+    };
+    assert_eq!(canary_weight(vs, &entry.routes, &split, &[]), Ok(Some(0)));
+    assert_eq!(docs.iter().filter(|d| d["kind"] == "Service").count(), 2);
+
+    let (docs, rollout) = istio_example("rollout-with-istio-subsets.yaml");
+    let istio = rollout
+        .spec
+        .strategy
+        .canary
+        .traffic_routing
+        .as_ref()
+        .and_then(|t| t.istio.as_ref())
+        .expect("trafficRouting.istio");
+    let rule_ref = istio.destination_rule.as_ref().expect("destinationRule");
+    let split = Split::Subsets {
+        stable: rule_ref.stable_subset_name.clone(),
+        canary: rule_ref.canary_subset_name.clone(),
+    };
+    let vs = docs
+        .iter()
+        .find(|d| d["kind"] == "VirtualService")
+        .expect("a VirtualService");
+    assert_eq!(canary_weight(vs, &[], &split, &[]), Ok(Some(0)));
+    let rule = docs
+        .iter()
+        .find(|d| d["kind"] == "DestinationRule")
+        .expect("a DestinationRule");
+    assert_eq!(rule["metadata"]["name"], rule_ref.name.as_str());
+    // vigil adds the revision label itself.
+    assert_eq!(
+        subset_revisions(
+            rule,
+            &rule_ref.stable_subset_name,
+            &rule_ref.canary_subset_name,
+            "vigil.dev/revision"
+        ),
+        Ok((None, None))
     );
 }

@@ -171,6 +171,7 @@ const REQUIRED_CASES: &[&str] = &[
     "unknown-kind",
     "istio-misspelt-subset",
     "istio-host-level-without-services",
+    "nginx-owned-annotation",
 ];
 
 #[test]

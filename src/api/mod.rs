@@ -4,11 +4,13 @@
 
 pub mod analysis;
 pub mod duration;
+pub mod ingress_routers;
 pub mod istio;
 pub mod rollout;
 pub(crate) mod schema;
 
 pub use analysis::*;
+pub use ingress_routers::*;
 pub use rollout::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -198,6 +198,18 @@ pub struct TrafficRouting {
     /// the revisions' pods), and nothing else of those objects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub istio: Option<super::istio::IstioRouting>,
+    /// NGINX Ingress: vigil clones the stable Ingress into a canary Ingress it owns, with the
+    /// `canary` and `canary-weight` annotations, and deletes it when the weight is back to 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nginx: Option<super::NginxRouting>,
+    /// SMI (Linkerd's SMI extension, Open Service Mesh): vigil creates and owns a TrafficSplit
+    /// of the root Service with the stable and canary Services as backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smi: Option<super::SmiRouting>,
+    /// Traefik: vigil sets the weights of the stable and canary Services in a TraefikService,
+    /// and nothing else of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traefik: Option<super::TraefikRouting>,
     /// The built-in weighted proxy of `vigil run` (the local platform).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalRouting>,

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 
 use crate::analysis::template::validate::{check_args, check_duration};
 use crate::api::duration::MAX_DURATION;
-use crate::api::{CanaryStep, RolloutSpec, ScaleDown, TemplateRef, WorkloadRef};
+use crate::api::{CanaryStep, RolloutSpec, ScaleDown, TemplateRef, TrafficRouting, WorkloadRef};
 use crate::traffic::RouterKind;
 
 use super::{MAX_NAME_LEN, SpecProblem};
@@ -230,6 +230,10 @@ fn check_routing(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
             }
         }
     }
+    check_ingress_routers(routing, &path, problems);
+    if routing.nginx.is_some() {
+        check_nginx_header_routes(&canary.steps, problems);
+    }
     if let Some(local) = &routing.local
         && local.listen.parse::<std::net::SocketAddr>().is_err()
     {
@@ -240,6 +244,88 @@ fn check_routing(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
                 local.listen
             ),
         ));
+    }
+}
+
+/// The NGINX, SMI and Traefik routers' settings: the names of the objects they read or
+/// create, and the canary Ingress's annotations.
+fn check_ingress_routers(routing: &TrafficRouting, path: &str, problems: &mut Vec<SpecProblem>) {
+    let mut name = |field: String, value: &str, what: &str| {
+        if value.trim().is_empty() {
+            problems.push(problem(field, format!("empty {what} name")));
+        } else if value.len() > MAX_NAME_LEN {
+            problems.push(problem(
+                field,
+                format!("{what} name longer than {MAX_NAME_LEN} characters"),
+            ));
+        }
+    };
+    if let Some(nginx) = &routing.nginx {
+        name(
+            format!("{path}.nginx.stableIngress"),
+            &nginx.stable_ingress,
+            "Ingress",
+        );
+    }
+    if let Some(smi) = &routing.smi {
+        if let Some(root) = &smi.root_service {
+            name(format!("{path}.smi.rootService"), root, "Service");
+        }
+        if let Some(split) = &smi.traffic_split_name {
+            name(
+                format!("{path}.smi.trafficSplitName"),
+                split,
+                "TrafficSplit",
+            );
+        }
+    }
+    if let Some(traefik) = &routing.traefik {
+        name(
+            format!("{path}.traefik.weightedTraefikServiceName"),
+            &traefik.weighted_traefik_service_name,
+            "TraefikService",
+        );
+    }
+    if let Some(nginx) = &routing.nginx {
+        let annotations = crate::traffic::nginx::config_problems(
+            nginx.annotation_prefix.as_deref(),
+            &nginx.additional_ingress_annotations,
+        );
+        for (field, message) in annotations {
+            problems.push(problem(format!("{path}.nginx.{field}"), message));
+        }
+    }
+}
+
+/// ingress-nginx routes by one header per canary Ingress (`canary-by-header`), so the
+/// `setHeaderRoute` steps of an NGINX-routed Rollout use one condition and one route name.
+fn check_nginx_header_routes(steps: &[CanaryStep], problems: &mut Vec<SpecProblem>) {
+    let mut first_name: Option<&str> = None;
+    for (index, step) in steps.iter().enumerate() {
+        let Some(set) = &step.set_header_route else {
+            continue;
+        };
+        let path = format!("{CANARY}.steps[{index}].setHeaderRoute");
+        if set.match_.len() > 1 {
+            problems.push(problem(
+                format!("{path}.match"),
+                format!(
+                    "{} conditions; ingress-nginx routes by one header (canary-by-header), so give one",
+                    set.match_.len()
+                ),
+            ));
+        }
+        match first_name {
+            None => first_name = Some(&set.name),
+            Some(first) if first != set.name => problems.push(problem(
+                format!("{path}.name"),
+                format!(
+                    "`{}`: the canary Ingress holds one header route; name it `{first}` like the earlier setHeaderRoute step",
+                    set.name
+                ),
+            )),
+            Some(_) => {}
+        }
     }
 }
 

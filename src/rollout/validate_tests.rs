@@ -223,6 +223,114 @@ fn traffic_routing_needs_exactly_one_router_and_services() {
 }
 
 #[test]
+fn the_nginx_smi_and_traefik_routers_name_their_objects_and_bound_annotations() {
+    let mut spec = rollout(vec![weight(10)]);
+    spec.strategy.canary.stable_service = Some("web-stable".to_owned());
+    spec.strategy.canary.canary_service = Some("web-canary".to_owned());
+    let routing = |value: serde_json::Value| {
+        Some(serde_json::from_value::<TrafficRouting>(value).expect("routing"))
+    };
+    spec.strategy.canary.traffic_routing = routing(serde_json::json!({"nginx": {
+        "stableIngress": " ",
+        "annotationPrefix": "Not_A_Prefix",
+        "additionalIngressAnnotations": {"canary-weight": "5", "canary-by-header": "X-Canary"}
+    }}));
+    let problems = validate_spec(&spec);
+    let path = "spec.strategy.canary.trafficRouting.nginx";
+    assert_eq!(
+        at(&problems, &format!("{path}.stableIngress")),
+        vec!["empty Ingress name"]
+    );
+    assert_eq!(at(&problems, &format!("{path}.annotationPrefix")).len(), 1);
+    assert_eq!(
+        at(
+            &problems,
+            &format!("{path}.additionalIngressAnnotations[\"canary-weight\"]")
+        ),
+        vec!["vigil sets this annotation itself (it is the weight split)"]
+    );
+    assert_eq!(problems.len(), 3, "{problems:?}");
+
+    spec.strategy.canary.traffic_routing = routing(serde_json::json!({"smi": {
+        "trafficSplitName": "x".repeat(254)
+    }}));
+    assert_eq!(
+        at(
+            &validate_spec(&spec),
+            "spec.strategy.canary.trafficRouting.smi.trafficSplitName"
+        ),
+        vec!["TrafficSplit name longer than 253 characters"]
+    );
+    spec.strategy.canary.traffic_routing = routing(serde_json::json!({"smi": {}}));
+    assert_eq!(validate_spec(&spec), vec![]);
+
+    spec.strategy.canary.traffic_routing = routing(serde_json::json!({
+        "traefik": {"weightedTraefikServiceName": "web"},
+        "nginx": {"stableIngress": "web"}
+    }));
+    assert_eq!(
+        at(&validate_spec(&spec), "spec.strategy.canary.trafficRouting"),
+        vec!["several routers (nginx, traefik); set exactly one"]
+    );
+    spec.strategy.canary.stable_service = None;
+    spec.strategy.canary.traffic_routing =
+        routing(serde_json::json!({"traefik": {"weightedTraefikServiceName": "web"}}));
+    assert_eq!(
+        at(&validate_spec(&spec), "spec.strategy.canary.stableService"),
+        vec![
+            "missing: the Traefik (trafficRouting.traefik) router sends traffic to the stable and canary Services, so both are needed"
+        ]
+    );
+}
+
+#[test]
+fn nginx_header_routes_have_one_condition_and_one_name() {
+    let step = |name: &str, headers: &[&str]| {
+        serde_json::from_value::<CanaryStep>(serde_json::json!({"setHeaderRoute": {
+            "name": name,
+            "match": headers.iter().map(|h| serde_json::json!(
+                {"headerName": h, "headerValue": {"exact": "yes"}}
+            )).collect::<Vec<_>>()
+        }}))
+        .expect("step")
+    };
+    let mut spec = rollout(vec![
+        step("testers", &["x-canary"]),
+        weight(10),
+        step("testers", &["x-canary", "x-team"]),
+        step("beta", &["x-beta"]),
+        step("testers", &[]),
+    ]);
+    spec.strategy.canary.stable_service = Some("web-stable".to_owned());
+    spec.strategy.canary.canary_service = Some("web-canary".to_owned());
+    spec.strategy.canary.traffic_routing = Some(
+        serde_json::from_value(serde_json::json!({
+            "nginx": {"stableIngress": "web"},
+            "managedRoutes": [{"name": "testers"}, {"name": "beta"}]
+        }))
+        .expect("routing"),
+    );
+    let problems = validate_spec(&spec);
+    assert_eq!(
+        at(
+            &problems,
+            "spec.strategy.canary.steps[2].setHeaderRoute.match"
+        ),
+        vec!["2 conditions; ingress-nginx routes by one header (canary-by-header), so give one"]
+    );
+    assert_eq!(
+        at(
+            &problems,
+            "spec.strategy.canary.steps[3].setHeaderRoute.name"
+        ),
+        vec![
+            "`beta`: the canary Ingress holds one header route; name it `testers` like the earlier setHeaderRoute step"
+        ]
+    );
+    assert_eq!(problems.len(), 2, "{problems:?}");
+}
+
+#[test]
 fn pause_of_a_hundred_million_hours_is_refused() {
     let pause = CanaryStep {
         pause: Some(PauseStep {

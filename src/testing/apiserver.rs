@@ -3,8 +3,10 @@
 //! No real API server can run where vigil is tested, so this one stands in for it: the real
 //! kube-rs client (in process, via [`ApiServer::client`]) and the real `vigil controller`
 //! binary (via [`ApiServer::write_kubeconfig`] and `KUBECONFIG`) talk to it over plain HTTP on
-//! 127.0.0.1. It serves the vigil CRDs, the built-in types the controller touches, Gateway
-//! API HTTPRoutes and Istio VirtualServices and DestinationRules, with the API semantics controllers rely on: resourceVersions and optimistic
+//! 127.0.0.1. It serves the vigil CRDs, the built-in types the controller touches (Ingresses
+//! among them) and the routers' custom resources (Gateway API HTTPRoutes, Istio
+//! VirtualServices and DestinationRules, SMI TrafficSplits, Traefik TraefikServices), with the
+//! API semantics controllers rely on: resourceVersions and optimistic
 //! concurrency, list and watch (with bookmarks, history replay and 410 Gone), merge/JSON/apply
 //! patches with field ownership, the status and scale subresources, generation, finalizers and
 //! discovery. It runs on its own thread and Tokio runtime, so it works under any test runtime.
@@ -83,6 +85,7 @@ pub struct ApiServerBuilder {
     crds: bool,
     gateway_api: bool,
     istio: bool,
+    router_crds: bool,
     history_capacity: usize,
     bookmark_interval: Duration,
     replicaset_delay: Option<Duration>,
@@ -94,6 +97,7 @@ impl Default for ApiServerBuilder {
             crds: true,
             gateway_api: true,
             istio: true,
+            router_crds: true,
             history_capacity: 10_000,
             bookmark_interval: Duration::from_secs(1),
             replicaset_delay: None,
@@ -118,6 +122,12 @@ impl ApiServerBuilder {
     /// Do not install Istio's VirtualService and DestinationRule CRDs.
     pub fn without_istio(mut self) -> Self {
         self.istio = false;
+        self
+    }
+
+    /// Do not install the SMI TrafficSplit and Traefik TraefikService CRDs.
+    pub fn without_router_crds(mut self) -> Self {
+        self.router_crds = false;
         self
     }
 
@@ -164,6 +174,10 @@ impl ApiServerBuilder {
         }
         if self.istio {
             crds.extend(istio_crds());
+        }
+        if self.router_crds {
+            crds.push(trafficsplit_crd());
+            crds.push(traefikservice_crd());
         }
         for crd in crds {
             store
@@ -522,6 +536,52 @@ fn istio_crds() -> Vec<Value> {
         })
     })
     .collect()
+}
+
+/// A namespaced, schema-less CRD serving `kind` (objects are stored as given), written from
+/// the project's published API: its group, version, kind and plural.
+fn schemaless_crd(group: &str, version: &str, kind: &str, plural: &str) -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {
+            "group": group,
+            "names": {
+                "plural": plural,
+                "singular": kind.to_lowercase(),
+                "kind": kind,
+                "listKind": format!("{kind}List"),
+            },
+            "scope": "Namespaced",
+            "versions": [{
+                "name": version,
+                "served": true,
+                "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+            }],
+        },
+    })
+}
+
+/// SMI's TrafficSplit as Linkerd's SMI extension and Open Service Mesh serve it.
+fn trafficsplit_crd() -> Value {
+    schemaless_crd(
+        "split.smi-spec.io",
+        "v1alpha2",
+        "TrafficSplit",
+        "trafficsplits",
+    )
+}
+
+/// Traefik's TraefikService (Traefik v3's API group).
+fn traefikservice_crd() -> Value {
+    schemaless_crd(
+        "traefik.io",
+        "v1alpha1",
+        "TraefikService",
+        "traefikservices",
+    )
 }
 
 async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {

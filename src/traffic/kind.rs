@@ -13,6 +13,12 @@ pub enum RouterKind {
     /// `trafficRouting.istio`: weights of VirtualService HTTP route destinations (and
     /// DestinationRule subsets).
     Istio,
+    /// `trafficRouting.nginx`: a canary Ingress for ingress-nginx, cloned from the stable one.
+    Nginx,
+    /// `trafficRouting.smi`: an SMI TrafficSplit vigil owns.
+    Smi,
+    /// `trafficRouting.traefik`: weights of a Traefik TraefikService.
+    Traefik,
     /// `trafficRouting.local`: the local platform's built-in proxy.
     Local,
     /// No `trafficRouting`: the replica ratio approximates the weight.
@@ -50,14 +56,23 @@ impl Capability {
 
 impl RouterKind {
     /// Every router a Rollout can name under `trafficRouting`.
-    pub const ROUTERS: [RouterKind; 3] =
-        [RouterKind::GatewayApi, RouterKind::Istio, RouterKind::Local];
+    pub const ROUTERS: [RouterKind; 6] = [
+        RouterKind::GatewayApi,
+        RouterKind::Istio,
+        RouterKind::Nginx,
+        RouterKind::Smi,
+        RouterKind::Traefik,
+        RouterKind::Local,
+    ];
 
     /// Every router set in `routing`, in field order (more than one is a spec error).
     pub fn configured(routing: &TrafficRouting) -> Vec<RouterKind> {
         [
             (RouterKind::GatewayApi, routing.gateway_api.is_some()),
             (RouterKind::Istio, routing.istio.is_some()),
+            (RouterKind::Nginx, routing.nginx.is_some()),
+            (RouterKind::Smi, routing.smi.is_some()),
+            (RouterKind::Traefik, routing.traefik.is_some()),
             (RouterKind::Local, routing.local.is_some()),
         ]
         .into_iter()
@@ -84,7 +99,11 @@ impl RouterKind {
     /// replica ratio's endpoints are drained by Kubernetes.
     pub fn applies_changes_late(self) -> bool {
         match self {
-            RouterKind::GatewayApi | RouterKind::Istio => true,
+            RouterKind::GatewayApi
+            | RouterKind::Istio
+            | RouterKind::Nginx
+            | RouterKind::Smi
+            | RouterKind::Traefik => true,
             RouterKind::Local | RouterKind::ReplicaRatio => false,
         }
     }
@@ -94,7 +113,9 @@ impl RouterKind {
     /// (subset-level splitting needs no Service).
     pub fn needs_services(self) -> bool {
         match self {
-            RouterKind::GatewayApi => true,
+            RouterKind::GatewayApi | RouterKind::Nginx | RouterKind::Smi | RouterKind::Traefik => {
+                true
+            }
             RouterKind::Istio | RouterKind::Local | RouterKind::ReplicaRatio => false,
         }
     }
@@ -104,6 +125,9 @@ impl RouterKind {
         match self {
             RouterKind::GatewayApi => Some("gatewayAPI"),
             RouterKind::Istio => Some("istio"),
+            RouterKind::Nginx => Some("nginx"),
+            RouterKind::Smi => Some("smi"),
+            RouterKind::Traefik => Some("traefik"),
             RouterKind::Local => Some("local"),
             RouterKind::ReplicaRatio => None,
         }
@@ -116,6 +140,9 @@ impl RouterKind {
         match self {
             RouterKind::GatewayApi => Some("gatewayAPI.httpRoute"),
             RouterKind::Istio => Some("istio.virtualService.name"),
+            RouterKind::Nginx => Some("nginx.stableIngress"),
+            RouterKind::Smi => Some("smi.trafficSplitName"),
+            RouterKind::Traefik => Some("traefik.weightedTraefikServiceName"),
             RouterKind::Local | RouterKind::ReplicaRatio => None,
         }
     }
@@ -125,6 +152,9 @@ impl RouterKind {
         match self {
             RouterKind::GatewayApi => "Gateway API (trafficRouting.gatewayAPI)",
             RouterKind::Istio => "Istio (trafficRouting.istio)",
+            RouterKind::Nginx => "NGINX Ingress (trafficRouting.nginx)",
+            RouterKind::Smi => "SMI (trafficRouting.smi)",
+            RouterKind::Traefik => "Traefik (trafficRouting.traefik)",
             RouterKind::Local => "local proxy (trafficRouting.local)",
             RouterKind::ReplicaRatio => "replica-ratio (no trafficRouting)",
         }
@@ -133,12 +163,17 @@ impl RouterKind {
     /// Whether the router can do `capability`.
     pub fn supports(self, capability: Capability) -> bool {
         match (self, capability) {
-            (RouterKind::Istio, Capability::HeaderRoute | Capability::MirrorRoute) => true,
             (
-                RouterKind::GatewayApi | RouterKind::Local,
+                RouterKind::GatewayApi | RouterKind::Istio | RouterKind::Local,
                 Capability::HeaderRoute | Capability::MirrorRoute,
             ) => true,
-            (RouterKind::ReplicaRatio, Capability::HeaderRoute | Capability::MirrorRoute) => false,
+            // One header on the canary Ingress: canary-by-header with a value or a pattern.
+            (RouterKind::Nginx, Capability::HeaderRoute) => true,
+            (RouterKind::Nginx, Capability::MirrorRoute)
+            | (
+                RouterKind::Smi | RouterKind::Traefik | RouterKind::ReplicaRatio,
+                Capability::HeaderRoute | Capability::MirrorRoute,
+            ) => false,
         }
     }
 }

@@ -22,8 +22,13 @@ pub mod gateway_api;
 pub mod gateway_api_routes;
 pub mod istio;
 mod kind;
+#[cfg(test)]
+mod mock;
+pub mod nginx;
 pub mod replicas;
 mod routes;
+pub mod smi;
+pub mod traefik;
 
 use std::future::Future;
 
@@ -40,6 +45,15 @@ pub enum ReadError {
     /// An Istio VirtualService or DestinationRule.
     #[error(transparent)]
     Istio(#[from] istio::IstioError),
+    /// The stable or canary Ingress of the NGINX router.
+    #[error(transparent)]
+    Nginx(#[from] nginx::IngressError),
+    /// An SMI TrafficSplit.
+    #[error(transparent)]
+    Smi(#[from] smi::SplitError),
+    /// A Traefik TraefikService.
+    #[error(transparent)]
+    Traefik(#[from] traefik::WeightedServiceError),
 }
 
 /// Why a router could not be read or changed. Every variant names the router object (its
@@ -65,6 +79,27 @@ pub enum TrafficError {
         name: String,
         /// What is wrong.
         source: ReadError,
+    },
+    /// An object vigil owns (the NGINX canary Ingress, the SMI TrafficSplit) could not be
+    /// created.
+    #[error("failed to create {kind} {name}: {source}")]
+    CreateObject {
+        /// The object's kind.
+        kind: &'static str,
+        /// The object's name.
+        name: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// An object vigil owns (the NGINX canary Ingress) could not be deleted.
+    #[error("failed to delete {kind} {name}: {source}")]
+    DeleteObject {
+        /// The object's kind.
+        kind: &'static str,
+        /// The object's name.
+        name: String,
+        /// The cause.
+        source: kube::Error,
     },
     /// The patch was rejected (a `test` op failed because the object changed, or RBAC).
     #[error("failed to patch {kind} {name}: {source}")]

@@ -155,6 +155,15 @@ pub(crate) fn builtin_types() -> Vec<ResourceType> {
             )
         },
         builtin(
+            "networking.k8s.io",
+            "v1",
+            "ingresses",
+            "Ingress",
+            true,
+            true,
+            &["ing"],
+        ),
+        builtin(
             "events.k8s.io",
             "v1",
             "events",

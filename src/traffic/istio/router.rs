@@ -123,7 +123,9 @@ impl IstioRouter {
         let (kind, name) = match error {
             TrafficError::GetObject { kind, name, .. }
             | TrafficError::ReadObject { kind, name, .. }
-            | TrafficError::PatchObject { kind, name, .. } => (*kind, name.as_str()),
+            | TrafficError::PatchObject { kind, name, .. }
+            | TrafficError::CreateObject { kind, name, .. }
+            | TrafficError::DeleteObject { kind, name, .. } => (*kind, name.as_str()),
             TrafficError::Unsupported { .. } => ("", ""),
         };
         if kind == DESTINATION_RULE {

@@ -5,7 +5,31 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::traffic::nginx::{
+    CanaryIngressConfig, DEFAULT_ANNOTATION_PREFIX, NginxIngress, canary_ingress_name,
+    ingress_resource,
+};
+use crate::traffic::smi::{SmiSplit, SplitConfig, traffic_split_resource};
+use crate::traffic::traefik::{TraefikWeights, traefik_service_resource};
 use crate::traffic::{HeaderRoute, MirrorRoute, RouterKind};
+use kube::api::ApiResource;
+
+/// The labels of the router objects vigil creates for `rollout` (its children's label).
+fn owned_labels(rollout: &Rollout) -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::from([(
+        ROLLOUT_LABEL.to_owned(),
+        rollout_label_value(&rollout.name_any()),
+    )])
+}
+
+/// The controller owner reference to `rollout` that the router objects vigil creates carry
+/// (garbage collected with it; a same-named object without it is not vigil's to touch).
+fn owner_reference(rollout: &Rollout) -> serde_json::Value {
+    rollout
+        .controller_owner_ref(&())
+        .and_then(|owner| serde_json::to_value(owner).ok())
+        .unwrap_or_default()
+}
 
 /// The router of a Rollout.
 pub(super) enum Router {
@@ -13,6 +37,12 @@ pub(super) enum Router {
     Gateway(Box<GatewayRoute>),
     /// `trafficRouting.istio`: VirtualServices (and a DestinationRule).
     Istio(Box<IstioRouter>),
+    /// `trafficRouting.nginx`: the canary Ingress cloned from the stable one.
+    Nginx(Box<NginxIngress>),
+    /// `trafficRouting.smi`: a TrafficSplit.
+    Smi(Box<SmiSplit>),
+    /// `trafficRouting.traefik`: a TraefikService's weights.
+    Traefik(Box<TraefikWeights>),
     /// No router (or one the controller does not drive, like the local proxy): the replica
     /// ratio is the weight.
     Replicas(ReplicaRatio),
@@ -24,6 +54,9 @@ macro_rules! dispatch {
         match $router {
             Router::Gateway($inner) => $call,
             Router::Istio($inner) => $call,
+            Router::Nginx($inner) => $call,
+            Router::Smi($inner) => $call,
+            Router::Traefik($inner) => $call,
             Router::Replicas($inner) => $call,
         }
     };
@@ -70,18 +103,68 @@ impl Router {
         else {
             return replicas;
         };
-        match (RouterKind::of(Some(routing)), &routing.gateway_api) {
-            (RouterKind::GatewayApi, Some(gateway)) => {
+        let api =
+            |resource: &ApiResource| Api::namespaced_with(client.clone(), namespace, resource);
+        match RouterKind::of(Some(routing)) {
+            RouterKind::GatewayApi => routing.gateway_api.as_ref().map_or(replicas, |gateway| {
                 Router::Gateway(Box::new(GatewayRoute::new(
-                    Api::namespaced_with(client.clone(), namespace, &http_route_resource()),
+                    api(&http_route_resource()),
                     &gateway.http_route,
                     stable,
                     canary,
                     FIELD_MANAGER,
                 )))
-            }
-            // Each router added later is an arm here, built from its own field.
-            _ => replicas,
+            }),
+            RouterKind::Nginx => routing.nginx.as_ref().map_or(replicas, |nginx| {
+                let config = CanaryIngressConfig {
+                    name: canary_ingress_name(&rollout.name_any(), &nginx.stable_ingress),
+                    stable_service: stable.clone(),
+                    canary_service: canary.clone(),
+                    prefix: nginx
+                        .annotation_prefix
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_ANNOTATION_PREFIX.to_owned()),
+                    additional: nginx.additional_ingress_annotations.clone(),
+                    labels: owned_labels(rollout),
+                    owner: owner_reference(rollout),
+                };
+                Router::Nginx(Box::new(NginxIngress::new(
+                    api(&ingress_resource()),
+                    &nginx.stable_ingress,
+                    config,
+                    FIELD_MANAGER,
+                )))
+            }),
+            RouterKind::Smi => routing.smi.as_ref().map_or(replicas, |smi| {
+                let config = SplitConfig {
+                    name: smi
+                        .traffic_split_name
+                        .clone()
+                        .unwrap_or_else(|| rollout.name_any()),
+                    namespace: namespace.to_owned(),
+                    root_service: smi.root_service.clone().unwrap_or_else(|| stable.clone()),
+                    stable_service: stable.clone(),
+                    canary_service: canary.clone(),
+                    labels: owned_labels(rollout),
+                    owner: owner_reference(rollout),
+                };
+                Router::Smi(Box::new(SmiSplit::new(
+                    api(&traffic_split_resource()),
+                    config,
+                    FIELD_MANAGER,
+                )))
+            }),
+            RouterKind::Traefik => routing.traefik.as_ref().map_or(replicas, |traefik| {
+                Router::Traefik(Box::new(TraefikWeights::new(
+                    api(&traefik_service_resource()),
+                    &traefik.weighted_traefik_service_name,
+                    stable,
+                    canary,
+                    FIELD_MANAGER,
+                )))
+            }),
+            // Built above, before the Services are required.
+            RouterKind::Istio | RouterKind::Local | RouterKind::ReplicaRatio => replicas,
         }
     }
 
