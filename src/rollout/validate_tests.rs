@@ -179,7 +179,7 @@ fn traffic_routing_needs_exactly_one_router_and_services() {
     assert_eq!(
         at(&problems, "spec.strategy.canary.trafficRouting"),
         vec![
-            "no router: set one of gatewayAPI, istio, local, or remove trafficRouting to split traffic by replica ratio"
+            "no router: set one of gatewayAPI, istio, nginx, smi, traefik, local, or remove trafficRouting to split traffic by replica ratio"
         ]
     );
 
@@ -408,7 +408,7 @@ fn a_header_route_with_the_replica_ratio_names_the_step_and_the_router() {
     assert_eq!(
         at(&problems, "spec.strategy.canary.steps[0].setHeaderRoute"),
         vec![
-            "the replica-ratio (no trafficRouting) router cannot route requests by header (setHeaderRoute); use trafficRouting.gatewayAPI or trafficRouting.istio or trafficRouting.local"
+            "the replica-ratio (no trafficRouting) router cannot route requests by header (setHeaderRoute); use trafficRouting.gatewayAPI or trafficRouting.istio or trafficRouting.nginx or trafficRouting.local"
         ]
     );
     assert_eq!(
