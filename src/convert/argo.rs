@@ -285,6 +285,35 @@ fn traffic_routing(value: &Value, path: &str, notes: &mut Notes) -> Option<Traff
                 .managed_routes = managed;
         }
     }
+    // vigil's Istio, NGINX, SMI and Traefik routers take Argo's field names; a field vigil does
+    // not read (Argo's `stableIngresses`, `tcpRoutes`, ...) is reported by `typed`.
+    let mut routers = 0;
+    if let Some(istio) = routing.take("istio") {
+        routers += 1;
+        let istio = typed(istio, &format!("{path}.istio"), notes);
+        out.get_or_insert_with(TrafficRouting::default).istio = istio;
+    }
+    if let Some(nginx) = routing.take("nginx") {
+        routers += 1;
+        let nginx = typed(nginx, &format!("{path}.nginx"), notes);
+        out.get_or_insert_with(TrafficRouting::default).nginx = nginx;
+    }
+    if let Some(smi) = routing.take("smi") {
+        routers += 1;
+        let smi = typed(smi, &format!("{path}.smi"), notes);
+        out.get_or_insert_with(TrafficRouting::default).smi = smi;
+    }
+    if let Some(traefik) = routing.take("traefik") {
+        routers += 1;
+        let traefik = typed(traefik, &format!("{path}.traefik"), notes);
+        out.get_or_insert_with(TrafficRouting::default).traefik = traefik;
+    }
+    if routers > 1 {
+        notes.unmapped(
+            path,
+            "several routers at once: a vigil Rollout has at most one; keep one of them",
+        );
+    }
     routing.finish(notes, |router| {
         Some(format!("vigil has no `{router}` router yet: it routes with Gateway API HTTPRoutes (`trafficRouting.gatewayAPI`), or by replica counts without a router"))
     });

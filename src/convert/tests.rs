@@ -556,3 +556,64 @@ fn no_address_means_the_controllers_default_prometheus_as_in_argo_and_flagger() 
         .clone();
     assert_eq!(prometheus.and_then(|p| p.address), None);
 }
+
+#[test]
+fn argo_istio_nginx_smi_and_traefik_routing_carry_over_with_unread_fields_named() {
+    let rollout_with = |routing: &str| {
+        format!(
+            "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers: [{{name: web, image: web:1}}]\n  strategy:\n    canary:\n      stableService: web-stable\n      canaryService: web-canary\n      trafficRouting:\n{routing}      steps: [{{setWeight: 20}}]\n"
+        )
+    };
+    let istio = convert(&sources(
+        "i.yaml",
+        &rollout_with("        istio:\n          virtualService: {name: web, routes: [primary]}\n"),
+    ));
+    assert!(istio.unmapped.is_empty(), "{:?}", istio.unmapped);
+    let routing = rollout(&istio).strategy.canary.traffic_routing.clone();
+    let vs = routing
+        .and_then(|r| r.istio)
+        .and_then(|i| i.virtual_service);
+    assert_eq!(
+        vs.map(|v| (v.name, v.routes)),
+        Some(("web".to_owned(), vec!["primary".to_owned()]))
+    );
+
+    let nginx = convert(&sources(
+        "n.yaml",
+        &rollout_with(
+            "        nginx:\n          stableIngress: web\n          stableIngresses: [web2]\n",
+        ),
+    ));
+    let paths: Vec<&str> = nginx.unmapped.iter().map(|u| u.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["spec.strategy.canary.trafficRouting.nginx.stableIngresses"],
+        "{:?}",
+        nginx.unmapped
+    );
+    let routing = rollout(&nginx).strategy.canary.traffic_routing.clone();
+    assert_eq!(
+        routing.and_then(|r| r.nginx).map(|n| n.stable_ingress),
+        Some("web".to_owned())
+    );
+
+    let smi = convert(&sources(
+        "s.yaml",
+        &rollout_with(
+            "        smi:\n          rootService: web\n          trafficSplitName: web-split\n",
+        ),
+    ));
+    assert!(smi.unmapped.is_empty(), "{:?}", smi.unmapped);
+    let traefik = convert(&sources(
+        "t.yaml",
+        &rollout_with("        traefik:\n          weightedTraefikServiceName: web-weighted\n"),
+    ));
+    assert!(traefik.unmapped.is_empty(), "{:?}", traefik.unmapped);
+    let routing = rollout(&traefik).strategy.canary.traffic_routing.clone();
+    assert_eq!(
+        routing
+            .and_then(|r| r.traefik)
+            .map(|t| t.weighted_traefik_service_name),
+        Some("web-weighted".to_owned())
+    );
+}
