@@ -288,7 +288,7 @@ fn route_effects(plan: &Plan, obs: &Observation) -> (Vec<Effect>, Vec<Effect>) {
     let readable = obs.router_managed_routes.is_some();
     let mut removals = Vec::new();
     let header_in_place: Vec<&str> = if readable {
-        seen.header.iter().map(|r| r.name.as_str()).collect()
+        seen.present_header().collect()
     } else {
         header_names.iter().map(String::as_str).collect()
     };
@@ -300,7 +300,7 @@ fn route_effects(plan: &Plan, obs: &Observation) -> (Vec<Effect>, Vec<Effect>) {
         }
     }
     let mirror_in_place: Vec<&str> = if readable {
-        seen.mirror.iter().map(|r| r.name.as_str()).collect()
+        seen.present_mirror().collect()
     } else {
         mirror_names.iter().map(String::as_str).collect()
     };

@@ -61,6 +61,13 @@ pub enum RouteError {
         /// The limit.
         limit: usize,
     },
+    /// The rules splitting traffic differ in `filters`, `timeouts` or `backendRefs`, so no one
+    /// managed rule can serve as all of them do.
+    #[error(
+        "the rules with backendRefs to both services differ in filters, timeouts or backendRefs; \
+         a managed route would bypass some of them (make them agree, or use one rule)"
+    )]
+    ShareSplitRules,
     /// The Gateway API matches a method exactly only.
     #[error("setMirrorRoute {route}: the Gateway API matches a method exactly only (use `exact`)")]
     MatchMethod {

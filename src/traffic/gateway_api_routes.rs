@@ -11,9 +11,13 @@
 //!   towards the canary.
 //!
 //! What vigil put in place is recorded in the `vigil.dev/managed-routes` annotation, changed in
-//! the same guarded JSON patch as the rules. Reading back reports a route only when its rule is
-//! exactly what vigil would build from the route now, so a rule edited or removed by someone
-//! else is put back.
+//! the same guarded JSON patch as the rules. Reading back reports a route in place only when its
+//! rule is exactly what vigil would build from the route now, so a rule edited or removed by
+//! someone else is put back; any other managed rule present (recorded, or named with a managed
+//! prefix) is reported stale, so it is removed when not wanted.
+//!
+//! A managed rule keeps the split rule's `filters` and `timeouts` (a header must not bypass an
+//! auth or rewrite filter); split rules that differ in them or in their backendRefs are refused.
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{
@@ -108,6 +112,22 @@ fn split_rules<'r>(
     Ok(found)
 }
 
+/// The split rules' shared `filters`, `timeouts` and `backendRefs`: a managed rule serves as
+/// they do, so they must agree (copying one rule's filters would bypass another's).
+fn shared_serving(split: &[&Value]) -> Result<Map<String, Value>, RouteError> {
+    let serving = |rule: &Value| -> Map<String, Value> {
+        ["filters", "timeouts", "backendRefs"]
+            .into_iter()
+            .filter_map(|field| Some((field.to_owned(), rule.get(field)?.clone())))
+            .collect()
+    };
+    let first = split.first().map(|rule| serving(rule)).unwrap_or_default();
+    if split.iter().any(|rule| serving(rule) != first) {
+        return Err(RouteError::ShareSplitRules);
+    }
+    Ok(first)
+}
+
 /// The matches of the split rules (a rule without matches matches every request).
 fn split_matches(split: &[&Value]) -> Vec<Map<String, Value>> {
     split
@@ -197,15 +217,22 @@ pub fn header_rule(
         .map(|base| with_headers(base, conditions.clone()))
         .collect::<Result<Vec<_>, _>>()?;
     let name = format!("{HEADER_RULE}{}", header.name);
-    let canary_ref = first_ref(&split, canary);
-    Ok(json!({
-        "name": name,
-        "matches": bounded_matches(&name, matches)?,
-        "backendRefs": [canary_ref],
-    }))
+    let mut serving = shared_serving(&split)?;
+    // The API server defaults a backendRef's weight to 1: written so, it reads back equal.
+    let mut canary_ref = first_ref(&split, canary);
+    if let Some(fields) = canary_ref.as_object_mut() {
+        fields.insert("weight".into(), json!(1));
+    }
+    let mut rule = Map::new();
+    rule.insert("name".into(), json!(name));
+    rule.insert("matches".into(), bounded_matches(&name, matches)?);
+    serving.insert("backendRefs".into(), json!([canary_ref]));
+    rule.extend(serving);
+    Ok(Value::Object(rule))
 }
 
-/// The canary's backendRef of the first split rule, without its weight.
+/// The canary's backendRef of the first split rule, without its weight (a mirror's
+/// backendRef has none).
 fn first_ref(split: &[&Value], service: &str) -> Value {
     let mut backend = split
         .iter()
@@ -258,23 +285,26 @@ pub fn mirror_rule(
         }
     }
     let name = format!("{MIRROR_RULE}{}", mirror.name);
-    let backend_refs = split
-        .first()
-        .and_then(|rule| rule.get("backendRefs"))
+    let mut serving = shared_serving(&split)?;
+    let mut filters: Vec<Value> = serving
+        .get("filters")
+        .and_then(Value::as_array)
         .cloned()
-        .unwrap_or_else(|| json!([]));
-    Ok(json!({
-        "name": name,
-        "matches": bounded_matches(&name, matches)?,
-        "filters": [{
-            "type": "RequestMirror",
-            "requestMirror": {
-                "backendRef": first_ref(&split, canary),
-                "percent": mirror.percentage.clamp(0, 100),
-            }
-        }],
-        "backendRefs": backend_refs,
-    }))
+        .unwrap_or_default();
+    filters.push(json!({
+        "type": "RequestMirror",
+        "requestMirror": {
+            "backendRef": first_ref(&split, canary),
+            "percent": mirror.percentage.clamp(0, 100),
+        }
+    }));
+    serving.insert("filters".into(), Value::Array(filters));
+    serving.entry("backendRefs").or_insert_with(|| json!([]));
+    let mut rule = Map::new();
+    rule.insert("name".into(), json!(name));
+    rule.insert("matches".into(), bounded_matches(&name, matches)?);
+    rule.extend(serving);
+    Ok(Value::Object(rule))
 }
 
 /// The managed routes recorded on `route` (none when the annotation is absent or unreadable).
@@ -295,34 +325,50 @@ fn find_rule<'r>(route: &'r Value, name: &str) -> Option<(usize, &'r Value)> {
         .find(|(_, rule)| rule_name(rule) == Some(name))
 }
 
-/// The managed routes in place: recorded on the route, with their rule exactly as vigil
-/// would build it now.
+/// The managed routes on `route`: in place when recorded with their rule exactly as vigil
+/// would build it now; stale when their rule is present otherwise (edited, defaulted, or
+/// unrecorded but named with a managed prefix), so it is removed when not wanted.
 pub fn managed_routes(route: &Value, stable: &str, canary: &str) -> ManagedRoutes {
     let recorded = recorded(route);
-    let in_place = |name: String, built: Result<Value, RouteError>| {
-        built.is_ok_and(|rule| find_rule(route, &name).is_some_and(|(_, r)| *r == rule))
+    let as_built = |name: &str, built: Result<Value, RouteError>| {
+        built.is_ok_and(|rule| find_rule(route, name).is_some_and(|(_, r)| *r == rule))
     };
-    let header = recorded
-        .header
-        .into_iter()
-        .filter(|h| {
-            in_place(
-                format!("{HEADER_RULE}{}", h.name),
+    let (header, header_off): (Vec<HeaderRoute>, Vec<HeaderRoute>) =
+        recorded.header.into_iter().partition(|h| {
+            as_built(
+                &format!("{HEADER_RULE}{}", h.name),
                 header_rule(route, stable, canary, h),
             )
-        })
-        .collect();
-    let mirror = recorded
-        .mirror
-        .into_iter()
-        .filter(|m| {
-            in_place(
-                format!("{MIRROR_RULE}{}", m.name),
+        });
+    let (mirror, mirror_off): (Vec<MirrorRoute>, Vec<MirrorRoute>) =
+        recorded.mirror.into_iter().partition(|m| {
+            as_built(
+                &format!("{MIRROR_RULE}{}", m.name),
                 mirror_rule(route, stable, canary, m),
             )
-        })
-        .collect();
-    ManagedRoutes::new(header, mirror)
+        });
+    let stale = |prefix: &str, in_place: &[&str], off: Vec<String>| -> Vec<String> {
+        let mut names: Vec<String> = rules(route)
+            .iter()
+            .filter_map(|rule| rule_name(rule)?.strip_prefix(prefix))
+            .filter(|name| !in_place.contains(name))
+            .map(str::to_owned)
+            .chain(off)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    let header_names: Vec<&str> = header.iter().map(|h| h.name.as_str()).collect();
+    let mirror_names: Vec<&str> = mirror.iter().map(|m| m.name.as_str()).collect();
+    let header_off = header_off.into_iter().map(|h| h.name).collect();
+    let mirror_off = mirror_off.into_iter().map(|m| m.name).collect();
+    let stale_header = stale(HEADER_RULE, &header_names, header_off);
+    let stale_mirror = stale(MIRROR_RULE, &mirror_names, mirror_off);
+    let mut routes = ManagedRoutes::new(header, mirror);
+    routes.stale_header = stale_header;
+    routes.stale_mirror = stale_mirror;
+    routes
 }
 
 fn pointer(tokens: &[&str]) -> PointerBuf {

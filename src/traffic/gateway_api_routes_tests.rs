@@ -80,7 +80,7 @@ fn a_header_route_is_a_rule_ahead_of_the_others_to_the_canary_only() {
                 {"type": "RegularExpression", "name": "x-team", "value": "qa\\..*"}
             ]
         }],
-        "backendRefs": [{"name": "web-canary", "port": 80}]
+        "backendRefs": [{"name": "web-canary", "port": 80, "weight": 1}]
     });
     let annotation =
         serde_json::to_string(&ManagedRoutes::new(vec![header.clone()], vec![])).expect("json");
@@ -209,7 +209,10 @@ fn a_managed_rule_edited_by_someone_else_is_not_reported_in_place() {
         .expect("set"),
     );
     patched["spec"]["rules"][0]["backendRefs"][0]["name"] = json!("web-stable");
-    assert!(managed_routes(&patched, "web-stable", "web-canary").is_empty());
+    let read = managed_routes(&patched, "web-stable", "web-canary");
+    assert!(read.header.is_empty());
+    // Not in place, yet present: removed when no longer wanted.
+    assert_eq!(read.stale_header, vec!["testers".to_owned()]);
     // Putting it back replaces the edited rule.
     let patch = route_patch(
         &patched,
@@ -271,4 +274,101 @@ fn limits_of_the_gateway_api_are_errors_naming_the_rule() {
             canary: "b".into()
         })
     );
+}
+
+#[test]
+fn a_header_rule_stored_with_the_defaulted_weight_reads_back_in_place() {
+    let header = testers();
+    let set = route_patch(
+        &route(),
+        "web-stable",
+        "web-canary",
+        RouteChange::SetHeader(&header),
+    )
+    .expect("set");
+    let mut stored = apply(&route(), &set);
+    // The API server defaults a backendRef's weight to 1.
+    stored["spec"]["rules"][0]["backendRefs"][0]["weight"] = json!(1);
+    assert_eq!(
+        managed_routes(&stored, "web-stable", "web-canary"),
+        ManagedRoutes::new(vec![header], vec![])
+    );
+}
+
+#[test]
+fn managed_rules_edited_or_unrecorded_are_reported_present_for_removal() {
+    let header = testers();
+    let set = route_patch(
+        &route(),
+        "web-stable",
+        "web-canary",
+        RouteChange::SetHeader(&header),
+    )
+    .expect("set");
+    let mut stored = apply(&route(), &set);
+    // Someone adds a match to the header rule, and a mirror rule lost its record.
+    let matches = &mut stored["spec"]["rules"][0]["matches"];
+    if let Some(list) = matches.as_array_mut() {
+        list.push(json!({"path": {"type": "PathPrefix", "value": "/extra"}}));
+    }
+    if let Some(rules) = stored["spec"]["rules"].as_array_mut() {
+        rules.push(json!({"name": "vigil-mirror-old", "backendRefs": []}));
+    }
+    let read = managed_routes(&stored, "web-stable", "web-canary");
+    assert!(read.header.is_empty() && read.mirror.is_empty());
+    assert_eq!(read.stale_header, vec!["testers".to_owned()]);
+    assert_eq!(read.stale_mirror, vec!["old".to_owned()]);
+    assert_eq!(read.present_header().collect::<Vec<_>>(), vec!["testers"]);
+    assert_eq!(read.present_mirror().collect::<Vec<_>>(), vec!["old"]);
+}
+
+fn with_auth_filter() -> Value {
+    let mut route = route();
+    route["spec"]["rules"][0]["filters"] = json!([{
+        "type": "ExtensionRef",
+        "extensionRef": {"group": "auth.example.com", "kind": "Auth", "name": "login"}
+    }]);
+    route["spec"]["rules"][0]["timeouts"] = json!({"request": "5s"});
+    route
+}
+
+#[test]
+fn managed_rules_keep_the_split_rules_filters_and_timeouts() {
+    let route = with_auth_filter();
+    let auth = route["spec"]["rules"][0]["filters"][0].clone();
+    let header = header_rule(&route, "web-stable", "web-canary", &testers()).expect("header");
+    assert_eq!(header["filters"], json!([auth.clone()]));
+    assert_eq!(header["timeouts"], json!({"request": "5s"}));
+    let mirror = mirror_rule(&route, "web-stable", "web-canary", &shadow()).expect("mirror");
+    let filters = mirror["filters"].as_array().cloned().unwrap_or_default();
+    assert_eq!(filters.len(), 2);
+    assert_eq!(filters[0], auth);
+    assert_eq!(filters[1]["type"], json!("RequestMirror"));
+    assert_eq!(mirror["timeouts"], json!({"request": "5s"}));
+}
+
+#[test]
+fn split_rules_differing_in_filters_are_refused() {
+    let mut route = with_auth_filter();
+    if let Some(rules) = route["spec"]["rules"].as_array_mut() {
+        rules.push(json!({
+            "matches": [{"path": {"type": "PathPrefix", "value": "/open"}}],
+            "backendRefs": [
+                {"name": "web-stable", "port": 80, "weight": 90},
+                {"name": "web-canary", "port": 80, "weight": 10}
+            ]
+        }));
+    }
+    let header = header_rule(&route, "web-stable", "web-canary", &testers());
+    assert!(
+        matches!(header, Err(RouteError::ShareSplitRules)),
+        "{header:?}"
+    );
+    let mirror = mirror_rule(&route, "web-stable", "web-canary", &shadow());
+    assert!(
+        matches!(mirror, Err(RouteError::ShareSplitRules)),
+        "{mirror:?}"
+    );
+    let message = RouteError::ShareSplitRules.to_string();
+    assert!(message.contains("filters"), "{message}");
 }

@@ -73,6 +73,15 @@ pub struct ManagedRoutes {
     pub header: Vec<HeaderRoute>,
     /// Mirror routes, by name.
     pub mirror: Vec<MirrorRoute>,
+    /// Names of header routes whose rule is present on the router object but not as vigil
+    /// would build it now (edited, or defaulted differently): not in place, yet to be removed
+    /// when not wanted. Read back only, never recorded.
+    #[serde(skip)]
+    pub stale_header: Vec<String>,
+    /// Names of mirror routes present but not as vigil would build them now (as
+    /// `stale_header`).
+    #[serde(skip)]
+    pub stale_mirror: Vec<String>,
 }
 
 impl ManagedRoutes {
@@ -80,7 +89,24 @@ impl ManagedRoutes {
     pub fn new(mut header: Vec<HeaderRoute>, mut mirror: Vec<MirrorRoute>) -> ManagedRoutes {
         header.sort();
         mirror.sort();
-        ManagedRoutes { header, mirror }
+        ManagedRoutes {
+            header,
+            mirror,
+            stale_header: Vec::new(),
+            stale_mirror: Vec::new(),
+        }
+    }
+
+    /// Names of every header route present, in place as wanted or stale.
+    pub fn present_header(&self) -> impl Iterator<Item = &str> {
+        let in_place = self.header.iter().map(|r| r.name.as_str());
+        in_place.chain(self.stale_header.iter().map(String::as_str))
+    }
+
+    /// Names of every mirror route present, in place as wanted or stale.
+    pub fn present_mirror(&self) -> impl Iterator<Item = &str> {
+        let in_place = self.mirror.iter().map(|r| r.name.as_str());
+        in_place.chain(self.stale_mirror.iter().map(String::as_str))
     }
 
     /// True when no managed route is in place.

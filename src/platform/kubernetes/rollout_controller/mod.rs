@@ -394,13 +394,13 @@ async fn remove_managed_routes(scope: &Scope<'_>, router: &Router) -> Result<(),
             });
         }
     };
-    for route in &in_place.header {
-        let result = router.remove_header_route(&route.name).await;
-        act::route_result(scope, &route.name, result)?;
+    for name in in_place.present_header() {
+        let result = router.remove_header_route(name).await;
+        act::route_result(scope, name, result)?;
     }
-    for route in &in_place.mirror {
-        let result = router.remove_mirror_route(&route.name).await;
-        act::route_result(scope, &route.name, result)?;
+    for name in in_place.present_mirror() {
+        let result = router.remove_mirror_route(name).await;
+        act::route_result(scope, name, result)?;
     }
     Ok(())
 }
