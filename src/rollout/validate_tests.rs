@@ -315,6 +315,41 @@ fn nginx_additional_annotations_outside_the_canary_selectors_are_refused_by_fiel
 }
 
 #[test]
+fn nginx_header_routes_refuse_regex_by_field() {
+    let step = |value: serde_json::Value| {
+        serde_json::from_value::<CanaryStep>(serde_json::json!({"setHeaderRoute": {
+            "name": "testers",
+            "match": [{"headerName": "x-canary", "headerValue": value}]
+        }}))
+        .expect("step")
+    };
+    let mut spec = rollout(vec![
+        step(serde_json::json!({"prefix": "beta-"})),
+        step(serde_json::json!({"regex": "(a+)+$"})),
+    ]);
+    spec.strategy.canary.stable_service = Some("web-stable".to_owned());
+    spec.strategy.canary.canary_service = Some("web-canary".to_owned());
+    spec.strategy.canary.traffic_routing = Some(
+        serde_json::from_value(serde_json::json!({
+            "nginx": {"stableIngress": "web"},
+            "managedRoutes": [{"name": "testers"}]
+        }))
+        .expect("routing"),
+    );
+    let problems = validate_spec(&spec);
+    assert_eq!(
+        at(
+            &problems,
+            "spec.strategy.canary.steps[1].setHeaderRoute.match[0].headerValue.regex"
+        ),
+        vec![
+            "ingress-nginx runs header patterns with a backtracking regex engine, so the NGINX router takes exact or prefix only"
+        ]
+    );
+    assert_eq!(problems.len(), 1, "{problems:?}");
+}
+
+#[test]
 fn nginx_header_routes_have_one_condition_and_one_name() {
     let step = |name: &str, headers: &[&str]| {
         serde_json::from_value::<CanaryStep>(serde_json::json!({"setHeaderRoute": {

@@ -7,7 +7,8 @@
 //! A canary Ingress sending nothing to the canary is the same as none, so vigil deletes it when
 //! the weight returns to 0 with no header route (promotion, abort, the finalizer) and reads "no
 //! canary Ingress" as weight 0. A header route is `canary-by-header` with
-//! `canary-by-header-value` (exact) or `canary-by-header-pattern` (prefix and regex), named in
+//! `canary-by-header-value` (exact) or `canary-by-header-pattern` (a prefix, escaped; no user
+//! regex: ingress-nginx runs patterns with a backtracking engine), named in
 //! vigil's own annotation [`HEADER_ROUTE_ANNOTATION`] so it can be read back. The decision of
 //! what to do is pure ([`plan`]); the I/O only carries it out.
 
@@ -757,7 +758,14 @@ fn canary_header(route: &HeaderRoute) -> Result<CanaryHeader, TrafficError> {
     let value = match &only.value {
         StringMatch::Exact(v) => HeaderValue::Exact(v.clone()),
         StringMatch::Prefix(v) => HeaderValue::Prefix(v.clone()),
-        StringMatch::Regex(v) => HeaderValue::Regex(v.clone()),
+        // ingress-nginx runs `canary-by-header-pattern` with a backtracking engine: only the
+        // pattern vigil builds from an escaped prefix is written (validation refuses regex).
+        StringMatch::Regex(_) => {
+            return Err(TrafficError::Unsupported {
+                router: RouterKind::Nginx,
+                capability: Capability::HeaderRoute,
+            });
+        }
     };
     Ok(CanaryHeader {
         route: route.name.clone(),
@@ -1261,6 +1269,26 @@ mod tests {
             assert_eq!(problems.len(), 1, "{prefix}: {problems:?}");
             assert_eq!(problems[0].0, "annotationPrefix");
         }
+    }
+
+    #[test]
+    fn a_regex_header_route_is_refused_and_a_prefix_becomes_an_escaped_pattern() {
+        let route = |value: StringMatch| HeaderRoute {
+            name: "testers".into(),
+            matches: vec![HeaderMatch {
+                header_name: "x-canary".into(),
+                value,
+            }],
+        };
+        assert!(matches!(
+            canary_header(&route(StringMatch::Regex("(a+)+$".into()))),
+            Err(TrafficError::Unsupported { .. })
+        ));
+        let prefix = canary_header(&route(StringMatch::Prefix("a.b(".into()))).expect("prefix");
+        assert_eq!(
+            prefix.value.annotation(),
+            ("canary-by-header-pattern", "^a\\.b\\(.*".to_owned())
+        );
     }
 
     #[test]
