@@ -21,8 +21,9 @@ pub struct NginxRouting {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotation_prefix: Option<String>,
     /// More annotations for the canary Ingress, keys without the prefix (e.g.
-    /// `canary-by-cookie: beta`). At most 16; `canary`, `canary-weight` and
-    /// `canary-weight-total` are vigil's.
+    /// `canary-by-cookie: beta`). At most 16, and only the canary selectors
+    /// `canary-by-header`, `canary-by-header-value` and `canary-by-cookie`: vigil creates
+    /// the Ingress with its own permissions, so any other key is refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub additional_ingress_annotations: BTreeMap<String, String>,
 }

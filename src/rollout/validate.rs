@@ -306,6 +306,14 @@ fn check_nginx_header_routes(steps: &[CanaryStep], problems: &mut Vec<SpecProble
             continue;
         };
         let path = format!("{CANARY}.steps[{index}].setHeaderRoute");
+        for (j, m) in set.match_.iter().enumerate() {
+            if m.header_value.regex.is_some() {
+                problems.push(problem(
+                    format!("{path}.match[{j}].headerValue.regex"),
+                    "ingress-nginx runs header patterns with a backtracking regex engine, so the NGINX router takes exact or prefix only".to_owned(),
+                ));
+            }
+        }
         if set.match_.len() > 1 {
             problems.push(problem(
                 format!("{path}.match"),

@@ -284,6 +284,72 @@ fn the_nginx_smi_and_traefik_routers_name_their_objects_and_bound_annotations() 
 }
 
 #[test]
+fn nginx_additional_annotations_outside_the_canary_selectors_are_refused_by_field() {
+    let mut spec = rollout(vec![weight(10)]);
+    spec.strategy.canary.stable_service = Some("web-stable".to_owned());
+    spec.strategy.canary.canary_service = Some("web-canary".to_owned());
+    spec.strategy.canary.traffic_routing = Some(
+        serde_json::from_value(serde_json::json!({"nginx": {
+            "stableIngress": "web",
+            "annotationPrefix": "nginx.ingress.kubernetes.io/auth-url",
+            "additionalIngressAnnotations": {
+                "canary-by-header": "X-Canary",
+                "configuration-snippet": "more_set_headers x;",
+                "auth-tls-secret": "other-ns/secret"
+            }
+        }}))
+        .expect("routing"),
+    );
+    let problems = validate_spec(&spec);
+    let path = "spec.strategy.canary.trafficRouting.nginx";
+    assert_eq!(at(&problems, &format!("{path}.annotationPrefix")).len(), 1);
+    for key in ["configuration-snippet", "auth-tls-secret"] {
+        let messages = at(
+            &problems,
+            &format!("{path}.additionalIngressAnnotations[\"{key}\"]"),
+        );
+        assert_eq!(messages.len(), 1, "{key}: {problems:?}");
+        assert!(messages[0].starts_with("not allowed:"), "{messages:?}");
+    }
+    assert_eq!(problems.len(), 3, "{problems:?}");
+}
+
+#[test]
+fn nginx_header_routes_refuse_regex_by_field() {
+    let step = |value: serde_json::Value| {
+        serde_json::from_value::<CanaryStep>(serde_json::json!({"setHeaderRoute": {
+            "name": "testers",
+            "match": [{"headerName": "x-canary", "headerValue": value}]
+        }}))
+        .expect("step")
+    };
+    let mut spec = rollout(vec![
+        step(serde_json::json!({"prefix": "beta-"})),
+        step(serde_json::json!({"regex": "(a+)+$"})),
+    ]);
+    spec.strategy.canary.stable_service = Some("web-stable".to_owned());
+    spec.strategy.canary.canary_service = Some("web-canary".to_owned());
+    spec.strategy.canary.traffic_routing = Some(
+        serde_json::from_value(serde_json::json!({
+            "nginx": {"stableIngress": "web"},
+            "managedRoutes": [{"name": "testers"}]
+        }))
+        .expect("routing"),
+    );
+    let problems = validate_spec(&spec);
+    assert_eq!(
+        at(
+            &problems,
+            "spec.strategy.canary.steps[1].setHeaderRoute.match[0].headerValue.regex"
+        ),
+        vec![
+            "ingress-nginx runs header patterns with a backtracking regex engine, so the NGINX router takes exact or prefix only"
+        ]
+    );
+    assert_eq!(problems.len(), 1, "{problems:?}");
+}
+
+#[test]
 fn nginx_header_routes_have_one_condition_and_one_name() {
     let step = |name: &str, headers: &[&str]| {
         serde_json::from_value::<CanaryStep>(serde_json::json!({"setHeaderRoute": {

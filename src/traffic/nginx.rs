@@ -7,7 +7,8 @@
 //! A canary Ingress sending nothing to the canary is the same as none, so vigil deletes it when
 //! the weight returns to 0 with no header route (promotion, abort, the finalizer) and reads "no
 //! canary Ingress" as weight 0. A header route is `canary-by-header` with
-//! `canary-by-header-value` (exact) or `canary-by-header-pattern` (prefix and regex), named in
+//! `canary-by-header-value` (exact) or `canary-by-header-pattern` (a prefix, escaped; no user
+//! regex: ingress-nginx runs patterns with a backtracking engine), named in
 //! vigil's own annotation [`HEADER_ROUTE_ANNOTATION`] so it can be read back. The decision of
 //! what to do is pure ([`plan`]); the I/O only carries it out.
 
@@ -42,6 +43,16 @@ pub const MAX_ANNOTATION_NAME_LEN: usize = 63;
 pub const MAX_ANNOTATION_PREFIX_LEN: usize = 253;
 /// Annotations (after the prefix) that only vigil writes: the split itself.
 pub const OWNED_ANNOTATIONS: [&str; 3] = ["canary", "canary-weight", "canary-weight-total"];
+/// The only annotations (after the prefix) `additionalIngressAnnotations` may set: the canary
+/// selectors. vigil creates the canary Ingress with its own RBAC, so any other key (a
+/// `*-snippet`, `auth-*`, a `*-secret` naming another namespace's Secret) would let a Rollout
+/// writer configure the shared ingress controller. `canary-by-header-pattern` is left out: it is
+/// a regular expression that ingress-nginx runs with a backtracking engine.
+pub const ALLOWED_ADDITIONAL_ANNOTATIONS: [&str; 3] = [
+    "canary-by-header",
+    "canary-by-header-value",
+    "canary-by-cookie",
+];
 /// vigil's annotation on the canary Ingress naming the managed header route it carries.
 pub const HEADER_ROUTE_ANNOTATION: &str = "vigil.dev/header-route";
 
@@ -193,7 +204,12 @@ impl CanaryIngressConfig {
         if let Some(class) = stable.pointer("/metadata/annotations/kubernetes.io~1ingress.class") {
             annotations.insert("kubernetes.io/ingress.class".into(), class.clone());
         }
-        for (name, value) in &self.additional {
+        // Validation refuses other keys; the builder drops them too, so no path writes them.
+        let allowed = self
+            .additional
+            .iter()
+            .filter(|(name, _)| ALLOWED_ADDITIONAL_ANNOTATIONS.contains(&name.as_str()));
+        for (name, value) in allowed {
             annotations.insert(self.key(name), Value::from(value.clone()));
         }
         annotations.insert(self.key("canary"), json!("true"));
@@ -520,7 +536,7 @@ pub fn config_problems(
             problems.push((
                 "annotationPrefix".to_owned(),
                 format!(
-                    "{prefix:?} is not a DNS subdomain of at most {MAX_ANNOTATION_PREFIX_LEN} characters"
+                    "{prefix:?} is not a DNS subdomain (lowercase letters, digits, '-', '.'; no '/') of at most {MAX_ANNOTATION_PREFIX_LEN} characters"
                 ),
             ));
         }
@@ -560,6 +576,14 @@ pub fn config_problems(
             problems.push((
                 field.clone(),
                 "vigil sets this annotation itself (it is the weight split)".to_owned(),
+            ));
+        } else if !ALLOWED_ADDITIONAL_ANNOTATIONS.contains(&name.as_str()) {
+            problems.push((
+                field.clone(),
+                format!(
+                    "not allowed: vigil creates the canary Ingress with its own permissions, so only the canary selectors {} may be added",
+                    ALLOWED_ADDITIONAL_ANNOTATIONS.join(", ")
+                ),
             ));
         }
         if value.len() > MAX_ANNOTATION_VALUE_LEN {
@@ -734,7 +758,14 @@ fn canary_header(route: &HeaderRoute) -> Result<CanaryHeader, TrafficError> {
     let value = match &only.value {
         StringMatch::Exact(v) => HeaderValue::Exact(v.clone()),
         StringMatch::Prefix(v) => HeaderValue::Prefix(v.clone()),
-        StringMatch::Regex(v) => HeaderValue::Regex(v.clone()),
+        // ingress-nginx runs `canary-by-header-pattern` with a backtracking engine: only the
+        // pattern vigil builds from an escaped prefix is written (validation refuses regex).
+        StringMatch::Regex(_) => {
+            return Err(TrafficError::Unsupported {
+                router: RouterKind::Nginx,
+                capability: Capability::HeaderRoute,
+            });
+        }
     };
     Ok(CanaryHeader {
         route: route.name.clone(),
@@ -1190,7 +1221,100 @@ mod tests {
         let many: BTreeMap<String, String> = (0..=MAX_ADDITIONAL_ANNOTATIONS)
             .map(|i| (format!("a{i}"), String::new()))
             .collect();
-        assert_eq!(config_problems(None, &many).len(), 1);
+        let too_many = config_problems(None, &many);
+        assert_eq!(
+            too_many
+                .iter()
+                .filter(|(field, _)| field == "additionalIngressAnnotations")
+                .count(),
+            1,
+            "{too_many:?}"
+        );
+    }
+
+    #[test]
+    fn only_canary_selector_annotations_may_be_added_and_the_prefix_cannot_smuggle_keys() {
+        let allowed: BTreeMap<String, String> = ALLOWED_ADDITIONAL_ANNOTATIONS
+            .iter()
+            .map(|name| ((*name).to_owned(), "x".to_owned()))
+            .collect();
+        assert_eq!(config_problems(None, &allowed), vec![]);
+        let injected = BTreeMap::from([
+            ("configuration-snippet".into(), "more_set_headers x;".into()),
+            ("server-snippet".into(), "location /x {}".into()),
+            ("auth-tls-secret".into(), "other-ns/secret".into()),
+            ("auth-url".into(), "http://evil.example".into()),
+            ("canary-by-header-pattern".into(), "(a+)+$".into()),
+        ]);
+        let problems = config_problems(None, &injected);
+        let fields: Vec<&str> = problems.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "additionalIngressAnnotations[\"auth-tls-secret\"]",
+                "additionalIngressAnnotations[\"auth-url\"]",
+                "additionalIngressAnnotations[\"canary-by-header-pattern\"]",
+                "additionalIngressAnnotations[\"configuration-snippet\"]",
+                "additionalIngressAnnotations[\"server-snippet\"]",
+            ],
+            "{problems:?}"
+        );
+        assert!(problems[0].1.starts_with("not allowed:"), "{problems:?}");
+        for prefix in [
+            "nginx.ingress.kubernetes.io/configuration-snippet",
+            "nginx.ingress.kubernetes.io/",
+            "Nginx.Ingress",
+        ] {
+            let problems = config_problems(Some(prefix), &BTreeMap::new());
+            assert_eq!(problems.len(), 1, "{prefix}: {problems:?}");
+            assert_eq!(problems[0].0, "annotationPrefix");
+        }
+    }
+
+    #[test]
+    fn a_regex_header_route_is_refused_and_a_prefix_becomes_an_escaped_pattern() {
+        let route = |value: StringMatch| HeaderRoute {
+            name: "testers".into(),
+            matches: vec![HeaderMatch {
+                header_name: "x-canary".into(),
+                value,
+            }],
+        };
+        assert!(matches!(
+            canary_header(&route(StringMatch::Regex("(a+)+$".into()))),
+            Err(TrafficError::Unsupported { .. })
+        ));
+        let prefix = canary_header(&route(StringMatch::Prefix("a.b(".into()))).expect("prefix");
+        assert_eq!(
+            prefix.value.annotation(),
+            ("canary-by-header-pattern", "^a\\.b\\(.*".to_owned())
+        );
+    }
+
+    #[test]
+    fn the_builder_writes_only_allowed_additional_annotations() {
+        let mut config = config();
+        config
+            .additional
+            .insert("configuration-snippet".into(), "more_set_headers x;".into());
+        config
+            .additional
+            .insert("auth-tls-secret".into(), "other-ns/secret".into());
+        let ingress =
+            desired_canary_ingress(&stable_ingress(), &config, &weight(10)).expect("built");
+        let annotations = ingress["metadata"]["annotations"]
+            .as_object()
+            .expect("annotations");
+        let keys: Vec<&str> = annotations.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "kubernetes.io/ingress.class",
+                "nginx.ingress.kubernetes.io/canary",
+                "nginx.ingress.kubernetes.io/canary-by-cookie",
+                "nginx.ingress.kubernetes.io/canary-weight",
+            ]
+        );
     }
 
     mod io {
