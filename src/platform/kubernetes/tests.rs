@@ -1069,7 +1069,7 @@ async fn a_header_route_step_adds_the_rule_first_with_a_guarded_patch_once_the_c
             {"op": "add", "path": "/spec/rules/0", "value": {
                 "name": "vigil-header-testers",
                 "matches": [{"headers": [{"type": "RegularExpression", "name": "x-canary", "value": "yes.*"}]}],
-                "backendRefs": [{"name": "web-canary", "port": 80}]
+                "backendRefs": [{"name": "web-canary", "port": 80, "weight": 1}]
             }},
             {"op": "add", "path": "/metadata/annotations", "value": {"vigil.dev/managed-routes": annotation}},
         ])
