@@ -689,7 +689,9 @@ async fn a_header_route_appears_at_its_step_and_is_gone_after_promotion_and_abor
             "path": {"type": "PathPrefix", "value": "/"},
             "headers": [{"type": "Exact", "name": "x-canary", "value": "yes"}]
         }],
-        "backendRefs": [{"name": format!("{name}-canary"), "port": 80}]
+        // The weight written as the Gateway API's default, so a defaulting server reads back
+        // what vigil wrote.
+        "backendRefs": [{"name": format!("{name}-canary"), "port": 80, "weight": 1}]
     });
 
     for (image, ending) in [("app:2", "promote"), ("app:3", "abort")] {
