@@ -828,6 +828,7 @@ fn metric(
             renames,
             notes,
         )?,
+        web: None,
     };
     Some(out)
 }

@@ -8,7 +8,7 @@ use url::Url;
 
 use super::prometheus::{BasicAuth, PrometheusClientConfig, ResolvedAuth};
 use crate::api::duration::parse_duration;
-use crate::api::{PrometheusProvider, SecretSource};
+use crate::api::{PrometheusAuth, PrometheusProvider, SecretSource};
 
 /// Default timeout of one query when the metric sets none.
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -380,57 +380,67 @@ pub fn client_config(
             address: crate::analysis::provider::bounded(address.as_str()).into_owned(),
             reason,
         })?;
-        let origin = &origin;
-        let mut resolved = ResolvedAuth::default();
-        if let Some(token) = &auth.bearer_token {
-            resolved.bearer_token = Some(read_text(
-                "provider.prometheus.auth.bearerToken",
-                token,
-                origin,
-                secrets,
-            )?);
-        }
-        if let Some(basic) = &auth.basic {
-            resolved.basic = Some(BasicAuth {
-                username: basic.username.clone(),
-                password: read_text(
-                    "provider.prometheus.auth.basic.password",
-                    &basic.password,
-                    origin,
-                    secrets,
-                )?,
-            });
-        }
-        for (i, header) in auth.headers.iter().enumerate() {
-            let field = format!("provider.prometheus.auth.headers[{i}]");
-            let value = match (&header.value, &header.value_from) {
-                (Some(value), None) => value.clone(),
-                (None, Some(source)) => read_text(&field, source, origin, secrets)?,
-                _ => {
-                    return Err(ResolveError::ResolveSecretSource {
-                        field: format!("{field} ({}): value or valueFrom", header.name),
-                    });
-                }
-            };
-            resolved.headers.push((header.name.clone(), value));
-        }
-        if let Some(ca) = &auth.ca_bundle {
-            resolved.ca_bundle_pem = Some(read_source(
-                "provider.prometheus.auth.caBundle",
-                ca,
-                origin,
-                secrets,
-            )?);
-        }
-        config.auth = resolved;
+        config.auth = resolve_auth(auth, "provider.prometheus.auth", &origin, secrets)?;
     }
     Ok(config)
+}
+
+/// Reads the credentials of `auth` (the field at `field`, e.g. `provider.web.auth`) for
+/// sending to `origin`: the one way every provider's credentials are read.
+pub fn resolve_auth(
+    auth: &PrometheusAuth,
+    field: &str,
+    origin: &Origin,
+    secrets: &dyn SecretReader,
+) -> Result<ResolvedAuth, ResolveError> {
+    let mut resolved = ResolvedAuth::default();
+    if let Some(token) = &auth.bearer_token {
+        resolved.bearer_token = Some(read_text(
+            &format!("{field}.bearerToken"),
+            token,
+            origin,
+            secrets,
+        )?);
+    }
+    if let Some(basic) = &auth.basic {
+        resolved.basic = Some(BasicAuth {
+            username: basic.username.clone(),
+            password: read_text(
+                &format!("{field}.basic.password"),
+                &basic.password,
+                origin,
+                secrets,
+            )?,
+        });
+    }
+    for (i, header) in auth.headers.iter().enumerate() {
+        let header_field = format!("{field}.headers[{i}]");
+        let value = match (&header.value, &header.value_from) {
+            (Some(value), None) => value.clone(),
+            (None, Some(source)) => read_text(&header_field, source, origin, secrets)?,
+            _ => {
+                return Err(ResolveError::ResolveSecretSource {
+                    field: format!("{header_field} ({}): value or valueFrom", header.name),
+                });
+            }
+        };
+        resolved.headers.push((header.name.clone(), value));
+    }
+    if let Some(ca) = &auth.ca_bundle {
+        resolved.ca_bundle_pem = Some(read_source(
+            &format!("{field}.caBundle"),
+            ca,
+            origin,
+            secrets,
+        )?);
+    }
+    Ok(resolved)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{HeaderSource, PrometheusAuth, SecretKeySelector};
+    use crate::api::{HeaderSource, SecretKeySelector};
 
     #[test]
     fn reads_file_secrets_and_rejects_cluster_secrets_outside_a_cluster() {
