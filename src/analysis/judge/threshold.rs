@@ -147,6 +147,31 @@ pub enum ThresholdInput {
     Number(f64),
     /// Several labelled values.
     Vector(Vec<(BTreeMap<String, String>, f64)>),
+    /// A JSON value other than a number (a web metric's answer): a boolean, a string, a
+    /// list or an object, whose numbers are CEL doubles.
+    Json(serde_json::Value),
+}
+
+/// Most JSON values a `result` from a web metric may hold when a condition is evaluated, the
+/// same bound as [`MAX_RESULT_SERIES`] on a vector.
+pub const MAX_RESULT_JSON_VALUES: usize = MAX_RESULT_SERIES;
+
+/// How many JSON values `value` holds, itself included; stops counting past `limit`.
+fn json_values(value: &serde_json::Value, limit: usize) -> usize {
+    let mut count = 0;
+    let mut stack = vec![value];
+    while let Some(next) = stack.pop() {
+        count += 1;
+        if count > limit {
+            break;
+        }
+        match next {
+            serde_json::Value::Array(items) => stack.extend(items),
+            serde_json::Value::Object(fields) => stack.extend(fields.values()),
+            _ => {}
+        }
+    }
+    count
 }
 
 /// A compiled pair of conditions.
@@ -380,6 +405,17 @@ impl ThresholdJudge {
                 ),
             };
         }
+        if let ThresholdInput::Json(value) = input {
+            let count = json_values(value, MAX_RESULT_JSON_VALUES);
+            if count > MAX_RESULT_JSON_VALUES {
+                return ThresholdVerdict {
+                    phase: AnalysisPhase::Error,
+                    reason: format!(
+                        "result holds more than {MAX_RESULT_JSON_VALUES} JSON values (MAX_RESULT_JSON_VALUES), more than a condition may walk; select less with jsonPath"
+                    ),
+                };
+            }
+        }
         let shown = describe(input);
         let failure = match &self.failure {
             Some((source, program)) => match evaluate("failureCondition", source, program, input) {
@@ -497,6 +533,28 @@ fn to_cel(input: &ThresholdInput) -> Value {
                 .collect();
             Value::List(Arc::new(items))
         }
+        ThresholdInput::Json(value) => json_to_cel(value),
+    }
+}
+
+/// A JSON value as CEL sees it: numbers as doubles (as in a Prometheus `result`), objects as
+/// maps with string keys.
+fn json_to_cel(value: &serde_json::Value) -> Value {
+    match value {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        serde_json::Value::String(text) => Value::String(Arc::new(text.clone())),
+        serde_json::Value::Array(items) => {
+            Value::List(Arc::new(items.iter().map(json_to_cel).collect()))
+        }
+        serde_json::Value::Object(fields) => {
+            let map: std::collections::HashMap<String, Value> = fields
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_cel(v)))
+                .collect();
+            map.into()
+        }
     }
 }
 
@@ -515,6 +573,7 @@ pub fn describe(input: &ThresholdInput) -> String {
                 .collect();
             format!("[{}]", parts.join(", "))
         }
+        ThresholdInput::Json(value) => value.to_string(),
     }
 }
 
