@@ -239,13 +239,12 @@ pub fn prepare(
     }
     let mut prepared = spec.clone();
     for (index, metric) in prepared.metrics.iter_mut().enumerate() {
-        let configure = |e: crate::analysis::template::TemplateError| {
-            DriverError::ConfigureProvider {
+        let configure =
+            |e: crate::analysis::template::TemplateError| DriverError::ConfigureProvider {
                 index,
                 metric: metric.name.clone(),
                 reason: redactor.redact(&e.to_string()),
-            }
-        };
+            };
         if let Some(prometheus) = metric.provider.prometheus.as_mut() {
             crate::analysis::instantiate::substitute_queries(prometheus, &values)
                 .map_err(configure)?;

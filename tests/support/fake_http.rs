@@ -82,7 +82,7 @@ impl Stats {
         self.max_in_flight.load(Ordering::SeqCst)
     }
 
-    /// Raw request heads (request line and headers), in arrival order.
+    /// Raw requests (request line, headers and any body), in arrival order.
     pub fn heads(&self) -> Vec<String> {
         self.heads.lock().map(|h| h.clone()).unwrap_or_default()
     }
@@ -170,12 +170,32 @@ async fn serve<S>(mut socket: S, stats: &Stats, reply: &ReplyFn)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // Read the request head (GET requests carry no body).
+    // Read the request head.
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         match socket.read(&mut buf).await {
             Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    // A request with a body (POST, PUT): read it too, so `heads` shows what was sent.
+    let head_end = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(head.len(), |at| at + 4);
+    let declared = String::from_utf8_lossy(&head[..head_end])
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    while head.len() < head_end + declared {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }

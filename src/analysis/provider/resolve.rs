@@ -7,9 +7,9 @@ use std::time::Duration;
 use url::Url;
 
 use super::prometheus::{BasicAuth, PrometheusClientConfig, ResolvedAuth};
-use crate::api::duration::parse_duration;
 use super::web::{WebBody, WebClientConfig};
 use crate::api::duration::MAX_QUERY_TIMEOUT;
+use crate::api::duration::parse_duration;
 use crate::api::{PrometheusAuth, PrometheusProvider, SecretSource, WebProvider};
 
 /// Default timeout of one query when the metric sets none.

@@ -171,8 +171,11 @@ fn header_map(pairs: &[(String, String)], field: &str) -> Result<HeaderMap, Prov
             ))
         })?;
         // The value may be a secret: do not echo it in the error.
-        let mut value = HeaderValue::from_str(value)
-            .map_err(|_| invalid(format!("{field} header {name}: value is not a valid header")))?;
+        let mut value = HeaderValue::from_str(value).map_err(|_| {
+            invalid(format!(
+                "{field} header {name}: value is not a valid header"
+            ))
+        })?;
         value.set_sensitive(true);
         headers.append(name, value);
     }
@@ -315,10 +318,7 @@ impl Inner {
                 .header(CONTENT_TYPE, "application/json")
                 .body(json.to_string()),
         };
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let mut response = request.send().await.map_err(|e| self.unreachable(e))?;
         let status = response.status();
         if status.is_redirection() {
             let location = response
@@ -517,7 +517,11 @@ mod tests {
         let answer = serde_json::json!({"data": {"ok": true, "items": [1, 2, 3]}});
         for text in ["{$.data.ok}", "{.data.ok}", "$.data.ok", " { $.data.ok } "] {
             let path = parse_json_path(text).expect(text);
-            assert_eq!(path.query(&answer).all(), vec![&Value::Bool(true)], "{text}");
+            assert_eq!(
+                path.query(&answer).all(),
+                vec![&Value::Bool(true)],
+                "{text}"
+            );
         }
         let path = parse_json_path("$.data.items[*]").expect("wildcard");
         assert_eq!(path.query(&answer).all().len(), 3);
@@ -541,8 +545,8 @@ mod tests {
 
     #[test]
     fn answers_are_decoded_whole_within_the_cap_and_refused_past_it() {
-        let value = parse_counted(br#"{"a": [1, 2.5, "x", null, true, {"b": -3}]}"#)
-            .expect("decodes");
+        let value =
+            parse_counted(br#"{"a": [1, 2.5, "x", null, true, {"b": -3}]}"#).expect("decodes");
         assert_eq!(
             value,
             serde_json::json!({"a": [1, 2.5, "x", null, true, {"b": -3}]})

@@ -121,7 +121,10 @@ pub fn substitute_header(
 }
 
 /// Substitutes `args` into a text body, JSON-escaping each value.
-pub fn substitute_body(body: &str, args: &BTreeMap<String, String>) -> Result<String, TemplateError> {
+pub fn substitute_body(
+    body: &str,
+    args: &BTreeMap<String, String>,
+) -> Result<String, TemplateError> {
     let refs = placeholders(body)?;
     splice(body, &refs, args, |_, value| Ok(json_escape(value)))
 }
@@ -275,8 +278,10 @@ fn check_url(
         return;
     }
     // Any value percent-encodes to a plain token: check the URL with one.
-    let neutral: BTreeMap<String, String> =
-        refs.iter().map(|r| (r.name.clone(), "x".to_owned())).collect();
+    let neutral: BTreeMap<String, String> = refs
+        .iter()
+        .map(|r| (r.name.clone(), "x".to_owned()))
+        .collect();
     let Ok(concrete) = substitute_url(&web.url, &neutral) else {
         return;
     };
@@ -370,9 +375,21 @@ mod tests {
             "{{args.url}}",
             "https://user:{{args.password}}@api.example.com/v1",
         ] {
-            let error = substitute_url(url, &args(&[("host", "evil.example"), ("port", "1"), ("scheme", "http"), ("url", "http://evil.example"), ("password", "p")]))
-                .expect_err(url);
-            assert!(error.to_string().contains("scheme, host or port"), "{url}: {error}");
+            let error = substitute_url(
+                url,
+                &args(&[
+                    ("host", "evil.example"),
+                    ("port", "1"),
+                    ("scheme", "http"),
+                    ("url", "http://evil.example"),
+                    ("password", "p"),
+                ]),
+            )
+            .expect_err(url);
+            assert!(
+                error.to_string().contains("scheme, host or port"),
+                "{url}: {error}"
+            );
         }
     }
 
@@ -403,7 +420,10 @@ mod tests {
 
         let mut json = serde_json::json!({"query": "{{args.q}}", "n": 1, "list": ["{{args.q}}"]});
         substitute_json(&mut json, &args(&[("q", "a\"b")])).expect("json");
-        assert_eq!(json, serde_json::json!({"query": "a\"b", "n": 1, "list": ["a\"b"]}));
+        assert_eq!(
+            json,
+            serde_json::json!({"query": "a\"b", "n": 1, "list": ["a\"b"]})
+        );
     }
 
     #[test]
@@ -421,14 +441,23 @@ mod tests {
         };
         let mut problems = Vec::new();
         let declared = BTreeSet::from(["host".to_owned()]);
-        check_web(&web, "spec.metrics[0].provider.web", &declared, &mut problems);
+        check_web(
+            &web,
+            "spec.metrics[0].provider.web",
+            &declared,
+            &mut problems,
+        );
         let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
         let has = |path: &str, words: &str| {
-            text.iter()
-                .any(|t| t.starts_with(&format!("spec.metrics[0].provider.web.{path}:")) && t.contains(words))
+            text.iter().any(|t| {
+                t.starts_with(&format!("spec.metrics[0].provider.web.{path}:")) && t.contains(words)
+            })
         };
         assert!(has("url", "scheme, host or port"), "{text:#?}");
-        assert!(has("headers[0].key", "not a valid HTTP header name"), "{text:#?}");
+        assert!(
+            has("headers[0].key", "not a valid HTTP header name"),
+            "{text:#?}"
+        );
         assert!(has("headers[0].value", "not declared"), "{text:#?}");
         assert!(has("method", "GET sends no body"), "{text:#?}");
         assert!(has("jsonPath", ""), "{text:#?}");
