@@ -554,3 +554,153 @@ async fn insecure_skips_certificate_verification_and_is_off_by_default() {
         AnalysisPhase::Successful
     );
 }
+
+/// A shipped example template, its `url` pointed at `server` instead of the service.
+fn example(name: &str, service: &str, server: &FakeServer) -> vigil::api::AnalysisTemplateSpec {
+    let path = format!(
+        "{}/analysis-templates/examples/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).expect("example");
+    let local = server.url.as_str().trim_end_matches('/');
+    let template: vigil::api::AnalysisTemplate =
+        serde_norway::from_str(&text.replace(service, local)).expect("an AnalysisTemplate");
+    template.spec
+}
+
+/// Runs one measurement of every metric of `template` with `args`, the Secrets in `secrets`.
+async fn run_once(
+    template: vigil::api::AnalysisTemplateSpec,
+    args: &[(&str, &str)],
+    secrets: &PrefetchedSecrets,
+) -> vigil::api::AnalysisRunStatus {
+    support::install_crypto_provider();
+    let given: Vec<vigil::api::Argument> = args
+        .iter()
+        .map(|(name, value)| vigil::api::Argument {
+            name: (*name).to_owned(),
+            value: Some((*value).to_owned()),
+            value_from: None,
+        })
+        .collect();
+    let spec =
+        vigil::analysis::instantiate::instantiate(&[("example".to_owned(), template)], &given)
+            .expect("instantiate");
+    let clients = driver::clients_for(
+        &spec,
+        &CommandLinePrometheus::None,
+        secrets,
+        &ConcurrencyLimiter::default(),
+    )
+    .expect("clients");
+    driver::advance(
+        &spec,
+        &Default::default(),
+        &clients,
+        at(),
+        MeasureAt::Now(at()),
+        10,
+    )
+    .await
+    .expect("advance")
+    .status
+}
+
+fn secret(name: &str, key: &str, value: &str, origin: &Url) -> PrefetchedSecrets {
+    let mut secrets = PrefetchedSecrets::new(Vec::new(), Vec::new());
+    secrets.insert(
+        name,
+        key,
+        Ok(SecretValue {
+            bytes: value.as_bytes().to_vec(),
+            origins: Ok(vec![Origin::of(origin).expect("origin")]),
+        }),
+    );
+    secrets
+}
+
+#[tokio::test]
+async fn the_datadog_example_reads_the_last_point_of_a_datadog_answer_for_the_measurement_window() {
+    let server = answering(
+        r#"{"status": "ok", "res_type": "time_series", "series": [{"metric": "errors/hits",
+            "pointlist": [[1767225600000.0, 0.002], [1767225660000.0, 0.03]]}]}"#,
+    )
+    .await;
+    let template = example(
+        "datadog-error-rate.yaml",
+        "https://api.datadoghq.com",
+        &server,
+    );
+    let mut secrets = secret("datadog", "api-key", "dd-api", &server.url);
+    secrets.insert(
+        "datadog",
+        "app-key",
+        Ok(SecretValue {
+            bytes: b"dd-app".to_vec(),
+            origins: Ok(vec![Origin::of(&server.url).expect("origin")]),
+        }),
+    );
+    let status = run_once(template, &[("service", "checkout")], &secrets).await;
+    let measurement = &status.metric_results[0].measurements[0];
+    assert_eq!(measurement.phase, AnalysisPhase::Failed, "{status:?}");
+    assert_eq!(measurement.value.as_deref(), Some("0.03"));
+    let request = &server.stats.heads()[0];
+    let now = at().as_second();
+    assert!(
+        request.starts_with(&format!(
+            "GET /api/v1/query?from={}&to={now}&query=sum:trace.http.request.errors{{service:checkout}}",
+            now - 300
+        )),
+        "{request}"
+    );
+    let lower = request.to_ascii_lowercase();
+    assert!(
+        lower.contains("dd-api-key: dd-api") && lower.contains("dd-application-key: dd-app"),
+        "{request}"
+    );
+}
+
+#[tokio::test]
+async fn the_new_relic_example_posts_nrql_as_a_graphql_variable() {
+    let server = answering(
+        r#"{"data": {"actor": {"account": {"nrql": {"results": [{"errorPercent": 0.4}]}}}}}"#,
+    )
+    .await;
+    let template = example(
+        "newrelic-error-rate.yaml",
+        "https://api.newrelic.com",
+        &server,
+    );
+    let secrets = secret("newrelic", "api-key", "NRAK-test", &server.url);
+    let status = run_once(
+        template,
+        &[("account-id", "12345"), ("app-name", "shop's canary")],
+        &secrets,
+    )
+    .await;
+    let measurement = &status.metric_results[0].measurements[0];
+    assert_eq!(measurement.phase, AnalysisPhase::Successful, "{status:?}");
+    let request = &server.stats.heads()[0];
+    assert!(request.starts_with("POST /graphql HTTP/1.1"), "{request}");
+    assert!(
+        request.to_ascii_lowercase().contains("api-key: nrak-test"),
+        "{request}"
+    );
+    let body = request
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let sent: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+    assert!(
+        sent["query"]
+            .as_str()
+            .is_some_and(|q| q.contains("account(id: 12345)")),
+        "{sent}"
+    );
+    assert!(
+        sent["variables"]["nrql"]
+            .as_str()
+            .is_some_and(|q| q.contains("appName = 'shop's canary'")),
+        "{sent}"
+    );
+}

@@ -155,7 +155,7 @@ pub async fn measure_web(client: &WebClient, metric: &Metric, at: Timestamp) -> 
         Ok(judge) => judge,
         Err(error) => return Measured::new(AnalysisPhase::Error, at, None, error.to_string()),
     };
-    let input = match client.fetch().await {
+    let input = match client.fetch(at).await {
         Err(error) => return provider_error(&error, at),
         Ok(serde_json::Value::Null) => return no_data_verdict(metric, "the jsonPath", at),
         Ok(serde_json::Value::Number(n)) => ThresholdInput::Number(n.as_f64().unwrap_or(f64::NAN)),

@@ -243,7 +243,10 @@ pub struct MetricProvider {
 #[serde(rename_all = "camelCase")]
 pub struct WebProvider {
     /// The `http://` or `https://` URL to request, e.g.
-    /// `https://api.datadoghq.com/api/v1/query?query=...`. Redirects are not followed.
+    /// `https://api.example.com/v1/check?service={{args.service}}`. Redirects are not
+    /// followed. `{{time.unix}}` (and `{{time.unix-5m}}`, minus a duration) is the
+    /// measurement's time in Unix seconds, for APIs that ask for a window; it may also appear
+    /// in `body` and `jsonBody`.
     pub url: String,
     /// The HTTP method: `GET` (the default), `POST` or `PUT`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

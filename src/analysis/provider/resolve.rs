@@ -409,7 +409,9 @@ pub fn web_origin_url(url: &str) -> Result<Url, ResolveError> {
         url: crate::analysis::provider::bounded(url).into_owned(),
         reason,
     };
-    let parsed = Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+    let resolved = crate::analysis::template::web::resolve_time(url, jiff::Timestamp::UNIX_EPOCH)
+        .map_err(invalid)?;
+    let parsed = Url::parse(&resolved).map_err(|e| invalid(e.to_string()))?;
     Origin::of(&parsed).map_err(invalid)?;
     Ok(parsed)
 }
@@ -421,7 +423,7 @@ pub fn web_client_config(
     secrets: &dyn SecretReader,
 ) -> Result<WebClientConfig, ResolveError> {
     let url = web_origin_url(&web.url)?;
-    let mut config = WebClientConfig::new(url.clone());
+    let mut config = WebClientConfig::new(web.url.clone());
     config.method = web.method.unwrap_or_default();
     config.headers = web
         .headers

@@ -25,6 +25,7 @@ use super::measurement::{AnswerCap, ProviderError, bounded_owned, error_chain};
 use super::prometheus::{
     ConcurrencyLimiter, MAX_BODY_BYTES, ResolvedAuth, excerpt, redact_address,
 };
+use crate::analysis::template::web::{resolve_time, resolve_time_json};
 use crate::api::WebMethod;
 use crate::api::duration::{MAX_QUERY_TIMEOUT, format_duration};
 
@@ -62,8 +63,8 @@ impl fmt::Debug for WebBody {
 /// Everything a [`WebClient`] needs, arguments already substituted and secrets read.
 #[derive(Debug, Clone)]
 pub struct WebClientConfig {
-    /// The URL requested.
-    pub url: Url,
+    /// The URL requested, its `{{time.unix}}` placeholders resolved at each measurement.
+    pub url: String,
     /// The method.
     pub method: WebMethod,
     /// The metric's own headers (values may carry Secret arguments: treated as secrets).
@@ -84,7 +85,7 @@ pub struct WebClientConfig {
 
 impl WebClientConfig {
     /// A GET of `url` with the defaults: 10 s timeout, whole answer, no auth.
-    pub fn new(url: Url) -> WebClientConfig {
+    pub fn new(url: String) -> WebClientConfig {
         WebClientConfig {
             url,
             method: WebMethod::Get,
@@ -126,7 +127,12 @@ pub fn parse_json_path(text: &str) -> Result<JsonPath, String> {
     } else {
         inner.to_owned()
     };
-    JsonPath::parse(&rooted).map_err(|e| e.to_string().replace('\n', " "))
+    JsonPath::parse(&rooted).map_err(|e| {
+        format!(
+            "`{rooted}` does not parse as JSONPath (RFC 9535; Argo's `{{$.a.b}}` braces are accepted): {}",
+            e.to_string().replace('\n', " ")
+        )
+    })
 }
 
 /// An async client for one web metric. Cheap to clone.
@@ -137,7 +143,8 @@ pub struct WebClient {
 
 struct Inner {
     http: reqwest::Client,
-    url: Url,
+    /// The URL as configured, time placeholders unresolved.
+    url: String,
     /// The URL without credentials or query, for logs and errors.
     display_url: String,
     method: reqwest::Method,
@@ -189,7 +196,11 @@ impl WebClient {
         limiter: &ConcurrencyLimiter,
     ) -> Result<WebClient, ProviderError> {
         let invalid = |detail: String| ProviderError::InvalidConfig { detail };
-        let url = config.url;
+        let url = resolve_time(&config.url, jiff::Timestamp::UNIX_EPOCH)
+            .map_err(|e| invalid(format!("provider.web.url: {e}")))
+            .and_then(|text| {
+                Url::parse(&text).map_err(|e| invalid(format!("provider.web.url: {e}")))
+            })?;
         if url.cannot_be_a_base()
             || !matches!(url.scheme(), "http" | "https")
             || url.host_str().is_none_or(str::is_empty)
@@ -251,7 +262,7 @@ impl WebClient {
                 http,
                 display_url: redact_address(&url),
                 slots: limiter.semaphore(&url),
-                url,
+                url: config.url,
                 method,
                 body: config.body,
                 json_path,
@@ -273,16 +284,17 @@ impl WebClient {
         self.inner.json_path.as_ref().map(|(text, _)| text.as_str())
     }
 
-    /// Sends the request and returns the value its `jsonPath` selects: the node itself when
-    /// one matches, a list when several do.
-    pub async fn fetch(&self) -> Result<Value, ProviderError> {
+    /// Sends the request for the measurement at `at` (its `{{time.unix}}` placeholders) and
+    /// returns the value its `jsonPath` selects: the node itself when one matches, a list
+    /// when several do.
+    pub async fn fetch(&self, at: jiff::Timestamp) -> Result<Value, ProviderError> {
         let inner = &self.inner;
         let deadline = Instant::now().checked_add(inner.timeout).ok_or_else(|| {
             ProviderError::InvalidConfig {
                 detail: format!("timeout {:?} out of range", inner.timeout),
             }
         })?;
-        let body = match tokio::time::timeout_at(deadline, inner.attempt()).await {
+        let body = match tokio::time::timeout_at(deadline, inner.attempt(at)).await {
             Err(_elapsed) => {
                 tracing::warn!(url = %inner.display_url, timeout = ?inner.timeout, "web metric request timed out");
                 return Err(ProviderError::Timeout {
@@ -301,23 +313,41 @@ impl WebClient {
 
 impl Inner {
     /// One exchange, holding a concurrency slot of the server while it is in flight.
-    async fn attempt(&self) -> Result<BudgetedBody, ProviderError> {
+    async fn attempt(&self, at: jiff::Timestamp) -> Result<BudgetedBody, ProviderError> {
+        let invalid = |detail: String| ProviderError::InvalidConfig { detail };
+        // The host holds no placeholder (checked when the run was built): only the path and
+        // query change with the time.
+        let url = resolve_time(&self.url, at)
+            .and_then(|text| Url::parse(&text).map_err(|e| e.to_string()))
+            .map_err(|e| invalid(format!("provider.web.url: {e}")))?;
+        let body = match &self.body {
+            None => None,
+            Some(WebBody::Text(text)) => Some((
+                None,
+                resolve_time(text, at).map_err(|e| invalid(format!("provider.web.body: {e}")))?,
+            )),
+            Some(WebBody::Json(json)) => {
+                let mut json = json.clone();
+                resolve_time_json(&mut json, at)
+                    .map_err(|e| invalid(format!("provider.web.jsonBody: {e}")))?;
+                Some((Some("application/json"), json.to_string()))
+            }
+        };
         // The semaphore is never closed; if it were, requesting without a slot beats failing.
         let _slot = self.slots.acquire().await.ok();
-        let mut request = self.http.request(self.method.clone(), self.url.clone());
+        let mut request = self.http.request(self.method.clone(), url.clone());
         if let Some(token) = &self.bearer_token {
             request = request.bearer_auth(token);
         }
         if let Some(basic) = &self.basic {
             request = request.basic_auth(&basic.username, Some(&basic.password));
         }
-        request = match &self.body {
-            None => request,
-            Some(WebBody::Text(text)) => request.body(text.clone()),
-            Some(WebBody::Json(json)) => request
-                .header(CONTENT_TYPE, "application/json")
-                .body(json.to_string()),
-        };
+        if let Some((content_type, body)) = body {
+            if let Some(content_type) = content_type {
+                request = request.header(CONTENT_TYPE, content_type);
+            }
+            request = request.body(body);
+        }
         let mut response = request.send().await.map_err(|e| self.unreachable(e))?;
         let status = response.status();
         if status.is_redirection() {
@@ -325,7 +355,7 @@ impl Inner {
                 .headers()
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| self.url.join(v).ok())
+                .and_then(|v| url.join(v).ok())
                 .map_or_else(|| "(no Location)".to_owned(), |to| redact_address(&to));
             return Err(ProviderError::Redirected {
                 status: status.as_u16(),

@@ -59,6 +59,109 @@ fn authority_end(url: &str) -> Option<usize> {
     )
 }
 
+/// One `{{time.unix}}` or `{{time.unix-DURATION}}`: the measurement's time (the instant it
+/// is for, as a Prometheus query's `time`), in seconds since the Unix epoch, minus an offset.
+/// APIs that ask for a window (`from`/`to`, as Datadog's) get it from these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeRef {
+    /// Byte offset of the opening `{{`.
+    pub start: usize,
+    /// Byte offset just past the closing `}}`.
+    pub end: usize,
+    /// Subtracted from the measurement's time.
+    pub offset: std::time::Duration,
+}
+
+/// Every `{{time.…}}` in `text`, in order; a malformed one is an error saying how to write it.
+pub fn time_refs(text: &str) -> Result<Vec<TimeRef>, String> {
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(offset) = text[from..].find("{{") {
+        let start = from + offset;
+        let Some(close) = text[start + 2..].find("}}") else {
+            break;
+        };
+        let end = start + 2 + close + 2;
+        from = end;
+        let inner: String = text[start + 2..end - 2].split_whitespace().collect();
+        let Some(rest) = inner.strip_prefix("time.") else {
+            continue;
+        };
+        let offset = match rest.strip_prefix("unix") {
+            Some("") => std::time::Duration::ZERO,
+            Some(after) => match after
+                .strip_prefix('-')
+                .map(crate::api::duration::parse_duration)
+            {
+                Some(Ok(d)) if d <= crate::api::duration::MAX_DURATION => d,
+                _ => return Err(time_syntax(&text[start..end])),
+            },
+            None => return Err(time_syntax(&text[start..end])),
+        };
+        found.push(TimeRef { start, end, offset });
+    }
+    Ok(found)
+}
+
+fn time_syntax(found: &str) -> String {
+    format!(
+        "`{}`: write `{{{{time.unix}}}}` (the measurement's time, in Unix seconds) or `{{{{time.unix-5m}}}}` (minus a duration of at most 30 days)",
+        crate::analysis::provider::bounded(found)
+    )
+}
+
+/// `text` with each `{{time.…}}` blanked out (same length), so the argument placeholders are
+/// found at their own offsets.
+fn mask_time(text: &str) -> String {
+    let mut masked = text.to_owned();
+    for r in time_refs(text).unwrap_or_default() {
+        masked.replace_range(r.start..r.end, &" ".repeat(r.end - r.start));
+    }
+    masked
+}
+
+/// The argument placeholders of a text that may also hold time placeholders.
+fn arg_refs(text: &str) -> Result<Vec<ArgRef>, TemplateError> {
+    time_refs(text).map_err(|reason| TemplateError::ParsePlaceholder { at: 0, reason })?;
+    placeholders(&mask_time(text))
+}
+
+/// `text` with each `{{time.…}}` replaced by the Unix seconds of `at` minus its offset.
+pub fn resolve_time(text: &str, at: jiff::Timestamp) -> Result<String, String> {
+    let refs = time_refs(text)?;
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    for r in refs {
+        let seconds = at
+            .as_second()
+            .saturating_sub(i64::try_from(r.offset.as_secs()).unwrap_or(i64::MAX));
+        out.push_str(&text[from..r.start]);
+        out.push_str(&seconds.to_string());
+        from = r.end;
+    }
+    out.push_str(&text[from..]);
+    Ok(out)
+}
+
+/// Every string of a JSON body with its time placeholders resolved at `at`.
+pub fn resolve_time_json(value: &mut Value, at: jiff::Timestamp) -> Result<(), String> {
+    match value {
+        Value::String(text) => *text = resolve_time(text, at)?,
+        Value::Array(items) => {
+            for item in items {
+                resolve_time_json(item, at)?;
+            }
+        }
+        Value::Object(fields) => {
+            for field in fields.values_mut() {
+                resolve_time_json(field, at)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn refuse(r: &ArgRef, reason: impl Into<String>) -> TemplateError {
     TemplateError::SubstituteArg {
         name: r.name.clone(),
@@ -92,13 +195,22 @@ const DESTINATION_FIXED: &str = "an argument may not choose the URL's scheme, ho
 
 /// Substitutes `args` into the URL, percent-encoding each value.
 pub fn substitute_url(url: &str, args: &BTreeMap<String, String>) -> Result<String, TemplateError> {
-    let refs = placeholders(url)?;
-    let Some(first) = refs.first() else {
-        return Ok(url.to_owned());
-    };
-    match authority_end(url) {
-        Some(end) if first.start >= end => {}
-        _ => return Err(refuse(first, DESTINATION_FIXED)),
+    let refs = arg_refs(url)?;
+    let first_time = time_refs(url).unwrap_or_default().first().map(|t| t.start);
+    let first = refs
+        .first()
+        .map(|r| r.start)
+        .into_iter()
+        .chain(first_time)
+        .min();
+    if let Some(first) = first
+        && authority_end(url).is_none_or(|end| first < end)
+    {
+        let name = refs.first().map_or("time".to_owned(), |r| r.name.clone());
+        return Err(TemplateError::SubstituteArg {
+            name,
+            reason: DESTINATION_FIXED.to_owned(),
+        });
     }
     splice(url, &refs, args, |_, value| Ok(percent_encode(value)))
 }
@@ -125,7 +237,7 @@ pub fn substitute_body(
     body: &str,
     args: &BTreeMap<String, String>,
 ) -> Result<String, TemplateError> {
-    let refs = placeholders(body)?;
+    let refs = arg_refs(body)?;
     splice(body, &refs, args, |_, value| Ok(json_escape(value)))
 }
 
@@ -136,7 +248,7 @@ pub fn substitute_json(
     args: &BTreeMap<String, String>,
 ) -> Result<(), TemplateError> {
     let plain = |text: &str| -> Result<String, TemplateError> {
-        let refs = placeholders(text)?;
+        let refs = arg_refs(text)?;
         splice(text, &refs, args, |_, value| Ok(value.to_owned()))
     };
     match value {
@@ -199,7 +311,7 @@ fn check_placeholders(
     declared: &BTreeSet<String>,
     problems: &mut Vec<Problem>,
 ) -> Vec<ArgRef> {
-    match placeholders(text) {
+    match arg_refs(text) {
         Ok(refs) => {
             check_declared(&refs, path, declared, problems);
             refs
@@ -232,7 +344,10 @@ pub(super) fn check_web(
                 format!("`{}` is not a valid HTTP header name", header.key),
             ));
         }
-        check_placeholders(&header.value, &format!("{path}.value"), declared, problems);
+        match placeholders(&header.value) {
+            Ok(refs) => check_declared(&refs, &format!("{path}.value"), declared, problems),
+            Err(error) => problems.push(Problem::new(format!("{path}.value"), error.to_string())),
+        }
         if header.value.contains(['\r', '\n', '\0']) {
             problems.push(Problem::new(
                 format!("{path}.value"),
@@ -268,21 +383,21 @@ fn check_url(
 ) {
     let path = format!("{here}.url");
     let refs = check_placeholders(&web.url, &path, declared, problems);
-    if let Some(first) = refs.first()
-        && authority_end(&web.url).is_none_or(|end| first.start < end)
-    {
-        problems.push(Problem::new(
-            path,
-            format!("`{{{{args.{}}}}}`: {DESTINATION_FIXED}", first.name),
-        ));
-        return;
-    }
-    // Any value percent-encodes to a plain token: check the URL with one.
+    // Any value percent-encodes to a plain token, a time to digits: check the URL with them.
     let neutral: BTreeMap<String, String> = refs
         .iter()
         .map(|r| (r.name.clone(), "x".to_owned()))
         .collect();
-    let Ok(concrete) = substitute_url(&web.url, &neutral) else {
+    let concrete = match substitute_url(&web.url, &neutral) {
+        Ok(url) => resolve_time(&url, jiff::Timestamp::UNIX_EPOCH),
+        Err(error @ TemplateError::SubstituteArg { .. }) => {
+            problems.push(Problem::new(path, error.to_string()));
+            return;
+        }
+        // Malformed placeholders: already reported.
+        Err(_) => return,
+    };
+    let Ok(concrete) = concrete else {
         return;
     };
     match url::Url::parse(&concrete) {
@@ -423,6 +538,29 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({"query": "a\"b", "n": 1, "list": ["a\"b"]})
+        );
+    }
+
+    #[test]
+    fn time_placeholders_give_the_measurement_time_in_unix_seconds() {
+        let at: jiff::Timestamp = "2026-01-01T00:10:00Z".parse().expect("time");
+        let url = substitute_url(
+            "https://api.example.com/q?from={{time.unix-5m}}&to={{ time.unix }}&q={{args.q}}",
+            &args(&[("q", "a b")]),
+        )
+        .expect("args");
+        assert_eq!(
+            resolve_time(&url, at).expect("time"),
+            "https://api.example.com/q?from=1767225900&to=1767226200&q=a%20b"
+        );
+        for bad in ["{{time.now}}", "{{time.unix-5d}}", "{{time.unix+5m}}"] {
+            assert!(time_refs(bad).is_err(), "{bad}");
+        }
+        let error = substitute_url("https://{{time.unix}}.example.com/", &args(&[]))
+            .expect_err("time in the host");
+        assert!(
+            error.to_string().contains("scheme, host or port"),
+            "{error}"
         );
     }
 
