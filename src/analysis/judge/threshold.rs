@@ -603,6 +603,52 @@ pub fn format_number(value: f64) -> String {
 mod tests {
     use super::*;
 
+    fn judge_json(success: &str, value: serde_json::Value) -> ThresholdVerdict {
+        ThresholdJudge::new(Some(success), None)
+            .expect("compiles")
+            .judge(&ThresholdInput::Json(value))
+    }
+
+    #[test]
+    fn json_results_are_cel_values_lists_of_numbers_included() {
+        let list = serde_json::json!([0.01, 0.02, 0.3]);
+        assert_eq!(
+            judge_json("result.all(v, v < 0.1)", list.clone()).phase,
+            AnalysisPhase::Failed
+        );
+        assert_eq!(
+            judge_json("result.exists(v, v > 0.2)", list).phase,
+            AnalysisPhase::Successful
+        );
+        let object = serde_json::json!({"ok": true, "status": "green", "p": 1});
+        let verdict = judge_json(
+            "result.ok && result.status == 'green' && result.p >= 1.0",
+            object,
+        );
+        assert_eq!(verdict.phase, AnalysisPhase::Successful, "{verdict:?}");
+        assert_eq!(
+            judge_json("result == true", serde_json::json!(false)).phase,
+            AnalysisPhase::Failed
+        );
+        let shown = judge_json("result == 'x'", serde_json::json!("y")).reason;
+        assert_eq!(
+            shown,
+            "result \"y\" does not meet successCondition `result == 'x'`"
+        );
+    }
+
+    #[test]
+    fn a_json_result_over_the_walk_limit_is_an_error_not_a_long_loop() {
+        let big = serde_json::Value::Array(vec![serde_json::json!(0); MAX_RESULT_JSON_VALUES]);
+        let verdict = judge_json("result.all(v, v < 1.0)", big);
+        assert_eq!(verdict.phase, AnalysisPhase::Error);
+        assert!(
+            verdict.reason.contains("MAX_RESULT_JSON_VALUES"),
+            "{}",
+            verdict.reason
+        );
+    }
+
     fn judge(success: Option<&str>, failure: Option<&str>, value: f64) -> ThresholdVerdict {
         ThresholdJudge::new(success, failure)
             .expect("compiles")
