@@ -381,7 +381,7 @@ async fn an_argument_cannot_change_the_host_and_is_percent_encoded_in_the_path_a
             "t".to_owned(),
             template("http://{{args.target}}/x".to_owned()),
         )],
-        &given(&server.url.authority().to_owned()),
+        &given(server.url.authority()),
     )
     .expect_err("an argument in the host");
     assert!(
