@@ -837,6 +837,7 @@ fn threshold_metric(address: &Url) -> vigil::api::Metric {
                 query: Some("up".into()),
                 ..Default::default()
             }),
+            web: None,
         },
         success_condition: Some("result < 1".into()),
         ..Default::default()
@@ -944,7 +945,9 @@ async fn run_with_interval_100000000h_ends_in_error_naming_the_field() {
         metrics: vec![metric],
         ..Default::default()
     };
-    let clients = [new_client(config(&fake.url))];
+    let clients = [vigil::analysis::driver::MetricClient::Prometheus(
+        new_client(config(&fake.url)),
+    )];
     let now = at(AT);
     let advanced = advance(
         &spec,

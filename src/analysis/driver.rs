@@ -3,12 +3,13 @@
 
 use jiff::Timestamp;
 
-use crate::analysis::measure::{RunContext, measure_metric};
+use crate::analysis::measure::{RunContext, measure_metric, measure_web};
 use crate::analysis::provider::bounded;
 use crate::analysis::provider::prometheus::{ConcurrencyLimiter, PrometheusClient};
 use crate::analysis::provider::resolve::{
-    CommandLinePrometheus, Origin, SecretReader, client_config,
+    CommandLinePrometheus, Origin, SecretReader, client_config, web_client_config,
 };
+use crate::analysis::provider::web::WebClient;
 use crate::analysis::run::{self, MetricSchedule, RunError};
 use crate::analysis::template::substitute::substituted_forms;
 use crate::api::{AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus};
@@ -68,6 +69,7 @@ impl Redactor {
                     url::form_urlencoded::byte_serialize(form.as_bytes()).collect();
                 let json = serde_json::to_string(&form).unwrap_or_default();
                 needles.push(json.trim_matches('"').to_owned());
+                needles.push(crate::analysis::template::web::percent_encode(&form));
                 needles.push(encoded);
                 needles.push(form);
             }
@@ -150,17 +152,21 @@ fn query_origins(
 ) -> Result<Vec<Origin>, DriverError> {
     let mut origins = Vec::new();
     for (index, metric) in spec.metrics.iter().enumerate() {
-        let Some(provider) = metric.provider.prometheus.as_ref() else {
-            continue;
-        };
         let configure = |reason: String| DriverError::ConfigureProvider {
             index,
             metric: bounded(&metric.name).into_owned(),
             reason,
         };
-        let address = prometheus
-            .address_of(provider)
-            .map_err(|e| configure(e.to_string()))?;
+        let address = match (&metric.provider.prometheus, &metric.provider.web) {
+            (Some(provider), _) => prometheus
+                .address_of(provider)
+                .map_err(|e| configure(e.to_string()))?,
+            // The destination is fixed by the template's text (no argument in scheme, host
+            // or port), so the URL as written names the origin a Secret argument goes to.
+            (None, Some(web)) => crate::analysis::provider::resolve::web_origin_url(&web.url)
+                .map_err(|e| configure(e.to_string()))?,
+            (None, None) => continue,
+        };
         let origin = Origin::of(&address).map_err(|reason| {
             configure(format!(
                 "provider.prometheus.address {:?}: {reason}",
@@ -233,14 +239,18 @@ pub fn prepare(
     }
     let mut prepared = spec.clone();
     for (index, metric) in prepared.metrics.iter_mut().enumerate() {
+        let configure =
+            |e: crate::analysis::template::TemplateError| DriverError::ConfigureProvider {
+                index,
+                metric: metric.name.clone(),
+                reason: redactor.redact(&e.to_string()),
+            };
         if let Some(prometheus) = metric.provider.prometheus.as_mut() {
-            crate::analysis::instantiate::substitute_queries(prometheus, &values).map_err(|e| {
-                DriverError::ConfigureProvider {
-                    index,
-                    metric: metric.name.clone(),
-                    reason: redactor.redact(&e.to_string()),
-                }
-            })?;
+            crate::analysis::instantiate::substitute_queries(prometheus, &values)
+                .map_err(configure)?;
+        }
+        if let Some(web) = metric.provider.web.as_mut() {
+            crate::analysis::template::web::substitute_web(web, &values).map_err(configure)?;
         }
     }
     Ok(Prepared {
@@ -255,14 +265,24 @@ pub fn check_run_bounds(spec: &AnalysisRunSpec) -> Result<(), DriverError> {
     Ok(run::check_bounds(spec)?)
 }
 
+/// The client of one metric, for the provider it names.
+#[derive(Debug, Clone)]
+pub enum MetricClient {
+    /// A Prometheus query.
+    Prometheus(PrometheusClient),
+    /// An HTTP request to a JSON API.
+    Web(WebClient),
+}
+
 /// One client per metric, in the order of `spec.metrics`, each to the address `prometheus`
-/// chooses, after the run's size bounds are checked. Error texts are bounded.
+/// chooses (a web metric's own URL), after the run's size bounds are checked. Error texts
+/// are bounded.
 pub fn clients_for(
     spec: &AnalysisRunSpec,
     prometheus: &CommandLinePrometheus,
     secrets: &dyn SecretReader,
     limiter: &ConcurrencyLimiter,
-) -> Result<Vec<PrometheusClient>, DriverError> {
+) -> Result<Vec<MetricClient>, DriverError> {
     check_run_bounds(spec)?;
     spec.metrics
         .iter()
@@ -273,14 +293,28 @@ pub fn clients_for(
                 metric: metric.name.clone(),
                 reason: crate::analysis::provider::bounded_owned(reason),
             };
-            let provider = metric
-                .provider
-                .prometheus
-                .as_ref()
-                .ok_or_else(|| configure("no provider.prometheus".to_owned()))?;
-            let config = client_config(provider, prometheus, secrets)
-                .map_err(|e| configure(e.to_string()))?;
-            PrometheusClient::new(config, limiter).map_err(|e| configure(e.to_string()))
+            match (&metric.provider.prometheus, &metric.provider.web) {
+                (Some(provider), None) => {
+                    let config = client_config(provider, prometheus, secrets)
+                        .map_err(|e| configure(e.to_string()))?;
+                    PrometheusClient::new(config, limiter)
+                        .map(MetricClient::Prometheus)
+                        .map_err(|e| configure(e.to_string()))
+                }
+                (None, Some(web)) => {
+                    let config =
+                        web_client_config(web, secrets).map_err(|e| configure(e.to_string()))?;
+                    WebClient::new(config, limiter)
+                        .map(MetricClient::Web)
+                        .map_err(|e| configure(e.to_string()))
+                }
+                (None, None) => Err(configure(
+                    "no provider: set provider.prometheus or provider.web".to_owned(),
+                )),
+                (Some(_), Some(_)) => Err(configure(
+                    "both provider.prometheus and provider.web are set; a metric has exactly one provider".to_owned(),
+                )),
+            }
         })
         .collect()
 }
@@ -310,7 +344,7 @@ pub struct Advanced {
 pub async fn advance(
     spec: &AnalysisRunSpec,
     status: &AnalysisRunStatus,
-    clients: &[PrometheusClient],
+    clients: &[MetricClient],
     now: Timestamp,
     at: MeasureAt,
     keep: usize,
@@ -349,7 +383,12 @@ pub async fn advance(
                 is_last: *is_last,
                 sequential_metrics,
             };
-            let measured = measure_metric(*client, metric, *when, context).await;
+            let measured = match client {
+                MetricClient::Prometheus(client) => {
+                    measure_metric(client, metric, *when, context).await
+                }
+                MetricClient::Web(client) => measure_web(client, metric, *when).await,
+            };
             (metric.name.clone(), *when, measured)
         });
     let taken = futures::future::join_all(measurements).await;

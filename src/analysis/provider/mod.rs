@@ -12,6 +12,7 @@ pub mod budget;
 pub mod measurement;
 pub mod prometheus;
 pub mod resolve;
+pub mod web;
 
 pub use measurement::{
     AnswerCap, Labels, MAX_TEXT_BYTES, Measurement, ProviderError, RangeSeries, ResultType,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::analysis::run::{MAX_METRICS_PER_RUN, MAX_NAME_BYTES};
 use crate::api::duration::{MAX_DURATION, MAX_QUERY_TIMEOUT, format_duration, parse_duration};
 use crate::api::{
-    AnalysisTemplateSpec, Argument, EffectSizeMeasure, MannWhitneyJudge, Metric,
+    AnalysisTemplateSpec, Argument, EffectSizeMeasure, MannWhitneyJudge, Metric, PrometheusAuth,
     PrometheusProvider, Scoring, SecretSource, SequentialJudge, SequentialTest,
 };
 
@@ -275,14 +275,27 @@ fn check_metric(
         ));
     }
 
-    let Some(prom) = &metric.provider.prometheus else {
-        problems.push(Problem::new(
+    let provider = &metric.provider;
+    match (&provider.prometheus, &provider.web) {
+        (Some(prom), None) => check_prometheus(prom, judge, path, declared, args, problems),
+        (None, Some(web)) => {
+            if matches!(judge, Some(Judge::MannWhitney | Judge::Sequential(_))) {
+                problems.push(Problem::new(
+                    path.to_owned(),
+                    "a web metric is judged by successCondition/failureCondition; mannWhitney and sequential compare Prometheus queries",
+                ));
+            }
+            super::web::check_web(web, &format!("{path}.provider.web"), declared, problems);
+        }
+        (None, None) => problems.push(Problem::new(
             format!("{path}.provider"),
-            "no provider: set `prometheus`",
-        ));
-        return;
-    };
-    check_prometheus(prom, judge, path, declared, args, problems);
+            "no provider: set `prometheus` or `web`",
+        )),
+        (Some(_), Some(_)) => problems.push(Problem::new(
+            format!("{path}.provider"),
+            "both `prometheus` and `web` are set; a metric has exactly one provider",
+        )),
+    }
 }
 
 fn check_limits(metric: &Metric, path: &str, problems: &mut Vec<Problem>) {
@@ -550,43 +563,7 @@ fn check_prometheus(
         ));
     }
     if let Some(auth) = &prom.auth {
-        let auth_path = format!("{here}.auth");
-        if let Some(token) = &auth.bearer_token {
-            check_secret_source(token, &format!("{auth_path}.bearerToken"), problems);
-        }
-        if let Some(basic) = &auth.basic {
-            check_secret_source(
-                &basic.password,
-                &format!("{auth_path}.basic.password"),
-                problems,
-            );
-        }
-        if let Some(ca) = &auth.ca_bundle {
-            check_secret_source(ca, &format!("{auth_path}.caBundle"), problems);
-        }
-        if auth.bearer_token.is_some() && auth.basic.is_some() {
-            problems.push(Problem::new(
-                auth_path.clone(),
-                "both `bearerToken` and `basic` are set; a request carries one Authorization header",
-            ));
-        }
-        for (i, header) in auth.headers.iter().enumerate() {
-            let header_path = format!("{auth_path}.headers[{i}]");
-            match (&header.value, &header.value_from) {
-                (Some(_), Some(_)) => problems.push(Problem::new(
-                    header_path,
-                    "both `value` and `valueFrom` are set; keep one",
-                )),
-                (None, None) => problems.push(Problem::new(
-                    header_path,
-                    "no value: set `value` or `valueFrom`",
-                )),
-                (None, Some(from)) => {
-                    check_secret_source(from, &format!("{header_path}.valueFrom"), problems)
-                }
-                _ => {}
-            }
-        }
+        check_auth(auth, &format!("{here}.auth"), problems);
     }
 
     let queries = [
@@ -635,6 +612,48 @@ fn check_prometheus(
     for (field, query) in &queries {
         if let Some(query) = query {
             check_query(query, &format!("{here}.{field}"), declared, args, problems);
+        }
+    }
+}
+
+/// Checks a provider's `auth` (at `auth_path`): each secret source names one place, one
+/// Authorization scheme, each header one value.
+pub(super) fn check_auth(auth: &PrometheusAuth, auth_path: &str, problems: &mut Vec<Problem>) {
+    let auth_path = auth_path.to_owned();
+    if let Some(token) = &auth.bearer_token {
+        check_secret_source(token, &format!("{auth_path}.bearerToken"), problems);
+    }
+    if let Some(basic) = &auth.basic {
+        check_secret_source(
+            &basic.password,
+            &format!("{auth_path}.basic.password"),
+            problems,
+        );
+    }
+    if let Some(ca) = &auth.ca_bundle {
+        check_secret_source(ca, &format!("{auth_path}.caBundle"), problems);
+    }
+    if auth.bearer_token.is_some() && auth.basic.is_some() {
+        problems.push(Problem::new(
+            auth_path.clone(),
+            "both `bearerToken` and `basic` are set; a request carries one Authorization header",
+        ));
+    }
+    for (i, header) in auth.headers.iter().enumerate() {
+        let header_path = format!("{auth_path}.headers[{i}]");
+        match (&header.value, &header.value_from) {
+            (Some(_), Some(_)) => problems.push(Problem::new(
+                header_path,
+                "both `value` and `valueFrom` are set; keep one",
+            )),
+            (None, None) => problems.push(Problem::new(
+                header_path,
+                "no value: set `value` or `valueFrom`",
+            )),
+            (None, Some(from)) => {
+                check_secret_source(from, &format!("{header_path}.valueFrom"), problems)
+            }
+            _ => {}
         }
     }
 }

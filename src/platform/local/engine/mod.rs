@@ -42,8 +42,8 @@ use super::proxy::{Backend, ProxyError, RoutingState, WeightedProxy};
 use super::state::{StateDir, StateError};
 use super::supervisor::{ProcessSpec, Supervisor, SupervisorConfig, SupervisorError};
 use crate::analysis::dereference::{self, Dereferenced, RunFor, SecretArgs};
-use crate::analysis::driver::{MeasureAt, advance, clients_for};
-use crate::analysis::provider::prometheus::{ConcurrencyLimiter, PrometheusClient};
+use crate::analysis::driver::{MeasureAt, MetricClient, advance, clients_for};
+use crate::analysis::provider::prometheus::ConcurrencyLimiter;
 use crate::analysis::provider::resolve::CommandLinePrometheus;
 use crate::analysis::provider::resolve::NoSecrets;
 use crate::analysis::run::{STORED_MEASUREMENTS_PER_METRIC, errored_status};
@@ -191,7 +191,7 @@ struct RunEntry {
     rollout: String,
     spec: AnalysisRunSpec,
     status: AnalysisRunStatus,
-    clients: Result<Vec<PrometheusClient>, String>,
+    clients: Result<Vec<MetricClient>, String>,
     next_at: Option<Timestamp>,
 }
 
