@@ -8,3 +8,5 @@ pub mod measure;
 pub mod provider;
 pub mod run;
 pub mod template;
+#[cfg(test)]
+mod schedule_tests;
