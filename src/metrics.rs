@@ -61,6 +61,10 @@ pub struct Metrics {
     /// Rollouts by current phase (bounded: one series per phase), for alerts such as
     /// `vigil_rollouts{phase="Degraded"} > 0`.
     pub rollouts: Family<PhaseLabels, Gauge>,
+    /// Prometheus queries per origin: rate, requests in flight, errors, coalesced calls
+    /// (bounded: at most 64 origins, the rest as `other`). Give it to the process'
+    /// [`crate::analysis::provider::prometheus::ConcurrencyLimiter`].
+    pub prometheus_queries: crate::analysis::provider::query_metrics::QueryMetrics,
     /// The phase each Rollout was last counted in, by `namespace/name`.
     counted: Arc<Mutex<HashMap<String, String>>>,
 }
@@ -108,7 +112,10 @@ impl Default for Metrics {
             measurement_duration.clone(),
         );
         registry.register("rollouts", "Rollouts by current phase", rollouts.clone());
+        let prometheus_queries = crate::analysis::provider::query_metrics::QueryMetrics::default();
+        prometheus_queries.register(&mut registry);
         Metrics {
+            prometheus_queries,
             registry: Arc::new(registry),
             rollouts,
             counted: Arc::default(),

@@ -4,6 +4,7 @@
 
 pub mod analysis_controller;
 pub mod context;
+pub mod fair_share;
 pub mod observe;
 pub mod resources;
 pub mod rollout_controller;
@@ -15,6 +16,8 @@ mod default_prometheus_tests;
 mod tests;
 #[cfg(test)]
 mod trust_tests;
+#[cfg(test)]
+mod fairness_tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -456,10 +459,12 @@ async fn run_controllers(
         concurrency: config.concurrency,
     };
     let templates = watch_templates(&client, &scope).await;
+    let limiter = ConcurrencyLimiter::new(usize::from(config.concurrency))
+        .with_metrics(metrics.prometheus_queries.clone());
     let mut context = Context::new(
         client,
         metrics,
-        ConcurrencyLimiter::new(usize::from(config.concurrency)),
+        limiter,
         std::env::var("POD_NAME").ok(),
     );
     context.templates = templates;
@@ -468,6 +473,8 @@ async fn run_controllers(
     context.prometheus = default_prometheus(config);
     context.analysis_slots =
         context::NamespaceSlots::new(context::namespace_slot_cap(usize::from(config.concurrency)));
+    context.address_slots =
+        fair_share::AddressSlots::new(fair_share::address_slot_cap(usize::from(config.concurrency)));
     let ctx = Arc::new(context);
     let (stop_rollouts, rollouts_stopped) = oneshot::channel::<()>();
     let (stop_runs, runs_stopped) = oneshot::channel::<()>();
