@@ -107,7 +107,10 @@ async fn runs_of_one_template_at_one_tick_cost_one_request_per_distinct_query_an
         );
     }
     let text = metrics.encode();
-    let origin = format!("origin=\"{}\"", prometheus.url.origin().ascii_serialization());
+    let origin = format!(
+        "origin=\"{}\"",
+        prometheus.url.origin().ascii_serialization()
+    );
     for expected in [
         format!("vigil_prometheus_queries_total{{{origin}}} {}", RUNS * 4),
         format!("vigil_prometheus_requests_total{{{origin}}} 4"),
@@ -176,8 +179,11 @@ async fn an_error_is_shared_as_the_same_typed_error_and_counted_per_caller() {
     .await;
     let metrics = Metrics::default();
     let limiter = ConcurrencyLimiter::new(8).with_metrics(metrics.prometheus_queries.clone());
-    let client = PrometheusClient::new(PrometheusClientConfig::new(prometheus.url.clone()), &limiter)
-        .expect("client");
+    let client = PrometheusClient::new(
+        PrometheusClientConfig::new(prometheus.url.clone()),
+        &limiter,
+    )
+    .expect("client");
     let at = tick(0, 0);
     let answers = futures::future::join_all((0..5).map(|_| client.query("up", at))).await;
     assert_eq!(prometheus.stats.requests(), 1);
@@ -185,10 +191,15 @@ async fn an_error_is_shared_as_the_same_typed_error_and_counted_per_caller() {
         let error = answer.expect_err("the server's error");
         assert_eq!(error.to_string(), "Prometheus error execution: boom");
     }
-    let origin = format!("origin=\"{}\"", prometheus.url.origin().ascii_serialization());
+    let origin = format!(
+        "origin=\"{}\"",
+        prometheus.url.origin().ascii_serialization()
+    );
     let text = metrics.encode();
     assert!(
-        text.contains(&format!("vigil_prometheus_query_errors_total{{{origin}}} 5")),
+        text.contains(&format!(
+            "vigil_prometheus_query_errors_total{{{origin}}} 5"
+        )),
         "{text}"
     );
 }

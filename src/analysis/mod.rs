@@ -7,6 +7,6 @@ pub mod judge;
 pub mod measure;
 pub mod provider;
 pub mod run;
-pub mod template;
 #[cfg(test)]
 mod schedule_tests;
+pub mod template;

@@ -60,10 +60,7 @@ pub fn errored_status(
     AnalysisRunStatus {
         phase: Some(AnalysisPhase::Error),
         message: Some(reason),
-        started_at: previous
-            .started_at
-            .clone()
-            .or_else(|| Some(MicroTime(at.0))),
+        started_at: previous.started_at.clone().or(Some(MicroTime(at.0))),
         completed_at: Some(at),
         metric_results: previous.metric_results.clone(),
         score: previous.score.clone(),

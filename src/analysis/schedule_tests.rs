@@ -119,7 +119,9 @@ fn a_status_stored_with_whole_seconds_still_reads() {
     status.metric_results[0].measurements[0].started_at =
         k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(later);
     assert_eq!(
-        stored(&status).metric_results[0].measurements[0].started_at.0,
+        stored(&status).metric_results[0].measurements[0]
+            .started_at
+            .0,
         later
     );
 }

@@ -375,9 +375,12 @@ mod tests {
             async move {
                 tokio::task::yield_now().await;
                 let _ = release.send(());
-                (Ok(Measurement::NoData {
-                    result_type: crate::analysis::provider::ResultType::Vector,
-                }), Joined::Leader)
+                (
+                    Ok(Measurement::NoData {
+                        result_type: crate::analysis::provider::ResultType::Vector,
+                    }),
+                    Joined::Leader,
+                )
             }
             .boxed(),
         ]);
@@ -386,10 +389,17 @@ mod tests {
         let joined: Vec<Joined> = answers.iter().take(4).map(|(_, j)| *j).collect();
         assert_eq!(
             joined,
-            [Joined::Leader, Joined::Follower, Joined::Leader, Joined::Leader]
+            [
+                Joined::Leader,
+                Joined::Follower,
+                Joined::Leader,
+                Joined::Leader
+            ]
         );
         for (answer, _) in answers.iter().take(2) {
-            assert!(matches!(answer, Err(ProviderError::MalformedBody { detail }) if detail == "up"));
+            assert!(
+                matches!(answer, Err(ProviderError::MalformedBody { detail }) if detail == "up")
+            );
         }
         assert_eq!(coalescer.in_flight_keys(), 0, "entries live only in flight");
     }
@@ -413,7 +423,10 @@ mod tests {
             source: Box::new(SharedCause("connection refused".into())),
         };
         let copy = copy_error(&original);
-        assert!(matches!(copy, ProviderError::Unreachable { attempts: 3, .. }));
+        assert!(matches!(
+            copy,
+            ProviderError::Unreachable { attempts: 3, .. }
+        ));
         assert_eq!(copy.to_string(), original.to_string());
     }
 }

@@ -29,11 +29,11 @@ use url::Url;
 
 use super::budget::BudgetedBody;
 use super::coalesce::{Coalescer, CredentialIdentity, Joined, QueryKey};
-use super::query_metrics::{OriginMetrics, QueryMetrics};
 use super::measurement::{
     AnswerCap, Labels, Measurement, ProviderError, RangeSeries, ResultType, VectorSample, bounded,
     bounded_owned,
 };
+use super::query_metrics::{OriginMetrics, QueryMetrics};
 use super::{MetricsProvider, QueryRange};
 use crate::api::duration::{MAX_QUERY_TIMEOUT, format_duration};
 

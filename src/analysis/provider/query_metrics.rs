@@ -146,7 +146,8 @@ mod tests {
         let mut registry = Registry::with_prefix("vigil");
         metrics.register(&mut registry);
         for i in 0..MAX_ORIGIN_LABELS + 10 {
-            let url = Url::parse(&format!("http://user:s3cr3t@prom-{i}:9090/tenant/a")).expect("url");
+            let url =
+                Url::parse(&format!("http://user:s3cr3t@prom-{i}:9090/tenant/a")).expect("url");
             metrics.for_address(&url).queries.inc();
         }
         let mut text = String::new();
@@ -164,7 +165,10 @@ mod tests {
             text.contains("vigil_prometheus_queries_total{origin=\"http://prom-0:9090\"} 1"),
             "{text}"
         );
-        assert!(!text.contains("s3cr3t") && !text.contains("tenant"), "{text}");
+        assert!(
+            !text.contains("s3cr3t") && !text.contains("tenant"),
+            "{text}"
+        );
         // An origin seen before the cap keeps its own series.
         metrics
             .for_address(&Url::parse("http://prom-0:9090/").expect("url"))

@@ -62,10 +62,17 @@ mod tests {
         let second = slots.try_acquire_all(std::slice::from_ref(&silent));
         assert!(first.is_some() && second.is_some());
         // A run querying both: the silent origin is full, so it takes no healthy slot either.
-        assert!(slots.try_acquire_all(&[healthy.clone(), silent.clone()]).is_none());
+        assert!(
+            slots
+                .try_acquire_all(&[healthy.clone(), silent.clone()])
+                .is_none()
+        );
         let a = slots.try_acquire_all(std::slice::from_ref(&healthy));
         let b = slots.try_acquire_all(std::slice::from_ref(&healthy));
-        assert!(a.is_some() && b.is_some(), "the refused run held no healthy slot");
+        assert!(
+            a.is_some() && b.is_some(),
+            "the refused run held no healthy slot"
+        );
         drop(first);
         assert!(slots.try_acquire_all(&[silent]).is_some());
     }

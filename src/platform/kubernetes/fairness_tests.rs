@@ -23,7 +23,10 @@ fn in_namespace(mut run: Value, namespace: &str) -> Value {
 fn start_controller(
     ctx: Arc<Context>,
     concurrency: u16,
-) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let scope = super::WatchScope {
         namespace: None,
         selector: None,
@@ -70,10 +73,10 @@ async fn runs_in_many_namespaces_stuck_on_a_silent_prometheus_do_not_starve_a_he
             .expect("store");
     }
     let (stop, controller) = start_controller(ctx.clone(), concurrency);
-    // Every stuck run has been looked at and the silent server holds queries open before the
-    // healthy run exists. Without the per-address share, four of them hold every slot.
+    // Stuck runs fill the controller's slots and the silent server holds queries open before
+    // the healthy run exists. Without the per-address share, four of them hold every slot.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while silent.requests().len() < 2 || ctx.metrics.reconciles.get() < STUCK as u64 {
+    while silent.requests().len() < 2 || ctx.metrics.reconciles.get() < u64::from(concurrency) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the stuck runs were not all looked at: {} reconciles, {} queries in flight",

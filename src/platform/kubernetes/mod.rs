@@ -13,11 +13,11 @@ pub mod server;
 #[cfg(test)]
 mod default_prometheus_tests;
 #[cfg(test)]
+mod fairness_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod trust_tests;
-#[cfg(test)]
-mod fairness_tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -461,20 +461,16 @@ async fn run_controllers(
     let templates = watch_templates(&client, &scope).await;
     let limiter = ConcurrencyLimiter::new(usize::from(config.concurrency))
         .with_metrics(metrics.prometheus_queries.clone());
-    let mut context = Context::new(
-        client,
-        metrics,
-        limiter,
-        std::env::var("POD_NAME").ok(),
-    );
+    let mut context = Context::new(client, metrics, limiter, std::env::var("POD_NAME").ok());
     context.templates = templates;
     context.credential_dirs = config.credential_dirs.clone();
     context.credential_origins = config.credential_origins.clone();
     context.prometheus = default_prometheus(config);
     context.analysis_slots =
         context::NamespaceSlots::new(context::namespace_slot_cap(usize::from(config.concurrency)));
-    context.address_slots =
-        fair_share::AddressSlots::new(fair_share::address_slot_cap(usize::from(config.concurrency)));
+    context.address_slots = fair_share::AddressSlots::new(fair_share::address_slot_cap(
+        usize::from(config.concurrency),
+    ));
     let ctx = Arc::new(context);
     let (stop_rollouts, rollouts_stopped) = oneshot::channel::<()>();
     let (stop_runs, runs_stopped) = oneshot::channel::<()>();
