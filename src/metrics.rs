@@ -63,6 +63,10 @@ pub struct Metrics {
     pub rollouts: Family<PhaseLabels, Gauge>,
     /// Notifications sent, failed and dropped, by sink.
     pub notifications: crate::notify::NotificationMetrics,
+    /// Prometheus queries per origin: rate, requests in flight, errors, coalesced calls
+    /// (bounded: at most 64 origins, the rest as `other`). Give it to the process'
+    /// [`crate::analysis::provider::prometheus::ConcurrencyLimiter`].
+    pub prometheus_queries: crate::analysis::provider::query_metrics::QueryMetrics,
     /// The phase each Rollout was last counted in, by `namespace/name`.
     counted: Arc<Mutex<HashMap<String, String>>>,
 }
@@ -111,7 +115,10 @@ impl Default for Metrics {
         );
         registry.register("rollouts", "Rollouts by current phase", rollouts.clone());
         let notifications = crate::notify::NotificationMetrics::register(&mut registry);
+        let prometheus_queries = crate::analysis::provider::query_metrics::QueryMetrics::default();
+        prometheus_queries.register(&mut registry);
         Metrics {
+            prometheus_queries,
             registry: Arc::new(registry),
             rollouts,
             counted: Arc::default(),

@@ -599,9 +599,15 @@ fn invalid_configs_are_rejected() {
 // ---------------------------------------------------------------- concurrency limit
 
 async fn burst(clients: &[PrometheusClient], per_client: usize) {
+    // Distinct queries: identical ones in flight would share one request.
+    let texts: Vec<String> = (0..clients.len() * per_client)
+        .map(|i| format!("up{{i=\"{i}\"}}"))
+        .collect();
     let queries = clients
         .iter()
-        .flat_map(|c| (0..per_client).map(move |_| c.query("up", at(AT))));
+        .flat_map(|c| (0..per_client).map(move |j| (c, j)))
+        .zip(&texts)
+        .map(|((c, _), text)| c.query(text, at(AT)));
     for result in futures::future::join_all(queries).await {
         result.expect("query succeeds");
     }
@@ -1038,7 +1044,12 @@ async fn many_concurrent_big_answers_never_hold_more_than_the_answer_budget() {
             PrometheusClient::new(config, &limiter).expect("client")
         })
         .collect();
-    let queries = (0..QUERIES).map(|i| clients[i % clients.len()].query("up", at(AT)));
+    // Distinct queries: identical ones in flight would share one request.
+    let texts: Vec<String> = (0..QUERIES).map(|i| format!("up{{i=\"{i}\"}}")).collect();
+    let queries = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| clients[i % clients.len()].query(text, at(AT)));
     for result in futures::future::join_all(queries).await {
         let measurement = result.expect("every query is answered, some after waiting");
         assert!(matches!(measurement, Measurement::NoData { .. }));

@@ -145,8 +145,8 @@ pub struct Prepared {
 
 /// Every origin the run's queries go to (each metric's address as `prometheus` chooses it).
 /// A Secret argument is substituted into every query of the run, so it travels to each of
-/// them.
-fn query_origins(
+/// them; the controller also shares its slots fairly by these origins.
+pub fn query_origins(
     spec: &AnalysisRunSpec,
     prometheus: &CommandLinePrometheus,
 ) -> Result<Vec<Origin>, DriverError> {

@@ -5,7 +5,7 @@
 //! was created from its templates, so a measurement never re-reads templates or secrets.
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
 use crate::analysis::judge::threshold::{ThresholdInput, ThresholdJudge, describe};
 use crate::analysis::provider::web::WebClient;
@@ -34,7 +34,7 @@ impl Measured {
         Measured {
             record: MeasurementRecord {
                 phase,
-                started_at: Time(at),
+                started_at: MicroTime(at),
                 value: value.map(bounded_owned),
                 reason: Some(bounded_owned(reason)),
                 critical: false,

@@ -7,4 +7,6 @@ pub mod judge;
 pub mod measure;
 pub mod provider;
 pub mod run;
+#[cfg(test)]
+mod schedule_tests;
 pub mod template;

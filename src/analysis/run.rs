@@ -29,7 +29,7 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 
 use crate::analysis::judge::mann_whitney::{
     Label, ScoreClass, ScoreThresholds, ScoredMetric, score,
@@ -55,13 +55,12 @@ pub fn errored_status(
     reason: String,
     now: jiff::Timestamp,
 ) -> AnalysisRunStatus {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     // Whole seconds, as Kubernetes serializes `Time`.
     let at = Time(jiff::Timestamp::from_second(now.as_second()).unwrap_or(now));
     AnalysisRunStatus {
         phase: Some(AnalysisPhase::Error),
         message: Some(reason),
-        started_at: previous.started_at.clone().or_else(|| Some(at.clone())),
+        started_at: previous.started_at.clone().or(Some(MicroTime(at.0))),
         completed_at: Some(at),
         metric_results: previous.metric_results.clone(),
         score: previous.score.clone(),
@@ -280,7 +279,7 @@ fn schedules_of(spec: &AnalysisRunSpec) -> Result<Vec<MetricSchedule>, RunError>
 fn refuse(status: &AnalysisRunStatus, error: &RunError, now: Timestamp) -> RunPlan {
     let mut status = status.clone();
     if !status.phase.is_some_and(AnalysisPhase::is_completed) {
-        status.started_at.get_or_insert(Time(now));
+        status.started_at.get_or_insert(MicroTime(now));
         status.completed_at = Some(Time(now));
         status.phase = Some(AnalysisPhase::Error);
         status.message = Some(bounded_owned(format!("the run cannot start: {error}")));
@@ -327,7 +326,7 @@ pub fn plan(
         Err(error) => return Ok(refuse(status, &error, now)),
     };
     let mut status = status.clone();
-    let started_at = status.started_at.get_or_insert(Time(now)).0;
+    let started_at = status.started_at.get_or_insert(MicroTime(now)).0;
     for metric in &spec.metrics {
         if result_for(&status, &metric.name).is_none() {
             status.metric_results.push(MetricResult {
@@ -845,7 +844,7 @@ mod tests {
     fn measurement(phase: AnalysisPhase, t: i64) -> MeasurementRecord {
         MeasurementRecord {
             phase,
-            started_at: Time(at(t)),
+            started_at: MicroTime(at(t)),
             value: Some("0.5".to_owned()),
             reason: Some(format!("{phase:?} at {t}")),
             critical: false,
@@ -1087,7 +1086,7 @@ mod tests {
         assert_eq!(status.metric_results[0].count, 25);
         assert_eq!(
             status.metric_results[0].measurements[0].started_at,
-            Time(at(15))
+            MicroTime(at(15))
         );
     }
 

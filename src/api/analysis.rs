@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -684,9 +684,10 @@ pub struct AnalysisRunStatus {
     /// Why the run is in its phase: the deciding metric and its reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// When the run started measuring.
+    /// When the run started measuring, to the microsecond (a status written with whole
+    /// seconds reads as before): the first measurements are counted from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<Time>,
+    pub started_at: Option<MicroTime>,
     /// When the run completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
@@ -745,8 +746,10 @@ pub struct MetricResult {
 pub struct MeasurementRecord {
     /// The verdict of this measurement (Successful, Failed, Inconclusive or Error).
     pub phase: AnalysisPhase,
-    /// The time the measurement is for (the query's evaluation time).
-    pub started_at: Time,
+    /// The time the measurement is for (the query's evaluation time), to the microsecond (a
+    /// status written with whole seconds reads as before): the next measurement is due
+    /// `interval` after it, never sooner.
+    pub started_at: MicroTime,
     /// The value, as text: a number, `NaN`, `+Inf`, a vector, or empty for no data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,

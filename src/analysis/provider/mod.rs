@@ -9,8 +9,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 pub mod budget;
+pub mod coalesce;
 pub mod measurement;
 pub mod prometheus;
+pub mod query_metrics;
 pub mod resolve;
 pub mod web;
 

@@ -4,7 +4,9 @@
 //! errors, 5xx and 429 are retried with exponential backoff and full jitter, honouring
 //! `Retry-After`; everything else is returned as the typed [`ProviderError`] it is. A
 //! [`ConcurrencyLimiter`] shared by all clients caps the in-flight queries per Prometheus, so
-//! many rollouts cannot flood one server.
+//! many rollouts cannot flood one server. Identical calls in flight at once share one request
+//! ([`super::coalesce`]), and every origin's query rate, concurrency, errors and coalesced
+//! calls are counted ([`super::query_metrics`]).
 //!
 //! An answer is not trusted to be small, sane or fast: redirects are never followed (custom
 //! headers carry secrets), `Retry-After` is capped, the body is capped at [`MAX_BODY_BYTES`]
@@ -26,10 +28,12 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::budget::BudgetedBody;
+use super::coalesce::{Coalescer, CredentialIdentity, Joined, QueryKey};
 use super::measurement::{
     AnswerCap, Labels, Measurement, ProviderError, RangeSeries, ResultType, VectorSample, bounded,
     bounded_owned,
 };
+use super::query_metrics::{OriginMetrics, QueryMetrics};
 use super::{MetricsProvider, QueryRange};
 use crate::api::duration::{MAX_QUERY_TIMEOUT, format_duration};
 
@@ -233,24 +237,49 @@ impl PrometheusClientConfig {
     }
 }
 
-/// Caps concurrent queries per Prometheus server (scheme, host and port).
+/// What every Prometheus client of a process shares: the cap on concurrent queries per
+/// server (scheme, host and port), the single-flight map that coalesces identical queries, and
+/// the per-origin query metrics.
 ///
-/// Clone it freely: clones share the same semaphores. Give every client of a process the same
-/// limiter. It holds one semaphore per distinct address, so its size is bounded by the number of
-/// configured Prometheus servers.
+/// Clone it freely: clones share the same semaphores, map and metrics. Give every client of a
+/// process the same limiter. It holds one semaphore per distinct address, so its size is
+/// bounded by the number of configured Prometheus servers.
 #[derive(Debug, Clone)]
 pub struct ConcurrencyLimiter {
     per_address: usize,
     semaphores: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    coalescer: Coalescer,
+    metrics: QueryMetrics,
 }
 
 impl ConcurrencyLimiter {
-    /// A limiter allowing `per_address` in-flight queries per server (at least 1).
+    /// A limiter allowing `per_address` in-flight queries per server (at least 1), coalescing
+    /// identical queries within [`super::coalesce::DEFAULT_COALESCE_BUCKET`].
     pub fn new(per_address: usize) -> ConcurrencyLimiter {
         ConcurrencyLimiter {
             per_address: per_address.max(1),
             semaphores: Arc::default(),
+            coalescer: Coalescer::default(),
+            metrics: QueryMetrics::default(),
         }
+    }
+
+    /// Counts queries in `metrics` (e.g. the controller's, exposed on `/metrics`).
+    pub fn with_metrics(mut self, metrics: QueryMetrics) -> ConcurrencyLimiter {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Coalesces queries whose evaluation times fall in the same `bucket` (at most
+    /// [`super::coalesce::MAX_COALESCE_BUCKET`]); each is evaluated at its bucket's start.
+    pub fn with_coalesce_bucket(mut self, bucket: std::time::Duration) -> ConcurrencyLimiter {
+        self.coalescer = Coalescer::new(bucket);
+        self
+    }
+
+    /// The single-flight map shared by every client of this limiter.
+    pub fn coalescer(&self) -> &Coalescer {
+        &self.coalescer
     }
 
     /// The limit per server.
@@ -298,6 +327,11 @@ struct Inner {
     backoff_max: Duration,
     max_body_bytes: usize,
     slots: Arc<Semaphore>,
+    /// Who this client is, for sharing answers only with clients that send the same
+    /// credentials.
+    identity: CredentialIdentity,
+    coalescer: Coalescer,
+    metrics: OriginMetrics,
 }
 
 impl fmt::Debug for Inner {
@@ -349,6 +383,7 @@ impl PrometheusClient {
                 format_duration(MAX_QUERY_TIMEOUT)
             )));
         }
+        let identity = credential_identity(&config);
         let auth = config.auth;
         if auth.bearer_token.is_some() && auth.basic.is_some() {
             return Err(invalid(
@@ -388,6 +423,7 @@ impl PrometheusClient {
                 ))
             })?;
         let slots = limiter.semaphore(&base);
+        let metrics = limiter.metrics.for_address(&base);
         Ok(PrometheusClient {
             inner: Arc::new(Inner {
                 http,
@@ -400,7 +436,10 @@ impl PrometheusClient {
                 backoff_base: config.backoff_base,
                 backoff_max: config.backoff_max,
                 max_body_bytes: config.max_body_bytes.min(MAX_BODY_BYTES),
+                metrics,
                 slots,
+                identity,
+                coalescer: limiter.coalescer.clone(),
             }),
         })
     }
@@ -410,10 +449,12 @@ impl PrometheusClient {
         &self.inner.display_address
     }
 
-    /// Evaluates `query` at `at` (`/api/v1/query`).
+    /// Evaluates `query` at `at` (`/api/v1/query`), floored to the limiter's coalescing
+    /// bucket (a second by default) so identical calls in the same bucket share one request.
     pub async fn query(&self, query: &str, at: Timestamp) -> Result<Measurement, ProviderError> {
-        let params = [("query", query.to_owned()), ("time", at.to_string())];
-        self.inner.call("api/v1/query", query, &params).await
+        let at = self.inner.coalescer.bucketed(at);
+        let params = vec![("query", query.to_owned()), ("time", at.to_string())];
+        self.coalesced_call("api/v1/query", params).await
     }
 
     /// Evaluates `query` over `range` (`/api/v1/query_range`).
@@ -427,14 +468,68 @@ impl PrometheusClient {
                 detail: "range query step must be positive".into(),
             });
         }
-        let params = [
+        let coalescer = &self.inner.coalescer;
+        let params = vec![
             ("query", query.to_owned()),
-            ("start", range.start.to_string()),
-            ("end", range.end.to_string()),
+            ("start", coalescer.bucketed(range.start).to_string()),
+            ("end", coalescer.bucketed(range.end).to_string()),
             ("step", range.step.as_secs_f64().to_string()),
         ];
-        self.inner.call("api/v1/query_range", query, &params).await
+        self.coalesced_call("api/v1/query_range", params).await
     }
+
+    /// Sends the call, or waits for the identical one already in flight (same address,
+    /// credentials, path and parameters), and counts it for its origin.
+    async fn coalesced_call(
+        &self,
+        path: &'static str,
+        params: Vec<(&'static str, String)>,
+    ) -> Result<Measurement, ProviderError> {
+        let inner = &self.inner;
+        inner.metrics.queries.inc();
+        let key = QueryKey::new(&inner.display_address, inner.identity, path, &params);
+        let request = self.inner.clone();
+        let (answer, joined) = inner
+            .coalescer
+            .run(key, move || {
+                Box::pin(async move { request.call(path, &params).await })
+            })
+            .await;
+        if joined == Joined::Follower {
+            inner.metrics.coalesced.inc();
+        }
+        if answer.is_err() {
+            inner.metrics.errors.inc();
+        }
+        answer
+    }
+}
+
+/// The identity of everything that authenticates or shapes this client's calls: the address
+/// as configured (userinfo included), bearer token, basic auth, headers, CA bundle and the
+/// limits that decide what answer comes back. Only a keyed hash of it is kept.
+fn credential_identity(config: &PrometheusClientConfig) -> CredentialIdentity {
+    use std::hash::Hash;
+    CredentialIdentity::of(|mut hasher| {
+        config.address.as_str().hash(&mut hasher);
+        config.auth.bearer_token.hash(&mut hasher);
+        config
+            .auth
+            .basic
+            .as_ref()
+            .map(|b| (&b.username, &b.password))
+            .hash(&mut hasher);
+        config.auth.headers.hash(&mut hasher);
+        config.auth.ca_bundle_pem.hash(&mut hasher);
+        (
+            config.timeout,
+            config.max_attempts,
+            config.backoff_base,
+            config.backoff_max,
+            config.max_body_bytes,
+        )
+            .hash(&mut hasher);
+    })
 }
 
 impl MetricsProvider for PrometheusClient {
@@ -552,9 +647,12 @@ impl Inner {
     async fn call(
         &self,
         path: &str,
-        query: &str,
         params: &[(&str, String)],
     ) -> Result<Measurement, ProviderError> {
+        let query = params
+            .iter()
+            .find(|(name, _)| *name == "query")
+            .map_or("", |(_, value)| value.as_str());
         let url = self
             .base
             .join(path)
@@ -623,6 +721,7 @@ impl Inner {
     async fn attempt(&self, url: &Url, params: &[(&str, String)]) -> Result<BudgetedBody, Failure> {
         // The semaphore is never closed; if it were, querying without a slot beats failing.
         let _slot = self.slots.acquire().await.ok();
+        let _counted = self.metrics.request_started();
         let mut request = self.http.get(url.clone()).query(params);
         if let Some(token) = &self.bearer_token {
             request = request.bearer_auth(token);

@@ -157,6 +157,19 @@ pub async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Actio
 #[cfg(test)]
 pub const PANIC_FOR_TEST_ANNOTATION: &str = "vigil.dev/test-panic";
 
+/// The Prometheus origins the run queries, for its per-origin share of slots. A run over its
+/// size bounds, or with an address that does not parse, queries nothing: it ends in Error
+/// without a request, so it needs no share.
+fn run_origins(
+    run: &AnalysisRun,
+    ctx: &Context,
+) -> Vec<crate::analysis::provider::resolve::Origin> {
+    if driver::check_run_bounds(&run.spec).is_err() {
+        return Vec::new();
+    }
+    driver::query_origins(&run.spec, &ctx.prometheus).unwrap_or_default()
+}
+
 async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
     #[cfg(test)]
     if run.annotations().contains_key(PANIC_FOR_TEST_ANNOTATION) {
@@ -174,6 +187,10 @@ async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
     // Waiting here would hold a controller slot; coming back soon holds none.
     let Some(_slot) = ctx.analysis_slots.try_acquire(&namespace) else {
         debug!("namespace holds its share of analysis slots; retrying soon");
+        return Ok(Action::requeue(NAMESPACE_SLOT_RETRY));
+    };
+    let Some(_address_share) = ctx.address_slots.try_acquire_all(&run_origins(run, ctx)) else {
+        debug!("a Prometheus the run queries serves its share of analysis slots; retrying soon");
         return Ok(Action::requeue(NAMESPACE_SLOT_RETRY));
     };
     let now = ctx.clock.now();

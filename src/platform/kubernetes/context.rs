@@ -201,6 +201,8 @@ pub struct Context {
     pub prometheus: crate::analysis::provider::resolve::CommandLinePrometheus,
     /// Per-namespace share of the AnalysisRun controller's slots.
     pub analysis_slots: NamespaceSlots,
+    /// Per-Prometheus-origin share of the AnalysisRun controller's slots.
+    pub address_slots: super::fair_share::AddressSlots,
 }
 
 /// Caches of the templates, kept by reflectors.
@@ -255,6 +257,9 @@ impl Context {
             credential_origins: Vec::new(),
             prometheus: crate::analysis::provider::resolve::CommandLinePrometheus::None,
             analysis_slots: NamespaceSlots::new(namespace_slot_cap(10)),
+            address_slots: super::fair_share::AddressSlots::new(
+                super::fair_share::address_slot_cap(10),
+            ),
         }
     }
 }

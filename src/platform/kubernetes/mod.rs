@@ -4,6 +4,7 @@
 
 pub mod analysis_controller;
 pub mod context;
+pub mod fair_share;
 pub mod observe;
 pub mod resources;
 pub mod rollout_controller;
@@ -11,6 +12,8 @@ pub mod server;
 
 #[cfg(test)]
 mod default_prometheus_tests;
+#[cfg(test)]
+mod fairness_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -456,18 +459,18 @@ async fn run_controllers(
         concurrency: config.concurrency,
     };
     let templates = watch_templates(&client, &scope).await;
-    let mut context = Context::new(
-        client,
-        metrics,
-        ConcurrencyLimiter::new(usize::from(config.concurrency)),
-        std::env::var("POD_NAME").ok(),
-    );
+    let limiter = ConcurrencyLimiter::new(usize::from(config.concurrency))
+        .with_metrics(metrics.prometheus_queries.clone());
+    let mut context = Context::new(client, metrics, limiter, std::env::var("POD_NAME").ok());
     context.templates = templates;
     context.credential_dirs = config.credential_dirs.clone();
     context.credential_origins = config.credential_origins.clone();
     context.prometheus = default_prometheus(config);
     context.analysis_slots =
         context::NamespaceSlots::new(context::namespace_slot_cap(usize::from(config.concurrency)));
+    context.address_slots = fair_share::AddressSlots::new(fair_share::address_slot_cap(
+        usize::from(config.concurrency),
+    ));
     let ctx = Arc::new(context);
     let (stop_rollouts, rollouts_stopped) = oneshot::channel::<()>();
     let (stop_runs, runs_stopped) = oneshot::channel::<()>();

@@ -297,7 +297,9 @@ mod tests {
                 phase: AnalysisPhase::Failed,
                 measurements: vec![MeasurementRecord {
                     phase: AnalysisPhase::Failed,
-                    started_at: Time(Timestamp::from_second(1_700_000_100).expect("ts")),
+                    started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                        Timestamp::from_second(1_700_000_100).expect("ts"),
+                    ),
                     value: Some("0.1".into()),
                     reason: Some("0.1 > 0.01".into()),
                     critical: false,

@@ -398,10 +398,11 @@ async fn ten_runs_stuck_on_a_silent_prometheus_do_not_starve_another_namespace()
     ));
     let ctx = Arc::new(ctx);
     for i in 0..10 {
+        // Distinct queries: identical ones in flight would share one request.
         let mut run = run_with(
             &format!("stuck-{i}"),
             &silent.address,
-            "up",
+            &format!("up{{run=\"{i}\"}}"),
             json!(null),
             json!([]),
         );
