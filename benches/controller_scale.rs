@@ -297,7 +297,7 @@ fn report_requests(phase: &str, counts: &RequestCounts, per: f64, unit: &str) {
         counts.with_code(409) as f64 / per,
     );
     let mut rows: Vec<(String, u64)> = counts.by_verb_and_resource().into_iter().collect();
-    rows.sort_by(|a, b| b.1.cmp(&a.1));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1));
     let conflicts: BTreeMap<String, u64> =
         counts
             .iter()
