@@ -310,7 +310,7 @@ fn report_requests(phase: &str, counts: &RequestCounts, per: f64, unit: &str) {
         let conflict = conflicts
             .get(&what)
             .map_or(String::new(), |c| format!(" (409: {:.2})", *c as f64 / per));
-        println!("    {what:<40} {:>10.2}{conflict}", n as f64 / per);
+        println!("    {what:<40} {n:>9} {:>10.3}{conflict}", n as f64 / per);
     }
 }
 
