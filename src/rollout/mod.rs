@@ -148,11 +148,13 @@ mod conditions;
 mod effects;
 mod hash;
 mod machine;
+pub mod webhooks;
 mod requests;
 mod routes;
 mod validate;
 mod validate_istio;
 mod validate_routes;
+mod validate_webhooks;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
@@ -201,6 +203,9 @@ pub struct Observation {
     /// The Deployment `spec.workloadRef` names, as read by the dereference step; `None`
     /// without `workloadRef` or when it was not found (then `spec_problems` says so).
     pub workload: Option<WorkloadObservation>,
+    /// The latest answers to the webhook calls earlier decisions asked to poll, by key (see
+    /// [`webhooks`]); a gate or rollback switch without an answer here has not answered yet.
+    pub webhook_answers: Vec<webhooks::WebhookAnswer>,
 }
 
 /// The Deployment behind `spec.workloadRef`, as seen.
@@ -439,6 +444,10 @@ pub struct Decision {
     /// The earliest instant at which time alone changes the decision (a pause ends, an aborted
     /// canary is scaled down, a progress deadline passes); `None` when only a watch event can.
     pub requeue_at: Option<Timestamp>,
+    /// Webhooks to call: gates and rollback switches to poll (their answers come back in
+    /// [`Observation::webhook_answers`]) and notifications to send. Never part of `effects`:
+    /// a call neither blocks nor fails the reconcile.
+    pub webhook_calls: Vec<webhooks::WebhookCall>,
 }
 
 /// Name of the AnalysisRun of the `analysis` step at `index`, for the given canary attempt.

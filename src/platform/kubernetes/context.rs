@@ -201,6 +201,8 @@ pub struct Context {
     pub prometheus: crate::analysis::provider::resolve::CommandLinePrometheus,
     /// Per-namespace share of the AnalysisRun controller's slots.
     pub analysis_slots: NamespaceSlots,
+    /// Calls the Rollouts' webhooks in the background, keeping the latest answers.
+    pub webhooks: crate::platform::webhooks::WebhookCaller,
 }
 
 /// Caches of the templates, kept by reflectors.
@@ -255,6 +257,7 @@ impl Context {
             credential_origins: Vec::new(),
             prometheus: crate::analysis::provider::resolve::CommandLinePrometheus::None,
             analysis_slots: NamespaceSlots::new(namespace_slot_cap(10)),
+            webhooks: crate::platform::webhooks::WebhookCaller::new(Default::default()),
         }
     }
 }
