@@ -102,7 +102,11 @@ fn every_gate_holds_the_rollout_while_its_hook_has_not_answered() {
         assert_eq!(world.replicas_of(&canary), case.canary_pods, "{what}");
         assert_eq!(world.phase(), Some(RolloutPhase::Progressing), "{what}");
         let expected = format!("waiting for {} hook gate: no answer yet", case.type_);
-        assert!(message(&world).contains(&expected), "{what}: {}", message(&world));
+        assert!(
+            message(&world).contains(&expected),
+            "{what}: {}",
+            message(&world)
+        );
         let progressing = world
             .status
             .conditions
@@ -118,7 +122,10 @@ fn every_gate_holds_the_rollout_while_its_hook_has_not_answered() {
             "{what}"
         );
         let requeue = world.decisions.last().and_then(|d| d.requeue_at);
-        assert!(requeue.is_some(), "{what}: a waiting gate is looked at again");
+        assert!(
+            requeue.is_some(),
+            "{what}: a waiting gate is looked at again"
+        );
     }
 }
 
@@ -135,7 +142,11 @@ fn every_gate_that_answers_non_2xx_holds_with_the_answer_and_is_asked_again() {
         assert_eq!(world.step_index(), Some(case.waits_at), "{what}");
         assert_eq!(world.replicas_of(&canary), case.canary_pods, "{what}");
         let expected = format!("waiting for {} hook gate: answered HTTP 503", case.type_);
-        assert!(message(&world).contains(&expected), "{what}: {}", message(&world));
+        assert!(
+            message(&world).contains(&expected),
+            "{what}: {}",
+            message(&world)
+        );
         assert!(world.calls_to("gate").len() > 10, "{what}: polled again");
     }
 }
@@ -157,14 +168,19 @@ fn every_gate_that_answers_2xx_lets_the_release_complete_and_is_asked_once() {
         keys.dedup();
         assert_eq!(keys.len(), expected_keys, "{what}: {keys:?}");
         assert!(
-            world.event_reasons().contains(&"WebhookGatePassed".to_owned()),
+            world
+                .event_reasons()
+                .contains(&"WebhookGatePassed".to_owned()),
             "{what}"
         );
         let payload = &polls[0].payload;
         assert_eq!(payload.name, NAME);
         assert_eq!(payload.type_, case.type_.as_str());
         assert_eq!(payload.webhook, "gate");
-        assert_eq!(payload.metadata.get("team").map(String::as_str), Some("shop"));
+        assert_eq!(
+            payload.metadata.get("team").map(String::as_str),
+            Some("shop")
+        );
         assert_eq!(payload.revisions.canary.as_deref(), Some(canary.as_str()));
         assert_eq!(payload.weights.canary + payload.weights.stable, 100);
     }
@@ -205,7 +221,10 @@ fn pre_rollout_is_asked_before_confirm_rollout_and_nothing_moves_until_both_pass
         world.reconcile();
         world.advance(5);
     }
-    assert!(world.calls_to("approve").is_empty(), "asked only after pre-rollout");
+    assert!(
+        world.calls_to("approve").is_empty(),
+        "asked only after pre-rollout"
+    );
     assert!(message(&world).contains("waiting for pre-rollout hook checks: answered HTTP 503"));
     world.hook_script.insert("checks".into(), OK);
     for _ in 0..10 {
@@ -263,7 +282,11 @@ fn a_rollback_hook_that_answers_2xx_aborts_the_canary_naming_the_hook() {
     let (mut world, canary) = releasing(vec![hook("kill-switch", WebhookType::Rollback)]);
     world.hook_script.insert("kill-switch".into(), UNAVAILABLE);
     world.run_until(40, |w| w.at_step(1));
-    assert_eq!(world.phase(), Some(RolloutPhase::Paused), "non-2xx: carry on");
+    assert_eq!(
+        world.phase(),
+        Some(RolloutPhase::Paused),
+        "non-2xx: carry on"
+    );
     world.hook_script.insert("kill-switch".into(), OK);
     world.run_until(5, |w| w.phase() == Some(RolloutPhase::Degraded));
     let message = message(&world);
@@ -272,8 +295,15 @@ fn a_rollback_hook_that_answers_2xx_aborts_the_canary_naming_the_hook() {
         "{message}"
     );
     assert_eq!(world.router, Some(0), "traffic back on the stable at once");
-    assert!(world.event_reasons().contains(&"RolledBackByWebhook".to_owned()));
-    assert_ne!(world.status.stable_revision.as_deref(), Some(canary.as_str()));
+    assert!(
+        world
+            .event_reasons()
+            .contains(&"RolledBackByWebhook".to_owned())
+    );
+    assert_ne!(
+        world.status.stable_revision.as_deref(),
+        Some(canary.as_str())
+    );
     // No longer asked once the canary is rolled back.
     let calls = world.calls_to("kill-switch").len();
     for _ in 0..5 {
@@ -338,7 +368,12 @@ fn every_event_is_sent_to_event_hooks_with_flaggers_metadata() {
         Some("Normal")
     );
     assert!(completed.metadata["eventMessage"].contains("promoted to stable"));
-    assert!(world.calls_to("feed").iter().all(|c| c.kind == CallKind::Notify));
+    assert!(
+        world
+            .calls_to("feed")
+            .iter()
+            .all(|c| c.kind == CallKind::Notify)
+    );
 }
 
 #[test]

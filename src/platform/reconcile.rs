@@ -313,7 +313,10 @@ mod tests {
         }
 
         fn call_webhooks(&mut self, calls: &[WebhookCall]) {
-            assert!(calls.is_empty(), "this fake declares no webhooks: {calls:?}");
+            assert!(
+                calls.is_empty(),
+                "this fake declares no webhooks: {calls:?}"
+            );
         }
 
         async fn record(&mut self, _: &RolloutStatus, decision: &Decision) -> Result<(), String> {

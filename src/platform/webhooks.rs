@@ -217,13 +217,12 @@ impl WebhookCaller {
 }
 
 /// Drains the outbox while the caller lives.
-async fn deliver(
-    inner: std::sync::Weak<Inner>,
-    mut queue: mpsc::Receiver<(String, WebhookCall)>,
-) {
+async fn deliver(inner: std::sync::Weak<Inner>, mut queue: mpsc::Receiver<(String, WebhookCall)>) {
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES));
     while let Some((scope, call)) = queue.recv().await {
-        let Some(strong) = inner.upgrade() else { return };
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
         let (http, backoff) = (strong.http(), strong.config.delivery_backoff);
         drop(strong);
         let Ok(slot) = slots.clone().acquire_owned().await else {

@@ -96,7 +96,8 @@ impl<'a> Machine<'a> {
                 }
                 answer => {
                     let last = answer.map_or_else(|| "no answer yet".to_owned(), |a| a.to_string());
-                    waiting.get_or_insert(format!("waiting for {type_} hook {}: {last}", hook.name));
+                    waiting
+                        .get_or_insert(format!("waiting for {type_} hook {}: {last}", hook.name));
                     self.poll(hook, key);
                 }
             }
@@ -309,7 +310,10 @@ fn payload_analysis(s: &RolloutStatus) -> Option<PayloadAnalysis> {
         .flatten()
         .find(|run| run.phase == AnalysisPhase::Failed)
         .or_else(|| runs.iter().copied().flatten().next())?;
-    let failing = run.metrics.iter().find(|m| m.phase == AnalysisPhase::Failed);
+    let failing = run
+        .metrics
+        .iter()
+        .find(|m| m.phase == AnalysisPhase::Failed);
     Some(PayloadAnalysis {
         run: run.name.clone(),
         phase: format!("{:?}", run.phase),

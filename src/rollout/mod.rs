@@ -148,13 +148,13 @@ mod conditions;
 mod effects;
 mod hash;
 mod machine;
-pub mod webhooks;
 mod requests;
 mod routes;
 mod validate;
 mod validate_istio;
 mod validate_routes;
 mod validate_webhooks;
+pub mod webhooks;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PodTemplateSpec;

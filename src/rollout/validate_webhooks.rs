@@ -91,7 +91,10 @@ pub(crate) fn check_url(url: &str, path: &str, problems: &mut Vec<SpecProblem>) 
             format!("scheme {:?}: write an http or https URL", parsed.scheme()),
         )),
         Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => {
-            problems.push(problem(path, "no host: write e.g. http://receiver:8080/gate"));
+            problems.push(problem(
+                path,
+                "no host: write e.g. http://receiver:8080/gate",
+            ));
         }
         Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
             problems.push(problem(

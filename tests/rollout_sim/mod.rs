@@ -16,11 +16,11 @@ use vigil::api::{
     GatewayApiRouting, MetricSummary, PauseStep, RolloutPhase, RolloutSpec, RolloutStatus,
     TemplateRef, TrafficRouting,
 };
+use vigil::rollout::webhooks::{CallKind, WebhookAnswer, WebhookCall, WebhookOutcome};
 use vigil::rollout::{
     AnalysisKind, Decision, Effect, Observation, RevisionObservation, ServiceSelection,
     SpecProblem, WorkloadObservation, desired_revision, step,
 };
-use vigil::rollout::webhooks::{CallKind, WebhookAnswer, WebhookCall, WebhookOutcome};
 use vigil::traffic::ManagedRoutes;
 
 pub const NAME: &str = "shop";
