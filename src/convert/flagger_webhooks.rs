@@ -18,7 +18,10 @@ use super::argo::duration;
 /// there is none.
 pub(super) fn convert_webhook(i: usize, hook: &Value, notes: &mut Notes) -> Option<Webhook> {
     let path = format!("spec.analysis.webhooks[{i}]");
-    let kind = hook.get("type").and_then(Value::as_str).unwrap_or("rollout");
+    let kind = hook
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("rollout");
     let Some(url) = hook.get("url").and_then(Value::as_str) else {
         notes.unmapped(format!("{path}.url"), "missing: a webhook needs a URL");
         return None;
