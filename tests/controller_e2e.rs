@@ -1023,19 +1023,23 @@ async fn webhooks_gate_and_roll_back_a_release_on_kubernetes() {
         rolled_back.status.as_ref().map(|s| s.canary_weight),
         Some(0)
     );
-    let reasons: Vec<String> = receiver
-        .received("/events")
-        .iter()
-        .map(|e| e["event"]["reason"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    for reason in [
-        "RolloutCompleted",
-        "WebhookGatePassed",
-        "RolledBackByWebhook",
-    ] {
-        assert!(
-            reasons.iter().any(|r| r == reason),
-            "{reason} in {reasons:?}"
-        );
+    // Events are delivered in the background: wait for the last one to arrive.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let reasons: Vec<String> = receiver
+            .received("/events")
+            .iter()
+            .map(|e| e["event"]["reason"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        let wanted = [
+            "RolloutCompleted",
+            "WebhookGatePassed",
+            "RolledBackByWebhook",
+        ];
+        if wanted.iter().all(|w| reasons.iter().any(|r| r == w)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "events sent: {reasons:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
