@@ -187,6 +187,28 @@ fn every_gate_that_answers_2xx_lets_the_release_complete_and_is_asked_once() {
 }
 
 #[test]
+fn a_gate_that_waits_longer_than_the_progress_deadline_does_not_abort_once_it_opens() {
+    for case in gate_cases() {
+        let (mut world, canary) = releasing(vec![hook("gate", case.type_)]);
+        // 20 minutes at the gate, twice the default progress deadline.
+        for _ in 0..240 {
+            world.reconcile();
+            world.advance(5);
+        }
+        let what = format!("{} gate", case.type_);
+        assert_eq!(world.step_index(), Some(case.waits_at), "{what}");
+        world.hook_script.insert("gate".into(), OK);
+        world.run_until(80, |w| w.healthy_on(&canary));
+        assert!(
+            !world
+                .event_reasons()
+                .contains(&"ProgressDeadlineExceeded".to_owned()),
+            "{what}"
+        );
+    }
+}
+
+#[test]
 fn a_traffic_gate_holds_each_increase_at_the_weight_before_it() {
     let (mut world, _) = releasing(vec![hook("more", WebhookType::ConfirmTrafficIncrease)]);
     world.hook_script.insert("more".into(), OK);

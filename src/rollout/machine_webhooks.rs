@@ -120,9 +120,14 @@ impl<'a> Machine<'a> {
         if self.index(s) != 0 || s.canary_weight != 0 {
             return None;
         }
-        let waiting = self
+        let before = s.webhooks.clone();
+        let Some(waiting) = self
             .pending_gate(s, WebhookType::PreRollout, None)
-            .or_else(|| self.pending_gate(s, WebhookType::ConfirmRollout, None))?;
+            .or_else(|| self.pending_gate(s, WebhookType::ConfirmRollout, None))
+        else {
+            self.restart_clock_if_passed(s, before.as_ref());
+            return None;
+        };
         self.hold_at_gate(s, waiting);
         Some(Intent::Canary {
             canary_replicas: 0,
@@ -142,7 +147,12 @@ impl<'a> Machine<'a> {
         if to <= from {
             return None;
         }
-        let waiting = self.pending_gate(s, WebhookType::ConfirmTrafficIncrease, Some(index))?;
+        let before = s.webhooks.clone();
+        let Some(waiting) = self.pending_gate(s, WebhookType::ConfirmTrafficIncrease, Some(index))
+        else {
+            self.restart_clock_if_passed(s, before.as_ref());
+            return None;
+        };
         let (intent, _) = self.converge(s, from);
         self.hold_at_gate(s, format!("{waiting} (before raising the weight to {to})"));
         Some(intent)
@@ -150,7 +160,11 @@ impl<'a> Machine<'a> {
 
     /// Before the canary is promoted, after the last step.
     pub(super) fn promotion_gate(&mut self, s: &mut RolloutStatus) -> Option<Intent> {
-        let waiting = self.pending_gate(s, WebhookType::ConfirmPromotion, None)?;
+        let before = s.webhooks.clone();
+        let Some(waiting) = self.pending_gate(s, WebhookType::ConfirmPromotion, None) else {
+            self.restart_clock_if_passed(s, before.as_ref());
+            return None;
+        };
         let last_weight = match self.steps.len() {
             0 => 0,
             count => self.weight_at(count - 1),
@@ -158,6 +172,15 @@ impl<'a> Machine<'a> {
         let (intent, _) = self.converge(s, last_weight);
         self.hold_at_gate(s, format!("{waiting} (before promotion)"));
         Some(intent)
+    }
+
+    /// A gate that opened in this decision starts the step's clock again: the time spent
+    /// waiting for a person is no progress deadline's business (nor a timed pause's).
+    fn restart_clock_if_passed(&self, s: &mut RolloutStatus, before: Option<&WebhookStatus>) {
+        if s.webhooks.as_ref() != before {
+            let index = self.index(s);
+            self.enter_step(s, index);
+        }
     }
 
     fn hold_at_gate(&mut self, s: &mut RolloutStatus, waiting: String) {
