@@ -131,6 +131,21 @@
 //!   shell may wait for the next spec change.
 //! * **Conditions** `Progressing`, `Available`, `Paused`, `InvalidSpec`: `lastTransitionTime`
 //!   moves only when a condition's status changes.
+//! * **Webhooks** (`spec.strategy.canary.webhooks`, see [`webhooks`]): the machine never
+//!   calls one. It lists the calls it wants in [`Decision::webhook_calls`] and reads the
+//!   latest answers in [`Observation::webhook_answers`], by key (hook, canary attempt, step).
+//!   Gates hold the rollout (phase Progressing, `message` "waiting for TYPE hook NAME: last
+//!   answer") until every hook of the type answered 2xx: `pre-rollout` then `confirm-rollout`
+//!   at step 0 before the canary has pods or weight; `confirm-traffic-increase` at each
+//!   `setWeight` that raises the weight (held at the weight before it); `confirm-promotion`
+//!   after the last step (held at the last step's weight). What passed is recorded in
+//!   `status.webhooks` for the attempt (so a restart neither skips nor re-asks a gate), and
+//!   a gate that opens restarts the step's clock (waiting is no progress). Gates are asked
+//!   and the machine looks again every [`webhooks::WEBHOOK_POLL_INTERVAL`]. A `rollback`
+//!   hook is polled while a canary is in flight and not aborted (even while paused); a 2xx
+//!   answer aborts as Degraded (`RolledBackByWebhook`). `post-rollout` hooks are notified with
+//!   the decision that promotes or aborts, `event` hooks with every Event. Hooks whose own
+//!   fields are invalid are never called.
 //! * **Display**: `step` is `<steps done>/<steps>` (e.g. `3/7`), as Argo shows it.
 //!
 //! # Errors
