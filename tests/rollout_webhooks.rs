@@ -396,6 +396,13 @@ fn every_event_is_sent_to_event_hooks_with_flaggers_metadata() {
             .iter()
             .all(|c| c.kind == CallKind::Notify)
     );
+    // The shell delivers each key once: distinct events must have distinct keys.
+    let keys: std::collections::BTreeSet<&str> = world
+        .calls_to("feed")
+        .iter()
+        .map(|c| c.key.as_str())
+        .collect();
+    assert_eq!(keys.len(), sent.len(), "{keys:?}");
 }
 
 #[test]

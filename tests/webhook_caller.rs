@@ -1,7 +1,11 @@
 //! The webhook caller against real HTTP servers on 127.0.0.1: answers are reported by key and
 //! scope, a call in flight is never started twice, a failed answer is asked again only after
 //! the retry interval, redirects are not followed, errors name the origin only, and
-//! notifications are retried a bounded number of times.
+//! notifications go through notify's outbox: retried a bounded number of times, counted, and
+//! delivered once per key.
+
+/// Attempts per notification in these tests.
+const ATTEMPTS: u32 = 3;
 
 mod support;
 
@@ -9,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use support::fake_http::{FakeServer, Reply};
 use support::webhook_receiver::{Answer, Receiver};
-use vigil::platform::webhooks::{DELIVERY_ATTEMPTS, WebhookCaller, WebhookCallerConfig};
+use vigil::notify::{NotificationMetrics, OutboxSettings};
+use vigil::platform::webhooks::{WebhookCaller, WebhookCallerConfig};
 use vigil::rollout::webhooks::{
     CallKind, WebhookAnswer, WebhookCall, WebhookOutcome, WebhookPayload,
 };
@@ -33,10 +38,19 @@ fn call(key: &str, kind: CallKind, url: &str, timeout: Duration) -> WebhookCall 
 }
 
 fn caller(retry_after: Duration) -> WebhookCaller {
+    caller_counting(retry_after, NotificationMetrics::default())
+}
+
+fn caller_counting(retry_after: Duration, metrics: NotificationMetrics) -> WebhookCaller {
     support::install_crypto_provider();
     WebhookCaller::new(WebhookCallerConfig {
         retry_after,
-        delivery_backoff: Duration::from_millis(50),
+        outbox: OutboxSettings {
+            max_attempts: ATTEMPTS,
+            backoff_base: Duration::from_millis(50),
+            ..OutboxSettings::default()
+        },
+        metrics,
     })
 }
 
@@ -217,31 +231,26 @@ async fn a_redirect_is_not_followed_and_errors_name_the_origin_only() {
 }
 
 #[tokio::test]
-async fn a_notification_is_tried_a_bounded_number_of_times() {
+async fn a_notification_is_tried_a_bounded_number_of_times_counted_and_sent_once_per_key() {
     let receiver = Receiver::start().await;
     receiver.answer("/fails", Answer::Status(500));
     receiver.answer("/works", Answer::Status(200));
-    let caller = caller(Duration::from_secs(3600));
-    caller.call(
-        "shop",
-        None,
-        &[
-            call(
-                "",
-                CallKind::Notify,
-                &receiver.url("/fails"),
-                Duration::from_secs(5),
-            ),
-            call(
-                "",
-                CallKind::Notify,
-                &receiver.url("/works"),
-                Duration::from_secs(5),
-            ),
-        ],
-    );
+    let metrics = NotificationMetrics::default();
+    let caller = caller_counting(Duration::from_secs(3600), metrics.clone());
+    let notify = |key: &str, path: &str| {
+        let mut call = call(
+            key,
+            CallKind::Notify,
+            &receiver.url(path),
+            Duration::from_secs(5),
+        );
+        call.payload.type_ = "event".into();
+        call
+    };
+    let first = [notify("e1", "/fails"), notify("e2", "/works")];
+    caller.call("shop", None, &first);
     eventually("every attempt", || {
-        receiver.received("/fails").len() == DELIVERY_ATTEMPTS as usize
+        receiver.received("/fails").len() == ATTEMPTS as usize
     })
     .await;
     eventually("the delivery", || receiver.received("/works").len() == 1).await;
@@ -249,24 +258,26 @@ async fn a_notification_is_tried_a_bounded_number_of_times() {
         caller.answers("shop").is_empty(),
         "notifications are not polls"
     );
-    // No attempt beyond the bound: the worker is idle once the delivery that works is done
-    // and the failing one has used its attempts (each waited for above).
-    caller.call(
-        "shop",
-        None,
-        &[call(
-            "",
-            CallKind::Notify,
-            &receiver.url("/works"),
-            Duration::from_secs(5),
-        )],
-    );
-    eventually("the next delivery", || {
-        receiver.received("/works").len() == 2
+    eventually("the failure counted", || {
+        NotificationMetrics::value(&metrics.failed, "webhook-event") == 1
     })
     .await;
     assert_eq!(
-        receiver.received("/fails").len(),
-        DELIVERY_ATTEMPTS as usize
+        NotificationMetrics::value(&metrics.sent, "webhook-event"),
+        1
     );
+    // The same key again (a reconcile repeated after a conflict) is not sent again; a new
+    // key is, after which the worker has provably handled the repeat.
+    caller.call("shop", None, &[notify("e2", "/works")]);
+    caller.call("shop", None, &[notify("e3", "/works")]);
+    eventually("the next delivery", || {
+        receiver.received("/works").len() >= 2
+    })
+    .await;
+    eventually("the next delivery counted", || {
+        NotificationMetrics::value(&metrics.sent, "webhook-event") == 2
+    })
+    .await;
+    assert_eq!(receiver.received("/works").len(), 2, "e2 once, e3 once");
+    assert_eq!(receiver.received("/fails").len(), ATTEMPTS as usize);
 }

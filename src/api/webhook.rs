@@ -30,8 +30,9 @@ pub struct Webhook {
     pub type_: WebhookType,
     /// Where the JSON payload is POSTed (`http` or `https`). Redirects are not followed.
     pub url: String,
-    /// How long to wait for an answer, e.g. `10s` (default 10s, at most 1m). No answer in
-    /// time counts as a failed call.
+    /// How long to wait for an answer of a gate or rollback hook, e.g. `10s` (default 10s, at
+    /// most 1m); no answer in time counts as a failed call. `post-rollout` and `event` hooks
+    /// are delivered by the notification outbox, with its own timeout (10s) and retries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub timeout: Option<String>,

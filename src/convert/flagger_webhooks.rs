@@ -59,7 +59,7 @@ pub(super) fn convert_webhook(i: usize, hook: &Value, notes: &mut Notes) -> Opti
         if hook.get(field).is_some() {
             notes.unmapped(
                 format!("{path}.{field}"),
-                "not read by vigil (gates are asked again every 10s; notifications are tried 3 times)",
+                "not read by vigil (gates are asked again every 10s; notifications are tried up to 4 times)",
             );
         }
     }

@@ -8,11 +8,12 @@
 //!   passed; a 2xx answer is kept while the machine still asks for that key; a call in flight
 //!   is never started twice. A hanging receiver therefore delays nothing: the machine keeps
 //!   deciding (and rolling back) from the answers it has.
-//! * **Notifications** (post-rollout, event) go through a bounded queue
-//!   ([`OUTBOX_CAPACITY`]) drained by a worker with at most [`MAX_CONCURRENT_DELIVERIES`] in
-//!   flight and [`DELIVERY_ATTEMPTS`] attempts each; a full queue drops the call, logged.
+//! * **Notifications** (post-rollout, event) go through notify's delivery [`Outbox`] (a
+//!   bounded queue, bounded attempts with backoff, its own timeout, counted as
+//!   `vigil_notifications_*_total{sink="webhook-post-rollout"|"webhook-event"}`), deduplicated
+//!   by the call's key: a reconcile repeated after a conflict notifies once.
 //!
-//! Every call is one POST of the JSON payload with the hook's timeout, no redirects followed,
+//! Every poll is one POST of the JSON payload with the hook's timeout, no redirects followed,
 //! no credentials, and the answer's body never read: only its status code counts. Errors name
 //! the URL's origin only (a path or query may carry a token).
 
@@ -20,18 +21,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc};
-
+use crate::notify::{Delivery, Enqueued, NotificationMetrics, Outbox, OutboxSettings, SinkUrl};
 use crate::rollout::webhooks::{
     CallKind, WEBHOOK_POLL_INTERVAL, WebhookAnswer, WebhookCall, WebhookOutcome,
 };
 
-/// Notifications waiting for delivery, at most; more are dropped (and logged).
-pub const OUTBOX_CAPACITY: usize = 1024;
-/// Notifications being delivered at once, at most.
-pub const MAX_CONCURRENT_DELIVERIES: usize = 8;
-/// Attempts per notification, at most.
-pub const DELIVERY_ATTEMPTS: u32 = 3;
 /// Poll answers kept, at most, over all Rollouts; beyond it new polls wait for room.
 pub const MAX_POLL_ENTRIES: usize = 10_000;
 /// A poll answer nobody asked about for this long is forgotten (its Rollout is gone).
@@ -42,15 +36,18 @@ const FORGET_AFTER: Duration = Duration::from_secs(3600);
 pub struct WebhookCallerConfig {
     /// A failed poll is asked again after this long.
     pub retry_after: Duration,
-    /// The first pause between delivery attempts of a notification (doubling).
-    pub delivery_backoff: Duration,
+    /// How notifications are delivered (notify's outbox settings).
+    pub outbox: OutboxSettings,
+    /// The counters notifications update.
+    pub metrics: NotificationMetrics,
 }
 
 impl Default for WebhookCallerConfig {
     fn default() -> Self {
         WebhookCallerConfig {
             retry_after: WEBHOOK_POLL_INTERVAL / 2,
-            delivery_backoff: Duration::from_secs(1),
+            outbox: OutboxSettings::default(),
+            metrics: NotificationMetrics::default(),
         }
     }
 }
@@ -67,8 +64,8 @@ struct Inner {
     /// says why it could not be.
     http: OnceLock<Result<reqwest::Client, String>>,
     polls: Mutex<HashMap<(String, String), PollEntry>>,
-    /// Started on first use, inside the runtime.
-    outbox: OnceLock<mpsc::Sender<(String, WebhookCall)>>,
+    /// Started on first use, inside the runtime; `None` when it could not be.
+    outbox: OnceLock<Option<Outbox>>,
     config: WebhookCallerConfig,
 }
 
@@ -160,16 +157,34 @@ impl WebhookCaller {
 
     fn enqueue(&self, scope: &str, call: WebhookCall) {
         let outbox = self.inner.outbox.get_or_init(|| {
-            let (outbox, queue) = mpsc::channel(OUTBOX_CAPACITY);
-            tokio::spawn(deliver(Arc::downgrade(&self.inner), queue));
-            outbox
+            let config = &self.inner.config;
+            Outbox::start(config.outbox.clone(), config.metrics.clone())
+                .inspect_err(|error| tracing::warn!(%error, "webhook notifications are off"))
+                .ok()
+                // The worker ends once the outbox is dropped with the caller.
+                .map(|(outbox, _worker)| outbox)
         });
-        if let Err(error) = outbox.try_send((scope.to_owned(), call)) {
-            let hook = match &error {
-                mpsc::error::TrySendError::Full((_, call))
-                | mpsc::error::TrySendError::Closed((_, call)) => call.name.clone(),
-            };
-            tracing::warn!(rollout = %scope, %hook, capacity = OUTBOX_CAPACITY, "webhook notification dropped: the outbox is full");
+        let Some(outbox) = outbox else { return };
+        // Validated with the spec; a URL that does not parse here is never called.
+        let Ok(url) = SinkUrl::parse(&call.url) else {
+            return;
+        };
+        let body = match serde_json::to_value(&call.payload) {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::warn!(rollout = %scope, hook = %call.name, %error, "webhook payload not serialized");
+                return;
+            }
+        };
+        let delivery = Delivery {
+            // A bounded label: one sink per notification type, whatever the hooks are named.
+            sink: format!("webhook-{}", call.payload.type_),
+            url,
+            body,
+            dedupe_key: format!("{scope}/{}", call.key),
+        };
+        if outbox.enqueue(delivery) == Enqueued::Dropped {
+            tracing::warn!(rollout = %scope, hook = %call.name, "webhook notification dropped: the outbox is full");
         }
     }
 
@@ -211,38 +226,6 @@ impl WebhookCaller {
             if let Some(entry) = polls.get_mut(&id) {
                 entry.in_flight = false;
                 entry.answer = Some((outcome, Instant::now()));
-            }
-        });
-    }
-}
-
-/// Drains the outbox while the caller lives.
-async fn deliver(inner: std::sync::Weak<Inner>, mut queue: mpsc::Receiver<(String, WebhookCall)>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES));
-    while let Some((scope, call)) = queue.recv().await {
-        let Some(strong) = inner.upgrade() else {
-            return;
-        };
-        let (http, backoff) = (strong.http(), strong.config.delivery_backoff);
-        drop(strong);
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        tokio::spawn(async move {
-            let _slot = slot;
-            let mut pause = backoff;
-            for attempt in 1..=DELIVERY_ATTEMPTS {
-                let outcome = post(&http, &call).await;
-                if outcome.passed() {
-                    tracing::debug!(rollout = %scope, hook = %call.name, attempt, "webhook notified");
-                    return;
-                }
-                if attempt == DELIVERY_ATTEMPTS {
-                    tracing::warn!(rollout = %scope, hook = %call.name, type_ = %call.payload.type_, attempts = attempt, %outcome, "webhook notification failed");
-                    return;
-                }
-                tokio::time::sleep(pause).await;
-                pause = pause.saturating_mul(2);
             }
         });
     }

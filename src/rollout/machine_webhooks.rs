@@ -225,7 +225,12 @@ impl<'a> Machine<'a> {
             .collect();
         if self.rollout_finished {
             for hook in self.hooks_of(WebhookType::PostRollout).filter(|h| valid(h)) {
-                calls.push(self.call(s, hook, String::new(), CallKind::Notify, None));
+                // One per canary attempt and outcome: a repeated reconcile notifies once.
+                let key = format!(
+                    "post-rollout/{}/{}/{:?}",
+                    hook.name, s.canary_attempt, s.phase
+                );
+                calls.push(self.call(s, hook, key, CallKind::Notify, None));
             }
         }
         for event in &self.events {
@@ -247,13 +252,15 @@ impl<'a> Machine<'a> {
                 message: message.clone(),
             };
             for hook in self.hooks_of(WebhookType::Event).filter(|h| valid(h)) {
-                calls.push(self.call(
-                    s,
-                    hook,
-                    String::new(),
-                    CallKind::Notify,
-                    Some(event.clone()),
-                ));
+                let key = format!(
+                    "event/{}/{}/{}/{}/{:016x}",
+                    hook.name,
+                    s.canary_attempt,
+                    s.step.as_deref().unwrap_or_default(),
+                    event.reason,
+                    fnv1a(&event.message)
+                );
+                calls.push(self.call(s, hook, key, CallKind::Notify, Some(event.clone())));
             }
         }
         calls
@@ -322,6 +329,13 @@ impl<'a> Machine<'a> {
             },
         }
     }
+}
+
+/// FNV-1a of `text`: a short, stable stand-in for an event's message in a dedupe key.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The failed analysis when there is one, else the step's, else the background one.

@@ -20,8 +20,9 @@ pub const WEBHOOK_POLL_INTERVAL: Duration = Duration::from_secs(10);
 /// One call the machine wants made.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WebhookCall {
-    /// Identifies this question: the same key means the same question (same hook, canary
-    /// attempt and step), so its answer may be reused. Polls only; empty for notifications.
+    /// Identifies the call. A poll: the same key means the same question (same hook, canary
+    /// attempt and step), so its answer may be reused. A notification: the same key means
+    /// the same news (hook, attempt, step, event), so it is delivered once.
     pub key: String,
     /// Poll (the answer is wanted) or notify (fire and forget).
     pub kind: CallKind,

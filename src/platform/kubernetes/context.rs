@@ -245,6 +245,12 @@ impl Context {
                 instance,
             },
         );
+        let webhooks = crate::platform::webhooks::WebhookCaller::new(
+            crate::platform::webhooks::WebhookCallerConfig {
+                metrics: metrics.notifications.clone(),
+                ..Default::default()
+            },
+        );
         Context {
             client,
             metrics,
@@ -257,7 +263,7 @@ impl Context {
             credential_origins: Vec::new(),
             prometheus: crate::analysis::provider::resolve::CommandLinePrometheus::None,
             analysis_slots: NamespaceSlots::new(namespace_slot_cap(10)),
-            webhooks: crate::platform::webhooks::WebhookCaller::new(Default::default()),
+            webhooks,
         }
     }
 }
