@@ -142,9 +142,17 @@ pub(super) struct KubeRollout<'a> {
 }
 
 impl KubeRollout<'_> {
-    /// Whose webhook answers these are: `namespace/name`.
+    /// Whose webhook answers these are: `namespace/name/uid` (a Rollout deleted and created
+    /// again under its name never reads the answers its predecessor got).
     fn webhook_scope(&self) -> String {
-        format!("{}/{}", self.scope.namespace, self.scope.name)
+        let uid = self
+            .scope
+            .rollout
+            .metadata
+            .uid
+            .as_deref()
+            .unwrap_or_default();
+        format!("{}/{}/{uid}", self.scope.namespace, self.scope.name)
     }
 }
 
