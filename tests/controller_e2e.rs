@@ -936,3 +936,110 @@ async fn a_secret_argument_reaches_prometheus_but_never_the_stored_run_or_events
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_gate_and_roll_back_a_release_on_kubernetes() {
+    use support::webhook_receiver::{Answer, Receiver};
+    support::install_crypto_provider();
+    let receiver = Receiver::start().await;
+    receiver.answer("/promote", Answer::Status(403));
+    receiver.answer("/events", Answer::Status(200));
+    let server = ApiServer::start().with_replicaset_controller();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let client = server.client();
+    let name = "hooked";
+    create_services(&client, name).await;
+    let mut object = rollout(name, "app:1", json!([{"setWeight": 50}]));
+    object.spec.strategy.canary.webhooks = serde_json::from_value(json!([
+        {"name": "ship-it", "type": "confirm-promotion", "url": receiver.url("/promote"),
+         "timeout": "5s", "metadata": {"team": "shop"}},
+        {"name": "kill-switch", "type": "rollback", "url": receiver.url("/kill")},
+        {"name": "feed", "type": "event", "url": receiver.url("/events")}
+    ]))
+    .expect("webhooks");
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), NS);
+    rollouts
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("create rollout");
+    let _controller = Controller::start(&kubeconfig);
+    wait_for(&rollouts, name, "app:1 Healthy", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+
+    let message = |r: &Rollout| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.message.clone())
+            .unwrap_or_default()
+    };
+    set_image(&rollouts, name, "app:2").await;
+    let waiting = wait_for(&rollouts, name, "the promotion gate", |r| {
+        message(r).contains("waiting for confirm-promotion hook ship-it: answered HTTP 403")
+    })
+    .await;
+    let status = waiting.status.expect("status");
+    assert_eq!(status.canary_weight, 50, "the last step's weight");
+    let canary = status.canary_revision.clone().expect("a canary");
+    let asked = receiver.received("/promote");
+    assert_eq!(asked[0]["namespace"], NS);
+    assert_eq!(asked[0]["name"], name);
+    assert_eq!(asked[0]["type"], "confirm-promotion");
+    assert_eq!(asked[0]["revisions"]["canary"], canary.as_str());
+    assert_eq!(asked[0]["metadata"]["team"], "shop");
+    assert!(
+        !receiver.received("/kill").is_empty(),
+        "the kill switch is polled"
+    );
+
+    receiver.answer("/promote", Answer::Status(200));
+    wait_for(&rollouts, name, "app:2 promoted", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+            && r.status.as_ref().and_then(|s| s.stable_revision.as_deref()) == Some(&canary)
+    })
+    .await;
+
+    // The next release is rolled back by the kill switch.
+    receiver.answer("/promote", Answer::Status(403));
+    set_image(&rollouts, name, "app:3").await;
+    wait_for(&rollouts, name, "app:3 at the promotion gate", |r| {
+        message(r).contains("waiting for confirm-promotion hook ship-it")
+    })
+    .await;
+    receiver.answer("/kill", Answer::Status(200));
+    let rolled_back = wait_for(&rollouts, name, "rolled back by the kill switch", |r| {
+        phase(r) == Some(RolloutPhase::Degraded)
+    })
+    .await;
+    assert!(
+        message(&rolled_back).contains("rolled back by rollback hook kill-switch"),
+        "{}",
+        message(&rolled_back)
+    );
+    assert_eq!(
+        rolled_back.status.as_ref().map(|s| s.canary_weight),
+        Some(0)
+    );
+    // Events are delivered in the background: wait for the last one to arrive.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let reasons: Vec<String> = receiver
+            .received("/events")
+            .iter()
+            .map(|e| e["event"]["reason"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        let wanted = [
+            "RolloutCompleted",
+            "WebhookGatePassed",
+            "RolledBackByWebhook",
+        ];
+        if wanted.iter().all(|w| reasons.iter().any(|r| r == w)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "events sent: {reasons:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -136,8 +136,8 @@ fn a_canary_and_its_metric_templates_may_come_in_separate_files_and_on_stdin() {
     }
     let out = child.wait_with_output().expect("wait");
     let lines = report(&out);
-    // The same three lines as the single file, now naming stdin (`-`) and its document index.
-    assert_eq!(lines.len(), 3, "{}", lines.join("\n"));
+    // The same four lines as the single file, now naming stdin (`-`) and its document index.
+    assert_eq!(lines.len(), 4, "{}", lines.join("\n"));
     assert!(
         lines.iter().all(|l| l.starts_with("-: [1] spec.")),
         "{}",

@@ -8,10 +8,12 @@ pub mod ingress_routers;
 pub mod istio;
 pub mod rollout;
 pub(crate) mod schema;
+pub mod webhook;
 
 pub use analysis::*;
 pub use ingress_routers::*;
 pub use rollout::*;
+pub use webhook::{Webhook, WebhookStatus, WebhookType};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -179,6 +179,11 @@ pub struct CanaryStrategy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub scale_down_delay_seconds: Option<i32>,
+    /// HTTP calls that gate the release (`pre-rollout`, `confirm-rollout`,
+    /// `confirm-traffic-increase`, `confirm-promotion`), roll it back (`rollback`), or hear
+    /// about it (`post-rollout`, `event`): Flagger's webhooks. At most 20.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<super::webhook::Webhook>,
 }
 
 /// Traffic routing. At most one router is set; none means replica-ratio approximation.
@@ -584,6 +589,9 @@ pub struct RolloutStatus {
     /// The background analysis, with each metric's verdict and reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background_analysis: Option<AnalysisRunSummary>,
+    /// The webhook gates the current canary attempt passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<super::webhook::WebhookStatus>,
 }
 
 fn is_zero(value: &i32) -> bool {

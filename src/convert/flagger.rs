@@ -14,7 +14,8 @@ use serde_json::Value;
 use crate::api::{
     AnalysisTemplate, AnalysisTemplateSpec, Argument, BackgroundAnalysis, CanaryStep,
     CanaryStrategy, GatewayApiRouting, Metric, MetricProvider, PauseStep, PrometheusProvider,
-    Rollout, RolloutSpec, RolloutStrategy, ScaleDown, TemplateRef, TrafficRouting, WorkloadRef,
+    Rollout, RolloutSpec, RolloutStrategy, ScaleDown, TemplateRef, TrafficRouting, Webhook,
+    WorkloadRef,
 };
 
 use super::argo::duration;
@@ -105,7 +106,7 @@ pub(super) fn canary(
         })
     });
     let template_name = format!("{canary_name}-analysis");
-    let (schedule, analysis_spec) = schedule_and_metrics(
+    let (schedule, webhooks, analysis_spec) = schedule_and_metrics(
         analysis,
         &names,
         &namespace,
@@ -122,6 +123,7 @@ pub(super) fn canary(
                 stable_service: Some(format!("{service_name}-primary")),
                 canary_service: Some(format!("{service_name}-canary")),
                 steps: schedule,
+                webhooks,
                 analysis: (!analysis_spec.metrics.is_empty()).then(|| BackgroundAnalysis {
                     templates: vec![TemplateRef {
                         template_name: template_name.clone(),
@@ -272,7 +274,7 @@ fn schedule_and_metrics(
     metrics_server: Option<&str>,
     inputs: &Inputs<'_>,
     notes: &mut Notes,
-) -> (Vec<CanaryStep>, AnalysisTemplateSpec) {
+) -> (Vec<CanaryStep>, Vec<Webhook>, AnalysisTemplateSpec) {
     let mut fields = Fields::of(analysis, "spec.analysis", notes);
     let interval = fields
         .take("interval")
@@ -303,24 +305,12 @@ fn schedule_and_metrics(
             ..Default::default()
         });
     }
-    for (i, hook) in fields.list("webhooks", notes).iter().enumerate() {
-        let kind = hook
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("rollout");
-        if kind == "confirm-promotion" {
-            // A manual gate before promotion is a pause without a duration: `vigil promote`.
-            steps.push(CanaryStep {
-                pause: Some(PauseStep::default()),
-                ..Default::default()
-            });
-            continue;
-        }
-        notes.unmapped(
-            format!("spec.analysis.webhooks[{i}]"),
-            format!("a `{kind}` webhook: vigil calls no webhooks; generate load separately, and gate by hand with a `pause: {{}}` step and `vigil promote`"),
-        );
-    }
+    let webhooks = fields
+        .list("webhooks", notes)
+        .iter()
+        .enumerate()
+        .filter_map(|(i, hook)| super::flagger_webhooks::convert_webhook(i, hook, notes))
+        .collect();
     let mut metrics = Vec::new();
     let mut args: BTreeMap<String, String> = BTreeMap::new();
     for (i, metric) in fields.list("metrics", notes).iter().enumerate() {
@@ -375,6 +365,7 @@ fn schedule_and_metrics(
         .collect();
     (
         steps,
+        webhooks,
         AnalysisTemplateSpec {
             args: used,
             metrics,

@@ -12,6 +12,7 @@ mod argo;
 pub mod expr;
 mod fields;
 mod flagger;
+mod flagger_webhooks;
 pub mod traps;
 
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! Rollouts' and Flagger's documentation): each trap mapped to what vigil means by it.
 
 use super::*;
-use crate::api::{AnalysisTemplateSpec, NoDataPolicy, RolloutSpec};
+use crate::api::{AnalysisTemplateSpec, NoDataPolicy, RolloutSpec, WebhookType};
 
 fn sources(file: &str, text: &str) -> Vec<Source> {
     crate::manifest::documents(text)
@@ -211,18 +211,35 @@ fn flagger_canary_becomes_steps_a_background_analysis_and_its_template() {
         .iter()
         .filter_map(|s| s.pause.as_ref().map(|p| p.duration.as_deref()))
         .collect();
-    // A pause of `interval` after each weight, and the confirm-promotion gate as a manual pause.
+    // A pause of `interval` after each weight.
     assert_eq!(
         pauses,
+        [Some("1m"), Some("1m"), Some("1m"), Some("1m"), Some("1m")]
+    );
+    // Flagger's webhooks keep their types; its loadtester `rollout` hook starts the load once
+    // before traffic moves.
+    let hooks: Vec<(&str, WebhookType, &str)> = canary
+        .webhooks
+        .iter()
+        .map(|h| (h.name.as_str(), h.type_, h.url.as_str()))
+        .collect();
+    assert_eq!(
+        hooks,
         [
-            Some("1m"),
-            Some("1m"),
-            Some("1m"),
-            Some("1m"),
-            Some("1m"),
-            None
+            (
+                "load-test",
+                WebhookType::PreRollout,
+                "http://flagger-loadtester.test/"
+            ),
+            (
+                "promotion-gate",
+                WebhookType::ConfirmPromotion,
+                "http://flagger-loadtester.test/gate/approve"
+            ),
         ]
     );
+    assert_eq!(canary.webhooks[0].timeout.as_deref(), Some("5s"));
+    assert!(canary.webhooks[0].metadata["cmd"].starts_with("hey -z 1m"));
     // Flagger's Gateway API router keeps the weights in the HTTPRoute named after the Service.
     let route = canary
         .traffic_routing

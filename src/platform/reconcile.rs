@@ -19,6 +19,7 @@ use std::future::Future;
 use jiff::Timestamp;
 
 use crate::api::{RolloutSpec, RolloutStatus};
+use crate::rollout::webhooks::{CallKind, WebhookCall};
 use crate::rollout::{self, Decision, Effect, Observation};
 
 /// What a platform saw of one Rollout: the inputs of [`rollout::step`].
@@ -45,6 +46,10 @@ pub trait Platform {
     /// Executes one effect; `Ok(true)` when it changed something outside (an Event does not).
     fn execute(&mut self, effect: &Effect) -> impl Future<Output = Result<bool, Self::Error>>;
 
+    /// Hands webhook calls of a decision to the platform's [`WebhookCaller`](super::webhooks::WebhookCaller);
+    /// never waits for an answer (answers come back in the next observation).
+    fn call_webhooks(&mut self, calls: &[WebhookCall]);
+
     /// Records `decision.status` (the platform may skip a write when nothing changed from
     /// `observed`, the status read).
     fn record(
@@ -65,17 +70,31 @@ pub struct Reconciled<R> {
     pub recorded: R,
 }
 
-/// One reconcile: observe → step → execute the effects in order, stopping at the first
-/// failure → record. See the module docs for what a failure means.
+/// One reconcile: observe → step → hand the webhook polls over → execute the effects in
+/// order, stopping at the first failure → hand the notifications over → record. See the
+/// module docs for what a failure means.
 pub async fn reconcile_once<P: Platform>(
     platform: &mut P,
     now: Timestamp,
 ) -> Result<Reconciled<P::Recorded>, P::Error> {
     let observed = platform.observe().await?;
     let decision = rollout::step(&observed.spec, &observed.status, &observed.observation, now);
+    // Gates and rollback switches are asked whatever the effects do; notifications tell of
+    // a transition, so they go only once its effects are done (before the status is written:
+    // a controller killed in between notifies twice rather than never).
+    let (polls, notifications): (Vec<WebhookCall>, Vec<WebhookCall>) = decision
+        .webhook_calls
+        .iter()
+        .cloned()
+        .partition(|call| call.kind == CallKind::Poll);
+    // Also with none: the caller forgets the polls no longer asked for.
+    platform.call_webhooks(&polls);
     let mut acted = false;
     for effect in &decision.effects {
         acted |= platform.execute(effect).await?;
+    }
+    if !notifications.is_empty() {
+        platform.call_webhooks(&notifications);
     }
     let recorded = platform.record(&observed.status, &decision).await?;
     Ok(Reconciled {
@@ -96,6 +115,7 @@ mod tests {
         fail_at: Option<usize>,
         executed: Vec<Effect>,
         recorded: Vec<RolloutStatus>,
+        called: Vec<WebhookCall>,
     }
 
     impl Platform for Recorder {
@@ -112,6 +132,10 @@ mod tests {
             }
             self.executed.push(effect.clone());
             Ok(!matches!(effect, Effect::Event { .. }))
+        }
+
+        fn call_webhooks(&mut self, calls: &[WebhookCall]) {
+            self.called.extend_from_slice(calls);
         }
 
         async fn record(&mut self, _: &RolloutStatus, decision: &Decision) -> Result<(), String> {
@@ -286,6 +310,13 @@ mod tests {
                 Effect::TerminateAnalysisRun { .. } | Effect::Event { .. } => return Ok(false),
             }
             Ok(true)
+        }
+
+        fn call_webhooks(&mut self, calls: &[WebhookCall]) {
+            assert!(
+                calls.is_empty(),
+                "this fake declares no webhooks: {calls:?}"
+            );
         }
 
         async fn record(&mut self, _: &RolloutStatus, decision: &Decision) -> Result<(), String> {

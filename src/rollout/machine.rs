@@ -26,6 +26,9 @@ use super::{
 };
 use crate::traffic::{ManagedRoutes, RouterKind};
 
+#[path = "machine_webhooks.rs"]
+mod webhooks;
+
 const DEFAULT_REPLICAS: i32 = 1;
 const DEFAULT_PROGRESS_DEADLINE_SECONDS: i64 = 600;
 const DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS: i64 = 30;
@@ -102,6 +105,10 @@ struct Machine<'a> {
     abort_reason: Option<&'static str>,
     step_run: Option<WantedRun>,
     background_run: Option<WantedRun>,
+    /// Webhooks to poll (gates, rollback switches), decided while reconciling.
+    calls: Vec<webhooks::WantedCall<'a>>,
+    /// The canary was promoted or rolled back in this decision: post-rollout hooks are due.
+    rollout_finished: bool,
 }
 
 impl<'a> Machine<'a> {
@@ -134,6 +141,8 @@ impl<'a> Machine<'a> {
             abort_reason: None,
             step_run: None,
             background_run: None,
+            calls: Vec::new(),
+            rollout_finished: false,
         }
     }
 
@@ -224,6 +233,7 @@ impl<'a> Machine<'a> {
         s.promote_full = false;
         s.promote_step = None;
         s.canary_weight = 0;
+        s.webhooks = None;
     }
 
     fn start_canary(&self, s: &mut RolloutStatus, revision: &str) {
@@ -282,6 +292,10 @@ impl<'a> Machine<'a> {
             self.abort(s, RolloutPhase::Degraded, "AnalysisFailed", failure);
             return self.aborted(s, invalid);
         }
+        if !invalid && let Some(why) = self.rollback_requested(s) {
+            self.abort(s, RolloutPhase::Degraded, "RolledBackByWebhook", why);
+            return self.aborted(s, invalid);
+        }
         if invalid {
             return self.invalid(s);
         }
@@ -298,6 +312,7 @@ impl<'a> Machine<'a> {
         s.promote_step = None;
         s.step_analysis = None;
         s.background_analysis = None;
+        s.webhooks = None;
         self.enter_step(s, 0);
         self.event(
             EventType::Normal,
@@ -320,6 +335,7 @@ impl<'a> Machine<'a> {
         s.aborted_at = Some(self.recorded.clone());
         s.phase = Some(phase);
         s.message = Some(message.clone());
+        self.rollout_finished = true;
         self.abort_reason = Some(match reason {
             "ProgressDeadlineExceeded" => "ProgressDeadlineExceeded",
             _ => "RolloutAborted",
@@ -445,6 +461,9 @@ impl<'a> Machine<'a> {
     /// Moves through the steps as far as the observation allows.
     fn progress(&mut self, s: &mut RolloutStatus) -> Intent {
         self.note_resume(s);
+        if let Some(intent) = self.rollout_gates(s) {
+            return intent;
+        }
         // Each pass either stays or moves on by one step; this bound is never reached.
         for _ in 0..(2 * self.steps.len() + 8) {
             let index = self.index(s);
@@ -502,6 +521,9 @@ impl<'a> Machine<'a> {
             return Some(StepOutcome::Moved);
         }
         if index >= count {
+            if let Some(intent) = self.promotion_gate(s) {
+                return Some(StepOutcome::Stay(intent));
+            }
             return Some(StepOutcome::Stay(self.promotion(s)));
         }
         if s.promote_step == Some(to_i32(index)) {
@@ -539,6 +561,10 @@ impl<'a> Machine<'a> {
         let step = &steps[index];
         let weight = self.weight_at(index);
         if step.set_weight.is_some() {
+            let before = index.checked_sub(1).map_or(0, |i| self.weight_at(i));
+            if let Some(intent) = self.traffic_gate(s, index, before, weight) {
+                return StepOutcome::Stay(intent);
+            }
             self.set_weight_step(s, weight)
         } else if let Some(pause) = &step.pause {
             self.pause_step(s, pause, weight)
@@ -786,6 +812,7 @@ impl<'a> Machine<'a> {
         self.clear_canary(s);
         self.step_run = None;
         self.background_run = None;
+        self.rollout_finished = true;
         self.event(
             EventType::Normal,
             "RolloutCompleted",
@@ -997,12 +1024,14 @@ impl<'a> Machine<'a> {
         };
         let (scale_down_at, due) = self.scale_down_due(s.scale_down_at.clone(), &plan);
         plan.scale_down_others = due;
-        let effects = build_effects(&plan, self.obs, self.events);
         s.scale_down_at = scale_down_at;
+        let webhook_calls = self.webhook_calls(&s);
+        let effects = build_effects(&plan, self.obs, self.events);
         Decision {
             status: s,
             effects,
             requeue_at: self.requeue_at,
+            webhook_calls,
         }
     }
 

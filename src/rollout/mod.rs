@@ -131,6 +131,21 @@
 //!   shell may wait for the next spec change.
 //! * **Conditions** `Progressing`, `Available`, `Paused`, `InvalidSpec`: `lastTransitionTime`
 //!   moves only when a condition's status changes.
+//! * **Webhooks** (`spec.strategy.canary.webhooks`, see [`webhooks`]): the machine never
+//!   calls one. It lists the calls it wants in [`Decision::webhook_calls`] and reads the
+//!   latest answers in [`Observation::webhook_answers`], by key (hook, canary attempt, step).
+//!   Gates hold the rollout (phase Progressing, `message` "waiting for TYPE hook NAME: last
+//!   answer") until every hook of the type answered 2xx: `pre-rollout` then `confirm-rollout`
+//!   at step 0 before the canary has pods or weight; `confirm-traffic-increase` at each
+//!   `setWeight` that raises the weight (held at the weight before it); `confirm-promotion`
+//!   after the last step (held at the last step's weight). What passed is recorded in
+//!   `status.webhooks` for the attempt (so a restart neither skips nor re-asks a gate), and
+//!   a gate that opens restarts the step's clock (waiting is no progress). Gates are asked
+//!   and the machine looks again every [`webhooks::WEBHOOK_POLL_INTERVAL`]. A `rollback`
+//!   hook is polled while a canary is in flight and not aborted (even while paused); a 2xx
+//!   answer aborts as Degraded (`RolledBackByWebhook`). `post-rollout` hooks are notified with
+//!   the decision that promotes or aborts, `event` hooks with every Event. Hooks whose own
+//!   fields are invalid are never called.
 //! * **Display**: `step` is `<steps done>/<steps>` (e.g. `3/7`), as Argo shows it.
 //!
 //! # Errors
@@ -153,6 +168,8 @@ mod routes;
 mod validate;
 mod validate_istio;
 mod validate_routes;
+mod validate_webhooks;
+pub mod webhooks;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
@@ -201,6 +218,9 @@ pub struct Observation {
     /// The Deployment `spec.workloadRef` names, as read by the dereference step; `None`
     /// without `workloadRef` or when it was not found (then `spec_problems` says so).
     pub workload: Option<WorkloadObservation>,
+    /// The latest answers to the webhook calls earlier decisions asked to poll, by key (see
+    /// [`webhooks`]); a gate or rollback switch without an answer here has not answered yet.
+    pub webhook_answers: Vec<webhooks::WebhookAnswer>,
 }
 
 /// The Deployment behind `spec.workloadRef`, as seen.
@@ -439,6 +459,10 @@ pub struct Decision {
     /// The earliest instant at which time alone changes the decision (a pause ends, an aborted
     /// canary is scaled down, a progress deadline passes); `None` when only a watch event can.
     pub requeue_at: Option<Timestamp>,
+    /// Webhooks to call: gates and rollback switches to poll (their answers come back in
+    /// [`Observation::webhook_answers`]) and notifications to send. Never part of `effects`:
+    /// a call neither blocks nor fails the reconcile.
+    pub webhook_calls: Vec<webhooks::WebhookCall>,
 }
 
 /// Name of the AnalysisRun of the `analysis` step at `index`, for the given canary attempt.

@@ -16,6 +16,7 @@ use vigil::api::{
     GatewayApiRouting, MetricSummary, PauseStep, RolloutPhase, RolloutSpec, RolloutStatus,
     TemplateRef, TrafficRouting,
 };
+use vigil::rollout::webhooks::{CallKind, WebhookAnswer, WebhookCall, WebhookOutcome};
 use vigil::rollout::{
     AnalysisKind, Decision, Effect, Observation, RevisionObservation, ServiceSelection,
     SpecProblem, WorkloadObservation, desired_revision, step,
@@ -231,6 +232,14 @@ pub struct World {
     pub tick: i64,
     /// Highest router weight seen while the canary was in a step (not promoting).
     pub max_router_weight_in_steps: i32,
+    /// What each webhook (by name) answers when polled; a hook not listed does not answer
+    /// (it hangs, or is down).
+    pub hook_script: BTreeMap<String, WebhookOutcome>,
+    /// The latest answer per poll key, as the shell's caller keeps them (a restarted
+    /// controller has none).
+    pub hook_answers: BTreeMap<String, WebhookOutcome>,
+    /// Every webhook call handed to the shell, in order.
+    pub hook_calls: Vec<WebhookCall>,
 }
 
 pub fn start() -> Timestamp {
@@ -259,6 +268,9 @@ impl World {
             events: vec![],
             tick: 5,
             max_router_weight_in_steps: 0,
+            hook_script: BTreeMap::new(),
+            hook_answers: BTreeMap::new(),
+            hook_calls: vec![],
         }
     }
 
@@ -310,7 +322,33 @@ impl World {
             analysis_runs: self.runs.values().map(|r| r.summary.clone()).collect(),
             spec_problems: self.spec_problems.clone(),
             workload: self.workload.clone(),
+            webhook_answers: self
+                .hook_answers
+                .iter()
+                .map(|(key, outcome)| WebhookAnswer {
+                    key: key.clone(),
+                    outcome: outcome.clone(),
+                })
+                .collect(),
         }
+    }
+
+    /// The shell's half: polls get the scripted answer (seen at the next reconcile), every
+    /// call is recorded.
+    fn call_webhooks(&mut self, calls: &[WebhookCall]) {
+        for call in calls {
+            if call.kind == CallKind::Poll
+                && let Some(outcome) = self.hook_script.get(&call.name)
+            {
+                self.hook_answers.insert(call.key.clone(), outcome.clone());
+            }
+            self.hook_calls.push(call.clone());
+        }
+    }
+
+    /// The calls made to the hook `name`.
+    pub fn calls_to(&self, name: &str) -> Vec<&WebhookCall> {
+        self.hook_calls.iter().filter(|c| c.name == name).collect()
     }
 
     /// One reconcile: decide (checking restart safety), act, record.
@@ -333,6 +371,7 @@ impl World {
                 for effect in &decision.effects {
                     self.apply(effect);
                 }
+                self.call_webhooks(&decision.webhook_calls);
                 // Status is stored as JSON, as the API server does.
                 let json = serde_json::to_string(&decision.status).expect("status to JSON");
                 self.status = serde_json::from_str(&json).expect("status from JSON");

@@ -4,6 +4,7 @@
 
 pub mod fake_http;
 pub mod prometheus;
+pub mod webhook_receiver;
 
 /// Installs the rustls crypto provider reqwest needs (the crate uses `rustls-no-provider`).
 /// Safe to call many times.

@@ -203,6 +203,8 @@ pub struct Context {
     pub analysis_slots: NamespaceSlots,
     /// Per-Prometheus-origin share of the AnalysisRun controller's slots.
     pub address_slots: super::fair_share::AddressSlots,
+    /// Calls the Rollouts' webhooks in the background, keeping the latest answers.
+    pub webhooks: crate::platform::webhooks::WebhookCaller,
 }
 
 /// Caches of the templates, kept by reflectors.
@@ -245,6 +247,12 @@ impl Context {
                 instance,
             },
         );
+        let webhooks = crate::platform::webhooks::WebhookCaller::new(
+            crate::platform::webhooks::WebhookCallerConfig {
+                metrics: metrics.notifications.clone(),
+                ..Default::default()
+            },
+        );
         Context {
             client,
             metrics,
@@ -260,6 +268,7 @@ impl Context {
             address_slots: super::fair_share::AddressSlots::new(
                 super::fair_share::address_slot_cap(10),
             ),
+            webhooks,
         }
     }
 }

@@ -210,6 +210,7 @@ pub fn observation(rollout: &Rollout, seen: &Seen) -> Observation {
         analysis_runs,
         spec_problems,
         workload,
+        webhook_answers: Vec::new(),
     }
 }
 

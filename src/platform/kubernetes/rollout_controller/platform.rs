@@ -141,6 +141,21 @@ pub(super) struct KubeRollout<'a> {
     pub(super) held: Option<SpecProblem>,
 }
 
+impl KubeRollout<'_> {
+    /// Whose webhook answers these are: `namespace/name/uid` (a Rollout deleted and created
+    /// again under its name never reads the answers its predecessor got).
+    fn webhook_scope(&self) -> String {
+        let uid = self
+            .scope
+            .rollout
+            .metadata
+            .uid
+            .as_deref()
+            .unwrap_or_default();
+        format!("{}/{}/{uid}", self.scope.namespace, self.scope.name)
+    }
+}
+
 impl Platform for KubeRollout<'_> {
     type Error = Error;
     /// `Some` when the status write conflicted: the action to take instead of going on.
@@ -163,6 +178,8 @@ impl Platform for KubeRollout<'_> {
             .map(|(_, o)| o.clone())
             .unwrap_or_default();
         observation.spec_problems.extend(self.held.clone());
+        // Read at every observation (not cached with `seen`): answers arrive in the background.
+        observation.webhook_answers = self.scope.ctx.webhooks.answers(&self.webhook_scope());
         Ok(Observed {
             spec: rollout.spec.clone(),
             status: rollout.status.clone().unwrap_or_default(),
@@ -185,6 +202,14 @@ impl Platform for KubeRollout<'_> {
             std::slice::from_ref(effect),
         )
         .await
+    }
+
+    fn call_webhooks(&mut self, calls: &[crate::rollout::webhooks::WebhookCall]) {
+        let scope = self.webhook_scope();
+        self.scope
+            .ctx
+            .webhooks
+            .call(&scope, Some(&self.scope.namespace), calls);
     }
 
     async fn record(

@@ -54,6 +54,8 @@ use crate::api::{
 };
 use crate::manifest::Manifest;
 use crate::platform::reconcile::{Observed, Platform, reconcile_once};
+use crate::platform::webhooks::{WebhookCaller, WebhookCallerConfig};
+use crate::rollout::webhooks::WebhookCall;
 use crate::rollout::{
     Decision, Effect, EventType, Observation, RequestError, RevisionObservation, ServiceSelection,
     desired_revision, status_request,
@@ -206,6 +208,8 @@ pub struct Engine {
     runs: BTreeMap<String, RunEntry>,
     views: Arc<Mutex<BTreeMap<String, RolloutView>>>,
     recorded_pids: Vec<super::leftovers::RecordedProcess>,
+    /// Calls the Rollouts' webhooks in the background (a hanging receiver never stalls a tick).
+    webhooks: WebhookCaller,
 }
 
 impl std::fmt::Debug for Engine {
@@ -247,6 +251,7 @@ impl Engine {
             runs: BTreeMap::new(),
             views: views.clone(),
             recorded_pids: Vec::new(),
+            webhooks: WebhookCaller::new(WebhookCallerConfig::default()),
         };
         engine.load_runs()?;
         engine.apply(sources).await?;

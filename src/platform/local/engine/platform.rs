@@ -46,6 +46,10 @@ impl Platform for LocalRollout<'_> {
         Ok(!matches!(effect, Effect::Event { .. }))
     }
 
+    fn call_webhooks(&mut self, calls: &[WebhookCall]) {
+        self.engine.webhooks.call(&self.managed.name, None, calls);
+    }
+
     async fn record(&mut self, _: &RolloutStatus, decision: &Decision) -> Result<(), ActError> {
         let mut status = decision.status.clone();
         self.engine.explain_revisions(self.managed, &mut status);
@@ -154,6 +158,7 @@ impl Engine {
             analysis_runs,
             spec_problems,
             workload: None,
+            webhook_answers: self.webhooks.answers(&managed.name),
         }
     }
 
