@@ -42,6 +42,13 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+/// Labels of `vigil_watch_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    /// The watched kind, e.g. `ReplicaSet`.
+    pub resource: String,
+}
+
 /// The controller's metrics, shared by reconcilers and the HTTP server.
 #[derive(Clone)]
 pub struct Metrics {
@@ -61,6 +68,9 @@ pub struct Metrics {
     /// Rollouts by current phase (bounded: one series per phase), for alerts such as
     /// `vigil_rollouts{phase="Degraded"} > 0`.
     pub rollouts: Family<PhaseLabels, Gauge>,
+    /// Errors of the watches behind the caches, by kind (RBAC refusals, missing CRDs,
+    /// expired watches).
+    pub watch_errors: Family<ResourceLabels, Counter>,
     /// The phase each Rollout was last counted in, by `namespace/name`.
     counted: Arc<Mutex<HashMap<String, String>>>,
 }
@@ -81,6 +91,7 @@ impl Default for Metrics {
         let analysis_verdicts = Family::<VerdictLabels, Counter>::default();
         let measurement_duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let rollouts = Family::<PhaseLabels, Gauge>::default();
+        let watch_errors = Family::<ResourceLabels, Counter>::default();
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -108,9 +119,15 @@ impl Default for Metrics {
             measurement_duration.clone(),
         );
         registry.register("rollouts", "Rollouts by current phase", rollouts.clone());
+        registry.register(
+            "watch_errors",
+            "Errors of the controller's watches, by resource",
+            watch_errors.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             rollouts,
+            watch_errors,
             counted: Arc::default(),
             reconciles,
             reconcile_failures,
@@ -129,6 +146,15 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Counts an error of the watch of `resource`.
+    pub fn watch_failed(&self, resource: &str) {
+        self.watch_errors
+            .get_or_create(&ResourceLabels {
+                resource: resource.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a failed reconcile.

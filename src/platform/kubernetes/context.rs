@@ -201,6 +201,9 @@ pub struct Context {
     pub prometheus: crate::analysis::provider::resolve::CommandLinePrometheus,
     /// Per-namespace share of the AnalysisRun controller's slots.
     pub analysis_slots: NamespaceSlots,
+    /// What a Rollout reconcile reads: the watched ReplicaSets, AnalysisRuns, Services,
+    /// Deployments and router objects.
+    pub caches: super::cache::Caches,
 }
 
 /// Caches of the templates, kept by reflectors.
@@ -255,6 +258,7 @@ impl Context {
             credential_origins: Vec::new(),
             prometheus: crate::analysis::provider::resolve::CommandLinePrometheus::None,
             analysis_slots: NamespaceSlots::new(namespace_slot_cap(10)),
+            caches: super::cache::Caches::default(),
         }
     }
 }
