@@ -503,6 +503,9 @@ pub fn controlling_rollout<K: Resource>(object: &K) -> Option<ObjectRef<Rollout>
     Some(ObjectRef::new(&owner.name).within(namespace))
 }
 
+/// The Rollouts a change of an object concerns.
+pub type Wakes<K> = Box<dyn Fn(&K) -> Vec<ObjectRef<Rollout>> + Send + Sync>;
+
 /// How one cached kind is watched and whom its changes wake.
 pub struct CacheWatch<K: Resource + 'static> {
     /// The API to watch.
@@ -516,7 +519,7 @@ pub struct CacheWatch<K: Resource + 'static> {
     /// An index kept with the store.
     pub index: Option<Index<K>>,
     /// The Rollouts a change of an object concerns.
-    pub wakes: Box<dyn Fn(&K) -> Vec<ObjectRef<Rollout>> + Send + Sync>,
+    pub wakes: Wakes<K>,
 }
 
 /// Where cache watches report.

@@ -55,15 +55,12 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
 
 /// The cached copy of a watched object, unless it predates vigil's last write of it (the
 /// watch has yet to deliver the write): then `None`, and the caller reads the API server.
-fn fresh<K: Resource>(
+fn fresh<K: Resource + Clone>(
     scope: &Scope<'_>,
     kind: &str,
     name: &str,
     cached: Option<Arc<K>>,
-) -> Option<Option<K>>
-where
-    K: Clone,
-{
+) -> Option<Option<K>> {
     let key = WrittenVersions::key(kind, &scope.namespace, name);
     let version = cached
         .as_ref()
