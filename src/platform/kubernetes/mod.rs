@@ -523,7 +523,10 @@ async fn run_controllers(
     );
     context.templates = templates;
     context.caches = started.caches;
-    let shared_runs = started.runs;
+    // The shared AnalysisRun stream stalled the AnalysisRun controller in the end-to-end
+    // tests (runs stayed Pending); until that is understood, it keeps its own watch.
+    drop(started.runs);
+    let shared_runs = None;
     context.credential_dirs = config.credential_dirs.clone();
     context.credential_origins = config.credential_origins.clone();
     context.prometheus = default_prometheus(config);
