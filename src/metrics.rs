@@ -42,6 +42,13 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+/// Labels of `vigil_watch_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    /// The watched kind, e.g. `ReplicaSet`.
+    pub resource: String,
+}
+
 /// The controller's metrics, shared by reconcilers and the HTTP server.
 #[derive(Clone)]
 pub struct Metrics {
@@ -67,6 +74,9 @@ pub struct Metrics {
     /// (bounded: at most 64 origins, the rest as `other`). Give it to the process'
     /// [`crate::analysis::provider::prometheus::ConcurrencyLimiter`].
     pub prometheus_queries: crate::analysis::provider::query_metrics::QueryMetrics,
+    /// Errors of the watches behind the caches, by kind (RBAC refusals, missing CRDs,
+    /// expired watches).
+    pub watch_errors: Family<ResourceLabels, Counter>,
     /// The phase each Rollout was last counted in, by `namespace/name`.
     counted: Arc<Mutex<HashMap<String, String>>>,
 }
@@ -87,6 +97,7 @@ impl Default for Metrics {
         let analysis_verdicts = Family::<VerdictLabels, Counter>::default();
         let measurement_duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let rollouts = Family::<PhaseLabels, Gauge>::default();
+        let watch_errors = Family::<ResourceLabels, Counter>::default();
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -117,10 +128,16 @@ impl Default for Metrics {
         let notifications = crate::notify::NotificationMetrics::register(&mut registry);
         let prometheus_queries = crate::analysis::provider::query_metrics::QueryMetrics::default();
         prometheus_queries.register(&mut registry);
+        registry.register(
+            "watch_errors",
+            "Errors of the controller's watches, by resource",
+            watch_errors.clone(),
+        );
         Metrics {
             prometheus_queries,
             registry: Arc::new(registry),
             rollouts,
+            watch_errors,
             counted: Arc::default(),
             notifications,
             reconciles,
@@ -140,6 +157,15 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Counts an error of the watch of `resource`.
+    pub fn watch_failed(&self, resource: &str) {
+        self.watch_errors
+            .get_or_create(&ResourceLabels {
+                resource: resource.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a failed reconcile.

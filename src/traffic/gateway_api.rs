@@ -8,7 +8,7 @@
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation, TestOperation};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PatchParams};
+use kube::api::{ApiResource, GroupVersionKind, PatchParams};
 use serde_json::Value;
 
 use super::gateway_api_routes::{RouteChange, is_header_rule, managed_routes, route_patch};
@@ -258,7 +258,7 @@ pub fn weight_patch(
 /// An HTTPRoute whose stable/canary backendRef weights vigil sets.
 #[derive(Clone)]
 pub struct GatewayRoute {
-    api: Api<DynamicObject>,
+    api: crate::traffic::objects::ObjectApi,
     route: String,
     stable: String,
     canary: String,
@@ -269,14 +269,14 @@ impl GatewayRoute {
     /// The route `route` in `api`'s namespace splitting traffic between the `stable` and
     /// `canary` Services; patches are sent with `field_manager`.
     pub fn new(
-        api: Api<DynamicObject>,
+        api: impl Into<crate::traffic::objects::ObjectApi>,
         route: &str,
         stable: &str,
         canary: &str,
         field_manager: &str,
     ) -> GatewayRoute {
         GatewayRoute {
-            api,
+            api: api.into(),
             route: route.to_owned(),
             stable: stable.to_owned(),
             canary: canary.to_owned(),

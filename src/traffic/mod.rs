@@ -25,6 +25,7 @@ mod kind;
 #[cfg(test)]
 mod mock;
 pub mod nginx;
+pub mod objects;
 pub mod replicas;
 mod routes;
 pub mod smi;

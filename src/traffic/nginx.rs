@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, TestOperation};
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PatchParams, PostParams,
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PatchParams, PostParams,
     Preconditions,
 };
 use serde::{Deserialize, Serialize};
@@ -605,7 +605,7 @@ const KIND: &str = "Ingress";
 /// The canary Ingress of one Rollout, cloned from its stable Ingress.
 #[derive(Clone)]
 pub struct NginxIngress {
-    api: Api<DynamicObject>,
+    api: crate::traffic::objects::ObjectApi,
     stable_ingress: String,
     config: CanaryIngressConfig,
     field_manager: String,
@@ -615,13 +615,13 @@ impl NginxIngress {
     /// The canary Ingress `config` describes, cloned from `stable_ingress` in `api`'s
     /// namespace; changes are sent with `field_manager`.
     pub fn new(
-        api: Api<DynamicObject>,
+        api: impl Into<crate::traffic::objects::ObjectApi>,
         stable_ingress: &str,
         config: CanaryIngressConfig,
         field_manager: &str,
     ) -> NginxIngress {
         NginxIngress {
-            api,
+            api: api.into(),
             stable_ingress: stable_ingress.to_owned(),
             config,
             field_manager: field_manager.to_owned(),
@@ -1341,7 +1341,7 @@ mod tests {
                 .map(|o| (path(o["metadata"]["name"].as_str().unwrap_or("")), o))
                 .collect();
             let (client, mock) = MockApi::start(objects, BTreeMap::new());
-            let api = Api::namespaced_with(client, "shop", &ingress_resource());
+            let api = kube::Api::namespaced_with(client, "shop", &ingress_resource());
             let router = NginxIngress::new(api, "web", config(), "vigil.dev/controller");
             let result = op(&router).await;
             drop(router);

@@ -9,7 +9,7 @@
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, TestOperation};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PatchParams, PostParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use super::{RouterKind, TrafficError, TrafficRouter};
@@ -192,7 +192,7 @@ const KIND: &str = "TrafficSplit";
 /// The TrafficSplit of one Rollout.
 #[derive(Clone)]
 pub struct SmiSplit {
-    api: Api<DynamicObject>,
+    api: crate::traffic::objects::ObjectApi,
     config: SplitConfig,
     field_manager: String,
 }
@@ -200,9 +200,13 @@ pub struct SmiSplit {
 impl SmiSplit {
     /// The TrafficSplit `config` describes, in `api`'s namespace; changes are sent with
     /// `field_manager`.
-    pub fn new(api: Api<DynamicObject>, config: SplitConfig, field_manager: &str) -> SmiSplit {
+    pub fn new(
+        api: impl Into<crate::traffic::objects::ObjectApi>,
+        config: SplitConfig,
+        field_manager: &str,
+    ) -> SmiSplit {
         SmiSplit {
-            api,
+            api: api.into(),
             config,
             field_manager: field_manager.to_owned(),
         }
@@ -435,7 +439,7 @@ mod tests {
                 .map(|o| (format!("{SPLITS}/checkout"), o))
                 .collect();
             let (client, mock) = MockApi::start(objects, BTreeMap::new());
-            let api = Api::namespaced_with(client, "shop", &traffic_split_resource());
+            let api = kube::Api::namespaced_with(client, "shop", &traffic_split_resource());
             let router = SmiSplit::new(api, config(), "vigil.dev/controller");
             let result = op(&router).await;
             drop(router);

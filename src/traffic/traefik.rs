@@ -8,7 +8,7 @@
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation, TestOperation};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PatchParams};
+use kube::api::{ApiResource, GroupVersionKind, PatchParams};
 use serde_json::Value;
 
 use super::{RouterKind, TrafficError, TrafficRouter};
@@ -174,7 +174,7 @@ const KIND: &str = "TraefikService";
 /// A TraefikService whose stable/canary weights vigil sets.
 #[derive(Clone)]
 pub struct TraefikWeights {
-    api: Api<DynamicObject>,
+    api: crate::traffic::objects::ObjectApi,
     name: String,
     stable: String,
     canary: String,
@@ -185,14 +185,14 @@ impl TraefikWeights {
     /// The TraefikService `name` in `api`'s namespace splitting traffic between the `stable`
     /// and `canary` Services; patches are sent with `field_manager`.
     pub fn new(
-        api: Api<DynamicObject>,
+        api: impl Into<crate::traffic::objects::ObjectApi>,
         name: &str,
         stable: &str,
         canary: &str,
         field_manager: &str,
     ) -> TraefikWeights {
         TraefikWeights {
-            api,
+            api: api.into(),
             name: name.to_owned(),
             stable: stable.to_owned(),
             canary: canary.to_owned(),
@@ -439,7 +439,7 @@ mod tests {
             let objects: BTreeMap<String, Value> =
                 object.into_iter().map(|o| (OBJECT.to_owned(), o)).collect();
             let (client, mock) = MockApi::start(objects, fail);
-            let api = Api::namespaced_with(client, "shop", &traefik_service_resource());
+            let api = kube::Api::namespaced_with(client, "shop", &traefik_service_resource());
             let router = TraefikWeights::new(
                 api,
                 "web",

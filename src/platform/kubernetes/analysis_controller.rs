@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::reflector::ReflectHandle;
 use serde_json::json;
 use tracing::{Instrument, debug, info, warn};
 
@@ -295,14 +296,27 @@ pub fn error_policy(run: Arc<AnalysisRun>, error: &Error, ctx: Arc<Context>) -> 
 
 /// Runs the AnalysisRun controller until `shutdown` resolves; at most `concurrency` runs
 /// measure at once (queries per Prometheus are further capped by the context's limiter).
+///
+/// The runs come from the watch the Rollout controller's cache shares (`shared`, whose
+/// store is `ctx.caches.analysis_runs`); without it (no shared watch could be set up) the
+/// controller opens its own.
 pub async fn run(
     ctx: Arc<Context>,
     scope: &super::WatchScope,
+    shared: Option<ReflectHandle<AnalysisRun>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    // Runs carry their Rollout's labels, so a shard's selector finds its runs too.
-    let runs: Api<AnalysisRun> = scope.api(&ctx.client);
-    Controller::new(runs, scope.watcher_config())
+    let controller = match shared {
+        Some(events) => {
+            Controller::for_shared_stream(events, ctx.caches.analysis_runs.watched.store.clone())
+        }
+        // Runs carry their Rollout's labels, so a shard's selector finds its runs too.
+        None => Controller::new(
+            scope.api::<AnalysisRun>(&ctx.client),
+            scope.watcher_config(),
+        ),
+    };
+    controller
         .with_config(Config::default().concurrency(scope.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

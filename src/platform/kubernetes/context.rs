@@ -205,6 +205,9 @@ pub struct Context {
     pub address_slots: super::fair_share::AddressSlots,
     /// Calls the Rollouts' webhooks in the background, keeping the latest answers.
     pub webhooks: crate::platform::webhooks::WebhookCaller,
+    /// What a Rollout reconcile reads: the watched ReplicaSets, AnalysisRuns, Services,
+    /// Deployments and router objects.
+    pub caches: super::cache::Caches,
 }
 
 /// Caches of the templates, kept by reflectors.
@@ -269,6 +272,7 @@ impl Context {
                 super::fair_share::address_slot_cap(10),
             ),
             webhooks,
+            caches: super::cache::Caches::default(),
         }
     }
 }

@@ -45,9 +45,11 @@ async fn reconcile_istio(
     cluster: IstioCluster,
 ) -> (Result<Action, String>, Vec<Call>) {
     let templates = template_index(&cluster.base.templates);
+    let cluster_base = cluster.base.clone();
     let (client, verifier) = ApiServerVerifier::start(cluster.responder());
     let mut ctx = plain_context(client);
     ctx.templates = Some(templates);
+    ctx.caches = caches_of(&cluster_base);
     let result = tokio::time::timeout(
         Duration::from_secs(10),
         rollout_controller::reconcile(Arc::new(rollout), Arc::new(ctx)),

@@ -1,5 +1,6 @@
 //! The controller's HTTP endpoints: `/metrics` (OpenMetrics), `/livez` (the process serves)
-//! and `/readyz` (503 until the CRDs were found and the controllers run).
+//! and `/readyz` (503 until the CRDs were found and the controllers run, and while a watch
+//! has not synced or keeps failing: the body names it).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,22 +10,39 @@ use hyper::{Method, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::watch_health::WatchHealth;
 use crate::metrics::Metrics;
 use crate::platform::local::http::{OPENMETRICS_CONTENT_TYPE, serve, text};
 
 /// Readiness shared between the runner and the server.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    running: Arc<AtomicBool>,
+    watches: WatchHealth,
+}
 
 impl Readiness {
-    /// Marks the controller ready (or not).
+    /// Marks the controllers running (or not).
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.running.store(ready, Ordering::SeqCst);
     }
 
-    /// Whether the controller is ready.
+    /// Whether the controllers run (their watches aside).
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// The health of the controllers' watches, which readiness includes.
+    pub fn watches(&self) -> &WatchHealth {
+        &self.watches
+    }
+
+    /// Why the controller is not ready, one line each; empty when it is.
+    pub fn problems(&self) -> Vec<String> {
+        if !self.get() {
+            return vec!["not ready".to_owned()];
+        }
+        self.watches.problems()
     }
 }
 
@@ -57,8 +75,14 @@ pub async fn serve_admin(
                     response
                 }
                 "/livez" => text(StatusCode::OK, "ok\n"),
-                "/readyz" if ready.get() => text(StatusCode::OK, "ok\n"),
-                "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+                "/readyz" => {
+                    let problems = ready.problems();
+                    if problems.is_empty() {
+                        text(StatusCode::OK, "ok\n")
+                    } else {
+                        text(StatusCode::SERVICE_UNAVAILABLE, problems.join("\n") + "\n")
+                    }
+                }
                 _ => text(StatusCode::NOT_FOUND, "not found\n"),
             }
         }
@@ -99,6 +123,13 @@ mod tests {
             assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
             ready.set(true);
             assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+            ready.watches().register("ReplicaSet");
+            let waiting = get(addr, "/readyz").await;
+            assert!(waiting.starts_with("HTTP/1.1 503"), "{waiting}");
+            assert!(
+                waiting.ends_with("watch ReplicaSet: not synced yet\n"),
+                "{waiting}"
+            );
             let metrics = get(addr, "/metrics").await;
             assert!(metrics.contains(OPENMETRICS_CONTENT_TYPE), "{metrics}");
             assert!(metrics.contains("vigil_reconciles_total 1"), "{metrics}");

@@ -420,7 +420,7 @@ async fn ten_runs_stuck_on_a_silent_prometheus_do_not_starve_another_namespace()
     let controller = tokio::spawn({
         let ctx = ctx.clone();
         async move {
-            analysis_controller::run(ctx, &scope, async {
+            analysis_controller::run(ctx, &scope, None, async {
                 let _ = stopped.await;
             })
             .await;
@@ -502,7 +502,7 @@ async fn a_panicking_reconcile_does_not_stop_the_analysis_controller() {
     let controller = tokio::spawn({
         let ctx = ctx.clone();
         async move {
-            analysis_controller::run(ctx, &scope, async {
+            analysis_controller::run(ctx, &scope, None, async {
                 let _ = stopped.await;
             })
             .await;

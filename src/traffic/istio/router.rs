@@ -2,7 +2,7 @@
 //! and sends the patches the pure functions of this module build.
 
 use json_patch::Patch;
-use kube::api::{Api, DynamicObject, PatchParams};
+use kube::api::PatchParams;
 use serde_json::Value;
 
 use super::{
@@ -11,6 +11,7 @@ use super::{
     vigil_route_names, weight_patch,
 };
 use crate::api::istio::IstioRouting;
+use crate::traffic::objects::ObjectApi;
 use crate::traffic::{
     HeaderRoute, ManagedRoutes, MirrorRoute, ReadError, RouterKind, TrafficError, TrafficRouter,
 };
@@ -42,8 +43,8 @@ struct Subsets {
 /// The VirtualServices (and DestinationRule) of one Rollout.
 #[derive(Clone)]
 pub struct IstioRouter {
-    virtual_services: Api<DynamicObject>,
-    destination_rules: Api<DynamicObject>,
+    virtual_services: ObjectApi,
+    destination_rules: ObjectApi,
     entries: Vec<Entry>,
     split: Split,
     subsets: Option<Subsets>,
@@ -55,9 +56,9 @@ pub struct IstioRouter {
 /// What [`IstioRouter::new`] needs besides the spec's `istio` field.
 pub struct IstioRouterParts<'a> {
     /// VirtualServices in the Rollout's namespace.
-    pub virtual_services: Api<DynamicObject>,
+    pub virtual_services: ObjectApi,
     /// DestinationRules in the Rollout's namespace.
-    pub destination_rules: Api<DynamicObject>,
+    pub destination_rules: ObjectApi,
     /// The Rollout's namespace.
     pub namespace: &'a str,
     /// `stableService`.
@@ -145,11 +146,7 @@ impl IstioRouter {
         }
     }
 
-    async fn get(
-        api: &Api<DynamicObject>,
-        kind: &'static str,
-        name: &str,
-    ) -> Result<Value, TrafficError> {
+    async fn get(api: &ObjectApi, kind: &'static str, name: &str) -> Result<Value, TrafficError> {
         let object = api
             .get(name)
             .await
@@ -163,7 +160,7 @@ impl IstioRouter {
 
     async fn send(
         &self,
-        api: &Api<DynamicObject>,
+        api: &ObjectApi,
         kind: &'static str,
         name: &str,
         patch: Patch,

@@ -254,7 +254,7 @@ pub(super) async fn scale_down_workload(
     };
     let name = deployment.name_any();
     let patch = scale_down_patch(deployment, observed, replicas);
-    scope
+    let patched = scope
         .api::<Deployment>()
         .patch(&name, &params(), &Patch::<()>::Json(patch))
         .await
@@ -264,6 +264,10 @@ pub(super) async fn scale_down_workload(
             replicas,
             source,
         })?;
+    scope.ctx.caches.written.wrote(
+        WrittenVersions::key("Deployment", &scope.namespace, &name),
+        patched.resource_version().as_deref(),
+    );
     info!(deployment = %name, observed, replicas, "scaled down the workloadRef Deployment");
     Ok(())
 }
@@ -278,7 +282,7 @@ pub(super) async fn point_service(
     let patch = Patch::Merge(json!({
         "spec": {"selector": {crate::platform::kubernetes::context::REVISION_LABEL: revision}}
     }));
-    scope
+    let patched = scope
         .api::<Service>()
         .patch(service, &params(), &patch)
         .await
@@ -287,6 +291,10 @@ pub(super) async fn point_service(
             revision: revision.to_owned(),
             source,
         })?;
+    scope.ctx.caches.written.wrote(
+        WrittenVersions::key("Service", &scope.namespace, service),
+        patched.resource_version().as_deref(),
+    );
     info!(service, revision, "pointed service");
     Ok(())
 }

@@ -7,7 +7,7 @@ use super::*;
 
 /// The Rollouts whose analyses use the template `name`: an AnalysisTemplate in `namespace`,
 /// or, when `namespace` is `None`, a ClusterAnalysisTemplate.
-pub(super) fn rollouts_using(
+pub(crate) fn rollouts_using(
     rollouts: &Store<Rollout>,
     namespace: Option<&str>,
     name: &str,
@@ -17,27 +17,6 @@ pub(super) fn rollouts_using(
         .iter()
         .filter(|rollout| namespace.is_none_or(|ns| rollout.namespace().as_deref() == Some(ns)))
         .filter(|rollout| uses_template(rollout, name, namespace.is_none()))
-        .map(|rollout| ObjectRef::from_obj(rollout.as_ref()))
-        .collect()
-}
-
-/// The Rollouts in `namespace` whose `spec.workloadRef` names the Deployment `name`.
-pub(super) fn rollouts_adopting(
-    rollouts: &Store<Rollout>,
-    namespace: Option<&str>,
-    name: &str,
-) -> Vec<ObjectRef<Rollout>> {
-    rollouts
-        .state()
-        .iter()
-        .filter(|rollout| rollout.namespace().as_deref() == namespace)
-        .filter(|rollout| {
-            rollout
-                .spec
-                .workload_ref
-                .as_ref()
-                .is_some_and(|w| w.name == name && w.kind == "Deployment")
-        })
         .map(|rollout| ObjectRef::from_obj(rollout.as_ref()))
         .collect()
 }

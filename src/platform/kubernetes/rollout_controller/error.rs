@@ -18,27 +18,11 @@ pub enum Error {
         /// The field.
         key: &'static str,
     },
-    /// Listing the Rollout's ReplicaSets failed.
-    #[error("failed to list the ReplicaSets of rollout {rollout}: {source}")]
-    ListReplicaSets {
-        /// The Rollout.
-        rollout: String,
-        /// The cause.
-        source: kube::Error,
-    },
     /// Reading a Service failed.
     #[error("failed to get service {service}: {source}")]
     GetService {
         /// The Service.
         service: String,
-        /// The cause.
-        source: kube::Error,
-    },
-    /// Listing the Rollout's AnalysisRuns failed.
-    #[error("failed to list the AnalysisRuns of rollout {rollout}: {source}")]
-    ListAnalysisRuns {
-        /// The Rollout.
-        rollout: String,
         /// The cause.
         source: kube::Error,
     },
@@ -206,9 +190,7 @@ impl Error {
         match self {
             Error::ReconcilePanicked { .. } => "reconcile_panicked",
             Error::MissingObjectKey { .. } => "missing_object_key",
-            Error::ListReplicaSets { .. } => "list_replica_sets",
             Error::GetService { .. } => "get_service",
-            Error::ListAnalysisRuns { .. } => "list_analysis_runs",
             Error::ScaleReplicaSet { .. } => "scale_replica_set",
             Error::CreateReplicaSet { .. } => "create_replica_set",
             Error::DeleteReplicaSet { .. } => "delete_replica_set",

@@ -12,16 +12,19 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Secret, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType};
 use kube::runtime::finalizer::{self, Event as Finalizer, finalizer};
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{Instrument, debug, info, warn};
 
+use super::cache::Index;
 use super::context::{
     Context, FIELD_MANAGER, FINALIZER, REVISION_LABEL, ROLLOUT_LABEL, TemplateIndex,
     rollout_label_value,
@@ -31,6 +34,7 @@ use super::resources::{
     analysis_run_for, field_ref_value, replica_set_for, replica_set_name, scale_down_patch,
     secret_value,
 };
+use super::watch_health::{WatchHealth, observed};
 use crate::analysis::dereference::{Dereferenced, RunFor, SecretArgs, run_spec};
 use crate::analysis::instantiate::InstantiateError;
 use crate::api::{
@@ -43,6 +47,7 @@ use crate::traffic::gateway_api::{GatewayRoute, http_route_resource};
 use crate::traffic::istio::{
     IstioRouter, IstioRouterParts, destination_rule_resource, virtual_service_resource,
 };
+use crate::traffic::objects::WrittenVersions;
 use crate::traffic::replicas::ReplicaRatio;
 use crate::traffic::{ManagedRoutes, TrafficError, TrafficRouter, foreign_weight_edit};
 
@@ -53,15 +58,16 @@ mod platform;
 mod router;
 
 use act::*;
+pub(crate) use dereference::rollouts_using;
 use dereference::*;
 pub use error::Error;
 use error::{already_exists, conflict, not_found};
 use platform::*;
 use router::*;
 
-/// After acting, look again this soon: Services and the HTTPRoute are not watched, so a
-/// change vigil made there is observed by polling.
-const RECHECK_AFTER_ACTING: Duration = Duration::from_secs(2);
+/// How soon a Rollout is looked at again while the caches have not listed yet (just
+/// started) or its copy predates vigil's own last status write (the watch is delivering it).
+const WAIT_FOR_CACHE: Duration = Duration::from_millis(200);
 /// A rollout in flight is looked at at least this often, even with no event.
 const RESYNC: Duration = Duration::from_secs(300);
 /// How soon a Rollout held because its analysis cannot start, or its router object is
@@ -135,11 +141,25 @@ async fn reconcile_inner(rollout: Arc<Rollout>, ctx: &Context) -> Result<Action,
     let namespace = rollout.namespace().ok_or(Error::MissingObjectKey {
         key: "metadata.namespace",
     })?;
+    if let Some(resource) = ctx.caches.unsynced() {
+        debug!(resource, "waiting for the cache to list");
+        return Ok(Action::requeue(WAIT_FOR_CACHE));
+    }
+    let written = WrittenVersions::key("Rollout", &namespace, &rollout.name_any());
+    if ctx
+        .caches
+        .written
+        .is_stale(&written, rollout.resource_version().as_deref())
+    {
+        // Deciding on this copy would write a status over the newer one (a 409 at best).
+        debug!("the cache has yet to show the last status written; waiting for it");
+        return Ok(Action::requeue(WAIT_FOR_CACHE));
+    }
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &namespace);
     if rollout.meta().deletion_timestamp.is_none()
         && !rollout.finalizers().iter().any(|f| f == FINALIZER)
     {
-        return add_finalizer(&api, &rollout).await;
+        return add_finalizer(&api, &rollout, &ctx.caches.written).await;
     }
     finalizer(&api, FINALIZER, rollout, |event| async {
         match event {
@@ -155,7 +175,11 @@ async fn reconcile_inner(rollout: Arc<Rollout>, ctx: &Context) -> Result<Action,
 /// finalizer helper tests `/metadata/finalizers` against null instead, which some API servers
 /// reject when the field is absent). The watch event of the change triggers the next
 /// reconcile.
-async fn add_finalizer(api: &Api<Rollout>, rollout: &Rollout) -> Result<Action, Error> {
+async fn add_finalizer(
+    api: &Api<Rollout>,
+    rollout: &Rollout,
+    written: &WrittenVersions,
+) -> Result<Action, Error> {
     let name = rollout.name_any();
     use json_patch::jsonptr::PointerBuf;
     use json_patch::{AddOperation, PatchOperation, TestOperation};
@@ -176,7 +200,13 @@ async fn add_finalizer(api: &Api<Rollout>, rollout: &Rollout) -> Result<Action, 
     };
     let patch = json_patch::Patch(vec![guard, PatchOperation::Add(add)]);
     match api.patch(&name, &params(), &Patch::Json::<()>(patch)).await {
-        Ok(_) => Ok(Action::await_change()),
+        Ok(patched) => {
+            written.wrote(
+                WrittenVersions::key("Rollout", &rollout.namespace().unwrap_or_default(), &name),
+                patched.resource_version().as_deref(),
+            );
+            Ok(Action::await_change())
+        }
         // Changed meanwhile (a 409, or the test op failing with 422): look again.
         Err(kube::Error::Api(status)) if status.is_conflict() || status.is_invalid() => {
             Ok(Action::requeue(RETRY_CONFLICT))
@@ -195,7 +225,7 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         namespace: rollout.namespace().unwrap_or_default(),
         ctx,
     };
-    let router = Router::of(rollout, &ctx.client, &scope.namespace);
+    let router = Router::of(rollout, &ctx.client, &scope.namespace, &ctx.caches);
     let mut platform = KubeRollout {
         scope,
         router,
@@ -221,20 +251,13 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
     if let Some(retry) = reconciled.recorded {
         return Ok(retry);
     }
-    Ok(next_action(
-        now,
-        &reconciled.decision,
-        reconciled.acted,
-        platform.blocked,
-    ))
+    Ok(next_action(now, &reconciled.decision, platform.blocked))
 }
 
 /// When to look at a reconciled Rollout again.
-fn next_action(now: Timestamp, decision: &Decision, acted: bool, blocked: bool) -> Action {
+fn next_action(now: Timestamp, decision: &Decision, blocked: bool) -> Action {
+    // Whatever vigil changed is watched: its watch event wakes the Rollout, no polling.
     let mut after = decision.requeue_at.map(|at| until(now, at));
-    if acted {
-        after = Some(after.map_or(RECHECK_AFTER_ACTING, |a| a.min(RECHECK_AFTER_ACTING)));
-    }
     if blocked {
         after = Some(after.map_or(RECHECK_HELD_ANALYSIS, |a| a.min(RECHECK_HELD_ANALYSIS)));
     }
@@ -274,7 +297,10 @@ async fn record(
         .replace_status(&scope.name, &post_params(), &next)
         .await
     {
-        Ok(_) => {}
+        Ok(replaced) => ctx.caches.written.wrote(
+            WrittenVersions::key("Rollout", &scope.namespace, &scope.name),
+            replaced.resource_version().as_deref(),
+        ),
         Err(error) if conflict(&error) => {
             debug!("status changed since it was read; observing again");
             ctx.metrics.reconcile_failed("status_conflict");
@@ -328,7 +354,7 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
     let Some(stable) = status.stable_revision.as_deref() else {
         return Ok(Action::await_change());
     };
-    let router = Router::of(rollout, &ctx.client, &scope.namespace);
+    let router = Router::of(rollout, &ctx.client, &scope.namespace, &ctx.caches);
     match router.set_canary_weight(0).await {
         Ok(()) => {}
         // The router object is gone too (namespace deletion): nothing to return.
@@ -420,54 +446,53 @@ pub fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> 
     Action::requeue(delay)
 }
 
-/// Runs the Rollout controller until `shutdown` resolves. Rollouts in `namespace` (all when
-/// `None`); their ReplicaSets and AnalysisRuns (labelled `vigil.dev/rollout`) trigger
-/// reconciles of their owner.
+/// What the Rollout controller is given besides its context: the store its Rollout watch
+/// fills, the index of what Rollouts reference (kept with it), and the Rollouts the other
+/// watches woke.
+pub struct RolloutInputs {
+    /// Filled by the Rollout watch; its reader is shared with whoever maps events to
+    /// Rollouts (the templates' watch).
+    pub writer: Writer<Rollout>,
+    /// The Services, Deployments and router objects each Rollout names.
+    pub references: Index<Rollout>,
+    /// Rollouts to reconcile because something they read changed.
+    pub wake: UnboundedReceiver<ObjectRef<Rollout>>,
+    /// Where the Rollout watch reports its health.
+    pub health: WatchHealth,
+}
+
+/// Runs the Rollout controller until `shutdown` resolves: Rollouts in the namespace in
+/// scope (all when none) matching its selector, woken by their own changes and by
+/// `inputs.wake`.
 pub async fn run(
     ctx: Arc<Context>,
     watch: &super::WatchScope,
+    inputs: RolloutInputs,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = &ctx.client;
-    let rollouts: Api<Rollout> = watch.api(client);
-    let replica_sets: Api<ReplicaSet> = watch.api(client);
-    let runs: Api<AnalysisRun> = watch.api(client);
-    let templates: Api<AnalysisTemplate> = watch.api(client);
-    let cluster_templates: Api<ClusterAnalysisTemplate> = Api::all(client.clone());
-    let deployments: Api<Deployment> = watch.api(client);
-    // Children carry their Rollout's labels, so a shard watches only its own (children
-    // created before they did are still read, but do not wake their Rollout).
-    let children = watcher::Config::default().labels(&match &watch.selector {
-        Some(selector) => format!("{ROLLOUT_LABEL},{selector}"),
-        None => ROLLOUT_LABEL.to_owned(),
+    let RolloutInputs {
+        writer,
+        references,
+        wake,
+        health,
+    } = inputs;
+    let reader = writer.as_reader();
+    let rollouts = watcher(watch.api::<Rollout>(&ctx.client), watch.watcher_config())
+        .default_backoff()
+        .modify(|rollout: &mut Rollout| rollout.metadata.managed_fields = None)
+        // The index first: a Rollout is found by what it names once the store has it.
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                references.apply(event);
+            }
+        })
+        .reflect(writer);
+    let rollouts = observed(rollouts, "Rollout", health, ctx.metrics.clone()).applied_objects();
+    let woken = futures::stream::unfold(wake, |mut wake| async move {
+        wake.recv().await.map(|rollout| (rollout, wake))
     });
-    let controller = Controller::new(rollouts, watch.watcher_config());
-    let (by_template, by_cluster_template) = (controller.store(), controller.store());
-    let by_deployment = controller.store();
-    controller
-        .owns(replica_sets, children.clone())
-        .owns(runs, children)
-        // A template created or fixed wakes the Rollouts whose analysis waits for it at once.
-        .watches(templates, watcher::Config::default(), move |template| {
-            rollouts_using(
-                &by_template,
-                template.namespace().as_deref(),
-                &template.name_any(),
-            )
-        })
-        .watches(
-            cluster_templates,
-            watcher::Config::default(),
-            move |template| rollouts_using(&by_cluster_template, None, &template.name_any()),
-        )
-        // An edit of an adopted Deployment (a new pod template: a release) wakes its Rollouts.
-        .watches(deployments, watcher::Config::default(), move |deployment| {
-            rollouts_adopting(
-                &by_deployment,
-                deployment.namespace().as_deref(),
-                &deployment.name_any(),
-            )
-        })
+    Controller::for_stream(rollouts, reader)
+        .reconcile_on(woken)
         .with_config(Config::default().concurrency(watch.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -518,7 +543,7 @@ mod tests {
             }))
             .expect("rollout")
         };
-        let (store, mut writer) = reflector::store::<Rollout>();
+        let references = Index::new(super::super::cache::references);
         for rollout in [
             adopting("shop", "checkout", "checkout"),
             adopting("shop", "checkout-eu", "checkout"),
@@ -526,16 +551,18 @@ mod tests {
             adopting("shop", "cart", "cart"),
             rollout("shop", "inline", json!([{"templateName": "errors"}])),
         ] {
-            writer.apply_watcher_event(&watcher::Event::Apply(rollout));
+            references.apply(&watcher::Event::Apply(rollout));
         }
-        let mut names: Vec<String> = rollouts_adopting(&store, Some("shop"), "checkout")
+        let adopting = |namespace: &str, name: &str| {
+            super::super::cache::rollouts_referencing(&references, "Deployment", namespace, name)
+        };
+        let names: Vec<String> = adopting("shop", "checkout")
             .into_iter()
             .map(|r| r.name)
             .collect();
-        names.sort();
         assert_eq!(names, ["checkout", "checkout-eu"]);
-        assert!(rollouts_adopting(&store, Some("shop"), "inline").is_empty());
-        assert!(rollouts_adopting(&store, None, "checkout").is_empty());
+        assert!(adopting("shop", "inline").is_empty());
+        assert!(adopting("other", "checkout").is_empty());
     }
 
     #[test]

@@ -4,37 +4,16 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
+/// Everything one reconcile reads about its Rollout, from the caches (the router's objects
+/// too, when their kind is watched): no LIST, and a GET only for an object vigil wrote that
+/// the cache has yet to show.
 pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Error> {
-    let selector = ListParams::default().labels(&format!(
-        "{ROLLOUT_LABEL}={}",
-        rollout_label_value(&scope.name)
-    ));
-    let replica_sets = scope
-        .api::<ReplicaSet>()
-        .list(&selector)
-        .await
-        .map_err(|source| Error::ListReplicaSets {
-            rollout: scope.name.clone(),
-            source,
-        })?
-        .items;
+    let caches = &scope.ctx.caches;
+    let replica_sets = caches.replica_sets.of(&scope.namespace, &scope.name);
+    let analysis_runs = caches.analysis_runs.of(&scope.namespace, &scope.name);
     let canary = &scope.rollout.spec.strategy.canary;
-    let services: Api<Service> = scope.api();
-    let get_service = |name: Option<String>| {
-        let services = services.clone();
-        async move {
-            let Some(name) = name else { return Ok(None) };
-            services
-                .get_opt(&name)
-                .await
-                .map_err(|source| Error::GetService {
-                    service: name,
-                    source,
-                })
-        }
-    };
-    let stable_service = get_service(canary.stable_service.clone()).await?;
-    let canary_service = get_service(canary.canary_service.clone()).await?;
+    let stable_service = read_service(scope, canary.stable_service.as_deref()).await?;
+    let canary_service = read_service(scope, canary.canary_service.as_deref()).await?;
     // A missing or malformed router object holds the rollout with its field named; any other
     // failure is "weight unknown": a setWeight step waits, an abort still acts.
     let hold = |error: TrafficError| {
@@ -60,15 +39,6 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
         }
     };
     let router_managed_routes = managed_routes(scope, router).await;
-    let analysis_runs = scope
-        .api::<AnalysisRun>()
-        .list(&selector)
-        .await
-        .map_err(|source| Error::ListAnalysisRuns {
-            rollout: scope.name.clone(),
-            source,
-        })?
-        .items;
     let workload = read_workload(scope).await?;
     Ok(Seen {
         workload,
@@ -83,6 +53,41 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
     })
 }
 
+/// The cached copy of a watched object, unless it predates vigil's last write of it (the
+/// watch has yet to deliver the write): then `None`, and the caller reads the API server.
+fn fresh<K: Resource + Clone>(
+    scope: &Scope<'_>,
+    kind: &str,
+    name: &str,
+    cached: Option<Arc<K>>,
+) -> Option<Option<K>> {
+    let key = WrittenVersions::key(kind, &scope.namespace, name);
+    let version = cached
+        .as_ref()
+        .and_then(|o| o.meta().resource_version.clone());
+    if scope.ctx.caches.written.is_stale(&key, version.as_deref()) {
+        return None;
+    }
+    Some(cached.map(Arc::unwrap_or_clone))
+}
+
+/// The Service `name` (when the Rollout names one).
+async fn read_service(scope: &Scope<'_>, name: Option<&str>) -> Result<Option<Service>, Error> {
+    let Some(name) = name else { return Ok(None) };
+    let cached = scope.ctx.caches.services.get(&scope.namespace, name);
+    if let Some(found) = fresh(scope, "Service", name, cached) {
+        return Ok(found);
+    }
+    scope
+        .api::<Service>()
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::GetService {
+            service: name.to_owned(),
+            source,
+        })
+}
+
 /// The dereference of `spec.workloadRef`: the Deployment it names, when the reference is one
 /// vigil reads (an `apps/v1` Deployment; anything else is the validator's to report).
 async fn read_workload(scope: &Scope<'_>) -> Result<WorkloadSeen, Error> {
@@ -92,14 +97,22 @@ async fn read_workload(scope: &Scope<'_>) -> Result<WorkloadSeen, Error> {
     if workload.api_version != "apps/v1" || workload.kind != "Deployment" {
         return Ok(WorkloadSeen::NotReferenced);
     }
-    let found = scope
-        .api::<Deployment>()
-        .get_opt(&workload.name)
-        .await
-        .map_err(|source| Error::GetDeployment {
-            deployment: workload.name.clone(),
-            source,
-        })?;
+    let cached = scope
+        .ctx
+        .caches
+        .deployments
+        .get(&scope.namespace, &workload.name);
+    let found = match fresh(scope, "Deployment", &workload.name, cached) {
+        Some(found) => found,
+        None => scope
+            .api::<Deployment>()
+            .get_opt(&workload.name)
+            .await
+            .map_err(|source| Error::GetDeployment {
+                deployment: workload.name.clone(),
+                source,
+            })?,
+    };
     Ok(found.map_or(WorkloadSeen::Missing, |d| WorkloadSeen::Found(Box::new(d))))
 }
 

@@ -5,10 +5,12 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::platform::kubernetes::cache::Caches;
 use crate::traffic::nginx::{
     CanaryIngressConfig, DEFAULT_ANNOTATION_PREFIX, NginxIngress, canary_ingress_name,
     ingress_resource,
 };
+use crate::traffic::objects::ObjectApi;
 use crate::traffic::smi::{SmiSplit, SplitConfig, traffic_split_resource};
 use crate::traffic::traefik::{TraefikWeights, traefik_service_resource};
 use crate::traffic::{HeaderRoute, MirrorRoute, RouterKind};
@@ -63,7 +65,20 @@ macro_rules! dispatch {
 }
 
 impl Router {
-    pub(super) fn of(rollout: &Rollout, client: &Client, namespace: &str) -> Router {
+    pub(super) fn of(
+        rollout: &Rollout,
+        client: &Client,
+        namespace: &str,
+        caches: &Caches,
+    ) -> Router {
+        // Read from the cache of the kind when it is watched (its CRD was installed at
+        // startup), from the API server otherwise.
+        let api = |resource: &ApiResource| {
+            ObjectApi::new(
+                Api::namespaced_with(client.clone(), namespace, resource),
+                caches.router_cache(&resource.kind),
+            )
+        };
         let canary = &rollout.spec.strategy.canary;
         let replicas = Router::Replicas(ReplicaRatio {
             configured: rollout.status.as_ref().map_or(0, |s| s.canary_weight),
@@ -74,16 +89,8 @@ impl Router {
             && RouterKind::of(routing) == RouterKind::Istio
         {
             let parts = IstioRouterParts {
-                virtual_services: Api::namespaced_with(
-                    client.clone(),
-                    namespace,
-                    &virtual_service_resource(),
-                ),
-                destination_rules: Api::namespaced_with(
-                    client.clone(),
-                    namespace,
-                    &destination_rule_resource(),
-                ),
+                virtual_services: api(&virtual_service_resource()),
+                destination_rules: api(&destination_rule_resource()),
                 namespace,
                 stable_service: canary.stable_service.as_deref(),
                 canary_service: canary.canary_service.as_deref(),
@@ -103,8 +110,6 @@ impl Router {
         else {
             return replicas;
         };
-        let api =
-            |resource: &ApiResource| Api::namespaced_with(client.clone(), namespace, resource);
         match RouterKind::of(Some(routing)) {
             RouterKind::GatewayApi => routing.gateway_api.as_ref().map_or(replicas, |gateway| {
                 Router::Gateway(Box::new(GatewayRoute::new(

@@ -1,0 +1,785 @@
+//! The Rollout controller's read path: reflector stores of every kind a reconcile reads
+//! (ReplicaSets, AnalysisRuns, Services, Deployments, router objects), each trimmed to what
+//! vigil reads, indexed by what finds them (the rollout label; the names Rollouts
+//! reference), and each waking the Rollouts its changes concern. A reconcile reads memory,
+//! never the API server; a restart lists each kind once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Resource, ResourceExt};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::context::{ROLLOUT_LABEL, rollout_label_value};
+use super::watch_health::{WatchHealth, observed};
+use crate::api::{AnalysisRun, Rollout};
+use crate::metrics::Metrics;
+use crate::traffic::objects::{ObjectCache, WrittenVersions};
+
+/// The annotation `kubectl apply` leaves: a copy of the whole object, never read by vigil.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// `(namespace, name)` of a cached object.
+type Key = (String, String);
+
+/// A secondary index of a store: the objects under each key `keys_of` gives them. Kept in
+/// step with the watch events (a relist rebuilds it, as the store itself), and applied
+/// before the store so whatever a lookup finds is either in the store or on its way.
+#[derive(Clone)]
+pub struct Index<K> {
+    state: Arc<RwLock<IndexState>>,
+    keys_of: fn(&K) -> Vec<String>,
+}
+
+#[derive(Default)]
+struct IndexState {
+    by_key: HashMap<String, BTreeSet<Key>>,
+    keys: HashMap<Key, Vec<String>>,
+    /// The keys of a list in progress, swapped in when it ends.
+    listing: Option<HashMap<Key, Vec<String>>>,
+}
+
+impl IndexState {
+    fn remove(&mut self, object: &Key) {
+        for key in self.keys.remove(object).unwrap_or_default() {
+            if let Some(objects) = self.by_key.get_mut(&key) {
+                objects.remove(object);
+                if objects.is_empty() {
+                    self.by_key.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, object: Key, keys: Vec<String>) {
+        self.remove(&object);
+        if keys.is_empty() {
+            return;
+        }
+        for key in &keys {
+            self.by_key
+                .entry(key.clone())
+                .or_default()
+                .insert(object.clone());
+        }
+        self.keys.insert(object, keys);
+    }
+}
+
+fn key_of<K: Resource>(object: &K) -> Key {
+    (
+        object.meta().namespace.clone().unwrap_or_default(),
+        object.meta().name.clone().unwrap_or_default(),
+    )
+}
+
+impl<K: Resource> Index<K> {
+    /// An empty index filing each object under `keys_of(object)`.
+    pub fn new(keys_of: fn(&K) -> Vec<String>) -> Index<K> {
+        Index {
+            state: Arc::default(),
+            keys_of,
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, IndexState> {
+        // A poisoned index is still a valid index: each update is whole before it is seen.
+        self.state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies one watch event.
+    pub fn apply(&self, event: &watcher::Event<K>) {
+        let mut state = self.write();
+        match event {
+            watcher::Event::Apply(object) => {
+                state.insert(key_of(object), (self.keys_of)(object));
+            }
+            watcher::Event::Delete(object) => state.remove(&key_of(object)),
+            watcher::Event::Init => state.listing = Some(HashMap::new()),
+            watcher::Event::InitApply(object) => {
+                let keys = (self.keys_of)(object);
+                if !keys.is_empty() {
+                    state
+                        .listing
+                        .get_or_insert_default()
+                        .insert(key_of(object), keys);
+                }
+            }
+            watcher::Event::InitDone => {
+                let listed = state.listing.take().unwrap_or_default();
+                *state = IndexState::default();
+                for (object, keys) in listed {
+                    state.insert(object, keys);
+                }
+            }
+        }
+    }
+
+    /// The objects filed under `key`, as `(namespace, name)`.
+    pub fn lookup(&self, key: &str) -> Vec<Key> {
+        self.state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .by_key
+            .get(key)
+            .map(|objects| objects.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The store of one watched kind, and whether its watch has listed at least once (before,
+/// an empty store would make every object look missing).
+#[derive(Clone)]
+pub struct Watched<K: Resource + 'static>
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    /// The objects.
+    pub store: Store<K>,
+    /// The kind, as the health and metrics name it.
+    pub resource: &'static str,
+    synced: Arc<AtomicBool>,
+}
+
+impl<K> Watched<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone + Default,
+{
+    /// A store that never syncs: what a controller without this watch holds.
+    pub fn unwatched(resource: &'static str) -> Watched<K> {
+        Watched {
+            store: Writer::default().as_reader(),
+            resource,
+            synced: Arc::default(),
+        }
+    }
+
+    /// A synced store holding exactly `objects` (for tests and the local tools).
+    pub fn holding(resource: &'static str, objects: impl IntoIterator<Item = K>) -> Watched<K> {
+        let mut writer = Writer::default();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for object in objects {
+            writer.apply_watcher_event(&watcher::Event::InitApply(object));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        Watched {
+            store: writer.as_reader(),
+            resource,
+            synced: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// The object `name` in `namespace`.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        self.store.get(&ObjectRef::new(name).within(namespace))
+    }
+}
+
+impl<K> Watched<K>
+where
+    K: Resource + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    /// Whether the watch has listed at least once.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+}
+
+/// A watched kind whose objects belong to Rollouts (they carry [`ROLLOUT_LABEL`]): found by
+/// the label, not by a scan.
+#[derive(Clone)]
+pub struct Children<K: Resource + 'static>
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    /// The objects.
+    pub watched: Watched<K>,
+    /// By `namespace/label value`.
+    pub index: Index<K>,
+}
+
+/// The index key of the children of the Rollout `name` in `namespace`.
+fn children_key(namespace: &str, label_value: &str) -> String {
+    format!("{namespace}/{label_value}")
+}
+
+fn by_rollout_label<K: Resource>(object: &K) -> Vec<String> {
+    object
+        .labels()
+        .get(ROLLOUT_LABEL)
+        .map(|value| {
+            vec![children_key(
+                object.meta().namespace.as_deref().unwrap_or_default(),
+                value,
+            )]
+        })
+        .unwrap_or_default()
+}
+
+impl<K> Children<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone + Default,
+{
+    /// Children of a store that never syncs.
+    pub fn unwatched(resource: &'static str) -> Children<K> {
+        Children {
+            watched: Watched::unwatched(resource),
+            index: Index::new(by_rollout_label),
+        }
+    }
+
+    /// Synced children holding exactly `objects`.
+    pub fn holding(resource: &'static str, objects: Vec<K>) -> Children<K> {
+        let index = Index::new(by_rollout_label);
+        index.apply(&watcher::Event::Init);
+        for object in &objects {
+            index.apply(&watcher::Event::InitApply(object.clone()));
+        }
+        index.apply(&watcher::Event::InitDone);
+        Children {
+            watched: Watched::holding(resource, objects),
+            index,
+        }
+    }
+
+    /// The objects labelled as children of the Rollout `rollout` in `namespace`, by name.
+    pub fn of(&self, namespace: &str, rollout: &str) -> Vec<K> {
+        let mut found: Vec<K> = self
+            .index
+            .lookup(&children_key(namespace, &rollout_label_value(rollout)))
+            .into_iter()
+            .filter_map(|(namespace, name)| self.watched.get(&namespace, &name))
+            .map(Arc::unwrap_or_clone)
+            .collect();
+        found.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+        found
+    }
+}
+
+/// What a reconcile reads, from memory.
+#[derive(Clone)]
+pub struct Caches {
+    /// ReplicaSets labelled with a Rollout.
+    pub replica_sets: Children<ReplicaSet>,
+    /// AnalysisRuns labelled with a Rollout (the AnalysisRun controller's store too).
+    pub analysis_runs: Children<AnalysisRun>,
+    /// Services (the stable and canary ones are looked up by name).
+    pub services: Watched<Service>,
+    /// Deployments (`spec.workloadRef`).
+    pub deployments: Watched<Deployment>,
+    /// Router objects by kind, for the kinds installed in the cluster; a kind not here is
+    /// read from the API server.
+    pub routers: BTreeMap<String, (ApiResource, Watched<DynamicObject>)>,
+    /// vigil's writes the caches have yet to show.
+    pub written: WrittenVersions,
+}
+
+impl Default for Caches {
+    /// Caches that never sync: a reconcile waits for them.
+    fn default() -> Caches {
+        Caches {
+            replica_sets: Children::unwatched("ReplicaSet"),
+            analysis_runs: Children::unwatched("AnalysisRun"),
+            services: Watched::unwatched("Service"),
+            deployments: Watched::unwatched("Deployment"),
+            routers: BTreeMap::new(),
+            written: WrittenVersions::default(),
+        }
+    }
+}
+
+impl Caches {
+    /// Synced caches holding exactly these objects (router kinds unwatched: read from the
+    /// API server).
+    pub fn holding(
+        replica_sets: Vec<ReplicaSet>,
+        analysis_runs: Vec<AnalysisRun>,
+        services: Vec<Service>,
+        deployments: Vec<Deployment>,
+    ) -> Caches {
+        Caches {
+            replica_sets: Children::holding("ReplicaSet", replica_sets),
+            analysis_runs: Children::holding("AnalysisRun", analysis_runs),
+            services: Watched::holding("Service", services),
+            deployments: Watched::holding("Deployment", deployments),
+            routers: BTreeMap::new(),
+            written: WrittenVersions::default(),
+        }
+    }
+
+    /// Also caches the router objects `objects` of `resource`'s kind.
+    pub fn with_router_objects(
+        mut self,
+        resource: &ApiResource,
+        objects: Vec<DynamicObject>,
+    ) -> Caches {
+        let mut writer = Writer::new(resource.clone());
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for object in objects {
+            writer.apply_watcher_event(&watcher::Event::InitApply(object));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let watched = Watched {
+            store: writer.as_reader(),
+            resource: "router",
+            synced: Arc::new(AtomicBool::new(true)),
+        };
+        self.routers
+            .insert(resource.kind.clone(), (resource.clone(), watched));
+        self
+    }
+
+    /// The first cache that has not listed yet, if any.
+    pub fn unsynced(&self) -> Option<&'static str> {
+        let required = [
+            (self.replica_sets.watched.is_synced(), "ReplicaSet"),
+            (self.analysis_runs.watched.is_synced(), "AnalysisRun"),
+            (self.services.is_synced(), "Service"),
+            (self.deployments.is_synced(), "Deployment"),
+        ];
+        let routers = self
+            .routers
+            .values()
+            .map(|(_, w)| (w.is_synced(), w.resource));
+        required
+            .into_iter()
+            .chain(routers)
+            .find_map(|(synced, resource)| (!synced).then_some(resource))
+    }
+
+    /// Where a router reads objects of `kind`: the cache when that kind is watched.
+    pub fn router_cache(&self, kind: &str) -> Option<ObjectCache> {
+        self.routers
+            .get(kind)
+            .map(|(resource, watched)| ObjectCache {
+                store: watched.store.clone(),
+                resource: resource.clone(),
+                written: self.written.clone(),
+            })
+    }
+}
+
+/// Drops what no reader of the cache uses from any object: field ownership and the copy
+/// `kubectl apply` keeps of it.
+pub fn trim_meta(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// A ReplicaSet as vigil reads it: labels, owners, replicas and readiness. The pod template
+/// (the bulk of the object) is dropped: vigil builds ReplicaSets from the Rollout's.
+pub fn trim_replica_set(replica_set: &mut ReplicaSet) {
+    trim_meta(&mut replica_set.metadata);
+    replica_set.metadata.annotations = None;
+    if let Some(spec) = replica_set.spec.as_mut() {
+        spec.template = None;
+    }
+    if let Some(status) = replica_set.status.as_mut() {
+        status.conditions = None;
+    }
+}
+
+/// A Service as vigil reads it: its selector.
+pub fn trim_service(service: &mut Service) {
+    trim_meta(&mut service.metadata);
+    service.metadata.annotations = None;
+    service.metadata.labels = None;
+    service.status = None;
+    if let Some(spec) = service.spec.as_mut() {
+        *spec = k8s_openapi::api::core::v1::ServiceSpec {
+            selector: spec.selector.take(),
+            ..Default::default()
+        };
+    }
+}
+
+/// A Deployment as vigil reads it: its spec (template and replicas).
+pub fn trim_deployment(deployment: &mut Deployment) {
+    trim_meta(&mut deployment.metadata);
+    deployment.status = None;
+}
+
+/// The keys under which the reference index files a Rollout: each object it names, as
+/// `Kind/namespace/name` (see [`referenced`]).
+pub fn references(rollout: &Rollout) -> Vec<String> {
+    let namespace = rollout.namespace().unwrap_or_default();
+    let canary = &rollout.spec.strategy.canary;
+    let mut keys: Vec<String> = [&canary.stable_service, &canary.canary_service]
+        .into_iter()
+        .flatten()
+        .map(|service| referenced("Service", &namespace, service))
+        .collect();
+    if let Some(workload) = &rollout.spec.workload_ref {
+        keys.push(referenced(&workload.kind, &namespace, &workload.name));
+    }
+    for (kind, name) in router_objects(rollout) {
+        keys.push(referenced(kind, &namespace, &name));
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The reference-index key of the object `kind` `name` in `namespace`.
+pub fn referenced(kind: &str, namespace: &str, name: &str) -> String {
+    format!("{kind}/{namespace}/{name}")
+}
+
+/// The router objects a Rollout's `trafficRouting` names, as `(kind, name)`.
+fn router_objects(rollout: &Rollout) -> Vec<(&'static str, String)> {
+    let Some(routing) = &rollout.spec.strategy.canary.traffic_routing else {
+        return Vec::new();
+    };
+    let mut objects = Vec::new();
+    if let Some(gateway) = &routing.gateway_api {
+        objects.push(("HTTPRoute", gateway.http_route.clone()));
+    }
+    if let Some(istio) = &routing.istio {
+        for (_, vs) in istio.entries() {
+            objects.push(("VirtualService", vs.name.clone()));
+        }
+        if let Some(rule) = &istio.destination_rule {
+            objects.push(("DestinationRule", rule.name.clone()));
+        }
+    }
+    if let Some(nginx) = &routing.nginx {
+        objects.push(("Ingress", nginx.stable_ingress.clone()));
+        let canary =
+            crate::traffic::nginx::canary_ingress_name(&rollout.name_any(), &nginx.stable_ingress);
+        objects.push(("Ingress", canary));
+    }
+    if let Some(smi) = &routing.smi {
+        let name = smi
+            .traffic_split_name
+            .clone()
+            .unwrap_or_else(|| rollout.name_any());
+        objects.push(("TrafficSplit", name));
+    }
+    if let Some(traefik) = &routing.traefik {
+        objects.push((
+            "TraefikService",
+            traefik.weighted_traefik_service_name.clone(),
+        ));
+    }
+    objects
+}
+
+/// The Rollouts filed in `references` under the object `kind` `name` in `namespace`.
+pub fn rollouts_referencing(
+    references: &Index<Rollout>,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Vec<ObjectRef<Rollout>> {
+    references
+        .lookup(&referenced(kind, namespace, name))
+        .into_iter()
+        .map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
+        .collect()
+}
+
+/// The Rollout that controls `object` (its controller owner reference), if any.
+pub fn controlling_rollout<K: Resource>(object: &K) -> Option<ObjectRef<Rollout>> {
+    let owner = object
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "Rollout")?;
+    let namespace = object.meta().namespace.as_deref()?;
+    Some(ObjectRef::new(&owner.name).within(namespace))
+}
+
+/// The Rollouts a change of an object concerns.
+pub type Wakes<K> = Box<dyn Fn(&K) -> Vec<ObjectRef<Rollout>> + Send + Sync>;
+
+/// How one cached kind is watched and whom its changes wake.
+pub struct CacheWatch<K: Resource + 'static> {
+    /// The API to watch.
+    pub api: Api<K>,
+    /// Its selectors.
+    pub config: watcher::Config,
+    /// The kind's name in health, metrics and logs.
+    pub resource: &'static str,
+    /// What to drop from each object before it is stored.
+    pub trim: fn(&mut K),
+    /// An index kept with the store.
+    pub index: Option<Index<K>>,
+    /// The Rollouts a change of an object concerns.
+    pub wakes: Wakes<K>,
+}
+
+/// Where cache watches report.
+#[derive(Clone)]
+pub struct CacheReporting {
+    /// Watch health for `/readyz`.
+    pub health: WatchHealth,
+    /// `vigil_watch_errors_total`.
+    pub metrics: Metrics,
+    /// Rollouts to reconcile.
+    pub wake: UnboundedSender<ObjectRef<Rollout>>,
+}
+
+/// Starts the watch of `watch` into `writer` on its own task (driven whether or not a
+/// controller runs) and returns its store. Changes (not the initial list: a starting
+/// controller reconciles every Rollout anyway) wake the Rollouts they concern.
+pub fn spawn_cache<K>(
+    watch: CacheWatch<K>,
+    writer: Writer<K>,
+    reporting: &CacheReporting,
+) -> Watched<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
+{
+    let synced = Arc::new(AtomicBool::new(false));
+    let watched = Watched {
+        store: writer.as_reader(),
+        resource: watch.resource,
+        synced: synced.clone(),
+    };
+    let CacheWatch {
+        api,
+        config,
+        resource,
+        trim,
+        index,
+        wakes,
+    } = watch;
+    let reporting = reporting.clone();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(trim)
+        .inspect(move |event| {
+            if let (Some(index), Ok(event)) = (&index, event) {
+                index.apply(event);
+            }
+        })
+        .reflect(writer);
+    let stream = observed(
+        stream,
+        resource,
+        reporting.health.clone(),
+        reporting.metrics,
+    );
+    let wake = reporting.wake;
+    tokio::spawn(stream.for_each(move |event| {
+        match &event {
+            Ok(watcher::Event::InitDone) => synced.store(true, Ordering::Release),
+            Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
+                for rollout in wakes(object) {
+                    // The controller is gone only when shutting down.
+                    let _ = wake.send(rollout);
+                }
+            }
+            _ => {}
+        }
+        futures::future::ready(())
+    }));
+    watched
+}
+
+/// Starts the watch of a kind owned by Rollouts into `writer`: indexed by the rollout
+/// label, waking the Rollout that controls the changed object.
+pub fn spawn_children<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    resource: &'static str,
+    trim: fn(&mut K),
+    writer: Writer<K>,
+    reporting: &CacheReporting,
+) -> Children<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone + Default + Send + Sync,
+{
+    let index = Index::new(by_rollout_label);
+    let watch = CacheWatch {
+        api,
+        config,
+        resource,
+        trim,
+        index: Some(index.clone()),
+        wakes: Box::new(|object: &K| controlling_rollout(object).into_iter().collect()),
+    };
+    Children {
+        watched: spawn_cache(watch, writer, reporting),
+        index,
+    }
+}
+
+/// Starts the watch of a kind Rollouts name (Services, Deployments, router objects),
+/// waking the Rollouts that name the changed object.
+pub fn spawn_referenced<K>(
+    api: Api<K>,
+    resource: &'static str,
+    trim: fn(&mut K),
+    writer: Writer<K>,
+    references: &Index<Rollout>,
+    reporting: &CacheReporting,
+) -> Watched<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
+{
+    let references = references.clone();
+    let watch = CacheWatch {
+        api,
+        config: watcher::Config::default(),
+        resource,
+        trim,
+        index: None,
+        wakes: Box::new(move |object: &K| {
+            rollouts_referencing(
+                &references,
+                resource,
+                object.meta().namespace.as_deref().unwrap_or_default(),
+                object.meta().name.as_deref().unwrap_or_default(),
+            )
+        }),
+    };
+    spawn_cache(watch, writer, reporting)
+}
+
+/// Drops field ownership and the `kubectl apply` copy from a router object.
+pub fn trim_dynamic(object: &mut DynamicObject) {
+    trim_meta(&mut object.metadata);
+}
+
+/// Drops field ownership and the `kubectl apply` copy from an AnalysisRun.
+pub fn trim_run(run: &mut AnalysisRun) {
+    trim_meta(&mut run.metadata);
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn replica_set(namespace: &str, name: &str, rollout: &str) -> ReplicaSet {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {ROLLOUT_LABEL: rollout},
+                         "annotations": {LAST_APPLIED: "{}"},
+                         "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"replicas": 2, "selector": {},
+                     "template": {"spec": {"containers": [{"name": "app", "image": "app:1"}]}}},
+            "status": {"replicas": 2, "readyReplicas": 1}
+        }))
+        .expect("replica set")
+    }
+
+    #[test]
+    fn children_are_found_by_label_and_follow_relists() {
+        let index = Index::new(by_rollout_label::<ReplicaSet>);
+        index.apply(&watcher::Event::Apply(replica_set("shop", "web-a", "web")));
+        index.apply(&watcher::Event::Apply(replica_set("shop", "web-b", "web")));
+        index.apply(&watcher::Event::Apply(replica_set("bank", "web-c", "web")));
+        index.apply(&watcher::Event::Apply(replica_set(
+            "shop", "cart-a", "cart",
+        )));
+        let names = |key: &str| -> Vec<String> {
+            index
+                .lookup(key)
+                .into_iter()
+                .map(|(_, name)| name)
+                .collect()
+        };
+        assert_eq!(names("shop/web"), ["web-a", "web-b"]);
+        // Relabelled to another Rollout: moves.
+        index.apply(&watcher::Event::Apply(replica_set("shop", "web-b", "cart")));
+        assert_eq!(names("shop/web"), ["web-a"]);
+        assert_eq!(names("shop/cart"), ["cart-a", "web-b"]);
+        // A relist replaces everything (web-a was deleted while the watch was down).
+        index.apply(&watcher::Event::Init);
+        index.apply(&watcher::Event::InitApply(replica_set(
+            "shop", "cart-a", "cart",
+        )));
+        assert_eq!(
+            names("shop/web"),
+            ["web-a"],
+            "the old index serves until the list ends"
+        );
+        index.apply(&watcher::Event::InitDone);
+        assert!(names("shop/web").is_empty());
+        assert_eq!(names("shop/cart"), ["cart-a"]);
+        index.apply(&watcher::Event::Delete(replica_set(
+            "shop", "cart-a", "cart",
+        )));
+        assert!(names("shop/cart").is_empty());
+    }
+
+    #[test]
+    fn a_cached_replica_set_keeps_only_what_vigil_reads() {
+        let mut rs = replica_set("shop", "web-a", "web");
+        trim_replica_set(&mut rs);
+        assert!(rs.metadata.managed_fields.is_none());
+        assert!(rs.metadata.annotations.is_none());
+        let spec = rs.spec.expect("spec");
+        assert!(spec.template.is_none());
+        assert_eq!(spec.replicas, Some(2));
+        assert_eq!(rs.status.and_then(|s| s.ready_replicas), Some(1));
+        assert_eq!(rs.metadata.labels.expect("labels")[ROLLOUT_LABEL], "web");
+    }
+
+    #[test]
+    fn a_cached_service_keeps_its_selector_only() {
+        let mut service: Service = serde_json::from_value(json!({
+            "metadata": {"name": "web-stable", "namespace": "shop",
+                         "annotations": {LAST_APPLIED: "{}"}},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}], "clusterIP": "10.0.0.1"}
+        }))
+        .expect("service");
+        trim_service(&mut service);
+        let spec = service.spec.expect("spec");
+        assert_eq!(spec.selector.expect("selector")["app"], "web");
+        assert!(spec.ports.is_none() && spec.cluster_ip.is_none());
+        assert!(service.metadata.annotations.is_none());
+    }
+
+    #[test]
+    fn a_rollout_is_filed_under_every_object_it_names() {
+        let rollout: Rollout = serde_json::from_value(json!({
+            "apiVersion": "vigil.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "web"}},
+                "workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web-deploy"},
+                "strategy": {"canary": {
+                    "stableService": "web-stable", "canaryService": "web-canary",
+                    "trafficRouting": {"gatewayAPI": {"httpRoute": "web-route"}}
+                }}
+            }
+        }))
+        .expect("rollout");
+        assert_eq!(
+            references(&rollout),
+            [
+                "Deployment/shop/web-deploy",
+                "HTTPRoute/shop/web-route",
+                "Service/shop/web-canary",
+                "Service/shop/web-stable",
+            ]
+        );
+        let index = Index::new(references);
+        index.apply(&watcher::Event::Apply(rollout));
+        let woken = rollouts_referencing(&index, "Service", "shop", "web-canary");
+        assert_eq!(woken, [ObjectRef::new("web").within("shop")]);
+        assert!(rollouts_referencing(&index, "Service", "bank", "web-canary").is_empty());
+        assert!(rollouts_referencing(&index, "HTTPRoute", "shop", "web-stable").is_empty());
+    }
+}
