@@ -201,6 +201,9 @@ pub struct Context {
     pub prometheus: crate::analysis::provider::resolve::CommandLinePrometheus,
     /// Per-namespace share of the AnalysisRun controller's slots.
     pub analysis_slots: NamespaceSlots,
+    /// Where transitions are notified (the `vigil-notifications` ConfigMap, when there is
+    /// one; none until it is read).
+    pub notifier: crate::notify::SharedNotifier,
 }
 
 /// Caches of the templates, kept by reflectors.
@@ -255,6 +258,7 @@ impl Context {
             credential_origins: Vec::new(),
             prometheus: crate::analysis::provider::resolve::CommandLinePrometheus::None,
             analysis_slots: NamespaceSlots::new(namespace_slot_cap(10)),
+            notifier: crate::notify::SharedNotifier::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::notify::{RolloutRef, Transition};
 
 pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Error> {
     let selector = ListParams::default().labels(&format!(
@@ -193,5 +194,22 @@ impl Platform for KubeRollout<'_> {
         decision: &Decision,
     ) -> Result<Option<Action>, Error> {
         record(&self.scope, observed, decision).await
+    }
+
+    fn stored(recorded: &Option<Action>) -> bool {
+        recorded.is_none()
+    }
+
+    fn notify(&mut self, transitions: &[Transition]) {
+        let rollout = RolloutRef {
+            namespace: Some(&self.scope.namespace),
+            name: &self.scope.name,
+        };
+        let annotations = self.scope.rollout.annotations();
+        self.scope.ctx.notifier.notify(
+            rollout,
+            annotations.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            transitions,
+        );
     }
 }
