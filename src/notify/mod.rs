@@ -7,9 +7,11 @@
 //! - [`config`]: the configuration (sinks, URLs by reference, default subscriptions) and the
 //!   Rollout annotations that add subscriptions by sink name.
 //! - [`message`]: pure: the transitions of a recorded decision and their wording.
+//! - [`lint`]: what `vigil lint` checks of the configuration and the annotations.
 //! - [`notifier`]: who hears what: subscriptions resolved, bodies shaped, deliveries queued.
 
 pub mod config;
+pub mod lint;
 pub mod message;
 pub mod notifier;
 pub mod outbox;
