@@ -302,6 +302,9 @@ fn lint_document(document: &Value) -> Vec<Problem> {
         ));
         return problems;
     };
+    if let Some(found) = crate::notify::lint::lint_document(document) {
+        return found;
+    }
     let api_version = map.get("apiVersion");
     let kind = map.get("kind");
     let expected_api = format!("{GROUP}/{VERSION}");
@@ -371,6 +374,11 @@ fn lint_document(document: &Value) -> Vec<Problem> {
     };
 
     check_metadata(map.get("metadata"), &kind, &mut problems);
+    if kind == "Rollout" {
+        problems.extend(crate::notify::lint::rollout_annotations(
+            map.get("metadata"),
+        ));
+    }
 
     let Some(schema) = SCHEMAS.get(&kind) else {
         problems.push(problem("kind", format!("no schema for `{kind}`")));

@@ -38,6 +38,7 @@ impl Running {
             state_dir: state_dir.clone(),
             prometheus: None,
             supervisor: SupervisorConfig::default(),
+            notifier: Default::default(),
         };
         let (engine, _task) = Engine::start(config, Sources::default())
             .await

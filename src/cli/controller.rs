@@ -23,6 +23,10 @@ pub struct ControllerArgs {
     /// Namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "vigil-system")]
     pub lease_namespace: String,
+    /// How often the `vigil-notifications` ConfigMap (in the controller's namespace,
+    /// `POD_NAMESPACE`) and the Secrets it names are read again, in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..=3600))]
+    pub notifications_reload_seconds: u16,
     /// Concurrent reconciles per controller, and in-flight queries per Prometheus server.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
@@ -94,6 +98,9 @@ pub fn run(args: &ControllerArgs) -> i32 {
         credential_dirs: args.credential_dirs.clone(),
         credential_origins: args.credential_origins.clone(),
         default_prometheus: args.prometheus.clone(),
+        notifications_reload: std::time::Duration::from_secs(u64::from(
+            args.notifications_reload_seconds,
+        )),
     };
     match runtime.block_on(run_controller(config)) {
         Ok(()) => 0,

@@ -7,6 +7,11 @@ use std::path::PathBuf;
 use url::Url;
 
 use crate::analysis::provider::resolve::{CommandLinePrometheus, ResolveError};
+use crate::notify::config::{MAX_CONFIG_BYTES, Platform as ConfigPlatform};
+use crate::notify::notifier::resolve_local_urls;
+use crate::notify::{
+    NotificationMetrics, NotificationsConfig, Notifier, Outbox, OutboxSettings, SharedNotifier,
+};
 use crate::platform::local::admin::{Admin, DEFAULT_ADMIN, require_loopback};
 use crate::platform::local::engine::{Engine, EngineConfig, EngineHandle, Sources};
 use crate::platform::local::supervisor::SupervisorConfig;
@@ -38,6 +43,10 @@ pub struct RunArgs {
     /// state directory.
     #[arg(long, default_value = DEFAULT_ADMIN)]
     pub admin: SocketAddr,
+    /// Notifications configuration (the YAML of the `vigil-notifications` ConfigMap, with
+    /// each sink's URL from a `file` or an `env` variable): who hears about transitions.
+    #[arg(long, value_name = "FILE")]
+    pub notifications: Option<PathBuf>,
 }
 
 /// Runs `vigil run` and returns the exit code.
@@ -96,11 +105,66 @@ fn every_metric_has_an_address(sources: &Sources, prometheus: Option<&Url>) -> R
     Ok(())
 }
 
+/// The notifier `--notifications FILE` configures (none without the flag), with its outbox
+/// started on the current runtime.
+fn start_notifier(path: Option<&std::path::Path>) -> Result<SharedNotifier, String> {
+    let shared = SharedNotifier::default();
+    let Some(path) = path else {
+        return Ok(shared);
+    };
+    let text = read_config(path).map_err(|e| format!("--notifications {}: {e}", path.display()))?;
+    let config = NotificationsConfig::parse(&text, ConfigPlatform::Local)
+        .map_err(|e| format!("--notifications {}: {e}", path.display()))?;
+    let urls = resolve_local_urls(&config)
+        .map_err(|e| format!("--notifications {}: {e}", path.display()))?;
+    let (outbox, _worker) =
+        Outbox::start(OutboxSettings::default(), NotificationMetrics::default())
+            .map_err(|e| e.to_string())?;
+    shared.replace(Some(Notifier::new(config, urls, outbox)));
+    Ok(shared)
+}
+
+/// The file's text, refused beyond [`MAX_CONFIG_BYTES`] before it is read whole.
+fn read_config(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// One line per sink: what was sent, failed and dropped.
+fn print_notification_counts(notifier: &SharedNotifier) {
+    let Some(notifier) = notifier.current() else {
+        return;
+    };
+    let metrics = notifier.metrics();
+    for sink in &notifier.config().sinks {
+        let count = |family| NotificationMetrics::value(family, &sink.name);
+        eprintln!(
+            "vigil run: notifications to {}: {} sent, {} failed, {} dropped",
+            sink.name,
+            count(&metrics.sent),
+            count(&metrics.failed),
+            count(&metrics.dropped)
+        );
+    }
+}
+
 async fn serve(args: &RunArgs, sources: Sources) -> i32 {
+    let notifier = match start_notifier(args.notifications.as_deref()) {
+        Ok(notifier) => notifier,
+        Err(error) => {
+            eprintln!("vigil run: {error}");
+            return EXIT_INVALID_INPUT;
+        }
+    };
     let config = EngineConfig {
         state_dir: args.state_dir.clone(),
         prometheus: args.prometheus.clone(),
         supervisor: SupervisorConfig::default(),
+        notifier: notifier.clone(),
     };
     let (engine, task) = match Engine::start(config, sources).await {
         Ok(started) => started,
@@ -138,6 +202,7 @@ async fn serve(args: &RunArgs, sources: Sources) -> i32 {
     eprintln!("vigil run: stopping");
     admin.shutdown().await;
     engine.shutdown().await;
+    print_notification_counts(&notifier);
     let _ = task.await;
     0
 }

@@ -13,12 +13,21 @@
 //! (`error_policy`), the local engine at its next tick (500 ms), logging the error. An effect
 //! that only informs (an Event) never fails the reconcile: a platform logs a failure to write
 //! one and goes on, since failing would repeat every effect for the sake of a message.
+//!
+//! # Notifications
+//!
+//! Once the decision's status is stored ([`Platform::stored`]), and only then, its
+//! transitions ([`notify::transitions`]: started, step completed, paused, promoted, rolled
+//! back, progress deadline) go to [`Platform::notify`], which only queues them: a conflicted
+//! write or a failed effect notifies nothing (the next reconcile decides the same transition
+//! again), and no receiver ever holds a reconcile.
 
 use std::future::Future;
 
 use jiff::Timestamp;
 
 use crate::api::{RolloutSpec, RolloutStatus};
+use crate::notify::{self, Transition};
 use crate::rollout::webhooks::{CallKind, WebhookCall};
 use crate::rollout::{self, Decision, Effect, Observation};
 
@@ -57,6 +66,14 @@ pub trait Platform {
         observed: &RolloutStatus,
         decision: &Decision,
     ) -> impl Future<Output = Result<Self::Recorded, Self::Error>>;
+
+    /// Whether `recorded` says the decision's status is stored (or needed no write): only
+    /// then did its transitions happen. A conflicted write is decided again later.
+    fn stored(recorded: &Self::Recorded) -> bool;
+
+    /// Hands the transitions of a stored decision to the platform's notifier. Only queues:
+    /// never waits on a receiver.
+    fn notify(&mut self, transitions: &[Transition]);
 }
 
 /// What one reconcile did.
@@ -71,17 +88,18 @@ pub struct Reconciled<R> {
 }
 
 /// One reconcile: observe → step → hand the webhook polls over → execute the effects in
-/// order, stopping at the first failure → hand the notifications over → record. See the
-/// module docs for what a failure means.
+/// order, stopping at the first failure → record → once stored, hand the notifications
+/// (webhooks and configured sinks) over. See the module docs for what a failure means.
 pub async fn reconcile_once<P: Platform>(
     platform: &mut P,
     now: Timestamp,
 ) -> Result<Reconciled<P::Recorded>, P::Error> {
     let observed = platform.observe().await?;
     let decision = rollout::step(&observed.spec, &observed.status, &observed.observation, now);
-    // Gates and rollback switches are asked whatever the effects do; notifications tell of
-    // a transition, so they go only once its effects are done (before the status is written:
-    // a controller killed in between notifies twice rather than never).
+    // Gates and rollback switches are asked whatever the effects do. Notifications (the
+    // `event` and `post-rollout` webhooks, like the configured notifications) tell of a
+    // transition, so they go only once its status is stored: a conflicted write or a failed
+    // effect tells nothing (the next reconcile decides again, and tells what it stores).
     let (polls, notifications): (Vec<WebhookCall>, Vec<WebhookCall>) = decision
         .webhook_calls
         .iter()
@@ -93,10 +111,16 @@ pub async fn reconcile_once<P: Platform>(
     for effect in &decision.effects {
         acted |= platform.execute(effect).await?;
     }
-    if !notifications.is_empty() {
-        platform.call_webhooks(&notifications);
-    }
     let recorded = platform.record(&observed.status, &decision).await?;
+    if P::stored(&recorded) {
+        if !notifications.is_empty() {
+            platform.call_webhooks(&notifications);
+        }
+        let transitions = notify::transitions(&observed.status, &decision);
+        if !transitions.is_empty() {
+            platform.notify(&transitions);
+        }
+    }
     Ok(Reconciled {
         decision,
         acted,
@@ -113,14 +137,18 @@ mod tests {
     struct Recorder {
         observed: Observed,
         fail_at: Option<usize>,
+        /// The status write conflicts.
+        conflict: bool,
         executed: Vec<Effect>,
         recorded: Vec<RolloutStatus>,
         called: Vec<WebhookCall>,
+        notified: Vec<Transition>,
     }
 
     impl Platform for Recorder {
         type Error = String;
-        type Recorded = ();
+        /// Whether the status was stored.
+        type Recorded = bool;
 
         async fn observe(&mut self) -> Result<Observed, String> {
             Ok(self.observed.clone())
@@ -138,9 +166,19 @@ mod tests {
             self.called.extend_from_slice(calls);
         }
 
-        async fn record(&mut self, _: &RolloutStatus, decision: &Decision) -> Result<(), String> {
-            self.recorded.push(decision.status.clone());
-            Ok(())
+        async fn record(&mut self, _: &RolloutStatus, decision: &Decision) -> Result<bool, String> {
+            if !self.conflict {
+                self.recorded.push(decision.status.clone());
+            }
+            Ok(!self.conflict)
+        }
+
+        fn stored(recorded: &bool) -> bool {
+            *recorded
+        }
+
+        fn notify(&mut self, transitions: &[Transition]) {
+            self.notified.extend_from_slice(transitions);
         }
     }
 
@@ -201,6 +239,20 @@ mod tests {
         ));
         assert!(reconciled.acted);
         assert_eq!(platform.recorded, vec![reconciled.decision.status]);
+        let triggers: Vec<_> = platform.notified.iter().map(|t| t.trigger).collect();
+        assert_eq!(triggers, vec![notify::Trigger::OnStarted]);
+    }
+
+    #[test]
+    fn a_conflicted_status_write_notifies_nothing() {
+        let mut platform = Recorder {
+            observed: first_version(),
+            conflict: true,
+            ..Recorder::default()
+        };
+        let reconciled = block_on(reconcile_once(&mut platform, now())).expect("reconciled");
+        assert!(!reconciled.decision.effects.is_empty());
+        assert!(platform.notified.is_empty(), "{:?}", platform.notified);
     }
 
     #[test]
@@ -217,6 +269,7 @@ mod tests {
             platform.recorded.is_empty(),
             "no status for a failed reconcile"
         );
+        assert!(platform.notified.is_empty(), "no notification either");
     }
 
     #[test]
@@ -246,6 +299,7 @@ mod tests {
         services: rollout::ServiceSelection,
         runs: Vec<String>,
         workload: Option<rollout::WorkloadObservation>,
+        notified: Vec<notify::Trigger>,
     }
 
     impl Platform for FakeCluster {
@@ -323,6 +377,14 @@ mod tests {
             self.observed.status = decision.status.clone();
             Ok(())
         }
+
+        fn stored((): &()) -> bool {
+            true
+        }
+
+        fn notify(&mut self, transitions: &[Transition]) {
+            self.notified.extend(transitions.iter().map(|t| t.trigger));
+        }
     }
 
     #[test]
@@ -358,6 +420,7 @@ mod tests {
             services: Default::default(),
             runs: vec![],
             workload: None,
+            notified: vec![],
         };
         let mut at = now();
         let mut settle = |cluster: &mut FakeCluster| {
@@ -385,6 +448,18 @@ mod tests {
         );
         assert_eq!(cluster.runs.len(), 1, "the analysis step ran once");
         assert_eq!(cluster.revisions.get(&second), Some(&2));
+        use notify::Trigger::{OnPromoted, OnStarted, OnStepCompleted};
+        assert_eq!(
+            cluster.notified,
+            vec![
+                OnStarted,
+                OnStarted,
+                OnStepCompleted,
+                OnStepCompleted,
+                OnPromoted
+            ],
+            "the first version, then the canary: each transition once"
+        );
     }
 
     #[test]
@@ -413,6 +488,7 @@ mod tests {
                 template: pod_template("app:1"),
                 replicas: 2,
             }),
+            notified: vec![],
         };
         let mut at = now();
         let mut settle = |cluster: &mut FakeCluster| {

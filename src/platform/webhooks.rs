@@ -117,8 +117,11 @@ impl WebhookCaller {
     pub fn call(&self, scope: &str, namespace: Option<&str>, calls: &[WebhookCall]) {
         let now = Instant::now();
         let mut polls = self.lock();
+        // Only a list of polls (empty included) says which polls are still asked for; a
+        // list of notifications says nothing about them.
+        let lists_polls = calls.iter().all(|c| c.kind == CallKind::Poll);
         polls.retain(|(owner, key), entry| {
-            let asked = owner != scope || calls.iter().any(|c| c.key == *key);
+            let asked = !lists_polls || owner != scope || calls.iter().any(|c| c.key == *key);
             entry.in_flight || (asked && now.duration_since(entry.asked_at) < FORGET_AFTER)
         });
         for call in calls {

@@ -208,6 +208,9 @@ pub struct Context {
     /// What a Rollout reconcile reads: the watched ReplicaSets, AnalysisRuns, Services,
     /// Deployments and router objects.
     pub caches: super::cache::Caches,
+    /// Where transitions are notified (the `vigil-notifications` ConfigMap, when there is
+    /// one; none until it is read).
+    pub notifier: crate::notify::SharedNotifier,
 }
 
 /// Caches of the templates, kept by reflectors.
@@ -273,6 +276,7 @@ impl Context {
             ),
             webhooks,
             caches: super::cache::Caches::default(),
+            notifier: crate::notify::SharedNotifier::default(),
         }
     }
 }

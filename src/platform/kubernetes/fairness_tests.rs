@@ -34,7 +34,7 @@ fn start_controller(
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(async move {
-        analysis_controller::run(ctx, &scope, async {
+        analysis_controller::run(ctx, &scope, None, async {
             let _ = stopped.await;
         })
         .await;

@@ -6,6 +6,7 @@ pub mod analysis_controller;
 pub mod cache;
 pub mod context;
 pub mod fair_share;
+pub mod notifications;
 pub mod observe;
 pub mod resources;
 pub mod rollout_controller;
@@ -99,6 +100,9 @@ pub struct ControllerConfig {
     pub credential_origins: Vec<crate::analysis::provider::resolve::Origin>,
     /// The Prometheus queried by metrics that name no `address` (none: such a run errors).
     pub default_prometheus: Option<url::Url>,
+    /// How often the `vigil-notifications` ConfigMap (in `lease_namespace`, the controller's
+    /// own) and the Secrets it names are read again.
+    pub notifications_reload: std::time::Duration,
 }
 
 /// Which objects the controllers reconcile, and how many at once.
@@ -163,6 +167,9 @@ pub enum RunError {
         /// The cause.
         source: kube::Error,
     },
+    /// The notifications outbox could not start (its HTTP client).
+    #[error("failed to start notifications: {0}")]
+    StartNotifications(#[source] crate::notify::OutboxError),
     /// The Lease could not be set up.
     #[error("failed to set up leader election: {0}")]
     ElectLeader(#[source] kube_lease_manager::LeaseManagerError),
@@ -411,6 +418,27 @@ fn default_prometheus(config: &ControllerConfig) -> CommandLinePrometheus {
     CommandLinePrometheus::Default(url.clone())
 }
 
+/// Starts the notifications outbox and the task that keeps `context.notifier` in step with
+/// the `vigil-notifications` ConfigMap of the controller's namespace.
+async fn start_notifications(
+    context: &Context,
+    config: &ControllerConfig,
+) -> Result<tokio::task::JoinHandle<()>, RunError> {
+    let (outbox, _worker) = crate::notify::Outbox::start(
+        crate::notify::OutboxSettings::default(),
+        context.metrics.notifications.clone(),
+    )
+    .map_err(RunError::StartNotifications)?;
+    Ok(notifications::start(
+        context.client.clone(),
+        config.lease_namespace.clone(),
+        outbox,
+        context.notifier.clone(),
+        config.notifications_reload,
+    )
+    .await)
+}
+
 /// Runs the controllers and the server until SIGTERM/Ctrl-C (Ok) or a fatal error.
 pub async fn run(config: ControllerConfig) -> Result<(), RunError> {
     let credential_dirs = canonical_credential_dirs(&config.credential_dirs)?;
@@ -535,6 +563,7 @@ async fn run_controllers(
     context.address_slots = fair_share::AddressSlots::new(fair_share::address_slot_cap(
         usize::from(config.concurrency),
     ));
+    let notifications = start_notifications(&context, config).await?;
     let ctx = Arc::new(context);
     let (stop_rollouts, rollouts_stopped) = oneshot::channel::<()>();
     let (stop_runs, runs_stopped) = oneshot::channel::<()>();
@@ -586,6 +615,7 @@ async fn run_controllers(
     let _ = stop_rollouts.send(());
     let _ = stop_runs.send(());
     let _ = tokio::join!(rollouts, runs);
+    notifications.abort();
     if let Some((is_leader, task)) = leadership {
         // Closing the channel makes the manager release the Lease, so a standby takes over
         // without waiting for it to expire.

@@ -3,6 +3,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::notify::{RolloutRef, Transition};
 
 /// Everything one reconcile reads about its Rollout, from the caches (the router's objects
 /// too, when their kind is watched): no LIST, and a GET only for an object vigil wrote that
@@ -231,5 +232,22 @@ impl Platform for KubeRollout<'_> {
         decision: &Decision,
     ) -> Result<Option<Action>, Error> {
         record(&self.scope, observed, decision).await
+    }
+
+    fn stored(recorded: &Option<Action>) -> bool {
+        recorded.is_none()
+    }
+
+    fn notify(&mut self, transitions: &[Transition]) {
+        let rollout = RolloutRef {
+            namespace: Some(&self.scope.namespace),
+            name: &self.scope.name,
+        };
+        let annotations = self.scope.rollout.annotations();
+        self.scope.ctx.notifier.notify(
+            rollout,
+            annotations.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            transitions,
+        );
     }
 }

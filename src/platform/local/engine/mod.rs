@@ -161,6 +161,8 @@ pub struct EngineConfig {
     pub prometheus: Option<Url>,
     /// Process supervision timings.
     pub supervisor: SupervisorConfig,
+    /// Where transitions are notified (`vigil run --notifications FILE`); none by default.
+    pub notifier: crate::notify::SharedNotifier,
 }
 
 impl EngineConfig {
@@ -187,6 +189,8 @@ struct Managed {
     revisions: BTreeMap<String, PodTemplateSpec>,
     created_at: BTreeMap<String, Timestamp>,
     events: Vec<EventRecord>,
+    /// The Rollout's annotations (its notification subscriptions among them).
+    annotations: BTreeMap<String, String>,
 }
 
 struct RunEntry {
@@ -298,9 +302,11 @@ impl Engine {
         let mut applied = Vec::new();
         for rollout in sources.rollouts {
             let name = rollout.metadata.name.clone().unwrap_or_default();
+            let annotations = rollout.metadata.annotations.clone().unwrap_or_default();
             let spec = rollout.spec;
             let revision = desired_revision(&spec, None);
             if let Some(managed) = self.rollouts.get_mut(&name) {
+                managed.annotations = annotations;
                 if managed.spec != spec {
                     managed.spec = spec.clone();
                     managed.generation += 1;
@@ -350,6 +356,7 @@ impl Engine {
                 revisions,
                 created_at: BTreeMap::new(),
                 events,
+                annotations,
             };
             store_rollout(&self.state, &managed)?;
             tracing::info!(

@@ -4,6 +4,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::notify::{RolloutRef, Transition};
 
 /// Why an effect could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,23 @@ impl Platform for LocalRollout<'_> {
                 &self.managed.status,
             )
             .map_err(ActError::Record)
+    }
+
+    fn stored((): &()) -> bool {
+        true
+    }
+
+    fn notify(&mut self, transitions: &[Transition]) {
+        let rollout = RolloutRef {
+            namespace: None,
+            name: &self.managed.name,
+        };
+        let annotations = &self.managed.annotations;
+        self.engine.config.notifier.notify(
+            rollout,
+            annotations.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            transitions,
+        );
     }
 }
 
