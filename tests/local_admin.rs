@@ -38,6 +38,7 @@ impl Running {
             state_dir: state_dir.clone(),
             prometheus: None,
             supervisor: SupervisorConfig::default(),
+            allow_link_local_egress: false,
         };
         let (engine, _task) = Engine::start(config, Sources::default())
             .await

@@ -1012,6 +1012,7 @@ async fn start_engine_over(records: serde_json::Value) {
         state_dir,
         prometheus: None,
         supervisor: SupervisorConfig::default(),
+        allow_link_local_egress: false,
     };
     let (engine, _task) = Engine::start(config, Sources::default())
         .await

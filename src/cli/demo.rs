@@ -134,6 +134,7 @@ async fn demo() -> Result<(), DemoError> {
             state_dir: state.path().to_owned(),
             prometheus: Some(prometheus.url().clone()),
             supervisor: SupervisorConfig::default(),
+            allow_link_local_egress: false,
         },
         sources,
     )

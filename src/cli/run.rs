@@ -38,6 +38,11 @@ pub struct RunArgs {
     /// state directory.
     #[arg(long, default_value = DEFAULT_ADMIN)]
     pub admin: SocketAddr,
+    /// Let analysis requests reach link-local and cloud metadata addresses (169.254.0.0/16,
+    /// fe80::/10, fd00:ec2::254, 100.100.100.200). Off by default: a template writer's `web`
+    /// metric could otherwise read the node's cloud credentials into the run's status.
+    #[arg(long)]
+    pub allow_link_local_egress: bool,
 }
 
 /// Runs `vigil run` and returns the exit code.
@@ -101,6 +106,7 @@ async fn serve(args: &RunArgs, sources: Sources) -> i32 {
         state_dir: args.state_dir.clone(),
         prometheus: args.prometheus.clone(),
         supervisor: SupervisorConfig::default(),
+        allow_link_local_egress: args.allow_link_local_egress,
     };
     let (engine, task) = match Engine::start(config, sources).await {
         Ok(started) => started,

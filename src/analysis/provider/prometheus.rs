@@ -176,6 +176,25 @@ pub struct ResolvedAuth {
     pub ca_bundle_pem: Option<Vec<u8>>,
 }
 
+impl ResolvedAuth {
+    /// Every value of these credentials as it may come back in an answer or an error: the
+    /// bearer token, the basic password and its `Authorization` encoding, every header
+    /// value. A run's Redactor removes them from what it stores and logs.
+    pub fn credential_values(&self) -> Vec<String> {
+        use base64::Engine as _;
+        let mut values: Vec<String> = self.bearer_token.iter().cloned().collect();
+        if let Some(basic) = &self.basic {
+            values.push(basic.password.clone());
+            values.push(
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", basic.username, basic.password)),
+            );
+        }
+        values.extend(self.headers.iter().map(|(_, value)| value.clone()));
+        values
+    }
+}
+
 impl fmt::Debug for ResolvedAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let header_names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
@@ -242,6 +261,9 @@ impl PrometheusClientConfig {
 pub struct ConcurrencyLimiter {
     per_address: usize,
     semaphores: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    /// The destinations outbound requests may reach: every client built with this limiter
+    /// is built with this guard, so the operator's choice reaches each of them.
+    egress: crate::http_client::EgressGuard,
 }
 
 impl ConcurrencyLimiter {
@@ -250,7 +272,19 @@ impl ConcurrencyLimiter {
         ConcurrencyLimiter {
             per_address: per_address.max(1),
             semaphores: Arc::default(),
+            egress: crate::http_client::EgressGuard::default(),
         }
+    }
+
+    /// This limiter, its clients guarded by `egress` instead of the default guard.
+    pub fn with_egress(mut self, egress: crate::http_client::EgressGuard) -> ConcurrencyLimiter {
+        self.egress = egress;
+        self
+    }
+
+    /// The destination guard of the clients built with this limiter.
+    pub fn egress(&self) -> &crate::http_client::EgressGuard {
+        &self.egress
     }
 
     /// The limit per server.
@@ -287,6 +321,8 @@ pub struct PrometheusClient {
 
 struct Inner {
     http: reqwest::Client,
+    /// What the Redactor must remove ([`ResolvedAuth::credential_values`]).
+    credential_values: Vec<String>,
     base: Url,
     /// The address without credentials, for logs and errors.
     display_address: String,
@@ -322,6 +358,11 @@ pub(crate) fn redact_address(address: &Url) -> String {
 }
 
 impl PrometheusClient {
+    /// The credential values this client sends, for the run's Redactor.
+    pub fn credential_values(&self) -> &[String] {
+        &self.inner.credential_values
+    }
+
     /// Builds a client. Requires a rustls crypto provider to be installed in the process
     /// (`rustls::crypto::ring::default_provider().install_default()`).
     pub fn new(
@@ -350,6 +391,7 @@ impl PrometheusClient {
             )));
         }
         let auth = config.auth;
+        let credential_values = auth.credential_values();
         if auth.bearer_token.is_some() && auth.basic.is_some() {
             return Err(invalid(
                 "bearer token and basic auth are mutually exclusive".into(),
@@ -393,6 +435,7 @@ impl PrometheusClient {
                 http,
                 base,
                 display_address,
+                credential_values,
                 bearer_token: auth.bearer_token,
                 basic: auth.basic,
                 timeout: config.timeout,

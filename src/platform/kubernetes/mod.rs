@@ -86,6 +86,9 @@ pub struct ControllerConfig {
     pub credential_origins: Vec<crate::analysis::provider::resolve::Origin>,
     /// The Prometheus queried by metrics that name no `address` (none: such a run errors).
     pub default_prometheus: Option<url::Url>,
+    /// Let analysis requests reach link-local and cloud metadata addresses
+    /// (`--allow-link-local-egress`; refused by default).
+    pub allow_link_local_egress: bool,
 }
 
 /// Which objects the controllers reconcile, and how many at once.
@@ -459,7 +462,9 @@ async fn run_controllers(
     let mut context = Context::new(
         client,
         metrics,
-        ConcurrencyLimiter::new(usize::from(config.concurrency)),
+        ConcurrencyLimiter::new(usize::from(config.concurrency)).with_egress(
+            crate::http_client::EgressGuard::new(config.allow_link_local_egress),
+        ),
         std::env::var("POD_NAME").ok(),
     );
     context.templates = templates;
