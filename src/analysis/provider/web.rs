@@ -38,6 +38,25 @@ pub const MAX_JSON_VALUES_PER_ANSWER: usize = 100_000;
 /// The longest `jsonPath`, in bytes: a selector is one line.
 pub const MAX_JSON_PATH_BYTES: usize = 1024;
 
+/// Headers a metric may not set: `Host` would route the credentials to another virtual
+/// host behind the checked origin, and the framing headers invite request smuggling.
+pub const FORBIDDEN_HEADERS: [&str; 4] =
+    ["host", "content-length", "transfer-encoding", "connection"];
+
+/// Why a header name may not be set, if it may not.
+pub fn forbidden_header(name: &str) -> Option<String> {
+    FORBIDDEN_HEADERS
+        .iter()
+        .any(|forbidden| name.trim().eq_ignore_ascii_case(forbidden))
+        .then(|| {
+            format!(
+                "`{}` may not be set (vigil sets Host and the framing headers itself: {})",
+                crate::analysis::provider::bounded(name),
+                FORBIDDEN_HEADERS.join(", ")
+            )
+        })
+}
+
 /// Default timeout of a web metric's request (Argo's).
 pub const DEFAULT_WEB_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -264,6 +283,9 @@ fn header_map(pairs: &[(String, String)], field: &str) -> Result<HeaderMap, Prov
     let invalid = |detail: String| ProviderError::InvalidConfig { detail };
     let mut headers = HeaderMap::new();
     for (name, value) in pairs {
+        if let Some(reason) = forbidden_header(name) {
+            return Err(invalid(format!("{field}: {reason}")));
+        }
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| {
             invalid(format!(
                 "{field} header name {:?}: {e}",
@@ -693,6 +715,36 @@ mod tests {
                 .contains("descendant")
         );
         assert!(parse_json_path("$.data[").is_err());
+    }
+
+    #[test]
+    fn selectors_whose_cost_grows_faster_than_the_answer_are_refused() {
+        for (text, why) in [
+            ("$[?$[?$[*]]]", "filter"),
+            ("$[?@[?@]]", "more than one filter"),
+            ("$[?$[*]]", "`$` inside a filter"),
+            ("$[?count($[*]) > 1]", "`$` inside a filter"),
+            ("$[?match(@.a, @.b)]", "match("),
+            ("$[?search(@.a, @.b)]", "search("),
+            ("$[?search(@.a, $.b)]", "`$` inside a filter"),
+        ] {
+            let error = parse_json_path(text).expect_err(text);
+            assert!(error.contains(why), "{text}: {error}");
+        }
+        for fine in [
+            "$[?@ > 1]",
+            "$.series[?@.metric == 'errors'].value",
+            "$[?match(@.name, 'err.*')]",
+            "$[?search(@.name, \"a,b\")]",
+            "$['$', '?']",
+            "$[?@.a == '$[?x]']",
+        ] {
+            assert!(parse_json_path(fine).is_ok(), "{fine}");
+        }
+        // A filter that is allowed walks a 50,000-value answer once.
+        let answer = Value::Array(vec![Value::from(1); 50_000]);
+        let path = parse_json_path("$[?@ > 0]").expect("one filter");
+        assert_eq!(path.query(&answer).all().len(), 50_000);
     }
 
     #[test]
