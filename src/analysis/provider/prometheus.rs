@@ -1420,6 +1420,28 @@ mod tests {
     }
 
     #[test]
+    fn credential_values_hold_every_secret_and_the_basic_authorization_encoding() {
+        let auth = ResolvedAuth {
+            basic: Some(BasicAuth {
+                username: "user".into(),
+                password: "pass".into(),
+            }),
+            headers: vec![("X-Api-Key".into(), "k3y-value".into())],
+            ..ResolvedAuth::default()
+        };
+        // base64("user:pass"), as `Authorization: Basic` carries it.
+        assert_eq!(
+            auth.credential_values(),
+            ["pass", "dXNlcjpwYXNz", "k3y-value"]
+        );
+        let bearer = ResolvedAuth {
+            bearer_token: Some("t0ken".into()),
+            ..ResolvedAuth::default()
+        };
+        assert_eq!(bearer.credential_values(), ["t0ken"]);
+    }
+
+    #[test]
     fn auth_debug_redacts_secrets() {
         let auth = ResolvedAuth {
             bearer_token: Some("s3cr3t-token".into()),
