@@ -7,6 +7,7 @@ pub mod analysis;
 pub mod api;
 pub mod cli;
 pub mod convert;
+pub mod http_client;
 pub mod lint;
 pub mod manifest;
 pub mod metrics;

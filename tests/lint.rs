@@ -266,6 +266,35 @@ fn a_web_metric_without_tls_verification_lints_clean_with_a_warning() {
 }
 
 #[test]
+fn a_costly_json_path_a_host_header_and_an_insecure_secret_are_lint_errors_naming_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("costly.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: vigil.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: t\nspec:\n  metrics:\n    - name: m\n      successCondition: result\n      provider:\n        web:\n          url: https://api.example.com/v1\n          jsonPath: \"$[?$[?$[*]]]\"\n          insecure: true\n          headers:\n            - key: Host\n              value: internal.example.com\n          auth:\n            bearerToken:\n              secretKeyRef: {name: api, key: token}\n",
+    )
+    .expect("write");
+    let output = vigil(&["lint", &file.display().to_string()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_ne!(output.status.code(), Some(0), "{text}");
+    for (field, words) in [
+        ("jsonPath", "filter"),
+        ("headers[0].key", "may not be set"),
+        ("insecure", "never sent without TLS verification"),
+    ] {
+        assert!(
+            text.contains(&format!("spec.metrics[0].provider.web.{field}: "))
+                && text.contains(words),
+            "{field}: {text}"
+        );
+    }
+}
+
+#[test]
 fn a_template_without_an_address_lints_clean_with_a_note_that_the_default_applies() {
     let file = "tests/fixtures/error-rate-default-prometheus.yaml";
     let output = vigil(&["lint", file]);

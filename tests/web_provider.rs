@@ -11,12 +11,14 @@ use support::fake_http::{FakeServer, Reply};
 use url::Url;
 use vigil::analysis::driver::{self, MeasureAt, MetricClient};
 use vigil::analysis::measure::{Measured, measure_web};
+use vigil::analysis::provider::measurement::ProviderError;
 use vigil::analysis::provider::prometheus::{ConcurrencyLimiter, MAX_BODY_BYTES};
 use vigil::analysis::provider::resolve::{
     CommandLinePrometheus, NoSecrets, Origin, SecretReader, web_client_config,
 };
-use vigil::analysis::provider::web::WebClient;
+use vigil::analysis::provider::web::{WebClient, WebClientConfig};
 use vigil::api::{AnalysisPhase, AnalysisRunSpec, Metric};
+use vigil::http_client::{EgressError, EgressGuard};
 use vigil::platform::kubernetes::resources::{PrefetchedSecrets, SecretValue};
 
 const AT: &str = "2026-01-01T00:00:00Z";
@@ -172,11 +174,12 @@ async fn an_unreachable_server_is_an_error_naming_it() {
     .await;
     assert!(
         reason.starts_with(&format!(
-            "cannot reach http://127.0.0.1:{port}/x after 1 attempt(s)"
+            "cannot reach http://127.0.0.1:{port} after 1 attempt(s)"
         )),
         "{reason}"
     );
     assert!(!reason.contains("secret"), "no query in errors: {reason}");
+    assert!(!reason.contains("/x"), "no path in errors: {reason}");
 }
 
 #[tokio::test]
@@ -703,4 +706,196 @@ async fn the_new_relic_example_posts_nrql_as_a_graphql_variable() {
             .is_some_and(|q| q.contains("appName = 'shop's canary'")),
         "{sent}"
     );
+}
+
+#[tokio::test]
+async fn a_metadata_address_is_refused_before_any_connection() {
+    support::install_crypto_provider();
+    for url in [
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "http://[fd00:ec2::254]/latest/api/token",
+        "http://100.100.100.200/latest/meta-data/",
+    ] {
+        let config = WebClientConfig::new(url.to_owned());
+        let error = WebClient::new(config, &ConcurrencyLimiter::default()).expect_err(url);
+        assert!(
+            matches!(
+                error,
+                ProviderError::RefuseDestination(EgressError::RefuseDestination { .. })
+            ),
+            "{url}: {error}"
+        );
+        assert!(
+            error.to_string().contains("--allow-link-local-egress"),
+            "{error}"
+        );
+    }
+    // The operator's opt-out lets the client be built.
+    let allowed = ConcurrencyLimiter::default().with_egress(EgressGuard::allowing_link_local());
+    let config = WebClientConfig::new("http://169.254.169.254/".to_owned());
+    assert!(WebClient::new(config, &allowed).is_ok());
+}
+
+#[tokio::test]
+async fn a_name_resolving_to_a_refused_address_is_refused_with_no_request_sent() {
+    support::install_crypto_provider();
+    let server = answering("1").await;
+    let port = server.url.port().expect("port");
+    // The test's fake listens on loopback: the guard refuses loopback here, as it refuses
+    // metadata addresses in production, so `localhost` is refused once it resolves.
+    let limiter =
+        ConcurrencyLimiter::default().with_egress(EgressGuard::default().refusing_loopback());
+    let config = WebClientConfig::new(format!("http://localhost:{port}/check"));
+    let client = WebClient::new(config, &limiter).expect("a name is checked once resolved");
+    let error = client.fetch(at()).await.expect_err("refused");
+    assert!(
+        matches!(error, ProviderError::RefuseDestination(_)),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("refused to connect to localhost"),
+        "{error}"
+    );
+    assert_eq!(server.stats.requests(), 0, "no request reached the server");
+    // The same server, guarded by the default: reached.
+    let config = WebClientConfig::new(format!("http://localhost:{port}/check"));
+    let client = WebClient::new(config, &ConcurrencyLimiter::default()).expect("client");
+    assert_eq!(client.fetch(at()).await.expect("reached"), json!(1));
+}
+
+#[tokio::test]
+async fn an_echoed_auth_secret_is_redacted_from_the_stored_status() {
+    support::install_crypto_provider();
+    // A template writer points the Secret's origin at an endpoint that echoes the key.
+    let server = FakeServer::start(|_| Reply::new(403, "invalid key 'dd-key-123'")).await;
+    let spec: AnalysisRunSpec = serde_json::from_value(json!({
+        "metrics": [{"name": "m", "successCondition": "result < 1",
+            "provider": {"web": {"url": server.url.join("/api/v1/validate").expect("url").to_string(),
+                "auth": {"headers": [{"name": "DD-API-KEY",
+                    "valueFrom": {"secretKeyRef": {"name": "datadog", "key": "api-key"}}}]}}}}]
+    }))
+    .expect("spec");
+    let secrets = secrets_for(&server.url);
+    let prepared = driver::prepare(&spec, &CommandLinePrometheus::None, &secrets).expect("prepare");
+    let clients = driver::clients_for(
+        &prepared.spec,
+        &CommandLinePrometheus::None,
+        &secrets,
+        &ConcurrencyLimiter::default(),
+    )
+    .expect("clients");
+    let redactor = driver::redactor_with_credentials(&prepared.redactor, &clients);
+    let advanced = driver::advance(
+        &prepared.spec,
+        &Default::default(),
+        &clients,
+        at(),
+        MeasureAt::Now(at()),
+        10,
+    )
+    .await
+    .expect("advance");
+    let unredacted = serde_json::to_string(&advanced.status).expect("json");
+    assert!(
+        unredacted.contains("dd-key-123"),
+        "the server echoed it: {unredacted}"
+    );
+    let stored = serde_json::to_string(&redactor.redact_status(&advanced.status)).expect("json");
+    assert!(!stored.contains("dd-key-123"), "{stored}");
+    assert!(stored.contains("invalid key '<redacted>'"), "{stored}");
+}
+
+#[tokio::test]
+async fn framing_headers_and_insecure_secret_credentials_are_refused() {
+    let server = answering("1").await;
+    for header in ["Host", "content-length", "Transfer-Encoding", "Connection"] {
+        let metric = metric(
+            &server.url,
+            "/",
+            json!({"successCondition": "result == 1",
+                "web": {"headers": [{"key": header, "value": "x"}]}}),
+        );
+        let error = client(&metric, &NoSecrets).expect_err(header);
+        assert!(
+            error.contains("provider.web.headers") && error.contains("may not be set"),
+            "{error}"
+        );
+    }
+    let mut insecure = secret_header_metric(&server.url);
+    if let Some(web) = insecure.provider.web.as_mut() {
+        web.insecure = true;
+    }
+    let error = client(&insecure, &secrets_for(&server.url)).expect_err("insecure secret");
+    assert!(error.starts_with("provider.web.insecure:"), "{error}");
+    assert_eq!(server.stats.requests(), 0);
+}
+
+#[tokio::test]
+async fn a_url_whose_origin_changes_with_the_time_is_refused_at_request_time() {
+    support::install_crypto_provider();
+    // `{{time.unix}}` in the host: at the epoch `http://0/` (0.0.0.0), at measurement time
+    // another address. Validation refuses such a URL; the client refuses it anyway.
+    let config = WebClientConfig::new("http://{{time.unix}}/x".to_owned());
+    let client = WebClient::new(config, &ConcurrencyLimiter::default()).expect("client");
+    let error = client.fetch(at()).await.expect_err("origin changed");
+    assert!(
+        error
+            .to_string()
+            .contains("no longer reaches http://0.0.0.0:80"),
+        "{error}"
+    );
+}
+
+/// Collects every log line written while it is the default subscriber.
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("logs").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_secret_argument_in_the_url_path_never_reaches_the_log_when_the_server_hangs() {
+    support::install_crypto_provider();
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    // This test's runtime is single-threaded: the request is made on this thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = FakeServer::start(|_| Reply::new(200, "1").delay(Duration::from_secs(30))).await;
+    let mut config = WebClientConfig::new(
+        server
+            .url
+            .join("/v1/s3cr3t-in-path/check?key=s3cr3t-in-query")
+            .expect("url")
+            .to_string(),
+    );
+    config.timeout = Duration::from_secs(1);
+    let client = WebClient::new(config, &ConcurrencyLimiter::default()).expect("client");
+    let error = client.fetch(at()).await.expect_err("times out");
+    assert!(matches!(error, ProviderError::Timeout { .. }), "{error}");
+    let logged = String::from_utf8_lossy(&logs.0.lock().expect("logs")).into_owned();
+    assert!(
+        logged.contains("web metric request timed out"),
+        "the timeout is logged: {logged}"
+    );
+    let origin = server.url.origin().ascii_serialization();
+    assert!(logged.contains(&origin), "the origin is logged: {logged}");
+    assert!(
+        !logged.contains("s3cr3t"),
+        "the log leaks the path: {logged}"
+    );
+    assert!(!format!("{client:?}").contains("s3cr3t"), "{client:?}");
 }

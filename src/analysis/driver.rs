@@ -80,6 +80,15 @@ impl Redactor {
         Redactor { needles }
     }
 
+    /// This redactor, also redacting `values` (e.g. the credentials a run's clients send).
+    pub fn extended<I: IntoIterator<Item = String>>(&self, values: I) -> Redactor {
+        let mut needles = self.needles.clone();
+        needles.extend(Redactor::new(values).needles);
+        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        needles.dedup();
+        Redactor { needles }
+    }
+
     /// Whether there is nothing to redact.
     pub fn is_empty(&self) -> bool {
         self.needles.is_empty()
@@ -317,6 +326,27 @@ pub fn clients_for(
             }
         })
         .collect()
+}
+
+impl MetricClient {
+    /// The credential values the client sends (its `auth`), for the run's Redactor.
+    pub fn credential_values(&self) -> &[String] {
+        match self {
+            MetricClient::Prometheus(client) => client.credential_values(),
+            MetricClient::Web(client) => client.credential_values(),
+        }
+    }
+}
+
+/// The run's Redactor extended by every credential its clients send: a `web` metric's writer
+/// picks the path at a credential's origin, and an endpoint that echoes a header or errors
+/// with the key would otherwise put it into the run's status.
+pub fn redactor_with_credentials(redactor: &Redactor, clients: &[MetricClient]) -> Redactor {
+    redactor.extended(
+        clients
+            .iter()
+            .flat_map(|client| client.credential_values().iter().cloned()),
+    )
 }
 
 /// Where measurement times come from.

@@ -70,6 +70,11 @@ pub struct ControllerArgs {
         value_parser = CommandLinePrometheus::parse_url,
     )]
     pub prometheus: Option<url::Url>,
+    /// Let analysis requests reach link-local and cloud metadata addresses (169.254.0.0/16,
+    /// fe80::/10, fd00:ec2::254, 100.100.100.200). Off by default: a template writer's `web`
+    /// metric could otherwise read the node's cloud credentials into the run's status.
+    #[arg(long, env = "VIGIL_ALLOW_LINK_LOCAL_EGRESS")]
+    pub allow_link_local_egress: bool,
 }
 
 /// Runs the controller until SIGTERM/Ctrl-C; exit code 0, or 1 with the reason on stderr.
@@ -101,6 +106,7 @@ pub fn run(args: &ControllerArgs) -> i32 {
         notifications_reload: std::time::Duration::from_secs(u64::from(
             args.notifications_reload_seconds,
         )),
+        allow_link_local_egress: args.allow_link_local_egress,
     };
     match runtime.block_on(run_controller(config)) {
         Ok(()) => 0,

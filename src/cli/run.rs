@@ -47,6 +47,11 @@ pub struct RunArgs {
     /// each sink's URL from a `file` or an `env` variable): who hears about transitions.
     #[arg(long, value_name = "FILE")]
     pub notifications: Option<PathBuf>,
+    /// Let analysis requests reach link-local and cloud metadata addresses (169.254.0.0/16,
+    /// fe80::/10, fd00:ec2::254, 100.100.100.200). Off by default: a template writer's `web`
+    /// metric could otherwise read the node's cloud credentials into the run's status.
+    #[arg(long)]
+    pub allow_link_local_egress: bool,
 }
 
 /// Runs `vigil run` and returns the exit code.
@@ -165,6 +170,7 @@ async fn serve(args: &RunArgs, sources: Sources) -> i32 {
         prometheus: args.prometheus.clone(),
         supervisor: SupervisorConfig::default(),
         notifier: notifier.clone(),
+        allow_link_local_egress: args.allow_link_local_egress,
     };
     let (engine, task) = match Engine::start(config, sources).await {
         Ok(started) => started,

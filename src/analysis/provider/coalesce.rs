@@ -290,6 +290,7 @@ fn copy_error(error: &ProviderError) -> ProviderError {
             location: location.clone(),
         },
         E::BodyTooLarge { limit } => E::BodyTooLarge { limit: *limit },
+        E::RefuseDestination(refused) => E::RefuseDestination(refused.clone()),
         E::NotJson { detail } => E::NotJson {
             detail: detail.clone(),
         },

@@ -382,6 +382,10 @@ pub enum ProviderError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The destination is one outbound requests may not reach (a cloud metadata server, a
+    /// link-local address): refused before any connection was made.
+    #[error("{0}")]
+    RefuseDestination(#[from] crate::http_client::EgressError),
     /// No answer within the query timeout (retries and queueing included).
     #[error("no answer within {after:?} (after {attempts} attempt(s))")]
     Timeout {

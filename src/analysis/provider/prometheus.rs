@@ -180,6 +180,25 @@ pub struct ResolvedAuth {
     pub ca_bundle_pem: Option<Vec<u8>>,
 }
 
+impl ResolvedAuth {
+    /// Every value of these credentials as it may come back in an answer or an error: the
+    /// bearer token, the basic password and its `Authorization` encoding, every header
+    /// value. A run's Redactor removes them from what it stores and logs.
+    pub fn credential_values(&self) -> Vec<String> {
+        use base64::Engine as _;
+        let mut values: Vec<String> = self.bearer_token.iter().cloned().collect();
+        if let Some(basic) = &self.basic {
+            values.push(basic.password.clone());
+            values.push(
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", basic.username, basic.password)),
+            );
+        }
+        values.extend(self.headers.iter().map(|(_, value)| value.clone()));
+        values
+    }
+}
+
 impl fmt::Debug for ResolvedAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let header_names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
@@ -250,6 +269,9 @@ pub struct ConcurrencyLimiter {
     semaphores: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
     coalescer: Coalescer,
     metrics: QueryMetrics,
+    /// The destinations outbound requests may reach: every client built with this limiter
+    /// is built with this guard, so the operator's choice reaches each of them.
+    egress: crate::http_client::EgressGuard,
 }
 
 impl ConcurrencyLimiter {
@@ -261,6 +283,7 @@ impl ConcurrencyLimiter {
             semaphores: Arc::default(),
             coalescer: Coalescer::default(),
             metrics: QueryMetrics::default(),
+            egress: crate::http_client::EgressGuard::default(),
         }
     }
 
@@ -280,6 +303,17 @@ impl ConcurrencyLimiter {
     /// The single-flight map shared by every client of this limiter.
     pub fn coalescer(&self) -> &Coalescer {
         &self.coalescer
+    }
+
+    /// This limiter, its clients guarded by `egress` instead of the default guard.
+    pub fn with_egress(mut self, egress: crate::http_client::EgressGuard) -> ConcurrencyLimiter {
+        self.egress = egress;
+        self
+    }
+
+    /// The destination guard of the clients built with this limiter.
+    pub fn egress(&self) -> &crate::http_client::EgressGuard {
+        &self.egress
     }
 
     /// The limit per server.
@@ -316,6 +350,8 @@ pub struct PrometheusClient {
 
 struct Inner {
     http: reqwest::Client,
+    /// What the Redactor must remove ([`ResolvedAuth::credential_values`]).
+    credential_values: Vec<String>,
     base: Url,
     /// The address without credentials, for logs and errors.
     display_address: String,
@@ -356,6 +392,11 @@ pub(crate) fn redact_address(address: &Url) -> String {
 }
 
 impl PrometheusClient {
+    /// The credential values this client sends, for the run's Redactor.
+    pub fn credential_values(&self) -> &[String] {
+        &self.inner.credential_values
+    }
+
     /// Builds a client. Requires a rustls crypto provider to be installed in the process
     /// (`rustls::crypto::ring::default_provider().install_default()`).
     pub fn new(
@@ -385,6 +426,7 @@ impl PrometheusClient {
         }
         let identity = credential_identity(&config);
         let auth = config.auth;
+        let credential_values = auth.credential_values();
         if auth.bearer_token.is_some() && auth.basic.is_some() {
             return Err(invalid(
                 "bearer token and basic auth are mutually exclusive".into(),
@@ -429,6 +471,7 @@ impl PrometheusClient {
                 http,
                 base,
                 display_address,
+                credential_values,
                 bearer_token: auth.bearer_token,
                 basic: auth.basic,
                 timeout: config.timeout,
@@ -1473,6 +1516,28 @@ mod tests {
             let ceiling = (base * 2u32.pow(retry - 1)).min(max);
             assert!(d <= ceiling, "retry {retry}: {d:?} > {ceiling:?}");
         }
+    }
+
+    #[test]
+    fn credential_values_hold_every_secret_and_the_basic_authorization_encoding() {
+        let auth = ResolvedAuth {
+            basic: Some(BasicAuth {
+                username: "user".into(),
+                password: "pass".into(),
+            }),
+            headers: vec![("X-Api-Key".into(), "k3y-value".into())],
+            ..ResolvedAuth::default()
+        };
+        // base64("user:pass"), as `Authorization: Basic` carries it.
+        assert_eq!(
+            auth.credential_values(),
+            ["pass", "dXNlcjpwYXNz", "k3y-value"]
+        );
+        let bearer = ResolvedAuth {
+            bearer_token: Some("t0ken".into()),
+            ..ResolvedAuth::default()
+        };
+        assert_eq!(bearer.credential_values(), ["t0ken"]);
     }
 
     #[test]

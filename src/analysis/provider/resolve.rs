@@ -416,6 +416,25 @@ pub fn web_origin_url(url: &str) -> Result<Url, ResolveError> {
     Ok(parsed)
 }
 
+/// Why `insecure: true` and a Secret credential do not go together.
+pub const INSECURE_WITH_SECRET: &str = "a Secret credential is never sent without TLS verification: \
+     the template's writer, not the Secret's owner, would be turning it off; remove \
+     `insecure`, and give the server's CA with auth.caBundle";
+
+/// Whether `auth` reads a value from a Kubernetes Secret (`secretKeyRef`).
+pub fn reads_a_secret(auth: &PrometheusAuth) -> bool {
+    let from_secret = |source: &SecretSource| source.secret_key_ref.is_some();
+    auth.bearer_token.as_ref().is_some_and(from_secret)
+        || auth
+            .basic
+            .as_ref()
+            .is_some_and(|b| from_secret(&b.password))
+        || auth
+            .headers
+            .iter()
+            .any(|h| h.value_from.as_ref().is_some_and(from_secret))
+}
+
 /// Builds the client configuration of a web metric (its arguments already substituted):
 /// credentials read for the URL's origin, timeout within [`MAX_QUERY_TIMEOUT`].
 pub fn web_client_config(
@@ -446,6 +465,12 @@ pub fn web_client_config(
             .ok_or(ResolveError::WebTimeoutOutOfRange { seconds, ceiling })?;
     }
     if let Some(auth) = &web.auth {
+        if web.insecure && reads_a_secret(auth) {
+            return Err(ResolveError::ReadSecret {
+                field: "provider.web.insecure".to_owned(),
+                reason: INSECURE_WITH_SECRET.to_owned(),
+            });
+        }
         // `web_origin_url` checked the origin: this cannot fail.
         let origin = Origin::of(&url).map_err(|reason| ResolveError::ParseWebUrl {
             url: crate::analysis::provider::bounded(url.as_str()).into_owned(),

@@ -38,6 +38,25 @@ pub const MAX_JSON_VALUES_PER_ANSWER: usize = 100_000;
 /// The longest `jsonPath`, in bytes: a selector is one line.
 pub const MAX_JSON_PATH_BYTES: usize = 1024;
 
+/// Headers a metric may not set: `Host` would route the credentials to another virtual
+/// host behind the checked origin, and the framing headers invite request smuggling.
+pub const FORBIDDEN_HEADERS: [&str; 4] =
+    ["host", "content-length", "transfer-encoding", "connection"];
+
+/// Why a header name may not be set, if it may not.
+pub fn forbidden_header(name: &str) -> Option<String> {
+    FORBIDDEN_HEADERS
+        .iter()
+        .any(|forbidden| name.trim().eq_ignore_ascii_case(forbidden))
+        .then(|| {
+            format!(
+                "`{}` may not be set (vigil sets Host and the framing headers itself: {})",
+                crate::analysis::provider::bounded(name),
+                FORBIDDEN_HEADERS.join(", ")
+            )
+        })
+}
+
 /// Default timeout of a web metric's request (Argo's).
 pub const DEFAULT_WEB_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -101,8 +120,12 @@ impl WebClientConfig {
 }
 
 /// Parses a `jsonPath` as Argo writes it (`{$.data.ok}`, `{.data.ok}`) or as RFC 9535 does
-/// (`$.data.ok`). Bounded: at most [`MAX_JSON_PATH_BYTES`] and one descendant segment (`..`),
-/// so selecting costs at most one walk of the answer per filter level, never a walk per node.
+/// (`$.data.ok`). Bounded so that selecting costs at most a few walks of the answer: at most
+/// [`MAX_JSON_PATH_BYTES`], one descendant segment (`..`), one filter selector (`[?...]`),
+/// no absolute query (`$`) inside a filter, and `match()`/`search()` only with a string
+/// literal pattern. A nested filter or a filter that queries from the root runs a whole
+/// query per node (an answer of 50,000 values makes that billions of steps), and a
+/// pattern read from the answer compiles a regex per node.
 pub fn parse_json_path(text: &str) -> Result<JsonPath, String> {
     if text.len() > MAX_JSON_PATH_BYTES {
         return Err(format!(
@@ -127,12 +150,94 @@ pub fn parse_json_path(text: &str) -> Result<JsonPath, String> {
     } else {
         inner.to_owned()
     };
+    check_selection_cost(&rooted)?;
     JsonPath::parse(&rooted).map_err(|e| {
         format!(
             "`{rooted}` does not parse as JSONPath (RFC 9535; Argo's `{{$.a.b}}` braces are accepted): {}",
             e.to_string().replace('\n', " ")
         )
     })
+}
+
+/// Refuses the selectors whose cost grows faster than the answer (see [`parse_json_path`]).
+/// Works on the text outside string literals, so a `'$'` or `'[?'` inside a name is fine.
+fn check_selection_cost(path: &str) -> Result<(), String> {
+    let code = outside_string_literals(path);
+    let filters = code.matches('?').count();
+    if filters > 1 {
+        return Err(
+            "more than one filter selector (`[?...]`): a nested filter runs a whole query per node; use one filter"
+                .to_owned(),
+        );
+    }
+    if code.get(1..).is_some_and(|rest| rest.contains('$')) {
+        return Err(
+            "`$` inside a filter: a query from the root runs over the whole answer for every node; use `@` (the current node)"
+                .to_owned(),
+        );
+    }
+    for function in ["match(", "search("] {
+        for (at, _) in code.match_indices(function) {
+            let arguments = &path[at + function.len()..];
+            if !second_argument_is_string_literal(arguments) {
+                return Err(format!(
+                    "`{function}...)` with a pattern that is not a string literal: a pattern from the answer compiles a regex per node; write the pattern in quotes"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `text` with the contents of every `'...'` and `"..."` literal (escapes honoured)
+/// replaced by spaces, so byte offsets stay the same.
+fn outside_string_literals(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in text.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                    out.push(c);
+                    continue;
+                }
+                out.extend(std::iter::repeat_n(' ', c.len_utf8()));
+            }
+            None => {
+                if c == '\'' || c == '"' {
+                    quote = Some(c);
+                }
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Whether the text after `match(` / `search(` has a string literal as its second argument:
+/// the first argument is skipped up to its top-level comma.
+fn second_argument_is_string_literal(arguments: &str) -> bool {
+    let code = outside_string_literals(arguments);
+    let mut depth = 0usize;
+    for (at, c) in code.char_indices() {
+        match c {
+            '(' | '[' => depth += 1,
+            ')' | ']' if depth == 0 => return false,
+            ')' | ']' => depth -= 1,
+            ',' if depth == 0 => {
+                let rest = arguments[at + 1..].trim_start();
+                return rest.starts_with('\'') || rest.starts_with('"');
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// An async client for one web metric. Cheap to clone.
@@ -145,13 +250,20 @@ struct Inner {
     http: reqwest::Client,
     /// The URL as configured, time placeholders unresolved.
     url: String,
-    /// The URL without credentials or query, for logs and errors.
+    /// The URL's origin only (`scheme://host:port`), for logs, errors and `Debug`: its path
+    /// and query may carry Secret arguments.
     display_url: String,
+    /// The origin credentials were read for: every request must go there.
+    origin: super::resolve::Origin,
+    /// Where requests may go.
+    egress: crate::http_client::EgressGuard,
     method: reqwest::Method,
     body: Option<WebBody>,
     json_path: Option<(String, JsonPath)>,
     bearer_token: Option<String>,
     basic: Option<super::prometheus::BasicAuth>,
+    /// What the Redactor must remove ([`ResolvedAuth::credential_values`]).
+    credential_values: Vec<String>,
     timeout: Duration,
     max_body_bytes: usize,
     slots: Arc<Semaphore>,
@@ -171,6 +283,9 @@ fn header_map(pairs: &[(String, String)], field: &str) -> Result<HeaderMap, Prov
     let invalid = |detail: String| ProviderError::InvalidConfig { detail };
     let mut headers = HeaderMap::new();
     for (name, value) in pairs {
+        if let Some(reason) = forbidden_header(name) {
+            return Err(invalid(format!("{field}: {reason}")));
+        }
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| {
             invalid(format!(
                 "{field} header name {:?}: {e}",
@@ -233,11 +348,11 @@ impl WebClient {
             .transpose()?;
         let mut headers = header_map(&config.headers, "provider.web.headers")?;
         headers.extend(header_map(&auth.headers, "provider.web.auth.headers")?);
-        let mut builder = reqwest::Client::builder()
-            // A redirect would carry the credentials and headers to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .default_headers(headers)
-            .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")));
+        let origin = super::resolve::Origin::of(&url)
+            .map_err(|e| invalid(format!("provider.web.url: {e}")))?;
+        let egress = limiter.egress().clone();
+        egress.check_url(&url)?;
+        let mut builder = crate::http_client::builder(&egress).default_headers(headers);
         if let Some(pem) = &auth.ca_bundle_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| invalid(format!("CA bundle: {e}")))?;
@@ -260,12 +375,15 @@ impl WebClient {
         Ok(WebClient {
             inner: Arc::new(Inner {
                 http,
-                display_url: redact_address(&url),
+                display_url: url.origin().ascii_serialization(),
+                origin,
+                egress,
                 slots: limiter.semaphore(&url),
                 url: config.url,
                 method,
                 body: config.body,
                 json_path,
+                credential_values: auth.credential_values(),
                 bearer_token: auth.bearer_token,
                 basic: auth.basic,
                 timeout: config.timeout,
@@ -274,9 +392,14 @@ impl WebClient {
         })
     }
 
-    /// The URL requested (credentials and query removed).
+    /// The origin requested (`scheme://host:port`; the path may carry Secret arguments).
     pub fn address(&self) -> &str {
         &self.inner.display_url
+    }
+
+    /// The credential values this client sends, for the run's Redactor.
+    pub fn credential_values(&self) -> &[String] {
+        &self.inner.credential_values
     }
 
     /// The `jsonPath` as written, if any.
@@ -304,10 +427,19 @@ impl WebClient {
             }
             Ok(result) => result?,
         };
-        let answer = parse_counted(body.bytes())?;
-        // The body goes back to the budget once decoded.
-        drop(body);
-        inner.select(answer)
+        // Decoding and selecting walk up to MAX_JSON_VALUES_PER_ANSWER values: on a blocking
+        // thread, never on the async workers that run every other reconcile.
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let answer = parse_counted(body.bytes())?;
+            // The body goes back to the budget once decoded.
+            drop(body);
+            inner.select(answer)
+        })
+        .await
+        .map_err(|e| ProviderError::MalformedBody {
+            detail: format!("selecting from the answer failed: {e}"),
+        })?
     }
 }
 
@@ -320,6 +452,15 @@ impl Inner {
         let url = resolve_time(&self.url, at)
             .and_then(|text| Url::parse(&text).map_err(|e| e.to_string()))
             .map_err(|e| invalid(format!("provider.web.url: {e}")))?;
+        // Credentials were read for `origin`: whatever the time placeholders resolve to,
+        // the request goes there or nowhere.
+        if super::resolve::Origin::of(&url).as_ref() != Ok(&self.origin) {
+            return Err(invalid(format!(
+                "provider.web.url: at measurement time it no longer reaches {}, the origin its credentials were checked for",
+                self.origin
+            )));
+        }
+        self.egress.check_url(&url)?;
         let body = match &self.body {
             None => None,
             Some(WebBody::Text(text)) => Some((
@@ -392,6 +533,9 @@ impl Inner {
     }
 
     fn unreachable(&self, error: reqwest::Error) -> ProviderError {
+        if let Some(refused) = crate::http_client::refused_by_guard(&error) {
+            return ProviderError::RefuseDestination(refused);
+        }
         ProviderError::Unreachable {
             address: self.display_url.clone(),
             attempts: 1,
@@ -571,6 +715,36 @@ mod tests {
                 .contains("descendant")
         );
         assert!(parse_json_path("$.data[").is_err());
+    }
+
+    #[test]
+    fn selectors_whose_cost_grows_faster_than_the_answer_are_refused() {
+        for (text, why) in [
+            ("$[?$[?$[*]]]", "filter"),
+            ("$[?@[?@]]", "more than one filter"),
+            ("$[?$[*]]", "`$` inside a filter"),
+            ("$[?count($[*]) > 1]", "`$` inside a filter"),
+            ("$[?match(@.a, @.b)]", "match("),
+            ("$[?search(@.a, @.b)]", "search("),
+            ("$[?search(@.a, $.b)]", "`$` inside a filter"),
+        ] {
+            let error = parse_json_path(text).expect_err(text);
+            assert!(error.contains(why), "{text}: {error}");
+        }
+        for fine in [
+            "$[?@ > 1]",
+            "$.series[?@.metric == 'errors'].value",
+            "$[?match(@.name, 'err.*')]",
+            "$[?search(@.name, \"a,b\")]",
+            "$['$', '?']",
+            "$[?@.a == '$[?x]']",
+        ] {
+            assert!(parse_json_path(fine).is_ok(), "{fine}");
+        }
+        // A filter that is allowed walks a 50,000-value answer once.
+        let answer = Value::Array(vec![Value::from(1); 50_000]);
+        let path = parse_json_path("$[?@ > 0]").expect("one filter");
+        assert_eq!(path.query(&answer).all().len(), 50_000);
     }
 
     #[test]

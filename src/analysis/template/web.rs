@@ -338,6 +338,8 @@ pub(super) fn check_web(
                 format!("{path}.key"),
                 "a header name holds no argument; only its value may",
             ));
+        } else if let Some(reason) = crate::analysis::provider::web::forbidden_header(&header.key) {
+            problems.push(Problem::new(format!("{path}.key"), reason));
         } else if reqwest::header::HeaderName::from_bytes(header.key.as_bytes()).is_err() {
             problems.push(Problem::new(
                 format!("{path}.key"),
@@ -372,6 +374,20 @@ pub(super) fn check_web(
     }
     if let Some(auth) = &web.auth {
         check_auth(auth, &format!("{here}.auth"), problems);
+        for (i, header) in auth.headers.iter().enumerate() {
+            if let Some(reason) = crate::analysis::provider::web::forbidden_header(&header.name) {
+                problems.push(Problem::new(
+                    format!("{here}.auth.headers[{i}].name"),
+                    reason,
+                ));
+            }
+        }
+        if web.insecure && crate::analysis::provider::resolve::reads_a_secret(auth) {
+            problems.push(Problem::new(
+                format!("{here}.insecure"),
+                crate::analysis::provider::resolve::INSECURE_WITH_SECRET,
+            ));
+        }
     }
 }
 
@@ -600,5 +616,30 @@ mod tests {
         assert!(has("method", "GET sends no body"), "{text:#?}");
         assert!(has("jsonPath", ""), "{text:#?}");
         assert!(has("timeoutSeconds", "not in 1..=300"), "{text:#?}");
+
+        let nested = WebProvider {
+            url: "https://api.example.com/v1".to_owned(),
+            headers: vec![crate::api::WebHeader {
+                key: "Host".to_owned(),
+                value: "internal.example.com".to_owned(),
+            }],
+            json_path: Some("$[?$[?$[*]]]".to_owned()),
+            ..WebProvider::default()
+        };
+        let mut problems = Vec::new();
+        check_web(
+            &nested,
+            "spec.metrics[0].provider.web",
+            &declared,
+            &mut problems,
+        );
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let has = |path: &str, words: &str| {
+            text.iter().any(|t| {
+                t.starts_with(&format!("spec.metrics[0].provider.web.{path}:")) && t.contains(words)
+            })
+        };
+        assert!(has("jsonPath", "filter"), "{text:#?}");
+        assert!(has("headers[0].key", "may not be set"), "{text:#?}");
     }
 }

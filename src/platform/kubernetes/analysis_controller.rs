@@ -217,6 +217,10 @@ async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
             driver::clients_for(&prepared.spec, &prometheus, &secrets, &limiter)
                 .map(|clients| (prepared, clients))
         });
+        let redactor = match &configured {
+            Ok((_, clients)) => driver::redactor_with_credentials(&redactor, clients),
+            Err(_) => redactor,
+        };
         (redactor, configured)
     })
     .await;

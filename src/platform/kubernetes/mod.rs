@@ -103,6 +103,9 @@ pub struct ControllerConfig {
     /// How often the `vigil-notifications` ConfigMap (in `lease_namespace`, the controller's
     /// own) and the Secrets it names are read again.
     pub notifications_reload: std::time::Duration,
+    /// Let analysis requests reach link-local and cloud metadata addresses
+    /// (`--allow-link-local-egress`; refused by default).
+    pub allow_link_local_egress: bool,
 }
 
 /// Which objects the controllers reconcile, and how many at once.
@@ -547,7 +550,10 @@ async fn run_controllers(
         health: reporting.health.clone(),
     };
     let limiter = ConcurrencyLimiter::new(usize::from(config.concurrency))
-        .with_metrics(metrics.prometheus_queries.clone());
+        .with_metrics(metrics.prometheus_queries.clone())
+        .with_egress(crate::http_client::EgressGuard::new(
+            config.allow_link_local_egress,
+        ));
     let mut context = Context::new(client, metrics, limiter, std::env::var("POD_NAME").ok());
     context.templates = templates;
     context.caches = started.caches;

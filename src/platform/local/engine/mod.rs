@@ -163,6 +163,9 @@ pub struct EngineConfig {
     pub supervisor: SupervisorConfig,
     /// Where transitions are notified (`vigil run --notifications FILE`); none by default.
     pub notifier: crate::notify::SharedNotifier,
+    /// Let analysis requests reach link-local and cloud metadata addresses
+    /// (`--allow-link-local-egress`; refused by default).
+    pub allow_link_local_egress: bool,
 }
 
 impl EngineConfig {
@@ -244,12 +247,15 @@ impl Engine {
         let state = StateDir::open(&config.state_dir)?;
         kill_leftovers(&state);
         let supervisor = Supervisor::new(config.supervisor.clone());
+        let limiter = ConcurrencyLimiter::default().with_egress(
+            crate::http_client::EgressGuard::new(config.allow_link_local_egress),
+        );
         let views = Arc::new(Mutex::new(BTreeMap::new()));
         let mut engine = Engine {
             config,
             state,
             supervisor,
-            limiter: ConcurrencyLimiter::default(),
+            limiter,
             templates: BTreeMap::new(),
             rollouts: BTreeMap::new(),
             runs: BTreeMap::new(),
