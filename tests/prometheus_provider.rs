@@ -837,6 +837,7 @@ fn threshold_metric(address: &Url) -> vigil::api::Metric {
                 query: Some("up".into()),
                 ..Default::default()
             }),
+            ..Default::default()
         },
         success_condition: Some("result < 1".into()),
         ..Default::default()

@@ -269,6 +269,7 @@ mod tests {
             metrics: vec![Metric {
                 name: "errors".to_owned(),
                 provider: MetricProvider {
+                    job: None,
                     prometheus: Some(PrometheusProvider {
                         address: Some("http://prometheus:9090".to_owned()),
                         query: Some(query.to_owned()),

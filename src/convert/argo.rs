@@ -821,6 +821,7 @@ fn metric(
         return None;
     }
     out.provider = MetricProvider {
+        job: None,
         prometheus: prometheus_provider(
             provider.unwrap_or(&Value::Null),
             &format!("{path}.provider"),

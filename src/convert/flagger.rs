@@ -516,6 +516,7 @@ fn canary_metric(
                 query: Some(query),
                 ..Default::default()
             }),
+            job: None,
         },
         ..Default::default()
     })
