@@ -945,12 +945,15 @@ async fn run_with_interval_100000000h_ends_in_error_naming_the_field() {
         metrics: vec![metric],
         ..Default::default()
     };
-    let clients = [new_client(config(&fake.url))];
+    let clients = [vigil::analysis::driver::MetricClient::Prometheus(new_client(
+        config(&fake.url),
+    ))];
     let now = at(AT);
     let advanced = advance(
         &spec,
         &Default::default(),
         &clients,
+        &vigil::analysis::job::NoJobs,
         now,
         MeasureAt::Now(now),
         10,

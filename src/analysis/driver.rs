@@ -3,7 +3,10 @@
 
 use jiff::Timestamp;
 
-use crate::analysis::measure::{RunContext, measure_metric};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::analysis::job::{self, JobRunner};
+use crate::analysis::measure::{Measured, RunContext, measure_metric};
 use crate::analysis::provider::bounded;
 use crate::analysis::provider::prometheus::{ConcurrencyLimiter, PrometheusClient};
 use crate::analysis::provider::resolve::{
@@ -11,7 +14,7 @@ use crate::analysis::provider::resolve::{
 };
 use crate::analysis::run::{self, MetricSchedule, RunError};
 use crate::analysis::template::substitute::substituted_forms;
-use crate::api::{AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus};
+use crate::api::{AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, InFlightMeasurement, Metric};
 
 /// Why a run's providers could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -232,7 +235,22 @@ pub fn prepare(
         });
     }
     let mut prepared = spec.clone();
+    let secret_args: Vec<String> = spec
+        .args
+        .iter()
+        .filter(|arg| crate::analysis::instantiate::secret_ref(arg).is_some())
+        .map(|arg| arg.name.clone())
+        .collect();
     for (index, metric) in prepared.metrics.iter_mut().enumerate() {
+        if let Some(provider) = metric.provider.job.as_mut() {
+            job::substitute_job_args(provider, &values, &secret_args).map_err(|e| {
+                DriverError::ConfigureProvider {
+                    index,
+                    metric: metric.name.clone(),
+                    reason: redactor.redact(&e.to_string()),
+                }
+            })?;
+        }
         if let Some(prometheus) = metric.provider.prometheus.as_mut() {
             crate::analysis::instantiate::substitute_queries(prometheus, &values).map_err(|e| {
                 DriverError::ConfigureProvider {
@@ -255,6 +273,15 @@ pub fn check_run_bounds(spec: &AnalysisRunSpec) -> Result<(), DriverError> {
     Ok(run::check_bounds(spec)?)
 }
 
+/// How one metric of a run is measured.
+#[derive(Debug, Clone)]
+pub enum MetricClient {
+    /// By queries to a Prometheus-compatible server.
+    Prometheus(PrometheusClient),
+    /// By a job the platform's [`JobRunner`] runs.
+    Job,
+}
+
 /// One client per metric, in the order of `spec.metrics`, each to the address `prometheus`
 /// chooses, after the run's size bounds are checked. Error texts are bounded.
 pub fn clients_for(
@@ -262,7 +289,7 @@ pub fn clients_for(
     prometheus: &CommandLinePrometheus,
     secrets: &dyn SecretReader,
     limiter: &ConcurrencyLimiter,
-) -> Result<Vec<PrometheusClient>, DriverError> {
+) -> Result<Vec<MetricClient>, DriverError> {
     check_run_bounds(spec)?;
     spec.metrics
         .iter()
@@ -273,6 +300,12 @@ pub fn clients_for(
                 metric: metric.name.clone(),
                 reason: crate::analysis::provider::bounded_owned(reason),
             };
+            if let Some(job) = &metric.provider.job {
+                // Checked before any job starts, so a bad spec fails the run with the field.
+                job::job_spec(job).map_err(|e| configure(e.to_string()))?;
+                job::job_timeout(job).map_err(|e| configure(e.to_string()))?;
+                return Ok(MetricClient::Job);
+            }
             let provider = metric
                 .provider
                 .prometheus
@@ -280,7 +313,9 @@ pub fn clients_for(
                 .ok_or_else(|| configure("no provider.prometheus".to_owned()))?;
             let config = client_config(provider, prometheus, secrets)
                 .map_err(|e| configure(e.to_string()))?;
-            PrometheusClient::new(config, limiter).map_err(|e| configure(e.to_string()))
+            PrometheusClient::new(config, limiter)
+                .map(MetricClient::Prometheus)
+                .map_err(|e| configure(e.to_string()))
         })
         .collect()
 }
@@ -305,12 +340,55 @@ pub struct Advanced {
     pub measured: usize,
 }
 
+/// What came of one due measurement.
+enum Outcome {
+    /// Judged: record it.
+    Measured(Measured),
+    /// A job started: keep it in flight.
+    Started(InFlightMeasurement),
+    /// A job in flight is still running.
+    StillRunning,
+}
+
+/// Takes (or starts, or checks on) one due measurement.
+async fn take<J: JobRunner>(
+    metric: &Metric,
+    client: &MetricClient,
+    jobs: &J,
+    in_flight: Option<&InFlightMeasurement>,
+    ordinal: i32,
+    when: Timestamp,
+    context: RunContext<'_>,
+) -> Outcome {
+    match (client, in_flight) {
+        (MetricClient::Prometheus(client), _) => {
+            Outcome::Measured(measure_metric(client, metric, when, context).await)
+        }
+        (MetricClient::Job, Some(in_flight)) => {
+            let state = jobs.check(&in_flight.job).await;
+            match job::verdict(&state, &in_flight.job, in_flight.started_at.0) {
+                Some(measured) => Outcome::Measured(measured),
+                None => Outcome::StillRunning,
+            }
+        }
+        (MetricClient::Job, None) => match jobs.start(metric, ordinal).await {
+            Ok(job) => Outcome::Started(InFlightMeasurement {
+                started_at: Time(when),
+                job,
+            }),
+            Err(reason) => Outcome::Measured(job::not_started(reason, when)),
+        },
+    }
+}
+
 /// Brings a run up to date at `now`: takes every measurement due (concurrently), judges and
-/// records them, keeping at most `keep` measurements per metric.
-pub async fn advance(
+/// records them, keeping at most `keep` measurements per metric. Job metrics start their job
+/// through `jobs`, stay in flight in the status, and are checked on at each advance.
+pub async fn advance<J: JobRunner>(
     spec: &AnalysisRunSpec,
     status: &AnalysisRunStatus,
-    clients: &[PrometheusClient],
+    clients: &[MetricClient],
+    jobs: &J,
     now: Timestamp,
     at: MeasureAt,
     keep: usize,
@@ -333,54 +411,92 @@ pub async fn advance(
         let result = status.metric_results.iter().find(|r| r.name == metric.name);
         let taken_so_far = result.map_or(0, |r| r.count);
         let prior = result.and_then(|r| r.sequential_state.clone());
+        let in_flight = result.and_then(|r| r.in_flight.clone());
         let is_last = schedule.count.is_some_and(|c| taken_so_far + 1 >= c as i32);
         let when = match at {
             MeasureAt::DueTime => due.due_at,
             MeasureAt::Now(now) => now,
         };
-        pending.push((metric, client, when, prior, is_last));
+        pending.push((metric, client, when, prior, is_last, in_flight, taken_so_far + 1));
     }
-    let measurements = pending
-        .iter()
-        .map(|(metric, client, when, prior, is_last)| async move {
+    let measurements = pending.iter().map(
+        |(metric, client, when, prior, is_last, in_flight, ordinal)| async move {
             let context = RunContext {
                 run_started: started_at,
                 prior_state: prior.as_ref(),
                 is_last: *is_last,
                 sequential_metrics,
             };
-            let measured = measure_metric(*client, metric, *when, context).await;
-            (metric.name.clone(), *when, measured)
-        });
+            let outcome = take(
+                metric,
+                client,
+                jobs,
+                in_flight.as_ref(),
+                *ordinal,
+                *when,
+                context,
+            )
+            .await;
+            (metric.name.clone(), *when, outcome)
+        },
+    );
     let taken = futures::future::join_all(measurements).await;
-    let measured = taken.len();
-    for (metric, when, measured) in taken {
+    let mut measured = 0;
+    for (metric, when, outcome) in taken {
         if status.phase.is_some_and(AnalysisPhase::is_completed) {
             break;
         }
+        let measured_now = match outcome {
+            Outcome::StillRunning => continue,
+            Outcome::Started(in_flight) => {
+                tracing::info!(%metric, job = %in_flight.job, "job started");
+                run::start_in_flight(&mut status, &metric, in_flight)?;
+                measured += 1;
+                continue;
+            }
+            Outcome::Measured(measured_now) => measured_now,
+        };
+        measured += 1;
         if let Some(result) = status.metric_results.iter_mut().find(|r| r.name == metric) {
-            result.sequential_state = measured.judge_state.clone();
+            result.sequential_state = measured_now.judge_state.clone();
         }
-        tracing::debug!(%metric, phase = ?measured.record.phase, "measured");
+        tracing::debug!(%metric, phase = ?measured_now.record.phase, "measured");
         run::record(
             spec,
             &mut status,
             &metric,
-            measured.record,
-            measured.decisive,
+            measured_now.record,
+            measured_now.decisive,
             keep,
             when,
         )?;
     }
-    let next_at = if status.phase.is_some_and(AnalysisPhase::is_completed) {
+    let completed = status.phase.is_some_and(AnalysisPhase::is_completed);
+    let in_flight = status.metric_results.iter().any(|r| r.in_flight.is_some());
+    let next_at = if completed {
         None
     } else if measured > 0 {
         // Recording may have changed what is due next: plan again.
-        run::plan(spec, &status, now)?
-            .next_measurement_at
-            .or(Some(now))
+        let replan = run::plan(spec, &status, now)?;
+        let fresh = replan
+            .due
+            .iter()
+            .any(|d| status.metric_results.iter().any(|r| r.name == d.metric && r.in_flight.is_none()));
+        if fresh {
+            Some(now)
+        } else {
+            replan.next_measurement_at
+        }
     } else {
         plan.next_measurement_at
+    };
+    // A job in flight is checked on again soon.
+    let next_at = match (completed, in_flight) {
+        (false, true) => {
+            let check = run::later(now, job::JOB_CHECK_INTERVAL);
+            Some(next_at.map_or(check, |at| at.min(check)))
+        }
+        _ => next_at,
     };
     Ok(Advanced {
         status,

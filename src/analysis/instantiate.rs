@@ -102,6 +102,14 @@ pub fn instantiate(
             if let Some(prometheus) = metric.provider.prometheus.as_mut() {
                 substitute_queries(prometheus, &args).map_err(wrap)?;
             }
+            if let Some(job) = metric.provider.job.as_mut() {
+                crate::analysis::job::substitute_job_args(job, &args, &[]).map_err(|e| {
+                    wrap(TemplateError::SubstituteArg {
+                        name: metric.name.clone(),
+                        reason: e.to_string(),
+                    })
+                })?;
+            }
             metrics.push(metric);
         }
         scoring = scoring.or_else(|| template.scoring.clone());

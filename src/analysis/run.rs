@@ -225,7 +225,7 @@ fn result_for<'a>(status: &'a AnalysisRunStatus, name: &str) -> Option<&'a Metri
 
 /// `at + duration`, saturating at the end of time instead of overflowing (durations are
 /// bounded by [`MAX_DURATION`], so this only matters for times near year 9999).
-fn later(at: Timestamp, duration: Duration) -> Timestamp {
+pub(crate) fn later(at: Timestamp, duration: Duration) -> Timestamp {
     SignedDuration::try_from(duration)
         .ok()
         .and_then(|d| at.checked_add(d).ok())

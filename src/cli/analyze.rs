@@ -1,6 +1,7 @@
 //! `vigil analyze`: run analysis templates against a Prometheus outside any cluster, live or
 //! replayed over a past window (backtesting a template on past deployments).
 
+use crate::platform::local::jobs::LocalJobs;
 use std::path::PathBuf;
 
 use jiff::Timestamp;
@@ -188,12 +189,14 @@ async fn execute(args: &AnalyzeArgs) -> Result<AnalysisRunStatus, AnalyzeError> 
         _ => (Timestamp::now(), Clock::Live),
     };
     let mut status = AnalysisRunStatus::default();
+    // Job metrics run their command as a local process, as `vigil run` does.
+    let jobs = LocalJobs::new("analyze");
     loop {
         let at = match clock {
             Clock::Replay { .. } => MeasureAt::DueTime,
             Clock::Live => MeasureAt::Now(now),
         };
-        let advanced = advance(&spec, &status, &clients, now, at, usize::MAX).await?;
+        let advanced = advance(&spec, &status, &clients, &jobs, now, at, usize::MAX).await?;
         status = advanced.status;
         let Some(next) = advanced.next_at else {
             return Ok(status);

@@ -4,6 +4,7 @@
 
 pub mod analysis_controller;
 pub mod context;
+pub mod jobs;
 pub mod observe;
 pub mod resources;
 pub mod rollout_controller;

@@ -42,8 +42,9 @@ use super::proxy::{Backend, ProxyError, RoutingState, WeightedProxy};
 use super::state::{StateDir, StateError};
 use super::supervisor::{ProcessSpec, Supervisor, SupervisorConfig, SupervisorError};
 use crate::analysis::dereference::{self, Dereferenced, RunFor, SecretArgs};
-use crate::analysis::driver::{MeasureAt, advance, clients_for};
-use crate::analysis::provider::prometheus::{ConcurrencyLimiter, PrometheusClient};
+use crate::analysis::driver::{MeasureAt, MetricClient, advance, clients_for};
+use crate::platform::local::jobs::LocalJobs;
+use crate::analysis::provider::prometheus::ConcurrencyLimiter;
 use crate::analysis::provider::resolve::CommandLinePrometheus;
 use crate::analysis::provider::resolve::NoSecrets;
 use crate::analysis::run::{STORED_MEASUREMENTS_PER_METRIC, errored_status};
@@ -191,8 +192,10 @@ struct RunEntry {
     rollout: String,
     spec: AnalysisRunSpec,
     status: AnalysisRunStatus,
-    clients: Result<Vec<PrometheusClient>, String>,
+    clients: Result<Vec<MetricClient>, String>,
     next_at: Option<Timestamp>,
+    /// The processes of its job metrics; killed when the run ends or is dropped.
+    jobs: LocalJobs,
 }
 
 /// The engine loop's state.
@@ -280,6 +283,7 @@ impl Engine {
                     clients,
                     // Resume at once: what fell due while the engine was down is measured now.
                     next_at: (!completed).then(Timestamp::now),
+                    jobs: LocalJobs::new(name),
                 },
             );
         }
@@ -443,6 +447,7 @@ impl Engine {
                     &run.spec,
                     &run.status,
                     clients,
+                    &run.jobs,
                     now,
                     MeasureAt::Now(now),
                     STORED_MEASUREMENTS_PER_METRIC,
@@ -464,6 +469,9 @@ impl Engine {
                 Err(reason) => (errored_status(&run.status, reason, now), None),
             };
             run.next_at = next_at;
+            if status.phase.is_some_and(AnalysisPhase::is_completed) {
+                run.jobs.stop_all();
+            }
             if status != run.status {
                 if status.phase != run.status.phase {
                     tracing::info!(run = %name, phase = ?status.phase, message = ?status.message, "analysis run");

@@ -3,6 +3,7 @@
 //! execute one effect, record the status.
 
 #[allow(clippy::wildcard_imports)]
+use crate::platform::local::jobs::LocalJobs;
 use super::*;
 
 /// Why an effect could not be carried out.
@@ -264,6 +265,7 @@ impl Engine {
                     let refs: Vec<String> =
                         templates.iter().map(|t| t.template_name.clone()).collect();
                     let run = self.create_run(
+                        name,
                         &managed.name,
                         &refs,
                         args,
@@ -388,6 +390,7 @@ impl Engine {
 
     pub(super) fn create_run(
         &self,
+        name: &str,
         rollout: &str,
         templates: &[String],
         args: &[Argument],
@@ -401,6 +404,7 @@ impl Engine {
             status: errored_status(&AnalysisRunStatus::default(), reason.clone(), now),
             clients: Err(reason),
             next_at: None,
+            jobs: LocalJobs::new(name),
         };
         let spec = match self.run_spec(rollout, templates, args, stable, canary) {
             Ok(spec) => spec,
@@ -418,6 +422,7 @@ impl Engine {
                 status: AnalysisRunStatus::default(),
                 clients: Ok(clients),
                 next_at: Some(now),
+                jobs: LocalJobs::new(name),
             },
             Err(error) => failed(spec, error.to_string()),
         }
