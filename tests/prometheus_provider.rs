@@ -945,9 +945,9 @@ async fn run_with_interval_100000000h_ends_in_error_naming_the_field() {
         metrics: vec![metric],
         ..Default::default()
     };
-    let clients = [vigil::analysis::driver::MetricClient::Prometheus(new_client(
-        config(&fake.url),
-    ))];
+    let clients = [vigil::analysis::driver::MetricClient::Prometheus(
+        new_client(config(&fake.url)),
+    )];
     let now = at(AT);
     let advanced = advance(
         &spec,

@@ -417,7 +417,15 @@ pub async fn advance<J: JobRunner>(
             MeasureAt::DueTime => due.due_at,
             MeasureAt::Now(now) => now,
         };
-        pending.push((metric, client, when, prior, is_last, in_flight, taken_so_far + 1));
+        pending.push((
+            metric,
+            client,
+            when,
+            prior,
+            is_last,
+            in_flight,
+            taken_so_far + 1,
+        ));
     }
     let measurements = pending.iter().map(
         |(metric, client, when, prior, is_last, in_flight, ordinal)| async move {
@@ -478,10 +486,12 @@ pub async fn advance<J: JobRunner>(
     } else if measured > 0 {
         // Recording may have changed what is due next: plan again.
         let replan = run::plan(spec, &status, now)?;
-        let fresh = replan
-            .due
-            .iter()
-            .any(|d| status.metric_results.iter().any(|r| r.name == d.metric && r.in_flight.is_none()));
+        let fresh = replan.due.iter().any(|d| {
+            status
+                .metric_results
+                .iter()
+                .any(|r| r.name == d.metric && r.in_flight.is_none())
+        });
         if fresh {
             Some(now)
         } else {

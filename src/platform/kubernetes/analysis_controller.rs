@@ -12,8 +12,8 @@ use kube::runtime::controller::{Action, Config, Controller};
 use serde_json::json;
 use tracing::{Instrument, debug, info, warn};
 
-use super::jobs::KubeJobs;
 use super::context::{Context, FIELD_MANAGER, NAMESPACE_SLOT_RETRY};
+use super::jobs::KubeJobs;
 use super::resources::{
     PrefetchedSecrets, SecretValue, refused_secret, secret_origins, secret_refs, secret_value,
 };

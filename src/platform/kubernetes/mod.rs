@@ -13,6 +13,8 @@ pub mod server;
 #[cfg(test)]
 mod default_prometheus_tests;
 #[cfg(test)]
+mod job_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod trust_tests;

@@ -297,7 +297,10 @@ mod tests {
         let measured = verdict(&state, "j", jiff::Timestamp::now()).expect("ended");
         assert_eq!(measured.record.phase, crate::api::AnalysisPhase::Failed);
         let reason = measured.record.reason.unwrap_or_default();
-        assert!(reason.contains("exit status 3") && reason.contains("broken"), "{reason}");
+        assert!(
+            reason.contains("exit status 3") && reason.contains("broken"),
+            "{reason}"
+        );
     }
 
     #[tokio::test]

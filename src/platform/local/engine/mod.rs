@@ -43,7 +43,6 @@ use super::state::{StateDir, StateError};
 use super::supervisor::{ProcessSpec, Supervisor, SupervisorConfig, SupervisorError};
 use crate::analysis::dereference::{self, Dereferenced, RunFor, SecretArgs};
 use crate::analysis::driver::{MeasureAt, MetricClient, advance, clients_for};
-use crate::platform::local::jobs::LocalJobs;
 use crate::analysis::provider::prometheus::ConcurrencyLimiter;
 use crate::analysis::provider::resolve::CommandLinePrometheus;
 use crate::analysis::provider::resolve::NoSecrets;
@@ -54,6 +53,7 @@ use crate::api::{
     Argument, Rollout, RolloutSpec, RolloutStatus,
 };
 use crate::manifest::Manifest;
+use crate::platform::local::jobs::LocalJobs;
 use crate::platform::reconcile::{Observed, Platform, reconcile_once};
 use crate::rollout::{
     Decision, Effect, EventType, Observation, RequestError, RevisionObservation, ServiceSelection,

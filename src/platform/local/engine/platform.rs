@@ -2,9 +2,9 @@
 //! runs, and the dereference step: templates from the loaded ones, arguments resolved),
 //! execute one effect, record the status.
 
+use super::*;
 #[allow(clippy::wildcard_imports)]
 use crate::platform::local::jobs::LocalJobs;
-use super::*;
 
 /// Why an effect could not be carried out.
 #[derive(Debug, thiserror::Error)]
