@@ -17,6 +17,7 @@ pub mod promql;
 pub mod substitute;
 pub mod suggest;
 pub mod validate;
+mod validate_job;
 
 pub use args::{ArgRef, placeholders, resolve_args};
 pub use substitute::{shape, substitute};

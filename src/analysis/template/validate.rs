@@ -261,6 +261,10 @@ fn check_metric(
         problems,
     );
     check_limits(metric, path, problems);
+    if let Some(job) = &metric.provider.job {
+        super::validate_job::check_job_metric(metric, job, path, declared, problems);
+        return;
+    }
 
     let judge = check_judge(metric, path, problems);
     if judge == Some(Judge::Sequential(SequentialTest::ErrorCounts))
@@ -278,7 +282,7 @@ fn check_metric(
     let Some(prom) = &metric.provider.prometheus else {
         problems.push(Problem::new(
             format!("{path}.provider"),
-            "no provider: set `prometheus`",
+            "no provider: set `prometheus` or `job`",
         ));
         return;
     };

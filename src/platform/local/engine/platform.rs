@@ -264,8 +264,7 @@ impl Engine {
                 if !self.runs.contains_key(name) {
                     let refs: Vec<String> =
                         templates.iter().map(|t| t.template_name.clone()).collect();
-                    let run = self.create_run(
-                        name,
+                    let mut run = self.create_run(
                         &managed.name,
                         &refs,
                         args,
@@ -273,6 +272,7 @@ impl Engine {
                         canary_revision,
                         now,
                     );
+                    run.jobs = LocalJobs::new(name);
                     tracing::info!(rollout = %managed.name, run = %name, templates = ?refs, "analysis run created");
                     save_run(&self.state, name, &run);
                     self.runs.insert(name.clone(), run);
@@ -390,7 +390,6 @@ impl Engine {
 
     pub(super) fn create_run(
         &self,
-        name: &str,
         rollout: &str,
         templates: &[String],
         args: &[Argument],
@@ -404,7 +403,7 @@ impl Engine {
             status: errored_status(&AnalysisRunStatus::default(), reason.clone(), now),
             clients: Err(reason),
             next_at: None,
-            jobs: LocalJobs::new(name),
+            jobs: LocalJobs::default(),
         };
         let spec = match self.run_spec(rollout, templates, args, stable, canary) {
             Ok(spec) => spec,
@@ -422,7 +421,7 @@ impl Engine {
                 status: AnalysisRunStatus::default(),
                 clients: Ok(clients),
                 next_at: Some(now),
-                jobs: LocalJobs::new(name),
+                jobs: LocalJobs::default(),
             },
             Err(error) => failed(spec, error.to_string()),
         }
