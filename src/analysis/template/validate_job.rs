@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::analysis::job::{job_spec, job_timeout};
+use crate::analysis::job::{JobError, job_spec, job_timeout};
 use crate::api::{JobProvider, Metric};
 
 use super::Problem;
@@ -38,8 +38,8 @@ pub(super) fn check_job_metric(
         }
     }
     let here = format!("{path}.provider.job");
-    if let Err(error) = job_timeout(job) {
-        problems.push(Problem::new(format!("{here}.timeout"), error.to_string()));
+    if let Err(JobError::ParseTimeout { reason }) = job_timeout(job) {
+        problems.push(Problem::new(format!("{here}.timeout"), reason));
     }
     match job_spec(job) {
         Err(error) => problems.push(Problem::new(format!("{here}.spec"), error.to_string())),
