@@ -105,6 +105,14 @@ pub enum AnalyzeError {
     /// The run could not be planned.
     #[error(transparent)]
     Plan(#[from] RunError),
+    /// A replay was asked of a template with job metrics: a job runs now, not in the past.
+    #[error(
+        "metric {metric:?} runs a job, which cannot be replayed over --start/--end; analyze it live (without --start and --end)"
+    )]
+    ReplayJobMetric {
+        /// The job metric.
+        metric: String,
+    },
     /// The replay window is empty.
     #[error("--start {start} is not before --end {end}")]
     ValidateWindow {
@@ -184,7 +192,14 @@ async fn execute(args: &AnalyzeArgs) -> Result<AnalysisRunStatus, AnalyzeError> 
         .map_or(CommandLinePrometheus::None, CommandLinePrometheus::Override);
     let clients = clients_for(&spec, &prometheus, &NoSecrets, &limiter)?;
     let (mut now, clock) = match (args.start, args.end) {
-        (Some(start), Some(end)) if start < end => (start, Clock::Replay { end }),
+        (Some(start), Some(end)) if start < end => {
+            if let Some(job) = spec.metrics.iter().find(|m| m.provider.job.is_some()) {
+                return Err(AnalyzeError::ReplayJobMetric {
+                    metric: job.name.clone(),
+                });
+            }
+            (start, Clock::Replay { end })
+        }
         (Some(start), Some(end)) => return Err(AnalyzeError::ValidateWindow { start, end }),
         _ => (Timestamp::now(), Clock::Live),
     };
