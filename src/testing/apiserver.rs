@@ -4,7 +4,8 @@
 //! kube-rs client (in process, via [`ApiServer::client`]) and the real `vigil controller`
 //! binary (via [`ApiServer::write_kubeconfig`] and `KUBECONFIG`) talk to it over plain HTTP on
 //! 127.0.0.1. It serves the vigil CRDs, the built-in types the controller touches (Ingresses
-//! among them) and the routers' custom resources (Gateway API HTTPRoutes, Istio
+//! and batch/v1 Jobs among them; a pod's `log` subresource serves its
+//! [`POD_LOG_ANNOTATION`], since no container runs here) and the routers' custom resources (Gateway API HTTPRoutes, Istio
 //! VirtualServices and DestinationRules, SMI TrafficSplits, Traefik TraefikServices), with the
 //! API semantics controllers rely on: resourceVersions and optimistic
 //! concurrency, list and watch (with bookmarks, history replay and 410 Gone), merge/JSON/apply
