@@ -867,7 +867,7 @@ fn prometheus_provider(
 ) -> Option<Option<PrometheusProvider>> {
     let mut provider = Fields::of(value, path, notes);
     let Some(prometheus) = provider.take("prometheus") else {
-        provider.finish(notes, |key| Some(format!("the `{key}` provider has no vigil equivalent (vigil queries Prometheus and compatible servers, and runs `job` metrics): the metric is left out")));
+        provider.finish(notes, |key| Some(format!("the `{key}` provider has no vigil equivalent (vigil queries Prometheus and compatible servers): the metric is left out")));
         return None;
     };
     provider.finish(notes, |_| None);
