@@ -10,6 +10,7 @@ pub mod convert;
 pub mod lint;
 pub mod manifest;
 pub mod metrics;
+pub mod notify;
 pub mod platform;
 pub mod rollout;
 pub mod telemetry;

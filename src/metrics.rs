@@ -61,6 +61,8 @@ pub struct Metrics {
     /// Rollouts by current phase (bounded: one series per phase), for alerts such as
     /// `vigil_rollouts{phase="Degraded"} > 0`.
     pub rollouts: Family<PhaseLabels, Gauge>,
+    /// Notifications sent, failed and dropped, by sink.
+    pub notifications: crate::notify::NotificationMetrics,
     /// The phase each Rollout was last counted in, by `namespace/name`.
     counted: Arc<Mutex<HashMap<String, String>>>,
 }
@@ -108,10 +110,12 @@ impl Default for Metrics {
             measurement_duration.clone(),
         );
         registry.register("rollouts", "Rollouts by current phase", rollouts.clone());
+        let notifications = crate::notify::NotificationMetrics::register(&mut registry);
         Metrics {
             registry: Arc::new(registry),
             rollouts,
             counted: Arc::default(),
+            notifications,
             reconciles,
             reconcile_failures,
             reconcile_duration,

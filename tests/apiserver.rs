@@ -900,3 +900,72 @@ fn rss_kib() -> i64 {
         })
         .unwrap_or(0)
 }
+
+/// Every request is counted by verb, resource (and subresource) and response code, in process
+/// and over `GET /debug/requests`; `take_requests` / `DELETE /debug/requests` start anew.
+#[tokio::test]
+async fn requests_are_counted_by_verb_resource_and_code() {
+    let server = ApiServer::start();
+    let (_, api) = setup(&server);
+    timeout(LIMIT, async {
+        api.create(&PostParams::default(), &rollout("web"))
+            .await
+            .unwrap();
+        server.take_requests();
+
+        let listed = api.list(&ListParams::default()).await.unwrap();
+        let stale = listed.items[0].clone();
+        let mut fresh = api.get("web").await.unwrap();
+        fresh.spec.replicas = Some(3);
+        api.replace("web", &PostParams::default(), &fresh)
+            .await
+            .unwrap();
+        let conflict = api
+            .replace_status("web", &PostParams::default(), &stale)
+            .await
+            .unwrap_err();
+        assert_eq!(api_code(&conflict).0, 409);
+
+        let counts = server.requests();
+        assert_eq!(counts.count("list", "rollouts"), 1);
+        assert_eq!(counts.count("get", "rollouts"), 1);
+        assert_eq!(counts.count("update", "rollouts"), 1);
+        assert_eq!(counts.count("update", "rollouts/status"), 1);
+        assert_eq!(counts.with_code(409), 1);
+        let conflicts = counts
+            .count_where(|k| k.verb == "update" && k.subresource == "status" && k.code == 409);
+        assert_eq!(conflicts, 1);
+        assert_eq!(counts.verb("watch"), 0);
+        assert_eq!(counts.total(), 4);
+
+        let http = reqwest::Client::new();
+        let url = format!("{}/debug/requests", server.url());
+        let served: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(served["total"], 4);
+        let entry = served["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["verb"] == "update" && e["subresource"] == "status")
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            entry,
+            json!({"verb": "update", "group": "vigil.dev", "resource": "rollouts",
+                   "subresource": "status", "code": 409, "count": 1})
+        );
+        // Reading the counts is not counted; DELETE hands them over and starts anew.
+        let taken: Value = http
+            .delete(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(taken["total"], 4);
+        assert_eq!(server.requests().total(), 0);
+    })
+    .await
+    .expect("test timed out");
+}

@@ -26,6 +26,9 @@ fn problem(path: impl Into<String>, message: impl Into<String>) -> SpecProblem {
     }
 }
 
+/// Most steps a canary may have: every reconcile walks them, and no release needs more.
+pub const MAX_STEPS: usize = 100;
+
 /// Every problem of `spec`, each naming its field and what is wrong; empty when the spec is
 /// valid.
 pub fn validate_spec(spec: &RolloutSpec) -> Vec<SpecProblem> {
@@ -47,8 +50,17 @@ pub fn validate_spec(spec: &RolloutSpec) -> Vec<SpecProblem> {
         )),
     }
     let canary = &spec.strategy.canary;
+    if canary.steps.len() > MAX_STEPS {
+        problems.push(problem(
+            format!("{CANARY}.steps"),
+            format!(
+                "{} steps is over the limit of {MAX_STEPS} (MAX_STEPS)",
+                canary.steps.len()
+            ),
+        ));
+    }
     let mut highest: Option<(i32, usize)> = None;
-    for (i, step) in canary.steps.iter().enumerate() {
+    for (i, step) in canary.steps.iter().take(MAX_STEPS).enumerate() {
         let path = format!("{CANARY}.steps[{i}]");
         check_step(step, &path, i, &mut highest, &mut problems);
     }

@@ -48,7 +48,12 @@ pub(super) fn check_routes(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) 
     let router = RouterKind::of(routing);
     let mut header_names = BTreeSet::new();
     let mut mirror_names = BTreeSet::new();
-    for (i, step) in canary.steps.iter().enumerate() {
+    for (i, step) in canary
+        .steps
+        .iter()
+        .take(super::validate::MAX_STEPS)
+        .enumerate()
+    {
         if let Some(set) = &step.set_header_route {
             let path = format!("{CANARY}.steps[{i}].setHeaderRoute");
             check_capability(router, Capability::HeaderRoute, &path, problems);
@@ -165,7 +170,7 @@ fn check_name(name: &str, managed: &[&str], path: &str, problems: &mut Vec<SpecP
 
 fn check_header_route(set: &SetHeaderRoute, path: &str, problems: &mut Vec<SpecProblem>) {
     check_match_count(set.match_.len(), path, problems);
-    for (j, m) in set.match_.iter().enumerate() {
+    for (j, m) in set.match_.iter().take(MAX_ROUTE_MATCHES).enumerate() {
         let at = format!("{path}.match[{j}]");
         check_header_name(&m.header_name, &format!("{at}.headerName"), problems);
         check_string_match(&m.header_value, &format!("{at}.headerValue"), problems);
@@ -182,7 +187,7 @@ fn check_mirror_route(set: &SetMirrorRoute, path: &str, problems: &mut Vec<SpecP
         ));
     }
     check_match_count(set.match_.len(), path, problems);
-    for (j, m) in set.match_.iter().enumerate() {
+    for (j, m) in set.match_.iter().take(MAX_ROUTE_MATCHES).enumerate() {
         let at = format!("{path}.match[{j}]");
         if m.method.is_none() && m.path.is_none() && m.headers.is_empty() {
             problems.push(problem(

@@ -104,6 +104,21 @@ fn weights_in_range_and_never_decreasing() {
 }
 
 #[test]
+fn a_hundred_and_one_steps_are_refused_naming_the_limit_and_only_the_first_hundred_checked() {
+    let at_limit = rollout(vec![weight(10); MAX_STEPS]);
+    assert!(validate_spec(&at_limit).is_empty());
+    // Every step past the limit is empty: were they checked, each would be a problem of its own.
+    let mut steps = vec![weight(10); MAX_STEPS];
+    steps.extend(vec![CanaryStep::default(); 5000]);
+    let problems = validate_spec(&rollout(steps));
+    assert_eq!(
+        at(&problems, "spec.strategy.canary.steps"),
+        vec!["5100 steps is over the limit of 100 (MAX_STEPS)".to_owned()]
+    );
+    assert_eq!(problems.len(), 1, "{problems:?}");
+}
+
+#[test]
 fn one_field_per_step_and_pause_durations() {
     let mut two = weight(10);
     two.pause = Some(PauseStep {

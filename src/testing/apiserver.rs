@@ -11,6 +11,8 @@
 //! concurrency, list and watch (with bookmarks, history replay and 410 Gone), merge/JSON/apply
 //! patches with field ownership, the status and scale subresources, generation, finalizers and
 //! discovery. It runs on its own thread and Tokio runtime, so it works under any test runtime.
+//! It counts every request by verb, resource and response code ([`ApiServer::requests`],
+//! `GET /debug/requests`), so benches can report what a client costs the cluster.
 //!
 //! What it does not do: validation against the CRD schemas, defaulting, admission, RBAC,
 //! strategic-merge list semantics (treated as a merge patch), list paging (every list is one
@@ -29,6 +31,7 @@
 //! # }
 //! ```
 
+mod counting;
 mod discovery;
 mod error;
 mod fields;
@@ -54,6 +57,7 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+pub use counting::{RequestCounts, RequestKey};
 pub use error::ApiError;
 use fields::Writer;
 use select::{FieldSelector, LabelSelector};
@@ -68,6 +72,7 @@ const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 struct Shared {
     store: Mutex<Store>,
     log: Mutex<Vec<(String, String)>>,
+    requests: Mutex<RequestCounts>,
     faults: Mutex<VecDeque<Fault>>,
     bookmark_interval: Duration,
     addr: SocketAddr,
@@ -197,6 +202,7 @@ impl ApiServerBuilder {
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             log: Mutex::new(Vec::new()),
+            requests: Mutex::new(RequestCounts::default()),
             faults: Mutex::new(VecDeque::new()),
             bookmark_interval: self.bookmark_interval,
             addr,
@@ -347,6 +353,19 @@ impl ApiServer {
     /// Forgets the requests logged so far.
     pub fn clear_request_log(&self) {
         self.shared.log.lock().clear();
+    }
+
+    /// How many requests of each kind (verb, resource, subresource, response code) arrived
+    /// since the start or the last [`Self::take_requests`]. `GET /debug/requests` serves the
+    /// same as JSON (see [`RequestCounts::to_json`]); requests to `/debug/requests` are not
+    /// counted.
+    pub fn requests(&self) -> RequestCounts {
+        self.shared.requests.lock().clone()
+    }
+
+    /// The counts so far, starting a new count (`DELETE /debug/requests` over HTTP).
+    pub fn take_requests(&self) -> RequestCounts {
+        std::mem::take(&mut *self.shared.requests.lock())
     }
 
     /// Makes the next request whose method is `method` and whose path-and-query starts with
@@ -669,6 +688,34 @@ impl Req {
 }
 
 async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    if req.uri().path() == "/debug/requests" {
+        return request_counts(shared, req.method());
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let response = serve(shared, req).await;
+    let key = RequestKey::classify(&method, &path, &query, response.status().as_u16());
+    shared.requests.lock().record(key);
+    response
+}
+
+/// `GET /debug/requests`: the counts so far; `DELETE`: the same, and start a new count.
+fn request_counts(shared: &Arc<Shared>, method: &Method) -> Response<Body> {
+    let counts = match *method {
+        Method::GET => shared.requests.lock().clone(),
+        Method::DELETE => std::mem::take(&mut *shared.requests.lock()),
+        _ => {
+            return error_response(&ApiError::from_code(
+                405,
+                "/debug/requests takes GET or DELETE",
+            ));
+        }
+    };
+    json_response(200, &counts.to_json())
+}
+
+async fn serve(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let path_and_query = parts
         .uri

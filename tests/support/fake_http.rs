@@ -69,6 +69,7 @@ pub struct Stats {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     heads: Mutex<Vec<String>>,
+    bodies: Mutex<Vec<String>>,
 }
 
 impl Stats {
@@ -85,6 +86,12 @@ impl Stats {
     /// Raw request heads (request line and headers), in arrival order.
     pub fn heads(&self) -> Vec<String> {
         self.heads.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    /// Request bodies (by `Content-Length`; empty without one), in arrival order: what a
+    /// receiver of webhooks recorded.
+    pub fn bodies(&self) -> Vec<String> {
+        self.bodies.lock().map(|b| b.clone()).unwrap_or_default()
     }
 }
 
@@ -170,18 +177,32 @@ async fn serve<S>(mut socket: S, stats: &Stats, reply: &ReplyFn)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // Read the request head (GET requests carry no body).
+    // Read the request head, then the body its Content-Length announces (if any).
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+    let end = loop {
+        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
         match socket.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    };
+    let mut body = head.split_off(end);
+    let length = content_length(&String::from_utf8_lossy(&head));
+    while body.len() < length {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
         }
     }
     let n = stats.requests.fetch_add(1, Ordering::SeqCst);
     if let Ok(mut heads) = stats.heads.lock() {
         heads.push(String::from_utf8_lossy(&head).into_owned());
+    }
+    if let Ok(mut bodies) = stats.bodies.lock() {
+        bodies.push(String::from_utf8_lossy(&body).into_owned());
     }
     let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -205,6 +226,15 @@ where
     stats.in_flight.fetch_sub(1, Ordering::SeqCst);
     let _ = socket.write_all(response.as_bytes()).await;
     let _ = socket.shutdown().await;
+}
+
+/// The `Content-Length` of a request head (0 without one).
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 impl Drop for FakeServer {

@@ -176,6 +176,34 @@ pub fn recorded_routes(virtual_service: &Value) -> ManagedRoutes {
         .unwrap_or_default()
 }
 
+/// Refuses a VirtualService where a route carries a name the Rollout lists in
+/// `managedRoutes` but vigil did not put there (it is not recorded in the annotation): that
+/// route is someone else's, and vigil would otherwise replace or remove it as its own. vigil
+/// adds a route and its record in one patch, so an unrecorded route of that name was never
+/// vigil's.
+pub fn check_route_names(
+    virtual_service: &Value,
+    managed_routes: &[String],
+) -> Result<(), IstioError> {
+    let recorded = recorded_routes(virtual_service);
+    let is_recorded = |name: &str| {
+        recorded.header.iter().any(|h| h.name == name)
+            || recorded.mirror.iter().any(|m| m.name == name)
+    };
+    for (index, route) in http_list(virtual_service).iter().enumerate() {
+        let Some(name) = route.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        if managed_routes.iter().any(|m| m == name) && !is_recorded(name) {
+            return Err(IstioError::ClaimRoute {
+                route: index,
+                name: name.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The names of vigil's own routes in a VirtualService: those recorded on it and those the
 /// Rollout lists in `managedRoutes`.
 pub fn vigil_route_names(virtual_service: &Value, managed_routes: &[String]) -> Vec<String> {
@@ -309,6 +337,7 @@ pub fn header_route_patch(
     managed: &[String],
     route: &HeaderRoute,
 ) -> Result<Patch, IstioError> {
+    check_route_names(virtual_service, managed)?;
     let names = vigil_route_names(virtual_service, managed);
     let body = header_route_body(route, &split_routes(virtual_service, named, split, &names)?);
     let mut recorded = recorded_routes(virtual_service);
@@ -327,6 +356,7 @@ pub fn mirror_route_patch(
     managed: &[String],
     route: &MirrorRoute,
 ) -> Result<Patch, IstioError> {
+    check_route_names(virtual_service, managed)?;
     let names = vigil_route_names(virtual_service, managed);
     let body = mirror_route_body(route, &split_routes(virtual_service, named, split, &names)?);
     let mut recorded = recorded_routes(virtual_service);
@@ -338,15 +368,19 @@ pub fn mirror_route_patch(
 }
 
 /// The patch that removes vigil's route `name` and its record (the route guarded by a test
-/// of the whole route read); empty when there is neither.
+/// of the whole route read); empty when there is neither. A route of that name that is not
+/// recorded is not vigil's and stays.
 pub fn remove_route_patch(virtual_service: &Value, name: &str) -> Patch {
     let mut ops = Vec::new();
-    if let Some((index, current)) = find_route(virtual_service, name) {
+    let mut recorded = recorded_routes(virtual_service);
+    let is_recorded = recorded.header.iter().any(|h| h.name == name)
+        || recorded.mirror.iter().any(|m| m.name == name);
+    // A route of that name vigil did not record is someone else's: left alone.
+    if let Some((index, current)) = find_route(virtual_service, name).filter(|_| is_recorded) {
         let path = pointer(["spec", "http", &index.to_string()]);
         ops.push(test(path.clone(), current.clone()));
         ops.push(PatchOperation::Remove(RemoveOperation { path }));
     }
-    let mut recorded = recorded_routes(virtual_service);
     recorded.header.retain(|h| h.name != name);
     recorded.mirror.retain(|m| m.name != name);
     change_patch(virtual_service, ops, &recorded)

@@ -234,3 +234,50 @@ fn routes_edited_or_removed_by_someone_else_read_as_absent() {
     unrecorded["metadata"]["annotations"] = json!({});
     assert!(read(&unrecorded).is_empty());
 }
+
+#[test]
+fn a_users_route_named_like_a_managed_route_is_refused_and_never_replaced_or_removed() {
+    // The user's own route happens to carry the name the Rollout lists in managedRoutes.
+    let mut original = vs();
+    original["spec"]["http"]
+        .as_array_mut()
+        .expect("http")
+        .insert(
+            0,
+            json!({"name": "testers", "route": [{"destination": {"host": "web-stable"}}]}),
+        );
+    let refused = Err(IstioError::ClaimRoute {
+        route: 0,
+        name: "testers".into(),
+    });
+    assert_eq!(check_route_names(&original, &vigil_routes()), refused);
+    assert_eq!(
+        header_route_patch(&original, &[], &hosts(), &vigil_routes(), &header_route()).map(|_| ()),
+        refused
+    );
+    let mut mirror = mirror_route();
+    mirror.name = "testers".into();
+    assert_eq!(
+        mirror_route_patch(&original, &[], &hosts(), &vigil_routes(), &mirror).map(|_| ()),
+        refused
+    );
+    let removed = apply(&original, &remove_route_patch(&original, "testers"));
+    assert_eq!(
+        removed["spec"], original["spec"],
+        "an unrecorded route is not vigil's to remove"
+    );
+    let message = IstioError::ClaimRoute {
+        route: 0,
+        name: "testers".into(),
+    }
+    .to_string();
+    assert!(
+        message.starts_with("spec.http[0] is named \"testers\""),
+        "{message}"
+    );
+    // Once vigil put its own route there (recorded in the same patch), it is vigil's.
+    let patch =
+        header_route_patch(&vs(), &[], &hosts(), &vigil_routes(), &header_route()).expect("patch");
+    let patched = apply(&vs(), &patch);
+    assert_eq!(check_route_names(&patched, &vigil_routes()), Ok(()));
+}

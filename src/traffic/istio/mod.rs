@@ -23,8 +23,8 @@ use kube::api::{ApiResource, GroupVersionKind};
 use serde_json::Value;
 
 pub use managed::{
-    ROUTES_ANNOTATION, header_route_patch, mirror_route_patch, read_managed_routes,
-    recorded_routes, remove_route_patch, vigil_route_names,
+    ROUTES_ANNOTATION, check_route_names, header_route_patch, mirror_route_patch,
+    read_managed_routes, recorded_routes, remove_route_patch, vigil_route_names,
 };
 pub use router::{DESTINATION_RULE, IstioRouter, IstioRouterParts, VIRTUAL_SERVICE};
 pub use subsets::{Subset, subset_patch, subset_revisions, subsets};
@@ -78,6 +78,16 @@ pub enum IstioError {
     /// The stable and canary destinations are the same, so weights cannot tell them apart.
     #[error("the stable and canary destinations are both {0}")]
     DistinguishDestinations(String),
+    /// A route carries a name listed in `managedRoutes` that vigil did not put there.
+    #[error(
+        "spec.http[{route}] is named {name:?}, a name the Rollout lists in trafficRouting.managedRoutes, but vigil did not create it: rename the managed route (vigil would replace or remove this route as its own)"
+    )]
+    ClaimRoute {
+        /// Index of the route.
+        route: usize,
+        /// Its name.
+        name: String,
+    },
     /// The DestinationRule has no subset of that name.
     #[error("spec.subsets has no subset named {name:?}")]
     FindSubset {

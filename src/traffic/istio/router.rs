@@ -6,9 +6,9 @@ use kube::api::{Api, DynamicObject, PatchParams};
 use serde_json::Value;
 
 use super::{
-    IstioError, Split, agreed_weight, canary_weight, header_route_patch, mirror_route_patch,
-    read_managed_routes, remove_route_patch, subset_patch, subset_revisions, vigil_route_names,
-    weight_patch,
+    IstioError, Split, agreed_weight, canary_weight, check_route_names, header_route_patch,
+    mirror_route_patch, read_managed_routes, remove_route_patch, subset_patch, subset_revisions,
+    vigil_route_names, weight_patch,
 };
 use crate::api::istio::IstioRouting;
 use crate::traffic::{
@@ -262,6 +262,8 @@ impl TrafficRouter for IstioRouter {
         let mut weights = Vec::with_capacity(self.entries.len());
         for entry in &self.entries {
             let object = Self::get(&self.virtual_services, VIRTUAL_SERVICE, &entry.name).await?;
+            check_route_names(&object, &self.vigil_routes)
+                .map_err(|e| Self::read_error(VIRTUAL_SERVICE, &entry.name, e))?;
             let vigil_routes = vigil_route_names(&object, &self.vigil_routes);
             let weight = canary_weight(&object, &entry.routes, &self.split, &vigil_routes)
                 .map_err(|e| Self::read_error(VIRTUAL_SERVICE, &entry.name, e))?;
