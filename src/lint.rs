@@ -115,8 +115,14 @@ pub const DEFAULT_ADDRESS_NOTE: &str = "not set: the default Prometheus applies 
     (`vigil controller --prometheus URL` or VIGIL_PROMETHEUS; `--prometheus URL` of \
     `vigil analyze` and `vigil run`); with none given, the run ends in Error";
 
+/// What `provider.web.insecure: true` gives away.
+pub const INSECURE_NOTE: &str = "warning: TLS certificate verification is off: anyone on \
+    the network path can read the request (its credentials included) and forge the answer \
+    that decides the rollout; give the server's CA in `auth.caBundle` instead";
+
 /// The notes on the text of one file: each metric of a template or run that names no
-/// Prometheus address, since the default given on the command line then applies. Never
+/// Prometheus address, since the default given on the command line then applies, and each
+/// web metric that turns TLS verification off (a warning). Never
 /// panics; text that does not parse has no notes (its problems say why).
 pub fn lint_notes(path: &Path, text: &str) -> Vec<LintNote> {
     let Ok(documents) = crate::manifest::documents(text) else {
@@ -140,6 +146,15 @@ pub fn lint_notes(path: &Path, text: &str) -> Vec<LintNote> {
             continue;
         };
         for (i, metric) in metrics.iter().enumerate() {
+            let web = metric.get("provider").and_then(|p| p.get("web"));
+            if web.and_then(|w| w.get("insecure")) == Some(&Value::Bool(true)) {
+                notes.push(LintNote {
+                    file: path.display().to_string(),
+                    document: (non_empty > 1).then_some(index),
+                    path: format!("spec.metrics[{i}].provider.web.insecure"),
+                    message: INSECURE_NOTE.to_owned(),
+                });
+            }
             let prometheus = metric.get("provider").and_then(|p| p.get("prometheus"));
             if prometheus.is_some_and(|p| p.is_mapping() && p.get("address").is_none()) {
                 notes.push(LintNote {

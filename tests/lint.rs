@@ -226,6 +226,46 @@ fn every_expected_file_has_its_case() {
 }
 
 #[test]
+fn every_example_template_lints_clean() {
+    let files = yaml_files(&root().join("analysis-templates/examples"));
+    assert!(
+        files.len() >= 2,
+        "expected the example templates, found {files:?}"
+    );
+    let output = vigil(&["lint", "analysis-templates/examples"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout, "", "no problem");
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read");
+        assert!(
+            text.starts_with("# EXAMPLE"),
+            "{} must say in its header that it is an example",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn a_web_metric_without_tls_verification_lints_clean_with_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("insecure.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: vigil.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata:\n  name: t\nspec:\n  metrics:\n    - name: m\n      successCondition: result\n      provider:\n        web:\n          url: https://checks.internal/ok\n          insecure: true\n",
+    )
+    .expect("write");
+    let output = vigil(&["lint", &file.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("spec.metrics[0].provider.web.insecure: note: warning: TLS certificate verification is off"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_template_without_an_address_lints_clean_with_a_note_that_the_default_applies() {
     let file = "tests/fixtures/error-rate-default-prometheus.yaml";
     let output = vigil(&["lint", file]);

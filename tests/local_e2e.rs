@@ -426,6 +426,82 @@ async fn healthy_release_is_promoted_and_bad_release_rolled_back() {
     .await;
 }
 
+/// An analysis template of one `web` metric asking `server` whether the release is fine.
+fn web_template(server: &Url) -> String {
+    format!(
+        r#"apiVersion: vigil.dev/v1alpha1
+kind: AnalysisTemplate
+metadata:
+  name: e2e-error-rate
+spec:
+  args:
+    - name: rollout
+  metrics:
+    - name: smoke-check
+      successCondition: result.ok == true
+      provider:
+        web:
+          url: "{server}checks/{{{{args.rollout}}}}"
+          jsonPath: "{{$.data}}"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_metric_that_fails_rolls_the_canary_back() {
+    support::install_crypto_provider();
+    // The check answers "not ok" about every release: the canary must never become stable.
+    let checks = support::fake_http::FakeServer::start(|_| {
+        support::fake_http::Reply::new(
+            200,
+            r#"{"data": {"ok": false, "reason": "smoke test: checkout returns 500"}}"#,
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = free_port();
+    let name = "webshop";
+    let v1 = rollout_yaml(name, listen, free_port(), VIGIL, &["--version", "v1"]);
+    let files = [
+        write(dir.path(), "rollout.yaml", &v1),
+        write(dir.path(), "templates.yaml", &web_template(&checks.url)),
+    ];
+    let engine = Engine::start(dir.path(), &files, admin_addr(), &[]);
+    let client = reqwest::Client::new();
+    bounded(Duration::from_secs(240), async {
+        let first = wait_for(&client, &engine, name, "v1 Healthy", |v| {
+            v.status.phase == Some(RolloutPhase::Healthy)
+        })
+        .await;
+        let v1_hash = first.desired_revision.clone();
+        let v2 = rollout_yaml(name, listen, free_port(), VIGIL, &["--version", "v2"]);
+        let (code, body) = post_apply(&client, &engine, v2).await;
+        assert_eq!(code, 200, "{body}");
+        let degraded = wait_for(&client, &engine, name, "v2 rolled back", |v| {
+            v.status.phase == Some(RolloutPhase::Degraded) && v.routing.canary_weight == 0
+        })
+        .await;
+        let message = degraded.status.message.clone().unwrap_or_default();
+        assert!(
+            message.contains("smoke-check") && message.contains("result.ok == true"),
+            "the message names the failing web metric and its condition: {message}"
+        );
+        assert_eq!(
+            degraded.status.stable_revision.as_deref(),
+            Some(v1_hash.as_str())
+        );
+        let request = checks.stats.heads().first().cloned().unwrap_or_default();
+        assert!(
+            request.starts_with(&format!("GET /checks/{name} HTTP/1.1")),
+            "{request}"
+        );
+        for (status, revision, _) in probe(&client, listen, 20).await {
+            assert_eq!((status, revision.as_str()), (200, v1_hash.as_str()));
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_killed_mid_rollout_resumes_at_the_same_step() {
     support::install_crypto_provider();

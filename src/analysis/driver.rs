@@ -6,12 +6,13 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::analysis::job::{self, JobRunner};
-use crate::analysis::measure::{Measured, RunContext, measure_metric};
-use crate::analysis::provider::bounded;
+use crate::analysis::measure::{Measured, RunContext, measure_metric, measure_web};
 use crate::analysis::provider::prometheus::{ConcurrencyLimiter, PrometheusClient};
 use crate::analysis::provider::resolve::{
-    CommandLinePrometheus, Origin, SecretReader, client_config,
+    CommandLinePrometheus, Origin, SecretReader, client_config, web_client_config,
 };
+use crate::analysis::provider::web::WebClient;
+use crate::analysis::provider::{Chosen, bounded, chosen};
 use crate::analysis::run::{self, MetricSchedule, RunError};
 use crate::analysis::template::substitute::substituted_forms;
 use crate::api::{AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, InFlightMeasurement, Metric};
@@ -71,6 +72,7 @@ impl Redactor {
                     url::form_urlencoded::byte_serialize(form.as_bytes()).collect();
                 let json = serde_json::to_string(&form).unwrap_or_default();
                 needles.push(json.trim_matches('"').to_owned());
+                needles.push(crate::analysis::template::web::percent_encode(&form));
                 needles.push(encoded);
                 needles.push(form);
             }
@@ -153,17 +155,22 @@ fn query_origins(
 ) -> Result<Vec<Origin>, DriverError> {
     let mut origins = Vec::new();
     for (index, metric) in spec.metrics.iter().enumerate() {
-        let Some(provider) = metric.provider.prometheus.as_ref() else {
-            continue;
-        };
         let configure = |reason: String| DriverError::ConfigureProvider {
             index,
             metric: bounded(&metric.name).into_owned(),
             reason,
         };
-        let address = prometheus
-            .address_of(provider)
-            .map_err(|e| configure(e.to_string()))?;
+        let address = match chosen(&metric.provider).map_err(|e| configure(e.to_string()))? {
+            Chosen::Prometheus(provider) => prometheus
+                .address_of(provider)
+                .map_err(|e| configure(e.to_string()))?,
+            // The destination is fixed by the template's text (no argument in scheme, host
+            // or port), so the URL as written names the origin a Secret argument goes to.
+            Chosen::Web(web) => crate::analysis::provider::resolve::web_origin_url(&web.url)
+                .map_err(|e| configure(e.to_string()))?,
+            // A Secret argument is refused in a Job spec (it would be stored in the Job).
+            Chosen::Job(_) => continue,
+        };
         let origin = Origin::of(&address).map_err(|reason| {
             configure(format!(
                 "provider.prometheus.address {:?}: {reason}",
@@ -242,6 +249,12 @@ pub fn prepare(
         .map(|arg| arg.name.clone())
         .collect();
     for (index, metric) in prepared.metrics.iter_mut().enumerate() {
+        let configure =
+            |e: crate::analysis::template::TemplateError| DriverError::ConfigureProvider {
+                index,
+                metric: metric.name.clone(),
+                reason: redactor.redact(&e.to_string()),
+            };
         if let Some(provider) = metric.provider.job.as_mut() {
             job::substitute_job_args(provider, &values, &secret_args).map_err(|e| {
                 DriverError::ConfigureProvider {
@@ -252,13 +265,11 @@ pub fn prepare(
             })?;
         }
         if let Some(prometheus) = metric.provider.prometheus.as_mut() {
-            crate::analysis::instantiate::substitute_queries(prometheus, &values).map_err(|e| {
-                DriverError::ConfigureProvider {
-                    index,
-                    metric: metric.name.clone(),
-                    reason: redactor.redact(&e.to_string()),
-                }
-            })?;
+            crate::analysis::instantiate::substitute_queries(prometheus, &values)
+                .map_err(configure)?;
+        }
+        if let Some(web) = metric.provider.web.as_mut() {
+            crate::analysis::template::web::substitute_web(web, &values).map_err(configure)?;
         }
     }
     Ok(Prepared {
@@ -273,17 +284,20 @@ pub fn check_run_bounds(spec: &AnalysisRunSpec) -> Result<(), DriverError> {
     Ok(run::check_bounds(spec)?)
 }
 
-/// How one metric of a run is measured.
+/// How one metric of a run is measured, for the provider it names.
 #[derive(Debug, Clone)]
 pub enum MetricClient {
     /// By queries to a Prometheus-compatible server.
     Prometheus(PrometheusClient),
+    /// By an HTTP request to a JSON API.
+    Web(WebClient),
     /// By a job the platform's [`JobRunner`] runs.
     Job,
 }
 
 /// One client per metric, in the order of `spec.metrics`, each to the address `prometheus`
-/// chooses, after the run's size bounds are checked. Error texts are bounded.
+/// chooses (a web metric's own URL), after the run's size bounds are checked. Error texts
+/// are bounded.
 pub fn clients_for(
     spec: &AnalysisRunSpec,
     prometheus: &CommandLinePrometheus,
@@ -300,22 +314,28 @@ pub fn clients_for(
                 metric: metric.name.clone(),
                 reason: crate::analysis::provider::bounded_owned(reason),
             };
-            if let Some(job) = &metric.provider.job {
-                // Checked before any job starts, so a bad spec fails the run with the field.
-                job::job_spec(job).map_err(|e| configure(e.to_string()))?;
-                job::job_timeout(job).map_err(|e| configure(e.to_string()))?;
-                return Ok(MetricClient::Job);
+            match chosen(&metric.provider).map_err(|e| configure(e.to_string()))? {
+                Chosen::Prometheus(provider) => {
+                    let config = client_config(provider, prometheus, secrets)
+                        .map_err(|e| configure(e.to_string()))?;
+                    PrometheusClient::new(config, limiter)
+                        .map(MetricClient::Prometheus)
+                        .map_err(|e| configure(e.to_string()))
+                }
+                Chosen::Web(web) => {
+                    let config =
+                        web_client_config(web, secrets).map_err(|e| configure(e.to_string()))?;
+                    WebClient::new(config, limiter)
+                        .map(MetricClient::Web)
+                        .map_err(|e| configure(e.to_string()))
+                }
+                Chosen::Job(job) => {
+                    // Checked before any job starts, so a bad spec fails the run with the field.
+                    job::job_spec(job).map_err(|e| configure(e.to_string()))?;
+                    job::job_timeout(job).map_err(|e| configure(e.to_string()))?;
+                    Ok(MetricClient::Job)
+                }
             }
-            let provider = metric
-                .provider
-                .prometheus
-                .as_ref()
-                .ok_or_else(|| configure("no provider.prometheus".to_owned()))?;
-            let config = client_config(provider, prometheus, secrets)
-                .map_err(|e| configure(e.to_string()))?;
-            PrometheusClient::new(config, limiter)
-                .map(MetricClient::Prometheus)
-                .map_err(|e| configure(e.to_string()))
         })
         .collect()
 }
@@ -363,6 +383,9 @@ async fn take<J: JobRunner>(
     match (client, in_flight) {
         (MetricClient::Prometheus(client), _) => {
             Outcome::Measured(measure_metric(client, metric, when, context).await)
+        }
+        (MetricClient::Web(client), _) => {
+            Outcome::Measured(measure_web(client, metric, when).await)
         }
         (MetricClient::Job, Some(in_flight)) => {
             let state = jobs.check(&in_flight.job).await;

@@ -110,6 +110,9 @@ pub fn instantiate(
                     })
                 })?;
             }
+            if let Some(web) = metric.provider.web.as_mut() {
+                crate::analysis::template::web::substitute_web(web, &args).map_err(wrap)?;
+            }
             metrics.push(metric);
         }
         scoring = scoring.or_else(|| template.scoring.clone());
@@ -283,6 +286,7 @@ mod tests {
                         query: Some(query.to_owned()),
                         ..PrometheusProvider::default()
                     }),
+                    web: None,
                 },
                 success_condition: Some("result < 0.01".to_owned()),
                 ..Metric::default()

@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::analysis::judge::threshold::{ThresholdInput, ThresholdJudge, describe};
+use crate::analysis::provider::web::WebClient;
 use crate::analysis::provider::{Measurement, MetricsProvider, ProviderError, bounded_owned};
 use crate::api::{AnalysisPhase, MeasurementRecord, Metric, NoDataPolicy};
 
@@ -138,6 +139,35 @@ pub async fn measure_threshold<P: MetricsProvider>(
         );
     }
     Measured::new(verdict.phase, at, value, verdict.reason)
+}
+
+/// Takes one measurement of a web metric at `at`: one request, the value its `jsonPath`
+/// selects judged by the threshold judge (a JSON number is a number, as a Prometheus value;
+/// anything else is `result` as a CEL bool, string, list or map). A JSON `null` is no data.
+pub async fn measure_web(client: &WebClient, metric: &Metric, at: Timestamp) -> Measured {
+    if metric.mann_whitney.is_some() || metric.sequential.is_some() {
+        return Measured::new(
+            AnalysisPhase::Error,
+            at,
+            None,
+            "a web metric is judged by successCondition/failureCondition; mannWhitney and sequential compare Prometheus queries".to_owned(),
+        );
+    }
+    let judge = match ThresholdJudge::new(
+        metric.success_condition.as_deref(),
+        metric.failure_condition.as_deref(),
+    ) {
+        Ok(judge) => judge,
+        Err(error) => return Measured::new(AnalysisPhase::Error, at, None, error.to_string()),
+    };
+    let input = match client.fetch(at).await {
+        Err(error) => return provider_error(&error, at),
+        Ok(serde_json::Value::Null) => return no_data_verdict(metric, "the jsonPath", at),
+        Ok(serde_json::Value::Number(n)) => ThresholdInput::Number(n.as_f64().unwrap_or(f64::NAN)),
+        Ok(value) => ThresholdInput::Json(value),
+    };
+    let verdict = judge.judge(&input);
+    Measured::new(verdict.phase, at, Some(describe(&input)), verdict.reason)
 }
 
 /// What a comparison judge needs to know about the run around one measurement.

@@ -232,6 +232,10 @@ pub struct MetricProvider {
     /// process); the measurement is Successful when it succeeds and Failed when it fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobProvider>,
+    /// Send an HTTP request to any JSON API (Datadog, New Relic, an in-house service) and
+    /// judge a value of its answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web: Option<WebProvider>,
 }
 
 /// A Job run as one measurement (Argo Rollouts' `job` provider): a smoke test, a load test,
@@ -264,6 +268,80 @@ pub struct JobMetadata {
     /// Annotations added to the Job.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// An HTTP request whose JSON answer gives the measurement, as Argo Rollouts' `web` provider.
+/// The value `jsonPath` selects becomes `result` in `successCondition`/`failureCondition`.
+/// Arguments (`{{args.NAME}}`) may appear in the URL's path and query (percent-encoded), in
+/// header values (no line breaks) and in the body (JSON-escaped), never in the URL's scheme,
+/// host or port: a template decides where the request goes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebProvider {
+    /// The `http://` or `https://` URL to request, e.g.
+    /// `https://api.example.com/v1/check?service={{args.service}}`. Redirects are not
+    /// followed. `{{time.unix}}` (and `{{time.unix-5m}}`, minus a duration) is the
+    /// measurement's time in Unix seconds, for APIs that ask for a window; it may also appear
+    /// in `body` and `jsonBody`.
+    pub url: String,
+    /// The HTTP method: `GET` (the default), `POST` or `PUT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<WebMethod>,
+    /// Headers sent with the request, with literal values. Put secrets in `auth` (read from a
+    /// Secret or a file) or in a Secret argument, never here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<WebHeader>,
+    /// The request body as text (for `POST` and `PUT`). Arguments in it are JSON-escaped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// The request body as a JSON object, sent with `Content-Type: application/json`; set it
+    /// or `body`, not both. Arguments may appear in its strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::schema::preserve_unknown_fields")]
+    pub json_body: Option<serde_json::Value>,
+    /// Which value of the JSON answer is `result`, as JSONPath (RFC 9535), in Argo's braces
+    /// or without: `{$.data.ok}`, `$.series[0].pointlist[-1][1]`. Several matches make a
+    /// list. Unset: the whole answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_path: Option<String>,
+    /// Give up on the request after this many seconds. Default 10, at most 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 300))]
+    pub timeout_seconds: Option<i64>,
+    /// Skip the verification of the server's TLS certificate. Anyone on the path can then
+    /// read the request (credentials included) and forge the answer; `vigil lint` warns.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// Credentials, the same as the Prometheus provider's (`bearerToken`, `basic`, `headers`,
+    /// `caBundle`): read from a Secret or a file when the measurement is taken, sent only to
+    /// the origins the Secret lists, never stored or logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<PrometheusAuth>,
+}
+
+/// The HTTP method of a web metric.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum WebMethod {
+    /// GET (the default).
+    #[default]
+    #[serde(rename = "GET")]
+    Get,
+    /// POST, with `body` or `jsonBody`.
+    #[serde(rename = "POST")]
+    Post,
+    /// PUT, with `body` or `jsonBody`.
+    #[serde(rename = "PUT")]
+    Put,
+}
+
+/// One header of a web metric, as Argo writes it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebHeader {
+    /// The header's name, e.g. `Content-Type`.
+    pub key: String,
+    /// The header's value; arguments may appear in it (no line breaks).
+    pub value: String,
 }
 
 /// A Prometheus (or compatible: Thanos, Mimir, VictoriaMetrics) query.

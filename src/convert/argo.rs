@@ -14,7 +14,7 @@ use crate::api::{
     ClusterAnalysisTemplateSpec, FieldSelector, GatewayApiRouting, HeaderSource, JobProvider,
     ManagedRoute, Metric, MetricProvider, PauseStep, PrometheusAuth, PrometheusProvider, Rollout,
     RolloutSpec, RolloutStrategy, ScaleDown, SecretKeySelector, SecretSource, TemplateRef,
-    TrafficRouting, WorkloadRef,
+    TrafficRouting, WebHeader, WebMethod, WebProvider, WorkloadRef,
 };
 
 use super::expr::translate;
@@ -831,6 +831,7 @@ fn metric(
         out.provider = MetricProvider {
             job: Some(typed::<JobProvider>(job, &here, notes)?),
             prometheus: None,
+            web: None,
         };
         if out.success_condition.take().is_some() | out.failure_condition.take().is_some() {
             notes.unmapped(path, "a job metric's successCondition/failureCondition: vigil judges a job metric by how its Job ends; the conditions are left out");
@@ -845,15 +846,20 @@ fn metric(
         }
         return Some(out);
     }
-    out.provider = MetricProvider {
-        job: None,
-        prometheus: prometheus_provider(
-            provider.unwrap_or(&Value::Null),
-            &format!("{path}.provider"),
-            args,
-            renames,
-            notes,
-        )?,
+    let provider = provider.unwrap_or(&Value::Null);
+    let provider_path = format!("{path}.provider");
+    out.provider = if provider.get("web").is_some() {
+        MetricProvider {
+            prometheus: None,
+            job: None,
+            web: Some(web_provider(provider, &provider_path, renames, notes)?),
+        }
+    } else {
+        MetricProvider {
+            prometheus: prometheus_provider(provider, &provider_path, args, renames, notes)?,
+            job: None,
+            web: None,
+        }
     };
     Some(out)
 }
@@ -867,7 +873,7 @@ fn prometheus_provider(
 ) -> Option<Option<PrometheusProvider>> {
     let mut provider = Fields::of(value, path, notes);
     let Some(prometheus) = provider.take("prometheus") else {
-        provider.finish(notes, |key| Some(format!("the `{key}` provider has no vigil equivalent (vigil queries Prometheus and compatible servers): the metric is left out")));
+        provider.finish(notes, |key| Some(format!("the `{key}` provider has no vigil equivalent (vigil queries Prometheus and compatible servers, and JSON APIs with `web`): the metric is left out")));
         return None;
     };
     provider.finish(notes, |_| None);
@@ -946,6 +952,92 @@ fn prometheus_provider(
         auth,
         ..Default::default()
     }))
+}
+
+/// Argo's `web` provider: the same fields in vigil, arguments renamed. Argo's `authentication`
+/// (OAuth2, SigV4) has no equivalent: the metric is left out, since it would fail unauthorized.
+fn web_provider(
+    provider: &Value,
+    path: &str,
+    renames: &BTreeMap<String, &'static str>,
+    notes: &mut Notes,
+) -> Option<WebProvider> {
+    let mut outer = Fields::of(provider, path, notes);
+    let web = outer.take("web").unwrap_or(&Value::Null);
+    outer.finish(notes, |key| {
+        Some(format!(
+            "a second provider `{key}` beside `web`: a vigil metric has exactly one"
+        ))
+    });
+    let here = format!("{path}.web");
+    let mut fields = Fields::of(web, &here, notes);
+    let rename = |text: String| rename_placeholders(&text, renames);
+    let mut out = WebProvider {
+        url: fields.string("url", notes).map(rename).unwrap_or_default(),
+        body: fields.string("body", notes).map(rename),
+        json_path: fields.string("jsonPath", notes),
+        insecure: fields.bool("insecure", notes).unwrap_or(false),
+        ..WebProvider::default()
+    };
+    out.method = match fields.string("method", notes).as_deref() {
+        None => None,
+        Some("GET") => Some(WebMethod::Get),
+        Some("POST") => Some(WebMethod::Post),
+        Some("PUT") => Some(WebMethod::Put),
+        Some(other) => {
+            notes.unmapped(
+                format!("{here}.method"),
+                format!("`{other}`: vigil sends GET, POST or PUT; the metric is left out"),
+            );
+            return None;
+        }
+    };
+    if let Some(json) = fields.take("jsonBody") {
+        let mut json = json.clone();
+        rename_json_placeholders(&mut json, renames);
+        out.json_body = Some(json);
+    }
+    out.timeout_seconds = fields.take("timeoutSeconds").and_then(|t| match t {
+        Value::Number(n) => n.as_i64(),
+        other => {
+            notes.unmapped(
+                format!("{here}.timeoutSeconds"),
+                format!("expected a number, found {}", describe(other)),
+            );
+            None
+        }
+    });
+    for (i, header) in fields.list("headers", notes).iter().enumerate() {
+        let at = format!("{here}.headers[{i}]");
+        let mut h = Fields::of(header, &at, notes);
+        let key = h.string("key", notes).unwrap_or_default();
+        let value = h.string("value", notes).map(rename).unwrap_or_default();
+        h.finish(notes, |_| None);
+        out.headers.push(WebHeader { key, value });
+    }
+    if fields.take("authentication").is_some() {
+        notes.unmapped(
+            format!("{here}.authentication"),
+            "OAuth2 and SigV4 have no vigil equivalent: vigil authenticates with `auth.bearerToken`, `auth.basic` or `auth.headers` from a Secret; the metric is left out",
+        );
+        return None;
+    }
+    fields.finish(notes, |_| None);
+    Some(out)
+}
+
+/// [`rename_placeholders`] in every string of a JSON body.
+fn rename_json_placeholders(value: &mut Value, renames: &BTreeMap<String, &'static str>) {
+    match value {
+        Value::String(text) => *text = rename_placeholders(text, renames),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| rename_json_placeholders(item, renames)),
+        Value::Object(fields) => fields
+            .values_mut()
+            .for_each(|field| rename_json_placeholders(field, renames)),
+        _ => {}
+    }
 }
 
 fn basic_auth(

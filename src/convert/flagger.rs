@@ -517,6 +517,7 @@ fn canary_metric(
                 ..Default::default()
             }),
             job: None,
+            web: None,
         },
         ..Default::default()
     })

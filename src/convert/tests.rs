@@ -177,10 +177,24 @@ fn argo_no_data_guards_become_the_no_data_policy() {
     // `len(result) == 0 || ...` passes without data; `len(result) > 0 and ...` on the
     // failure side says the same: no data is not a failure.
     assert_eq!(both.no_data, Some(NoDataPolicy::Pass));
-    // The range query and the web metric are left out; the OAuth2 one loses its auth.
+    // The range query is left out; the OAuth2 one loses its auth; the web metric is vigil's.
     let portable = template(&converted, "not-portable");
     let names: Vec<&str> = portable.metrics.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(names, ["success-rate"]);
+    assert_eq!(names, ["success-rate", "webmetric"]);
+    let web = portable.metrics[1]
+        .provider
+        .web
+        .as_ref()
+        .expect("a web provider");
+    assert_eq!(
+        web.url,
+        "http://my-server.com/api/v1/measurement?service={{ args.service-name }}"
+    );
+    assert_eq!(web.json_path.as_deref(), Some("{$.results.ok}"));
+    assert_eq!(
+        portable.metrics[1].success_condition.as_deref(),
+        Some("result == true")
+    );
     assert!(portable.args.iter().all(|a| a.name != "oauthSecret"));
 }
 

@@ -83,7 +83,7 @@ impl Stats {
         self.max_in_flight.load(Ordering::SeqCst)
     }
 
-    /// Raw request heads (request line and headers), in arrival order.
+    /// Raw requests (request line, headers and any body), in arrival order.
     pub fn heads(&self) -> Vec<String> {
         self.heads.lock().map(|h| h.clone()).unwrap_or_default()
     }
@@ -199,7 +199,10 @@ where
     }
     let n = stats.requests.fetch_add(1, Ordering::SeqCst);
     if let Ok(mut heads) = stats.heads.lock() {
-        heads.push(String::from_utf8_lossy(&head).into_owned());
+        // The head with its body, as sent: tests of POST/PUT requests read both here.
+        let mut request = head.clone();
+        request.extend_from_slice(&body);
+        heads.push(String::from_utf8_lossy(&request).into_owned());
     }
     if let Ok(mut bodies) = stats.bodies.lock() {
         bodies.push(String::from_utf8_lossy(&body).into_owned());

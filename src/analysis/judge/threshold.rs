@@ -147,6 +147,31 @@ pub enum ThresholdInput {
     Number(f64),
     /// Several labelled values.
     Vector(Vec<(BTreeMap<String, String>, f64)>),
+    /// A JSON value other than a number (a web metric's answer): a boolean, a string, a
+    /// list or an object, whose numbers are CEL doubles.
+    Json(serde_json::Value),
+}
+
+/// Most JSON values a `result` from a web metric may hold when a condition is evaluated, the
+/// same bound as [`MAX_RESULT_SERIES`] on a vector.
+pub const MAX_RESULT_JSON_VALUES: usize = MAX_RESULT_SERIES;
+
+/// How many JSON values `value` holds, itself included; stops counting past `limit`.
+fn json_values(value: &serde_json::Value, limit: usize) -> usize {
+    let mut count = 0;
+    let mut stack = vec![value];
+    while let Some(next) = stack.pop() {
+        count += 1;
+        if count > limit {
+            break;
+        }
+        match next {
+            serde_json::Value::Array(items) => stack.extend(items),
+            serde_json::Value::Object(fields) => stack.extend(fields.values()),
+            _ => {}
+        }
+    }
+    count
 }
 
 /// A compiled pair of conditions.
@@ -380,6 +405,17 @@ impl ThresholdJudge {
                 ),
             };
         }
+        if let ThresholdInput::Json(value) = input {
+            let count = json_values(value, MAX_RESULT_JSON_VALUES);
+            if count > MAX_RESULT_JSON_VALUES {
+                return ThresholdVerdict {
+                    phase: AnalysisPhase::Error,
+                    reason: format!(
+                        "result holds more than {MAX_RESULT_JSON_VALUES} JSON values (MAX_RESULT_JSON_VALUES), more than a condition may walk; select less with jsonPath"
+                    ),
+                };
+            }
+        }
         let shown = describe(input);
         let failure = match &self.failure {
             Some((source, program)) => match evaluate("failureCondition", source, program, input) {
@@ -497,6 +533,28 @@ fn to_cel(input: &ThresholdInput) -> Value {
                 .collect();
             Value::List(Arc::new(items))
         }
+        ThresholdInput::Json(value) => json_to_cel(value),
+    }
+}
+
+/// A JSON value as CEL sees it: numbers as doubles (as in a Prometheus `result`), objects as
+/// maps with string keys.
+fn json_to_cel(value: &serde_json::Value) -> Value {
+    match value {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        serde_json::Value::String(text) => Value::String(Arc::new(text.clone())),
+        serde_json::Value::Array(items) => {
+            Value::List(Arc::new(items.iter().map(json_to_cel).collect()))
+        }
+        serde_json::Value::Object(fields) => {
+            let map: std::collections::HashMap<String, Value> = fields
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_cel(v)))
+                .collect();
+            map.into()
+        }
     }
 }
 
@@ -515,6 +573,7 @@ pub fn describe(input: &ThresholdInput) -> String {
                 .collect();
             format!("[{}]", parts.join(", "))
         }
+        ThresholdInput::Json(value) => value.to_string(),
     }
 }
 
@@ -543,6 +602,52 @@ pub fn format_number(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn judge_json(success: &str, value: serde_json::Value) -> ThresholdVerdict {
+        ThresholdJudge::new(Some(success), None)
+            .expect("compiles")
+            .judge(&ThresholdInput::Json(value))
+    }
+
+    #[test]
+    fn json_results_are_cel_values_lists_of_numbers_included() {
+        let list = serde_json::json!([0.01, 0.02, 0.3]);
+        assert_eq!(
+            judge_json("result.all(v, v < 0.1)", list.clone()).phase,
+            AnalysisPhase::Failed
+        );
+        assert_eq!(
+            judge_json("result.exists(v, v > 0.2)", list).phase,
+            AnalysisPhase::Successful
+        );
+        let object = serde_json::json!({"ok": true, "status": "green", "p": 1});
+        let verdict = judge_json(
+            "result.ok && result.status == 'green' && result.p >= 1.0",
+            object,
+        );
+        assert_eq!(verdict.phase, AnalysisPhase::Successful, "{verdict:?}");
+        assert_eq!(
+            judge_json("result == true", serde_json::json!(false)).phase,
+            AnalysisPhase::Failed
+        );
+        let shown = judge_json("result == 'x'", serde_json::json!("y")).reason;
+        assert_eq!(
+            shown,
+            "result \"y\" does not meet successCondition `result == 'x'`"
+        );
+    }
+
+    #[test]
+    fn a_json_result_over_the_walk_limit_is_an_error_not_a_long_loop() {
+        let big = serde_json::Value::Array(vec![serde_json::json!(0); MAX_RESULT_JSON_VALUES]);
+        let verdict = judge_json("result.all(v, v < 1.0)", big);
+        assert_eq!(verdict.phase, AnalysisPhase::Error);
+        assert!(
+            verdict.reason.contains("MAX_RESULT_JSON_VALUES"),
+            "{}",
+            verdict.reason
+        );
+    }
 
     fn judge(success: Option<&str>, failure: Option<&str>, value: f64) -> ThresholdVerdict {
         ThresholdJudge::new(success, failure)

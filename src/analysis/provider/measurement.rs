@@ -344,6 +344,8 @@ pub enum AnswerCap {
     LabelNameBytes,
     /// Bytes in one label value.
     LabelValueBytes,
+    /// Values (numbers, strings, lists, objects...) in one JSON answer of a web metric.
+    JsonValuesPerAnswer,
 }
 
 impl fmt::Display for AnswerCap {
@@ -355,6 +357,7 @@ impl fmt::Display for AnswerCap {
             AnswerCap::LabelsPerAnswer => "labels in all series (labels per answer)",
             AnswerCap::LabelNameBytes => "bytes in one label name (label name bytes)",
             AnswerCap::LabelValueBytes => "bytes in one label value (label value bytes)",
+            AnswerCap::JsonValuesPerAnswer => "JSON values in one answer (JSON values per answer)",
         })
     }
 }
@@ -438,7 +441,7 @@ pub enum ProviderError {
     /// The server answered with a redirect. vigil never follows one: credentials and custom
     /// headers (tenant IDs, API keys) would go to whatever host the answer names.
     #[error(
-        "HTTP {status} redirect to {location}: redirects are not followed (credentials must not reach another host); set provider.prometheus.address to the final URL"
+        "HTTP {status} redirect to {location}: redirects are not followed (credentials must not reach another host); set the provider's address (provider.prometheus.address, provider.web.url) to the final URL"
     )]
     Redirected {
         /// The 3xx status code.
@@ -473,6 +476,20 @@ pub enum ProviderError {
         cap: AnswerCap,
         /// The cap's value.
         limit: usize,
+    },
+    /// A web metric's answer is not JSON.
+    #[error("the answer is not JSON: {detail}")]
+    NotJson {
+        /// The parser's message and the beginning of the body.
+        detail: String,
+    },
+    /// A web metric's `jsonPath` selects nothing in the answer.
+    #[error("no value at jsonPath {path} in the answer: {excerpt}")]
+    NoValueAtPath {
+        /// The path, as written.
+        path: String,
+        /// The beginning of the answer, to see what it holds.
+        excerpt: String,
     },
     /// The client configuration is invalid (bad CA bundle, header name, address).
     #[error("invalid provider configuration: {detail}")]

@@ -311,7 +311,7 @@ impl fmt::Debug for Inner {
 }
 
 /// The address as it may be shown: no userinfo, no query string.
-fn redact_address(address: &Url) -> String {
+pub(crate) fn redact_address(address: &Url) -> String {
     let mut shown = address.clone();
     // Both setters only fail for cannot-be-a-base URLs, which `new` rejects anyway.
     let _ = shown.set_username("");
@@ -516,7 +516,7 @@ fn prometheus_error(error_type: Option<String>, error: Option<String>) -> Provid
     }
 }
 
-fn excerpt(body: &[u8]) -> String {
+pub(crate) fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
     match text.char_indices().nth(BODY_EXCERPT_CHARS) {

@@ -7,8 +7,10 @@ use std::time::Duration;
 use url::Url;
 
 use super::prometheus::{BasicAuth, PrometheusClientConfig, ResolvedAuth};
+use super::web::{WebBody, WebClientConfig};
+use crate::api::duration::MAX_QUERY_TIMEOUT;
 use crate::api::duration::parse_duration;
-use crate::api::{PrometheusProvider, SecretSource};
+use crate::api::{PrometheusAuth, PrometheusProvider, SecretSource, WebProvider};
 
 /// Default timeout of one query when the metric sets none.
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,6 +36,22 @@ pub enum ResolveError {
     /// The timeout does not parse.
     #[error("provider.prometheus.timeout: {0}")]
     ParseTimeout(crate::api::duration::DurationError),
+    /// A web metric's URL is not an http(s) URL with a host.
+    #[error("provider.web.url {url:?}: {reason}")]
+    ParseWebUrl {
+        /// The URL as written (bounded).
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A web metric's `timeoutSeconds` is out of range.
+    #[error("provider.web.timeoutSeconds: {seconds} is not in 1..={ceiling}")]
+    WebTimeoutOutOfRange {
+        /// The value written.
+        seconds: i64,
+        /// The ceiling (MAX_QUERY_TIMEOUT in seconds).
+        ceiling: u64,
+    },
     /// A secret source names neither a Secret nor a file, or both.
     #[error("{field}: set exactly one of secretKeyRef and file")]
     ResolveSecretSource {
@@ -380,57 +398,120 @@ pub fn client_config(
             address: crate::analysis::provider::bounded(address.as_str()).into_owned(),
             reason,
         })?;
-        let origin = &origin;
-        let mut resolved = ResolvedAuth::default();
-        if let Some(token) = &auth.bearer_token {
-            resolved.bearer_token = Some(read_text(
-                "provider.prometheus.auth.bearerToken",
-                token,
-                origin,
-                secrets,
-            )?);
-        }
-        if let Some(basic) = &auth.basic {
-            resolved.basic = Some(BasicAuth {
-                username: basic.username.clone(),
-                password: read_text(
-                    "provider.prometheus.auth.basic.password",
-                    &basic.password,
-                    origin,
-                    secrets,
-                )?,
-            });
-        }
-        for (i, header) in auth.headers.iter().enumerate() {
-            let field = format!("provider.prometheus.auth.headers[{i}]");
-            let value = match (&header.value, &header.value_from) {
-                (Some(value), None) => value.clone(),
-                (None, Some(source)) => read_text(&field, source, origin, secrets)?,
-                _ => {
-                    return Err(ResolveError::ResolveSecretSource {
-                        field: format!("{field} ({}): value or valueFrom", header.name),
-                    });
-                }
-            };
-            resolved.headers.push((header.name.clone(), value));
-        }
-        if let Some(ca) = &auth.ca_bundle {
-            resolved.ca_bundle_pem = Some(read_source(
-                "provider.prometheus.auth.caBundle",
-                ca,
-                origin,
-                secrets,
-            )?);
-        }
-        config.auth = resolved;
+        config.auth = resolve_auth(auth, "provider.prometheus.auth", &origin, secrets)?;
     }
     Ok(config)
+}
+
+/// The URL of a web metric, checked to reach an origin (an http(s) URL with a host).
+pub fn web_origin_url(url: &str) -> Result<Url, ResolveError> {
+    let invalid = |reason: String| ResolveError::ParseWebUrl {
+        url: crate::analysis::provider::bounded(url).into_owned(),
+        reason,
+    };
+    let resolved = crate::analysis::template::web::resolve_time(url, jiff::Timestamp::UNIX_EPOCH)
+        .map_err(invalid)?;
+    let parsed = Url::parse(&resolved).map_err(|e| invalid(e.to_string()))?;
+    Origin::of(&parsed).map_err(invalid)?;
+    Ok(parsed)
+}
+
+/// Builds the client configuration of a web metric (its arguments already substituted):
+/// credentials read for the URL's origin, timeout within [`MAX_QUERY_TIMEOUT`].
+pub fn web_client_config(
+    web: &WebProvider,
+    secrets: &dyn SecretReader,
+) -> Result<WebClientConfig, ResolveError> {
+    let url = web_origin_url(&web.url)?;
+    let mut config = WebClientConfig::new(web.url.clone());
+    config.method = web.method.unwrap_or_default();
+    config.headers = web
+        .headers
+        .iter()
+        .map(|h| (h.key.clone(), h.value.clone()))
+        .collect();
+    config.body = match (&web.body, &web.json_body) {
+        (Some(text), _) => Some(WebBody::Text(text.clone())),
+        (None, Some(json)) => Some(WebBody::Json(json.clone())),
+        (None, None) => None,
+    };
+    config.json_path = web.json_path.clone();
+    config.insecure = web.insecure;
+    if let Some(seconds) = web.timeout_seconds {
+        let ceiling = MAX_QUERY_TIMEOUT.as_secs();
+        config.timeout = u64::try_from(seconds)
+            .ok()
+            .filter(|s| (1..=ceiling).contains(s))
+            .map(Duration::from_secs)
+            .ok_or(ResolveError::WebTimeoutOutOfRange { seconds, ceiling })?;
+    }
+    if let Some(auth) = &web.auth {
+        // `web_origin_url` checked the origin: this cannot fail.
+        let origin = Origin::of(&url).map_err(|reason| ResolveError::ParseWebUrl {
+            url: crate::analysis::provider::bounded(url.as_str()).into_owned(),
+            reason,
+        })?;
+        config.auth = resolve_auth(auth, "provider.web.auth", &origin, secrets)?;
+    }
+    Ok(config)
+}
+
+/// Reads the credentials of `auth` (the field at `field`, e.g. `provider.web.auth`) for
+/// sending to `origin`: the one way every provider's credentials are read.
+pub fn resolve_auth(
+    auth: &PrometheusAuth,
+    field: &str,
+    origin: &Origin,
+    secrets: &dyn SecretReader,
+) -> Result<ResolvedAuth, ResolveError> {
+    let mut resolved = ResolvedAuth::default();
+    if let Some(token) = &auth.bearer_token {
+        resolved.bearer_token = Some(read_text(
+            &format!("{field}.bearerToken"),
+            token,
+            origin,
+            secrets,
+        )?);
+    }
+    if let Some(basic) = &auth.basic {
+        resolved.basic = Some(BasicAuth {
+            username: basic.username.clone(),
+            password: read_text(
+                &format!("{field}.basic.password"),
+                &basic.password,
+                origin,
+                secrets,
+            )?,
+        });
+    }
+    for (i, header) in auth.headers.iter().enumerate() {
+        let header_field = format!("{field}.headers[{i}]");
+        let value = match (&header.value, &header.value_from) {
+            (Some(value), None) => value.clone(),
+            (None, Some(source)) => read_text(&header_field, source, origin, secrets)?,
+            _ => {
+                return Err(ResolveError::ResolveSecretSource {
+                    field: format!("{header_field} ({}): value or valueFrom", header.name),
+                });
+            }
+        };
+        resolved.headers.push((header.name.clone(), value));
+    }
+    if let Some(ca) = &auth.ca_bundle {
+        resolved.ca_bundle_pem = Some(read_source(
+            &format!("{field}.caBundle"),
+            ca,
+            origin,
+            secrets,
+        )?);
+    }
+    Ok(resolved)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{HeaderSource, PrometheusAuth, SecretKeySelector};
+    use crate::api::{HeaderSource, SecretKeySelector};
 
     #[test]
     fn reads_file_secrets_and_rejects_cluster_secrets_outside_a_cluster() {

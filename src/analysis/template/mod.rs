@@ -18,6 +18,7 @@ pub mod substitute;
 pub mod suggest;
 pub mod validate;
 mod validate_job;
+pub mod web;
 
 pub use args::{ArgRef, placeholders, resolve_args};
 pub use substitute::{shape, substitute};

@@ -34,6 +34,7 @@ fn threshold_metric(name: &str, query: &str, condition: &str) -> Metric {
                 query: Some(query.to_owned()),
                 ..Default::default()
             }),
+            web: None,
         },
         success_condition: Some(condition.to_owned()),
         ..Default::default()

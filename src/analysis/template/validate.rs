@@ -4,10 +4,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use std::time::Duration;
 
+use crate::analysis::provider::{Chosen, chosen};
 use crate::analysis::run::{MAX_METRICS_PER_RUN, MAX_NAME_BYTES};
 use crate::api::duration::{MAX_DURATION, MAX_QUERY_TIMEOUT, format_duration, parse_duration};
 use crate::api::{
-    AnalysisTemplateSpec, Argument, EffectSizeMeasure, MannWhitneyJudge, Metric,
+    AnalysisTemplateSpec, Argument, EffectSizeMeasure, MannWhitneyJudge, Metric, PrometheusAuth,
     PrometheusProvider, Scoring, SecretSource, SequentialJudge, SequentialTest,
 };
 
@@ -261,7 +262,14 @@ fn check_metric(
         problems,
     );
     check_limits(metric, path, problems);
-    if let Some(job) = &metric.provider.job {
+    let provider = match chosen(&metric.provider) {
+        Ok(provider) => Some(provider),
+        Err(error) => {
+            problems.push(Problem::new(format!("{path}.provider"), error.to_string()));
+            None
+        }
+    };
+    if let Some(Chosen::Job(job)) = provider {
         super::validate_job::check_job_metric(metric, job, path, declared, problems);
         return;
     }
@@ -279,14 +287,21 @@ fn check_metric(
         ));
     }
 
-    let Some(prom) = &metric.provider.prometheus else {
-        problems.push(Problem::new(
-            format!("{path}.provider"),
-            "no provider: set `prometheus` or `job`",
-        ));
-        return;
-    };
-    check_prometheus(prom, judge, path, declared, args, problems);
+    match provider {
+        Some(Chosen::Prometheus(prom)) => {
+            check_prometheus(prom, judge, path, declared, args, problems)
+        }
+        Some(Chosen::Web(web)) => {
+            if matches!(judge, Some(Judge::MannWhitney | Judge::Sequential(_))) {
+                problems.push(Problem::new(
+                    path.to_owned(),
+                    "a web metric is judged by successCondition/failureCondition; mannWhitney and sequential compare Prometheus queries",
+                ));
+            }
+            super::web::check_web(web, &format!("{path}.provider.web"), declared, problems);
+        }
+        Some(Chosen::Job(_)) | None => {}
+    }
 }
 
 fn check_limits(metric: &Metric, path: &str, problems: &mut Vec<Problem>) {
@@ -554,43 +569,7 @@ fn check_prometheus(
         ));
     }
     if let Some(auth) = &prom.auth {
-        let auth_path = format!("{here}.auth");
-        if let Some(token) = &auth.bearer_token {
-            check_secret_source(token, &format!("{auth_path}.bearerToken"), problems);
-        }
-        if let Some(basic) = &auth.basic {
-            check_secret_source(
-                &basic.password,
-                &format!("{auth_path}.basic.password"),
-                problems,
-            );
-        }
-        if let Some(ca) = &auth.ca_bundle {
-            check_secret_source(ca, &format!("{auth_path}.caBundle"), problems);
-        }
-        if auth.bearer_token.is_some() && auth.basic.is_some() {
-            problems.push(Problem::new(
-                auth_path.clone(),
-                "both `bearerToken` and `basic` are set; a request carries one Authorization header",
-            ));
-        }
-        for (i, header) in auth.headers.iter().enumerate() {
-            let header_path = format!("{auth_path}.headers[{i}]");
-            match (&header.value, &header.value_from) {
-                (Some(_), Some(_)) => problems.push(Problem::new(
-                    header_path,
-                    "both `value` and `valueFrom` are set; keep one",
-                )),
-                (None, None) => problems.push(Problem::new(
-                    header_path,
-                    "no value: set `value` or `valueFrom`",
-                )),
-                (None, Some(from)) => {
-                    check_secret_source(from, &format!("{header_path}.valueFrom"), problems)
-                }
-                _ => {}
-            }
-        }
+        check_auth(auth, &format!("{here}.auth"), problems);
     }
 
     let queries = [
@@ -639,6 +618,48 @@ fn check_prometheus(
     for (field, query) in &queries {
         if let Some(query) = query {
             check_query(query, &format!("{here}.{field}"), declared, args, problems);
+        }
+    }
+}
+
+/// Checks a provider's `auth` (at `auth_path`): each secret source names one place, one
+/// Authorization scheme, each header one value.
+pub(super) fn check_auth(auth: &PrometheusAuth, auth_path: &str, problems: &mut Vec<Problem>) {
+    let auth_path = auth_path.to_owned();
+    if let Some(token) = &auth.bearer_token {
+        check_secret_source(token, &format!("{auth_path}.bearerToken"), problems);
+    }
+    if let Some(basic) = &auth.basic {
+        check_secret_source(
+            &basic.password,
+            &format!("{auth_path}.basic.password"),
+            problems,
+        );
+    }
+    if let Some(ca) = &auth.ca_bundle {
+        check_secret_source(ca, &format!("{auth_path}.caBundle"), problems);
+    }
+    if auth.bearer_token.is_some() && auth.basic.is_some() {
+        problems.push(Problem::new(
+            auth_path.clone(),
+            "both `bearerToken` and `basic` are set; a request carries one Authorization header",
+        ));
+    }
+    for (i, header) in auth.headers.iter().enumerate() {
+        let header_path = format!("{auth_path}.headers[{i}]");
+        match (&header.value, &header.value_from) {
+            (Some(_), Some(_)) => problems.push(Problem::new(
+                header_path,
+                "both `value` and `valueFrom` are set; keep one",
+            )),
+            (None, None) => problems.push(Problem::new(
+                header_path,
+                "no value: set `value` or `valueFrom`",
+            )),
+            (None, Some(from)) => {
+                check_secret_source(from, &format!("{header_path}.valueFrom"), problems)
+            }
+            _ => {}
         }
     }
 }

@@ -18,12 +18,6 @@ pub(super) fn check_job_metric(
     declared: &BTreeSet<String>,
     problems: &mut Vec<Problem>,
 ) {
-    if metric.provider.prometheus.is_some() {
-        problems.push(Problem::new(
-            format!("{path}.provider"),
-            "both `prometheus` and `job`: a metric has exactly one provider",
-        ));
-    }
     for (field, set) in [
         ("successCondition", metric.success_condition.is_some()),
         ("failureCondition", metric.failure_condition.is_some()),

@@ -185,11 +185,9 @@ pub fn secret_refs(spec: &AnalysisRunSpec) -> BTreeSet<(String, String)> {
         }
     };
     for metric in &spec.metrics {
-        let Some(auth) = metric
-            .provider
-            .prometheus
-            .as_ref()
-            .and_then(|p| p.auth.as_ref())
+        let provider = &metric.provider;
+        let auth = provider.prometheus.as_ref().and_then(|p| p.auth.as_ref());
+        let Some(auth) = auth.or_else(|| provider.web.as_ref().and_then(|w| w.auth.as_ref()))
         else {
             continue;
         };
@@ -524,6 +522,7 @@ mod tests {
                         }),
                         ..PrometheusProvider::default()
                     }),
+                    web: None,
                 },
                 ..Metric::default()
             }],
