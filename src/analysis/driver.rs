@@ -388,6 +388,12 @@ async fn take<J: JobRunner>(
             Outcome::Measured(measure_web(client, metric, when).await)
         }
         (MetricClient::Job, Some(in_flight)) => {
+            if let Some(provider) = &metric.provider.job
+                && let Some(measured) =
+                    job::overdue(provider, &in_flight.job, in_flight.started_at.0, when)
+            {
+                return Outcome::Measured(measured);
+            }
             let state = jobs.check(&in_flight.job).await;
             match job::verdict(&state, &in_flight.job, in_flight.started_at.0) {
                 Some(measured) => Outcome::Measured(measured),

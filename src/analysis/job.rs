@@ -24,7 +24,12 @@ pub const MAX_JOB_NAME: usize = 63;
 pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(600);
 /// The ceiling of `provider.job.timeout` (and so of `activeDeadlineSeconds`).
 pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(3600);
-/// Log lines kept in a measurement's reason.
+/// The most pods a job metric's Job runs at once (`parallelism`) or in all (`completions`).
+pub const MAX_JOB_PODS: i32 = 10;
+/// How long past a job's timeout vigil waits for the platform to report its end before the
+/// measurement is an Error (the Job controller may be down, the Job never started).
+pub const JOB_END_GRACE: Duration = Duration::from_secs(60);
+/// The number of lines of a job's output kept as its measurement's reason.
 pub const LOG_TAIL_LINES: usize = 20;
 /// Log bytes kept in a measurement's reason.
 pub const LOG_TAIL_BYTES: usize = 2048;
@@ -215,6 +220,33 @@ pub fn verdict(state: &JobState, job: &str, started_at: Timestamp) -> Option<Mea
     Some(Measured::new(phase, started_at, None, reason))
 }
 
+/// Error once a job in flight has outlived its timeout plus [`JOB_END_GRACE`] at `now`: the
+/// platform never reported its end (a Job that never started, a Job controller that is
+/// down), and vigil does not follow it for ever. `None` while it may still end.
+pub fn overdue(
+    provider: &JobProvider,
+    job: &str,
+    started_at: Timestamp,
+    now: Timestamp,
+) -> Option<Measured> {
+    let timeout = job_timeout(provider).unwrap_or(MAX_JOB_TIMEOUT);
+    let allowed = timeout.saturating_add(JOB_END_GRACE);
+    let elapsed = now.duration_since(started_at);
+    let over = jiff::SignedDuration::try_from(allowed).is_ok_and(|allowed| elapsed > allowed);
+    over.then(|| {
+        Measured::new(
+            AnalysisPhase::Error,
+            started_at,
+            None,
+            format!(
+                "job {job}: no end reported within its timeout ({}s) and {}s of grace; no longer followed",
+                timeout.as_secs(),
+                JOB_END_GRACE.as_secs()
+            ),
+        )
+    })
+}
+
 /// A measurement that could not start: Error with the reason.
 pub fn not_started(reason: String, at: Timestamp) -> Measured {
     Measured::new(AnalysisPhase::Error, at, None, reason)
@@ -287,6 +319,20 @@ pub fn substitute_job_args(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_in_flight_past_its_timeout_and_grace_is_an_error_and_not_before() {
+        let provider = JobProvider {
+            timeout: Some("5m".into()),
+            ..JobProvider::default()
+        };
+        let started: Timestamp = "2026-01-01T00:00:00Z".parse().expect("time");
+        let at = |secs: i64| started + jiff::SignedDuration::from_secs(secs);
+        let grace = JOB_END_GRACE.as_secs() as i64;
+        assert!(overdue(&provider, "j", started, at(300 + grace)).is_none());
+        let measured = overdue(&provider, "j", started, at(300 + grace + 1)).expect("overdue");
+        assert_eq!(measured.record.phase, AnalysisPhase::Error);
+    }
 
     #[test]
     fn a_short_valid_name_is_kept_as_is() {

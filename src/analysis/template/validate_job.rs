@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::analysis::job::{JobError, job_spec, job_timeout};
+use crate::analysis::job::{JobError, MAX_JOB_PODS, job_spec, job_timeout};
 use crate::api::{JobProvider, Metric};
 
 use super::Problem;
@@ -38,6 +38,17 @@ pub(super) fn check_job_metric(
     match job_spec(job) {
         Err(error) => problems.push(Problem::new(format!("{here}.spec"), error.to_string())),
         Ok(spec) => {
+            for (field, value) in [
+                ("parallelism", spec.parallelism),
+                ("completions", spec.completions),
+            ] {
+                if let Some(n) = value.filter(|n| !(0..=MAX_JOB_PODS).contains(n)) {
+                    problems.push(Problem::new(
+                        format!("{here}.spec.{field}"),
+                        format!("{n}: a job metric runs at most {MAX_JOB_PODS} pods"),
+                    ));
+                }
+            }
             let containers = spec.template.spec.map(|p| p.containers).unwrap_or_default();
             if containers.is_empty() {
                 problems.push(Problem::new(

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::analysis_controller;
 use super::context::Context;
+use super::jobs::JOB_CONTROLLER_UID_LABEL;
 use super::trust_tests::{NS, RUNS, context, phase_and_message};
 use crate::analysis::job::job_name;
 use crate::api::AnalysisRun;
@@ -65,13 +66,18 @@ async fn reconcile(server: &ApiServer, ctx: &Arc<Context>, name: &str) -> Value 
 fn finish_job(server: &ApiServer, job: &str, condition: Value, log: &str) {
     let mut stored = server.get_json(JOBS, Some(NS), job).expect("job exists");
     stored["status"] = json!({"conditions": [condition]});
+    let uid = stored["metadata"]["uid"]
+        .as_str()
+        .expect("job uid")
+        .to_owned();
     server.put_json(JOBS, stored).expect("job status");
     server
         .put_json(
             PODS,
             json!({"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": format!("{job}-x7k2p"), "namespace": NS,
-                    "labels": {"job-name": job, "batch.kubernetes.io/job-name": job},
+                    "labels": {"job-name": job, "batch.kubernetes.io/job-name": job,
+                        JOB_CONTROLLER_UID_LABEL: uid},
                     "annotations": {POD_LOG_ANNOTATION: log}},
                 "spec": {"containers": [{"name": "smoke", "image": "curlimages/curl"}]}}),
         )

@@ -13,9 +13,12 @@ use tokio::sync::OnceCell;
 
 use crate::analysis::job::{
     JOB_NAMESPACE_OPT_IN_LABEL, JOB_NAMESPACE_OPT_IN_VALUE, JobRunner, JobState, LOG_TAIL_BYTES,
-    LOG_TAIL_LINES, job_name, job_spec, job_timeout,
+    LOG_TAIL_LINES, MAX_JOB_PODS, job_name, job_spec, job_timeout,
 };
 use crate::api::{AnalysisRun, Metric};
+
+/// Label the Job controller puts on a Job's pods: the Job's uid.
+pub const JOB_CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 
 /// Label on every Job vigil creates: the AnalysisRun it measures for.
 pub const JOB_RUN_LABEL: &str = "vigil.dev/analysis-run";
@@ -122,6 +125,13 @@ impl KubeJobs {
             spec.active_deadline_seconds
                 .map_or(deadline, |set| set.clamp(1, deadline)),
         );
+        // A suspended Job never starts (its deadline never runs); a selector of the
+        // template's would let the Job controller adopt, and kill, pods that are not its own.
+        spec.suspend = None;
+        spec.manual_selector = None;
+        spec.selector = None;
+        spec.parallelism = Some(spec.parallelism.unwrap_or(1).clamp(0, MAX_JOB_PODS));
+        spec.completions = spec.completions.map(|n| n.clamp(0, MAX_JOB_PODS));
         spec.backoff_limit.get_or_insert(0);
         spec.ttl_seconds_after_finished
             .get_or_insert(JOB_TTL_AFTER_FINISHED_SECONDS);
@@ -146,10 +156,15 @@ impl KubeJobs {
     }
 
     /// The tail of the log of the Job's newest pod; a text saying why when there is none.
-    async fn log_of(&self, job: &str) -> String {
+    async fn log_of(&self, job: &Job) -> String {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let Some(uid) = job.uid() else {
+            return "(no log: the Job has no uid)".to_owned();
+        };
+        // By the Job's uid, which the Job controller sets on its pods, not by the name anyone
+        // can put on a pod.
         let listed = pods
-            .list(&ListParams::default().labels(&format!("job-name={job}")))
+            .list(&ListParams::default().labels(&format!("{JOB_CONTROLLER_UID_LABEL}={uid}")))
             .await;
         let newest = match listed {
             Ok(list) => list
@@ -216,8 +231,18 @@ impl JobRunner for KubeJobs {
     }
 
     async fn check(&self, job: &str) -> JobState {
+        // The name comes from the run's status, which others may write: follow only a Job
+        // this run created, in a namespace that opted in.
+        if let Err(reason) = self.check_opt_in().await {
+            return JobState::Lost { reason };
+        }
         let found = match self.jobs().get(job).await {
-            Ok(found) => found,
+            Ok(found) if self.is_ours(&found) => found,
+            Ok(_) => {
+                return JobState::Lost {
+                    reason: format!("the Job {job} does not belong to this run"),
+                };
+            }
             Err(kube::Error::Api(e)) if e.code == 404 => {
                 return JobState::Lost {
                     reason: "the Job was deleted before it ended".to_owned(),
@@ -241,7 +266,7 @@ impl JobRunner for KubeJobs {
         };
         if holds("Complete").is_some() {
             return JobState::Succeeded {
-                log: self.log_of(job).await,
+                log: self.log_of(&found).await,
             };
         }
         if let Some(failed) = holds("Failed") {
@@ -253,7 +278,7 @@ impl JobRunner for KubeJobs {
             };
             return JobState::Failed {
                 reason,
-                log: self.log_of(job).await,
+                log: self.log_of(&found).await,
             };
         }
         JobState::Running
