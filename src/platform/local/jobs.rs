@@ -9,14 +9,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal, kill_process_group};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::task::JoinHandle;
 
 use crate::analysis::job::{
     JobRunner, JobState, LOG_TAIL_BYTES, LOG_TAIL_LINES, job_name, job_spec, job_timeout,
 };
-use crate::analysis::provider::bounded_to;
 use crate::api::Metric;
 
 /// What a job metric runs locally.
@@ -176,17 +175,54 @@ fn spawn(command: &LocalCommand) -> Result<(tokio::process::Child, GroupGuard), 
 
 type Tail = Arc<Mutex<VecDeque<String>>>;
 
-fn collect<R: AsyncRead + Unpin + Send + 'static>(reader: R, tail: Tail) -> JoinHandle<()> {
+/// Reads `reader` to its end (so the process never writes into a closed pipe and dies of
+/// SIGPIPE), keeping in `tail` its last [`LOG_TAIL_LINES`] lines, each cut to its last
+/// [`LOG_TAIL_BYTES`] bytes: an endless line (a `\r` progress bar) costs no more memory than
+/// that. Bytes that are not UTF-8 become U+FFFD.
+fn collect<R: AsyncRead + Unpin + Send + 'static>(mut reader: R, tail: Tail) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut lines = BufReader::new(reader).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut tail = lock(&tail);
-            if tail.len() == LOG_TAIL_LINES {
-                tail.pop_front();
+        let mut buffer = vec![0u8; 8192];
+        let mut line: Vec<u8> = Vec::new();
+        loop {
+            let read = match reader.read(&mut buffer).await {
+                Ok(0) => break,
+                Ok(read) => read,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            let mut chunk = &buffer[..read];
+            while let Some(end) = chunk.iter().position(|b| *b == b'\n') {
+                append_bounded(&mut line, &chunk[..end]);
+                push_line(&tail, &mut line);
+                chunk = &chunk[end + 1..];
             }
-            tail.push_back(bounded_to(&line, LOG_TAIL_BYTES).into_owned());
+            append_bounded(&mut line, chunk);
+        }
+        if !line.is_empty() {
+            push_line(&tail, &mut line);
         }
     })
+}
+
+/// Appends `bytes` to `line`, keeping only its last [`LOG_TAIL_BYTES`] bytes (trimmed in
+/// batches so a long line costs amortized constant work per byte).
+fn append_bounded(line: &mut Vec<u8>, bytes: &[u8]) {
+    let bytes = &bytes[bytes.len().saturating_sub(LOG_TAIL_BYTES)..];
+    line.extend_from_slice(bytes);
+    if line.len() > 2 * LOG_TAIL_BYTES {
+        line.drain(..line.len() - LOG_TAIL_BYTES);
+    }
+}
+
+fn push_line(tail: &Tail, line: &mut Vec<u8>) {
+    let kept = &line[line.len().saturating_sub(LOG_TAIL_BYTES)..];
+    let text = String::from_utf8_lossy(kept).into_owned();
+    line.clear();
+    let mut tail = lock(tail);
+    if tail.len() == LOG_TAIL_LINES {
+        tail.pop_front();
+    }
+    tail.push_back(text);
 }
 
 /// Waits for the process (at most `timeout`), then records how it ended.
@@ -301,6 +337,33 @@ mod tests {
             reason.contains("exit status 3") && reason.contains("broken"),
             "{reason}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_endless_line_and_a_non_utf8_byte_are_kept_bounded_and_the_process_is_read_to_its_end()
+     {
+        // 10 MB without a newline, a Latin-1 byte, then 1 MB more (more than a pipe holds):
+        // a reader that stopped early would make the last writes die of SIGPIPE.
+        let script = "head -c 10000000 /dev/zero | tr '\\000' x; printf 'caf\\351\\n'; \
+                      head -c 1000000 /dev/zero | tr '\\000' y; echo; echo last line";
+        let jobs = LocalJobs::new("run");
+        let noisy = metric(serde_json::json!(["sh", "-c", script]), Some("2m"));
+        match run_to_end(&jobs, &noisy).await {
+            JobState::Succeeded { log } => {
+                assert!(
+                    log.ends_with("last line"),
+                    "{}",
+                    &log[log.len().saturating_sub(200)..]
+                );
+                assert!(log.contains("caf\u{FFFD}"), "the byte is replaced");
+                assert!(
+                    log.len() <= LOG_TAIL_LINES * (LOG_TAIL_BYTES + 4),
+                    "kept {} bytes",
+                    log.len()
+                );
+            }
+            other => panic!("judged by its exit status, it succeeds: {other:?}"),
+        }
     }
 
     #[tokio::test]
