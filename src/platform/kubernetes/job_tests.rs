@@ -273,3 +273,69 @@ async fn a_terminated_run_deletes_its_running_job() {
     assert_eq!(phase_and_message(&run).0, "Terminated", "{run}");
     assert!(jobs_of(&server).is_empty(), "the running Job is deleted");
 }
+
+#[tokio::test]
+async fn a_job_named_in_status_that_is_not_this_runs_is_not_followed_and_its_log_not_read() {
+    let server = ApiServer::start();
+    server.put_json(NAMESPACES, namespace(true)).expect("ns");
+    let ctx = context(&server, Vec::new());
+    server.put_json(RUNS, job_run("web-6")).expect("run");
+    reconcile(&server, &ctx, "web-6").await;
+    // Another team's finished Job, whose pod logged a secret.
+    let foreign = "other-teams-job";
+    server
+        .put_json(
+            JOBS,
+            json!({"apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": foreign, "namespace": NS},
+                "spec": {"template": {"spec": {"containers": [{"name": "x", "image": "x"}]}}}}),
+        )
+        .expect("foreign job");
+    finish_job(
+        &server,
+        foreign,
+        json!({"type": "Complete", "status": "True"}),
+        "TOKEN=hunter2\n",
+    );
+    // Whoever can write the run's status points it at that Job.
+    let mut stored = server.get_json(RUNS, Some(NS), "web-6").expect("run");
+    stored["status"]["metricResults"][0]["inFlight"]["job"] = json!(foreign);
+    server.put_json(RUNS, stored).expect("status written");
+
+    let run = reconcile(&server, &ctx, "web-6").await;
+    let measurement = &run["status"]["metricResults"][0]["measurements"][0];
+    assert_eq!(measurement["phase"], json!("Error"), "{run}");
+    assert!(
+        measurement["reason"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not belong to this run")),
+        "{run}"
+    );
+    assert!(!run.to_string().contains("hunter2"), "{run}");
+}
+
+#[tokio::test]
+async fn a_suspended_selecting_oversized_job_spec_is_created_unsuspended_with_its_own_selector_and_at_most_10_pods()
+ {
+    let server = ApiServer::start();
+    server.put_json(NAMESPACES, namespace(true)).expect("ns");
+    let ctx = context(&server, Vec::new());
+    let mut run = job_run("web-7");
+    let spec = &mut run["spec"]["metrics"][0]["provider"]["job"]["spec"];
+    spec["suspend"] = json!(true);
+    spec["manualSelector"] = json!(true);
+    spec["selector"] = json!({"matchLabels": {"app": "web"}});
+    spec["parallelism"] = json!(50);
+    spec["completions"] = json!(1000);
+    server.put_json(RUNS, run).expect("run");
+    reconcile(&server, &ctx, "web-7").await;
+    let job = server
+        .get_json(JOBS, Some(NS), &job_name("web-7", "smoke", 1))
+        .expect("job created");
+    let spec = &job["spec"];
+    assert_eq!(spec.get("suspend"), None, "{job}");
+    assert_eq!(spec.get("manualSelector"), None, "{job}");
+    assert_eq!(spec.get("selector"), None, "{job}");
+    assert_eq!(spec["parallelism"], json!(10));
+    assert_eq!(spec["completions"], json!(10));
+}
