@@ -392,6 +392,7 @@ async fn take<J: JobRunner>(
                 && let Some(measured) =
                     job::overdue(provider, &in_flight.job, in_flight.started_at.0, when)
             {
+                jobs.stop(&in_flight.job).await;
                 return Outcome::Measured(measured);
             }
             let state = jobs.check(&in_flight.job).await;

@@ -101,6 +101,13 @@ pub trait JobRunner: Sync {
 
     /// Where the job named `job` is.
     fn check(&self, job: &str) -> impl Future<Output = JobState> + Send;
+
+    /// Stops the job named `job`, given up on (see [`overdue`]); best effort: a failure is
+    /// logged, and the run's end stops it again.
+    fn stop(&self, job: &str) -> impl Future<Output = ()> + Send {
+        let _ = job;
+        async {}
+    }
 }
 
 /// A platform that runs no jobs (`vigil analyze` without a job metric, tests): every start is

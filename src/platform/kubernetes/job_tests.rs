@@ -339,3 +339,41 @@ async fn a_suspended_selecting_oversized_job_spec_is_created_unsuspended_with_it
     assert_eq!(spec["parallelism"], json!(10));
     assert_eq!(spec["completions"], json!(10));
 }
+
+#[tokio::test]
+async fn a_job_whose_end_is_not_reported_past_its_timeout_and_grace_is_an_error_and_deleted() {
+    let server = ApiServer::start();
+    server.put_json(NAMESPACES, namespace(true)).expect("ns");
+    let ctx = context(&server, Vec::new());
+    let mut run = job_run("web-8");
+    // The run goes on after one Error, so only the give-up deletes the Job.
+    run["spec"]["metrics"][0]["consecutiveErrorLimit"] = json!(5);
+    run["spec"]["metrics"][0]["count"] = json!(3);
+    run["spec"]["metrics"][0]["interval"] = json!("10m");
+    server.put_json(RUNS, run).expect("run");
+    reconcile(&server, &ctx, "web-8").await;
+    let name = job_name("web-8", "smoke", 1);
+    assert!(server.get_json(JOBS, Some(NS), &name).is_some());
+    // The Job never reports an end (its controller is down); its 5m timeout and the grace
+    // have passed since it was started.
+    let mut stored = server.get_json(RUNS, Some(NS), "web-8").expect("run");
+    let long_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(3600);
+    stored["status"]["metricResults"][0]["inFlight"]["startedAt"] = json!(long_ago.to_string());
+    server.put_json(RUNS, stored).expect("status written");
+
+    let run = reconcile(&server, &ctx, "web-8").await;
+    assert_eq!(run["status"]["phase"], json!("Running"), "{run}");
+    let measurement = &run["status"]["metricResults"][0]["measurements"][0];
+    assert_eq!(measurement["phase"], json!("Error"), "{run}");
+    assert!(
+        measurement["reason"]
+            .as_str()
+            .is_some_and(|m| m.contains("no end reported")),
+        "{run}"
+    );
+    assert!(
+        jobs_of(&server).is_empty(),
+        "the overdue Job is deleted: {:?}",
+        jobs_of(&server)
+    );
+}

@@ -230,6 +230,18 @@ impl JobRunner for KubeJobs {
         }
     }
 
+    async fn stop(&self, job: &str) {
+        match self.jobs().get(job).await {
+            Ok(found) if self.is_ours(&found) => {
+                if let Err(e) = self.jobs().delete(job, &DeleteParams::background()).await {
+                    tracing::warn!(%job, error = %e, "cannot delete the overdue Job");
+                }
+            }
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(e) => tracing::warn!(%job, error = %e, "cannot read the overdue Job"),
+        }
+    }
+
     async fn check(&self, job: &str) -> JobState {
         // The name comes from the run's status, which others may write: follow only a Job
         // this run created, in a namespace that opted in.

@@ -143,6 +143,13 @@ impl JobRunner for LocalJobs {
         Ok(name)
     }
 
+    async fn stop(&self, job: &str) {
+        // Aborting the follower drops the child (killed on drop) and its group guard.
+        if let Some(stopped) = lock(&self.jobs).remove(job) {
+            stopped.task.abort();
+        }
+    }
+
     async fn check(&self, job: &str) -> JobState {
         match lock(&self.jobs).get(job) {
             Some(local) => lock(&local.state).clone(),
