@@ -481,3 +481,53 @@ fn shipped_scorecard_scores_the_metrics_together() {
         "{message}"
     );
 }
+
+/// Runs `vigil analyze` live (a job metric needs no Prometheus).
+fn analyze_live(template: &str, args: &[&str]) -> (i32, Value, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
+    command.args(["analyze", "-f", &fixture(template), "--output", "json"]);
+    for arg in args {
+        command.args(["--arg", arg]);
+    }
+    let output = command.output().expect("run vigil");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (output.status.code().unwrap_or(-1), json, stderr)
+}
+
+#[test]
+fn a_job_metric_is_judged_by_its_process_exit_status_with_its_output() {
+    let (code, json, stderr) = analyze_live("smoke-job.yaml", &["exit=0"]);
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (0, Some("Successful")),
+        "{json:#}\n{stderr}"
+    );
+    let reason = measurements(&json)[0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("hello from the smoke test"), "{reason}");
+    let (code, json, stderr) = analyze_live("smoke-job.yaml", &["exit=7"]);
+    assert_eq!(
+        (code, json["phase"].as_str()),
+        (1, Some("Failed")),
+        "{json:#}\n{stderr}"
+    );
+    let reason = measurements(&json)[0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.contains("exit status 7") && reason.contains("hello from the smoke test"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_job_metric_cannot_be_replayed_and_says_so() {
+    let (code, _, stderr) = analyze("smoke-job.yaml", &["exit=0"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("cannot be replayed"), "{stderr}");
+}

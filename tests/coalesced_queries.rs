@@ -61,9 +61,17 @@ async fn advance_all(
         let now = tick(second, i as i64 * 7 % 1000);
         let clients = clients.clone();
         async move {
-            driver::advance(spec, status, &clients, now, MeasureAt::Now(now), 10)
-                .await
-                .expect("advance")
+            driver::advance(
+                spec,
+                status,
+                &clients,
+                &vigil::analysis::job::NoJobs,
+                now,
+                MeasureAt::Now(now),
+                10,
+            )
+            .await
+            .expect("advance")
         }
     });
     let advanced = futures::future::join_all(advances).await;

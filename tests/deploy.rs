@@ -126,6 +126,16 @@ fn rbac_is_least_privilege_without_wildcards() {
         ("split.smi-spec.io", "trafficsplits", "get"),
         ("split.smi-spec.io", "trafficsplits", "create"),
         ("split.smi-spec.io", "trafficsplits", "patch"),
+        // Job metrics: Jobs created, followed and deleted; the namespace opt-in label read;
+        // the last lines of the Job's pod's log read.
+        ("batch", "jobs", "create"),
+        ("batch", "jobs", "get"),
+        ("batch", "jobs", "list"),
+        ("batch", "jobs", "watch"),
+        ("batch", "jobs", "delete"),
+        ("", "namespaces", "get"),
+        ("", "pods", "list"),
+        ("", "pods/log", "get"),
         ("traefik.io", "traefikservices", "get"),
         ("traefik.io", "traefikservices", "patch"),
         ("events.k8s.io", "events", "create"),

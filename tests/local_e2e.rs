@@ -1191,3 +1191,121 @@ fn demo_files_pass_lint() {
         String::from_utf8_lossy(&output.stdout)
     );
 }
+
+/// A smoke test as analysis: a job metric whose process checks the canary's answer through
+/// the canary's own address and exits 1 when it is not the release asked for.
+const SMOKE_TEMPLATE: &str = r#"apiVersion: vigil.dev/v1alpha1
+kind: AnalysisTemplate
+metadata:
+  name: smoke-test
+spec:
+  args:
+    - name: expect
+  metrics:
+    - name: smoke
+      provider:
+        job:
+          timeout: 60s
+          spec:
+            backoffLimit: 0
+            template:
+              spec:
+                restartPolicy: Never
+                containers:
+                  - name: smoke
+                    image: busybox
+                    command: ["sh", "-c"]
+                    args:
+                      - |
+                        echo "checking the canary answers $EXPECT"
+                        if [ "$EXPECT" != "{{args.expect}}" ]; then
+                          echo "smoke test failed: /checkout answered 500" >&2
+                          exit 1
+                        fi
+                        echo "smoke test passed"
+                    env:
+                      - name: EXPECT
+                        value: good
+"#;
+
+/// `rollout_yaml`'s release, its analysis step replaced by the smoke test with `expect`.
+fn smoke_rollout(name: &str, listen: u16, metrics: u16, version: &str, expect: &str) -> String {
+    rollout_yaml(name, listen, metrics, VIGIL, &["--version", version]).replace(
+        "              - templateName: e2e-error-rate\n",
+        &format!(
+            "              - templateName: smoke-test\n            args:\n              - name: expect\n                value: {expect}\n"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_smoke_test_job_rolls_the_canary_back_and_a_passing_one_promotes() {
+    let name = "smoke";
+    bounded(Duration::from_secs(180), async {
+        let ServingV1 {
+            _dir,
+            engine,
+            client,
+            listen,
+            metrics,
+            v1_hash,
+            ..
+        } = serving_v1(name).await;
+        let bad = smoke_rollout(name, listen, metrics, "v2", "bad");
+        assert!(bad.contains("value: bad"), "{bad}");
+        let (code, body) =
+            post_apply(&client, &engine, format!("{SMOKE_TEMPLATE}---\n{bad}")).await;
+        assert_eq!(code, 200, "{body}");
+        let rolled_back = wait_for(&client, &engine, name, "v2 rolled back", |v| {
+            v.status.phase == Some(RolloutPhase::Degraded) && v.routing.canary_weight == 0
+        })
+        .await;
+        assert_eq!(
+            rolled_back.status.stable_revision.as_deref(),
+            Some(v1_hash.as_str())
+        );
+        let run = rolled_back.analysis_runs.last().expect("the smoke run");
+        assert_eq!(run.status.phase, Some(AnalysisPhase::Failed), "{run:#?}");
+        let reason = run.status.metric_results[0].measurements[0]
+            .reason
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            reason.contains("exit status 1")
+                && reason.contains("smoke test failed: /checkout answered 500"),
+            "{reason}"
+        );
+        for (status, revision, _) in probe(&client, listen, 10).await {
+            assert_eq!((status, revision.as_str()), (200, v1_hash.as_str()));
+        }
+
+        let good = smoke_rollout(name, listen, metrics, "v3", "good");
+        let (code, body) =
+            post_apply(&client, &engine, format!("{SMOKE_TEMPLATE}---\n{good}")).await;
+        assert_eq!(code, 200, "{body}");
+        let promoted = wait_for(&client, &engine, name, "v3 promoted", |v| {
+            v.status.phase == Some(RolloutPhase::Healthy)
+                && v.status.stable_revision.as_deref() == Some(v.desired_revision.as_str())
+                && v.desired_revision != v1_hash
+        })
+        .await;
+        let run = promoted.analysis_runs.last().expect("the smoke run");
+        assert_eq!(
+            run.status.phase,
+            Some(AnalysisPhase::Successful),
+            "{run:#?}"
+        );
+        let reason = run.status.metric_results[0].measurements[0]
+            .reason
+            .clone()
+            .unwrap_or_default();
+        assert!(reason.contains("smoke test passed"), "{reason}");
+        for (status, revision, _) in probe(&client, listen, 10).await {
+            assert_eq!(
+                (status, revision.as_str()),
+                (200, promoted.desired_revision.as_str())
+            );
+        }
+    })
+    .await;
+}

@@ -849,7 +849,7 @@ fn threshold_metric(address: &Url) -> vigil::api::Metric {
                 query: Some("up".into()),
                 ..Default::default()
             }),
-            web: None,
+            ..Default::default()
         },
         success_condition: Some("result < 1".into()),
         ..Default::default()
@@ -965,6 +965,7 @@ async fn run_with_interval_100000000h_ends_in_error_naming_the_field() {
         &spec,
         &Default::default(),
         &clients,
+        &vigil::analysis::job::NoJobs,
         now,
         MeasureAt::Now(now),
         10,

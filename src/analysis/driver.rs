@@ -3,16 +3,19 @@
 
 use jiff::Timestamp;
 
-use crate::analysis::measure::{RunContext, measure_metric, measure_web};
-use crate::analysis::provider::bounded;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::analysis::job::{self, JobRunner};
+use crate::analysis::measure::{Measured, RunContext, measure_metric, measure_web};
 use crate::analysis::provider::prometheus::{ConcurrencyLimiter, PrometheusClient};
 use crate::analysis::provider::resolve::{
     CommandLinePrometheus, Origin, SecretReader, client_config, web_client_config,
 };
 use crate::analysis::provider::web::WebClient;
+use crate::analysis::provider::{Chosen, bounded, chosen};
 use crate::analysis::run::{self, MetricSchedule, RunError};
 use crate::analysis::template::substitute::substituted_forms;
-use crate::api::{AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus};
+use crate::api::{AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, InFlightMeasurement, Metric};
 
 /// Why a run's providers could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -166,15 +169,16 @@ pub fn query_origins(
             metric: bounded(&metric.name).into_owned(),
             reason,
         };
-        let address = match (&metric.provider.prometheus, &metric.provider.web) {
-            (Some(provider), _) => prometheus
+        let address = match chosen(&metric.provider).map_err(|e| configure(e.to_string()))? {
+            Chosen::Prometheus(provider) => prometheus
                 .address_of(provider)
                 .map_err(|e| configure(e.to_string()))?,
             // The destination is fixed by the template's text (no argument in scheme, host
             // or port), so the URL as written names the origin a Secret argument goes to.
-            (None, Some(web)) => crate::analysis::provider::resolve::web_origin_url(&web.url)
+            Chosen::Web(web) => crate::analysis::provider::resolve::web_origin_url(&web.url)
                 .map_err(|e| configure(e.to_string()))?,
-            (None, None) => continue,
+            // A Secret argument is refused in a Job spec (it would be stored in the Job).
+            Chosen::Job(_) => continue,
         };
         let origin = Origin::of(&address).map_err(|reason| {
             configure(format!(
@@ -247,6 +251,12 @@ pub fn prepare(
         });
     }
     let mut prepared = spec.clone();
+    let secret_args: Vec<String> = spec
+        .args
+        .iter()
+        .filter(|arg| crate::analysis::instantiate::secret_ref(arg).is_some())
+        .map(|arg| arg.name.clone())
+        .collect();
     for (index, metric) in prepared.metrics.iter_mut().enumerate() {
         let configure =
             |e: crate::analysis::template::TemplateError| DriverError::ConfigureProvider {
@@ -254,6 +264,15 @@ pub fn prepare(
                 metric: metric.name.clone(),
                 reason: redactor.redact(&e.to_string()),
             };
+        if let Some(provider) = metric.provider.job.as_mut() {
+            job::substitute_job_args(provider, &values, &secret_args).map_err(|e| {
+                DriverError::ConfigureProvider {
+                    index,
+                    metric: metric.name.clone(),
+                    reason: redactor.redact(&e.to_string()),
+                }
+            })?;
+        }
         if let Some(prometheus) = metric.provider.prometheus.as_mut() {
             crate::analysis::instantiate::substitute_queries(prometheus, &values)
                 .map_err(configure)?;
@@ -274,13 +293,15 @@ pub fn check_run_bounds(spec: &AnalysisRunSpec) -> Result<(), DriverError> {
     Ok(run::check_bounds(spec)?)
 }
 
-/// The client of one metric, for the provider it names.
+/// How one metric of a run is measured, for the provider it names.
 #[derive(Debug, Clone)]
 pub enum MetricClient {
-    /// A Prometheus query.
+    /// By queries to a Prometheus-compatible server.
     Prometheus(PrometheusClient),
-    /// An HTTP request to a JSON API.
+    /// By an HTTP request to a JSON API.
     Web(WebClient),
+    /// By a job the platform's [`JobRunner`] runs.
+    Job,
 }
 
 /// One client per metric, in the order of `spec.metrics`, each to the address `prometheus`
@@ -302,27 +323,27 @@ pub fn clients_for(
                 metric: metric.name.clone(),
                 reason: crate::analysis::provider::bounded_owned(reason),
             };
-            match (&metric.provider.prometheus, &metric.provider.web) {
-                (Some(provider), None) => {
+            match chosen(&metric.provider).map_err(|e| configure(e.to_string()))? {
+                Chosen::Prometheus(provider) => {
                     let config = client_config(provider, prometheus, secrets)
                         .map_err(|e| configure(e.to_string()))?;
                     PrometheusClient::new(config, limiter)
                         .map(MetricClient::Prometheus)
                         .map_err(|e| configure(e.to_string()))
                 }
-                (None, Some(web)) => {
+                Chosen::Web(web) => {
                     let config =
                         web_client_config(web, secrets).map_err(|e| configure(e.to_string()))?;
                     WebClient::new(config, limiter)
                         .map(MetricClient::Web)
                         .map_err(|e| configure(e.to_string()))
                 }
-                (None, None) => Err(configure(
-                    "no provider: set provider.prometheus or provider.web".to_owned(),
-                )),
-                (Some(_), Some(_)) => Err(configure(
-                    "both provider.prometheus and provider.web are set; a metric has exactly one provider".to_owned(),
-                )),
+                Chosen::Job(job) => {
+                    // Checked before any job starts, so a bad spec fails the run with the field.
+                    job::job_spec(job).map_err(|e| configure(e.to_string()))?;
+                    job::job_timeout(job).map_err(|e| configure(e.to_string()))?;
+                    Ok(MetricClient::Job)
+                }
             }
         })
         .collect()
@@ -334,6 +355,8 @@ impl MetricClient {
         match self {
             MetricClient::Prometheus(client) => client.credential_values(),
             MetricClient::Web(client) => client.credential_values(),
+            // A Job's pod reads its own Secrets; vigil sends none.
+            MetricClient::Job => &[],
         }
     }
 }
@@ -369,12 +392,65 @@ pub struct Advanced {
     pub measured: usize,
 }
 
+/// What came of one due measurement.
+enum Outcome {
+    /// Judged: record it.
+    Measured(Measured),
+    /// A job started: keep it in flight.
+    Started(InFlightMeasurement),
+    /// A job in flight is still running.
+    StillRunning,
+}
+
+/// Takes (or starts, or checks on) one due measurement.
+async fn take<J: JobRunner>(
+    metric: &Metric,
+    client: &MetricClient,
+    jobs: &J,
+    in_flight: Option<&InFlightMeasurement>,
+    ordinal: i32,
+    when: Timestamp,
+    context: RunContext<'_>,
+) -> Outcome {
+    match (client, in_flight) {
+        (MetricClient::Prometheus(client), _) => {
+            Outcome::Measured(measure_metric(client, metric, when, context).await)
+        }
+        (MetricClient::Web(client), _) => {
+            Outcome::Measured(measure_web(client, metric, when).await)
+        }
+        (MetricClient::Job, Some(in_flight)) => {
+            if let Some(provider) = &metric.provider.job
+                && let Some(measured) =
+                    job::overdue(provider, &in_flight.job, in_flight.started_at.0, when)
+            {
+                jobs.stop(&in_flight.job).await;
+                return Outcome::Measured(measured);
+            }
+            let state = jobs.check(&in_flight.job).await;
+            match job::verdict(&state, &in_flight.job, in_flight.started_at.0) {
+                Some(measured) => Outcome::Measured(measured),
+                None => Outcome::StillRunning,
+            }
+        }
+        (MetricClient::Job, None) => match jobs.start(metric, ordinal).await {
+            Ok(job) => Outcome::Started(InFlightMeasurement {
+                started_at: Time(when),
+                job,
+            }),
+            Err(reason) => Outcome::Measured(job::not_started(reason, when)),
+        },
+    }
+}
+
 /// Brings a run up to date at `now`: takes every measurement due (concurrently), judges and
-/// records them, keeping at most `keep` measurements per metric.
-pub async fn advance(
+/// records them, keeping at most `keep` measurements per metric. Job metrics start their job
+/// through `jobs`, stay in flight in the status, and are checked on at each advance.
+pub async fn advance<J: JobRunner>(
     spec: &AnalysisRunSpec,
     status: &AnalysisRunStatus,
     clients: &[MetricClient],
+    jobs: &J,
     now: Timestamp,
     at: MeasureAt,
     keep: usize,
@@ -397,59 +473,102 @@ pub async fn advance(
         let result = status.metric_results.iter().find(|r| r.name == metric.name);
         let taken_so_far = result.map_or(0, |r| r.count);
         let prior = result.and_then(|r| r.sequential_state.clone());
+        let in_flight = result.and_then(|r| r.in_flight.clone());
         let is_last = schedule.count.is_some_and(|c| taken_so_far + 1 >= c as i32);
         let when = match at {
             MeasureAt::DueTime => due.due_at,
             MeasureAt::Now(now) => now,
         };
-        pending.push((metric, client, when, prior, is_last));
+        pending.push((
+            metric,
+            client,
+            when,
+            prior,
+            is_last,
+            in_flight,
+            taken_so_far + 1,
+        ));
     }
-    let measurements = pending
-        .iter()
-        .map(|(metric, client, when, prior, is_last)| async move {
+    let measurements = pending.iter().map(
+        |(metric, client, when, prior, is_last, in_flight, ordinal)| async move {
             let context = RunContext {
                 run_started: started_at,
                 prior_state: prior.as_ref(),
                 is_last: *is_last,
                 sequential_metrics,
             };
-            let measured = match client {
-                MetricClient::Prometheus(client) => {
-                    measure_metric(client, metric, *when, context).await
-                }
-                MetricClient::Web(client) => measure_web(client, metric, *when).await,
-            };
-            (metric.name.clone(), *when, measured)
-        });
+            let outcome = take(
+                metric,
+                client,
+                jobs,
+                in_flight.as_ref(),
+                *ordinal,
+                *when,
+                context,
+            )
+            .await;
+            (metric.name.clone(), *when, outcome)
+        },
+    );
     let taken = futures::future::join_all(measurements).await;
-    let measured = taken.len();
-    for (metric, when, measured) in taken {
+    let mut measured = 0;
+    for (metric, when, outcome) in taken {
         if status.phase.is_some_and(AnalysisPhase::is_completed) {
             break;
         }
+        let measured_now = match outcome {
+            Outcome::StillRunning => continue,
+            Outcome::Started(in_flight) => {
+                tracing::info!(%metric, job = %in_flight.job, "job started");
+                run::start_in_flight(&mut status, &metric, in_flight)?;
+                measured += 1;
+                continue;
+            }
+            Outcome::Measured(measured_now) => measured_now,
+        };
+        measured += 1;
         if let Some(result) = status.metric_results.iter_mut().find(|r| r.name == metric) {
-            result.sequential_state = measured.judge_state.clone();
+            result.sequential_state = measured_now.judge_state.clone();
         }
-        tracing::debug!(%metric, phase = ?measured.record.phase, "measured");
+        tracing::debug!(%metric, phase = ?measured_now.record.phase, "measured");
         run::record(
             spec,
             &mut status,
             &metric,
-            measured.record,
-            measured.decisive,
+            measured_now.record,
+            measured_now.decisive,
             keep,
             when,
         )?;
     }
-    let next_at = if status.phase.is_some_and(AnalysisPhase::is_completed) {
+    let completed = status.phase.is_some_and(AnalysisPhase::is_completed);
+    let in_flight = status.metric_results.iter().any(|r| r.in_flight.is_some());
+    let next_at = if completed {
         None
     } else if measured > 0 {
         // Recording may have changed what is due next: plan again.
-        run::plan(spec, &status, now)?
-            .next_measurement_at
-            .or(Some(now))
+        let replan = run::plan(spec, &status, now)?;
+        let fresh = replan.due.iter().any(|d| {
+            status
+                .metric_results
+                .iter()
+                .any(|r| r.name == d.metric && r.in_flight.is_none())
+        });
+        if fresh {
+            Some(now)
+        } else {
+            replan.next_measurement_at
+        }
     } else {
         plan.next_measurement_at
+    };
+    // A job in flight is checked on again soon.
+    let next_at = match (completed, in_flight) {
+        (false, true) => {
+            let check = run::later(now, job::JOB_CHECK_INTERVAL);
+            Some(next_at.map_or(check, |at| at.min(check)))
+        }
+        _ => next_at,
     };
     Ok(Advanced {
         status,

@@ -102,6 +102,14 @@ pub fn instantiate(
             if let Some(prometheus) = metric.provider.prometheus.as_mut() {
                 substitute_queries(prometheus, &args).map_err(wrap)?;
             }
+            if let Some(job) = metric.provider.job.as_mut() {
+                crate::analysis::job::substitute_job_args(job, &args, &[]).map_err(|e| {
+                    wrap(TemplateError::SubstituteArg {
+                        name: metric.name.clone(),
+                        reason: e.to_string(),
+                    })
+                })?;
+            }
             if let Some(web) = metric.provider.web.as_mut() {
                 crate::analysis::template::web::substitute_web(web, &args).map_err(wrap)?;
             }
@@ -272,6 +280,7 @@ mod tests {
             metrics: vec![Metric {
                 name: "errors".to_owned(),
                 provider: MetricProvider {
+                    job: None,
                     prometheus: Some(PrometheusProvider {
                         address: Some("http://prometheus:9090".to_owned()),
                         query: Some(query.to_owned()),

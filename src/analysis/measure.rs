@@ -30,7 +30,12 @@ pub struct Measured {
 
 impl Measured {
     /// A measurement with its texts bounded (they carry label values and provider errors).
-    fn new(phase: AnalysisPhase, at: Timestamp, value: Option<String>, reason: String) -> Self {
+    pub(crate) fn new(
+        phase: AnalysisPhase,
+        at: Timestamp,
+        value: Option<String>,
+        reason: String,
+    ) -> Self {
         Measured {
             record: MeasurementRecord {
                 phase,

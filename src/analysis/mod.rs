@@ -3,6 +3,7 @@
 pub mod dereference;
 pub mod driver;
 pub mod instantiate;
+pub mod job;
 pub mod judge;
 pub mod measure;
 pub mod provider;

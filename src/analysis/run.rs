@@ -37,8 +37,8 @@ use crate::analysis::judge::mann_whitney::{
 use crate::analysis::provider::{bounded_owned, bounded_to};
 use crate::api::duration::{DurationError, MAX_DURATION, format_duration, parse_duration};
 use crate::api::{
-    AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, MeasurementRecord, Metric, MetricResult,
-    RunScore, ScoreClassification, Scoring,
+    AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, InFlightMeasurement, MeasurementRecord,
+    Metric, MetricResult, RunScore, ScoreClassification, Scoring,
 };
 
 /// Errors over a consecutive run that end a metric in Error, unless the metric says otherwise.
@@ -224,7 +224,7 @@ fn result_for<'a>(status: &'a AnalysisRunStatus, name: &str) -> Option<&'a Metri
 
 /// `at + duration`, saturating at the end of time instead of overflowing (durations are
 /// bounded by [`MAX_DURATION`], so this only matters for times near year 9999).
-fn later(at: Timestamp, duration: Duration) -> Timestamp {
+pub(crate) fn later(at: Timestamp, duration: Duration) -> Timestamp {
     SignedDuration::try_from(duration)
         .ok()
         .and_then(|d| at.checked_add(d).ok())
@@ -299,6 +299,10 @@ fn next_due(
     if result.phase.is_completed() {
         return None;
     }
+    if let Some(in_flight) = &result.in_flight {
+        // Started and not judged yet: due again at once, to see whether it has finished.
+        return Some(in_flight.started_at.0);
+    }
     if let Some(count) = schedule.count
         && result.count >= count as i32
     {
@@ -354,8 +358,9 @@ pub fn plan(
                     index,
                     due_at: at,
                 });
-                // After this one, the next is an interval later (when there is one).
-                if let Some(interval) = schedule.interval {
+                // After this one, the next is an interval later (when there is one); a
+                // measurement in flight is only being checked on.
+                if let Some(interval) = schedule.interval.filter(|_| result.in_flight.is_none()) {
                     let remaining = schedule.count.is_none_or(|c| result.count + 1 < c as i32);
                     if remaining {
                         next_measurement_at =
@@ -410,6 +415,7 @@ pub fn record(
         });
     };
     result.count += 1;
+    result.in_flight = None;
     match measurement.phase {
         AnalysisPhase::Successful => result.successful += 1,
         AnalysisPhase::Failed => result.failed += 1,
@@ -511,6 +517,28 @@ pub fn record(
     }
     update_run_phase(spec, status, now);
     fit_status_budget(status);
+    Ok(())
+}
+
+/// Marks a metric's next measurement as started and not yet judged (a job metric's Job): until
+/// [`record`] judges it, `plan` lists the metric as due so the shell checks on it, and no
+/// other measurement of the metric starts.
+pub fn start_in_flight(
+    status: &mut AnalysisRunStatus,
+    metric: &str,
+    in_flight: InFlightMeasurement,
+) -> Result<(), RunError> {
+    let result = status
+        .metric_results
+        .iter_mut()
+        .find(|r| r.name == metric)
+        .ok_or_else(|| RunError::RecordUnknownMetric {
+            metric: metric.to_owned(),
+        })?;
+    result.in_flight = Some(InFlightMeasurement {
+        job: bounded_owned(in_flight.job),
+        ..in_flight
+    });
     Ok(())
 }
 
@@ -890,6 +918,38 @@ mod tests {
             }
         }
         panic!("run did not end");
+    }
+
+    #[test]
+    fn a_measurement_in_flight_is_checked_on_until_recorded_and_starts_no_other() {
+        let mut m = metric("smoke");
+        m.interval = Some("1m".to_owned());
+        m.count = Some(2);
+        let spec = spec(vec![m]);
+        let first = plan(&spec, &AnalysisRunStatus::default(), at(0)).expect("plan");
+        assert_eq!(first.due.len(), 1);
+        let mut status = first.status;
+        let job = InFlightMeasurement {
+            started_at: Time(at(0)),
+            job: "run-smoke-1".to_owned(),
+        };
+        start_in_flight(&mut status, "smoke", job.clone()).expect("start");
+        // Later than the interval: still only the one in flight, due for a check.
+        let checking = plan(&spec, &status, at(90)).expect("plan");
+        assert_eq!(checking.due.len(), 1);
+        assert_eq!(checking.due[0].due_at, at(0));
+        assert_eq!(checking.status.metric_results[0].count, 0);
+        assert_eq!(checking.next_measurement_at, None);
+        let mut status = checking.status;
+        let verdict = measurement(AnalysisPhase::Successful, 0);
+        record(&spec, &mut status, "smoke", verdict, false, 10, at(90)).expect("record");
+        assert_eq!(status.metric_results[0].in_flight, None);
+        assert_eq!(status.metric_results[0].count, 1);
+        // The next one is an interval after the first started: already due at 90s.
+        let next = plan(&spec, &status, at(90)).expect("plan");
+        assert_eq!(next.due.len(), 1);
+        assert_eq!(next.due[0].due_at, at(60));
+        assert!(start_in_flight(&mut status, "other", job).is_err());
     }
 
     #[test]

@@ -228,10 +228,46 @@ pub struct MetricProvider {
     /// Query a Prometheus-compatible server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusProvider>,
+    /// Run a Kubernetes Job (on the local platform: its first container's command as a
+    /// process); the measurement is Successful when it succeeds and Failed when it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobProvider>,
     /// Send an HTTP request to any JSON API (Datadog, New Relic, an in-house service) and
     /// judge a value of its answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web: Option<WebProvider>,
+}
+
+/// A Job run as one measurement (Argo Rollouts' `job` provider): a smoke test, a load test,
+/// any check whose exit status is the verdict. Runs only in namespaces labelled
+/// `vigil.dev/job-provider: "enabled"`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobProvider {
+    /// Labels and annotations added to the Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<JobMetadata>,
+    /// A batch/v1 JobSpec. vigil sets `activeDeadlineSeconds` (at most `timeout`),
+    /// `backoffLimit` (default 0) and `ttlSecondsAfterFinished`.
+    #[schemars(schema_with = "super::schema::preserve_unknown_fields")]
+    pub spec: serde_json::Value,
+    /// The longest a run of the Job may take, e.g. `5m`; default 10m, at most 1h. On
+    /// Kubernetes it bounds `activeDeadlineSeconds`; locally the process is killed then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub timeout: Option<String>,
+}
+
+/// Metadata a job metric adds to its Jobs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobMetadata {
+    /// Labels added to the Job (vigil's own labels naming the run and metric win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations added to the Job.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// An HTTP request whose JSON answer gives the measurement, as Argo Rollouts' `web` provider.
@@ -734,6 +770,9 @@ pub struct MetricResult {
     /// The most recent measurements, oldest first (bounded; counters above keep the totals).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub measurements: Vec<MeasurementRecord>,
+    /// A measurement started and not yet judged (a job metric's running Job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<InFlightMeasurement>,
     /// Incremental state of a sequential judge, carried between measurements.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::schema::preserve_unknown_fields")]
@@ -761,4 +800,17 @@ pub struct MeasurementRecord {
     /// critical effect size, or without data.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub critical: bool,
+}
+
+/// A measurement that spans time (a job metric's Job), between its start and its verdict.
+/// Kept in status so that a restarted controller follows the same Job instead of starting
+/// another.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InFlightMeasurement {
+    /// When the measurement started.
+    pub started_at: Time,
+    /// The Job (locally: the process) taking it: `<run>-<metric>-<n>`, bounded to 63
+    /// characters.
+    pub job: String,
 }

@@ -1,6 +1,7 @@
 //! `vigil analyze`: run analysis templates against a Prometheus outside any cluster, live or
 //! replayed over a past window (backtesting a template on past deployments).
 
+use crate::platform::local::jobs::LocalJobs;
 use std::path::PathBuf;
 
 use jiff::Timestamp;
@@ -104,6 +105,14 @@ pub enum AnalyzeError {
     /// The run could not be planned.
     #[error(transparent)]
     Plan(#[from] RunError),
+    /// A replay was asked of a template with job metrics: a job runs now, not in the past.
+    #[error(
+        "metric {metric:?} runs a job, which cannot be replayed over --start/--end; analyze it live (without --start and --end)"
+    )]
+    ReplayJobMetric {
+        /// The job metric.
+        metric: String,
+    },
     /// The replay window is empty.
     #[error("--start {start} is not before --end {end}")]
     ValidateWindow {
@@ -183,17 +192,26 @@ async fn execute(args: &AnalyzeArgs) -> Result<AnalysisRunStatus, AnalyzeError> 
         .map_or(CommandLinePrometheus::None, CommandLinePrometheus::Override);
     let clients = clients_for(&spec, &prometheus, &NoSecrets, &limiter)?;
     let (mut now, clock) = match (args.start, args.end) {
-        (Some(start), Some(end)) if start < end => (start, Clock::Replay { end }),
+        (Some(start), Some(end)) if start < end => {
+            if let Some(job) = spec.metrics.iter().find(|m| m.provider.job.is_some()) {
+                return Err(AnalyzeError::ReplayJobMetric {
+                    metric: job.name.clone(),
+                });
+            }
+            (start, Clock::Replay { end })
+        }
         (Some(start), Some(end)) => return Err(AnalyzeError::ValidateWindow { start, end }),
         _ => (Timestamp::now(), Clock::Live),
     };
     let mut status = AnalysisRunStatus::default();
+    // Job metrics run their command as a local process, as `vigil run` does.
+    let jobs = LocalJobs::new("analyze");
     loop {
         let at = match clock {
             Clock::Replay { .. } => MeasureAt::DueTime,
             Clock::Live => MeasureAt::Now(now),
         };
-        let advanced = advance(&spec, &status, &clients, now, at, usize::MAX).await?;
+        let advanced = advance(&spec, &status, &clients, &jobs, now, at, usize::MAX).await?;
         status = advanced.status;
         let Some(next) = advanced.next_at else {
             return Ok(status);

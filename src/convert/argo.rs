@@ -11,10 +11,10 @@ use crate::api::duration::{format_duration, parse_duration};
 use crate::api::{
     AnalysisStep, AnalysisTemplate, AnalysisTemplateSpec, Argument, ArgumentValueFrom,
     BackgroundAnalysis, BasicAuth, CanaryStep, CanaryStrategy, ClusterAnalysisTemplate,
-    ClusterAnalysisTemplateSpec, FieldSelector, GatewayApiRouting, HeaderSource, ManagedRoute,
-    Metric, MetricProvider, PauseStep, PrometheusAuth, PrometheusProvider, Rollout, RolloutSpec,
-    RolloutStrategy, ScaleDown, SecretKeySelector, SecretSource, TemplateRef, TrafficRouting,
-    WebHeader, WebMethod, WebProvider, WorkloadRef,
+    ClusterAnalysisTemplateSpec, FieldSelector, GatewayApiRouting, HeaderSource, JobProvider,
+    ManagedRoute, Metric, MetricProvider, PauseStep, PrometheusAuth, PrometheusProvider, Rollout,
+    RolloutSpec, RolloutStrategy, ScaleDown, SecretKeySelector, SecretSource, TemplateRef,
+    TrafficRouting, WebHeader, WebMethod, WebProvider, WorkloadRef,
 };
 
 use super::expr::translate;
@@ -809,7 +809,12 @@ fn metric(
             }
         }
     }
-    if out.success_condition.is_none() && out.failure_condition.is_none() && !untranslated {
+    let job = value.pointer("/provider/job");
+    if out.success_condition.is_none()
+        && out.failure_condition.is_none()
+        && !untranslated
+        && job.is_none()
+    {
         notes.unmapped(path, "no successCondition or failureCondition: Argo counts every such measurement Successful, vigil needs a judge (a condition over `result`); the metric is left out");
         untranslated = true;
     }
@@ -820,16 +825,39 @@ fn metric(
     if untranslated {
         return None;
     }
+    if let Some(job) = job {
+        // Argo's `job` provider has vigil's shape: metadata and a batch/v1 JobSpec.
+        let here = format!("{path}.provider.job");
+        out.provider = MetricProvider {
+            job: Some(typed::<JobProvider>(job, &here, notes)?),
+            prometheus: None,
+            web: None,
+        };
+        if out.success_condition.take().is_some() | out.failure_condition.take().is_some() {
+            notes.unmapped(path, "a job metric's successCondition/failureCondition: vigil judges a job metric by how its Job ends; the conditions are left out");
+        }
+        let other: Vec<&String> = value
+            .get("provider")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().filter(|k| *k != "job").collect())
+            .unwrap_or_default();
+        if !other.is_empty() {
+            notes.unmapped(format!("{path}.provider"), format!("providers besides `job` ({other:?}): a metric has one provider; they are left out"));
+        }
+        return Some(out);
+    }
     let provider = provider.unwrap_or(&Value::Null);
     let provider_path = format!("{path}.provider");
     out.provider = if provider.get("web").is_some() {
         MetricProvider {
             prometheus: None,
+            job: None,
             web: Some(web_provider(provider, &provider_path, renames, notes)?),
         }
     } else {
         MetricProvider {
             prometheus: prometheus_provider(provider, &provider_path, args, renames, notes)?,
+            job: None,
             web: None,
         }
     };

@@ -507,6 +507,7 @@ fn canary_metric(
                 query: Some(query),
                 ..Default::default()
             }),
+            job: None,
             web: None,
         },
         ..Default::default()

@@ -648,3 +648,25 @@ fn argo_istio_nginx_smi_and_traefik_routing_carry_over_with_unread_fields_named(
         Some("web-weighted".to_owned())
     );
 }
+
+#[test]
+fn argo_job_metric_maps_as_it_is_and_needs_no_condition() {
+    let converted = fixture("argo-job-metric.yaml");
+    let spec = template(&converted, "smoke-test");
+    assert_eq!(spec.metrics.len(), 1, "{:?}", converted.unmapped);
+    let job = spec.metrics[0].provider.job.as_ref().expect("job provider");
+    let metadata = job.metadata.as_ref().expect("metadata");
+    assert_eq!(metadata.labels.get("foo").map(String::as_str), Some("bar"));
+    assert_eq!(job.spec["backoffLimit"], serde_json::json!(1));
+    assert_eq!(
+        job.spec["template"]["spec"]["containers"][0]["command"][1],
+        serde_json::json!("http://{{args.service-name}}/health")
+    );
+    assert!(spec.metrics[0].success_condition.is_none());
+    assert!(converted.unmapped.is_empty(), "{:?}", converted.unmapped);
+    assert!(
+        crate::analysis::template::validate_template(spec).is_empty(),
+        "{:?}",
+        crate::analysis::template::validate_template(spec)
+    );
+}

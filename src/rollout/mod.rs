@@ -177,6 +177,7 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use crate::api::{AnalysisRunSummary, Argument, RolloutSpec, RolloutStatus, TemplateRef};
 use crate::traffic::{HeaderRoute, ManagedRoutes, MirrorRoute};
 
+pub(crate) use hash::fnv1a64;
 pub use hash::{MAX_LABEL_VALUE_LEN, MAX_NAME_LEN, fit_name, template_hash};
 pub use machine::step;
 pub use requests::{RequestError, StatusRequest, UserRequest, status_request};

@@ -4,7 +4,8 @@
 //! kube-rs client (in process, via [`ApiServer::client`]) and the real `vigil controller`
 //! binary (via [`ApiServer::write_kubeconfig`] and `KUBECONFIG`) talk to it over plain HTTP on
 //! 127.0.0.1. It serves the vigil CRDs, the built-in types the controller touches (Ingresses
-//! among them) and the routers' custom resources (Gateway API HTTPRoutes, Istio
+//! and batch/v1 Jobs among them; a pod's `log` subresource serves its
+//! [`POD_LOG_ANNOTATION`], since no container runs here) and the routers' custom resources (Gateway API HTTPRoutes, Istio
 //! VirtualServices and DestinationRules, SMI TrafficSplits, Traefik TraefikServices), with the
 //! API semantics controllers rely on: resourceVersions and optimistic
 //! concurrency, list and watch (with bookmarks, history replay and 410 Gone), merge/JSON/apply
@@ -879,6 +880,10 @@ fn resource(
             let name = name.ok_or_else(not_found_path)?;
             return scale(shared, req, &ty, ns, name);
         }
+        Some("log") if ty.plural == "pods" && req.method == Method::GET => {
+            let name = name.ok_or_else(not_found_path)?;
+            return pod_log(shared, req, &ty, ns, name);
+        }
         Some(_) => return Err(not_found_path()),
     };
     let time = store::now();
@@ -991,6 +996,55 @@ fn resource(
             format!("{} is not supported here", req.method),
         )),
     }
+}
+
+/// The annotation whose value a pod's `log` subresource serves: no container runs here, so a
+/// test writes the pod's output there.
+pub const POD_LOG_ANNOTATION: &str = "testing.vigil.dev/log";
+
+/// `GET pods/{name}/log`: the pod's [`POD_LOG_ANNOTATION`], with `tailLines` and `limitBytes`
+/// applied as the kubelet does (the last lines, then the first bytes of those).
+fn pod_log(
+    shared: &Arc<Shared>,
+    req: &Req,
+    ty: &store::ResourceType,
+    ns: &str,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    let pod = shared.store.lock().get(ty, ns, name)?;
+    let annotation = format!(
+        "/metadata/annotations/{}",
+        POD_LOG_ANNOTATION.replace('/', "~1")
+    );
+    let log = pod
+        .value()
+        .pointer(&annotation)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let number = |key: &str| -> Result<Option<usize>, ApiError> {
+        req.param(key)
+            .map(|v| {
+                v.parse::<usize>()
+                    .map_err(|_| ApiError::bad_request(format!("{key}: not a number")))
+            })
+            .transpose()
+    };
+    let mut lines: Vec<&str> = log.split_inclusive('\n').collect();
+    if let Some(tail) = number("tailLines")? {
+        lines = lines.split_off(lines.len().saturating_sub(tail));
+    }
+    let mut text = lines.concat();
+    if let Some(limit) = number("limitBytes")?
+        && text.len() > limit
+    {
+        let mut cut = limit;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    Ok(respond(200, "text/plain", full(text)))
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {

@@ -17,6 +17,7 @@ pub mod promql;
 pub mod substitute;
 pub mod suggest;
 pub mod validate;
+mod validate_job;
 pub mod web;
 
 pub use args::{ArgRef, placeholders, resolve_args};

@@ -28,6 +28,7 @@ fn threshold_metric(name: &str, query: &str, condition: &str) -> Metric {
     Metric {
         name: name.to_owned(),
         provider: MetricProvider {
+            job: None,
             prometheus: Some(PrometheusProvider {
                 address: Some("http://prometheus:9090".to_owned()),
                 query: Some(query.to_owned()),

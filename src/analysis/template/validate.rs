@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use std::time::Duration;
 
+use crate::analysis::provider::{Chosen, chosen};
 use crate::analysis::run::{MAX_METRICS_PER_RUN, MAX_NAME_BYTES};
 use crate::api::duration::{MAX_DURATION, MAX_QUERY_TIMEOUT, format_duration, parse_duration};
 use crate::api::{
@@ -261,6 +262,17 @@ fn check_metric(
         problems,
     );
     check_limits(metric, path, problems);
+    let provider = match chosen(&metric.provider) {
+        Ok(provider) => Some(provider),
+        Err(error) => {
+            problems.push(Problem::new(format!("{path}.provider"), error.to_string()));
+            None
+        }
+    };
+    if let Some(Chosen::Job(job)) = provider {
+        super::validate_job::check_job_metric(metric, job, path, declared, problems);
+        return;
+    }
 
     let judge = check_judge(metric, path, problems);
     if judge == Some(Judge::Sequential(SequentialTest::ErrorCounts))
@@ -275,10 +287,11 @@ fn check_metric(
         ));
     }
 
-    let provider = &metric.provider;
-    match (&provider.prometheus, &provider.web) {
-        (Some(prom), None) => check_prometheus(prom, judge, path, declared, args, problems),
-        (None, Some(web)) => {
+    match provider {
+        Some(Chosen::Prometheus(prom)) => {
+            check_prometheus(prom, judge, path, declared, args, problems)
+        }
+        Some(Chosen::Web(web)) => {
             if matches!(judge, Some(Judge::MannWhitney | Judge::Sequential(_))) {
                 problems.push(Problem::new(
                     path.to_owned(),
@@ -287,14 +300,7 @@ fn check_metric(
             }
             super::web::check_web(web, &format!("{path}.provider.web"), declared, problems);
         }
-        (None, None) => problems.push(Problem::new(
-            format!("{path}.provider"),
-            "no provider: set `prometheus` or `web`",
-        )),
-        (Some(_), Some(_)) => problems.push(Problem::new(
-            format!("{path}.provider"),
-            "both `prometheus` and `web` are set; a metric has exactly one provider",
-        )),
+        Some(Chosen::Job(_)) | None => {}
     }
 }
 

@@ -14,6 +14,7 @@ use serde_json::json;
 use tracing::{Instrument, debug, info, warn};
 
 use super::context::{Context, FIELD_MANAGER, NAMESPACE_SLOT_RETRY};
+use super::jobs::KubeJobs;
 use super::resources::{
     PrefetchedSecrets, SecretValue, refused_secret, secret_origins, secret_refs, secret_value,
 };
@@ -51,6 +52,14 @@ pub enum Error {
         /// The panic's message.
         message: String,
     },
+    /// Deleting the Jobs of an ended run failed.
+    #[error("failed to delete the Jobs of AnalysisRun {run}: {source}")]
+    DeleteJobs {
+        /// The run.
+        run: String,
+        /// The cause.
+        source: kube::Error,
+    },
     /// Writing the status failed.
     #[error("failed to patch the status of AnalysisRun {run}: {source}")]
     PatchStatus {
@@ -68,6 +77,7 @@ impl Error {
             Error::MissingObjectKey { .. } => "missing_object_key",
             Error::Advance { .. } => "advance_analysis_run",
             Error::PatchStatus { .. } => "patch_analysis_run_status",
+            Error::DeleteJobs { .. } => "delete_analysis_jobs",
             Error::ReconcilePanicked { .. } => "reconcile_panicked",
         }
     }
@@ -178,7 +188,9 @@ async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
     }
     let status = run.status.clone().unwrap_or_default();
     if status.phase.is_some_and(AnalysisPhase::is_completed) {
-        // A completed (or terminated) run is a record: nothing more to do.
+        // A completed (or terminated) run is a record: nothing more to do but remove the
+        // Jobs it ran (again after a restart: deleting is idempotent).
+        delete_jobs_of_ended_run(run, ctx).await?;
         return Ok(Action::await_change());
     }
     let name = run.name_any();
@@ -230,10 +242,12 @@ async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
     })?;
     let (next, next_at) = match configured {
         Ok((prepared, clients)) => {
+            let jobs = KubeJobs::new(ctx.client.clone(), run);
             let advanced = driver::advance(
                 &prepared.spec,
                 &status,
                 &clients,
+                &jobs,
                 now,
                 MeasureAt::Now(now),
                 STORED_MEASUREMENTS_PER_METRIC,
@@ -278,6 +292,9 @@ async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
             info!(phase = ?next.phase, message = next.message.as_deref().unwrap_or(""), "analysis phase changed");
         }
     }
+    if next.phase.is_some_and(AnalysisPhase::is_completed) {
+        delete_jobs_of_ended_run(run, ctx).await?;
+    }
     Ok(match next_at {
         Some(at) => Action::requeue(
             Duration::try_from(at.duration_since(now))
@@ -286,6 +303,26 @@ async fn advance(run: &AnalysisRun, ctx: &Context) -> Result<Action, Error> {
         ),
         None => Action::await_change(),
     })
+}
+
+/// Deletes the Jobs of a run that ended (Successful, Failed, Inconclusive, Error or
+/// Terminated), background propagation: a Job still running is stopped. A deleted run's Jobs
+/// go with it through their owner reference.
+async fn delete_jobs_of_ended_run(run: &AnalysisRun, ctx: &Context) -> Result<(), Error> {
+    if !run.spec.metrics.iter().any(|m| m.provider.job.is_some()) {
+        return Ok(());
+    }
+    let deleted = KubeJobs::new(ctx.client.clone(), run)
+        .delete_all()
+        .await
+        .map_err(|source| Error::DeleteJobs {
+            run: run.name_any(),
+            source,
+        })?;
+    if deleted > 0 {
+        info!(deleted, "deleted the Jobs of the ended run");
+    }
+    Ok(())
 }
 
 /// Transient failures retry with a per-object exponential backoff.

@@ -6,6 +6,7 @@ pub mod analysis_controller;
 pub mod cache;
 pub mod context;
 pub mod fair_share;
+pub mod jobs;
 pub mod notifications;
 pub mod observe;
 pub mod resources;
@@ -20,6 +21,8 @@ mod cache_tests;
 mod default_prometheus_tests;
 #[cfg(test)]
 mod fairness_tests;
+#[cfg(test)]
+mod job_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -512,6 +512,7 @@ mod tests {
             metrics: vec![Metric {
                 name: "m".into(),
                 provider: MetricProvider {
+                    job: None,
                     prometheus: Some(PrometheusProvider {
                         address: Some("http://prom".into()),
                         auth: Some(PrometheusAuth {

@@ -15,6 +15,7 @@ pub mod admin;
 pub mod demo_app;
 pub mod engine;
 pub(crate) mod http;
+pub mod jobs;
 pub mod leftovers;
 pub mod loadgen;
 pub mod prometheus;

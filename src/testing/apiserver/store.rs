@@ -154,6 +154,7 @@ pub(crate) fn builtin_types() -> Vec<ResourceType> {
                 &["deploy"],
             )
         },
+        builtin("batch", "v1", "jobs", "Job", true, true, &[]),
         builtin(
             "networking.k8s.io",
             "v1",

@@ -53,6 +53,7 @@ use crate::api::{
     Argument, Rollout, RolloutSpec, RolloutStatus,
 };
 use crate::manifest::Manifest;
+use crate::platform::local::jobs::LocalJobs;
 use crate::platform::reconcile::{Observed, Platform, reconcile_once};
 use crate::platform::webhooks::{WebhookCaller, WebhookCallerConfig};
 use crate::rollout::webhooks::WebhookCall;
@@ -202,6 +203,8 @@ struct RunEntry {
     status: AnalysisRunStatus,
     clients: Result<Vec<MetricClient>, String>,
     next_at: Option<Timestamp>,
+    /// The processes of its job metrics; killed when the run ends or is dropped.
+    jobs: LocalJobs,
 }
 
 /// The engine loop's state.
@@ -295,6 +298,7 @@ impl Engine {
                     clients,
                     // Resume at once: what fell due while the engine was down is measured now.
                     next_at: (!completed).then(Timestamp::now),
+                    jobs: LocalJobs::new(name),
                 },
             );
         }
@@ -461,6 +465,7 @@ impl Engine {
                     &run.spec,
                     &run.status,
                     clients,
+                    &run.jobs,
                     now,
                     MeasureAt::Now(now),
                     STORED_MEASUREMENTS_PER_METRIC,
@@ -482,6 +487,9 @@ impl Engine {
                 Err(reason) => (errored_status(&run.status, reason, now), None),
             };
             run.next_at = next_at;
+            if status.phase.is_some_and(AnalysisPhase::is_completed) {
+                run.jobs.stop_all();
+            }
             if status != run.status {
                 if status.phase != run.status.phase {
                     tracing::info!(run = %name, phase = ?status.phase, message = ?status.message, "analysis run");

@@ -5,6 +5,7 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 use crate::notify::{RolloutRef, Transition};
+use crate::platform::local::jobs::LocalJobs;
 
 /// Why an effect could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -286,7 +287,7 @@ impl Engine {
                 if !self.runs.contains_key(name) {
                     let refs: Vec<String> =
                         templates.iter().map(|t| t.template_name.clone()).collect();
-                    let run = self.create_run(
+                    let mut run = self.create_run(
                         &managed.name,
                         &refs,
                         args,
@@ -294,6 +295,7 @@ impl Engine {
                         canary_revision,
                         now,
                     );
+                    run.jobs = LocalJobs::new(name);
                     tracing::info!(rollout = %managed.name, run = %name, templates = ?refs, "analysis run created");
                     save_run(&self.state, name, &run);
                     self.runs.insert(name.clone(), run);
@@ -424,6 +426,7 @@ impl Engine {
             status: errored_status(&AnalysisRunStatus::default(), reason.clone(), now),
             clients: Err(reason),
             next_at: None,
+            jobs: LocalJobs::default(),
         };
         let spec = match self.run_spec(rollout, templates, args, stable, canary) {
             Ok(spec) => spec,
@@ -441,6 +444,7 @@ impl Engine {
                 status: AnalysisRunStatus::default(),
                 clients: Ok(clients),
                 next_at: Some(now),
+                jobs: LocalJobs::default(),
             },
             Err(error) => failed(spec, error.to_string()),
         }
