@@ -39,6 +39,7 @@ impl Running {
             prometheus: None,
             supervisor: SupervisorConfig::default(),
             notifier: Default::default(),
+            outbox: None,
             allow_link_local_egress: false,
         };
         let (engine, _task) = Engine::start(config, Sources::default())

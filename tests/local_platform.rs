@@ -1013,6 +1013,7 @@ async fn start_engine_over(records: serde_json::Value) {
         prometheus: None,
         supervisor: SupervisorConfig::default(),
         notifier: Default::default(),
+        outbox: None,
         allow_link_local_egress: false,
     };
     let (engine, _task) = Engine::start(config, Sources::default())

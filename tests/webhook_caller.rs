@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use support::fake_http::{FakeServer, Reply};
 use support::webhook_receiver::{Answer, Receiver};
-use vigil::notify::{NotificationMetrics, OutboxSettings};
+use vigil::notify::{NotificationMetrics, Outbox, OutboxSettings};
 use vigil::platform::webhooks::{WebhookCaller, WebhookCallerConfig};
 use vigil::rollout::webhooks::{
     CallKind, WebhookAnswer, WebhookCall, WebhookOutcome, WebhookPayload,
@@ -43,14 +43,19 @@ fn caller(retry_after: Duration) -> WebhookCaller {
 
 fn caller_counting(retry_after: Duration, metrics: NotificationMetrics) -> WebhookCaller {
     support::install_crypto_provider();
-    WebhookCaller::new(WebhookCallerConfig {
-        retry_after,
-        outbox: OutboxSettings {
+    let (outbox, _worker) = Outbox::start(
+        OutboxSettings {
             max_attempts: ATTEMPTS,
             backoff_base: Duration::from_millis(50),
             ..OutboxSettings::default()
         },
         metrics,
+    )
+    .expect("outbox");
+    WebhookCaller::new(WebhookCallerConfig {
+        retry_after,
+        outbox: Some(outbox),
+        ..WebhookCallerConfig::default()
     })
 }
 
