@@ -245,7 +245,8 @@ fn run_key(name: &str) -> String {
 impl Engine {
     /// Opens the state directory, kills processes a previous engine left behind, starts a
     /// proxy per Rollout (an address in use is an error naming it), loads recorded status and
-    /// AnalysisRuns, and spawns the loop. Must be called inside a tokio runtime.
+    /// AnalysisRuns, and spawns the loop. Must be called inside a tokio runtime, with a rustls
+    /// crypto provider installed (the notification outbox's client is built here).
     pub async fn start(
         config: EngineConfig,
         sources: Sources,
