@@ -313,3 +313,33 @@ async fn a_sink_at_a_refused_destination_is_never_contacted() {
     assert_eq!(server.stats.requests(), 0);
     assert_eq!(NotificationMetrics::value(&metrics.sent, "team"), 0);
 }
+
+#[tokio::test]
+async fn a_blackholed_sink_cannot_fill_the_queue_for_everyone_else() {
+    let blackhole =
+        FakeServer::start(|_| Reply::new(200, "late").delay(Duration::from_secs(600))).await;
+    let healthy = FakeServer::start(|_| Reply::new(200, "ok")).await;
+    let (outbox, metrics) = start(OutboxSettings {
+        capacity: 16,
+        per_origin_queued: 4,
+        timeout: vigil::notify::outbox::MAX_TIMEOUT,
+        ..OutboxSettings::default()
+    });
+    let flood: Vec<Enqueued> = (0..16)
+        .map(|i| outbox.enqueue(delivery(&blackhole, "flooded", &format!("k{i}"))))
+        .collect();
+    assert_eq!(
+        flood.iter().filter(|e| **e == Enqueued::Queued).count(),
+        4,
+        "{flood:?}"
+    );
+    assert_eq!(NotificationMetrics::value(&metrics.dropped, "flooded"), 12);
+    assert_eq!(
+        outbox.enqueue(delivery(&healthy, "team", "k")),
+        Enqueued::Queued
+    );
+    eventually("the other sink's delivery", || {
+        NotificationMetrics::value(&metrics.sent, "team") == 1
+    })
+    .await;
+}

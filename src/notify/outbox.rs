@@ -46,6 +46,10 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 /// Deliveries to one origin (scheme, host, port) in flight at once, at most: a receiver that
 /// hangs holds this many slots, never all of them.
 pub const DEFAULT_PER_ORIGIN: usize = 2;
+/// Deliveries to one origin waiting or under way, at most: beyond it that origin's new
+/// deliveries are dropped (and counted), so one receiver that hangs cannot fill the queue
+/// and have every other receiver's deliveries dropped.
+pub const DEFAULT_PER_ORIGIN_QUEUED: usize = 128;
 /// The longest `Retry-After` honoured (a receiver asking for more gets this).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
@@ -125,6 +129,8 @@ pub struct OutboxSettings {
     pub timeout: Duration,
     /// Deliveries to one origin in flight at once ([`DEFAULT_PER_ORIGIN`]).
     pub per_origin: usize,
+    /// Deliveries to one origin queued or under way ([`DEFAULT_PER_ORIGIN_QUEUED`]).
+    pub per_origin_queued: usize,
     /// Which destinations may be reached (link-local and metadata addresses are refused
     /// unless the operator allows them).
     pub egress: crate::http_client::EgressGuard,
@@ -140,6 +146,7 @@ impl Default for OutboxSettings {
             backoff_max: DEFAULT_BACKOFF_MAX,
             timeout: DEFAULT_TIMEOUT,
             per_origin: DEFAULT_PER_ORIGIN,
+            per_origin_queued: DEFAULT_PER_ORIGIN_QUEUED,
             egress: crate::http_client::EgressGuard::default(),
         }
     }
@@ -150,6 +157,7 @@ impl OutboxSettings {
         self.capacity = self.capacity.clamp(1, MAX_CAPACITY);
         self.concurrency = self.concurrency.clamp(1, 64);
         self.per_origin = self.per_origin.clamp(1, self.concurrency);
+        self.per_origin_queued = self.per_origin_queued.clamp(1, self.capacity);
         self.max_attempts = self.max_attempts.clamp(1, MAX_ATTEMPTS);
         self.timeout = self.timeout.min(MAX_TIMEOUT);
         self.backoff_max = self.backoff_max.min(Duration::from_secs(300));
@@ -277,7 +285,42 @@ impl RecentKeys {
 pub struct Outbox {
     queue: mpsc::Sender<Delivery>,
     recent: Arc<Mutex<RecentKeys>>,
+    pending: PendingByOrigin,
     metrics: NotificationMetrics,
+}
+
+/// Deliveries queued or under way, per destination origin (an origin goes with its last).
+#[derive(Clone, Debug)]
+struct PendingByOrigin {
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    limit: usize,
+}
+
+impl PendingByOrigin {
+    /// Counts one more for `origin`; false (nothing counted) when it has `limit` already.
+    fn add(&self, origin: &str) -> bool {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(origin.to_owned()).or_default();
+        if *count >= self.limit {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn remove(&self, origin: &str) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(origin) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(origin);
+            }
+        }
+    }
+}
+
+fn origin_of(delivery: &Delivery) -> String {
+    delivery.url.expose().origin().ascii_serialization()
 }
 
 impl Outbox {
@@ -297,7 +340,12 @@ impl Outbox {
             .build()
             .map_err(OutboxError::BuildClient)?;
         let (queue, receiver) = mpsc::channel(settings.capacity);
+        let pending = PendingByOrigin {
+            counts: Arc::default(),
+            limit: settings.per_origin_queued,
+        };
         let worker = Worker {
+            pending: pending.clone(),
             client,
             slots: Arc::new(Semaphore::new(settings.concurrency)),
             origins: Mutex::default(),
@@ -309,6 +357,7 @@ impl Outbox {
             Outbox {
                 queue,
                 recent: Arc::default(),
+                pending,
                 metrics,
             },
             handle,
@@ -325,9 +374,17 @@ impl Outbox {
             return Enqueued::Duplicate;
         }
         let sink = delivery.sink.clone();
+        let origin = origin_of(&delivery);
+        if !self.pending.add(&origin) {
+            recent.forget(&key);
+            NotificationMetrics::count(&self.metrics.dropped, &sink);
+            warn!(%sink, "too many notifications queued for this receiver: notification dropped");
+            return Enqueued::Dropped;
+        }
         match self.queue.try_send(delivery) {
             Ok(()) => Enqueued::Queued,
             Err(_) => {
+                self.pending.remove(&origin);
                 // Not remembered: a later identical event may still get through.
                 recent.forget(&key);
                 NotificationMetrics::count(&self.metrics.dropped, &sink);
@@ -355,6 +412,8 @@ struct Worker {
     /// The slots of each origin with a delivery under way; an origin's entry goes with its
     /// last delivery.
     origins: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Shared with the [`Outbox`]: a delivery is counted until it is sent or given up.
+    pending: PendingByOrigin,
     settings: Arc<OutboxSettings>,
     metrics: NotificationMetrics,
 }
@@ -386,7 +445,9 @@ impl Worker {
             };
             let this = Arc::clone(&this);
             under_way.spawn(async move {
+                let origin = origin_of(&delivery);
                 this.deliver(delivery).await;
+                this.pending.remove(&origin);
                 drop(permit);
             });
             // Reap the finished ones so the set does not grow.
@@ -398,7 +459,7 @@ impl Worker {
     async fn deliver(&self, delivery: Delivery) {
         let sink = delivery.sink.as_str();
         let max = self.settings.max_attempts;
-        let origin = delivery.url.expose().origin().ascii_serialization();
+        let origin = origin_of(&delivery);
         for attempt in 1..=max {
             let outcome = self.attempt_in_slots(&origin, &delivery).await;
             match outcome {
