@@ -1013,8 +1013,11 @@ async fn start_engine_over(records: serde_json::Value) {
         prometheus: None,
         supervisor: SupervisorConfig::default(),
         notifier: Default::default(),
+        outbox: None,
         allow_link_local_egress: false,
     };
+    // The engine starts its notification outbox (an HTTPS client) at once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let (engine, _task) = Engine::start(config, Sources::default())
         .await
         .expect("start engine");

@@ -229,3 +229,117 @@ async fn a_receiver_that_is_down_is_a_counted_failure() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_blackholed_sink_does_not_delay_another_sinks_delivery() {
+    // Answers after ten minutes: longer than any attempt's timeout.
+    let blackhole =
+        FakeServer::start(|_| Reply::new(200, "late").delay(Duration::from_secs(600))).await;
+    let healthy = FakeServer::start(|_| Reply::new(200, "ok")).await;
+    let (outbox, metrics) = start(OutboxSettings {
+        timeout: vigil::notify::outbox::MAX_TIMEOUT,
+        ..OutboxSettings::default()
+    });
+    // More deliveries to the blackhole than the outbox has slots.
+    for i in 0..(3 * vigil::notify::outbox::DEFAULT_CONCURRENCY) {
+        assert_eq!(
+            outbox.enqueue(delivery(&blackhole, "flooded", &format!("k{i}"))),
+            Enqueued::Queued
+        );
+    }
+    eventually("the blackhole holds its origin's slots", || {
+        blackhole.stats.max_in_flight() == vigil::notify::outbox::DEFAULT_PER_ORIGIN
+    })
+    .await;
+    assert_eq!(
+        outbox.enqueue(delivery(&healthy, "team", "k")),
+        Enqueued::Queued
+    );
+    // Well before the blackhole's first attempt times out (60 s).
+    eventually("the other sink's delivery", || {
+        NotificationMetrics::value(&metrics.sent, "team") == 1
+    })
+    .await;
+    assert_eq!(
+        blackhole.stats.max_in_flight(),
+        vigil::notify::outbox::DEFAULT_PER_ORIGIN,
+        "one origin never holds more than its slots"
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limited_receiver_is_asked_again_after_its_retry_after() {
+    let asked_at = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = FakeServer::start({
+        let asked_at = asked_at.clone();
+        move |n| {
+            asked_at.lock().expect("lock").push(Instant::now());
+            match n {
+                0 => Reply::new(429, "slow down").header("Retry-After", "2"),
+                _ => Reply::new(200, "ok"),
+            }
+        }
+    })
+    .await;
+    // The backoff alone would retry after 20 ms.
+    let (outbox, metrics) = start(fast_settings());
+    outbox.enqueue(delivery(&server, "slack", "k"));
+    eventually("sent after the wait", || {
+        NotificationMetrics::value(&metrics.sent, "slack") == 1
+    })
+    .await;
+    let asked_at = asked_at.lock().expect("lock").clone();
+    assert_eq!(asked_at.len(), 2, "{asked_at:?}");
+    assert!(
+        asked_at[1].duration_since(asked_at[0]) >= Duration::from_millis(1900),
+        "asked again before Retry-After: {:?}",
+        asked_at[1].duration_since(asked_at[0])
+    );
+}
+
+#[tokio::test]
+async fn a_sink_at_a_refused_destination_is_never_contacted() {
+    let server = FakeServer::start(|_| Reply::new(200, "ok")).await;
+    // The receiver listens on loopback: refusing it stands for a metadata server.
+    let (outbox, metrics) = start(OutboxSettings {
+        egress: vigil::http_client::EgressGuard::default().refusing_loopback(),
+        ..fast_settings()
+    });
+    outbox.enqueue(delivery(&server, "team", "k"));
+    eventually("given up", || {
+        NotificationMetrics::value(&metrics.failed, "team") == 1
+    })
+    .await;
+    assert_eq!(server.stats.requests(), 0);
+    assert_eq!(NotificationMetrics::value(&metrics.sent, "team"), 0);
+}
+
+#[tokio::test]
+async fn a_blackholed_sink_cannot_fill_the_queue_for_everyone_else() {
+    let blackhole =
+        FakeServer::start(|_| Reply::new(200, "late").delay(Duration::from_secs(600))).await;
+    let healthy = FakeServer::start(|_| Reply::new(200, "ok")).await;
+    let (outbox, metrics) = start(OutboxSettings {
+        capacity: 16,
+        per_origin_queued: 4,
+        timeout: vigil::notify::outbox::MAX_TIMEOUT,
+        ..OutboxSettings::default()
+    });
+    let flood: Vec<Enqueued> = (0..16)
+        .map(|i| outbox.enqueue(delivery(&blackhole, "flooded", &format!("k{i}"))))
+        .collect();
+    assert_eq!(
+        flood.iter().filter(|e| **e == Enqueued::Queued).count(),
+        4,
+        "{flood:?}"
+    );
+    assert_eq!(NotificationMetrics::value(&metrics.dropped, "flooded"), 12);
+    assert_eq!(
+        outbox.enqueue(delivery(&healthy, "team", "k")),
+        Enqueued::Queued
+    );
+    eventually("the other sink's delivery", || {
+        NotificationMetrics::value(&metrics.sent, "team") == 1
+    })
+    .await;
+}

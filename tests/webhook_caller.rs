@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use support::fake_http::{FakeServer, Reply};
 use support::webhook_receiver::{Answer, Receiver};
-use vigil::notify::{NotificationMetrics, OutboxSettings};
-use vigil::platform::webhooks::{WebhookCaller, WebhookCallerConfig};
+use vigil::notify::{NotificationMetrics, Outbox, OutboxSettings};
+use vigil::platform::webhooks::{
+    MAX_POLL_ENTRIES, MAX_POLLS_IN_FLIGHT_PER_NAMESPACE, WebhookCaller, WebhookCallerConfig,
+};
 use vigil::rollout::webhooks::{
     CallKind, WebhookAnswer, WebhookCall, WebhookOutcome, WebhookPayload,
 };
@@ -43,14 +45,19 @@ fn caller(retry_after: Duration) -> WebhookCaller {
 
 fn caller_counting(retry_after: Duration, metrics: NotificationMetrics) -> WebhookCaller {
     support::install_crypto_provider();
-    WebhookCaller::new(WebhookCallerConfig {
-        retry_after,
-        outbox: OutboxSettings {
+    let (outbox, _worker) = Outbox::start(
+        OutboxSettings {
             max_attempts: ATTEMPTS,
             backoff_base: Duration::from_millis(50),
             ..OutboxSettings::default()
         },
         metrics,
+    )
+    .expect("outbox");
+    WebhookCaller::new(WebhookCallerConfig {
+        retry_after,
+        outbox: Some(outbox),
+        ..WebhookCallerConfig::default()
     })
 }
 
@@ -280,4 +287,108 @@ async fn a_notification_is_tried_a_bounded_number_of_times_counted_and_sent_once
     .await;
     assert_eq!(receiver.received("/works").len(), 2, "e2 once, e3 once");
     assert_eq!(receiver.received("/fails").len(), ATTEMPTS as usize);
+}
+
+/// The poll calls of one Rollout with 20 hooks (the most allowed), all at `url`.
+fn poll_calls(url: &str) -> Vec<WebhookCall> {
+    (0..20)
+        .map(|i| {
+            call(
+                &format!("gate{i}"),
+                CallKind::Poll,
+                url,
+                Duration::from_secs(60),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn one_namespace_over_its_poll_caps_does_not_defer_another_namespaces_poll() {
+    let receiver = Receiver::start().await;
+    receiver.answer("/hang", Answer::Hang);
+    receiver.answer("/ok", Answer::Status(200));
+    let caller = caller(Duration::from_secs(3600));
+    // 500 Rollouts × 20 hooks in one namespace: as many polls as the whole controller keeps,
+    // every receiver hanging.
+    let crowded = poll_calls(&receiver.url("/hang"));
+    let rollouts = MAX_POLL_ENTRIES / crowded.len();
+    for i in 0..rollouts {
+        caller.call(&format!("crowded/r{i}/uid"), Some("crowded"), &crowded);
+    }
+    let first = caller.answers("crowded/r0/uid");
+    assert!(
+        first.iter().any(|a| matches!(&a.outcome,
+            WebhookOutcome::Failed { reason } if reason.contains("webhook polls in flight"))),
+        "beyond the namespace's in-flight polls, the answer says why: {first:?}"
+    );
+    let last = caller.answers(&format!("crowded/r{}/uid", rollouts - 1));
+    assert_eq!(last.len(), crowded.len(), "{last:?}");
+    assert!(
+        last.iter().all(|a| matches!(&a.outcome,
+            WebhookOutcome::Failed { reason } if reason.contains("webhook polls kept"))),
+        "beyond the namespace's entries, the answer says why: {last:?}"
+    );
+    eventually("the crowded namespace's polls reach the receiver", || {
+        receiver.held() == MAX_POLLS_IN_FLIGHT_PER_NAMESPACE
+    })
+    .await;
+    // Another namespace's gate is still asked, and answered.
+    let calm = [call(
+        "gate",
+        CallKind::Poll,
+        &receiver.url("/ok"),
+        Duration::from_secs(5),
+    )];
+    caller.call("calm/shop/uid", Some("calm"), &calm);
+    assert_eq!(
+        answer_for(&caller, "calm/shop/uid", "gate").await,
+        WebhookOutcome::Answered { status: 200 }
+    );
+    assert_eq!(receiver.held(), MAX_POLLS_IN_FLIGHT_PER_NAMESPACE);
+}
+
+#[tokio::test]
+async fn a_poll_to_a_refused_destination_is_not_made_and_says_why() {
+    support::install_crypto_provider();
+    let receiver = Receiver::start().await;
+    receiver.answer("/gate", Answer::Status(200));
+    let (outbox, _worker) =
+        Outbox::start(OutboxSettings::default(), NotificationMetrics::default()).expect("outbox");
+    let caller = WebhookCaller::new(WebhookCallerConfig {
+        retry_after: Duration::from_secs(3600),
+        outbox: Some(outbox),
+        // The test's receiver listens on loopback: refusing it stands for a metadata server.
+        egress: vigil::http_client::EgressGuard::default().refusing_loopback(),
+    });
+    let calls = [call(
+        "gate",
+        CallKind::Poll,
+        &receiver.url("/gate"),
+        Duration::from_secs(5),
+    )];
+    caller.call("ns/shop/uid", Some("ns"), &calls);
+    match answer_for(&caller, "ns/shop/uid", "gate").await {
+        WebhookOutcome::Failed { reason } => {
+            assert!(reason.contains("--allow-link-local-egress"), "{reason}")
+        }
+        other => panic!("a refused destination answered: {other:?}"),
+    }
+    assert!(receiver.received("/gate").is_empty());
+    // The metadata address itself is refused by default, before any connection.
+    let metadata = WebhookCaller::new(WebhookCallerConfig::default());
+    metadata.call(
+        "ns/shop/uid",
+        Some("ns"),
+        &[call(
+            "gate",
+            CallKind::Poll,
+            "http://169.254.169.254/latest/meta-data/",
+            Duration::from_secs(5),
+        )],
+    );
+    match answer_for(&metadata, "ns/shop/uid", "gate").await {
+        WebhookOutcome::Failed { reason } => assert!(reason.contains("169.254"), "{reason}"),
+        other => panic!("the metadata server was asked: {other:?}"),
+    }
 }

@@ -135,6 +135,7 @@ async fn demo() -> Result<(), DemoError> {
             prometheus: Some(prometheus.url().clone()),
             supervisor: SupervisorConfig::default(),
             notifier: Default::default(),
+            outbox: None,
             allow_link_local_egress: false,
         },
         sources,

@@ -112,7 +112,11 @@ fn every_metric_has_an_address(sources: &Sources, prometheus: Option<&Url>) -> R
 
 /// The notifier `--notifications FILE` configures (none without the flag), with its outbox
 /// started on the current runtime.
-fn start_notifier(path: Option<&std::path::Path>) -> Result<SharedNotifier, String> {
+/// The outbox is the process' only one: the engine's webhooks use it too.
+fn start_notifier(
+    path: Option<&std::path::Path>,
+    outbox: &Outbox,
+) -> Result<SharedNotifier, String> {
     let shared = SharedNotifier::default();
     let Some(path) = path else {
         return Ok(shared);
@@ -122,10 +126,7 @@ fn start_notifier(path: Option<&std::path::Path>) -> Result<SharedNotifier, Stri
         .map_err(|e| format!("--notifications {}: {e}", path.display()))?;
     let urls = resolve_local_urls(&config)
         .map_err(|e| format!("--notifications {}: {e}", path.display()))?;
-    let (outbox, _worker) =
-        Outbox::start(OutboxSettings::default(), NotificationMetrics::default())
-            .map_err(|e| e.to_string())?;
-    shared.replace(Some(Notifier::new(config, urls, outbox)));
+    shared.replace(Some(Notifier::new(config, urls, outbox.clone())));
     Ok(shared)
 }
 
@@ -158,7 +159,18 @@ fn print_notification_counts(notifier: &SharedNotifier) {
 }
 
 async fn serve(args: &RunArgs, sources: Sources) -> i32 {
-    let notifier = match start_notifier(args.notifications.as_deref()) {
+    let outbox_settings = OutboxSettings {
+        egress: crate::http_client::EgressGuard::new(args.allow_link_local_egress),
+        ..OutboxSettings::default()
+    };
+    let outbox = match Outbox::start(outbox_settings, NotificationMetrics::default()) {
+        Ok((outbox, _worker)) => outbox,
+        Err(error) => {
+            eprintln!("vigil run: {error}");
+            return EXIT_START;
+        }
+    };
+    let notifier = match start_notifier(args.notifications.as_deref(), &outbox) {
         Ok(notifier) => notifier,
         Err(error) => {
             eprintln!("vigil run: {error}");
@@ -170,6 +182,7 @@ async fn serve(args: &RunArgs, sources: Sources) -> i32 {
         prometheus: args.prometheus.clone(),
         supervisor: SupervisorConfig::default(),
         notifier: notifier.clone(),
+        outbox: Some(outbox),
         allow_link_local_egress: args.allow_link_local_egress,
     };
     let (engine, task) = match Engine::start(config, sources).await {

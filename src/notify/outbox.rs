@@ -11,7 +11,7 @@
 //! [`SinkUrl`] has no `Display`, its `Debug` is redacted, and errors are logged without it.
 //! Sinks are named by the controller's configuration, so the `sink` label is bounded.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -43,6 +43,15 @@ pub const MAX_CAPACITY: usize = 65_536;
 pub const MAX_ATTEMPTS: u32 = 10;
 /// The longest timeout of one attempt.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// Deliveries to one origin (scheme, host, port) in flight at once, at most: a receiver that
+/// hangs holds this many slots, never all of them.
+pub const DEFAULT_PER_ORIGIN: usize = 2;
+/// Deliveries to one origin waiting or under way, at most: beyond it that origin's new
+/// deliveries are dropped (and counted), so one receiver that hangs cannot fill the queue
+/// and have every other receiver's deliveries dropped.
+pub const DEFAULT_PER_ORIGIN_QUEUED: usize = 128;
+/// The longest `Retry-After` honoured (a receiver asking for more gets this).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// A sink's URL: a secret. No `Display`; `Debug` prints `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -118,6 +127,13 @@ pub struct OutboxSettings {
     pub backoff_max: Duration,
     /// Timeout of one attempt ([`DEFAULT_TIMEOUT`]).
     pub timeout: Duration,
+    /// Deliveries to one origin in flight at once ([`DEFAULT_PER_ORIGIN`]).
+    pub per_origin: usize,
+    /// Deliveries to one origin queued or under way ([`DEFAULT_PER_ORIGIN_QUEUED`]).
+    pub per_origin_queued: usize,
+    /// Which destinations may be reached (link-local and metadata addresses are refused
+    /// unless the operator allows them).
+    pub egress: crate::http_client::EgressGuard,
 }
 
 impl Default for OutboxSettings {
@@ -129,6 +145,9 @@ impl Default for OutboxSettings {
             backoff_base: DEFAULT_BACKOFF_BASE,
             backoff_max: DEFAULT_BACKOFF_MAX,
             timeout: DEFAULT_TIMEOUT,
+            per_origin: DEFAULT_PER_ORIGIN,
+            per_origin_queued: DEFAULT_PER_ORIGIN_QUEUED,
+            egress: crate::http_client::EgressGuard::default(),
         }
     }
 }
@@ -137,6 +156,8 @@ impl OutboxSettings {
     fn bounded(mut self) -> Self {
         self.capacity = self.capacity.clamp(1, MAX_CAPACITY);
         self.concurrency = self.concurrency.clamp(1, 64);
+        self.per_origin = self.per_origin.clamp(1, self.concurrency);
+        self.per_origin_queued = self.per_origin_queued.clamp(1, self.capacity);
         self.max_attempts = self.max_attempts.clamp(1, MAX_ATTEMPTS);
         self.timeout = self.timeout.min(MAX_TIMEOUT);
         self.backoff_max = self.backoff_max.min(Duration::from_secs(300));
@@ -264,7 +285,42 @@ impl RecentKeys {
 pub struct Outbox {
     queue: mpsc::Sender<Delivery>,
     recent: Arc<Mutex<RecentKeys>>,
+    pending: PendingByOrigin,
     metrics: NotificationMetrics,
+}
+
+/// Deliveries queued or under way, per destination origin (an origin goes with its last).
+#[derive(Clone, Debug)]
+struct PendingByOrigin {
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    limit: usize,
+}
+
+impl PendingByOrigin {
+    /// Counts one more for `origin`; false (nothing counted) when it has `limit` already.
+    fn add(&self, origin: &str) -> bool {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(origin.to_owned()).or_default();
+        if *count >= self.limit {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn remove(&self, origin: &str) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(origin) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(origin);
+            }
+        }
+    }
+}
+
+fn origin_of(delivery: &Delivery) -> String {
+    delivery.url.expose().origin().ascii_serialization()
 }
 
 impl Outbox {
@@ -276,18 +332,23 @@ impl Outbox {
         metrics: NotificationMetrics,
     ) -> Result<(Outbox, tokio::task::JoinHandle<()>), OutboxError> {
         let settings = settings.bounded();
-        let client = reqwest::Client::builder()
-            // A redirect would carry the message (and, for some receivers, the secret path
-            // it was sent to) to another host.
-            .redirect(reqwest::redirect::Policy::none())
+        // No redirects (one would carry the message, and for some receivers the secret path
+        // it was sent to, to another host), no proxy, guarded destinations.
+        let client = crate::http_client::builder(&settings.egress)
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
-            .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(OutboxError::BuildClient)?;
         let (queue, receiver) = mpsc::channel(settings.capacity);
+        let pending = PendingByOrigin {
+            counts: Arc::default(),
+            limit: settings.per_origin_queued,
+        };
         let worker = Worker {
+            pending: pending.clone(),
             client,
+            slots: Arc::new(Semaphore::new(settings.concurrency)),
+            origins: Mutex::default(),
             settings: Arc::new(settings),
             metrics: metrics.clone(),
         };
@@ -296,6 +357,7 @@ impl Outbox {
             Outbox {
                 queue,
                 recent: Arc::default(),
+                pending,
                 metrics,
             },
             handle,
@@ -312,9 +374,17 @@ impl Outbox {
             return Enqueued::Duplicate;
         }
         let sink = delivery.sink.clone();
+        let origin = origin_of(&delivery);
+        if !self.pending.add(&origin) {
+            recent.forget(&key);
+            NotificationMetrics::count(&self.metrics.dropped, &sink);
+            warn!(%sink, "too many notifications queued for this receiver: notification dropped");
+            return Enqueued::Dropped;
+        }
         match self.queue.try_send(delivery) {
             Ok(()) => Enqueued::Queued,
             Err(_) => {
+                self.pending.remove(&origin);
                 // Not remembered: a later identical event may still get through.
                 recent.forget(&key);
                 NotificationMetrics::count(&self.metrics.dropped, &sink);
@@ -331,8 +401,19 @@ impl Outbox {
 }
 
 /// The receiving side: sends what is queued, a bounded number at a time.
+///
+/// A delivery holds a slot only while an attempt is on the wire: between attempts it waits
+/// holding nothing. It first takes one of its origin's slots ([`OutboxSettings::per_origin`]),
+/// then one of the global ones, so a receiver that hangs or rate-limits holds at most
+/// `per_origin` of the global slots and every other receiver keeps the rest.
 struct Worker {
     client: reqwest::Client,
+    slots: Arc<Semaphore>,
+    /// The slots of each origin with a delivery under way; an origin's entry goes with its
+    /// last delivery.
+    origins: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Shared with the [`Outbox`]: a delivery is counted until it is sent or given up.
+    pending: PendingByOrigin,
     settings: Arc<OutboxSettings>,
     metrics: NotificationMetrics,
 }
@@ -340,49 +421,60 @@ struct Worker {
 /// How one attempt ended.
 enum Attempt {
     Sent,
-    /// Worth another attempt: what went wrong, for the log.
-    Retry(String),
-    /// Not worth another attempt (e.g. 400, 404, a redirect).
+    /// Worth another attempt: what went wrong, for the log, and how long the receiver asked
+    /// us to wait (`Retry-After`, capped), if it did.
+    Retry(String, Option<Duration>),
+    /// Not worth another attempt (e.g. 400, 404, a redirect, a refused destination).
     GiveUp(String),
 }
 
 impl Worker {
     async fn run(self, mut receiver: mpsc::Receiver<Delivery>) {
-        let slots = Arc::new(Semaphore::new(self.settings.concurrency));
+        // Deliveries taken off the queue and not finished (in flight or waiting to retry),
+        // at most as many as the queue holds: beyond it the queue fills (and drops).
+        let accepted = Arc::new(Semaphore::new(self.settings.capacity));
         let this = Arc::new(self);
-        let mut in_flight = tokio::task::JoinSet::new();
-        while let Some(delivery) = receiver.recv().await {
-            // The semaphore is never closed; waiting here lets the queue fill (and drop).
-            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+        let mut under_way = tokio::task::JoinSet::new();
+        loop {
+            // The semaphore is never closed.
+            let Ok(permit) = Arc::clone(&accepted).acquire_owned().await else {
+                break;
+            };
+            let Some(delivery) = receiver.recv().await else {
                 break;
             };
             let this = Arc::clone(&this);
-            in_flight.spawn(async move {
+            under_way.spawn(async move {
+                let origin = origin_of(&delivery);
                 this.deliver(delivery).await;
+                this.pending.remove(&origin);
                 drop(permit);
             });
             // Reap the finished ones so the set does not grow.
-            while in_flight.try_join_next().is_some() {}
+            while under_way.try_join_next().is_some() {}
         }
-        while in_flight.join_next().await.is_some() {}
+        while under_way.join_next().await.is_some() {}
     }
 
     async fn deliver(&self, delivery: Delivery) {
         let sink = delivery.sink.as_str();
         let max = self.settings.max_attempts;
+        let origin = origin_of(&delivery);
         for attempt in 1..=max {
-            match self.attempt(&delivery).await {
+            let outcome = self.attempt_in_slots(&origin, &delivery).await;
+            match outcome {
                 Attempt::Sent => {
                     debug!(%sink, attempt, key = %delivery.dedupe_key, "notification sent");
                     NotificationMetrics::count(&self.metrics.sent, sink);
                     return;
                 }
-                Attempt::Retry(why) if attempt < max => {
-                    let wait = self.settings.backoff(attempt);
+                Attempt::Retry(why, asked) if attempt < max => {
+                    let wait = asked.unwrap_or_else(|| self.settings.backoff(attempt));
                     debug!(%sink, attempt, %why, ?wait, "notification attempt failed; retrying");
+                    // No slot is held while waiting.
                     tokio::time::sleep(wait).await;
                 }
-                Attempt::Retry(why) | Attempt::GiveUp(why) => {
+                Attempt::Retry(why, _) | Attempt::GiveUp(why) => {
                     warn!(%sink, attempt, %why, key = %delivery.dedupe_key, "notification not delivered");
                     NotificationMetrics::count(&self.metrics.failed, sink);
                     return;
@@ -391,7 +483,36 @@ impl Worker {
         }
     }
 
+    /// One attempt, holding one of `origin`'s slots and one global slot while it runs.
+    async fn attempt_in_slots(&self, origin: &str, delivery: &Delivery) -> Attempt {
+        let origin_slots = Arc::clone(
+            self.lock_origins()
+                .entry(origin.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.settings.per_origin))),
+        );
+        let outcome = match origin_slots.acquire().await {
+            Ok(_origin_permit) => match self.slots.acquire().await {
+                Ok(_permit) => self.attempt(delivery).await,
+                Err(_) => Attempt::GiveUp("the outbox is closing".to_owned()),
+            },
+            Err(_) => Attempt::GiveUp("the outbox is closing".to_owned()),
+        };
+        let mut origins = self.lock_origins();
+        // Ours and the map's are the last references: nobody else waits on this origin.
+        if Arc::strong_count(&origin_slots) == 2 {
+            origins.remove(origin);
+        }
+        outcome
+    }
+
+    fn lock_origins(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Semaphore>>> {
+        self.origins.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     async fn attempt(&self, delivery: &Delivery) -> Attempt {
+        if let Err(refused) = self.settings.egress.check_url(delivery.url.expose()) {
+            return Attempt::GiveUp(refused.to_string());
+        }
         let response = self
             .client
             .post(delivery.url.expose().clone())
@@ -404,18 +525,38 @@ impl Worker {
                 if status.is_success() {
                     Attempt::Sent
                 } else if status.as_u16() == 429 || status.is_server_error() {
-                    Attempt::Retry(format!("receiver answered {status}"))
+                    let asked = match status.as_u16() {
+                        429 | 503 => retry_after(response.headers()),
+                        _ => None,
+                    };
+                    Attempt::Retry(format!("receiver answered {status}"), asked)
                 } else {
                     Attempt::GiveUp(format!("receiver answered {status}"))
                 }
             }
             // `without_url`: the URL is the secret.
             Err(error) if error.is_timeout() => {
-                Attempt::Retry(format!("timed out after {:?}", self.settings.timeout))
+                Attempt::Retry(format!("timed out after {:?}", self.settings.timeout), None)
             }
-            Err(error) => Attempt::Retry(error_chain(&error.without_url())),
+            Err(error) => match crate::http_client::refused_by_guard(&error) {
+                Some(refused) => Attempt::GiveUp(refused.to_string()),
+                None => Attempt::Retry(error_chain(&error.without_url()), None),
+            },
         }
     }
+}
+
+/// The wait a `Retry-After: <seconds>` header asks for, at most [`MAX_RETRY_AFTER`]; `None`
+/// without one or in its date form (the backoff applies then).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
 /// An error and its causes, without the URL.
@@ -442,6 +583,24 @@ mod tests {
         assert!(!error.to_string().contains("SECRET"), "{error}");
         let error = SinkUrl::parse("not a url SECRET").expect_err("garbage");
         assert!(!error.to_string().contains("SECRET"), "{error}");
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_capped() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(reqwest::header::RETRY_AFTER, "7".parse().expect("value"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            "86400".parse().expect("value"),
+        );
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("value"),
+        );
+        assert_eq!(retry_after(&headers), None);
     }
 
     #[test]

@@ -253,9 +253,10 @@ impl Context {
                 instance,
             },
         );
+        // Without an outbox until the controller starts its notifications (`run`).
         let webhooks = crate::platform::webhooks::WebhookCaller::new(
             crate::platform::webhooks::WebhookCallerConfig {
-                metrics: metrics.notifications.clone(),
+                egress: limiter.egress().clone(),
                 ..Default::default()
             },
         );

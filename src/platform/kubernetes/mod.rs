@@ -424,17 +424,29 @@ fn default_prometheus(config: &ControllerConfig) -> CommandLinePrometheus {
     CommandLinePrometheus::Default(url.clone())
 }
 
-/// Starts the notifications outbox and the task that keeps `context.notifier` in step with
-/// the `vigil-notifications` ConfigMap of the controller's namespace.
+/// Starts the notifications outbox (the process' only one: the webhook caller's `event` and
+/// `post-rollout` hooks go through it too) and the task that keeps `context.notifier` in step
+/// with the `vigil-notifications` ConfigMap of the controller's namespace.
 async fn start_notifications(
-    context: &Context,
+    context: &mut Context,
     config: &ControllerConfig,
 ) -> Result<tokio::task::JoinHandle<()>, RunError> {
+    let egress = context.limiter.egress().clone();
     let (outbox, _worker) = crate::notify::Outbox::start(
-        crate::notify::OutboxSettings::default(),
+        crate::notify::OutboxSettings {
+            egress: egress.clone(),
+            ..crate::notify::OutboxSettings::default()
+        },
         context.metrics.notifications.clone(),
     )
     .map_err(RunError::StartNotifications)?;
+    context.webhooks = crate::platform::webhooks::WebhookCaller::new(
+        crate::platform::webhooks::WebhookCallerConfig {
+            outbox: Some(outbox.clone()),
+            egress,
+            ..Default::default()
+        },
+    );
     Ok(notifications::start(
         context.client.clone(),
         config.lease_namespace.clone(),
@@ -572,7 +584,7 @@ async fn run_controllers(
     context.address_slots = fair_share::AddressSlots::new(fair_share::address_slot_cap(
         usize::from(config.concurrency),
     ));
-    let notifications = start_notifications(&context, config).await?;
+    let notifications = start_notifications(&mut context, config).await?;
     let ctx = Arc::new(context);
     let (stop_rollouts, rollouts_stopped) = oneshot::channel::<()>();
     let (stop_runs, runs_stopped) = oneshot::channel::<()>();

@@ -93,6 +93,9 @@ const PROCESSES_KEY: &str = "processes";
 /// Why the engine could not load its input, start, or serve a request.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// The notification outbox (webhook `event`/`post-rollout` deliveries) could not start.
+    #[error("failed to start the notification outbox: {0}")]
+    StartOutbox(#[source] crate::notify::OutboxError),
     /// A file could not be read.
     #[error("failed to read {path}: {source}")]
     ReadFile {
@@ -164,6 +167,9 @@ pub struct EngineConfig {
     pub supervisor: SupervisorConfig,
     /// Where transitions are notified (`vigil run --notifications FILE`); none by default.
     pub notifier: crate::notify::SharedNotifier,
+    /// The process' notification outbox, which the `event` and `post-rollout` webhooks share
+    /// with the notifier; `None`: the engine starts one.
+    pub outbox: Option<crate::notify::Outbox>,
     /// Let analysis requests reach link-local and cloud metadata addresses
     /// (`--allow-link-local-egress`; refused by default).
     pub allow_link_local_egress: bool,
@@ -242,7 +248,8 @@ fn run_key(name: &str) -> String {
 impl Engine {
     /// Opens the state directory, kills processes a previous engine left behind, starts a
     /// proxy per Rollout (an address in use is an error naming it), loads recorded status and
-    /// AnalysisRuns, and spawns the loop. Must be called inside a tokio runtime.
+    /// AnalysisRuns, and spawns the loop. Must be called inside a tokio runtime, with a rustls
+    /// crypto provider installed (the notification outbox's client is built here).
     pub async fn start(
         config: EngineConfig,
         sources: Sources,
@@ -254,6 +261,25 @@ impl Engine {
             crate::http_client::EgressGuard::new(config.allow_link_local_egress),
         );
         let views = Arc::new(Mutex::new(BTreeMap::new()));
+        let outbox = match &config.outbox {
+            Some(outbox) => outbox.clone(),
+            None => {
+                crate::notify::Outbox::start(
+                    crate::notify::OutboxSettings {
+                        egress: limiter.egress().clone(),
+                        ..crate::notify::OutboxSettings::default()
+                    },
+                    crate::notify::NotificationMetrics::default(),
+                )
+                .map_err(EngineError::StartOutbox)?
+                .0
+            }
+        };
+        let webhooks = WebhookCaller::new(WebhookCallerConfig {
+            outbox: Some(outbox),
+            egress: limiter.egress().clone(),
+            ..WebhookCallerConfig::default()
+        });
         let mut engine = Engine {
             config,
             state,
@@ -264,7 +290,7 @@ impl Engine {
             runs: BTreeMap::new(),
             views: views.clone(),
             recorded_pids: Vec::new(),
-            webhooks: WebhookCaller::new(WebhookCallerConfig::default()),
+            webhooks,
         };
         engine.load_runs()?;
         engine.apply(sources).await?;
