@@ -202,7 +202,7 @@ async fn create_template(
                 "successCondition": "result < 0.05",
                 "provider": {"prometheus": {
                     "address": prometheus.url().as_str(),
-                    "query": format!("max(e2e_error_ratio{{rollout=\"{series}\"}})")
+                    "query": format!("max(last_over_time(e2e_error_ratio{{rollout=\"{series}\"}}[30s]))")
                 }}
             }]
         }
@@ -873,7 +873,7 @@ async fn a_secret_argument_reaches_prometheus_but_never_the_stored_run_or_events
                 "provider": {"prometheus": {
                     "address": prometheus.url().as_str(),
                     // Selects the series only when the Secret's value was substituted.
-                    "query": "max(e2e_error_ratio{tenant=\"{{args.tenant}}\"})"
+                    "query": "max(last_over_time(e2e_error_ratio{tenant=\"{{args.tenant}}\"}[30s]))"
                 }}
             }]
         }
