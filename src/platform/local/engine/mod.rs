@@ -66,6 +66,7 @@ mod handle;
 mod persistence;
 mod platform;
 mod print;
+mod releases;
 mod sources;
 
 use handle::*;
@@ -73,6 +74,9 @@ pub use handle::{EngineHandle, EventRecord, RolloutView, RunView};
 use persistence::*;
 use platform::*;
 pub use print::progress_line;
+pub use releases::{
+    REPORTS_DIR, ReadStateError, list_rollouts, read_history, report_input, write_release_report,
+};
 use print::*;
 pub use sources::Sources;
 use sources::*;

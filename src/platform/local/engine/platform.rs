@@ -59,14 +59,16 @@ impl Platform for LocalRollout<'_> {
             return Ok(());
         }
         log_transition(&self.managed.name, &self.managed.status, &status);
-        self.managed.status = status;
+        let before = std::mem::replace(&mut self.managed.status, status);
         self.engine
             .state
             .save(
                 &format!("{}.status", self.managed.name),
                 &self.managed.status,
             )
-            .map_err(ActError::Record)
+            .map_err(ActError::Record)?;
+        self.engine.record_release(self.managed, &before, self.now);
+        Ok(())
     }
 
     fn stored((): &()) -> bool {
