@@ -71,14 +71,15 @@ pub enum ReleaseChange {
 }
 
 fn rolled_back(phase: Option<RolloutPhase>) -> bool {
-    matches!(
-        phase,
-        Some(RolloutPhase::Degraded | RolloutPhase::Aborted)
-    )
+    matches!(phase, Some(RolloutPhase::Degraded | RolloutPhase::Aborted))
 }
 
 /// The release changes from `before` to `after`, stored at `now`.
-pub fn changes(before: &RolloutStatus, after: &RolloutStatus, now: Timestamp) -> Vec<ReleaseChange> {
+pub fn changes(
+    before: &RolloutStatus,
+    after: &RolloutStatus,
+    now: Timestamp,
+) -> Vec<ReleaseChange> {
     let mut found = Vec::new();
     if let Some(revision) = &after.canary_revision
         && (before.canary_revision.as_ref() != Some(revision)
@@ -100,7 +101,10 @@ pub fn changes(before: &RolloutStatus, after: &RolloutStatus, now: Timestamp) ->
     }
     if rolled_back(after.phase) && !rolled_back(before.phase) {
         found.push(ReleaseChange::RolledBack {
-            revision: after.canary_revision.clone().or(before.canary_revision.clone()),
+            revision: after
+                .canary_revision
+                .clone()
+                .or(before.canary_revision.clone()),
             reason: after.message.clone(),
         });
     }

@@ -61,7 +61,9 @@ fn duration_histogram() -> Histogram {
 
 fn restore_histogram() -> Histogram {
     // 0.5 s to about 17 min.
-    Histogram::new([0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1024.0])
+    Histogram::new([
+        0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1024.0,
+    ])
 }
 
 /// The DORA metrics and the open release of each Rollout.

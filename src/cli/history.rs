@@ -165,7 +165,10 @@ mod tests {
         let text = render("web", &history, at(400));
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("STARTED"), "{text}");
-        assert!(lines[1].contains("b2") && lines[1].contains("promoted"), "{text}");
+        assert!(
+            lines[1].contains("b2") && lines[1].contains("promoted"),
+            "{text}"
+        );
         assert!(lines[1].contains("2.0m"), "{text}");
         assert!(
             lines[2].contains("rolled back")
@@ -179,7 +182,10 @@ mod tests {
             text.contains("3 releases: 1 promoted, 1 rolled back; change failure rate 50%"),
             "{text}"
         );
-        assert!(text.contains("deployment frequency 1.00 promoted/day"), "{text}");
+        assert!(
+            text.contains("deployment frequency 1.00 promoted/day"),
+            "{text}"
+        );
         assert!(text.contains("mean time to restore 1.5s"), "{text}");
     }
 

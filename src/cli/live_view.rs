@@ -164,10 +164,7 @@ fn paint(text: &str, good: bool, bad: bool, colour: bool) -> String {
 }
 
 fn paint_phase(phase: Option<RolloutPhase>, colour: bool) -> String {
-    let bad = matches!(
-        phase,
-        Some(RolloutPhase::Degraded | RolloutPhase::Aborted)
-    );
+    let bad = matches!(phase, Some(RolloutPhase::Degraded | RolloutPhase::Aborted));
     let good = phase == Some(RolloutPhase::Healthy);
     paint(&phase_word(phase), good, bad, colour)
 }
@@ -274,7 +271,11 @@ pub fn dashboard(frame: &Frame, colour: bool) -> String {
 
 /// Lines for the measurement errors in `current` that `previous` did not show yet, as they
 /// happen (before they pause the rollout).
-pub fn new_errors(previous: Option<&RolloutView>, current: &RolloutView, at: Timestamp) -> Vec<String> {
+pub fn new_errors(
+    previous: Option<&RolloutView>,
+    current: &RolloutView,
+    at: Timestamp,
+) -> Vec<String> {
     let seen = |run: &str, metric: &str, record: &MeasurementRecord| {
         previous.is_some_and(|p| {
             p.analysis_runs
@@ -338,7 +339,12 @@ mod tests {
         Timestamp::from_second(1_800_000_000 + seconds).expect("time")
     }
 
-    fn record(phase: AnalysisPhase, value: Option<&str>, reason: &str, t: i64) -> MeasurementRecord {
+    fn record(
+        phase: AnalysisPhase,
+        value: Option<&str>,
+        reason: &str,
+        t: i64,
+    ) -> MeasurementRecord {
         MeasurementRecord {
             phase,
             started_at: MicroTime(at(t)),
@@ -411,22 +417,46 @@ mod tests {
     fn the_dashboard_draws_canary_and_baseline_sparklines_in_colour() {
         let current = view(
             vec![
-                record(AnalysisPhase::Running, Some("canary 1/100 baseline 1/100"), "", 0),
-                record(AnalysisPhase::Running, Some("canary 8/200 baseline 2/200"), "", 10),
-                record(AnalysisPhase::Failed, Some("canary 30/300 baseline 3/300"), "", 20),
+                record(
+                    AnalysisPhase::Running,
+                    Some("canary 1/100 baseline 1/100"),
+                    "",
+                    0,
+                ),
+                record(
+                    AnalysisPhase::Running,
+                    Some("canary 8/200 baseline 2/200"),
+                    "",
+                    10,
+                ),
+                record(
+                    AnalysisPhase::Failed,
+                    Some("canary 30/300 baseline 3/300"),
+                    "",
+                    20,
+                ),
             ],
             "error-rate failed",
         );
         let text = dashboard(&frame_of(&current, at(0)), true);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].contains("weight  20%") && lines[0].contains("\x1b[33mProgressing"), "{text}");
-        let metric = lines.iter().find(|l| l.contains("errors")).expect("a metric line");
+        assert!(
+            lines[0].contains("weight  20%") && lines[0].contains("\x1b[33mProgressing"),
+            "{text}"
+        );
+        let metric = lines
+            .iter()
+            .find(|l| l.contains("errors"))
+            .expect("a metric line");
         assert!(metric.contains("canary ▁▃█"), "{text}");
         assert!(metric.contains("baseline ▁▁▁"), "{text}");
         assert!(metric.contains("\x1b[33mRunning"), "{text}");
         let plain = dashboard(&frame_of(&current, at(0)), false);
         assert!(!plain.contains('\x1b'), "{plain}");
-        assert!(plain.lines().all(|l| l.chars().count() <= MAX_LINE), "{plain}");
+        assert!(
+            plain.lines().all(|l| l.chars().count() <= MAX_LINE),
+            "{plain}"
+        );
     }
 
     #[test]
@@ -460,11 +490,22 @@ mod tests {
             message: Some("error-rate failed".to_owned()),
             ..RolloutStatus::default()
         };
-        let text = list_table(&[("web".to_owned(), status), ("api".to_owned(), RolloutStatus::default())]);
+        let text = list_table(&[
+            ("web".to_owned(), status),
+            ("api".to_owned(), RolloutStatus::default()),
+        ]);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("NAME"), "{text}");
-        assert!(lines[1].starts_with("web") && lines[1].contains("Degraded") && lines[1].contains("error-rate failed"), "{text}");
-        assert!(lines[2].starts_with("api") && lines[2].contains("Pending"), "{text}");
+        assert!(
+            lines[1].starts_with("web")
+                && lines[1].contains("Degraded")
+                && lines[1].contains("error-rate failed"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("api") && lines[2].contains("Pending"),
+            "{text}"
+        );
         assert_eq!(list_table(&[]), "no rollouts in this state directory\n");
     }
 }

@@ -220,7 +220,10 @@ async fn watch_live(
             Ok(view) => {
                 let now = jiff::Timestamp::now();
                 if unreachable {
-                    crate::outln!("{} reconnected to vigil run at {admin}", now.strftime("%H:%M:%S"));
+                    crate::outln!(
+                        "{} reconnected to vigil run at {admin}",
+                        now.strftime("%H:%M:%S")
+                    );
                     unreachable = false;
                 }
                 for line in new_errors(previous.as_ref(), &view, now) {

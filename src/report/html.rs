@@ -258,7 +258,11 @@ fn run_section(out: &mut String, run: &RunSeries, t0: Timestamp) -> Result<(), R
     Ok(())
 }
 
-fn metric_section(out: &mut String, metric: &MetricSeries, t0: Timestamp) -> Result<(), ReportError> {
+fn metric_section(
+    out: &mut String,
+    metric: &MetricSeries,
+    t0: Timestamp,
+) -> Result<(), ReportError> {
     let _ = writeln!(
         out,
         "<h3>Metric {}: <span style=\"color:{}\">{}</span> ({} measurements)</h3>",

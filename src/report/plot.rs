@@ -55,7 +55,9 @@ fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
     if !low.is_finite() {
         return (0.0, 1.0);
     }
-    let pad = ((high - low) * 0.1).max(high.abs().max(low.abs()) * 0.05).max(1e-6);
+    let pad = ((high - low) * 0.1)
+        .max(high.abs().max(low.abs()) * 0.05)
+        .max(1e-6);
     (low - pad, high + pad)
 }
 

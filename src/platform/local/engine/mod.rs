@@ -74,10 +74,10 @@ pub use handle::{EngineHandle, EventRecord, RolloutView, RunView};
 use persistence::*;
 use platform::*;
 pub use print::progress_line;
+use print::*;
 pub use releases::{
     REPORTS_DIR, ReadStateError, list_rollouts, read_history, report_input, write_release_report,
 };
-use print::*;
 pub use sources::Sources;
 use sources::*;
 

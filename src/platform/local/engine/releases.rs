@@ -36,8 +36,7 @@ impl Engine {
         };
         history.apply(&found, now);
         if let Some(ended) = history.releases.last_mut().filter(|r| {
-            matches!(r.outcome, Outcome::Promoted | Outcome::RolledBack)
-                && r.ended_at == Some(now)
+            matches!(r.outcome, Outcome::Promoted | Outcome::RolledBack) && r.ended_at == Some(now)
         }) {
             match write_release_report(self.state.path(), &managed.name, ended, now) {
                 Ok(path) => {
@@ -111,13 +110,18 @@ pub fn list_rollouts(dir: &Path) -> Result<Vec<(String, RolloutStatus)>, ReadSta
 /// The release history of the Rollout `name` (empty when it has none yet).
 pub fn read_history(dir: &Path, name: &str) -> Result<History, ReadStateError> {
     let state = open_existing(dir)?;
-    if state.load::<StoredRollout>(&format!("{name}.rollout"))?.is_none() {
+    if state
+        .load::<StoredRollout>(&format!("{name}.rollout"))?
+        .is_none()
+    {
         return Err(ReadStateError::FindObject {
             name: name.to_owned(),
             dir: dir.to_owned(),
         });
     }
-    Ok(state.load::<History>(&history_key(name))?.unwrap_or_default())
+    Ok(state
+        .load::<History>(&history_key(name))?
+        .unwrap_or_default())
 }
 
 /// What a report on `name` (a Rollout, else an AnalysisRun) draws, from the state directory.
