@@ -239,6 +239,12 @@ fn a_release_report_renders_in_chromium_with_its_summary_plots_and_timeline() {
     // Values of error-rate, canary and baseline of errors, and two estimate charts.
     let charts = rendered.dom.matches("<svg").count();
     assert_eq!(charts, 4, "{}", rendered.dom);
+    // To look at them: VIGIL_TEST_ARTIFACTS=/some/dir cargo test --test report
+    if let Some(keep) = std::env::var_os("VIGIL_TEST_ARTIFACTS") {
+        let keep = Path::new(&keep);
+        std::fs::copy(&out, keep.join("report.html")).expect("keep the report");
+        std::fs::copy(&rendered.screenshot, keep.join("report.png")).expect("keep the screenshot");
+    }
     let png = std::fs::read(&rendered.screenshot).expect("the screenshot");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
     assert!(
@@ -316,4 +322,163 @@ fn history_and_list_read_the_state_directory() {
             .is_some_and(|l| l.starts_with("web") && l.contains("Degraded") && l.contains("2/3")),
         "{stdout}"
     );
+}
+
+/// Metric base names from `# TYPE` lines of an OpenMetrics text.
+fn typed_names(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every string in the dashboard where Grafana sends PromQL: panel targets and variables.
+fn queries(dashboard: &serde_json::Value) -> Vec<String> {
+    let mut found = Vec::new();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    for panel in panels {
+        if panel["type"] == "row" {
+            continue;
+        }
+        let targets = panel["targets"]
+            .as_array()
+            .expect("every panel has targets");
+        assert!(!targets.is_empty(), "panel {} has no query", panel["title"]);
+        for target in targets {
+            let expr = target["expr"].as_str().expect("a PromQL expr");
+            assert!(
+                !expr.trim().is_empty(),
+                "panel {} has an empty query",
+                panel["title"]
+            );
+            found.push(expr.to_owned());
+        }
+    }
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+    {
+        if variable["type"] == "query" {
+            found.push(variable["query"].as_str().expect("a query").to_owned());
+        }
+    }
+    found
+}
+
+/// The metric names a query reads: identifiers starting `vigil_` or `http_`.
+fn metric_names(query: &str) -> Vec<String> {
+    query
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|word| word.starts_with("vigil_") || word.starts_with("http_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Gives every family of the controller's metrics that the dashboard reads a series.
+fn exercise(metrics: &vigil::metrics::Metrics) {
+    use vigil::api::{RolloutPhase, RolloutStatus};
+    metrics.verdict("Failed");
+    metrics.rollout_phase("shop/web", Some("Degraded"));
+    metrics.measurement_duration.observe(0.1);
+    let now = jiff::Timestamp::now();
+    let idle = RolloutStatus::default();
+    let started = RolloutStatus {
+        phase: Some(RolloutPhase::Progressing),
+        stable_revision: Some("a".into()),
+        canary_revision: Some("b".into()),
+        canary_attempt: 1,
+        ..RolloutStatus::default()
+    };
+    let promoted = RolloutStatus {
+        phase: Some(RolloutPhase::Healthy),
+        stable_revision: Some("b".into()),
+        ..started.clone()
+    };
+    metrics.dora.record("shop", "web", &idle, &started, now);
+    metrics.dora.record("shop", "web", &started, &promoted, now);
+    let failed = RolloutStatus {
+        phase: Some(RolloutPhase::Degraded),
+        abort: true,
+        aborted_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
+        ..started.clone()
+    };
+    metrics.dora.record("shop", "api", &idle, &started, now);
+    metrics.dora.record("shop", "api", &started, &failed, now);
+}
+
+#[tokio::test]
+async fn the_grafana_dashboard_parses_and_reads_only_metrics_vigil_exports() {
+    support::install_crypto_provider();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/grafana/vigil-dashboard.json"
+    );
+    let text = std::fs::read_to_string(path).expect("the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    assert!(dashboard["title"].is_string() && dashboard["uid"].is_string());
+    // What vigil exports: the controller's /metrics and the local proxy's (the request series
+    // a mesh exports under the same names).
+    // Families show in the text once they have a series: give each one.
+    let metrics = vigil::metrics::Metrics::default();
+    exercise(&metrics);
+    let mut exported = typed_names(&metrics.encode());
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let proxy = vigil::platform::local::proxy::WeightedProxy::bind(any, any, "web".into())
+        .await
+        .expect("bind the proxy");
+    let app =
+        support::fake_http::FakeServer::start(|_| support::fake_http::Reply::new(200, "ok")).await;
+    let app_addr = format!(
+        "{}:{}",
+        app.url.host_str().expect("host"),
+        app.url.port().expect("port")
+    );
+    proxy
+        .set_backends(
+            vigil::platform::local::proxy::Backend {
+                revision: "v1".into(),
+                addrs: vec![app_addr.parse().expect("address")],
+            },
+            None,
+            0,
+        )
+        .expect("backends");
+    let served = reqwest::get(format!("http://{}/", proxy.local_addr()))
+        .await
+        .expect("a request through the proxy");
+    assert_eq!(served.status(), 200);
+    let proxy_metrics = reqwest::get(format!("http://{}/metrics", proxy.metrics_addr()))
+        .await
+        .expect("scrape the proxy")
+        .text()
+        .await
+        .expect("the proxy's metrics");
+    exported.extend(typed_names(&proxy_metrics));
+    assert!(
+        exported.iter().any(|n| n == "vigil_releases_started"),
+        "{exported:?}"
+    );
+    let suffixes = ["", "_total", "_bucket", "_sum", "_count"];
+    let mut referenced = 0;
+    for query in queries(&dashboard) {
+        for name in metric_names(&query) {
+            referenced += 1;
+            assert!(
+                exported
+                    .iter()
+                    .any(|base| suffixes.iter().any(|s| format!("{base}{s}") == name)),
+                "{name} (in {query}) is not a metric vigil exports: {exported:?}"
+            );
+        }
+    }
+    for dora in [
+        "vigil_releases_promoted_total",
+        "vigil_releases_rolled_back_total",
+        "vigil_time_to_restore_seconds_bucket",
+        "vigil_release_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(dora), "the dashboard shows {dora}");
+    }
+    assert!(referenced >= 15, "{referenced} metric references found");
 }
