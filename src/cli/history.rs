@@ -52,16 +52,10 @@ pub fn render(name: &str, history: &History, now: Timestamp) -> String {
     let _ = writeln!(
         out,
         "{:<20} {:<18} {:>7} {:<11} {:>9} {:>8}  {}",
-        "STARTED", "REVISION", "ATTEMPT", "OUTCOME", "DURATION", "RESTORE", "REASON / REPORT"
+        "STARTED", "REVISION", "ATTEMPT", "OUTCOME", "DURATION", "RESTORE", "REASON"
     );
     for release in &history.releases {
-        let detail = release
-            .reason
-            .iter()
-            .chain(release.report.iter())
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let detail = release.reason.clone().unwrap_or_default();
         let line = format!(
             "{:<20} {:<18} {:>7} {:<11} {:>9} {:>8}  {}",
             release.started_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -73,6 +67,9 @@ pub fn render(name: &str, history: &History, now: Timestamp) -> String {
             detail
         );
         let _ = writeln!(out, "{}", truncate(&line, 200));
+        if let Some(report) = &release.report {
+            let _ = writeln!(out, "{:<20} report: {report}", "");
+        }
     }
     out.push_str(&dora_summary(history, now));
     out
@@ -174,10 +171,11 @@ mod tests {
             lines[2].contains("rolled back")
                 && lines[2].contains("60.0s")
                 && lines[2].contains("1.5s")
-                && lines[2].contains("web-c3-1.html"),
+                && lines[2].contains("error-rate: result < 0.05 is false"),
             "{text}"
         );
-        assert!(lines[3].contains("in progress"), "{text}");
+        assert!(lines[3].trim_start().starts_with("report: .vigil/reports/web-c3-1.html"), "{text}");
+        assert!(lines[4].contains("in progress"), "{text}");
         assert!(
             text.contains("3 releases: 1 promoted, 1 rolled back; change failure rate 50%"),
             "{text}"
