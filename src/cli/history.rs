@@ -51,8 +51,8 @@ pub fn render(name: &str, history: &History, now: Timestamp) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<20} {:<18} {:>7} {:<11} {:>9} {:>8}  {}",
-        "STARTED", "REVISION", "ATTEMPT", "OUTCOME", "DURATION", "RESTORE", "REASON"
+        "{:<20} {:<18} {:>7} {:<11} {:>9} {:>8}  REASON",
+        "STARTED", "REVISION", "ATTEMPT", "OUTCOME", "DURATION", "RESTORE"
     );
     for release in &history.releases {
         let detail = release.reason.clone().unwrap_or_default();
