@@ -296,7 +296,10 @@ fn keep_reports(state_dir: &Path) {
             return;
         }
     };
-    let mut names: Vec<_> = entries.filter_map(Result::ok).map(|e| e.file_name()).collect();
+    let mut names: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
     names.sort();
     for name in names {
         let target = kept.join(&name);

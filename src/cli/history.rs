@@ -174,7 +174,12 @@ mod tests {
                 && lines[2].contains("error-rate: result < 0.05 is false"),
             "{text}"
         );
-        assert!(lines[3].trim_start().starts_with("report: .vigil/reports/web-c3-1.html"), "{text}");
+        assert!(
+            lines[3]
+                .trim_start()
+                .starts_with("report: .vigil/reports/web-c3-1.html"),
+            "{text}"
+        );
         assert!(lines[4].contains("in progress"), "{text}");
         assert!(
             text.contains("3 releases: 1 promoted, 1 rolled back; change failure rate 50%"),
