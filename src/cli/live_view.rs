@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use jiff::Timestamp;
 
 use crate::api::{AnalysisPhase, MeasurementRecord, RolloutPhase, RolloutStatus};
-use crate::platform::local::engine::RolloutView;
+use crate::platform::local::engine::{RolloutView, RunView};
 use crate::report::series::{parse_counts, parse_number};
 
 /// The longest line the live view prints.
@@ -70,12 +70,16 @@ fn values(records: &[MeasurementRecord]) -> (Vec<f64>, Vec<f64>) {
 
 /// The frame of `view` read at `at`: the running analysis run, else the latest one.
 pub fn frame_of(view: &RolloutView, at: Timestamp) -> Frame {
-    let run = view
-        .analysis_runs
+    frame(&view.name, &view.status, &view.analysis_runs, at)
+}
+
+/// The frame of the Rollout `name` with `status` and its runs (oldest first), read at `at`.
+pub fn frame(name: &str, status: &RolloutStatus, runs: &[RunView], at: Timestamp) -> Frame {
+    let run = runs
         .iter()
         .rev()
         .find(|r| !r.status.phase.is_some_and(AnalysisPhase::is_completed))
-        .or_else(|| view.analysis_runs.last());
+        .or_else(|| runs.last());
     let metrics = run
         .map(|run| {
             run.status
@@ -96,13 +100,13 @@ pub fn frame_of(view: &RolloutView, at: Timestamp) -> Frame {
         .unwrap_or_default();
     Frame {
         at,
-        name: view.name.clone(),
-        phase: view.status.phase,
-        step: view.status.step.clone(),
-        weight: view.status.canary_weight,
+        name: name.to_owned(),
+        phase: status.phase,
+        step: status.step.clone(),
+        weight: status.canary_weight,
         run: run.map(|r| (r.name.clone(), r.status.phase.unwrap_or_default())),
         metrics,
-        message: view.status.message.clone(),
+        message: status.message.clone(),
     }
 }
 
@@ -276,10 +280,24 @@ pub fn new_errors(
     current: &RolloutView,
     at: Timestamp,
 ) -> Vec<String> {
+    errors_between(
+        &current.name,
+        previous.map(|p| p.analysis_runs.as_slice()),
+        &current.analysis_runs,
+        at,
+    )
+}
+
+/// [`new_errors`] of the Rollout `name` from its runs as read before (`previous`) and now.
+pub fn errors_between(
+    name: &str,
+    previous: Option<&[RunView]>,
+    current: &[RunView],
+    at: Timestamp,
+) -> Vec<String> {
     let seen = |run: &str, metric: &str, record: &MeasurementRecord| {
         previous.is_some_and(|p| {
-            p.analysis_runs
-                .iter()
+            p.iter()
                 .filter(|r| r.name == run)
                 .flat_map(|r| r.status.metric_results.iter())
                 .filter(|m| m.name == metric)
@@ -287,14 +305,14 @@ pub fn new_errors(
         })
     };
     let mut lines = Vec::new();
-    for run in &current.analysis_runs {
+    for run in current {
         for metric in &run.status.metric_results {
             for record in &metric.measurements {
                 if record.phase == AnalysisPhase::Error && !seen(&run.name, &metric.name, record) {
                     lines.push(fit(&format!(
                         "{} {} measurement error in {}: {}",
                         clock(at),
-                        current.name,
+                        name,
                         metric.name,
                         record.reason.as_deref().unwrap_or("no reason given")
                     )));
@@ -332,7 +350,6 @@ pub fn list_table(rollouts: &[(String, RolloutStatus)]) -> String {
 mod tests {
     use super::*;
     use crate::api::{AnalysisRunStatus, MetricResult};
-    use crate::platform::local::engine::RunView;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
     fn at(seconds: i64) -> Timestamp {

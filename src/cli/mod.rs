@@ -9,6 +9,7 @@ pub mod demo_app;
 pub mod history;
 pub mod judge;
 pub mod kubectl;
+pub mod kubectl_watch;
 pub mod lint;
 pub mod live_view;
 pub mod local;
