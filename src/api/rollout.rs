@@ -138,12 +138,18 @@ pub enum ScaleDown {
     Progressively,
 }
 
-/// The release strategy.
+/// The release strategy: exactly one of `canary` and `blueGreen` (neither is a canary
+/// without steps: the new version replaces the old at once).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStrategy {
     /// Canary release: a share of traffic goes to the new version, step by step.
+    #[serde(default, skip_serializing_if = "CanaryStrategy::is_unset")]
     pub canary: CanaryStrategy,
+    /// Blue-green release: the new version runs beside the active one behind a preview
+    /// Service, then the active Service switches to it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<super::blue_green::BlueGreenStrategy>,
 }
 
 /// A canary release.
@@ -184,6 +190,13 @@ pub struct CanaryStrategy {
     /// about it (`post-rollout`, `event`): Flagger's webhooks. At most 20.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<super::webhook::Webhook>,
+}
+
+impl CanaryStrategy {
+    /// No field set: what an absent `canary` reads as.
+    pub fn is_unset(&self) -> bool {
+        *self == CanaryStrategy::default()
+    }
 }
 
 /// Traffic routing. At most one router is set; none means replica-ratio approximation.
@@ -421,6 +434,9 @@ pub enum PauseReason {
     InconclusiveAnalysis,
     /// `vigil pause` or `spec.paused`.
     UserPaused,
+    /// A blue-green release waits before the switch: for `vigil promote`
+    /// (`autoPromotionEnabled: false`) or `autoPromotionSeconds`.
+    BlueGreenPause,
 }
 
 /// One reason the rollout is paused, and since when.
