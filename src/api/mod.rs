@@ -7,12 +7,14 @@ pub mod duration;
 pub mod ingress_routers;
 pub mod istio;
 pub mod rollout;
+pub mod scaling;
 pub(crate) mod schema;
 pub mod webhook;
 
 pub use analysis::*;
 pub use ingress_routers::*;
 pub use rollout::*;
+pub use scaling::{PodMetadata, SetCanaryScale};
 pub use webhook::{Webhook, WebhookStatus, WebhookType};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
