@@ -278,11 +278,11 @@ impl Engine {
             }
             Effect::CreateAnalysisRun {
                 name,
+                kind,
                 templates,
                 args,
                 stable_revision,
                 canary_revision,
-                ..
             } => {
                 if !self.runs.contains_key(name) {
                     let refs: Vec<String> =
@@ -295,6 +295,7 @@ impl Engine {
                         canary_revision,
                         now,
                     );
+                    run.spec.background = *kind == crate::rollout::AnalysisKind::Background;
                     run.jobs = LocalJobs::new(name);
                     tracing::info!(rollout = %managed.name, run = %name, templates = ?refs, "analysis run created");
                     save_run(&self.state, name, &run);
