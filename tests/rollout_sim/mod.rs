@@ -137,7 +137,9 @@ pub fn step_verdict(indices: Vec<i32>, phase: AnalysisPhase) -> Verdicts {
         match run.kind {
             AnalysisKind::Step { index } if indices.contains(&index) => Some(phase),
             AnalysisKind::Step { .. } => Some(AnalysisPhase::Successful),
-            AnalysisKind::Background => None,
+            AnalysisKind::Background | AnalysisKind::PrePromotion | AnalysisKind::PostPromotion => {
+                None
+            }
         }
     })
 }
