@@ -254,6 +254,19 @@ pub fn desired_revision(spec: &RolloutSpec, workload: Option<&WorkloadObservatio
         .unwrap_or_default()
 }
 
+/// The Services vigil points at revisions: (`stableService`, `canaryService`) of a canary, or
+/// (`activeService`, `previewService`) of a blue-green release, which play the same parts (the
+/// active one selects the stable revision, the preview one the new revision).
+pub fn service_names(spec: &RolloutSpec) -> (Option<&str>, Option<&str>) {
+    match &spec.strategy.blue_green {
+        Some(bg) => (bg.active_service.as_deref(), bg.preview_service.as_deref()),
+        None => (
+            spec.strategy.canary.stable_service.as_deref(),
+            spec.strategy.canary.canary_service.as_deref(),
+        ),
+    }
+}
+
 /// One revision (ReplicaSet) as seen.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RevisionObservation {
