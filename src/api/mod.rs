@@ -8,6 +8,7 @@ pub mod duration;
 pub mod ingress_routers;
 pub mod istio;
 pub mod rollout;
+pub mod scaling;
 pub(crate) mod schema;
 pub mod webhook;
 
@@ -15,6 +16,7 @@ pub use analysis::*;
 pub use blue_green::{BlueGreenStrategy, LocalBlueGreen};
 pub use ingress_routers::*;
 pub use rollout::*;
+pub use scaling::{PodMetadata, SetCanaryScale};
 pub use webhook::{Webhook, WebhookStatus, WebhookType};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
