@@ -134,6 +134,8 @@ pub fn analysis_run_for(
                 match kind {
                     AnalysisKind::Step { .. } => "step".to_owned(),
                     AnalysisKind::Background => "background".to_owned(),
+                    AnalysisKind::PrePromotion => "pre-promotion".to_owned(),
+                    AnalysisKind::PostPromotion => "post-promotion".to_owned(),
                 },
             ),
         ],

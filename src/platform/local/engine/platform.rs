@@ -91,6 +91,14 @@ impl Platform for LocalRollout<'_> {
 /// service (it routes by revision), so both are always "configured", whatever the spec names.
 pub(super) fn local_spec(spec: &RolloutSpec) -> RolloutSpec {
     let mut spec = spec.clone();
+    // Blue-green: the proxy's listener is the active service, its preview listener the
+    // preview service.
+    if let Some(bg) = &mut spec.strategy.blue_green {
+        bg.active_service.get_or_insert_with(|| "active".to_owned());
+        bg.preview_service
+            .get_or_insert_with(|| "preview".to_owned());
+        return spec;
+    }
     let canary = &mut spec.strategy.canary;
     canary
         .stable_service
