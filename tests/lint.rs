@@ -421,6 +421,7 @@ const FIELDS: &[&str] = &[
     "failMargin",
     "passMargin",
     "slowThresholdSeconds",
+    "stratifyBy",
     "scoring",
     "groupWeights",
     "passThreshold",

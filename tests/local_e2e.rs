@@ -1428,3 +1428,166 @@ async fn a_failing_smoke_test_job_rolls_the_canary_back_and_a_passing_one_promot
     })
     .await;
 }
+
+/// A blue-green Rollout of `vigil demo-app` with `app_args`: the proxy serves the active
+/// revision on `listen`, the preview on `preview`; the preview is analysed before the switch.
+fn blue_green_yaml(
+    name: &str,
+    listen: u16,
+    preview: u16,
+    metrics: u16,
+    app_args: &[&str],
+) -> String {
+    let args: Vec<String> = app_args.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        r#"apiVersion: vigil.dev/v1alpha1
+kind: Rollout
+metadata:
+  name: {name}
+  annotations:
+    vigil.dev/metrics-listen: 127.0.0.1:{metrics}
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      containers:
+        - name: app
+          command: [{VIGIL:?}, "demo-app"]
+          args: [{args}]
+          readinessProbe:
+            httpGet:
+              path: /healthz
+              port: 8080
+  strategy:
+    blueGreen:
+      local:
+        listen: 127.0.0.1:{listen}
+        previewListen: 127.0.0.1:{preview}
+      previewReplicaCount: 1
+      prePromotionAnalysis:
+        templates:
+          - templateName: e2e-error-rate
+      scaleDownDelaySeconds: 2
+      abortScaleDownDelaySeconds: 2
+"#,
+        args = args.join(", ")
+    )
+}
+
+/// The revisions that answered `n` requests through `port`, all answered 200.
+async fn served_by(client: &reqwest::Client, port: u16, n: usize) -> Vec<String> {
+    let mut revisions: Vec<String> = probe(client, port, n)
+        .await
+        .into_iter()
+        .map(|(status, revision, body)| {
+            assert_eq!(status, 200, "{body}");
+            revision
+        })
+        .collect();
+    revisions.sort();
+    revisions.dedup();
+    revisions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blue_green_release_goes_through_the_preview_listener_then_switches_the_active_one() {
+    support::install_crypto_provider();
+    let metrics = prometheus().1[2];
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (listen, preview) = (free_port(), free_port());
+    let name = "bluegreen";
+    let v1 = blue_green_yaml(name, listen, preview, metrics, &["--version", "v1"]);
+    let files = [
+        write(dir.path(), "rollout.yaml", &v1),
+        write(dir.path(), "templates.yaml", &templates_without_address()),
+    ];
+    let prometheus_url = prometheus().0.url().to_string();
+    let engine = Engine::start(
+        dir.path(),
+        &files,
+        admin_addr(),
+        &["--prometheus", &prometheus_url],
+    );
+    let client = reqwest::Client::new();
+    bounded(Duration::from_secs(240), async {
+        let first = wait_for(&client, &engine, name, "v1 Healthy", |v| {
+            v.status.phase == Some(RolloutPhase::Healthy)
+        })
+        .await;
+        let v1_hash = first.desired_revision.clone();
+        // With no release in flight both listeners serve the active revision.
+        assert_eq!(served_by(&client, listen, 10).await, vec![v1_hash.clone()]);
+        assert_eq!(served_by(&client, preview, 10).await, vec![v1_hash.clone()]);
+        let _active_load = start_load(listen);
+        let _preview_load = start_load(preview);
+
+        // v2 runs behind the preview listener only, and is analysed there.
+        let v2 = blue_green_yaml(name, listen, preview, metrics, &["--version", "v2"]);
+        let (code, body) = post_apply(&client, &engine, v2).await;
+        assert_eq!(code, 200, "{body}");
+        let previewing = wait_for(&client, &engine, name, "v2 analysed in preview", |v| {
+            v.status.step.as_deref() == Some("preview")
+                && v.status
+                    .step_analysis
+                    .as_ref()
+                    .is_some_and(|run| run.name.ends_with("-pre"))
+                && v.routing
+                    .canary
+                    .as_ref()
+                    .is_some_and(|b| !b.addrs.is_empty())
+        })
+        .await;
+        let v2_hash = previewing.desired_revision.clone();
+        assert_ne!(v1_hash, v2_hash);
+        assert_eq!(served_by(&client, listen, 20).await, vec![v1_hash.clone()]);
+        assert_eq!(served_by(&client, preview, 10).await, vec![v2_hash.clone()]);
+
+        // The analysis of the preview passed: the active listener switched to v2.
+        let promoted = wait_for(&client, &engine, name, "v2 promoted", |v| {
+            v.status.phase == Some(RolloutPhase::Healthy)
+                && v.status.stable_revision.as_deref() == Some(v2_hash.as_str())
+        })
+        .await;
+        let run = promoted
+            .analysis_runs
+            .iter()
+            .find(|r| r.name.ends_with("-pre") && r.name.contains(&v2_hash))
+            .expect("v2's pre-promotion run");
+        assert_eq!(run.status.phase, Some(AnalysisPhase::Successful), "{run:?}");
+        assert_eq!(served_by(&client, listen, 20).await, vec![v2_hash.clone()]);
+        assert_eq!(served_by(&client, preview, 10).await, vec![v2_hash.clone()]);
+
+        // A bad v3 (30% errors) fails in preview: the active listener never leaves v2.
+        let v3 = blue_green_yaml(
+            name,
+            listen,
+            preview,
+            metrics,
+            &["--version", "v3", "--error-rate", "0.3"],
+        );
+        let (code, body) = post_apply(&client, &engine, v3).await;
+        assert_eq!(code, 200, "{body}");
+        let degraded = wait_for(&client, &engine, name, "v3 rejected in preview", |v| {
+            v.status.phase == Some(RolloutPhase::Degraded)
+        })
+        .await;
+        let message = degraded.status.message.clone().unwrap_or_default();
+        assert!(
+            message.contains("pre-promotion analysis failed"),
+            "{message}"
+        );
+        assert!(message.contains("error-rate"), "{message}");
+        assert_eq!(
+            degraded.status.stable_revision.as_deref(),
+            Some(v2_hash.as_str())
+        );
+        assert_eq!(served_by(&client, listen, 20).await, vec![v2_hash.clone()]);
+    })
+    .await;
+}

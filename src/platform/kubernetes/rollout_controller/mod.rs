@@ -386,11 +386,8 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
             });
         }
     }
-    let strategy = &rollout.spec.strategy.canary;
-    for service in [&strategy.stable_service, &strategy.canary_service]
-        .into_iter()
-        .flatten()
-    {
+    let (stable_service, canary_service) = crate::rollout::service_names(&rollout.spec);
+    for service in [stable_service, canary_service].into_iter().flatten() {
         match point_service(&scope, service, stable).await {
             Err(Error::PatchService { source, .. }) if not_found(&source) => {}
             other => other?,
