@@ -3,6 +3,7 @@
 //! Every public item carries a `///` doc: it becomes the description in the generated CRDs.
 
 pub mod analysis;
+mod display;
 pub mod duration;
 pub mod ingress_routers;
 pub mod istio;

@@ -59,7 +59,7 @@ use crate::platform::webhooks::{WebhookCaller, WebhookCallerConfig};
 use crate::rollout::webhooks::WebhookCall;
 use crate::rollout::{
     Decision, Effect, EventType, Observation, RequestError, RevisionObservation, ServiceSelection,
-    desired_revision, status_request,
+    desired_revision, refuse_no_op, status_request, undecided_run,
 };
 
 mod handle;
@@ -416,6 +416,19 @@ impl Engine {
             .ok_or_else(|| EngineError::FindRollout {
                 name: name.to_owned(),
             })?;
+        refuse_no_op(name, managed.spec.paused, Some(&managed.status), request)?;
+        if request == UserRequest::RerunAnalysis {
+            // Checked above: a run waits for a person. Without it, the rollout creates it anew.
+            if let Some(run) = undecided_run(&managed.status) {
+                let run = run.name.clone();
+                if let Some(entry) = self.runs.remove(&run) {
+                    entry.jobs.stop_all();
+                }
+                self.state.remove(&run_key(&run))?;
+                tracing::info!(rollout = %name, %run, "analysis run deleted to run it again");
+            }
+            return Ok(());
+        }
         match status_request(name, Some(&managed.status), request)? {
             Some(change) => change.apply_to(&mut managed.status),
             None => {
