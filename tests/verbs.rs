@@ -66,12 +66,13 @@ struct Run {
 }
 
 impl Run {
-    fn start(dir: &Path, file: &Path, admin_port: u16) -> Run {
+    fn start(dir: &Path, file: &Path, admin_port: u16, extra: &[&str]) -> Run {
         let log = dir.join("run.log");
         let child = Command::new(VIGIL)
             .arg("run")
             .arg(file)
             .args(["--admin", &format!("127.0.0.1:{admin_port}")])
+            .args(extra)
             .current_dir(dir)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -92,6 +93,13 @@ impl Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Run {
+    /// SIGTERM, then SIGKILL after 15 s.
+    fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -185,7 +193,7 @@ fn the_verbs_find_the_local_run_and_refuse_what_would_do_nothing() {
     let file = dir.join("rollout.yaml");
     std::fs::write(&file, rollout(listen, "v1")).expect("write");
     // Not the default admin port: the verbs read it from `.vigil/admin.addr`.
-    let run = Run::start(dir, &file, free_port());
+    let run = Run::start(dir, &file, free_port(), &[]);
 
     let healthy = wait_for(dir, &run, "Healthy");
     assert!(
@@ -264,4 +272,83 @@ fn with_neither_a_run_nor_a_cluster_the_verbs_say_what_to_do() {
             "no kube-rs error chain: {stderr}"
         );
     }
+}
+
+/// Issue 16, friction 2: `vigil run --load RPS` sends the demo's load to each Rollout's proxy
+/// and says how much at the end.
+#[test]
+fn run_with_load_sends_requests_to_the_proxy() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = dir.path();
+    let listen = free_port();
+    let file = dir.join("rollout.yaml");
+    std::fs::write(&file, rollout(listen, "v1")).expect("write");
+    let metrics_port = free_port();
+    let yaml = rollout(listen, "v1").replace(
+        "  name: shop\n",
+        &format!(
+            "  name: shop\n  annotations:\n    vigil.dev/metrics-listen: 127.0.0.1:{metrics_port}\n"
+        ),
+    );
+    std::fs::write(&file, yaml).expect("write");
+    let mut run = Run::start(dir, &file, free_port(), &["--load", "50"]);
+    wait_for(dir, &run, "Healthy");
+    // Wait on the engine's own word that the load runs, then on answered requests: the
+    // proxy's /routing is not needed, the summary at stop counts them.
+    let deadline = Instant::now() + WAIT;
+    while !run
+        .log()
+        .contains("sending 50 requests/s to http://127.0.0.1:")
+    {
+        assert!(Instant::now() < deadline, "no load started:\n{}", run.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Wait until the proxy counted answered requests it did not send itself.
+    let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");
+    loop {
+        let body = http_get(metrics_port, "/metrics");
+        if body.lines().any(|line| {
+            line.starts_with("http_requests_total{")
+                && line.contains("code=\"200\"")
+                && line.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()) >= Some(10.0)
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{metrics} counted no load:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    run.stop();
+    let log = run.log();
+    let sent = log
+        .lines()
+        .find_map(|line| {
+            line.split("load sent ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no load summary in\n{log}"));
+    assert!(sent > 0, "{log}");
+    assert!(log.contains("0 answered 5xx"), "{log}");
+}
+
+/// A plain HTTP/1.0 GET on loopback; the body, or empty when it cannot be read.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
 }
