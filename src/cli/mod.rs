@@ -76,6 +76,7 @@ pub enum Command {
     #[command(subcommand)]
     Migrate(migrate::MigrateCommand),
     /// Run a statistical judge on raw samples or counts, offline.
+    #[command(after_help = judge::EXIT_CODES_HELP)]
     Judge(judge::JudgeArgs),
     /// Run Rollouts and AnalysisTemplates from files on this machine (processes, a weighted
     /// proxy, a state directory) until Ctrl-C. Exit 2 on invalid files, 1 when it cannot start.
@@ -130,6 +131,8 @@ impl Cli {
 pub fn usage_exit_code(command: Option<&str>) -> i32 {
     match command {
         Some("analyze") => analyze::EXIT_USAGE,
+        // 2 is Inconclusive there too.
+        Some("judge") => judge::EXIT_USAGE,
         _ => 2,
     }
 }
