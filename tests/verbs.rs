@@ -74,7 +74,8 @@ impl Run {
             .args(["--admin", &format!("127.0.0.1:{admin_port}")])
             .args(extra)
             .current_dir(dir)
-            .env("RUST_LOG", "info")
+            .env_remove("RUST_LOG")
+            .env_remove("VIGIL_LOG_FORMAT")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -249,6 +250,54 @@ fn the_verbs_find_the_local_run_and_refuse_what_would_do_nothing() {
     assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
     assert!(stderr.contains("broken.yaml"), "names the file: {stderr}");
     assert!(!stderr.contains("<apply>"), "{stderr}");
+
+    // Friction 6: the log went to a file: no colour codes, phases by name, Warning events
+    // at WARN.
+    let log = run.log();
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escape codes in a file:\n{log}"
+    );
+    assert!(!log.contains("Some("), "Debug formatting:\n{log}");
+    assert!(log.contains("phase=Healthy"), "{log}");
+    assert!(
+        log.lines()
+            .any(|line| line.contains(" WARN ") && line.contains("reason=RolloutAborted")),
+        "the abort event at WARN:\n{log}"
+    );
+}
+
+/// Issue 16, friction 6: `--log-format json` writes JSON lines; `--quiet` keeps warnings.
+#[test]
+fn run_logs_json_lines_or_only_warnings() {
+    for (flags, json) in [(&["--log-format", "json"][..], true), (&["--quiet"], false)] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = dir.path();
+        let file = dir.join("rollout.yaml");
+        std::fs::write(&file, rollout(free_port(), "v1")).expect("write");
+        let mut run = Run::start(dir, &file, free_port(), flags);
+        wait_for(dir, &run, "Healthy");
+        run.stop();
+        let log = run.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.starts_with("vigil run:"))
+            .collect();
+        if json {
+            assert!(!lines.is_empty(), "{log}");
+            for line in &lines {
+                let value: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                assert!(value.get("level").is_some(), "{line}");
+            }
+            assert!(log.contains("\"phase\":\"Healthy\""), "{log}");
+        } else {
+            assert!(
+                lines.iter().all(|l| !l.contains(" INFO ")),
+                "--quiet logs no INFO:\n{log}"
+            );
+        }
+    }
 }
 
 #[test]

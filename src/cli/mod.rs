@@ -20,6 +20,12 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "vigil", version, about, long_about = None)]
 pub struct Cli {
+    /// How log lines on stderr look: `text` (colour only on a terminal) or `json` lines.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<crate::telemetry::LogFormat>,
+    /// Log warnings and errors only.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -90,6 +96,14 @@ pub enum Command {
 }
 
 impl Cli {
+    /// What `--log-format` and `--quiet` ask of the log.
+    pub fn log_options(&self) -> crate::telemetry::LogOptions {
+        crate::telemetry::LogOptions {
+            format: self.log_format,
+            quiet: self.quiet,
+        }
+    }
+
     /// The log filter when `RUST_LOG` is not set: `vigil demo` prints its own progress on
     /// stdout, so its log keeps to warnings.
     pub fn default_log_filter(&self) -> &'static str {

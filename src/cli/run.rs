@@ -344,7 +344,7 @@ async fn watch_files(files: Vec<PathBuf>, engine: EngineHandle) {
         match loaded {
             Ok(sources) => match engine.apply(sources).await {
                 Ok(names) => {
-                    tracing::info!(rollouts = ?names, "files changed; applied");
+                    tracing::info!(rollouts = %names.join(", "), "files changed; applied");
                     eprintln!("vigil run: files changed; applied {}", names.join(", "));
                 }
                 Err(error) => {

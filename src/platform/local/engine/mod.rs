@@ -436,7 +436,7 @@ impl Engine {
                 store_rollout(&self.state, managed)?;
             }
         }
-        tracing::info!(rollout = %name, ?request, "user request recorded");
+        tracing::info!(rollout = %name, request = %request.describe(name), "user request recorded");
         self.state
             .save(&format!("{name}.status"), &managed.status)?;
         Ok(())
@@ -531,7 +531,12 @@ impl Engine {
             }
             if status != run.status {
                 if status.phase != run.status.phase {
-                    tracing::info!(run = %name, phase = ?status.phase, message = ?status.message, "analysis run");
+                    tracing::info!(
+                        run = %name,
+                        phase = %status.phase.map(|p| p.to_string()).unwrap_or_default(),
+                        message = %status.message.as_deref().unwrap_or_default(),
+                        "analysis run"
+                    );
                 }
                 run.status = status;
                 save_run(&self.state, &name, run);

@@ -308,7 +308,7 @@ impl Engine {
                         now,
                     );
                     run.jobs = LocalJobs::new(name);
-                    tracing::info!(rollout = %managed.name, run = %name, templates = ?refs, "analysis run created");
+                    tracing::info!(rollout = %managed.name, run = %name, templates = %refs.join(", "), "analysis run created");
                     save_run(&self.state, name, &run);
                     self.runs.insert(name.clone(), run);
                 }
@@ -361,10 +361,15 @@ impl Engine {
                 message,
             } => {
                 let type_ = match type_ {
-                    EventType::Normal => "Normal",
-                    EventType::Warning => "Warning",
+                    EventType::Normal => {
+                        tracing::info!(rollout = %managed.name, %reason, %message, "event");
+                        "Normal"
+                    }
+                    EventType::Warning => {
+                        tracing::warn!(rollout = %managed.name, %reason, %message, "event");
+                        "Warning"
+                    }
                 };
-                tracing::info!(rollout = %managed.name, type_, %reason, %message, "event");
                 managed.events.push(EventRecord {
                     time: now,
                     type_: type_.to_owned(),

@@ -10,7 +10,11 @@ pub(super) fn log_transition(name: &str, before: &RolloutStatus, after: &Rollout
         || before.canary_weight != after.canary_weight
     {
         let phase = after.phase.map(|p| p.to_string()).unwrap_or_default();
-        let step = after.step.as_deref().unwrap_or("-");
+        // A step means something only while a canary is in flight.
+        let step = match after.canary_revision {
+            Some(_) => after.step.as_deref().unwrap_or("-"),
+            None => "-",
+        };
         let message = after.message.as_deref().unwrap_or_default();
         match after.phase {
             Some(RolloutPhase::Degraded | RolloutPhase::Aborted) => tracing::warn!(
