@@ -228,7 +228,6 @@ fn a_release_report_renders_in_chromium_with_its_summary_plots_and_timeline() {
         "Metric latency",
         "it narrows as evidence",
         "result &lt; 0.05",
-        "fail above 1.2",
     ] {
         assert!(
             rendered.dom.contains(expected),
@@ -236,6 +235,12 @@ fn a_release_report_renders_in_chromium_with_its_summary_plots_and_timeline() {
             rendered.dom
         );
     }
+    // The sequential judge's fail line sits at its default margin (the template sets none).
+    let fail_line = format!(
+        "fail above {}",
+        1.0 + vigil::api::SequentialJudge::DEFAULT_FAIL_MARGIN
+    );
+    assert!(rendered.dom.contains(&fail_line), "missing {fail_line:?}");
     // Values of error-rate, canary and baseline of errors, and two estimate charts.
     let charts = rendered.dom.matches("<svg").count();
     assert_eq!(charts, 4, "{}", rendered.dom);
