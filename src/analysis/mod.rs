@@ -8,7 +8,7 @@ pub mod judge;
 pub mod measure;
 pub mod provider;
 pub mod run;
-pub mod sensitivity;
 #[cfg(test)]
 mod schedule_tests;
+pub mod sensitivity;
 pub mod template;

@@ -59,7 +59,10 @@ pub struct GateSchedule {
 impl GateSchedule {
     /// The time from the gate's start to its last measurement.
     pub fn duration(&self) -> Duration {
-        self.initial_delay + self.interval.saturating_mul(self.count.min(u32::MAX as u64) as u32)
+        self.initial_delay
+            + self
+                .interval
+                .saturating_mul(self.count.min(u32::MAX as u64) as u32)
     }
 }
 

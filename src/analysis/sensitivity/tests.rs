@@ -92,7 +92,8 @@ fn simulated_fail_minute(seed: u64, rate_per_minute: f64, ratio: f64) -> Option<
             baseline_errors,
             baseline_requests,
         };
-        test.update(&mut state, &increment).expect("consistent counts");
+        test.update(&mut state, &increment)
+            .expect("consistent counts");
         match test.decide(&mut state, false) {
             SequentialDecision::Fail => return Some(minute),
             SequentialDecision::Pass => return None,
@@ -129,7 +130,9 @@ fn preview_matches_the_detection_benchs_simulation() {
         );
         let simulated = median(fails) as f64;
         let predicted = preview.measurements as f64;
-        eprintln!("x{ratio} at {rate_per_minute}/min: preview {predicted} min, simulated median {simulated} min");
+        eprintln!(
+            "x{ratio} at {rate_per_minute}/min: preview {predicted} min, simulated median {simulated} min"
+        );
         // The expected path is the typical run: within a quarter (and a minute) of the median.
         assert!(
             (predicted - simulated).abs() <= 1.0 + 0.25 * simulated,
@@ -155,7 +158,11 @@ fn larger_regressions_are_detected_sooner_and_the_null_never_fails() {
     };
     let (x5, x2) = (at(5.0).expect("x5"), at(2.0).expect("x2"));
     assert!(x5 < x2, "x5 at {x5}, x2 at {x2}");
-    assert_eq!(at(1.0), None, "a canary as good as the baseline never fails");
+    assert_eq!(
+        at(1.0),
+        None,
+        "a canary as good as the baseline never fails"
+    );
     assert_eq!(at(1.2), None, "a canary exactly at the margin never fails");
 }
 
@@ -211,4 +218,3 @@ fn human_durations() {
     assert_eq!(human_duration(Duration::from_secs(14 * 60)), "14 min");
     assert_eq!(human_duration(Duration::from_secs(3 * 3600)), "3.0 h");
 }
-
