@@ -54,9 +54,4 @@ fn demo_promotes_v2_rolls_v3_back_and_shows_both_judges() {
         assert!(failed >= 0.0 && back >= 0.0, "{judge}: {cells:?}");
         assert!(requests > 0, "{judge}: {cells:?}");
     }
-    // The sequential judge is the one that failed the first v3.
-    assert!(
-        stdout.contains("metric \"slow-vs-stable\" failed"),
-        "the first v3 was not failed by the sequential judge:\n{stdout}"
-    );
 }

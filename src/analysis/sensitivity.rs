@@ -259,6 +259,29 @@ pub fn smallest_detectable_ratio(
     Ok(Some(high.exp()))
 }
 
+/// The fewest measurements after which the count test can decide at all: it is fed the most
+/// extreme evidence (1000 requests per arm and interval, every error the canary's) until it
+/// fails. Computed from the test itself, so it follows the test's own rules (e.g. its
+/// overdispersion tempering weighs no evidence before a few intervals with errors). `None`
+/// when it never fails within 100 measurements (an invalid configuration included).
+pub fn fewest_measurements_to_decide(config: &CountTestConfig) -> Option<u64> {
+    let test = CountTest::new(*config).ok()?;
+    let mut state = CountState::default();
+    let overwhelming = CountIncrement {
+        canary_errors: 1000,
+        canary_requests: 1000,
+        baseline_errors: 0,
+        baseline_requests: 1000,
+    };
+    for k in 1..=100 {
+        test.update(&mut state, &overwhelming).ok()?;
+        if test.decide(&mut state, false) == SequentialDecision::Fail {
+            return Some(k);
+        }
+    }
+    None
+}
+
 /// A duration as people say it: `45 s`, `14 min`, `2.5 h`.
 pub fn human_duration(duration: Duration) -> String {
     let seconds = duration.as_secs_f64();

@@ -1,9 +1,12 @@
 //! `vigil demo`: a real canary release on this machine, in a few minutes.
 //!
-//! It starts a real Prometheus (scraping the proxy's metrics every second), the demo app v1 as
+//! It starts a real Prometheus (scraping the proxy's metrics every 0.5 s), the demo app v1 as
 //! stable (2 processes) behind vigil's weighted proxy, and a steady load of 50 requests/s; then
 //! it releases v2 (healthy: promoted step by step) and v3 (5% errors and slower: rolled back
-//! by itself at its first analysis), printing a line at every change, and ends with a summary.
+//! by itself at its first analysis), printing a line at every change. v3 is released twice:
+//! judged by the sequential test against the stable (the demo's gates), then by CEL thresholds
+//! alone, and the summary shows side by side when each failed it and how many requests each
+//! let through.
 //! The Rollout and templates are the ones in `deploy/local-demo/`, with free ports.
 
 use std::path::Path;

@@ -11,6 +11,7 @@ pub mod kubectl;
 pub mod lint;
 pub mod local;
 pub mod migrate;
+pub mod plan;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -77,6 +78,9 @@ pub enum Command {
     /// A real canary release on this machine in a few minutes: Prometheus, the demo app, load,
     /// a healthy release promoted and a bad one rolled back, with a summary.
     Demo(demo::DemoArgs),
+    /// Sensitivity preview: what each sequential gate of a Rollout can detect at a given
+    /// traffic, and in how long (exit codes: 0 printed, 2 invalid files or flags).
+    Plan(plan::PlanArgs),
 }
 
 impl Cli {
@@ -144,6 +148,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Run(args) => run::run(&args),
         Command::Local(args) => local::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Plan(args) => plan::run(&args),
         Command::Judge(args) => judge::run(args).unwrap_or_else(|error| {
             eprintln!("vigil judge: {error}");
             3
