@@ -126,6 +126,12 @@ fn validate(traffic: &GateTraffic, schedule: &GateSchedule) -> Result<(), Sensit
     Ok(())
 }
 
+/// How far ahead the preview looks for a decision with this interval: a day, or
+/// [`MAX_INTERVALS`] measurements when that is shorter.
+pub fn search_horizon(interval: Duration) -> Duration {
+    HORIZON.min(interval.saturating_mul(MAX_INTERVALS as u32))
+}
+
 /// The first measurement at which the count test fails a canary whose event rate is `ratio`
 /// × the baseline's, on the expected path; `None` when it does not within a day (or
 /// [`MAX_INTERVALS`] measurements).
@@ -181,7 +187,8 @@ fn first_decision(
     }
     let test = CountTest::new(*config)?;
     let seconds = schedule.interval.as_secs_f64();
-    let limit = ((HORIZON.as_secs_f64() / seconds) as u64).clamp(1, max_measurements.max(1));
+    let limit = ((HORIZON.as_secs_f64() / seconds) as u64)
+        .clamp(1, max_measurements.clamp(1, MAX_INTERVALS));
     let canary_event_rate = (traffic.baseline_event_rate * ratio).min(1.0);
     let mut state = CountState::default();
     let mut expected = [0.0f64; 4];

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::analysis::judge::sequential::{CountTestConfig, split_alpha};
 use crate::analysis::sensitivity::{
-    GateSchedule, GateTraffic, PREVIEW_RATIOS, SensitivityError, human_duration,
+    GateSchedule, GateTraffic, PREVIEW_RATIOS, SensitivityError, human_duration, search_horizon,
     smallest_detectable_ratio, time_to_fail,
 };
 use crate::api::duration::parse_duration;
@@ -176,7 +176,10 @@ pub fn margin_warnings(
             let needs = match time_to_fail(&config, &traffic, &schedule, target)? {
                 Some(d) if d.within_gate => continue,
                 Some(d) => format!("it needs {}", human_duration(d.after)),
-                None => "not even within a day".to_owned(),
+                None => format!(
+                    "not even within {}",
+                    human_duration(search_horizon(schedule.interval))
+                ),
             };
             warnings.push(format!(
                 "warning: Rollout {name} step {} ({}/{}): at {} req/s and {}% weight the gate cannot detect x{target} (twice the degradation its failMargin {} tolerates) within its {}; {needs}",
@@ -232,7 +235,10 @@ pub fn preview_metric(
                 "x{ratio} needs {} (longer than the gate)",
                 human_duration(d.after)
             )),
-            None => longer.push(format!("x{ratio} is not detected within a day")),
+            None => longer.push(format!(
+                "x{ratio} is not detected within {}",
+                human_duration(search_horizon(schedule.interval))
+            )),
         }
     }
     let smallest = smallest_detectable_ratio(&config, &traffic, &schedule)?;
@@ -274,10 +280,7 @@ fn count_config(judge: &SequentialJudge, sequential_metrics: usize) -> CountTest
 }
 
 fn schedule(metric: &Metric) -> GateSchedule {
-    let parse = |d: Option<&str>| {
-        d.and_then(|d| parse_duration(d).ok())
-            .and_then(|d| Duration::try_from(d).ok())
-    };
+    let parse = |d: Option<&str>| d.and_then(|d| parse_duration(d).ok());
     GateSchedule {
         initial_delay: parse(metric.initial_delay.as_deref()).unwrap_or_default(),
         interval: parse(metric.interval.as_deref()).unwrap_or(Duration::from_secs(60)),
