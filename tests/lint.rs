@@ -172,6 +172,7 @@ const REQUIRED_CASES: &[&str] = &[
     "istio-misspelt-subset",
     "istio-host-level-without-services",
     "nginx-owned-annotation",
+    "sequential-count-below-minimum",
 ];
 
 #[test]
@@ -656,4 +657,44 @@ fn lint_refuses_an_interval_of_100000000h_naming_the_field_and_ceiling() {
         stdout.contains("spec.metrics[0].interval: \"100000000h\" is longer than the ceiling of 720h (MAX_DURATION)"),
         "{stdout}"
     );
+}
+
+#[test]
+fn with_traffic_lint_warns_about_gates_too_short_to_detect_their_margin() {
+    let files = [
+        "deploy/local-demo/rollout.yaml",
+        "deploy/local-demo/templates.yaml",
+    ];
+    let at = |rps: &str| {
+        let mut args = vec!["lint"];
+        args.extend(files);
+        args.extend([
+            "--rps",
+            rps,
+            "--error-rate",
+            "0.001",
+            "--slow-share",
+            "0.15",
+        ]);
+        vigil(&args)
+    };
+    let slow = at("2");
+    let stderr = String::from_utf8_lossy(&slow.stderr);
+    assert_eq!(
+        slow.status.code(),
+        Some(0),
+        "a warning is not a problem: {stderr}"
+    );
+    assert!(slow.stdout.is_empty(), "problems only on stdout");
+    assert!(
+        stderr.contains(
+            "warning: Rollout demo step 1 (demo-latency-vs-stable/slow-vs-stable): at 2 req/s and \
+             20% weight the gate cannot detect x3"
+        ),
+        "{stderr}"
+    );
+    let busy = at("50");
+    let stderr = String::from_utf8_lossy(&busy.stderr);
+    assert_eq!(busy.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("warning:"), "{stderr}");
 }

@@ -10,4 +10,5 @@ pub mod provider;
 pub mod run;
 #[cfg(test)]
 mod schedule_tests;
+pub mod sensitivity;
 pub mod template;

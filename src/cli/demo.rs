@@ -1,9 +1,12 @@
 //! `vigil demo`: a real canary release on this machine, in a few minutes.
 //!
-//! It starts a real Prometheus (scraping the proxy's metrics every second), the demo app v1 as
+//! It starts a real Prometheus (scraping the proxy's metrics every 0.5 s), the demo app v1 as
 //! stable (2 processes) behind vigil's weighted proxy, and a steady load of 50 requests/s; then
 //! it releases v2 (healthy: promoted step by step) and v3 (5% errors and slower: rolled back
-//! by itself at its first analysis), printing a line at every change, and ends with a summary.
+//! by itself at its first analysis), printing a line at every change. v3 is released twice:
+//! judged by the sequential test against the stable (the demo's gates), then by CEL thresholds
+//! alone, and the summary shows side by side when each failed it and how many requests each
+//! let through.
 //! The Rollout and templates are the ones in `deploy/local-demo/`, with free ports.
 
 use std::path::Path;
@@ -93,7 +96,10 @@ fn rollout(exe: &Path, listen: u16, metrics: u16, app_args: &str) -> String {
             "command: [vigil, demo-app]",
             &format!("command: [{:?}, demo-app]", exe.display().to_string()),
         )
-        .replace("args: [--version, v1]", &format!("args: [{app_args}]"))
+        .replace(
+            r#"args: [--version, v1, --latency-ms, "30", --latency-jitter-ms, "25"]"#,
+            &format!("args: [{app_args}]"),
+        )
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{listen}"))
         .replace("127.0.0.1:9464", &format!("127.0.0.1:{metrics}"))
 }
@@ -112,19 +118,21 @@ async fn demo() -> Result<(), DemoError> {
     let (listen, metrics) = (free_port()?, free_port()?);
     let metrics_addr = std::net::SocketAddr::from(([127, 0, 0, 1], metrics));
     crate::outln!("vigil demo: a canary release on this machine, judged by a real Prometheus\n");
-    let config = scrape_config("vigil-demo", &[metrics_addr]);
+    // Every 0.5 s, so that the sequential judge's one-second windows always hold two samples.
+    let config = scrape_config("vigil-demo", &[metrics_addr])
+        .replace("scrape_interval: 1s", "scrape_interval: 500ms");
     let prometheus = tokio::task::spawn_blocking(move || Prometheus::start(&config))
         .await
         .map_err(|e| DemoError::Prepare(e.to_string()))??;
     crate::outln!(
-        "  prometheus   {} (scrapes the proxy's metrics every 1 s)",
+        "  prometheus   {} (scrapes the proxy's metrics every 0.5 s)",
         prometheus.url()
     );
     let state = tempfile::Builder::new()
         .prefix("vigil-demo-state-")
         .tempdir()
         .map_err(|e| DemoError::Prepare(format!("create the state dir: {e}")))?;
-    let mut sources = parse(&rollout(&exe, listen, metrics, "--version, v1"))?;
+    let mut sources = parse(&rollout(&exe, listen, metrics, &app_args("v1")))?;
     sources.merge(Sources::parse(
         Path::new("deploy/local-demo/templates.yaml"),
         TEMPLATES_YAML,
@@ -186,7 +194,7 @@ async fn releases(
     crate::outln!("\n== v2: a healthy release");
     let v2_started = Instant::now();
     engine
-        .apply(parse(&rollout(exe, listen, metrics, "--version, v2"))?)
+        .apply(parse(&rollout(exe, listen, metrics, &app_args("v2")))?)
         .await?;
     let v2 = follow(engine, &clock, "v2 being promoted", |v| {
         v.generation == v1.generation + 1
@@ -195,76 +203,55 @@ async fn releases(
     })
     .await?;
     let v2_took = v2_started.elapsed();
+    crate::outln!(
+        "{} v2 promoted: it is the stable version now",
+        clock.stamp()
+    );
 
-    crate::outln!("\n== v3: 5% errors and 150 ms slower");
-    let v3_started = Instant::now();
-    engine
-        .apply(parse(&rollout(
-            exe,
-            listen,
-            metrics,
-            // v1 and v2 answer in 20 ms on average (the demo app's default): 150 ms slower.
-            "--version, v3, --error-rate, \"0.05\", --latency-ms, \"170\"",
-        ))?)
-        .await?;
-    let mut first_request: Option<Instant> = None;
-    let mut back_on_stable: Option<Instant> = None;
-    let v3_hash = engine
-        .get(NAME)
-        .map(|v| v.desired_revision)
-        .unwrap_or_default();
-    let metrics_url = format!("http://127.0.0.1:{metrics}/metrics");
-    let mut printer = Printer::default();
-    let deadline = Instant::now() + RELEASE_LIMIT;
-    let v3 = loop {
-        let view = engine
-            .get(NAME)
-            .ok_or_else(|| DemoError::Prepare("rollout gone".into()))?;
-        printer.show(&clock, &view);
-        if first_request.is_none() && served(&client, &metrics_url, &v3_hash).await.0 > 0 {
-            first_request = Some(Instant::now());
-        }
-        if first_request.is_some()
-            && back_on_stable.is_none()
-            && (view.routing.canary_weight == 0
-                || view.routing.canary.as_ref().map(|b| &b.revision) != Some(&v3_hash))
-        {
-            back_on_stable = Some(Instant::now());
-        }
-        if view.status.phase == Some(RolloutPhase::Degraded) && back_on_stable.is_some() {
-            break view;
-        }
-        if view.status.phase == Some(RolloutPhase::Healthy)
-            && view.status.stable_revision.as_deref() == Some(v3_hash.as_str())
-        {
-            break view;
-        }
-        if Instant::now() > deadline {
-            return Err(DemoError::WaitRelease {
-                what: "v3's rollback".into(),
-                limit: RELEASE_LIMIT,
-                last: progress_line(&view),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let v3_took = v3_started.elapsed();
-    // Requests in flight when traffic moved back still finish on v3: wait for them.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (v3_requests, v3_errors) = served(&client, &metrics_url, &v3_hash).await;
+    crate::outln!(
+        "\n== v3: 5% errors and 150 ms slower, judged against the stable by the sequential test"
+    );
+    let sequential = release_bad(
+        engine,
+        &client,
+        &clock,
+        metrics,
+        parse(&rollout(exe, listen, metrics, V3_ARGS))?,
+    )
+    .await?;
+
+    crate::outln!("\n== v3 again (another seed), judged by CEL thresholds alone, as before");
+    let thresholds_only = rollout(exe, listen, metrics, &format!("{V3_ARGS}, --seed, \"1\""))
+        .replace(
+            "templateName: demo-latency-vs-stable",
+            "templateName: demo-latency",
+        );
+    let thresholds =
+        release_bad(engine, &client, &clock, metrics, parse(&thresholds_only)?).await?;
     let _ = stop_load.send(());
     let load = load.await.ok().and_then(Result::ok);
 
     crate::outln!("\n== summary");
     summarize(&v2, "v2", v2_took);
-    summarize(&v3, "v3", v3_took);
-    if let (Some(first), Some(back)) = (first_request, back_on_stable) {
+    summarize(&sequential.view, "v3", sequential.took);
+    crate::outln!("\n  v3, judged two ways (seconds from its first request; requests it served):");
+    crate::outln!(
+        "    {:<36} {:>10} {:>16} {:>18}",
+        "judge",
+        "failed at",
+        "back on stable",
+        "requests (errors)"
+    );
+    for (judge, release) in [
+        ("sequential test vs stable (latency)", &sequential),
+        ("CEL thresholds (error rate, p95)", &thresholds),
+    ] {
         crate::outln!(
-            "  v3: {:.1} s from its first request to all traffic back on stable; it served {} \
-             requests ({} errors)",
-            back.duration_since(first).as_secs_f64(),
-            v3_requests,
-            v3_errors
+            "    {:<36} {:>10} {:>16} {:>18}",
+            judge,
+            release.seconds_to(release.judged_failed),
+            release.seconds_to(release.back_on_stable),
+            format!("{} ({})", release.requests, release.errors)
         );
     }
     if let Some(stats) = load {
@@ -277,6 +264,124 @@ async fn releases(
     }
     crate::outln!("  the demo took {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The demo app's arguments for a good version: answers in 5-55 ms (30 ms ± 25 ms).
+fn app_args(version: &str) -> String {
+    format!("--version, {version}, --latency-ms, \"30\", --latency-jitter-ms, \"25\"")
+}
+
+/// The demo app's arguments for v3: 150 ms slower than v1 and v2, and 5% errors.
+const V3_ARGS: &str =
+    "--version, v3, --error-rate, \"0.05\", --latency-ms, \"180\", --latency-jitter-ms, \"25\"";
+
+/// A bad release followed until it is back on stable.
+struct BadRelease {
+    view: RolloutView,
+    took: Duration,
+    first_request: Option<Instant>,
+    judged_failed: Option<Instant>,
+    back_on_stable: Option<Instant>,
+    requests: u64,
+    errors: u64,
+}
+
+impl BadRelease {
+    fn seconds_to(&self, at: Option<Instant>) -> String {
+        match (self.first_request, at) {
+            (Some(first), Some(at)) => {
+                format!("{:.1} s", at.saturating_duration_since(first).as_secs_f64())
+            }
+            _ => "-".to_owned(),
+        }
+    }
+}
+
+/// Applies a bad release and follows it until it is rolled back (or, should the gates let it
+/// through, promoted), noting its first request, the moment an analysis failed it and the
+/// moment all traffic was back on stable.
+async fn release_bad(
+    engine: &EngineHandle,
+    client: &reqwest::Client,
+    clock: &Clock,
+    metrics: u16,
+    sources: Sources,
+) -> Result<BadRelease, DemoError> {
+    let started = Instant::now();
+    let generation = engine.get(NAME).map(|v| v.generation).unwrap_or_default();
+    engine.apply(sources).await?;
+    let mut first_request: Option<Instant> = None;
+    let mut judged_failed: Option<Instant> = None;
+    let mut back_on_stable: Option<Instant> = None;
+    let revision = engine
+        .get(NAME)
+        .map(|v| v.desired_revision)
+        .unwrap_or_default();
+    let metrics_url = format!("http://127.0.0.1:{metrics}/metrics");
+    let mut printer = Printer::default();
+    let deadline = Instant::now() + RELEASE_LIMIT;
+    let view = loop {
+        let view = engine
+            .get(NAME)
+            .ok_or_else(|| DemoError::Prepare("rollout gone".into()))?;
+        printer.show(clock, &view);
+        let current = view.generation > generation;
+        if current && first_request.is_none() && served(client, &metrics_url, &revision).await.0 > 0
+        {
+            first_request = Some(Instant::now());
+        }
+        if current
+            && judged_failed.is_none()
+            && view.analysis_runs.iter().any(|r| {
+                r.name.contains(&revision) && r.status.phase == Some(AnalysisPhase::Failed)
+            })
+        {
+            judged_failed = Some(Instant::now());
+        }
+        if first_request.is_some()
+            && back_on_stable.is_none()
+            && (view.routing.canary_weight == 0
+                || view.routing.canary.as_ref().map(|b| &b.revision) != Some(&revision))
+        {
+            back_on_stable = Some(Instant::now());
+        }
+        if current && view.status.phase == Some(RolloutPhase::Degraded) && back_on_stable.is_some()
+        {
+            crate::outln!(
+                "{} v3 rolled back: all traffic is on the stable v2 again",
+                clock.stamp()
+            );
+            break view;
+        }
+        if current
+            && view.status.phase == Some(RolloutPhase::Healthy)
+            && view.status.stable_revision.as_deref() == Some(revision.as_str())
+        {
+            crate::outln!("{} v3 promoted: the gates let it through", clock.stamp());
+            break view;
+        }
+        if Instant::now() > deadline {
+            return Err(DemoError::WaitRelease {
+                what: "v3's rollback".into(),
+                limit: RELEASE_LIMIT,
+                last: progress_line(&view),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = started.elapsed();
+    // Requests in flight when traffic moved back still finish on v3: wait for them.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (requests, errors) = served(client, &metrics_url, &revision).await;
+    Ok(BadRelease {
+        view,
+        took,
+        first_request,
+        judged_failed,
+        back_on_stable,
+        requests,
+        errors,
+    })
 }
 
 /// Copies the release reports out of the demo's state directory (a temporary one, removed at

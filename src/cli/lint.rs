@@ -11,6 +11,17 @@ pub struct LintArgs {
     /// YAML files to check; a folder means every `.yaml`/`.yml` file under it.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// With `--error-rate`: requests per second through the Rollouts (canary and stable
+    /// together); warns about sequential gates too short to detect the margin they name at
+    /// that traffic (see `vigil plan`).
+    #[arg(long, requires = "error_rate")]
+    pub rps: Option<f64>,
+    /// With `--rps`: the stable version's error rate (e.g. 0.005).
+    #[arg(long = "error-rate", requires = "rps")]
+    pub error_rate: Option<f64>,
+    /// With `--rps`: the stable version's share of slow requests, for latency metrics.
+    #[arg(long = "slow-share", default_value_t = 0.05)]
+    pub slow_share: f64,
 }
 
 /// Why a file could not be linted at all (as opposed to problems found in it).
@@ -122,6 +133,32 @@ fn walk(dir: &Path, found: &mut Expanded) {
     }
 }
 
+/// Warnings (stderr, not problems: the exit code stays 0) for gates that cannot detect the
+/// margin they name at the given traffic.
+fn sensitivity_warnings(files: &[PathBuf], rps: f64, error_rate: f64, slow_share: f64) {
+    let sources = match crate::platform::local::engine::Sources::load(files) {
+        Ok(sources) => sources,
+        Err(error) => {
+            eprintln!("vigil lint: no sensitivity check: {error}");
+            return;
+        }
+    };
+    let args = super::plan::PlanArgs {
+        files: files.to_vec(),
+        rps,
+        error_rate,
+        slow_share,
+    };
+    match super::plan::margin_warnings(&sources, &args) {
+        Ok(warnings) => {
+            for warning in warnings {
+                eprintln!("{warning}");
+            }
+        }
+        Err(error) => eprintln!("vigil lint: no sensitivity check: {error}"),
+    }
+}
+
 fn report(error: &LintError) {
     eprintln!("vigil lint: {error}");
 }
@@ -181,6 +218,11 @@ pub fn run(args: &LintArgs) -> i32 {
         }
     }
     let checked = files.len();
+    if problems == 0
+        && let (Some(rps), Some(error_rate)) = (args.rps, args.error_rate)
+    {
+        sensitivity_warnings(&files, rps, error_rate, args.slow_share);
+    }
     if problems == 0 {
         eprintln!(
             "vigil lint: {checked} file{} ok",

@@ -14,6 +14,7 @@ pub mod lint;
 pub mod live_view;
 pub mod local;
 pub mod migrate;
+pub mod plan;
 pub mod report;
 pub mod run;
 pub mod verbs;
@@ -105,6 +106,9 @@ pub enum Command {
     /// report) with the DORA figures: deployment frequency, change failure rate, time to
     /// restore.
     History(history::HistoryArgs),
+    /// Sensitivity preview: what each sequential gate of a Rollout can detect at a given
+    /// traffic, and in how long (exit codes: 0 printed, 2 invalid files or flags).
+    Plan(plan::PlanArgs),
 }
 
 impl Cli {
@@ -231,6 +235,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Demo(args) => demo::run(&args),
         Command::Report(args) => report::run(&args),
         Command::History(args) => history::run(&args),
+        Command::Plan(args) => plan::run(&args),
         Command::Judge(args) => judge::run(args).unwrap_or_else(|error| {
             eprintln!("vigil judge: {error}");
             3

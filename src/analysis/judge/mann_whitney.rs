@@ -8,8 +8,9 @@
 //! Differences from Kayenta's `NetflixACAJudge-v1.0`, all deliberate:
 //! * the confidence interval and the estimate are exact order statistics of the pairwise
 //!   differences (no root finder with an absolute tolerance), so verdicts are scale-invariant;
-//! * exact (tie-aware, conditional) p-values and exact CI ranks when both samples have at most
-//!   [`EXACT_SAMPLE_LIMIT`] values;
+//! * exact (tie-aware, conditional) p-values when both samples have at most
+//!   [`EXACT_SAMPLE_LIMIT`] values; the interval's ranks are R's (exact without ties below 50
+//!   values per arm, else the tie- and continuity-corrected normal statistic's roots);
 //! * constant-but-different series are tested as they are, without Gaussian noise;
 //! * an empty series is `Nodata` (never a silent `Pass`, even with `nanStrategy: replace`).
 
@@ -23,6 +24,10 @@ use statrs::distribution::{ContinuousCDF, Normal};
 /// `wilcox.test`, which switches to the normal approximation at 50). The dynamic programme over
 /// rank sums costs O(N · min(n, m) · max rank sum), about 20 million additions at 50 + 50.
 pub const EXACT_SAMPLE_LIMIT: usize = 50;
+
+/// R's `wilcox.test` computes the exact interval only when both samples have fewer values than
+/// this (and no ties).
+const R_EXACT_INTERVAL_LIMIT: usize = 50;
 
 /// Below this many pairwise differences they are materialised and sorted; above it the
 /// order statistics are selected in the implicit sorted matrix without materialising it.
@@ -114,7 +119,8 @@ pub struct PValues {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum IntervalMethod {
-    /// Quantiles of the exact null distribution of U (Bauer's construction).
+    /// Quantiles of the exact null distribution of U (Bauer's construction); as R, only for
+    /// untied samples of fewer than 50 values each.
     Exact,
     /// Normal approximation with tie-corrected sd and continuity correction (R's asymptotic
     /// `wilcox.test(conf.int = TRUE)`).
@@ -194,7 +200,12 @@ pub fn mann_whitney(
 
     let total = (n as u64) * (m as u64);
     let alpha = 1.0 - options.confidence;
-    let (ci_ranks, interval_method) = if exact {
+    // R's `wilcox.test` (and so Kayenta's port of it) uses the exact interval only for untied
+    // samples of fewer than 50 values each; with any tie it root-finds the tie-corrected,
+    // continuity-corrected normal statistic, and so does this.
+    let exact_interval =
+        exact && n < R_EXACT_INTERVAL_LIMIT && m < R_EXACT_INTERVAL_LIMIT && ranks.tie_term == 0.0;
+    let (ci_ranks, interval_method) = if exact_interval {
         (exact_interval_ranks(n, m, alpha)?, IntervalMethod::Exact)
     } else {
         // Within-arm ties only: cross ties exist only exactly at a pairwise difference, where the
@@ -860,24 +871,35 @@ pub fn classify(canary: &[f64], baseline: &[f64], config: &KayentaConfig) -> Cla
     let mut sorted_b = baseline.clone();
     sorted_c.sort_unstable_by(f64::total_cmp);
     sorted_b.sort_unstable_by(f64::total_cmp);
-    if sorted_c == sorted_b {
-        return base(Label::Pass, false, format!("data are identical; {sizes}"));
-    }
-    if sorted_c[0] == sorted_c[n - 1]
-        && sorted_b[0] == sorted_b[m - 1]
-        && sorted_c[0] == sorted_b[0]
-    {
-        return base(
-            Label::Pass,
-            false,
-            format!("all values equal {}; {sizes}", fmt_num(sorted_c[0])),
-        );
-    }
     let options = MannWhitneyOptions {
         confidence: config.confidence,
         exact: config.exact,
     };
-    let test = match mann_whitney(&canary, &baseline, &options) {
+    let test = mann_whitney(&canary, &baseline, &options);
+    // Identical data pass with the test's figures (U = n·m/2, p = 1, shift 0, as SciPy), not
+    // with empty ones.
+    let identical = if sorted_c == sorted_b {
+        Some("data are identical".to_string())
+    } else if sorted_c[0] == sorted_c[n - 1]
+        && sorted_b[0] == sorted_b[m - 1]
+        && sorted_c[0] == sorted_b[0]
+    {
+        Some(format!("all values equal {}", fmt_num(sorted_c[0])))
+    } else {
+        None
+    };
+    if let Some(why) = identical {
+        let effect = test
+            .as_ref()
+            .ok()
+            .and_then(|t| effect_size(&canary, &baseline, t, config.effect_size.measure));
+        return Classification {
+            effect_size: effect,
+            test: test.ok(),
+            ..base(Label::Pass, false, format!("{why}; {sizes}"))
+        };
+    }
+    let test = match test {
         Ok(test) => test,
         Err(error) => {
             return base(
@@ -1301,7 +1323,10 @@ mod tests {
         assert_close(exact.greater, 0.10248447204968944, 1e-12);
         assert_close(exact.two_sided, 0.20496894409937888, 1e-12);
         assert_eq!(r.hodges_lehmann, 0.0);
-        assert_eq!(r.ci_ranks, (32, 113));
+        // Tied: R root-finds its corrected statistic (exact untied ranks would be 32 and 113);
+        // R 4.2.2 prints the interval [-9.0e-05, 0.0100135], i.e. the differences 0 and 0.01.
+        assert_eq!(r.ci_ranks, (34, 111));
+        assert_eq!(r.interval_method, IntervalMethod::Asymptotic);
         assert_eq!((r.ci_lower, r.ci_upper), (0.0, 0.01));
     }
 
@@ -1341,6 +1366,333 @@ mod tests {
         assert_eq!(r.interval_method, IntervalMethod::Asymptotic);
         assert_close(r.ci_lower, -0.4400000000000004, 1e-12);
         assert_close(r.ci_upper, 1.9300000000000006, 1e-12);
+    }
+
+    /// One reference case computed by R.
+    struct RCase {
+        canary: &'static [f64],
+        baseline: &'static [f64],
+        confidence: f64,
+        /// `exact = FALSE` in R, `ExactMode::Never` here (Kayenta's setting).
+        asymptotic_only: bool,
+        u: f64,
+        p_two_sided: f64,
+        /// The pairwise differences nearest to R's interval ends.
+        ci: (f64, f64),
+        /// R's interval ends as printed (uniroot roots with tolerance 1e-4 when not exact).
+        r_roots: (f64, f64),
+    }
+
+    // Provenance: R 4.2.2 (Debian r-base-core), script tests/fixtures/mann_whitney_reference.R
+    // (seed 14; tied samples: values rounded to a grid, or one canary value copied into the
+    // baseline; sizes 5..60 per arm, across R's 50-value switch to the normal statistic):
+    //   wilcox.test(x, y, conf.int = TRUE, conf.level = CONF, correct = TRUE[, exact = FALSE])
+    // With ties R root-finds its tie- and continuity-corrected statistic; `ci` is the pairwise
+    // difference nearest each root (distinct differences are at least 0.003 apart, roots within 1e-4). Each case's comment
+    // gives the interval the exact untied ranks would give (vigil's before issue 14).
+    const R_CASES: &[RCase] = &[
+        RCase {
+            canary: &[
+                11.766, 13.725, 13.223, 10.271, 12.176, 7.466, 9.603, 10.278, 9.441, 11.418,
+            ],
+            baseline: &[11.766, 12.887, 11.69, 9.201, 7.144],
+            confidence: 0.95,
+            asymptotic_only: false,
+            u: 28.5,
+            p_two_sided: 0.713058194262284,
+            ci: (-2.249, 3.127),
+            r_roots: (-2.24904451052982, 3.1270080783647),
+        }, // untied exact ranks 9, 42 give -2.249, 3.127
+        RCase {
+            canary: &[
+                14.66, 9.018, 8.099, 10.97, 12.073, 9.378, 10.363, 13.223, 10.717, 10.589, 9.638,
+                10.914,
+            ],
+            baseline: &[
+                14.66, 8.455, 8.163, 10.178, 8.485, 13.496, 10.341, 11.651, 9.966,
+            ],
+            confidence: 0.98,
+            asymptotic_only: false,
+            u: 61.5,
+            p_two_sided: 0.618744902228405,
+            ci: (-2.526, 2.485),
+            r_roots: (-2.52596397911857, 2.4849827733266),
+        }, // untied exact ranks 22, 87 give -2.273, 2.459
+        RCase {
+            canary: &[
+                12.928, 10.493, 13.056, 14.311, 8.498, 10.814, 8.743, 10.533, 9.411, 9.507, 7.263,
+                10.374, 13.846, 8.573, 9.652, 11.849, 9.738, 12.315, 11.225, 6.521,
+            ],
+            baseline: &[
+                12.928, 9.685, 11.437, 11.605, 8.371, 7.546, 10.315, 7.126, 9.361, 12.468, 8.483,
+                12.67, 11.793, 10.637, 8.659, 8.983, 12.834, 8.312, 12.278, 10.395,
+            ],
+            confidence: 0.98,
+            asymptotic_only: false,
+            u: 216.5,
+            p_two_sided: 0.665144288181769,
+            ci: (-1.699, 1.843),
+            r_roots: (-1.6990229341326, 1.84300119284522),
+        }, // untied exact ranks 115, 286 give -1.654, 1.834
+        RCase {
+            canary: &[12.0, 10.0, 10.0, 8.0, 11.0, 8.0, 9.0, 8.0],
+            baseline: &[7.0, 9.0, 11.0, 11.0, 13.0, 11.0, 12.0],
+            confidence: 0.98,
+            asymptotic_only: false,
+            u: 17.5,
+            p_two_sided: 0.239894217129179,
+            ci: (-3.0, 1.0),
+            r_roots: (-3.00000416326155, 1.00002545223201),
+        }, // untied exact ranks 8, 49 give -3.0, 1.0
+        RCase {
+            canary: &[
+                10.5, 9.5, 10.5, 9.5, 11.0, 11.0, 12.5, 11.0, 10.0, 9.0, 11.0, 10.5, 10.0, 12.0,
+                5.0,
+            ],
+            baseline: &[
+                7.5, 10.0, 11.0, 9.5, 11.5, 10.0, 13.0, 11.0, 11.0, 11.0, 10.5, 12.5,
+            ],
+            confidence: 0.98,
+            asymptotic_only: false,
+            u: 72.0,
+            p_two_sided: 0.385129978613768,
+            ci: (-1.5, 1.0),
+            r_roots: (-1.50005727489623, 0.999988800096081),
+        }, // untied exact ranks 43, 138 give -1.5, 1.0
+        RCase {
+            canary: &[
+                14.0, 9.0, 12.0, 15.0, 9.0, 14.0, 10.0, 11.0, 13.0, 14.0, 14.0, 11.0, 8.0, 10.0,
+                13.0, 12.0, 12.0, 11.0, 10.0, 14.0, 7.0, 12.0, 14.0, 14.0, 13.0, 15.0, 12.0, 11.0,
+                8.0, 14.0,
+            ],
+            baseline: &[
+                8.0, 9.0, 8.0, 7.0, 9.0, 13.0, 10.0, 12.0, 11.0, 9.0, 8.0, 11.0, 10.0, 8.0, 12.0,
+                8.0, 11.0, 9.0, 9.0, 14.0, 12.0, 7.0, 14.0, 12.0, 8.0,
+            ],
+            confidence: 0.98,
+            asymptotic_only: false,
+            u: 549.5,
+            p_two_sided: 0.00298868595966906,
+            ci: (0.0, 4.0),
+            r_roots: (1.3610941972336e-05, 3.99996981111714),
+        }, // untied exact ranks 238, 513 give 0.0, 4.0
+        RCase {
+            canary: &[
+                7.5, 14.0, 6.0, 12.5, 13.0, 11.0, 6.5, 9.0, 8.5, 6.5, 8.0, 10.0, 8.0, 10.0, 11.0,
+                9.0, 13.0, 9.0, 11.0, 13.5, 11.0, 11.0, 9.5, 10.0, 8.0, 10.5, 9.5, 10.5, 10.0,
+                11.0, 11.5, 7.5, 10.0, 7.5, 7.5, 11.0, 8.5, 15.5, 11.0, 11.0, 12.5, 8.5, 10.5, 9.5,
+                7.5, 12.5, 8.0, 10.0, 11.0,
+            ],
+            baseline: &[
+                12.5, 7.0, 14.5, 9.0, 8.5, 10.0, 8.5, 15.5, 10.5, 10.0, 12.0, 8.5, 8.5, 8.5, 10.0,
+                10.5, 7.5, 14.0, 8.0, 9.0, 12.0, 6.0, 7.5, 10.5, 7.0, 8.5, 9.0, 10.0, 8.0, 8.0,
+                10.5, 6.0, 9.5, 9.0, 10.5, 8.5, 9.5, 13.5, 9.5, 10.5, 13.5, 9.5, 13.0, 11.5, 8.5,
+                11.0, 7.5, 11.0, 7.0,
+            ],
+            confidence: 0.98,
+            asymptotic_only: false,
+            u: 1308.5,
+            p_two_sided: 0.443415332570944,
+            ci: (-0.5, 1.5),
+            r_roots: (-0.500035337655773, 1.49998143995407),
+        }, // untied exact ranks 874, 1528 give -0.5, 1.5
+        RCase {
+            canary: &[
+                13.0, 10.0, 9.0, 12.0, 9.0, 10.0, 14.0, 10.0, 8.0, 15.0, 16.0, 11.0, 8.0, 12.0,
+                9.0, 7.0, 11.0, 12.0, 9.0, 10.0, 8.0, 8.0, 14.0, 12.0, 11.0, 12.0, 10.0, 6.0, 8.0,
+                14.0, 11.0, 9.0, 11.0, 13.0, 12.0, 11.0, 12.0, 12.0, 10.0, 11.0, 8.0, 9.0, 10.0,
+                6.0, 10.0, 9.0, 10.0, 13.0, 12.0, 8.0,
+            ],
+            baseline: &[
+                8.0, 9.0, 11.0, 8.0, 13.0, 12.0, 9.0, 12.0, 14.0, 9.0, 8.0, 7.0, 8.0, 13.0, 7.0,
+                13.0, 7.0, 10.0, 10.0, 7.0, 5.0, 13.0, 8.0, 6.0, 6.0, 9.0, 13.0, 9.0, 9.0, 10.0,
+                10.0, 7.0, 15.0, 11.0, 11.0, 9.0, 7.0, 10.0, 9.0, 10.0, 11.0, 12.0, 8.0, 6.0, 12.0,
+                12.0, 11.0, 8.0, 11.0, 12.0,
+            ],
+            confidence: 0.98,
+            asymptotic_only: false,
+            u: 1485.0,
+            p_two_sided: 0.103163067577329,
+            ci: (0.0, 2.0),
+            r_roots: (-2.93896072765024e-05, 1.99998659012168),
+        }, // untied exact ranks 914, 1587 give 0.0, 2.0
+        RCase {
+            canary: &[
+                16.0, 8.25, 12.75, 11.5, 11.0, 14.25, 14.0, 13.25, 11.25, 9.25, 8.0, 8.5, 9.5, 9.0,
+                15.25, 10.75, 14.25, 10.25, 10.0, 7.25, 9.75, 11.75, 10.5, 15.0, 11.75, 9.25, 13.0,
+                11.25, 11.5, 7.75, 11.25, 10.75, 11.75, 15.0, 11.25, 13.0, 9.75, 9.5, 5.25, 9.0,
+                12.25, 12.75, 11.25, 10.25, 11.25, 14.25, 9.5, 13.0, 10.5, 11.25, 12.5, 9.5, 9.25,
+                11.25, 7.75, 14.25, 12.5, 8.0, 12.0, 12.0,
+            ],
+            baseline: &[
+                7.25, 10.75, 12.25, 12.75, 8.5, 7.25, 9.0, 9.75, 4.75, 9.75, 10.0, 9.5, 8.5, 8.25,
+                9.25, 5.75, 5.5, 9.25, 10.75, 9.75, 7.5, 10.0, 7.5, 8.25, 9.0, 9.25, 9.0, 10.25,
+                10.5, 7.5, 8.5, 8.5, 13.25, 8.75, 11.0, 10.75, 8.0, 9.0, 7.5, 6.5, 7.0, 12.5, 11.5,
+                9.5, 10.75,
+            ],
+            confidence: 0.98,
+            asymptotic_only: false,
+            u: 2046.0,
+            p_two_sided: 6.56168562244004e-06,
+            ci: (1.0, 3.0),
+            r_roots: (0.999938944218359, 2.99999432425686),
+        }, // untied exact ranks 992, 1709 give 1.0, 3.0
+        RCase {
+            canary: &[
+                9.819, 10.79, 7.271, 8.597, 6.019, 11.884, 11.28, 13.069, 7.556, 12.113, 8.047,
+                9.067, 8.9, 6.273, 10.663, 7.053, 10.045, 8.672, 8.686, 7.636, 10.818, 10.705,
+                8.088, 7.952, 9.036, 7.944, 8.418, 10.12, 9.705, 12.319, 6.161, 12.072, 13.401,
+                9.676, 11.263, 9.977, 9.5, 8.996, 10.58, 12.849,
+            ],
+            baseline: &[
+                9.819, 13.745, 12.284, 7.504, 11.798, 10.803, 7.358, 9.668, 9.537, 8.462, 13.477,
+                4.074, 7.611, 11.069, 11.354, 10.909, 8.298, 13.011, 11.368, 8.954, 12.152, 12.909,
+                11.574, 7.436, 11.934, 10.225, 14.622, 9.204, 13.155, 10.75, 10.954, 13.277, 9.093,
+                10.284, 8.06, 7.674, 6.768, 10.216, 7.367, 12.536,
+            ],
+            confidence: 0.98,
+            asymptotic_only: true,
+            u: 635.5,
+            p_two_sided: 0.114542641910332,
+            ci: (-2.014, 0.452),
+            r_roots: (-2.01394856731598, 0.451981042185785),
+        }, // untied exact ranks 559, 1042 give -2.009, 0.448
+        RCase {
+            canary: &[
+                11.3, 11.4, 10.0, 13.6, 6.8, 8.0, 12.9, 10.9, 10.1, 14.7, 11.0, 11.8, 11.6, 9.2,
+                9.3, 9.4, 9.6, 9.5, 9.4, 10.1, 11.4, 8.0, 9.0, 12.7, 13.8,
+            ],
+            baseline: &[
+                11.0, 11.4, 9.1, 13.2, 7.8, 7.9, 7.3, 11.6, 9.4, 7.7, 15.8, 9.5, 9.2, 11.6, 14.0,
+                9.7, 11.9, 11.5, 7.9, 9.9, 13.8, 13.3, 11.9, 10.8, 9.4, 8.8, 8.8, 13.8, 7.8, 11.2,
+            ],
+            confidence: 0.95,
+            asymptotic_only: true,
+            u: 392.5,
+            p_two_sided: 0.77371935159015,
+            ci: (-1.1, 1.4),
+            r_roots: (-1.10005521718603, 1.40002892653069),
+        }, // untied exact ranks 259, 492 give -1.1, 1.4
+        RCase {
+            canary: &[
+                11.547, 7.799, 9.764, 11.244, 7.109, 6.351, 11.17, 9.246, 12.5, 10.365, 9.887,
+                11.386, 12.573, 9.318,
+            ],
+            baseline: &[
+                11.547, 9.425, 12.217, 7.613, 14.316, 11.014, 9.226, 10.242, 13.727, 9.627, 8.21,
+                9.224, 8.035, 10.158, 7.023, 14.069, 12.825, 9.156, 10.266, 8.181, 9.451, 6.013,
+                10.774,
+            ],
+            confidence: 0.98,
+            asymptotic_only: false,
+            u: 169.5,
+            p_two_sided: 0.802165517568818,
+            ci: (-1.828, 1.92),
+            r_roots: (-1.82804690012529, 1.92008144939848),
+        }, // untied exact ranks 88, 235 give -1.816, 1.852
+        RCase {
+            canary: &[6.113, 6.79, 13.883, 6.549, 11.372],
+            baseline: &[6.113, 12.648, 8.639, 9.371, 10.261, 9.727],
+            confidence: 0.98,
+            asymptotic_only: false,
+            u: 13.5,
+            p_two_sided: 0.854805435691019,
+            ci: (-6.099, 5.259),
+            r_roots: (-6.09896898884205, 5.25898838423202),
+        }, // untied exact ranks 3, 28 give -5.858, 5.244
+        RCase {
+            canary: &[
+                10.95, 6.497, 7.754, 12.668, 9.632, 9.371, 9.75, 9.439, 11.675, 9.188, 10.309,
+                5.25, 9.095,
+            ],
+            baseline: &[
+                10.95, 11.127, 12.098, 10.64, 7.788, 8.458, 10.956, 9.351, 11.175, 6.949, 12.415,
+            ],
+            confidence: 0.98,
+            asymptotic_only: false,
+            u: 52.5,
+            p_two_sided: 0.283693451095797,
+            ci: (-2.783, 1.4),
+            r_roots: (-2.78295647861393, 1.39992860167909),
+        }, // untied exact ranks 32, 112 give -2.727, 1.307
+        RCase {
+            canary: &[
+                13.566, 11.876, 8.655, 10.068, 12.712, 6.407, 5.543, 8.613, 10.908, 11.879, 8.846,
+                9.8, 12.351, 12.486, 11.706, 12.203, 10.332, 12.525, 15.965, 10.419, 12.388,
+            ],
+            baseline: &[13.566, 6.961, 8.589, 10.82, 10.774],
+            confidence: 0.98,
+            asymptotic_only: false,
+            u: 63.5,
+            p_two_sided: 0.49445086960145,
+            ci: (-2.182, 3.947),
+            r_roots: (-2.18202019441013, 3.9470020998838),
+        }, // untied exact ranks 18, 88 give -2.165, 3.936
+    ];
+
+    #[test]
+    fn intervals_with_ties_are_rs_order_statistics() {
+        for (index, case) in R_CASES.iter().enumerate() {
+            let options = MannWhitneyOptions {
+                confidence: case.confidence,
+                exact: if case.asymptotic_only {
+                    ExactMode::Never
+                } else {
+                    ExactMode::Auto
+                },
+            };
+            let r = mann_whitney(case.canary, case.baseline, &options).expect("valid samples");
+            let context = format!("case {index}: ours {r:?}");
+            assert_eq!(r.u, case.u, "{context}");
+            assert!(
+                (r.p_value.two_sided - case.p_two_sided).abs() <= 1e-9,
+                "{context}"
+            );
+            for (ours, theirs, root) in [
+                (r.ci_lower, case.ci.0, case.r_roots.0),
+                (r.ci_upper, case.ci.1, case.r_roots.1),
+            ] {
+                assert!((theirs - root).abs() < 1e-3, "reference sanity, {context}");
+                assert!(
+                    (ours - theirs).abs() <= 1e-9,
+                    "interval end {ours} vs R's {theirs}; {context}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_single_tie_switches_to_rs_corrected_interval() {
+        // R: wilcox.test(x, y, conf.int = TRUE, conf.level = 0.98) with y[1] = x[1] has ties,
+        // so it root-finds; the exact untied ranks would give another interval.
+        let case = &R_CASES[12];
+        let r = run(case.canary, case.baseline, case.confidence);
+        assert_eq!(r.interval_method, IntervalMethod::Asymptotic);
+    }
+
+    #[test]
+    fn identical_samples_classify_with_the_tests_figures() {
+        // SciPy: mannwhitneyu([4]*5, [4]*8) gives U = 20.0, p = 1.0.
+        let c = classify(&[4.0; 5], &[4.0; 8], &KayentaConfig::default());
+        assert_eq!(c.label, Label::Pass);
+        let test = c.test.expect("the test's figures, not nulls");
+        assert_eq!((test.u, test.p_value.two_sided), (20.0, 1.0));
+        assert_eq!(
+            (test.hodges_lehmann, test.ci_lower, test.ci_upper),
+            (0.0, 0.0, 0.0)
+        );
+        assert_eq!(c.effect_size, Some(1.0));
+        // mannwhitneyu([1, 2, 3], [3, 2, 1]): U = 4.5, p = 1.0.
+        let c = classify(
+            &[1.0, 2.0, 3.0],
+            &[3.0, 2.0, 1.0],
+            &KayentaConfig::default(),
+        );
+        let test = c.test.expect("figures");
+        assert_eq!(
+            (test.u, test.p_value.two_sided, test.hodges_lehmann),
+            (4.5, 1.0, 0.0)
+        );
     }
 
     #[test]

@@ -4,8 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use std::time::Duration;
 
+use crate::analysis::judge::sequential::CountTestConfig;
 use crate::analysis::provider::{Chosen, chosen};
 use crate::analysis::run::{MAX_METRICS_PER_RUN, MAX_NAME_BYTES};
+use crate::analysis::sensitivity::fewest_measurements_to_decide;
 use crate::api::duration::{MAX_DURATION, MAX_QUERY_TIMEOUT, format_duration, parse_duration};
 use crate::api::{
     AnalysisTemplateSpec, Argument, EffectSizeMeasure, MannWhitneyJudge, Metric, PrometheusAuth,
@@ -222,12 +224,6 @@ fn check_duration_up_to(
     }
 }
 
-/// The fewest measurements a sequential `errorCounts` metric needs to ever decide: the test
-/// tempers for overdispersion and counts no evidence before three intervals with errors
-/// (`DISPERSION_MIN_INTERVALS` in `analysis::judge::sequential`), so a smaller `count` ends
-/// every run Inconclusive, whatever the canary does.
-const SEQUENTIAL_ERROR_COUNTS_MIN_COUNT: i32 = 3;
-
 /// Which judge a metric uses.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Judge {
@@ -275,16 +271,10 @@ fn check_metric(
     }
 
     let judge = check_judge(metric, path, problems);
-    if judge == Some(Judge::Sequential(SequentialTest::ErrorCounts))
-        && let Some(count) = metric.count
-        && (1..SEQUENTIAL_ERROR_COUNTS_MIN_COUNT).contains(&count)
+    if let (Some(Judge::Sequential(test)), Some(sequential), Some(count)) =
+        (judge, metric.sequential.as_ref(), metric.count)
     {
-        problems.push(Problem::new(
-            format!("{path}.count"),
-            format!(
-                "{count}: the sequential errorCounts test weighs no evidence before {SEQUENTIAL_ERROR_COUNTS_MIN_COUNT} intervals with errors, so with fewer measurements it can never fail (or pass early); use count >= {SEQUENTIAL_ERROR_COUNTS_MIN_COUNT} or leave it out"
-            ),
-        ));
+        check_sequential_count(test, sequential, count, path, problems);
     }
 
     match provider {
@@ -508,6 +498,46 @@ fn check_stratify_by(label: &str, test: SequentialTest, here: &str, problems: &m
         problems.push(Problem::new(
             field,
             "only used by `test: errorCounts`; the latency test compares the arms' totals",
+        ));
+    }
+}
+
+/// A `count` below the fewest measurements the sequential test needs to ever decide ends every
+/// run Inconclusive whatever the canary does: an error naming the minimum. The minimum is the
+/// test's own ([`fewest_measurements_to_decide`]), so it follows the test's rules.
+fn check_sequential_count(
+    test: SequentialTest,
+    judge: &SequentialJudge,
+    count: i32,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) {
+    if count < 1 {
+        return; // reported by check_limits
+    }
+    let config = CountTestConfig {
+        alpha: judge.alpha.unwrap_or(SequentialJudge::DEFAULT_ALPHA),
+        fail_margin: judge
+            .fail_margin
+            .unwrap_or(SequentialJudge::DEFAULT_FAIL_MARGIN),
+        pass_margin: judge
+            .pass_margin
+            .unwrap_or(SequentialJudge::DEFAULT_PASS_MARGIN),
+        ..CountTestConfig::default()
+    };
+    let Some(minimum) = fewest_measurements_to_decide(&config) else {
+        return; // an invalid alpha or margin is reported by check_sequential
+    };
+    if (count as u64) < minimum {
+        let name = match test {
+            SequentialTest::ErrorCounts => "errorCounts",
+            SequentialTest::Latency => "latency",
+        };
+        problems.push(Problem::new(
+            format!("{path}.count"),
+            format!(
+                "{count}: the sequential {name} test needs at least {minimum} measurements to decide (not even a canary whose every request is an error, or slow, fails sooner), so with {count} every run ends Inconclusive; use count >= {minimum} or leave it out"
+            ),
         ));
     }
 }
