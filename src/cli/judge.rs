@@ -786,12 +786,18 @@ mod tests {
         let reason = doc["reason"].as_str().unwrap_or_default();
         assert!(reason.contains("overdispersion between strata"), "{reason}");
         // The same counts without the strata: no dispersion to temper by, and it fails.
-        let JudgeCommand::SequentialCounts(mut args) =
-            parse(&["sequential-counts", "--input", input, "--no-dispersion-tempering"])
-        else {
+        let JudgeCommand::SequentialCounts(mut args) = parse(&[
+            "sequential-counts",
+            "--input",
+            input,
+            "--no-dispersion-tempering",
+        ]) else {
             panic!("wrong subcommand")
         };
-        assert_eq!(run_sequential_counts(&args).expect("runs").0["decision"], "Fail");
+        assert_eq!(
+            run_sequential_counts(&args).expect("runs").0["decision"],
+            "Fail"
+        );
         std::fs::write(&path, r#"[{"canaryErrors": 1, "canaryRequests": 10}]"#).expect("write");
         args.no_dispersion_tempering = false;
         let error = run_sequential_counts(&args).expect_err("totals missing");
