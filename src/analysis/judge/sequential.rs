@@ -29,7 +29,7 @@
 //! Pearson χ² of the strata's errors given the arm's total, with their request counts as the
 //! expected shares), which a regression of the whole canary does not produce. Log likelihood
 //! ratios are divided by the resulting dispersion φ ≥ 1 (quasi-likelihood, see
-//! [`Evidence::dispersion`]); without strata φ = 1 and the test is the exact conditional one.
+//! `dispersion`); without strata φ = 1 and the test is the exact conditional one.
 
 use serde::{Deserialize, Serialize};
 
