@@ -1,8 +1,9 @@
 //! Detection benchmark: three judges on identical simulated canaries.
 //!
-//! Run: `CARGO_TARGET_DIR=/work/main/target cargo bench --bench detection`
-//! (`-- --quick` for a smoke run with fewer runs per cell, `-- --no-tempering` to switch the
-//! sequential judge's overdispersion tempering off, `-- --only=TEXT` to run only the cells
+//! Run: `cargo bench --bench detection -- --runs=N` (N runs per A/A cell, N/2 per regression;
+//! `--quick` for a smoke run with fewer runs per cell, `--no-tempering` to switch the
+//! sequential judge's between-strata dispersion off, `--no-strata` to give it arm totals,
+//! `--step-gate` to end its test at the first pass, `--only=TEXT` to run only the cells
 //! whose "<rate> req/min, <scenario>" contains TEXT; `DETECTION_DEBUG=1` prints the
 //! sequential judge's fail minutes per cell to stderr). Writes a markdown table to stdout and
 //! to `$CARGO_TARGET_DIR/detection.md` (else `target/detection.md`), and JSON next to it.
@@ -27,8 +28,9 @@
 //! * sequential: the count test on error counters and the histogram test on slow requests
 //!   above 0.1 / 0.25 / 0.5 s (about the baseline's p50 / p97 / p99.9 bucket bounds, as an
 //!   operator would pick from the stable version's dashboard), run-level α = 1% split over the
-//!   two metrics (and over the three bounds), fail margin 0, pass margin 25%, evaluated at
-//!   every scrape; an early Pass of both metrics ends the run.
+//!   two metrics (and over the three bounds), fail margin 0, pass margin 25% (the shipped
+//!   defaults), error counts given per pod (strata), evaluated at every scrape, as background
+//!   analysis: a pass of both metrics starts fresh tests (α/2^k each) instead of ending.
 
 use std::fmt::Write as _;
 use std::time::Instant;

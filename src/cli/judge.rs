@@ -873,6 +873,50 @@ mod tests {
     }
 
     #[test]
+    fn strata_in_the_input_temper_a_noisy_pod_and_totals_are_needed_without_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pods.json");
+        // One canary pod bursting (30 errors) where the others have 2: the canary's total
+        // looks three times worse, its pods say it is one pod.
+        let pods = |errors: [u64; 3]| {
+            errors
+                .iter()
+                .map(|e| json!({"errors": e, "requests": 700}))
+                .collect::<Vec<_>>()
+        };
+        let intervals: Vec<serde_json::Value> = (0..4)
+            .map(|_| json!({"canaryStrata": pods([30, 2, 2]), "baselineStrata": pods([4, 3, 4])}))
+            .collect();
+        std::fs::write(&path, serde_json::to_string(&intervals).expect("json")).expect("write");
+        let input = path.to_str().expect("utf-8");
+        let JudgeCommand::SequentialCounts(args) = parse(&["sequential-counts", "--input", input])
+        else {
+            panic!("wrong subcommand")
+        };
+        let (doc, _) = run_sequential_counts(&args).expect("runs");
+        assert_ne!(doc["decision"], "Fail", "{doc:#}");
+        let reason = doc["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("overdispersion between strata"), "{reason}");
+        // The same counts without the strata: no dispersion to temper by, and it fails.
+        let JudgeCommand::SequentialCounts(mut args) = parse(&[
+            "sequential-counts",
+            "--input",
+            input,
+            "--no-dispersion-tempering",
+        ]) else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(
+            run_sequential_counts(&args).expect("runs").0["decision"],
+            "Fail"
+        );
+        std::fs::write(&path, r#"[{"canaryErrors": 1, "canaryRequests": 10}]"#).expect("write");
+        args.no_dispersion_tempering = false;
+        let error = run_sequential_counts(&args).expect_err("totals missing");
+        assert!(error.to_string().contains("baselineErrors"), "{error}");
+    }
+
+    #[test]
     fn cumulative_readings_become_increments_with_resets() {
         let reading = |e, r| CountIncrement {
             canary_errors: e,

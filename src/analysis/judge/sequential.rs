@@ -29,7 +29,7 @@
 //! Pearson χ² of the strata's errors given the arm's total, with their request counts as the
 //! expected shares), which a regression of the whole canary does not produce. Log likelihood
 //! ratios are divided by the resulting dispersion φ ≥ 1 (quasi-likelihood, see
-//! [`Evidence::dispersion`]); without strata φ = 1 and the test is the exact conditional one.
+//! `dispersion`); without strata φ = 1 and the test is the exact conditional one.
 
 use serde::{Deserialize, Serialize};
 
@@ -1494,7 +1494,7 @@ mod tests {
         }
         let phi = |state: &CountState| Evidence::from_state(state).dispersion;
         assert!(phi(&calm) < 1.3, "calm pods: φ = {}", phi(&calm));
-        assert!(phi(&bursty) > 3.0, "one bursty pod: φ = {}", phi(&bursty));
+        assert!(phi(&bursty) > 2.0, "one bursty pod: φ = {}", phi(&bursty));
         assert!(phi(&worse) < 1.3, "a worse canary: φ = {}", phi(&worse));
         assert_eq!(test.decide(&mut worse, false), SequentialDecision::Fail);
         let untempered = CountTest::new(CountTestConfig {

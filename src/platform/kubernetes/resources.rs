@@ -479,6 +479,16 @@ mod tests {
         assert_eq!(labels.get("team").map(String::as_str), Some("payments"));
         assert_eq!(run.metadata.namespace.as_deref(), Some("shop"));
         assert!(run.metadata.owner_references.is_some());
+        // A step's run ends a sequential metric at its pass; the background run watches on.
+        assert!(!run.spec.background);
+        let background = analysis_run_for(
+            &rollout(),
+            "web-abc-1-background",
+            AnalysisKind::Background,
+            "abc",
+            AnalysisRunSpec::default(),
+        );
+        assert!(background.spec.background);
     }
 
     #[test]
