@@ -114,7 +114,6 @@ pub(super) fn rollout(document: &Value, inputs: &Inputs<'_>, notes: &mut Notes) 
         strategy: RolloutStrategy {
             canary,
             blue_green,
-            ..Default::default()
         },
         ..Default::default()
     };
