@@ -198,12 +198,21 @@ pub fn render(rollout: &Rollout, replica_sets: &[ReplicaSet]) -> String {
         "Step:       {}",
         status.step.clone().unwrap_or_else(|| format!("-/{steps}"))
     );
-    let _ = writeln!(
-        out,
-        "Weight:     canary {}%  stable {}%",
-        status.canary_weight,
-        100 - status.canary_weight
-    );
+    if rollout.spec.strategy.blue_green.is_some() {
+        // Blue-green: the active service selects one revision, the new one once switched.
+        let active = match (&status.canary_revision, status.canary_weight) {
+            (Some(canary), 100) => canary.clone(),
+            _ => status.stable_revision.clone().unwrap_or_default(),
+        };
+        let _ = writeln!(out, "Active:     revision {active}");
+    } else {
+        let _ = writeln!(
+            out,
+            "Weight:     canary {}%  stable {}%",
+            status.canary_weight,
+            100 - status.canary_weight
+        );
+    }
     if rollout.spec.paused {
         let _ = writeln!(out, "Paused:     yes (vigil resume {})", rollout.name_any());
     }
@@ -526,6 +535,21 @@ mod tests {
         ] {
             assert!(tree.contains(expected), "missing {expected:?} in\n{tree}");
         }
+    }
+
+    #[test]
+    fn a_blue_green_release_shows_its_stage_and_the_active_revision() {
+        let mut bg = rollout();
+        bg.spec.strategy.canary = Default::default();
+        bg.spec.strategy.blue_green = Some(crate::api::BlueGreenStrategy::default());
+        let status = bg.status.as_mut().expect("status");
+        status.step = Some("switched".into());
+        status.canary_weight = 100;
+        let tree = render(&bg, &[rs("aaa", 4, 4), rs("bbb", 4, 4)]);
+        for expected in ["Step:       switched", "Active:     revision bbb"] {
+            assert!(tree.contains(expected), "missing {expected:?} in\n{tree}");
+        }
+        assert!(!tree.contains("Weight:"), "{tree}");
     }
 
     #[test]
