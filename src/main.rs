@@ -17,6 +17,6 @@ fn main() {
             std::process::exit(code);
         }
     };
-    vigil::telemetry::init_with_default(cli.default_log_filter());
+    vigil::telemetry::init_with(cli.default_log_filter(), cli.log_options());
     std::process::exit(vigil::cli::run(cli));
 }

@@ -350,6 +350,20 @@ async fn healthy_release_is_promoted_and_bad_release_rolled_back() {
         })
         .await;
         let _load = start_load(listen);
+        // The live view, not on a terminal: plain lines into a file.
+        let watch_out = dir.path().join("watch.txt");
+        let mut watcher = Watcher(
+            Command::new(VIGIL)
+                .args(["local", "get", name, "--watch", "--admin"])
+                .arg(engine.admin.to_string())
+                .arg("--state-dir")
+                .arg(&engine.state_dir)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&watch_out).expect("watch output"))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start vigil local get --watch"),
+        );
 
         // A healthy release goes through every step and becomes stable.
         let v2 = rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v2"]);
@@ -422,8 +436,113 @@ async fn healthy_release_is_promoted_and_bad_release_rolled_back() {
         for (status, revision, _) in probe(&client, listen, 30).await {
             assert_eq!((status, revision.as_str()), (200, v2_hash.as_str()));
         }
+        releases_were_recorded(&engine, name, &v2_hash).await;
+        watcher.stop();
+        let watched = std::fs::read_to_string(&watch_out).expect("the watch output");
+        plain_watch_lines_are_short_and_timestamped(&watched);
     })
     .await;
+}
+
+/// A process this test started, killed when the test ends.
+struct Watcher(Child);
+
+impl Watcher {
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// v2 promoted and v3 rolled back: each has a report in the state directory, and `vigil
+/// history` lists both with the DORA figures.
+async fn releases_were_recorded(engine: &Engine, name: &str, v2_hash: &str) {
+    let reports = engine.state_dir.join("reports");
+    let deadline = Instant::now() + WAIT;
+    let files = loop {
+        let files: Vec<String> = std::fs::read_dir(&reports)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if files.len() >= 2 || Instant::now() > deadline {
+            break files;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        files.len(),
+        2,
+        "a report per release: {files:?}\n{}",
+        engine.log()
+    );
+    let v2_report = files
+        .iter()
+        .find(|f| f.starts_with(&format!("{name}-{v2_hash}-")))
+        .expect("v2's report");
+    let v3_report = files.iter().find(|f| *f != v2_report).expect("v3's report");
+    let v2_html = std::fs::read_to_string(reports.join(v2_report)).expect("v2's report");
+    assert!(v2_html.contains("Promoted"), "{v2_html}");
+    let v3_html = std::fs::read_to_string(reports.join(v3_report)).expect("v3's report");
+    assert!(
+        v3_html.contains("Rolled back") && v3_html.contains("Metric error-rate"),
+        "{v3_html}"
+    );
+    assert!(v3_html.contains("<svg"), "the measurements are plotted");
+    let output = Command::new(VIGIL)
+        .args(["history", name, "--state-dir"])
+        .arg(&engine.state_dir)
+        .output()
+        .expect("vigil history");
+    let history = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{history}");
+    assert!(
+        history.contains("promoted") && history.contains("rolled back"),
+        "{history}"
+    );
+    assert!(
+        history.contains("2 releases: 1 promoted, 1 rolled back; change failure rate 50%"),
+        "{history}"
+    );
+    assert!(
+        history.contains(v3_report.as_str()),
+        "the report is named: {history}"
+    );
+}
+
+/// `vigil local get --watch` into a file: one line per change, each with a time and at most
+/// 120 characters, through the whole release.
+fn plain_watch_lines_are_short_and_timestamped(watched: &str) {
+    let lines: Vec<&str> = watched.lines().collect();
+    assert!(lines.len() >= 3, "a line per change: {watched}");
+    for line in &lines {
+        assert!(line.chars().count() <= 120, "too long: {line}");
+        let time = line.get(..8).unwrap_or_default();
+        assert!(
+            time.len() == 8 && time.as_bytes()[2] == b':' && time.as_bytes()[5] == b':',
+            "starts with HH:MM:SS: {line}"
+        );
+        assert!(
+            !line.contains('\x1b'),
+            "no colour when not a terminal: {line}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("weight") && l.contains("Progressing")),
+        "{watched}"
+    );
+    assert!(lines.iter().any(|l| l.contains("Degraded")), "{watched}");
 }
 
 /// An analysis template of one `web` metric asking `server` whether the release is fine.

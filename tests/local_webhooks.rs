@@ -302,7 +302,7 @@ async fn every_gate_holds_a_local_release_until_its_hook_answers_2xx() {
     );
     assert_eq!(payload["weights"]["canary"], 0);
     assert_eq!(payload["weights"]["stable"], 100);
-    assert_eq!(payload["step"], "0/1");
+    assert_eq!(payload["step"], "1/1");
 
     // Each gate in turn: nothing moves until its hook answers 2xx.
     for (path, next, weight) in [

@@ -381,10 +381,7 @@ subscriptions:
         .await;
         let text = &slack_texts(&slack, "rollout shop paused")[0];
         assert!(text.contains("paused until promoted"), "{text}");
-        assert!(
-            text.contains("`vigil local promote shop` to continue"),
-            "{text}"
-        );
+        assert!(text.contains("`vigil promote shop` to continue"), "{text}");
         assert!(text.contains(&format!("canary {v2_hash}")), "{text}");
 
         // Promote: the last step completes and v2 becomes stable.
@@ -435,7 +432,7 @@ subscriptions:
             text.contains(&format!("canary {v3_hash}, stable {v2_hash}")),
             "{text}"
         );
-        assert!(text.contains("`vigil local retry shop`"), "{text}");
+        assert!(text.contains("`vigil retry shop`"), "{text}");
         eventually("all ten transitions at audit", || {
             received(&audit).len() >= 10
         })

@@ -240,7 +240,10 @@ fn a_failed_analysis_at_any_analysis_step_rolls_back_with_the_metric_reason() {
             message.contains("error rate 7.2% > 5% threshold"),
             "{message}"
         );
-        assert!(message.contains(&format!("step {failing}/5")), "{message}");
+        assert!(
+            message.contains(&format!("step {}/5", failing + 1)),
+            "{message}"
+        );
         assert_eq!(world.status.canary_weight, 0);
         assert_eq!(world.router, Some(0));
         assert!(world.status.abort);
@@ -287,7 +290,7 @@ fn a_failed_background_analysis_aborts_at_any_step_even_while_paused() {
     world.run_until(40, |w| w.phase() == Some(RolloutPhase::Degraded));
     let message = world.status.message.clone().unwrap_or_default();
     assert!(
-        message.starts_with("background analysis failed at step 1/3"),
+        message.starts_with("background analysis failed at step 2/3"),
         "{message}"
     );
     assert!(
@@ -324,7 +327,10 @@ fn inconclusive_and_error_pause_with_the_reason_then_promote_continues() {
         assert_eq!(world.phase(), Some(RolloutPhase::Paused));
         let message = world.status.message.clone().unwrap_or_default();
         assert!(message.contains(words), "{verdict:?}: {message}");
-        assert!(message.contains("promote to continue"), "{message}");
+        assert!(
+            message.contains("`vigil promote shop` continues"),
+            "{message}"
+        );
         assert_eq!(condition(&world, "Paused").reason, "InconclusiveAnalysis");
         // It stays paused.
         for _ in 0..10 {
@@ -463,7 +469,7 @@ fn user_abort_rolls_back_at_once_and_scales_the_canary_down_after_the_delay() {
     );
     let message = decision.status.message.clone().unwrap_or_default();
     assert!(
-        message.starts_with("aborted by a user at step 2/5"),
+        message.starts_with("aborted by a user at step 3/5"),
         "{message}"
     );
 
@@ -1275,4 +1281,73 @@ fn a_controller_killed_at_any_instant_makes_the_same_blue_green_release() {
             assert_eq!(world.runs.len(), reference.runs.len(), "no duplicate runs");
         }
     }
+}
+
+/// Issue 16, friction 3: the step a message names is the step the events count. While the
+/// analysis at `steps[2]` runs, status and message say step 3/5, and the event that ends it
+/// says "step 3/5 (...) completed" (main said "step 2/5" in status and "3/5" in the event).
+#[test]
+fn status_messages_and_events_count_steps_alike() {
+    let mut world = World::deployed(spec(canary_steps(), true, 4), all_pass());
+    world.set_image("app:2");
+    world.run_until(60, |w| w.at_step(2));
+    assert_eq!(world.status.step.as_deref(), Some("3/5"));
+    let message = world.status.message.clone().unwrap_or_default();
+    assert!(message.starts_with("step 3/5: "), "{message}");
+    world.run_until(60, |w| w.at_step(3));
+    let completed: Vec<&String> = world
+        .events
+        .iter()
+        .filter(|(reason, _)| reason == "StepCompleted")
+        .map(|(_, message)| message)
+        .collect();
+    assert!(
+        completed
+            .iter()
+            .any(|m| m.starts_with("step 3/5 (analysis success-rate) completed")),
+        "{completed:?}"
+    );
+    assert_eq!(world.status.step.as_deref(), Some("4/5"));
+}
+
+/// Issue 16, frictions 2, 4 and 5: an analysis without data pauses with a message that says
+/// the value once (the reason already quotes it), hints at traffic, and offers a re-run.
+#[test]
+fn an_inconclusive_pause_hints_at_traffic_and_offers_a_rerun() {
+    let verdicts = step_verdict(vec![2], AnalysisPhase::Inconclusive);
+    let mut world = World::deployed(spec(canary_steps(), true, 4), verdicts);
+    world.set_image("app:2");
+    world.run_until(60, |w| {
+        w.phase() == Some(RolloutPhase::Paused) && w.at_step(2)
+    });
+    let message = world.status.message.clone().unwrap_or_default();
+    assert!(message.starts_with("paused at step 3/5: "), "{message}");
+    assert_eq!(
+        message.matches("no data: the canary").count(),
+        1,
+        "{message}"
+    );
+    assert!(!message.contains("(value no data)"), "{message}");
+    assert!(message.contains("vigil run --load RPS"), "{message}");
+    assert!(message.contains("min-requests"), "{message}");
+    assert!(message.contains("--analysis"), "{message}");
+}
+
+/// Issue 16, GitOps clarity: after an automatic rollback the message says the spec still names
+/// the rejected revision and what settles it.
+#[test]
+fn an_automatic_rollback_says_the_spec_still_names_the_rejected_revision() {
+    let verdicts = step_verdict(vec![2], AnalysisPhase::Failed);
+    let mut world = World::deployed(spec(canary_steps(), true, 4), verdicts);
+    world.set_image("app:2");
+    let rejected = world.desired();
+    world.run_until(60, |w| w.phase() == Some(RolloutPhase::Degraded));
+    let message = world.status.message.clone().unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "The spec still names the rejected revision {rejected}: revert it in Git"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("`vigil retry shop`"), "{message}");
 }

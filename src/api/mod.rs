@@ -4,6 +4,7 @@
 
 pub mod analysis;
 pub mod blue_green;
+mod display;
 pub mod duration;
 pub mod ingress_routers;
 pub mod istio;

@@ -597,7 +597,8 @@ pub struct RolloutStatus {
     /// once all are done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_step_index: Option<i32>,
-    /// The current step for display, e.g. `3/7`.
+    /// The step in progress for display, counted from 1: `3/7` is the third of seven
+    /// (`steps[2]`); `7/7` once all are done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
     /// When the current step started; timed pauses and deadlines count from here.

@@ -256,21 +256,21 @@ fn exit_code(phase: Option<AnalysisPhase>) -> i32 {
 /// Renders the run for people.
 pub fn render_table(status: &AnalysisRunStatus) -> String {
     let phase = status.phase.unwrap_or_default();
-    let mut out = format!("Run: {phase:?}");
+    let mut out = format!("Run: {phase}");
     if let Some(message) = &status.message {
         out.push_str(&format!(" — {message}"));
     }
+    out.push('\n');
     if let Some(score) = &status.score {
         out.push_str(&format!(
             "Score: {} ({:?}) — {}\n",
             score.score, score.classification, score.reason
         ));
     }
-    out.push('\n');
     for metric in &status.metric_results {
         let dry = if metric.dry_run { " (dry-run)" } else { "" };
         out.push_str(&format!(
-            "\n{}{dry}: {:?} — {} measurement(s): {} successful, {} failed, {} inconclusive, {} error\n",
+            "\n{}{dry}: {} — {} measurement(s): {} successful, {} failed, {} inconclusive, {} error\n",
             metric.name, metric.phase, metric.count, metric.successful, metric.failed, metric.inconclusive, metric.error
         ));
         if let Some(message) = &metric.message {
@@ -280,7 +280,7 @@ pub fn render_table(status: &AnalysisRunStatus) -> String {
             out.push_str(&format!(
                 "  {}  {:<12} {:<12} {}\n",
                 m.started_at.0,
-                format!("{:?}", m.phase),
+                m.phase.to_string(),
                 m.value.as_deref().unwrap_or("-"),
                 m.reason.as_deref().unwrap_or("")
             ));

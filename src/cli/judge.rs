@@ -1,6 +1,7 @@
 //! `vigil judge`: run a judge on data given on the command line or in files, offline.
 //!
-//! Exit codes: 0 pass, 1 fail, 2 inconclusive (no data, undecided, error label).
+//! Exit codes: 0 pass, 1 fail, 2 inconclusive (no data, undecided, error label), 3 the input
+//! could not be read or judged, 4 bad usage ([`EXIT_CODES_HELP`]).
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use crate::analysis::judge::mann_whitney::{
 };
 use crate::analysis::judge::sequential::{
     CountIncrement, CountState, CountTest, CountTestConfig, SequentialDecision, SequentialError,
-    split_alpha,
+    StratumCounts, split_alpha,
 };
 use crate::api::SequentialJudge;
 
@@ -69,6 +70,17 @@ pub enum JudgeCliError {
     WriteOutput(serde_json::Error),
 }
 
+/// The exit codes, as `--help` shows them.
+pub const EXIT_CODES_HELP: &str = "Exit code: 0 Pass, 1 Fail, 2 Inconclusive (no data, \
+undecided), 3 the input could not be read or judged, 4 bad usage.";
+
+/// Exit code: bad usage (2 is Inconclusive).
+pub const EXIT_USAGE: i32 = 4;
+
+/// Significant digits numbers are printed with: enough for any judge's precision, few enough
+/// that `0.041` does not print as `0.04100000000000001`.
+const SIGNIFICANT_DIGITS: usize = 12;
+
 /// `vigil judge`: run a statistical judge offline on samples or counts.
 #[derive(Debug, Args)]
 pub struct JudgeArgs {
@@ -81,8 +93,10 @@ pub struct JudgeArgs {
 #[derive(Debug, Subcommand)]
 pub enum JudgeCommand {
     /// Kayenta-compatible Mann–Whitney judge on two samples (e.g. one value per Prometheus step).
+    #[command(after_help = EXIT_CODES_HELP)]
     MannWhitney(MannWhitneyArgs),
     /// Anytime-valid sequential test on error and request counts, one interval per item.
+    #[command(after_help = EXIT_CODES_HELP)]
     SequentialCounts(SequentialCountsArgs),
 }
 
@@ -154,8 +168,8 @@ pub struct MannWhitneyArgs {
     /// Never compute exact p-values and CI ranks (Kayenta's behaviour).
     #[arg(long)]
     pub asymptotic: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
+    /// Output format (`table` for people, as every command defaults to; `json`).
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 }
 
@@ -163,7 +177,10 @@ pub struct MannWhitneyArgs {
 ///
 /// Counts are per-interval increments (one item per scrape interval), given either as four
 /// comma-separated lists or as a JSON file `[{"canaryErrors": 1, "canaryRequests": 200,
-/// "baselineErrors": 0, "baselineRequests": 195}, ...]`. With `--cumulative` the items are
+/// "baselineErrors": 0, "baselineRequests": 195}, ...]`. An item may give its counts per
+/// stratum instead (as a template's `stratifyBy` does): `{"canaryStrata": [{"errors": 1,
+/// "requests": 70}, ...], "baselineStrata": [...]}`; the arms' totals are then their sums and
+/// the spread between strata tempers the test. With `--cumulative` the items are
 /// counter readings instead and their differences are used (a decrease = counter reset: the
 /// reading itself is the increment). The last interval is treated as the deadline unless
 /// `--ongoing` is given.
@@ -203,14 +220,18 @@ pub struct SequentialCountsArgs {
     /// Scale of the mixing distribution on the log rate ratio.
     #[arg(long, default_value_t = 0.5, value_parser = finite_f64)]
     pub prior_scale: f64,
-    /// Do not temper the likelihood by the estimated overdispersion of the error counts.
+    /// Do not temper the likelihood by the overdispersion seen between strata.
     #[arg(long)]
     pub no_dispersion_tempering: bool,
+    /// Judge as background analysis does: a pass starts a fresh test (the k-th spending
+    /// α/2^k) instead of ending the judgement.
+    #[arg(long)]
+    pub keep_watching: bool,
     /// The analysis is still running: the last interval is not the deadline.
     #[arg(long)]
     pub ongoing: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
+    /// Output format (`table` for people, as every command defaults to; `json`).
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 }
 
@@ -268,6 +289,7 @@ pub fn run_mann_whitney(
     };
     let result = classify(&canary, &baseline, &config);
     let test = result.test.as_ref();
+    let warning = undetectable(result.n_canary, result.n_baseline, args.confidence);
     let document = json!({
         "n_canary": result.n_canary,
         "n_baseline": result.n_baseline,
@@ -282,8 +304,33 @@ pub fn run_mann_whitney(
         "label": result.label,
         "critical": result.critical,
         "reason": result.reason,
+        "warning": warning,
     });
     Ok((document, result.label.verdict()))
+}
+
+/// Why a Pass cannot be trusted when the samples are too few for the test to ever reject at
+/// `confidence`: the smallest two-sided p-value of a rank test on `n` and `m` samples is
+/// `2 / C(n+m, n)` (all canary samples above all baseline ones). `None` when it can reject.
+pub fn undetectable(n: usize, m: usize, confidence: f64) -> Option<String> {
+    let alpha = 1.0 - confidence;
+    let smallest_p = |n: usize, m: usize| (2.0 / binomial(n + m, n)).min(1.0);
+    if n == 0 || m == 0 || smallest_p(n, m) <= alpha {
+        return None;
+    }
+    let needed = (1..=64).find(|&k| smallest_p(k, k) <= alpha).unwrap_or(64);
+    Some(format!(
+        "{n} canary and {m} baseline samples cannot detect any difference at confidence \
+         {confidence} (the smallest possible p-value is {:.3}): a Pass here means no evidence, \
+         not no difference; give at least {needed} samples each",
+        smallest_p(n, m)
+    ))
+}
+
+/// `C(n, k)` as a float (exact for the sizes that matter here, +inf beyond).
+fn binomial(n: usize, k: usize) -> f64 {
+    let k = k.min(n.saturating_sub(k));
+    (0..k).fold(1.0, |acc, i| acc * (n - i) as f64 / (i + 1) as f64)
 }
 
 /// Computes the sequential-counts JSON document and final verdict (no printing).
@@ -293,17 +340,33 @@ pub fn run_sequential_counts(
     let mut intervals = match &args.input {
         Some(path) => {
             let text = read_text(path)?;
-            serde_json::from_str::<Vec<CountIncrement>>(&text).map_err(|source| {
+            serde_json::from_str::<Vec<IntervalInput>>(&text).map_err(|source| {
                 JudgeCliError::ParseJson {
                     path: path.clone(),
                     source,
                 }
             })?
         }
-        None => intervals_from_lists(args)?,
+        None => intervals_from_lists(args)?
+            .into_iter()
+            .map(IntervalInput::from)
+            .collect(),
     };
     if args.cumulative {
-        intervals = differences(&intervals);
+        if intervals.iter().any(IntervalInput::is_stratified) {
+            return Err(JudgeCliError::AlignCounts {
+                detail: "--cumulative takes totals, not canaryStrata/baselineStrata".to_owned(),
+            });
+        }
+        let totals = intervals
+            .iter()
+            .enumerate()
+            .map(|(index, interval)| interval.totals(index))
+            .collect::<Result<Vec<_>, _>>()?;
+        intervals = differences(&totals)
+            .into_iter()
+            .map(IntervalInput::from)
+            .collect();
     }
     let test = CountTest::new(CountTestConfig {
         alpha: split_alpha(args.alpha, args.metrics),
@@ -311,12 +374,21 @@ pub fn run_sequential_counts(
         pass_margin: args.pass_margin,
         prior_scale: args.prior_scale,
         temper_overdispersion: !args.no_dispersion_tempering,
+        keep_watching: args.keep_watching,
     })?;
     let mut state = CountState::default();
     let mut steps = Vec::with_capacity(intervals.len());
     let mut last = SequentialDecision::Inconclusive;
     for (index, interval) in intervals.iter().enumerate() {
-        test.update(&mut state, interval)?;
+        if interval.is_stratified() {
+            test.update_stratified(
+                &mut state,
+                &interval.canary_strata,
+                &interval.baseline_strata,
+            )?;
+        } else {
+            test.update(&mut state, &interval.totals(index)?)?;
+        }
         let at_deadline = !args.ongoing && index + 1 == intervals.len();
         let report = test.evaluate(&mut state, at_deadline);
         last = report.decision;
@@ -344,6 +416,53 @@ pub fn run_sequential_counts(
         "steps": steps,
     });
     Ok((document, last.verdict()))
+}
+
+/// One interval of `--input`: the arms' totals, or their strata.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IntervalInput {
+    canary_errors: Option<u64>,
+    canary_requests: Option<u64>,
+    baseline_errors: Option<u64>,
+    baseline_requests: Option<u64>,
+    #[serde(default)]
+    canary_strata: Vec<StratumCounts>,
+    #[serde(default)]
+    baseline_strata: Vec<StratumCounts>,
+}
+
+impl IntervalInput {
+    fn is_stratified(&self) -> bool {
+        !self.canary_strata.is_empty() || !self.baseline_strata.is_empty()
+    }
+
+    /// The four totals; all are needed when no strata are given.
+    fn totals(&self, index: usize) -> Result<CountIncrement, JudgeCliError> {
+        let field = |value: Option<u64>, name: &str| {
+            value.ok_or_else(|| JudgeCliError::AlignCounts {
+                detail: format!("interval {} has no {name} (nor strata)", index + 1),
+            })
+        };
+        Ok(CountIncrement {
+            canary_errors: field(self.canary_errors, "canaryErrors")?,
+            canary_requests: field(self.canary_requests, "canaryRequests")?,
+            baseline_errors: field(self.baseline_errors, "baselineErrors")?,
+            baseline_requests: field(self.baseline_requests, "baselineRequests")?,
+        })
+    }
+}
+
+impl From<CountIncrement> for IntervalInput {
+    fn from(totals: CountIncrement) -> Self {
+        Self {
+            canary_errors: Some(totals.canary_errors),
+            canary_requests: Some(totals.canary_requests),
+            baseline_errors: Some(totals.baseline_errors),
+            baseline_requests: Some(totals.baseline_requests),
+            ..Self::default()
+        }
+    }
 }
 
 fn finite_or_null(x: f64) -> Option<f64> {
@@ -462,7 +581,27 @@ fn read_samples(path: &Path) -> Result<Vec<f64>, JudgeCliError> {
     parse_samples(&read_text(path)?, path)
 }
 
+/// Numbers rounded to [`SIGNIFICANT_DIGITS`], everywhere in the document.
+fn tidy_numbers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(number) => {
+            if let Some(x) = number.as_f64().filter(|_| number.is_f64())
+                && let Ok(rounded) = format!("{:.*e}", SIGNIFICANT_DIGITS - 1, x).parse::<f64>()
+                && let Some(tidy) = serde_json::Number::from_f64(rounded)
+            {
+                *number = tidy;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(tidy_numbers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(tidy_numbers),
+        _ => {}
+    }
+}
+
 fn render(document: &serde_json::Value, format: OutputFormat) -> Result<String, JudgeCliError> {
+    let mut document = document.clone();
+    tidy_numbers(&mut document);
+    let document = &document;
     match format {
         OutputFormat::Json => {
             serde_json::to_string_pretty(document).map_err(JudgeCliError::WriteOutput)
@@ -514,6 +653,58 @@ fn plain(value: &serde_json::Value) -> String {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    /// Issue 16, friction 9: two samples each can never reject at 98%: say so.
+    #[test]
+    fn too_few_samples_to_detect_anything_are_called_out() {
+        let warning = undetectable(2, 2, 0.98).expect("a warning at n=2");
+        assert!(
+            warning.contains("cannot detect any difference"),
+            "{warning}"
+        );
+        assert!(warning.contains("0.333"), "{warning}");
+        assert!(warning.contains("at least 5 samples each"), "{warning}");
+        assert_eq!(undetectable(20, 20, 0.98), None);
+        assert_eq!(undetectable(0, 5, 0.98), None, "no data says so itself");
+    }
+
+    /// Issue 16, friction 9: no float noise, in JSON or tables.
+    #[test]
+    fn numbers_print_without_float_noise() {
+        let document =
+            json!({"effect_size": 0.04100000000000001, "n": 3, "steps": [{"e": 0.1 + 0.2}]});
+        let text = render(&document, OutputFormat::Json).expect("json");
+        assert!(text.contains("0.041"), "{text}");
+        assert!(!text.contains("0.04100000000000001"), "{text}");
+        assert!(text.contains("\"e\": 0.3"), "{text}");
+        let table = render(&document, OutputFormat::Table).expect("table");
+        assert!(table.contains("effect_size: 0.041"), "{table}");
+    }
+
+    /// Issue 16, friction 9: `-o` as in `analyze`, and the same default (table).
+    #[test]
+    fn output_is_dash_o_and_defaults_to_table() {
+        let cli =
+            Cli::try_parse_from(["judge", "mann-whitney", "--canary", "c", "--baseline", "b"])
+                .expect("parses");
+        assert!(
+            matches!(cli.judge, JudgeCommand::MannWhitney(ref a) if a.output == OutputFormat::Table)
+        );
+        let cli = Cli::try_parse_from([
+            "judge",
+            "mann-whitney",
+            "--canary",
+            "c",
+            "--baseline",
+            "b",
+            "-o",
+            "json",
+        ])
+        .expect("parses");
+        assert!(
+            matches!(cli.judge, JudgeCommand::MannWhitney(ref a) if a.output == OutputFormat::Json)
+        );
+    }
 
     #[derive(Debug, Parser)]
     struct Cli {

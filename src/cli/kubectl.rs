@@ -7,7 +7,6 @@
 //! `kubectl vigil get rollout web`.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -15,9 +14,10 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use crate::api::AnalysisRun;
 use crate::api::{AnalysisRunSummary, Rollout};
 use crate::platform::kubernetes::context::{REVISION_LABEL, ROLLOUT_LABEL};
-use crate::rollout::{RequestError, UserRequest, status_request};
+use crate::rollout::{RequestError, UserRequest, refuse_no_op, status_request, undecided_run};
 
 /// The field manager of the CLI's writes (distinct from the controller's).
 pub const CLI_FIELD_MANAGER: &str = "vigil.dev/cli";
@@ -32,6 +32,21 @@ pub struct Target {
     /// Its namespace (default: the kubeconfig context's).
     #[arg(long, short = 'n')]
     pub namespace: Option<String>,
+    /// Where it runs: a local `vigil run` or the cluster (found by default).
+    #[command(flatten)]
+    pub location: super::verbs::Location,
+}
+
+/// Arguments of `vigil retry`.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Which Rollout.
+    #[command(flatten)]
+    pub target: Target,
+    /// Instead of starting a rolled-back canary again, run the analysis the rollout waits on
+    /// (Inconclusive, Error or Terminated, e.g. after a Prometheus outage) again.
+    #[arg(long)]
+    pub analysis: bool,
 }
 
 /// `vigil get …`
@@ -67,7 +82,11 @@ pub struct PromoteArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// No kubeconfig or cluster.
-    #[error("failed to configure the Kubernetes client: {0}")]
+    #[error(
+        "failed to configure the Kubernetes client: {}. Configure kubectl for the cluster, or \
+         for a local `vigil run` pass --state-dir DIR or --admin ADDR",
+        first_line(.0)
+    )]
     ConfigureClient(#[source] kube::Error),
     /// The Rollout could not be read.
     #[error("failed to get rollout {name}: {source}")]
@@ -93,9 +112,17 @@ pub enum CliError {
         /// The cause.
         source: kube::Error,
     },
-    /// `promote` on a Rollout that is not in a step.
-    #[error("rollout {0} is not at a step (no canary in progress); nothing to promote")]
-    PromoteWithoutStep(String),
+    /// The request cannot be honoured or would do nothing.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The undecided AnalysisRun could not be deleted for a re-run.
+    #[error("failed to delete AnalysisRun {run} to run it again: {source}")]
+    DeleteRun {
+        /// The run.
+        run: String,
+        /// The cause.
+        source: kube::Error,
+    },
     /// The async runtime could not start.
     #[error("failed to start the async runtime: {0}")]
     StartRuntime(#[source] std::io::Error),
@@ -112,6 +139,13 @@ async fn client_and_namespace(target: &Target) -> Result<(Client, String), CliEr
     Ok((client, namespace))
 }
 
+/// The first line of an error's text: kube's configuration errors chain every place they
+/// looked, which tells a person nothing more.
+fn first_line(error: &kube::Error) -> String {
+    let text = error.to_string();
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
 fn block_on<F: std::future::Future<Output = Result<(), CliError>>>(future: F) -> i32 {
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -122,7 +156,12 @@ fn block_on<F: std::future::Future<Output = Result<(), CliError>>>(future: F) ->
         Ok(()) => 0,
         Err(error) => {
             eprintln!("vigil: {error}");
-            1
+            match error {
+                CliError::Request(RequestError::NothingToDo { .. }) => {
+                    super::verbs::EXIT_NOTHING_DONE
+                }
+                _ => 1,
+            }
         }
     }
 }
@@ -143,14 +182,20 @@ fn revision_line(
                 .unwrap_or(0),
         )
     });
+    let version = rs
+        .and_then(|rs| rs.spec.as_ref())
+        .and_then(|spec| spec.template.as_ref())
+        .and_then(crate::rollout::version_label)
+        .map(|label| format!(" ({label})"))
+        .unwrap_or_default();
     let _ = writeln!(
         out,
-        "{prefix} {role:<8} revision {revision}  replicas {replicas}  ready {ready}"
+        "{prefix} {role:<8} revision {revision}{version}  replicas {replicas}  ready {ready}"
     );
 }
 
 fn analysis_lines(out: &mut String, title: &str, run: &AnalysisRunSummary) {
-    let _ = writeln!(out, "{title}: {} {:?}", run.name, run.phase);
+    let _ = writeln!(out, "{title}: {} {}", run.name, run.phase);
     if let Some(message) = &run.message {
         let _ = writeln!(out, "│   {message}");
     }
@@ -164,7 +209,7 @@ fn analysis_lines(out: &mut String, title: &str, run: &AnalysisRunSummary) {
         } else {
             "├──"
         };
-        let _ = write!(out, "{branch} {} {:?}", metric.name, metric.phase);
+        let _ = write!(out, "{branch} {} {}", metric.name, metric.phase);
         if let Some(value) = &metric.value {
             let _ = write!(out, "  value {value}");
         }
@@ -187,31 +232,38 @@ pub fn render(rollout: &Rollout, replica_sets: &[ReplicaSet]) -> String {
     );
     let phase = status
         .phase
-        .map_or_else(|| "Unknown".to_owned(), |p| format!("{p:?}"));
+        .map_or_else(|| "Unknown".to_owned(), |p| p.to_string());
     let _ = writeln!(out, "Phase:      {phase}");
     if let Some(message) = &status.message {
         let _ = writeln!(out, "Message:    {message}");
     }
-    let steps = rollout.spec.strategy.canary.steps.len();
-    let _ = writeln!(
-        out,
-        "Step:       {}",
-        status.step.clone().unwrap_or_else(|| format!("-/{steps}"))
-    );
     if rollout.spec.strategy.blue_green.is_some() {
-        // Blue-green: the active service selects one revision, the new one once switched.
+        // Blue-green: the stage, and the one revision the active service selects (the new
+        // one once switched).
+        let stage = status.step.clone().unwrap_or_else(|| "-".to_owned());
+        let _ = writeln!(out, "Step:       {stage}");
         let active = match (&status.canary_revision, status.canary_weight) {
             (Some(canary), 100) => canary.clone(),
             _ => status.stable_revision.clone().unwrap_or_default(),
         };
         let _ = writeln!(out, "Active:     revision {active}");
-    } else {
+    } else if status.canary_revision.is_some() {
+        let steps = rollout.spec.strategy.canary.steps.len();
+        let _ = writeln!(
+            out,
+            "Step:       {}",
+            status.step.clone().unwrap_or_else(|| format!("-/{steps}"))
+        );
         let _ = writeln!(
             out,
             "Weight:     canary {}%  stable {}%",
             status.canary_weight,
             100 - status.canary_weight
         );
+    } else {
+        // "Step 5/5, canary 0%" on a Healthy rollout reads as "no traffic".
+        let _ = writeln!(out, "Step:       - (no canary in progress)");
+        let _ = writeln!(out, "Weight:     stable 100%");
     }
     if rollout.spec.paused {
         let _ = writeln!(out, "Paused:     yes (vigil resume {})", rollout.name_any());
@@ -296,25 +348,14 @@ pub fn get(command: &GetCommand) -> i32 {
     let GetCommand::Rollout(args) = command;
     block_on(async {
         let (client, namespace) = client_and_namespace(&args.target).await?;
+        if args.watch {
+            return super::kubectl_watch::watch(client, &namespace, &args.target.name).await;
+        }
         let rollouts: Api<Rollout> = Api::namespaced(client.clone(), &namespace);
         let rs: Api<ReplicaSet> = Api::namespaced(client, &namespace);
-        let mut last = String::new();
-        loop {
-            let tree = show(&rollouts, &rs, &args.target.name).await?;
-            if !args.watch {
-                super::write_stdout(&tree);
-                return Ok(());
-            }
-            if tree != last {
-                // Clear the screen and redraw.
-                super::write_stdout(&format!("\x1b[2J\x1b[H{tree}"));
-                last = tree;
-            }
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => return Ok(()),
-                () = tokio::time::sleep(Duration::from_secs(2)) => {}
-            }
-        }
+        let tree = show(&rollouts, &rs, &args.target.name).await?;
+        super::write_stdout(&tree);
+        Ok(())
     })
 }
 
@@ -373,8 +414,9 @@ pub fn promote_request(rollout: &Rollout, full: bool) -> Result<serde_json::Valu
 /// The status patch of a user request for a Rollout as read (the rule is
 /// [`status_request`], shared with the local engine).
 fn request_patch(rollout: &Rollout, request: UserRequest) -> Result<serde_json::Value, CliError> {
-    let change = status_request(&rollout.name_any(), rollout.status.as_ref(), request)
-        .map_err(|RequestError::PromoteWithoutStep(name)| CliError::PromoteWithoutStep(name))?;
+    let name = rollout.name_any();
+    refuse_no_op(&name, rollout.spec.paused, rollout.status.as_ref(), request)?;
+    let change = status_request(&name, rollout.status.as_ref(), request)?;
     Ok(json!(change))
 }
 
@@ -383,25 +425,22 @@ async fn rollouts(target: &Target) -> Result<Api<Rollout>, CliError> {
     Ok(Api::namespaced(client, &namespace))
 }
 
-/// `vigil promote [--full]`.
+/// `vigil promote [--full]` on the cluster.
 pub fn promote(args: &PromoteArgs) -> i32 {
     block_on(async {
         let api = rollouts(&args.target).await?;
+        let request = if args.full {
+            UserRequest::PromoteFull
+        } else {
+            UserRequest::Promote { step: None }
+        };
         request_status(&api, &args.target.name, |r| promote_request(r, args.full)).await?;
-        crate::outln!(
-            "rollout {} {}",
-            args.target.name,
-            if args.full {
-                "fully promoted"
-            } else {
-                "promoted"
-            }
-        );
+        crate::outln!("{}", request.describe(&args.target.name));
         Ok(())
     })
 }
 
-/// `vigil abort` (`abort = true`) or `vigil retry` (`abort = false`).
+/// `vigil abort` (`abort = true`) or `vigil retry` (`abort = false`) on the cluster.
 pub fn set_abort(target: &Target, abort: bool) -> i32 {
     block_on(async {
         let api = rollouts(target).await?;
@@ -411,19 +450,71 @@ pub fn set_abort(target: &Target, abort: bool) -> i32 {
             UserRequest::Retry
         };
         request_status(&api, &target.name, |r| request_patch(r, request)).await?;
-        crate::outln!(
-            "rollout {} {}",
-            target.name,
-            if abort { "aborted" } else { "retried" }
-        );
+        crate::outln!("{}", request.describe(&target.name));
         Ok(())
     })
 }
 
-/// `vigil pause` / `vigil resume`: `spec.paused`.
+/// `vigil retry --analysis` on the cluster: deletes the undecided AnalysisRun the rollout
+/// waits on; the controller creates it anew (same name, fresh measurements).
+pub fn rerun_analysis(target: &Target) -> i32 {
+    block_on(async {
+        let (client, namespace) = client_and_namespace(target).await?;
+        let rollouts: Api<Rollout> = Api::namespaced(client.clone(), &namespace);
+        let rollout = get_rollout(&rollouts, &target.name).await?;
+        let request = UserRequest::RerunAnalysis;
+        refuse_no_op(
+            &target.name,
+            rollout.spec.paused,
+            rollout.status.as_ref(),
+            request,
+        )?;
+        let Some(run) = rollout.status.as_ref().and_then(undecided_run) else {
+            return Ok(());
+        };
+        let runs: Api<AnalysisRun> = Api::namespaced(client, &namespace);
+        match runs
+            .delete(&run.name, &kube::api::DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(source) => {
+                return Err(CliError::DeleteRun {
+                    run: run.name.clone(),
+                    source,
+                });
+            }
+        }
+        crate::outln!("{}", request.describe(&target.name));
+        Ok(())
+    })
+}
+
+async fn get_rollout(api: &Api<Rollout>, name: &str) -> Result<Rollout, CliError> {
+    api.get(name).await.map_err(|source| CliError::GetRollout {
+        name: name.to_owned(),
+        source,
+    })
+}
+
+/// `vigil pause` / `vigil resume` on the cluster: `spec.paused`, refused when it already
+/// has that value.
 pub fn set_paused(target: &Target, paused: bool) -> i32 {
     block_on(async {
         let api = rollouts(target).await?;
+        let rollout = get_rollout(&api, &target.name).await?;
+        let request = if paused {
+            UserRequest::Pause
+        } else {
+            UserRequest::Resume
+        };
+        refuse_no_op(
+            &target.name,
+            rollout.spec.paused,
+            rollout.status.as_ref(),
+            request,
+        )?;
         let params = PatchParams {
             field_manager: Some(CLI_FIELD_MANAGER.to_owned()),
             ..PatchParams::default()
@@ -438,11 +529,7 @@ pub fn set_paused(target: &Target, paused: bool) -> i32 {
             name: target.name.clone(),
             source,
         })?;
-        crate::outln!(
-            "rollout {} {}",
-            target.name,
-            if paused { "paused" } else { "resumed" }
-        );
+        crate::outln!("{}", request.describe(&target.name));
         Ok(())
     })
 }
@@ -566,7 +653,7 @@ mod tests {
         idle.status = None;
         assert!(matches!(
             promote_request(&idle, false),
-            Err(CliError::PromoteWithoutStep(_))
+            Err(CliError::Request(RequestError::NothingToDo { .. }))
         ));
     }
 }

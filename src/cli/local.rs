@@ -6,18 +6,27 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::platform::local::admin::{
-    ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE, DEFAULT_ADMIN, YAML_CONTENT_TYPE, read_token,
+    ADMIN_ADDR_FILE, ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE, DEFAULT_ADMIN, MAX_SOURCE_NAME,
+    SOURCE_HEADER, YAML_CONTENT_TYPE, read_token,
 };
+
+/// The environment variable naming the admin endpoint of the `vigil run` the verbs act on.
+pub const ADMIN_ENV: &str = "VIGIL_ADMIN";
+/// The environment variable naming the state directory of the `vigil run` the verbs act on.
+pub const STATE_DIR_ENV: &str = "VIGIL_STATE_DIR";
+/// HTTP status of a request the engine refuses because it would do nothing.
+const NOTHING_TO_DO: u16 = 409;
 use crate::platform::local::engine::{RolloutView, progress_line};
 
 /// Arguments of `vigil local`.
 #[derive(Debug, clap::Args)]
 pub struct LocalArgs {
-    /// Admin endpoint of `vigil run`.
-    #[arg(long, global = true, default_value = DEFAULT_ADMIN)]
-    pub admin: SocketAddr,
+    /// Admin endpoint of `vigil run` (default: the address it wrote to `admin.addr` in the
+    /// state directory, else 127.0.0.1:9901).
+    #[arg(long, global = true, env = ADMIN_ENV)]
+    pub admin: Option<SocketAddr>,
     /// The state directory of that `vigil run`: its admin token is read from `admin.token` there.
-    #[arg(long, global = true, default_value = ".vigil")]
+    #[arg(long, global = true, default_value = ".vigil", env = STATE_DIR_ENV)]
     pub state_dir: PathBuf,
     /// The admin token, instead of reading it from the state directory.
     #[arg(long, global = true, env = ADMIN_TOKEN_ENV, hide_env_values = true)]
@@ -41,6 +50,9 @@ pub enum LocalCommand {
         #[arg(long, short = 'o', default_value = "line")]
         output: String,
     },
+    /// List the Rollouts of the state directory with their phase, step and weight (read from
+    /// the files; works when `vigil run` is stopped).
+    List,
     /// Finish the current step (a pause, an Inconclusive analysis).
     Promote {
         /// The Rollout.
@@ -54,10 +66,14 @@ pub enum LocalCommand {
         /// The Rollout.
         name: String,
     },
-    /// Start an aborted canary again from step 0.
+    /// Start an aborted canary again from step 0, or with --analysis run an undecided
+    /// analysis again.
     Retry {
         /// The Rollout.
         name: String,
+        /// Run the Inconclusive / Error / Terminated analysis the rollout waits on again.
+        #[arg(long)]
+        analysis: bool,
     },
     /// Stop moving.
     Pause {
@@ -124,7 +140,7 @@ pub enum LocalError {
         source: reqwest::Error,
     },
     /// The engine refused the request.
-    #[error("vigil run answered {status}: {body}")]
+    #[error("{body}")]
     Refused {
         /// HTTP status.
         status: u16,
@@ -137,25 +153,80 @@ pub enum LocalError {
     /// The async runtime could not start.
     #[error("failed to start the async runtime: {0}")]
     StartRuntime(std::io::Error),
+    /// The state directory could not be listed.
+    #[error("failed to list the rollouts: {0}")]
+    ListRollouts(String),
+}
+
+/// How to reach one running `vigil run`.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Its admin endpoint.
+    pub admin: SocketAddr,
+    /// Its state directory.
+    pub state_dir: PathBuf,
+    /// The admin token, when not read from the state directory.
+    pub token: Option<String>,
+}
+
+impl Connection {
+    /// The connection `--admin`, `--state-dir` and `--token` describe: without `--admin`, the
+    /// address `vigil run` wrote next to its token, else the default.
+    pub fn new(admin: Option<SocketAddr>, state_dir: PathBuf, token: Option<String>) -> Self {
+        let admin = admin
+            .or_else(|| read_admin_addr(&state_dir))
+            .unwrap_or_else(|| {
+                DEFAULT_ADMIN
+                    .parse()
+                    .unwrap_or(([127, 0, 0, 1], 9901).into())
+            });
+        Self {
+            admin,
+            state_dir,
+            token,
+        }
+    }
+}
+
+/// The admin address a running `vigil run` wrote into `state_dir`, if any.
+pub fn read_admin_addr(state_dir: &std::path::Path) -> Option<SocketAddr> {
+    std::fs::read_to_string(state_dir.join(ADMIN_ADDR_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Runs `vigil local ...` and returns the exit code.
 pub fn run(args: &LocalArgs) -> i32 {
+    let connection = Connection::new(args.admin, args.state_dir.clone(), args.token.clone());
+    run_command(&connection, &args.command, "vigil local")
+}
+
+/// Runs one verb against a running `vigil run`: 0 done, 3 refused because it would do
+/// nothing, 1 any other failure (`who` prefixes the error).
+pub fn run_command(connection: &Connection, command: &LocalCommand, who: &str) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("vigil local: {}", LocalError::StartRuntime(error));
+            eprintln!("{who}: {}", LocalError::StartRuntime(error));
             return 1;
         }
     };
-    match runtime.block_on(execute(args)) {
+    match runtime.block_on(execute(connection, command)) {
         Ok(()) => 0,
         Err(error) => {
-            eprintln!("vigil local: {error}");
-            1
+            eprintln!("{who}: {error}");
+            match error {
+                LocalError::Refused {
+                    status: NOTHING_TO_DO,
+                    ..
+                } => super::verbs::EXIT_NOTHING_DONE,
+                _ => 1,
+            }
         }
     }
 }
@@ -191,12 +262,78 @@ async fn get(
 
 async fn post(client: &reqwest::Client, admin: SocketAddr, path: &str) -> Result<(), LocalError> {
     let body = send(admin, client.post(format!("http://{admin}{path}"))).await?;
-    print!("{body}");
+    super::write_stdout(&body);
     Ok(())
 }
 
+/// `get --watch`: the live view, redrawn on a terminal, one plain line per change otherwise;
+/// keeps trying while the engine is unreachable (restarting) and says so once.
+async fn watch_live(
+    connection: &Connection,
+    mut client: reqwest::Client,
+    name: &str,
+) -> Result<(), LocalError> {
+    let admin = connection.admin;
+    use crate::cli::live_view::{dashboard, frame_of, new_errors, plain_line};
+    use std::io::IsTerminal;
+    let terminal = std::io::stdout().is_terminal();
+    let mut previous: Option<RolloutView> = None;
+    let mut last_line = None;
+    let mut unreachable = false;
+    loop {
+        match get(&client, admin, name).await {
+            Ok(view) => {
+                let now = jiff::Timestamp::now();
+                if unreachable {
+                    crate::outln!(
+                        "{} reconnected to vigil run at {admin}",
+                        now.strftime("%H:%M:%S")
+                    );
+                    unreachable = false;
+                }
+                for line in new_errors(previous.as_ref(), &view, now) {
+                    crate::outln!("{line}");
+                }
+                let frame = frame_of(&view, now);
+                if terminal {
+                    // Home and clear, then the dashboard.
+                    crate::cli::write_stdout(&format!("\x1b[H\x1b[2J{}", dashboard(&frame, true)));
+                } else {
+                    let line = plain_line(&frame);
+                    // The timestamp changes every second: compare without it.
+                    let key = line.split_once(' ').map(|(_, rest)| rest.to_owned());
+                    if key != last_line {
+                        crate::outln!("{line}");
+                        last_line = key;
+                    }
+                }
+                previous = Some(view);
+            }
+            Err(LocalError::ReachEngine { .. }) if !unreachable => {
+                crate::outln!(
+                    "{} vigil run at {admin} is not answering; retrying until it is back (Ctrl-C to stop)",
+                    jiff::Timestamp::now().strftime("%H:%M:%S")
+                );
+                unreachable = true;
+            }
+            Err(LocalError::ReachEngine { .. }) => {}
+            // A restarted engine has a new token: read it again from the state directory.
+            Err(LocalError::Refused { status: 401, .. }) if connection.token.is_none() => {
+                if let Ok(fresh) = admin_client(connection) {
+                    client = fresh;
+                }
+            }
+            Err(error) => return Err(error),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
 /// A client that sends the admin token with every request.
-fn admin_client(args: &LocalArgs) -> Result<reqwest::Client, LocalError> {
+fn admin_client(args: &Connection) -> Result<reqwest::Client, LocalError> {
     let token = match &args.token {
         Some(token) => token.trim().to_owned(),
         None => read_token(&args.state_dir).map_err(|source| LocalError::ReadToken {
@@ -220,18 +357,27 @@ fn admin_client(args: &LocalArgs) -> Result<reqwest::Client, LocalError> {
         .map_err(LocalError::BuildClient)
 }
 
-async fn execute(args: &LocalArgs) -> Result<(), LocalError> {
-    let admin = args.admin;
+async fn execute(connection: &Connection, command: &LocalCommand) -> Result<(), LocalError> {
+    if matches!(command, LocalCommand::List) {
+        let rollouts = crate::platform::local::engine::list_rollouts(&connection.state_dir)
+            .map_err(|e| LocalError::ListRollouts(e.to_string()))?;
+        crate::cli::write_stdout(&crate::cli::live_view::list_table(&rollouts));
+        return Ok(());
+    }
+    let admin = connection.admin;
     if !admin.ip().is_loopback() {
         return Err(LocalError::RefuseAdmin { admin });
     }
-    let client = admin_client(args)?;
-    match &args.command {
+    let client = admin_client(connection)?;
+    match command {
         LocalCommand::Get {
             name,
             watch,
             output,
         } => {
+            if *watch && output != "json" {
+                return watch_live(connection, client, name).await;
+            }
             let mut last = None;
             loop {
                 let view = get(&client, admin, name).await?;
@@ -269,11 +415,14 @@ async fn execute(args: &LocalArgs) -> Result<(), LocalError> {
                 post(&client, admin, &path).await
             }
         }
+        // Answered above from the state directory.
+        LocalCommand::List => Ok(()),
         LocalCommand::Abort { name } => {
             post(&client, admin, &format!("/rollouts/{name}/abort")).await
         }
-        LocalCommand::Retry { name } => {
-            post(&client, admin, &format!("/rollouts/{name}/retry")).await
+        LocalCommand::Retry { name, analysis } => {
+            let action = if *analysis { "rerun-analysis" } else { "retry" };
+            post(&client, admin, &format!("/rollouts/{name}/{action}")).await
         }
         LocalCommand::Pause { name } => {
             post(&client, admin, &format!("/rollouts/{name}/pause")).await
@@ -286,15 +435,24 @@ async fn execute(args: &LocalArgs) -> Result<(), LocalError> {
                 path: file.clone(),
                 source,
             })?;
-            let body = send(
-                admin,
-                client
-                    .post(format!("http://{admin}/apply"))
-                    .header(reqwest::header::CONTENT_TYPE, YAML_CONTENT_TYPE)
-                    .body(text),
-            )
-            .await?;
-            println!("applied: {}", body.trim());
+            let request = client
+                .post(format!("http://{admin}/apply"))
+                .header(reqwest::header::CONTENT_TYPE, YAML_CONTENT_TYPE);
+            // Errors then name the file instead of `<apply>` (a name the header cannot carry
+            // is left out).
+            let source = file.display().to_string();
+            let request = if source.len() <= MAX_SOURCE_NAME {
+                match reqwest::header::HeaderValue::from_str(&source) {
+                    Ok(value) => request.header(SOURCE_HEADER, value),
+                    Err(_) => request,
+                }
+            } else {
+                request
+            };
+            let body = send(admin, request.body(text)).await?;
+            let names: Vec<String> =
+                serde_json::from_str(&body).map_err(|e| LocalError::ParseAnswer(e.to_string()))?;
+            crate::outln!("applied {}: rollout {}", file.display(), names.join(", "));
             Ok(())
         }
     }

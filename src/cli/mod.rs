@@ -6,12 +6,17 @@ pub mod convert;
 pub mod crds;
 pub mod demo;
 pub mod demo_app;
+pub mod history;
 pub mod judge;
 pub mod kubectl;
+pub mod kubectl_watch;
 pub mod lint;
+pub mod live_view;
 pub mod local;
 pub mod migrate;
+pub mod report;
 pub mod run;
+pub mod verbs;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +24,12 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "vigil", version, about, long_about = None)]
 pub struct Cli {
+    /// How log lines on stderr look: `text` (colour only on a terminal) or `json` lines.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<crate::telemetry::LogFormat>,
+    /// Log warnings and errors only.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -49,37 +60,62 @@ pub enum Command {
     /// Run the Kubernetes controller: Rollouts and AnalysisRuns, /metrics /livez /readyz,
     /// leader election. Stops gracefully on SIGTERM or Ctrl-C.
     Controller(controller::ControllerArgs),
-    /// Show a resource through the Kubernetes API (kubeconfig from the environment).
+    /// Show a Rollout, from a running `vigil run` or the cluster (see "Where the verbs act"
+    /// in the README: `--state-dir`, `--admin`, `--cluster`).
     #[command(subcommand)]
     Get(kubectl::GetCommand),
-    /// Finish the current step (`status.promoteStep`), or with --full skip every remaining
-    /// step and analysis (`status.promoteFull`).
+    /// Finish the current step (a pause, an Inconclusive analysis), or with --full skip every
+    /// remaining step and analysis.
+    #[command(after_help = verbs::EXIT_CODES_HELP)]
     Promote(kubectl::PromoteArgs),
-    /// Send all traffic back to the stable version (`status.abort = true`).
+    /// Send all traffic back to the stable version.
+    #[command(after_help = verbs::EXIT_CODES_HELP)]
     Abort(kubectl::Target),
-    /// Start an aborted rollout again from step 0 (`status.abort = false`).
-    Retry(kubectl::Target),
+    /// Start a rolled-back canary again from the first step; with --analysis, run the analysis
+    /// the rollout waits on (Inconclusive, Error, Terminated) again.
+    #[command(after_help = verbs::EXIT_CODES_HELP)]
+    Retry(kubectl::RetryArgs),
     /// Hold the rollout where it is (`spec.paused = true`).
+    #[command(after_help = verbs::EXIT_CODES_HELP)]
     Pause(kubectl::Target),
-    /// Continue a paused rollout (`spec.paused = false`).
+    /// Continue a rollout held by `vigil pause` (`spec.paused = false`).
+    #[command(after_help = verbs::EXIT_CODES_HELP)]
     Resume(kubectl::Target),
     /// Print the Rollout that adopts an existing workload (`migrate deployment NAME [-n NS]`:
     /// `spec.workloadRef` with `scaleDown: progressively`), read from the cluster.
     #[command(subcommand)]
     Migrate(migrate::MigrateCommand),
     /// Run a statistical judge on raw samples or counts, offline.
+    #[command(after_help = judge::EXIT_CODES_HELP)]
     Judge(judge::JudgeArgs),
     /// Run Rollouts and AnalysisTemplates from files on this machine (processes, a weighted
     /// proxy, a state directory) until Ctrl-C. Exit 2 on invalid files, 1 when it cannot start.
     Run(run::RunArgs),
-    /// Talk to a running `vigil run`: get, promote, abort, retry, pause, resume, apply.
+    /// Talk to a running `vigil run`: apply, and the same verbs as `vigil get|promote|…`
+    /// (kept as aliases).
     Local(local::LocalArgs),
     /// A real canary release on this machine in a few minutes: Prometheus, the demo app, load,
     /// a healthy release promoted and a bad one rolled back, with a summary.
     Demo(demo::DemoArgs),
+    /// Write one self-contained HTML report (summary, timeline, per-metric plots of canary and
+    /// baseline with each verdict) of a Rollout's latest release or of an AnalysisRun, from a
+    /// `vigil run` state directory or the cluster. Exit 1 when it cannot be made.
+    Report(report::ReportArgs),
+    /// List a Rollout's releases recorded by `vigil run` (outcome, duration, time to restore,
+    /// report) with the DORA figures: deployment frequency, change failure rate, time to
+    /// restore.
+    History(history::HistoryArgs),
 }
 
 impl Cli {
+    /// What `--log-format` and `--quiet` ask of the log.
+    pub fn log_options(&self) -> crate::telemetry::LogOptions {
+        crate::telemetry::LogOptions {
+            format: self.log_format,
+            quiet: self.quiet,
+        }
+    }
+
     /// The log filter when `RUST_LOG` is not set: `vigil demo` prints its own progress on
     /// stdout, so its log keeps to warnings.
     pub fn default_log_filter(&self) -> &'static str {
@@ -121,6 +157,8 @@ impl Cli {
 pub fn usage_exit_code(command: Option<&str>) -> i32 {
     match command {
         Some("analyze") => analyze::EXIT_USAGE,
+        // 2 is Inconclusive there too.
+        Some("judge") => judge::EXIT_USAGE,
         _ => 2,
     }
 }
@@ -134,16 +172,65 @@ pub fn run(cli: Cli) -> i32 {
         Command::Convert(args) => convert::run(&args),
         Command::DemoApp(args) => demo_app::run(&args),
         Command::Controller(args) => controller::run(&args),
-        Command::Get(command) => kubectl::get(&command),
-        Command::Promote(args) => kubectl::promote(&args),
-        Command::Abort(target) => kubectl::set_abort(&target, true),
-        Command::Retry(target) => kubectl::set_abort(&target, false),
-        Command::Pause(target) => kubectl::set_paused(&target, true),
-        Command::Resume(target) => kubectl::set_paused(&target, false),
+        Command::Get(command) => {
+            let kubectl::GetCommand::Rollout(ref args) = command;
+            let local = local::LocalCommand::Get {
+                name: args.target.name.clone(),
+                watch: args.watch,
+                output: "line".into(),
+            };
+            verbs::dispatch(&args.target.location, local, || kubectl::get(&command))
+        }
+        Command::Promote(args) => {
+            let local = local::LocalCommand::Promote {
+                name: args.target.name.clone(),
+                full: args.full,
+            };
+            verbs::dispatch(&args.target.location, local, || kubectl::promote(&args))
+        }
+        Command::Abort(target) => {
+            let local = local::LocalCommand::Abort {
+                name: target.name.clone(),
+            };
+            verbs::dispatch(&target.location, local, || {
+                kubectl::set_abort(&target, true)
+            })
+        }
+        Command::Retry(args) => {
+            let local = local::LocalCommand::Retry {
+                name: args.target.name.clone(),
+                analysis: args.analysis,
+            };
+            verbs::dispatch(&args.target.location, local, || {
+                if args.analysis {
+                    kubectl::rerun_analysis(&args.target)
+                } else {
+                    kubectl::set_abort(&args.target, false)
+                }
+            })
+        }
+        Command::Pause(target) => {
+            let local = local::LocalCommand::Pause {
+                name: target.name.clone(),
+            };
+            verbs::dispatch(&target.location, local, || {
+                kubectl::set_paused(&target, true)
+            })
+        }
+        Command::Resume(target) => {
+            let local = local::LocalCommand::Resume {
+                name: target.name.clone(),
+            };
+            verbs::dispatch(&target.location, local, || {
+                kubectl::set_paused(&target, false)
+            })
+        }
         Command::Migrate(command) => migrate::run(&command),
         Command::Run(args) => run::run(&args),
         Command::Local(args) => local::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Report(args) => report::run(&args),
+        Command::History(args) => history::run(&args),
         Command::Judge(args) => judge::run(args).unwrap_or_else(|error| {
             eprintln!("vigil judge: {error}");
             3

@@ -14,6 +14,7 @@ use crate::notify::{
 };
 use crate::platform::local::admin::{Admin, DEFAULT_ADMIN, require_loopback};
 use crate::platform::local::engine::{Engine, EngineConfig, EngineHandle, Sources};
+use crate::platform::local::loadgen::{LoadConfig, LoadError, LoadStats, run_load};
 use crate::platform::local::supervisor::SupervisorConfig;
 
 /// Exit code: the input files are invalid.
@@ -52,6 +53,84 @@ pub struct RunArgs {
     /// metric could otherwise read the node's cloud credentials into the run's status.
     #[arg(long)]
     pub allow_link_local_egress: bool,
+    /// Send RPS GET requests per second to each Rollout's proxy (`/`) until stopped, so its
+    /// analysis has traffic to judge (the load `vigil demo` sends). At most 10000.
+    #[arg(long, value_name = "RPS", value_parser = parse_load_rate)]
+    pub load: Option<f64>,
+}
+
+/// The highest `--load` accepted, per second: a loopback load for a release on one machine.
+pub const MAX_LOAD_PER_SEC: f64 = 10_000.0;
+
+/// `--load RPS`: a rate in (0, [`MAX_LOAD_PER_SEC`]].
+fn parse_load_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of requests per second"))?;
+    if rate > 0.0 && rate <= MAX_LOAD_PER_SEC {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "{text} is not in (0, {MAX_LOAD_PER_SEC}] requests per second"
+        ))
+    }
+}
+
+/// How long `--load` may run: until stopped, in practice.
+const LOAD_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// Starts `--load` against every Rollout's proxy; each stops when `stop` flips.
+fn start_load(
+    rate: f64,
+    engine: &EngineHandle,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<(
+    String,
+    tokio::task::JoinHandle<Result<LoadStats, LoadError>>,
+)> {
+    let mut loads = Vec::new();
+    for name in engine.names() {
+        let Some(view) = engine.get(&name) else {
+            continue;
+        };
+        let Ok(target) = Url::parse(&format!("http://{}/", view.listen)) else {
+            continue;
+        };
+        let mut stop = stop.clone();
+        eprintln!("vigil run: rollout {name}: sending {rate} requests/s to {target}");
+        let task = tokio::spawn(run_load(
+            LoadConfig::new(target, rate, LOAD_FOR),
+            async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            },
+        ));
+        loads.push((name, task));
+    }
+    loads
+}
+
+/// Stops the loads and prints one line each: requests sent, answered by code, failed.
+async fn stop_load(
+    stop: &tokio::sync::watch::Sender<bool>,
+    loads: Vec<(
+        String,
+        tokio::task::JoinHandle<Result<LoadStats, LoadError>>,
+    )>,
+) {
+    let _ = stop.send(true);
+    for (name, task) in loads {
+        match task.await {
+            Ok(Ok(stats)) => eprintln!(
+                "vigil run: rollout {name}: load sent {} requests, {} answered 5xx, {} failed \
+                 without an answer",
+                stats.sent,
+                stats.server_errors(),
+                stats.transport_errors + stats.timeouts
+            ),
+            Ok(Err(error)) => eprintln!("vigil run: rollout {name}: {error}"),
+            Err(error) => eprintln!("vigil run: rollout {name}: the load stopped: {error}"),
+        }
+    }
 }
 
 /// Runs `vigil run` and returns the exit code.
@@ -209,16 +288,22 @@ async fn serve(args: &RunArgs, sources: Sources) -> i32 {
         }
     }
     eprintln!(
-        "vigil run: admin on http://{} (vigil local get ROLLOUT --admin {} --state-dir {}; token in {}); Ctrl-C stops",
+        "vigil run: admin on http://{} (token in {}); from this directory `vigil get rollout \
+         NAME`, `vigil promote NAME`… find it, elsewhere add --state-dir {}; Ctrl-C stops",
         admin.local_addr(),
-        admin.local_addr(),
+        admin.token_file().display(),
         args.state_dir.display(),
-        admin.token_file().display()
     );
+    let (stop_loads, loads_stopped) = tokio::sync::watch::channel(false);
+    let loads = args
+        .load
+        .map(|rate| start_load(rate, &engine, &loads_stopped))
+        .unwrap_or_default();
     let watcher = tokio::spawn(watch_files(args.files.clone(), engine.clone()));
     wait_for_signal().await;
     watcher.abort();
     eprintln!("vigil run: stopping");
+    stop_load(&stop_loads, loads).await;
     admin.shutdown().await;
     engine.shutdown().await;
     print_notification_counts(&notifier);
@@ -259,7 +344,7 @@ async fn watch_files(files: Vec<PathBuf>, engine: EngineHandle) {
         match loaded {
             Ok(sources) => match engine.apply(sources).await {
                 Ok(names) => {
-                    tracing::info!(rollouts = ?names, "files changed; applied");
+                    tracing::info!(rollouts = %names.join(", "), "files changed; applied");
                     eprintln!("vigil run: files changed; applied {}", names.join(", "));
                 }
                 Err(error) => {
@@ -288,5 +373,23 @@ async fn wait_for_signal() {
             tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops");
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn load_takes_a_bounded_positive_rate() {
+        assert_eq!(parse_load_rate("20"), Ok(20.0));
+        assert_eq!(parse_load_rate("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "NaN", "inf", "10001", "lots"] {
+            assert!(parse_load_rate(bad).is_err(), "{bad}");
+        }
+        let cli = crate::cli::Cli::try_parse_from(["vigil", "run", "r.yaml", "--load", "25"])
+            .expect("parses");
+        assert!(matches!(cli.command, crate::cli::Command::Run(ref a) if a.load == Some(25.0)));
     }
 }

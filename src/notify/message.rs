@@ -36,11 +36,11 @@ impl RolloutRef<'_> {
     }
 
     /// The command line of `verb` on this rollout: `vigil promote web -n shop`, or
-    /// `vigil local promote web` for `vigil run`.
+    /// `vigil promote web` for `vigil run` (the verbs find it by themselves).
     pub fn command(&self, verb: &str) -> String {
         match self.namespace {
             Some(namespace) => format!("vigil {verb} {} -n {namespace}", self.name),
-            None => format!("vigil local {verb} {}", self.name),
+            None => format!("vigil {verb} {}", self.name),
         }
     }
 }

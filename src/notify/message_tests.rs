@@ -231,7 +231,7 @@ fn locally_the_commands_are_vigil_local_ones() {
     };
     let text = Message::of(local, &found[0]).text();
     assert!(text.starts_with("vigil: rollout web rolled back"), "{text}");
-    assert!(text.contains("`vigil local retry web`"), "{text}");
+    assert!(text.contains("`vigil retry web`"), "{text}");
 }
 
 #[test]

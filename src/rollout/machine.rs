@@ -342,6 +342,17 @@ impl<'a> Machine<'a> {
         s.abort = true;
         s.aborted_at = Some(self.recorded.clone());
         s.phase = Some(phase);
+        // GitOps: the spec still asks for what was just rejected; say so, and what settles it.
+        let message = if phase == RolloutPhase::Degraded {
+            format!(
+                "{message}. The spec still names the rejected revision {}: revert it in Git (or \
+                 apply the previous version) to settle, or `vigil retry {}` to try it again",
+                s.canary_revision.as_deref().unwrap_or_default(),
+                self.obs.rollout_name
+            )
+        } else {
+            message
+        };
         s.message = Some(message.clone());
         self.rollout_finished = true;
         self.abort_reason = Some(match reason {
@@ -797,9 +808,12 @@ impl<'a> Machine<'a> {
     ) -> Intent {
         let weight = self.weight_at(index);
         let (intent, _) = self.converge(s, weight);
+        let name = &self.obs.rollout_name;
         let message = format!(
-            "paused at step {}: {reason}; promote to continue, abort to roll back",
-            self.step_display(s)
+            "paused at step {}: {reason}{}; `vigil promote {name}` continues, `vigil abort \
+             {name}` rolls back, `vigil retry {name} --analysis` runs the analysis again",
+            self.step_display(s),
+            no_data_hint(&reason)
         );
         s.phase = Some(RolloutPhase::Paused);
         s.message = Some(message.clone());
@@ -982,7 +996,7 @@ impl<'a> Machine<'a> {
                     blue_green::stage_name(blue_green::stage(&s)).to_owned()
                 }
                 Some(_) => "stable".to_owned(),
-                None => format!("{}/{count}", index.clamp(0, to_i32(count))),
+                None => step_display(usize::try_from(index.max(0)).unwrap_or(0), count),
             });
         }
         // A promote request for a step the rollout already left is stale.
@@ -1185,11 +1199,14 @@ impl<'a> Machine<'a> {
             .min(self.steps.len())
     }
 
+    /// The step in progress counted from 1, as events count completed steps: `2/5` is the
+    /// second of five (`steps[1]`, whose AnalysisRun ends in `-step1`); `5/5` once all are
+    /// done.
     fn step_display(&self, s: &RolloutStatus) -> String {
         if self.blue_green.is_some() {
             return blue_green::stage_name(blue_green::stage(s)).to_owned();
         }
-        format!("{}/{}", self.index(s), self.steps.len())
+        step_display(self.index(s), self.steps.len())
     }
 
     fn step_started(&self, s: &RolloutStatus) -> Timestamp {
@@ -1225,6 +1242,11 @@ impl<'a> Machine<'a> {
             .find(|r| r.revision == revision)
             .map_or(0, |r| r.ready_replicas)
     }
+}
+
+/// `<step in progress, from 1>/<steps>`, at most `<steps>/<steps>` (all done).
+fn step_display(index: usize, count: usize) -> String {
+    format!("{}/{count}", index.saturating_add(1).min(count))
 }
 
 fn to_i32(value: usize) -> i32 {
@@ -1302,6 +1324,17 @@ fn describe_failure(run: &AnalysisRunSummary) -> String {
     describe_metrics(run, AnalysisPhase::Failed, "failed")
 }
 
+/// Why "no data" usually happens, for a verdict that says it: the canary has served no
+/// requests yet (a first try without load), or fewer than the template asks for.
+fn no_data_hint(reason: &str) -> &'static str {
+    if reason.contains("no data") {
+        " (no data usually means the canary served no requests yet: send it traffic, e.g. \
+         `vigil run --load RPS` locally, or lower the template's min-requests)"
+    } else {
+        ""
+    }
+}
+
 fn describe_undecided(run: &AnalysisRunSummary) -> String {
     let (phase, word) = match run.phase {
         AnalysisPhase::Error => (AnalysisPhase::Error, "errored"),
@@ -1317,12 +1350,14 @@ fn describe_metrics(run: &AnalysisRunSummary, phase: AnalysisPhase, word: &str) 
         .iter()
         .filter(|m| m.phase == phase)
         .map(|m| {
+            let reason = m.reason.as_deref().unwrap_or("no reason given");
+            // Most reasons already quote the value; say it once.
             let value = m
                 .value
                 .as_ref()
+                .filter(|v| !reason.contains(v.as_str()))
                 .map(|v| format!(" (value {v})"))
                 .unwrap_or_default();
-            let reason = m.reason.as_deref().unwrap_or("no reason given");
             format!("metric {:?} {word}: {reason}{value}", m.name)
         })
         .collect();

@@ -51,6 +51,11 @@
 //! | `vigil promote --full` | `status.promoteFull = true` | skip the remaining steps and analysis |
 //! | `vigil abort` | `status.abort = true` | traffic back to stable, phase Aborted |
 //! | `vigil retry` | `status.abort = false` (leave `abortedAt`) | start again from step 0 |
+//! | `vigil retry --analysis` | deletes the undecided AnalysisRun | the rollout creates it anew |
+//!
+//! A request that would do nothing (promote with no canary, abort of a rolled-back canary,
+//! retry of one that was not rolled back, pause when paused, …) is refused with the reason by
+//! [`refuse_no_op`], on both platforms.
 //!
 //! `promoteStep` carries the index the user saw because Argo's "increment currentStepIndex"
 //! promote races with the controller and can skip a step the user never looked at.
@@ -157,8 +162,10 @@
 //!   `canaryService` ([`service_names`]); no router (no `SetWeight`); `canaryWeight` is 100 once
 //!   switched. The aborted new revision keeps its pods `abortScaleDownDelaySeconds` (default
 //!   30), the previous one `scaleDownDelaySeconds` (default 30) after the release completes.
-//! * **Display**: `step` is `<steps done>/<steps>` (e.g. `3/7`), as Argo shows it; for a
-//!   blue-green release the stage's name, `stable` with none in flight.
+//! * **Display**: `step` is the step in progress counted from 1 over the number of steps
+//!   (`3/7`: the third of seven, `steps[2]`), the way events count completed steps
+//!   (`step 3/7 (pause 1m) completed`); `7/7` once all are done. Messages use the same count. For a blue-green release
+//!   it is the stage's name, `stable` with none in flight.
 //!
 //! # Errors
 //!
@@ -175,6 +182,7 @@ mod conditions;
 mod effects;
 mod hash;
 mod machine;
+mod request_checks;
 mod requests;
 mod routes;
 mod validate;
@@ -182,6 +190,7 @@ mod validate_blue_green;
 mod validate_istio;
 mod validate_routes;
 mod validate_webhooks;
+mod version;
 pub mod webhooks;
 
 use jiff::Timestamp;
@@ -193,6 +202,7 @@ use crate::traffic::{HeaderRoute, ManagedRoutes, MirrorRoute};
 pub(crate) use hash::fnv1a64;
 pub use hash::{MAX_LABEL_VALUE_LEN, MAX_NAME_LEN, fit_name, template_hash};
 pub use machine::step;
+pub use request_checks::{refuse_no_op, undecided_run};
 pub use requests::{RequestError, StatusRequest, UserRequest, status_request};
 pub use routes::{DEFAULT_MIRROR_PERCENTAGE, route_names, wanted_routes};
 pub use validate::{validate_spec, validate_workload_template};
@@ -201,6 +211,7 @@ pub use validate_routes::{
     MAX_MATCH_REGEX_LEN, MAX_MATCH_VALUE_LEN, MAX_ROUTE_MATCHES, MAX_ROUTE_NAME_LEN,
     compile_match_regex,
 };
+pub use version::{MAX_VERSION_LABEL, VERSION_ANNOTATION, version_label};
 
 /// What the I/O shell saw in the cluster for one Rollout, just before calling [`step`].
 #[derive(Clone, Debug, Default, PartialEq)]

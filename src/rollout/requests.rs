@@ -25,6 +25,9 @@ pub enum UserRequest {
     Pause,
     /// Move again.
     Resume,
+    /// Run the undecided analysis (Inconclusive, Error, Terminated) again, after an outage
+    /// of what it measures: its AnalysisRun is deleted and the rollout creates it anew.
+    RerunAnalysis,
 }
 
 impl UserRequest {
@@ -37,8 +40,36 @@ impl UserRequest {
             "retry" => UserRequest::Retry,
             "pause" => UserRequest::Pause,
             "resume" => UserRequest::Resume,
+            "rerun-analysis" => UserRequest::RerunAnalysis,
             _ => return None,
         })
+    }
+
+    /// What a request that was accepted does, for the person who sent it.
+    pub fn describe(self, name: &str) -> String {
+        match self {
+            UserRequest::Promote { .. } => format!(
+                "rollout {name}: promote accepted; the current step finishes and the rollout \
+                 moves on"
+            ),
+            UserRequest::PromoteFull => format!(
+                "rollout {name}: promote --full accepted; the remaining steps and analysis are \
+                 skipped"
+            ),
+            UserRequest::Abort => format!(
+                "rollout {name}: abort accepted; all traffic goes back to the stable revision"
+            ),
+            UserRequest::Retry => format!(
+                "rollout {name}: retry accepted; the canary starts again from the first step"
+            ),
+            UserRequest::Pause => {
+                format!("rollout {name}: paused; nothing moves until `vigil resume {name}`")
+            }
+            UserRequest::Resume => format!("rollout {name}: resumed"),
+            UserRequest::RerunAnalysis => {
+                format!("rollout {name}: the undecided analysis runs again from the start")
+            }
+        }
     }
 
     /// `spec.paused` as this request sets it; `None` for requests that write status.
@@ -59,6 +90,14 @@ pub enum RequestError {
     /// promote must name the step the user saw, or it could finish a step nobody looked at.
     #[error("rollout {0} is not at a step (no canary in progress); nothing to promote")]
     PromoteWithoutStep(String),
+    /// The request would change nothing (see [`super::refuse_no_op`]).
+    #[error("nothing done: rollout {name}: {why}")]
+    NothingToDo {
+        /// The Rollout.
+        name: String,
+        /// Why the request would do nothing, and what would.
+        why: String,
+    },
 }
 
 /// The status fields a request writes (camelCase, as the status subresource takes them).
@@ -92,7 +131,8 @@ impl StatusRequest {
 }
 
 /// The status fields `request` writes on the Rollout `name` whose status reads `status`;
-/// `None` for pause and resume, which write `spec.paused` ([`UserRequest::paused`]).
+/// `None` for pause and resume, which write `spec.paused` ([`UserRequest::paused`]), and for
+/// a re-run, which deletes the undecided AnalysisRun ([`super::undecided_run`]).
 pub fn status_request(
     name: &str,
     status: Option<&RolloutStatus>,
@@ -114,7 +154,7 @@ pub fn status_request(
             abort: Some(request == UserRequest::Abort),
             ..StatusRequest::default()
         },
-        UserRequest::Pause | UserRequest::Resume => return Ok(None),
+        UserRequest::Pause | UserRequest::Resume | UserRequest::RerunAnalysis => return Ok(None),
     };
     Ok(Some(request))
 }

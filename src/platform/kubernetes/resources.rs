@@ -120,8 +120,9 @@ pub fn analysis_run_for(
     name: &str,
     kind: AnalysisKind,
     revision: &str,
-    spec: AnalysisRunSpec,
+    mut spec: AnalysisRunSpec,
 ) -> AnalysisRun {
+    spec.background = kind == AnalysisKind::Background;
     let mut run = AnalysisRun::new(name, spec);
     run.metadata.namespace = rollout.namespace();
     run.metadata.labels = Some(child_labels(

@@ -45,6 +45,18 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 /// start, removed at a clean stop).
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
+/// The file in the state directory holding the admin endpoint's address, so the verbs
+/// (`vigil promote …`) find a `vigil run` started with another `--admin` (removed at a clean
+/// stop, like the token).
+pub const ADMIN_ADDR_FILE: &str = "admin.addr";
+
+/// The request header naming the file an `/apply` body was read from (visible ASCII, at most
+/// [`MAX_SOURCE_NAME`] characters), so errors name it instead of `<apply>`.
+pub const SOURCE_HEADER: &str = "x-vigil-source";
+
+/// The longest file name [`SOURCE_HEADER`] may carry.
+pub const MAX_SOURCE_NAME: usize = 256;
+
 /// The environment variable `vigil local` reads the admin token from, before the token file.
 pub const ADMIN_TOKEN_ENV: &str = "VIGIL_ADMIN_TOKEN";
 
@@ -180,6 +192,13 @@ impl Admin {
                 },
             )?;
         let addr = listener.local_addr().unwrap_or(addr);
+        let addr_file = state_dir.join(ADMIN_ADDR_FILE);
+        if let Err(error) =
+            super::state::write_private(state_dir, ADMIN_ADDR_FILE, addr.to_string().as_bytes())
+        {
+            // The verbs then need --admin; everything else works.
+            tracing::warn!(file = %addr_file.display(), %error, "could not record the admin address");
+        }
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(http::serve_with_limits(
             listener,
@@ -216,6 +235,9 @@ impl Admin {
         let _ = self.task.await;
         // Best effort: the next start writes a new token anyway.
         let _ = std::fs::remove_file(&self.token_file);
+        if let Some(dir) = self.token_file.parent() {
+            let _ = std::fs::remove_file(dir.join(ADMIN_ADDR_FILE));
+        }
     }
 }
 
@@ -384,7 +406,7 @@ async fn handle(engine: &EngineHandle, req: Request<Incoming>) -> Response<Full<
                 (request, Ok(_)) => request,
             };
             match engine.request(name, request).await {
-                Ok(()) => http::text(StatusCode::OK, format!("{action}: recorded on {name}\n")),
+                Ok(()) => http::text(StatusCode::OK, format!("{}\n", request.describe(name))),
                 Err(error) => engine_error(error),
             }
         }
@@ -407,6 +429,7 @@ async fn apply(engine: &EngineHandle, req: Request<Incoming>) -> Response<Full<B
             ),
         );
     }
+    let source = source_name(&req);
     let body = match Limited::new(req.into_body(), MAX_APPLY_BYTES)
         .collect()
         .await
@@ -421,11 +444,11 @@ async fn apply(engine: &EngineHandle, req: Request<Incoming>) -> Response<Full<B
     };
     let text = String::from_utf8_lossy(&body).into_owned();
     if let Err(error) = check_nesting(&text) {
-        return http::text(StatusCode::BAD_REQUEST, format!("<apply>: {error}\n"));
+        return http::text(StatusCode::BAD_REQUEST, format!("{source}: {error}\n"));
     }
     // The parser's time grows faster than the text: keep it off the async workers.
     let parsed =
-        tokio::task::spawn_blocking(move || Sources::parse(Path::new("<apply>"), &text)).await;
+        tokio::task::spawn_blocking(move || Sources::parse(Path::new(&source), &text)).await;
     let sources = match parsed {
         Ok(Ok(sources)) => sources,
         Ok(Err(error)) => return engine_error(error),
@@ -440,6 +463,20 @@ async fn apply(engine: &EngineHandle, req: Request<Incoming>) -> Response<Full<B
         Ok(names) => json(StatusCode::OK, &names),
         Err(error) => engine_error(error),
     }
+}
+
+/// The file the `/apply` body came from, as [`SOURCE_HEADER`] names it: visible ASCII
+/// only and bounded, else `<apply>`.
+fn source_name(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get(SOURCE_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|name| {
+            !name.is_empty()
+                && name.len() <= MAX_SOURCE_NAME
+                && name.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        })
+        .map_or_else(|| "<apply>".to_owned(), str::to_owned)
 }
 
 /// `?step=N` on promote: the step index the user saw.

@@ -155,6 +155,14 @@ pub struct Backend {
     pub addrs: Vec<SocketAddr>,
 }
 
+/// A backend for the log: `REVISION (N processes)`, or `-`.
+fn describe_backend(backend: Option<&Backend>) -> String {
+    backend.map_or_else(
+        || "-".to_owned(),
+        |b| format!("{} ({} processes)", b.revision, b.addrs.len()),
+    )
+}
+
 /// What the router currently does; the engine reads it back before a step counts as done.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -470,8 +478,8 @@ impl RouterHandle {
         };
         tracing::info!(
             rollout = %self.shared.rollout,
-            stable = ?table.state.stable.as_ref().map(|b| (&b.revision, b.addrs.len())),
-            canary = ?table.state.canary.as_ref().map(|b| (&b.revision, b.addrs.len())),
+            stable = %describe_backend(table.state.stable.as_ref()),
+            canary = %describe_backend(table.state.canary.as_ref()),
             canary_weight = table.state.canary_weight,
             header_routes = table.state.routes.header.len(),
             mirror_routes = table.state.routes.mirror.len(),

@@ -59,13 +59,14 @@ use crate::platform::webhooks::{WebhookCaller, WebhookCallerConfig};
 use crate::rollout::webhooks::WebhookCall;
 use crate::rollout::{
     Decision, Effect, EventType, Observation, RequestError, RevisionObservation, ServiceSelection,
-    desired_revision, status_request,
+    desired_revision, refuse_no_op, status_request, undecided_run,
 };
 
 mod handle;
 mod persistence;
 mod platform;
 mod print;
+mod releases;
 mod sources;
 
 use handle::*;
@@ -74,6 +75,9 @@ use persistence::*;
 use platform::*;
 pub use print::progress_line;
 use print::*;
+pub use releases::{
+    REPORTS_DIR, ReadStateError, list_rollouts, read_history, report_input, write_release_report,
+};
 pub use sources::Sources;
 use sources::*;
 
@@ -421,6 +425,19 @@ impl Engine {
             .ok_or_else(|| EngineError::FindRollout {
                 name: name.to_owned(),
             })?;
+        refuse_no_op(name, managed.spec.paused, Some(&managed.status), request)?;
+        if request == UserRequest::RerunAnalysis {
+            // Checked above: a run waits for a person. Without it, the rollout creates it anew.
+            if let Some(run) = undecided_run(&managed.status) {
+                let run = run.name.clone();
+                if let Some(entry) = self.runs.remove(&run) {
+                    entry.jobs.stop_all();
+                }
+                self.state.remove(&run_key(&run))?;
+                tracing::info!(rollout = %name, %run, "analysis run deleted to run it again");
+            }
+            return Ok(());
+        }
         match status_request(name, Some(&managed.status), request)? {
             Some(change) => change.apply_to(&mut managed.status),
             None => {
@@ -428,7 +445,7 @@ impl Engine {
                 store_rollout(&self.state, managed)?;
             }
         }
-        tracing::info!(rollout = %name, ?request, "user request recorded");
+        tracing::info!(rollout = %name, request = %request.describe(name), "user request recorded");
         self.state
             .save(&format!("{name}.status"), &managed.status)?;
         Ok(())
@@ -523,7 +540,12 @@ impl Engine {
             }
             if status != run.status {
                 if status.phase != run.status.phase {
-                    tracing::info!(run = %name, phase = ?status.phase, message = ?status.message, "analysis run");
+                    tracing::info!(
+                        run = %name,
+                        phase = %status.phase.map(|p| p.to_string()).unwrap_or_default(),
+                        message = %status.message.as_deref().unwrap_or_default(),
+                        "analysis run"
+                    );
                 }
                 run.status = status;
                 save_run(&self.state, &name, run);

@@ -59,14 +59,16 @@ impl Platform for LocalRollout<'_> {
             return Ok(());
         }
         log_transition(&self.managed.name, &self.managed.status, &status);
-        self.managed.status = status;
+        let before = std::mem::replace(&mut self.managed.status, status);
         self.engine
             .state
             .save(
                 &format!("{}.status", self.managed.name),
                 &self.managed.status,
             )
-            .map_err(ActError::Record)
+            .map_err(ActError::Record)?;
+        self.engine.record_release(self.managed, &before, self.now);
+        Ok(())
     }
 
     fn stored((): &()) -> bool {
@@ -109,6 +111,24 @@ pub(super) fn local_spec(spec: &RolloutSpec) -> RolloutSpec {
     spec
 }
 
+/// Where the engine's note about processes starts in a message.
+const PROCESS_NOTE: &str = "; processes: ";
+
+/// `message` with the note about processes in place of the one a previous tick appended (a
+/// message the state machine keeps, as after an abort, would otherwise grow by one note per
+/// tick); without a note, the old one is removed.
+pub(super) fn with_process_note(message: Option<String>, note: Option<&str>) -> Option<String> {
+    let base = message.map(|message| match message.find(PROCESS_NOTE) {
+        Some(at) => message[..at].to_owned(),
+        None => message,
+    });
+    match (base, note) {
+        (Some(base), Some(note)) if !base.is_empty() => Some(format!("{base}{PROCESS_NOTE}{note}")),
+        (_, Some(note)) => Some(format!("processes: {note}")),
+        (base, None) => base,
+    }
+}
+
 impl Engine {
     /// Appends to the message why a revision's processes are not ready (a command that does
     /// not exist, a crash), which the state machine cannot know.
@@ -131,14 +151,8 @@ impl Engine {
                 ));
             }
         }
-        if notes.is_empty() {
-            return;
-        }
-        let note = notes.join("; ");
-        status.message = Some(match status.message.take() {
-            Some(message) if !message.is_empty() => format!("{message}; {note}"),
-            _ => note,
-        });
+        let note = (!notes.is_empty()).then(|| notes.join("; "));
+        status.message = with_process_note(status.message.take(), note.as_deref());
     }
 
     pub(super) fn observe(&self, managed: &Managed) -> Observation {
@@ -286,11 +300,11 @@ impl Engine {
             }
             Effect::CreateAnalysisRun {
                 name,
+                kind,
                 templates,
                 args,
                 stable_revision,
                 canary_revision,
-                ..
             } => {
                 if !self.runs.contains_key(name) {
                     let refs: Vec<String> =
@@ -303,8 +317,9 @@ impl Engine {
                         canary_revision,
                         now,
                     );
+                    run.spec.background = *kind == crate::rollout::AnalysisKind::Background;
                     run.jobs = LocalJobs::new(name);
-                    tracing::info!(rollout = %managed.name, run = %name, templates = ?refs, "analysis run created");
+                    tracing::info!(rollout = %managed.name, run = %name, templates = %refs.join(", "), "analysis run created");
                     save_run(&self.state, name, &run);
                     self.runs.insert(name.clone(), run);
                 }
@@ -357,10 +372,15 @@ impl Engine {
                 message,
             } => {
                 let type_ = match type_ {
-                    EventType::Normal => "Normal",
-                    EventType::Warning => "Warning",
+                    EventType::Normal => {
+                        tracing::info!(rollout = %managed.name, %reason, %message, "event");
+                        "Normal"
+                    }
+                    EventType::Warning => {
+                        tracing::warn!(rollout = %managed.name, %reason, %message, "event");
+                        "Warning"
+                    }
                 };
-                tracing::info!(rollout = %managed.name, type_, %reason, %message, "event");
                 managed.events.push(EventRecord {
                     time: now,
                     type_: type_.to_owned(),
@@ -529,5 +549,35 @@ pub(super) fn routing_for(stable: Backend, canary: Option<Backend>, weight: u8) 
         canary,
         canary_weight: if canary_ready { weight } else { 0 },
         routes: crate::traffic::ManagedRoutes::default(),
+    }
+}
+
+#[cfg(test)]
+mod process_note_tests {
+    use super::with_process_note;
+
+    /// Issue 16, friction 5: after an abort the message repeated the note once per tick.
+    #[test]
+    fn the_note_replaces_the_previous_one_instead_of_piling_up() {
+        let note = "revision b1: 0/1 ready: exited with status 1";
+        let mut message = Some("aborted by a user at step 2/5".to_owned());
+        for _ in 0..4 {
+            message = with_process_note(message, Some(note));
+        }
+        assert_eq!(
+            message.as_deref(),
+            Some(
+                "aborted by a user at step 2/5; processes: revision b1: 0/1 ready: exited with \
+                 status 1"
+            )
+        );
+        assert_eq!(
+            with_process_note(message, None).as_deref(),
+            Some("aborted by a user at step 2/5")
+        );
+        assert_eq!(
+            with_process_note(None, Some(note)).as_deref(),
+            Some("processes: revision b1: 0/1 ready: exited with status 1")
+        );
     }
 }
