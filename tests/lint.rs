@@ -173,6 +173,7 @@ const REQUIRED_CASES: &[&str] = &[
     "istio-host-level-without-services",
     "nginx-owned-annotation",
     "sequential-count-below-minimum",
+    "blue-green-bad-fields",
 ];
 
 #[test]

@@ -1301,6 +1301,7 @@ fn demo_files_pass_lint() {
     let output = Command::new(VIGIL)
         .arg("lint")
         .arg(dir.join("rollout.yaml"))
+        .arg(dir.join("blue-green/rollout.yaml"))
         .arg(dir.join("templates.yaml"))
         .output()
         .expect("vigil lint");

@@ -237,7 +237,17 @@ pub fn render(rollout: &Rollout, replica_sets: &[ReplicaSet]) -> String {
     if let Some(message) = &status.message {
         let _ = writeln!(out, "Message:    {message}");
     }
-    if status.canary_revision.is_some() {
+    if rollout.spec.strategy.blue_green.is_some() {
+        // Blue-green: the stage, and the one revision the active service selects (the new
+        // one once switched).
+        let stage = status.step.clone().unwrap_or_else(|| "-".to_owned());
+        let _ = writeln!(out, "Step:       {stage}");
+        let active = match (&status.canary_revision, status.canary_weight) {
+            (Some(canary), 100) => canary.clone(),
+            _ => status.stable_revision.clone().unwrap_or_default(),
+        };
+        let _ = writeln!(out, "Active:     revision {active}");
+    } else if status.canary_revision.is_some() {
         let steps = rollout.spec.strategy.canary.steps.len();
         let _ = writeln!(
             out,
@@ -612,6 +622,21 @@ mod tests {
         ] {
             assert!(tree.contains(expected), "missing {expected:?} in\n{tree}");
         }
+    }
+
+    #[test]
+    fn a_blue_green_release_shows_its_stage_and_the_active_revision() {
+        let mut bg = rollout();
+        bg.spec.strategy.canary = Default::default();
+        bg.spec.strategy.blue_green = Some(crate::api::BlueGreenStrategy::default());
+        let status = bg.status.as_mut().expect("status");
+        status.step = Some("switched".into());
+        status.canary_weight = 100;
+        let tree = render(&bg, &[rs("aaa", 4, 4), rs("bbb", 4, 4)]);
+        for expected in ["Step:       switched", "Active:     revision bbb"] {
+            assert!(tree.contains(expected), "missing {expected:?} in\n{tree}");
+        }
+        assert!(!tree.contains("Weight:"), "{tree}");
     }
 
     #[test]

@@ -151,9 +151,21 @@
 //!   answer aborts as Degraded (`RolledBackByWebhook`). `post-rollout` hooks are notified with
 //!   the decision that promotes or aborts, `event` hooks with every Event. Hooks whose own
 //!   fields are invalid are never called.
+//! * **Blue-green** (`spec.strategy.blueGreen`, exactly one of it and `canary`): the same
+//!   machine, with three stages in `currentStepIndex` instead of steps (see the
+//!   `blue_green.rs` module docs): 0 `preview` (the new revision at `previewReplicaCount`
+//!   behind the preview service, `prePromotionAnalysis`, the `BlueGreenPause` for promote or
+//!   `autoPromotionSeconds`), 1 `promoting` (the new revision at `R` pods; the switch once all
+//!   are ready), 2 `switched` (both services on the new revision, the stable one kept at `R`
+//!   pods, `postPromotionAnalysis`; Failed aborts and the abort's first effect points the
+//!   active service back). `activeService` / `previewService` play `stableService` /
+//!   `canaryService` ([`service_names`]); no router (no `SetWeight`); `canaryWeight` is 100 once
+//!   switched. The aborted new revision keeps its pods `abortScaleDownDelaySeconds` (default
+//!   30), the previous one `scaleDownDelaySeconds` (default 30) after the release completes.
 //! * **Display**: `step` is the step in progress counted from 1 over the number of steps
 //!   (`3/7`: the third of seven, `steps[2]`), the way events count completed steps
-//!   (`step 3/7 (pause 1m) completed`); `7/7` once all are done. Messages use the same count.
+//!   (`step 3/7 (pause 1m) completed`); `7/7` once all are done. Messages use the same count. For a blue-green release
+//!   it is the stage's name, `stable` with none in flight.
 //!
 //! # Errors
 //!
