@@ -123,7 +123,7 @@ fn rolled_back_state(dir: &Path) {
             "spec": {"metrics": [
                 {"name": "error-rate", "successCondition": "result < 0.05",
                  "provider": {"prometheus": {"query": "sum(rate(errors[1m]))"}}},
-                {"name": "errors", "sequential": {"test": "errorCounts"},
+                {"name": "errors", "sequential": {"test": "errorCounts", "failMargin": 0.2},
                  "provider": {"prometheus": {"canaryQuery": "a", "baselineQuery": "b",
                    "canaryRequestsQuery": "c", "baselineRequestsQuery": "d"}}},
                 {"name": "latency", "mannWhitney": {},

@@ -388,6 +388,7 @@ mod tests {
             name: "errors".to_owned(),
             sequential: Some(SequentialJudge {
                 fail_margin: Some(0.5),
+                pass_margin: Some(0.1),
                 ..SequentialJudge::default()
             }),
             ..Metric::default()
