@@ -49,6 +49,9 @@ pub struct AnalyzeArgs {
     /// A template argument, `NAME=VALUE`; repeat for several.
     #[arg(long = "arg", value_name = "NAME=VALUE", value_parser = parse_arg)]
     pub args: Vec<(String, String)>,
+    /// Replay the last DURATION (e.g. `30m`, `2h`) up to now instead of running live.
+    #[arg(long, value_name = "DURATION", conflicts_with_all = ["start", "end"], value_parser = parse_since)]
+    pub since: Option<std::time::Duration>,
     /// Replay from this time (RFC 3339) instead of running live.
     #[arg(long, requires = "end")]
     pub start: Option<Timestamp>,
@@ -58,6 +61,19 @@ pub struct AnalyzeArgs {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     pub output: OutputFormat,
+}
+
+/// `--since`: a duration as templates write them (`30m`, `1h30m`).
+fn parse_since(text: &str) -> Result<std::time::Duration, String> {
+    crate::api::duration::parse_duration(text)
+        .map_err(|e| format!("{text:?}: {e}"))
+        .and_then(|d| {
+            if d.is_zero() {
+                Err(format!("{text:?}: the window must be longer than 0"))
+            } else {
+                Ok(d)
+            }
+        })
 }
 
 fn parse_arg(text: &str) -> Result<(String, String), String> {
@@ -121,9 +137,46 @@ pub enum AnalyzeError {
         /// End.
         end: Timestamp,
     },
+    /// An `--arg` names an argument no template declares (a typo would otherwise be
+    /// ignored and the template's default used).
+    #[error("--arg {name}: no template declares an argument {name:?} (declared: {declared})")]
+    UnknownArg {
+        /// The argument given.
+        name: String,
+        /// The arguments the templates declare.
+        declared: String,
+    },
+    /// `--since` reaches before the clock's start.
+    #[error("--since: the window reaches before the clock can count")]
+    ReadSince,
     /// The async runtime could not start.
     #[error("start the async runtime: {0}")]
     StartRuntime(std::io::Error),
+}
+
+/// Refuses an `--arg` that no template declares.
+fn check_args_declared(
+    templates: &[(String, crate::api::AnalysisTemplateSpec)],
+    given: &[(String, String)],
+) -> Result<(), AnalyzeError> {
+    let declared: std::collections::BTreeSet<&str> = templates
+        .iter()
+        .flat_map(|(_, spec)| spec.args.iter().map(|a| a.name.as_str()))
+        .collect();
+    match given
+        .iter()
+        .find(|(name, _)| !declared.contains(name.as_str()))
+    {
+        None => Ok(()),
+        Some((name, _)) => Err(AnalyzeError::UnknownArg {
+            name: name.clone(),
+            declared: if declared.is_empty() {
+                "none".to_owned()
+            } else {
+                declared.into_iter().collect::<Vec<_>>().join(", ")
+            },
+        }),
+    }
 }
 
 fn load_templates(
@@ -175,6 +228,19 @@ enum Clock {
 
 async fn execute(args: &AnalyzeArgs) -> Result<AnalysisRunStatus, AnalyzeError> {
     let templates = load_templates(&args.files)?;
+    check_args_declared(&templates, &args.args)?;
+    let (start, end) = match args.since {
+        Some(since) => {
+            let end = Timestamp::now();
+            let since =
+                jiff::SignedDuration::try_from(since).map_err(|_| AnalyzeError::ReadSince)?;
+            let start = end
+                .checked_sub(since)
+                .map_err(|_| AnalyzeError::ReadSince)?;
+            (Some(start), Some(end))
+        }
+        None => (args.start, args.end),
+    };
     let given: Vec<Argument> = args
         .args
         .iter()
@@ -191,7 +257,7 @@ async fn execute(args: &AnalyzeArgs) -> Result<AnalysisRunStatus, AnalyzeError> 
         .clone()
         .map_or(CommandLinePrometheus::None, CommandLinePrometheus::Override);
     let clients = clients_for(&spec, &prometheus, &NoSecrets, &limiter)?;
-    let (mut now, clock) = match (args.start, args.end) {
+    let (mut now, clock) = match (start, end) {
         (Some(start), Some(end)) if start < end => {
             if let Some(job) = spec.metrics.iter().find(|m| m.provider.job.is_some()) {
                 return Err(AnalyzeError::ReplayJobMetric {
@@ -324,5 +390,58 @@ pub fn run(args: &AnalyzeArgs) -> i32 {
                 _ => EXIT_USAGE,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// Issue 16, friction 8: a misspelt `--arg` was accepted and the default used.
+    #[test]
+    fn an_arg_no_template_declares_is_refused_naming_the_declared_ones() {
+        let mut spec = crate::api::AnalysisTemplateSpec::default();
+        for name in ["rollout", "window"] {
+            spec.args.push(Argument {
+                name: name.into(),
+                value: None,
+                value_from: None,
+            });
+        }
+        let templates = vec![("t".to_owned(), spec)];
+        assert!(check_args_declared(&templates, &[("window".into(), "5m".into())]).is_ok());
+        let error = check_args_declared(&templates, &[("windw".into(), "5m".into())])
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("--arg windw"), "{error}");
+        assert!(error.contains("declared: rollout, window"), "{error}");
+    }
+
+    /// Issue 16, friction 8: `--since 30m` instead of two RFC 3339 times.
+    #[test]
+    fn since_takes_a_duration_and_excludes_start_and_end() {
+        let cli =
+            crate::cli::Cli::try_parse_from(["vigil", "analyze", "-f", "t.yaml", "--since", "30m"])
+                .expect("parses");
+        assert!(matches!(
+            cli.command,
+            crate::cli::Command::Analyze(ref a) if a.since == Some(std::time::Duration::from_secs(1800))
+        ));
+        assert!(parse_since("0s").is_err());
+        assert!(parse_since("soon").is_err());
+        let both = crate::cli::Cli::try_parse_from([
+            "vigil",
+            "analyze",
+            "-f",
+            "t.yaml",
+            "--since",
+            "30m",
+            "--start",
+            "2026-01-01T00:00:00Z",
+            "--end",
+            "2026-01-01T01:00:00Z",
+        ]);
+        assert!(both.is_err());
     }
 }

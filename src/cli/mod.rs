@@ -1,6 +1,7 @@
 //! The `vigil` command line: each subcommand in its own module, dispatched from `main`.
 
 pub mod analyze;
+pub mod completions;
 pub mod controller;
 pub mod convert;
 pub mod crds;
@@ -95,6 +96,9 @@ pub enum Command {
     /// Talk to a running `vigil run`: apply, and the same verbs as `vigil get|promote|…`
     /// (kept as aliases).
     Local(local::LocalArgs),
+    /// Print the shell completion script: `source <(vigil completions bash)`, or write it where
+    /// zsh (`_vigil` in `$fpath`) or fish (`~/.config/fish/completions/vigil.fish`) look.
+    Completions(completions::CompletionsArgs),
     /// A real canary release on this machine in a few minutes: Prometheus, the demo app, load,
     /// a healthy release promoted and a bad one rolled back, with a summary.
     Demo(demo::DemoArgs),
@@ -236,6 +240,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Report(args) => report::run(&args),
         Command::History(args) => history::run(&args),
         Command::Plan(args) => plan::run(&args),
+        Command::Completions(args) => completions::run(&args),
         Command::Judge(args) => judge::run(args).unwrap_or_else(|error| {
             eprintln!("vigil judge: {error}");
             3
