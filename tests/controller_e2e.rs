@@ -81,7 +81,10 @@ impl Controller {
             ])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "warn,kube=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("VIGIL_E2E_RUST_LOG").unwrap_or_else(|_| "warn,kube=warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
