@@ -52,10 +52,6 @@ fn start_exporter(body: &'static str) -> String {
     addr
 }
 
-/// The tests of this file run one at a time: run together, the two judged by a live
-/// Prometheus saw "no data" in about half the runs (cause not found yet; each passes alone).
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 const METRICS: &str = "# TYPE e2e_error_ratio gauge\n\
 e2e_error_ratio{rollout=\"good\"} 0.001\n\
 e2e_error_ratio{rollout=\"bad\"} 0.2\n\
@@ -81,7 +77,10 @@ impl Controller {
             ])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "warn,kube=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("VIGIL_E2E_RUST_LOG").unwrap_or_else(|_| "warn,kube=warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -254,7 +253,6 @@ async fn replicas_of(client: &kube::Client, name: &str, revision: &str) -> Optio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollouts_are_promoted_rolled_back_and_resumed_after_a_restart() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     support::install_crypto_provider();
     let exporter = start_exporter(METRICS);
     let prometheus = PrometheusServer::start_with_config(&format!(
@@ -437,7 +435,6 @@ async fn rollouts_are_promoted_rolled_back_and_resumed_after_a_restart() {
 /// Rollouts of its shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_controllers_each_carry_only_their_own_rollouts() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     support::install_crypto_provider();
     let server = ApiServer::start().with_replicaset_controller();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -513,7 +510,6 @@ async fn route_weights(client: &kube::Client, name: &str) -> (i64, i64) {
 /// `scaleDownDelaySeconds` before it is scaled down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_through_an_httproute_moves_its_weights_and_scales_down_after_the_delay() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     support::install_crypto_provider();
     let server = ApiServer::start().with_replicaset_controller();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -645,7 +641,6 @@ async fn request(rollouts: &Api<Rollout>, rollout: &Rollout, status: Value) {
 /// at weight 0; it is gone after the promotion and after an abort.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_route_appears_at_its_step_and_is_gone_after_promotion_and_abort() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     support::install_crypto_provider();
     let server = ApiServer::start().with_replicaset_controller();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -762,7 +757,6 @@ async fn a_header_route_appears_at_its_step_and_is_gone_after_promotion_and_abor
 #[tokio::test]
 #[ignore = "needs a cluster (KUBECONFIG)"]
 async fn the_crds_are_installed_in_the_cluster() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     support::install_crypto_provider();
     let client = kube::Client::try_default().await.expect("KUBECONFIG");
     vigil::platform::kubernetes::check_crds(&client)
@@ -787,7 +781,6 @@ async fn ready(port: u16) -> bool {
 /// standby takes the Lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     support::install_crypto_provider();
     let server = ApiServer::start();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -849,7 +842,6 @@ e2e_error_ratio{rollout=\"restart\"} 0.001\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_argument_reaches_prometheus_but_never_the_stored_run_or_events() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     support::install_crypto_provider();
     let exporter = start_exporter(TENANT_METRICS);
     let prometheus = PrometheusServer::start_with_config(&format!(
@@ -956,7 +948,6 @@ async fn a_secret_argument_reaches_prometheus_but_never_the_stored_run_or_events
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_gate_and_roll_back_a_release_on_kubernetes() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     use support::webhook_receiver::{Answer, Receiver};
     support::install_crypto_provider();
     let receiver = Receiver::start().await;

@@ -140,6 +140,8 @@ fn rbac_is_least_privilege_without_wildcards() {
         ("traefik.io", "traefikservices", "patch"),
         ("events.k8s.io", "events", "create"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "get"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
     ] {
         assert!(
             grants(&rules, group, resource, verb),

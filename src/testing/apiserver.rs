@@ -506,8 +506,9 @@ fn vigil_crds() -> &'static [Value] {
     })
 }
 
-/// A minimal Gateway API HTTPRoute CRD (schema-less: objects are stored as given).
-fn httproute_crd() -> Value {
+/// A minimal Gateway API HTTPRoute CRD (schema-less: objects are stored as given), for
+/// tests that install it after start.
+pub fn httproute_crd() -> Value {
     json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

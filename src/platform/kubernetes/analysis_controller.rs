@@ -9,7 +9,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::reflector::ReflectHandle;
 use serde_json::json;
 use tracing::{Instrument, debug, info, warn};
 
@@ -339,12 +338,12 @@ pub fn error_policy(run: Arc<AnalysisRun>, error: &Error, ctx: Arc<Context>) -> 
 /// measure at once (queries per Prometheus are further capped by the context's limiter).
 ///
 /// The runs come from the watch the Rollout controller's cache shares (`shared`, whose
-/// store is `ctx.caches.analysis_runs`); without it (no shared watch could be set up) the
-/// controller opens its own.
+/// store is `ctx.caches.analysis_runs`); without it (tests driving this controller alone)
+/// the controller opens its own.
 pub async fn run(
     ctx: Arc<Context>,
     scope: &super::WatchScope,
-    shared: Option<ReflectHandle<AnalysisRun>>,
+    shared: Option<super::cache::RunTriggers>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let controller = match shared {

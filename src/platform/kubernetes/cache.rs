@@ -17,8 +17,10 @@ use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
 
 use super::context::{ROLLOUT_LABEL, rollout_label_value};
+use super::relist::{self, RelistDiff};
 use super::watch_health::{WatchHealth, observed};
 use crate::api::{AnalysisRun, Rollout};
 use crate::metrics::Metrics;
@@ -269,6 +271,54 @@ where
     }
 }
 
+/// The router kinds watched, by kind. A kind joins when its CRD is installed, also after
+/// the controller started, and leaves when the CRD is removed.
+#[derive(Clone, Default)]
+pub struct RouterCaches(Arc<RwLock<RouterMap>>);
+
+type RouterMap = BTreeMap<String, (ApiResource, Watched<DynamicObject>)>;
+
+impl RouterCaches {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, RouterMap> {
+        // A poisoned map is still a valid map: each insert or remove is whole.
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, RouterMap> {
+        self.0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Caches the objects of `resource`'s kind in `watched`.
+    pub fn insert(&self, resource: &ApiResource, watched: Watched<DynamicObject>) {
+        self.write()
+            .insert(resource.kind.clone(), (resource.clone(), watched));
+    }
+
+    /// Stops caching `kind`.
+    pub fn remove(&self, kind: &str) {
+        self.write().remove(kind);
+    }
+
+    /// Whether `kind` is cached.
+    pub fn contains_key(&self, kind: &str) -> bool {
+        self.read().contains_key(kind)
+    }
+
+    /// The cache of `kind`, if it is watched.
+    pub fn get(&self, kind: &str) -> Option<(ApiResource, Watched<DynamicObject>)> {
+        self.read().get(kind).cloned()
+    }
+
+    /// Every cached kind.
+    pub fn all(&self) -> Vec<(ApiResource, Watched<DynamicObject>)> {
+        self.read().values().cloned().collect()
+    }
+}
+
 /// What a reconcile reads, from memory.
 #[derive(Clone)]
 pub struct Caches {
@@ -280,9 +330,9 @@ pub struct Caches {
     pub services: Watched<Service>,
     /// Deployments (`spec.workloadRef`).
     pub deployments: Watched<Deployment>,
-    /// Router objects by kind, for the kinds installed in the cluster; a kind not here is
-    /// read from the API server.
-    pub routers: BTreeMap<String, (ApiResource, Watched<DynamicObject>)>,
+    /// Router objects by kind, for the kinds installed in the cluster (also after start); a
+    /// kind not here is read from the API server.
+    pub routers: RouterCaches,
     /// vigil's writes the caches have yet to show.
     pub written: WrittenVersions,
 }
@@ -295,7 +345,7 @@ impl Default for Caches {
             analysis_runs: Children::unwatched("AnalysisRun"),
             services: Watched::unwatched("Service"),
             deployments: Watched::unwatched("Deployment"),
-            routers: BTreeMap::new(),
+            routers: RouterCaches::default(),
             written: WrittenVersions::default(),
         }
     }
@@ -315,14 +365,14 @@ impl Caches {
             analysis_runs: Children::holding("AnalysisRun", analysis_runs),
             services: Watched::holding("Service", services),
             deployments: Watched::holding("Deployment", deployments),
-            routers: BTreeMap::new(),
+            routers: RouterCaches::default(),
             written: WrittenVersions::default(),
         }
     }
 
     /// Also caches the router objects `objects` of `resource`'s kind.
     pub fn with_router_objects(
-        mut self,
+        self,
         resource: &ApiResource,
         objects: Vec<DynamicObject>,
     ) -> Caches {
@@ -337,8 +387,7 @@ impl Caches {
             resource: "router",
             synced: Arc::new(AtomicBool::new(true)),
         };
-        self.routers
-            .insert(resource.kind.clone(), (resource.clone(), watched));
+        self.routers.insert(resource, watched);
         self
     }
 
@@ -352,7 +401,8 @@ impl Caches {
         ];
         let routers = self
             .routers
-            .values()
+            .all()
+            .into_iter()
             .map(|(_, w)| (w.is_synced(), w.resource));
         required
             .into_iter()
@@ -365,8 +415,8 @@ impl Caches {
         self.routers
             .get(kind)
             .map(|(resource, watched)| ObjectCache {
-                store: watched.store.clone(),
-                resource: resource.clone(),
+                store: watched.store,
+                resource,
                 written: self.written.clone(),
             })
     }
@@ -520,6 +570,8 @@ pub struct CacheWatch<K: Resource + 'static> {
     pub index: Option<Index<K>>,
     /// The Rollouts a change of an object concerns.
     pub wakes: Wakes<K>,
+    /// Also told of every object to reconcile (see [`Trigger`]).
+    pub trigger: Option<Trigger<K>>,
 }
 
 /// Where cache watches report.
@@ -533,14 +585,72 @@ pub struct CacheReporting {
     pub wake: UnboundedSender<ObjectRef<Rollout>>,
 }
 
+/// Where the AnalysisRun controller hears of runs to reconcile: every run applied, every run
+/// of the first list, and the runs a re-list found changed. One watch feeds both controllers.
+pub type Trigger<K> = futures::channel::mpsc::UnboundedSender<Arc<K>>;
+
+/// Who hears of a cached object's change: the Rollouts it concerns, and the trigger.
+struct Notify<K: Resource + 'static>
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    wakes: Wakes<K>,
+    wake: UnboundedSender<ObjectRef<Rollout>>,
+    trigger: Option<Trigger<K>>,
+    store: Store<K>,
+    dyntype: K::DynamicType,
+}
+
+impl<K> Notify<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    /// Wakes the Rollouts `object` concerns.
+    fn wake(&self, object: &K) {
+        for rollout in (self.wakes)(object) {
+            // The controller is gone only when shutting down.
+            let _ = self.wake.send(rollout);
+        }
+    }
+
+    /// Wakes the Rollouts `object` concerns and triggers its stored version (if still
+    /// there: a vanished object needs no reconcile of its own).
+    fn changed(&self, object: &K) {
+        self.wake(object);
+        if let Some(trigger) = &self.trigger
+            && let Some(stored) = self
+                .store
+                .get(&ObjectRef::from_obj_with(object, self.dyntype.clone()))
+        {
+            let _ = trigger.unbounded_send(stored);
+        }
+    }
+
+    /// Triggers every stored object (after the first list).
+    fn trigger_all(&self) {
+        if let Some(trigger) = &self.trigger {
+            for object in self.store.state() {
+                let _ = trigger.unbounded_send(object);
+            }
+        }
+    }
+}
+
+/// The AnalysisRun controller's side of [`Trigger`].
+pub type RunTriggers = futures::channel::mpsc::UnboundedReceiver<Arc<AnalysisRun>>;
+
 /// Starts the watch of `watch` into `writer` on its own task (driven whether or not a
-/// controller runs) and returns its store. Changes (not the initial list: a starting
-/// controller reconciles every Rollout anyway) wake the Rollouts they concern.
+/// controller runs) and returns its store. Changes wake the Rollouts they concern: live
+/// events as they come, and after a re-list (a watch restart) the objects that appeared,
+/// changed or vanished meanwhile; not the first list (a starting controller reconciles
+/// every Rollout anyway).
 pub fn spawn_cache<K>(
     watch: CacheWatch<K>,
     writer: Writer<K>,
+    dyntype: K::DynamicType,
     reporting: &CacheReporting,
-) -> Watched<K>
+) -> (Watched<K>, JoinHandle<()>)
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
@@ -558,14 +668,19 @@ where
         trim,
         index,
         wakes,
+        trigger,
     } = watch;
-    let reporting = reporting.clone();
+    let mut diff = RelistDiff::new(writer.as_reader(), dyntype.clone());
+    let relisted = diff.changed();
     let stream = watcher(api, config)
         .default_backoff()
         .modify(trim)
         .inspect(move |event| {
-            if let (Some(index), Ok(event)) = (&index, event) {
-                index.apply(event);
+            if let Ok(event) = event {
+                if let Some(index) = &index {
+                    index.apply(event);
+                }
+                diff.observe(event);
             }
         })
         .reflect(writer);
@@ -573,33 +688,44 @@ where
         stream,
         resource,
         reporting.health.clone(),
-        reporting.metrics,
+        reporting.metrics.clone(),
     );
-    let wake = reporting.wake;
-    tokio::spawn(stream.for_each(move |event| {
+    let notify = Notify {
+        wakes,
+        wake: reporting.wake.clone(),
+        trigger,
+        store: watched.store.clone(),
+        dyntype,
+    };
+    let task = tokio::spawn(stream.for_each(move |event| {
         match &event {
-            Ok(watcher::Event::InitDone) => synced.store(true, Ordering::Release),
-            Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => {
-                for rollout in wakes(object) {
-                    // The controller is gone only when shutting down.
-                    let _ = wake.send(rollout);
+            Ok(watcher::Event::InitDone) => {
+                if synced.swap(true, Ordering::AcqRel) {
+                    for object in relist::take(&relisted) {
+                        notify.changed(&object);
+                    }
+                } else {
+                    notify.trigger_all();
                 }
             }
+            Ok(watcher::Event::Apply(object)) => notify.changed(object),
+            Ok(watcher::Event::Delete(object)) => notify.wake(object),
             _ => {}
         }
         futures::future::ready(())
     }));
-    watched
+    (watched, task)
 }
 
-/// Starts the watch of a kind owned by Rollouts into `writer`: indexed by the rollout
-/// label, waking the Rollout that controls the changed object.
+/// Starts the watch of a kind owned by Rollouts: indexed by the rollout label, waking the
+/// Rollout that controls the changed object (and telling `trigger` of each object to
+/// reconcile, when the kind has a controller of its own).
 pub fn spawn_children<K>(
     api: Api<K>,
     config: watcher::Config,
     resource: &'static str,
     trim: fn(&mut K),
-    writer: Writer<K>,
+    trigger: Option<Trigger<K>>,
     reporting: &CacheReporting,
 ) -> Children<K>
 where
@@ -614,23 +740,28 @@ where
         trim,
         index: Some(index.clone()),
         wakes: Box::new(|object: &K| controlling_rollout(object).into_iter().collect()),
+        trigger,
     };
-    Children {
-        watched: spawn_cache(watch, writer, reporting),
-        index,
-    }
+    let (watched, _task) = spawn_cache(
+        watch,
+        Writer::default(),
+        K::DynamicType::default(),
+        reporting,
+    );
+    Children { watched, index }
 }
 
-/// Starts the watch of a kind Rollouts name (Services, Deployments, router objects),
-/// waking the Rollouts that name the changed object.
+/// Starts the watch of a kind Rollouts name (Services, Deployments, router objects; of
+/// type `dyntype`), waking the Rollouts that name the changed object. The task ends only
+/// when aborted (a router kind whose CRD is removed).
 pub fn spawn_referenced<K>(
     api: Api<K>,
     resource: &'static str,
     trim: fn(&mut K),
-    writer: Writer<K>,
+    dyntype: K::DynamicType,
     references: &Index<Rollout>,
     reporting: &CacheReporting,
-) -> Watched<K>
+) -> (Watched<K>, JoinHandle<()>)
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
@@ -650,8 +781,9 @@ where
                 object.meta().name.as_deref().unwrap_or_default(),
             )
         }),
+        trigger: None,
     };
-    spawn_cache(watch, writer, reporting)
+    spawn_cache(watch, Writer::new(dyntype.clone()), dyntype, reporting)
 }
 
 /// Drops field ownership and the `kubectl apply` copy from a router object.

@@ -205,3 +205,153 @@ async fn a_router_kind_without_its_crd_is_not_watched_and_does_not_hold_readines
     .await
     .expect("every started watch syncs");
 }
+
+/// Caches of the namespace `shop` started against `server`, with `checkout` and `cart` in the
+/// reference index; returns once every cache has listed, and the wakes channel.
+async fn started_caches(
+    server: &ApiServer,
+) -> (
+    watches::Started,
+    Readiness,
+    UnboundedReceiver<ObjectRef<Rollout>>,
+) {
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+    let ready = Readiness::default();
+    let reporting = CacheReporting {
+        health: ready.watches().clone(),
+        metrics: Metrics::default(),
+        wake,
+    };
+    let index = Index::new(references);
+    for name in ["checkout", "cart"] {
+        index.apply(&watcher::Event::Apply(rollout(name)));
+    }
+    let scope = WatchScope {
+        namespace: Some("shop".into()),
+        ..WatchScope::default()
+    };
+    let started = watches::start(&server.client(), &scope, &index, &reporting).await;
+    tokio::time::timeout(DEADLINE, async {
+        while started.caches.unsynced().is_some() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the caches list in time");
+    ready.set(true);
+    (started, ready, woken)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relist_wakes_only_the_rollouts_whose_objects_changed_while_the_watch_was_down() {
+    let server = ApiServer::start();
+    for name in ["checkout", "cart"] {
+        server
+            .put_json("apps/v1/replicasets", replica_set(name, 1))
+            .expect("replica set");
+    }
+    let (started, _ready, mut woken) = started_caches(&server).await;
+    assert!(woken.try_recv().is_err(), "the first list wakes nobody");
+    server.take_requests();
+    // The re-watch fails once, so the edit below lands while no watch is open: it can only
+    // be seen in the re-list.
+    server.fail_next("GET", "/apis/apps/v1/namespaces/shop/replicasets", 500);
+    server.expire_watches();
+    server
+        .put_json("apps/v1/replicasets", replica_set("cart", 2))
+        .expect("ready replicas change");
+    // Every watch re-lists; only the changed ReplicaSet's Rollout is woken.
+    assert_wakes_only(&mut woken, "cart", "a ReplicaSet changed while unwatched").await;
+    let cart = started.caches.replica_sets.of("shop", "cart");
+    assert_eq!(
+        cart[0].status.as_ref().and_then(|s| s.ready_replicas),
+        Some(2)
+    );
+    let requests = server.requests();
+    assert!(
+        requests.count("list", "replicasets") >= 1,
+        "{:?}",
+        requests.to_json()
+    );
+    // A vanished object wakes its Rollout too.
+    server.fail_next("GET", "/apis/apps/v1/namespaces/shop/replicasets", 500);
+    server.expire_watches();
+    server
+        .delete_json("apps/v1/replicasets", Some("shop"), "checkout-aaa")
+        .expect("delete");
+    assert_wakes_only(
+        &mut woken,
+        "checkout",
+        "a ReplicaSet deleted while unwatched",
+    )
+    .await;
+    assert!(
+        started
+            .caches
+            .replica_sets
+            .of("shop", "checkout")
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_crd_installed_after_start_is_watched_and_its_removal_stops_the_watch() {
+    let server = ApiServer::builder().without_gateway_api().start();
+    let (started, ready, mut woken) = started_caches(&server).await;
+    let routers = started.caches.routers.clone();
+    assert!(!routers.contains_key("HTTPRoute"));
+    server
+        .put_json(
+            "apiextensions.k8s.io/v1/customresourcedefinitions",
+            crate::testing::apiserver::httproute_crd(),
+        )
+        .expect("install the CRD");
+    server
+        .put_json("gateway.networking.k8s.io/v1/httproutes", route("cart", 0))
+        .expect("route");
+    tokio::time::timeout(DEADLINE, async {
+        while started
+            .caches
+            .router_cache("HTTPRoute")
+            .is_none_or(|cache| cache.store.state().is_empty())
+            || started.caches.unsynced().is_some()
+            || !ready.problems().is_empty()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the new kind is watched and syncs");
+    let cached = started
+        .caches
+        .router_cache("HTTPRoute")
+        .expect("watched")
+        .store
+        .state();
+    assert_eq!(cached.len(), 1, "the route is read from memory");
+    while woken.try_recv().is_ok() {}
+    server
+        .put_json("gateway.networking.k8s.io/v1/httproutes", route("cart", 30))
+        .expect("weight edit");
+    assert_wakes_only(&mut woken, "cart", "an edit of a route of the new kind").await;
+
+    server
+        .delete_json(
+            "apiextensions.k8s.io/v1/customresourcedefinitions",
+            None,
+            "httproutes.gateway.networking.k8s.io",
+        )
+        .expect("remove the CRD");
+    tokio::time::timeout(DEADLINE, async {
+        while routers.contains_key("HTTPRoute") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the kind is no longer watched");
+    assert!(
+        ready.problems().is_empty(),
+        "a removed kind holds no readiness: {:?}",
+        ready.problems()
+    );
+}

@@ -9,8 +9,10 @@ pub mod fair_share;
 pub mod jobs;
 pub mod notifications;
 pub mod observe;
+pub mod relist;
 pub mod resources;
 pub mod rollout_controller;
+pub mod router_crds;
 pub mod server;
 pub mod watch_health;
 pub mod watches;
@@ -572,10 +574,10 @@ async fn run_controllers(
     let mut context = Context::new(client, metrics, limiter, std::env::var("POD_NAME").ok());
     context.templates = templates;
     context.caches = started.caches;
-    // The shared AnalysisRun stream stalled the AnalysisRun controller in the end-to-end
-    // tests (runs stayed Pending); until that is understood, it keeps its own watch.
-    drop(started.runs);
-    let shared_runs = None;
+    // One AnalysisRun watch for both controllers. (Not kube's `ReflectHandle`: it returns
+    // `Pending` without a waker when a run is deleted before it is read, stalling the
+    // AnalysisRun controller for good; the triggers carry the stored run itself.)
+    let shared_runs = Some(started.runs);
     context.credential_dirs = config.credential_dirs.clone();
     context.credential_origins = config.credential_origins.clone();
     context.prometheus = default_prometheus(config);

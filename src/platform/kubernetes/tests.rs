@@ -789,11 +789,11 @@ async fn a_forbidden_watch_shows_in_readyz_and_the_metric() {
         metrics: metrics.clone(),
         wake,
     };
-    let services = spawn_referenced(
+    let (services, _task) = spawn_referenced(
         kube::Api::<k8s_openapi::api::core::v1::Service>::namespaced(client, NS),
         "Service",
         trim_service,
-        kube::runtime::reflector::store::Writer::default(),
+        (),
         &Index::new(references),
         &reporting,
     );

@@ -44,6 +44,11 @@ impl WatchHealth {
             .or_insert(WatchState::Syncing);
     }
 
+    /// Stops tracking the watch of `resource` (it was stopped on purpose: its CRD is gone).
+    pub fn forget(&self, resource: &str) {
+        self.map().remove(resource);
+    }
+
     fn set(&self, resource: &str, state: WatchState) {
         self.map().insert(resource.to_owned(), state);
     }

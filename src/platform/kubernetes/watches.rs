@@ -2,24 +2,18 @@
 //! (see [`super::cache`]), with the AnalysisRuns shared by both controllers. Each reports
 //! its health; each change wakes the Rollouts it concerns through one channel.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject};
-use kube::runtime::reflector::ReflectHandle;
-use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
-use tracing::{info, warn};
 
 use super::WatchScope;
 use super::cache::{
-    CacheReporting, Caches, Index, spawn_children, spawn_referenced, trim_deployment, trim_dynamic,
-    trim_replica_set, trim_run, trim_service,
+    CacheReporting, Caches, Index, RouterCaches, RunTriggers, spawn_children, spawn_referenced,
+    trim_deployment, trim_replica_set, trim_run, trim_service,
 };
 use super::context::ROLLOUT_LABEL;
+use super::router_crds::{self, RouterCrds, RouterKind, start_router_cache};
 use crate::api::{AnalysisRun, Rollout};
 use crate::traffic::gateway_api::http_route_resource;
 use crate::traffic::istio::{destination_rule_resource, virtual_service_resource};
@@ -28,49 +22,32 @@ use crate::traffic::objects::WrittenVersions;
 use crate::traffic::smi::traffic_split_resource;
 use crate::traffic::traefik::traefik_service_resource;
 
-/// How many AnalysisRun events may wait for the AnalysisRun controller before the shared
-/// watch waits for it.
-const SHARED_RUNS_BUFFER: usize = 1024;
-
 /// The caches, and the AnalysisRun controller's share of the AnalysisRun watch.
 pub struct Started {
     /// What Rollout reconciles read.
     pub caches: Caches,
-    /// The AnalysisRuns' events, for the AnalysisRun controller (its store is
-    /// `caches.analysis_runs`).
-    pub runs: Option<ReflectHandle<AnalysisRun>>,
+    /// The AnalysisRuns to reconcile, for the AnalysisRun controller (its store is
+    /// `caches.analysis_runs`): the one AnalysisRun watch feeds both controllers.
+    pub runs: RunTriggers,
 }
 
-/// The router kinds vigil reads: the kind (as health and metrics name it), its resource,
-/// and whether it is a custom resource (watched only when its CRD is installed).
-fn router_kinds() -> [(&'static str, ApiResource, bool); 6] {
+/// The router kinds vigil reads that are custom resources (watched while their CRD is
+/// installed).
+fn custom_router_kinds() -> Vec<RouterKind> {
     [
-        ("HTTPRoute", http_route_resource(), true),
-        ("VirtualService", virtual_service_resource(), true),
-        ("DestinationRule", destination_rule_resource(), true),
-        ("TrafficSplit", traffic_split_resource(), true),
-        ("TraefikService", traefik_service_resource(), true),
-        ("Ingress", ingress_resource(), false),
+        ("HTTPRoute", http_route_resource()),
+        ("VirtualService", virtual_service_resource()),
+        ("DestinationRule", destination_rule_resource()),
+        ("TrafficSplit", traffic_split_resource()),
+        ("TraefikService", traefik_service_resource()),
     ]
+    .into_iter()
+    .map(|(kind, resource)| RouterKind { kind, resource })
+    .collect()
 }
 
-/// Whether the CRD `name` is installed; a failure to tell counts as not (the kind is then
-/// read from the API server, as without caches).
-async fn installed(client: &Client, name: &str) -> bool {
-    match Api::<CustomResourceDefinition>::all(client.clone())
-        .get_opt(name)
-        .await
-    {
-        Ok(found) => found.is_some(),
-        Err(error) => {
-            warn!(crd = name, %error, "cannot tell whether the CRD is installed; not watching it");
-            false
-        }
-    }
-}
-
-/// Starts every cache watch. Router kinds are watched only when their CRD is installed (a
-/// kind installed later is read from the API server until the controller restarts).
+/// Starts every cache watch. Router kinds that are custom resources are watched while their
+/// CRD is installed (see [`router_crds`]).
 pub async fn start(
     client: &Client,
     scope: &WatchScope,
@@ -87,58 +64,56 @@ pub async fn start(
         children,
         "ReplicaSet",
         trim_replica_set,
-        Writer::default(),
+        None,
         reporting,
     );
     // One AnalysisRun watch for both controllers: runs carry their Rollout's labels, so the
     // shard's selector finds them (the AnalysisRun controller also measures unlabelled ones).
-    let runs_writer = Writer::new_shared(SHARED_RUNS_BUFFER, ());
-    let runs = runs_writer.subscribe();
+    let (trigger, runs) = futures::channel::mpsc::unbounded();
     let analysis_runs = spawn_children(
         scope.api::<AnalysisRun>(client),
         scope.watcher_config(),
         "AnalysisRun",
         trim_run,
-        runs_writer,
+        Some(trigger),
         reporting,
     );
-    let services = spawn_referenced(
+    let (services, _) = spawn_referenced(
         scope.api::<Service>(client),
         "Service",
         trim_service,
-        Writer::default(),
+        (),
         references,
         reporting,
     );
-    let deployments = spawn_referenced(
+    let (deployments, _) = spawn_referenced(
         scope.api::<Deployment>(client),
         "Deployment",
         trim_deployment,
-        Writer::default(),
+        (),
         references,
         reporting,
     );
-    let mut routers = BTreeMap::new();
-    for (kind, resource, custom) in router_kinds() {
-        let crd = format!("{}.{}", resource.plural, resource.group);
-        if custom && !installed(client, &crd).await {
-            info!(kind, "CRD not installed; not watching the kind");
-            continue;
-        }
-        let api: Api<DynamicObject> = match &scope.namespace {
-            Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
-            None => Api::all_with(client.clone(), &resource),
-        };
-        let watched = spawn_referenced(
-            api,
-            kind,
-            trim_dynamic,
-            Writer::new(resource.clone()),
-            references,
-            reporting,
-        );
-        routers.insert(kind.to_owned(), (resource, watched));
-    }
+    let routers = RouterCaches::default();
+    // Ingress is built in: always watched.
+    start_router_cache(
+        client,
+        scope,
+        "Ingress",
+        &ingress_resource(),
+        references,
+        reporting,
+        &routers,
+    );
+    router_crds::follow(RouterCrds {
+        client: client.clone(),
+        scope: scope.clone(),
+        kinds: custom_router_kinds(),
+        references: references.clone(),
+        reporting: reporting.clone(),
+        routers: routers.clone(),
+    })
+    .await;
     Started {
         caches: Caches {
             replica_sets,
@@ -158,7 +133,7 @@ mod tests {
 
     #[test]
     fn each_router_kind_is_named_as_its_resource() {
-        for (kind, resource, _) in router_kinds() {
+        for RouterKind { kind, resource } in custom_router_kinds() {
             assert_eq!(kind, resource.kind);
         }
     }

@@ -484,7 +484,9 @@ pub async fn run(
     let reader = writer.as_reader();
     let rollouts = watcher(watch.api::<Rollout>(&ctx.client), watch.watcher_config())
         .default_backoff()
-        .modify(|rollout: &mut Rollout| rollout.metadata.managed_fields = None)
+        // Field ownership and the `kubectl apply` copy are never read (annotations are:
+        // notification subscriptions).
+        .modify(|rollout: &mut Rollout| super::cache::trim_meta(&mut rollout.metadata))
         // The index first: a Rollout is found by what it names once the store has it.
         .inspect(move |event| {
             if let Ok(event) = event {
