@@ -165,9 +165,11 @@ mod hash;
 mod machine;
 mod requests;
 mod routes;
+pub mod scaling;
 mod validate;
 mod validate_istio;
 mod validate_routes;
+mod validate_scaling;
 mod validate_webhooks;
 pub mod webhooks;
 
@@ -187,6 +189,9 @@ pub use validate_routes::{
     MAX_HEADER_NAME_LEN, MAX_MANAGED_ROUTES, MAX_MATCH_HEADERS, MAX_MATCH_REGEX_COMPILED,
     MAX_MATCH_REGEX_LEN, MAX_MATCH_VALUE_LEN, MAX_ROUTE_MATCHES, MAX_ROUTE_NAME_LEN,
     compile_match_regex,
+};
+pub use validate_scaling::{
+    MAX_ANNOTATION_VALUE_LEN, MAX_MIN_READY_SECONDS, MAX_POD_METADATA_ENTRIES,
 };
 
 /// What the I/O shell saw in the cluster for one Rollout, just before calling [`step`].
@@ -222,6 +227,9 @@ pub struct Observation {
     /// The latest answers to the webhook calls earlier decisions asked to poll, by key (see
     /// [`webhooks`]); a gate or rollback switch without an answer here has not answered yet.
     pub webhook_answers: Vec<webhooks::WebhookAnswer>,
+    /// What each revision's ReplicaSet carries besides the template, as vigil last set it
+    /// (role metadata, `minReadySeconds`), by revision; a revision not listed carries nothing.
+    pub revision_settings: std::collections::BTreeMap<String, scaling::RevisionSettings>,
 }
 
 /// The Deployment behind `spec.workloadRef`, as seen.
@@ -355,6 +363,17 @@ pub enum Effect {
         observed: i32,
         /// Replicas wanted, lower than `observed`.
         replicas: i32,
+    },
+    /// Make a revision's ReplicaSet carry `settings`: its role's labels and annotations on its
+    /// pod template and on its running pods (taking off those of the role it had before) and
+    /// `minReadySeconds`. A revision whose ReplicaSet does not exist yet is created with them
+    /// by the `ScaleRevision` of the same decision, so a shell that creates a ReplicaSet looks
+    /// for this effect of the revision first; a missing ReplicaSet counts as success.
+    SetRevisionSettings {
+        /// Template hash of the revision.
+        revision: String,
+        /// What it carries.
+        settings: scaling::RevisionSettings,
     },
     /// Record a Kubernetes Event on the Rollout (emitted on transitions only).
     Event {

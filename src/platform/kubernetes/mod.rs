@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod notifications;
 pub mod observe;
 pub mod resources;
+pub mod revision_settings;
 pub mod rollout_controller;
 pub mod server;
 pub mod watch_health;
