@@ -485,8 +485,8 @@ fn each_role_carries_its_metadata_and_a_promoted_canary_gets_the_stables() {
         })
         .expect("the canary carries canaryMetadata");
     assert!(
-        created < labelled,
-        "the shell creates the ReplicaSet with the settings of the same decision: {:?}",
+        labelled < created,
+        "the settings come first, so the ReplicaSet is created carrying them: {:?}",
         start.effects
     );
     world.advance(5);

@@ -156,19 +156,23 @@ pub(crate) fn leftover_revisions<'o>(plan: &Plan, obs: &'o Observation) -> Vec<&
         .collect()
 }
 
-/// The ordered effects: stable-service moves, weight decreases, scale-ups, canary-service
-/// moves, weight increases, scale-downs (the `workloadRef` Deployment's last), revision
-/// settings, run terminations, run creations, deletions, events.
+/// The ordered effects: stable-service moves, weight decreases, revision settings and
+/// scale-ups, canary-service
+/// moves, weight increases, scale-downs (the `workloadRef` Deployment's last), run
+/// terminations, run creations, deletions, events.
 pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>) -> Vec<Effect> {
     let (Some(stable), Some((weight, wanted_services))) = (plan.stable, wanted_routing(plan))
     else {
         return events;
     };
     let (scale_ups, scale_downs) = scale_effects(plan, obs, stable);
-    let settings = settings_effects(plan, obs, &scale_ups);
-    let mut effects = routing_and_scale_effects(plan, obs, weight, wanted_services, scale_ups);
+    // Settings go first among the scale-ups: a ReplicaSet created for them already carries
+    // them, so its first pods do.
+    let mut scale_ups_with_settings = settings_effects(plan, obs, &scale_ups);
+    scale_ups_with_settings.extend(scale_ups);
+    let mut effects =
+        routing_and_scale_effects(plan, obs, weight, wanted_services, scale_ups_with_settings);
     effects.extend(scale_downs);
-    effects.extend(settings);
     effects.extend(workload_effect(plan, obs));
     effects.extend(run_effects(plan, obs, stable));
     effects.extend(deletion_effects(plan, obs, stable));

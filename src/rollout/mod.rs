@@ -26,8 +26,9 @@
 //! 3. **Act.** Execute `decision.effects` **in order**, stopping at the first failure (then do
 //!    not write status; retry with backoff: the same status gives the same effects again, and
 //!    every effect is idempotent). Effects are ordered for safety: services that move the stable
-//!    service, then weight decreases, scale-ups, canary-service moves, weight increases,
-//!    scale-downs, AnalysisRun terminations and creations, revision deletions, events.
+//!    service, then weight decreases, revision settings and scale-ups, canary-service moves,
+//!    weight increases, scale-downs, AnalysisRun terminations and creations, revision
+//!    deletions, events.
 //!    `CreateAnalysisRun` must treat "already exists" as success. `ScaleRevision` of a revision
 //!    that has no ReplicaSet yet creates it from the [`released_template`] (only the desired
 //!    revision is ever created). `ScaleDownWorkload` patches the Deployment's replicas guarded
@@ -366,9 +367,9 @@ pub enum Effect {
     },
     /// Make a revision's ReplicaSet carry `settings`: its role's labels and annotations on its
     /// pod template and on its running pods (taking off those of the role it had before) and
-    /// `minReadySeconds`. A revision whose ReplicaSet does not exist yet is created with them
-    /// by the `ScaleRevision` of the same decision, so a shell that creates a ReplicaSet looks
-    /// for this effect of the revision first; a missing ReplicaSet counts as success.
+    /// `minReadySeconds`. A revision without a ReplicaSet yet (only ever one a `ScaleRevision`
+    /// of the same decision scales up next) is created with them and 0 replicas, so its first
+    /// pods carry them.
     SetRevisionSettings {
         /// Template hash of the revision.
         revision: String,

@@ -23,8 +23,7 @@ pub(super) async fn act(
         debug!(?effect, "acting");
         match effect {
             Effect::ScaleRevision { revision, replicas } => {
-                let settings = settings_in(effects, revision);
-                scale(scope, seen, revision, *replicas, settings).await?;
+                scale(scope, seen, revision, *replicas, None).await?;
             }
             Effect::SetRevisionSettings { revision, settings } => {
                 set_revision_settings(scope, seen, revision, settings).await?;
@@ -369,21 +368,9 @@ pub(super) async fn create_run(
     }
 }
 
-/// The settings the decision wants on `revision`, for a ReplicaSet created by its
-/// `ScaleRevision` (so its first pods already carry them).
-fn settings_in<'e>(effects: &'e [Effect], revision: &str) -> Option<&'e RevisionSettings> {
-    effects.iter().find_map(|effect| match effect {
-        Effect::SetRevisionSettings {
-            revision: r,
-            settings,
-        } if r == revision => Some(settings),
-        _ => None,
-    })
-}
-
 /// Puts `wanted` on the revision's ReplicaSet (from the settings it was seen with) and the
-/// role metadata on its running pods; a ReplicaSet that does not exist is left to the
-/// `ScaleRevision` that creates it.
+/// role metadata on its running pods; a ReplicaSet that does not exist yet is created with
+/// them and 0 replicas (the `ScaleRevision` after this effect scales it).
 async fn set_revision_settings(
     scope: &Scope<'_>,
     seen: &Seen,
@@ -396,7 +383,7 @@ async fn set_revision_settings(
         .iter()
         .find(|rs| rs.metadata.name.as_deref() == Some(name.as_str()))
     else {
-        return Ok(());
+        return scale(scope, seen, revision, 0, Some(wanted)).await;
     };
     let previous = settings_of(replica_set);
     let patch = Patch::Merge(replica_set_patch(&previous, wanted));
