@@ -172,6 +172,7 @@ const REQUIRED_CASES: &[&str] = &[
     "istio-misspelt-subset",
     "istio-host-level-without-services",
     "nginx-owned-annotation",
+    "scaling-out-of-bounds",
 ];
 
 #[test]

@@ -334,19 +334,21 @@ fn max_surge_and_max_unavailable_both_zero_are_refused_and_nothing_moves() {
     }
 }
 
+/// (router, dynamicStableScale, steps, replicas before, after, (canary, stable) before,
+/// (canary, stable) after)
+type RescaleCase = (
+    bool,
+    bool,
+    Vec<CanaryStep>,
+    i32,
+    i32,
+    (i32, i32),
+    (i32, i32),
+);
+
 #[test]
 fn a_replica_count_changed_mid_release_rescales_both_roles() {
-    // (router, dynamicStableScale, steps, replicas before, after,
-    //  (canary, stable) before, (canary, stable) after)
-    let cases: Vec<(
-        bool,
-        bool,
-        Vec<CanaryStep>,
-        i32,
-        i32,
-        (i32, i32),
-        (i32, i32),
-    )> = vec![
+    let cases: Vec<RescaleCase> = vec![
         (
             true,
             false,

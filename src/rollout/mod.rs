@@ -74,6 +74,22 @@
 //!   ready, so capacity never dips), but at least 1 while `W < 100`, so a small weight never
 //!   sends all traffic to the canary (with `R = 1` and `W = 10`: one pod each).
 //!   `status.canaryWeight` is the weight as set (with a router: as sent to it).
+//!   The scaling controls ([`scaling`]) refine this: with a router, the last `setCanaryScale`
+//!   at or before the current step sets the canary's pods instead (`replicas`, capped at `R`,
+//!   or `weight`% of `R` rounded up; `matchTrafficWeight` ends it; a `setCanaryScale` step
+//!   completes once those pods are ready), never fewer than 1 while `W > 0`, and none of it
+//!   once promoting. With `dynamicStableScale` the stable runs `ceil(R × (100 − w) / 100)`
+//!   where `w` is the lower of the weight set and the weight the router reports (it shrinks
+//!   only once traffic left it). Without a router, with `maxSurge` / `maxUnavailable`, each
+//!   decision moves the canary and the stable toward those counts within the limits, from
+//!   the replicas and ready pods observed ([`scaling`]'s `surge_step`). `R` is read at every
+//!   decision, so a change of `spec.replicas` mid-release (an HPA, through the scale
+//!   subresource) rescales both roles.
+//! * **Revision settings.** The stable's and the canary's ReplicaSets carry their role's
+//!   metadata (`stableMetadata` / `canaryMetadata`) and `minReadySeconds`;
+//!   `SetRevisionSettings` is emitted, before the scale-ups, while
+//!   [`Observation::revision_settings`] differs, so a promoted canary gets `stableMetadata`.
+//!   The shell counts a pod ready only once available (`minReadySeconds`).
 //! * **`setWeight`** completes once the router reports `W` and the canary's pods are ready.
 //! * **`setHeaderRoute` / `setMirrorRoute`** set (or, without `match`, remove) a route named
 //!   in `trafficRouting.managedRoutes`; the routes wanted at a step are those the steps up to
@@ -100,6 +116,10 @@
 //!   canary scaled to 0 `abortScaleDownDelaySeconds` (default 30) after `abortedAt` (without a
 //!   router at once: its pods are its traffic share). Phase Degraded (analysis, deadline) or
 //!   Aborted (user). Rolling back never waits on an analysis, a pause or an invalid spec.
+//!   With `dynamicStableScale` the stable may have given up pods, so the weight goes back
+//!   only as fast as the stable's ready pods can carry it (`100 − floor(100 × ready / R)`,
+//!   never raised), the stable scaling up in the same decision; the canary is scaled to 0
+//!   once the weight is 0 and the router reports it (no `abortScaleDownDelaySeconds`).
 //! * **Retry** starts again from step 0 with a new attempt number (fresh AnalysisRuns).
 //! * **Promote** finishes the current step; **promote --full** skips the remaining steps.
 //!   **Promotion** after the last step: the canary scales to `R`, weight 100 once ready, then
