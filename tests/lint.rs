@@ -422,6 +422,7 @@ const FIELDS: &[&str] = &[
     "failMargin",
     "passMargin",
     "slowThresholdSeconds",
+    "stratifyBy",
     "scoring",
     "groupWeights",
     "passThreshold",

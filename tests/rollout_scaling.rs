@@ -716,3 +716,25 @@ fn every_scaling_field_is_validated_at_its_path() {
     valid.strategy.canary.stable_metadata = Some(labels(&[("example.com/role", "stable")]));
     assert_eq!(validate_spec(&valid), vec![]);
 }
+
+#[test]
+fn the_rollout_crd_has_the_scale_subresource_an_hpa_needs() {
+    let crds = vigil::api::all_crds();
+    let rollout = crds
+        .iter()
+        .find(|c| c.spec.names.kind == "Rollout")
+        .expect("the Rollout CRD");
+    for version in &rollout.spec.versions {
+        let scale = version
+            .subresources
+            .as_ref()
+            .and_then(|s| s.scale.as_ref())
+            .unwrap_or_else(|| panic!("{}: no scale subresource", version.name));
+        assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+        assert_eq!(scale.status_replicas_path, ".status.replicas");
+        assert_eq!(
+            scale.label_selector_path.as_deref(),
+            Some(".status.selector")
+        );
+    }
+}

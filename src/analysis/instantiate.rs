@@ -130,6 +130,7 @@ pub fn instantiate(
             .collect(),
         scoring,
         terminate: false,
+        background: false,
     })
 }
 
@@ -222,6 +223,7 @@ pub fn instantiate_with_secret_refs(
         args,
         scoring: checked.scoring,
         terminate: false,
+        background: false,
     })
 }
 

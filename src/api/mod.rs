@@ -3,6 +3,7 @@
 //! Every public item carries a `///` doc: it becomes the description in the generated CRDs.
 
 pub mod analysis;
+pub mod blue_green;
 pub mod duration;
 pub mod ingress_routers;
 pub mod istio;
@@ -12,6 +13,7 @@ pub(crate) mod schema;
 pub mod webhook;
 
 pub use analysis::*;
+pub use blue_green::{BlueGreenStrategy, LocalBlueGreen};
 pub use ingress_routers::*;
 pub use rollout::*;
 pub use scaling::{PodMetadata, SetCanaryScale};

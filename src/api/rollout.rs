@@ -145,12 +145,18 @@ pub enum ScaleDown {
     Progressively,
 }
 
-/// The release strategy.
+/// The release strategy: exactly one of `canary` and `blueGreen` (neither is a canary
+/// without steps: the new version replaces the old at once).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStrategy {
     /// Canary release: a share of traffic goes to the new version, step by step.
+    #[serde(default, skip_serializing_if = "CanaryStrategy::is_unset")]
     pub canary: CanaryStrategy,
+    /// Blue-green release: the new version runs beside the active one behind a preview
+    /// Service, then the active Service switches to it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<super::blue_green::BlueGreenStrategy>,
 }
 
 /// A canary release.
@@ -218,6 +224,33 @@ pub struct CanaryStrategy {
     /// them (and lose `canaryMetadata`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_metadata: Option<super::scaling::PodMetadata>,
+    /// A fair baseline for analysis: while an analysis step or the background analysis runs,
+    /// vigil runs a fresh ReplicaSet of the *stable* template, sized like the canary and given
+    /// the same share of traffic, so templates compare canary and baseline pods of the same
+    /// age and count instead of the long-running stable (Kayenta's guidance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Baseline>,
+}
+
+impl CanaryStrategy {
+    /// No field set: what an absent `canary` reads as.
+    pub fn is_unset(&self) -> bool {
+        *self == CanaryStrategy::default()
+    }
+}
+
+/// The fair baseline of a canary (`canary.baseline`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Baseline {
+    /// Run the baseline. Its revision is `<stable revision>-baseline` (pods labelled
+    /// `vigil.dev/revision: <stable revision>-baseline` and `vigil.dev/role: baseline`), passed
+    /// to templates as the built-in argument `baseline-revision`. Without a traffic router its
+    /// pods take their share of traffic by their count; with the local proxy it gets the
+    /// canary's weight (at most what the canary leaves), taken from the stable's. Other
+    /// routers cannot split three ways yet and are refused.
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 /// Traffic routing. At most one router is set; none means replica-ratio approximation.
@@ -461,6 +494,9 @@ pub enum PauseReason {
     InconclusiveAnalysis,
     /// `vigil pause` or `spec.paused`.
     UserPaused,
+    /// A blue-green release waits before the switch: for `vigil promote`
+    /// (`autoPromotionEnabled: false`) or `autoPromotionSeconds`.
+    BlueGreenPause,
 }
 
 /// One reason the rollout is paused, and since when.

@@ -30,6 +30,10 @@ pub(crate) enum Intent {
         scale_down_canary: bool,
         canary_weight: i32,
     },
+    /// A blue-green release after the switch: both services select the canary (the new
+    /// revision), both revisions keep full scale so a failed post-promotion analysis can
+    /// switch back at once.
+    Switched,
 }
 
 /// An AnalysisRun that must exist and keep running.
@@ -124,6 +128,10 @@ fn wanted_routing<'a>(plan: &Plan<'a>) -> Option<(i32, (&'a str, &'a str))> {
         Intent::Aborted { canary_weight, .. } => {
             Some((canary_weight, (stable, canary.unwrap_or(stable))))
         }
+        Intent::Switched => {
+            let canary = canary.unwrap_or(stable);
+            Some((0, (canary, canary)))
+        }
         Intent::Stable => Some((0, (stable, stable))),
         Intent::Hold => None,
     }
@@ -200,6 +208,11 @@ fn wanted_scale<'a>(plan: &Plan<'a>, stable: &'a str) -> Vec<(&'a str, i32)> {
         } => {
             if let Some(canary) = plan.canary {
                 wanted.push((canary, 0));
+            }
+        }
+        Intent::Switched => {
+            if let Some(canary) = plan.canary {
+                wanted.push((canary, plan.replicas));
             }
         }
         _ => {}
