@@ -112,11 +112,7 @@ pub(super) fn rollout(document: &Value, inputs: &Inputs<'_>, notes: &mut Notes) 
         paused: spec.bool("paused", notes).unwrap_or_default(),
         progress_deadline_seconds: spec.int("progressDeadlineSeconds", notes),
         min_ready_seconds: spec.int("minReadySeconds", notes),
-        strategy: RolloutStrategy {
-            canary,
-            blue_green,
-            ..Default::default()
-        },
+        strategy: RolloutStrategy { canary, blue_green },
         ..Default::default()
     };
     if let Some(selector) = spec.take("selector") {
