@@ -174,6 +174,7 @@ const REQUIRED_CASES: &[&str] = &[
     "nginx-owned-annotation",
     "sequential-count-below-minimum",
     "blue-green-bad-fields",
+    "scaling-out-of-bounds",
 ];
 
 #[test]

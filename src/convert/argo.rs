@@ -111,6 +111,7 @@ pub(super) fn rollout(document: &Value, inputs: &Inputs<'_>, notes: &mut Notes) 
         revision_history_limit: spec.int("revisionHistoryLimit", notes),
         paused: spec.bool("paused", notes).unwrap_or_default(),
         progress_deadline_seconds: spec.int("progressDeadlineSeconds", notes),
+        min_ready_seconds: spec.int("minReadySeconds", notes),
         strategy: RolloutStrategy { canary, blue_green },
         ..Default::default()
     };
@@ -137,7 +138,6 @@ pub(super) fn rollout(document: &Value, inputs: &Inputs<'_>, notes: &mut Notes) 
     }
     spec.finish(notes, |key| {
         Some(match key {
-            "minReadySeconds" => "vigil counts a pod as soon as it is ready; use the readiness probe's initialDelaySeconds".to_owned(),
             "analysis" => "AnalysisRun history limits: vigil keeps one run per step and attempt and deletes the rest with the Rollout".to_owned(),
             _ => return None,
         })
@@ -185,8 +185,26 @@ fn canary_strategy(value: &Value, inputs: &Inputs<'_>, notes: &mut Notes) -> Can
         stable_service: canary.string("stableService", notes),
         canary_service: canary.string("canaryService", notes),
         scale_down_delay_seconds: canary.int("scaleDownDelaySeconds", notes),
+        dynamic_stable_scale: canary.bool("dynamicStableScale", notes).unwrap_or_default(),
         ..Default::default()
     };
+    // maxSurge / maxUnavailable: vigil's, int or percent, as Argo's.
+    for (field, slot) in [
+        ("maxSurge", &mut out.max_surge),
+        ("maxUnavailable", &mut out.max_unavailable),
+    ] {
+        if let Some(value) = canary.take(field) {
+            *slot = typed(value, &format!("{path}.{field}"), notes);
+        }
+    }
+    for (field, slot) in [
+        ("canaryMetadata", &mut out.canary_metadata),
+        ("stableMetadata", &mut out.stable_metadata),
+    ] {
+        if let Some(value) = canary.take(field) {
+            *slot = typed(value, &format!("{path}.{field}"), notes);
+        }
+    }
     match canary.int("abortScaleDownDelaySeconds", notes) {
         Some(0) => notes.unmapped(
             format!("{path}.abortScaleDownDelaySeconds"),
@@ -216,9 +234,6 @@ fn canary_strategy(value: &Value, inputs: &Inputs<'_>, notes: &mut Notes) -> Can
     }
     canary.finish(notes, |key| {
         Some(match key {
-            "maxSurge" | "maxUnavailable" => "vigil scales the canary to its weight and keeps the stable at full size until promotion; there is no surge setting".to_owned(),
-            "dynamicStableScale" => "vigil keeps the stable revision at full size until promotion, so an abort is instant".to_owned(),
-            "canaryMetadata" | "stableMetadata" => "vigil labels each revision's pods with `vigil.dev/revision`; ephemeral per-role metadata has no equivalent".to_owned(),
             "pingPong" => "vigil points `stableService` and `canaryService` at the revisions; ping-pong services have no equivalent".to_owned(),
             _ => return None,
         })
@@ -353,10 +368,12 @@ fn canary_step(
     if let Some(route) = step.take("setMirrorRoute") {
         out.set_mirror_route = typed(route, &format!("{path}.setMirrorRoute"), notes);
     }
+    if let Some(scale) = step.take("setCanaryScale") {
+        out.set_canary_scale = typed(scale, &format!("{path}.setCanaryScale"), notes);
+    }
     step.finish(notes, |key| {
         Some(match key {
             "experiment" => "vigil compares the canary with the stable revision itself (mannWhitney, sequential judges); experiments with extra ReplicaSets have no equivalent".to_owned(),
-            "setCanaryScale" => "vigil scales the canary with its weight; setCanaryScale has no equivalent".to_owned(),
             "plugin" => "step plugins have no vigil equivalent".to_owned(),
             _ => return None,
         })
@@ -367,6 +384,7 @@ fn canary_step(
         out.analysis.is_some(),
         out.set_header_route.is_some(),
         out.set_mirror_route.is_some(),
+        out.set_canary_scale.is_some(),
     ];
     (set.iter().filter(|s| **s).count() == 1).then_some(out)
 }

@@ -151,9 +151,14 @@ fn argo_background_analysis_maps_basic_auth_and_the_dry_run_list() {
         [
             "spec.strategy.canary.abortScaleDownDelaySeconds",
             "spec.strategy.canary.steps[8].experiment",
-            "spec.strategy.canary.maxSurge",
-            "spec.minReadySeconds",
         ]
+    );
+    // Argo's scaling fields are vigil's.
+    let spec = rollout(&converted);
+    assert_eq!(spec.min_ready_seconds, Some(10));
+    assert_eq!(
+        spec.strategy.canary.max_surge,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("25%".into()))
     );
 }
 
@@ -721,4 +726,61 @@ fn argo_job_metric_maps_as_it_is_and_needs_no_condition() {
         "{:?}",
         crate::analysis::template::validate_template(spec)
     );
+}
+
+#[test]
+fn argo_scaling_controls_are_vigils_field_for_field() {
+    let text = r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  replicas: 4
+  minReadySeconds: 20
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: web:2}]}
+  strategy:
+    canary:
+      stableService: web-stable
+      canaryService: web-canary
+      dynamicStableScale: true
+      canaryMetadata: {labels: {role: canary}, annotations: {note: new}}
+      stableMetadata: {labels: {role: stable}}
+      trafficRouting:
+        plugins:
+          argoproj-labs/gatewayAPI: {httpRoute: web}
+      steps:
+      - setCanaryScale: {replicas: 2}
+      - setWeight: 10
+      - setCanaryScale: {weight: 50}
+      - setCanaryScale: {matchTrafficWeight: true}
+"#;
+    let converted = convert(&sources("scaling.yaml", text));
+    assert!(converted.unmapped.is_empty(), "{:?}", converted.unmapped);
+    let spec = rollout(&converted);
+    assert_eq!(spec.min_ready_seconds, Some(20));
+    let canary = &spec.strategy.canary;
+    assert!(canary.dynamic_stable_scale);
+    let metadata = canary.canary_metadata.as_ref().expect("canaryMetadata");
+    assert_eq!(
+        metadata.labels.get("role").map(String::as_str),
+        Some("canary")
+    );
+    assert_eq!(
+        metadata.annotations.get("note").map(String::as_str),
+        Some("new")
+    );
+    assert!(canary.stable_metadata.is_some());
+    let scales: Vec<_> = canary
+        .steps
+        .iter()
+        .filter_map(|s| s.set_canary_scale.clone())
+        .collect();
+    assert_eq!(scales.len(), 3);
+    assert_eq!(scales[0].replicas, Some(2));
+    assert_eq!(scales[1].weight, Some(50));
+    assert!(scales[2].match_traffic_weight);
+    assert_eq!(crate::rollout::validate_spec(spec), vec![]);
 }

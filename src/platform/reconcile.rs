@@ -361,6 +361,9 @@ mod tests {
                 | Effect::RemoveMirrorRoute { .. } => {
                     return Err(format!("this fake has no managed routes: {effect:?}"));
                 }
+                Effect::SetRevisionSettings { .. } => {
+                    return Err(format!("this fake has no revision settings: {effect:?}"));
+                }
                 Effect::TerminateAnalysisRun { .. } | Effect::Event { .. } => return Ok(false),
             }
             Ok(true)

@@ -7,6 +7,7 @@
 use crate::api::{Argument, ScaleDown, TemplateRef};
 use crate::traffic::ManagedRoutes;
 
+use super::scaling::RevisionSettings;
 use super::{AnalysisKind, Effect, Observation};
 
 /// The wanted shape of the cluster for one rollout.
@@ -22,8 +23,13 @@ pub(crate) enum Intent {
         stable_replicas: i32,
         canary_weight: i32,
     },
-    /// The canary was aborted: traffic on the stable, the canary scaled down when it is time.
-    Aborted { scale_down_canary: bool },
+    /// The canary was aborted: traffic on the stable (`canary_weight` 0, or with
+    /// `dynamicStableScale` what the stable cannot carry yet), the canary scaled down when it
+    /// is time.
+    Aborted {
+        scale_down_canary: bool,
+        canary_weight: i32,
+    },
     /// A blue-green release after the switch: both services select the canary (the new
     /// revision), both revisions keep full scale so a failed post-promotion analysis can
     /// switch back at once.
@@ -60,6 +66,8 @@ pub(crate) struct Plan<'a> {
     /// The replicas the Deployment behind `workloadRef` may keep
     /// ([`workload_replicas_wanted`]); `None` leaves it alone.
     pub workload_replicas: Option<i32>,
+    /// What the stable's and the canary's ReplicaSets carry besides the template.
+    pub settings: Vec<(&'a str, RevisionSettings)>,
 }
 
 /// The replicas the Deployment behind `workloadRef` may keep under `policy`: `never` leaves
@@ -117,7 +125,9 @@ fn wanted_routing<'a>(plan: &Plan<'a>) -> Option<(i32, (&'a str, &'a str))> {
         Intent::Canary { canary_weight, .. } => {
             Some((canary_weight, (stable, canary.unwrap_or(stable))))
         }
-        Intent::Aborted { .. } => Some((0, (stable, canary.unwrap_or(stable)))),
+        Intent::Aborted { canary_weight, .. } => {
+            Some((canary_weight, (stable, canary.unwrap_or(stable))))
+        }
         Intent::Switched => {
             let canary = canary.unwrap_or(stable);
             Some((0, (canary, canary)))
@@ -154,7 +164,8 @@ pub(crate) fn leftover_revisions<'o>(plan: &Plan, obs: &'o Observation) -> Vec<&
         .collect()
 }
 
-/// The ordered effects: stable-service moves, weight decreases, scale-ups, canary-service
+/// The ordered effects: stable-service moves, weight decreases, revision settings and
+/// scale-ups, canary-service
 /// moves, weight increases, scale-downs (the `workloadRef` Deployment's last), run
 /// terminations, run creations, deletions, events.
 pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>) -> Vec<Effect> {
@@ -163,7 +174,12 @@ pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>)
         return events;
     };
     let (scale_ups, scale_downs) = scale_effects(plan, obs, stable);
-    let mut effects = routing_and_scale_effects(plan, obs, weight, wanted_services, scale_ups);
+    // Settings go first among the scale-ups: a ReplicaSet created for them already carries
+    // them, so its first pods do.
+    let mut scale_ups_with_settings = settings_effects(plan, obs, &scale_ups);
+    scale_ups_with_settings.extend(scale_ups);
+    let mut effects =
+        routing_and_scale_effects(plan, obs, weight, wanted_services, scale_ups_with_settings);
     effects.extend(scale_downs);
     effects.extend(workload_effect(plan, obs));
     effects.extend(run_effects(plan, obs, stable));
@@ -188,6 +204,7 @@ fn wanted_scale<'a>(plan: &Plan<'a>, stable: &'a str) -> Vec<(&'a str, i32)> {
         }
         Intent::Aborted {
             scale_down_canary: true,
+            ..
         } => {
             if let Some(canary) = plan.canary {
                 wanted.push((canary, 0));
@@ -347,6 +364,28 @@ fn route_effects(plan: &Plan, obs: &Observation) -> (Vec<Effect>, Vec<Effect>) {
         }
     }
     (removals, sets)
+}
+
+/// The settings of the stable and the canary where their ReplicaSets (existing, or created
+/// by `scale_ups`) do not carry them as wanted.
+fn settings_effects(plan: &Plan, obs: &Observation, scale_ups: &[Effect]) -> Vec<Effect> {
+    let exists = |revision: &str| {
+        obs.revisions.iter().any(|r| r.revision == revision)
+            || scale_ups
+                .iter()
+                .any(|e| matches!(e, Effect::ScaleRevision { revision: r, .. } if r == revision))
+    };
+    let unset = RevisionSettings::default();
+    plan.settings
+        .iter()
+        .filter(|(revision, wanted)| {
+            exists(revision) && obs.revision_settings.get(*revision).unwrap_or(&unset) != wanted
+        })
+        .map(|(revision, wanted)| Effect::SetRevisionSettings {
+            revision: (*revision).to_owned(),
+            settings: wanted.clone(),
+        })
+        .collect()
 }
 
 /// Terminations of runs no longer wanted, then creations of wanted runs not yet seen.

@@ -18,6 +18,7 @@ use super::effects::{
     workload_replicas_wanted,
 };
 use super::routes::{route_names, wanted_routes};
+use super::scaling::{self, Role, revision_settings};
 use super::validate::{validate_spec, validate_workload_template};
 use super::validate_routes::sets_route;
 use super::{
@@ -364,6 +365,7 @@ impl<'a> Machine<'a> {
 
     /// The aborted canary: traffic on the stable, pods scaled down when the delay is over.
     fn aborted(&mut self, s: &mut RolloutStatus, invalid: bool) -> Intent {
+        let previous_weight = s.canary_weight;
         s.promote_full = false;
         s.promote_step = None;
         s.canary_weight = 0;
@@ -390,6 +392,9 @@ impl<'a> Machine<'a> {
         }
         .max(0);
         let scale_down_at = add_seconds(aborted_at, delay);
+        if self.dynamic_stable_scale() {
+            return self.aborted_dynamic(s, previous_weight);
+        }
         // Without a router the canary's pods are its traffic share: they go at once (a
         // blue-green preview takes no traffic of the active service: its delay holds).
         let scale_down_canary =
@@ -397,7 +402,29 @@ impl<'a> Machine<'a> {
         if !scale_down_canary {
             self.requeue(scale_down_at);
         }
-        Intent::Aborted { scale_down_canary }
+        Intent::Aborted {
+            scale_down_canary,
+            canary_weight: 0,
+        }
+    }
+
+    /// The aborted canary with `dynamicStableScale`: the stable scales back up first, and
+    /// traffic returns to it only as its pods become ready; the canary's pods go once the
+    /// router reports that none is left on it.
+    fn aborted_dynamic(&mut self, s: &mut RolloutStatus, previous_weight: i32) -> Intent {
+        let stable = s.stable_revision.clone().unwrap_or_default();
+        let weight = scaling::abort_weight(self.replicas, self.ready(&stable), previous_weight);
+        s.canary_weight = weight;
+        Intent::Aborted {
+            scale_down_canary: weight == 0 && self.obs.router_canary_weight == Some(0),
+            canary_weight: weight,
+        }
+    }
+
+    /// Whether the stable scales with the traffic it gets (`dynamicStableScale` with a
+    /// router; validation refuses it without one).
+    fn dynamic_stable_scale(&self) -> bool {
+        self.router && self.spec.strategy.canary.dynamic_stable_scale
     }
 
     fn failed_analysis(&self, s: &RolloutStatus) -> Option<String> {
@@ -516,6 +543,7 @@ impl<'a> Machine<'a> {
         // The deadline counts time spent converging, not time spent paused.
         if index >= self.steps.len()
             || self.steps[index].set_weight.is_some()
+            || self.steps[index].set_canary_scale.is_some()
             || sets_route(&self.steps[index])
         {
             self.enter_step(s, index);
@@ -599,6 +627,8 @@ impl<'a> Machine<'a> {
             self.analysis_step(s, index, analysis, weight)
         } else if sets_route(step) {
             self.route_step(s, index, weight)
+        } else if step.set_canary_scale.is_some() {
+            self.canary_scale_step(s, index, weight)
         } else {
             // validate_spec rejects a step of no kind; there is nothing to wait for.
             StepOutcome::Completed("")
@@ -612,6 +642,22 @@ impl<'a> Machine<'a> {
             return StepOutcome::Completed("");
         }
         StepOutcome::Stay(self.wait_or_deadline(s, intent, format!("setWeight {weight}"), weight))
+    }
+
+    /// `setCanaryScale`: done once the canary's pods (as the step scales them) are ready and
+    /// the weight converged.
+    fn canary_scale_step(
+        &mut self,
+        s: &mut RolloutStatus,
+        index: usize,
+        weight: i32,
+    ) -> StepOutcome {
+        let (intent, converged) = self.converge(s, weight);
+        if converged {
+            return StepOutcome::Completed("");
+        }
+        let what = describe_step(&self.steps[index]);
+        StepOutcome::Stay(self.wait_or_deadline(s, intent, what, weight))
     }
 
     /// `setHeaderRoute` / `setMirrorRoute`: done once the router reads back exactly the routes
@@ -924,7 +970,12 @@ impl<'a> Machine<'a> {
 
     /// The canary's pods for `weight`: at least one while a managed route sends it traffic.
     fn canary_target(&self, s: &RolloutStatus, weight: i32) -> i32 {
-        let pods = self.canary_pods(weight);
+        let index = self.index(s);
+        // setCanaryScale needs a router (validation says so) and ends with the steps.
+        let scale = (self.router && index < self.steps.len())
+            .then(|| scaling::canary_scale_at(self.steps, index))
+            .flatten();
+        let pods = scaling::canary_pods(self.replicas, weight, scale);
         let routes = !wanted_routes(self.steps, self.index(s)).is_empty();
         if routes && self.replicas > 0 {
             pods.max(1)
@@ -945,23 +996,58 @@ impl<'a> Machine<'a> {
             s.canary_weight
         };
         s.canary_weight = set_weight;
-        let stable_replicas = if self.router {
-            self.replicas
+        let (canary_replicas, stable_replicas) = if self.router {
+            (target, self.stable_pods_with_router(set_weight))
         } else {
-            let floor = i32::from(weight < 100 && self.replicas > 0);
-            (self.replicas - ready.min(target)).max(floor)
+            self.replica_ratio(s, weight, target, ready)
         };
         let converged = ready >= target
             && set_weight == weight
             && (!self.router || self.obs.router_canary_weight == Some(weight));
         (
             Intent::Canary {
-                canary_replicas: target,
+                canary_replicas,
                 stable_replicas,
                 canary_weight: set_weight,
             },
             converged,
         )
+    }
+
+    /// With a router the stable keeps `R` pods, or with `dynamicStableScale` the share of the
+    /// traffic it still gets: the canary's share is the lower of the weight set and the
+    /// weight the router reports, so the stable shrinks only once traffic left it.
+    fn stable_pods_with_router(&self, set_weight: i32) -> i32 {
+        if !self.dynamic_stable_scale() {
+            return self.replicas;
+        }
+        let on_canary = set_weight.min(self.obs.router_canary_weight.unwrap_or(0));
+        scaling::dynamic_stable_pods(self.replicas, on_canary)
+    }
+
+    /// Without a router the replica ratio is the weight: (canary, stable) pods for `weight`,
+    /// at least one stable pod while `weight < 100`; within `maxSurge` / `maxUnavailable`
+    /// when set, else the canary gets `target` at once and the stable shrinks as the canary's
+    /// pods become `ready`.
+    fn replica_ratio(&self, s: &RolloutStatus, weight: i32, target: i32, ready: i32) -> (i32, i32) {
+        let floor = i32::from(weight < 100 && self.replicas > 0);
+        let Some(limits) = scaling::surge_limits(&self.spec.strategy.canary, self.replicas) else {
+            return (target, (self.replicas - ready.min(target)).max(floor));
+        };
+        let stable_target = (self.replicas - target).max(floor);
+        let pods = |revision: Option<&String>| {
+            revision
+                .and_then(|name| self.obs.revisions.iter().find(|r| &r.revision == name))
+                .map_or_else(scaling::Pods::default, |r| scaling::Pods {
+                    replicas: r.replicas,
+                    ready: r.ready_replicas,
+                })
+        };
+        let seen = (
+            pods(s.canary_revision.as_ref()),
+            pods(s.stable_revision.as_ref()),
+        );
+        scaling::surge_step(limits, self.replicas, (target, stable_target), seen)
     }
 
     fn advance(&mut self, s: &mut RolloutStatus, why: &str) {
@@ -1063,6 +1149,7 @@ impl<'a> Machine<'a> {
                     self.obs,
                 )
             }),
+            settings: self.settings(s.stable_revision.as_deref(), s.canary_revision.as_deref()),
         };
         let (scale_down_at, due) = self.scale_down_due(s.scale_down_at.clone(), &plan);
         plan.scale_down_others = due;
@@ -1075,6 +1162,18 @@ impl<'a> Machine<'a> {
             requeue_at: self.requeue_at,
             webhook_calls,
         }
+    }
+
+    /// What the stable's and the canary's ReplicaSets carry besides the template.
+    fn settings<'s>(
+        &self,
+        stable: Option<&'s str>,
+        canary: Option<&'s str>,
+    ) -> Vec<(&'s str, scaling::RevisionSettings)> {
+        [(stable, Role::Stable), (canary, Role::Canary)]
+            .into_iter()
+            .filter_map(|(revision, role)| Some((revision?, revision_settings(self.spec, role))))
+            .collect()
     }
 
     fn wanted_conditions(&self, s: &RolloutStatus, ready: i32) -> Vec<WantedCondition> {
@@ -1226,15 +1325,6 @@ impl<'a> Machine<'a> {
             .clamp(0, 100)
     }
 
-    fn canary_pods(&self, weight: i32) -> i32 {
-        if weight <= 0 || self.replicas == 0 {
-            return 0;
-        }
-        // Both factors are positive here, so this is the ceiling.
-        let pods = (i64::from(self.replicas) * i64::from(weight) + 99) / 100;
-        i32::try_from(pods).unwrap_or(self.replicas).max(1)
-    }
-
     fn ready(&self, revision: &str) -> i32 {
         self.obs
             .revisions
@@ -1294,6 +1384,12 @@ fn describe_step(step: &CanaryStep) -> String {
             "set"
         };
         format!("setMirrorRoute {} ({verb})", set.name)
+    } else if let Some(scale) = &step.set_canary_scale {
+        match (scale.replicas, scale.weight) {
+            (Some(replicas), _) => format!("setCanaryScale {replicas} replicas"),
+            (None, Some(weight)) => format!("setCanaryScale {weight}%"),
+            (None, None) => "setCanaryScale matchTrafficWeight".into(),
+        }
     } else {
         "empty step".into()
     }

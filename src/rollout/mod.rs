@@ -26,8 +26,9 @@
 //! 3. **Act.** Execute `decision.effects` **in order**, stopping at the first failure (then do
 //!    not write status; retry with backoff: the same status gives the same effects again, and
 //!    every effect is idempotent). Effects are ordered for safety: services that move the stable
-//!    service, then weight decreases, scale-ups, canary-service moves, weight increases,
-//!    scale-downs, AnalysisRun terminations and creations, revision deletions, events.
+//!    service, then weight decreases, revision settings and scale-ups, canary-service moves,
+//!    weight increases, scale-downs, AnalysisRun terminations and creations, revision
+//!    deletions, events.
 //!    `CreateAnalysisRun` must treat "already exists" as success. `ScaleRevision` of a revision
 //!    that has no ReplicaSet yet creates it from the [`released_template`] (only the desired
 //!    revision is ever created). `ScaleDownWorkload` patches the Deployment's replicas guarded
@@ -78,6 +79,22 @@
 //!   ready, so capacity never dips), but at least 1 while `W < 100`, so a small weight never
 //!   sends all traffic to the canary (with `R = 1` and `W = 10`: one pod each).
 //!   `status.canaryWeight` is the weight as set (with a router: as sent to it).
+//!   The scaling controls ([`scaling`]) refine this: with a router, the last `setCanaryScale`
+//!   at or before the current step sets the canary's pods instead (`replicas`, capped at `R`,
+//!   or `weight`% of `R` rounded up; `matchTrafficWeight` ends it; a `setCanaryScale` step
+//!   completes once those pods are ready), never fewer than 1 while `W > 0`, and none of it
+//!   once promoting. With `dynamicStableScale` the stable runs `ceil(R × (100 − w) / 100)`
+//!   where `w` is the lower of the weight set and the weight the router reports (it shrinks
+//!   only once traffic left it). Without a router, with `maxSurge` / `maxUnavailable`, each
+//!   decision moves the canary and the stable toward those counts within the limits, from
+//!   the replicas and ready pods observed ([`scaling`]'s `surge_step`). `R` is read at every
+//!   decision, so a change of `spec.replicas` mid-release (an HPA, through the scale
+//!   subresource) rescales both roles.
+//! * **Revision settings.** The stable's and the canary's ReplicaSets carry their role's
+//!   metadata (`stableMetadata` / `canaryMetadata`) and `minReadySeconds`;
+//!   `SetRevisionSettings` is emitted, before the scale-ups, while
+//!   [`Observation::revision_settings`] differs, so a promoted canary gets `stableMetadata`.
+//!   The shell counts a pod ready only once available (`minReadySeconds`).
 //! * **`setWeight`** completes once the router reports `W` and the canary's pods are ready.
 //! * **`setHeaderRoute` / `setMirrorRoute`** set (or, without `match`, remove) a route named
 //!   in `trafficRouting.managedRoutes`; the routes wanted at a step are those the steps up to
@@ -104,6 +121,10 @@
 //!   canary scaled to 0 `abortScaleDownDelaySeconds` (default 30) after `abortedAt` (without a
 //!   router at once: its pods are its traffic share). Phase Degraded (analysis, deadline) or
 //!   Aborted (user). Rolling back never waits on an analysis, a pause or an invalid spec.
+//!   With `dynamicStableScale` the stable may have given up pods, so the weight goes back
+//!   only as fast as the stable's ready pods can carry it (`100 − floor(100 × ready / R)`,
+//!   never raised), the stable scaling up in the same decision; the canary is scaled to 0
+//!   once the weight is 0 and the router reports it (no `abortScaleDownDelaySeconds`).
 //! * **Retry** starts again from step 0 with a new attempt number (fresh AnalysisRuns).
 //! * **Promote** finishes the current step; **promote --full** skips the remaining steps.
 //!   **Promotion** after the last step: the canary scales to `R`, weight 100 once ready, then
@@ -185,10 +206,12 @@ mod machine;
 mod request_checks;
 mod requests;
 mod routes;
+pub mod scaling;
 mod validate;
 mod validate_blue_green;
 mod validate_istio;
 mod validate_routes;
+mod validate_scaling;
 mod validate_webhooks;
 mod version;
 pub mod webhooks;
@@ -212,6 +235,9 @@ pub use validate_routes::{
     compile_match_regex,
 };
 pub use version::{MAX_VERSION_LABEL, VERSION_ANNOTATION, version_label};
+pub use validate_scaling::{
+    MAX_ANNOTATION_VALUE_LEN, MAX_MIN_READY_SECONDS, MAX_POD_METADATA_ENTRIES,
+};
 
 /// What the I/O shell saw in the cluster for one Rollout, just before calling [`step`].
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -246,6 +272,9 @@ pub struct Observation {
     /// The latest answers to the webhook calls earlier decisions asked to poll, by key (see
     /// [`webhooks`]); a gate or rollback switch without an answer here has not answered yet.
     pub webhook_answers: Vec<webhooks::WebhookAnswer>,
+    /// What each revision's ReplicaSet carries besides the template, as vigil last set it
+    /// (role metadata, `minReadySeconds`), by revision; a revision not listed carries nothing.
+    pub revision_settings: std::collections::BTreeMap<String, scaling::RevisionSettings>,
 }
 
 /// The Deployment behind `spec.workloadRef`, as seen.
@@ -392,6 +421,17 @@ pub enum Effect {
         observed: i32,
         /// Replicas wanted, lower than `observed`.
         replicas: i32,
+    },
+    /// Make a revision's ReplicaSet carry `settings`: its role's labels and annotations on its
+    /// pod template and on its running pods (taking off those of the role it had before) and
+    /// `minReadySeconds`. A revision without a ReplicaSet yet (only ever one a `ScaleRevision`
+    /// of the same decision scales up next) is created with them and 0 replicas, so its first
+    /// pods carry them.
+    SetRevisionSettings {
+        /// Template hash of the revision.
+        revision: String,
+        /// What it carries.
+        settings: scaling::RevisionSettings,
     },
     /// Record a Kubernetes Event on the Rollout (emitted on transitions only).
     Event {

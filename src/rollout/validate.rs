@@ -69,6 +69,7 @@ pub fn validate_spec(spec: &RolloutSpec) -> Vec<SpecProblem> {
     check_routing(spec, &mut problems);
     super::validate_routes::check_routes(spec, &mut problems);
     super::validate_webhooks::check_webhooks(spec, &mut problems);
+    super::validate_scaling::check_scaling(spec, &mut problems);
     super::validate_blue_green::check_blue_green(spec, &mut problems);
     problems
 }
@@ -364,6 +365,7 @@ fn check_step(
         ("analysis", step.analysis.is_some()),
         ("setHeaderRoute", step.set_header_route.is_some()),
         ("setMirrorRoute", step.set_mirror_route.is_some()),
+        ("setCanaryScale", step.set_canary_scale.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, present)| present.then_some(name))
@@ -371,7 +373,7 @@ fn check_step(
     match set.len() {
         0 => problems.push(problem(
             path.to_owned(),
-            "empty step: set one of setWeight, pause, analysis, setHeaderRoute, setMirrorRoute",
+            "empty step: set one of setWeight, pause, analysis, setHeaderRoute, setMirrorRoute, setCanaryScale",
         )),
         1 => {}
         _ => problems.push(problem(

@@ -16,6 +16,7 @@ use vigil::api::{
     GatewayApiRouting, MetricSummary, PauseStep, RolloutPhase, RolloutSpec, RolloutStatus,
     TemplateRef, TrafficRouting,
 };
+use vigil::rollout::scaling::RevisionSettings;
 use vigil::rollout::webhooks::{CallKind, WebhookAnswer, WebhookCall, WebhookOutcome};
 use vigil::rollout::{
     AnalysisKind, Decision, Effect, Observation, RevisionObservation, ServiceSelection,
@@ -242,6 +243,8 @@ pub struct World {
     pub hook_answers: BTreeMap<String, WebhookOutcome>,
     /// Every webhook call handed to the shell, in order.
     pub hook_calls: Vec<WebhookCall>,
+    /// What each revision's ReplicaSet carries besides the template, as last set.
+    pub revision_settings: BTreeMap<String, RevisionSettings>,
 }
 
 pub fn start() -> Timestamp {
@@ -273,6 +276,7 @@ impl World {
             hook_script: BTreeMap::new(),
             hook_answers: BTreeMap::new(),
             hook_calls: vec![],
+            revision_settings: BTreeMap::new(),
         }
     }
 
@@ -332,6 +336,7 @@ impl World {
                     outcome: outcome.clone(),
                 })
                 .collect(),
+            revision_settings: self.revision_settings.clone(),
         }
     }
 
@@ -453,6 +458,11 @@ impl World {
             }
             Effect::DeleteRevision { revision } => {
                 self.revisions.remove(revision);
+                self.revision_settings.remove(revision);
+            }
+            Effect::SetRevisionSettings { revision, settings } => {
+                self.revision_settings
+                    .insert(revision.clone(), settings.clone());
             }
             Effect::ScaleDownWorkload { observed, replicas } => {
                 let workload = self.workload.as_mut().expect("a Deployment to scale down");

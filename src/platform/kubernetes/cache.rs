@@ -15,6 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt as _, watcher};
+
+use super::revision_settings::POD_METADATA_ANNOTATION;
 use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
@@ -431,11 +433,17 @@ pub fn trim_meta(meta: &mut ObjectMeta) {
     }
 }
 
-/// A ReplicaSet as vigil reads it: labels, owners, replicas and readiness. The pod template
-/// (the bulk of the object) is dropped: vigil builds ReplicaSets from the Rollout's.
+/// A ReplicaSet as vigil reads it: labels, owners, replicas, readiness, `minReadySeconds` and
+/// the record of the role metadata vigil put on its pods. The pod template (the bulk of the
+/// object) is dropped: vigil builds ReplicaSets from the Rollout's.
 pub fn trim_replica_set(replica_set: &mut ReplicaSet) {
     trim_meta(&mut replica_set.metadata);
-    replica_set.metadata.annotations = None;
+    replica_set.metadata.annotations = replica_set
+        .metadata
+        .annotations
+        .take()
+        .and_then(|mut annotations| annotations.remove_entry(POD_METADATA_ANNOTATION))
+        .map(|record| [record].into());
     if let Some(spec) = replica_set.spec.as_mut() {
         spec.template = None;
     }
@@ -861,6 +869,18 @@ mod tests {
         trim_replica_set(&mut rs);
         assert!(rs.metadata.managed_fields.is_none());
         assert!(rs.metadata.annotations.is_none());
+        // The record of the role metadata stays (it is what a role change takes off).
+        let mut labelled = replica_set("shop", "web-a", "web");
+        labelled
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(POD_METADATA_ANNOTATION.to_owned(), "{}".to_owned());
+        trim_replica_set(&mut labelled);
+        assert_eq!(
+            labelled.metadata.annotations,
+            Some([(POD_METADATA_ANNOTATION.to_owned(), "{}".to_owned())].into())
+        );
         let spec = rs.spec.expect("spec");
         assert!(spec.template.is_none());
         assert_eq!(spec.replicas, Some(2));

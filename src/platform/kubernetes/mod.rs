@@ -11,6 +11,7 @@ pub mod notifications;
 pub mod observe;
 pub mod relist;
 pub mod resources;
+pub mod revision_settings;
 pub mod rollout_controller;
 pub mod router_crds;
 pub mod server;

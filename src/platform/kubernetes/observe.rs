@@ -5,6 +5,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 
 use super::context::{REVISION_LABEL, ROLLOUT_LABEL, rollout_label_value};
+use super::revision_settings::settings_of;
 use crate::api::{AnalysisRun, AnalysisRunSummary, Rollout};
 use crate::rollout::{
     Observation, RevisionObservation, ServiceSelection, SpecProblem, WorkloadObservation,
@@ -44,10 +45,23 @@ pub fn revision_of(
         .as_ref()
         .and_then(|s| s.replicas)
         .unwrap_or(1);
+    // With minReadySeconds a pod counts once it is available (ready for that long), which the
+    // ReplicaSet controller reports as availableReplicas.
+    let min_ready = replica_set
+        .spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0);
     let ready_replicas = replica_set
         .status
         .as_ref()
-        .and_then(|s| s.ready_replicas)
+        .and_then(|s| {
+            if min_ready > 0 {
+                s.available_replicas
+            } else {
+                s.ready_replicas
+            }
+        })
         .unwrap_or(0);
     Some(RevisionObservation {
         revision,
@@ -167,11 +181,14 @@ fn selection(rollout: &Rollout, seen: &Seen) -> ServiceSelection {
 pub fn observation(rollout: &Rollout, seen: &Seen) -> Observation {
     let name = rollout.name_any();
     let uid = rollout.uid();
-    let mut revisions: Vec<RevisionObservation> = seen
-        .replica_sets
-        .iter()
-        .filter_map(|rs| revision_of(rs, &name, uid.as_deref()))
-        .collect();
+    let mut revisions: Vec<RevisionObservation> = Vec::new();
+    let mut revision_settings = std::collections::BTreeMap::new();
+    for replica_set in &seen.replica_sets {
+        if let Some(revision) = revision_of(replica_set, &name, uid.as_deref()) {
+            revision_settings.insert(revision.revision.clone(), settings_of(replica_set));
+            revisions.push(revision);
+        }
+    }
     revisions.sort_by(|a, b| a.revision.cmp(&b.revision));
     let analysis_runs = seen
         .analysis_runs
@@ -203,6 +220,7 @@ pub fn observation(rollout: &Rollout, seen: &Seen) -> Observation {
         spec_problems,
         workload,
         webhook_answers: Vec::new(),
+        revision_settings,
     }
 }
 

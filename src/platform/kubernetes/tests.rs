@@ -1393,3 +1393,6 @@ async fn a_missing_deployment_holds_the_rollout_with_the_reason_and_creates_noth
 
 #[path = "istio_tests.rs"]
 mod istio;
+
+#[path = "scaling_tests.rs"]
+mod scaling;

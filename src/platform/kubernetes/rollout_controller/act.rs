@@ -2,6 +2,12 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::platform::kubernetes::revision_settings::{
+    apply_to_new, metadata_patch, replica_set_patch, settings_of,
+};
+use crate::rollout::scaling::RevisionSettings;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
 
 /// Executes `effects` in order, stopping at the first failure. Returns whether anything but
 /// events was done.
@@ -17,7 +23,10 @@ pub(super) async fn act(
         debug!(?effect, "acting");
         match effect {
             Effect::ScaleRevision { revision, replicas } => {
-                scale(scope, seen, revision, *replicas).await?;
+                scale(scope, seen, revision, *replicas, None).await?;
+            }
+            Effect::SetRevisionSettings { revision, settings } => {
+                set_revision_settings(scope, seen, revision, settings).await?;
             }
             Effect::SetWeight { canary_weight } => {
                 router
@@ -194,6 +203,7 @@ pub(super) async fn scale(
     seen: &Seen,
     revision: &str,
     replicas: i32,
+    settings: Option<&RevisionSettings>,
 ) -> Result<(), Error> {
     let name = replica_set_name(&scope.name, revision);
     let api: Api<ReplicaSet> = scope.api();
@@ -212,7 +222,10 @@ pub(super) async fn scale(
             warn!(replica_set = %name, "no pod template to create the ReplicaSet from");
             return Ok(());
         };
-        let replica_set = replica_set_for(scope.rollout, template, revision, replicas);
+        let mut replica_set = replica_set_for(scope.rollout, template, revision, replicas);
+        if let Some(settings) = settings {
+            apply_to_new(&mut replica_set, settings);
+        }
         match api.create(&post_params(), &replica_set).await {
             Ok(_) => {
                 info!(replica_set = %name, replicas, "created ReplicaSet");
@@ -351,4 +364,83 @@ pub(super) async fn create_run(
             source,
         }),
     }
+}
+
+/// Puts `wanted` on the revision's ReplicaSet (from the settings it was seen with) and the
+/// role metadata on its running pods; a ReplicaSet that does not exist yet is created with
+/// them and 0 replicas (the `ScaleRevision` after this effect scales it).
+async fn set_revision_settings(
+    scope: &Scope<'_>,
+    seen: &Seen,
+    revision: &str,
+    wanted: &RevisionSettings,
+) -> Result<(), Error> {
+    let name = replica_set_name(&scope.name, revision);
+    let Some(replica_set) = seen
+        .replica_sets
+        .iter()
+        .find(|rs| rs.metadata.name.as_deref() == Some(name.as_str()))
+    else {
+        return scale(scope, seen, revision, 0, Some(wanted)).await;
+    };
+    let previous = settings_of(replica_set);
+    let patch = Patch::Merge(replica_set_patch(&previous, wanted));
+    match scope
+        .api::<ReplicaSet>()
+        .patch(&name, &params(), &patch)
+        .await
+    {
+        Ok(_) => {}
+        Err(error) if not_found(&error) => return Ok(()),
+        Err(source) => {
+            return Err(Error::SetRevisionSettings {
+                replica_set: name,
+                source,
+            });
+        }
+    }
+    if previous.pod_metadata != wanted.pod_metadata {
+        label_running_pods(scope, revision, &previous, wanted).await?;
+    }
+    info!(replica_set = %name, "set the revision's pod metadata and minReadySeconds");
+    Ok(())
+}
+
+/// The role metadata on the revision's running pods (its template only reaches new ones).
+async fn label_running_pods(
+    scope: &Scope<'_>,
+    revision: &str,
+    previous: &RevisionSettings,
+    wanted: &RevisionSettings,
+) -> Result<(), Error> {
+    let pods = scope.api::<Pod>();
+    let selector = format!(
+        "{ROLLOUT_LABEL}={},{REVISION_LABEL}={revision}",
+        rollout_label_value(&scope.name)
+    );
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::LabelPods {
+            revision: revision.to_owned(),
+            source,
+        })?;
+    let patch = Patch::Merge(json!({
+        "metadata": metadata_patch(&previous.pod_metadata, &wanted.pod_metadata)
+    }));
+    for pod in list.items {
+        let pod_name = pod.name_any();
+        match pods.patch(&pod_name, &params(), &patch).await {
+            Ok(_) => {}
+            // A pod that went away meanwhile needs no labels.
+            Err(error) if not_found(&error) => {}
+            Err(source) => {
+                return Err(Error::LabelPods {
+                    revision: revision.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
 }

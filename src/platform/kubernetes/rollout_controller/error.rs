@@ -36,6 +36,24 @@ pub enum Error {
         /// The cause.
         source: kube::Error,
     },
+    /// Setting a revision's pod metadata and minReadySeconds on its ReplicaSet failed.
+    #[error(
+        "failed to set the pod metadata and minReadySeconds of ReplicaSet {replica_set}: {source}"
+    )]
+    SetRevisionSettings {
+        /// The ReplicaSet.
+        replica_set: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// Listing or labelling the running pods of a revision failed.
+    #[error("failed to put the role metadata on the pods of revision {revision}: {source}")]
+    LabelPods {
+        /// The revision.
+        revision: String,
+        /// The cause.
+        source: kube::Error,
+    },
     /// Creating a revision's ReplicaSet failed.
     #[error("failed to create ReplicaSet {replica_set}: {source}")]
     CreateReplicaSet {
@@ -193,6 +211,8 @@ impl Error {
             Error::GetService { .. } => "get_service",
             Error::ScaleReplicaSet { .. } => "scale_replica_set",
             Error::CreateReplicaSet { .. } => "create_replica_set",
+            Error::SetRevisionSettings { .. } => "set_revision_settings",
+            Error::LabelPods { .. } => "label_pods",
             Error::DeleteReplicaSet { .. } => "delete_replica_set",
             Error::SetWeight { .. } => "set_weight",
             Error::PointRouterRevisions { .. } => "point_router_revisions",

@@ -202,6 +202,10 @@ struct Managed {
     weight: u8,
     revisions: BTreeMap<String, PodTemplateSpec>,
     created_at: BTreeMap<String, Timestamp>,
+    /// The settings (role metadata, minReadySeconds) decided for each revision: recorded
+    /// only, local processes have no labels (kept in memory: after a restart they are
+    /// decided again, which changes nothing).
+    revision_settings: BTreeMap<String, crate::rollout::scaling::RevisionSettings>,
     events: Vec<EventRecord>,
     /// The Rollout's annotations (its notification subscriptions among them).
     annotations: BTreeMap<String, String>,
@@ -399,6 +403,7 @@ impl Engine {
                 weight: 0,
                 revisions,
                 created_at: BTreeMap::new(),
+                revision_settings: BTreeMap::new(),
                 events,
                 annotations,
             };

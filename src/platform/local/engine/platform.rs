@@ -200,6 +200,7 @@ impl Engine {
             spec_problems,
             workload: None,
             webhook_answers: self.webhooks.answers(&managed.name),
+            revision_settings: managed.revision_settings.clone(),
         }
     }
 
@@ -358,10 +359,19 @@ impl Engine {
                     Err(source) => return Err(ActError::Process(source)),
                 }
                 managed.created_at.remove(revision);
+                managed.revision_settings.remove(revision);
                 if *revision != desired_revision(&managed.spec, None) {
                     managed.revisions.remove(revision);
                 }
                 store_rollout(&self.state, managed).map_err(ActError::Record)
+            }
+            // Local processes have no labels, annotations or minReadySeconds: the settings are
+            // only recorded (and reported back, so the decision converges).
+            Effect::SetRevisionSettings { revision, settings } => {
+                managed
+                    .revision_settings
+                    .insert(revision.clone(), settings.clone());
+                Ok(())
             }
             // Never decided here: a workloadRef is a spec problem on this platform (see
             // `observation`), and an invalid spec moves nothing.
