@@ -159,6 +159,7 @@
 //! truncated to the second; comparisons use the exact `now`. A status that went through JSON
 //! therefore gives the same decision as the one returned.
 
+pub mod baseline;
 mod conditions;
 mod effects;
 mod hash;
@@ -203,6 +204,10 @@ pub struct Observation {
     /// The canary weight the traffic router reports, read back; `None` when there is no
     /// router or it could not be read (a setWeight step then waits).
     pub router_canary_weight: Option<i32>,
+    /// The baseline's weight the router reports (see [`baseline`]); `None` when the router
+    /// has no baseline split (the replica ratio, a router that cannot split three ways) or it
+    /// could not be read.
+    pub router_baseline_weight: Option<i32>,
     /// The managed header and mirror routes the router reports, read back; `None` when it
     /// could not be read (a `setHeaderRoute` / `setMirrorRoute` step then waits). A router
     /// that holds none, or a Rollout without `managedRoutes`, reports `Some` of none.
@@ -294,6 +299,13 @@ pub enum Effect {
     SetWeight {
         /// Percent of traffic to the canary service.
         canary_weight: i32,
+    },
+    /// Set the router's baseline weight (percent, see [`baseline`]): the stable gets what the
+    /// canary and the baseline leave. Only for a router that reports one
+    /// ([`Observation::router_baseline_weight`]).
+    SetBaselineWeight {
+        /// Percent of traffic to the baseline.
+        baseline_weight: i32,
     },
     /// Put the managed header route in place on the router (replacing one of its name).
     SetHeaderRoute {

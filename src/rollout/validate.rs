@@ -69,6 +69,7 @@ pub fn validate_spec(spec: &RolloutSpec) -> Vec<SpecProblem> {
     check_routing(spec, &mut problems);
     super::validate_routes::check_routes(spec, &mut problems);
     super::validate_webhooks::check_webhooks(spec, &mut problems);
+    super::baseline::check(spec, &mut problems);
     problems
 }
 

@@ -56,6 +56,7 @@ use crate::manifest::Manifest;
 use crate::platform::local::jobs::LocalJobs;
 use crate::platform::reconcile::{Observed, Platform, reconcile_once};
 use crate::platform::webhooks::{WebhookCaller, WebhookCallerConfig};
+use crate::rollout::baseline::{baseline_of, baseline_revision};
 use crate::rollout::webhooks::WebhookCall;
 use crate::rollout::{
     Decision, Effect, EventType, Observation, RequestError, RevisionObservation, ServiceSelection,
@@ -196,6 +197,8 @@ struct Managed {
     stable_service: Option<String>,
     canary_service: Option<String>,
     weight: u8,
+    /// The baseline's weight as the state machine set it (`canary.baseline`).
+    baseline_weight: u8,
     revisions: BTreeMap<String, PodTemplateSpec>,
     created_at: BTreeMap<String, Timestamp>,
     events: Vec<EventRecord>,
@@ -389,6 +392,7 @@ impl Engine {
                 stable_service: None,
                 canary_service: None,
                 weight: 0,
+                baseline_weight: 0,
                 revisions,
                 created_at: BTreeMap::new(),
                 events,
