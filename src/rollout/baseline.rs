@@ -99,6 +99,47 @@ fn router_name(router: RouterKind) -> &'static str {
     }
 }
 
+/// The name of the built-in argument that passes [`baseline_revision`] to templates.
+pub const BASELINE_REVISION_ARG: &str = "baseline-revision";
+
+/// The templates of `declared` (found by the dereference step, in its order) that select the
+/// baseline (declare `baseline-revision` without a value) while `spec` runs none: their
+/// baseline queries could only find no series. Each is a problem at its reference. The
+/// Rollout passing the argument itself is its own choice, and no problem.
+pub fn unused_baseline_problems(
+    spec: &RolloutSpec,
+    declared: &super::DeclaredAnalysis<'_>,
+    templates: &[(String, crate::api::AnalysisTemplateSpec)],
+) -> Vec<SpecProblem> {
+    let passed = declared
+        .args
+        .iter()
+        .any(|a| a.name == BASELINE_REVISION_ARG);
+    if enabled(spec).is_some() || passed {
+        return Vec::new();
+    }
+    let path = declared.kind.path();
+    templates
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, template))| {
+            template
+                .args
+                .iter()
+                .any(|a| a.name == BASELINE_REVISION_ARG && a.value.is_none())
+        })
+        .map(|(j, (name, _))| SpecProblem {
+            path: format!("{path}.templates[{j}].templateName"),
+            message: format!(
+                "template {name:?} compares the canary with a fair baseline (argument \
+                 `{BASELINE_REVISION_ARG}`), but spec.strategy.canary.baseline.enabled is not \
+                 true, so no baseline runs: enable it, or use a template that compares with \
+                 the stable"
+            ),
+        })
+        .collect()
+}
+
 /// What [`wanted`] needs from one decision of the machine.
 pub(crate) struct Moment<'a> {
     /// The stable revision, once there is one.

@@ -595,3 +595,48 @@ fn routers_that_cannot_split_three_ways_are_refused_naming_the_field() {
         assert!(validate_spec(&ok).is_empty(), "{:?}", validate_spec(&ok));
     }
 }
+
+#[test]
+fn a_template_selecting_the_baseline_without_one_running_is_a_problem_at_its_reference() {
+    let template = |args: serde_json::Value| -> crate::api::AnalysisTemplateSpec {
+        serde_json::from_value(serde_json::json!({"args": args, "metrics": []})).expect("template")
+    };
+    let templates = vec![
+        (
+            "plain".to_owned(),
+            template(serde_json::json!([{"name": "rollout"}])),
+        ),
+        (
+            "fair".to_owned(),
+            template(serde_json::json!([{"name": "rollout"}, {"name": "baseline-revision"}])),
+        ),
+    ];
+    let problems_for = |spec: &RolloutSpec| {
+        let declared = crate::rollout::declared_analyses(spec)
+            .next()
+            .expect("the analysis step");
+        unused_baseline_problems(spec, &declared, &templates)
+    };
+    let problems = problems_for(&spec(false, None));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(
+        problems[0].path,
+        "spec.strategy.canary.steps[1].analysis.templates[1].templateName"
+    );
+    assert!(problems[0].message.contains("\"fair\""), "{problems:?}");
+    assert!(
+        problems[0].message.contains("baseline.enabled"),
+        "{problems:?}"
+    );
+    assert!(problems_for(&spec(true, None)).is_empty());
+    // A Rollout that passes the argument itself chose its value.
+    let mut passing = spec(false, None);
+    if let Some(analysis) = passing.strategy.canary.steps[1].analysis.as_mut() {
+        analysis.args.push(crate::api::Argument {
+            name: "baseline-revision".into(),
+            value: Some("abc".into()),
+            value_from: None,
+        });
+    }
+    assert!(problems_for(&passing).is_empty());
+}

@@ -30,7 +30,8 @@
 //!    scale-downs, AnalysisRun terminations and creations, revision deletions, events.
 //!    `CreateAnalysisRun` must treat "already exists" as success. `ScaleRevision` of a revision
 //!    that has no ReplicaSet yet creates it from the [`released_template`] (only the desired
-//!    revision is ever created). `ScaleDownWorkload` patches the Deployment's replicas guarded
+//!    revision and the stable's baseline are ever created; a baseline from the stable
+//!    revision's template, see [`baseline`]). `ScaleDownWorkload` patches the Deployment's replicas guarded
 //!    by the replicas it observed.
 //! 4. **Record.** Replace `.status` with `decision.status` using the `resourceVersion` that was
 //!    observed (optimistic concurrency): a conflict means the CLI wrote a request meanwhile, so
@@ -146,6 +147,15 @@
 //!   answer aborts as Degraded (`RolledBackByWebhook`). `post-rollout` hooks are notified with
 //!   the decision that promotes or aborts, `event` hooks with every Event. Hooks whose own
 //!   fields are invalid are never called.
+//! * **Fair baseline** (`canary.baseline.enabled`, see [`baseline`]): while an analysis is
+//!   wanted (an `analysis` step, or the background analysis once active) a revision
+//!   [`baseline::baseline_revision`] of the stable runs `ceil(R × B / 100)` pods, where
+//!   `B = min(W, 100 − W)` is its share. `ScaleRevision` of it creates it from the *stable*
+//!   revision's template. Without a router its ready pods come out of the stable's count;
+//!   with a router that reports a baseline weight (the local proxy) `SetBaselineWeight B` is
+//!   raised once its pods are ready and lowered first. A run not created yet waits until the
+//!   baseline converged. When no analysis is wanted (another step, promotion, abort) its
+//!   weight goes to 0 and then its pods.
 //! * **Display**: `step` is `<steps done>/<steps>` (e.g. `3/7`), as Argo shows it.
 //!
 //! # Errors

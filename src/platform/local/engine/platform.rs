@@ -210,6 +210,16 @@ impl Engine {
                 .iter()
                 .map(|t| t.template_name.clone())
                 .collect();
+            let found: Vec<(String, AnalysisTemplateSpec)> = names
+                .iter()
+                .filter_map(|n| Some((n.clone(), self.templates.get(n)?.clone())))
+                .collect();
+            let unused =
+                crate::rollout::baseline::unused_baseline_problems(spec, &analysis, &found);
+            if !unused.is_empty() {
+                problems.extend(unused);
+                continue;
+            }
             // The revisions are not known yet; any value stands in for them here.
             if let Err(message) = self.run_spec(rollout, &names, analysis.args, "stable", "canary")
             {
