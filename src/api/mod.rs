@@ -3,16 +3,20 @@
 //! Every public item carries a `///` doc: it becomes the description in the generated CRDs.
 
 pub mod analysis;
+pub mod blue_green;
 pub mod duration;
 pub mod ingress_routers;
 pub mod istio;
 pub mod rollout;
+pub mod scaling;
 pub(crate) mod schema;
 pub mod webhook;
 
 pub use analysis::*;
+pub use blue_green::{BlueGreenStrategy, LocalBlueGreen};
 pub use ingress_routers::*;
 pub use rollout::*;
+pub use scaling::{PodMetadata, SetCanaryScale};
 pub use webhook::{Webhook, WebhookStatus, WebhookType};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

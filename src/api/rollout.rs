@@ -101,6 +101,13 @@ pub struct RolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub progress_deadline_seconds: Option<i32>,
+    /// Seconds a new pod must have been ready, without any of its containers crashing, before
+    /// it counts as available (as Argo Rollouts' and Deployments' `minReadySeconds`): vigil
+    /// sets it on every revision's ReplicaSet and counts only available pods as ready, so a
+    /// step, a weight increase or a scale-down waits for it. 0..=3600; default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub min_ready_seconds: Option<i32>,
     /// How the new version is released.
     pub strategy: RolloutStrategy,
 }
@@ -138,12 +145,18 @@ pub enum ScaleDown {
     Progressively,
 }
 
-/// The release strategy.
+/// The release strategy: exactly one of `canary` and `blueGreen` (neither is a canary
+/// without steps: the new version replaces the old at once).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStrategy {
     /// Canary release: a share of traffic goes to the new version, step by step.
+    #[serde(default, skip_serializing_if = "CanaryStrategy::is_unset")]
     pub canary: CanaryStrategy,
+    /// Blue-green release: the new version runs beside the active one behind a preview
+    /// Service, then the active Service switches to it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<super::blue_green::BlueGreenStrategy>,
 }
 
 /// A canary release.
@@ -184,12 +197,46 @@ pub struct CanaryStrategy {
     /// about it (`post-rollout`, `event`): Flagger's webhooks. At most 20.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<super::webhook::Webhook>,
+    /// With `trafficRouting`: scale the stable revision down as traffic leaves it (to the
+    /// share of `spec.replicas` the router still sends it, once the router reports that
+    /// weight) instead of keeping it at full size until promotion; saves capacity, at the cost
+    /// of an abort that must scale the stable back up before traffic can return (vigil lowers
+    /// the weight only as the stable's pods become ready). As Argo Rollouts'. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dynamic_stable_scale: bool,
+    /// Without a router (the replica ratio is the weight): how many pods above
+    /// `spec.replicas` the two revisions may run together while the canary grows, as a count
+    /// or a percent of `spec.replicas` rounded up (e.g. `1` or `"25%"`). When neither this nor
+    /// `maxUnavailable` is set the canary gets its pods at once and the stable shrinks as they
+    /// become ready; when one is set the other defaults to `"25%"`, as in Argo Rollouts.
+    /// `maxSurge` and `maxUnavailable` cannot both be 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
+    /// Without a router: how many of `spec.replicas` may be unavailable (not ready) while the
+    /// canary grows, as a count or a percent of `spec.replicas` rounded down (e.g. `0` or
+    /// `"25%"`); see `maxSurge` for the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
+    /// Labels and annotations on the canary revision's pods while it is the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_metadata: Option<super::scaling::PodMetadata>,
+    /// Labels and annotations on the stable revision's pods; a promoted canary's pods get
+    /// them (and lose `canaryMetadata`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_metadata: Option<super::scaling::PodMetadata>,
     /// A fair baseline for analysis: while an analysis step or the background analysis runs,
     /// vigil runs a fresh ReplicaSet of the *stable* template, sized like the canary and given
     /// the same share of traffic, so templates compare canary and baseline pods of the same
     /// age and count instead of the long-running stable (Kayenta's guidance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Baseline>,
+}
+
+impl CanaryStrategy {
+    /// No field set: what an absent `canary` reads as.
+    pub fn is_unset(&self) -> bool {
+        *self == CanaryStrategy::default()
+    }
 }
 
 /// The fair baseline of a canary (`canary.baseline`).
@@ -297,6 +344,12 @@ pub struct CanaryStep {
     /// reports the route as asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_mirror_route: Option<SetMirrorRoute>,
+    /// Run this many canary pods from this step on, whatever the weight (needs
+    /// `trafficRouting`): `replicas`, `weight` (percent of `spec.replicas`), or
+    /// `matchTrafficWeight: true` to follow the weight again. The step completes once the
+    /// canary's pods are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_canary_scale: Option<super::scaling::SetCanaryScale>,
 }
 
 /// A `setHeaderRoute` step.
@@ -441,6 +494,9 @@ pub enum PauseReason {
     InconclusiveAnalysis,
     /// `vigil pause` or `spec.paused`.
     UserPaused,
+    /// A blue-green release waits before the switch: for `vigil promote`
+    /// (`autoPromotionEnabled: false`) or `autoPromotionSeconds`.
+    BlueGreenPause,
 }
 
 /// One reason the rollout is paused, and since when.

@@ -189,6 +189,7 @@ pub fn render(
                     steps,
                     ..CanaryStrategy::default()
                 },
+                ..Default::default()
             },
             ..RolloutSpec::default()
         },

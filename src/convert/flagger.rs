@@ -134,6 +134,7 @@ pub(super) fn canary(
                 }),
                 ..Default::default()
             },
+            ..Default::default()
         },
         ..Default::default()
     };

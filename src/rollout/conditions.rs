@@ -84,6 +84,7 @@ pub(crate) fn pause_reason_name(reason: PauseReason) -> &'static str {
         PauseReason::CanaryPauseStep => "CanaryPauseStep",
         PauseReason::InconclusiveAnalysis => "InconclusiveAnalysis",
         PauseReason::UserPaused => "UserPaused",
+        PauseReason::BlueGreenPause => "BlueGreenPause",
     }
 }
 

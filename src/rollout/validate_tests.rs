@@ -46,6 +46,7 @@ fn rollout(steps: Vec<CanaryStep>) -> RolloutSpec {
                 steps,
                 ..Default::default()
             },
+            ..Default::default()
         },
         ..Default::default()
     }

@@ -62,6 +62,7 @@ fn spec(scale_down: Option<ScaleDown>) -> RolloutSpec {
                 ],
                 ..Default::default()
             },
+            ..Default::default()
         },
         ..Default::default()
     }
