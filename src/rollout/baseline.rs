@@ -148,6 +148,8 @@ pub(crate) struct Moment<'a> {
     pub analysing: bool,
     /// The weight of the current step (what the canary is sized for).
     pub step_weight: i32,
+    /// The canary's pods wanted at this decision.
+    pub canary_replicas: i32,
     /// The canary's weight as it may be set now (raised only once its pods are ready).
     pub canary_weight: i32,
     /// Pods for a share of traffic: the canary's rule, `ceil(replicas × weight / 100)`.
@@ -169,7 +171,13 @@ pub(crate) fn wanted(
         return None;
     }
     let revision = baseline_revision(stable);
-    let replicas = (moment.pods_for)(weight_for(moment.step_weight));
+    // Sized like the canary; past 50 % like its share, which is then smaller.
+    let replicas = if weight_for(moment.step_weight) < moment.step_weight.clamp(0, 100) {
+        (moment.pods_for)(weight_for(moment.step_weight)).min(moment.canary_replicas)
+    } else {
+        moment.canary_replicas
+    }
+    .max(0);
     let ready = obs
         .revisions
         .iter()

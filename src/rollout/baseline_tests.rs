@@ -91,6 +91,7 @@ fn spec(enabled: bool, routing: Option<TrafficRouting>) -> RolloutSpec {
                 baseline: Some(Baseline { enabled }),
                 ..Default::default()
             },
+            ..Default::default()
         },
         ..Default::default()
     }

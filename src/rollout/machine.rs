@@ -1067,6 +1067,7 @@ impl<'a> Machine<'a> {
             stable: s.stable_revision.as_deref(),
             analysing: self.step_run.is_some() || self.background_run.is_some(),
             step_weight: self.weight_at(self.index(s)),
+            canary_replicas,
             canary_weight,
             pods_for: &pods_for,
             router: self.router,
