@@ -641,3 +641,50 @@ fn a_template_selecting_the_baseline_without_one_running_is_a_problem_at_its_ref
     }
     assert!(problems_for(&passing).is_empty());
 }
+
+#[test]
+fn the_baseline_takes_the_canarys_pods_or_past_half_the_pods_of_its_smaller_share() {
+    let pods_for = |weight: i32| (10 * weight + 99) / 100;
+    // (step weight, canary's pods wanted, analysing, enabled, baseline pods and weight wanted)
+    let table = [
+        (25, 3, true, true, Some((3, 25))),
+        // setCanaryScale-like: the canary's own count, whatever the weight.
+        (25, 5, true, true, Some((5, 25))),
+        (50, 5, true, true, Some((5, 50))),
+        (60, 6, true, true, Some((4, 40))),
+        (100, 10, true, true, Some((0, 0))),
+        (25, 3, false, true, None),
+        (25, 3, true, false, None),
+    ];
+    for (step_weight, canary_replicas, analysing, enabled, expected) in table {
+        let mut with = spec(enabled, None);
+        with.replicas = Some(10);
+        let ready = Seen {
+            stable: (10, 10),
+            canary: (canary_replicas, canary_replicas),
+            baseline: expected.map(|(pods, _)| (pods, pods)),
+            run: None,
+            router: None,
+        };
+        let stable = stable();
+        let moment = Moment {
+            stable: Some(&stable),
+            analysing,
+            step_weight,
+            canary_replicas,
+            canary_weight: step_weight,
+            pods_for: &pods_for,
+            router: false,
+        };
+        let wanted = wanted(&with, &observe(&ready), &moment);
+        assert_eq!(
+            wanted.as_ref().map(|w| (w.replicas, w.weight)),
+            expected,
+            "weight {step_weight}, canary {canary_replicas}, analysing {analysing}, enabled {enabled}"
+        );
+        if let Some(wanted) = wanted {
+            assert!(wanted.converged, "ready pods, no router: converged");
+            assert_eq!(wanted.revision, baseline_revision(&stable));
+        }
+    }
+}
