@@ -8,11 +8,13 @@ CARGO ?= cargo
 test: deps fmt-check clippy unit
 
 ## Real components the tests use: Prometheus and promtool; buildah and the CA bundle for the
-## image (tests/image.rs). Debian's packages.
+## image (tests/image.rs); Chromium, headless, for the HTML report (tests/report.rs). Debian's
+## packages.
 deps:
 	@missing=""; \
 	{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing="$$missing prometheus"; \
 	command -v buildah >/dev/null || missing="$$missing buildah"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	[ -s /etc/ssl/certs/ca-certificates.crt ] || missing="$$missing ca-certificates"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing (Debian packages)"; \
@@ -22,6 +24,7 @@ deps:
 	fi
 	@prometheus --version 2>&1 | head -1
 	@buildah --version
+	@chromium --version
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

@@ -43,9 +43,10 @@ use vigil::analysis::judge::mann_whitney::{
     classify, score,
 };
 use vigil::analysis::judge::sequential::{
-    CountIncrement, CountState, CountTest, CountTestConfig, HistogramIncrement, HistogramState,
-    HistogramTest, HistogramTestConfig, SequentialDecision, split_alpha,
+    CountState, CountTest, CountTestConfig, HistogramIncrement, HistogramState, HistogramTest,
+    HistogramTestConfig, SequentialDecision, StratumCounts, split_alpha,
 };
+use vigil::api::SequentialJudge;
 
 const MINUTES: usize = 60;
 const PODS: usize = 3;
@@ -85,91 +86,180 @@ struct Scenario {
     error_multiplier: f64,
     latency: Latency,
     scrape_gap: f64,
-    noisy_pod: NoisyPod,
+    /// Pods (from pod 0) of the canary and of the baseline whose error rate is multiplied each
+    /// minute by its own mean-one log-normal noise (σ = 1): overdispersed counts, same mean.
+    noisy_pods: [usize; 2],
+    /// The noisy canary pod 0's latency scale is noisy too (σ = 0.2): its tail is really
+    /// heavier (≈ +33% requests above 0.5 s), so this is not an A/A.
+    noisy_latency: bool,
+    /// What the traffic of both arms does through the hour.
+    traffic: Traffic,
+    /// Both arms' error rate ×8 in minutes 20–24.
+    incident: bool,
+    /// The canary's share of all requests (0.5: equal arms of `rate` each).
+    canary_share: f64,
+    /// First minute with the regression (1: from the start).
+    regression_from: usize,
+    /// The error multiplier applies to canary pod 0 only.
+    confined_to_one_pod: bool,
+    /// Held out: not used to choose any constant of any judge (reported in its own table).
+    held_out: bool,
 }
 
-/// One canary pod whose conditions fluctuate minute by minute (mean-one log-normal factors).
+/// Traffic common to both arms.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum NoisyPod {
-    None,
-    /// Error rate × noise (σ = 1): overdispersed counts, same mean error probability.
-    Errors,
-    /// Error rate × noise (σ = 1) and latency scale × noise (σ = 0.2): the canary's latency
-    /// tail is then really heavier (≈ +33% requests above 0.5 s), so this is not an A/A.
-    ErrorsAndLatency,
+enum Traffic {
+    Steady,
+    /// Requests per minute × mean-one log-normal noise (σ = 0.7), the same for both arms.
+    Bursty,
+    /// Requests × (1 + 0.8 sin(2π m/60)) and the error rate × (1 + m/60) in both arms.
+    Drifting,
 }
 
 impl Scenario {
+    const BASE: Scenario = Scenario {
+        name: "",
+        error_multiplier: 1.0,
+        latency: Latency::Same,
+        scrape_gap: 0.0,
+        noisy_pods: [0, 0],
+        noisy_latency: false,
+        traffic: Traffic::Steady,
+        incident: false,
+        canary_share: 0.5,
+        regression_from: 1,
+        confined_to_one_pod: false,
+        held_out: false,
+    };
+
     fn is_null(&self) -> bool {
-        self.error_multiplier == 1.0
-            && self.latency == Latency::Same
-            && self.noisy_pod != NoisyPod::ErrorsAndLatency
+        self.error_multiplier == 1.0 && self.latency == Latency::Same && !self.noisy_latency
+    }
+
+    /// Bad requests counted for this scenario: requests slower than the SLO when latency is
+    /// what changes, errors otherwise.
+    fn counts_slow_requests(&self) -> bool {
+        self.latency != Latency::Same || self.noisy_latency
     }
 }
 
-const SCENARIOS: [Scenario; 9] = [
+const SCENARIOS: [Scenario; 20] = [
     Scenario {
         name: "A/A",
-        error_multiplier: 1.0,
-        latency: Latency::Same,
-        scrape_gap: 0.0,
-        noisy_pod: NoisyPod::None,
+        ..Scenario::BASE
     },
     Scenario {
         name: "A/A, 20% scrape gaps",
-        error_multiplier: 1.0,
-        latency: Latency::Same,
         scrape_gap: 0.2,
-        noisy_pod: NoisyPod::None,
+        ..Scenario::BASE
     },
     Scenario {
         name: "A/A, one noisy canary pod (errors overdispersed)",
-        error_multiplier: 1.0,
-        latency: Latency::Same,
-        scrape_gap: 0.0,
-        noisy_pod: NoisyPod::Errors,
+        noisy_pods: [1, 0],
+        ..Scenario::BASE
     },
     Scenario {
         name: "noisy canary pod, errors + latency (tail +33% > 0.5 s)",
-        error_multiplier: 1.0,
-        latency: Latency::Same,
-        scrape_gap: 0.0,
-        noisy_pod: NoisyPod::ErrorsAndLatency,
+        noisy_pods: [1, 0],
+        noisy_latency: true,
+        ..Scenario::BASE
     },
     Scenario {
         name: "errors ×1.5",
         error_multiplier: 1.5,
-        latency: Latency::Same,
-        scrape_gap: 0.0,
-        noisy_pod: NoisyPod::None,
+        ..Scenario::BASE
     },
     Scenario {
         name: "errors ×2",
         error_multiplier: 2.0,
-        latency: Latency::Same,
-        scrape_gap: 0.0,
-        noisy_pod: NoisyPod::None,
+        ..Scenario::BASE
     },
     Scenario {
         name: "errors ×5",
         error_multiplier: 5.0,
-        latency: Latency::Same,
-        scrape_gap: 0.0,
-        noisy_pod: NoisyPod::None,
+        ..Scenario::BASE
     },
     Scenario {
         name: "latency +10%",
-        error_multiplier: 1.0,
         latency: Latency::Scale(1.1),
-        scrape_gap: 0.0,
-        noisy_pod: NoisyPod::None,
+        ..Scenario::BASE
     },
     Scenario {
         name: "latency tail p99 +50%",
-        error_multiplier: 1.0,
         latency: Latency::Tail(1.5),
-        scrape_gap: 0.0,
-        noisy_pod: NoisyPod::None,
+        ..Scenario::BASE
+    },
+    // Held out: nothing was chosen on these.
+    Scenario {
+        name: "A/A, two noisy canary pods",
+        noisy_pods: [2, 0],
+        held_out: true,
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "A/A, errors overdispersed in both arms (every pod noisy)",
+        noisy_pods: [3, 3],
+        held_out: true,
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "A/A, bursty traffic in both arms",
+        traffic: Traffic::Bursty,
+        held_out: true,
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "A/A, traffic and error rate drifting in both arms",
+        traffic: Traffic::Drifting,
+        held_out: true,
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "A/A, incident in both arms (errors ×8, minutes 20–24)",
+        incident: true,
+        held_out: true,
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "A/A, canary 5% / baseline 95% of the traffic",
+        canary_share: 0.05,
+        held_out: true,
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "errors ×2, canary 5% / baseline 95%",
+        error_multiplier: 2.0,
+        canary_share: 0.05,
+        held_out: true,
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "errors ×2 from minute 21",
+        error_multiplier: 2.0,
+        regression_from: 21,
+        held_out: true,
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "errors ×1.5 from minute 21",
+        error_multiplier: 1.5,
+        regression_from: 21,
+        held_out: true,
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "errors ×2 confined to one of three canary pods",
+        error_multiplier: 2.0,
+        confined_to_one_pod: true,
+        held_out: true,
+        ..Scenario::BASE
+    },
+    Scenario {
+        name: "errors ×2, one noisy canary pod",
+        error_multiplier: 2.0,
+        noisy_pods: [1, 0],
+        held_out: true,
+        ..Scenario::BASE
     },
 ];
 
@@ -264,41 +354,57 @@ fn bucket_probabilities(latency: Latency, extra_scale: f64) -> [f64; 12] {
     probabilities
 }
 
-/// One arm's minute: request count, error count, cumulative bucket counts.
+/// One arm's minute: request count, error count, cumulative bucket counts, per-pod counts.
 #[derive(Debug, Clone, Default)]
 struct ArmMinute {
     requests: u64,
     errors: u64,
     buckets: [u64; 12],
     slow: u64,
+    pods: [StratumCounts; PODS],
 }
 
-fn simulate_arm(
-    rng: &mut StdRng,
+/// How one arm's pods behave in one minute.
+struct ArmConditions<'a> {
+    /// Requests per minute of the whole arm.
     rate: f64,
+    /// Error probability of every pod (before noise).
     error_rate: f64,
-    probabilities: &[f64; 12],
-    noisy_probabilities: Option<&dyn Fn(f64) -> [f64; 12]>,
-) -> ArmMinute {
+    /// Error probability of pod 0 when it differs (a regression confined to it).
+    pod0_error_rate: f64,
+    /// Pods (from 0) whose error rate is noisy.
+    noisy_pods: usize,
+    probabilities: &'a [f64; 12],
+    /// Pod 0's bucket probabilities at a latency noise factor, when its latency is noisy.
+    noisy_latency: Option<&'a dyn Fn(f64) -> [f64; 12]>,
+}
+
+fn simulate_arm(rng: &mut StdRng, arm: &ArmConditions<'_>) -> ArmMinute {
     let mut minute = ArmMinute::default();
     for pod in 0..PODS {
-        let pod_rate = rate / PODS as f64;
-        let (pod_error_rate, pod_probabilities) = match (pod, noisy_probabilities) {
-            (0, Some(probabilities_at)) => {
-                let error_noise = noise(rng, 1.0);
-                let latency_noise = noise(rng, 0.2);
-                (
-                    (error_rate * error_noise).min(1.0),
-                    probabilities_at(latency_noise),
-                )
-            }
-            _ => (error_rate, *probabilities),
+        let pod_rate = arm.rate / PODS as f64;
+        let mut pod_error_rate = if pod == 0 {
+            arm.pod0_error_rate
+        } else {
+            arm.error_rate
+        };
+        if pod < arm.noisy_pods {
+            pod_error_rate *= noise(rng, 1.0);
+        }
+        let pod_error_rate = pod_error_rate.min(1.0);
+        let pod_probabilities = match (pod, arm.noisy_latency) {
+            (0, Some(probabilities_at)) => probabilities_at(noise(rng, 0.2)),
+            _ => *arm.probabilities,
         };
         // Poisson splitting: errors and successes are independent Poisson counts.
         let errors = poisson(rng, pod_rate * pod_error_rate);
         let successes = poisson(rng, pod_rate * (1.0 - pod_error_rate));
         minute.errors += errors;
         minute.requests += errors + successes;
+        minute.pods[pod] = StratumCounts {
+            errors,
+            requests: errors + successes,
+        };
         let mut cumulative = 0;
         for (k, p) in pod_probabilities.iter().enumerate() {
             cumulative += poisson(rng, pod_rate * p);
@@ -348,6 +454,10 @@ struct RunOutcome {
 struct SequentialJudges {
     counts: CountTest,
     latency: HistogramTest,
+    /// Feed the error counts per pod (strata), so heterogeneity between pods tempers.
+    stratify: bool,
+    /// Keep testing after both metrics passed (background analysis).
+    keep_watching: bool,
 }
 
 fn run_once(
@@ -360,21 +470,12 @@ fn run_once(
     let baseline_probabilities = bucket_probabilities(Latency::Same, 1.0);
     let canary_probabilities = bucket_probabilities(scenario.latency, 1.0);
     let latency = scenario.latency;
-    let noisy_pod = scenario.noisy_pod;
-    let noisy = move |scale: f64| {
-        let scale = if noisy_pod == NoisyPod::ErrorsAndLatency {
-            scale
-        } else {
-            1.0
-        };
-        bucket_probabilities(latency, scale)
-    };
-    let noisy_ref: Option<&dyn Fn(f64) -> [f64; 12]> = if noisy_pod == NoisyPod::None {
-        None
-    } else {
+    let noisy = move |scale: f64| bucket_probabilities(latency, scale);
+    let noisy_latency: Option<&dyn Fn(f64) -> [f64; 12]> = if scenario.noisy_latency {
         Some(&noisy)
+    } else {
+        None
     };
-    let canary_error_rate = BASE_ERROR_RATE * scenario.error_multiplier;
 
     let mut outcome = RunOutcome::default();
     // Threshold judge state.
@@ -394,29 +495,74 @@ fn run_once(
     // Sequential state: increments accumulate while scrapes are missing.
     let mut count_state = CountState::default();
     let mut histogram_state = HistogramState::default();
-    let mut pending_counts = [CountIncrement::default(); 1];
+    let mut pending_canary_pods = [StratumCounts::default(); PODS];
+    let mut pending_baseline_pods = [StratumCounts::default(); PODS];
     let mut pending_canary_buckets = [0u64; 12];
     let mut pending_baseline_buckets = [0u64; 12];
     let (mut canary_seen, mut baseline_seen) = (true, true);
     let (mut sequential_done, mut threshold_done, mut kayenta_done) = (false, false, false);
     bad_per_minute.clear();
 
-    for minute in 1..=MINUTES {
+    let simulate_minute = |rng: &mut StdRng, minute: usize| -> (ArmMinute, ArmMinute) {
+        let (volume, drift) = match scenario.traffic {
+            Traffic::Steady => (1.0, 1.0),
+            Traffic::Bursty => (noise(rng, 0.7), 1.0),
+            Traffic::Drifting => (
+                1.0 + 0.8 * (std::f64::consts::TAU * minute as f64 / MINUTES as f64).sin(),
+                1.0 + minute as f64 / MINUTES as f64,
+            ),
+        };
+        let incident = if scenario.incident && (20..=24).contains(&minute) {
+            8.0
+        } else {
+            1.0
+        };
+        let base_error_rate = BASE_ERROR_RATE * drift * incident;
+        let multiplier = if minute >= scenario.regression_from {
+            scenario.error_multiplier
+        } else {
+            1.0
+        };
+        let canary_error_rate = if scenario.confined_to_one_pod {
+            base_error_rate
+        } else {
+            base_error_rate * multiplier
+        };
         let canary = simulate_arm(
             rng,
-            rate,
-            canary_error_rate,
-            &canary_probabilities,
-            noisy_ref,
-        );
-        let baseline = simulate_arm(rng, rate, BASE_ERROR_RATE, &baseline_probabilities, None);
-        bad_per_minute.push(
-            if scenario.latency == Latency::Same && noisy_pod != NoisyPod::ErrorsAndLatency {
-                canary.errors
-            } else {
-                canary.slow
+            &ArmConditions {
+                rate: 2.0 * rate * scenario.canary_share * volume,
+                error_rate: canary_error_rate,
+                pod0_error_rate: base_error_rate * multiplier,
+                noisy_pods: scenario.noisy_pods[0],
+                probabilities: &canary_probabilities,
+                noisy_latency,
             },
         );
+        let baseline = simulate_arm(
+            rng,
+            &ArmConditions {
+                rate: 2.0 * rate * (1.0 - scenario.canary_share) * volume,
+                error_rate: base_error_rate,
+                pod0_error_rate: base_error_rate,
+                noisy_pods: scenario.noisy_pods[1],
+                probabilities: &baseline_probabilities,
+                noisy_latency: None,
+            },
+        );
+        (canary, baseline)
+    };
+    let bad = |canary: &ArmMinute| {
+        if scenario.counts_slow_requests() {
+            canary.slow
+        } else {
+            canary.errors
+        }
+    };
+
+    for minute in 1..=MINUTES {
+        let (canary, baseline) = simulate_minute(rng, minute);
+        bad_per_minute.push(bad(&canary));
         let canary_scraped = rng.random::<f64>() >= scenario.scrape_gap;
         let baseline_scraped = rng.random::<f64>() >= scenario.scrape_gap;
 
@@ -472,20 +618,49 @@ fn run_once(
         }
 
         // Sequential: counters are cumulative, so a missing scrape only delays the increment.
-        pending_counts[0].canary_errors += canary.errors;
-        pending_counts[0].canary_requests += canary.requests;
-        pending_counts[0].baseline_errors += baseline.errors;
-        pending_counts[0].baseline_requests += baseline.requests;
+        for (pending, now) in pending_canary_pods.iter_mut().zip(&canary.pods) {
+            pending.errors += now.errors;
+            pending.requests += now.requests;
+        }
+        for (pending, now) in pending_baseline_pods.iter_mut().zip(&baseline.pods) {
+            pending.errors += now.errors;
+            pending.requests += now.requests;
+        }
         for k in 0..12 {
             pending_canary_buckets[k] += canary.buckets[k];
             pending_baseline_buckets[k] += baseline.buckets[k];
         }
         if !sequential_done && canary_scraped && baseline_scraped {
             let at_deadline = minute == MINUTES;
-            judges
-                .counts
-                .update(&mut count_state, &pending_counts[0])
-                .expect("consistent counts");
+            if judges.stratify {
+                judges
+                    .counts
+                    .update_stratified(
+                        &mut count_state,
+                        &pending_canary_pods,
+                        &pending_baseline_pods,
+                    )
+                    .expect("consistent counts");
+            } else {
+                let total = |pods: &[StratumCounts]| {
+                    pods.iter()
+                        .fold((0, 0), |(e, r), p| (e + p.errors, r + p.requests))
+                };
+                let ((canary_errors, canary_requests), (baseline_errors, baseline_requests)) =
+                    (total(&pending_canary_pods), total(&pending_baseline_pods));
+                judges
+                    .counts
+                    .update(
+                        &mut count_state,
+                        &vigil::analysis::judge::sequential::CountIncrement {
+                            canary_errors,
+                            canary_requests,
+                            baseline_errors,
+                            baseline_requests,
+                        },
+                    )
+                    .expect("consistent counts");
+            }
             let increment = HistogramIncrement {
                 bounds: BUCKETS.to_vec(),
                 canary: pending_canary_buckets.to_vec(),
@@ -495,7 +670,8 @@ fn run_once(
                 .latency
                 .update(&mut histogram_state, &increment)
                 .expect("valid buckets");
-            pending_counts[0] = CountIncrement::default();
+            pending_canary_pods = [StratumCounts::default(); PODS];
+            pending_baseline_pods = [StratumCounts::default(); PODS];
             pending_canary_buckets = [0; 12];
             pending_baseline_buckets = [0; 12];
             let errors = judges.counts.decide(&mut count_state, at_deadline);
@@ -506,9 +682,14 @@ fn run_once(
             if errors == SequentialDecision::Fail || latency == SequentialDecision::Fail {
                 outcome.fail_minute[2] = Some(minute);
                 sequential_done = true;
-            } else if errors == SequentialDecision::Pass && latency == SequentialDecision::Pass {
+            } else if outcome.pass_minute[2].is_none()
+                && passed(errors, count_state.restarts)
+                && passed(latency, histogram_state.restarts)
+            {
+                // Both metrics passed: a step gate would end here; background analysis
+                // (`keep_watching`) tests on.
                 outcome.pass_minute[2] = Some(minute);
-                sequential_done = true;
+                sequential_done = !judges.keep_watching;
             }
         }
         canary_seen = canary_scraped;
@@ -519,22 +700,16 @@ fn run_once(
     }
     // Finish the bad-request tally for the full hour (needed for judges that never stop).
     while bad_per_minute.len() < MINUTES {
-        let canary = simulate_arm(
-            rng,
-            rate,
-            canary_error_rate,
-            &canary_probabilities,
-            noisy_ref,
-        );
-        bad_per_minute.push(
-            if scenario.latency == Latency::Same && noisy_pod != NoisyPod::ErrorsAndLatency {
-                canary.errors
-            } else {
-                canary.slow
-            },
-        );
+        let minute = bad_per_minute.len() + 1;
+        let (canary, _) = simulate_minute(rng, minute);
+        bad_per_minute.push(bad(&canary));
     }
     outcome
+}
+
+/// Whether a sequential metric has passed at least once (a Pass, or a restart after one).
+fn passed(decision: SequentialDecision, restarts: u32) -> bool {
+    decision == SequentialDecision::Pass || restarts > 0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -555,6 +730,9 @@ struct JudgeCell {
     mean_bad_requests: f64,
     /// Fraction of runs the judge passed early (sequential only).
     early_pass_rate: f64,
+    /// Fraction of runs failed before the first pass: the fail rate of a step gate, whose
+    /// pass ends the test (sequential only; equals `fail_rate` for the others).
+    fail_rate_if_pass_ends_test: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -562,6 +740,7 @@ struct Cell {
     rate_per_arm_per_minute: f64,
     scenario: &'static str,
     null_scenario: bool,
+    held_out: bool,
     runs: usize,
     seed: u64,
     judges: Vec<JudgeCell>,
@@ -592,15 +771,8 @@ fn run_cell(
     for run_bad in bad.iter_mut() {
         let outcome = run_once(&mut rng, rate, scenario, judges, &mut bad_per_minute);
         for (j, slot) in run_bad.iter_mut().enumerate() {
-            let stop = outcome.fail_minute[j]
-                .or(outcome.pass_minute[j])
-                .unwrap_or(MINUTES);
-            // A passed canary keeps serving: count the whole hour for early passes.
-            let served = if outcome.pass_minute[j].is_some() {
-                MINUTES
-            } else {
-                stop
-            };
+            // A canary serves until it is failed; a passed one keeps serving.
+            let served = outcome.fail_minute[j].unwrap_or(MINUTES);
             *slot = bad_per_minute[..served].iter().sum();
         }
         outcomes.push(outcome);
@@ -635,6 +807,15 @@ fn run_cell(
                     .filter(|o| o.pass_minute[j].is_some())
                     .count() as f64
                     / runs as f64,
+                fail_rate_if_pass_ends_test: outcomes
+                    .iter()
+                    .filter(|o| match (o.fail_minute[j], o.pass_minute[j]) {
+                        (Some(fail), Some(pass)) => fail < pass,
+                        (Some(_), None) => true,
+                        _ => false,
+                    })
+                    .count() as f64
+                    / runs as f64,
             }
         })
         .collect();
@@ -642,6 +823,7 @@ fn run_cell(
         rate_per_arm_per_minute: rate,
         scenario: scenario.name,
         null_scenario: scenario.is_null(),
+        held_out: scenario.held_out,
         runs,
         seed,
         judges: judges_out,
@@ -654,33 +836,48 @@ fn markdown(cells: &[Cell], runs_null: usize, runs_effect: usize, seconds: f64) 
         out,
         "Runs per cell: {runs_null} (A/A) / {runs_effect} (regressions); 60 one-minute checks; \
          wall time {seconds:.0} s.\n\
-         Cells: fail rate within 60 min (false-fail rate for A/A rows, power otherwise), \
-         median minute to fail over all runs (\"never\" when fewer than half fail), \
-         mean canary bad requests served before the verdict.\n"
+         Cells: fail rate within 60 min (false-fail rate for A/A rows, with the upper end of its \
+         Wilson 95% interval in brackets; power otherwise), median minute to fail over all runs \
+         (\"never\" when fewer than half fail), mean canary bad requests served before the verdict.\n"
     );
-    let _ = writeln!(
-        out,
-        "| req/min/arm | scenario | threshold | Kayenta-style | sequential |\n|---:|---|---|---|---|"
-    );
-    for cell in cells {
-        let text = |j: &JudgeCell| {
-            let median = j
-                .median_minutes_to_fail
-                .map_or("never".to_string(), |m| format!("{m:.0} min"));
-            format!(
-                "{:.3}, {median}, {:.0} bad",
-                j.fail_rate, j.mean_bad_requests
-            )
-        };
+    for (title, held_out) in [
+        ("Scenarios the constants were chosen on", false),
+        ("Held-out scenarios (nothing chosen on them)", true),
+    ] {
+        let rows: Vec<&Cell> = cells.iter().filter(|c| c.held_out == held_out).collect();
+        if rows.is_empty() {
+            continue;
+        }
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} |",
-            cell.rate_per_arm_per_minute,
-            cell.scenario,
-            text(&cell.judges[0]),
-            text(&cell.judges[1]),
-            text(&cell.judges[2])
+            "{title}:\n\n| req/min/arm | scenario | threshold | Kayenta-style | sequential |\n|---:|---|---|---|---|"
         );
+        for cell in rows {
+            let text = |j: &JudgeCell| {
+                let median = j
+                    .median_minutes_to_fail
+                    .map_or("never".to_string(), |m| format!("{m:.0} min"));
+                let upper = if cell.null_scenario {
+                    format!(" (≤ {:.3})", j.fail_rate_ci.1)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{:.3}{upper}, {median}, {:.0} bad",
+                    j.fail_rate, j.mean_bad_requests
+                )
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                cell.rate_per_arm_per_minute,
+                cell.scenario,
+                text(&cell.judges[0]),
+                text(&cell.judges[1]),
+                text(&cell.judges[2])
+            );
+        }
+        let _ = writeln!(out);
     }
     out
 }
@@ -689,32 +886,44 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     // `cargo bench` passes `--bench`; `--quick` shrinks the run for smoke tests.
     let quick = args.iter().any(|a| a == "--quick");
-    // `--no-tempering` turns the overdispersion tempering of the sequential judge off.
+    // `--no-tempering` turns the overdispersion tempering of the sequential judge off,
+    // `--no-strata` feeds it arm totals instead of per-pod counts, `--step-gate` ends its test
+    // at the first pass instead of watching on as background analysis does.
     let temper = !args.iter().any(|a| a == "--no-tempering");
-    let (runs_null, runs_effect) = if quick { (100, 50) } else { (1000, 500) };
+    let stratify = !args.iter().any(|a| a == "--no-strata");
+    let keep_watching = !args.iter().any(|a| a == "--step-gate");
+    // `--runs=N`: N runs per A/A cell, N/2 per regression cell.
+    let runs = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--runs="))
+        .and_then(|n| n.parse::<usize>().ok());
+    let (runs_null, runs_effect) = match runs {
+        Some(n) => (n.max(2), (n / 2).max(2)),
+        None if quick => (100, 50),
+        None => (1000, 500),
+    };
     // `--only=TEXT` keeps the cells whose "<rate> req/min, <scenario>" contains TEXT.
     let only = args.iter().find_map(|a| a.strip_prefix("--only="));
+    // The shipped defaults (SequentialJudge::DEFAULT_*), α split over the two metrics as a run
+    // with both sequential templates splits it.
+    let counts = CountTestConfig {
+        alpha: split_alpha(SequentialJudge::DEFAULT_ALPHA, 2),
+        fail_margin: SequentialJudge::DEFAULT_FAIL_MARGIN,
+        pass_margin: SequentialJudge::DEFAULT_PASS_MARGIN,
+        temper_overdispersion: temper,
+        keep_watching,
+        ..CountTestConfig::default()
+    };
     let sequential = SequentialJudges {
-        counts: CountTest::new(CountTestConfig {
-            alpha: split_alpha(0.01, 2),
-            fail_margin: 0.0,
-            pass_margin: 0.25,
-            prior_scale: 0.5,
-            temper_overdispersion: temper,
-        })
-        .expect("valid config"),
+        counts: CountTest::new(counts).expect("valid config"),
         latency: HistogramTest::new(HistogramTestConfig {
-            counts: CountTestConfig {
-                alpha: split_alpha(0.01, 2),
-                fail_margin: 0.0,
-                pass_margin: 0.25,
-                prior_scale: 0.5,
-                temper_overdispersion: temper,
-            },
+            counts,
             bounds: vec![0.1, 0.25, 0.5],
             ..HistogramTestConfig::default()
         })
         .expect("valid config"),
+        stratify,
+        keep_watching,
     };
     let mut work = Vec::new();
     for (r, &rate) in RATES.iter().enumerate() {

@@ -7,12 +7,15 @@ pub mod analysis;
 pub mod api;
 pub mod cli;
 pub mod convert;
+pub mod dora;
+pub mod dora_metrics;
 pub mod http_client;
 pub mod lint;
 pub mod manifest;
 pub mod metrics;
 pub mod notify;
 pub mod platform;
+pub mod report;
 pub mod rollout;
 pub mod telemetry;
 /// Test infrastructure (an in-process Kubernetes API server for integration tests and

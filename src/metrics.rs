@@ -77,6 +77,8 @@ pub struct Metrics {
     /// Errors of the watches behind the caches, by kind (RBAC refusals, missing CRDs,
     /// expired watches).
     pub watch_errors: Family<ResourceLabels, Counter>,
+    /// DORA figures: releases started, promoted, rolled back, durations, time to restore.
+    pub dora: crate::dora_metrics::DoraMetrics,
     /// The phase each Rollout was last counted in, by `namespace/name`.
     counted: Arc<Mutex<HashMap<String, String>>>,
 }
@@ -133,7 +135,9 @@ impl Default for Metrics {
             "Errors of the controller's watches, by resource",
             watch_errors.clone(),
         );
+        let dora = crate::dora_metrics::DoraMetrics::register(&mut registry);
         Metrics {
+            dora,
             prometheus_queries,
             registry: Arc::new(registry),
             rollouts,

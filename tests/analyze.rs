@@ -433,13 +433,13 @@ fn shipped_istio_and_nginx_latency_templates_read_their_histograms() {
 }
 
 #[test]
-fn shipped_sequential_template_fails_the_erroring_canary_at_its_third_look() {
+fn shipped_sequential_template_fails_the_erroring_canary_at_its_first_look() {
     let template = "analysis-templates/sequential-error-counts.yaml";
     let json = analyze_expecting(template, &["rollout=erroring"], 1, "Failed");
-    // The overdispersion tempering needs three intervals before any evidence counts.
+    // 60 of 600 canary requests failed against 6 of 1200: one interval is evidence enough.
     let taken = measurements(&json);
-    assert_eq!(taken.len(), 3, "{json:#}");
-    assert_eq!(taken[2]["value"], "canary 180/1800 baseline 18/3600");
+    assert_eq!(taken.len(), 1, "{json:#}");
+    assert_eq!(taken[0]["value"], "canary 60/600 baseline 6/1200");
     // A healthy canary is never failed; with these few errors the test may not decide.
     let (code, json, stderr) = analyze(template, &["rollout=healthy"]);
     assert!(code == 0 || code == 2, "{json:#}\n{stderr}");

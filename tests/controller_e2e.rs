@@ -1062,6 +1062,204 @@ async fn webhooks_gate_and_roll_back_a_release_on_kubernetes() {
     }
 }
 
+/// A blue-green Rollout named `name` (services `<name>-active` / `<name>-preview`) whose
+/// pre- and post-promotion analyses run the given templates.
+fn blue_green_rollout(name: &str, image: &str, pre: &str, post: &str) -> Rollout {
+    serde_json::from_value(json!({
+        "apiVersion": "vigil.dev/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": name}},
+            "template": template(name, image),
+            "strategy": {"blueGreen": {
+                "activeService": format!("{name}-active"),
+                "previewService": format!("{name}-preview"),
+                "previewReplicaCount": 1,
+                "prePromotionAnalysis": {"templates": [{"templateName": pre}]},
+                "postPromotionAnalysis": {"templates": [{"templateName": post}]},
+                "scaleDownDelaySeconds": 1,
+                "abortScaleDownDelaySeconds": 1
+            }}
+        }
+    }))
+    .expect("rollout")
+}
+
+async fn selected_revision(client: &kube::Client, service: &str) -> Option<String> {
+    Api::<Service>::namespaced(client.clone(), NS)
+        .get(service)
+        .await
+        .expect("service")
+        .spec
+        .and_then(|s| s.selector)
+        .and_then(|s| s.get("vigil.dev/revision").cloned())
+}
+
+async fn run_phase(client: &kube::Client, name: &str) -> Option<vigil::api::AnalysisPhase> {
+    Api::<vigil::api::AnalysisRun>::namespaced(client.clone(), NS)
+        .get_opt(name)
+        .await
+        .expect("get run")
+        .and_then(|run| run.status.and_then(|s| s.phase))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_releases_are_promoted_after_pre_promotion_analysis_and_switched_back_by_post_promotion_analysis()
+ {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    support::install_crypto_provider();
+    let exporter = start_exporter(METRICS);
+    let prometheus = PrometheusServer::start_with_config(&format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+         scrape_configs:\n  - job_name: e2e\n    static_configs:\n      - targets: ['{exporter}']\n"
+    ));
+    let server = ApiServer::start().with_replicaset_controller();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let client = server.client();
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), NS);
+    prometheus_has_data(&prometheus).await;
+    // Judged on the exporter's fixed series: "good" passes, "bad" fails.
+    create_template(&client, &prometheus, "passes", "good").await;
+    create_template(&client, &prometheus, "fails", "bad").await;
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    for (name, post) in [("bg-good", "passes"), ("bg-bad", "fails")] {
+        for role in ["active", "preview"] {
+            let service: Service = serde_json::from_value(json!({
+                "metadata": {"name": format!("{name}-{role}"), "namespace": NS},
+                "spec": {"selector": {"app": name}, "ports": [{"port": 80}]}
+            }))
+            .expect("service");
+            services
+                .create(&PostParams::default(), &service)
+                .await
+                .expect("create service");
+        }
+        rollouts
+            .create(
+                &PostParams::default(),
+                &blue_green_rollout(name, "app:1", "passes", post),
+            )
+            .await
+            .expect("create rollout");
+    }
+    let _controller = Controller::start(&kubeconfig);
+    let mut revisions = Vec::new();
+    for name in ["bg-good", "bg-bad"] {
+        let first = wait_for(&rollouts, name, "the first version Healthy", |r| {
+            phase(r) == Some(RolloutPhase::Healthy)
+        })
+        .await;
+        let v1 = first
+            .status
+            .and_then(|s| s.stable_revision)
+            .expect("stable");
+        assert_eq!(
+            selected_revision(&client, &format!("{name}-active")).await,
+            Some(v1.clone())
+        );
+        set_image(&rollouts, name, "app:2").await;
+        let v2 =
+            vigil::rollout::desired_revision(&rollouts.get(name).await.expect("get").spec, None);
+        // The preview: one pod of the new revision behind the preview service, analysed
+        // before the switch while the active service keeps the old revision.
+        wait_for(&rollouts, name, "the preview analysed", |r| {
+            r.status
+                .as_ref()
+                .and_then(|s| s.step_analysis.as_ref())
+                .is_some_and(|run| run.name.ends_with("-pre"))
+        })
+        .await;
+        assert_eq!(
+            selected_revision(&client, &format!("{name}-preview"))
+                .await
+                .as_ref(),
+            Some(&v2)
+        );
+        assert_eq!(
+            selected_revision(&client, &format!("{name}-active"))
+                .await
+                .as_ref(),
+            Some(&v1)
+        );
+        assert_eq!(replicas_of(&client, name, &v2).await, Some(1));
+        revisions.push((name, v1, v2));
+    }
+
+    // Promoted after the pre-promotion analysis passed; the post-promotion one passed too.
+    let (_, good_v1, good_v2) = &revisions[0];
+    let good = wait_for(&rollouts, "bg-good", "promotion of app:2", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+            && r.status.as_ref().and_then(|s| s.stable_revision.as_ref()) == Some(good_v2)
+    })
+    .await;
+    let status = good.status.expect("status");
+    assert_eq!(status.step.as_deref(), Some("stable"));
+    let pre = vigil::rollout::pre_promotion_run_name("bg-good", good_v2, status.canary_attempt);
+    let post = vigil::rollout::post_promotion_run_name("bg-good", good_v2, status.canary_attempt);
+    assert_eq!(
+        run_phase(&client, &pre).await,
+        Some(vigil::api::AnalysisPhase::Successful)
+    );
+    assert_eq!(
+        run_phase(&client, &post).await,
+        Some(vigil::api::AnalysisPhase::Successful)
+    );
+    assert_eq!(
+        selected_revision(&client, "bg-good-active").await.as_ref(),
+        Some(good_v2)
+    );
+    assert_eq!(
+        selected_revision(&client, "bg-good-preview").await.as_ref(),
+        Some(good_v2)
+    );
+    let deadline = Instant::now() + WAIT;
+    while replicas_of(&client, "bg-good", good_v1).await != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "the old active revision was never scaled down"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(replicas_of(&client, "bg-good", good_v2).await, Some(2));
+
+    // Switched, then the post-promotion analysis failed: switched back to the old revision.
+    let (_, bad_v1, bad_v2) = &revisions[1];
+    let bad = wait_for(&rollouts, "bg-bad", "the switch back", |r| {
+        phase(r) == Some(RolloutPhase::Degraded)
+    })
+    .await;
+    let status = bad.status.expect("status");
+    let message = status.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("post-promotion analysis failed"),
+        "{message}"
+    );
+    assert!(message.contains("error-ratio"), "{message}");
+    assert_eq!(status.stable_revision.as_ref(), Some(bad_v1));
+    let post = vigil::rollout::post_promotion_run_name("bg-bad", bad_v2, status.canary_attempt);
+    assert_eq!(
+        run_phase(&client, &post).await,
+        Some(vigil::api::AnalysisPhase::Failed)
+    );
+    assert_eq!(
+        selected_revision(&client, "bg-bad-active").await.as_ref(),
+        Some(bad_v1)
+    );
+    assert_eq!(replicas_of(&client, "bg-bad", bad_v1).await, Some(2));
+    let deadline = Instant::now() + WAIT;
+    while replicas_of(&client, "bg-bad", bad_v2).await != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "the aborted revision was never scaled down"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The ReplicaSet of `revision` of the Rollout `name`, if it exists.
 async fn replica_set_of(client: &kube::Client, name: &str, revision: &str) -> Option<ReplicaSet> {
     Api::<ReplicaSet>::namespaced(client.clone(), NS)

@@ -441,6 +441,7 @@ const FIELDS: &[&str] = &[
     "failMargin",
     "passMargin",
     "slowThresholdSeconds",
+    "stratifyBy",
     "scoring",
     "groupWeights",
     "passThreshold",

@@ -350,6 +350,20 @@ async fn healthy_release_is_promoted_and_bad_release_rolled_back() {
         })
         .await;
         let _load = start_load(listen);
+        // The live view, not on a terminal: plain lines into a file.
+        let watch_out = dir.path().join("watch.txt");
+        let mut watcher = Watcher(
+            Command::new(VIGIL)
+                .args(["local", "get", name, "--watch", "--admin"])
+                .arg(engine.admin.to_string())
+                .arg("--state-dir")
+                .arg(&engine.state_dir)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&watch_out).expect("watch output"))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start vigil local get --watch"),
+        );
 
         // A healthy release goes through every step and becomes stable.
         let v2 = rollout_yaml(name, listen, metrics, VIGIL, &["--version", "v2"]);
@@ -422,8 +436,113 @@ async fn healthy_release_is_promoted_and_bad_release_rolled_back() {
         for (status, revision, _) in probe(&client, listen, 30).await {
             assert_eq!((status, revision.as_str()), (200, v2_hash.as_str()));
         }
+        releases_were_recorded(&engine, name, &v2_hash).await;
+        watcher.stop();
+        let watched = std::fs::read_to_string(&watch_out).expect("the watch output");
+        plain_watch_lines_are_short_and_timestamped(&watched);
     })
     .await;
+}
+
+/// A process this test started, killed when the test ends.
+struct Watcher(Child);
+
+impl Watcher {
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// v2 promoted and v3 rolled back: each has a report in the state directory, and `vigil
+/// history` lists both with the DORA figures.
+async fn releases_were_recorded(engine: &Engine, name: &str, v2_hash: &str) {
+    let reports = engine.state_dir.join("reports");
+    let deadline = Instant::now() + WAIT;
+    let files = loop {
+        let files: Vec<String> = std::fs::read_dir(&reports)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if files.len() >= 2 || Instant::now() > deadline {
+            break files;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        files.len(),
+        2,
+        "a report per release: {files:?}\n{}",
+        engine.log()
+    );
+    let v2_report = files
+        .iter()
+        .find(|f| f.starts_with(&format!("{name}-{v2_hash}-")))
+        .expect("v2's report");
+    let v3_report = files.iter().find(|f| *f != v2_report).expect("v3's report");
+    let v2_html = std::fs::read_to_string(reports.join(v2_report)).expect("v2's report");
+    assert!(v2_html.contains("Promoted"), "{v2_html}");
+    let v3_html = std::fs::read_to_string(reports.join(v3_report)).expect("v3's report");
+    assert!(
+        v3_html.contains("Rolled back") && v3_html.contains("Metric error-rate"),
+        "{v3_html}"
+    );
+    assert!(v3_html.contains("<svg"), "the measurements are plotted");
+    let output = Command::new(VIGIL)
+        .args(["history", name, "--state-dir"])
+        .arg(&engine.state_dir)
+        .output()
+        .expect("vigil history");
+    let history = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{history}");
+    assert!(
+        history.contains("promoted") && history.contains("rolled back"),
+        "{history}"
+    );
+    assert!(
+        history.contains("2 releases: 1 promoted, 1 rolled back; change failure rate 50%"),
+        "{history}"
+    );
+    assert!(
+        history.contains(v3_report.as_str()),
+        "the report is named: {history}"
+    );
+}
+
+/// `vigil local get --watch` into a file: one line per change, each with a time and at most
+/// 120 characters, through the whole release.
+fn plain_watch_lines_are_short_and_timestamped(watched: &str) {
+    let lines: Vec<&str> = watched.lines().collect();
+    assert!(lines.len() >= 3, "a line per change: {watched}");
+    for line in &lines {
+        assert!(line.chars().count() <= 120, "too long: {line}");
+        let time = line.get(..8).unwrap_or_default();
+        assert!(
+            time.len() == 8 && time.as_bytes()[2] == b':' && time.as_bytes()[5] == b':',
+            "starts with HH:MM:SS: {line}"
+        );
+        assert!(
+            !line.contains('\x1b'),
+            "no colour when not a terminal: {line}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("weight") && l.contains("Progressing")),
+        "{watched}"
+    );
+    assert!(lines.iter().any(|l| l.contains("Degraded")), "{watched}");
 }
 
 /// An analysis template of one `web` metric asking `server` whether the release is fine.
@@ -1306,6 +1425,169 @@ async fn a_failing_smoke_test_job_rolls_the_canary_back_and_a_passing_one_promot
                 (200, promoted.desired_revision.as_str())
             );
         }
+    })
+    .await;
+}
+
+/// A blue-green Rollout of `vigil demo-app` with `app_args`: the proxy serves the active
+/// revision on `listen`, the preview on `preview`; the preview is analysed before the switch.
+fn blue_green_yaml(
+    name: &str,
+    listen: u16,
+    preview: u16,
+    metrics: u16,
+    app_args: &[&str],
+) -> String {
+    let args: Vec<String> = app_args.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        r#"apiVersion: vigil.dev/v1alpha1
+kind: Rollout
+metadata:
+  name: {name}
+  annotations:
+    vigil.dev/metrics-listen: 127.0.0.1:{metrics}
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      containers:
+        - name: app
+          command: [{VIGIL:?}, "demo-app"]
+          args: [{args}]
+          readinessProbe:
+            httpGet:
+              path: /healthz
+              port: 8080
+  strategy:
+    blueGreen:
+      local:
+        listen: 127.0.0.1:{listen}
+        previewListen: 127.0.0.1:{preview}
+      previewReplicaCount: 1
+      prePromotionAnalysis:
+        templates:
+          - templateName: e2e-error-rate
+      scaleDownDelaySeconds: 2
+      abortScaleDownDelaySeconds: 2
+"#,
+        args = args.join(", ")
+    )
+}
+
+/// The revisions that answered `n` requests through `port`, all answered 200.
+async fn served_by(client: &reqwest::Client, port: u16, n: usize) -> Vec<String> {
+    let mut revisions: Vec<String> = probe(client, port, n)
+        .await
+        .into_iter()
+        .map(|(status, revision, body)| {
+            assert_eq!(status, 200, "{body}");
+            revision
+        })
+        .collect();
+    revisions.sort();
+    revisions.dedup();
+    revisions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blue_green_release_goes_through_the_preview_listener_then_switches_the_active_one() {
+    support::install_crypto_provider();
+    let metrics = prometheus().1[2];
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (listen, preview) = (free_port(), free_port());
+    let name = "bluegreen";
+    let v1 = blue_green_yaml(name, listen, preview, metrics, &["--version", "v1"]);
+    let files = [
+        write(dir.path(), "rollout.yaml", &v1),
+        write(dir.path(), "templates.yaml", &templates_without_address()),
+    ];
+    let prometheus_url = prometheus().0.url().to_string();
+    let engine = Engine::start(
+        dir.path(),
+        &files,
+        admin_addr(),
+        &["--prometheus", &prometheus_url],
+    );
+    let client = reqwest::Client::new();
+    bounded(Duration::from_secs(240), async {
+        let first = wait_for(&client, &engine, name, "v1 Healthy", |v| {
+            v.status.phase == Some(RolloutPhase::Healthy)
+        })
+        .await;
+        let v1_hash = first.desired_revision.clone();
+        // With no release in flight both listeners serve the active revision.
+        assert_eq!(served_by(&client, listen, 10).await, vec![v1_hash.clone()]);
+        assert_eq!(served_by(&client, preview, 10).await, vec![v1_hash.clone()]);
+        let _active_load = start_load(listen);
+        let _preview_load = start_load(preview);
+
+        // v2 runs behind the preview listener only, and is analysed there.
+        let v2 = blue_green_yaml(name, listen, preview, metrics, &["--version", "v2"]);
+        let (code, body) = post_apply(&client, &engine, v2).await;
+        assert_eq!(code, 200, "{body}");
+        let previewing = wait_for(&client, &engine, name, "v2 analysed in preview", |v| {
+            v.status.step.as_deref() == Some("preview")
+                && v.status
+                    .step_analysis
+                    .as_ref()
+                    .is_some_and(|run| run.name.ends_with("-pre"))
+                && v.routing
+                    .canary
+                    .as_ref()
+                    .is_some_and(|b| !b.addrs.is_empty())
+        })
+        .await;
+        let v2_hash = previewing.desired_revision.clone();
+        assert_ne!(v1_hash, v2_hash);
+        assert_eq!(served_by(&client, listen, 20).await, vec![v1_hash.clone()]);
+        assert_eq!(served_by(&client, preview, 10).await, vec![v2_hash.clone()]);
+
+        // The analysis of the preview passed: the active listener switched to v2.
+        let promoted = wait_for(&client, &engine, name, "v2 promoted", |v| {
+            v.status.phase == Some(RolloutPhase::Healthy)
+                && v.status.stable_revision.as_deref() == Some(v2_hash.as_str())
+        })
+        .await;
+        let run = promoted
+            .analysis_runs
+            .iter()
+            .find(|r| r.name.ends_with("-pre") && r.name.contains(&v2_hash))
+            .expect("v2's pre-promotion run");
+        assert_eq!(run.status.phase, Some(AnalysisPhase::Successful), "{run:?}");
+        assert_eq!(served_by(&client, listen, 20).await, vec![v2_hash.clone()]);
+        assert_eq!(served_by(&client, preview, 10).await, vec![v2_hash.clone()]);
+
+        // A bad v3 (30% errors) fails in preview: the active listener never leaves v2.
+        let v3 = blue_green_yaml(
+            name,
+            listen,
+            preview,
+            metrics,
+            &["--version", "v3", "--error-rate", "0.3"],
+        );
+        let (code, body) = post_apply(&client, &engine, v3).await;
+        assert_eq!(code, 200, "{body}");
+        let degraded = wait_for(&client, &engine, name, "v3 rejected in preview", |v| {
+            v.status.phase == Some(RolloutPhase::Degraded)
+        })
+        .await;
+        let message = degraded.status.message.clone().unwrap_or_default();
+        assert!(
+            message.contains("pre-promotion analysis failed"),
+            "{message}"
+        );
+        assert!(message.contains("error-rate"), "{message}");
+        assert_eq!(
+            degraded.status.stable_revision.as_deref(),
+            Some(v2_hash.as_str())
+        );
+        assert_eq!(served_by(&client, listen, 20).await, vec![v2_hash.clone()]);
     })
     .await;
 }

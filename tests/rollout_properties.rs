@@ -69,6 +69,8 @@ fn scripted(
         AnalysisKind::Background => {
             background.and_then(|(phase, after)| (run.age >= after).then_some(phase))
         }
+        // Canary specs only here.
+        AnalysisKind::PrePromotion | AnalysisKind::PostPromotion => None,
     })
 }
 

@@ -1214,6 +1214,70 @@ fn the_simulator_and_the_controller_reject_the_same_specs_with_the_same_words() 
 }
 
 #[test]
+fn a_controller_killed_at_any_instant_makes_the_same_blue_green_release() {
+    let configure = |bg: &mut vigil::api::BlueGreenStrategy| {
+        bg.preview_replica_count = Some(1);
+        bg.pre_promotion_analysis = Some(promotion_analysis("smoke"));
+        bg.post_promotion_analysis = Some(promotion_analysis("after-switch"));
+        bg.auto_promotion_seconds = Some(20);
+    };
+    let verdicts = || {
+        promotion_verdicts(
+            Some(AnalysisPhase::Successful),
+            Some(AnalysisPhase::Successful),
+        )
+    };
+    let transitions = |world: &World| -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        for (reason, _) in &world.events {
+            if !seen.contains(reason) {
+                seen.push(reason.clone());
+            }
+        }
+        seen
+    };
+    let reference = {
+        let mut world = World::deployed(blue_green_spec(3, configure), verdicts());
+        world.set_image("app:2");
+        let new = world.desired();
+        world.run_until(200, |w| w.healthy_on(&new));
+        world
+    };
+    for crash_every in [2usize, 3, 5] {
+        for effects_done in [0usize, 1, 2, 100] {
+            let mut world = World::deployed(blue_green_spec(3, configure), verdicts());
+            let old = world.desired();
+            world.set_image("app:2");
+            let new = world.desired();
+            for round in 0..400 {
+                if world.healthy_on(&new) && world.replicas_of(&old) == 0 {
+                    break;
+                }
+                let crash = (round % crash_every == 0).then_some(if effects_done == 0 {
+                    Crash::BeforeEffects
+                } else {
+                    Crash::AfterEffects(effects_done)
+                });
+                world.reconcile_with(crash);
+                // The active service never selects a revision short of ready pods.
+                if let Some(active) = &world.services.stable {
+                    let ready = world.revisions.get(active).map_or(0, |r| r.ready);
+                    assert!(ready >= 3, "active {active} with {ready} ready pods");
+                }
+                world.advance(5);
+            }
+            assert!(
+                world.healthy_on(&new) && world.replicas_of(&old) == 0,
+                "crash every {crash_every}, {effects_done} effects: {:?}",
+                world.status
+            );
+            assert_eq!(transitions(&world), transitions(&reference));
+            assert_eq!(world.runs.len(), reference.runs.len(), "no duplicate runs");
+        }
+    }
+}
+
+#[test]
 fn a_baseline_survives_a_controller_killed_at_any_instant_and_is_gone_at_the_end() {
     let with_baseline = || {
         let mut spec = spec(canary_steps(), false, 4);

@@ -496,6 +496,7 @@ pub async fn advance<J: JobRunner>(
                 prior_state: prior.as_ref(),
                 is_last: *is_last,
                 sequential_metrics,
+                keep_watching: spec.background,
             };
             let outcome = take(
                 metric,

@@ -146,6 +146,7 @@ pub fn instantiate(
             .collect(),
         scoring,
         terminate: false,
+        background: false,
     })
 }
 
@@ -238,6 +239,7 @@ pub fn instantiate_with_secret_refs(
         args,
         scoring: checked.scoring,
         terminate: false,
+        background: false,
     })
 }
 

@@ -182,6 +182,8 @@ pub struct RunContext<'a> {
     pub is_last: bool,
     /// Sequential metrics in the run: the run's α is split among them.
     pub sequential_metrics: usize,
+    /// The run is background analysis: a sequential test that passes starts again.
+    pub keep_watching: bool,
 }
 
 /// Takes one measurement of any metric at `at`, with the judge the metric names.
@@ -207,15 +209,17 @@ mod comparison {
 
     use jiff::Timestamp;
 
-    use super::{MAX_HISTOGRAM_BUCKETS, Measured, RunContext, no_data_verdict, provider_error};
+    use super::{
+        MAX_HISTOGRAM_BUCKETS, Measured, RunContext, no_data_verdict, provider_error, strata,
+    };
     use crate::analysis::judge::mann_whitney::{
         self, EffectMeasure, EffectSizeConfig, KayentaConfig, Label, OutlierConfig, OutlierStrategy,
     };
     use crate::analysis::judge::sequential::{
         CountIncrement, CountState, CountTest, CountTestConfig, HistogramIncrement, HistogramState,
-        HistogramTest, HistogramTestConfig, SequentialDecision, split_alpha,
+        HistogramTest, HistogramTestConfig, SequentialDecision, StratumCounts, split_alpha,
     };
-    use crate::analysis::provider::{Measurement, MetricsProvider, QueryRange, SingleValue};
+    use crate::analysis::provider::{Measurement, MetricsProvider, QueryRange};
     use crate::api::duration::{MAX_DURATION, format_duration, parse_duration};
     use crate::api::{
         AnalysisPhase, Direction, EffectSizeMeasure, MannWhitneyJudge, Metric, NanStrategy,
@@ -382,17 +386,8 @@ mod comparison {
             pass_margin: judge
                 .pass_margin
                 .unwrap_or(SequentialJudge::DEFAULT_PASS_MARGIN),
+            keep_watching: context.keep_watching,
             ..CountTestConfig::default()
-        }
-    }
-
-    /// A counter increase as a whole count: Prometheus' `increase()` extrapolates, so round.
-    fn count(value: &SingleValue) -> Option<u64> {
-        match value {
-            SingleValue::Finite { value, .. } if *value >= 0.0 => Some(value.round() as u64),
-            SingleValue::Finite { .. } => Some(0),
-            SingleValue::NoData => None,
-            _ => Some(0),
         }
     }
 
@@ -448,21 +443,21 @@ mod comparison {
                     provider.query(canary_requests, at),
                     provider.query(baseline_requests, at)
                 );
-                let mut values = Vec::with_capacity(4);
+                let mut answers = Vec::with_capacity(4);
                 for result in [ce, be, cr, br] {
-                    match result.and_then(|m| m.single_value()) {
-                        Ok(value) => values.push(count(&value)),
+                    match result {
+                        Ok(measurement) => answers.push(measurement),
                         Err(e) => return provider_error(&e, at),
                     }
                 }
-                if values.iter().all(Option::is_none) {
-                    return no_data_verdict(metric, "every count query", at);
-                }
-                let increment = CountIncrement {
-                    canary_errors: values[0].unwrap_or(0),
-                    baseline_errors: values[1].unwrap_or(0),
-                    canary_requests: values[2].unwrap_or(0),
-                    baseline_requests: values[3].unwrap_or(0),
+                let counts = match judge.stratify_by.as_deref() {
+                    Some(label) => strata::read(&answers, label),
+                    None => strata::read_totals(&answers),
+                };
+                let (canary_strata, baseline_strata) = match counts {
+                    Ok(Some(counts)) => counts,
+                    Ok(None) => return no_data_verdict(metric, "every count query", at),
+                    Err(reason) => return error(at, format!("sequential: {reason}")),
                 };
                 let test = match CountTest::new(count_config(judge, &context)) {
                     Ok(test) => test,
@@ -472,14 +467,29 @@ mod comparison {
                     .prior_state
                     .and_then(|v| serde_json::from_value(v.clone()).ok())
                     .unwrap_or_default();
-                // Prometheus' increase() may extrapolate errors past requests by a rounding
-                // step; never let that make the update fail.
-                let increment = CountIncrement {
-                    canary_errors: increment.canary_errors.min(increment.canary_requests),
-                    baseline_errors: increment.baseline_errors.min(increment.baseline_requests),
-                    ..increment
+                let update = if judge.stratify_by.is_some() {
+                    test.update_stratified(&mut state, &canary_strata, &baseline_strata)
+                } else {
+                    let total = |strata: &[StratumCounts]| {
+                        strata
+                            .iter()
+                            .fold(StratumCounts::default(), |sum, s| StratumCounts {
+                                errors: sum.errors.saturating_add(s.errors),
+                                requests: sum.requests.saturating_add(s.requests),
+                            })
+                    };
+                    let (canary, baseline) = (total(&canary_strata), total(&baseline_strata));
+                    test.update(
+                        &mut state,
+                        &CountIncrement {
+                            canary_errors: canary.errors,
+                            canary_requests: canary.requests,
+                            baseline_errors: baseline.errors,
+                            baseline_requests: baseline.requests,
+                        },
+                    )
                 };
-                if let Err(e) = test.update(&mut state, &increment) {
+                if let Err(e) = update {
                     return error(at, format!("sequential: {e}"));
                 }
                 let report = test.evaluate(&mut state, context.is_last);
@@ -617,5 +627,218 @@ mod comparison {
             baseline: align(&baseline),
             bounds,
         }))
+    }
+}
+
+mod strata {
+    //! Reading the error-count test's four answers as per-stratum counts.
+
+    use std::collections::BTreeMap;
+
+    use crate::analysis::judge::sequential::{MAX_STRATA, StratumCounts};
+    use crate::analysis::provider::{Measurement, SingleValue, bounded};
+
+    /// Canary and baseline strata, or None when every query had no data.
+    pub(super) type ArmCounts = Option<(Vec<StratumCounts>, Vec<StratumCounts>)>;
+
+    const QUERIES: [&str; 4] = [
+        "canaryQuery",
+        "baselineQuery",
+        "canaryRequestsQuery",
+        "baselineRequestsQuery",
+    ];
+
+    /// A counter increase as a whole count: Prometheus' `increase()` extrapolates, so round.
+    fn count(value: f64) -> u64 {
+        if value.is_finite() && value > 0.0 {
+            value.round() as u64
+        } else {
+            0
+        }
+    }
+
+    /// The four answers as one stratum per arm (each a single value or no data).
+    pub(super) fn read_totals(answers: &[Measurement]) -> Result<ArmCounts, String> {
+        let mut values = Vec::with_capacity(4);
+        for (answer, query) in answers.iter().zip(QUERIES) {
+            match answer.single_value() {
+                Ok(SingleValue::NoData) => values.push(None),
+                Ok(SingleValue::Finite { value, .. }) => values.push(Some(count(value))),
+                Ok(_) => values.push(Some(0)),
+                Err(e) => return Err(format!("{query}: {e}")),
+            }
+        }
+        if values.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let value = |i: usize| values.get(i).copied().flatten().unwrap_or(0);
+        // Prometheus' increase() may extrapolate errors past requests by a rounding step.
+        let stratum = |errors: u64, requests: u64| StratumCounts {
+            errors: errors.min(requests),
+            requests,
+        };
+        Ok(Some((
+            vec![stratum(value(0), value(2))],
+            vec![stratum(value(1), value(3))],
+        )))
+    }
+
+    /// The four answers as series by `label`: one stratum per value of the label in each arm
+    /// (at most [`MAX_STRATA`]). A stratum with errors but no requests series counts its
+    /// errors as its requests; a series without the label and value 0 (`or vector(0)`) is no
+    /// errors.
+    pub(super) fn read(answers: &[Measurement], label: &str) -> Result<ArmCounts, String> {
+        let mut arms: Vec<BTreeMap<String, u64>> = Vec::with_capacity(4);
+        for (answer, query) in answers.iter().zip(QUERIES) {
+            let mut by_value = BTreeMap::new();
+            let samples = match answer {
+                Measurement::NoData { .. } => &Vec::new(),
+                Measurement::Vector(samples) => samples,
+                Measurement::Scalar { value, .. } if count(*value) == 0 => &Vec::new(),
+                other => {
+                    return Err(format!(
+                        "{query} must return a vector by `{}` for stratifyBy, got {:?}",
+                        bounded(label),
+                        other.result_type()
+                    ));
+                }
+            };
+            if samples.len() > MAX_STRATA {
+                return Err(format!(
+                    "{query} returned {} series, more than {MAX_STRATA} strata; stratify by a label with fewer values",
+                    samples.len()
+                ));
+            }
+            for sample in samples {
+                match sample.labels.get(label) {
+                    Some(value) => {
+                        *by_value.entry(value.clone()).or_insert(0) += count(sample.value);
+                    }
+                    None if count(sample.value) == 0 => {}
+                    None => {
+                        return Err(format!(
+                            "{query} returned a series without the `{}` label; aggregate with `sum by ({}) (...)`",
+                            bounded(label),
+                            bounded(label)
+                        ));
+                    }
+                }
+            }
+            arms.push(by_value);
+        }
+        if answers
+            .iter()
+            .all(|a| matches!(a, Measurement::NoData { .. }))
+        {
+            return Ok(None);
+        }
+        let arm = |errors: &BTreeMap<String, u64>, requests: &BTreeMap<String, u64>| {
+            let mut keys: Vec<&String> = requests.keys().chain(errors.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter()
+                .map(|key| {
+                    let errors = errors.get(key).copied().unwrap_or(0);
+                    let requests = requests.get(key).copied().unwrap_or(0).max(errors);
+                    StratumCounts { errors, requests }
+                })
+                .collect::<Vec<_>>()
+        };
+        let canary = arm(&arms[0], &arms[2]);
+        let baseline = arm(&arms[1], &arms[3]);
+        if canary.len() > MAX_STRATA || baseline.len() > MAX_STRATA {
+            return Err(format!(
+                "more than {MAX_STRATA} strata in one arm; stratify by a label with fewer values"
+            ));
+        }
+        Ok(Some((canary, baseline)))
+    }
+}
+
+#[cfg(test)]
+mod strata_tests {
+    use jiff::Timestamp;
+
+    use super::strata::{read, read_totals};
+    use crate::analysis::judge::sequential::StratumCounts;
+    use crate::analysis::provider::{Measurement, ResultType, VectorSample};
+
+    fn by_pod(series: &[(&str, f64)]) -> Measurement {
+        Measurement::Vector(
+            series
+                .iter()
+                .map(|(pod, value)| VectorSample {
+                    labels: [("pod".to_owned(), (*pod).to_owned())].into(),
+                    at: Timestamp::UNIX_EPOCH,
+                    value: *value,
+                    sample_count: None,
+                })
+                .collect(),
+        )
+    }
+
+    fn counts(pairs: &[(u64, u64)]) -> Vec<StratumCounts> {
+        pairs
+            .iter()
+            .map(|&(errors, requests)| StratumCounts { errors, requests })
+            .collect()
+    }
+
+    #[test]
+    fn series_by_label_become_strata_and_missing_error_series_are_zero() {
+        let answers = [
+            by_pod(&[("c-1", 3.0), ("c-2", 0.4)]),
+            by_pod(&[("b-1", 1.0)]),
+            by_pod(&[("c-1", 100.0), ("c-2", 99.6), ("c-3", 50.0)]),
+            by_pod(&[("b-1", 200.0), ("b-2", 200.0)]),
+        ];
+        let (canary, baseline) = read(&answers, "pod").expect("valid").expect("data");
+        assert_eq!(canary, counts(&[(3, 100), (0, 100), (0, 50)]));
+        assert_eq!(baseline, counts(&[(1, 200), (0, 200)]));
+        // Totals of the same answers without stratifyBy is an error: several series.
+        assert!(read_totals(&answers).is_err());
+    }
+
+    #[test]
+    fn a_series_without_the_label_or_too_many_strata_is_an_error_naming_the_query() {
+        let mut unlabelled = by_pod(&[("c-1", 3.0)]);
+        if let Measurement::Vector(samples) = &mut unlabelled {
+            samples[0].labels.clear();
+        }
+        let answers = [
+            unlabelled,
+            by_pod(&[]),
+            by_pod(&[("c-1", 10.0)]),
+            by_pod(&[("b-1", 10.0)]),
+        ];
+        let error = read(&answers, "pod").expect_err("no label");
+        assert!(
+            error.contains("canaryQuery") && error.contains("`pod`"),
+            "{error}"
+        );
+
+        let many: Vec<(String, f64)> = (0..65).map(|i| (format!("p{i}"), 1.0)).collect();
+        let many: Vec<(&str, f64)> = many.iter().map(|(p, v)| (p.as_str(), *v)).collect();
+        let answers = [
+            by_pod(&[]),
+            by_pod(&[]),
+            by_pod(&many),
+            by_pod(&[("b-1", 10.0)]),
+        ];
+        let error = read(&answers, "pod").expect_err("too many");
+        assert!(
+            error.contains("canaryRequestsQuery") && error.contains("64"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn no_data_everywhere_is_no_data() {
+        let none = || Measurement::NoData {
+            result_type: ResultType::Vector,
+        };
+        let answers = [none(), none(), none(), none()];
+        assert_eq!(read(&answers, "pod"), Ok(None));
+        assert_eq!(read_totals(&answers), Ok(None));
     }
 }

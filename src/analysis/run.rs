@@ -1300,9 +1300,11 @@ mod tests {
             share_sum: f64::MAX,
             share_square_sum: f64::MAX,
             share_range: Some((f64::MIN_POSITIVE, f64::MAX)),
-            residual_sum: f64::MAX,
-            residual_square_sum: f64::MAX,
-            residual_intervals: u64::MAX,
+            canary_heterogeneity: f64::MAX,
+            canary_heterogeneity_degrees: u64::MAX,
+            baseline_heterogeneity: f64::MAX,
+            baseline_heterogeneity_degrees: u64::MAX,
+            restarts: u32::MAX,
             ..CountState::default()
         };
         let state = HistogramState {
@@ -1310,6 +1312,7 @@ mod tests {
             bounds: vec![f64::MAX; 3],
             per_bound: vec![count; 3],
             warmup_baseline: vec![u64::MAX; crate::analysis::measure::MAX_HISTOGRAM_BUCKETS],
+            restarts: u32::MAX,
             ..HistogramState::default()
         };
         serde_json::to_value(&state).expect("state serializes")

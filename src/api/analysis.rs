@@ -615,13 +615,16 @@ pub struct SequentialJudge {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha: Option<f64>,
     /// Relative degradation tolerated before failing: the canary fails when its rate (or slow
-    /// share) is surely above `(1 + failMargin)` × the baseline's. Default 0.2.
+    /// share) is surely above `(1 + failMargin)` × the baseline's. Default 0: fail when the
+    /// canary is surely worse than the baseline at all (the configuration benches/README.md
+    /// measures).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_margin: Option<f64>,
     /// Equivalence margin for passing early: pass when the ratio is surely below
-    /// `(1 + passMargin)`; it must be below `failMargin`. Default 0.1. A canary whose ratio
-    /// lies between the margins is Inconclusive at the last measurement, with the smallest
-    /// ratio the data could have detected.
+    /// `(1 + passMargin)`. Default 0.25. Below `failMargin` it leaves an indifference zone: a
+    /// canary whose ratio lies between the margins is Inconclusive at the last measurement,
+    /// with the smallest ratio the data could have detected. At or above it every ratio is
+    /// eventually decided, by whichever statement the evidence reaches first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_margin: Option<f64>,
     /// Allow a Successful verdict before the last measurement. Default true.
@@ -631,15 +634,22 @@ pub struct SequentialJudge {
     /// counts as slow, e.g. 0.5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_threshold_seconds: Option<f64>,
+    /// For `errorCounts`: a label whose values are strata of each arm, e.g. `pod`,
+    /// `instance` or `zone`. The four count queries then return one series per value
+    /// (`sum by (pod) (...)`, at most 64 per arm). The test still compares the arms' totals;
+    /// errors that vary between one arm's strata more than their traffic explains (one noisy
+    /// pod) widen the test by that overdispersion instead of failing the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stratify_by: Option<String>,
 }
 
 impl SequentialJudge {
     /// `alpha` when the template leaves it out.
     pub const DEFAULT_ALPHA: f64 = 0.01;
     /// `failMargin` when the template leaves it out.
-    pub const DEFAULT_FAIL_MARGIN: f64 = 0.2;
+    pub const DEFAULT_FAIL_MARGIN: f64 = 0.0;
     /// `passMargin` when the template leaves it out.
-    pub const DEFAULT_PASS_MARGIN: f64 = 0.1;
+    pub const DEFAULT_PASS_MARGIN: f64 = 0.25;
 }
 
 /// One execution of analysis templates with resolved arguments.
@@ -681,6 +691,11 @@ pub struct AnalysisRunSpec {
     /// measurement.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub terminate: bool,
+    /// The run is a Rollout's background analysis (set by the controller): a sequential
+    /// metric that passes starts a fresh test instead of ending, so a regression that begins
+    /// later is still caught; the k-th test spends α / 2^(k+1), all of them at most α.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub background: bool,
 }
 
 /// The phase of a run, of a metric, or the verdict of one measurement.

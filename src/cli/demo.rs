@@ -153,6 +153,9 @@ async fn demo() -> Result<(), DemoError> {
     engine.shutdown().await;
     let _ = task.await;
     drop(prometheus);
+    if outcome.is_ok() {
+        keep_reports(state.path());
+    }
     outcome
 }
 
@@ -274,6 +277,37 @@ async fn releases(
     }
     crate::outln!("  the demo took {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Copies the release reports out of the demo's state directory (a temporary one, removed at
+/// the end) into a folder that stays, and prints their paths.
+fn keep_reports(state_dir: &Path) {
+    let reports = state_dir.join(crate::platform::local::engine::REPORTS_DIR);
+    let Ok(entries) = std::fs::read_dir(&reports) else {
+        return;
+    };
+    let kept = match tempfile::Builder::new()
+        .prefix("vigil-demo-reports-")
+        .tempdir()
+    {
+        Ok(dir) => dir.keep(),
+        Err(error) => {
+            crate::outln!("  (the release reports could not be kept: {error})");
+            return;
+        }
+    };
+    let mut names: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    for name in names {
+        let target = kept.join(&name);
+        match std::fs::copy(reports.join(&name), &target) {
+            Ok(_) => crate::outln!("  report: {}", target.display()),
+            Err(error) => crate::outln!("  (report {} not kept: {error})", name.to_string_lossy()),
+        }
+    }
 }
 
 fn summarize(view: &RolloutView, label: &str, took: Duration) {

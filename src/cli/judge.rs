@@ -14,7 +14,7 @@ use crate::analysis::judge::mann_whitney::{
 };
 use crate::analysis::judge::sequential::{
     CountIncrement, CountState, CountTest, CountTestConfig, SequentialDecision, SequentialError,
-    split_alpha,
+    StratumCounts, split_alpha,
 };
 use crate::api::SequentialJudge;
 
@@ -163,7 +163,10 @@ pub struct MannWhitneyArgs {
 ///
 /// Counts are per-interval increments (one item per scrape interval), given either as four
 /// comma-separated lists or as a JSON file `[{"canaryErrors": 1, "canaryRequests": 200,
-/// "baselineErrors": 0, "baselineRequests": 195}, ...]`. With `--cumulative` the items are
+/// "baselineErrors": 0, "baselineRequests": 195}, ...]`. An item may give its counts per
+/// stratum instead (as a template's `stratifyBy` does): `{"canaryStrata": [{"errors": 1,
+/// "requests": 70}, ...], "baselineStrata": [...]}`; the arms' totals are then their sums and
+/// the spread between strata tempers the test. With `--cumulative` the items are
 /// counter readings instead and their differences are used (a decrease = counter reset: the
 /// reading itself is the increment). The last interval is treated as the deadline unless
 /// `--ongoing` is given.
@@ -203,9 +206,13 @@ pub struct SequentialCountsArgs {
     /// Scale of the mixing distribution on the log rate ratio.
     #[arg(long, default_value_t = 0.5, value_parser = finite_f64)]
     pub prior_scale: f64,
-    /// Do not temper the likelihood by the estimated overdispersion of the error counts.
+    /// Do not temper the likelihood by the overdispersion seen between strata.
     #[arg(long)]
     pub no_dispersion_tempering: bool,
+    /// Judge as background analysis does: a pass starts a fresh test (the k-th spending
+    /// α/2^k) instead of ending the judgement.
+    #[arg(long)]
+    pub keep_watching: bool,
     /// The analysis is still running: the last interval is not the deadline.
     #[arg(long)]
     pub ongoing: bool,
@@ -293,17 +300,33 @@ pub fn run_sequential_counts(
     let mut intervals = match &args.input {
         Some(path) => {
             let text = read_text(path)?;
-            serde_json::from_str::<Vec<CountIncrement>>(&text).map_err(|source| {
+            serde_json::from_str::<Vec<IntervalInput>>(&text).map_err(|source| {
                 JudgeCliError::ParseJson {
                     path: path.clone(),
                     source,
                 }
             })?
         }
-        None => intervals_from_lists(args)?,
+        None => intervals_from_lists(args)?
+            .into_iter()
+            .map(IntervalInput::from)
+            .collect(),
     };
     if args.cumulative {
-        intervals = differences(&intervals);
+        if intervals.iter().any(IntervalInput::is_stratified) {
+            return Err(JudgeCliError::AlignCounts {
+                detail: "--cumulative takes totals, not canaryStrata/baselineStrata".to_owned(),
+            });
+        }
+        let totals = intervals
+            .iter()
+            .enumerate()
+            .map(|(index, interval)| interval.totals(index))
+            .collect::<Result<Vec<_>, _>>()?;
+        intervals = differences(&totals)
+            .into_iter()
+            .map(IntervalInput::from)
+            .collect();
     }
     let test = CountTest::new(CountTestConfig {
         alpha: split_alpha(args.alpha, args.metrics),
@@ -311,12 +334,21 @@ pub fn run_sequential_counts(
         pass_margin: args.pass_margin,
         prior_scale: args.prior_scale,
         temper_overdispersion: !args.no_dispersion_tempering,
+        keep_watching: args.keep_watching,
     })?;
     let mut state = CountState::default();
     let mut steps = Vec::with_capacity(intervals.len());
     let mut last = SequentialDecision::Inconclusive;
     for (index, interval) in intervals.iter().enumerate() {
-        test.update(&mut state, interval)?;
+        if interval.is_stratified() {
+            test.update_stratified(
+                &mut state,
+                &interval.canary_strata,
+                &interval.baseline_strata,
+            )?;
+        } else {
+            test.update(&mut state, &interval.totals(index)?)?;
+        }
         let at_deadline = !args.ongoing && index + 1 == intervals.len();
         let report = test.evaluate(&mut state, at_deadline);
         last = report.decision;
@@ -344,6 +376,53 @@ pub fn run_sequential_counts(
         "steps": steps,
     });
     Ok((document, last.verdict()))
+}
+
+/// One interval of `--input`: the arms' totals, or their strata.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IntervalInput {
+    canary_errors: Option<u64>,
+    canary_requests: Option<u64>,
+    baseline_errors: Option<u64>,
+    baseline_requests: Option<u64>,
+    #[serde(default)]
+    canary_strata: Vec<StratumCounts>,
+    #[serde(default)]
+    baseline_strata: Vec<StratumCounts>,
+}
+
+impl IntervalInput {
+    fn is_stratified(&self) -> bool {
+        !self.canary_strata.is_empty() || !self.baseline_strata.is_empty()
+    }
+
+    /// The four totals; all are needed when no strata are given.
+    fn totals(&self, index: usize) -> Result<CountIncrement, JudgeCliError> {
+        let field = |value: Option<u64>, name: &str| {
+            value.ok_or_else(|| JudgeCliError::AlignCounts {
+                detail: format!("interval {} has no {name} (nor strata)", index + 1),
+            })
+        };
+        Ok(CountIncrement {
+            canary_errors: field(self.canary_errors, "canaryErrors")?,
+            canary_requests: field(self.canary_requests, "canaryRequests")?,
+            baseline_errors: field(self.baseline_errors, "baselineErrors")?,
+            baseline_requests: field(self.baseline_requests, "baselineRequests")?,
+        })
+    }
+}
+
+impl From<CountIncrement> for IntervalInput {
+    fn from(totals: CountIncrement) -> Self {
+        Self {
+            canary_errors: Some(totals.canary_errors),
+            canary_requests: Some(totals.canary_requests),
+            baseline_errors: Some(totals.baseline_errors),
+            baseline_requests: Some(totals.baseline_requests),
+            ..Self::default()
+        }
+    }
 }
 
 fn finite_or_null(x: f64) -> Option<f64> {

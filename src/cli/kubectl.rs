@@ -7,7 +7,6 @@
 //! `kubectl vigil get rollout web`.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -287,25 +286,14 @@ pub fn get(command: &GetCommand) -> i32 {
     let GetCommand::Rollout(args) = command;
     block_on(async {
         let (client, namespace) = client_and_namespace(&args.target).await?;
+        if args.watch {
+            return super::kubectl_watch::watch(client, &namespace, &args.target.name).await;
+        }
         let rollouts: Api<Rollout> = Api::namespaced(client.clone(), &namespace);
         let rs: Api<ReplicaSet> = Api::namespaced(client, &namespace);
-        let mut last = String::new();
-        loop {
-            let tree = show(&rollouts, &rs, &args.target.name).await?;
-            if !args.watch {
-                super::write_stdout(&tree);
-                return Ok(());
-            }
-            if tree != last {
-                // Clear the screen and redraw.
-                super::write_stdout(&format!("\x1b[2J\x1b[H{tree}"));
-                last = tree;
-            }
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => return Ok(()),
-                () = tokio::time::sleep(Duration::from_secs(2)) => {}
-            }
-        }
+        let tree = show(&rollouts, &rs, &args.target.name).await?;
+        super::write_stdout(&tree);
+        Ok(())
     })
 }
 

@@ -41,6 +41,9 @@ pub enum LocalCommand {
         #[arg(long, short = 'o', default_value = "line")]
         output: String,
     },
+    /// List the Rollouts of the state directory with their phase, step and weight (read from
+    /// the files; works when `vigil run` is stopped).
+    List,
     /// Finish the current step (a pause, an Inconclusive analysis).
     Promote {
         /// The Rollout.
@@ -137,6 +140,9 @@ pub enum LocalError {
     /// The async runtime could not start.
     #[error("failed to start the async runtime: {0}")]
     StartRuntime(std::io::Error),
+    /// The state directory could not be listed.
+    #[error("failed to list the rollouts: {0}")]
+    ListRollouts(String),
 }
 
 /// Runs `vigil local ...` and returns the exit code.
@@ -195,6 +201,72 @@ async fn post(client: &reqwest::Client, admin: SocketAddr, path: &str) -> Result
     Ok(())
 }
 
+/// `get --watch`: the live view, redrawn on a terminal, one plain line per change otherwise;
+/// keeps trying while the engine is unreachable (restarting) and says so once.
+async fn watch_live(
+    args: &LocalArgs,
+    mut client: reqwest::Client,
+    name: &str,
+) -> Result<(), LocalError> {
+    let admin = args.admin;
+    use crate::cli::live_view::{dashboard, frame_of, new_errors, plain_line};
+    use std::io::IsTerminal;
+    let terminal = std::io::stdout().is_terminal();
+    let mut previous: Option<RolloutView> = None;
+    let mut last_line = None;
+    let mut unreachable = false;
+    loop {
+        match get(&client, admin, name).await {
+            Ok(view) => {
+                let now = jiff::Timestamp::now();
+                if unreachable {
+                    crate::outln!(
+                        "{} reconnected to vigil run at {admin}",
+                        now.strftime("%H:%M:%S")
+                    );
+                    unreachable = false;
+                }
+                for line in new_errors(previous.as_ref(), &view, now) {
+                    crate::outln!("{line}");
+                }
+                let frame = frame_of(&view, now);
+                if terminal {
+                    // Home and clear, then the dashboard.
+                    crate::cli::write_stdout(&format!("\x1b[H\x1b[2J{}", dashboard(&frame, true)));
+                } else {
+                    let line = plain_line(&frame);
+                    // The timestamp changes every second: compare without it.
+                    let key = line.split_once(' ').map(|(_, rest)| rest.to_owned());
+                    if key != last_line {
+                        crate::outln!("{line}");
+                        last_line = key;
+                    }
+                }
+                previous = Some(view);
+            }
+            Err(LocalError::ReachEngine { .. }) if !unreachable => {
+                crate::outln!(
+                    "{} vigil run at {admin} is not answering; retrying until it is back (Ctrl-C to stop)",
+                    jiff::Timestamp::now().strftime("%H:%M:%S")
+                );
+                unreachable = true;
+            }
+            Err(LocalError::ReachEngine { .. }) => {}
+            // A restarted engine has a new token: read it again from the state directory.
+            Err(LocalError::Refused { status: 401, .. }) if args.token.is_none() => {
+                if let Ok(fresh) = admin_client(args) {
+                    client = fresh;
+                }
+            }
+            Err(error) => return Err(error),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
 /// A client that sends the admin token with every request.
 fn admin_client(args: &LocalArgs) -> Result<reqwest::Client, LocalError> {
     let token = match &args.token {
@@ -221,6 +293,12 @@ fn admin_client(args: &LocalArgs) -> Result<reqwest::Client, LocalError> {
 }
 
 async fn execute(args: &LocalArgs) -> Result<(), LocalError> {
+    if matches!(args.command, LocalCommand::List) {
+        let rollouts = crate::platform::local::engine::list_rollouts(&args.state_dir)
+            .map_err(|e| LocalError::ListRollouts(e.to_string()))?;
+        crate::cli::write_stdout(&crate::cli::live_view::list_table(&rollouts));
+        return Ok(());
+    }
     let admin = args.admin;
     if !admin.ip().is_loopback() {
         return Err(LocalError::RefuseAdmin { admin });
@@ -232,6 +310,9 @@ async fn execute(args: &LocalArgs) -> Result<(), LocalError> {
             watch,
             output,
         } => {
+            if *watch && output != "json" {
+                return watch_live(args, client, name).await;
+            }
             let mut last = None;
             loop {
                 let view = get(&client, admin, name).await?;
@@ -269,6 +350,8 @@ async fn execute(args: &LocalArgs) -> Result<(), LocalError> {
                 post(&client, admin, &path).await
             }
         }
+        // Answered above from the state directory.
+        LocalCommand::List => Ok(()),
         LocalCommand::Abort { name } => {
             post(&client, admin, &format!("/rollouts/{name}/abort")).await
         }

@@ -6,11 +6,15 @@ pub mod convert;
 pub mod crds;
 pub mod demo;
 pub mod demo_app;
+pub mod history;
 pub mod judge;
 pub mod kubectl;
+pub mod kubectl_watch;
 pub mod lint;
+pub mod live_view;
 pub mod local;
 pub mod migrate;
+pub mod report;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -77,6 +81,14 @@ pub enum Command {
     /// A real canary release on this machine in a few minutes: Prometheus, the demo app, load,
     /// a healthy release promoted and a bad one rolled back, with a summary.
     Demo(demo::DemoArgs),
+    /// Write one self-contained HTML report (summary, timeline, per-metric plots of canary and
+    /// baseline with each verdict) of a Rollout's latest release or of an AnalysisRun, from a
+    /// `vigil run` state directory or the cluster. Exit 1 when it cannot be made.
+    Report(report::ReportArgs),
+    /// List a Rollout's releases recorded by `vigil run` (outcome, duration, time to restore,
+    /// report) with the DORA figures: deployment frequency, change failure rate, time to
+    /// restore.
+    History(history::HistoryArgs),
 }
 
 impl Cli {
@@ -144,6 +156,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Run(args) => run::run(&args),
         Command::Local(args) => local::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Report(args) => report::run(&args),
+        Command::History(args) => history::run(&args),
         Command::Judge(args) => judge::run(args).unwrap_or_else(|error| {
             eprintln!("vigil judge: {error}");
             3

@@ -79,7 +79,7 @@ pub(super) fn collect_revision_args(document: &Value, inputs: &mut Inputs<'_>) {
     }
 }
 
-/// An Argo Rollout as a vigil Rollout; `None` when it cannot be one (a blue-green Rollout).
+/// An Argo Rollout as a vigil Rollout (canary or blue-green).
 pub(super) fn rollout(document: &Value, inputs: &Inputs<'_>, notes: &mut Notes) -> Option<Rollout> {
     let mut root = Fields::of(document, "", notes);
     root.ignore("apiVersion");
@@ -91,17 +91,17 @@ pub(super) fn rollout(document: &Value, inputs: &Inputs<'_>, notes: &mut Notes) 
     let mut spec = Fields::of(spec_value, "spec", notes);
     let strategy_value = spec.take("strategy").unwrap_or(&Value::Null);
     let mut strategy = Fields::of(strategy_value, "spec.strategy", notes);
-    if strategy.take("blueGreen").is_some() {
-        notes.unmapped(
-            "spec.strategy.blueGreen",
-            "vigil releases canaries only: a blue-green Rollout is not converted (write canary steps, e.g. setWeight 0, an analysis, then setWeight 100)",
-        );
-        return None;
-    }
+    let blue_green = strategy
+        .take("blueGreen")
+        .map(|bg| super::argo_blue_green::blue_green_strategy(bg, inputs, notes));
     let canary = match strategy.take("canary") {
         Some(canary) => canary_strategy(canary, inputs, notes),
+        None if blue_green.is_some() => CanaryStrategy::default(),
         None => {
-            notes.unmapped("spec.strategy", "no `canary` strategy: nothing to convert");
+            notes.unmapped(
+                "spec.strategy",
+                "neither `canary` nor `blueGreen`: nothing to convert",
+            );
             CanaryStrategy::default()
         }
     };
@@ -113,6 +113,7 @@ pub(super) fn rollout(document: &Value, inputs: &Inputs<'_>, notes: &mut Notes) 
         progress_deadline_seconds: spec.int("progressDeadlineSeconds", notes),
         strategy: RolloutStrategy {
             canary,
+            blue_green,
             ..Default::default()
         },
         ..Default::default()
@@ -374,7 +375,7 @@ fn canary_step(
     (set.iter().filter(|s| **s).count() == 1).then_some(out)
 }
 
-fn analysis_field_reason(key: &str) -> Option<String> {
+pub(super) fn analysis_field_reason(key: &str) -> Option<String> {
     Some(match key {
         "dryRun" => "a Rollout cannot put a template's metrics in dry-run in vigil: set `dryRun: true` on those metrics in the template".to_owned(),
         "analysisRunMetadata" => "vigil labels its AnalysisRuns itself; extra run metadata has no equivalent".to_owned(),
@@ -383,7 +384,7 @@ fn analysis_field_reason(key: &str) -> Option<String> {
 }
 
 /// The `templates` and `args` of a step or background analysis.
-fn analysis_refs(
+pub(super) fn analysis_refs(
     fields: &mut Fields<'_>,
     inputs: &Inputs<'_>,
     notes: &mut Notes,

@@ -9,6 +9,7 @@
 //! The traps a hand translation hits are rules in [`traps`], shared with `vigil lint`.
 
 mod argo;
+mod argo_blue_green;
 pub mod expr;
 mod fields;
 mod flagger;

@@ -358,11 +358,63 @@ fn a_metric_template_without_its_canary_is_reported_and_not_written() {
 }
 
 #[test]
-fn a_blue_green_rollout_is_not_converted_and_says_why() {
-    let text = "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata:\n  name: web\nspec:\n  strategy:\n    blueGreen:\n      activeService: web\n";
+fn a_blue_green_rollout_is_converted_field_for_field() {
+    let text = r#"apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: "web:2"}]}
+  strategy:
+    blueGreen:
+      activeService: web-active
+      previewService: web-preview
+      previewReplicaCount: 1
+      autoPromotionEnabled: true
+      autoPromotionSeconds: 60
+      scaleDownDelaySeconds: 45
+      abortScaleDownDelaySeconds: 0
+      antiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: {weight: 1}}
+      prePromotionAnalysis:
+        templates: [{templateName: smoke}]
+        args: [{name: service, value: web-preview}]
+      postPromotionAnalysis:
+        templates: [{templateName: error-rate, clusterScope: true}]
+"#;
     let converted = convert(&sources("r.yaml", text));
-    assert!(converted.documents.is_empty());
-    assert_eq!(converted.unmapped[0].path, "spec.strategy.blueGreen");
+    let rollout = match converted.documents.first() {
+        Some(super::Converted::Rollout(rollout)) => (**rollout).clone(),
+        other => panic!("{other:?}"),
+    };
+    let bg = rollout.spec.strategy.blue_green.clone().expect("blueGreen");
+    assert!(rollout.spec.strategy.canary.is_unset());
+    assert_eq!(bg.active_service.as_deref(), Some("web-active"));
+    assert_eq!(bg.preview_service.as_deref(), Some("web-preview"));
+    assert_eq!(bg.preview_replica_count, Some(1));
+    assert_eq!(bg.auto_promotion_enabled, Some(true));
+    assert_eq!(bg.auto_promotion_seconds, Some(60));
+    assert_eq!(bg.scale_down_delay_seconds, Some(45));
+    assert_eq!(bg.abort_scale_down_delay_seconds, None);
+    let pre = bg.pre_promotion_analysis.expect("pre");
+    assert_eq!(pre.templates[0].template_name, "smoke");
+    assert_eq!(pre.args[0].name, "service");
+    let post = bg.post_promotion_analysis.expect("post");
+    assert!(post.templates[0].cluster_scope);
+    let paths: Vec<&str> = converted.unmapped.iter().map(|u| u.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.strategy.blueGreen.abortScaleDownDelaySeconds",
+            "spec.strategy.blueGreen.antiAffinity"
+        ],
+        "{:?}",
+        converted.unmapped
+    );
+    assert!(crate::rollout::validate_spec(&rollout.spec).is_empty());
 }
 
 #[test]

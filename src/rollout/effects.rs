@@ -25,6 +25,10 @@ pub(crate) enum Intent {
     },
     /// The canary was aborted: traffic on the stable, the canary scaled down when it is time.
     Aborted { scale_down_canary: bool },
+    /// A blue-green release after the switch: both services select the canary (the new
+    /// revision), both revisions keep full scale so a failed post-promotion analysis can
+    /// switch back at once.
+    Switched,
 }
 
 /// An AnalysisRun that must exist and keep running.
@@ -117,6 +121,10 @@ fn wanted_routing<'a>(plan: &Plan<'a>) -> Option<(i32, (&'a str, &'a str))> {
             Some((canary_weight, (stable, canary.unwrap_or(stable))))
         }
         Intent::Aborted { .. } => Some((0, (stable, canary.unwrap_or(stable)))),
+        Intent::Switched => {
+            let canary = canary.unwrap_or(stable);
+            Some((0, (canary, canary)))
+        }
         Intent::Stable => Some((0, (stable, stable))),
         Intent::Hold => None,
     }
@@ -187,6 +195,11 @@ fn wanted_scale<'a>(plan: &'a Plan<'a>, stable: &'a str) -> Vec<(&'a str, i32)> 
         } => {
             if let Some(canary) = plan.canary {
                 wanted.push((canary, 0));
+            }
+        }
+        Intent::Switched => {
+            if let Some(canary) = plan.canary {
+                wanted.push((canary, plan.replicas));
             }
         }
         _ => {}

@@ -5,8 +5,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 
 use crate::api::duration::{format_duration, parse_duration};
 use crate::api::{
-    AnalysisPhase, AnalysisRunSummary, AnalysisStep, CanaryStep, PauseReason, PauseStep,
-    RolloutPhase, RolloutSpec, RolloutStatus,
+    AnalysisPhase, AnalysisRunSummary, AnalysisStep, BlueGreenStrategy, CanaryStep, PauseReason,
+    PauseStep, RolloutPhase, RolloutSpec, RolloutStatus,
 };
 
 use super::conditions::{
@@ -26,6 +26,8 @@ use super::{
 };
 use crate::traffic::{ManagedRoutes, RouterKind};
 
+#[path = "blue_green.rs"]
+mod blue_green;
 #[path = "machine_webhooks.rs"]
 mod webhooks;
 
@@ -96,6 +98,8 @@ struct Machine<'a> {
     /// `now` as recorded in status: whole seconds, like Kubernetes' `Time` serializes.
     recorded: Time,
     steps: &'a [CanaryStep],
+    /// `spec.strategy.blueGreen`: the release follows its stages instead of `steps`.
+    blue_green: Option<&'a BlueGreenStrategy>,
     replicas: i32,
     router: bool,
     problems: Vec<SpecProblem>,
@@ -132,6 +136,7 @@ impl<'a> Machine<'a> {
             now,
             recorded: Time(Timestamp::from_second(now.as_second()).unwrap_or(now)),
             steps: &spec.strategy.canary.steps,
+            blue_green: spec.strategy.blue_green.as_ref(),
             replicas: spec.replicas.unwrap_or(DEFAULT_REPLICAS).max(0),
             router: RouterKind::of(routing).sets_weights(),
             problems,
@@ -302,6 +307,9 @@ impl<'a> Machine<'a> {
         if self.spec.paused {
             return self.user_paused(s);
         }
+        if let Some(bg) = self.blue_green {
+            return self.blue_green(s, bg);
+        }
         self.progress(s)
     }
 
@@ -360,16 +368,21 @@ impl<'a> Machine<'a> {
             self.mark_invalid(s);
         }
         let aborted_at = s.aborted_at.as_ref().map_or(self.now, |t| t.0);
-        let delay = self
-            .spec
-            .strategy
-            .canary
-            .abort_scale_down_delay_seconds
-            .map_or(DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS, i64::from)
-            .max(0);
+        let delay = match self.blue_green {
+            Some(bg) => Self::blue_green_abort_delay(bg),
+            None => self
+                .spec
+                .strategy
+                .canary
+                .abort_scale_down_delay_seconds
+                .map_or(DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS, i64::from),
+        }
+        .max(0);
         let scale_down_at = add_seconds(aborted_at, delay);
-        // Without a router the canary's pods are its traffic share: they go at once.
-        let scale_down_canary = !self.router || self.now >= scale_down_at;
+        // Without a router the canary's pods are its traffic share: they go at once (a
+        // blue-green preview takes no traffic of the active service: its delay holds).
+        let scale_down_canary =
+            (!self.router && self.blue_green.is_none()) || self.now >= scale_down_at;
         if !scale_down_canary {
             self.requeue(scale_down_at);
         }
@@ -378,6 +391,9 @@ impl<'a> Machine<'a> {
 
     fn failed_analysis(&self, s: &RolloutStatus) -> Option<String> {
         let canary = s.canary_revision.as_deref()?;
+        if self.blue_green.is_some() {
+            return self.failed_promotion_run(s);
+        }
         let index = self.index(s);
         if let Some(run) = &s.step_analysis
             && run.phase == AnalysisPhase::Failed
@@ -962,7 +978,13 @@ impl<'a> Machine<'a> {
             &self.recorded,
         );
         if let Some(index) = s.current_step_index {
-            s.step = Some(format!("{}/{count}", index.clamp(0, to_i32(count))));
+            s.step = Some(match self.blue_green {
+                Some(_) if s.canary_revision.is_some() => {
+                    blue_green::stage_name(blue_green::stage(&s)).to_owned()
+                }
+                Some(_) => "stable".to_owned(),
+                None => format!("{}/{count}", index.clamp(0, to_i32(count))),
+            });
         }
         // A promote request for a step the rollout already left is stale.
         if !self.spec.paused && s.promote_step.is_some() && s.promote_step != s.current_step_index {
@@ -1000,8 +1022,14 @@ impl<'a> Machine<'a> {
             route_names: route_names(self.steps),
             // A router that selects revisions itself (Istio's DestinationRule subsets) is
             // pointed like the Services, in the same safe order.
-            stable_service: canary_strategy.stable_service.is_some() || router_selects,
-            canary_service: canary_strategy.canary_service.is_some() || router_selects,
+            stable_service: match self.blue_green {
+                Some(bg) => bg.active_service.is_some(),
+                None => canary_strategy.stable_service.is_some() || router_selects,
+            },
+            canary_service: match self.blue_green {
+                Some(bg) => bg.preview_service.is_some(),
+                None => canary_strategy.canary_service.is_some() || router_selects,
+            },
             runs: self
                 .step_run
                 .clone()
@@ -1183,14 +1211,17 @@ impl<'a> Machine<'a> {
     fn scale_down_due(&mut self, recorded_at: Option<Time>, plan: &Plan) -> (Option<Time>, bool) {
         let canary = &self.spec.strategy.canary;
         let applies_late = RouterKind::of(canary.traffic_routing.as_ref()).applies_changes_late();
-        let delay = canary
-            .scale_down_delay_seconds
-            .unwrap_or(if applies_late {
+        let delay = match self.blue_green {
+            Some(bg) => bg
+                .scale_down_delay_seconds
+                .unwrap_or(blue_green::DEFAULT_BLUE_GREEN_DELAY_SECONDS),
+            None => canary.scale_down_delay_seconds.unwrap_or(if applies_late {
                 DEFAULT_SCALE_DOWN_DELAY_SECONDS
             } else {
                 0
-            })
-            .max(0);
+            }),
+        }
+        .max(0);
         if !traffic_left(plan, self.obs) {
             return (None, false);
         }
@@ -1221,6 +1252,9 @@ impl<'a> Machine<'a> {
     }
 
     fn step_display(&self, s: &RolloutStatus) -> String {
+        if self.blue_green.is_some() {
+            return blue_green::stage_name(blue_green::stage(s)).to_owned();
+        }
         format!("{}/{}", self.index(s), self.steps.len())
     }
 

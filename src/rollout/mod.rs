@@ -177,6 +177,7 @@ mod machine;
 mod requests;
 mod routes;
 mod validate;
+mod validate_blue_green;
 mod validate_istio;
 mod validate_routes;
 mod validate_webhooks;
@@ -266,6 +267,19 @@ pub fn desired_revision(spec: &RolloutSpec, workload: Option<&WorkloadObservatio
     released_template(spec, workload)
         .map(template_hash)
         .unwrap_or_default()
+}
+
+/// The Services vigil points at revisions: (`stableService`, `canaryService`) of a canary, or
+/// (`activeService`, `previewService`) of a blue-green release, which play the same parts (the
+/// active one selects the stable revision, the preview one the new revision).
+pub fn service_names(spec: &RolloutSpec) -> (Option<&str>, Option<&str>) {
+    match &spec.strategy.blue_green {
+        Some(bg) => (bg.active_service.as_deref(), bg.preview_service.as_deref()),
+        None => (
+            spec.strategy.canary.stable_service.as_deref(),
+            spec.strategy.canary.canary_service.as_deref(),
+        ),
+    }
 }
 
 /// One revision (ReplicaSet) as seen.
@@ -399,6 +413,10 @@ pub enum AnalysisKind {
     },
     /// The background analysis.
     Background,
+    /// A blue-green release's `prePromotionAnalysis`.
+    PrePromotion,
+    /// A blue-green release's `postPromotionAnalysis`.
+    PostPromotion,
 }
 
 impl AnalysisKind {
@@ -407,6 +425,10 @@ impl AnalysisKind {
         match self {
             AnalysisKind::Step { index } => format!("spec.strategy.canary.steps[{index}].analysis"),
             AnalysisKind::Background => "spec.strategy.canary.analysis".to_owned(),
+            AnalysisKind::PrePromotion => "spec.strategy.blueGreen.prePromotionAnalysis".to_owned(),
+            AnalysisKind::PostPromotion => {
+                "spec.strategy.blueGreen.postPromotionAnalysis".to_owned()
+            }
         }
     }
 }
@@ -443,7 +465,8 @@ impl DeclaredAnalysis<'_> {
     }
 }
 
-/// Every analysis `spec` declares, steps first, then the background one.
+/// Every analysis `spec` declares, steps first, then the background one, then a blue-green
+/// release's pre- and post-promotion analyses.
 pub fn declared_analyses(spec: &RolloutSpec) -> impl Iterator<Item = DeclaredAnalysis<'_>> {
     let canary = &spec.strategy.canary;
     let steps = canary.steps.iter().enumerate().filter_map(|(index, step)| {
@@ -460,7 +483,21 @@ pub fn declared_analyses(spec: &RolloutSpec) -> impl Iterator<Item = DeclaredAna
         templates: &a.templates,
         args: &a.args,
     });
-    steps.chain(background)
+    let blue_green = spec.strategy.blue_green.iter().flat_map(|bg| {
+        [
+            (AnalysisKind::PrePromotion, &bg.pre_promotion_analysis),
+            (AnalysisKind::PostPromotion, &bg.post_promotion_analysis),
+        ]
+        .into_iter()
+        .filter_map(|(kind, analysis)| {
+            analysis.as_ref().map(|a| DeclaredAnalysis {
+                kind,
+                templates: &a.templates,
+                args: &a.args,
+            })
+        })
+    });
+    steps.chain(background).chain(blue_green)
 }
 
 /// The type of a Kubernetes Event.
@@ -494,6 +531,20 @@ pub struct Decision {
 pub fn step_run_name(rollout: &str, canary_revision: &str, attempt: i32, index: i32) -> String {
     fit_name(
         &format!("{rollout}-{canary_revision}-{attempt}-step{index}"),
+        MAX_NAME_LEN,
+    )
+}
+
+/// Name of a blue-green release's pre-promotion AnalysisRun for a canary attempt, shortened
+/// like [`step_run_name`].
+pub fn pre_promotion_run_name(rollout: &str, revision: &str, attempt: i32) -> String {
+    fit_name(&format!("{rollout}-{revision}-{attempt}-pre"), MAX_NAME_LEN)
+}
+
+/// Name of a blue-green release's post-promotion AnalysisRun, like [`pre_promotion_run_name`].
+pub fn post_promotion_run_name(rollout: &str, revision: &str, attempt: i32) -> String {
+    fit_name(
+        &format!("{rollout}-{revision}-{attempt}-post"),
         MAX_NAME_LEN,
     )
 }

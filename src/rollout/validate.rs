@@ -19,7 +19,7 @@ use super::{MAX_NAME_LEN, SpecProblem};
 
 const CANARY: &str = "spec.strategy.canary";
 
-fn problem(path: impl Into<String>, message: impl Into<String>) -> SpecProblem {
+pub(super) fn problem(path: impl Into<String>, message: impl Into<String>) -> SpecProblem {
     SpecProblem {
         path: path.into(),
         message: message.into(),
@@ -70,6 +70,7 @@ pub fn validate_spec(spec: &RolloutSpec) -> Vec<SpecProblem> {
     super::validate_routes::check_routes(spec, &mut problems);
     super::validate_webhooks::check_webhooks(spec, &mut problems);
     super::baseline::check(spec, &mut problems);
+    super::validate_blue_green::check_blue_green(spec, &mut problems);
     problems
 }
 
@@ -131,7 +132,7 @@ fn check_counts(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
 }
 
 /// A number of seconds longer than [`MAX_DURATION`], the ceiling of every duration field.
-fn over_ceiling(seconds: i32) -> bool {
+pub(super) fn over_ceiling(seconds: i32) -> bool {
     u64::try_from(seconds).is_ok_and(|s| s > MAX_DURATION.as_secs())
 }
 
@@ -413,7 +414,11 @@ fn check_step(
     }
 }
 
-fn check_template_refs(templates: &[TemplateRef], path: &str, problems: &mut Vec<SpecProblem>) {
+pub(super) fn check_template_refs(
+    templates: &[TemplateRef],
+    path: &str,
+    problems: &mut Vec<SpecProblem>,
+) {
     if templates.is_empty() {
         problems.push(problem(
             format!("{path}.templates"),

@@ -137,7 +137,9 @@ pub fn step_verdict(indices: Vec<i32>, phase: AnalysisPhase) -> Verdicts {
         match run.kind {
             AnalysisKind::Step { index } if indices.contains(&index) => Some(phase),
             AnalysisKind::Step { .. } => Some(AnalysisPhase::Successful),
-            AnalysisKind::Background => None,
+            AnalysisKind::Background | AnalysisKind::PrePromotion | AnalysisKind::PostPromotion => {
+                None
+            }
         }
     })
 }
@@ -629,4 +631,47 @@ fn apply_route(routes: &ManagedRoutes, effect: &Effect) -> ManagedRoutes {
         _ => {}
     }
     ManagedRoutes::new(header, mirror)
+}
+
+/// A blue-green spec (services `shop-active` / `shop-preview`) with `replicas` pods, shaped
+/// further by `configure`.
+pub fn blue_green_spec(
+    replicas: i32,
+    configure: impl FnOnce(&mut vigil::api::BlueGreenStrategy),
+) -> RolloutSpec {
+    let mut spec = spec(vec![], false, replicas);
+    spec.strategy.canary = Default::default();
+    let mut bg = vigil::api::BlueGreenStrategy {
+        active_service: Some("shop-active".into()),
+        preview_service: Some("shop-preview".into()),
+        ..Default::default()
+    };
+    configure(&mut bg);
+    spec.strategy.blue_green = Some(bg);
+    spec
+}
+
+/// An analysis of one template, for `prePromotionAnalysis` / `postPromotionAnalysis`.
+pub fn promotion_analysis(template: &str) -> AnalysisStep {
+    AnalysisStep {
+        templates: vec![TemplateRef {
+            template_name: template.into(),
+            cluster_scope: false,
+        }],
+        args: vec![],
+    }
+}
+
+/// Pre- and post-promotion runs get these verdicts after 30 s (`None`: they keep running).
+pub fn promotion_verdicts(pre: Option<AnalysisPhase>, post: Option<AnalysisPhase>) -> Verdicts {
+    Box::new(move |run| {
+        if run.age < 30 {
+            return None;
+        }
+        match run.kind {
+            AnalysisKind::PrePromotion => pre,
+            AnalysisKind::PostPromotion => post,
+            _ => Some(AnalysisPhase::Successful),
+        }
+    })
 }

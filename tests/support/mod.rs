@@ -2,6 +2,7 @@
 //! only part of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod fake_http;
 pub mod prometheus;
 pub mod webhook_receiver;

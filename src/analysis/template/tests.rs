@@ -398,10 +398,39 @@ fn judge_parameters_in_range() {
         pass_margin: Some(0.2),
         ..Default::default()
     });
-    let problems = validate_template(&template(vec![metric]));
+    let problems = validate_template(&template(vec![metric.clone()]));
     let p = "spec.metrics[0].sequential";
     assert_eq!(at(&problems, &format!("{p}.alpha")).len(), 1);
-    assert_eq!(at(&problems, &format!("{p}.passMargin")).len(), 1);
+    // A pass margin above the fail margin is allowed: every ratio is then decided.
+    assert!(at(&problems, &format!("{p}.passMargin")).is_empty());
+
+    for (label, test, problems_expected) in [
+        ("pod", SequentialTest::ErrorCounts, 0),
+        (
+            "topology_kubernetes_io_zone",
+            SequentialTest::ErrorCounts,
+            0,
+        ),
+        ("pod name", SequentialTest::ErrorCounts, 1),
+        ("1pod", SequentialTest::ErrorCounts, 1),
+        ("", SequentialTest::ErrorCounts, 1),
+        (&"x".repeat(129), SequentialTest::ErrorCounts, 1),
+        ("pod", SequentialTest::Latency, 1),
+    ] {
+        metric.sequential = Some(SequentialJudge {
+            test: Some(test),
+            stratify_by: Some(label.to_owned()),
+            slow_threshold_seconds: (test == SequentialTest::Latency).then_some(0.5),
+            ..Default::default()
+        });
+        let problems = validate_template(&template(vec![metric.clone()]));
+        let found = at(&problems, &format!("{p}.stratifyBy"));
+        assert_eq!(
+            found.len(),
+            problems_expected,
+            "{label:?} {test:?}: {found:?}"
+        );
+    }
 }
 
 #[test]

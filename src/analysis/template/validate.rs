@@ -483,6 +483,35 @@ fn check_mann_whitney(mw: &MannWhitneyJudge, here: &str, problems: &mut Vec<Prob
     }
 }
 
+/// Longest label name `stratifyBy` may give.
+const MAX_LABEL_NAME_BYTES: usize = 128;
+
+/// `stratifyBy`: a Prometheus label name, for the errorCounts test only.
+fn check_stratify_by(label: &str, test: SequentialTest, here: &str, problems: &mut Vec<Problem>) {
+    let field = format!("{here}.stratifyBy");
+    let mut chars = label.chars();
+    let valid = label.len() <= MAX_LABEL_NAME_BYTES
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        problems.push(Problem::new(
+            field.clone(),
+            format!(
+                "{:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, at most {MAX_LABEL_NAME_BYTES} bytes), e.g. pod",
+                crate::analysis::provider::bounded(label)
+            ),
+        ));
+    }
+    if test == SequentialTest::Latency {
+        problems.push(Problem::new(
+            field,
+            "only used by `test: errorCounts`; the latency test compares the arms' totals",
+        ));
+    }
+}
+
 /// The sequential judge: alpha, margins and the test's own settings; returns the test.
 fn check_sequential(
     seq: &SequentialJudge,
@@ -510,17 +539,10 @@ fn check_sequential(
             ));
         }
     }
-    let fail = seq.fail_margin.unwrap_or(0.2);
-    let pass = seq.pass_margin.unwrap_or(0.1);
-    if seq.pass_early != Some(false) && pass >= fail {
-        problems.push(Problem::new(
-            format!("{here}.passMargin"),
-            format!(
-                "{pass} is not below failMargin {fail}; passing early needs passMargin < failMargin"
-            ),
-        ));
-    }
     let test = seq.test.unwrap_or_default();
+    if let Some(label) = &seq.stratify_by {
+        check_stratify_by(label, test, here, problems);
+    }
     match (test, seq.slow_threshold_seconds) {
         (SequentialTest::Latency, None) => problems.push(Problem::new(
             format!("{here}.slowThresholdSeconds"),

@@ -418,8 +418,8 @@ pub fn trim_deployment(deployment: &mut Deployment) {
 /// `Kind/namespace/name` (see [`referenced`]).
 pub fn references(rollout: &Rollout) -> Vec<String> {
     let namespace = rollout.namespace().unwrap_or_default();
-    let canary = &rollout.spec.strategy.canary;
-    let mut keys: Vec<String> = [&canary.stable_service, &canary.canary_service]
+    let (stable_service, canary_service) = crate::rollout::service_names(&rollout.spec);
+    let mut keys: Vec<String> = [stable_service, canary_service]
         .into_iter()
         .flatten()
         .map(|service| referenced("Service", &namespace, service))

@@ -149,7 +149,7 @@ fn selection(rollout: &Rollout, seen: &Seen) -> ServiceSelection {
     let Some(router) = &seen.router_selection else {
         return services;
     };
-    let canary = &rollout.spec.strategy.canary;
+    let (stable_service, canary_service) = crate::rollout::service_names(&rollout.spec);
     let agree = |configured: bool, service: Option<String>, router: &Option<String>| {
         if configured {
             service.filter(|s| Some(s) == router.as_ref())
@@ -158,16 +158,8 @@ fn selection(rollout: &Rollout, seen: &Seen) -> ServiceSelection {
         }
     };
     ServiceSelection {
-        stable: agree(
-            canary.stable_service.is_some(),
-            services.stable,
-            &router.stable,
-        ),
-        canary: agree(
-            canary.canary_service.is_some(),
-            services.canary,
-            &router.canary,
-        ),
+        stable: agree(stable_service.is_some(), services.stable, &router.stable),
+        canary: agree(canary_service.is_some(), services.canary, &router.canary),
     }
 }
 

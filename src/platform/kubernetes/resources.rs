@@ -151,8 +151,9 @@ pub fn analysis_run_for(
     name: &str,
     kind: AnalysisKind,
     revision: &str,
-    spec: AnalysisRunSpec,
+    mut spec: AnalysisRunSpec,
 ) -> AnalysisRun {
+    spec.background = kind == AnalysisKind::Background;
     let mut run = AnalysisRun::new(name, spec);
     run.metadata.namespace = rollout.namespace();
     run.metadata.labels = Some(child_labels(
@@ -164,6 +165,8 @@ pub fn analysis_run_for(
                 match kind {
                     AnalysisKind::Step { .. } => "step".to_owned(),
                     AnalysisKind::Background => "background".to_owned(),
+                    AnalysisKind::PrePromotion => "pre-promotion".to_owned(),
+                    AnalysisKind::PostPromotion => "post-promotion".to_owned(),
                 },
             ),
         ],

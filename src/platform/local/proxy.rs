@@ -85,6 +85,14 @@ pub enum ProxyError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The preview listen address (blue-green) could not be bound.
+    #[error("failed to bind the proxy's preview listener to {addr}: {source}")]
+    BindPreview {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The admin (metrics) listen address could not be bound.
     #[error("failed to bind the proxy's metrics listener to {addr}: {source}")]
     BindMetrics {
@@ -553,6 +561,8 @@ pub struct WeightedProxy {
     handle: RouterHandle,
     listen: SocketAddr,
     metrics_listen: SocketAddr,
+    preview_listen: Option<SocketAddr>,
+    limits: ConnectionLimits,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -625,7 +635,7 @@ impl WeightedProxy {
             listener,
             stop.clone(),
             limits,
-            move |req| forward(proxy_shared.clone(), req),
+            move |req| forward(proxy_shared.clone(), req, Listener::Split),
         ));
         let admin_shared = shared.clone();
         let admin_task = tokio::spawn(http::serve_with_limits(admin, stop, limits, move |req| {
@@ -637,9 +647,37 @@ impl WeightedProxy {
             handle: RouterHandle { shared },
             listen,
             metrics_listen,
+            preview_listen: None,
+            limits,
             shutdown,
             tasks: vec![proxy_task, admin_task],
         })
+    }
+
+    /// Serves the preview on `addr` too (a blue-green release's preview service): every
+    /// request goes to the canary backend (the stable one while there is none), whatever the
+    /// weight; nothing is mirrored. Returns the address bound (port 0 picks a free port).
+    pub async fn serve_preview(&mut self, addr: SocketAddr) -> Result<SocketAddr, ProxyError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ProxyError::BindPreview { addr, source })?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        let shared = self.handle.shared.clone();
+        let stop = self.shutdown.subscribe();
+        self.tasks.push(tokio::spawn(http::serve_with_limits(
+            listener,
+            stop,
+            self.limits,
+            move |req| forward(shared.clone(), req, Listener::Preview),
+        )));
+        tracing::info!(rollout = %self.handle.shared.rollout, preview = %bound, "preview listener serving");
+        self.preview_listen = Some(bound);
+        Ok(bound)
+    }
+
+    /// The address of the preview listener, when one serves.
+    pub fn preview_addr(&self) -> Option<SocketAddr> {
+        self.preview_listen
     }
 
     /// The address the proxy listens on.
@@ -724,14 +762,21 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// ready replica (every process starting, as after an engine restart), the request waits for
 /// a routing change, up to [`HOLD_UNTIL_READY`], like a Service's clients retrying during a
 /// restart, instead of failing at once.
-async fn route(shared: &Shared, started: Instant, headers: &HeaderMap) -> (Arc<Table>, Role) {
+async fn route(
+    shared: &Shared,
+    started: Instant,
+    headers: &HeaderMap,
+    listener: Listener,
+) -> (Arc<Table>, Role) {
     let deadline = started + HOLD_UNTIL_READY;
     loop {
         // Registered before the table is read, so a change in between still wakes it.
         let changed = shared.changed.notified();
         let table = shared.table();
-        // A header route sends the request to the canary only, whatever the weight.
-        let by_header = table.canary.is_some() && table.routes.to_canary(headers);
+        // A header route sends the request to the canary only, whatever the weight; so
+        // does the preview listener.
+        let by_header = table.canary.is_some()
+            && (listener == Listener::Preview || table.routes.to_canary(headers));
         let side = if by_header {
             table.side(Role::Canary)
         } else {
@@ -747,9 +792,22 @@ async fn route(shared: &Shared, started: Instant, headers: &HeaderMap) -> (Arc<T
     }
 }
 
-async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+/// Which listener a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listener {
+    /// The main listener: the weighted split, header and mirror routes.
+    Split,
+    /// The preview listener (blue-green): the canary backend only.
+    Preview,
+}
+
+async fn forward(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    listener: Listener,
+) -> Response<ProxyBody> {
     let started = Instant::now();
-    let (table, role) = route(&shared, started, req.headers()).await;
+    let (table, role) = route(&shared, started, req.headers(), listener).await;
     if table.stable.is_none() {
         return local_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -773,9 +831,10 @@ async fn forward(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyB
         }
     };
     strip_hop_by_hop(&mut parts.headers);
-    if table
-        .routes
-        .mirror(&parts.method, parts.uri.path(), &parts.headers)
+    if listener == Listener::Split
+        && table
+            .routes
+            .mirror(&parts.method, parts.uri.path(), &parts.headers)
     {
         mirror(&shared, &table, &parts, &body);
     }

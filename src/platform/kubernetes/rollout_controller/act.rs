@@ -92,11 +92,9 @@ pub(super) async fn act(
                 }
             }
             Effect::PointServices { stable, canary } => {
-                let strategy = &scope.rollout.spec.strategy.canary;
-                for (service, revision) in [
-                    (&strategy.stable_service, stable),
-                    (&strategy.canary_service, canary),
-                ] {
+                let (stable_service, canary_service) =
+                    crate::rollout::service_names(&scope.rollout.spec);
+                for (service, revision) in [(stable_service, stable), (canary_service, canary)] {
                     if let (Some(service), Some(revision)) = (service, revision) {
                         point_service(scope, service, revision).await?;
                     }

@@ -315,6 +315,13 @@ async fn record(
         }
     }
     ctx.metrics.rollout_phase(&key, after.as_deref());
+    ctx.metrics.dora.record(
+        &scope.namespace,
+        &scope.name,
+        status,
+        &decision.status,
+        ctx.clock.now(),
+    );
     if before != after {
         let (from, to) = (
             before.as_deref().unwrap_or("None"),
@@ -351,6 +358,7 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
     };
     ctx.metrics
         .rollout_phase(&format!("{}/{}", scope.namespace, scope.name), None);
+    ctx.metrics.dora.forget(&scope.namespace, &scope.name);
     let status = rollout.status.clone().unwrap_or_default();
     let Some(stable) = status.stable_revision.as_deref() else {
         return Ok(Action::await_change());
@@ -379,11 +387,8 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
             });
         }
     }
-    let strategy = &rollout.spec.strategy.canary;
-    for service in [&strategy.stable_service, &strategy.canary_service]
-        .into_iter()
-        .flatten()
-    {
+    let (stable_service, canary_service) = crate::rollout::service_names(&rollout.spec);
+    for service in [stable_service, canary_service].into_iter().flatten() {
         match point_service(&scope, service, stable).await {
             Err(Error::PatchService { source, .. }) if not_found(&source) => {}
             other => other?,

@@ -12,9 +12,9 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
     let caches = &scope.ctx.caches;
     let replica_sets = caches.replica_sets.of(&scope.namespace, &scope.name);
     let analysis_runs = caches.analysis_runs.of(&scope.namespace, &scope.name);
-    let canary = &scope.rollout.spec.strategy.canary;
-    let stable_service = read_service(scope, canary.stable_service.as_deref()).await?;
-    let canary_service = read_service(scope, canary.canary_service.as_deref()).await?;
+    let (stable_name, canary_name) = crate::rollout::service_names(&scope.rollout.spec);
+    let stable_service = read_service(scope, stable_name).await?;
+    let canary_service = read_service(scope, canary_name).await?;
     // A missing or malformed router object holds the rollout with its field named; any other
     // failure is "weight unknown": a setWeight step waits, an abort still acts.
     let hold = |error: TrafficError| {

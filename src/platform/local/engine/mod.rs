@@ -67,6 +67,7 @@ mod handle;
 mod persistence;
 mod platform;
 mod print;
+mod releases;
 mod sources;
 
 use handle::*;
@@ -75,6 +76,9 @@ use persistence::*;
 use platform::*;
 pub use print::progress_line;
 use print::*;
+pub use releases::{
+    REPORTS_DIR, ReadStateError, list_rollouts, read_history, report_input, write_release_report,
+};
 pub use sources::Sources;
 use sources::*;
 
@@ -376,12 +380,16 @@ impl Engine {
                 revisions.insert(revision, template.clone());
             }
             let (listen, metrics_listen) = listen_addresses(&name, &rollout.metadata, &spec)?;
-            let proxy = WeightedProxy::bind(listen, metrics_listen, name.clone())
+            let start_error = |source| EngineError::StartProxy {
+                rollout: name.clone(),
+                source,
+            };
+            let mut proxy = WeightedProxy::bind(listen, metrics_listen, name.clone())
                 .await
-                .map_err(|source| EngineError::StartProxy {
-                    rollout: name.clone(),
-                    source,
-                })?;
+                .map_err(start_error)?;
+            if let Some(preview) = preview_listen_address(&name, &spec)? {
+                proxy.serve_preview(preview).await.map_err(start_error)?;
+            }
             let managed = Managed {
                 name: name.clone(),
                 spec,
@@ -402,6 +410,7 @@ impl Engine {
             tracing::info!(
                 rollout = %name,
                 listen = %managed.listen,
+                preview = ?managed.proxy.preview_addr(),
                 metrics = %managed.proxy.metrics_addr(),
                 generation,
                 "rollout loaded"

@@ -59,14 +59,16 @@ impl Platform for LocalRollout<'_> {
             return Ok(());
         }
         log_transition(&self.managed.name, &self.managed.status, &status);
-        self.managed.status = status;
+        let before = std::mem::replace(&mut self.managed.status, status);
         self.engine
             .state
             .save(
                 &format!("{}.status", self.managed.name),
                 &self.managed.status,
             )
-            .map_err(ActError::Record)
+            .map_err(ActError::Record)?;
+        self.engine.record_release(self.managed, &before, self.now);
+        Ok(())
     }
 
     fn stored((): &()) -> bool {
@@ -91,6 +93,14 @@ impl Platform for LocalRollout<'_> {
 /// service (it routes by revision), so both are always "configured", whatever the spec names.
 pub(super) fn local_spec(spec: &RolloutSpec) -> RolloutSpec {
     let mut spec = spec.clone();
+    // Blue-green: the proxy's listener is the active service, its preview listener the
+    // preview service.
+    if let Some(bg) = &mut spec.strategy.blue_green {
+        bg.active_service.get_or_insert_with(|| "active".to_owned());
+        bg.preview_service
+            .get_or_insert_with(|| "preview".to_owned());
+        return spec;
+    }
     let canary = &mut spec.strategy.canary;
     canary
         .stable_service
@@ -297,11 +307,11 @@ impl Engine {
             }
             Effect::CreateAnalysisRun {
                 name,
+                kind,
                 templates,
                 args,
                 stable_revision,
                 canary_revision,
-                ..
             } => {
                 if !self.runs.contains_key(name) {
                     let refs: Vec<String> =
@@ -314,6 +324,7 @@ impl Engine {
                         canary_revision,
                         now,
                     );
+                    run.spec.background = *kind == crate::rollout::AnalysisKind::Background;
                     run.jobs = LocalJobs::new(name);
                     tracing::info!(rollout = %managed.name, run = %name, templates = ?refs, "analysis run created");
                     save_run(&self.state, name, &run);

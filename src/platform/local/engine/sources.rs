@@ -83,26 +83,33 @@ pub(super) fn listen_addresses(
     metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     spec: &RolloutSpec,
 ) -> Result<(SocketAddr, SocketAddr), EngineError> {
-    let field = "spec.strategy.canary.trafficRouting.local.listen";
     let problem = |field: &str, problem: String| EngineError::ReadListenAddress {
         rollout: name.to_owned(),
         field: field.to_owned(),
         problem,
     };
-    let listen = spec
-        .strategy
-        .canary
-        .traffic_routing
-        .as_ref()
-        .and_then(|t| t.local.as_ref())
-        .map(|l| l.listen.clone())
-        .ok_or_else(|| {
-            problem(
-                field,
-                "missing: vigil run needs the address of the local proxy, e.g. 127.0.0.1:8080"
-                    .to_owned(),
-            )
-        })?;
+    let (field, listen) = match &spec.strategy.blue_green {
+        Some(bg) => (
+            "spec.strategy.blueGreen.local.listen",
+            bg.local.as_ref().map(|l| l.listen.clone()),
+        ),
+        None => (
+            "spec.strategy.canary.trafficRouting.local.listen",
+            spec.strategy
+                .canary
+                .traffic_routing
+                .as_ref()
+                .and_then(|t| t.local.as_ref())
+                .map(|l| l.listen.clone()),
+        ),
+    };
+    let listen = listen.ok_or_else(|| {
+        problem(
+            field,
+            "missing: vigil run needs the address of the local proxy, e.g. 127.0.0.1:8080"
+                .to_owned(),
+        )
+    })?;
     let listen: SocketAddr = listen
         .parse()
         .map_err(|e| problem(field, format!("{listen:?} is not an IP:port address: {e}")))?;
@@ -121,4 +128,29 @@ pub(super) fn listen_addresses(
         None => SocketAddr::new(listen.ip(), 0),
     };
     Ok((listen, metrics))
+}
+
+/// The address of the preview listener of a blue-green Rollout
+/// (`spec.strategy.blueGreen.local.previewListen`), if it has one.
+pub(super) fn preview_listen_address(
+    name: &str,
+    spec: &RolloutSpec,
+) -> Result<Option<SocketAddr>, EngineError> {
+    let field = "spec.strategy.blueGreen.local.previewListen";
+    let Some(text) = spec
+        .strategy
+        .blue_green
+        .as_ref()
+        .and_then(|bg| bg.local.as_ref())
+        .and_then(|l| l.preview_listen.as_ref())
+    else {
+        return Ok(None);
+    };
+    text.parse()
+        .map(Some)
+        .map_err(|e| EngineError::ReadListenAddress {
+            rollout: name.to_owned(),
+            field: field.to_owned(),
+            problem: format!("{text:?} is not an IP:port address: {e}"),
+        })
 }
