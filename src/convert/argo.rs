@@ -111,11 +111,7 @@ pub(super) fn rollout(document: &Value, inputs: &Inputs<'_>, notes: &mut Notes) 
         revision_history_limit: spec.int("revisionHistoryLimit", notes),
         paused: spec.bool("paused", notes).unwrap_or_default(),
         progress_deadline_seconds: spec.int("progressDeadlineSeconds", notes),
-        strategy: RolloutStrategy {
-            canary,
-            blue_green,
-            ..Default::default()
-        },
+        strategy: RolloutStrategy { canary, blue_green },
         ..Default::default()
     };
     if let Some(selector) = spec.take("selector") {
