@@ -120,7 +120,14 @@ pub const INSECURE_NOTE: &str = "warning: TLS certificate verification is off: a
     the network path can read the request (its credentials included) and forge the answer \
     that decides the rollout; give the server's CA in `auth.caBundle` instead";
 
-/// The notes on the text of one file: each metric of a template or run that names no
+/// What the built-in `baseline-revision` argument selects.
+pub const BASELINE_REVISION_NOTE: &str = "built in: the revision of the fair baseline \
+    (`<stable revision>-baseline`, its pods labelled `vigil.dev/role: baseline`), which runs \
+    only for a Rollout with `canary.baseline.enabled: true`; with any other, the queries \
+    selecting it find no series (noData)";
+
+/// The notes on the text of one file: each template argument `baseline-revision` (see
+/// [`BASELINE_REVISION_NOTE`]), each metric of a template or run that names no
 /// Prometheus address, since the default given on the command line then applies, and each
 /// web metric that turns TLS verification off (a warning). Never
 /// panics; text that does not parse has no notes (its problems say why).
@@ -140,6 +147,21 @@ pub fn lint_notes(path: &Path, text: &str) -> Vec<LintNote> {
         );
         if !is_vigil || !has_metrics {
             continue;
+        }
+        if let Some(Value::Sequence(args)) = document.get("spec").and_then(|spec| spec.get("args"))
+        {
+            for (i, arg) in args.iter().enumerate() {
+                let builtin = arg.get("name").and_then(Value::as_str) == Some("baseline-revision")
+                    && arg.get("value").is_none();
+                if builtin && kind != Some("AnalysisRun") {
+                    notes.push(LintNote {
+                        file: path.display().to_string(),
+                        document: (non_empty > 1).then_some(index),
+                        path: format!("spec.args[{i}]"),
+                        message: BASELINE_REVISION_NOTE.to_owned(),
+                    });
+                }
+            }
         }
         let metrics = document.get("spec").and_then(|spec| spec.get("metrics"));
         let Some(Value::Sequence(metrics)) = metrics else {

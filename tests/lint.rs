@@ -319,6 +319,26 @@ fn a_template_without_an_address_lints_clean_with_a_note_that_the_default_applie
 }
 
 #[test]
+fn a_baseline_template_lints_clean_with_a_note_on_the_builtin_baseline_revision() {
+    let file = "analysis-templates/sequential-error-counts-baseline.yaml";
+    let output = vigil(&["lint", file]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{file}: spec.args[1]: note: built in: the revision of the fair baseline"
+        )) && stderr.contains("canary.baseline.enabled: true"),
+        "{stderr}"
+    );
+    let without = vigil(&["lint", "analysis-templates/sequential-error-counts.yaml"]);
+    assert!(
+        !String::from_utf8_lossy(&without.stderr).contains("fair baseline"),
+        "a template comparing with the stable gets no such note"
+    );
+}
+
+#[test]
 fn a_missing_file_is_a_usage_error_naming_it() {
     let out = vigil(&[
         "lint",

@@ -1351,3 +1351,72 @@ fn an_automatic_rollback_says_the_spec_still_names_the_rejected_revision() {
     );
     assert!(message.contains("`vigil retry shop`"), "{message}");
 }
+
+#[test]
+fn a_baseline_survives_a_controller_killed_at_any_instant_and_is_gone_at_the_end() {
+    let with_baseline = || {
+        let mut spec = spec(canary_steps(), false, 4);
+        spec.strategy.canary.baseline = Some(vigil::api::Baseline { enabled: true });
+        spec
+    };
+    let completed_steps = |world: &World| -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        for (reason, message) in &world.events {
+            if reason == "StepCompleted" && !seen.contains(message) {
+                seen.push(message.clone());
+            }
+        }
+        seen
+    };
+    let reference = {
+        let mut world = World::deployed(with_baseline(), all_pass());
+        world.set_image("app:2");
+        let new = world.desired();
+        world.run_until(200, |w| w.healthy_on(&new));
+        world
+    };
+    for crash_every in [2usize, 3] {
+        for effects_done in [0usize, 1, 2] {
+            let mut world = World::deployed(with_baseline(), all_pass());
+            let old = world.status.stable_revision.clone().expect("stable");
+            let baseline = vigil::rollout::baseline::baseline_revision(&old);
+            world.set_image("app:2");
+            let new = world.desired();
+            let mut most_baseline_pods = 0;
+            for round in 0..400 {
+                if world.healthy_on(&new) {
+                    break;
+                }
+                let crash = (round % crash_every == 0).then_some(if effects_done == 0 {
+                    Crash::BeforeEffects
+                } else {
+                    Crash::AfterEffects(effects_done)
+                });
+                world.reconcile_with(crash);
+                most_baseline_pods = most_baseline_pods
+                    .max(world.revisions.get(&baseline).map_or(0, |r| r.replicas));
+                world.advance(5);
+            }
+            let case = format!("crash every {crash_every}, {effects_done} effects");
+            assert!(world.healthy_on(&new), "{case}");
+            assert_eq!(
+                completed_steps(&world),
+                completed_steps(&reference),
+                "{case}"
+            );
+            assert_eq!(
+                world.runs.len(),
+                reference.runs.len(),
+                "no duplicate runs: {case}"
+            );
+            // 4 replicas at 20 % and at 50 %: the canary's 1 then 2 pods.
+            assert_eq!(most_baseline_pods, 2, "{case}");
+            world.reconcile_with(None);
+            assert_eq!(
+                world.revisions.get(&baseline).map(|r| r.replicas),
+                Some(0),
+                "the baseline is gone after the promotion: {case}"
+            );
+        }
+    }
+}

@@ -53,20 +53,36 @@ pub enum InstantiateError {
 
 /// Names of the arguments the platform provides to every run. A template uses one by
 /// declaring it without a value; an argument the Rollout passes under the same name wins.
-pub const BUILTIN_ARGS: [&str; 4] = ["rollout", "namespace", "stable-revision", "canary-revision"];
+/// `baseline-revision` is the revision of the fair baseline
+/// ([`crate::rollout::baseline::baseline_revision`] of the stable), which runs only with
+/// `canary.baseline.enabled`.
+pub const BUILTIN_ARGS: [&str; 5] = [
+    "rollout",
+    "namespace",
+    "stable-revision",
+    "canary-revision",
+    "baseline-revision",
+];
 
 /// The built-in arguments for a run of `rollout` comparing `canary_revision` with
-/// `stable_revision`, in the order of [`BUILTIN_ARGS`]. Put them before the Rollout's own
-/// arguments: later arguments win.
+/// `stable_revision` (and its baseline), in the order of [`BUILTIN_ARGS`]. Put them before the
+/// Rollout's own arguments: later arguments win.
 pub fn builtin_args(
     rollout: &str,
     namespace: &str,
     stable_revision: &str,
     canary_revision: &str,
 ) -> Vec<Argument> {
+    let baseline_revision = crate::rollout::baseline::baseline_revision(stable_revision);
     BUILTIN_ARGS
         .iter()
-        .zip([rollout, namespace, stable_revision, canary_revision])
+        .zip([
+            rollout,
+            namespace,
+            stable_revision,
+            canary_revision,
+            baseline_revision.as_str(),
+        ])
         .map(|(name, value)| Argument {
             name: (*name).to_owned(),
             value: Some(value.to_owned()),

@@ -358,7 +358,8 @@ mod tests {
                 Effect::SetHeaderRoute { .. }
                 | Effect::RemoveHeaderRoute { .. }
                 | Effect::SetMirrorRoute { .. }
-                | Effect::RemoveMirrorRoute { .. } => {
+                | Effect::RemoveMirrorRoute { .. }
+                | Effect::SetBaselineWeight { .. } => {
                     return Err(format!("this fake has no managed routes: {effect:?}"));
                 }
                 Effect::SetRevisionSettings { .. } => {

@@ -7,6 +7,7 @@
 use crate::api::{Argument, ScaleDown, TemplateRef};
 use crate::traffic::ManagedRoutes;
 
+use super::baseline::{WantedBaseline, baseline_of};
 use super::scaling::RevisionSettings;
 use super::{AnalysisKind, Effect, Observation};
 
@@ -68,6 +69,8 @@ pub(crate) struct Plan<'a> {
     pub workload_replicas: Option<i32>,
     /// What the stable's and the canary's ReplicaSets carry besides the template.
     pub settings: Vec<(&'a str, RevisionSettings)>,
+    /// The fair baseline wanted now (`canary.baseline`); `None` scales any baseline down.
+    pub baseline: Option<WantedBaseline>,
 }
 
 /// The replicas the Deployment behind `workloadRef` may keep under `policy`: `never` leaves
@@ -159,6 +162,7 @@ pub(crate) fn leftover_revisions<'o>(plan: &Plan, obs: &'o Observation) -> Vec<&
             r.replicas != 0
                 && plan.stable != Some(r.revision.as_str())
                 && plan.canary != Some(r.revision.as_str())
+                && baseline_of(&r.revision).is_none()
         })
         .map(|r| r.revision.as_str())
         .collect()
@@ -189,7 +193,7 @@ pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>)
 }
 
 /// The replicas `plan` wants of the stable, and of the canary when it has a say.
-fn wanted_scale<'a>(plan: &Plan<'a>, stable: &'a str) -> Vec<(&'a str, i32)> {
+fn wanted_scale<'a>(plan: &'a Plan<'a>, stable: &'a str) -> Vec<(&'a str, i32)> {
     let mut wanted = vec![(stable, plan.replicas)];
     match plan.intent {
         Intent::Canary {
@@ -217,6 +221,9 @@ fn wanted_scale<'a>(plan: &Plan<'a>, stable: &'a str) -> Vec<(&'a str, i32)> {
         }
         _ => {}
     }
+    if let Some(baseline) = &plan.baseline {
+        wanted.push((baseline.revision.as_str(), baseline.replicas));
+    }
     wanted
 }
 
@@ -242,6 +249,7 @@ fn scale_effects(plan: &Plan, obs: &Observation, stable: &str) -> (Vec<Effect>, 
             scale_downs.push(effect);
         }
     }
+    scale_downs.extend(baseline_scale_downs(plan, obs));
     if plan.scale_down_others {
         for revision in leftover_revisions(plan, obs) {
             scale_downs.push(Effect::ScaleRevision {
@@ -251,6 +259,39 @@ fn scale_effects(plan: &Plan, obs: &Observation, stable: &str) -> (Vec<Effect>, 
         }
     }
     (scale_ups, scale_downs)
+}
+
+/// The baselines not wanted that still have pods, scaled to 0 once the router sends them
+/// nothing (at once without a router: their pods are their share).
+fn baseline_scale_downs(plan: &Plan, obs: &Observation) -> Vec<Effect> {
+    let no_traffic = !plan.router || obs.router_baseline_weight.unwrap_or(0) == 0;
+    let wanted = plan.baseline.as_ref().map(|b| b.revision.as_str());
+    obs.revisions
+        .iter()
+        .filter(|r| {
+            r.replicas != 0
+                && baseline_of(&r.revision).is_some()
+                && wanted != Some(r.revision.as_str())
+                && no_traffic
+        })
+        .map(|r| Effect::ScaleRevision {
+            revision: r.revision.clone(),
+            replicas: 0,
+        })
+        .collect()
+}
+
+/// The baseline's weight to set, when the router reports one that differs (0 without a
+/// baseline wanted).
+fn baseline_weight_effect(plan: &Plan, obs: &Observation) -> Option<(Effect, bool)> {
+    let seen = obs.router_baseline_weight?;
+    let weight = plan.baseline.as_ref().map_or(0, |b| b.weight);
+    (plan.router && seen != weight).then_some((
+        Effect::SetBaselineWeight {
+            baseline_weight: weight,
+        },
+        weight < seen,
+    ))
 }
 
 /// Service moves, weight changes and scale-ups in their safe order: a stable-service move
@@ -288,6 +329,10 @@ fn routing_and_scale_effects(
             canary_weight: weight,
         });
     let weight_drops = obs.router_canary_weight.is_none_or(|seen| weight <= seen);
+    let baseline_weight = baseline_weight_effect(plan, obs);
+    if let Some((effect, true)) = baseline_weight.clone() {
+        effects.push(effect);
+    }
     if weight_drops && let Some(effect) = set_weight.clone() {
         effects.push(effect);
     }
@@ -300,6 +345,9 @@ fn routing_and_scale_effects(
         effects.push(effect);
     }
     if !weight_drops && let Some(effect) = set_weight {
+        effects.push(effect);
+    }
+    if let Some((effect, false)) = baseline_weight {
         effects.push(effect);
     }
     effects.extend(route_sets);

@@ -1070,6 +1070,7 @@ impl<'a> Machine<'a> {
     }
 
     fn finish(mut self, mut s: RolloutStatus, intent: Intent) -> Decision {
+        let (intent, baseline) = self.baseline(&mut s, intent);
         let count = self.steps.len();
         s.pause_conditions = merge_pauses(
             &self.previous.pause_conditions,
@@ -1141,6 +1142,7 @@ impl<'a> Machine<'a> {
                 .and_then(|limit| usize::try_from(limit).ok())
                 .unwrap_or(DEFAULT_REVISION_HISTORY_LIMIT),
             scale_down_others: true,
+            baseline,
             workload_replicas: self.spec.workload_ref.as_ref().and_then(|workload| {
                 workload_replicas_wanted(
                     workload.scale_down.unwrap_or_default(),
@@ -1155,6 +1157,16 @@ impl<'a> Machine<'a> {
         plan.scale_down_others = due;
         s.scale_down_at = scale_down_at;
         let webhook_calls = self.webhook_calls(&s);
+        if plan.baseline.as_ref().is_some_and(|b| !b.converged) {
+            // Measuring a baseline without its pods or traffic is not a fair comparison: the
+            // runs not created yet wait for it (the ones running go on).
+            plan.runs.retain(|run| {
+                self.obs
+                    .analysis_runs
+                    .iter()
+                    .any(|seen| seen.name == run.name)
+            });
+        }
         let effects = build_effects(&plan, self.obs, self.events);
         Decision {
             status: s,
@@ -1174,6 +1186,60 @@ impl<'a> Machine<'a> {
             .into_iter()
             .filter_map(|(revision, role)| Some((revision?, revision_settings(self.spec, role))))
             .collect()
+    }
+
+    /// The fair baseline wanted at this decision (see [`super::baseline`]), and the intent
+    /// with the stable's share without a router (the baseline's ready pods take their part).
+    fn baseline(
+        &self,
+        s: &mut RolloutStatus,
+        intent: Intent,
+    ) -> (Intent, Option<super::baseline::WantedBaseline>) {
+        let Intent::Canary {
+            canary_replicas,
+            stable_replicas,
+            canary_weight,
+        } = intent
+        else {
+            return (intent, None);
+        };
+        let pods_for = |weight: i32| scaling::canary_pods(self.replicas, weight, None);
+        let moment = super::baseline::Moment {
+            stable: s.stable_revision.as_deref(),
+            analysing: self.step_run.is_some() || self.background_run.is_some(),
+            step_weight: self.weight_at(self.index(s)),
+            canary_replicas,
+            canary_weight,
+            pods_for: &pods_for,
+            router: self.router,
+        };
+        let Some(wanted) = super::baseline::wanted(self.spec, self.obs, &moment) else {
+            return (intent, None);
+        };
+        let stable_replicas = if self.router {
+            stable_replicas
+        } else {
+            let in_place = super::baseline::ready_in_place_of_stable(&wanted, self.obs);
+            (stable_replicas - in_place).max(i32::from(stable_replicas > 0))
+        };
+        let creating = self
+            .step_run
+            .iter()
+            .chain(&self.background_run)
+            .any(|run| self.observed_run(&run.name).is_none());
+        if !wanted.converged && creating {
+            let note = super::baseline::waiting_note(&wanted, self.obs);
+            s.message = Some(match s.message.take() {
+                Some(message) if !message.is_empty() => format!("{message}; {note}"),
+                _ => note,
+            });
+        }
+        let intent = Intent::Canary {
+            canary_replicas,
+            stable_replicas,
+            canary_weight,
+        };
+        (intent, Some(wanted))
     }
 
     fn wanted_conditions(&self, s: &RolloutStatus, ready: i32) -> Vec<WantedCondition> {

@@ -31,7 +31,8 @@
 //!    deletions, events.
 //!    `CreateAnalysisRun` must treat "already exists" as success. `ScaleRevision` of a revision
 //!    that has no ReplicaSet yet creates it from the [`released_template`] (only the desired
-//!    revision is ever created). `ScaleDownWorkload` patches the Deployment's replicas guarded
+//!    revision and the stable's baseline are ever created; a baseline from the stable
+//!    revision's template, see [`baseline`]). `ScaleDownWorkload` patches the Deployment's replicas guarded
 //!    by the replicas it observed.
 //! 4. **Record.** Replace `.status` with `decision.status` using the `resourceVersion` that was
 //!    observed (optimistic concurrency): a conflict means the CLI wrote a request meanwhile, so
@@ -187,6 +188,15 @@
 //!   (`3/7`: the third of seven, `steps[2]`), the way events count completed steps
 //!   (`step 3/7 (pause 1m) completed`); `7/7` once all are done. Messages use the same count. For a blue-green release
 //!   it is the stage's name, `stable` with none in flight.
+//! * **Fair baseline** (`canary.baseline.enabled`, see [`baseline`]): while an analysis is
+//!   wanted (an `analysis` step, or the background analysis once active) a revision
+//!   [`baseline::baseline_revision`] of the stable runs `ceil(R × B / 100)` pods, where
+//!   `B = min(W, 100 − W)` is its share. `ScaleRevision` of it creates it from the *stable*
+//!   revision's template. Without a router its ready pods come out of the stable's count;
+//!   with a router that reports a baseline weight (the local proxy) `SetBaselineWeight B` is
+//!   raised once its pods are ready and lowered first. A run not created yet waits until the
+//!   baseline converged. When no analysis is wanted (another step, promotion, abort) its
+//!   weight goes to 0 and then its pods.
 //!
 //! # Errors
 //!
@@ -199,6 +209,7 @@
 //! truncated to the second; comparisons use the exact `now`. A status that went through JSON
 //! therefore gives the same decision as the one returned.
 
+pub mod baseline;
 mod conditions;
 mod effects;
 mod hash;
@@ -234,10 +245,10 @@ pub use validate_routes::{
     MAX_MATCH_REGEX_LEN, MAX_MATCH_VALUE_LEN, MAX_ROUTE_MATCHES, MAX_ROUTE_NAME_LEN,
     compile_match_regex,
 };
-pub use version::{MAX_VERSION_LABEL, VERSION_ANNOTATION, version_label};
 pub use validate_scaling::{
     MAX_ANNOTATION_VALUE_LEN, MAX_MIN_READY_SECONDS, MAX_POD_METADATA_ENTRIES,
 };
+pub use version::{MAX_VERSION_LABEL, VERSION_ANNOTATION, version_label};
 
 /// What the I/O shell saw in the cluster for one Rollout, just before calling [`step`].
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -253,6 +264,10 @@ pub struct Observation {
     /// The canary weight the traffic router reports, read back; `None` when there is no
     /// router or it could not be read (a setWeight step then waits).
     pub router_canary_weight: Option<i32>,
+    /// The baseline's weight the router reports (see [`baseline`]); `None` when the router
+    /// has no baseline split (the replica ratio, a router that cannot split three ways) or it
+    /// could not be read.
+    pub router_baseline_weight: Option<i32>,
     /// The managed header and mirror routes the router reports, read back; `None` when it
     /// could not be read (a `setHeaderRoute` / `setMirrorRoute` step then waits). A router
     /// that holds none, or a Rollout without `managedRoutes`, reports `Some` of none.
@@ -360,6 +375,13 @@ pub enum Effect {
     SetWeight {
         /// Percent of traffic to the canary service.
         canary_weight: i32,
+    },
+    /// Set the router's baseline weight (percent, see [`baseline`]): the stable gets what the
+    /// canary and the baseline leave. Only for a router that reports one
+    /// ([`Observation::router_baseline_weight`]).
+    SetBaselineWeight {
+        /// Percent of traffic to the baseline.
+        baseline_weight: i32,
     },
     /// Put the managed header route in place on the router (replacing one of its name).
     SetHeaderRoute {

@@ -70,6 +70,7 @@ pub fn validate_spec(spec: &RolloutSpec) -> Vec<SpecProblem> {
     super::validate_routes::check_routes(spec, &mut problems);
     super::validate_webhooks::check_webhooks(spec, &mut problems);
     super::validate_scaling::check_scaling(spec, &mut problems);
+    super::baseline::check(spec, &mut problems);
     super::validate_blue_green::check_blue_green(spec, &mut problems);
     problems
 }

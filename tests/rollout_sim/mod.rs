@@ -323,6 +323,7 @@ impl World {
                 })
                 .collect(),
             router_canary_weight: self.router,
+            router_baseline_weight: None,
             router_managed_routes: Some(self.routes.clone()),
             services: self.services.clone(),
             analysis_runs: self.runs.values().map(|r| r.summary.clone()).collect(),
@@ -418,6 +419,10 @@ impl World {
                 if self.router_works && self.router.is_some() {
                     self.router = Some(*canary_weight);
                 }
+            }
+            // The simulated router reports no baseline weight, so none is ever decided.
+            Effect::SetBaselineWeight { .. } => {
+                panic!("a baseline weight for a router that reports none: {effect:?}")
             }
             Effect::SetHeaderRoute { .. }
             | Effect::RemoveHeaderRoute { .. }

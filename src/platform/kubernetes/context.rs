@@ -29,6 +29,8 @@ pub fn rollout_label_value(rollout: &str) -> String {
 /// selectors.
 pub const REVISION_LABEL: &str = "vigil.dev/revision";
 /// Label saying whether an AnalysisRun is a step's (`step`) or the background one.
+/// Label of the pods of a fair baseline (`canary.baseline`): `vigil.dev/role: baseline`.
+pub const ROLE_LABEL: &str = "vigil.dev/role";
 pub const ANALYSIS_LABEL: &str = "vigil.dev/analysis";
 
 /// Where reconciles read the time from. Tests fix it; production reads the system clock.

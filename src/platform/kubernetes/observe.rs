@@ -214,6 +214,8 @@ pub fn observation(rollout: &Rollout, seen: &Seen) -> Observation {
         desired_revision: desired_revision(&rollout.spec, workload.as_ref()),
         revisions,
         router_canary_weight: seen.router_canary_weight,
+        // No router of the cluster splits three ways (see `rollout::baseline`).
+        router_baseline_weight: None,
         router_managed_routes: seen.router_managed_routes.clone(),
         services: selection(rollout, seen),
         analysis_runs,

@@ -9,7 +9,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
-use super::context::{ANALYSIS_LABEL, REVISION_LABEL, ROLLOUT_LABEL, rollout_label_value};
+use super::context::{
+    ANALYSIS_LABEL, REVISION_LABEL, ROLE_LABEL, ROLLOUT_LABEL, rollout_label_value,
+};
 use crate::analysis::provider::resolve::{
     ANALYSIS_CREDENTIAL_LABEL, ANALYSIS_CREDENTIAL_ORIGINS_ANNOTATION, Origin, SecretReader,
     check_origin, parse_origin_list, read_file_under,
@@ -64,6 +66,35 @@ pub fn replica_set_for(
         }),
         status: None,
     }
+}
+
+/// The ReplicaSet of the baseline `revision` (see [`crate::rollout::baseline`]) built from
+/// `template`, the stable revision's pod template as its ReplicaSet holds it: like
+/// [`replica_set_for`], with the pods also labelled `vigil.dev/role: baseline`. The stable's
+/// revision label is replaced, so the stable Service never selects the baseline's pods.
+pub fn baseline_replica_set_for(
+    rollout: &Rollout,
+    mut template: PodTemplateSpec,
+    revision: &str,
+    replicas: i32,
+) -> ReplicaSet {
+    template
+        .metadata
+        .get_or_insert_with(ObjectMeta::default)
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(
+            ROLE_LABEL.to_owned(),
+            crate::rollout::baseline::BASELINE_ROLE.to_owned(),
+        );
+    let mut replica_set = replica_set_for(rollout, &template, revision, replicas);
+    if let Some(labels) = replica_set.metadata.labels.as_mut() {
+        labels.insert(
+            ROLE_LABEL.to_owned(),
+            crate::rollout::baseline::BASELINE_ROLE.to_owned(),
+        );
+    }
+    replica_set
 }
 
 /// The JSON patch that scales the `workloadRef` Deployment from `observed` to `replicas`,

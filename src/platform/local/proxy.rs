@@ -4,7 +4,9 @@
 //! round-robin, which for two backends is a Bresenham line: request `n` (counted from the last
 //! [`RouterHandle::set_backends`]) goes to the canary when `⌊(n+1)·w/100⌋ > ⌊n·w/100⌋`. Any
 //! 100 consecutive requests hold exactly `w` canary requests, evenly spread, and the choice costs
-//! one atomic increment. Within a revision, replicas take turns; a replica that refuses the
+//! one atomic increment. With a baseline (`canary.baseline`, [`RouterHandle::set_baseline`])
+//! the requests the canary does not take are split the same way between the baseline and the
+//! stable, so any 100 requests hold `w` canary and `b` baseline requests. Within a revision, replicas take turns; a replica that refuses the
 //! connection is skipped and the request is retried once on the next replica of the same
 //! revision (never on the other revision: that would skew the split); when none answers, the
 //! proxy returns 502. A request routed to a side with no ready replica at all (every process
@@ -14,7 +16,7 @@
 //! own paths are never shadowed: `GET /metrics` (OpenMetrics text), `GET /routing` (the current
 //! [`RoutingState`] as JSON) and `GET /livez`. The series are the ones a service mesh exports:
 //!
-//! - `http_requests_total{rollout,revision,role="stable|canary",code}`
+//! - `http_requests_total{rollout,revision,role="stable|canary|baseline",code}`
 //! - `http_request_duration_seconds_bucket{rollout,revision,role,le}` (+ `_sum`, `_count`),
 //!   measured from the request's arrival to the upstream response's headers;
 //! - `vigil_proxy_upstream_errors_total{rollout,revision,addr,kind="connect|request"}`: failed
@@ -124,6 +126,8 @@ pub enum Role {
     Stable,
     /// The canary revision.
     Canary,
+    /// The fair baseline: a fresh copy of the stable revision (`canary.baseline`).
+    Baseline,
 }
 
 impl Role {
@@ -132,6 +136,7 @@ impl Role {
         match self {
             Role::Stable => "stable",
             Role::Canary => "canary",
+            Role::Baseline => "baseline",
         }
     }
 }
@@ -174,6 +179,13 @@ pub struct RoutingState {
     pub canary: Option<Backend>,
     /// Percent of requests sent to the canary (0..=100).
     pub canary_weight: u8,
+    /// The baseline backend, if any (`canary.baseline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Backend>,
+    /// Percent of requests sent to the baseline; the stable gets what the canary and the
+    /// baseline leave (the baseline never more than the canary leaves).
+    #[serde(default)]
+    pub baseline_weight: u8,
     /// The managed header and mirror routes in force.
     #[serde(default, skip_serializing_if = "ManagedRoutes::is_empty")]
     pub routes: ManagedRoutes,
@@ -351,25 +363,39 @@ struct Table {
     state: RoutingState,
     stable: Option<Side>,
     canary: Option<Side>,
+    baseline: Option<Side>,
     /// Requests routed since this table was installed: the smooth WRR position.
     sequence: AtomicU64,
+    /// Requests the canary did not take since then: the baseline's WRR position.
+    not_canary: AtomicU64,
     /// The managed routes, compiled (shared by the tables until the routes change).
     routes: Arc<CompiledRoutes>,
 }
 
 impl Table {
     fn pick(&self) -> Option<&Side> {
-        let weight = u64::from(self.state.canary_weight);
+        let weight = u64::from(self.state.canary_weight.min(100));
         let n = self.sequence.fetch_add(1, Ordering::Relaxed);
-        let to_canary = (n + 1) * weight / 100 > n * weight / 100;
-        self.side(to_canary)
+        if (n + 1) * weight / 100 > n * weight / 100 {
+            return self.side(Role::Canary);
+        }
+        // Of the requests the canary leaves, the baseline takes b / (100 - w).
+        let left = 100 - weight;
+        let baseline = u64::from(self.state.baseline_weight).min(left);
+        if self.baseline.is_some() && baseline > 0 {
+            let m = self.not_canary.fetch_add(1, Ordering::Relaxed);
+            if (m + 1) * baseline / left > m * baseline / left {
+                return self.side(Role::Baseline);
+            }
+        }
+        self.side(Role::Stable)
     }
 
-    fn side(&self, canary: bool) -> Option<&Side> {
-        if canary {
-            self.canary.as_ref()
-        } else {
-            self.stable.as_ref()
+    fn side(&self, role: Role) -> Option<&Side> {
+        match role {
+            Role::Canary => self.canary.as_ref(),
+            Role::Stable => self.stable.as_ref(),
+            Role::Baseline => self.baseline.as_ref(),
         }
     }
 }
@@ -435,7 +461,34 @@ impl RouterHandle {
             stable: Some(stable),
             canary,
             canary_weight,
-            routes: current.state.routes.clone(),
+            ..current.state.clone()
+        };
+        self.install(state, current.routes.clone());
+        Ok(())
+    }
+
+    /// Routes `baseline_weight` percent of requests to `baseline` (at most what the canary
+    /// leaves), taken from the stable's share; `None` (or 0) sends the baseline nothing.
+    /// Resets the split's position like [`RouterHandle::set_backends`].
+    pub fn set_baseline(
+        &self,
+        baseline: Option<Backend>,
+        baseline_weight: u8,
+    ) -> Result<(), ProxyError> {
+        if baseline_weight > 100 {
+            return Err(ProxyError::SetBackendsWeight {
+                weight: baseline_weight,
+            });
+        }
+        let current = self.shared.table();
+        let state = RoutingState {
+            baseline_weight: if baseline.is_some() {
+                baseline_weight
+            } else {
+                0
+            },
+            baseline,
+            ..current.state.clone()
         };
         self.install(state, current.routes.clone());
         Ok(())
@@ -472,8 +525,13 @@ impl RouterHandle {
                 .canary
                 .as_ref()
                 .map(|backend| Side::new(backend, Role::Canary, rollout, metrics)),
+            baseline: state
+                .baseline
+                .as_ref()
+                .map(|backend| Side::new(backend, Role::Baseline, rollout, metrics)),
             state,
             sequence: AtomicU64::new(0),
+            not_canary: AtomicU64::new(0),
             routes,
         };
         tracing::info!(
@@ -481,6 +539,8 @@ impl RouterHandle {
             stable = %describe_backend(table.state.stable.as_ref()),
             canary = %describe_backend(table.state.canary.as_ref()),
             canary_weight = table.state.canary_weight,
+            baseline = ?table.state.baseline.as_ref().map(|b| (&b.revision, b.addrs.len())),
+            baseline_weight = table.state.baseline_weight,
             header_routes = table.state.routes.header.len(),
             mirror_routes = table.state.routes.mirror.len(),
             "routing changed"
@@ -567,7 +627,9 @@ impl WeightedProxy {
                 state: RoutingState::default(),
                 stable: None,
                 canary: None,
+                baseline: None,
                 sequence: AtomicU64::new(0),
+                not_canary: AtomicU64::new(0),
                 routes: Arc::new(CompiledRoutes::default()),
             })),
             changed: Notify::new(),
@@ -713,7 +775,7 @@ async fn route(
     started: Instant,
     headers: &HeaderMap,
     listener: Listener,
-) -> (Arc<Table>, bool) {
+) -> (Arc<Table>, Role) {
     let deadline = started + HOLD_UNTIL_READY;
     loop {
         // Registered before the table is read, so a change in between still wakes it.
@@ -724,15 +786,15 @@ async fn route(
         let by_header = table.canary.is_some()
             && (listener == Listener::Preview || table.routes.to_canary(headers));
         let side = if by_header {
-            table.side(true)
+            table.side(Role::Canary)
         } else {
             table.pick()
         };
         let picked = side.map(|side| (side.role, side.addrs.is_empty()));
         let ready = matches!(picked, Some((_, false)));
-        let to_canary = matches!(picked, Some((Role::Canary, _)));
+        let role = picked.map_or(Role::Stable, |(role, _)| role);
         if ready || Instant::now() >= deadline {
-            return (table, to_canary);
+            return (table, role);
         }
         let _ = tokio::time::timeout_at(deadline.into(), changed).await;
     }
@@ -753,15 +815,15 @@ async fn forward(
     listener: Listener,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let (table, to_canary) = route(&shared, started, req.headers(), listener).await;
+    let (table, role) = route(&shared, started, req.headers(), listener).await;
     if table.stable.is_none() {
         return local_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "vigil proxy: no backends configured yet\n",
         );
     }
-    let Some(side) = table.side(to_canary) else {
-        // Unreachable by construction (a weight > 0 needs a canary), but never panic on it.
+    let Some(side) = table.side(role) else {
+        // Unreachable by construction (a weight > 0 needs its backend), but never panic on it.
         return local_response(StatusCode::BAD_GATEWAY, "vigil proxy: no canary backend\n");
     };
 
@@ -980,13 +1042,15 @@ mod tests {
         Table {
             stable: Some(Side::new(&stable, Role::Stable, &rollout, &metrics)),
             canary: Some(Side::new(&canary, Role::Canary, &rollout, &metrics)),
+            baseline: None,
             state: RoutingState {
                 stable: Some(stable),
                 canary: Some(canary),
                 canary_weight: weight,
-                routes: ManagedRoutes::default(),
+                ..Default::default()
             },
             sequence: AtomicU64::new(0),
+            not_canary: AtomicU64::new(0),
             routes: Arc::new(CompiledRoutes::default()),
         }
     }
@@ -1007,6 +1071,51 @@ mod tests {
                     usize::from(weight),
                     "weight {weight}, window {window}"
                 );
+            }
+        }
+    }
+
+    fn with_baseline(weight: u8, baseline_weight: u8) -> Table {
+        let metrics = Metrics::new();
+        let rollout: Arc<str> = Arc::from("r");
+        let baseline = Backend {
+            revision: "s-baseline".into(),
+            addrs: vec![],
+        };
+        let mut table = table(weight);
+        table.baseline = Some(Side::new(&baseline, Role::Baseline, &rollout, &metrics));
+        table.state.baseline = Some(baseline);
+        table.state.baseline_weight = baseline_weight;
+        table
+    }
+
+    #[test]
+    fn every_window_of_100_holds_exactly_the_canary_and_baseline_weights() {
+        // (canary, baseline asked, baseline served): never more than the canary leaves.
+        for (weight, asked, served) in [
+            (10u8, 10u8, 10usize),
+            (25, 25, 25),
+            (50, 50, 50),
+            (60, 40, 40),
+            (1, 1, 1),
+            (0, 0, 0),
+            (70, 70, 30),
+        ] {
+            let t = with_baseline(weight, asked);
+            for window in 0..5 {
+                let roles: Vec<Option<Role>> = (0..100).map(|_| t.pick().map(|s| s.role)).collect();
+                let count = |role| roles.iter().filter(|r| **r == Some(role)).count();
+                assert_eq!(
+                    count(Role::Canary),
+                    usize::from(weight),
+                    "canary {weight}, window {window}"
+                );
+                assert_eq!(
+                    count(Role::Baseline),
+                    served,
+                    "baseline {asked} at canary {weight}, window {window}"
+                );
+                assert_eq!(count(Role::Stable), 100 - usize::from(weight) - served);
             }
         }
     }

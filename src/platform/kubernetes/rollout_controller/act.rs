@@ -39,6 +39,16 @@ pub(super) async fn act(
                     })?;
                 report_put_back(scope, seen, *canary_weight).await;
             }
+            // Only decided for a router that reports a baseline weight; none of the cluster's
+            // routers does (validate_spec refuses a baseline with them), so there is nothing
+            // to set: the baseline's pods are its share.
+            Effect::SetBaselineWeight { baseline_weight } => {
+                warn!(
+                    baseline_weight,
+                    "a baseline weight was decided for a router that cannot split three ways; ignored"
+                );
+                continue;
+            }
             Effect::SetHeaderRoute { route } => {
                 let result = router.set_header_route(route).await;
                 route_result(scope, &route.name, result)?;
@@ -211,6 +221,10 @@ pub(super) async fn scale(
         .replica_sets
         .iter()
         .any(|rs| rs.metadata.name.as_deref() == Some(name.as_str()));
+    if !exists && let Some(stable) = baseline_of(revision) {
+        let replica_set = baseline_replica_set(scope, stable, revision, replicas).await?;
+        return create_replica_set(&api, &name, &replica_set, replicas).await;
+    }
     if !exists {
         let workload = match &seen.workload {
             WorkloadSeen::Found(deployment) => deployment.spec.as_ref().map(|s| &s.template),
@@ -250,6 +264,67 @@ pub(super) async fn scale(
             source,
         })?;
     info!(replica_set = %name, replicas, "scaled ReplicaSet");
+    Ok(())
+}
+
+/// The ReplicaSet of the baseline `revision` of `stable`: the stable ReplicaSet's pod
+/// template (read from the API: the cache trims templates), relabelled as the baseline.
+async fn baseline_replica_set(
+    scope: &Scope<'_>,
+    stable: &str,
+    revision: &str,
+    replicas: i32,
+) -> Result<ReplicaSet, Error> {
+    let stable_name = replica_set_name(&scope.name, stable);
+    let stable_set = scope
+        .api::<ReplicaSet>()
+        .get(&stable_name)
+        .await
+        .map_err(|source| Error::GetBaselineTemplate {
+            replica_set: stable_name,
+            baseline: revision.to_owned(),
+            source,
+        })?;
+    let template = stable_set
+        .spec
+        .and_then(|spec| spec.template)
+        .unwrap_or_default();
+    Ok(baseline_replica_set_for(
+        scope.rollout,
+        template,
+        revision,
+        replicas,
+    ))
+}
+
+/// Creates the ReplicaSet `name`, or scales it when an earlier reconcile created it already.
+async fn create_replica_set(
+    api: &Api<ReplicaSet>,
+    name: &str,
+    replica_set: &ReplicaSet,
+    replicas: i32,
+) -> Result<(), Error> {
+    match api.create(&post_params(), replica_set).await {
+        Ok(_) => {
+            info!(replica_set = %name, replicas, "created ReplicaSet");
+            return Ok(());
+        }
+        Err(error) if already_exists(&error) => {}
+        Err(source) => {
+            return Err(Error::CreateReplicaSet {
+                replica_set: name.to_owned(),
+                source,
+            });
+        }
+    }
+    let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
+    api.patch(name, &params(), &patch)
+        .await
+        .map_err(|source| Error::ScaleReplicaSet {
+            replica_set: name.to_owned(),
+            replicas,
+            source,
+        })?;
     Ok(())
 }
 

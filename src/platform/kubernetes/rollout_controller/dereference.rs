@@ -98,6 +98,12 @@ pub(super) async fn dereference(
                 continue;
             }
         };
+        let unused =
+            rollout::baseline::unused_baseline_problems(&rollout.spec, &declared, &templates);
+        if !unused.is_empty() {
+            found.problems.extend(unused);
+            continue;
+        }
         if canary == stable {
             // No release in flight, so no run can be created: a settled Rollout reads no
             // Secret (its templates were still checked, from the cache).

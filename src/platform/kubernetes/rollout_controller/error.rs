@@ -62,6 +62,19 @@ pub enum Error {
         /// The cause.
         source: kube::Error,
     },
+    /// Reading the stable revision's ReplicaSet, whose pod template a baseline runs, failed
+    /// (not found included: without it there is no template to copy).
+    #[error(
+        "failed to get ReplicaSet {replica_set}, the template of baseline {baseline}: {source}"
+    )]
+    GetBaselineTemplate {
+        /// The stable revision's ReplicaSet.
+        replica_set: String,
+        /// The baseline's revision.
+        baseline: String,
+        /// The cause.
+        source: kube::Error,
+    },
     /// Deleting an old revision failed.
     #[error("failed to delete ReplicaSet {replica_set}: {source}")]
     DeleteReplicaSet {
@@ -214,6 +227,7 @@ impl Error {
             Error::SetRevisionSettings { .. } => "set_revision_settings",
             Error::LabelPods { .. } => "label_pods",
             Error::DeleteReplicaSet { .. } => "delete_replica_set",
+            Error::GetBaselineTemplate { .. } => "get_baseline_template",
             Error::SetWeight { .. } => "set_weight",
             Error::PointRouterRevisions { .. } => "point_router_revisions",
             Error::GetDeployment { .. } => "get_deployment",

@@ -31,8 +31,8 @@ use super::context::{
 };
 use super::observe::{Seen, WorkloadSeen, observation};
 use super::resources::{
-    analysis_run_for, field_ref_value, replica_set_for, replica_set_name, scale_down_patch,
-    secret_value,
+    analysis_run_for, baseline_replica_set_for, field_ref_value, replica_set_for, replica_set_name,
+    scale_down_patch, secret_value,
 };
 use super::watch_health::{WatchHealth, observed};
 use crate::analysis::dereference::{Dereferenced, RunFor, SecretArgs, run_spec};
@@ -42,6 +42,7 @@ use crate::api::{
     ClusterAnalysisTemplate, Rollout, RolloutPhase, RolloutStatus, TemplateRef,
 };
 use crate::platform::reconcile::{Observed, Platform, reconcile_once};
+use crate::rollout::baseline::baseline_of;
 use crate::rollout::{self, AnalysisKind, Decision, Effect, EventType, Observation, SpecProblem};
 use crate::traffic::gateway_api::{GatewayRoute, http_route_resource};
 use crate::traffic::istio::{

@@ -56,6 +56,7 @@ use crate::manifest::Manifest;
 use crate::platform::local::jobs::LocalJobs;
 use crate::platform::reconcile::{Observed, Platform, reconcile_once};
 use crate::platform::webhooks::{WebhookCaller, WebhookCallerConfig};
+use crate::rollout::baseline::{baseline_of, baseline_revision};
 use crate::rollout::webhooks::WebhookCall;
 use crate::rollout::{
     Decision, Effect, EventType, Observation, RequestError, RevisionObservation, ServiceSelection,
@@ -200,6 +201,8 @@ struct Managed {
     stable_service: Option<String>,
     canary_service: Option<String>,
     weight: u8,
+    /// The baseline's weight as the state machine set it (`canary.baseline`).
+    baseline_weight: u8,
     revisions: BTreeMap<String, PodTemplateSpec>,
     created_at: BTreeMap<String, Timestamp>,
     /// The settings (role metadata, minReadySeconds) decided for each revision: recorded
@@ -401,6 +404,7 @@ impl Engine {
                 stable_service: None,
                 canary_service: None,
                 weight: 0,
+                baseline_weight: 0,
                 revisions,
                 created_at: BTreeMap::new(),
                 revision_settings: BTreeMap::new(),

@@ -191,6 +191,11 @@ impl Engine {
             desired_revision: desired_revision(&managed.spec, None),
             revisions,
             router_canary_weight: Some(i32::from(routing.canary_weight)),
+            router_baseline_weight: Some(if routing.baseline.is_some() {
+                i32::from(routing.baseline_weight)
+            } else {
+                0
+            }),
             router_managed_routes: Some(routing.routes.clone()),
             services: ServiceSelection {
                 stable: routing.stable.map(|b| b.revision),
@@ -228,6 +233,16 @@ impl Engine {
                 .iter()
                 .map(|t| t.template_name.clone())
                 .collect();
+            let found: Vec<(String, AnalysisTemplateSpec)> = names
+                .iter()
+                .filter_map(|n| Some((n.clone(), self.templates.get(n)?.clone())))
+                .collect();
+            let unused =
+                crate::rollout::baseline::unused_baseline_problems(spec, &analysis, &found);
+            if !unused.is_empty() {
+                problems.extend(unused);
+                continue;
+            }
             // The revisions are not known yet; any value stands in for them here.
             if let Err(message) = self.run_spec(rollout, &names, analysis.args, "stable", "canary")
             {
@@ -288,6 +303,10 @@ impl Engine {
             }
             Effect::SetWeight { canary_weight } => {
                 managed.weight = (*canary_weight).clamp(0, 100) as u8;
+                self.apply_routing(managed).map_err(ActError::Route)
+            }
+            Effect::SetBaselineWeight { baseline_weight } => {
+                managed.baseline_weight = (*baseline_weight).clamp(0, 100) as u8;
                 self.apply_routing(managed).map_err(ActError::Route)
             }
             Effect::PointServices { stable, canary } => {
@@ -429,12 +448,15 @@ impl Engine {
         if replicas == 0 {
             return Ok(());
         }
-        let template = managed
-            .revisions
-            .get(revision)
-            .ok_or_else(|| ActError::FindTemplate {
-                revision: revision.to_owned(),
-            })?;
+        // A baseline runs its stable revision's template (see `rollout::baseline`).
+        let template_of = baseline_of(revision).unwrap_or(revision);
+        let template =
+            managed
+                .revisions
+                .get(template_of)
+                .ok_or_else(|| ActError::FindTemplate {
+                    revision: revision.to_owned(),
+                })?;
         let spec = ProcessSpec::from_pod_template(template).map_err(ActError::Process)?;
         managed.created_at.entry(revision.to_owned()).or_insert(now);
         match self.supervisor.start_revision(&key, spec, replicas).await {
@@ -522,6 +544,27 @@ impl Engine {
                 managed.proxy.set_backends(stable, canary, canary_weight)?;
             }
         }
+        self.apply_baseline_routing(managed, stable)
+    }
+
+    /// Points the proxy's baseline at the ready processes of the stable's baseline (see
+    /// `rollout::baseline`), with its weight once one of them is ready (like the canary's).
+    fn apply_baseline_routing(&self, managed: &Managed, stable: &str) -> Result<(), ProxyError> {
+        let revision = baseline_revision(stable);
+        let baseline = self
+            .supervisor
+            .status()
+            .get(&supervisor_key(&managed.name, &revision))
+            .map(|seen| Backend {
+                revision: revision.clone(),
+                addrs: seen.addrs.clone(),
+            });
+        let ready = baseline.as_ref().is_some_and(|b| !b.addrs.is_empty());
+        let weight = if ready { managed.baseline_weight } else { 0 };
+        let current = managed.proxy.current();
+        if current.baseline != baseline || current.baseline_weight != weight {
+            managed.proxy.handle().set_baseline(baseline, weight)?;
+        }
         Ok(())
     }
 }
@@ -558,7 +601,7 @@ pub(super) fn routing_for(stable: Backend, canary: Option<Backend>, weight: u8) 
         stable: Some(stable),
         canary,
         canary_weight: if canary_ready { weight } else { 0 },
-        routes: crate::traffic::ManagedRoutes::default(),
+        ..RoutingState::default()
     }
 }
 
