@@ -172,7 +172,6 @@ const REQUIRED_CASES: &[&str] = &[
     "istio-misspelt-subset",
     "istio-host-level-without-services",
     "nginx-owned-annotation",
-    "sequential-count-below-minimum",
     "blue-green-bad-fields",
     "scaling-out-of-bounds",
 ];

@@ -643,7 +643,7 @@ fn query_timeout_of_a_million_hours_is_refused_naming_the_ceiling() {
 }
 
 #[test]
-fn sequential_error_counts_with_count_2_can_never_fail() {
+fn a_sequential_count_is_at_least_what_the_test_needs_to_decide() {
     let mut metric = threshold_metric("errors", GOOD_QUERY, "true");
     metric.success_condition = None;
     metric.sequential = Some(SequentialJudge::default());
@@ -654,15 +654,28 @@ fn sequential_error_counts_with_count_2_can_never_fail() {
     prom.baseline_query = Some(GOOD_QUERY.to_owned());
     prom.canary_requests_query = Some(GOOD_QUERY.to_owned());
     prom.baseline_requests_query = Some(GOOD_QUERY.to_owned());
-    metric.count = Some(2);
-    let problems = validate_template(&template(vec![metric.clone()]));
-    let found = at(&problems, "spec.metrics[0].count");
-    assert_eq!(found.len(), 1, "{problems:#?}");
-    assert!(
-        found[0].contains("needs at least 3 measurements to decide"),
-        "{found:?}"
-    );
-    metric.count = Some(3);
+    // The minimum is the test's own: with the shipped defaults one overwhelming interval
+    // decides (the stratified test weighs evidence from the first interval on).
+    let config = crate::analysis::judge::sequential::CountTestConfig {
+        alpha: SequentialJudge::DEFAULT_ALPHA,
+        fail_margin: SequentialJudge::DEFAULT_FAIL_MARGIN,
+        pass_margin: SequentialJudge::DEFAULT_PASS_MARGIN,
+        ..Default::default()
+    };
+    let minimum = crate::analysis::sensitivity::fewest_measurements_to_decide(&config)
+        .expect("the default test decides within 100 measurements");
+    let minimum = i32::try_from(minimum).expect("small");
+    if minimum > 1 {
+        metric.count = Some(minimum - 1);
+        let problems = validate_template(&template(vec![metric.clone()]));
+        let found = at(&problems, "spec.metrics[0].count");
+        assert_eq!(found.len(), 1, "{problems:#?}");
+        assert!(
+            found[0].contains(&format!("needs at least {minimum} measurements")),
+            "{found:?}"
+        );
+    }
+    metric.count = Some(minimum);
     assert_eq!(validate_template(&template(vec![metric])), vec![]);
 }
 
