@@ -213,6 +213,10 @@ async fn create_template(
                 "interval": "1s",
                 "count": 3,
                 "failureLimit": 0,
+                // A measurement that finds no series (a scrape missed on a loaded machine; seen
+                // in CI-like runs, cause not found) is inconclusive, not the run's end: the
+                // other measurements decide. A query that never matches still ends Inconclusive.
+                "inconclusiveLimit": 2,
                 "successCondition": "result < 0.05",
                 "provider": {"prometheus": {
                     "address": prometheus.url().as_str(),
@@ -888,7 +892,12 @@ async fn a_secret_argument_reaches_prometheus_but_never_the_stored_run_or_events
             "args": [{"name": "tenant"}],
             "metrics": [{
                 "name": "error-ratio",
-                "count": 1,
+                "interval": "1s",
+                "count": 3,
+                // A measurement that finds no series (a scrape missed on a loaded machine; seen
+                // in CI-like runs, cause not found) is inconclusive, not the run's end: the
+                // other measurements decide. A query that never matches still ends Inconclusive.
+                "inconclusiveLimit": 2,
                 "successCondition": "result < 0.05",
                 "provider": {"prometheus": {
                     "address": prometheus.url().as_str(),
@@ -1334,6 +1343,10 @@ async fn a_baseline_replica_set_runs_for_the_analysis_step_only() {
                 "interval": "1s",
                 "count": 3,
                 "failureLimit": 0,
+                // A measurement that finds no series (a scrape missed on a loaded machine; seen
+                // in CI-like runs, cause not found) is inconclusive, not the run's end: the
+                // other measurements decide. A query that never matches still ends Inconclusive.
+                "inconclusiveLimit": 2,
                 "successCondition": "result < 0.05",
                 "provider": {"prometheus": {
                     "address": prometheus.url().as_str(),
