@@ -106,7 +106,8 @@ async fn runs_of_one_template_at_one_tick_cost_one_request_per_distinct_query_an
         }
         assert_eq!(status.phase, Some(AnalysisPhase::Running));
     }
-    // Every shared request asked for its bucket's time: the second the tick fell in.
+    // Every shared request asked for its first caller's time: run 0's, on the tick's second
+    // (the others, a few ms later, shared it).
     for head in prometheus.stats.heads() {
         assert!(
             head.contains("time=2027-01-15T08%3A00%3A00Z")

@@ -126,11 +126,6 @@ fn rollout(name: &str, image: &str, steps: Value) -> Rollout {
     .expect("rollout")
 }
 
-/// The tests of this file run one at a time: run together on a loaded machine, the two judged
-/// by a live Prometheus once saw "no data" (not reproduced since the queries read the last
-/// 30 s; kept because a flaky CI run lands nothing, and the cost is about a minute).
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 async fn create_services(client: &kube::Client, name: &str) {
     let api: Api<Service> = Api::namespaced(client.clone(), NS);
     for role in ["stable", "canary"] {
@@ -213,10 +208,6 @@ async fn create_template(
                 "interval": "1s",
                 "count": 3,
                 "failureLimit": 0,
-                // A measurement that finds no series (a scrape missed on a loaded machine; seen
-                // in CI-like runs, cause not found) is inconclusive, not the run's end: the
-                // other measurements decide. A query that never matches still ends Inconclusive.
-                "inconclusiveLimit": 2,
                 "successCondition": "result < 0.05",
                 "provider": {"prometheus": {
                     "address": prometheus.url().as_str(),
@@ -262,7 +253,6 @@ async fn replicas_of(client: &kube::Client, name: &str, revision: &str) -> Optio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollouts_are_promoted_rolled_back_and_resumed_after_a_restart() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     support::install_crypto_provider();
     let exporter = start_exporter(METRICS);
     let prometheus = PrometheusServer::start_with_config(&format!(
@@ -445,7 +435,6 @@ async fn rollouts_are_promoted_rolled_back_and_resumed_after_a_restart() {
 /// Rollouts of its shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_controllers_each_carry_only_their_own_rollouts() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     support::install_crypto_provider();
     let server = ApiServer::start().with_replicaset_controller();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -521,7 +510,6 @@ async fn route_weights(client: &kube::Client, name: &str) -> (i64, i64) {
 /// `scaleDownDelaySeconds` before it is scaled down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_through_an_httproute_moves_its_weights_and_scales_down_after_the_delay() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     support::install_crypto_provider();
     let server = ApiServer::start().with_replicaset_controller();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -653,7 +641,6 @@ async fn request(rollouts: &Api<Rollout>, rollout: &Rollout, status: Value) {
 /// at weight 0; it is gone after the promotion and after an abort.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_route_appears_at_its_step_and_is_gone_after_promotion_and_abort() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     support::install_crypto_provider();
     let server = ApiServer::start().with_replicaset_controller();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -794,7 +781,6 @@ async fn ready(port: u16) -> bool {
 /// standby takes the Lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     support::install_crypto_provider();
     let server = ApiServer::start();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -856,7 +842,6 @@ e2e_error_ratio{rollout=\"restart\"} 0.001\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_argument_reaches_prometheus_but_never_the_stored_run_or_events() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     support::install_crypto_provider();
     let exporter = start_exporter(TENANT_METRICS);
     let prometheus = PrometheusServer::start_with_config(&format!(
@@ -892,12 +877,7 @@ async fn a_secret_argument_reaches_prometheus_but_never_the_stored_run_or_events
             "args": [{"name": "tenant"}],
             "metrics": [{
                 "name": "error-ratio",
-                "interval": "1s",
-                "count": 3,
-                // A measurement that finds no series (a scrape missed on a loaded machine; seen
-                // in CI-like runs, cause not found) is inconclusive, not the run's end: the
-                // other measurements decide. A query that never matches still ends Inconclusive.
-                "inconclusiveLimit": 2,
+                "count": 1,
                 "successCondition": "result < 0.05",
                 "provider": {"prometheus": {
                     "address": prometheus.url().as_str(),
@@ -968,7 +948,6 @@ async fn a_secret_argument_reaches_prometheus_but_never_the_stored_run_or_events
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_gate_and_roll_back_a_release_on_kubernetes() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     use support::webhook_receiver::{Answer, Receiver};
     support::install_crypto_provider();
     let receiver = Receiver::start().await;
@@ -1120,7 +1099,6 @@ async fn run_phase(client: &kube::Client, name: &str) -> Option<vigil::api::Anal
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_releases_are_promoted_after_pre_promotion_analysis_and_switched_back_by_post_promotion_analysis()
  {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     support::install_crypto_provider();
     let exporter = start_exporter(METRICS);
     let prometheus = PrometheusServer::start_with_config(&format!(
@@ -1316,7 +1294,6 @@ async fn wait_for_replicas(
 /// built-in `baseline-revision`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_baseline_replica_set_runs_for_the_analysis_step_only() {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     support::install_crypto_provider();
     let exporter = start_exporter(METRICS);
     let prometheus = PrometheusServer::start_with_config(&format!(
@@ -1343,10 +1320,6 @@ async fn a_baseline_replica_set_runs_for_the_analysis_step_only() {
                 "interval": "1s",
                 "count": 3,
                 "failureLimit": 0,
-                // A measurement that finds no series (a scrape missed on a loaded machine; seen
-                // in CI-like runs, cause not found) is inconclusive, not the run's end: the
-                // other measurements decide. A query that never matches still ends Inconclusive.
-                "inconclusiveLimit": 2,
                 "successCondition": "result < 0.05",
                 "provider": {"prometheus": {
                     "address": prometheus.url().as_str(),

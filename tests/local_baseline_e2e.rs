@@ -9,28 +9,16 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::prometheus::PrometheusServer;
-use tokio::sync::oneshot;
+use support::vigil_run::{VIGIL, VigilRun, admin_addr, free_port, start_load};
 use url::Url;
 use vigil::api::RolloutPhase;
-use vigil::platform::local::admin::ADMIN_TOKEN_FILE;
-use vigil::platform::local::engine::RolloutView;
-use vigil::platform::local::loadgen::{LoadConfig, run_load};
-
-const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
 /// The longest any single wait may take before the test fails.
 const WAIT: Duration = Duration::from_secs(120);
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
 
 /// The shipped template with test-sized timings: a look every 3 s over the last 3 s (the
 /// windows still equal the interval), and this test's Prometheus.
@@ -98,129 +86,7 @@ spec:
     )
 }
 
-/// A running `vigil run`; stopped with SIGTERM (then SIGKILL) when dropped.
-struct Engine {
-    child: Option<Child>,
-    admin: SocketAddr,
-    state_dir: PathBuf,
-    log: PathBuf,
-}
-
-impl Engine {
-    fn start(dir: &Path, files: &[PathBuf]) -> Engine {
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = dir.join("engine.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(VIGIL)
-            .arg("run")
-            .args(files)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--admin")
-            .arg(admin.to_string())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start vigil run");
-        Engine {
-            child: Some(child),
-            admin,
-            state_dir: dir.join("state"),
-            log,
-        }
-    }
-
-    fn token(&self) -> String {
-        std::fs::read_to_string(self.state_dir.join(ADMIN_TOKEN_FILE))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    }
-
-    fn log(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-async fn get_view(client: &reqwest::Client, engine: &Engine, name: &str) -> Option<RolloutView> {
-    let response = client
-        .get(format!("http://{}/rollouts/{name}", engine.admin))
-        .bearer_auth(engine.token())
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    if !response.status().is_success() {
-        return None;
-    }
-    response.json().await.ok()
-}
-
-/// Polls the Rollout until `done` holds; fails with the last view and the engine's log.
-async fn wait_for(
-    client: &reqwest::Client,
-    engine: &Engine,
-    name: &str,
-    what: &str,
-    done: impl Fn(&RolloutView) -> bool,
-) -> RolloutView {
-    let deadline = Instant::now() + WAIT;
-    let mut last = None;
-    while Instant::now() < deadline {
-        if let Some(view) = get_view(client, engine, name).await {
-            if done(&view) {
-                return view;
-            }
-            last = Some(view);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "timed out waiting for {what}; last view: {:#?}\nengine log:\n{}",
-        last.map(|v| (v.status, v.routing)),
-        engine.log()
-    );
-}
-
-/// Steady load through the proxy until the returned sender is dropped.
-fn start_load(listen: u16) -> oneshot::Sender<()> {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let target = Url::parse(&format!("http://127.0.0.1:{listen}/")).expect("url");
-    tokio::spawn(async move {
-        let config = LoadConfig::new(target, 60.0, Duration::from_secs(600));
-        let _ = run_load(config, async move {
-            let _ = stopped.await;
-        })
-        .await;
-    });
-    stop
-}
-
-async fn post_apply(client: &reqwest::Client, engine: &Engine, yaml: String) -> (u16, String) {
+async fn post_apply(client: &reqwest::Client, engine: &VigilRun, yaml: String) -> (u16, String) {
     let response = client
         .post(format!("http://{}/apply", engine.admin))
         .bearer_auth(engine.token())
@@ -275,16 +141,17 @@ async fn the_baseline_template_compares_canary_and_baseline_and_rolls_back_a_bad
     )
     .expect("write rollout");
     std::fs::write(&files[1], baseline_template(&prometheus_url)).expect("write template");
-    let engine = Engine::start(dir.path(), &files);
+    let engine = VigilRun::start(dir.path(), &files, admin_addr(), &[]);
     let client = reqwest::Client::new();
     let body = async {
-        let first = wait_for(&client, &engine, name, "v1 Healthy", |v| {
-            v.status.phase == Some(RolloutPhase::Healthy)
-        })
-        .await;
+        let first = engine
+            .wait_for(&client, name, "v1 Healthy", WAIT, |v| {
+                v.status.phase == Some(RolloutPhase::Healthy)
+            })
+            .await;
         let v1 = first.status.stable_revision.clone().expect("stable");
         let baseline = format!("{v1}-baseline");
-        let _load = start_load(listen);
+        let _load = start_load(listen, 60.0);
 
         // A canary answering 30 % of its requests with 500.
         let bad = rollout_yaml(
@@ -298,10 +165,11 @@ async fn the_baseline_template_compares_canary_and_baseline_and_rolls_back_a_bad
 
         // The analysis step: the proxy splits three ways, the baseline (a fresh v1) taking the
         // canary's 25 % from the stable.
-        let split = wait_for(&client, &engine, name, "the three-way split", |v| {
-            v.routing.baseline_weight == 25 && v.routing.canary_weight == 25
-        })
-        .await;
+        let split = engine
+            .wait_for(&client, name, "the three-way split", WAIT, |v| {
+                v.routing.baseline_weight == 25 && v.routing.canary_weight == 25
+            })
+            .await;
         let routed = split.routing.baseline.as_ref().map(|b| b.revision.clone());
         assert_eq!(
             routed.as_deref(),
@@ -317,10 +185,11 @@ async fn the_baseline_template_compares_canary_and_baseline_and_rolls_back_a_bad
         );
 
         // The template compares canary and baseline: the bad canary is rolled back.
-        let degraded = wait_for(&client, &engine, name, "v2 rolled back", |v| {
-            v.status.phase == Some(RolloutPhase::Degraded)
-        })
-        .await;
+        let degraded = engine
+            .wait_for(&client, name, "v2 rolled back", WAIT, |v| {
+                v.status.phase == Some(RolloutPhase::Degraded)
+            })
+            .await;
         let message = degraded.status.message.clone().unwrap_or_default();
         assert!(
             message.contains("errors-vs-baseline"),
@@ -340,12 +209,13 @@ async fn the_baseline_template_compares_canary_and_baseline_and_rolls_back_a_bad
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        wait_for(&client, &engine, name, "only the stable left", |v| {
-            v.routing.baseline_weight == 0
-                && v.routing.canary_weight == 0
-                && v.status.replicas == Some(4)
-        })
-        .await;
+        engine
+            .wait_for(&client, name, "only the stable left", WAIT, |v| {
+                v.routing.baseline_weight == 0
+                    && v.routing.canary_weight == 0
+                    && v.status.replicas == Some(4)
+            })
+            .await;
     };
     tokio::time::timeout(Duration::from_secs(300), body)
         .await

@@ -7,33 +7,26 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use support::prometheus::PrometheusServer;
+use support::vigil_run::{VIGIL, VigilRun, admin_addr, free_port};
 use tokio::sync::oneshot;
 use url::Url;
 use vigil::api::{AnalysisPhase, RolloutPhase};
-use vigil::platform::local::admin::{ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE};
+use vigil::platform::local::admin::ADMIN_TOKEN_ENV;
 use vigil::platform::local::engine::RolloutView;
-use vigil::platform::local::loadgen::{LoadConfig, run_load};
 use vigil::platform::local::proxy::REVISION_HEADER;
-
-const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
 /// The longest any single wait may take before the test fails.
 const WAIT: Duration = Duration::from_secs(90);
 
 /// Metrics ports the shared Prometheus scrapes; each test takes its own.
 const SCRAPED: usize = 3;
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
 
 /// One Prometheus for the whole file, scraping every port in [`SCRAPED`] every second (the
 /// first scrape comes ~6 s after start, so starting it once saves each test that wait).
@@ -138,99 +131,11 @@ spec:
     )
 }
 
-/// A running `vigil run`; stopped with SIGTERM (then SIGKILL) when dropped.
-struct Engine {
-    child: Option<Child>,
-    admin: SocketAddr,
-    state_dir: PathBuf,
-    log: PathBuf,
-}
-
-impl Engine {
-    fn start(dir: &Path, files: &[PathBuf], admin: SocketAddr, extra: &[&str]) -> Engine {
-        let log = dir.join(format!("engine-{}.log", free_port()));
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(VIGIL)
-            .arg("run")
-            .args(files)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--admin")
-            .arg(admin.to_string())
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start vigil run");
-        Engine {
-            child: Some(child),
-            admin,
-            state_dir: dir.join("state"),
-            log,
-        }
-    }
-
-    /// The admin token the engine wrote at start (empty until it did).
-    fn token(&self) -> String {
-        std::fs::read_to_string(self.state_dir.join(ADMIN_TOKEN_FILE))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    }
-
-    fn log(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    /// SIGKILL: no chance to clean up, as in a crash.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-fn admin_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
+/// A running `vigil run` (tests/support/vigil_run.rs).
+type Engine = VigilRun;
 
 async fn get_view(client: &reqwest::Client, engine: &Engine, name: &str) -> Option<RolloutView> {
-    let response = client
-        .get(format!("http://{}/rollouts/{name}", engine.admin))
-        .bearer_auth(engine.token())
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    if !response.status().is_success() {
-        return None;
-    }
-    response.json().await.ok()
+    engine.view(client, name).await
 }
 
 /// Polls the Rollout until `done` holds; fails with the last view and the engine's log.
@@ -241,22 +146,7 @@ async fn wait_for(
     what: &str,
     done: impl Fn(&RolloutView) -> bool,
 ) -> RolloutView {
-    let deadline = Instant::now() + WAIT;
-    let mut last = None;
-    while Instant::now() < deadline {
-        if let Some(view) = get_view(client, engine, name).await {
-            if done(&view) {
-                return view;
-            }
-            last = Some(view);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "timed out waiting for {what}; last view: {:#?}\nengine log:\n{}",
-        last.map(|v| v.status),
-        engine.log()
-    );
+    engine.wait_for(client, name, what, WAIT, done).await
 }
 
 /// Sends `n` requests through the proxy; returns (status, revision header, body) of each.
@@ -284,16 +174,7 @@ async fn probe(client: &reqwest::Client, listen: u16, n: usize) -> Vec<(u16, Str
 
 /// Steady load through the proxy until the returned sender is dropped.
 fn start_load(listen: u16) -> oneshot::Sender<()> {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let target = Url::parse(&format!("http://127.0.0.1:{listen}/")).expect("url");
-    tokio::spawn(async move {
-        let config = LoadConfig::new(target, 40.0, Duration::from_secs(600));
-        let _ = run_load(config, async move {
-            let _ = stopped.await;
-        })
-        .await;
-    });
-    stop
+    support::vigil_run::start_load(listen, 40.0)
 }
 
 async fn post_apply(client: &reqwest::Client, engine: &Engine, yaml: String) -> (u16, String) {
@@ -1409,7 +1290,12 @@ async fn a_failing_smoke_test_job_rolls_the_canary_back_and_a_passing_one_promot
                 && v.desired_revision != v1_hash
         })
         .await;
-        let run = promoted.analysis_runs.last().expect("the smoke run");
+        // Runs are listed by name, which holds the revision's hash: find v3's by its hash.
+        let run = promoted
+            .analysis_runs
+            .iter()
+            .find(|run| run.name.contains(&promoted.desired_revision))
+            .expect("the smoke run");
         assert_eq!(
             run.status.phase,
             Some(AnalysisPhase::Successful),

@@ -8,28 +8,17 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use support::vigil_run::{VIGIL, VigilRun, admin_addr, free_port};
 use support::webhook_receiver::{Answer, Receiver};
 use vigil::api::RolloutPhase;
-use vigil::platform::local::admin::ADMIN_TOKEN_FILE;
 use vigil::platform::local::engine::RolloutView;
-
-const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
 /// The longest any single wait may take before the test fails.
 const WAIT: Duration = Duration::from_secs(90);
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
-
-/// A Rollout of two `vigil demo-app` processes with `steps` and `webhooks` (YAML lists,
-/// indented for `strategy.canary`).
 fn rollout_yaml(name: &str, listen: u16, version: &str, steps: &str, webhooks: &str) -> String {
     format!(
         r#"apiVersion: vigil.dev/v1alpha1
@@ -71,130 +60,6 @@ spec:
     )
 }
 
-/// A running `vigil run`; stopped with SIGTERM (then SIGKILL) when dropped.
-struct Engine {
-    child: Option<Child>,
-    admin: SocketAddr,
-    state_dir: PathBuf,
-    log: PathBuf,
-}
-
-impl Engine {
-    fn start(dir: &Path, file: &Path) -> Engine {
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = dir.join("engine.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(VIGIL)
-            .arg("run")
-            .arg(file)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--admin")
-            .arg(admin.to_string())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start vigil run");
-        Engine {
-            child: Some(child),
-            admin,
-            state_dir: dir.join("state"),
-            log,
-        }
-    }
-
-    fn token(&self) -> String {
-        std::fs::read_to_string(self.state_dir.join(ADMIN_TOKEN_FILE))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    }
-
-    fn log(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    async fn view(&self, client: &reqwest::Client, name: &str) -> Option<RolloutView> {
-        let response = client
-            .get(format!("http://{}/rollouts/{name}", self.admin))
-            .bearer_auth(self.token())
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .ok()?;
-        if !response.status().is_success() {
-            return None;
-        }
-        response.json().await.ok()
-    }
-
-    /// Polls the Rollout until `done` holds; fails with the last view and the engine's log.
-    async fn wait_for(
-        &self,
-        client: &reqwest::Client,
-        name: &str,
-        what: &str,
-        done: impl Fn(&RolloutView) -> bool,
-    ) -> RolloutView {
-        let deadline = Instant::now() + WAIT;
-        let mut last = None;
-        while Instant::now() < deadline {
-            if let Some(view) = self.view(client, name).await {
-                if done(&view) {
-                    return view;
-                }
-                last = Some(view);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!(
-            "timed out waiting for {what}; last status: {:#?}\nengine log:\n{}",
-            last.map(|v| v.status),
-            self.log()
-        );
-    }
-
-    async fn post(&self, client: &reqwest::Client, path: &str, yaml: Option<String>) {
-        let mut request = client
-            .post(format!("http://{}{path}", self.admin))
-            .bearer_auth(self.token())
-            .timeout(Duration::from_secs(10));
-        if let Some(yaml) = yaml {
-            request = request
-                .header("content-type", "application/yaml")
-                .body(yaml);
-        }
-        let response = request.send().await.expect("admin request");
-        let status = response.status().as_u16();
-        let body = response.text().await.unwrap_or_default();
-        assert_eq!(status, 200, "{path}: {body}");
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
 /// Polls `check` until it holds, failing with `what` after [`WAIT`].
 async fn eventually(what: &str, check: impl Fn() -> bool) {
     let deadline = Instant::now() + WAIT;
@@ -220,11 +85,13 @@ fn hook(name: &str, type_: &str, url: &str, timeout: &str) -> String {
 }
 
 /// Starts `vigil run` on v1 of the Rollout and waits until it is Healthy.
-async fn deployed(dir: &Path, client: &reqwest::Client, name: &str, v1: &str) -> Engine {
+async fn deployed(dir: &Path, client: &reqwest::Client, name: &str, v1: &str) -> VigilRun {
     let file = dir.join("rollout.yaml");
     std::fs::write(&file, v1).expect("write rollout");
-    let engine = Engine::start(dir, &file);
-    engine.wait_for(client, name, "v1 Healthy", healthy).await;
+    let engine = VigilRun::start(dir, &[file], admin_addr(), &[]);
+    engine
+        .wait_for(client, name, "v1 Healthy", WAIT, healthy)
+        .await;
     engine
 }
 
@@ -268,7 +135,7 @@ async fn every_gate_holds_a_local_release_until_its_hook_answers_2xx() {
     let v2 = rollout_yaml(name, listen, "v2", steps, &hooks);
     engine.post(&client, "/apply", Some(v2)).await;
     let held = engine
-        .wait_for(&client, name, "the pre-rollout gate", |v| {
+        .wait_for(&client, name, "the pre-rollout gate", WAIT, |v| {
             message(v).contains("waiting for pre-rollout hook checks: answered HTTP 404")
         })
         .await;
@@ -316,13 +183,15 @@ async fn every_gate_holds_a_local_release_until_its_hook_answers_2xx() {
     ] {
         receiver.answer(path, Answer::Status(200));
         let view = engine
-            .wait_for(&client, name, next, |v| message(v).contains(next))
+            .wait_for(&client, name, next, WAIT, |v| message(v).contains(next))
             .await;
         assert_eq!(view.status.canary_weight, weight, "{next}");
         assert_eq!(view.status.phase, Some(RolloutPhase::Progressing), "{next}");
     }
     receiver.answer("/promote", Answer::Status(200));
-    let promoted = engine.wait_for(&client, name, "v2 promoted", healthy).await;
+    let promoted = engine
+        .wait_for(&client, name, "v2 promoted", WAIT, healthy)
+        .await;
     assert_eq!(
         promoted.status.stable_revision.as_deref(),
         Some(canary.as_str())
@@ -399,7 +268,7 @@ async fn a_rollback_hook_rolls_a_local_release_back() {
         )
         .await;
     let paused = engine
-        .wait_for(&client, name, "the pause step, weight 50", |v| {
+        .wait_for(&client, name, "the pause step, weight 50", WAIT, |v| {
             v.status.current_step_index == Some(1) && v.routing.canary_weight == 50
         })
         .await;
@@ -415,7 +284,7 @@ async fn a_rollback_hook_rolls_a_local_release_back() {
 
     receiver.answer("/kill", Answer::Status(200));
     let rolled_back = engine
-        .wait_for(&client, name, "rolled back", |v| {
+        .wait_for(&client, name, "rolled back", WAIT, |v| {
             v.status.phase == Some(RolloutPhase::Degraded)
         })
         .await;
@@ -472,7 +341,7 @@ async fn a_hung_or_down_receiver_never_delays_a_rollback() {
         )
         .await;
     engine
-        .wait_for(&client, name, "the pause step, weight 50", |v| {
+        .wait_for(&client, name, "the pause step, weight 50", WAIT, |v| {
             v.status.current_step_index == Some(1) && v.routing.canary_weight == 50
         })
         .await;
@@ -482,7 +351,7 @@ async fn a_hung_or_down_receiver_never_delays_a_rollback() {
         .post(&client, &format!("/rollouts/{name}/abort"), None)
         .await;
     let aborted = engine
-        .wait_for(&client, name, "aborted", |v| {
+        .wait_for(&client, name, "aborted", WAIT, |v| {
             v.status.phase == Some(RolloutPhase::Aborted) && v.routing.canary_weight == 0
         })
         .await;

@@ -6,31 +6,19 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::fake_http::{FakeServer, Reply};
 use support::prometheus::PrometheusServer;
-use tokio::sync::oneshot;
+use support::vigil_run::{VIGIL, VigilRun, admin_addr, free_port, start_load};
 use url::Url;
 use vigil::api::RolloutPhase;
-use vigil::platform::local::admin::ADMIN_TOKEN_FILE;
-use vigil::platform::local::engine::RolloutView;
-use vigil::platform::local::loadgen::{LoadConfig, run_load};
-
-const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 /// The longest any single wait may take.
 const WAIT: Duration = Duration::from_secs(120);
 /// The secret part of every sink URL: it must never show in logs or status.
 const SECRET: &str = "T0SECRET/B0SECRET/xyzzy";
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
 
 fn template_yaml(prometheus: &Url) -> String {
     format!(
@@ -107,139 +95,6 @@ spec:
 "#,
         args = args.join(", ")
     )
-}
-
-/// A running `vigil run`; SIGTERM (then SIGKILL) when dropped.
-struct Engine {
-    child: Option<Child>,
-    admin: SocketAddr,
-    state_dir: PathBuf,
-    log: PathBuf,
-}
-
-impl Engine {
-    fn start(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Engine {
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = dir.join("engine.log");
-        let child = Command::new(VIGIL)
-            .arg("run")
-            .args(args)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--admin")
-            .arg(admin.to_string())
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            // Debug: every log line the notifications path writes is checked for the URL.
-            .env("RUST_LOG", "info,vigil::notify=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start vigil run");
-        Engine {
-            child: Some(child),
-            admin,
-            state_dir: dir.join("state"),
-            log,
-        }
-    }
-
-    fn token(&self) -> String {
-        std::fs::read_to_string(self.state_dir.join(ADMIN_TOKEN_FILE))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn view(&self, client: &reqwest::Client) -> Option<RolloutView> {
-        let response = client
-            .get(format!("http://{}/rollouts/shop", self.admin))
-            .bearer_auth(self.token())
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .ok()?;
-        response.json().await.ok()
-    }
-
-    async fn wait_for(
-        &self,
-        client: &reqwest::Client,
-        what: &str,
-        done: impl Fn(&RolloutView) -> bool,
-    ) -> RolloutView {
-        let deadline = Instant::now() + WAIT;
-        let mut last = None;
-        while Instant::now() < deadline {
-            if let Some(view) = self.view(client).await {
-                if done(&view) {
-                    return view;
-                }
-                last = Some(view);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let log = self.log();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        panic!(
-            "timed out waiting for {what}; last status: {:#?}\nengine log (last lines first):\n{}",
-            last.map(|v| v.status),
-            tail.join("\n")
-        );
-    }
-
-    async fn post(&self, client: &reqwest::Client, path: &str, body: Option<String>) {
-        let mut request = client
-            .post(format!("http://{}{path}", self.admin))
-            .bearer_auth(self.token())
-            .timeout(Duration::from_secs(10));
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/yaml")
-                .body(body);
-        }
-        let response = request.send().await.expect("admin request");
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        assert!(status.is_success(), "{path}: {status} {text}");
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-fn start_load(listen: u16) -> oneshot::Sender<()> {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let target = Url::parse(&format!("http://127.0.0.1:{listen}/")).expect("url");
-    tokio::spawn(async move {
-        let config = LoadConfig::new(target, 40.0, Duration::from_secs(600));
-        let _ = run_load(config, async move {
-            let _ = stopped.await;
-        })
-        .await;
-    });
-    stop
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -349,10 +204,13 @@ subscriptions:
         files[1].to_str().expect("utf-8"),
         files[2].to_str().expect("utf-8"),
     );
-    let engine = Engine::start(
+    let engine = VigilRun::start_with_env(
         dir.path(),
         &[rollout_file, template_file, "--notifications", config_file],
+        admin_addr(),
         &[
+            // Debug: every log line the notifications path writes is checked for the URL.
+            ("RUST_LOG", "info,vigil::notify=debug".to_owned()),
             ("AUDIT_URL", secret_url(&audit)),
             ("GONE_URL", format!("http://127.0.0.1:{dead_port}/{SECRET}")),
         ],
@@ -360,17 +218,17 @@ subscriptions:
     let client = reqwest::Client::new();
     let test = async {
         engine
-            .wait_for(&client, "v1 Healthy", |v| {
+            .wait_for(&client, "shop", "v1 Healthy", WAIT, |v| {
                 v.status.phase == Some(RolloutPhase::Healthy)
             })
             .await;
-        let _load = start_load(listen);
+        let _load = start_load(listen, 40.0);
 
         // v2: started, 50 %, analysis passes, paused at the pause step.
         let v2 = rollout_yaml(listen, metrics, &["--version", "v2"]);
         engine.post(&client, "/apply", Some(v2)).await;
         let paused = engine
-            .wait_for(&client, "v2 paused at the pause step", |v| {
+            .wait_for(&client, "shop", "v2 paused at the pause step", WAIT, |v| {
                 v.status.phase == Some(RolloutPhase::Paused)
             })
             .await;
@@ -394,7 +252,7 @@ subscriptions:
             )
             .await;
         engine
-            .wait_for(&client, "v2 promoted", |v| {
+            .wait_for(&client, "shop", "v2 promoted", WAIT, |v| {
                 v.status.phase == Some(RolloutPhase::Healthy)
                     && v.status.stable_revision.as_deref() == Some(v2_hash.as_str())
             })
@@ -410,7 +268,7 @@ subscriptions:
         let v3 = rollout_yaml(listen, metrics, &["--version", "v3", "--error-rate", "0.3"]);
         engine.post(&client, "/apply", Some(v3)).await;
         let degraded = engine
-            .wait_for(&client, "v3 rolled back", |v| {
+            .wait_for(&client, "shop", "v3 rolled back", WAIT, |v| {
                 v.status.phase == Some(RolloutPhase::Degraded) && v.routing.canary_weight == 0
             })
             .await;
@@ -469,10 +327,10 @@ subscriptions:
         assert_eq!(triggers, expected, "{:#?}", received(&audit));
 
         // The URLs are secrets: not in the log, not in status.
-        let view = engine.view(&client).await.expect("view");
+        let view = engine.view(&client, "shop").await.expect("view");
         let status = serde_json::to_string(&view.status).expect("status JSON");
         assert!(!status.contains("SECRET"), "{status}");
-        let log = engine.log();
+        let log = engine.full_log();
         assert!(
             log.contains("notification"),
             "the log speaks of notifications"

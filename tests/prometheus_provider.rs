@@ -281,6 +281,34 @@ async fn query_range_gives_exact_matrix() {
     }
 }
 
+/// A canary's first sample lands between two seconds; the first measurement comes 400 ms
+/// later. Its query must be evaluated at the time it asked for: a time floored to the
+/// coalescing bucket's start falls before the sample and finds no series ("no data" on the
+/// first measurement right after a canary starts, as the controller's end-to-end tests saw).
+#[tokio::test]
+async fn a_query_just_after_a_series_first_sample_finds_it_whatever_the_bucket() {
+    support::install_crypto_provider();
+    let first = (AT as f64) + 0.5;
+    let prometheus = Fixture::new(AT - 60, AT + 60, 15)
+        .gauge_samples(
+            "canary_error_ratio",
+            &[("role", "canary")],
+            [(first, 0.01), (first + 1.0, 0.01), (first + 2.0, 0.01)],
+        )
+        .start();
+    let just_after = Timestamp::from_millisecond(AT * 1000 + 900).expect("valid time");
+    for bucket in [Duration::from_secs(1), Duration::from_secs(10)] {
+        let limiter = ConcurrencyLimiter::default().with_coalesce_bucket(bucket);
+        let client =
+            PrometheusClient::new(config(prometheus.url()), &limiter).expect("valid config");
+        let answer = client
+            .query("max(last_over_time(canary_error_ratio[30s]))", just_after)
+            .await
+            .expect("query");
+        assert_eq!(finite(&answer), 0.01, "bucket {bucket:?}: {answer:?}");
+    }
+}
+
 #[tokio::test]
 async fn syntax_error_is_prometheus_bad_data() {
     let (_prometheus, client) = real();
@@ -1075,4 +1103,89 @@ async fn many_concurrent_big_answers_never_hold_more_than_the_answer_budget() {
         answer_bytes_held() < ANSWER_BYTES,
         "bodies are released after parsing"
     );
+}
+
+// ---------------------------------------------------------------- egress guard
+
+/// A run of one metric querying `address` (none: the command line's default address).
+fn run_querying(address: Option<&str>) -> vigil::api::AnalysisRunSpec {
+    let mut provider = serde_json::json!({"query": "up"});
+    if let Some(address) = address {
+        provider["address"] = address.into();
+    }
+    serde_json::from_value(serde_json::json!({
+        "metrics": [{"name": "meta", "successCondition": "result < 1",
+                     "provider": {"prometheus": provider}}]
+    }))
+    .expect("spec")
+}
+
+#[test]
+fn a_template_prometheus_address_at_a_metadata_server_is_refused_naming_the_field() {
+    use vigil::analysis::driver::clients_for;
+    use vigil::analysis::provider::resolve::{CommandLinePrometheus, NoSecrets};
+    use vigil::http_client::EgressGuard;
+    support::install_crypto_provider();
+    let limiter = ConcurrencyLimiter::default();
+    for address in [
+        "http://169.254.169.254:9090/",
+        "http://[fd00:ec2::254]/",
+        "http://100.100.100.200/",
+    ] {
+        let error = clients_for(
+            &run_querying(Some(address)),
+            &CommandLinePrometheus::None,
+            &NoSecrets,
+            &limiter,
+        )
+        .expect_err(address)
+        .to_string();
+        for expected in [
+            "metrics[0] (meta): provider.prometheus.address: refused to connect to",
+            "--allow-link-local-egress",
+        ] {
+            assert!(error.contains(expected), "{address}: {error}");
+        }
+    }
+    let metadata = Url::parse("http://169.254.169.254:9090/").expect("url");
+    // The operator's own default, for a metric naming no address, is theirs to choose; a
+    // metric's own address next to it is still checked.
+    let operators = CommandLinePrometheus::Default(metadata.clone());
+    assert!(clients_for(&run_querying(None), &operators, &NoSecrets, &limiter).is_ok());
+    let elsewhere = Some("http://169.254.169.254:9091/");
+    assert!(clients_for(&run_querying(elsewhere), &operators, &NoSecrets, &limiter).is_err());
+    // So is the override of `vigil analyze --prometheus`, and the operator's opt-out.
+    let user = CommandLinePrometheus::Override(metadata);
+    assert!(clients_for(&run_querying(elsewhere), &user, &NoSecrets, &limiter).is_ok());
+    let allowed = ConcurrencyLimiter::default().with_egress(EgressGuard::allowing_link_local());
+    let none = CommandLinePrometheus::None;
+    assert!(clients_for(&run_querying(elsewhere), &none, &NoSecrets, &allowed).is_ok());
+}
+
+#[tokio::test]
+async fn a_prometheus_name_resolving_to_a_refused_address_is_refused_with_no_request_sent() {
+    support::install_crypto_provider();
+    let fake = FakeServer::start(|_| Reply::ok_vector("1")).await;
+    let port = fake.url.port().expect("port");
+    let address = Url::parse(&format!("http://localhost:{port}/")).expect("url");
+    // The fake listens on loopback: this guard refuses loopback, as the default one refuses
+    // metadata addresses, so `localhost` is refused once it resolves.
+    let guard = vigil::http_client::EgressGuard::default().refusing_loopback();
+    let limiter = ConcurrencyLimiter::default().with_egress(guard);
+    let client = PrometheusClient::new(config(&address), &limiter).expect("a name passes");
+    let error = client.query("up", at(AT)).await.expect_err("refused");
+    assert!(
+        matches!(error, ProviderError::RefuseDestination(_)),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("refused to connect to localhost"),
+        "{error}"
+    );
+    assert_eq!(fake.stats.requests(), 0, "no request reached the server");
+    // The same server under the default guard: reached.
+    let client = new_client(config(&address));
+    assert_eq!(finite(&client.query("up", at(AT)).await.expect("ok")), 1.0);
 }

@@ -14,6 +14,9 @@ mod plot;
 pub mod series;
 pub mod summary;
 
+#[cfg(test)]
+mod hostile_tests;
+
 use jiff::Timestamp;
 
 use crate::api::{AnalysisPhase, AnalysisRunSpec, AnalysisRunStatus, RolloutSpec, RolloutStatus};

@@ -131,6 +131,35 @@ struct Seen {
     router: Option<(i32, i32)>,
 }
 
+/// Stable, canary and baseline as (replicas, ready); no run, no router.
+fn cluster(stable: (i32, i32), canary: (i32, i32), baseline: Option<(i32, i32)>) -> Seen {
+    Seen {
+        stable,
+        canary,
+        baseline,
+        run: None,
+        router: None,
+    }
+}
+
+impl Seen {
+    /// The run of step `index`, in `phase`.
+    fn with_run(self, index: i32, phase: AnalysisPhase) -> Seen {
+        Seen {
+            run: Some((index, phase)),
+            ..self
+        }
+    }
+
+    /// A router reporting these canary and baseline weights.
+    fn with_router(self, canary: i32, baseline: i32) -> Seen {
+        Seen {
+            router: Some((canary, baseline)),
+            ..self
+        }
+    }
+}
+
 fn observe(seen: &Seen) -> Observation {
     let mut revisions = vec![
         RevisionObservation {
@@ -209,13 +238,7 @@ fn the_baseline_runs_for_analysis_steps_only_sized_like_the_canary() {
             "at the analysis step the baseline is created with the canary's 1 pod, and the run waits for it",
             true,
             1,
-            Seen {
-                stable: converged,
-                canary: (1, 1),
-                baseline: None,
-                run: None,
-                router: None,
-            },
+            cluster(converged, (1, 1), None),
             Some(1),
             false,
         ),
@@ -223,13 +246,7 @@ fn the_baseline_runs_for_analysis_steps_only_sized_like_the_canary() {
             "a baseline not ready yet holds the run back",
             true,
             1,
-            Seen {
-                stable: converged,
-                canary: (1, 1),
-                baseline: Some((1, 0)),
-                run: None,
-                router: None,
-            },
+            cluster(converged, (1, 1), Some((1, 0))),
             None,
             false,
         ),
@@ -237,13 +254,7 @@ fn the_baseline_runs_for_analysis_steps_only_sized_like_the_canary() {
             "a ready baseline lets the run start",
             true,
             1,
-            Seen {
-                stable: converged,
-                canary: (1, 1),
-                baseline: Some((1, 1)),
-                run: None,
-                router: None,
-            },
+            cluster(converged, (1, 1), Some((1, 1))),
             None,
             true,
         ),
@@ -251,13 +262,7 @@ fn the_baseline_runs_for_analysis_steps_only_sized_like_the_canary() {
             "a setWeight step does not analyse: no baseline",
             true,
             0,
-            Seen {
-                stable: converged,
-                canary: (0, 0),
-                baseline: None,
-                run: None,
-                router: None,
-            },
+            cluster(converged, (0, 0), None),
             None,
             false,
         ),
@@ -265,13 +270,7 @@ fn the_baseline_runs_for_analysis_steps_only_sized_like_the_canary() {
             "a baseline left over at a setWeight step is scaled down",
             true,
             2,
-            Seen {
-                stable: (2, 2),
-                canary: (2, 2),
-                baseline: Some((1, 1)),
-                run: None,
-                router: None,
-            },
+            cluster((2, 2), (2, 2), Some((1, 1))),
             Some(0),
             false,
         ),
@@ -279,13 +278,7 @@ fn the_baseline_runs_for_analysis_steps_only_sized_like_the_canary() {
             "a successful analysis moves on and the baseline goes with it",
             true,
             1,
-            Seen {
-                stable: (2, 2),
-                canary: (1, 1),
-                baseline: Some((1, 1)),
-                run: Some((1, AnalysisPhase::Successful)),
-                router: None,
-            },
+            cluster((2, 2), (1, 1), Some((1, 1))).with_run(1, AnalysisPhase::Successful),
             Some(0),
             false,
         ),
@@ -293,13 +286,7 @@ fn the_baseline_runs_for_analysis_steps_only_sized_like_the_canary() {
             "a failed analysis aborts and removes the baseline",
             true,
             1,
-            Seen {
-                stable: (2, 2),
-                canary: (1, 1),
-                baseline: Some((1, 1)),
-                run: Some((1, AnalysisPhase::Failed)),
-                router: None,
-            },
+            cluster((2, 2), (1, 1), Some((1, 1))).with_run(1, AnalysisPhase::Failed),
             Some(0),
             false,
         ),
@@ -307,13 +294,7 @@ fn the_baseline_runs_for_analysis_steps_only_sized_like_the_canary() {
             "an inconclusive analysis pauses and keeps the baseline for the person who decides",
             true,
             1,
-            Seen {
-                stable: (2, 2),
-                canary: (1, 1),
-                baseline: Some((1, 1)),
-                run: Some((1, AnalysisPhase::Inconclusive)),
-                router: None,
-            },
+            cluster((2, 2), (1, 1), Some((1, 1))).with_run(1, AnalysisPhase::Inconclusive),
             None,
             false,
         ),
@@ -321,13 +302,7 @@ fn the_baseline_runs_for_analysis_steps_only_sized_like_the_canary() {
             "without canary.baseline.enabled there is never a baseline",
             false,
             1,
-            Seen {
-                stable: converged,
-                canary: (1, 1),
-                baseline: None,
-                run: None,
-                router: None,
-            },
+            cluster(converged, (1, 1), None),
             None,
             true,
         ),
@@ -352,13 +327,8 @@ fn the_baseline_runs_for_analysis_steps_only_sized_like_the_canary() {
 #[test]
 fn without_a_router_the_baseline_pods_take_their_share_from_the_stable() {
     // 4 replicas at 25 %: canary 1, baseline 1, the stable 2 once both are ready.
-    let seen = Seen {
-        stable: (REPLICAS, REPLICAS),
-        canary: (1, 1),
-        baseline: Some((1, 1)),
-        run: Some((1, AnalysisPhase::Running)),
-        router: None,
-    };
+    let seen =
+        cluster((REPLICAS, REPLICAS), (1, 1), Some((1, 1))).with_run(1, AnalysisPhase::Running);
     let decision = step(&spec(true, None), &status_at(1), &observe(&seen), now());
     assert_eq!(scale_of(&decision, &stable()), Some(2), "{decision:#?}");
     // Not ready yet: the stable keeps the baseline's share.
@@ -378,13 +348,7 @@ fn with_the_local_proxy_the_baseline_gets_the_canary_weight_once_ready() {
         (
             "baseline pods not ready: no weight yet, the run waits",
             1,
-            Seen {
-                stable: (4, 4),
-                canary: (1, 1),
-                baseline: Some((1, 0)),
-                run: None,
-                router: Some((25, 0)),
-            },
+            cluster((4, 4), (1, 1), Some((1, 0))).with_router(25, 0),
             None,
             None,
             false,
@@ -392,13 +356,7 @@ fn with_the_local_proxy_the_baseline_gets_the_canary_weight_once_ready() {
         (
             "ready: the baseline weight follows the canary's",
             1,
-            Seen {
-                stable: (4, 4),
-                canary: (1, 1),
-                baseline: Some((1, 1)),
-                run: None,
-                router: Some((25, 0)),
-            },
+            cluster((4, 4), (1, 1), Some((1, 1))).with_router(25, 0),
             Some(25),
             None,
             false,
@@ -406,13 +364,7 @@ fn with_the_local_proxy_the_baseline_gets_the_canary_weight_once_ready() {
         (
             "the router reports it: the run starts",
             1,
-            Seen {
-                stable: (4, 4),
-                canary: (1, 1),
-                baseline: Some((1, 1)),
-                run: None,
-                router: Some((25, 25)),
-            },
+            cluster((4, 4), (1, 1), Some((1, 1))).with_router(25, 25),
             None,
             None,
             true,
@@ -420,13 +372,7 @@ fn with_the_local_proxy_the_baseline_gets_the_canary_weight_once_ready() {
         (
             "a step that does not analyse takes the weight away before the pods",
             2,
-            Seen {
-                stable: (4, 4),
-                canary: (2, 2),
-                baseline: Some((1, 1)),
-                run: None,
-                router: Some((50, 25)),
-            },
+            cluster((4, 4), (2, 2), Some((1, 1))).with_router(50, 25),
             Some(0),
             None,
             false,
@@ -434,13 +380,7 @@ fn with_the_local_proxy_the_baseline_gets_the_canary_weight_once_ready() {
         (
             "with its weight gone the baseline is scaled down",
             2,
-            Seen {
-                stable: (4, 4),
-                canary: (2, 2),
-                baseline: Some((1, 1)),
-                run: None,
-                router: Some((50, 0)),
-            },
+            cluster((4, 4), (2, 2), Some((1, 1))).with_router(50, 0),
             None,
             Some(0),
             false,
@@ -482,34 +422,16 @@ fn background_analysis_keeps_the_baseline_beside_the_canary_until_promotion() {
     });
     let baseline = baseline_revision(&stable());
     // Before startingStep (the canary's pod not ready yet, so step 0 stays): nothing.
-    let seen = Seen {
-        stable: (4, 4),
-        canary: (1, 0),
-        baseline: None,
-        run: None,
-        router: None,
-    };
+    let seen = cluster((4, 4), (1, 0), None);
     let decision = step(&with_background, &status_at(0), &observe(&seen), now());
     assert_eq!(scale_of(&decision, &baseline), None, "{decision:#?}");
     // From startingStep, at every step, sized like the canary: 50 % of 4 is 2.
-    let seen = Seen {
-        stable: (4, 4),
-        canary: (2, 2),
-        baseline: Some((1, 1)),
-        run: None,
-        router: None,
-    };
+    let seen = cluster((4, 4), (2, 2), Some((1, 1)));
     let decision = step(&with_background, &status_at(3), &observe(&seen), now());
     assert_eq!(scale_of(&decision, &baseline), Some(2), "{decision:#?}");
     // Promotion (after the last step, canary at full scale and ready): the stable changes,
     // the old stable's baseline goes.
-    let seen = Seen {
-        stable: (0, 0),
-        canary: (4, 4),
-        baseline: Some((2, 2)),
-        run: None,
-        router: None,
-    };
+    let seen = cluster((0, 0), (4, 4), Some((2, 2)));
     let decision = step(&with_background, &status_at(4), &observe(&seen), now());
     assert_eq!(
         decision.status.stable_revision,
@@ -523,13 +445,7 @@ fn background_analysis_keeps_the_baseline_beside_the_canary_until_promotion() {
 fn a_user_abort_removes_the_baseline() {
     let mut status = status_at(1);
     status.abort = true;
-    let seen = Seen {
-        stable: (2, 2),
-        canary: (1, 1),
-        baseline: Some((1, 1)),
-        run: Some((1, AnalysisPhase::Running)),
-        router: None,
-    };
+    let seen = cluster((2, 2), (1, 1), Some((1, 1))).with_run(1, AnalysisPhase::Running);
     let decision = step(&spec(true, None), &status, &observe(&seen), now());
     assert_eq!(
         scale_of(&decision, &baseline_revision(&stable())),
@@ -659,13 +575,11 @@ fn the_baseline_takes_the_canarys_pods_or_past_half_the_pods_of_its_smaller_shar
     for (step_weight, canary_replicas, analysing, enabled, expected) in table {
         let mut with = spec(enabled, None);
         with.replicas = Some(10);
-        let ready = Seen {
-            stable: (10, 10),
-            canary: (canary_replicas, canary_replicas),
-            baseline: expected.map(|(pods, _)| (pods, pods)),
-            run: None,
-            router: None,
-        };
+        let ready = cluster(
+            (10, 10),
+            (canary_replicas, canary_replicas),
+            expected.map(|(pods, _)| (pods, pods)),
+        );
         let stable = stable();
         let moment = Moment {
             stable: Some(&stable),

@@ -162,15 +162,41 @@ fn check_background(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
     }
 }
 
-/// `stableService` and `canaryService`: not empty, and two different Services.
+/// The longest Service name Kubernetes accepts (an RFC 1035 label).
+pub const MAX_SERVICE_NAME_LEN: usize = 63;
+
+/// Why `name` cannot be a Service's name, if it cannot: Kubernetes' rule (an RFC 1035 label:
+/// lowercase letters, digits and `-`, starting with a letter, ending with a letter or digit,
+/// at most 63 characters). The name becomes a path segment of the API request that points
+/// the Service, so `/`, `..`, `?` or `%` could otherwise reach another object, in another
+/// namespace, than the Rollout's own namespace's Service of that name.
+pub(crate) fn service_name_problem(name: &str) -> Option<String> {
+    let shown: String = name.chars().take(MAX_SERVICE_NAME_LEN).collect();
+    if name.trim().is_empty() {
+        return Some("empty service name".to_owned());
+    }
+    let valid = name.len() <= MAX_SERVICE_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    (!valid).then(|| {
+        format!(
+            "`{shown}` is not a Service name (lowercase letters, digits and `-`, starting with a letter, at most {MAX_SERVICE_NAME_LEN} characters): name a Service of the Rollout's own namespace"
+        )
+    })
+}
+
+/// `stableService` and `canaryService`: Service names, and two different Services.
 fn check_services(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
     let canary = &spec.strategy.canary;
     for (field, value) in [
         ("stableService", &canary.stable_service),
         ("canaryService", &canary.canary_service),
     ] {
-        if value.as_deref().is_some_and(|s| s.trim().is_empty()) {
-            problems.push(problem(format!("{CANARY}.{field}"), "empty service name"));
+        if let Some(why) = value.as_deref().and_then(service_name_problem) {
+            problems.push(problem(format!("{CANARY}.{field}"), why));
         }
     }
     if let (Some(stable), Some(canary_svc)) = (&canary.stable_service, &canary.canary_service)

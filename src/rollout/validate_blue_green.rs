@@ -4,7 +4,7 @@ use crate::analysis::template::validate::check_args;
 use crate::api::{AnalysisStep, BlueGreenStrategy, RolloutSpec};
 
 use super::SpecProblem;
-use super::validate::{check_template_refs, over_ceiling, problem};
+use super::validate::{check_template_refs, over_ceiling, problem, service_name_problem};
 
 const BLUE_GREEN: &str = "spec.strategy.blueGreen";
 
@@ -58,8 +58,8 @@ pub(super) fn check_blue_green(spec: &RolloutSpec, problems: &mut Vec<SpecProble
     }
 }
 
-/// `activeService` (needed unless the local proxy plays it) and `previewService`: not empty,
-/// two different Services.
+/// `activeService` (needed unless the local proxy plays it) and `previewService`: Service
+/// names (of the Rollout's own namespace), two different Services.
 fn check_services(bg: &BlueGreenStrategy, problems: &mut Vec<SpecProblem>) {
     if bg.active_service.is_none() && bg.local.is_none() {
         problems.push(problem(
@@ -71,11 +71,8 @@ fn check_services(bg: &BlueGreenStrategy, problems: &mut Vec<SpecProblem>) {
         ("activeService", &bg.active_service),
         ("previewService", &bg.preview_service),
     ] {
-        if value.as_deref().is_some_and(|s| s.trim().is_empty()) {
-            problems.push(problem(
-                format!("{BLUE_GREEN}.{field}"),
-                "empty service name",
-            ));
+        if let Some(why) = value.as_deref().and_then(service_name_problem) {
+            problems.push(problem(format!("{BLUE_GREEN}.{field}"), why));
         }
     }
     if let (Some(active), Some(preview)) = (&bg.active_service, &bg.preview_service)

@@ -614,3 +614,52 @@ fn too_many_managed_routes_or_matches_are_refused_with_the_limit() {
         vec!["17 entries is over the limit of 16 (MAX_ROUTE_MATCHES)"]
     );
 }
+
+/// A Service name is a path segment of the request that points the Service: a name that is
+/// no Service name (`../`, `ns/name`, `?`, upper case, too long) is refused at its field, for
+/// the canary's and the blue-green's Services alike, so every Service vigil points is one of
+/// the Rollout's own namespace.
+#[test]
+fn service_fields_hold_service_names_of_the_rollouts_own_namespace() {
+    let hostile = [
+        "../../kube-system/services/kube-dns".to_owned(),
+        "other-team/web".to_owned(),
+        "web?dryRun=All".to_owned(),
+        "web%2F..".to_owned(),
+        "Web".to_owned(),
+        "1web".to_owned(),
+        "web-".to_owned(),
+        "w".repeat(64),
+    ];
+    for name in &hostile {
+        let mut canary = rollout(vec![weight(10)]);
+        canary.strategy.canary.stable_service = Some(name.clone());
+        canary.strategy.canary.canary_service = Some(name.clone());
+        let problems = validate_spec(&canary);
+        for field in ["stableService", "canaryService"] {
+            let found = at(&problems, &format!("spec.strategy.canary.{field}"));
+            assert!(
+                found.iter().any(|m| m.contains("is not a Service name")),
+                "{name} {field}: {problems:?}"
+            );
+        }
+        let mut blue_green = rollout(vec![]);
+        blue_green.strategy.blue_green = Some(crate::api::BlueGreenStrategy {
+            active_service: Some(name.clone()),
+            preview_service: Some(name.clone()),
+            ..Default::default()
+        });
+        let problems = validate_spec(&blue_green);
+        for field in ["activeService", "previewService"] {
+            let found = at(&problems, &format!("spec.strategy.blueGreen.{field}"));
+            assert!(
+                found.iter().any(|m| m.contains("is not a Service name")),
+                "{name} {field}: {problems:?}"
+            );
+        }
+    }
+    let mut fine = rollout(vec![weight(10)]);
+    fine.strategy.canary.stable_service = Some(format!("a{}", "b".repeat(61)) + "9");
+    fine.strategy.canary.canary_service = Some("web-canary-2".to_owned());
+    assert_eq!(validate_spec(&fine), vec![]);
+}

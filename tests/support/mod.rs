@@ -5,6 +5,7 @@
 pub mod chromium;
 pub mod fake_http;
 pub mod prometheus;
+pub mod vigil_run;
 pub mod webhook_receiver;
 
 /// Installs the rustls crypto provider reqwest needs (the crate uses `rustls-no-provider`).

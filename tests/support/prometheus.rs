@@ -250,6 +250,23 @@ impl Fixture {
         self
     }
 
+    /// A gauge with explicit `(unix seconds, value)` samples in increasing time order; the
+    /// times may fall between seconds (kept to the millisecond, as Prometheus stores them).
+    pub fn gauge_samples(
+        mut self,
+        family: &str,
+        labels: &[(&str, &str)],
+        samples: impl IntoIterator<Item = (f64, f64)>,
+    ) -> Fixture {
+        let name = series_name(family, labels);
+        let lines: Vec<String> = samples
+            .into_iter()
+            .map(|(t, v)| format!("{name} {} {t:.3}", number(v)))
+            .collect();
+        self.family(family, Kind::Gauge).lines.extend(lines);
+        self
+    }
+
     /// A histogram whose observations arrive at constant rates.
     ///
     /// `buckets` are `(le, cumulative observations per second)` in increasing `le` order,

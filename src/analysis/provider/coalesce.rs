@@ -5,8 +5,10 @@
 //! (a keyed hash of everything that authenticates or shapes the call, never the secrets
 //! themselves: different credentials may see different data), the same API path and the same
 //! parameters, evaluation times bucketed to [`DEFAULT_COALESCE_BUCKET`] (or the bucket the
-//! process configures, at most [`MAX_COALESCE_BUCKET`]). The first caller starts the request;
-//! the others wait for its answer, a copy of the same typed [`Measurement`] or error. An entry
+//! process configures, at most [`MAX_COALESCE_BUCKET`]). The first caller starts the request,
+//! evaluated at the time it asked for (never its bucket's start: a floored time can fall
+//! before a new series' first sample and find no data); the others wait for its answer, a
+//! copy of the same typed [`Measurement`] or error. An entry
 //! lives only while someone waits for it: the map holds requests in flight, never a cache, and
 //! at most [`MAX_IN_FLIGHT_KEYS`] of them (past that, calls go out uncoalesced).
 
@@ -22,13 +24,13 @@ use jiff::Timestamp;
 
 use super::measurement::{Measurement, ProviderError, error_chain};
 
-/// Evaluation times are floored to this bucket by default: calls made within the same
-/// second for the same query share one request (a scrape interval is 15 s or more, so the
+/// Evaluation times are bucketed to this by default: calls made within the same second for
+/// the same query share one request (a scrape interval is 15 s or more, so the
 /// answer is the same one).
 pub const DEFAULT_COALESCE_BUCKET: Duration = Duration::from_secs(1);
 
-/// The widest bucket a process may configure: a query is never evaluated more than this
-/// before the time its caller asked for.
+/// The widest bucket a process may configure: a caller that shares another's request gets
+/// an answer evaluated at most this far from the time it asked for.
 pub const MAX_COALESCE_BUCKET: Duration = Duration::from_secs(10);
 
 /// The most distinct requests tracked in flight at once. Each costs its key (the query text,
@@ -146,7 +148,8 @@ impl Coalescer {
         self.bucket
     }
 
-    /// `at` floored to the bucket: the time every call in the bucket is evaluated at.
+    /// `at` floored to the bucket: what identical calls in the bucket share as their key (the
+    /// request itself is evaluated at its first caller's own time).
     pub fn bucketed(&self, at: Timestamp) -> Timestamp {
         let bucket = i64::try_from(self.bucket.as_millis()).unwrap_or(1).max(1);
         let floored = at.as_millisecond().div_euclid(bucket) * bucket;
@@ -291,6 +294,10 @@ fn copy_error(error: &ProviderError) -> ProviderError {
         },
         E::BodyTooLarge { limit } => E::BodyTooLarge { limit: *limit },
         E::RefuseDestination(refused) => E::RefuseDestination(refused.clone()),
+        E::RefuseAddress { field, refused } => E::RefuseAddress {
+            field,
+            refused: refused.clone(),
+        },
         E::NotJson { detail } => E::NotJson {
             detail: detail.clone(),
         },

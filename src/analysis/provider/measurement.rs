@@ -386,6 +386,15 @@ pub enum ProviderError {
     /// link-local address): refused before any connection was made.
     #[error("{0}")]
     RefuseDestination(#[from] crate::http_client::EgressError),
+    /// The configured address itself is one outbound requests may not reach: refused when
+    /// the client is built, naming the field that holds it.
+    #[error("{field}: {refused}")]
+    RefuseAddress {
+        /// The field holding the address, e.g. `provider.prometheus.address`.
+        field: &'static str,
+        /// Why it was refused.
+        refused: crate::http_client::EgressError,
+    },
     /// No answer within the query timeout (retries and queueing included).
     #[error("no answer within {after:?} (after {attempts} attempt(s))")]
     Timeout {

@@ -238,6 +238,11 @@ pub struct PrometheusClientConfig {
     /// Largest accepted response body (at most [`MAX_BODY_BYTES`]); a bigger one is
     /// [`ProviderError::BodyTooLarge`].
     pub max_body_bytes: usize,
+    /// The address is the one given on the command line (`--prometheus`: the operator's
+    /// default, or the override of `vigil analyze` / `vigil run`), not one a template or run
+    /// wrote: the limiter's egress guard does not apply to it (SECURITY.md, "What vigil sends
+    /// where").
+    pub command_line_address: bool,
 }
 
 impl PrometheusClientConfig {
@@ -252,6 +257,7 @@ impl PrometheusClientConfig {
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
             max_body_bytes: MAX_BODY_BYTES,
+            command_line_address: false,
         }
     }
 }
@@ -294,7 +300,8 @@ impl ConcurrencyLimiter {
     }
 
     /// Coalesces queries whose evaluation times fall in the same `bucket` (at most
-    /// [`super::coalesce::MAX_COALESCE_BUCKET`]); each is evaluated at its bucket's start.
+    /// [`super::coalesce::MAX_COALESCE_BUCKET`]); a shared request is evaluated at the time
+    /// of the call that sent it.
     pub fn with_coalesce_bucket(mut self, bucket: std::time::Duration) -> ConcurrencyLimiter {
         self.coalescer = Coalescer::new(bucket);
         self
@@ -442,11 +449,22 @@ impl PrometheusClient {
             value.set_sensitive(true);
             headers.append(name, value);
         }
-        let mut builder = reqwest::Client::builder()
-            // A redirect would carry the credentials and custom headers to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .default_headers(headers)
-            .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")));
+        // A template's address passes the egress guard (a metadata server's answer would land
+        // in the run's status); the operator's own `--prometheus` is theirs to choose.
+        let egress = if config.command_line_address {
+            crate::http_client::EgressGuard::allowing_link_local()
+        } else {
+            limiter.egress().clone()
+        };
+        egress
+            .check_url(&base)
+            .map_err(|refused| ProviderError::RefuseAddress {
+                field: "provider.prometheus.address",
+                refused,
+            })?;
+        // No redirects (they would carry the credentials and custom headers to another
+        // host), no proxy from the environment, every name checked once resolved.
+        let mut builder = crate::http_client::builder(&egress).default_headers(headers);
         if let Some(pem) = &auth.ca_bundle_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| invalid(format!("CA bundle: {e}")))?;
@@ -492,12 +510,16 @@ impl PrometheusClient {
         &self.inner.display_address
     }
 
-    /// Evaluates `query` at `at` (`/api/v1/query`), floored to the limiter's coalescing
-    /// bucket (a second by default) so identical calls in the same bucket share one request.
+    /// Evaluates `query` at `at` (`/api/v1/query`). Identical calls whose times fall in the
+    /// same coalescing bucket (a second by default) share one request, evaluated at the time
+    /// of the call that sent it: never before the time that call asked for (a time floored
+    /// to its bucket could fall before a series' first sample and find no data).
     pub async fn query(&self, query: &str, at: Timestamp) -> Result<Measurement, ProviderError> {
-        let at = self.inner.coalescer.bucketed(at);
+        let bucket = self.inner.coalescer.bucketed(at);
+        let shared_as = [("query", query.to_owned()), ("time", bucket.to_string())];
         let params = vec![("query", query.to_owned()), ("time", at.to_string())];
-        self.coalesced_call("api/v1/query", params).await
+        self.coalesced_call("api/v1/query", &shared_as, params)
+            .await
     }
 
     /// Evaluates `query` over `range` (`/api/v1/query_range`).
@@ -512,25 +534,35 @@ impl PrometheusClient {
             });
         }
         let coalescer = &self.inner.coalescer;
-        let params = vec![
+        let step = range.step.as_secs_f64().to_string();
+        let shared_as = [
             ("query", query.to_owned()),
             ("start", coalescer.bucketed(range.start).to_string()),
             ("end", coalescer.bucketed(range.end).to_string()),
-            ("step", range.step.as_secs_f64().to_string()),
+            ("step", step.clone()),
         ];
-        self.coalesced_call("api/v1/query_range", params).await
+        let params = vec![
+            ("query", query.to_owned()),
+            ("start", range.start.to_string()),
+            ("end", range.end.to_string()),
+            ("step", step),
+        ];
+        self.coalesced_call("api/v1/query_range", &shared_as, params)
+            .await
     }
 
-    /// Sends the call, or waits for the identical one already in flight (same address,
-    /// credentials, path and parameters), and counts it for its origin.
+    /// Sends the call with `params`, or waits for the identical one already in flight (same
+    /// address, credentials, API path and `shared_as`: the parameters with their times
+    /// bucketed), and counts it for its origin.
     async fn coalesced_call(
         &self,
         path: &'static str,
+        shared_as: &[(&'static str, String)],
         params: Vec<(&'static str, String)>,
     ) -> Result<Measurement, ProviderError> {
         let inner = &self.inner;
         inner.metrics.queries.inc();
-        let key = QueryKey::new(&inner.display_address, inner.identity, path, &params);
+        let key = QueryKey::new(&inner.display_address, inner.identity, path, shared_as);
         let request = self.inner.clone();
         let (answer, joined) = inner
             .coalescer
@@ -597,6 +629,8 @@ impl MetricsProvider for PrometheusClient {
 enum Failure {
     /// Connecting, sending or reading the body failed.
     Connection(reqwest::Error),
+    /// The address resolved to a destination the egress guard refuses: nothing was sent.
+    Refused(crate::http_client::EgressError),
     /// The body grew past the configured limit.
     BodyTooLarge { limit: usize },
     /// A 3xx answer: not followed.
@@ -614,7 +648,7 @@ impl Failure {
         match self {
             Failure::Connection(_) => true,
             Failure::Status { status, .. } => *status == 429 || (500..600).contains(status),
-            Failure::BodyTooLarge { .. } | Failure::Redirect { .. } => false,
+            Failure::BodyTooLarge { .. } | Failure::Redirect { .. } | Failure::Refused(_) => false,
         }
     }
 
@@ -626,6 +660,7 @@ impl Failure {
                 source: Box::new(source.without_url()),
             },
             Failure::BodyTooLarge { limit } => ProviderError::BodyTooLarge { limit },
+            Failure::Refused(refused) => ProviderError::RefuseDestination(refused),
             Failure::Redirect { status, location } => {
                 ProviderError::Redirected { status, location }
             }
@@ -772,7 +807,12 @@ impl Inner {
         if let Some(basic) = &self.basic {
             request = request.basic_auth(&basic.username, Some(&basic.password));
         }
-        let mut response = request.send().await.map_err(Failure::Connection)?;
+        let mut response = request.send().await.map_err(|error| {
+            match crate::http_client::refused_by_guard(&error) {
+                Some(refused) => Failure::Refused(refused),
+                None => Failure::Connection(error),
+            }
+        })?;
         let status = response.status();
         if status.is_redirection() {
             let location = response
@@ -839,6 +879,7 @@ fn failure_reason(failure: &Failure) -> String {
         Failure::Status { status, .. } => format!("HTTP {status}"),
         Failure::BodyTooLarge { limit } => format!("body over {limit} bytes"),
         Failure::Redirect { status, .. } => format!("HTTP {status} redirect"),
+        Failure::Refused(refused) => refused.to_string(),
     }
 }
 

@@ -100,6 +100,16 @@ impl CommandLinePrometheus {
         }
     }
 
+    /// Whether `provider`'s queries go to the command line's address (the operator's default
+    /// for a metric naming none, or the user's override) rather than one the metric wrote.
+    pub fn chooses_address_of(&self, provider: &PrometheusProvider) -> bool {
+        match (self, provider.address.as_deref()) {
+            (CommandLinePrometheus::Override(_), _) => true,
+            (CommandLinePrometheus::Default(_), None) => true,
+            (CommandLinePrometheus::Default(_) | CommandLinePrometheus::None, _) => false,
+        }
+    }
+
     /// Parses a `--prometheus` value: an `http://` or `https://` URL with a host (what a
     /// credential origin needs), without a query or fragment (the API paths are joined
     /// below it).
@@ -389,6 +399,7 @@ pub fn client_config(
 ) -> Result<PrometheusClientConfig, ResolveError> {
     let address = prometheus.address_of(provider)?;
     let mut config = PrometheusClientConfig::new(address.clone());
+    config.command_line_address = prometheus.chooses_address_of(provider);
     config.timeout = match provider.timeout.as_deref() {
         Some(text) => parse_duration(text).map_err(ResolveError::ParseTimeout)?,
         None => DEFAULT_QUERY_TIMEOUT,

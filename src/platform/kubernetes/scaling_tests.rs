@@ -9,16 +9,34 @@ use crate::platform::kubernetes::revision_settings::POD_METADATA_ANNOTATION;
 
 const PODS: &str = "/api/v1/namespaces/shop/pods";
 
-/// The pods of revision `revision` (two of them), answered to the controller's list.
+/// The uid of revision `revision`'s ReplicaSet ([`labelled_replica_set`]).
+fn replica_set_uid(revision: &str) -> String {
+    format!("uid-of-web-{revision}")
+}
+
+/// The pods of revision `revision` (two of them, controlled by its ReplicaSet), answered to
+/// the controller's list.
 fn pods_of(revision: &str) -> Vec<Value> {
     (0..2)
         .map(|i| {
-            json!({"apiVersion": "v1", "kind": "Pod",
-                   "metadata": {"name": format!("web-{revision}-{i}"), "namespace": NS,
-                                "labels": {"app": "web", ROLLOUT_LABEL: "web", REVISION_LABEL: revision}},
-                   "spec": {"containers": [{"name": "web", "image": "web"}]}})
+            pod(
+                &format!("web-{revision}-{i}"),
+                revision,
+                &replica_set_uid(revision),
+            )
         })
         .collect()
+}
+
+/// A pod with the rollout's and `revision`'s labels, controlled by the object `owner_uid`.
+fn pod(name: &str, revision: &str, owner_uid: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": NS,
+                        "labels": {"app": "web", ROLLOUT_LABEL: "web", REVISION_LABEL: revision},
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                             "name": format!("web-{revision}"), "uid": owner_uid,
+                                             "controller": true}]},
+           "spec": {"containers": [{"name": "web", "image": "web"}]}})
 }
 
 /// [`Cluster`] with pods to list and patch.
@@ -106,6 +124,7 @@ fn scaling_rollout(status: Option<RolloutStatus>) -> Rollout {
 /// A ReplicaSet as vigil left it with `metadata` and `minReadySeconds: 15`.
 fn labelled_replica_set(revision: &str, replicas: i32, metadata: &PodMetadata) -> Value {
     let mut rs = replica_set(revision, replicas, replicas);
+    rs["metadata"]["uid"] = json!(replica_set_uid(revision));
     rs["metadata"]["annotations"] = json!({
         POD_METADATA_ANNOTATION: serde_json::to_string(metadata).expect("json")
     });
@@ -320,6 +339,58 @@ async fn with_min_ready_seconds_only_available_pods_count_as_ready() {
     result.expect("reconciled");
     assert!(
         calls.iter().any(|c| c.line() == format!("PATCH {ROUTE}")),
+        "{:#?}",
+        lines(&calls)
+    );
+}
+
+/// Pods that carry the revision's labels but that its ReplicaSet does not control (a bare pod
+/// someone labelled, another controller's pod) are never patched: the labels only find pods.
+#[tokio::test]
+async fn role_metadata_reaches_only_the_pods_of_the_revisions_own_replica_set() {
+    let promoted = canary_revision();
+    let status = RolloutStatus {
+        phase: Some(RolloutPhase::Healthy),
+        observed_generation: Some(2),
+        current_step_index: Some(3),
+        step: Some("3/3".into()),
+        stable_revision: Some(promoted.clone()),
+        canary_attempt: 1,
+        ..RolloutStatus::default()
+    };
+    let canary_meta = role("canary");
+    let base = Cluster {
+        replica_sets: vec![labelled_replica_set(&promoted, 4, &canary_meta)],
+        services: BTreeMap::from([
+            ("web-stable".into(), service("web-stable", &promoted)),
+            ("web-canary".into(), service("web-canary", &promoted)),
+        ]),
+        ..Cluster::default()
+    };
+    let mut bare = pod("someone-elses", &promoted, "");
+    bare["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("ownerReferences");
+    let mut not_controller = pod("adopted-elsewhere", &promoted, &replica_set_uid(&promoted));
+    not_controller["metadata"]["ownerReferences"][0]["controller"] = json!(false);
+    let mut pods = pods_of(&promoted);
+    pods.extend([
+        bare,
+        not_controller,
+        pod("another-owners", &promoted, "uid-of-another-replica-set"),
+    ]);
+    let cluster = PodCluster { base, pods };
+    let (result, calls) = reconcile_pods(scaling_rollout(Some(status)), cluster).await;
+    result.expect("reconciled");
+    let patched: Vec<String> = calls
+        .iter()
+        .filter(|c| c.method == "PATCH" && c.path.starts_with(PODS))
+        .map(|c| c.path.rsplit('/').next().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        patched,
+        [format!("web-{promoted}-0"), format!("web-{promoted}-1")],
         "{:#?}",
         lines(&calls)
     );

@@ -475,16 +475,31 @@ async fn set_revision_settings(
         }
     }
     if previous.pod_metadata != wanted.pod_metadata {
-        label_running_pods(scope, revision, &previous, wanted).await?;
+        let owner = replica_set.metadata.uid.as_deref();
+        label_running_pods(scope, revision, owner, &previous, wanted).await?;
     }
     info!(replica_set = %name, "set the revision's pod metadata and minReadySeconds");
     Ok(())
 }
 
-/// The role metadata on the revision's running pods (its template only reaches new ones).
+/// Whether `pod`'s controller is the object whose uid is `owner`.
+fn controlled_by(pod: &Pod, owner: Option<&str>) -> bool {
+    let Some(owner) = owner else { return false };
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|reference| reference.controller == Some(true) && reference.uid == owner)
+}
+
+/// The role metadata on the revision's running pods (its template only reaches new ones):
+/// those its ReplicaSet (`owner`, its uid) controls. The labels only find them; anyone who may
+/// create pods in the namespace can put the same labels on a pod of their own, and vigil
+/// patches no pod it does not run.
 async fn label_running_pods(
     scope: &Scope<'_>,
     revision: &str,
+    owner: Option<&str>,
     previous: &RevisionSettings,
     wanted: &RevisionSettings,
 ) -> Result<(), Error> {
@@ -503,7 +518,7 @@ async fn label_running_pods(
     let patch = Patch::Merge(json!({
         "metadata": metadata_patch(&previous.pod_metadata, &wanted.pod_metadata)
     }));
-    for pod in list.items {
+    for pod in list.items.iter().filter(|pod| controlled_by(pod, owner)) {
         let pod_name = pod.name_any();
         match pods.patch(&pod_name, &params(), &patch).await {
             Ok(_) => {}
