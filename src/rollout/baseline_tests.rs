@@ -88,7 +88,10 @@ fn spec(enabled: bool, routing: Option<TrafficRouting>) -> RolloutSpec {
             canary: CanaryStrategy {
                 steps: vec![weight(25), analysis(), weight(50), pause()],
                 traffic_routing: routing,
-                baseline: Some(Baseline { enabled }),
+                baseline: Some(Baseline {
+                    enabled,
+                    ..Baseline::default()
+                }),
                 ..Default::default()
             },
             ..Default::default()
