@@ -1357,9 +1357,9 @@ fn a_baseline_survives_a_controller_killed_at_any_instant_and_is_gone_at_the_end
     let with_baseline = || {
         let mut spec = spec(canary_steps(), false, 4);
         spec.strategy.canary.baseline = Some(vigil::api::Baseline {
-        enabled: true,
-        ..Default::default()
-    });
+            enabled: true,
+            ..Default::default()
+        });
         spec
     };
     let completed_steps = |world: &World| -> Vec<String> {

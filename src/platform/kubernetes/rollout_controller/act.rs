@@ -39,15 +39,22 @@ pub(super) async fn act(
                     })?;
                 report_put_back(scope, seen, *canary_weight).await;
             }
-            // Only decided for a router that reports a baseline weight; none of the cluster's
-            // routers does (validate_spec refuses a baseline with them), so there is nothing
-            // to set: the baseline's pods are its share.
+            // Only decided for a router that reports a baseline weight (the Gateway API's
+            // three-way split, with `canary.baseline.service`).
             Effect::SetBaselineWeight { baseline_weight } => {
-                warn!(
-                    baseline_weight,
-                    "a baseline weight was decided for a router that cannot split three ways; ignored"
-                );
-                continue;
+                router
+                    .set_baseline_weight(*baseline_weight)
+                    .await
+                    .map_err(|source| Error::SetBaselineWeight {
+                        rollout: scope.name.clone(),
+                        weight: *baseline_weight,
+                        source: Box::new(source),
+                    })?;
+            }
+            Effect::PointBaselineService { revision } => {
+                if let Some(service) = crate::rollout::baseline::service(&scope.rollout.spec) {
+                    point_service(scope, service, revision).await?;
+                }
             }
             Effect::SetHeaderRoute { route } => {
                 let result = router.set_header_route(route).await;

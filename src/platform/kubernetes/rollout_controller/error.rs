@@ -117,6 +117,16 @@ pub enum Error {
         /// The cause (boxed: router errors are large).
         source: Box<TrafficError>,
     },
+    /// Setting the baseline's weight on the router (the Gateway API's three-way split) failed.
+    #[error("failed to set the baseline weight of rollout {rollout} to {weight}: {source}")]
+    SetBaselineWeight {
+        /// The Rollout.
+        rollout: String,
+        /// The baseline's weight.
+        weight: i32,
+        /// The cause (boxed: router errors are large).
+        source: Box<TrafficError>,
+    },
     /// Pointing the router's own revision selectors (Istio's DestinationRule subsets) failed.
     #[error("failed to point the router of rollout {rollout} at revisions: {source}")]
     PointRouterRevisions {
@@ -229,6 +239,7 @@ impl Error {
             Error::DeleteReplicaSet { .. } => "delete_replica_set",
             Error::GetBaselineTemplate { .. } => "get_baseline_template",
             Error::SetWeight { .. } => "set_weight",
+            Error::SetBaselineWeight { .. } => "set_baseline_weight",
             Error::PointRouterRevisions { .. } => "point_router_revisions",
             Error::GetDeployment { .. } => "get_deployment",
             Error::ScaleDownDeployment { .. } => "scale_down_deployment",
@@ -260,6 +271,7 @@ impl Error {
             | Error::Instantiate { .. }
             | Error::PrepareAnalysis { .. } => true,
             Error::SetWeight { source, .. }
+            | Error::SetBaselineWeight { source, .. }
             | Error::SetManagedRoute { source, .. }
             | Error::PointRouterRevisions { source, .. } => matches!(
                 **source,

@@ -364,6 +364,17 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     };
     let router = Router::of(rollout, &ctx.client, &scope.namespace, &ctx.caches);
+    match router.set_baseline_weight(0).await {
+        Ok(()) => {}
+        Err(error) if error.object_missing() => {}
+        Err(source) => {
+            return Err(Error::SetBaselineWeight {
+                rollout: scope.name.clone(),
+                weight: 0,
+                source: Box::new(source),
+            });
+        }
+    }
     match router.set_canary_weight(0).await {
         Ok(()) => {}
         // The router object is gone too (namespace deletion): nothing to return.

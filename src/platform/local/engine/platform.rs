@@ -200,6 +200,7 @@ impl Engine {
             services: ServiceSelection {
                 stable: routing.stable.map(|b| b.revision),
                 canary: routing.canary.map(|b| b.revision),
+                baseline: None,
             },
             analysis_runs,
             spec_problems,
@@ -309,6 +310,9 @@ impl Engine {
                 managed.baseline_weight = (*baseline_weight).clamp(0, 100) as u8;
                 self.apply_routing(managed).map_err(ActError::Route)
             }
+            // Only with `canary.baseline.service`, which validation allows with the Gateway
+            // API alone: the proxy routes to the baseline's processes itself.
+            Effect::PointBaselineService { .. } => Ok(()),
             Effect::PointServices { stable, canary } => {
                 if let Some(stable) = stable {
                     managed.stable_service = Some(stable.clone());
