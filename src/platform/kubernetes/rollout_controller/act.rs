@@ -224,13 +224,17 @@ pub(super) async fn scale(
 ) -> Result<(), Error> {
     let name = replica_set_name(&scope.name, revision);
     let api: Api<ReplicaSet> = scope.api();
-    let exists = seen
+    let found = seen
         .replica_sets
         .iter()
-        .any(|rs| rs.metadata.name.as_deref() == Some(name.as_str()));
+        .find(|rs| rs.metadata.name.as_deref() == Some(name.as_str()));
+    if let Some(replica_set) = found {
+        ensure_controlled(scope, replica_set)?;
+    }
+    let exists = found.is_some();
     if !exists && let Some(stable) = baseline_of(revision) {
         let replica_set = baseline_replica_set(scope, stable, revision, replicas).await?;
-        return create_replica_set(&api, &name, &replica_set, replicas).await;
+        return create_replica_set(scope, &api, &name, &replica_set, replicas).await;
     }
     if !exists {
         let workload = match &seen.workload {
@@ -252,8 +256,11 @@ pub(super) async fn scale(
                 info!(replica_set = %name, replicas, "created ReplicaSet");
                 return Ok(());
             }
-            // Created by an earlier reconcile the cache has not shown yet: scale it.
-            Err(error) if already_exists(&error) => {}
+            // Created by an earlier reconcile the cache has not shown yet: scale it, once
+            // it is known to be this Rollout's.
+            Err(error) if already_exists(&error) => {
+                ensure_created_by_us(scope, &api, &name).await?
+            }
             Err(source) => {
                 return Err(Error::CreateReplicaSet {
                     replica_set: name,
@@ -292,6 +299,8 @@ async fn baseline_replica_set(
             baseline: revision.to_owned(),
             source,
         })?;
+    // The name alone does not make it the stable's: a look-alike's template is never run.
+    ensure_controlled(scope, &stable_set)?;
     let template = stable_set
         .spec
         .and_then(|spec| spec.template)
@@ -304,8 +313,42 @@ async fn baseline_replica_set(
     ))
 }
 
+/// A ReplicaSet this Rollout controls (its controller owner reference has the Rollout's
+/// uid); any other is a [`Error::ForeignReplicaSet`], whatever its name and labels say.
+fn ensure_controlled(scope: &Scope<'_>, replica_set: &ReplicaSet) -> Result<(), Error> {
+    let controlled = scope.rollout.uid().is_none_or(|uid| {
+        crate::platform::kubernetes::observe::controlled_by(replica_set.owner_references(), &uid)
+    });
+    if controlled {
+        return Ok(());
+    }
+    warn!(replica_set = %replica_set.name_any(), "a ReplicaSet of another owner has a name vigil uses; left alone");
+    Err(Error::ForeignReplicaSet {
+        replica_set: replica_set.name_any(),
+        rollout: scope.name.clone(),
+    })
+}
+
+/// After "already exists": the ReplicaSet of that name is this Rollout's (an earlier
+/// reconcile created it), or it is left alone.
+async fn ensure_created_by_us(
+    scope: &Scope<'_>,
+    api: &Api<ReplicaSet>,
+    name: &str,
+) -> Result<(), Error> {
+    let existing = api
+        .get(name)
+        .await
+        .map_err(|source| Error::CheckReplicaSetOwner {
+            replica_set: name.to_owned(),
+            source,
+        })?;
+    ensure_controlled(scope, &existing)
+}
+
 /// Creates the ReplicaSet `name`, or scales it when an earlier reconcile created it already.
 async fn create_replica_set(
+    scope: &Scope<'_>,
     api: &Api<ReplicaSet>,
     name: &str,
     replica_set: &ReplicaSet,
@@ -316,7 +359,7 @@ async fn create_replica_set(
             info!(replica_set = %name, replicas, "created ReplicaSet");
             return Ok(());
         }
-        Err(error) if already_exists(&error) => {}
+        Err(error) if already_exists(&error) => ensure_created_by_us(scope, api, name).await?,
         Err(source) => {
             return Err(Error::CreateReplicaSet {
                 replica_set: name.to_owned(),
@@ -465,6 +508,7 @@ async fn set_revision_settings(
     else {
         return scale(scope, seen, revision, 0, Some(wanted)).await;
     };
+    ensure_controlled(scope, replica_set)?;
     let previous = settings_of(replica_set);
     let patch = Patch::Merge(replica_set_patch(&previous, wanted));
     match scope
