@@ -324,7 +324,9 @@ async fn set_canary_scale_and_role_metadata_follow_the_steps_and_an_hpa_mid_rele
                 .get_json(PODS, Some(NS), "web-canary-pod")
                 .unwrap_or_default();
             pod["metadata"]["labels"]["track"] == "stable"
-                && pod["metadata"]["annotations"].get("example.com/role").is_none()
+                && pod["metadata"]["annotations"]
+                    .get("example.com/role")
+                    .is_none()
         })
         .await;
     assert_eq!(cluster.canary_weight(), Some(0));
