@@ -9,8 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use super::*;
 use crate::api::{
     AnalysisPhase, AnalysisRunSummary, AnalysisStep, BackgroundAnalysis, Baseline, CanaryStep,
-    CanaryStrategy, GatewayApiRouting, LocalRouting, PauseStep, RolloutSpec, RolloutStatus,
-    RolloutStrategy, TemplateRef, TrafficRouting,
+    CanaryStrategy, LocalRouting, PauseStep, RolloutSpec, RolloutStatus, RolloutStrategy,
+    TemplateRef, TrafficRouting,
 };
 use crate::rollout::{
     Decision, Effect, Observation, RevisionObservation, step, step_run_name, template_hash,
