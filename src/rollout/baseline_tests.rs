@@ -595,11 +595,13 @@ fn routers_that_cannot_split_three_ways_are_refused_naming_the_field() {
     };
     let gateway = json!({"gatewayAPI": {"httpRoute": "web"}});
     // (routing, baseline, the problem wanted: (path suffix, words of the message))
-    let rows: Vec<(
+    /// (routing, baseline, the problem wanted: (path suffix, words of the message))
+    type Row<'a> = (
         serde_json::Value,
         Option<Baseline>,
-        Option<(&str, Vec<&str>)>,
-    )> = vec![
+        Option<(&'a str, Vec<&'a str>)>,
+    );
+    let rows: Vec<Row> = vec![
         (gateway.clone(), on(Some("web-baseline")), None),
         (
             gateway.clone(),

@@ -100,7 +100,8 @@ fn the_patch_sets_three_weights_guarded_by_tests_and_nothing_else() {
 /// `None` keeps the route's), the stable/canary/baseline weights written.
 #[test]
 fn the_three_weights_always_sum_to_100_and_the_baseline_comes_from_the_stable() {
-    let rows: [((i64, i64), (Option<i32>, Option<i32>), [i64; 3]); 9] = [
+    type Row = ((i64, i64), (Option<i32>, Option<i32>), [i64; 3]);
+    let rows: [Row; 9] = [
         ((0, 0), (Some(10), None), [90, 10, 0]),
         ((10, 0), (None, Some(10)), [80, 10, 10]),
         ((10, 10), (Some(30), None), [60, 30, 10]),
