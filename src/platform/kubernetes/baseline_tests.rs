@@ -350,3 +350,36 @@ async fn the_baseline_never_copies_the_template_of_a_stable_look_alike() {
         json!(UID)
     );
 }
+
+#[tokio::test]
+async fn an_old_revision_is_deleted_only_as_the_very_object_seen() {
+    let (old, current) = (stable_revision(), canary_revision());
+    let status = RolloutStatus {
+        phase: Some(RolloutPhase::Healthy),
+        observed_generation: Some(2),
+        current_step_index: Some(3),
+        stable_revision: Some(current.clone()),
+        ..RolloutStatus::default()
+    };
+    let mut old_set = replica_set(&old, 0, 0);
+    old_set["metadata"]["uid"] = json!("uid-old-rs");
+    let cluster = Cluster {
+        replica_sets: vec![replica_set(&current, 4, 4), old_set],
+        services: BTreeMap::from([
+            ("web-stable".into(), service("web-stable", &current)),
+            ("web-canary".into(), service("web-canary", &current)),
+        ]),
+        ..Cluster::default()
+    };
+    let mut r = rollout(false, Some(status));
+    r.spec.revision_history_limit = Some(0);
+    let (result, calls, _) = reconcile_rollout(r, cluster).await;
+    result.expect("reconciled");
+    let delete = calls
+        .iter()
+        .find(|c| c.method == "DELETE")
+        .unwrap_or_else(|| panic!("the old revision is deleted: {:#?}", lines(&calls)));
+    assert_eq!(delete.path, format!("{RS}/web-{old}"));
+    assert_eq!(delete.body["preconditions"]["uid"], json!("uid-old-rs"));
+    assert_eq!(delete.body["propagationPolicy"], json!("Background"));
+}

@@ -125,11 +125,24 @@ pub(super) async fn act(
             }
             Effect::DeleteRevision { revision } => {
                 let name = replica_set_name(&scope.name, revision);
-                match scope
-                    .api::<ReplicaSet>()
-                    .delete(&name, &DeleteParams::background())
-                    .await
-                {
+                // Only the ReplicaSet seen as this Rollout's, and only that very object (its
+                // uid): a look-alike created under the name since is not deleted.
+                let seen_set = seen
+                    .replica_sets
+                    .iter()
+                    .find(|rs| rs.metadata.name.as_deref() == Some(name.as_str()));
+                let Some(seen_set) = seen_set else {
+                    continue;
+                };
+                ensure_controlled(scope, seen_set)?;
+                let params = DeleteParams {
+                    preconditions: Some(kube::api::Preconditions {
+                        uid: seen_set.metadata.uid.clone(),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::background()
+                };
+                match scope.api::<ReplicaSet>().delete(&name, &params).await {
                     Ok(_) => {}
                     Err(error) if not_found(&error) => {}
                     Err(source) => {
