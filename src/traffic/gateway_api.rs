@@ -402,9 +402,15 @@ impl TrafficRouter for GatewayRoute {
 
     async fn set_canary_weight(&self, canary_weight: i32) -> Result<(), TrafficError> {
         let route = self.read().await?;
+        let two_way = || weight_patch(&route, &self.stable, &self.canary, canary_weight);
         let patch = match self.split_services() {
-            Some(services) => split_patch(&route, services, Some(canary_weight), None),
-            None => weight_patch(&route, &self.stable, &self.canary, canary_weight),
+            // A route that does not list the baseline sends it nothing: the two-way weights
+            // are the whole split (reading the baseline's weight says what is missing).
+            Some(services) => match split_patch(&route, services, Some(canary_weight), None) {
+                Err(RouteError::FindBaselineBackendRef { .. }) => two_way(),
+                other => other,
+            },
+            None => two_way(),
         }
         .map_err(|e| self.read_error(e))?;
         self.send(patch).await
@@ -433,9 +439,13 @@ impl TrafficRouter for GatewayRoute {
 
     async fn canary_weight(&self) -> Result<Option<i32>, TrafficError> {
         let route = self.read().await?;
+        let two_way = || canary_weight(&route, &self.stable, &self.canary);
         match self.split_services() {
-            Some(services) => split(&route, services).map(|s| s.map(|(canary, _)| canary)),
-            None => canary_weight(&route, &self.stable, &self.canary),
+            Some(services) => match split(&route, services) {
+                Err(RouteError::FindBaselineBackendRef { .. }) => two_way(),
+                other => other.map(|shares| shares.map(|(canary, _)| canary)),
+            },
+            None => two_way(),
         }
         .map_err(|e| self.read_error(e))
     }

@@ -383,3 +383,47 @@ async fn an_old_revision_is_deleted_only_as_the_very_object_seen() {
     assert_eq!(delete.body["preconditions"]["uid"], json!("uid-old-rs"));
     assert_eq!(delete.body["propagationPolicy"], json!("Background"));
 }
+
+#[tokio::test]
+async fn deleting_a_rollout_takes_the_baseline_share_back_to_the_stable_first() {
+    let baseline = baseline_revision(&stable_revision());
+    let deleting = |status| {
+        let mut r = baseline_rollout(true, status);
+        r.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
+        r
+    };
+    let (status, cluster) = at_the_analysis_step(&baseline, (60, 20, 20));
+    let (result, calls, _) = reconcile_rollout(deleting(status), cluster).await;
+    assert_eq!(result, Ok(Action::await_change()));
+    let patches: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.line() == format!("PATCH {ROUTE}"))
+        .collect();
+    // The mock keeps answering the route as it was: each patch is built from 60/20/20.
+    assert_eq!(patches.len(), 2, "{:#?}", lines(&calls));
+    let written = |call: &Call| -> Vec<Value> {
+        call.body
+            .as_array()
+            .expect("ops")
+            .iter()
+            .filter(|op| op["op"] == "replace")
+            .map(|op| op["value"].clone())
+            .collect()
+    };
+    assert_eq!(written(patches[0]), vec![json!(80), json!(20), json!(0)]);
+    assert_eq!(written(patches[1]), vec![json!(80), json!(0), json!(20)]);
+
+    // A route that never listed the baseline: nothing of it to take back, and the canary's
+    // share still goes back (two ways), so the deletion is not stuck.
+    let (status, mut cluster) = at_the_analysis_step(&baseline, (80, 20, 0));
+    cluster.route = Some(route(80, 20));
+    let (result, calls, _) = reconcile_rollout(deleting(status), cluster).await;
+    assert_eq!(result, Ok(Action::await_change()));
+    let patch = calls
+        .iter()
+        .find(|c| c.line() == format!("PATCH {ROUTE}"))
+        .unwrap_or_else(|| panic!("the canary's weight goes back: {:#?}", lines(&calls)));
+    assert_eq!(patch.body[2]["value"], json!(100));
+    assert_eq!(patch.body[5]["value"], json!(0));
+}
