@@ -1346,7 +1346,10 @@ async fn a_baseline_replica_set_runs_for_the_analysis_step_only() {
             {"pause": {}}
         ]),
     );
-    object.spec.strategy.canary.baseline = Some(vigil::api::Baseline { enabled: true });
+    object.spec.strategy.canary.baseline = Some(vigil::api::Baseline {
+        enabled: true,
+        ..Default::default()
+    });
     rollouts
         .create(&PostParams::default(), &object)
         .await

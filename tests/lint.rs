@@ -174,6 +174,7 @@ const REQUIRED_CASES: &[&str] = &[
     "nginx-owned-annotation",
     "blue-green-bad-fields",
     "scaling-out-of-bounds",
+    "baseline-three-way-split",
 ];
 
 #[test]

@@ -527,6 +527,52 @@ async fn supervisor_runs_restarts_scales_and_stops_the_real_demo_app() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_counts_as_available_only_after_min_ready_seconds_of_readiness() {
+    timeout(TEST_TIMEOUT, async {
+        let supervisor = Supervisor::new(fast_config());
+        supervisor
+            .start_revision("v1", demo_app_spec("v1"), 1)
+            .await
+            .expect("start");
+        let status = supervisor
+            .wait_ready("v1", Duration::from_secs(20))
+            .await
+            .expect("ready");
+        let first_since = status.replicas[0].ready_since.expect("ready since");
+        let long = Duration::from_secs(30);
+        // Ready and routed (it has an address), but not available for a long minReadySeconds
+        // yet; without one it is at once.
+        let now = std::time::Instant::now();
+        assert_eq!(status.addrs.len(), 1);
+        assert_eq!(status.available(long, now), 0);
+        assert_eq!(status.available(Duration::ZERO, now), 1);
+        wait_until("available after 1 s", Duration::from_secs(20), || {
+            supervisor.status()["v1"].available(Duration::from_secs(1), std::time::Instant::now())
+                == 1
+        })
+        .await;
+
+        // A restart breaks the readiness: the clock starts again from the new process' probe.
+        let victim = status.replicas[0].pid.expect("pid");
+        let pid = rustix::process::Pid::from_raw(i32::try_from(victim).expect("pid fits"))
+            .expect("nonzero pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill");
+        wait_until("the restart", Duration::from_secs(20), || {
+            let s = &supervisor.status()["v1"];
+            s.restarts == 1 && s.ready == 1
+        })
+        .await;
+        let restarted = supervisor.status()["v1"].clone();
+        let since = restarted.replicas[0].ready_since.expect("ready since");
+        assert!(since > first_since);
+        assert_eq!(restarted.available(long, std::time::Instant::now()), 0);
+        supervisor.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_names_a_missing_command_and_keeps_working() {
     timeout(TEST_TIMEOUT, async {
         let supervisor = Supervisor::new(fast_config());

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rollout_sim::*;
 use vigil::api::{CanaryStep, PodMetadata, RolloutPhase, RolloutSpec, SetCanaryScale};
 use vigil::rollout::scaling::RevisionSettings;
-use vigil::rollout::{Effect, validate_spec};
+use vigil::rollout::{AnalysisKind, Effect, validate_spec};
 
 fn canary_scale(replicas: Option<i32>, weight: Option<i32>, matching: bool) -> CanaryStep {
     CanaryStep {
@@ -737,4 +737,167 @@ fn the_rollout_crd_has_the_scale_subresource_an_hpa_needs() {
             Some(".status.selector")
         );
     }
+}
+
+/// A Gateway API release with `dynamicStableScale` and a baseline (Service `shop-baseline`).
+fn dynamic_with_baseline(steps: Vec<CanaryStep>, replicas: i32) -> RolloutSpec {
+    let mut spec = dynamic(steps, replicas);
+    spec.strategy.canary.baseline = Some(vigil::api::Baseline {
+        enabled: true,
+        service: Some("shop-baseline".into()),
+    });
+    spec
+}
+
+/// The stable's ready pods carry the traffic the router leaves it, and the baseline gets
+/// traffic only through its own Service pointed at its pods.
+fn assert_stable_carries_its_share(world: &World, stable: &str, replicas: i32, when: &str) {
+    let on_canary = world.router.unwrap_or(0);
+    let on_baseline = world.baseline_router.unwrap_or(0);
+    let ready = world.revisions.get(stable).map_or(0, |r| r.ready);
+    assert!(
+        ready * 100 >= (100 - on_canary - on_baseline) * replicas,
+        "{when}: {ready}/{replicas} stable pods ready for {}% of the traffic (canary {on_canary}%, \
+         baseline {on_baseline}%)",
+        100 - on_canary - on_baseline
+    );
+    if on_baseline > 0 {
+        let baseline = vigil::rollout::baseline::baseline_revision(stable);
+        assert_eq!(
+            world.services.baseline.as_deref(),
+            Some(baseline.as_str()),
+            "{when}"
+        );
+    }
+    assert!(on_canary + on_baseline <= 100, "{when}");
+}
+
+#[test]
+fn dynamic_stable_scale_makes_room_for_the_baseline_and_takes_it_back_first() {
+    // (steps, replicas, at the analysis step: (canary pods, baseline pods, stable pods,
+    // canary weight, baseline weight), at the next pause: (canary, baseline, stable pods))
+    type Row = (
+        Vec<CanaryStep>,
+        i32,
+        (i32, i32, i32, i32, i32),
+        (i32, i32, i32),
+    );
+    let rows: Vec<Row> = vec![
+        (
+            vec![set_weight(25), analysis("a"), pause(None)],
+            4,
+            (1, 1, 2, 25, 25),
+            (1, 0, 3),
+        ),
+        (
+            vec![set_weight(10), analysis("a"), pause(None)],
+            10,
+            (1, 1, 8, 10, 10),
+            (1, 0, 9),
+        ),
+        // Past 50 % the baseline gets what the canary leaves and the stable none.
+        (
+            vec![set_weight(60), analysis("a"), pause(None)],
+            5,
+            (3, 2, 0, 60, 40),
+            (3, 0, 2),
+        ),
+    ];
+    for (steps, replicas, during, after) in rows {
+        let case = format!("{steps:?} with {replicas} replicas");
+        let mut world = World::deployed(dynamic_with_baseline(steps, replicas), all_pass());
+        let stable = world.desired();
+        let baseline = vigil::rollout::baseline::baseline_revision(&stable);
+        world.set_image("app:2");
+        let canary = world.desired();
+        let mut seen_during = None;
+        for round in 0..120 {
+            if world.phase() == Some(RolloutPhase::Paused) {
+                break;
+            }
+            world.reconcile();
+            assert_stable_carries_its_share(&world, &stable, replicas, &format!("{case}, {round}"));
+            let analysing = world
+                .runs
+                .values()
+                .any(|r| r.kind == AnalysisKind::Step { index: 1 });
+            if world.at_step(1) && analysing {
+                seen_during.get_or_insert((
+                    world.replicas_of(&canary),
+                    world.replicas_of(&baseline),
+                    world.replicas_of(&stable),
+                    world.router.unwrap_or(-1),
+                    world.baseline_router.unwrap_or(-1),
+                ));
+            }
+            world.advance(5);
+        }
+        assert_eq!(seen_during, Some(during), "{case}: once the analysis runs");
+        world.run_until(20, |w| w.replicas_of(&baseline) == 0);
+        assert_eq!(
+            (
+                world.replicas_of(&canary),
+                world.replicas_of(&baseline),
+                world.replicas_of(&stable),
+                world.baseline_router
+            ),
+            (after.0, after.1, after.2, Some(0)),
+            "{case}: at the pause after the analysis"
+        );
+    }
+}
+
+#[test]
+fn the_baseline_goes_back_to_the_stable_only_as_fast_as_its_pods_become_ready() {
+    let steps = vec![set_weight(25), analysis("a"), set_weight(50), pause(None)];
+    let mut world = World::deployed(dynamic_with_baseline(steps, 4), all_pass());
+    let stable = world.desired();
+    let baseline = vigil::rollout::baseline::baseline_revision(&stable);
+    world.set_image("app:2");
+    let canary = world.desired();
+    // The stable shrinks once the router reports both shares gone from it.
+    world.run_until(60, |w| {
+        w.baseline_router == Some(25) && w.router == Some(25) && w.replicas_of(&stable) == 2
+    });
+
+    // Abort with the stable's new pods slow: (stable pods ready, canary weight, baseline
+    // weight, canary pods, baseline pods) after each reconcile. The failed canary's share
+    // leaves first, the baseline's once the stable can carry it too.
+    world.pods_get_ready = false;
+    world.abort();
+    let first = world.reconcile();
+    assert!(
+        first.effects.contains(&Effect::ScaleRevision {
+            revision: stable.clone(),
+            replicas: 4
+        }),
+        "{:?}",
+        first.effects
+    );
+    for (ready, canary_weight, baseline_weight, canary_pods, baseline_pods) in
+        [(2, 25, 25, 1, 1), (3, 0, 25, 0, 1), (4, 0, 0, 0, 0)]
+    {
+        world.revisions.get_mut(&stable).expect("stable").ready = ready;
+        for _ in 0..3 {
+            world.reconcile();
+            assert_stable_carries_its_share(&world, &stable, 4, &format!("{ready} ready"));
+            world.advance(1);
+        }
+        assert_eq!(
+            (
+                world.router,
+                world.baseline_router,
+                world.replicas_of(&canary),
+                world.replicas_of(&baseline)
+            ),
+            (
+                Some(canary_weight),
+                Some(baseline_weight),
+                canary_pods,
+                baseline_pods
+            ),
+            "{ready}/4 stable pods ready"
+        );
+    }
+    assert_eq!(world.phase(), Some(RolloutPhase::Aborted));
 }

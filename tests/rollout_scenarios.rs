@@ -1354,9 +1354,19 @@ fn an_automatic_rollback_says_the_spec_still_names_the_rejected_revision() {
 
 #[test]
 fn a_baseline_survives_a_controller_killed_at_any_instant_and_is_gone_at_the_end() {
+    // The replica ratio, and the Gateway API's three-way split with a baseline Service.
+    for router in [false, true] {
+        a_baseline_survives_crashes(router);
+    }
+}
+
+fn a_baseline_survives_crashes(router: bool) {
     let with_baseline = || {
-        let mut spec = spec(canary_steps(), false, 4);
-        spec.strategy.canary.baseline = Some(vigil::api::Baseline { enabled: true });
+        let mut spec = spec(canary_steps(), router, 4);
+        spec.strategy.canary.baseline = Some(vigil::api::Baseline {
+            enabled: true,
+            service: router.then(|| "shop-baseline".to_owned()),
+        });
         spec
     };
     let completed_steps = |world: &World| -> Vec<String> {
@@ -1383,6 +1393,7 @@ fn a_baseline_survives_a_controller_killed_at_any_instant_and_is_gone_at_the_end
             world.set_image("app:2");
             let new = world.desired();
             let mut most_baseline_pods = 0;
+            let mut most_baseline_weight = 0;
             for round in 0..400 {
                 if world.healthy_on(&new) {
                     break;
@@ -1395,9 +1406,17 @@ fn a_baseline_survives_a_controller_killed_at_any_instant_and_is_gone_at_the_end
                 world.reconcile_with(crash);
                 most_baseline_pods = most_baseline_pods
                     .max(world.revisions.get(&baseline).map_or(0, |r| r.replicas));
+                let baseline_weight = world.baseline_router.unwrap_or(0);
+                most_baseline_weight = most_baseline_weight.max(baseline_weight);
+                if baseline_weight > 0 {
+                    // Traffic reaches the baseline only through its Service on its pods.
+                    assert_eq!(world.services.baseline.as_deref(), Some(baseline.as_str()));
+                    assert!(world.revisions.get(&baseline).is_some_and(|r| r.ready > 0));
+                }
                 world.advance(5);
             }
-            let case = format!("crash every {crash_every}, {effects_done} effects");
+            let case =
+                format!("router {router}, crash every {crash_every}, {effects_done} effects");
             assert!(world.healthy_on(&new), "{case}");
             assert_eq!(
                 completed_steps(&world),
@@ -1411,12 +1430,15 @@ fn a_baseline_survives_a_controller_killed_at_any_instant_and_is_gone_at_the_end
             );
             // 4 replicas at 20 % and at 50 %: the canary's 1 then 2 pods.
             assert_eq!(most_baseline_pods, 2, "{case}");
+            // With the router, the canary's 50 % at most.
+            assert_eq!(most_baseline_weight, if router { 50 } else { 0 }, "{case}");
             world.reconcile_with(None);
             assert_eq!(
                 world.revisions.get(&baseline).map(|r| r.replicas),
                 Some(0),
                 "the baseline is gone after the promotion: {case}"
             );
+            assert_eq!(world.baseline_router.unwrap_or(0), 0, "{case}");
         }
     }
 }

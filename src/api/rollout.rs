@@ -247,10 +247,18 @@ pub struct Baseline {
     /// `vigil.dev/revision: <stable revision>-baseline` and `vigil.dev/role: baseline`), passed
     /// to templates as the built-in argument `baseline-revision`. Without a traffic router its
     /// pods take their share of traffic by their count; with the local proxy it gets the
-    /// canary's weight (at most what the canary leaves), taken from the stable's. Other
-    /// routers cannot split three ways yet and are refused.
+    /// canary's weight (at most what the canary leaves), taken from the stable's; with the
+    /// Gateway API it needs `service`. Other routers cannot split three ways yet and are
+    /// refused.
     #[serde(default)]
     pub enabled: bool,
+    /// Service whose selector vigil points at the baseline revision's pods (like
+    /// `stableService` and `canaryService`). Required with `trafficRouting.gatewayAPI`: the
+    /// HTTPRoute must list it as a backendRef in every rule that routes to the stable and
+    /// canary Services, and vigil sets its weight (the canary's while the baseline runs,
+    /// taken from the stable's; 0 otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 /// Traffic routing. At most one router is set; none means replica-ratio approximation.

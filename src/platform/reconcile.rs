@@ -359,7 +359,8 @@ mod tests {
                 | Effect::RemoveHeaderRoute { .. }
                 | Effect::SetMirrorRoute { .. }
                 | Effect::RemoveMirrorRoute { .. }
-                | Effect::SetBaselineWeight { .. } => {
+                | Effect::SetBaselineWeight { .. }
+                | Effect::PointBaselineService { .. } => {
                     return Err(format!("this fake has no managed routes: {effect:?}"));
                 }
                 Effect::SetRevisionSettings { .. } => {

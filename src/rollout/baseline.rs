@@ -69,22 +69,80 @@ pub(crate) fn check(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
         return;
     };
     let path = "spec.strategy.canary.baseline";
+    if let Some(service) = &baseline.service {
+        check_service(spec, service, problems);
+    }
+    let router = RouterKind::of(spec.strategy.canary.traffic_routing.as_ref());
+    if baseline.service.is_some() && router != RouterKind::GatewayApi {
+        problems.push(SpecProblem {
+            path: format!("{path}.service"),
+            message: format!(
+                "only trafficRouting.gatewayAPI sends traffic to a baseline Service; with {} \
+                 leave it out",
+                router_name(router)
+            ),
+        });
+    }
     if !baseline.enabled {
         return;
     }
-    let router = RouterKind::of(spec.strategy.canary.traffic_routing.as_ref());
     match router {
         RouterKind::ReplicaRatio | RouterKind::Local => {}
+        RouterKind::GatewayApi if baseline.service.is_some() => {}
+        RouterKind::GatewayApi => problems.push(SpecProblem {
+            path: format!("{path}.service"),
+            message: "a baseline with trafficRouting.gatewayAPI needs a Service for its pods: \
+                      name it here and list it as a backendRef of the HTTPRoute next to the \
+                      stable and canary Services"
+                .to_owned(),
+        }),
         other => problems.push(SpecProblem {
             path: format!("{path}.enabled"),
             message: format!(
                 "a baseline needs a three-way traffic split, which {} cannot do in vigil yet: \
-                 use the local proxy, or no trafficRouting (the replica ratio gives the \
-                 baseline its share by its pod count)",
+                 use trafficRouting.gatewayAPI (with baseline.service), the local proxy, or no \
+                 trafficRouting (the replica ratio gives the baseline its share by its pod \
+                 count)",
                 router_name(other)
             ),
         }),
     }
+}
+
+/// `baseline.service` is a Service name of its own.
+fn check_service(spec: &RolloutSpec, service: &str, problems: &mut Vec<SpecProblem>) {
+    let path = "spec.strategy.canary.baseline.service";
+    let canary = &spec.strategy.canary;
+    let message = if service.is_empty() {
+        "must not be empty".to_owned()
+    } else if service.len() > 63
+        || !service
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        || service.starts_with('-')
+        || service.ends_with('-')
+    {
+        format!("{service:?} is not a Service name (lowercase letters, digits and '-', at most 63)")
+    } else if [&canary.stable_service, &canary.canary_service]
+        .into_iter()
+        .any(|other| other.as_deref() == Some(service))
+    {
+        format!(
+            "{service:?} is also the stableService or canaryService: the baseline needs a \
+             Service of its own"
+        )
+    } else {
+        return;
+    };
+    problems.push(SpecProblem {
+        path: path.to_owned(),
+        message,
+    });
+}
+
+/// The baseline Service vigil points (`canary.baseline.service` of an enabled baseline).
+pub fn service(spec: &RolloutSpec) -> Option<&str> {
+    enabled(spec)?.service.as_deref()
 }
 
 fn router_name(router: RouterKind) -> &'static str {
@@ -186,13 +244,19 @@ pub(crate) fn wanted(
     let pods_ready = ready >= replicas;
     let share = weight_for(moment.canary_weight);
     let seen = obs.router_baseline_weight;
+    // The baseline Service (when there is one) must select the baseline's pods before any
+    // traffic goes to it; one selecting something else gets none until it is pointed.
+    let service_pointed =
+        service(spec).is_none() || obs.services.baseline.as_deref() == Some(revision.as_str());
     // Lowering is always safe; raising waits until its pods can take it.
-    let weight = if pods_ready {
+    let weight = if !service_pointed {
+        0
+    } else if pods_ready {
         share
     } else {
         share.min(seen.unwrap_or(0))
     };
-    let converged = pods_ready && (!moment.router || seen == Some(share));
+    let converged = pods_ready && service_pointed && (!moment.router || seen == Some(share));
     Some(WantedBaseline {
         revision,
         replicas,

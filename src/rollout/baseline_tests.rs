@@ -9,8 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use super::*;
 use crate::api::{
     AnalysisPhase, AnalysisRunSummary, AnalysisStep, BackgroundAnalysis, Baseline, CanaryStep,
-    CanaryStrategy, GatewayApiRouting, LocalRouting, PauseStep, RolloutSpec, RolloutStatus,
-    RolloutStrategy, TemplateRef, TrafficRouting,
+    CanaryStrategy, LocalRouting, PauseStep, RolloutSpec, RolloutStatus, RolloutStrategy,
+    TemplateRef, TrafficRouting,
 };
 use crate::rollout::{
     Decision, Effect, Observation, RevisionObservation, step, step_run_name, template_hash,
@@ -88,7 +88,10 @@ fn spec(enabled: bool, routing: Option<TrafficRouting>) -> RolloutSpec {
             canary: CanaryStrategy {
                 steps: vec![weight(25), analysis(), weight(50), pause()],
                 traffic_routing: routing,
-                baseline: Some(Baseline { enabled }),
+                baseline: Some(Baseline {
+                    enabled,
+                    ..Baseline::default()
+                }),
                 ..Default::default()
             },
             ..Default::default()
@@ -480,36 +483,118 @@ fn baseline_revisions_are_named_after_the_stable_and_read_back() {
     assert_eq!(baseline_of("-baseline"), None);
 }
 
+/// A spec of `routing` (JSON of `trafficRouting`, `null` for none) with the stable and canary
+/// Services and `baseline`.
+fn routed(routing: serde_json::Value, baseline: Option<Baseline>) -> RolloutSpec {
+    let routing: Option<TrafficRouting> = serde_json::from_value(routing).expect("routing");
+    let mut spec = spec(true, routing);
+    spec.strategy.canary.stable_service = Some("web-stable".into());
+    spec.strategy.canary.canary_service = Some("web-canary".into());
+    spec.strategy.canary.baseline = baseline;
+    spec
+}
+
 #[test]
 fn routers_that_cannot_split_three_ways_are_refused_naming_the_field() {
-    let gateway = Some(TrafficRouting {
-        gateway_api: Some(GatewayApiRouting {
-            http_route: "web".into(),
-        }),
-        ..Default::default()
-    });
-    let mut refused = spec(true, gateway.clone());
-    refused.strategy.canary.stable_service = Some("web-stable".into());
-    refused.strategy.canary.canary_service = Some("web-canary".into());
-    let problems = validate_spec(&refused);
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.path == "spec.strategy.canary.baseline.enabled"
-                && p.message.contains("trafficRouting.gatewayAPI")),
-        "{problems:?}"
+    use serde_json::json;
+    let on = |service: Option<&str>| {
+        Some(Baseline {
+            enabled: true,
+            service: service.map(str::to_owned),
+        })
+    };
+    let off = |service: Option<&str>| {
+        Some(Baseline {
+            enabled: false,
+            service: service.map(str::to_owned),
+        })
+    };
+    let gateway = json!({"gatewayAPI": {"httpRoute": "web"}});
+    // (routing, baseline, the problem wanted: (path suffix, words of the message))
+    /// (routing, baseline, the problem wanted: (path suffix, words of the message))
+    type Row<'a> = (
+        serde_json::Value,
+        Option<Baseline>,
+        Option<(&'a str, Vec<&'a str>)>,
     );
-    // Disabled, any router is fine.
-    let mut disabled = spec(false, gateway);
-    disabled.strategy.canary.stable_service = Some("web-stable".into());
-    disabled.strategy.canary.canary_service = Some("web-canary".into());
-    assert!(
-        validate_spec(&disabled).is_empty(),
-        "{:?}",
-        validate_spec(&disabled)
-    );
-    for ok in [spec(true, None), spec(true, local())] {
-        assert!(validate_spec(&ok).is_empty(), "{:?}", validate_spec(&ok));
+    let rows: Vec<Row> = vec![
+        (gateway.clone(), on(Some("web-baseline")), None),
+        (
+            gateway.clone(),
+            on(None),
+            Some(("service", vec!["trafficRouting.gatewayAPI", "backendRef"])),
+        ),
+        (gateway.clone(), off(None), None),
+        (gateway.clone(), off(Some("web-baseline")), None),
+        (
+            gateway.clone(),
+            on(Some("web-canary")),
+            Some(("service", vec!["\"web-canary\"", "of its own"])),
+        ),
+        (
+            gateway.clone(),
+            on(Some("Web_Baseline")),
+            Some(("service", vec!["not a Service name"])),
+        ),
+        (gateway, on(Some("")), Some(("service", vec!["empty"]))),
+        (json!(null), on(None), None),
+        (
+            json!({"local": {"listen": "127.0.0.1:8080"}}),
+            on(None),
+            None,
+        ),
+        (
+            json!(null),
+            on(Some("web-baseline")),
+            Some((
+                "service",
+                vec!["only trafficRouting.gatewayAPI", "replica ratio"],
+            )),
+        ),
+        (
+            json!({"local": {"listen": "127.0.0.1:8080"}}),
+            on(Some("web-baseline")),
+            Some(("service", vec!["only trafficRouting.gatewayAPI"])),
+        ),
+        (
+            json!({"nginx": {"stableIngress": "web"}}),
+            on(None),
+            Some((
+                "enabled",
+                vec!["trafficRouting.nginx", "use trafficRouting.gatewayAPI"],
+            )),
+        ),
+        (
+            json!({"smi": {}}),
+            on(None),
+            Some(("enabled", vec!["trafficRouting.smi", "the local proxy"])),
+        ),
+        (
+            json!({"traefik": {"weightedTraefikServiceName": "web"}}),
+            on(None),
+            Some(("enabled", vec!["trafficRouting.traefik"])),
+        ),
+    ];
+    for (routing, baseline, wanted) in rows {
+        let row = format!("{routing} {baseline:?}");
+        let problems: Vec<_> = validate_spec(&routed(routing, baseline))
+            .into_iter()
+            .filter(|p| p.path.starts_with("spec.strategy.canary.baseline"))
+            .collect();
+        match wanted {
+            None => assert!(problems.is_empty(), "{row}: {problems:?}"),
+            Some((field, words)) => {
+                assert_eq!(problems.len(), 1, "{row}: {problems:?}");
+                assert_eq!(
+                    problems[0].path,
+                    format!("spec.strategy.canary.baseline.{field}"),
+                    "{row}"
+                );
+                for word in words {
+                    assert!(problems[0].message.contains(word), "{row}: {problems:?}");
+                }
+            }
+        }
     }
 }
 

@@ -71,6 +71,11 @@ pub(crate) struct Plan<'a> {
     pub settings: Vec<(&'a str, RevisionSettings)>,
     /// The fair baseline wanted now (`canary.baseline`); `None` scales any baseline down.
     pub baseline: Option<WantedBaseline>,
+    /// vigil points `canary.baseline.service` at the baseline.
+    pub baseline_service: bool,
+    /// The baseline weight the router must keep for now, however low the baseline's wanted
+    /// weight: what the stable's ready pods cannot carry yet (`dynamicStableScale`; else 0).
+    pub baseline_drain: i32,
 }
 
 /// The replicas the Deployment behind `workloadRef` may keep under `policy`: `never` leaves
@@ -285,13 +290,30 @@ fn baseline_scale_downs(plan: &Plan, obs: &Observation) -> Vec<Effect> {
 /// baseline wanted).
 fn baseline_weight_effect(plan: &Plan, obs: &Observation) -> Option<(Effect, bool)> {
     let seen = obs.router_baseline_weight?;
-    let weight = plan.baseline.as_ref().map_or(0, |b| b.weight);
+    let weight = plan
+        .baseline
+        .as_ref()
+        .map_or(0, |b| b.weight)
+        .max(plan.baseline_drain.min(seen));
     (plan.router && seen != weight).then_some((
         Effect::SetBaselineWeight {
             baseline_weight: weight,
         },
         weight < seen,
     ))
+}
+
+/// Pointing the baseline Service at the wanted baseline, while the router sends it nothing
+/// (its weight is raised only once it selects the baseline's pods, see
+/// [`super::baseline::wanted`]).
+fn baseline_service_effect(plan: &Plan, obs: &Observation) -> Option<Effect> {
+    let wanted = plan.baseline.as_ref()?;
+    (plan.baseline_service
+        && obs.services.baseline.as_deref() != Some(wanted.revision.as_str())
+        && obs.router_baseline_weight.unwrap_or(0) == 0)
+        .then(|| Effect::PointBaselineService {
+            revision: wanted.revision.clone(),
+        })
 }
 
 /// Service moves, weight changes and scale-ups in their safe order: a stable-service move
@@ -347,6 +369,7 @@ fn routing_and_scale_effects(
     if !weight_drops && let Some(effect) = set_weight {
         effects.push(effect);
     }
+    effects.extend(baseline_service_effect(plan, obs));
     if let Some((effect, false)) = baseline_weight {
         effects.push(effect);
     }

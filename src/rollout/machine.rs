@@ -413,7 +413,11 @@ impl<'a> Machine<'a> {
     /// router reports that none is left on it.
     fn aborted_dynamic(&mut self, s: &mut RolloutStatus, previous_weight: i32) -> Intent {
         let stable = s.stable_revision.clone().unwrap_or_default();
-        let weight = scaling::abort_weight(self.replicas, self.ready(&stable), previous_weight);
+        // A baseline still on the router holds its share until the canary's is back (see
+        // `baseline_drain`): the failed canary's traffic leaves first.
+        let on_baseline = self.obs.router_baseline_weight.unwrap_or(0).max(0);
+        let weight = (scaling::abort_weight(self.replicas, self.ready(&stable), 100) - on_baseline)
+            .clamp(0, previous_weight.max(0));
         s.canary_weight = weight;
         Intent::Aborted {
             scale_down_canary: weight == 0 && self.obs.router_canary_weight == Some(0),
@@ -1143,6 +1147,8 @@ impl<'a> Machine<'a> {
                 .unwrap_or(DEFAULT_REVISION_HISTORY_LIMIT),
             scale_down_others: true,
             baseline,
+            baseline_service: super::baseline::service(self.spec).is_some(),
+            baseline_drain: self.baseline_drain(&s, intent),
             workload_replicas: self.spec.workload_ref.as_ref().and_then(|workload| {
                 workload_replicas_wanted(
                     workload.scale_down.unwrap_or_default(),
@@ -1188,6 +1194,27 @@ impl<'a> Machine<'a> {
             .collect()
     }
 
+    /// With `dynamicStableScale`, the baseline weight the router keeps while the stable's
+    /// ready pods cannot carry it yet (the baseline going away, or an abort): the stable
+    /// scales back up first, and traffic returns to it only as its pods become ready. The
+    /// canary's weight is counted at the lower of the weight wanted and reported.
+    fn baseline_drain(&self, s: &RolloutStatus, intent: Intent) -> i32 {
+        let seen = self.obs.router_baseline_weight.unwrap_or(0);
+        if !self.dynamic_stable_scale() || seen <= 0 || self.replicas <= 0 {
+            return 0;
+        }
+        let wanted_canary = match intent {
+            Intent::Canary { canary_weight, .. } | Intent::Aborted { canary_weight, .. } => {
+                canary_weight
+            }
+            Intent::Hold | Intent::Stable | Intent::Switched => 0,
+        };
+        let on_canary = wanted_canary.min(self.obs.router_canary_weight.unwrap_or(0));
+        let stable = s.stable_revision.as_deref().unwrap_or_default();
+        let uncarried = scaling::abort_weight(self.replicas, self.ready(stable), 100);
+        (uncarried - on_canary).clamp(0, seen)
+    }
+
     /// The fair baseline wanted at this decision (see [`super::baseline`]), and the intent
     /// with the stable's share without a router (the baseline's ready pods take their part).
     fn baseline(
@@ -1216,7 +1243,15 @@ impl<'a> Machine<'a> {
         let Some(wanted) = super::baseline::wanted(self.spec, self.obs, &moment) else {
             return (intent, None);
         };
-        let stable_replicas = if self.router {
+        let stable_replicas = if self.dynamic_stable_scale() {
+            // The baseline's traffic left the stable too: its share comes out of the
+            // stable's pods once the router reports it (as the canary's does).
+            let on_canary = canary_weight.min(self.obs.router_canary_weight.unwrap_or(0));
+            let on_baseline = wanted
+                .weight
+                .min(self.obs.router_baseline_weight.unwrap_or(0));
+            scaling::dynamic_stable_pods(self.replicas, on_canary + on_baseline)
+        } else if self.router {
             stable_replicas
         } else {
             let in_place = super::baseline::ready_in_place_of_stable(&wanted, self.obs);

@@ -194,7 +194,11 @@
 //!   `B = min(W, 100 − W)` is its share. `ScaleRevision` of it creates it from the *stable*
 //!   revision's template. Without a router its ready pods come out of the stable's count;
 //!   with a router that reports a baseline weight (the local proxy) `SetBaselineWeight B` is
-//!   raised once its pods are ready and lowered first. A run not created yet waits until the
+//!   raised once its pods are ready and lowered first. With the Gateway API the baseline
+//!   Service (`canary.baseline.service`) is pointed at the baseline revision
+//!   (`PointBaselineService`, only while its weight is 0) before its weight is raised; with
+//!   `dynamicStableScale` the baseline's share comes out of the stable's pods too, and its
+//!   weight drops back only as fast as the stable's ready pods can carry it. A run not created yet waits until the
 //!   baseline converged. When no analysis is wanted (another step, promotion, abort) its
 //!   weight goes to 0 and then its pods.
 //!
@@ -355,6 +359,8 @@ pub struct ServiceSelection {
     pub stable: Option<String>,
     /// Revision selected by `canaryService`.
     pub canary: Option<String>,
+    /// Revision selected by `canary.baseline.service` (see [`baseline`]).
+    pub baseline: Option<String>,
 }
 
 /// A problem with the spec: the field's path and what is wrong (the type template validation
@@ -429,6 +435,12 @@ pub enum Effect {
         stable: Option<String>,
         /// Revision `canaryService` should select.
         canary: Option<String>,
+    },
+    /// Point `canary.baseline.service`'s selector at the baseline revision (see
+    /// [`baseline`]); only while the router sends it no traffic.
+    PointBaselineService {
+        /// Revision the baseline Service should select.
+        revision: String,
     },
     /// Delete an unused old revision (beyond `revisionHistoryLimit`); it has no pods.
     DeleteRevision {

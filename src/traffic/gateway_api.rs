@@ -11,6 +11,7 @@ use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation, TestOper
 use kube::api::{ApiResource, GroupVersionKind, PatchParams};
 use serde_json::Value;
 
+use super::gateway_api_baseline::{SplitServices, split, split_patch};
 use super::gateway_api_routes::{RouteChange, is_header_rule, managed_routes, route_patch};
 use super::{HeaderRoute, ManagedRoutes, MirrorRoute, RouterKind, TrafficError, TrafficRouter};
 
@@ -41,6 +42,21 @@ pub enum RouteError {
     /// The stable and canary service are the same, so weights cannot tell them apart.
     #[error("stableService and canaryService are both {0:?}")]
     DistinguishServices(String),
+    /// A rule splitting traffic between the stable and canary has no backendRef to the
+    /// baseline Service (`canary.baseline.service`), so the baseline cannot get its share.
+    #[error(
+        "spec.rules[{rule}] routes to the stable and canary Services but has no backendRef to \
+         the baseline Service {baseline:?} (canary.baseline.service): add one (weight 0)"
+    )]
+    FindBaselineBackendRef {
+        /// Index of the rule.
+        rule: usize,
+        /// The baseline Service.
+        baseline: String,
+    },
+    /// The baseline Service is the stable or canary one, so weights cannot tell them apart.
+    #[error("canary.baseline.service {0:?} is also the stableService or canaryService")]
+    DistinguishBaselineService(String),
     /// A managed rule would hold more matches than an HTTPRoute rule may.
     #[error("rule {rule} would hold {count} matches, over the Gateway API's limit of {limit}")]
     CountRuleMatches {
@@ -139,7 +155,7 @@ pub fn backend_refs(route: &Value) -> Vec<BackendRef> {
 }
 
 /// The (stable, canary) ref pair of each rule that routes to either service.
-fn pairs<'a>(
+pub(super) fn pairs<'a>(
     refs: &'a [BackendRef],
     stable: &str,
     canary: &str,
@@ -229,30 +245,37 @@ pub fn weight_patch(
     let mut ops = Vec::new();
     for (s, c) in pairs(&refs, stable, canary)? {
         for (backend, weight) in [(s, 100 - canary_weight), (c, canary_weight)] {
-            ops.push(PatchOperation::Test(TestOperation {
-                path: pointer(backend.rule, backend.index, "name"),
-                value: Value::from(backend.name.clone()),
-            }));
-            let path = pointer(backend.rule, backend.index, "weight");
-            match backend.weight {
-                Some(current) => {
-                    ops.push(PatchOperation::Test(TestOperation {
-                        path: path.clone(),
-                        value: Value::from(current),
-                    }));
-                    ops.push(PatchOperation::Replace(ReplaceOperation {
-                        path,
-                        value: Value::from(weight),
-                    }));
-                }
-                None => ops.push(PatchOperation::Add(AddOperation {
-                    path,
-                    value: Value::from(weight),
-                })),
-            }
+            push_weight_ops(&mut ops, backend, weight);
         }
     }
     Ok(Patch(ops))
+}
+
+/// The ops that set `backend`'s weight to `weight`: a `test` of its name (the list was not
+/// reordered) and of its current weight when it has one (nobody changed it since it was
+/// read), then the change.
+pub(super) fn push_weight_ops(ops: &mut Vec<PatchOperation>, backend: &BackendRef, weight: i64) {
+    ops.push(PatchOperation::Test(TestOperation {
+        path: pointer(backend.rule, backend.index, "name"),
+        value: Value::from(backend.name.clone()),
+    }));
+    let path = pointer(backend.rule, backend.index, "weight");
+    match backend.weight {
+        Some(current) => {
+            ops.push(PatchOperation::Test(TestOperation {
+                path: path.clone(),
+                value: Value::from(current),
+            }));
+            ops.push(PatchOperation::Replace(ReplaceOperation {
+                path,
+                value: Value::from(weight),
+            }));
+        }
+        None => ops.push(PatchOperation::Add(AddOperation {
+            path,
+            value: Value::from(weight),
+        })),
+    }
 }
 
 /// An HTTPRoute whose stable/canary backendRef weights vigil sets.
@@ -262,6 +285,8 @@ pub struct GatewayRoute {
     route: String,
     stable: String,
     canary: String,
+    /// `canary.baseline.service` of a baseline with a three-way split.
+    baseline: Option<String>,
     field_manager: String,
 }
 
@@ -280,8 +305,47 @@ impl GatewayRoute {
             route: route.to_owned(),
             stable: stable.to_owned(),
             canary: canary.to_owned(),
+            baseline: None,
             field_manager: field_manager.to_owned(),
         }
+    }
+
+    /// The same route splitting three ways: the `baseline` Service's backendRefs get the
+    /// baseline's share (see [`super::gateway_api_baseline`]).
+    pub fn with_baseline(mut self, baseline: &str) -> GatewayRoute {
+        self.baseline = Some(baseline.to_owned());
+        self
+    }
+
+    fn split_services(&self) -> Option<SplitServices<'_>> {
+        Some(SplitServices {
+            stable: &self.stable,
+            canary: &self.canary,
+            baseline: self.baseline.as_deref()?,
+        })
+    }
+
+    /// The baseline's percent of traffic in the route; `None` without a baseline Service or
+    /// while the rules disagree.
+    pub async fn baseline_weight(&self) -> Result<Option<i32>, TrafficError> {
+        let Some(services) = self.split_services() else {
+            return Ok(None);
+        };
+        let route = self.read().await?;
+        let shares = split(&route, services).map_err(|e| self.read_error(e))?;
+        Ok(shares.map(|(_, baseline)| baseline))
+    }
+
+    /// Sets the baseline's weight (taken from the stable's, at most what the canary leaves);
+    /// nothing without a baseline Service.
+    pub async fn set_baseline_weight(&self, baseline_weight: i32) -> Result<(), TrafficError> {
+        let Some(services) = self.split_services() else {
+            return Ok(());
+        };
+        let route = self.read().await?;
+        let patch = split_patch(&route, services, None, Some(baseline_weight))
+            .map_err(|e| self.read_error(e))?;
+        self.send(patch).await
     }
 
     async fn read(&self) -> Result<Value, TrafficError> {
@@ -338,8 +402,17 @@ impl TrafficRouter for GatewayRoute {
 
     async fn set_canary_weight(&self, canary_weight: i32) -> Result<(), TrafficError> {
         let route = self.read().await?;
-        let patch = weight_patch(&route, &self.stable, &self.canary, canary_weight)
-            .map_err(|e| self.read_error(e))?;
+        let two_way = || weight_patch(&route, &self.stable, &self.canary, canary_weight);
+        let patch = match self.split_services() {
+            // A route that does not list the baseline sends it nothing: the two-way weights
+            // are the whole split (reading the baseline's weight says what is missing).
+            Some(services) => match split_patch(&route, services, Some(canary_weight), None) {
+                Err(RouteError::FindBaselineBackendRef { .. }) => two_way(),
+                other => other,
+            },
+            None => two_way(),
+        }
+        .map_err(|e| self.read_error(e))?;
         self.send(patch).await
     }
 
@@ -366,7 +439,15 @@ impl TrafficRouter for GatewayRoute {
 
     async fn canary_weight(&self) -> Result<Option<i32>, TrafficError> {
         let route = self.read().await?;
-        canary_weight(&route, &self.stable, &self.canary).map_err(|e| self.read_error(e))
+        let two_way = || canary_weight(&route, &self.stable, &self.canary);
+        match self.split_services() {
+            Some(services) => match split(&route, services) {
+                Err(RouteError::FindBaselineBackendRef { .. }) => two_way(),
+                other => other.map(|shares| shares.map(|(canary, _)| canary)),
+            },
+            None => two_way(),
+        }
+        .map_err(|e| self.read_error(e))
     }
 }
 

@@ -19,6 +19,7 @@
 //!    in status) then work for it unchanged.
 
 pub mod gateway_api;
+pub mod gateway_api_baseline;
 pub mod gateway_api_routes;
 pub mod istio;
 mod kind;

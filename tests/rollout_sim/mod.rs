@@ -215,6 +215,9 @@ pub struct World {
     pub revisions: BTreeMap<String, SimRevision>,
     /// The router's weight; `None` with no router.
     pub router: Option<i32>,
+    /// The baseline weight the router reports: `Some` for a router with a three-way split
+    /// (the Gateway API with `canary.baseline.service`), `None` otherwise.
+    pub baseline_router: Option<i32>,
     /// When false the router ignores SetWeight and route changes (it is broken).
     pub router_works: bool,
     /// The managed header and mirror routes the router holds.
@@ -254,7 +257,9 @@ pub fn start() -> Timestamp {
 impl World {
     pub fn new(spec: RolloutSpec, verdicts: Verdicts) -> World {
         let router = spec.strategy.canary.traffic_routing.is_some().then_some(0);
+        let baseline_router = vigil::rollout::baseline::service(&spec).map(|_| 0);
         World {
+            baseline_router,
             spec,
             status: RolloutStatus::default(),
             now: start(),
@@ -323,7 +328,7 @@ impl World {
                 })
                 .collect(),
             router_canary_weight: self.router,
-            router_baseline_weight: None,
+            router_baseline_weight: self.baseline_router,
             router_managed_routes: Some(self.routes.clone()),
             services: self.services.clone(),
             analysis_runs: self.runs.values().map(|r| r.summary.clone()).collect(),
@@ -420,9 +425,22 @@ impl World {
                     self.router = Some(*canary_weight);
                 }
             }
-            // The simulated router reports no baseline weight, so none is ever decided.
-            Effect::SetBaselineWeight { .. } => {
-                panic!("a baseline weight for a router that reports none: {effect:?}")
+            Effect::SetBaselineWeight { baseline_weight } => {
+                assert!(
+                    self.baseline_router.is_some(),
+                    "a baseline weight for a router that reports none: {effect:?}"
+                );
+                if self.router_works {
+                    self.baseline_router = Some(*baseline_weight);
+                }
+            }
+            Effect::PointBaselineService { revision } => {
+                assert_eq!(
+                    self.baseline_router.unwrap_or(0),
+                    0,
+                    "the baseline Service moves only without traffic"
+                );
+                self.services.baseline = Some(revision.clone());
             }
             Effect::SetHeaderRoute { .. }
             | Effect::RemoveHeaderRoute { .. }

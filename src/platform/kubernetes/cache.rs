@@ -477,7 +477,8 @@ pub fn trim_deployment(deployment: &mut Deployment) {
 pub fn references(rollout: &Rollout) -> Vec<String> {
     let namespace = rollout.namespace().unwrap_or_default();
     let (stable_service, canary_service) = crate::rollout::service_names(&rollout.spec);
-    let mut keys: Vec<String> = [stable_service, canary_service]
+    let baseline_service = crate::rollout::baseline::service(&rollout.spec);
+    let mut keys: Vec<String> = [stable_service, canary_service, baseline_service]
         .into_iter()
         .flatten()
         .map(|service| referenced("Service", &namespace, service))

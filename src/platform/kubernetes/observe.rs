@@ -96,8 +96,13 @@ pub struct Seen {
     pub stable_service: Option<Service>,
     /// The canary Service, when configured and found.
     pub canary_service: Option<Service>,
+    /// The baseline Service (`canary.baseline.service`), when configured and found.
+    pub baseline_service: Option<Service>,
     /// The canary weight the router reports.
     pub router_canary_weight: Option<i32>,
+    /// The baseline weight the router reports (the Gateway API's three-way split); `None`
+    /// for a router without one.
+    pub router_baseline_weight: Option<i32>,
     /// The managed routes the router reports; `None` when they could not be read.
     pub router_managed_routes: Option<ManagedRoutes>,
     /// Why the router object cannot be used (missing, malformed), at its field: the rollout
@@ -159,6 +164,7 @@ fn selection(rollout: &Rollout, seen: &Seen) -> ServiceSelection {
     let services = ServiceSelection {
         stable: seen.stable_service.as_ref().and_then(service_revision),
         canary: seen.canary_service.as_ref().and_then(service_revision),
+        baseline: seen.baseline_service.as_ref().and_then(service_revision),
     };
     let Some(router) = &seen.router_selection else {
         return services;
@@ -174,6 +180,7 @@ fn selection(rollout: &Rollout, seen: &Seen) -> ServiceSelection {
     ServiceSelection {
         stable: agree(stable_service.is_some(), services.stable, &router.stable),
         canary: agree(canary_service.is_some(), services.canary, &router.canary),
+        baseline: services.baseline,
     }
 }
 
@@ -214,8 +221,8 @@ pub fn observation(rollout: &Rollout, seen: &Seen) -> Observation {
         desired_revision: desired_revision(&rollout.spec, workload.as_ref()),
         revisions,
         router_canary_weight: seen.router_canary_weight,
-        // No router of the cluster splits three ways (see `rollout::baseline`).
-        router_baseline_weight: None,
+        // Only the Gateway API splits three ways (see `rollout::baseline`).
+        router_baseline_weight: seen.router_baseline_weight,
         router_managed_routes: seen.router_managed_routes.clone(),
         services: selection(rollout, seen),
         analysis_runs,
@@ -332,7 +339,9 @@ mod tests {
             ],
             stable_service: Some(service(Some("aaa"))),
             canary_service: Some(service(None)),
+            baseline_service: Some(service(Some("aaa-baseline"))),
             router_canary_weight: Some(20),
+            router_baseline_weight: Some(10),
             router_managed_routes: None,
             router_problem: None,
             router_selection: None,
@@ -355,6 +364,8 @@ mod tests {
         assert_eq!(obs.services.stable.as_deref(), Some("aaa"));
         assert_eq!(obs.services.canary, None);
         assert_eq!(obs.router_canary_weight, Some(20));
+        assert_eq!(obs.services.baseline.as_deref(), Some("aaa-baseline"));
+        assert_eq!(obs.router_baseline_weight, Some(10));
         assert_eq!(obs.analysis_runs.len(), 1);
         let summary = &obs.analysis_runs[0];
         assert_eq!(summary.phase, AnalysisPhase::Failed);

@@ -1396,3 +1396,6 @@ mod istio;
 
 #[path = "scaling_tests.rs"]
 mod scaling;
+
+#[path = "baseline_tests.rs"]
+mod baseline;

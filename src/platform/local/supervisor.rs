@@ -233,10 +233,28 @@ pub struct ReplicaStatus {
     pub running: bool,
     /// The readiness probe passes.
     pub ready: bool,
+    /// Since when the readiness probe has passed without a break (`None` while not ready):
+    /// what `minReadySeconds` counts from.
+    pub ready_since: Option<Instant>,
     /// Times the process exited and was started again.
     pub restarts: u32,
     /// The last failure: a start error, or an exit with its status and last stderr lines.
     pub last_error: Option<String>,
+}
+
+impl RevisionStatus {
+    /// The replicas available at `now`: ready for at least `min_ready` without a break (a
+    /// Deployment's `minReadySeconds`; with none, every ready replica).
+    pub fn available(&self, min_ready: Duration, now: Instant) -> u32 {
+        self.replicas
+            .iter()
+            .filter(|r| {
+                r.ready
+                    && r.ready_since
+                        .is_some_and(|since| now.saturating_duration_since(since) >= min_ready)
+            })
+            .count() as u32
+    }
 }
 
 /// A revision as observed now.
@@ -718,14 +736,20 @@ async fn supervise(
             failures = 0;
             if !ready {
                 ready = true;
-                ctx.update(|s| s.ready = true);
+                ctx.update(|s| {
+                    s.ready = true;
+                    s.ready_since = Some(Instant::now());
+                });
                 tracing::info!(revision = %ctx.revision, replica = ctx.index, %addr, "replica ready");
             }
         } else if ready {
             failures += 1;
             if failures >= config.failure_threshold {
                 ready = false;
-                ctx.update(|s| s.ready = false);
+                ctx.update(|s| {
+                    s.ready = false;
+                    s.ready_since = None;
+                });
                 tracing::warn!(revision = %ctx.revision, replica = ctx.index, %addr, failures, "replica not ready: readiness probe failing");
             }
         }
@@ -799,6 +823,7 @@ async fn run_replica(
             s.addr = Some(addr);
             s.running = true;
             s.ready = false;
+            s.ready_since = None;
         });
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL)));
         if let Some(stdout) = child.stdout.take() {
@@ -814,6 +839,7 @@ async fn run_replica(
             ctx.update(|s| {
                 s.running = false;
                 s.ready = false;
+                s.ready_since = None;
                 s.pid = None;
                 s.start_time = None;
                 s.addr = None;
@@ -847,6 +873,7 @@ async fn run_replica(
         ctx.update(|s| {
             s.running = false;
             s.ready = false;
+            s.ready_since = None;
             s.pid = None;
             s.start_time = None;
             s.addr = None;
@@ -864,6 +891,36 @@ async fn run_replica(
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{Container, EnvVar, HTTPGetAction, PodSpec, Probe};
+
+    #[test]
+    fn a_replica_is_available_once_ready_for_min_ready_seconds_without_a_break() {
+        let now = Instant::now();
+        let ago = |secs: u64| now.checked_sub(Duration::from_secs(secs));
+        let replica = |ready: bool, since: Option<Instant>| ReplicaStatus {
+            ready,
+            ready_since: since,
+            ..ReplicaStatus::default()
+        };
+        let status = RevisionStatus {
+            replicas: vec![
+                replica(true, ago(30)),
+                replica(true, ago(10)),
+                replica(true, Some(now)),
+                // Unready (a failing probe, an exit): never available, whatever it was.
+                replica(false, None),
+                replica(false, ago(60)),
+            ],
+            ..RevisionStatus::default()
+        };
+        // (minReadySeconds, available)
+        for (min_ready, available) in [(0, 3), (1, 2), (10, 2), (11, 1), (30, 1), (31, 0)] {
+            assert_eq!(
+                status.available(Duration::from_secs(min_ready), now),
+                available,
+                "minReadySeconds {min_ready}"
+            );
+        }
+    }
 
     fn template(container: Option<Container>) -> PodTemplateSpec {
         PodTemplateSpec {

@@ -39,15 +39,22 @@ pub(super) async fn act(
                     })?;
                 report_put_back(scope, seen, *canary_weight).await;
             }
-            // Only decided for a router that reports a baseline weight; none of the cluster's
-            // routers does (validate_spec refuses a baseline with them), so there is nothing
-            // to set: the baseline's pods are its share.
+            // Only decided for a router that reports a baseline weight (the Gateway API's
+            // three-way split, with `canary.baseline.service`).
             Effect::SetBaselineWeight { baseline_weight } => {
-                warn!(
-                    baseline_weight,
-                    "a baseline weight was decided for a router that cannot split three ways; ignored"
-                );
-                continue;
+                router
+                    .set_baseline_weight(*baseline_weight)
+                    .await
+                    .map_err(|source| Error::SetBaselineWeight {
+                        rollout: scope.name.clone(),
+                        weight: *baseline_weight,
+                        source: Box::new(source),
+                    })?;
+            }
+            Effect::PointBaselineService { revision } => {
+                if let Some(service) = crate::rollout::baseline::service(&scope.rollout.spec) {
+                    point_service(scope, service, revision).await?;
+                }
             }
             Effect::SetHeaderRoute { route } => {
                 let result = router.set_header_route(route).await;
@@ -118,11 +125,24 @@ pub(super) async fn act(
             }
             Effect::DeleteRevision { revision } => {
                 let name = replica_set_name(&scope.name, revision);
-                match scope
-                    .api::<ReplicaSet>()
-                    .delete(&name, &DeleteParams::background())
-                    .await
-                {
+                // Only the ReplicaSet seen as this Rollout's, and only that very object (its
+                // uid): a look-alike created under the name since is not deleted.
+                let seen_set = seen
+                    .replica_sets
+                    .iter()
+                    .find(|rs| rs.metadata.name.as_deref() == Some(name.as_str()));
+                let Some(seen_set) = seen_set else {
+                    continue;
+                };
+                ensure_controlled(scope, seen_set)?;
+                let params = DeleteParams {
+                    preconditions: Some(kube::api::Preconditions {
+                        uid: seen_set.metadata.uid.clone(),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::background()
+                };
+                match scope.api::<ReplicaSet>().delete(&name, &params).await {
                     Ok(_) => {}
                     Err(error) if not_found(&error) => {}
                     Err(source) => {
@@ -217,13 +237,17 @@ pub(super) async fn scale(
 ) -> Result<(), Error> {
     let name = replica_set_name(&scope.name, revision);
     let api: Api<ReplicaSet> = scope.api();
-    let exists = seen
+    let found = seen
         .replica_sets
         .iter()
-        .any(|rs| rs.metadata.name.as_deref() == Some(name.as_str()));
+        .find(|rs| rs.metadata.name.as_deref() == Some(name.as_str()));
+    if let Some(replica_set) = found {
+        ensure_controlled(scope, replica_set)?;
+    }
+    let exists = found.is_some();
     if !exists && let Some(stable) = baseline_of(revision) {
         let replica_set = baseline_replica_set(scope, stable, revision, replicas).await?;
-        return create_replica_set(&api, &name, &replica_set, replicas).await;
+        return create_replica_set(scope, &api, &name, &replica_set, replicas).await;
     }
     if !exists {
         let workload = match &seen.workload {
@@ -245,8 +269,11 @@ pub(super) async fn scale(
                 info!(replica_set = %name, replicas, "created ReplicaSet");
                 return Ok(());
             }
-            // Created by an earlier reconcile the cache has not shown yet: scale it.
-            Err(error) if already_exists(&error) => {}
+            // Created by an earlier reconcile the cache has not shown yet: scale it, once
+            // it is known to be this Rollout's.
+            Err(error) if already_exists(&error) => {
+                ensure_created_by_us(scope, &api, &name).await?
+            }
             Err(source) => {
                 return Err(Error::CreateReplicaSet {
                     replica_set: name,
@@ -285,6 +312,8 @@ async fn baseline_replica_set(
             baseline: revision.to_owned(),
             source,
         })?;
+    // The name alone does not make it the stable's: a look-alike's template is never run.
+    ensure_controlled(scope, &stable_set)?;
     let template = stable_set
         .spec
         .and_then(|spec| spec.template)
@@ -297,8 +326,42 @@ async fn baseline_replica_set(
     ))
 }
 
+/// A ReplicaSet this Rollout controls (its controller owner reference has the Rollout's
+/// uid); any other is a [`Error::ForeignReplicaSet`], whatever its name and labels say.
+fn ensure_controlled(scope: &Scope<'_>, replica_set: &ReplicaSet) -> Result<(), Error> {
+    let controlled = scope.rollout.uid().is_none_or(|uid| {
+        crate::platform::kubernetes::observe::controlled_by(replica_set.owner_references(), &uid)
+    });
+    if controlled {
+        return Ok(());
+    }
+    warn!(replica_set = %replica_set.name_any(), "a ReplicaSet of another owner has a name vigil uses; left alone");
+    Err(Error::ForeignReplicaSet {
+        replica_set: replica_set.name_any(),
+        rollout: scope.name.clone(),
+    })
+}
+
+/// After "already exists": the ReplicaSet of that name is this Rollout's (an earlier
+/// reconcile created it), or it is left alone.
+async fn ensure_created_by_us(
+    scope: &Scope<'_>,
+    api: &Api<ReplicaSet>,
+    name: &str,
+) -> Result<(), Error> {
+    let existing = api
+        .get(name)
+        .await
+        .map_err(|source| Error::CheckReplicaSetOwner {
+            replica_set: name.to_owned(),
+            source,
+        })?;
+    ensure_controlled(scope, &existing)
+}
+
 /// Creates the ReplicaSet `name`, or scales it when an earlier reconcile created it already.
 async fn create_replica_set(
+    scope: &Scope<'_>,
     api: &Api<ReplicaSet>,
     name: &str,
     replica_set: &ReplicaSet,
@@ -309,7 +372,7 @@ async fn create_replica_set(
             info!(replica_set = %name, replicas, "created ReplicaSet");
             return Ok(());
         }
-        Err(error) if already_exists(&error) => {}
+        Err(error) if already_exists(&error) => ensure_created_by_us(scope, api, name).await?,
         Err(source) => {
             return Err(Error::CreateReplicaSet {
                 replica_set: name.to_owned(),
@@ -458,6 +521,7 @@ async fn set_revision_settings(
     else {
         return scale(scope, seen, revision, 0, Some(wanted)).await;
     };
+    ensure_controlled(scope, replica_set)?;
     let previous = settings_of(replica_set);
     let patch = Patch::Merge(replica_set_patch(&previous, wanted));
     match scope

@@ -75,6 +75,27 @@ pub enum Error {
         /// The cause.
         source: kube::Error,
     },
+    /// A ReplicaSet vigil would create, scale or copy a pod template from exists but is not
+    /// controlled by this Rollout (another owner's, or a look-alike): vigil never adopts,
+    /// scales or copies it.
+    #[error(
+        "ReplicaSet {replica_set} is not controlled by rollout {rollout}: vigil neither adopts, \
+         scales nor copies it (delete or rename it)"
+    )]
+    ForeignReplicaSet {
+        /// The ReplicaSet.
+        replica_set: String,
+        /// The Rollout.
+        rollout: String,
+    },
+    /// Reading a ReplicaSet that already existed, to see whose it is, failed.
+    #[error("failed to get ReplicaSet {replica_set} to check its owner: {source}")]
+    CheckReplicaSetOwner {
+        /// The ReplicaSet.
+        replica_set: String,
+        /// The cause.
+        source: kube::Error,
+    },
     /// Deleting an old revision failed.
     #[error("failed to delete ReplicaSet {replica_set}: {source}")]
     DeleteReplicaSet {
@@ -113,6 +134,16 @@ pub enum Error {
         /// The Rollout.
         rollout: String,
         /// The weight.
+        weight: i32,
+        /// The cause (boxed: router errors are large).
+        source: Box<TrafficError>,
+    },
+    /// Setting the baseline's weight on the router (the Gateway API's three-way split) failed.
+    #[error("failed to set the baseline weight of rollout {rollout} to {weight}: {source}")]
+    SetBaselineWeight {
+        /// The Rollout.
+        rollout: String,
+        /// The baseline's weight.
         weight: i32,
         /// The cause (boxed: router errors are large).
         source: Box<TrafficError>,
@@ -228,7 +259,10 @@ impl Error {
             Error::LabelPods { .. } => "label_pods",
             Error::DeleteReplicaSet { .. } => "delete_replica_set",
             Error::GetBaselineTemplate { .. } => "get_baseline_template",
+            Error::ForeignReplicaSet { .. } => "foreign_replica_set",
+            Error::CheckReplicaSetOwner { .. } => "check_replica_set_owner",
             Error::SetWeight { .. } => "set_weight",
+            Error::SetBaselineWeight { .. } => "set_baseline_weight",
             Error::PointRouterRevisions { .. } => "point_router_revisions",
             Error::GetDeployment { .. } => "get_deployment",
             Error::ScaleDownDeployment { .. } => "scale_down_deployment",
@@ -260,6 +294,7 @@ impl Error {
             | Error::Instantiate { .. }
             | Error::PrepareAnalysis { .. } => true,
             Error::SetWeight { source, .. }
+            | Error::SetBaselineWeight { source, .. }
             | Error::SetManagedRoute { source, .. }
             | Error::PointRouterRevisions { source, .. } => matches!(
                 **source,

@@ -364,6 +364,21 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     };
     let router = Router::of(rollout, &ctx.client, &scope.namespace, &ctx.caches);
+    match router.set_baseline_weight(0).await {
+        Ok(()) => {}
+        Err(error) if error.object_missing() => {}
+        // A route that does not list the baseline Service sends it nothing to take back.
+        Err(error @ TrafficError::ReadObject { .. }) => {
+            warn!(%error, "the baseline's weight cannot be read; nothing to return");
+        }
+        Err(source) => {
+            return Err(Error::SetBaselineWeight {
+                rollout: scope.name.clone(),
+                weight: 0,
+                source: Box::new(source),
+            });
+        }
+    }
     match router.set_canary_weight(0).await {
         Ok(()) => {}
         // The router object is gone too (namespace deletion): nothing to return.

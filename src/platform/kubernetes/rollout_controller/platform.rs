@@ -28,12 +28,26 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
         Ok(weight) => (weight, None),
         Err(error) => (None, hold(error)),
     };
+    let baseline_service = read_service(
+        scope,
+        crate::rollout::baseline::service(&scope.rollout.spec),
+    )
+    .await?;
+    let router_baseline_weight = match router.baseline_weight().await {
+        Ok(weight) => weight,
+        Err(error) => {
+            router_problem = router_problem.or_else(|| hold(error));
+            None
+        }
+    };
     // The revisions the router's own selectors (Istio's subsets) select, read like the
     // Services' selectors.
     let router_selection = match router.selected_revisions().await {
-        Ok(selection) => {
-            selection.map(|(stable, canary)| crate::rollout::ServiceSelection { stable, canary })
-        }
+        Ok(selection) => selection.map(|(stable, canary)| crate::rollout::ServiceSelection {
+            stable,
+            canary,
+            baseline: None,
+        }),
         Err(error) => {
             router_problem = router_problem.or_else(|| hold(error));
             None
@@ -46,7 +60,9 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
         replica_sets,
         stable_service,
         canary_service,
+        baseline_service,
         router_canary_weight,
+        router_baseline_weight,
         router_managed_routes,
         router_problem,
         router_selection,

@@ -112,13 +112,18 @@ impl Router {
         };
         match RouterKind::of(Some(routing)) {
             RouterKind::GatewayApi => routing.gateway_api.as_ref().map_or(replicas, |gateway| {
-                Router::Gateway(Box::new(GatewayRoute::new(
+                let route = GatewayRoute::new(
                     api(&http_route_resource()),
                     &gateway.http_route,
                     stable,
                     canary,
                     FIELD_MANAGER,
-                )))
+                );
+                let route = match crate::rollout::baseline::service(&rollout.spec) {
+                    Some(baseline) => route.with_baseline(baseline),
+                    None => route,
+                };
+                Router::Gateway(Box::new(route))
             }),
             RouterKind::Nginx => routing.nginx.as_ref().map_or(replicas, |nginx| {
                 let config = CanaryIngressConfig {
@@ -191,6 +196,24 @@ impl Router {
         match self {
             Router::Istio(istio) => istio.subset_revisions().await,
             _ => Ok(None),
+        }
+    }
+
+    /// The baseline's weight the router reports; `None` for a router without a three-way
+    /// split (only the Gateway API has one, with `canary.baseline.service`).
+    pub(super) async fn baseline_weight(&self) -> Result<Option<i32>, TrafficError> {
+        match self {
+            Router::Gateway(gateway) => gateway.baseline_weight().await,
+            _ => Ok(None),
+        }
+    }
+
+    /// Sets the baseline's weight; nothing for a router without a three-way split (the pure
+    /// core decides it only for a router that reports one).
+    pub(super) async fn set_baseline_weight(&self, weight: i32) -> Result<(), TrafficError> {
+        match self {
+            Router::Gateway(gateway) => gateway.set_baseline_weight(weight).await,
+            _ => Ok(()),
         }
     }
 

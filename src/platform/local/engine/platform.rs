@@ -157,17 +157,26 @@ impl Engine {
 
     pub(super) fn observe(&self, managed: &Managed) -> Observation {
         let prefix = format!("{}-", managed.name);
+        let now = std::time::Instant::now();
         let revisions = self
             .supervisor
             .status()
             .into_values()
             .filter_map(|seen| {
                 let revision = seen.revision.strip_prefix(&prefix)?.to_owned();
+                // As a ReplicaSet's availableReplicas: with minReadySeconds a process counts
+                // once it has been ready that long (the proxy routes to it from the start).
+                let min_ready = managed
+                    .revision_settings
+                    .get(&revision)
+                    .map_or(0, |settings| settings.min_ready_seconds);
+                let min_ready =
+                    std::time::Duration::from_secs(u64::try_from(min_ready).unwrap_or(0));
                 Some(RevisionObservation {
                     created_at: managed.created_at.get(&revision).copied(),
+                    ready_replicas: seen.available(min_ready, now) as i32,
                     revision,
                     replicas: seen.desired as i32,
-                    ready_replicas: seen.ready as i32,
                 })
             })
             .collect();
@@ -200,6 +209,7 @@ impl Engine {
             services: ServiceSelection {
                 stable: routing.stable.map(|b| b.revision),
                 canary: routing.canary.map(|b| b.revision),
+                baseline: None,
             },
             analysis_runs,
             spec_problems,
@@ -309,6 +319,9 @@ impl Engine {
                 managed.baseline_weight = (*baseline_weight).clamp(0, 100) as u8;
                 self.apply_routing(managed).map_err(ActError::Route)
             }
+            // Only with `canary.baseline.service`, which validation allows with the Gateway
+            // API alone: the proxy routes to the baseline's processes itself.
+            Effect::PointBaselineService { .. } => Ok(()),
             Effect::PointServices { stable, canary } => {
                 if let Some(stable) = stable {
                     managed.stable_service = Some(stable.clone());
@@ -384,8 +397,9 @@ impl Engine {
                 }
                 store_rollout(&self.state, managed).map_err(ActError::Record)
             }
-            // Local processes have no labels, annotations or minReadySeconds: the settings are
-            // only recorded (and reported back, so the decision converges).
+            // Local processes have no labels or annotations: the settings are recorded (and
+            // reported back, so the decision converges); `observe` counts a process as ready
+            // once it has been ready for the recorded minReadySeconds.
             Effect::SetRevisionSettings { revision, settings } => {
                 managed
                     .revision_settings
