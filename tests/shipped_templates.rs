@@ -28,7 +28,13 @@ fn lint(paths: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn no_shipped_template_selects_an_arm_by_role() {
-    let (code, stdout, stderr) = lint(&["analysis-templates", "deploy"]);
+    let (code, stdout, stderr) = lint(&[
+        "analysis-templates",
+        "deploy/local-demo/templates.yaml",
+        "deploy/local-demo/rollout.yaml",
+        "deploy/local-demo/blue-green",
+        "deploy/examples",
+    ]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let by_role: Vec<&str> = stderr
         .lines()

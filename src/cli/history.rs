@@ -32,18 +32,7 @@ pub fn run(args: &HistoryArgs) -> i32 {
     let history = if local {
         read_history(&args.state_dir, &args.name).map_err(|e| e.to_string())
     } else {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("failed to start the async runtime: {e}"))
-            .and_then(|runtime| {
-                runtime
-                    .block_on(crate::cli::history_cluster::read(
-                        &args.name,
-                        args.namespace.as_deref(),
-                    ))
-                    .map_err(|e| e.to_string())
-            })
+        from_cluster(args)
     };
     match history {
         Ok(history) => {
@@ -54,6 +43,26 @@ pub fn run(args: &HistoryArgs) -> i32 {
             eprintln!("vigil history: {error}");
             1
         }
+    }
+}
+
+/// The history from the cluster; with no cluster configured, why the state directory has
+/// none (the likelier mistake: a wrong name or `--state-dir`).
+fn from_cluster(args: &HistoryArgs) -> Result<History, String> {
+    use crate::cli::history_cluster::{ClusterHistoryError, read};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("failed to start the async runtime: {e}"))?;
+    match runtime.block_on(read(&args.name, args.namespace.as_deref())) {
+        Ok(history) => Ok(history),
+        Err(ClusterHistoryError::ConfigureClient(..)) => {
+            let local = read_history(&args.state_dir, &args.name)
+                .err()
+                .map_or_else(String::new, |e| e.to_string());
+            Err(format!("{local} (and no Kubernetes cluster is configured)"))
+        }
+        Err(error) => Err(error.to_string()),
     }
 }
 
