@@ -1411,7 +1411,14 @@ async fn a_failing_smoke_test_job_rolls_the_canary_back_and_a_passing_one_promot
                 && v.desired_revision != v1_hash
         })
         .await;
-        let run = promoted.analysis_runs.last().expect("the smoke run");
+        // Runs are listed by name (`<rollout>-<revision>-<attempt>-...`), so find v3's by its
+        // revision: `last()` depended on how the two hashes sort (the binary's path is in the
+        // pod template, so it changed with the checkout's directory).
+        let run = promoted
+            .analysis_runs
+            .iter()
+            .find(|r| r.name.contains(&promoted.desired_revision))
+            .expect("the smoke run of v3");
         assert_eq!(
             run.status.phase,
             Some(AnalysisPhase::Successful),
