@@ -564,6 +564,15 @@ fn shipped_mann_whitney_template_flags_the_slower_canary_only() {
     let json = analyze_expecting(template, &strs(&revisions("erroring", true)), 1, "Failed");
     let reason = json["message"].as_str().unwrap_or_default();
     assert!(reason.contains("High"), "{reason}");
+    // Each measurement names both arms' medians, which the report draws (issue 16).
+    let measured = measurements(&json)[0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        measured.contains("; canary median ") && measured.contains(", baseline median "),
+        "{measured}"
+    );
 }
 
 #[test]
