@@ -28,6 +28,9 @@ use crate::api::{
 };
 use crate::rollout::validate_spec as validate_rollout;
 
+mod role_selector;
+pub use role_selector::{ROLE_SELECTOR_NOTE, selects_by_role};
+
 /// The vigil kinds, in the order they are suggested.
 const KINDS: [&str; 4] = [
     "Rollout",
@@ -129,7 +132,8 @@ pub const BASELINE_REVISION_NOTE: &str = "built in: the revision of the fair bas
 /// The notes on the text of one file: each template argument `baseline-revision` (see
 /// [`BASELINE_REVISION_NOTE`]), each metric of a template or run that names no
 /// Prometheus address, since the default given on the command line then applies, and each
-/// web metric that turns TLS verification off (a warning). Never
+/// web metric that turns TLS verification off, and each Prometheus query selecting an arm
+/// by `role` ([`ROLE_SELECTOR_NOTE`]) (warnings). Never
 /// panics; text that does not parse has no notes (its problems say why).
 pub fn lint_notes(path: &Path, text: &str) -> Vec<LintNote> {
     let Ok(documents) = crate::manifest::documents(text) else {
@@ -175,6 +179,14 @@ pub fn lint_notes(path: &Path, text: &str) -> Vec<LintNote> {
                     document: (non_empty > 1).then_some(index),
                     path: format!("spec.metrics[{i}].provider.web.insecure"),
                     message: INSECURE_NOTE.to_owned(),
+                });
+            }
+            for field in role_selector::role_selecting_fields(metric) {
+                notes.push(LintNote {
+                    file: path.display().to_string(),
+                    document: (non_empty > 1).then_some(index),
+                    path: format!("spec.metrics[{i}].{field}"),
+                    message: ROLE_SELECTOR_NOTE.to_owned(),
                 });
             }
             let prometheus = metric.get("provider").and_then(|p| p.get("prometheus"));

@@ -28,6 +28,12 @@ fn demo_promotes_v2_rolls_v3_back_and_shows_both_judges() {
     ] {
         assert!(stdout.contains(words), "no {words:?} in\n{stdout}");
     }
+    // The sequential latency test records both arms' slow and total requests (the report and
+    // the live view draw the canary beside the stable from them; issue 16).
+    assert!(
+        stdout.contains("slow-vs-stable Successful value canary "),
+        "{stdout}"
+    );
     // v3 is rolled back twice: once by each judge, each failing its analysis.
     assert_eq!(stdout.matches("v3 rolled back").count(), 2, "{stdout}");
     let row = |judge: &str| -> Vec<String> {

@@ -313,7 +313,7 @@ fn a_template_without_an_address_lints_clean_with_a_note_that_the_default_applie
     );
     let with_address = vigil(&["lint", "tests/fixtures/error-rate.yaml"]);
     assert!(
-        !String::from_utf8_lossy(&with_address.stderr).contains("note:"),
+        !String::from_utf8_lossy(&with_address.stderr).contains("address: note:"),
         "a metric naming its address gets no note"
     );
 }
@@ -327,7 +327,7 @@ fn a_baseline_template_lints_clean_with_a_note_on_the_builtin_baseline_revision(
     assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
     assert!(
         stderr.contains(&format!(
-            "{file}: spec.args[1]: note: built in: the revision of the fair baseline"
+            "{file}: spec.args[2]: note: built in: the revision of the fair baseline"
         )) && stderr.contains("canary.baseline.enabled: true"),
         "{stderr}"
     );

@@ -55,6 +55,8 @@ metadata:
 spec:
   args:
     - name: rollout
+    # Built in: selects this release's canary only, never a previous canary's requests.
+    - name: canary-revision
   metrics:
     - name: error-rate
       # Long enough for Prometheus to have scraped the canary under a loaded machine; one
@@ -70,10 +72,10 @@ spec:
         prometheus:
           address: http://127.0.0.1:9090
           query: |
-            (sum(rate(http_requests_total{{rollout="{{{{args.rollout}}}}", role="canary", code=~"5.."}}[10s])) or vector(0))
+            (sum(rate(http_requests_total{{rollout="{{{{args.rollout}}}}", revision="{{{{args.canary-revision}}}}", code=~"5.."}}[10s])) or vector(0))
             /
-            (sum(rate(http_requests_total{{rollout="{{{{args.rollout}}}}", role="canary"}}[10s]))
-              and sum(increase(http_requests_total{{rollout="{{{{args.rollout}}}}", role="canary"}}[10s])) >= 10)
+            (sum(rate(http_requests_total{{rollout="{{{{args.rollout}}}}", revision="{{{{args.canary-revision}}}}"}}[10s]))
+              and sum(increase(http_requests_total{{rollout="{{{{args.rollout}}}}", revision="{{{{args.canary-revision}}}}"}}[10s])) >= 10)
 "#
     )
 }
@@ -1290,12 +1292,14 @@ async fn a_failing_smoke_test_job_rolls_the_canary_back_and_a_passing_one_promot
                 && v.desired_revision != v1_hash
         })
         .await;
-        // Runs are listed by name, which holds the revision's hash: find v3's by its hash.
+        // Runs are listed by name (`<rollout>-<revision>-<attempt>-...`), so find v3's by its
+        // revision: `last()` depended on how the two hashes sort (the binary's path is in the
+        // pod template, so it changed with the checkout's directory).
         let run = promoted
             .analysis_runs
             .iter()
-            .find(|run| run.name.contains(&promoted.desired_revision))
-            .expect("the smoke run");
+            .find(|r| r.name.contains(&promoted.desired_revision))
+            .expect("the smoke run of v3");
         assert_eq!(
             run.status.phase,
             Some(AnalysisPhase::Successful),

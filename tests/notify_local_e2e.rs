@@ -29,6 +29,8 @@ metadata:
 spec:
   args:
     - name: rollout
+    # Built in: selects this release's canary only, never a previous canary's requests.
+    - name: canary-revision
   metrics:
     - name: error-rate
       initialDelay: 8s
@@ -42,10 +44,10 @@ spec:
         prometheus:
           address: {prometheus}
           query: |
-            (sum(rate(http_requests_total{{rollout="{{{{args.rollout}}}}", role="canary", code=~"5.."}}[10s])) or vector(0))
+            (sum(rate(http_requests_total{{rollout="{{{{args.rollout}}}}", revision="{{{{args.canary-revision}}}}", code=~"5.."}}[10s])) or vector(0))
             /
-            (sum(rate(http_requests_total{{rollout="{{{{args.rollout}}}}", role="canary"}}[10s]))
-              and sum(increase(http_requests_total{{rollout="{{{{args.rollout}}}}", role="canary"}}[10s])) >= 10)
+            (sum(rate(http_requests_total{{rollout="{{{{args.rollout}}}}", revision="{{{{args.canary-revision}}}}"}}[10s]))
+              and sum(increase(http_requests_total{{rollout="{{{{args.rollout}}}}", revision="{{{{args.canary-revision}}}}"}}[10s])) >= 10)
 "#
     )
 }

@@ -113,7 +113,7 @@ fn rolled_back_state(dir: &Path) {
         "Successful",
         30,
         "shift 0.004 [-0.01, 0.02]",
-        "Pass: no significant difference",
+        "Pass: no significant difference; canary median 0.21, baseline median 0.2",
     )];
     write_json(
         dir,
@@ -241,9 +241,14 @@ fn a_release_report_renders_in_chromium_with_its_summary_plots_and_timeline() {
         1.0 + vigil::api::SequentialJudge::DEFAULT_FAIL_MARGIN
     );
     assert!(rendered.dom.contains(&fail_line), "missing {fail_line:?}");
-    // Values of error-rate, canary and baseline of errors, and two estimate charts.
+    // Values of error-rate; canary and baseline of errors; canary and baseline medians of
+    // latency (issue 16: the stable/baseline arm beside the canary); two estimate charts.
     let charts = rendered.dom.matches("<svg").count();
-    assert_eq!(charts, 4, "{}", rendered.dom);
+    assert_eq!(charts, 5, "{}", rendered.dom);
+    assert!(
+        rendered.dom.contains("median of the window"),
+        "the Mann–Whitney metric's arms are drawn"
+    );
     // To look at them: VIGIL_TEST_ARTIFACTS=/some/dir cargo test --test report
     if let Some(keep) = std::env::var_os("VIGIL_TEST_ARTIFACTS") {
         let keep = Path::new(&keep);

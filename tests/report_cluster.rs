@@ -168,6 +168,126 @@ async fn report_and_watch_read_the_cluster() {
     }
 }
 
+/// An AnalysisRun of Rollout `rollout` for canary `revision`, ended in `phase` at `end`.
+async fn finished_run(client: &kube::Client, name: &str, revision: &str, phase: &str, end: u32) {
+    let run: AnalysisRun = serde_json::from_value(json!({
+        "apiVersion": "vigil.dev/v1alpha1", "kind": "AnalysisRun",
+        "metadata": {"name": name, "namespace": NS,
+                     "labels": {"vigil.dev/rollout": "shop-web", "vigil.dev/revision": revision}},
+        "spec": {"metrics": [{"name": "error-rate", "successCondition": "result < 0.05",
+                              "provider": {"prometheus": {"query": "q"}}}]}
+    }))
+    .expect("run");
+    let runs = Api::<AnalysisRun>::namespaced(client.clone(), NS);
+    runs.create(&PostParams::default(), &run)
+        .await
+        .expect("create run");
+    let status = json!({"status": {
+        "phase": phase, "message": format!("run {name} {phase}"),
+        "startedAt": format!("2026-03-01T10:{:02}:00.000000Z", end - 1),
+        "completedAt": format!("2026-03-01T10:{end:02}:00Z"),
+    }});
+    runs.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("run status");
+}
+
+/// Issue 16: `vigil history NAME` read only a `vigil run` state directory. On a cluster it
+/// reads the Rollout's status and AnalysisRuns, and prints what it prints locally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_reads_the_rollouts_analysis_runs_on_a_cluster() {
+    support::install_crypto_provider();
+    let server = ApiServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let client = server.client();
+    let rollout: Rollout = serde_json::from_value(json!({
+        "apiVersion": "vigil.dev/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "shop-web", "namespace": NS},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "web", "image": "web:4"}]}},
+            "strategy": {"canary": {"steps": [
+                {"analysis": {"templates": [{"templateName": "errors"}]}}
+            ]}}
+        }
+    }))
+    .expect("rollout");
+    let rollouts = Api::<Rollout>::namespaced(client.clone(), NS);
+    rollouts
+        .create(&PostParams::default(), &rollout)
+        .await
+        .expect("create rollout");
+    rollouts
+        .patch_status(
+            "shop-web",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {
+                "phase": "Progressing", "stableRevision": "bbb", "canaryRevision": "ddd",
+                "canaryAttempt": 3
+            }})),
+        )
+        .await
+        .expect("rollout status");
+    finished_run(&client, "shop-web-bbb-1-step0", "bbb", "Successful", 2).await;
+    finished_run(&client, "shop-web-ccc-2-step0", "ccc", "Failed", 5).await;
+    finished_run(&client, "shop-web-ddd-3-step0", "ddd", "Running", 9).await;
+
+    let output = Command::new(VIGIL)
+        .args(["history", "shop-web", "-n", NS, "--state-dir"])
+        .arg(dir.path().join("no-state"))
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("vigil history");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("STARTED"), "{text}");
+    assert!(
+        lines[1].starts_with("2026-03-01 10:01:00")
+            && lines[1].contains("bbb")
+            && lines[1].contains("promoted")
+            && lines[1].contains("60.0s"),
+        "{text}"
+    );
+    assert!(
+        lines[2].contains("ccc")
+            && lines[2].contains("rolled back")
+            && lines[2].contains("run shop-web-ccc-2-step0 Failed"),
+        "{text}"
+    );
+    assert!(
+        lines[3].contains("ddd") && lines[3].contains("in progress"),
+        "{text}"
+    );
+    assert!(
+        text.contains("3 releases: 1 promoted, 1 rolled back; change failure rate 50%"),
+        "{text}"
+    );
+
+    // No such Rollout: said, exit 1.
+    let output = Command::new(VIGIL)
+        .args(["history", "nope", "-n", NS, "--state-dir"])
+        .arg(dir.path().join("no-state"))
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .expect("vigil history");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("no Rollout named \"nope\" in namespace shop"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// A child process this test started, killed when it goes out of scope (a failing assertion
 /// included).
 struct Killed(std::process::Child);

@@ -289,6 +289,21 @@ mod comparison {
         }
     }
 
+    /// The median of the finite values, when there is one.
+    fn median(values: &[f64]) -> Option<f64> {
+        let mut finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        if finite.is_empty() {
+            return None;
+        }
+        finite.sort_by(f64::total_cmp);
+        let middle = finite.len() / 2;
+        Some(if finite.len().is_multiple_of(2) {
+            (finite[middle - 1] + finite[middle]) / 2.0
+        } else {
+            finite[middle]
+        })
+    }
+
     pub(super) async fn measure_mann_whitney<P: MetricsProvider>(
         provider: &P,
         metric: &Metric,
@@ -364,11 +379,23 @@ mod comparison {
                 crate::analysis::judge::threshold::format_number(t.ci_upper)
             )
         });
+        // Both arms' medians, so that a report draws the canary and the baseline over time.
+        let medians = match (median(&canary), median(&baseline)) {
+            (Some(c), Some(b)) => format!(
+                "; canary median {}, baseline median {}",
+                crate::analysis::judge::threshold::format_number(c),
+                crate::analysis::judge::threshold::format_number(b)
+            ),
+            _ => String::new(),
+        };
         let mut measured = Measured::new(
             phase,
             at,
             value,
-            format!("{:?}: {}", classification.label, classification.reason),
+            format!(
+                "{:?}: {}{medians}",
+                classification.label, classification.reason
+            ),
         );
         measured.record.critical = classification.critical;
         measured
@@ -544,12 +571,23 @@ mod comparison {
                     Ok(report) => report,
                     Err(e) => return error(at, format!("sequential: {e}")),
                 };
+                // Slow and total requests of each arm at the first bound, as errorCounts
+                // writes its counts: a report draws both arms' slow shares from it.
+                let value = state.per_bound.first().map(|slow| {
+                    format!(
+                        "canary {}/{} baseline {}/{}",
+                        slow.canary_errors,
+                        slow.canary_requests,
+                        slow.baseline_errors,
+                        slow.baseline_requests
+                    )
+                });
                 let state_json = serde_json::to_value(&state).unwrap_or_default();
                 verdict_of(
                     report.decision,
                     pass_early,
                     at,
-                    None,
+                    value,
                     report.reason,
                     state_json,
                 )

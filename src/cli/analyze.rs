@@ -1,6 +1,7 @@
 //! `vigil analyze`: run analysis templates against a Prometheus outside any cluster, live or
 //! replayed over a past window (backtesting a template on past deployments).
 
+use crate::cli::analyze_progress;
 use crate::platform::local::jobs::LocalJobs;
 use std::path::PathBuf;
 
@@ -104,6 +105,13 @@ pub enum AnalyzeError {
         /// What is wrong.
         reason: String,
     },
+    /// A document does not parse; `vigil lint` names the fields (one problem per line, each
+    /// `FILE: [DOC] PATH: PROBLEM`).
+    #[error("{problems}")]
+    ParseTemplateFields {
+        /// The problems as `vigil lint` prints them, one per line.
+        problems: String,
+    },
     /// A template has problems `vigil lint` reports.
     #[error("{path}: {problems}")]
     ValidateTemplate {
@@ -146,6 +154,18 @@ pub enum AnalyzeError {
         /// The arguments the templates declare.
         declared: String,
     },
+    /// A template declares an argument without a value and no `--arg` gives it.
+    #[error(
+        "--arg {name}=VALUE is needed: template {template} declares `{name}` without a value{hint}"
+    )]
+    MissingArg {
+        /// The argument.
+        name: String,
+        /// The template declaring it.
+        template: String,
+        /// What the value is, for a built-in argument (else empty).
+        hint: &'static str,
+    },
     /// `--since` reaches before the clock's start.
     #[error("--since: the window reaches before the clock can count")]
     ReadSince,
@@ -179,6 +199,47 @@ fn check_args_declared(
     }
 }
 
+/// What a built-in argument's value is, for `vigil analyze`, where no Rollout passes it.
+fn builtin_hint(name: &str) -> &'static str {
+    match name {
+        "rollout" => " (built in: the Rollout's name, the `rollout` label of its series)",
+        "canary-revision" => {
+            " (built in: the hash of the canary's revision, its series' `revision` label; `vigil get rollout NAME` shows it)"
+        }
+        "stable-revision" => {
+            " (built in: the hash of the stable revision, its series' `revision` label; `vigil get rollout NAME` shows it)"
+        }
+        "baseline-revision" => {
+            " (built in: the fair baseline's revision, `<stable revision>-baseline`)"
+        }
+        "namespace" => " (built in: the Rollout's namespace)",
+        _ => "",
+    }
+}
+
+/// Refuses a run whose templates declare an argument with no value that no `--arg` gives,
+/// naming it (and what a built-in one is) rather than the template resolver's generic words.
+fn check_args_given(
+    templates: &[(String, crate::api::AnalysisTemplateSpec)],
+    given: &[(String, String)],
+) -> Result<(), AnalyzeError> {
+    for (template, spec) in templates {
+        let missing = spec.args.iter().find(|arg| {
+            arg.value.is_none()
+                && arg.value_from.is_none()
+                && !given.iter().any(|(name, _)| *name == arg.name)
+        });
+        if let Some(arg) = missing {
+            return Err(AnalyzeError::MissingArg {
+                name: arg.name.clone(),
+                template: template.clone(),
+                hint: builtin_hint(&arg.name),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn load_templates(
     files: &[PathBuf],
 ) -> Result<Vec<(String, crate::api::AnalysisTemplateSpec)>, AnalyzeError> {
@@ -188,10 +249,21 @@ fn load_templates(
             path: path.clone(),
             source,
         })?;
-        let parse_error = |index: usize, reason: String| AnalyzeError::ParseTemplate {
-            path: path.clone(),
-            index,
-            reason,
+        let parse_error = |index: usize, reason: String| {
+            // The parser stops at the first problem and names no field; lint names each.
+            let problems = crate::lint::lint_file(path, &text);
+            if problems.is_empty() {
+                AnalyzeError::ParseTemplate {
+                    path: path.clone(),
+                    index,
+                    reason,
+                }
+            } else {
+                let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                AnalyzeError::ParseTemplateFields {
+                    problems: lines.join("\n"),
+                }
+            }
         };
         let manifests =
             crate::manifest::manifests(&text).map_err(|e| parse_error(e.index, e.reason))?;
@@ -226,9 +298,10 @@ enum Clock {
     Live,
 }
 
-async fn execute(args: &AnalyzeArgs) -> Result<AnalysisRunStatus, AnalyzeError> {
+async fn execute(args: &AnalyzeArgs, quiet: bool) -> Result<AnalysisRunStatus, AnalyzeError> {
     let templates = load_templates(&args.files)?;
     check_args_declared(&templates, &args.args)?;
+    check_args_given(&templates, &args.args)?;
     let (start, end) = match args.since {
         Some(since) => {
             let end = Timestamp::now();
@@ -272,6 +345,12 @@ async fn execute(args: &AnalyzeArgs) -> Result<AnalysisRunStatus, AnalyzeError> 
     let mut status = AnalysisRunStatus::default();
     // Job metrics run their command as a local process, as `vigil run` does.
     let jobs = LocalJobs::new("analyze");
+    // A live run takes minutes: say so, then a line per measurement (a replay is instant).
+    let mut progress = (matches!(clock, Clock::Live) && !quiet).then(|| {
+        let names: Vec<String> = spec.metrics.iter().map(|m| m.name.clone()).collect();
+        eprintln!("{}", analyze_progress::start_line(&names));
+        analyze_progress::Progress::default()
+    });
     loop {
         let at = match clock {
             Clock::Replay { .. } => MeasureAt::DueTime,
@@ -279,6 +358,11 @@ async fn execute(args: &AnalyzeArgs) -> Result<AnalysisRunStatus, AnalyzeError> 
         };
         let advanced = advance(&spec, &status, &clients, &jobs, now, at, usize::MAX).await?;
         status = advanced.status;
+        if let Some(progress) = progress.as_mut() {
+            for line in progress.new_lines(&status) {
+                eprintln!("{line}");
+            }
+        }
         let Some(next) = advanced.next_at else {
             return Ok(status);
         };
@@ -355,8 +439,9 @@ pub fn render_table(status: &AnalysisRunStatus) -> String {
     out
 }
 
-/// Runs `vigil analyze` and returns the exit code.
-pub fn run(args: &AnalyzeArgs) -> i32 {
+/// Runs `vigil analyze` and returns the exit code. `quiet` (`--quiet`) drops the progress
+/// lines of a live run.
+pub fn run(args: &AnalyzeArgs, quiet: bool) -> i32 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -367,7 +452,7 @@ pub fn run(args: &AnalyzeArgs) -> i32 {
             return EXIT_ERROR;
         }
     };
-    match runtime.block_on(execute(args)) {
+    match runtime.block_on(execute(args, quiet)) {
         Ok(status) => {
             match args.output {
                 OutputFormat::Json => match serde_json::to_string_pretty(&status) {

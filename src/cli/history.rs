@@ -1,5 +1,6 @@
-//! `vigil history NAME`: a Rollout's releases from a `vigil run` state directory, with the
-//! DORA figures over them (deployment frequency, change failure rate, time to restore).
+//! `vigil history NAME`: a Rollout's releases, with the DORA figures over them (deployment
+//! frequency, change failure rate, time to restore). From a `vigil run` state directory when it
+//! holds the Rollout, else from the cluster (`history_cluster.rs`), printed alike.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -14,14 +15,26 @@ use crate::platform::local::engine::read_history;
 pub struct HistoryArgs {
     /// The Rollout.
     pub name: String,
-    /// The state directory of `vigil run`.
+    /// The state directory of `vigil run`; looked at first.
     #[arg(long, default_value = ".vigil")]
     pub state_dir: PathBuf,
+    /// The namespace, when read from the cluster (default: the kubeconfig context's).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
 }
 
 /// Runs `vigil history`.
 pub fn run(args: &HistoryArgs) -> i32 {
-    match read_history(&args.state_dir, &args.name) {
+    let local = args
+        .state_dir
+        .join(format!("{}.rollout.json", args.name))
+        .is_file();
+    let history = if local {
+        read_history(&args.state_dir, &args.name).map_err(|e| e.to_string())
+    } else {
+        from_cluster(args)
+    };
+    match history {
         Ok(history) => {
             crate::cli::write_stdout(&render(&args.name, &history, Timestamp::now()));
             0
@@ -30,6 +43,26 @@ pub fn run(args: &HistoryArgs) -> i32 {
             eprintln!("vigil history: {error}");
             1
         }
+    }
+}
+
+/// The history from the cluster; with no cluster configured, why the state directory has
+/// none (the likelier mistake: a wrong name or `--state-dir`).
+fn from_cluster(args: &HistoryArgs) -> Result<History, String> {
+    use crate::cli::history_cluster::{ClusterHistoryError, read};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("failed to start the async runtime: {e}"))?;
+    match runtime.block_on(read(&args.name, args.namespace.as_deref())) {
+        Ok(history) => Ok(history),
+        Err(ClusterHistoryError::ConfigureClient(..)) => {
+            let local = read_history(&args.state_dir, &args.name)
+                .err()
+                .map_or_else(String::new, |e| e.to_string());
+            Err(format!("{local} (and no Kubernetes cluster is configured)"))
+        }
+        Err(error) => Err(error.to_string()),
     }
 }
 

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 
 use crate::api::{AnalysisPhase, MeasurementRecord, RolloutPhase, RolloutStatus};
 use crate::platform::local::engine::{RolloutView, RunView};
-use crate::report::series::{parse_counts, parse_number};
+use crate::report::series::{parse_counts, parse_medians, parse_number};
 
 /// The longest line the live view prints.
 pub const MAX_LINE: usize = 120;
@@ -24,9 +24,11 @@ pub struct MetricTrace {
     pub name: String,
     /// Its verdict so far.
     pub phase: AnalysisPhase,
-    /// The canary's values (a query's number, or the canary's error rate), oldest first.
+    /// The canary's values (a query's number; the canary's error rate, slow share or
+    /// median when compared with a baseline), oldest first.
     pub canary: Vec<f64>,
-    /// The baseline's error rate, when the metric counts both.
+    /// The baseline's values, when the metric compares both arms (error rate, slow share,
+    /// median).
     pub baseline: Vec<f64>,
     /// The latest value as the judge wrote it.
     pub latest: Option<String>,
@@ -61,6 +63,10 @@ fn values(records: &[MeasurementRecord]) -> (Vec<f64>, Vec<f64>) {
         if let Some(counts) = parse_counts(value) {
             canary.extend(counts.canary_rate());
             baseline.extend(counts.baseline_rate());
+        } else if let Some((c, b)) = record.reason.as_deref().and_then(parse_medians) {
+            // Mann–Whitney: both arms' medians end its reason.
+            canary.push(c);
+            baseline.push(b);
         } else if let Some(number) = parse_number(value).filter(|v| v.is_finite()) {
             canary.push(number);
         }
@@ -524,5 +530,22 @@ mod tests {
             "{text}"
         );
         assert_eq!(list_table(&[]), "no rollouts in this state directory\n");
+    }
+
+    /// Issue 16: a Mann–Whitney metric shows both arms (the medians its reason ends with).
+    #[test]
+    fn mann_whitney_medians_trace_both_arms() {
+        let records = [
+            record(
+                AnalysisPhase::Successful,
+                Some("shift 0.01 [-0.02, 0.03]"),
+                "Pass: no difference; canary median 0.21, baseline median 0.2",
+                0,
+            ),
+            record(AnalysisPhase::Successful, Some("0.5"), "result < 1", 1),
+        ];
+        let (canary, baseline) = values(&records);
+        assert_eq!(canary, [0.21, 0.5]);
+        assert_eq!(baseline, [0.2]);
     }
 }

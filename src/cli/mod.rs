@@ -1,6 +1,7 @@
 //! The `vigil` command line: each subcommand in its own module, dispatched from `main`.
 
 pub mod analyze;
+pub mod analyze_progress;
 pub mod completions;
 pub mod controller;
 pub mod convert;
@@ -8,6 +9,7 @@ pub mod crds;
 pub mod demo;
 pub mod demo_app;
 pub mod history;
+pub mod history_cluster;
 pub mod judge;
 pub mod kubectl;
 pub mod kubectl_watch;
@@ -175,7 +177,7 @@ pub fn usage_exit_code(command: Option<&str>) -> i32 {
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Crds(args) => crds::run(&args),
-        Command::Analyze(args) => analyze::run(&args),
+        Command::Analyze(args) => analyze::run(&args, cli.quiet),
         Command::Lint(args) => lint::run(&args),
         Command::Convert(args) => convert::run(&args),
         Command::DemoApp(args) => demo_app::run(&args),

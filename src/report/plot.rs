@@ -118,11 +118,7 @@ fn draw_values(
     baseline: &[(f64, f64)],
 ) -> Result<(), DrawingAreaErrorKind<std::io::Error>> {
     root.fill(&WHITE)?;
-    let y_label = if baseline.is_empty() {
-        "value"
-    } else {
-        "error rate"
-    };
+    let y_label = crate::report::series::value_label(metric.kind);
     let mut chart = ChartBuilder::on(root)
         .margin(12)
         .x_label_area_size(32)

@@ -171,16 +171,45 @@ fn point(kind: JudgeKind, record: &MeasurementRecord) -> Point {
     };
     match kind {
         JudgeKind::Threshold => point.canary = parse_number(value),
-        JudgeKind::MannWhitney => point.estimate = parse_shift(value),
+        JudgeKind::MannWhitney => {
+            point.estimate = parse_shift(value);
+            if let Some((canary, baseline)) = parse_medians(&point.reason) {
+                point.canary = Some(canary);
+                point.baseline = Some(baseline);
+            }
+        }
         JudgeKind::SequentialCounts => {
             point.counts = parse_counts(value);
             point.canary = point.counts.and_then(|c| c.canary_rate());
             point.baseline = point.counts.and_then(|c| c.baseline_rate());
             point.estimate = parse_sequence(&point.reason);
         }
-        JudgeKind::SequentialLatency => point.estimate = parse_sequence(&point.reason),
+        JudgeKind::SequentialLatency => {
+            // `canary slow/n baseline slow/n`: the arms' shares of slow requests.
+            point.counts = parse_counts(value);
+            point.canary = point.counts.and_then(|c| c.canary_rate());
+            point.baseline = point.counts.and_then(|c| c.baseline_rate());
+            point.estimate = parse_sequence(&point.reason);
+        }
     }
     point
+}
+
+/// The arms' medians a Mann–Whitney reason ends with: `...; canary median C, baseline median B`.
+pub fn parse_medians(reason: &str) -> Option<(f64, f64)> {
+    let (_, tail) = reason.rsplit_once("; canary median ")?;
+    let (canary, baseline) = tail.split_once(", baseline median ")?;
+    Some((parse_number(canary)?, parse_number(baseline)?))
+}
+
+/// What the values chart's vertical axis shows for a judge.
+pub fn value_label(kind: JudgeKind) -> &'static str {
+    match kind {
+        JudgeKind::Threshold => "value",
+        JudgeKind::MannWhitney => "median of the window",
+        JudgeKind::SequentialCounts => "error rate",
+        JudgeKind::SequentialLatency => "share of slow requests",
+    }
 }
 
 /// A number as the judges print it (`0.04`, `1e-3`, `NaN`, `+Inf`); anything else is none.
@@ -410,5 +439,51 @@ mod tests {
         assert_eq!(point.estimate.map(|e| e.lower), Some(1.9));
         assert_eq!(series.estimate_references[0].value, 1.5);
         assert_eq!(series.estimate_references[1].value, 1.1);
+    }
+
+    /// Issue 16: the report draws the stable/baseline arm beside the canary for every
+    /// comparing judge, from what the measurements record of both arms.
+    #[test]
+    fn comparing_judges_draw_both_arms() {
+        let mann_whitney = Metric {
+            name: "p95".to_owned(),
+            mann_whitney: Some(crate::api::MannWhitneyJudge::default()),
+            ..Metric::default()
+        };
+        let result = MetricResult {
+            name: "p95".to_owned(),
+            measurements: vec![record(
+                AnalysisPhase::Failed,
+                "shift 0.2 [0.1, 0.3]",
+                "High: canary higher; canary median 0.45, baseline median 0.25",
+            )],
+            ..MetricResult::default()
+        };
+        let series = metric_series(&result, Some(&mann_whitney));
+        let point = &series.points[0];
+        assert_eq!((point.canary, point.baseline), (Some(0.45), Some(0.25)));
+        assert_eq!(value_label(series.kind), "median of the window");
+
+        let latency = Metric {
+            name: "slow".to_owned(),
+            sequential: Some(SequentialJudge {
+                test: Some(crate::api::SequentialTest::Latency),
+                ..SequentialJudge::default()
+            }),
+            ..Metric::default()
+        };
+        let result = MetricResult {
+            name: "slow".to_owned(),
+            measurements: vec![record(
+                AnalysisPhase::Running,
+                "canary 30/100 baseline 10/200",
+                "slow-share ratio canary/baseline 6 (99% CS [2, 20])",
+            )],
+            ..MetricResult::default()
+        };
+        let series = metric_series(&result, Some(&latency));
+        let point = &series.points[0];
+        assert_eq!((point.canary, point.baseline), (Some(0.3), Some(0.05)));
+        assert_eq!(parse_medians("no medians here"), None);
     }
 }
