@@ -2,7 +2,8 @@
 //!
 //! Run: `cargo bench --bench detection -- --runs=N` (N runs per A/A cell, N/2 per regression;
 //! `--quick` for a smoke run with fewer runs per cell, `--no-tempering` to switch the
-//! sequential judge's between-strata dispersion off, `--no-strata` to give it arm totals,
+//! sequential judge's guards against one arm's own noise off (between-strata dispersion and
+//! the pod-permutation test), `--no-strata` to give it arm totals,
 //! `--step-gate` to end its test at the first pass, `--only=TEXT` to run only the cells
 //! whose "<rate> req/min, <scenario>" contains TEXT; `DETECTION_DEBUG=1` prints the
 //! sequential judge's fail minutes per cell to stderr). Writes a markdown table to stdout and
@@ -29,7 +30,8 @@
 //!   above 0.1 / 0.25 / 0.5 s (about the baseline's p50 / p97 / p99.9 bucket bounds, as an
 //!   operator would pick from the stable version's dashboard), run-level α = 1% split over the
 //!   two metrics (and over the three bounds), fail margin 0, pass margin 25% (the shipped
-//!   defaults), error counts given per pod (strata), evaluated at every scrape, as background
+//!   defaults), error counts given per pod (strata: between-pod dispersion and the
+//!   pod-permutation test guard against one arm's own noise), evaluated at every scrape, as background
 //!   analysis: a pass of both metrics starts fresh tests (α/2^k each) instead of ending.
 
 use std::fmt::Write as _;
@@ -451,6 +453,10 @@ struct RunOutcome {
     fail_minute: [Option<usize>; 3],
     /// Minute at which the judge stopped the run without failing (early pass), if any.
     pass_minute: [Option<usize>; 3],
+    /// Minute at which the oracle SPRT (knowing the true ratio) rejected, if it did.
+    oracle_minute: Option<usize>,
+    /// Whether the most powerful fixed-sample test at minute [`FIXED_SAMPLE_MINUTE`] rejected.
+    fixed_sample_rejects: bool,
 }
 
 struct SequentialJudges {
@@ -502,6 +508,7 @@ fn run_once(
     let mut pending_canary_buckets = [0u64; 12];
     let mut pending_baseline_buckets = [0u64; 12];
     let (mut canary_seen, mut baseline_seen) = (true, true);
+    let mut oracle = Oracle::new(scenario, judges.counts.config().alpha);
     let (mut sequential_done, mut threshold_done, mut kayenta_done) = (false, false, false);
     bad_per_minute.clear();
 
@@ -565,6 +572,7 @@ fn run_once(
     for minute in 1..=MINUTES {
         let (canary, baseline) = simulate_minute(rng, minute);
         bad_per_minute.push(bad(&canary));
+        oracle.observe(minute, &canary, &baseline, &mut outcome);
         let canary_scraped = rng.random::<f64>() >= scenario.scrape_gap;
         let baseline_scraped = rng.random::<f64>() >= scenario.scrape_gap;
 
@@ -709,6 +717,82 @@ fn run_once(
     outcome
 }
 
+/// Minute at which the fixed-sample bound is taken: a third of the Kayenta-style judge's
+/// median of 10 minutes for errors ×2 at 2000 req/min.
+const FIXED_SAMPLE_MINUTE: usize = 3;
+
+/// The oracle for whole-canary error regressions from minute 1: Wald's SPRT of the
+/// conditional binomial likelihood (given each minute's error total, an error is the canary's
+/// with probability θ(δ)) at the *true* log ratio δ against δ = 0, at the count test's α
+/// (threshold 1/α, Ville). No valid test that reads the same counts can have a smaller expected
+/// time to reject at that α (Wald–Wolfowitz); it bounds what any mixture can reach. Beside it,
+/// the most powerful fixed-sample test at minute [`FIXED_SAMPLE_MINUTE`] (one-sided exact
+/// binomial at level α, the error budget spent on that one look): its power is the most any
+/// level-α test can have of rejecting by then.
+struct Oracle {
+    delta: Option<f64>,
+    alpha: f64,
+    log_ratio: f64,
+    canary_errors: u64,
+    total_errors: u64,
+    share_sum: f64,
+}
+
+impl Oracle {
+    fn new(scenario: &Scenario, alpha: f64) -> Self {
+        let applies = scenario.error_multiplier > 1.0
+            && scenario.regression_from == 1
+            && !scenario.confined_to_one_pod
+            && scenario.noisy_pods == [0, 0]
+            && scenario.latency == Latency::Same;
+        Self {
+            delta: applies.then(|| scenario.error_multiplier.ln()),
+            alpha,
+            log_ratio: 0.0,
+            canary_errors: 0,
+            total_errors: 0,
+            share_sum: 0.0,
+        }
+    }
+
+    fn observe(
+        &mut self,
+        minute: usize,
+        canary: &ArmMinute,
+        baseline: &ArmMinute,
+        outcome: &mut RunOutcome,
+    ) {
+        let Some(delta) = self.delta else { return };
+        let requests = canary.requests + baseline.requests;
+        let errors = canary.errors + baseline.errors;
+        if requests > 0 && errors > 0 {
+            let share = canary.requests as f64 / requests as f64;
+            let theta = share * delta.exp() / (1.0 - share + share * delta.exp());
+            self.log_ratio += canary.errors as f64 * (theta / share).ln()
+                + baseline.errors as f64 * ((1.0 - theta) / (1.0 - share)).ln();
+            self.canary_errors += canary.errors;
+            self.total_errors += errors;
+            self.share_sum += errors as f64 * share;
+        }
+        if outcome.oracle_minute.is_none() && self.log_ratio >= (1.0 / self.alpha).ln() {
+            outcome.oracle_minute = Some(minute);
+        }
+        if minute == FIXED_SAMPLE_MINUTE && self.total_errors > 0 {
+            // Exact one-sided binomial test at the error-weighted mean share.
+            let share = self.share_sum / self.total_errors as f64;
+            let binomial = statrs::distribution::Binomial::new(share, self.total_errors)
+                .expect("share in [0, 1]");
+            use statrs::distribution::DiscreteCDF;
+            let upper_tail = if self.canary_errors == 0 {
+                1.0
+            } else {
+                binomial.sf(self.canary_errors - 1)
+            };
+            outcome.fixed_sample_rejects = upper_tail <= self.alpha;
+        }
+    }
+}
+
 /// Whether a sequential metric has passed at least once (a Pass, or a restart after one).
 fn passed(decision: SequentialDecision, restarts: u32) -> bool {
     decision == SequentialDecision::Pass || restarts > 0
@@ -746,6 +830,13 @@ struct Cell {
     runs: usize,
     seed: u64,
     judges: Vec<JudgeCell>,
+    /// Median minute at which the oracle SPRT (true ratio known, the count test's α) rejected;
+    /// only for whole-canary error regressions from the start.
+    oracle_median_minutes_to_fail: Option<f64>,
+    /// Fraction of runs the oracle SPRT rejected within the hour.
+    oracle_fail_rate: Option<f64>,
+    /// Power of the most powerful fixed-sample level-α test at minute 3 (same cells).
+    fixed_sample_power_at_3_minutes: Option<f64>,
 }
 
 const JUDGE_NAMES: [&str; 3] = ["threshold", "kayenta", "sequential"];
@@ -821,7 +912,32 @@ fn run_cell(
             }
         })
         .collect();
+    let oracle_applies = Oracle::new(scenario, 0.5).delta.is_some();
+    let oracle_median = oracle_applies.then(|| {
+        let mut minutes: Vec<f64> = outcomes
+            .iter()
+            .map(|o| o.oracle_minute.map_or(f64::INFINITY, |m| m as f64))
+            .collect();
+        minutes.sort_by(f64::total_cmp);
+        if runs % 2 == 1 {
+            minutes[runs / 2]
+        } else {
+            0.5 * (minutes[runs / 2 - 1] + minutes[runs / 2])
+        }
+    });
+    let fraction = |count: usize| count as f64 / runs as f64;
     Cell {
+        oracle_median_minutes_to_fail: oracle_median.filter(|m| m.is_finite()),
+        oracle_fail_rate: oracle_applies.then(|| {
+            fraction(
+                outcomes
+                    .iter()
+                    .filter(|o| o.oracle_minute.is_some())
+                    .count(),
+            )
+        }),
+        fixed_sample_power_at_3_minutes: oracle_applies
+            .then(|| fraction(outcomes.iter().filter(|o| o.fixed_sample_rejects).count())),
         rate_per_arm_per_minute: rate,
         scenario: scenario.name,
         null_scenario: scenario.is_null(),
@@ -881,6 +997,31 @@ fn markdown(cells: &[Cell], runs_null: usize, runs_effect: usize, seconds: f64) 
         }
         let _ = writeln!(out);
     }
+    let oracle_rows: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| c.oracle_fail_rate.is_some())
+        .collect();
+    if !oracle_rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "What any valid test could reach (same draws; the count test's α):\n\n\
+             | req/min/arm | scenario | oracle SPRT: rate, median | most powerful test at minute 3: power | sequential median |\n|---:|---|---|---|---|"
+        );
+        for cell in oracle_rows {
+            let median = |m: Option<f64>| m.map_or("never".to_string(), |m| format!("{m:.0} min"));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.3}, {} | {:.3} | {} |",
+                cell.rate_per_arm_per_minute,
+                cell.scenario,
+                cell.oracle_fail_rate.unwrap_or(0.0),
+                median(cell.oracle_median_minutes_to_fail),
+                cell.fixed_sample_power_at_3_minutes.unwrap_or(0.0),
+                median(cell.judges[2].median_minutes_to_fail)
+            );
+        }
+        let _ = writeln!(out);
+    }
     out
 }
 
@@ -888,7 +1029,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     // `cargo bench` passes `--bench`; `--quick` shrinks the run for smoke tests.
     let quick = args.iter().any(|a| a == "--quick");
-    // `--no-tempering` turns the overdispersion tempering of the sequential judge off,
+    // `--no-tempering` turns the sequential judge's guards against one arm's own noise off
+    // (between-strata dispersion, pod-permutation test),
     // `--no-strata` feeds it arm totals instead of per-pod counts, `--step-gate` ends its test
     // at the first pass instead of watching on as background analysis does.
     let temper = !args.iter().any(|a| a == "--no-tempering");

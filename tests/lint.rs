@@ -711,7 +711,7 @@ fn with_traffic_lint_warns_about_gates_too_short_to_detect_their_margin() {
     assert!(
         stderr.contains(
             "warning: Rollout demo step 1 (demo-latency-vs-stable/slow-vs-stable): at 2 req/s and \
-             20% weight the gate cannot detect x3"
+             20% weight the gate cannot detect x2"
         ),
         "{stderr}"
     );

@@ -220,7 +220,8 @@ pub struct SequentialCountsArgs {
     /// Scale of the mixing distribution on the log rate ratio.
     #[arg(long, default_value_t = 0.5, value_parser = finite_f64)]
     pub prior_scale: f64,
-    /// Do not temper the likelihood by the overdispersion seen between strata.
+    /// Do not guard against one arm's own noise with the strata: no tempering by the
+    /// overdispersion seen between strata, and no pod-permutation test before a Fail.
     #[arg(long)]
     pub no_dispersion_tempering: bool,
     /// Judge as background analysis does: a pass starts a fresh test (the k-th spending

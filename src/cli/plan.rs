@@ -352,14 +352,14 @@ mod tests {
         assert_eq!(
             margin_warnings(&demo_sources(), &args(50.0)).expect("valid"),
             Vec::<String>::new(),
-            "at the demo's 50 req/s its gates detect x3 within 2 min"
+            "at the demo's 50 req/s its gates detect x2 within 2 min"
         );
         let warnings = margin_warnings(&demo_sources(), &args(2.0)).expect("valid");
         assert_eq!(warnings.len(), 2, "{warnings:#?}");
         assert!(
             warnings[0].starts_with(
                 "warning: Rollout demo step 1 (demo-latency-vs-stable/slow-vs-stable): at 2 req/s \
-                 and 20% weight the gate cannot detect x3"
+                 and 20% weight the gate cannot detect x2"
             ),
             "{warnings:#?}"
         );

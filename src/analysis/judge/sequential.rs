@@ -30,6 +30,17 @@
 //! expected shares), which a regression of the whole canary does not produce. Log likelihood
 //! ratios are divided by the resulting dispersion φ ≥ 1 (quasi-likelihood, see
 //! `dispersion`); without strata φ = 1 and the test is the exact conditional one.
+//!
+//! Tempering is approximate: heavy-tailed noise in the pods of *both* arms still fails it
+//! (2% of A/A runs at α = 0.5% in the detection bench). So with strata of comparable traffic a
+//! second, exact e-process must agree before a Fail: the pod-permutation test
+//! (`permutation`). Without a regression, pods of both arms with the same traffic and noise
+//! alike are exchangeable: given the multiset of the strata's error counts in an interval,
+//! every way to label which of them are the canary's is equally likely, whatever the noise's
+//! size or shape. Betting on the canary's labelling at each interval gives an e-process that is
+//! valid under that exchangeability alone. Failing only when both e-processes have crossed 1/α
+//! happens with probability at most α if *either* is valid: under the binomial model (no noise
+//! of one arm's own) or under exchangeable strata (any noise, alike in every pod).
 
 use serde::{Deserialize, Serialize};
 
@@ -107,9 +118,12 @@ pub struct CountTestConfig {
     /// Scale (sd) of the half-normal mixing distribution of the log rate ratio: the test is
     /// most sensitive to log-ratio offsets of about this size.
     pub prior_scale: f64,
-    /// Temper the likelihood by the overdispersion φ ≥ 1 seen between the strata of each arm
-    /// (quasi-likelihood): when one pod's errors vary more than the others', log likelihood
-    /// ratios are divided by φ. Without strata there is nothing to estimate it from and φ = 1.
+    /// Guard against noise of one arm's own with the strata: temper the likelihood by the
+    /// overdispersion φ ≥ 1 seen between the strata of each arm (quasi-likelihood: when one
+    /// pod's errors vary more than the others', log likelihood ratios are divided by φ), and,
+    /// while the strata of both arms have comparable traffic, fail only when the
+    /// pod-permutation e-process agrees. Without strata there is nothing to estimate from:
+    /// φ = 1 and no permutation test (the exact conditional test alone).
     pub temper_overdispersion: bool,
     /// Keep testing after a Pass (background analysis): a Pass starts a fresh test instead of
     /// ending this one, so a regression that starts later is still caught. Test number k
@@ -202,8 +216,19 @@ pub struct CountState {
     /// Its degrees of freedom.
     #[serde(default)]
     pub baseline_heterogeneity_degrees: u64,
+    /// log e-values of the pod-permutation test, one per bet in [`PERMUTATION_BETS`] (empty
+    /// until an interval with strata and errors).
+    #[serde(default)]
+    pub permutation_log_e: Vec<f64>,
+    /// The largest log e-value the permutation mixture has reached in this test.
+    #[serde(default)]
+    pub permutation_log_e_reached: f64,
+    /// The strata could not be exchangeable in some interval (no strata, unequal traffic,
+    /// too many strata): the count test decides alone from then on.
+    #[serde(default)]
+    pub permutation_waived: bool,
     /// Fresh tests started after a pass (background analysis keeps testing); test number
-    /// `restarts` spends α / 2^restarts, so the whole run spends at most 2α.
+    /// `restarts` (from 0) spends α / 2^(restarts + 1), so the whole run spends at most α.
     #[serde(default)]
     pub restarts: u32,
     /// Intervals seen.
@@ -214,10 +239,17 @@ pub struct CountState {
 
 impl CountState {
     /// A fresh test after a Pass, for analysis that keeps watching (background analysis): the
-    /// evidence starts again from nothing and the new test spends half the α of the last one.
+    /// evidence about the rate ratio starts again from nothing and the new test spends half
+    /// the α of the last one. What the strata showed about each arm's own dispersion is kept:
+    /// it describes the pods, not the hypothesis, and is known before the fresh test's first
+    /// interval (predictable), so the fresh test does not start from the prior's φ = 1 again.
     pub fn restarted(&self) -> CountState {
         CountState {
             restarts: self.restarts.saturating_add(1),
+            canary_heterogeneity: self.canary_heterogeneity,
+            canary_heterogeneity_degrees: self.canary_heterogeneity_degrees,
+            baseline_heterogeneity: self.baseline_heterogeneity,
+            baseline_heterogeneity_degrees: self.baseline_heterogeneity_degrees,
             ..CountState::default()
         }
     }
@@ -321,8 +353,19 @@ impl CountTest {
         &self.config
     }
 
-    /// Adds one interval's increments to the state.
+    /// Adds one interval's increments to the state (arm totals: no strata, so no
+    /// permutation test; see [`Self::update_stratified`]).
     pub fn update(
+        &self,
+        state: &mut CountState,
+        increment: &CountIncrement,
+    ) -> Result<(), SequentialError> {
+        self.add_totals(state, increment)?;
+        state.permutation_waived = true;
+        Ok(())
+    }
+
+    fn add_totals(
         &self,
         state: &mut CountState,
         increment: &CountIncrement,
@@ -395,7 +438,7 @@ impl CountTest {
         };
         let (canary_errors, canary_requests) = total(canary);
         let (baseline_errors, baseline_requests) = total(baseline);
-        self.update(
+        self.add_totals(
             state,
             &CountIncrement {
                 canary_errors,
@@ -412,7 +455,33 @@ impl CountTest {
             state.baseline_heterogeneity += x2;
             state.baseline_heterogeneity_degrees += degrees;
         }
+        if !state.permutation_waived {
+            match permutation::log_e_values(canary, baseline) {
+                permutation::Interval::Bets(log_e) => {
+                    if state.permutation_log_e.len() != log_e.len() {
+                        state.permutation_log_e = vec![0.0; log_e.len()];
+                    }
+                    for (sum, l) in state.permutation_log_e.iter_mut().zip(log_e) {
+                        *sum += l;
+                    }
+                    state.permutation_log_e_reached = state
+                        .permutation_log_e_reached
+                        .max(permutation::mixture(&state.permutation_log_e));
+                }
+                permutation::Interval::NoErrors => {}
+                permutation::Interval::NotExchangeable => state.permutation_waived = true,
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the pod-permutation e-process lets a Fail through: it has crossed the threshold
+    /// in this test, or it does not apply (no tempering asked, no strata, strata that cannot be
+    /// exchangeable).
+    fn permutation_agrees(&self, state: &CountState, threshold: f64) -> bool {
+        !self.config.temper_overdispersion
+            || state.permutation_waived
+            || state.permutation_log_e_reached >= threshold
     }
 
     /// ln(1/α') of the state's test: α' = α, or α / 2^(k+1) for the k-th test of analysis that
@@ -443,7 +512,7 @@ impl CountTest {
         let log_e_fail = self.log_e_above(&evidence, self.config.fail_margin.ln_1p());
         let log_e_pass = self.log_e_below(&evidence, self.config.pass_margin.ln_1p());
         if state.decided.is_none() {
-            if log_e_fail >= threshold {
+            if log_e_fail >= threshold && self.permutation_agrees(state, threshold) {
                 state.decided = Some(Verdict::Fail);
             } else if log_e_pass >= threshold && self.config.keep_watching {
                 // Passed: watch on with a fresh test (the evidence so far is spent).
@@ -510,6 +579,13 @@ impl CountTest {
             SequentialDecision::Pass => format!(
                 "{interval} below 1 + pass margin {}; {counts}",
                 fmt_num(self.config.pass_margin)
+            ),
+            SequentialDecision::Continue if log_e_fail >= threshold => format!(
+                "{interval} above 1 + fail margin {} by the counts, not yet by the pods' \
+                 permutation test (e-value {} of {} needed); {counts}",
+                fmt_num(self.config.fail_margin),
+                fmt_num(tested.permutation_log_e_reached.exp()),
+                fmt_num(threshold.exp())
             ),
             SequentialDecision::Continue => format!("{interval} undecided; {counts}"),
             SequentialDecision::Inconclusive => format!(
@@ -602,6 +678,97 @@ impl CountTest {
 
 /// Most strata per arm and interval ([`CountTest::update_stratified`]).
 pub const MAX_STRATA: usize = 64;
+
+/// Bets of the pod-permutation e-process: log rate ratios canary / baseline from ×1.1 to ×5.5
+/// (the count test's prior covers the same range), mixed with equal weights.
+pub const PERMUTATION_BETS: [f64; 8] = [0.1, 0.15, 0.225, 0.34, 0.5, 0.76, 1.14, 1.7];
+
+/// The pod-permutation e-process: exact under exchangeable strata, whatever their noise.
+mod permutation {
+    use super::{PERMUTATION_BETS, StratumCounts};
+
+    /// Most strata of both arms together whose labellings are enumerated (C(16, 8) = 12870).
+    const MAX_PERMUTED_STRATA: usize = 16;
+
+    /// Strata are exchangeable only with the same expected traffic; requests of one interval
+    /// within this factor of each other are taken as that. It is a bound on what "comparable"
+    /// means, not a tuned constant: Poisson noise of a pod's requests is a few percent at the
+    /// rates this test needs, and a canary of 5% of the traffic is 19 times smaller.
+    const COMPARABLE_TRAFFIC: f64 = 2.0;
+
+    pub(super) enum Interval {
+        /// log e-value of this interval per bet.
+        Bets(Vec<f64>),
+        /// No errors: nothing to bet on (factor 1).
+        NoErrors,
+        /// The strata cannot be exchangeable (traffic, count): the test does not apply.
+        NotExchangeable,
+    }
+
+    /// One interval's bets. Given the multiset of the strata's error counts, under
+    /// exchangeability each labelling of `m` of them as the canary's is equally likely; under a
+    /// regression ×e^d of the whole canary (Poisson counts, equal traffic) the labelling has
+    /// likelihood ∝ exp(d·S), S = the canary's errors. The bet `exp(d·S) / mean over labellings
+    /// of exp(d·S')` is that likelihood ratio: expectation exactly 1 under exchangeability.
+    pub(super) fn log_e_values(canary: &[StratumCounts], baseline: &[StratumCounts]) -> Interval {
+        let strata: Vec<&StratumCounts> = canary.iter().chain(baseline).collect();
+        let (fewest, most) = strata.iter().fold((u64::MAX, 0), |(lo, hi), s| {
+            (lo.min(s.requests), hi.max(s.requests))
+        });
+        if canary.is_empty()
+            || baseline.is_empty()
+            || strata.len() > MAX_PERMUTED_STRATA
+            || fewest == 0
+            || most as f64 > COMPARABLE_TRAFFIC * fewest as f64
+        {
+            return Interval::NotExchangeable;
+        }
+        let errors: Vec<f64> = strata.iter().map(|s| s.errors as f64).collect();
+        if errors.iter().all(|&e| e == 0.0) {
+            return Interval::NoErrors;
+        }
+        let observed: f64 = errors[..canary.len()].iter().sum();
+        let sums = labelling_sums(&errors, canary.len());
+        let bets = PERMUTATION_BETS
+            .iter()
+            .map(|&bet| {
+                let max = sums.iter().fold(f64::NEG_INFINITY, |m, &s| m.max(bet * s));
+                let mean =
+                    sums.iter().map(|&s| (bet * s - max).exp()).sum::<f64>() / sums.len() as f64;
+                bet * observed - (max + mean.ln())
+            })
+            .collect();
+        Interval::Bets(bets)
+    }
+
+    /// The canary's error sum under every labelling of `chosen` of the strata as the canary's.
+    fn labelling_sums(errors: &[f64], chosen: usize) -> Vec<f64> {
+        let mut sums = Vec::new();
+        let n = errors.len();
+        // Bit masks with `chosen` bits set, n ≤ 16.
+        for mask in 0u32..(1 << n) {
+            if mask.count_ones() as usize == chosen {
+                sums.push(
+                    (0..n)
+                        .filter(|i| mask & (1 << i) != 0)
+                        .map(|i| errors[i])
+                        .sum(),
+                );
+            }
+        }
+        sums
+    }
+
+    /// log of the equal-weight mixture of the bets' e-values.
+    pub(super) fn mixture(log_e: &[f64]) -> f64 {
+        let max = log_e.iter().fold(f64::NEG_INFINITY, |m, &l| m.max(l));
+        if !max.is_finite() {
+            return 0.0;
+        }
+        let mean = log_e.iter().map(|l| (l - max).exp()).sum::<f64>() / log_e.len() as f64;
+        max + mean.ln()
+    }
+}
 
 /// Pseudo degrees of freedom at φ = 1 added to each arm's heterogeneity, so that the first
 /// interval's χ² (two degrees of freedom with three pods) does not swing φ alone.
@@ -1342,6 +1509,11 @@ mod tests {
         pod0_ratio: f64,
         /// Give the counts per pod (strata) instead of the arms' totals.
         stratified: bool,
+        /// Baseline pods (from pod 0) as noisy as the noisy canary pods.
+        noisy_baseline: usize,
+        /// Let the pod-permutation test vote (false: the between-strata tempering alone, as
+        /// before it existed).
+        permutation: bool,
     }
 
     /// Fraction of `runs` 60-minute runs that fail, looking every minute.
@@ -1372,9 +1544,15 @@ mod tests {
                         errors,
                         requests: pod_requests.max(errors),
                     };
+                    let baseline_rate = if pod < pods.noisy_baseline {
+                        error_rate * log_normal_noise(&mut rng)
+                    } else {
+                        error_rate
+                    };
+                    let errors = poisson(&mut rng, pod_requests as f64 * baseline_rate);
                     baseline[pod] = StratumCounts {
-                        errors: poisson(&mut rng, pod_requests as f64 * error_rate),
-                        requests: pod_requests,
+                        errors,
+                        requests: pod_requests.max(errors),
                     };
                 }
                 if pods.stratified {
@@ -1397,6 +1575,7 @@ mod tests {
                     )
                 }
                 .expect("consistent");
+                state.permutation_waived |= !pods.permutation;
                 if test.decide(&mut state, minute == 59) != SequentialDecision::Continue {
                     break;
                 }
@@ -1412,6 +1591,8 @@ mod tests {
             noisy: 1,
             pod0_ratio: 1.0,
             stratified: true,
+            noisy_baseline: 0,
+            permutation: true,
         };
         for seed in 20..24 {
             let rate = pods_failure_rate(seed, 250, 0.05, noisy);
@@ -1448,10 +1629,101 @@ mod tests {
                 noisy: 0,
                 pod0_ratio: 2.0,
                 stratified: true,
+                noisy_baseline: 0,
+                permutation: true,
             },
         );
         eprintln!("one pod ×2: power within 60 minutes {power}");
         assert!(power >= 0.5, "power {power}");
+    }
+
+    #[test]
+    fn noise_in_every_pod_of_both_arms_is_held_by_the_permutation_test() {
+        // Every pod of both arms noisy (σ = 1 log-normal per minute): exchangeable pods, so the
+        // permutation test is exact; the between-strata tempering alone is only approximate.
+        let noisy = Pods {
+            noisy: 3,
+            pod0_ratio: 1.0,
+            stratified: true,
+            noisy_baseline: 3,
+            permutation: true,
+        };
+        for seed in 40..43 {
+            let rate = pods_failure_rate(seed, 250, 0.05, noisy);
+            eprintln!("seed {seed}: every pod noisy, A/A false-fail rate {rate} (α 0.05)");
+            assert!(rate <= 0.05, "seed {seed}: false-fail rate {rate}");
+        }
+        let tempering_alone: f64 = (40..43)
+            .map(|seed| {
+                pods_failure_rate(
+                    seed,
+                    250,
+                    0.05,
+                    Pods {
+                        permutation: false,
+                        ..noisy
+                    },
+                )
+            })
+            .sum::<f64>()
+            / 3.0;
+        eprintln!("every pod noisy, tempering alone: false-fail rate {tempering_alone}");
+        assert!(tempering_alone > 0.05, "tempering alone: {tempering_alone}");
+    }
+
+    #[test]
+    fn the_pod_permutation_bet_has_expectation_one_over_the_labellings() {
+        // Given the multiset of the six pods' errors, exchangeability makes every labelling of
+        // three as the canary's equally likely: the bets must average exactly 1 over them.
+        let errors = [3u64, 9, 0, 14, 2, 5];
+        let mut totals = vec![0.0; PERMUTATION_BETS.len()];
+        let mut labellings = 0;
+        for mask in 0u32..64 {
+            if mask.count_ones() != 3 {
+                continue;
+            }
+            let stratum = |e: u64| StratumCounts {
+                errors: e,
+                requests: 600,
+            };
+            let canary: Vec<_> = (0..6)
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| stratum(errors[i]))
+                .collect();
+            let baseline: Vec<_> = (0..6)
+                .filter(|i| mask & (1 << i) == 0)
+                .map(|i| stratum(errors[i]))
+                .collect();
+            let permutation::Interval::Bets(log_e) = permutation::log_e_values(&canary, &baseline)
+            else {
+                panic!("comparable strata with errors are bet on");
+            };
+            for (total, l) in totals.iter_mut().zip(log_e) {
+                *total += l.exp();
+            }
+            labellings += 1;
+        }
+        assert_eq!(labellings, 20);
+        for total in totals {
+            assert!(
+                (total / 20.0 - 1.0).abs() < 1e-12,
+                "mean e-value {}",
+                total / 20.0
+            );
+        }
+        // Strata of very different traffic cannot be exchangeable: the test stands aside.
+        let small = [StratumCounts {
+            errors: 1,
+            requests: 30,
+        }];
+        let large = [StratumCounts {
+            errors: 5,
+            requests: 600,
+        }];
+        assert!(matches!(
+            permutation::log_e_values(&small, &large),
+            permutation::Interval::NotExchangeable
+        ));
     }
 
     #[test]
@@ -1550,6 +1822,28 @@ mod tests {
         );
         restarted.restarts = 0;
         assert!((gate.log_threshold(&restarted) - 100f64.ln()).abs() < 1e-12);
+        // What the strata showed about each arm's dispersion survives a restart; the evidence
+        // about the ratio does not.
+        let noisy = CountState {
+            canary_errors: 40,
+            baseline_errors: 30,
+            canary_heterogeneity: 12.0,
+            canary_heterogeneity_degrees: 4,
+            baseline_heterogeneity: 3.0,
+            baseline_heterogeneity_degrees: 4,
+            ..CountState::default()
+        };
+        let fresh = noisy.restarted();
+        assert_eq!((fresh.canary_errors, fresh.baseline_errors), (0, 0));
+        assert_eq!(
+            (
+                fresh.canary_heterogeneity,
+                fresh.canary_heterogeneity_degrees,
+                fresh.baseline_heterogeneity,
+                fresh.baseline_heterogeneity_degrees
+            ),
+            (12.0, 4, 3.0, 4)
+        );
     }
 
     #[test]
