@@ -10,7 +10,9 @@
 //!    step judged by a real Prometheus on 127.0.0.1, since measurements wake reconciles).
 //! 4. **restart**: the controller killed and started again; requests until it is quiet.
 //! 5. **churn** (optional): a share of the Rollouts released every minute for N minutes,
-//!    resident memory sampled every minute.
+//!    resident memory sampled every minute beside what the caches mirror (the cluster's
+//!    ReplicaSets and AnalysisRuns) and how many Rollouts are settled (whether releases keep
+//!    up), so growth can be told apart from a leak.
 //!
 //! Reconcile latency p50/p99 comes from the controller's own histogram (phases 1–3).
 //!
@@ -41,6 +43,8 @@ use serde_json::{Value, json};
 use vigil::testing::apiserver::{ApiServer, RequestCounts};
 
 const ROLLOUTS: &str = "vigil.dev/v1alpha1/rollouts";
+const REPLICASETS: &str = "apps/v1/replicasets";
+const ANALYSIS_RUNS: &str = "vigil.dev/v1alpha1/analysisruns";
 const NAMESPACE: &str = "default";
 const SHARD_LABEL: &str = "vigil.dev/shard";
 const FOREIGN_SHARDS: usize = 4;
@@ -385,6 +389,35 @@ fn own_indices(server: &ApiServer) -> Vec<usize> {
         .collect()
 }
 
+/// What the cluster holds at one churn sample: the controller's caches mirror it, so memory
+/// growth that follows these counts is the cluster's, not a leak.
+struct ChurnSample {
+    rss_mib: u64,
+    settled: usize,
+    replica_sets: usize,
+    analysis_runs: usize,
+}
+
+impl ChurnSample {
+    fn take(server: &ApiServer, controller: &Controller) -> Self {
+        let settled_own = server
+            .list_json(ROLLOUTS, Some(NAMESPACE))
+            .iter()
+            .filter(|r| in_shard(r, true) && settled(r))
+            .count();
+        Self {
+            rss_mib: controller.rss_mib(),
+            settled: settled_own,
+            replica_sets: server.list_json(REPLICASETS, Some(NAMESPACE)).len(),
+            analysis_runs: server.list_json(ANALYSIS_RUNS, Some(NAMESPACE)).len(),
+        }
+    }
+
+    fn objects(&self) -> usize {
+        self.replica_sets + self.analysis_runs
+    }
+}
+
 fn churn(server: &ApiServer, controller: &Controller, own: &[usize], settings: &Settings) {
     let per_minute = ((own.len() as f64 * settings.churn_share).ceil() as usize).max(1);
     println!(
@@ -404,22 +437,59 @@ fn churn(server: &ApiServer, controller: &Controller, own: &[usize], settings: &
         }
         let end = started + Duration::from_secs(60 * (minute + 1));
         std::thread::sleep(end.saturating_duration_since(Instant::now()));
-        let rss = controller.rss_mib();
-        println!("  minute {:>3}: VmRSS {rss} MiB", minute + 1);
-        samples.push(rss);
+        let sample = ChurnSample::take(server, controller);
+        println!(
+            "  minute {:>3}: VmRSS {} MiB; settled {}/{}; cluster: {} ReplicaSets, {} AnalysisRuns; load {}",
+            minute + 1,
+            sample.rss_mib,
+            sample.settled,
+            own.len(),
+            sample.replica_sets,
+            sample.analysis_runs,
+            load_average()
+        );
+        samples.push(sample);
     }
     let requests = server.take_requests();
     report_requests("churn", &requests, next as f64, "per released Rollout");
-    // Warm-up: the first two minutes (the first releases fill the caches).
-    if let Some(&base) = samples.get(1) {
-        let after = &samples[1..];
-        let max = after.iter().copied().max().unwrap_or(base);
+    report_churn_memory(&samples);
+}
+
+/// Growth after warm-up (the first two minutes fill the caches after the restart), beside
+/// the growth of what the caches mirror.
+fn report_churn_memory(samples: &[ChurnSample]) {
+    let (Some(base), Some(last)) = (samples.get(1), samples.last()) else {
+        return;
+    };
+    let after = &samples[1..];
+    let max = after
+        .iter()
+        .map(|s| s.rss_mib)
+        .max()
+        .unwrap_or(base.rss_mib);
+    let growth = |to: u64| (to as f64 / base.rss_mib.max(1) as f64 - 1.0) * 100.0;
+    println!(
+        "  memory after warm-up: {} MiB at minute 2, max {max} MiB, last {} MiB: growth {:+.1}% (max), {:+.1}% (last)",
+        base.rss_mib,
+        last.rss_mib,
+        growth(max),
+        growth(last.rss_mib)
+    );
+    let added = last.objects().saturating_sub(base.objects());
+    if added > 0 {
         println!(
-            "  memory after warm-up: {base} MiB at minute 2, max {max} MiB, last {} MiB: growth {:+.1}%",
-            after.last().copied().unwrap_or(base),
-            (max as f64 / base.max(1) as f64 - 1.0) * 100.0
+            "  cluster after warm-up: +{added} ReplicaSets and AnalysisRuns ({} -> {}); {:.1} KiB of VmRSS per object added",
+            base.objects(),
+            last.objects(),
+            (last.rss_mib as f64 - base.rss_mib as f64) * 1024.0 / added as f64
         );
     }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn main() {
@@ -468,7 +538,11 @@ fn main() {
     let controller = Controller::start(&kubeconfig, selector.as_deref());
     let (took, _) = wait_settled(&server, n, true);
     let initial = server.take_requests();
-    println!("  initial: all Healthy after {:.1} s", took.as_secs_f64());
+    println!(
+        "  initial: all Healthy after {:.1} s (load {})",
+        took.as_secs_f64(),
+        load_average()
+    );
     report_requests("initial", &initial, n as f64, "per Rollout");
 
     // 2. Steady state.
@@ -495,9 +569,10 @@ fn main() {
     wait_settled(&server, n, true);
     let released = server.take_requests();
     println!(
-        "  release: all Healthy on the new revision {:.1} s after the first change ({:.1} s to change them all)",
+        "  release: all Healthy on the new revision {:.1} s after the first change ({:.1} s to change them all; load {})",
         started.elapsed().as_secs_f64(),
-        changing.as_secs_f64()
+        changing.as_secs_f64(),
+        load_average()
     );
     report_requests("release", &released, n as f64, "per Rollout");
     println!(
@@ -514,10 +589,11 @@ fn main() {
     let took = wait_quiet(&server);
     let restart = server.take_requests();
     println!(
-        "  restart: quiet (no request but watches for {} s) {:.1} s after start; VmRSS {} MiB",
+        "  restart: quiet (no request but watches for {} s) {:.1} s after start; VmRSS {} MiB (load {})",
         QUIET.as_secs(),
         took.as_secs_f64(),
-        controller.rss_mib()
+        controller.rss_mib(),
+        load_average()
     );
     report_requests("restart", &restart, n as f64, "per Rollout");
 
