@@ -261,8 +261,12 @@ async fn set_canary_scale_and_role_metadata_follow_the_steps_and_an_hpa_mid_rele
         canary_set["spec"]["template"]["metadata"]["annotations"]["example.com/role"],
         "canary"
     );
-    // A running pod of the canary (the stand-in controller makes none): vigil relabels it at
-    // promotion.
+    // A running pod of the canary (the stand-in controller makes none), controlled by its
+    // ReplicaSet as a real one is: vigil relabels it at promotion.
+    let canary_set_uid = canary_set["metadata"]["uid"]
+        .as_str()
+        .expect("ReplicaSet uid")
+        .to_owned();
     cluster
         .server
         .put_json(
@@ -271,7 +275,10 @@ async fn set_canary_scale_and_role_metadata_follow_the_steps_and_an_hpa_mid_rele
                    "metadata": {"name": "web-canary-pod", "namespace": NS,
                                 "labels": {"app": "web", "track": "canary",
                                            "vigil.dev/rollout": "web", "vigil.dev/revision": v2},
-                                "annotations": {"example.com/role": "canary"}},
+                                "annotations": {"example.com/role": "canary"},
+                                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                                     "name": format!("web-{v2}"),
+                                                     "uid": canary_set_uid, "controller": true}]},
                    "spec": {"containers": [{"name": "web", "image": "app:2"}]}}),
         )
         .expect("pod");
