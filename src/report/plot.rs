@@ -45,10 +45,21 @@ fn drawing_error(what: &str) -> impl Fn(DrawingAreaErrorKind<std::io::Error>) ->
     }
 }
 
+/// The largest magnitude a chart's axis spans. Values come from query answers and judges'
+/// texts (a ratio over a baseline without errors is near `f64::MAX`); plotters' tick search
+/// does not finish on a range near the largest float, so larger values are drawn at the edge.
+const DRAWN_LIMIT: f64 = 1e12;
+
+/// `value` within the range a chart can draw.
+fn drawable(value: f64) -> f64 {
+    value.clamp(-DRAWN_LIMIT, DRAWN_LIMIT)
+}
+
 /// A padded range around `values` (and 0..1 when there are none).
 fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (low, high) = values
         .filter(|v| v.is_finite())
+        .map(drawable)
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
             (lo.min(v), hi.max(v))
         });
@@ -78,6 +89,7 @@ pub fn values_chart(metric: &MetricSeries, t0: Timestamp) -> Result<Option<Strin
         .iter()
         .filter_map(|p| p.canary.map(|v| (offset(t0, p.at), v, p.verdict)))
         .filter(|(_, v, _)| v.is_finite())
+        .map(|(t, v, verdict)| (t, drawable(v), verdict))
         .collect();
     if canary.is_empty() {
         return Ok(None);
@@ -87,6 +99,7 @@ pub fn values_chart(metric: &MetricSeries, t0: Timestamp) -> Result<Option<Strin
         .iter()
         .filter_map(|p| p.baseline.map(|v| (offset(t0, p.at), v)))
         .filter(|(_, v)| v.is_finite())
+        .map(|(t, v)| (t, drawable(v)))
         .collect();
     let y = span(
         canary
@@ -178,7 +191,10 @@ fn draw_references(
         let label = reference.label.clone();
         chart
             .draw_series(LineSeries::new(
-                [(x.0, reference.value), (x.1, reference.value)],
+                [
+                    (x.0, drawable(reference.value)),
+                    (x.1, drawable(reference.value)),
+                ],
                 REFERENCE.stroke_width(1),
             ))?
             .label(label)
@@ -267,4 +283,84 @@ fn draw_estimate(
         .border_style(BLACK)
         .draw()?;
     root.present()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::series::{Estimate, JudgeKind};
+
+    /// Runs `draw` on its own thread: a chart that does not finish fails the test instead of
+    /// hanging it (the deadline is generous; drawing takes milliseconds).
+    fn drawn_within_a_minute(
+        draw: impl FnOnce() -> Result<Option<String>, ReportError> + Send + 'static,
+    ) -> String {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || sender.send(draw()));
+        receiver
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the chart was not drawn within a minute")
+            .expect("drawn")
+            .expect("a chart")
+    }
+
+    fn series_with(estimates: &[(Option<f64>, f64, f64)]) -> MetricSeries {
+        let t0 = Timestamp::from_second(1_772_359_200).expect("time");
+        let points = estimates
+            .iter()
+            .zip(0i64..)
+            .map(|(&(value, lower, upper), i)| Point {
+                at: t0 + SignedDuration::from_secs(3 * i),
+                verdict: AnalysisPhase::Running,
+                canary: Some(0.25),
+                baseline: Some(0.0),
+                estimate: Some(Estimate {
+                    value,
+                    lower,
+                    upper,
+                }),
+                counts: None,
+                reason: String::new(),
+            })
+            .collect();
+        MetricSeries {
+            name: "errors".to_owned(),
+            kind: JudgeKind::SequentialCounts,
+            phase: AnalysisPhase::Failed,
+            message: None,
+            points,
+            count: 3,
+            value_references: Vec::new(),
+            estimate_references: Vec::new(),
+        }
+    }
+
+    /// A ratio over a baseline with no errors is near f64::MAX (the judge's prior keeps it
+    /// finite): the chart is still drawn, in bounded time.
+    #[test]
+    fn an_estimate_near_the_largest_float_is_drawn() {
+        let metric = series_with(&[
+            (Some(1.515e308), 0.1003, f64::INFINITY),
+            (Some(f64::MAX), 1.41, f64::INFINITY),
+            (None, f64::MIN, f64::MAX),
+        ]);
+        let t0 = metric.points[0].at;
+        let svg = estimate_chart(&metric, t0)
+            .expect("drawn")
+            .expect("a chart");
+        assert!(svg.contains("<svg"));
+    }
+
+    /// A query answer near the largest float (whoever answers the query chooses it) is drawn
+    /// at the edge of the values chart, in bounded time.
+    #[test]
+    fn a_value_near_the_largest_float_is_drawn() {
+        let mut metric = series_with(&[(None, 0.0, 1.0), (None, 0.0, 1.0)]);
+        metric.points[0].canary = Some(f64::MAX);
+        metric.points[1].canary = Some(f64::MIN);
+        metric.points[1].baseline = Some(1.7e308);
+        let t0 = metric.points[0].at;
+        let svg = drawn_within_a_minute(move || values_chart(&metric, t0));
+        assert!(svg.contains("<svg"));
+    }
 }
