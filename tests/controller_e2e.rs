@@ -1458,10 +1458,10 @@ async fn service_state(client: &kube::Client, name: &str) -> (Option<String>, Op
 }
 
 /// One Rollout per Service: a second Rollout naming the first one's Services holds, says why
-/// in its status and leaves them alone; once the first is deleted (returning and releasing
-/// its Services), the second takes them over.
+/// in its status and leaves them alone; once the first names other Services, the second is
+/// woken and takes them over; deleting it returns them and gives its claim up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_rollout_naming_a_managed_service_holds_until_the_first_is_deleted() {
+async fn a_second_rollout_naming_a_managed_service_holds_until_the_first_lets_go() {
     support::install_crypto_provider();
     let server = ApiServer::start().with_replicaset_controller();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -1470,6 +1470,7 @@ async fn a_second_rollout_naming_a_managed_service_holds_until_the_first_is_dele
     let client = server.client();
     let rollouts: Api<Rollout> = Api::namespaced(client.clone(), NS);
     create_services(&client, "first").await;
+    create_services(&client, "elsewhere").await;
     let first = rollout("first", "app:1", json!([{"setWeight": 50}]));
     let first_revision = vigil::rollout::desired_revision(&first.spec, None);
     rollouts
@@ -1510,22 +1511,45 @@ async fn a_second_rollout_naming_a_managed_service_holds_until_the_first_is_dele
         );
     }
 
+    // first moves to other Services: its claims on these are stale, and second is woken.
+    let repoint = json!({"spec": {"strategy": {"canary": {
+        "stableService": "elsewhere-stable", "canaryService": "elsewhere-canary"}}}});
     rollouts
-        .delete("first", &Default::default())
+        .patch("first", &PatchParams::default(), &Patch::Merge(&repoint))
         .await
-        .expect("delete first");
-    wait_for(&rollouts, "second", "Healthy once first is gone", |r| {
-        phase(r) == Some(RolloutPhase::Healthy)
-    })
+        .expect("repoint first");
+    wait_for(
+        &rollouts,
+        "second",
+        "Healthy once first names other Services",
+        |r| phase(r) == Some(RolloutPhase::Healthy),
+    )
     .await;
+    let owned_by_second = (Some(second_revision.clone()), Some("second".to_owned()));
+    wait_for_service(&client, "first-stable", &owned_by_second).await;
+
+    rollouts
+        .delete("second", &Default::default())
+        .await
+        .expect("delete second");
+    wait_for_service(&client, "first-stable", &(Some(second_revision), None)).await;
+}
+
+/// Waits until the Service `name` is in `state` (see [`service_state`]).
+async fn wait_for_service(
+    client: &kube::Client,
+    name: &str,
+    state: &(Option<String>, Option<String>),
+) {
     let deadline = Instant::now() + WAIT;
-    while service_state(&client, "first-stable").await
-        != (Some(second_revision.clone()), Some("second".to_owned()))
-    {
+    loop {
+        let seen = service_state(client, name).await;
+        if &seen == state {
+            return;
+        }
         assert!(
             Instant::now() < deadline,
-            "second never took first-stable over: {:?}",
-            service_state(&client, "first-stable").await
+            "{name}: timed out waiting for {state:?}; it is {seen:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -54,21 +54,26 @@ struct IndexState {
 }
 
 impl IndexState {
-    fn remove(&mut self, object: &Key) {
-        for key in self.keys.remove(object).unwrap_or_default() {
-            if let Some(objects) = self.by_key.get_mut(&key) {
+    /// Unfiles `object`; returns the keys it was filed under.
+    fn remove(&mut self, object: &Key) -> Vec<String> {
+        let keys = self.keys.remove(object).unwrap_or_default();
+        for key in &keys {
+            if let Some(objects) = self.by_key.get_mut(key) {
                 objects.remove(object);
                 if objects.is_empty() {
-                    self.by_key.remove(&key);
+                    self.by_key.remove(key);
                 }
             }
         }
+        keys
     }
 
-    fn insert(&mut self, object: Key, keys: Vec<String>) {
-        self.remove(&object);
+    /// Files `object` under `keys`; returns the keys it is no longer filed under.
+    fn insert(&mut self, object: Key, keys: Vec<String>) -> Vec<String> {
+        let mut dropped = self.remove(&object);
+        dropped.retain(|key| !keys.contains(key));
         if keys.is_empty() {
-            return;
+            return dropped;
         }
         for key in &keys {
             self.by_key
@@ -77,6 +82,7 @@ impl IndexState {
                 .insert(object.clone());
         }
         self.keys.insert(object, keys);
+        dropped
     }
 }
 
@@ -103,15 +109,18 @@ impl<K: Resource> Index<K> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Applies one watch event.
-    pub fn apply(&self, event: &watcher::Event<K>) {
+    /// Applies one watch event; returns the keys some object is no longer filed under (what
+    /// a changed or deleted object stopped naming, or, after a relist, what the objects gone
+    /// in between named).
+    pub fn apply(&self, event: &watcher::Event<K>) -> Vec<String> {
         let mut state = self.write();
         match event {
-            watcher::Event::Apply(object) => {
-                state.insert(key_of(object), (self.keys_of)(object));
-            }
+            watcher::Event::Apply(object) => state.insert(key_of(object), (self.keys_of)(object)),
             watcher::Event::Delete(object) => state.remove(&key_of(object)),
-            watcher::Event::Init => state.listing = Some(HashMap::new()),
+            watcher::Event::Init => {
+                state.listing = Some(HashMap::new());
+                Vec::new()
+            }
             watcher::Event::InitApply(object) => {
                 let keys = (self.keys_of)(object);
                 if !keys.is_empty() {
@@ -120,9 +129,11 @@ impl<K: Resource> Index<K> {
                         .get_or_insert_default()
                         .insert(key_of(object), keys);
                 }
+                Vec::new()
             }
             watcher::Event::InitDone => {
                 let listed = state.listing.take().unwrap_or_default();
+                let before: BTreeSet<String> = state.by_key.keys().cloned().collect();
                 *state = IndexState {
                     listed: true,
                     ..IndexState::default()
@@ -130,6 +141,10 @@ impl<K: Resource> Index<K> {
                 for (object, keys) in listed {
                     state.insert(object, keys);
                 }
+                before
+                    .into_iter()
+                    .filter(|key| !state.by_key.contains_key(key))
+                    .collect()
             }
         }
     }
@@ -387,7 +402,7 @@ impl Caches {
             deployments: Watched::holding("Deployment", deployments),
             routers: RouterCaches::default(),
             written: WrittenVersions::default(),
-            references: Index::new(references),
+            references: listed_index(),
         }
     }
 
@@ -419,6 +434,7 @@ impl Caches {
             (self.analysis_runs.watched.is_synced(), "AnalysisRun"),
             (self.services.is_synced(), "Service"),
             (self.deployments.is_synced(), "Deployment"),
+            (self.references.listed(), "Rollout"),
         ];
         let routers = self
             .routers
@@ -441,6 +457,14 @@ impl Caches {
                 written: self.written.clone(),
             })
     }
+}
+
+/// A references index that has listed no Rollout.
+fn listed_index() -> Index<Rollout> {
+    let index = Index::new(references);
+    index.apply(&watcher::Event::Init);
+    index.apply(&watcher::Event::InitDone);
+    index
 }
 
 /// Drops what no reader of the cache uses from any object: field ownership and the copy
@@ -957,11 +981,24 @@ mod tests {
             ]
         );
         let index = Index::new(references);
-        index.apply(&watcher::Event::Apply(rollout));
+        index.apply(&watcher::Event::Apply(rollout.clone()));
         let woken = rollouts_referencing(&index, "Service", "shop", "web-canary");
         assert_eq!(woken, [ObjectRef::new("web").within("shop")]);
         assert!(rollouts_referencing(&index, "Service", "bank", "web-canary").is_empty());
         assert!(rollouts_referencing(&index, "HTTPRoute", "shop", "web-stable").is_empty());
+        // What a changed Rollout stops naming comes back (so its Rollouts can be woken).
+        let mut moved = rollout.clone();
+        moved.spec.strategy.canary.canary_service = Some("web-canary-2".into());
+        assert_eq!(
+            index.apply(&watcher::Event::Apply(moved.clone())),
+            ["Service/shop/web-canary"]
+        );
+        assert_eq!(
+            index.apply(&watcher::Event::Delete(moved)).len(),
+            4,
+            "a deleted Rollout names nothing"
+        );
+        index.apply(&watcher::Event::Apply(rollout));
         // Applied events alone are not a whole list: a missing Rollout may be on its way.
         assert!(!index.listed());
         index.apply(&watcher::Event::Init);

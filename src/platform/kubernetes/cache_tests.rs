@@ -113,10 +113,13 @@ async fn a_cache_event_wakes_the_rollout_it_concerns_and_no_other() {
         metrics: Metrics::default(),
         wake,
     };
+    // Listed, as the Rollout watch lists before the caches count as synced.
     let index = Index::new(references);
+    index.apply(&watcher::Event::Init);
     for name in ["checkout", "cart"] {
-        index.apply(&watcher::Event::Apply(rollout(name)));
+        index.apply(&watcher::Event::InitApply(rollout(name)));
     }
+    index.apply(&watcher::Event::InitDone);
     let scope = WatchScope {
         namespace: Some("shop".into()),
         ..WatchScope::default()
@@ -222,10 +225,13 @@ async fn started_caches(
         metrics: Metrics::default(),
         wake,
     };
+    // Listed, as the Rollout watch lists before the caches count as synced.
     let index = Index::new(references);
+    index.apply(&watcher::Event::Init);
     for name in ["checkout", "cart"] {
-        index.apply(&watcher::Event::Apply(rollout(name)));
+        index.apply(&watcher::Event::InitApply(rollout(name)));
     }
+    index.apply(&watcher::Event::InitDone);
     let scope = WatchScope {
         namespace: Some("shop".into()),
         ..WatchScope::default()

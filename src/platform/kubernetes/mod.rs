@@ -566,6 +566,7 @@ async fn run_controllers(
         writer: rollout_writer,
         references,
         wake: woken,
+        wake_sender: reporting.wake.clone(),
         health: reporting.health.clone(),
     };
     let limiter = ConcurrencyLimiter::new(usize::from(config.concurrency))

@@ -163,11 +163,22 @@ fn missing_workload(rollout: &Rollout) -> SpecProblem {
 /// Which revision the stable and the canary side select: the Services' selectors, and the
 /// router's own selectors when it has some (Istio's subsets). With both, a side selects a
 /// revision only when they agree, so a disagreement is pointed again.
+///
+/// A Service this Rollout has not claimed (see [`super::service_claims`]) counts as selecting
+/// nothing yet, so the core points it, which claims it: a Service pointed before claims
+/// existed is claimed by its Rollout's next reconcile, before any other Rollout can take it.
 fn selection(rollout: &Rollout, seen: &Seen) -> ServiceSelection {
+    let name = rollout.name_any();
+    let selected = |service: &Option<Service>| {
+        service
+            .as_ref()
+            .filter(|s| super::service_claims::claimed_by(s, &name))
+            .and_then(service_revision)
+    };
     let services = ServiceSelection {
-        stable: seen.stable_service.as_ref().and_then(service_revision),
-        canary: seen.canary_service.as_ref().and_then(service_revision),
-        baseline: seen.baseline_service.as_ref().and_then(service_revision),
+        stable: selected(&seen.stable_service),
+        canary: selected(&seen.canary_service),
+        baseline: selected(&seen.baseline_service),
     };
     let Some(router) = &seen.router_selection else {
         return services;
@@ -296,7 +307,14 @@ mod tests {
                 ),
                 ..ServiceSpec::default()
             }),
-            ..Service::default()
+            metadata: ObjectMeta {
+                annotations: Some(BTreeMap::from([(
+                    super::super::context::MANAGED_BY_ANNOTATION.to_owned(),
+                    "web".to_owned(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            status: None,
         }
     }
 
@@ -371,6 +389,13 @@ mod tests {
         assert_eq!(obs.router_canary_weight, Some(20));
         assert_eq!(obs.services.baseline.as_deref(), Some("aaa-baseline"));
         assert_eq!(obs.router_baseline_weight, Some(10));
+        // A Service the Rollout has not claimed selects nothing yet: the core points (and
+        // so claims) it.
+        let mut unclaimed = seen.clone();
+        if let Some(service) = unclaimed.stable_service.as_mut() {
+            service.metadata.annotations = None;
+        }
+        assert_eq!(observation(&rollout(), &unclaimed).services.stable, None);
         assert_eq!(obs.analysis_runs.len(), 1);
         let summary = &obs.analysis_runs[0];
         assert_eq!(summary.phase, AnalysisPhase::Failed);

@@ -12,6 +12,15 @@ use super::context::MANAGED_BY_ANNOTATION;
 use crate::api::RolloutSpec;
 use crate::rollout::SpecProblem;
 
+/// Whether `rollout` manages `service` (its name in the annotation).
+pub fn claimed_by(service: &Service, rollout: &str) -> bool {
+    service
+        .annotations()
+        .get(MANAGED_BY_ANNOTATION)
+        .map(String::as_str)
+        == Some(rollout)
+}
+
 /// The Rollout other than `rollout` that manages `service`, when that Rollout still names
 /// it (`still_names(claimant)`).
 pub fn claimed_by_another(

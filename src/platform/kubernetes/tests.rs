@@ -274,8 +274,11 @@ fn replica_set(revision: &str, replicas: i32, ready: i32) -> Value {
     })
 }
 
+/// A Service `web` pointed (and so claimed) at `revision`.
 fn service(name: &str, revision: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+    json!({"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": name, "namespace": NS, "resourceVersion": "7",
+                        "annotations": {MANAGED_BY_ANNOTATION: "web"}},
            "spec": {"selector": {"app": "web", REVISION_LABEL: revision}}})
 }
 
@@ -305,6 +308,8 @@ struct Cluster {
     deployment: Option<Value>,
     /// The Deployment's replicas changed since read: its guarded patch fails.
     deployment_changed: bool,
+    /// Other Rollouts of the namespace, by name (read to check a Service's claim).
+    other_rollouts: BTreeMap<String, Value>,
 }
 
 impl Default for Cluster {
@@ -318,6 +323,7 @@ impl Default for Cluster {
             status_write: None,
             deployment: None,
             deployment_changed: false,
+            other_rollouts: BTreeMap::new(),
         }
     }
 }
@@ -350,6 +356,8 @@ impl Cluster {
                         self.route.clone()
                     } else if path.contains("/analysistemplates/") {
                         self.templates.get(name).cloned()
+                    } else if path.contains("/rollouts/") {
+                        self.other_rollouts.get(name).cloned()
                     } else {
                         None
                     };
@@ -450,34 +458,59 @@ fn assert_status_write(call: &Call) {
     assert_eq!(call.body["metadata"]["resourceVersion"], json!("41"));
 }
 
-/// A Service another Rollout manages: the rollout holds at the field naming it, and no
-/// Service, ReplicaSet or router is touched.
+/// A Rollout `name` of the namespace naming `stable_service` as its stable Service.
+fn other_rollout(name: &str, stable_service: &str) -> Value {
+    json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "Rollout",
+           "metadata": {"name": name, "namespace": NS},
+           "spec": {"selector": {"matchLabels": {"app": name}},
+                    "strategy": {"canary": {"stableService": stable_service}}}})
+}
+
+/// Services `web-stable` (claimed by `claimant`, unpointed) and `web-canary` (unclaimed).
+fn claimed_services(claimant: &str) -> BTreeMap<String, Value> {
+    BTreeMap::from([
+        (
+            "web-stable".into(),
+            json!({"metadata": {"name": "web-stable", "resourceVersion": "5",
+                                "annotations": {MANAGED_BY_ANNOTATION: claimant}},
+                   "spec": {"selector": {"app": "web"}}}),
+        ),
+        (
+            "web-canary".into(),
+            json!({"metadata": {"name": "web-canary", "resourceVersion": "6"},
+                   "spec": {"selector": {"app": "web"}}}),
+        ),
+    ])
+}
+
+/// A Service another Rollout manages and still names (that Rollout read from the API server:
+/// the index does not hold it, e.g. another shard's): the rollout holds at the field naming
+/// it, and no Service, ReplicaSet or router is touched.
 #[tokio::test]
 async fn a_service_another_rollout_manages_holds_the_rollout_at_its_field() {
     let cluster = Cluster {
-        services: BTreeMap::from([
-            (
-                "web-stable".into(),
-                json!({"metadata": {"name": "web-stable",
-                                    "annotations": {MANAGED_BY_ANNOTATION: "checkout"}},
-                       "spec": {"selector": {"app": "web"}}}),
-            ),
-            (
-                "web-canary".into(),
-                json!({"metadata": {"name": "web-canary"}, "spec": {"selector": {"app": "web"}}}),
-            ),
-        ]),
+        services: claimed_services("checkout"),
+        other_rollouts: BTreeMap::from([(
+            "checkout".into(),
+            other_rollout("checkout", "web-stable"),
+        )]),
         ..Cluster::default()
     };
     let (result, calls, _) = reconcile_rollout(rollout(false, None), cluster).await;
-    result.expect("reconciled");
+    // Held: it looks again now and then, as nothing need wake it when the claim ends.
+    assert_eq!(result, Ok(Action::requeue(Duration::from_secs(20))));
+    let checkout = "/apis/vigil.dev/v1alpha1/namespaces/shop/rollouts/checkout";
     assert_eq!(
         lines(&calls),
-        vec![format!("POST {EVENTS}"), format!("PUT {STATUS}")],
+        vec![
+            format!("GET {checkout}"),
+            format!("POST {EVENTS}"),
+            format!("PUT {STATUS}")
+        ],
         "{calls:#?}"
     );
-    assert_eq!(calls[0].body["reason"], json!("InvalidSpec"));
-    let status = status_of(&calls[1]);
+    assert_eq!(calls[1].body["reason"], json!("InvalidSpec"));
+    let status = status_of(&calls[2]);
     assert_eq!(status.phase, Some(RolloutPhase::Degraded));
     let message = status.message.unwrap_or_default();
     assert!(
@@ -485,6 +518,66 @@ async fn a_service_another_rollout_manages_holds_the_rollout_at_its_field() {
             "spec.strategy.canary.stableService: Service \"web-stable\" is managed by Rollout \"checkout\""
         ),
         "{message}"
+    );
+}
+
+/// A claim whose Rollout is gone, or names another Service now, passes on: the Service is
+/// pointed and claimed, guarded by the resourceVersion it was read at.
+#[tokio::test]
+async fn a_stale_claim_passes_to_the_rollout_that_points_the_service_next() {
+    for other in [None, Some(other_rollout("checkout", "checkout-stable"))] {
+        let cluster = Cluster {
+            services: claimed_services("checkout"),
+            other_rollouts: other
+                .into_iter()
+                .map(|r| ("checkout".to_owned(), r))
+                .collect(),
+            ..Cluster::default()
+        };
+        let (result, calls, _) = reconcile_rollout(rollout(false, None), cluster).await;
+        result.expect("reconciled");
+        let patches: Vec<&Call> = calls
+            .iter()
+            .filter(|c| {
+                c.line()
+                    .starts_with("PATCH /api/v1/namespaces/shop/services/")
+            })
+            .collect();
+        assert_eq!(patches.len(), 2, "{calls:#?}");
+        let revision = template_hash(&image_template("web:2"));
+        for (patch, version) in patches.iter().zip(["5", "6"]) {
+            assert_eq!(
+                patch.body,
+                json!({"metadata": {"annotations": {MANAGED_BY_ANNOTATION: "web"},
+                                    "resourceVersion": version},
+                       "spec": {"selector": {REVISION_LABEL: revision}}})
+            );
+        }
+    }
+}
+
+/// Deleting a Rollout whose Service another Rollout manages now leaves that Service alone.
+#[tokio::test]
+async fn deleting_a_rollout_leaves_a_service_another_rollout_manages_alone() {
+    let (status, mut cluster) = in_flight(1, 20);
+    cluster.services = claimed_services("checkout");
+    cluster.other_rollouts =
+        BTreeMap::from([("checkout".into(), other_rollout("checkout", "web-stable"))]);
+    let mut r = rollout(true, Some(status));
+    r.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()));
+    let (result, calls, _) = reconcile_rollout(r, cluster).await;
+    assert_eq!(result, Ok(Action::await_change()));
+    assert_eq!(
+        lines(&calls),
+        vec![
+            format!("GET {ROUTE}"),
+            format!("PATCH {ROUTE}"),
+            "GET /apis/vigil.dev/v1alpha1/namespaces/shop/rollouts/checkout".to_owned(),
+            format!("PATCH {CANARY_SVC}"),
+            "PATCH /apis/vigil.dev/v1alpha1/namespaces/shop/rollouts/web".to_owned(),
+        ],
+        "{calls:#?}"
     );
 }
 

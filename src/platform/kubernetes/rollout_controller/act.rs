@@ -53,7 +53,8 @@ pub(super) async fn act(
             }
             Effect::PointBaselineService { revision } => {
                 if let Some(service) = crate::rollout::baseline::service(&scope.rollout.spec) {
-                    point_service(scope, service, revision, Claim::Keep).await?;
+                    let observed = seen.baseline_service.as_ref();
+                    point_service(scope, service, observed, revision, Claim::Keep).await?;
                 }
             }
             Effect::SetHeaderRoute { route } => {
@@ -110,9 +111,12 @@ pub(super) async fn act(
             Effect::PointServices { stable, canary } => {
                 let (stable_service, canary_service) =
                     crate::rollout::service_names(&scope.rollout.spec);
-                for (service, revision) in [(stable_service, stable), (canary_service, canary)] {
+                let observed = [&seen.stable_service, &seen.canary_service];
+                let services = [(stable_service, stable), (canary_service, canary)];
+                for ((service, revision), observed) in services.into_iter().zip(observed) {
                     if let (Some(service), Some(revision)) = (service, revision) {
-                        point_service(scope, service, revision, Claim::Keep).await?;
+                        let observed = observed.as_ref();
+                        point_service(scope, service, observed, revision, Claim::Keep).await?;
                     }
                 }
                 router
@@ -430,27 +434,19 @@ pub(super) enum Claim {
 
 /// Patches only the `vigil.dev/revision` key of the Service's selector (a JSON merge patch
 /// leaves the user's other selector keys alone) and the Service's
-/// [`MANAGED_BY_ANNOTATION`](crate::platform::kubernetes::context::MANAGED_BY_ANNOTATION).
-/// A Service another Rollout manages is never patched (observe made that a spec problem; this
-/// guards every path that points, the deletion's too).
+/// [`MANAGED_BY_ANNOTATION`]. `observed` is the Service as the reconcile read it: one
+/// another Rollout manages is never patched (observe made that a spec problem; this guards
+/// every path that points, the deletion's too), and claiming one nobody manages is guarded by
+/// its resourceVersion, so of two Rollouts claiming at once one gets a conflict.
 pub(super) async fn point_service(
     scope: &Scope<'_>,
     service: &str,
+    observed: Option<&Service>,
     revision: &str,
     claim: Claim,
 ) -> Result<(), Error> {
-    if let Some(claimant) = scope
-        .ctx
-        .caches
-        .services
-        .get(&scope.namespace, service)
-        .and_then(|cached| {
-            crate::platform::kubernetes::service_claims::claimed_by_another(
-                &cached,
-                &scope.name,
-                |claimant| still_names(scope, claimant, service),
-            )
-        })
+    if let Some(observed) = observed
+        && let Some((claimant, _)) = live_claim(scope, observed).await?
     {
         return Err(Error::ClaimService {
             service: service.to_owned(),
@@ -461,15 +457,19 @@ pub(super) async fn point_service(
         Claim::Keep => json!(scope.name),
         Claim::GiveUp => serde_json::Value::Null,
     };
-    let patch = Patch::Merge(json!({
-        "metadata": {"annotations": {
-            crate::platform::kubernetes::context::MANAGED_BY_ANNOTATION: manager
-        }},
-        "spec": {"selector": {crate::platform::kubernetes::context::REVISION_LABEL: revision}}
-    }));
+    let mut patch = json!({
+        "metadata": {"annotations": {MANAGED_BY_ANNOTATION: manager}},
+        "spec": {"selector": {REVISION_LABEL: revision}}
+    });
+    let claiming = observed.is_some_and(|o| {
+        o.annotations().get(MANAGED_BY_ANNOTATION) != Some(&scope.name) && claim == Claim::Keep
+    });
+    if claiming && let Some(version) = observed.and_then(|o| o.resource_version()) {
+        patch["metadata"]["resourceVersion"] = json!(version);
+    }
     let patched = scope
         .api::<Service>()
-        .patch(service, &params(), &patch)
+        .patch(service, &params(), &Patch::Merge(patch))
         .await
         .map_err(|source| Error::PatchService {
             service: service.to_owned(),
@@ -484,6 +484,39 @@ pub(super) async fn point_service(
     Ok(())
 }
 
+/// Gives up this Rollout's claim on `service` (at deletion, for a Service whose selector vigil
+/// leaves as it is: the baseline's); a Service that is gone or another Rollout's is left alone.
+pub(super) async fn release_service(scope: &Scope<'_>, service: &str) -> Result<(), Error> {
+    let Some(observed) = read_service(scope, Some(service)).await? else {
+        return Ok(());
+    };
+    if observed.annotations().get(MANAGED_BY_ANNOTATION) != Some(&scope.name) {
+        return Ok(());
+    }
+    let patch = json!({"metadata": {"annotations": {MANAGED_BY_ANNOTATION: null}}});
+    match scope
+        .api::<Service>()
+        .patch(service, &params(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(patched) => {
+            scope.ctx.caches.written.wrote(
+                WrittenVersions::key("Service", &scope.namespace, service),
+                patched.resource_version().as_deref(),
+            );
+            Ok(())
+        }
+        Err(source) if not_found(&source) => Ok(()),
+        Err(source) => Err(Error::ReleaseService {
+            service: service.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// A run whose templates and arguments do not combine for the decision's revisions (the
+/// dereference step built it for the observed ones), worded for status; any other failure is
+/// returned as it is (and retried).
 pub(super) fn as_spec_problem(kind: AnalysisKind, error: Error) -> Error {
     let message = match &error {
         Error::Instantiate { .. } => error.to_string(),

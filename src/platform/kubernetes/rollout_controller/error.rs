@@ -26,6 +26,17 @@ pub enum Error {
         /// The cause.
         source: kube::Error,
     },
+    /// Reading the Rollout a Service's claim names (to tell whether it still names the
+    /// Service) failed.
+    #[error("failed to get rollout {claimant}, which claims service {service}: {source}")]
+    GetClaimant {
+        /// The Rollout the claim names.
+        claimant: String,
+        /// The Service.
+        service: String,
+        /// The cause.
+        source: kube::Error,
+    },
     /// Scaling a ReplicaSet failed.
     #[error("failed to scale ReplicaSet {replica_set} to {replicas}: {source}")]
     ScaleReplicaSet {
@@ -233,6 +244,14 @@ pub enum Error {
         /// The cause.
         source: kube::Error,
     },
+    /// Giving up the claim on a Service (at deletion) failed.
+    #[error("failed to give up the claim on service {service}: {source}")]
+    ReleaseService {
+        /// The Service.
+        service: String,
+        /// The cause.
+        source: kube::Error,
+    },
     /// A Service was not pointed: another Rollout manages it.
     #[error(
         "refused to point service {service}: Rollout {claimant} manages it (annotation vigil.dev/managed-by-rollout)"
@@ -263,6 +282,7 @@ impl Error {
             Error::ReconcilePanicked { .. } => "reconcile_panicked",
             Error::MissingObjectKey { .. } => "missing_object_key",
             Error::GetService { .. } => "get_service",
+            Error::GetClaimant { .. } => "get_claimant",
             Error::ScaleReplicaSet { .. } => "scale_replica_set",
             Error::CreateReplicaSet { .. } => "create_replica_set",
             Error::SetRevisionSettings { .. } => "set_revision_settings",
@@ -286,6 +306,7 @@ impl Error {
             Error::TerminateAnalysisRun { .. } => "terminate_analysis_run",
             Error::PatchService { .. } => "patch_service",
             Error::ClaimService { .. } => "claim_service",
+            Error::ReleaseService { .. } => "release_service",
             Error::ReplaceStatus { .. } => "replace_status",
             Error::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {

@@ -26,8 +26,8 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::cache::Index;
 use super::context::{
-    Context, FIELD_MANAGER, FINALIZER, REVISION_LABEL, ROLLOUT_LABEL, TemplateIndex,
-    rollout_label_value,
+    Context, FIELD_MANAGER, FINALIZER, MANAGED_BY_ANNOTATION, REVISION_LABEL, ROLLOUT_LABEL,
+    TemplateIndex, rollout_label_value,
 };
 use super::observe::{Seen, WorkloadSeen, observation};
 use super::resources::{
@@ -404,12 +404,16 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
     }
     let (stable_service, canary_service) = crate::rollout::service_names(&rollout.spec);
     for service in [stable_service, canary_service].into_iter().flatten() {
-        match point_service(&scope, service, stable, Claim::GiveUp).await {
+        let observed = read_service(&scope, Some(service)).await?;
+        match point_service(&scope, service, observed.as_ref(), stable, Claim::GiveUp).await {
             Err(Error::PatchService { source, .. }) if not_found(&source) => {}
             // Another Rollout's Service: not this one's to return.
             Err(Error::ClaimService { .. }) => {}
             other => other?,
         }
+    }
+    if let Some(service) = crate::rollout::baseline::service(&rollout.spec) {
+        release_service(&scope, service).await?;
     }
     info!(
         stable,
@@ -480,8 +484,23 @@ pub struct RolloutInputs {
     pub references: Index<Rollout>,
     /// Rollouts to reconcile because something they read changed.
     pub wake: UnboundedReceiver<ObjectRef<Rollout>>,
+    /// The sending end of `wake`: a Rollout that stops naming a Service (or is deleted) wakes
+    /// the others naming it, which may have been held by its claim.
+    pub wake_sender: tokio::sync::mpsc::UnboundedSender<ObjectRef<Rollout>>,
     /// Where the Rollout watch reports its health.
     pub health: WatchHealth,
+}
+
+/// Wakes the Rollouts filed under the index key `key` (`Kind/namespace/name`).
+fn wake_naming(
+    references: &Index<Rollout>,
+    key: &str,
+    wake: &tokio::sync::mpsc::UnboundedSender<ObjectRef<Rollout>>,
+) {
+    for (namespace, name) in references.lookup(key) {
+        // The receiver is gone only when the controller stops.
+        let _ = wake.send(ObjectRef::new(&name).within(&namespace));
+    }
 }
 
 /// Runs the Rollout controller until `shutdown` resolves: Rollouts in the namespace in
@@ -497,6 +516,7 @@ pub async fn run(
         writer,
         references,
         wake,
+        wake_sender,
         health,
     } = inputs;
     let reader = writer.as_reader();
@@ -508,7 +528,11 @@ pub async fn run(
         // The index first: a Rollout is found by what it names once the store has it.
         .inspect(move |event| {
             if let Ok(event) = event {
-                references.apply(event);
+                for dropped in references.apply(event) {
+                    if dropped.starts_with("Service/") {
+                        wake_naming(&references, &dropped, &wake_sender);
+                    }
+                }
             }
         })
         .reflect(writer);

@@ -4,6 +4,8 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 use crate::notify::{RolloutRef, Transition};
+use crate::platform::kubernetes::cache::{referenced, references, rollouts_referencing};
+use crate::platform::kubernetes::service_claims::{claim_problems, claimed_by_another};
 
 /// Everything one reconcile reads about its Rollout, from the caches (the router's objects
 /// too, when their kind is watched): no LIST, and a GET only for an object vigil wrote that
@@ -55,15 +57,22 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
     };
     let router_managed_routes = managed_routes(scope, router).await;
     let workload = read_workload(scope).await?;
-    let service_claims = crate::platform::kubernetes::service_claims::claim_problems(
+    let found = [
+        stable_service.as_ref(),
+        canary_service.as_ref(),
+        baseline_service.as_ref(),
+    ];
+    let mut live_claims = Vec::new();
+    for service in found.into_iter().flatten() {
+        if let Some(claim) = live_claim(scope, service).await? {
+            live_claims.push(claim);
+        }
+    }
+    let service_claims = claim_problems(
         &scope.rollout.spec,
         &scope.name,
-        [
-            stable_service.as_ref(),
-            canary_service.as_ref(),
-            baseline_service.as_ref(),
-        ],
-        |claimant, service| still_names(scope, claimant, service),
+        found,
+        |claimant, service| live_claims.contains(&(claimant.to_owned(), service.to_owned())),
     );
     Ok(Seen {
         service_claims,
@@ -81,19 +90,38 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
     })
 }
 
-/// Whether the Rollout `claimant` (of this namespace) still names `service`: until the
-/// Rollout watch has listed once, every claim counts.
-pub(super) fn still_names(scope: &Scope<'_>, claimant: &str, service: &str) -> bool {
-    let references = &scope.ctx.caches.references;
-    !references.listed()
-        || crate::platform::kubernetes::cache::rollouts_referencing(
-            references,
-            "Service",
-            &scope.namespace,
-            service,
-        )
-        .iter()
-        .any(|rollout| rollout.name == claimant)
+/// `(claimant, service)` when another Rollout claims `service` and still names it: the
+/// references index says so, or (a claimant the index does not hold: deleted, or another
+/// shard's) the claimant read from the API server does.
+pub(super) async fn live_claim(
+    scope: &Scope<'_>,
+    service: &Service,
+) -> Result<Option<(String, String)>, Error> {
+    let name = service.name_any();
+    let Some(claimant) = claimed_by_another(service, &scope.name, |_| true) else {
+        return Ok(None);
+    };
+    let key = referenced("Service", &scope.namespace, &name);
+    let indexed = rollouts_referencing(
+        &scope.ctx.caches.references,
+        "Service",
+        &scope.namespace,
+        &name,
+    )
+    .iter()
+    .any(|rollout| rollout.name == claimant);
+    let names_it = indexed
+        || scope
+            .api::<Rollout>()
+            .get_opt(&claimant)
+            .await
+            .map_err(|source| Error::GetClaimant {
+                claimant: claimant.clone(),
+                service: name.clone(),
+                source,
+            })?
+            .is_some_and(|rollout| references(&rollout).contains(&key));
+    Ok(names_it.then_some((claimant, name)))
 }
 
 /// The cached copy of a watched object, unless it predates vigil's last write of it (the
@@ -115,7 +143,10 @@ fn fresh<K: Resource + Clone>(
 }
 
 /// The Service `name` (when the Rollout names one).
-async fn read_service(scope: &Scope<'_>, name: Option<&str>) -> Result<Option<Service>, Error> {
+pub(super) async fn read_service(
+    scope: &Scope<'_>,
+    name: Option<&str>,
+) -> Result<Option<Service>, Error> {
     let Some(name) = name else { return Ok(None) };
     let cached = scope.ctx.caches.services.get(&scope.namespace, name);
     if let Some(found) = fresh(scope, "Service", name, cached) {
@@ -223,7 +254,11 @@ impl Platform for KubeRollout<'_> {
             let seen = read(&self.scope, &self.router).await?;
             let mut observation = observation(rollout, &seen);
             let found = dereference(&self.scope, &observation).await?;
-            self.blocked = !found.problems.is_empty() || seen.router_problem.is_some();
+            // A held Rollout looks again now and then: what ends a claim (its Rollout
+            // deleted, or naming another Service) need not touch this Rollout or its Services.
+            self.blocked = !found.problems.is_empty()
+                || seen.router_problem.is_some()
+                || !seen.service_claims.is_empty();
             observation.spec_problems.extend(found.problems);
             self.prepared = found.prepared;
             self.seen = Some((seen, observation));
