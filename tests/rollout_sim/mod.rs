@@ -226,6 +226,8 @@ pub struct World {
     pub pods_get_ready: bool,
     pub services: ServiceSelection,
     pub runs: BTreeMap<String, SimRun>,
+    /// The runs deleted by the history limits, in order.
+    pub deleted_runs: Vec<String>,
     pub verdicts: Verdicts,
     pub spec_problems: Vec<SpecProblem>,
     /// The Deployment behind `spec.workloadRef`, when the spec has one.
@@ -271,6 +273,7 @@ impl World {
             pods_get_ready: true,
             services: ServiceSelection::default(),
             runs: BTreeMap::new(),
+            deleted_runs: Vec::new(),
             verdicts,
             spec_problems: vec![],
             workload: None,
@@ -332,6 +335,11 @@ impl World {
             router_managed_routes: Some(self.routes.clone()),
             services: self.services.clone(),
             analysis_runs: self.runs.values().map(|r| r.summary.clone()).collect(),
+            analysis_run_created_at: self
+                .runs
+                .iter()
+                .map(|(name, run)| (name.clone(), run.created_at))
+                .collect(),
             spec_problems: self.spec_problems.clone(),
             workload: self.workload.clone(),
             webhook_answers: self
@@ -469,6 +477,15 @@ impl World {
                     && !run.summary.phase.is_completed()
                 {
                     run.summary.phase = AnalysisPhase::Terminated;
+                }
+            }
+            Effect::DeleteAnalysisRun { name } => {
+                if let Some(run) = self.runs.remove(name) {
+                    assert!(
+                        run.summary.phase.is_completed(),
+                        "a run still running was deleted: {name}"
+                    );
+                    self.deleted_runs.push(name.clone());
                 }
             }
             Effect::PointServices { stable, canary } => {
