@@ -102,7 +102,8 @@ pub(crate) fn runs_in_status(
 /// Deletions of the finished runs beyond `limits`, oldest first to go: runs are counted newest
 /// first (by [`Observation::analysis_run_created_at`]; one without a known creation time counts
 /// as oldest, ties by name), each kind against its own limit. The runs named in `kept` (wanted
-/// or shown in status) are never deleted and do not count.
+/// or shown in status) are never deleted but count like the others, so which runs go does not
+/// depend on what the status shows, and a status that leaves a run only ever frees that run.
 pub(crate) fn run_history_effects(
     limits: RunHistoryLimits,
     kept: &[&str],
@@ -112,7 +113,6 @@ pub(crate) fn run_history_effects(
     let mut finished: Vec<(&AnalysisRunSummary, Option<Timestamp>, bool)> = obs
         .analysis_runs
         .iter()
-        .filter(|run| !kept.contains(&run.name.as_str()))
         .filter_map(|run| Some((run, created(run), kind(run.phase)?)))
         .collect();
     finished.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.name.cmp(&b.0.name)));
@@ -125,7 +125,7 @@ pub(crate) fn run_history_effects(
             (&mut unsuccessful, limits.unsuccessful)
         };
         *seen += 1;
-        if *seen > limit {
+        if *seen > limit && !kept.contains(&run.name.as_str()) {
             deletions.push(Effect::DeleteAnalysisRun {
                 name: run.name.clone(),
             });

@@ -651,12 +651,33 @@ pub fn check_restart_safety(
         "deciding again emitted events: {new_events:?}"
     );
     for effect in &settled.effects {
+        // A finished run the status observed still showed (or made, in the attempt then in
+        // flight) is deleted only once a stored status has left it: deciding again on the
+        // stored status may delete it, by design (see `vigil::rollout::run_history`).
+        if let Effect::DeleteAnalysisRun { name } = effect
+            && kept_by(status, name)
+        {
+            continue;
+        }
         assert!(
             decision.effects.contains(effect),
             "deciding again emitted a new effect {effect:?}; first: {:?}",
             decision.effects
         );
     }
+}
+
+/// Whether `status` keeps the run `name` from the history limits: it shows it, or the canary
+/// attempt it has in flight made it.
+fn kept_by(status: &RolloutStatus, name: &str) -> bool {
+    let shown = [&status.step_analysis, &status.background_analysis]
+        .into_iter()
+        .flatten()
+        .any(|run| run.name == name);
+    let in_flight = status.canary_revision.as_ref().is_some_and(|canary| {
+        name.starts_with(&format!("{NAME}-{canary}-{}-", status.canary_attempt))
+    });
+    shown || in_flight
 }
 
 /// The routes a router holds after a route effect.
