@@ -198,7 +198,11 @@ fn run_history_limits_are_between_0_and_100_naming_the_field() {
         successful_run_history_limit: Some(0),
         unsuccessful_run_history_limit: Some(100),
     });
-    assert!(validate_spec(&spec).is_empty(), "{:?}", validate_spec(&spec));
+    assert!(
+        validate_spec(&spec).is_empty(),
+        "{:?}",
+        validate_spec(&spec)
+    );
 }
 
 #[test]
