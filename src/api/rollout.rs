@@ -111,8 +111,9 @@ pub struct RolloutSpec {
     /// How the new version is released.
     pub strategy: RolloutStrategy,
     /// How many finished AnalysisRuns of this Rollout are kept (as Argo Rollouts'
-    /// `spec.analysis`); older ones are deleted, so releases do not pile runs up in the
-    /// cluster. A run still running, or one the status shows, is never deleted.
+    /// `spec.analysis`); older ones are deleted, oldest first, so releases do not pile runs up
+    /// in the cluster. A run still running, one the status shows, or one of the release in
+    /// flight is never deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisRunStrategy>,
 }
