@@ -155,3 +155,30 @@ async fn a_failed_delete_is_a_categorised_error() {
     assert!(error.starts_with("delete_analysis_run: "), "{error}");
     assert!(error.contains("web-a-1-step1"), "{error}");
 }
+
+#[test]
+fn a_cached_run_keeps_what_the_history_limits_read() {
+    // The cache trims every run it holds: the rule still needs its creation time, phase and
+    // owner (to pick the oldest of this Rollout's finished runs) and its uid (the DELETE's
+    // precondition).
+    let mut run: AnalysisRun = parse([finished_run(
+        "web-a-1-step1",
+        "Successful",
+        "2027-01-01T00:00:00Z",
+        false,
+    )])
+    .remove(0);
+    super::super::cache::trim_run(&mut run);
+    assert_eq!(run.metadata.uid.as_deref(), Some("uid-web-a-1-step1"));
+    let seen = super::super::observe::Seen {
+        analysis_runs: vec![run],
+        ..Default::default()
+    };
+    let obs = super::super::observe::observation(&rollout(false, None), &seen);
+    assert_eq!(obs.analysis_runs.len(), 1, "controlled by the Rollout");
+    assert_eq!(obs.analysis_runs[0].phase, AnalysisPhase::Successful);
+    assert_eq!(
+        obs.analysis_run_created_at.get("web-a-1-step1"),
+        Some(&"2027-01-01T00:00:00Z".parse::<Timestamp>().expect("time"))
+    );
+}
