@@ -105,7 +105,7 @@ fn the_runs_of_the_release_in_flight_stay_even_at_a_limit_of_zero() {
     }
     // Once the release ended its runs go, but for the one the status still shows.
     let last_run = format!("{NAME}-{canary}-1-step3");
-    assert_eq!(run_names(&world), [last_run.clone()]);
+    assert_eq!(run_names(&world), std::slice::from_ref(&last_run));
     let shown = world.status.step_analysis.as_ref().map(|r| r.name.clone());
     assert_eq!(shown, Some(last_run));
 }
