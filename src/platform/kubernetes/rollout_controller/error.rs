@@ -241,6 +241,16 @@ pub enum Error {
         /// The cause.
         source: kube::Error,
     },
+    /// A Service was not pointed: another Rollout manages it.
+    #[error(
+        "refused to point service {service}: Rollout {claimant} manages it (annotation vigil.dev/managed-by-rollout)"
+    )]
+    ClaimService {
+        /// The Service.
+        service: String,
+        /// The Rollout that manages it.
+        claimant: String,
+    },
     /// Recording the status failed.
     #[error("failed to replace the status of rollout {rollout}: {source}")]
     ReplaceStatus {
@@ -284,6 +294,7 @@ impl Error {
             Error::TerminateAnalysisRun { .. } => "terminate_analysis_run",
             Error::DeleteAnalysisRun { .. } => "delete_analysis_run",
             Error::PatchService { .. } => "patch_service",
+            Error::ClaimService { .. } => "claim_service",
             Error::ReplaceStatus { .. } => "replace_status",
             Error::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
