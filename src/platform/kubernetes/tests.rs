@@ -1535,3 +1535,6 @@ mod scaling;
 
 #[path = "baseline_tests.rs"]
 mod baseline;
+
+#[path = "run_history_tests.rs"]
+mod run_history;
