@@ -800,9 +800,34 @@ pub fn trim_dynamic(object: &mut DynamicObject) {
     trim_meta(&mut object.metadata);
 }
 
-/// Drops field ownership and the `kubectl apply` copy from an AnalysisRun.
+/// Drops field ownership and the `kubectl apply` copy from an AnalysisRun, and from a
+/// completed one what neither controller reads any more: a completed run is a record. The
+/// Rollout controller reads its phase, message, score and each metric's latest measurement
+/// (its summary); the AnalysisRun controller only whether a metric ran Jobs (to delete them),
+/// so those metrics stay, and the other metrics, the arguments and the older measurements go.
+/// A run in progress stays whole: the AnalysisRun controller measures from its spec.
 pub fn trim_run(run: &mut AnalysisRun) {
     trim_meta(&mut run.metadata);
+    let completed = run
+        .status
+        .as_ref()
+        .and_then(|status| status.phase)
+        .is_some_and(crate::api::AnalysisPhase::is_completed);
+    if !completed {
+        return;
+    }
+    run.spec
+        .metrics
+        .retain(|metric| metric.provider.job.is_some());
+    run.spec.args = Vec::new();
+    if let Some(status) = run.status.as_mut() {
+        for result in &mut status.metric_results {
+            let older = result.measurements.len().saturating_sub(1);
+            result.measurements.drain(..older);
+            result.measurements.shrink_to_fit();
+            result.sequential_state = None;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -887,6 +912,76 @@ mod tests {
         assert_eq!(spec.replicas, Some(2));
         assert_eq!(rs.status.and_then(|s| s.ready_replicas), Some(1));
         assert_eq!(rs.metadata.labels.expect("labels")[ROLLOUT_LABEL], "web");
+    }
+
+    fn run(phase: &str) -> AnalysisRun {
+        let measurement = |value: &str| {
+            json!({"phase": "Successful", "startedAt": "2026-01-01T00:00:00.000000Z",
+                   "value": value, "reason": format!("{value} < 0.05")})
+        };
+        serde_json::from_value(json!({
+            "apiVersion": "vigil.dev/v1alpha1", "kind": "AnalysisRun",
+            "metadata": {"name": "web-abc-1", "namespace": "shop",
+                         "labels": {ROLLOUT_LABEL: "web"},
+                         "managedFields": [{"manager": "vigil"}]},
+            "spec": {
+                "metrics": [
+                    {"name": "errors", "successCondition": "result < 0.05",
+                     "provider": {"prometheus": {"address": "http://prom:9090", "query": "q"}}},
+                    {"name": "smoke",
+                     "provider": {"job": {"spec": {"template": {"spec": {
+                         "containers": [{"name": "t", "image": "curl"}],
+                         "restartPolicy": "Never"}}}}}}
+                ],
+                "args": [{"name": "service", "value": "web"}]
+            },
+            "status": {
+                "phase": phase, "message": "all metrics passed",
+                "metricResults": [{"name": "errors", "phase": phase, "count": 3, "successful": 3,
+                    "measurements": [measurement("0.01"), measurement("0.02"), measurement("0.03")],
+                    "sequentialState": {"k": 1}}]
+            }
+        }))
+        .expect("analysis run")
+    }
+
+    #[test]
+    fn a_cached_completed_run_keeps_its_summary_and_its_job_metrics_only() {
+        let whole = run("Successful");
+        let mut trimmed = whole.clone();
+        trim_run(&mut trimmed);
+        assert!(trimmed.metadata.managed_fields.is_none());
+        // What the Rollout controller reads is unchanged.
+        assert_eq!(
+            crate::platform::kubernetes::observe::summarize_run(&trimmed),
+            crate::platform::kubernetes::observe::summarize_run(&whole)
+        );
+        assert_eq!(trimmed.metadata.labels, whole.metadata.labels);
+        // What the AnalysisRun controller reads of a completed run: the metrics with Jobs.
+        let names: Vec<&str> = trimmed
+            .spec
+            .metrics
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(names, ["smoke"]);
+        assert!(trimmed.spec.args.is_empty());
+        let result = &trimmed.status.as_ref().expect("status").metric_results[0];
+        assert_eq!(result.measurements.len(), 1);
+        assert_eq!(result.measurements[0].value.as_deref(), Some("0.03"));
+        assert_eq!((result.count, result.successful), (3, 3));
+        assert!(result.sequential_state.is_none());
+    }
+
+    #[test]
+    fn a_cached_run_in_progress_stays_whole() {
+        for phase in ["Pending", "Running"] {
+            let whole = run(phase);
+            let mut trimmed = whole.clone();
+            trim_run(&mut trimmed);
+            assert_eq!(trimmed.spec, whole.spec, "{phase}");
+            assert_eq!(trimmed.status, whole.status, "{phase}");
+        }
     }
 
     #[test]
