@@ -1439,3 +1439,94 @@ async fn a_baseline_replica_set_runs_for_the_analysis_step_only() {
     .await;
     assert_eq!(replicas_of(&client, name, &baseline).await, Some(0));
 }
+
+/// The revision a Service's selector names and the Rollout its claim names.
+async fn service_state(client: &kube::Client, name: &str) -> (Option<String>, Option<String>) {
+    let service = Api::<Service>::namespaced(client.clone(), NS)
+        .get(name)
+        .await
+        .expect("get service");
+    let revision = service
+        .spec
+        .and_then(|s| s.selector)
+        .and_then(|s| s.get("vigil.dev/revision").cloned());
+    let claimant = service
+        .metadata
+        .annotations
+        .and_then(|a| a.get("vigil.dev/managed-by-rollout").cloned());
+    (revision, claimant)
+}
+
+/// One Rollout per Service: a second Rollout naming the first one's Services holds, says why
+/// in its status and leaves them alone; once the first is deleted (returning and releasing
+/// its Services), the second takes them over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_rollout_naming_a_managed_service_holds_until_the_first_is_deleted() {
+    support::install_crypto_provider();
+    let server = ApiServer::start().with_replicaset_controller();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let client = server.client();
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), NS);
+    create_services(&client, "first").await;
+    let first = rollout("first", "app:1", json!([{"setWeight": 50}]));
+    let first_revision = vigil::rollout::desired_revision(&first.spec, None);
+    rollouts
+        .create(&PostParams::default(), &first)
+        .await
+        .expect("create first");
+    let _controller = Controller::start(&kubeconfig);
+    wait_for(&rollouts, "first", "Healthy", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    assert_eq!(
+        service_state(&client, "first-stable").await,
+        (Some(first_revision.clone()), Some("first".to_owned()))
+    );
+
+    let mut second = rollout("second", "app:1", json!([{"setWeight": 50}]));
+    second.spec.strategy.canary.stable_service = Some("first-stable".to_owned());
+    second.spec.strategy.canary.canary_service = Some("first-canary".to_owned());
+    let second_revision = vigil::rollout::desired_revision(&second.spec, None);
+    rollouts
+        .create(&PostParams::default(), &second)
+        .await
+        .expect("create second");
+    let held = wait_for(&rollouts, "second", "held by first's claim", |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.message.as_deref())
+            .is_some_and(|m| m.contains("is managed by Rollout \"first\""))
+    })
+    .await;
+    assert_eq!(phase(&held), Some(RolloutPhase::Degraded));
+    for service in ["first-stable", "first-canary"] {
+        assert_eq!(
+            service_state(&client, service).await,
+            (Some(first_revision.clone()), Some("first".to_owned())),
+            "{service} is left to first"
+        );
+    }
+
+    rollouts
+        .delete("first", &Default::default())
+        .await
+        .expect("delete first");
+    wait_for(&rollouts, "second", "Healthy once first is gone", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    let deadline = Instant::now() + WAIT;
+    while service_state(&client, "first-stable").await
+        != (Some(second_revision.clone()), Some("second".to_owned()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "second never took first-stable over: {:?}",
+            service_state(&client, "first-stable").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -169,22 +169,26 @@ pub fn query_origins(
             metric: bounded(&metric.name).into_owned(),
             reason,
         };
-        let address = match chosen(&metric.provider).map_err(|e| configure(e.to_string()))? {
-            Chosen::Prometheus(provider) => prometheus
-                .address_of(provider)
-                .map_err(|e| configure(e.to_string()))?,
-            // The destination is fixed by the template's text (no argument in scheme, host
-            // or port), so the URL as written names the origin a Secret argument goes to.
-            Chosen::Web(web) => crate::analysis::provider::resolve::web_origin_url(&web.url)
-                .map_err(|e| configure(e.to_string()))?,
-            // A Secret argument is refused in a Job spec (it would be stored in the Job).
-            Chosen::Job(_) => continue,
-        };
+        let (field, address) =
+            match chosen(&metric.provider).map_err(|e| configure(e.to_string()))? {
+                Chosen::Prometheus(provider) => (
+                    "provider.prometheus.address",
+                    prometheus
+                        .address_of(provider)
+                        .map_err(|e| configure(e.to_string()))?,
+                ),
+                // The destination is fixed by the template's text (no argument in scheme, host
+                // or port), so the URL as written names the origin a Secret argument goes to.
+                Chosen::Web(web) => (
+                    "provider.web.url",
+                    crate::analysis::provider::resolve::web_origin_url(&web.url)
+                        .map_err(|e| configure(e.to_string()))?,
+                ),
+                // A Secret argument is refused in a Job spec (it would be stored in the Job).
+                Chosen::Job(_) => continue,
+            };
         let origin = Origin::of(&address).map_err(|reason| {
-            configure(format!(
-                "provider.prometheus.address {:?}: {reason}",
-                bounded(address.as_str())
-            ))
+            configure(format!("{field} {:?}: {reason}", bounded(address.as_str())))
         })?;
         if !origins.contains(&origin) {
             origins.push(origin);

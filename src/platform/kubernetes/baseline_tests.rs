@@ -65,7 +65,8 @@ async fn the_baseline_service_is_pointed_before_any_traffic_goes_to_it() {
     let baseline = baseline_revision(&stable_revision());
     assert_eq!(
         patch.body,
-        json!({"spec": {"selector": {REVISION_LABEL: baseline}}})
+        json!({"metadata": {"annotations": {MANAGED_BY_ANNOTATION: "web"}},
+               "spec": {"selector": {REVISION_LABEL: baseline}}})
     );
     assert!(
         !calls.iter().any(|c| c.line() == format!("PATCH {ROUTE}")),

@@ -21,7 +21,7 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
-use super::context::{ROLLOUT_LABEL, rollout_label_value};
+use super::context::{MANAGED_BY_ANNOTATION, ROLLOUT_LABEL, rollout_label_value};
 use super::relist::{self, RelistDiff};
 use super::watch_health::{WatchHealth, observed};
 use crate::api::{AnalysisRun, Rollout};
@@ -45,6 +45,8 @@ pub struct Index<K> {
 
 #[derive(Default)]
 struct IndexState {
+    /// A whole list has been applied: an object missing from the index is missing.
+    listed: bool,
     by_key: HashMap<String, BTreeSet<Key>>,
     keys: HashMap<Key, Vec<String>>,
     /// The keys of a list in progress, swapped in when it ends.
@@ -121,12 +123,24 @@ impl<K: Resource> Index<K> {
             }
             watcher::Event::InitDone => {
                 let listed = state.listing.take().unwrap_or_default();
-                *state = IndexState::default();
+                *state = IndexState {
+                    listed: true,
+                    ..IndexState::default()
+                };
                 for (object, keys) in listed {
                     state.insert(object, keys);
                 }
             }
         }
+    }
+
+    /// Whether a whole list has been applied (before, a lookup's answer may be missing
+    /// objects).
+    pub fn listed(&self) -> bool {
+        self.state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .listed
     }
 
     /// The objects filed under `key`, as `(namespace, name)`.
@@ -337,6 +351,9 @@ pub struct Caches {
     pub routers: RouterCaches,
     /// vigil's writes the caches have yet to show.
     pub written: WrittenVersions,
+    /// The Rollouts by the objects they name (filled by the Rollout watch): whether the
+    /// Rollout a Service's claim names still names that Service.
+    pub references: Index<Rollout>,
 }
 
 impl Default for Caches {
@@ -349,6 +366,7 @@ impl Default for Caches {
             deployments: Watched::unwatched("Deployment"),
             routers: RouterCaches::default(),
             written: WrittenVersions::default(),
+            references: Index::new(references),
         }
     }
 }
@@ -369,6 +387,7 @@ impl Caches {
             deployments: Watched::holding("Deployment", deployments),
             routers: RouterCaches::default(),
             written: WrittenVersions::default(),
+            references: Index::new(references),
         }
     }
 
@@ -452,10 +471,15 @@ pub fn trim_replica_set(replica_set: &mut ReplicaSet) {
     }
 }
 
-/// A Service as vigil reads it: its selector.
+/// A Service as vigil reads it: its selector and which Rollout manages it.
 pub fn trim_service(service: &mut Service) {
     trim_meta(&mut service.metadata);
-    service.metadata.annotations = None;
+    service.metadata.annotations = service
+        .metadata
+        .annotations
+        .take()
+        .and_then(|mut annotations| annotations.remove_entry(MANAGED_BY_ANNOTATION))
+        .map(|claim| [claim].into());
     service.metadata.labels = None;
     service.status = None;
     if let Some(spec) = service.spec.as_mut() {
@@ -985,10 +1009,11 @@ mod tests {
     }
 
     #[test]
-    fn a_cached_service_keeps_its_selector_only() {
+    fn a_cached_service_keeps_its_selector_and_manager_only() {
         let mut service: Service = serde_json::from_value(json!({
             "metadata": {"name": "web-stable", "namespace": "shop",
-                         "annotations": {LAST_APPLIED: "{}"}},
+                         "annotations": {LAST_APPLIED: "{}", "team": "shop",
+                                         MANAGED_BY_ANNOTATION: "web"}},
             "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}], "clusterIP": "10.0.0.1"}
         }))
         .expect("service");
@@ -996,7 +1021,10 @@ mod tests {
         let spec = service.spec.expect("spec");
         assert_eq!(spec.selector.expect("selector")["app"], "web");
         assert!(spec.ports.is_none() && spec.cluster_ip.is_none());
-        assert!(service.metadata.annotations.is_none());
+        assert_eq!(
+            service.metadata.annotations,
+            Some([(MANAGED_BY_ANNOTATION.to_owned(), "web".to_owned())].into())
+        );
     }
 
     #[test]
@@ -1029,5 +1057,12 @@ mod tests {
         assert_eq!(woken, [ObjectRef::new("web").within("shop")]);
         assert!(rollouts_referencing(&index, "Service", "bank", "web-canary").is_empty());
         assert!(rollouts_referencing(&index, "HTTPRoute", "shop", "web-stable").is_empty());
+        // Applied events alone are not a whole list: a missing Rollout may be on its way.
+        assert!(!index.listed());
+        index.apply(&watcher::Event::Init);
+        assert!(!index.listed());
+        index.apply(&watcher::Event::InitDone);
+        assert!(index.listed());
+        assert!(rollouts_referencing(&index, "Service", "shop", "web-canary").is_empty());
     }
 }

@@ -27,9 +27,13 @@ pub fn rollout_label_value(rollout: &str) -> String {
 /// Label naming the revision (template hash) of a ReplicaSet, its pods and the Services'
 /// selectors.
 pub const REVISION_LABEL: &str = "vigil.dev/revision";
-/// Label saying whether an AnalysisRun is a step's (`step`) or the background one.
+/// The annotation on a Service naming the Rollout that points it (Argo Rollouts'
+/// `argo-rollouts.argoproj.io/managed-by-rollouts`): another Rollout naming the Service holds
+/// with a spec problem instead of moving its selector.
+pub const MANAGED_BY_ANNOTATION: &str = "vigil.dev/managed-by-rollout";
 /// Label of the pods of a fair baseline (`canary.baseline`): `vigil.dev/role: baseline`.
 pub const ROLE_LABEL: &str = "vigil.dev/role";
+/// Label saying whether an AnalysisRun is a step's (`step`) or the background one.
 pub const ANALYSIS_LABEL: &str = "vigil.dev/analysis";
 
 /// Where reconciles read the time from. Tests fix it; production reads the system clock.

@@ -16,6 +16,7 @@ pub mod revision_settings;
 pub mod rollout_controller;
 pub mod router_crds;
 pub mod server;
+pub mod service_claims;
 pub mod watch_health;
 pub mod watches;
 

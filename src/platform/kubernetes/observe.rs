@@ -115,6 +115,9 @@ pub struct Seen {
     pub analysis_runs: Vec<AnalysisRun>,
     /// What became of the Deployment `spec.workloadRef` names.
     pub workload: WorkloadSeen,
+    /// The Service fields whose Services another Rollout manages (see
+    /// [`super::service_claims`]): the rollout holds until the field names its own.
+    pub service_claims: Vec<SpecProblem>,
 }
 
 /// The Deployment behind `spec.workloadRef`, as read.
@@ -212,6 +215,7 @@ pub fn observation(rollout: &Rollout, seen: &Seen) -> Observation {
     };
     // The router's and the workload's problems; the dereference step adds the analysis ones.
     let mut spec_problems: Vec<SpecProblem> = seen.router_problem.iter().cloned().collect();
+    spec_problems.extend(seen.service_claims.iter().cloned());
     if let WorkloadSeen::Missing = seen.workload {
         spec_problems.push(missing_workload(rollout));
     }
@@ -347,6 +351,7 @@ mod tests {
             router_selection: None,
             analysis_runs: vec![run, other_run],
             workload: WorkloadSeen::NotReferenced,
+            service_claims: Vec::new(),
         };
         let obs = observation(&rollout(), &seen);
         assert_eq!(obs.rollout_name, "web");
@@ -373,6 +378,17 @@ mod tests {
         assert_eq!(summary.metrics[0].reason.as_deref(), Some("0.1 > 0.01"));
         // Spec rules are the core's (rollout::validate_spec), not the observation's.
         assert!(obs.spec_problems.is_empty());
+        // Another Rollout's claim on a Service holds the rollout at the field naming it.
+        let claim = crate::platform::kubernetes::service_claims::claim_problem(
+            "spec.strategy.canary.stableService",
+            "web-stable",
+            "checkout",
+        );
+        let claimed = Seen {
+            service_claims: vec![claim.clone()],
+            ..seen
+        };
+        assert_eq!(observation(&rollout(), &claimed).spec_problems, vec![claim]);
     }
 
     #[test]

@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 use kube::runtime::{reflector, watcher};
 
 use super::cache::Caches;
-use super::context::{Clock, Context, FINALIZER, REVISION_LABEL, ROLLOUT_LABEL, TemplateIndex};
+use super::context::{
+    Clock, Context, FINALIZER, MANAGED_BY_ANNOTATION, REVISION_LABEL, ROLLOUT_LABEL, TemplateIndex,
+};
 use super::{analysis_controller, rollout_controller};
 use crate::analysis::provider::prometheus::ConcurrencyLimiter;
 use crate::api::{
@@ -448,6 +450,44 @@ fn assert_status_write(call: &Call) {
     assert_eq!(call.body["metadata"]["resourceVersion"], json!("41"));
 }
 
+/// A Service another Rollout manages: the rollout holds at the field naming it, and no
+/// Service, ReplicaSet or router is touched.
+#[tokio::test]
+async fn a_service_another_rollout_manages_holds_the_rollout_at_its_field() {
+    let cluster = Cluster {
+        services: BTreeMap::from([
+            (
+                "web-stable".into(),
+                json!({"metadata": {"name": "web-stable",
+                                    "annotations": {MANAGED_BY_ANNOTATION: "checkout"}},
+                       "spec": {"selector": {"app": "web"}}}),
+            ),
+            (
+                "web-canary".into(),
+                json!({"metadata": {"name": "web-canary"}, "spec": {"selector": {"app": "web"}}}),
+            ),
+        ]),
+        ..Cluster::default()
+    };
+    let (result, calls, _) = reconcile_rollout(rollout(false, None), cluster).await;
+    result.expect("reconciled");
+    assert_eq!(
+        lines(&calls),
+        vec![format!("POST {EVENTS}"), format!("PUT {STATUS}")],
+        "{calls:#?}"
+    );
+    assert_eq!(calls[0].body["reason"], json!("InvalidSpec"));
+    let status = status_of(&calls[1]);
+    assert_eq!(status.phase, Some(RolloutPhase::Degraded));
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains(
+            "spec.strategy.canary.stableService: Service \"web-stable\" is managed by Rollout \"checkout\""
+        ),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn a_first_revision_creates_its_replica_set_and_points_both_services() {
     let revision = template_hash(&image_template("web:2"));
@@ -494,10 +534,11 @@ async fn a_first_revision_creates_its_replica_set_and_points_both_services() {
     );
     assert_eq!(created["metadata"]["ownerReferences"][0]["uid"], json!(UID));
     for call in &calls[0..2] {
-        // Only the revision key of the selector, as a merge patch.
+        // Only the revision key of the selector and the Rollout's claim, as a merge patch.
         assert_eq!(
             call.body,
-            json!({"spec": {"selector": {REVISION_LABEL: revision}}})
+            json!({"metadata": {"annotations": {MANAGED_BY_ANNOTATION: "web"}},
+                   "spec": {"selector": {REVISION_LABEL: revision}}})
         );
         assert_eq!(call.content_type, "application/merge-patch+json");
     }
@@ -874,9 +915,11 @@ async fn deleting_a_rollout_mid_way_returns_traffic_to_stable_then_drops_the_fin
     );
     assert_eq!(calls[1].body[2]["value"], json!(100));
     assert_eq!(calls[1].body[5]["value"], json!(0));
+    // Back on stable, and the claim given up: another Rollout may take the Service over.
     assert_eq!(
         calls[3].body,
-        json!({"spec": {"selector": {REVISION_LABEL: stable}}})
+        json!({"metadata": {"annotations": {MANAGED_BY_ANNOTATION: null}},
+               "spec": {"selector": {REVISION_LABEL: stable}}})
     );
     // The finalizer helper removes exactly ours, guarded by a test op.
     assert!(

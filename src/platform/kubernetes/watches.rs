@@ -122,6 +122,7 @@ pub async fn start(
             deployments,
             routers,
             written: WrittenVersions::default(),
+            references: references.clone(),
         },
         runs,
     }

@@ -53,7 +53,7 @@ pub(super) async fn act(
             }
             Effect::PointBaselineService { revision } => {
                 if let Some(service) = crate::rollout::baseline::service(&scope.rollout.spec) {
-                    point_service(scope, service, revision).await?;
+                    point_service(scope, service, revision, Claim::Keep).await?;
                 }
             }
             Effect::SetHeaderRoute { route } => {
@@ -112,7 +112,7 @@ pub(super) async fn act(
                     crate::rollout::service_names(&scope.rollout.spec);
                 for (service, revision) in [(stable_service, stable), (canary_service, canary)] {
                     if let (Some(service), Some(revision)) = (service, revision) {
-                        point_service(scope, service, revision).await?;
+                        point_service(scope, service, revision, Claim::Keep).await?;
                     }
                 }
                 router
@@ -420,14 +420,50 @@ pub(super) async fn scale_down_workload(
     Ok(())
 }
 
-/// Patches only the `vigil.dev/revision` key of the Service's selector: a JSON merge patch
-/// leaves the user's other selector keys alone.
+/// Whether pointing a Service keeps this Rollout's claim on it or, at deletion, gives it up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Claim {
+    Keep,
+    GiveUp,
+}
+
+/// Patches only the `vigil.dev/revision` key of the Service's selector (a JSON merge patch
+/// leaves the user's other selector keys alone) and the Service's
+/// [`MANAGED_BY_ANNOTATION`](crate::platform::kubernetes::context::MANAGED_BY_ANNOTATION).
+/// A Service another Rollout manages is never patched (observe made that a spec problem; this
+/// guards every path that points, the deletion's too).
 pub(super) async fn point_service(
     scope: &Scope<'_>,
     service: &str,
     revision: &str,
+    claim: Claim,
 ) -> Result<(), Error> {
+    if let Some(claimant) = scope
+        .ctx
+        .caches
+        .services
+        .get(&scope.namespace, service)
+        .and_then(|cached| {
+            crate::platform::kubernetes::service_claims::claimed_by_another(
+                &cached,
+                &scope.name,
+                |claimant| still_names(scope, claimant, service),
+            )
+        })
+    {
+        return Err(Error::ClaimService {
+            service: service.to_owned(),
+            claimant,
+        });
+    }
+    let manager = match claim {
+        Claim::Keep => json!(scope.name),
+        Claim::GiveUp => serde_json::Value::Null,
+    };
     let patch = Patch::Merge(json!({
+        "metadata": {"annotations": {
+            crate::platform::kubernetes::context::MANAGED_BY_ANNOTATION: manager
+        }},
         "spec": {"selector": {crate::platform::kubernetes::context::REVISION_LABEL: revision}}
     }));
     let patched = scope
@@ -447,9 +483,6 @@ pub(super) async fn point_service(
     Ok(())
 }
 
-/// A run whose templates and arguments do not combine for the decision's revisions (the
-/// dereference step built it for the observed ones), worded for status; any other failure is
-/// returned as it is (and retried).
 pub(super) fn as_spec_problem(kind: AnalysisKind, error: Error) -> Error {
     let message = match &error {
         Error::Instantiate { .. } => error.to_string(),

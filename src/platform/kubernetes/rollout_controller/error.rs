@@ -233,6 +233,16 @@ pub enum Error {
         /// The cause.
         source: kube::Error,
     },
+    /// A Service was not pointed: another Rollout manages it.
+    #[error(
+        "refused to point service {service}: Rollout {claimant} manages it (annotation vigil.dev/managed-by-rollout)"
+    )]
+    ClaimService {
+        /// The Service.
+        service: String,
+        /// The Rollout that manages it.
+        claimant: String,
+    },
     /// Recording the status failed.
     #[error("failed to replace the status of rollout {rollout}: {source}")]
     ReplaceStatus {
@@ -275,6 +285,7 @@ impl Error {
             Error::CreateAnalysisRun { .. } => "create_analysis_run",
             Error::TerminateAnalysisRun { .. } => "terminate_analysis_run",
             Error::PatchService { .. } => "patch_service",
+            Error::ClaimService { .. } => "claim_service",
             Error::ReplaceStatus { .. } => "replace_status",
             Error::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {

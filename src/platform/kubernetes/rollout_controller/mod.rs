@@ -404,8 +404,10 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
     }
     let (stable_service, canary_service) = crate::rollout::service_names(&rollout.spec);
     for service in [stable_service, canary_service].into_iter().flatten() {
-        match point_service(&scope, service, stable).await {
+        match point_service(&scope, service, stable, Claim::GiveUp).await {
             Err(Error::PatchService { source, .. }) if not_found(&source) => {}
+            // Another Rollout's Service: not this one's to return.
+            Err(Error::ClaimService { .. }) => {}
             other => other?,
         }
     }

@@ -55,7 +55,18 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
     };
     let router_managed_routes = managed_routes(scope, router).await;
     let workload = read_workload(scope).await?;
+    let service_claims = crate::platform::kubernetes::service_claims::claim_problems(
+        &scope.rollout.spec,
+        &scope.name,
+        [
+            stable_service.as_ref(),
+            canary_service.as_ref(),
+            baseline_service.as_ref(),
+        ],
+        |claimant, service| still_names(scope, claimant, service),
+    );
     Ok(Seen {
+        service_claims,
         workload,
         replica_sets,
         stable_service,
@@ -68,6 +79,21 @@ pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Err
         router_selection,
         analysis_runs,
     })
+}
+
+/// Whether the Rollout `claimant` (of this namespace) still names `service`: until the
+/// Rollout watch has listed once, every claim counts.
+pub(super) fn still_names(scope: &Scope<'_>, claimant: &str, service: &str) -> bool {
+    let references = &scope.ctx.caches.references;
+    !references.listed()
+        || crate::platform::kubernetes::cache::rollouts_referencing(
+            references,
+            "Service",
+            &scope.namespace,
+            service,
+        )
+        .iter()
+        .any(|rollout| rollout.name == claimant)
 }
 
 /// The cached copy of a watched object, unless it predates vigil's last write of it (the
