@@ -454,7 +454,8 @@ pub fn trim_meta(meta: &mut ObjectMeta) {
 
 /// A ReplicaSet as vigil reads it: labels, owners, replicas, readiness, `minReadySeconds` and
 /// the record of the role metadata vigil put on its pods. The pod template (the bulk of the
-/// object) is dropped: vigil builds ReplicaSets from the Rollout's.
+/// object) is dropped: vigil builds ReplicaSets from the Rollout's; so is the selector
+/// (vigil finds a revision's ReplicaSet and pods by its own labels).
 pub fn trim_replica_set(replica_set: &mut ReplicaSet) {
     trim_meta(&mut replica_set.metadata);
     replica_set.metadata.annotations = replica_set
@@ -465,6 +466,7 @@ pub fn trim_replica_set(replica_set: &mut ReplicaSet) {
         .map(|record| [record].into());
     if let Some(spec) = replica_set.spec.as_mut() {
         spec.template = None;
+        spec.selector = Default::default();
     }
     if let Some(status) = replica_set.status.as_mut() {
         status.conditions = None;
@@ -866,7 +868,7 @@ mod tests {
                          "labels": {ROLLOUT_LABEL: rollout},
                          "annotations": {LAST_APPLIED: "{}"},
                          "managedFields": [{"manager": "kubectl"}]},
-            "spec": {"replicas": 2, "selector": {},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
                      "template": {"spec": {"containers": [{"name": "app", "image": "app:1"}]}}},
             "status": {"replicas": 2, "readyReplicas": 1}
         }))
@@ -933,6 +935,7 @@ mod tests {
         );
         let spec = rs.spec.expect("spec");
         assert!(spec.template.is_none());
+        assert_eq!(spec.selector, Default::default());
         assert_eq!(spec.replicas, Some(2));
         assert_eq!(rs.status.and_then(|s| s.ready_replicas), Some(1));
         assert_eq!(rs.metadata.labels.expect("labels")[ROLLOUT_LABEL], "web");
