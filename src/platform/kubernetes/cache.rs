@@ -4,7 +4,7 @@
 //! reference), and each waking the Rollouts its changes concern. A reconcile reads memory,
 //! never the API server; a restart lists each kind once.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -47,7 +47,9 @@ pub struct Index<K> {
 struct IndexState {
     /// A whole list has been applied: an object missing from the index is missing.
     listed: bool,
-    by_key: HashMap<String, BTreeSet<Key>>,
+    /// Sorted, without repeats. A `Vec`: most keys file one or two objects, for which a
+    /// `BTreeSet` would allocate a whole node (~0.5 KiB) each.
+    by_key: HashMap<String, Vec<Key>>,
     keys: HashMap<Key, Vec<String>>,
     /// The keys of a list in progress, swapped in when it ends.
     listing: Option<HashMap<Key, Vec<String>>>,
@@ -57,7 +59,9 @@ impl IndexState {
     fn remove(&mut self, object: &Key) {
         for key in self.keys.remove(object).unwrap_or_default() {
             if let Some(objects) = self.by_key.get_mut(&key) {
-                objects.remove(object);
+                if let Ok(at) = objects.binary_search(object) {
+                    objects.remove(at);
+                }
                 if objects.is_empty() {
                     self.by_key.remove(&key);
                 }
@@ -71,10 +75,10 @@ impl IndexState {
             return;
         }
         for key in &keys {
-            self.by_key
-                .entry(key.clone())
-                .or_default()
-                .insert(object.clone());
+            let objects = self.by_key.entry(key.clone()).or_default();
+            if let Err(at) = objects.binary_search(&object) {
+                objects.insert(at, object.clone());
+            }
         }
         self.keys.insert(object, keys);
     }
