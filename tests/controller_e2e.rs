@@ -1530,3 +1530,97 @@ async fn a_second_rollout_naming_a_managed_service_holds_until_the_first_is_dele
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The AnalysisRuns of the Rollout `name` the API server holds, by name.
+fn run_names(server: &ApiServer, name: &str) -> Vec<String> {
+    let mut names: Vec<String> = server
+        .list_json("vigil.dev/v1alpha1/analysisruns", Some(NS))
+        .iter()
+        .filter(|run| run["metadata"]["labels"]["vigil.dev/rollout"] == name)
+        .filter_map(|run| run["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_after_release_only_the_run_history_limit_of_analysis_runs_remains() {
+    support::install_crypto_provider();
+    let exporter = start_exporter(METRICS);
+    let prometheus = PrometheusServer::start_with_config(&format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+         scrape_configs:\n  - job_name: e2e\n    static_configs:\n      - targets: ['{exporter}']\n"
+    ));
+    let server = ApiServer::start().with_replicaset_controller();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let client = server.client();
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), NS);
+    prometheus_has_data(&prometheus).await;
+    create_template(&client, &prometheus, "error-ratio", "{{args.rollout}}").await;
+    // "good": its series passes the analysis.
+    let name = "good";
+    create_services(&client, name).await;
+    let steps = json!([
+        {"setWeight": 50},
+        {"analysis": {"templates": [{"templateName": "error-ratio"}]}},
+        {"setWeight": 100}
+    ]);
+    let mut spec = rollout(name, "app:1", steps);
+    spec.spec.analysis = Some(vigil::api::AnalysisRunStrategy {
+        successful_run_history_limit: Some(2),
+        unsuccessful_run_history_limit: None,
+    });
+    rollouts
+        .create(&PostParams::default(), &spec)
+        .await
+        .expect("create rollout");
+    let _controller = Controller::start(&kubeconfig);
+    wait_for(&rollouts, name, "the first version Healthy", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    let mut runs_of_release = Vec::new();
+    for image in ["app:2", "app:3", "app:4", "app:5"] {
+        set_image(&rollouts, name, image).await;
+        let current = rollouts.get(name).await.expect("get");
+        let revision = vigil::rollout::desired_revision(&current.spec, None);
+        let promoted = wait_for(&rollouts, name, &format!("promotion of {image}"), |r| {
+            phase(r) == Some(RolloutPhase::Healthy)
+                && r.status.as_ref().and_then(|s| s.stable_revision.as_deref())
+                    == Some(revision.as_str())
+        })
+        .await;
+        let run = promoted
+            .status
+            .and_then(|s| s.step_analysis)
+            .expect("the release's run is shown");
+        assert_eq!(run.phase, vigil::api::AnalysisPhase::Successful, "{run:?}");
+        runs_of_release.push(run.name);
+    }
+    // The two newest successful runs stay (the newest is the one the status shows); the
+    // others are deleted by the controller.
+    let mut wanted = runs_of_release[2..].to_vec();
+    wanted.sort();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let names = run_names(&server, name);
+        if names == wanted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runs left: {names:?}, wanted only {wanted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let shown = rollouts
+        .get(name)
+        .await
+        .expect("get")
+        .status
+        .and_then(|s| s.step_analysis)
+        .map(|run| run.name);
+    assert_eq!(shown.as_ref(), runs_of_release.last());
+}

@@ -107,6 +107,21 @@ fn every_fixture_converts_to_lint_clean_yaml_with_exactly_its_report() {
 }
 
 #[test]
+fn argo_analysis_run_history_limits_are_carried_over() {
+    let out = vigil(&["convert", "argo-step-analysis.yaml"], &fixtures());
+    let yaml = String::from_utf8(out.stdout).expect("UTF-8");
+    let documents = vigil::manifest::documents(&yaml).expect("YAML");
+    let rollout = documents
+        .iter()
+        .find(|d| vigil::manifest::kind_of(d) == "Rollout")
+        .expect("a Rollout in the output");
+    let rollout: Rollout = serde_norway::from_value(rollout.clone()).expect("a Rollout");
+    let analysis = rollout.spec.analysis.expect("spec.analysis carried over");
+    assert_eq!(analysis.successful_run_history_limit, Some(10));
+    assert_eq!(analysis.unsuccessful_run_history_limit, Some(2));
+}
+
+#[test]
 fn a_canary_and_its_metric_templates_may_come_in_separate_files_and_on_stdin() {
     let dir = tempfile::tempdir().expect("temp dir");
     let all =

@@ -93,6 +93,8 @@ fn rbac_is_least_privilege_without_wildcards() {
         ("vigil.dev", "rollouts/status", "update"),
         ("vigil.dev", "rollouts/finalizers", "update"),
         ("vigil.dev", "analysisruns", "create"),
+        // Finished runs beyond spec.analysis's history limits.
+        ("vigil.dev", "analysisruns", "delete"),
         ("vigil.dev", "analysisruns/status", "patch"),
         ("vigil.dev", "analysistemplates", "get"),
         ("vigil.dev", "clusteranalysistemplates", "get"),

@@ -26,7 +26,7 @@ use vigil::platform::local::proxy::REVISION_HEADER;
 const WAIT: Duration = Duration::from_secs(90);
 
 /// Metrics ports the shared Prometheus scrapes; each test takes its own.
-const SCRAPED: usize = 3;
+const SCRAPED: usize = 4;
 
 /// One Prometheus for the whole file, scraping every port in [`SCRAPED`] every second (the
 /// first scrape comes ~6 s after start, so starting it once saves each test that wait).
@@ -1479,6 +1479,113 @@ async fn a_blue_green_release_goes_through_the_preview_listener_then_switches_th
             Some(v2_hash.as_str())
         );
         assert_eq!(served_by(&client, listen, 20).await, vec![v2_hash.clone()]);
+    })
+    .await;
+}
+
+/// The AnalysisRuns the state directory keeps (`<run>.run.json`), by name.
+fn stored_runs(state_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(state_dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    let file = e.file_name().to_string_lossy().into_owned();
+                    file.strip_suffix(".run.json").map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_beyond_the_history_limit_are_deleted_but_history_and_reports_stay() {
+    support::install_crypto_provider();
+    let metrics = prometheus().1[3];
+    let prometheus_url = prometheus().0.url().to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = free_port();
+    let name = "trim";
+    // No successful run kept but the one the status shows.
+    let version = |v: &str| {
+        rollout_yaml(name, listen, metrics, VIGIL, &["--version", v]).replace(
+            "  strategy:\n",
+            "  analysis:\n    successfulRunHistoryLimit: 0\n  strategy:\n",
+        )
+    };
+    let files = [
+        write(dir.path(), "rollout.yaml", &version("v1")),
+        write(dir.path(), "templates.yaml", &templates_without_address()),
+    ];
+    let engine = Engine::start(
+        dir.path(),
+        &files,
+        admin_addr(),
+        &["--prometheus", &prometheus_url],
+    );
+    let client = reqwest::Client::new();
+    bounded(Duration::from_secs(240), async {
+        let mut seen = wait_for(&client, &engine, name, "v1 Healthy", |v| {
+            v.status.phase == Some(RolloutPhase::Healthy)
+        })
+        .await;
+        let _load = start_load(listen);
+        let mut shown = Vec::new();
+        for v in ["v2", "v3"] {
+            let (code, body) = post_apply(&client, &engine, version(v)).await;
+            assert_eq!(code, 200, "{body}");
+            let generation = seen.generation;
+            seen = wait_for(&client, &engine, name, &format!("{v} promoted"), |view| {
+                view.status.phase == Some(RolloutPhase::Healthy)
+                    && view.status.stable_revision.as_deref()
+                        == Some(view.desired_revision.as_str())
+                    && view.generation == generation + 1
+            })
+            .await;
+            let run = seen.status.step_analysis.clone().expect("the run is shown");
+            assert_eq!(run.phase, AnalysisPhase::Successful, "{run:?}");
+            shown.push(run.name);
+        }
+        // v2's run went once v3's release no longer showed it; v3's stays (its status shows it).
+        let deadline = Instant::now() + WAIT;
+        while stored_runs(&engine.state_dir) != shown[1..] {
+            assert!(
+                Instant::now() < deadline,
+                "runs kept: {:?}, wanted only {:?}\n{}",
+                stored_runs(&engine.state_dir),
+                &shown[1..],
+                engine.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The release history and each release's report do not depend on the runs.
+        let output = Command::new(VIGIL)
+            .args(["history", name, "--state-dir"])
+            .arg(&engine.state_dir)
+            .output()
+            .expect("vigil history");
+        let history = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{history}");
+        assert!(
+            history.contains("2 releases: 2 promoted, 0 rolled back"),
+            "{history}"
+        );
+        let reports: Vec<_> = std::fs::read_dir(engine.state_dir.join("reports"))
+            .expect("reports")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(reports.len(), 2, "{reports:?}");
+        for report in reports {
+            let html = std::fs::read_to_string(&report).expect("report");
+            assert!(
+                html.contains("Metric error-rate"),
+                "{}: the release's run is in its report",
+                report.display()
+            );
+        }
     })
     .await;
 }

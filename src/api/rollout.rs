@@ -110,6 +110,32 @@ pub struct RolloutSpec {
     pub min_ready_seconds: Option<i32>,
     /// How the new version is released.
     pub strategy: RolloutStrategy,
+    /// How many finished AnalysisRuns of this Rollout are kept (as Argo Rollouts'
+    /// `spec.analysis`); older ones are deleted, oldest first, so releases do not pile runs up
+    /// in the cluster. A run still running, one the status shows, or one of the release in
+    /// flight is never deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisRunStrategy>,
+}
+
+/// Most finished AnalysisRuns of each kind a Rollout may keep (`successfulRunHistoryLimit`,
+/// `unsuccessfulRunHistoryLimit`): each is an object in the cluster and in the controller's
+/// cache.
+pub const MAX_RUN_HISTORY_LIMIT: i32 = 100;
+
+/// The AnalysisRun history limits of a Rollout (Argo Rollouts' `AnalysisRunStrategy`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRunStrategy {
+    /// Successful AnalysisRuns kept, newest first; older ones are deleted. 0..=100; default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub successful_run_history_limit: Option<i32>,
+    /// Unsuccessful AnalysisRuns (Failed, Error, Inconclusive, or Terminated before a verdict)
+    /// kept, newest first; older ones are deleted. 0..=100; default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub unsuccessful_run_history_limit: Option<i32>,
 }
 
 /// A reference to the Deployment whose pod template a Rollout releases.

@@ -4,8 +4,9 @@
 //! so both print alike.
 //!
 //! What the cluster keeps decides what can be shown: a release is known by its AnalysisRuns
-//! (the controller keeps them with the Rollout), and the current one by the status. A past
-//! release without analysis left no trace and is not listed; time to restore is not known.
+//! (the controller keeps the newest within the Rollout's `spec.analysis` history limits), and
+//! the current one by the status. A past release without analysis, or whose runs the limits
+//! deleted, left no trace and is not listed; time to restore is not known.
 
 use std::collections::BTreeMap;
 

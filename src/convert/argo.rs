@@ -9,12 +9,12 @@ use serde_json::Value;
 
 use crate::api::duration::{format_duration, parse_duration};
 use crate::api::{
-    AnalysisStep, AnalysisTemplate, AnalysisTemplateSpec, Argument, ArgumentValueFrom,
-    BackgroundAnalysis, BasicAuth, CanaryStep, CanaryStrategy, ClusterAnalysisTemplate,
-    ClusterAnalysisTemplateSpec, FieldSelector, GatewayApiRouting, HeaderSource, JobProvider,
-    ManagedRoute, Metric, MetricProvider, PauseStep, PrometheusAuth, PrometheusProvider, Rollout,
-    RolloutSpec, RolloutStrategy, ScaleDown, SecretKeySelector, SecretSource, TemplateRef,
-    TrafficRouting, WebHeader, WebMethod, WebProvider, WorkloadRef,
+    AnalysisRunStrategy, AnalysisStep, AnalysisTemplate, AnalysisTemplateSpec, Argument,
+    ArgumentValueFrom, BackgroundAnalysis, BasicAuth, CanaryStep, CanaryStrategy,
+    ClusterAnalysisTemplate, ClusterAnalysisTemplateSpec, FieldSelector, GatewayApiRouting,
+    HeaderSource, JobProvider, ManagedRoute, Metric, MetricProvider, PauseStep, PrometheusAuth,
+    PrometheusProvider, Rollout, RolloutSpec, RolloutStrategy, ScaleDown, SecretKeySelector,
+    SecretSource, TemplateRef, TrafficRouting, WebHeader, WebMethod, WebProvider, WorkloadRef,
 };
 
 use super::expr::translate;
@@ -130,23 +130,32 @@ pub(super) fn rollout(document: &Value, inputs: &Inputs<'_>, notes: &mut Notes) 
     if let Some(workload) = spec.take("workloadRef") {
         out.workload_ref = workload_ref(workload, notes);
     }
+    if let Some(analysis) = spec.take("analysis") {
+        out.analysis = Some(run_history(analysis, notes));
+    }
     if spec.bool("progressDeadlineAbort", notes) == Some(false) {
         notes.unmapped(
             "spec.progressDeadlineAbort",
             "false: vigil always rolls back a release that misses its progress deadline",
         );
     }
-    spec.finish(notes, |key| {
-        Some(match key {
-            "analysis" => "AnalysisRun history limits: vigil keeps one run per step and attempt and deletes the rest with the Rollout".to_owned(),
-            _ => return None,
-        })
-    });
+    spec.finish(notes, |_| None);
     Some(Rollout {
         metadata: carry_metadata(document),
         spec: out,
         status: None,
     })
+}
+
+/// Argo's `spec.analysis` (the AnalysisRun history limits) is vigil's, field for field.
+fn run_history(value: &Value, notes: &mut Notes) -> AnalysisRunStrategy {
+    let mut fields = Fields::of(value, "spec.analysis", notes);
+    let strategy = AnalysisRunStrategy {
+        successful_run_history_limit: fields.int("successfulRunHistoryLimit", notes),
+        unsuccessful_run_history_limit: fields.int("unsuccessfulRunHistoryLimit", notes),
+    };
+    fields.finish(notes, |_| None);
+    strategy
 }
 
 /// Argo's `workloadRef` is vigil's, field for field (`scaleDown` with Argo's values).

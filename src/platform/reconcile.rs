@@ -347,6 +347,7 @@ mod tests {
                     self.services.canary = canary.clone().or(self.services.canary.take());
                 }
                 Effect::CreateAnalysisRun { name, .. } => self.runs.push(name.clone()),
+                Effect::DeleteAnalysisRun { name } => self.runs.retain(|run| run != name),
                 Effect::DeleteRevision { revision } => {
                     self.revisions.remove(revision);
                 }

@@ -8,6 +8,7 @@ use crate::api::{Argument, ScaleDown, TemplateRef};
 use crate::traffic::ManagedRoutes;
 
 use super::baseline::{WantedBaseline, baseline_of};
+use super::run_history::{RunHistoryLimits, run_history_effects};
 use super::scaling::RevisionSettings;
 use super::{AnalysisKind, Effect, Observation};
 
@@ -61,6 +62,11 @@ pub(crate) struct Plan<'a> {
     pub canary_service: bool,
     pub runs: Vec<WantedRun>,
     pub history_limit: usize,
+    /// The AnalysisRun history limits (`spec.analysis`).
+    pub run_history: RunHistoryLimits,
+    /// The runs the status observed or decided shows, or its canary attempt in flight may
+    /// have made: never deleted (with `runs`).
+    pub runs_in_status: Vec<String>,
     /// Revisions that traffic verifiably left may lose their pods now
     /// (`scaleDownDelaySeconds` passed since).
     pub scale_down_others: bool,
@@ -176,7 +182,7 @@ pub(crate) fn leftover_revisions<'o>(plan: &Plan, obs: &'o Observation) -> Vec<&
 /// The ordered effects: stable-service moves, weight decreases, revision settings and
 /// scale-ups, canary-service
 /// moves, weight increases, scale-downs (the `workloadRef` Deployment's last), run
-/// terminations, run creations, deletions, events.
+/// terminations, run creations, revision deletions, run deletions, events.
 pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>) -> Vec<Effect> {
     let (Some(stable), Some((weight, wanted_services))) = (plan.stable, wanted_routing(plan))
     else {
@@ -193,6 +199,10 @@ pub(crate) fn build_effects(plan: &Plan, obs: &Observation, events: Vec<Effect>)
     effects.extend(workload_effect(plan, obs));
     effects.extend(run_effects(plan, obs, stable));
     effects.extend(deletion_effects(plan, obs, stable));
+    let kept: Vec<&str> = (plan.runs.iter().map(|r| r.name.as_str()))
+        .chain(plan.runs_in_status.iter().map(String::as_str))
+        .collect();
+    effects.extend(run_history_effects(plan.run_history, &kept, obs));
     effects.extend(events);
     effects
 }

@@ -18,6 +18,7 @@ use super::effects::{
     workload_replicas_wanted,
 };
 use super::routes::{route_names, wanted_routes};
+use super::run_history::{RunHistoryLimits, runs_in_status};
 use super::scaling::{self, Role, revision_settings};
 use super::validate::{validate_spec, validate_workload_template};
 use super::validate_routes::sets_route;
@@ -1145,6 +1146,12 @@ impl<'a> Machine<'a> {
                 .revision_history_limit
                 .and_then(|limit| usize::try_from(limit).ok())
                 .unwrap_or(DEFAULT_REVISION_HISTORY_LIMIT),
+            run_history: RunHistoryLimits::of(self.spec),
+            runs_in_status: [
+                runs_in_status(self.spec, &self.obs.rollout_name, self.previous),
+                runs_in_status(self.spec, &self.obs.rollout_name, &s),
+            ]
+            .concat(),
             scale_down_others: true,
             baseline,
             baseline_service: super::baseline::service(self.spec).is_some(),

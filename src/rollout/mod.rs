@@ -28,7 +28,7 @@
 //!    every effect is idempotent). Effects are ordered for safety: services that move the stable
 //!    service, then weight decreases, revision settings and scale-ups, canary-service moves,
 //!    weight increases, scale-downs, AnalysisRun terminations and creations, revision
-//!    deletions, events.
+//!    and AnalysisRun deletions, events.
 //!    `CreateAnalysisRun` must treat "already exists" as success. `ScaleRevision` of a revision
 //!    that has no ReplicaSet yet creates it from the [`released_template`] (only the desired
 //!    revision and the stable's baseline are ever created; a baseline from the stable
@@ -127,6 +127,11 @@
 //!   never raised), the stable scaling up in the same decision; the canary is scaled to 0
 //!   once the weight is 0 and the router reports it (no `abortScaleDownDelaySeconds`).
 //! * **Retry** starts again from step 0 with a new attempt number (fresh AnalysisRuns).
+//! * **Run history** (`spec.analysis`, see [`run_history`]): finished AnalysisRuns beyond
+//!   `successfulRunHistoryLimit` / `unsuccessfulRunHistoryLimit` (default 5 each) are deleted,
+//!   oldest first (`DeleteAnalysisRun`), never one still wanted, shown in the status observed
+//!   or decided, or made by the canary attempt in flight: the limits apply to the runs of
+//!   releases that ended. Not while the rollout holds (paused, invalid spec).
 //! * **Promote** finishes the current step; **promote --full** skips the remaining steps.
 //!   **Promotion** after the last step: the canary scales to `R`, weight 100 once ready, then
 //!   the stable service is pointed at it, the weight goes back to 0 (both services now select
@@ -221,6 +226,7 @@ mod machine;
 mod request_checks;
 mod requests;
 mod routes;
+pub mod run_history;
 pub mod scaling;
 mod validate;
 mod validate_blue_green;
@@ -281,6 +287,10 @@ pub struct Observation {
     /// Every AnalysisRun owned by the Rollout, as seen; the state machine picks its own by
     /// name.
     pub analysis_runs: Vec<AnalysisRunSummary>,
+    /// When each AnalysisRun of `analysis_runs` was created, by name: the oldest finished
+    /// runs beyond the history limits ([`run_history`]) are deleted first. A run missing here
+    /// counts as the oldest.
+    pub analysis_run_created_at: std::collections::BTreeMap<String, Timestamp>,
     /// Problems found while dereferencing the spec (templates that do not exist, an analysis
     /// that cannot start, a `workloadRef` Deployment that does not exist), each at its field.
     /// The spec's own rules are [`validate_spec`]'s, which [`step`] runs itself.
@@ -426,6 +436,12 @@ pub enum Effect {
     },
     /// Terminate a running AnalysisRun (its result no longer matters).
     TerminateAnalysisRun {
+        /// The run's name.
+        name: String,
+    },
+    /// Delete a finished AnalysisRun beyond the history limits (see [`run_history`]); it is
+    /// neither running nor shown in status. Absent counts as success.
+    DeleteAnalysisRun {
         /// The run's name.
         name: String,
     },

@@ -12,7 +12,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 
 use crate::analysis::template::validate::{check_args, check_duration};
 use crate::api::duration::MAX_DURATION;
-use crate::api::{CanaryStep, RolloutSpec, ScaleDown, TemplateRef, TrafficRouting, WorkloadRef};
+use crate::api::{
+    CanaryStep, MAX_RUN_HISTORY_LIMIT, RolloutSpec, ScaleDown, TemplateRef, TrafficRouting,
+    WorkloadRef,
+};
 use crate::traffic::RouterKind;
 
 use super::{MAX_NAME_LEN, SpecProblem};
@@ -34,6 +37,7 @@ pub const MAX_STEPS: usize = 100;
 pub fn validate_spec(spec: &RolloutSpec) -> Vec<SpecProblem> {
     let mut problems = Vec::new();
     check_counts(spec, &mut problems);
+    check_run_history(spec, &mut problems);
     check_selector_not_empty(spec, &mut problems);
     match (&spec.template, &spec.workload_ref) {
         (Some(template), None) => {
@@ -129,6 +133,33 @@ fn check_counts(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
             "spec.progressDeadlineSeconds",
             format!("{deadline}: the deadline must be at least 1 second"),
         ));
+    }
+}
+
+/// The AnalysisRun history limits: 0 (keep no finished run) to [`MAX_RUN_HISTORY_LIMIT`].
+fn check_run_history(spec: &RolloutSpec, problems: &mut Vec<SpecProblem>) {
+    let Some(analysis) = &spec.analysis else {
+        return;
+    };
+    for (field, value) in [
+        (
+            "successfulRunHistoryLimit",
+            analysis.successful_run_history_limit,
+        ),
+        (
+            "unsuccessfulRunHistoryLimit",
+            analysis.unsuccessful_run_history_limit,
+        ),
+    ] {
+        let path = format!("spec.analysis.{field}");
+        match value {
+            Some(v) if v < 0 => problems.push(problem(path, format!("{v} is negative"))),
+            Some(v) if v > MAX_RUN_HISTORY_LIMIT => problems.push(problem(
+                path,
+                format!("{v} is over the limit of {MAX_RUN_HISTORY_LIMIT} (MAX_RUN_HISTORY_LIMIT)"),
+            )),
+            _ => {}
+        }
     }
 }
 

@@ -179,6 +179,33 @@ fn selector_must_match_template_labels() {
 }
 
 #[test]
+fn run_history_limits_are_between_0_and_100_naming_the_field() {
+    let mut spec = rollout(vec![]);
+    spec.analysis = Some(crate::api::AnalysisRunStrategy {
+        successful_run_history_limit: Some(-1),
+        unsuccessful_run_history_limit: Some(101),
+    });
+    let problems = validate_spec(&spec);
+    assert_eq!(
+        at(&problems, "spec.analysis.successfulRunHistoryLimit"),
+        ["-1 is negative"]
+    );
+    assert_eq!(
+        at(&problems, "spec.analysis.unsuccessfulRunHistoryLimit"),
+        ["101 is over the limit of 100 (MAX_RUN_HISTORY_LIMIT)"]
+    );
+    spec.analysis = Some(crate::api::AnalysisRunStrategy {
+        successful_run_history_limit: Some(0),
+        unsuccessful_run_history_limit: Some(100),
+    });
+    assert!(
+        validate_spec(&spec).is_empty(),
+        "{:?}",
+        validate_spec(&spec)
+    );
+}
+
+#[test]
 fn negative_replicas() {
     let mut spec = rollout(vec![]);
     spec.replicas = Some(-1);

@@ -226,6 +226,8 @@ pub struct World {
     pub pods_get_ready: bool,
     pub services: ServiceSelection,
     pub runs: BTreeMap<String, SimRun>,
+    /// The runs deleted by the history limits, in order.
+    pub deleted_runs: Vec<String>,
     pub verdicts: Verdicts,
     pub spec_problems: Vec<SpecProblem>,
     /// The Deployment behind `spec.workloadRef`, when the spec has one.
@@ -271,6 +273,7 @@ impl World {
             pods_get_ready: true,
             services: ServiceSelection::default(),
             runs: BTreeMap::new(),
+            deleted_runs: Vec::new(),
             verdicts,
             spec_problems: vec![],
             workload: None,
@@ -332,6 +335,11 @@ impl World {
             router_managed_routes: Some(self.routes.clone()),
             services: self.services.clone(),
             analysis_runs: self.runs.values().map(|r| r.summary.clone()).collect(),
+            analysis_run_created_at: self
+                .runs
+                .iter()
+                .map(|(name, run)| (name.clone(), run.created_at))
+                .collect(),
             spec_problems: self.spec_problems.clone(),
             workload: self.workload.clone(),
             webhook_answers: self
@@ -469,6 +477,15 @@ impl World {
                     && !run.summary.phase.is_completed()
                 {
                     run.summary.phase = AnalysisPhase::Terminated;
+                }
+            }
+            Effect::DeleteAnalysisRun { name } => {
+                if let Some(run) = self.runs.remove(name) {
+                    assert!(
+                        run.summary.phase.is_completed(),
+                        "a run still running was deleted: {name}"
+                    );
+                    self.deleted_runs.push(name.clone());
                 }
             }
             Effect::PointServices { stable, canary } => {
@@ -634,12 +651,33 @@ pub fn check_restart_safety(
         "deciding again emitted events: {new_events:?}"
     );
     for effect in &settled.effects {
+        // A finished run the status observed still showed (or made, in the attempt then in
+        // flight) is deleted only once a stored status has left it: deciding again on the
+        // stored status may delete it, by design (see `vigil::rollout::run_history`).
+        if let Effect::DeleteAnalysisRun { name } = effect
+            && kept_by(status, name)
+        {
+            continue;
+        }
         assert!(
             decision.effects.contains(effect),
             "deciding again emitted a new effect {effect:?}; first: {:?}",
             decision.effects
         );
     }
+}
+
+/// Whether `status` keeps the run `name` from the history limits: it shows it, or the canary
+/// attempt it has in flight made it.
+fn kept_by(status: &RolloutStatus, name: &str) -> bool {
+    let shown = [&status.step_analysis, &status.background_analysis]
+        .into_iter()
+        .flatten()
+        .any(|run| run.name == name);
+    let in_flight = status.canary_revision.as_ref().is_some_and(|canary| {
+        name.starts_with(&format!("{NAME}-{canary}-{}-", status.canary_attempt))
+    });
+    shown || in_flight
 }
 
 /// The routes a router holds after a route effect.

@@ -200,14 +200,18 @@ pub fn observation(rollout: &Rollout, seen: &Seen) -> Observation {
         }
     }
     revisions.sort_by(|a, b| a.revision.cmp(&b.revision));
-    let analysis_runs = seen
+    let own_runs: Vec<&AnalysisRun> = seen
         .analysis_runs
         .iter()
         .filter(|run| {
             uid.as_deref()
                 .is_none_or(|uid| controlled_by(run.owner_references(), uid))
         })
-        .map(summarize_run)
+        .collect();
+    let analysis_runs = own_runs.iter().map(|run| summarize_run(run)).collect();
+    let analysis_run_created_at = own_runs
+        .iter()
+        .filter_map(|run| Some((run.name_any(), run.creation_timestamp()?.0)))
         .collect();
     let workload = match &seen.workload {
         WorkloadSeen::Found(deployment) => Some(workload_observation(deployment)),
@@ -230,6 +234,7 @@ pub fn observation(rollout: &Rollout, seen: &Seen) -> Observation {
         router_managed_routes: seen.router_managed_routes.clone(),
         services: selection(rollout, seen),
         analysis_runs,
+        analysis_run_created_at,
         spec_problems,
         workload,
         webhook_answers: Vec::new(),

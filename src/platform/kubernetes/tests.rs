@@ -1442,3 +1442,6 @@ mod scaling;
 
 #[path = "baseline_tests.rs"]
 mod baseline;
+
+#[path = "run_history_tests.rs"]
+mod run_history;

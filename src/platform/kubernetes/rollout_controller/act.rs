@@ -107,6 +107,7 @@ pub(super) async fn act(
                     }
                 }
             }
+            Effect::DeleteAnalysisRun { name } => delete_run(scope, seen, name).await?,
             Effect::PointServices { stable, canary } => {
                 let (stable_service, canary_service) =
                     crate::rollout::service_names(&scope.rollout.spec);
@@ -168,6 +169,37 @@ pub(super) async fn act(
         acted = true;
     }
     Ok(acted)
+}
+
+/// Deletes the finished run `name` beyond the history limits: only the run seen as this
+/// Rollout's, and only that very object (a `uid` precondition), so a run created under the
+/// name since is not deleted. Absent (deleted meanwhile) counts as done.
+async fn delete_run(scope: &Scope<'_>, seen: &Seen, name: &str) -> Result<(), Error> {
+    let rollout_uid = scope.rollout.metadata.uid.as_deref();
+    let seen_run = seen.analysis_runs.iter().find(|run| {
+        run.metadata.name.as_deref() == Some(name)
+            && rollout_uid.is_none_or(|uid| {
+                crate::platform::kubernetes::observe::controlled_by(run.owner_references(), uid)
+            })
+    });
+    let Some(seen_run) = seen_run else {
+        return Ok(());
+    };
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: seen_run.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match scope.api::<AnalysisRun>().delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(error) if not_found(&error) => Ok(()),
+        Err(source) => Err(Error::DeleteAnalysisRun {
+            run: name.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// The outcome of changing the managed route `route`, as the controller's error.

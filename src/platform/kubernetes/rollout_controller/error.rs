@@ -223,6 +223,14 @@ pub enum Error {
         /// The cause.
         source: kube::Error,
     },
+    /// Deleting an AnalysisRun beyond the history limits failed.
+    #[error("failed to delete AnalysisRun {run}: {source}")]
+    DeleteAnalysisRun {
+        /// The run.
+        run: String,
+        /// The cause.
+        source: kube::Error,
+    },
     /// Pointing a Service at a revision failed.
     #[error("failed to point service {service} at revision {revision}: {source}")]
     PatchService {
@@ -284,6 +292,7 @@ impl Error {
             Error::FindPreparedRun { .. } => "find_prepared_run",
             Error::CreateAnalysisRun { .. } => "create_analysis_run",
             Error::TerminateAnalysisRun { .. } => "terminate_analysis_run",
+            Error::DeleteAnalysisRun { .. } => "delete_analysis_run",
             Error::PatchService { .. } => "patch_service",
             Error::ClaimService { .. } => "claim_service",
             Error::ReplaceStatus { .. } => "replace_status",

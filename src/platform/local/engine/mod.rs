@@ -216,6 +216,9 @@ struct Managed {
 
 struct RunEntry {
     rollout: String,
+    /// When the engine created it (`None` for a run stored before this was recorded): the
+    /// oldest finished runs beyond the history limits go first.
+    created_at: Option<Timestamp>,
     spec: AnalysisRunSpec,
     status: AnalysisRunStatus,
     clients: Result<Vec<MetricClient>, String>,
@@ -330,6 +333,7 @@ impl Engine {
                 name.to_owned(),
                 RunEntry {
                     rollout: stored.rollout,
+                    created_at: stored.created_at,
                     spec: stored.spec,
                     status: stored.status,
                     clients,

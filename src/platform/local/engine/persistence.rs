@@ -19,6 +19,9 @@ pub(super) struct StoredRollout {
 #[serde(rename_all = "camelCase")]
 pub(super) struct StoredRun {
     pub(super) rollout: String,
+    /// When the engine created the run (absent in state written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) created_at: Option<Timestamp>,
     pub(super) spec: AnalysisRunSpec,
     pub(super) status: AnalysisRunStatus,
 }
@@ -49,6 +52,7 @@ pub(super) fn store_rollout(state: &StateDir, managed: &Managed) -> Result<(), S
 pub(super) fn save_run(state: &StateDir, name: &str, run: &RunEntry) {
     let stored = StoredRun {
         rollout: run.rollout.clone(),
+        created_at: run.created_at,
         spec: run.spec.clone(),
         status: run.status.clone(),
     };

@@ -181,11 +181,19 @@ impl Engine {
             })
             .collect();
         let routing = managed.proxy.current();
-        let analysis_runs = self
-            .runs
-            .iter()
-            .filter(|(_, run)| run.rollout == managed.name)
+        let own_runs = || {
+            self.runs
+                .iter()
+                .filter(|(_, run)| run.rollout == managed.name)
+        };
+        let analysis_runs = own_runs()
             .map(|(name, run)| AnalysisRunSummary::of(name, &run.status))
+            .collect();
+        let analysis_run_created_at = own_runs()
+            .filter_map(|(name, run)| {
+                let started = run.status.started_at.as_ref().map(|t| t.0);
+                Some((name.clone(), run.created_at.or(started)?))
+            })
             .collect();
         let mut spec_problems = self.analysis_problems(&managed.name, &managed.spec);
         if managed.spec.workload_ref.is_some() {
@@ -212,6 +220,7 @@ impl Engine {
                 baseline: None,
             },
             analysis_runs,
+            analysis_run_created_at,
             spec_problems,
             workload: None,
             webhook_answers: self.webhooks.answers(&managed.name),
@@ -358,6 +367,7 @@ impl Engine {
                 }
                 Ok(())
             }
+            Effect::DeleteAnalysisRun { name } => self.delete_run(&managed.name, name),
             Effect::TerminateAnalysisRun { name } => {
                 if let Some(run) = self.runs.get_mut(name)
                     && !run.spec.terminate
@@ -496,6 +506,7 @@ impl Engine {
     ) -> RunEntry {
         let failed = |spec: AnalysisRunSpec, reason: String| RunEntry {
             rollout: rollout.to_owned(),
+            created_at: Some(now),
             spec,
             status: errored_status(&AnalysisRunStatus::default(), reason.clone(), now),
             clients: Err(reason),
@@ -514,6 +525,7 @@ impl Engine {
         ) {
             Ok(clients) => RunEntry {
                 rollout: rollout.to_owned(),
+                created_at: Some(now),
                 spec,
                 status: AnalysisRunStatus::default(),
                 clients: Ok(clients),
@@ -522,6 +534,23 @@ impl Engine {
             },
             Err(error) => failed(spec, error.to_string()),
         }
+    }
+
+    /// Deletes the finished run `name` of `rollout` beyond the history limits: its state file
+    /// and the engine's copy (the release history and the reports written at each release's
+    /// end do not read runs, so `vigil history` keeps every release). Absent counts as done.
+    fn delete_run(&mut self, rollout: &str, name: &str) -> Result<(), ActError> {
+        if self.runs.get(name).is_none_or(|run| run.rollout != rollout) {
+            return Ok(());
+        }
+        self.state
+            .remove(&run_key(name))
+            .map_err(ActError::Record)?;
+        if let Some(run) = self.runs.remove(name) {
+            run.jobs.stop_all();
+        }
+        tracing::info!(%rollout, run = %name, "analysis run deleted (beyond the run history limits)");
+        Ok(())
     }
 
     /// Points the proxy at the ready processes of the revisions the local "services" select,
