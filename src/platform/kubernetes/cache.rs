@@ -154,7 +154,7 @@ impl<K: Resource> Index<K> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .by_key
             .get(key)
-            .map(|objects| objects.iter().cloned().collect())
+            .cloned()
             .unwrap_or_default()
     }
 }
