@@ -969,3 +969,103 @@ async fn requests_are_counted_by_verb_resource_and_code() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test]
+async fn a_list_with_a_limit_comes_in_pages_at_the_first_pages_resource_version() {
+    let server = ApiServer::start();
+    let (_, api) = setup(&server);
+    timeout(LIMIT, async {
+        for name in ["a", "b", "c", "d", "e"] {
+            api.create(&PostParams::default(), &rollout(name))
+                .await
+                .unwrap();
+        }
+        let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+        let names = |list: &kube::core::ObjectList<Rollout>| -> Vec<String> {
+            list.items.iter().map(ResourceExt::name_any).collect()
+        };
+        assert_eq!(names(&first), ["a", "b"]);
+        let token = first.metadata.continue_.clone().expect("more pages");
+        let snapshot = first.metadata.resource_version.clone();
+
+        // A write between pages does not move the list's resourceVersion.
+        api.create(&PostParams::default(), &rollout("f"))
+            .await
+            .unwrap();
+        let second = api
+            .list(&ListParams::default().limit(2).continue_token(&token))
+            .await
+            .unwrap();
+        assert_eq!(names(&second), ["c", "d"]);
+        assert_eq!(second.metadata.resource_version, snapshot);
+        let token = second.metadata.continue_.clone().expect("more pages");
+        let last = api
+            .list(&ListParams::default().limit(2).continue_token(&token))
+            .await
+            .unwrap();
+        assert_eq!(names(&last), ["e", "f"]);
+        assert!(last.metadata.continue_.is_none(), "{:?}", last.metadata);
+
+        // Without a limit, one body; an exact fit has no continue.
+        assert_eq!(
+            api.list(&ListParams::default()).await.unwrap().items.len(),
+            6
+        );
+        let exact = api.list(&ListParams::default().limit(6)).await.unwrap();
+        assert_eq!(exact.items.len(), 6);
+        assert!(exact.metadata.continue_.is_none());
+
+        // Labels filter before the page is cut: a page holds `limit` matches.
+        let selected = api
+            .list(&ListParams::default().labels("app in (b,e,f)").limit(2))
+            .await
+            .unwrap();
+        assert_eq!(names(&selected), ["b", "e"]);
+
+        let bad = api
+            .list(&ListParams::default().limit(2).continue_token("garbage"))
+            .await
+            .unwrap_err();
+        assert_eq!(api_code(&bad).0, 400);
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn the_watcher_lists_in_pages_of_its_page_size_and_sees_every_object() {
+    let server = ApiServer::start();
+    let (_, api) = setup(&server);
+    timeout(LIMIT, async {
+        for i in 0..7 {
+            api.create(&PostParams::default(), &rollout(&format!("r{i}")))
+                .await
+                .unwrap();
+        }
+        server.clear_request_log();
+        let config = watcher::Config::default().page_size(3);
+        let mut events = watcher(api.clone(), config).boxed();
+        let mut listed = Vec::new();
+        loop {
+            match events.next().await.expect("the stream goes on") {
+                Ok(watcher::Event::InitApply(r)) => listed.push(r.name_any()),
+                Ok(watcher::Event::InitDone) => break,
+                Ok(_) => {}
+                Err(error) => panic!("{error}"),
+            }
+        }
+        listed.sort();
+        assert_eq!(listed, ["r0", "r1", "r2", "r3", "r4", "r5", "r6"]);
+        let pages: Vec<String> = server
+            .request_log()
+            .into_iter()
+            .filter(|(m, p)| m == "GET" && p.contains("/rollouts?") && !p.contains("watch="))
+            .map(|(_, p)| p)
+            .collect();
+        assert_eq!(pages.len(), 3, "{pages:#?}");
+        assert!(pages.iter().all(|p| p.contains("limit=3")), "{pages:#?}");
+        assert!(pages[1].contains("continue="), "{pages:#?}");
+    })
+    .await
+    .expect("test timed out");
+}

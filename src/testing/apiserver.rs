@@ -916,7 +916,7 @@ fn resource(
             if req.flag("watch") {
                 watch(shared, req, &ty, filter)
             } else {
-                list(shared, &ty, &filter)
+                list(shared, req, &ty, &filter)
             }
         }
         (&Method::POST, None) if sub == Sub::Main => {
@@ -1079,22 +1079,103 @@ fn filter(req: &Req, namespace: Option<&str>) -> Result<Filter, ApiError> {
     })
 }
 
+/// Where a paged LIST goes on: the resourceVersion of its first page and the key of the
+/// last object sent. Opaque to clients, who send it back as `continue`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ContinueToken {
+    rv: u64,
+    after: (String, String),
+}
+
+impl ContinueToken {
+    /// `{rv}/{namespace}/{name}`: neither a namespace nor a name may contain a `/`.
+    fn encode(&self) -> String {
+        format!("{}/{}/{}", self.rv, self.after.0, self.after.1)
+    }
+
+    fn decode(token: &str) -> Result<ContinueToken, ApiError> {
+        let invalid = || ApiError::bad_request(format!("invalid continue token {token:?}"));
+        let mut parts = token.splitn(3, '/');
+        let rv = parts
+            .next()
+            .and_then(|rv| rv.parse().ok())
+            .ok_or_else(invalid)?;
+        let namespace = parts.next().ok_or_else(invalid)?;
+        let name = parts.next().filter(|n| !n.is_empty()).ok_or_else(invalid)?;
+        Ok(ContinueToken {
+            rv,
+            after: (namespace.to_owned(), name.to_owned()),
+        })
+    }
+}
+
+/// `GET` of a collection: everything, or with `limit` one page of at most that many items
+/// and a `continue` token for the rest, as a real API server pages (kube's watcher asks for
+/// 500 at a time, so a client never holds a whole big list in one body).
 fn list(
     shared: &Arc<Shared>,
+    req: &Req,
     ty: &ResourceType,
     filter: &Filter,
 ) -> Result<Response<Body>, ApiError> {
+    let limit = match req.param("limit") {
+        None | Some("" | "0") => None,
+        Some(limit) => Some(
+            limit
+                .parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {limit:?}")))?,
+        ),
+    };
+    let from = match req.param("continue") {
+        None | Some("") => None,
+        Some(token) => Some(ContinueToken::decode(token)?),
+    };
     // Only cheap Arc clones happen under the lock; serializing happens after.
-    let (rv, items) = shared.store.lock().list(ty, filter);
-    Ok(list_response(ty, rv, &items))
+    let (rv, items, more) =
+        shared
+            .store
+            .lock()
+            .list_page(ty, filter, from.as_ref().map(|token| &token.after), limit);
+    // Every page carries the resourceVersion of the first, where the watch after it starts.
+    let rv = from.as_ref().map_or(rv, |token| token.rv);
+    let next = more
+        .then(|| items.last().map(|last| key_of_stored(last)))
+        .flatten()
+        .map(|after| ContinueToken { rv, after }.encode());
+    Ok(list_response_paged(ty, rv, &items, next.as_deref()))
+}
+
+/// `(namespace, name)` of a stored object.
+fn key_of_stored(object: &Stored) -> (String, String) {
+    let value = object.value();
+    let text = |p: &str| {
+        value
+            .pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    (text("/metadata/namespace"), text("/metadata/name"))
 }
 
 fn list_response(ty: &ResourceType, rv: u64, items: &[Arc<Stored>]) -> Response<Body> {
+    list_response_paged(ty, rv, items, None)
+}
+
+fn list_response_paged(
+    ty: &ResourceType,
+    rv: u64,
+    items: &[Arc<Stored>],
+    next: Option<&str>,
+) -> Response<Body> {
     let size: usize = items.iter().map(|i| i.json.len() + 1).sum();
     let mut out = Vec::with_capacity(128 + size);
+    let next = next.map_or(String::new(), |token| {
+        format!(r#","continue":{}"#, Value::from(token))
+    });
     out.extend_from_slice(
         format!(
-            r#"{{"apiVersion":"{}","kind":"{}List","metadata":{{"resourceVersion":"{rv}"}},"items":["#,
+            r#"{{"apiVersion":"{}","kind":"{}List","metadata":{{"resourceVersion":"{rv}"{next}}},"items":["#,
             ty.api_version(),
             ty.kind
         )

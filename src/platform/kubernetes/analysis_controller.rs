@@ -151,7 +151,7 @@ pub async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Actio
                 })
             });
         ctx.metrics
-            .reconcile_duration
+            .analysis_reconcile_duration
             .observe(started.elapsed().as_secs_f64());
         if result.is_ok() {
             ctx.backoff.succeeded(&format!("run/{namespace}/{name}"));

@@ -4,7 +4,7 @@
 //! reference), and each waking the Rollouts its changes concern. A reconcile reads memory,
 //! never the API server; a restart lists each kind once.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -47,7 +47,9 @@ pub struct Index<K> {
 struct IndexState {
     /// A whole list has been applied: an object missing from the index is missing.
     listed: bool,
-    by_key: HashMap<String, BTreeSet<Key>>,
+    /// Sorted, without repeats. A `Vec`: most keys file one or two objects, for which a
+    /// `BTreeSet` would allocate a whole node (~0.5 KiB) each.
+    by_key: HashMap<String, Vec<Key>>,
     keys: HashMap<Key, Vec<String>>,
     /// The keys of a list in progress, swapped in when it ends.
     listing: Option<HashMap<Key, Vec<String>>>,
@@ -59,7 +61,9 @@ impl IndexState {
         let keys = self.keys.remove(object).unwrap_or_default();
         for key in &keys {
             if let Some(objects) = self.by_key.get_mut(key) {
-                objects.remove(object);
+                if let Ok(at) = objects.binary_search(object) {
+                    objects.remove(at);
+                }
                 if objects.is_empty() {
                     self.by_key.remove(key);
                 }
@@ -76,10 +80,10 @@ impl IndexState {
             return dropped;
         }
         for key in &keys {
-            self.by_key
-                .entry(key.clone())
-                .or_default()
-                .insert(object.clone());
+            let objects = self.by_key.entry(key.clone()).or_default();
+            if let Err(at) = objects.binary_search(&object) {
+                objects.insert(at, object.clone());
+            }
         }
         self.keys.insert(object, keys);
         dropped
@@ -133,7 +137,7 @@ impl<K: Resource> Index<K> {
             }
             watcher::Event::InitDone => {
                 let listed = state.listing.take().unwrap_or_default();
-                let before: BTreeSet<String> = state.by_key.keys().cloned().collect();
+                let before: Vec<String> = state.by_key.keys().cloned().collect();
                 *state = IndexState {
                     listed: true,
                     ..IndexState::default()
@@ -165,7 +169,7 @@ impl<K: Resource> Index<K> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .by_key
             .get(key)
-            .map(|objects| objects.iter().cloned().collect())
+            .cloned()
             .unwrap_or_default()
     }
 }
@@ -478,7 +482,8 @@ pub fn trim_meta(meta: &mut ObjectMeta) {
 
 /// A ReplicaSet as vigil reads it: labels, owners, replicas, readiness, `minReadySeconds` and
 /// the record of the role metadata vigil put on its pods. The pod template (the bulk of the
-/// object) is dropped: vigil builds ReplicaSets from the Rollout's.
+/// object) is dropped: vigil builds ReplicaSets from the Rollout's; so is the selector
+/// (vigil finds a revision's ReplicaSet and pods by its own labels).
 pub fn trim_replica_set(replica_set: &mut ReplicaSet) {
     trim_meta(&mut replica_set.metadata);
     replica_set.metadata.annotations = replica_set
@@ -489,6 +494,7 @@ pub fn trim_replica_set(replica_set: &mut ReplicaSet) {
         .map(|record| [record].into());
     if let Some(spec) = replica_set.spec.as_mut() {
         spec.template = None;
+        spec.selector = Default::default();
     }
     if let Some(status) = replica_set.status.as_mut() {
         status.conditions = None;
@@ -848,9 +854,34 @@ pub fn trim_dynamic(object: &mut DynamicObject) {
     trim_meta(&mut object.metadata);
 }
 
-/// Drops field ownership and the `kubectl apply` copy from an AnalysisRun.
+/// Drops field ownership and the `kubectl apply` copy from an AnalysisRun, and from a
+/// completed one what neither controller reads any more: a completed run is a record. The
+/// Rollout controller reads its phase, message, score and each metric's latest measurement
+/// (its summary); the AnalysisRun controller only whether a metric ran Jobs (to delete them),
+/// so those metrics stay, and the other metrics, the arguments and the older measurements go.
+/// A run in progress stays whole: the AnalysisRun controller measures from its spec.
 pub fn trim_run(run: &mut AnalysisRun) {
     trim_meta(&mut run.metadata);
+    let completed = run
+        .status
+        .as_ref()
+        .and_then(|status| status.phase)
+        .is_some_and(crate::api::AnalysisPhase::is_completed);
+    if !completed {
+        return;
+    }
+    run.spec
+        .metrics
+        .retain(|metric| metric.provider.job.is_some());
+    run.spec.args = Vec::new();
+    if let Some(status) = run.status.as_mut() {
+        for result in &mut status.metric_results {
+            let older = result.measurements.len().saturating_sub(1);
+            result.measurements.drain(..older);
+            result.measurements.shrink_to_fit();
+            result.sequential_state = None;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -865,7 +896,7 @@ mod tests {
                          "labels": {ROLLOUT_LABEL: rollout},
                          "annotations": {LAST_APPLIED: "{}"},
                          "managedFields": [{"manager": "kubectl"}]},
-            "spec": {"replicas": 2, "selector": {},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
                      "template": {"spec": {"containers": [{"name": "app", "image": "app:1"}]}}},
             "status": {"replicas": 2, "readyReplicas": 1}
         }))
@@ -932,9 +963,80 @@ mod tests {
         );
         let spec = rs.spec.expect("spec");
         assert!(spec.template.is_none());
+        assert_eq!(spec.selector, Default::default());
         assert_eq!(spec.replicas, Some(2));
         assert_eq!(rs.status.and_then(|s| s.ready_replicas), Some(1));
         assert_eq!(rs.metadata.labels.expect("labels")[ROLLOUT_LABEL], "web");
+    }
+
+    fn run(phase: &str) -> AnalysisRun {
+        let measurement = |value: &str| {
+            json!({"phase": "Successful", "startedAt": "2026-01-01T00:00:00.000000Z",
+                   "value": value, "reason": format!("{value} < 0.05")})
+        };
+        serde_json::from_value(json!({
+            "apiVersion": "vigil.dev/v1alpha1", "kind": "AnalysisRun",
+            "metadata": {"name": "web-abc-1", "namespace": "shop",
+                         "labels": {ROLLOUT_LABEL: "web"},
+                         "managedFields": [{"manager": "vigil"}]},
+            "spec": {
+                "metrics": [
+                    {"name": "errors", "successCondition": "result < 0.05",
+                     "provider": {"prometheus": {"address": "http://prom:9090", "query": "q"}}},
+                    {"name": "smoke",
+                     "provider": {"job": {"spec": {"template": {"spec": {
+                         "containers": [{"name": "t", "image": "curl"}],
+                         "restartPolicy": "Never"}}}}}}
+                ],
+                "args": [{"name": "service", "value": "web"}]
+            },
+            "status": {
+                "phase": phase, "message": "all metrics passed",
+                "metricResults": [{"name": "errors", "phase": phase, "count": 3, "successful": 3,
+                    "measurements": [measurement("0.01"), measurement("0.02"), measurement("0.03")],
+                    "sequentialState": {"k": 1}}]
+            }
+        }))
+        .expect("analysis run")
+    }
+
+    #[test]
+    fn a_cached_completed_run_keeps_its_summary_and_its_job_metrics_only() {
+        let whole = run("Successful");
+        let mut trimmed = whole.clone();
+        trim_run(&mut trimmed);
+        assert!(trimmed.metadata.managed_fields.is_none());
+        // What the Rollout controller reads is unchanged.
+        assert_eq!(
+            crate::platform::kubernetes::observe::summarize_run(&trimmed),
+            crate::platform::kubernetes::observe::summarize_run(&whole)
+        );
+        assert_eq!(trimmed.metadata.labels, whole.metadata.labels);
+        // What the AnalysisRun controller reads of a completed run: the metrics with Jobs.
+        let names: Vec<&str> = trimmed
+            .spec
+            .metrics
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(names, ["smoke"]);
+        assert!(trimmed.spec.args.is_empty());
+        let result = &trimmed.status.as_ref().expect("status").metric_results[0];
+        assert_eq!(result.measurements.len(), 1);
+        assert_eq!(result.measurements[0].value.as_deref(), Some("0.03"));
+        assert_eq!((result.count, result.successful), (3, 3));
+        assert!(result.sequential_state.is_none());
+    }
+
+    #[test]
+    fn a_cached_run_in_progress_stays_whole() {
+        for phase in ["Pending", "Running"] {
+            let whole = run(phase);
+            let mut trimmed = whole.clone();
+            trim_run(&mut trimmed);
+            assert_eq!(trimmed.spec, whole.spec, "{phase}");
+            assert_eq!(trimmed.status, whole.status, "{phase}");
+        }
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
 
 use crate::analysis::provider::prometheus::ConcurrencyLimiter;
 use crate::metrics::Metrics;
@@ -187,8 +186,8 @@ pub struct Context {
     pub client: Client,
     /// The controller's metrics.
     pub metrics: Metrics,
-    /// Publishes `events.k8s.io` events (folding repeats into series).
-    pub recorder: Recorder,
+    /// Publishes `events.k8s.io` events (folding repeats into series, in bounded memory).
+    pub recorder: super::events::EventRecorder,
     /// Caps concurrent queries per Prometheus server.
     pub limiter: ConcurrencyLimiter,
     /// Per-object retry delays.
@@ -252,13 +251,8 @@ impl Context {
         limiter: ConcurrencyLimiter,
         instance: Option<String>,
     ) -> Context {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "vigil-controller".to_owned(),
-                instance,
-            },
-        );
+        let recorder =
+            super::events::EventRecorder::new(client.clone(), "vigil-controller", instance);
         // Without an outbox until the controller starts its notifications (`run`).
         let webhooks = crate::platform::webhooks::WebhookCaller::new(
             crate::platform::webhooks::WebhookCallerConfig {

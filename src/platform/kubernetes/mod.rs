@@ -5,6 +5,7 @@
 pub mod analysis_controller;
 pub mod cache;
 pub mod context;
+pub mod events;
 pub mod fair_share;
 pub mod jobs;
 pub mod notifications;

@@ -608,6 +608,35 @@ impl Store {
         (self.rv, items)
     }
 
+    /// One page of [`Store::list`]: at most `limit` matching objects after the key `after`
+    /// (all when `limit` is `None`), and whether more follow. Pages are read from the current
+    /// contents, not from a snapshot at the first page's resourceVersion as etcd would: an
+    /// object changed between pages shows its newer version (the watch from the list's
+    /// resourceVersion replays the change anyway).
+    pub fn list_page(
+        &self,
+        ty: &ResourceType,
+        filter: &Filter,
+        after: Option<&(String, String)>,
+        limit: Option<usize>,
+    ) -> (u64, Vec<Arc<Stored>>, bool) {
+        use std::ops::Bound;
+        let Some(objects) = self.objects.get(&ty.key()) else {
+            return (self.rv, Vec::new(), false);
+        };
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut matching = objects
+            .range((start, Bound::Unbounded))
+            .map(|(_, object)| object)
+            .filter(|object| filter.matches(object));
+        let items: Vec<Arc<Stored>> = match limit {
+            Some(limit) => matching.by_ref().take(limit).cloned().collect(),
+            None => matching.by_ref().cloned().collect(),
+        };
+        let more = matching.next().is_some();
+        (self.rv, items, more)
+    }
+
     /// Starts a watch from `since` (`None`/0: synthetic ADDED for every current object first).
     pub fn watch(
         &mut self,

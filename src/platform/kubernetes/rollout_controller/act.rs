@@ -244,15 +244,14 @@ pub(super) async fn publish(scope: &Scope<'_>, type_: EventType, reason: &str, m
         }
         note.truncate(cut);
     }
-    let event = KubeEvent {
+    let event = EventNote {
         type_: match type_ {
             EventType::Normal => KubeEventType::Normal,
             EventType::Warning => KubeEventType::Warning,
         },
         reason: reason.to_owned(),
-        note: Some(note),
         action: reason.to_owned(),
-        secondary: None,
+        note,
     };
     if let Err(error) = scope
         .ctx

@@ -8,13 +8,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::events::{EventNote, EventType as KubeEventType};
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType as KubeEventType};
 use kube::runtime::finalizer::{self, Event as Finalizer, finalizer};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -53,6 +53,7 @@ use crate::traffic::replicas::ReplicaRatio;
 use crate::traffic::{ManagedRoutes, TrafficError, TrafficRouter, foreign_weight_edit};
 
 mod act;
+pub mod cached_template;
 mod dereference;
 mod error;
 mod platform;
@@ -114,6 +115,7 @@ impl Scope<'_> {
 
 /// One reconcile of a Rollout, behind the `vigil.dev/traffic` finalizer.
 pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let rollout = cached_template::unpack(rollout);
     let name = rollout.name_any();
     let namespace = rollout.namespace().unwrap_or_default();
     let span = tracing::info_span!("reconcile", rollout = %name, namespace = %namespace);
@@ -523,8 +525,11 @@ pub async fn run(
     let rollouts = watcher(watch.api::<Rollout>(&ctx.client), watch.watcher_config())
         .default_backoff()
         // Field ownership and the `kubectl apply` copy are never read (annotations are:
-        // notification subscriptions).
-        .modify(|rollout: &mut Rollout| super::cache::trim_meta(&mut rollout.metadata))
+        // notification subscriptions); the pod template is kept as JSON until a reconcile.
+        .modify(|rollout: &mut Rollout| {
+            super::cache::trim_meta(&mut rollout.metadata);
+            cached_template::pack(rollout);
+        })
         // The index first: a Rollout is found by what it names once the store has it.
         .inspect(move |event| {
             if let Ok(event) = event {
