@@ -81,7 +81,8 @@ pub struct RolloutSpec {
     /// The pod template. A change of it starts a new rollout: its hash names the new revision.
     /// Exactly one of `template` and `workloadRef` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<PodTemplateSpec>,
+    // Boxed: an inline `PodTemplateSpec` is ~1.8 KiB even when absent, in every cached Rollout.
+    pub template: Option<Box<PodTemplateSpec>>,
     /// An existing Deployment whose pod template this Rollout releases, instead of
     /// `template` (as Argo Rollouts' `workloadRef`): vigil runs the Deployment's template in
     /// its own revisions (named by the same hash an inline template would have), a change of

@@ -201,7 +201,7 @@ mod tests {
     fn first_version() -> Observed {
         let mut spec = RolloutSpec::default();
         spec.selector.match_labels = Some([("app".to_owned(), "web".to_owned())].into());
-        spec.template = Some(pod_template("app:1"));
+        spec.template = Some(Box::new(pod_template("app:1")));
         let desired_revision = rollout::desired_revision(&spec, None);
         Observed {
             spec,
@@ -442,7 +442,7 @@ mod tests {
             Some(first.as_str())
         );
 
-        cluster.observed.spec.template = Some(pod_template("app:2"));
+        cluster.observed.spec.template = Some(Box::new(pod_template("app:2")));
         let second = rollout::desired_revision(&cluster.observed.spec, None);
         settle(&mut cluster);
         let status = &cluster.observed.status;

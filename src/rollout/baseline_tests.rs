@@ -83,7 +83,7 @@ fn spec(enabled: bool, routing: Option<TrafficRouting>) -> RolloutSpec {
             match_labels: Some([("app".to_owned(), "web".to_owned())].into()),
             ..Default::default()
         },
-        template: Some(pod_template("web:2")),
+        template: Some(Box::new(pod_template("web:2"))),
         strategy: RolloutStrategy {
             canary: CanaryStrategy {
                 steps: vec![weight(25), analysis(), weight(50), pause()],

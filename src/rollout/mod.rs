@@ -323,7 +323,7 @@ pub fn released_template<'a>(
     spec: &'a RolloutSpec,
     workload: Option<&'a WorkloadObservation>,
 ) -> Option<&'a PodTemplateSpec> {
-    spec.template.as_ref().or(workload.map(|w| &w.template))
+    spec.template.as_deref().or(workload.map(|w| &w.template))
 }
 
 /// The revision `spec` asks for: the [`template_hash`] of its [`released_template`], so a

@@ -28,7 +28,7 @@ fn rollout(steps: Vec<CanaryStep>) -> RolloutSpec {
             match_labels: Some(labels.clone()),
             ..Default::default()
         },
-        template: Some(PodTemplateSpec {
+        template: Some(Box::new(PodTemplateSpec {
             metadata: Some(ObjectMeta {
                 labels: Some(labels),
                 ..Default::default()
@@ -40,7 +40,7 @@ fn rollout(steps: Vec<CanaryStep>) -> RolloutSpec {
                 }],
                 ..Default::default()
             }),
-        }),
+        })),
         strategy: RolloutStrategy {
             canary: CanaryStrategy {
                 steps,

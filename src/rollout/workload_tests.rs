@@ -419,7 +419,7 @@ fn a_missing_or_invalid_deployment_holds_with_the_reason_and_scales_nothing() {
 fn a_deployment_template_names_the_revision_an_inline_template_would() {
     let mut inline = spec(None);
     inline.workload_ref = None;
-    inline.template = Some(pod_template("web:7", "web"));
+    inline.template = Some(Box::new(pod_template("web:7", "web")));
     let by_ref = spec(None);
     let workload = WorkloadObservation {
         template: pod_template("web:7", "web"),

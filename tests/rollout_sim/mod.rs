@@ -81,7 +81,7 @@ pub fn spec(steps: Vec<CanaryStep>, router: bool, replicas: i32) -> RolloutSpec 
             match_labels: Some([("app".to_owned(), NAME.to_owned())].into()),
             ..Default::default()
         },
-        template: Some(template("app:1")),
+        template: Some(Box::new(template("app:1"))),
         ..Default::default()
     };
     let canary = &mut spec.strategy.canary;
@@ -309,7 +309,7 @@ impl World {
         match &mut self.workload {
             Some(workload) if self.spec.template.is_none() => workload.template = template(image),
             _ => {
-                self.spec.template = Some(template(image));
+                self.spec.template = Some(Box::new(template(image)));
                 self.generation += 1;
             }
         }

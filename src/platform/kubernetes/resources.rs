@@ -405,7 +405,7 @@ mod tests {
                     match_labels: Some(labels.clone()),
                     ..LabelSelector::default()
                 },
-                template: Some(PodTemplateSpec {
+                template: Some(Box::new(PodTemplateSpec {
                     metadata: Some(ObjectMeta {
                         labels: Some(labels),
                         ..ObjectMeta::default()
@@ -418,7 +418,7 @@ mod tests {
                         }],
                         ..PodSpec::default()
                     }),
-                }),
+                })),
                 ..RolloutSpec::default()
             },
         );

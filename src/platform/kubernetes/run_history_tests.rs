@@ -29,7 +29,7 @@ fn finished_run(name: &str, phase: &str, created: &str, foreign: bool) -> Value 
 async fn settled_with_limits() -> (Rollout, Cluster) {
     let stable = stable_revision();
     let mut r = rollout(false, None);
-    r.spec.template = Some(image_template("web:1"));
+    r.spec.template = Some(Box::new(image_template("web:1")));
     r.spec.analysis = Some(AnalysisRunStrategy {
         successful_run_history_limit: Some(1),
         unsuccessful_run_history_limit: Some(1),

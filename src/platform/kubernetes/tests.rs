@@ -232,7 +232,7 @@ fn rollout(router: bool, status: Option<RolloutStatus>) -> Rollout {
     let mut spec = RolloutSpec {
         replicas: Some(4),
         selector: serde_json::from_value(json!({"matchLabels": {"app": "web"}})).expect("sel"),
-        template: Some(image_template("web:2")),
+        template: Some(Box::new(image_template("web:2"))),
         ..RolloutSpec::default()
     };
     let canary = &mut spec.strategy.canary;
@@ -822,7 +822,7 @@ async fn a_status_conflict_requeues_at_once_without_an_error() {
 async fn a_settled_rollout_writes_nothing() {
     let stable = stable_revision();
     let mut r = rollout(false, None);
-    r.spec.template = Some(image_template("web:1"));
+    r.spec.template = Some(Box::new(image_template("web:1")));
     let cluster = Cluster {
         replica_sets: vec![replica_set(&stable, 4, 4)],
         services: BTreeMap::from([

@@ -289,7 +289,7 @@ pub(super) async fn scale(
             WorkloadSeen::Found(deployment) => deployment.spec.as_ref().map(|s| &s.template),
             WorkloadSeen::NotReferenced | WorkloadSeen::Missing => None,
         };
-        let Some(template) = scope.rollout.spec.template.as_ref().or(workload) else {
+        let Some(template) = scope.rollout.spec.template.as_deref().or(workload) else {
             // Unreachable through `rollout::step` (no template is an invalid spec, which
             // creates nothing); creating nothing is the safe answer all the same.
             warn!(replica_set = %name, "no pod template to create the ReplicaSet from");

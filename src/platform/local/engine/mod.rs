@@ -362,7 +362,7 @@ impl Engine {
                     managed.spec = spec.clone();
                     managed.generation += 1;
                     if let Some(template) = &spec.template {
-                        managed.revisions.insert(revision, template.clone());
+                        managed.revisions.insert(revision, (**template).clone());
                     }
                     tracing::info!(rollout = %name, generation = managed.generation, "new spec applied");
                 }
@@ -385,7 +385,7 @@ impl Engine {
                 None => (1, BTreeMap::new()),
             };
             if let Some(template) = &spec.template {
-                revisions.insert(revision, template.clone());
+                revisions.insert(revision, (**template).clone());
             }
             let (listen, metrics_listen) = listen_addresses(&name, &rollout.metadata, &spec)?;
             let start_error = |source| EngineError::StartProxy {
