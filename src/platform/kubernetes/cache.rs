@@ -16,11 +16,11 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt as _, watcher};
 
-use super::revision_settings::POD_METADATA_ANNOTATION;
 use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
+use super::cached_replica_set::CachedReplicaSet;
 use super::context::{MANAGED_BY_ANNOTATION, ROLLOUT_LABEL, rollout_label_value};
 use super::relist::{self, RelistDiff};
 use super::watch_health::{WatchHealth, observed};
@@ -357,8 +357,8 @@ impl RouterCaches {
 /// What a reconcile reads, from memory.
 #[derive(Clone)]
 pub struct Caches {
-    /// ReplicaSets labelled with a Rollout.
-    pub replica_sets: Children<ReplicaSet>,
+    /// ReplicaSets labelled with a Rollout, as the fields vigil reads.
+    pub replica_sets: Children<CachedReplicaSet>,
     /// AnalysisRuns labelled with a Rollout (the AnalysisRun controller's store too).
     pub analysis_runs: Children<AnalysisRun>,
     /// Services (the stable and canary ones are looked up by name).
@@ -391,8 +391,8 @@ impl Default for Caches {
 }
 
 impl Caches {
-    /// Synced caches holding exactly these objects (router kinds unwatched: read from the
-    /// API server).
+    /// Synced caches holding exactly these objects, trimmed as the watches trim them (router
+    /// kinds unwatched: read from the API server).
     pub fn holding(
         replica_sets: Vec<ReplicaSet>,
         analysis_runs: Vec<AnalysisRun>,
@@ -400,7 +400,13 @@ impl Caches {
         deployments: Vec<Deployment>,
     ) -> Caches {
         Caches {
-            replica_sets: Children::holding("ReplicaSet", replica_sets),
+            replica_sets: Children::holding(
+                "ReplicaSet",
+                replica_sets
+                    .into_iter()
+                    .map(CachedReplicaSet::from)
+                    .collect(),
+            ),
             analysis_runs: Children::holding("AnalysisRun", analysis_runs),
             services: Watched::holding("Service", services),
             deployments: Watched::holding("Deployment", deployments),
@@ -477,27 +483,6 @@ pub fn trim_meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove(LAST_APPLIED);
-    }
-}
-
-/// A ReplicaSet as vigil reads it: labels, owners, replicas, readiness, `minReadySeconds` and
-/// the record of the role metadata vigil put on its pods. The pod template (the bulk of the
-/// object) is dropped: vigil builds ReplicaSets from the Rollout's; so is the selector
-/// (vigil finds a revision's ReplicaSet and pods by its own labels).
-pub fn trim_replica_set(replica_set: &mut ReplicaSet) {
-    trim_meta(&mut replica_set.metadata);
-    replica_set.metadata.annotations = replica_set
-        .metadata
-        .annotations
-        .take()
-        .and_then(|mut annotations| annotations.remove_entry(POD_METADATA_ANNOTATION))
-        .map(|record| [record].into());
-    if let Some(spec) = replica_set.spec.as_mut() {
-        spec.template = None;
-        spec.selector = Default::default();
-    }
-    if let Some(status) = replica_set.status.as_mut() {
-        status.conditions = None;
     }
 }
 
@@ -941,32 +926,6 @@ mod tests {
             "shop", "cart-a", "cart",
         )));
         assert!(names("shop/cart").is_empty());
-    }
-
-    #[test]
-    fn a_cached_replica_set_keeps_only_what_vigil_reads() {
-        let mut rs = replica_set("shop", "web-a", "web");
-        trim_replica_set(&mut rs);
-        assert!(rs.metadata.managed_fields.is_none());
-        assert!(rs.metadata.annotations.is_none());
-        // The record of the role metadata stays (it is what a role change takes off).
-        let mut labelled = replica_set("shop", "web-a", "web");
-        labelled
-            .metadata
-            .annotations
-            .get_or_insert_with(Default::default)
-            .insert(POD_METADATA_ANNOTATION.to_owned(), "{}".to_owned());
-        trim_replica_set(&mut labelled);
-        assert_eq!(
-            labelled.metadata.annotations,
-            Some([(POD_METADATA_ANNOTATION.to_owned(), "{}".to_owned())].into())
-        );
-        let spec = rs.spec.expect("spec");
-        assert!(spec.template.is_none());
-        assert_eq!(spec.selector, Default::default());
-        assert_eq!(spec.replicas, Some(2));
-        assert_eq!(rs.status.and_then(|s| s.ready_replicas), Some(1));
-        assert_eq!(rs.metadata.labels.expect("labels")[ROLLOUT_LABEL], "web");
     }
 
     fn run(phase: &str) -> AnalysisRun {

@@ -4,6 +4,7 @@
 
 pub mod analysis_controller;
 pub mod cache;
+pub mod cached_replica_set;
 pub mod context;
 pub mod events;
 pub mod fair_share;

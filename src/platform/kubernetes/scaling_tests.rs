@@ -77,13 +77,8 @@ async fn reconcile_pods(
     let mut ctx = plain_context(client);
     ctx.templates = Some(templates);
     // As the watches fill them: trimmed (the role metadata's record must survive it).
-    let mut replica_sets: Vec<k8s_openapi::api::apps::v1::ReplicaSet> =
-        parse(cluster_base.replica_sets.clone());
-    replica_sets
-        .iter_mut()
-        .for_each(super::super::cache::trim_replica_set);
     ctx.caches = Caches::holding(
-        replica_sets,
+        parse(cluster_base.replica_sets.clone()),
         parse(cluster_base.runs.clone()),
         parse(cluster_base.services.values().cloned()),
         parse(cluster_base.deployment.clone()),

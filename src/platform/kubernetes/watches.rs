@@ -2,7 +2,7 @@
 //! (see [`super::cache`]), with the AnalysisRuns shared by both controllers. Each reports
 //! its health; each change wakes the Rollouts it concerns through one channel.
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kube::runtime::watcher;
@@ -10,8 +10,9 @@ use kube::runtime::watcher;
 use super::WatchScope;
 use super::cache::{
     CacheReporting, Caches, Index, RouterCaches, RunTriggers, spawn_children, spawn_referenced,
-    trim_deployment, trim_replica_set, trim_run, trim_service,
+    trim_deployment, trim_run, trim_service,
 };
+use super::cached_replica_set::{self, CachedReplicaSet};
 use super::context::ROLLOUT_LABEL;
 use super::router_crds::{self, RouterCrds, RouterKind, start_router_cache};
 use crate::api::{AnalysisRun, Rollout};
@@ -60,10 +61,10 @@ pub async fn start(
         None => ROLLOUT_LABEL.to_owned(),
     });
     let replica_sets = spawn_children(
-        scope.api::<ReplicaSet>(client),
+        scope.api::<CachedReplicaSet>(client),
         children,
         "ReplicaSet",
-        trim_replica_set,
+        cached_replica_set::trim,
         None,
         reporting,
     );

@@ -12,7 +12,11 @@ use crate::platform::kubernetes::service_claims::{claim_problems, claimed_by_ano
 /// the cache has yet to show.
 pub(super) async fn read(scope: &Scope<'_>, router: &Router) -> Result<Seen, Error> {
     let caches = &scope.ctx.caches;
-    let replica_sets = caches.replica_sets.of(&scope.namespace, &scope.name);
+    let replica_sets = (caches.replica_sets)
+        .of(&scope.namespace, &scope.name)
+        .into_iter()
+        .map(ReplicaSet::from)
+        .collect();
     let analysis_runs = caches.analysis_runs.of(&scope.namespace, &scope.name);
     let (stable_name, canary_name) = crate::rollout::service_names(&scope.rollout.spec);
     let stable_service = read_service(scope, stable_name).await?;
