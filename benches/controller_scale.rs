@@ -27,6 +27,9 @@
 //! - `VIGIL_BENCH_ANALYSIS` (1): 0 drops the analysis step.
 //! - `VIGIL_BENCH_STEADY_SECONDS` (60): the steady-state window.
 //! - `VIGIL_BENCH_CHURN_MINUTES` (0) and `VIGIL_BENCH_CHURN_SHARE` (0.1): the churn phase.
+//! - `VIGIL_BENCH_HISTORY` (unset: the Rollout defaults, 10 ReplicaSets and 5 runs of each
+//!   kind): each Rollout's `revisionHistoryLimit` and both AnalysisRun history limits, so a
+//!   churn can reach a cluster that stops growing (1: flat after one release per Rollout).
 //! - `VIGIL_BENCH_CONTROLLER`: another `vigil` binary to measure (e.g. a copy of an older
 //!   build, for before/after figures from the same bench).
 
@@ -62,6 +65,7 @@ struct Settings {
     steady: Duration,
     churn_minutes: u64,
     churn_share: f64,
+    history: Option<i32>,
 }
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -80,6 +84,9 @@ impl Settings {
             steady: Duration::from_secs(env("VIGIL_BENCH_STEADY_SECONDS", 60)),
             churn_minutes: env("VIGIL_BENCH_CHURN_MINUTES", 0),
             churn_share: env("VIGIL_BENCH_CHURN_SHARE", 0.1_f64).clamp(0.0, 1.0),
+            history: std::env::var("VIGIL_BENCH_HISTORY")
+                .ok()
+                .and_then(|v| v.parse().ok()),
         }
     }
 
@@ -97,10 +104,10 @@ fn template(name: &str, image: &str) -> Value {
            "spec": {"containers": [{"name": "app", "image": image}]}})
 }
 
-fn rollout(i: usize, shard: Option<usize>, analysis: bool) -> Value {
+fn rollout(i: usize, shard: Option<usize>, settings: &Settings) -> Value {
     let name = name(i);
     let mut steps = vec![json!({"setWeight": 50})];
-    if analysis {
+    if settings.analysis {
         steps.push(json!({"analysis": {"templates": [{"templateName": "bench"}]}}));
     }
     let mut doc = json!({
@@ -115,6 +122,11 @@ fn rollout(i: usize, shard: Option<usize>, analysis: bool) -> Value {
     });
     if let Some(shard) = shard {
         doc["metadata"]["labels"] = json!({SHARD_LABEL: shard.to_string()});
+    }
+    if let Some(limit) = settings.history {
+        doc["spec"]["revisionHistoryLimit"] = json!(limit);
+        doc["spec"]["analysis"] = json!({"successfulRunHistoryLimit": limit,
+                                         "unsuccessfulRunHistoryLimit": limit});
     }
     doc
 }
@@ -366,7 +378,7 @@ fn seed(server: &ApiServer, settings: &Settings) {
             foreign += 1;
         }
         server
-            .put_json(ROLLOUTS, rollout(i, shard, settings.analysis))
+            .put_json(ROLLOUTS, rollout(i, shard, settings))
             .expect("create a rollout");
     }
 }
@@ -431,9 +443,13 @@ impl ChurnSample {
 fn churn(server: &ApiServer, controller: &Controller, own: &[usize], settings: &Settings) {
     let per_minute = ((own.len() as f64 * settings.churn_share).ceil() as usize).max(1);
     println!(
-        "churn: {per_minute} Rollouts ({:.0}%) released every minute for {} minutes",
+        "churn: {per_minute} Rollouts ({:.0}%) released every minute for {} minutes; history \
+         limits (ReplicaSets, runs of each kind): {}",
         settings.churn_share * 100.0,
-        settings.churn_minutes
+        settings.churn_minutes,
+        settings
+            .history
+            .map_or("the defaults (10, 5)".to_owned(), |n| n.to_string())
     );
     server.take_requests();
     let mut samples = Vec::new();
