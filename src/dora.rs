@@ -224,11 +224,17 @@ impl History {
                 }
             }
         }
-        if self.releases.len() > HISTORY_KEPT {
-            let excess = self.releases.len() - HISTORY_KEPT;
-            self.releases.drain(..excess);
-        }
+        self.keep_last(HISTORY_KEPT);
         observed
+    }
+
+    /// Drops all but the newest `count` releases.
+    pub fn keep_last(&mut self, count: usize) {
+        let excess = self.releases.len().saturating_sub(count);
+        if excess > 0 {
+            self.releases.drain(..excess);
+            self.releases.shrink_to_fit();
+        }
     }
 
     fn open(&mut self) -> Option<&mut ReleaseRecord> {

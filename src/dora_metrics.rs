@@ -138,11 +138,15 @@ impl DoraMetrics {
         }
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let label = bounded_namespace(&mut state.namespaces, namespace);
-        let observed = state
+        let history = state
             .histories
             .entry(format!("{namespace}/{name}"))
-            .or_default()
-            .apply(&found, now);
+            .or_default();
+        let observed = history.apply(&found, now);
+        // What the next change needs is the newest release (its start, its outcome); the
+        // whole history is the Rollout's status and `vigil history`'s. Kept whole, it would
+        // grow with every release of every Rollout.
+        history.keep_last(1);
         drop(state);
         let labels = NamespaceLabels { namespace: label };
         for observation in observed {
@@ -269,6 +273,51 @@ mod tests {
         }
         for name in EXPORTED {
             assert!(text.contains(name), "{name} not exported:\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_controller_remembers_one_release_per_rollout_however_many_it_saw() {
+        let (registry, metrics) = registered();
+        let mut before = RolloutStatus {
+            stable_revision: Some("r0".to_owned()),
+            ..RolloutStatus::default()
+        };
+        for release in 1..=5 {
+            let started = progressing(&format!("r{release}"));
+            let start = at(release * 1000);
+            metrics.record("shop", "web", &before, &started, start);
+            let mut promoted = started.clone();
+            promoted.stable_revision = started.canary_revision.clone();
+            promoted.phase = Some(RolloutPhase::Healthy);
+            metrics.record("shop", "web", &started, &promoted, at(release * 1000 + 60));
+            before = promoted;
+        }
+        let releases = |metrics: &DoraMetrics| {
+            metrics.state.lock().expect("state").histories["shop/web"]
+                .releases
+                .len()
+        };
+        assert_eq!(releases(&metrics), 1);
+        // The one kept is enough for what comes next: a rollback's duration and time to
+        // restore.
+        let started = progressing("r6");
+        metrics.record("shop", "web", &before, &started, at(9000));
+        let mut degraded = started.clone();
+        degraded.phase = Some(RolloutPhase::Degraded);
+        degraded.abort = true;
+        degraded.aborted_at = Some(Time(at(9030)));
+        degraded.canary_weight = 0;
+        metrics.record("shop", "web", &started, &degraded, at(9033));
+        assert_eq!(releases(&metrics), 1);
+        let text = encode(&registry);
+        for expected in [
+            "vigil_releases_promoted_total{namespace=\"shop\"} 5",
+            "vigil_release_duration_seconds_sum{namespace=\"shop\",outcome=\"promoted\"} 300.0",
+            "vigil_release_duration_seconds_sum{namespace=\"shop\",outcome=\"rolled_back\"} 33.0",
+            "vigil_time_to_restore_seconds_sum{namespace=\"shop\"} 3.0",
+        ] {
+            assert!(text.contains(expected), "missing {expected} in\n{text}");
         }
     }
 
