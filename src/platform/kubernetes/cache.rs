@@ -486,15 +486,19 @@ pub fn trim_meta(meta: &mut ObjectMeta) {
     }
 }
 
+/// Drops every annotation of `meta` but `kept`.
+pub fn keep_only_annotation(meta: &mut ObjectMeta, kept: &str) {
+    meta.annotations = meta
+        .annotations
+        .take()
+        .and_then(|mut annotations| annotations.remove_entry(kept))
+        .map(|entry| [entry].into());
+}
+
 /// A Service as vigil reads it: its selector and which Rollout manages it.
 pub fn trim_service(service: &mut Service) {
     trim_meta(&mut service.metadata);
-    service.metadata.annotations = service
-        .metadata
-        .annotations
-        .take()
-        .and_then(|mut annotations| annotations.remove_entry(MANAGED_BY_ANNOTATION))
-        .map(|claim| [claim].into());
+    keep_only_annotation(&mut service.metadata, MANAGED_BY_ANNOTATION);
     service.metadata.labels = None;
     service.status = None;
     if let Some(spec) = service.spec.as_mut() {

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::Deserialize;
 
-use super::cache::trim_meta;
+use super::cache::{keep_only_annotation, trim_meta};
 use super::revision_settings::POD_METADATA_ANNOTATION;
 
 /// An `apps/v1` ReplicaSet with only what vigil reads: metadata (labels, owners, the role
@@ -76,12 +76,7 @@ impl Resource for CachedReplicaSet {
 /// metadata vigil put on the pods (what a role change takes off), and the status conditions.
 pub fn trim(replica_set: &mut CachedReplicaSet) {
     trim_meta(&mut replica_set.metadata);
-    replica_set.metadata.annotations = replica_set
-        .metadata
-        .annotations
-        .take()
-        .and_then(|mut annotations| annotations.remove_entry(POD_METADATA_ANNOTATION))
-        .map(|record| [record].into());
+    keep_only_annotation(&mut replica_set.metadata, POD_METADATA_ANNOTATION);
     if let Some(status) = replica_set.status.as_mut() {
         status.conditions = None;
     }
