@@ -1,8 +1,9 @@
 //! The ReplicaSet as the cache holds it: the fields vigil reads, decoded straight from the
 //! API server's JSON. k8s-openapi's `ReplicaSet` is ~2.3 KiB inline whatever it holds (its
 //! spec embeds a whole pod template), and every Rollout keeps one to eleven ReplicaSets
-//! (`revisionHistoryLimit`, 10 by default); this type is under a third of that. A reconcile converts what it reads back into a
-//! `ReplicaSet` (template and selector absent), so everything downstream reads one type.
+//! (`revisionHistoryLimit`, 10 by default); this type is under a third of that. A reconcile
+//! converts what it reads back into a `ReplicaSet` (template and selector absent), so
+//! everything downstream reads one type.
 
 use std::borrow::Cow;
 
