@@ -14,8 +14,10 @@
 //!    ReplicaSets and AnalysisRuns) and how many Rollouts are settled (whether releases keep
 //!    up), so growth can be told apart from a leak.
 //!
-//! Reconcile latency p50/p90/p99 comes from the controller's own histograms (phases 1–3), of
-//! Rollout and of AnalysisRun reconciles apart.
+//! Reconcile latency p50/p90/p99 comes from the controller's own histograms, of Rollout and of
+//! AnalysisRun reconciles apart, phase by phase: initial and steady, release, churn (a release
+//! of every Rollout at once is a burst that queues on the shared cores; churn is the pace of a
+//! busy cluster).
 //!
 //! `cargo bench --bench controller_scale`; settings by environment:
 //! - `VIGIL_BENCH_ROLLOUTS` (10000): the Rollouts this controller owns.
@@ -30,6 +32,7 @@
 //! - `VIGIL_BENCH_HISTORY` (unset: the Rollout defaults, 10 ReplicaSets and 5 runs of each
 //!   kind): each Rollout's `revisionHistoryLimit` and both AnalysisRun history limits, so a
 //!   churn can reach a cluster that stops growing (1: flat after one release per Rollout).
+//! - `VIGIL_BENCH_CONCURRENCY` (16): the controller's `--concurrency`.
 //! - `VIGIL_BENCH_CONTROLLER`: another `vigil` binary to measure (e.g. a copy of an older
 //!   build, for before/after figures from the same bench).
 
@@ -184,9 +187,11 @@ impl Controller {
             .expect("a free port");
         let binary = std::env::var_os("VIGIL_BENCH_CONTROLLER")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_vigil").into());
+        let concurrency: u16 = env("VIGIL_BENCH_CONCURRENCY", 16);
         let mut command = Command::new(binary);
         command
-            .args(["controller", "--no-leader-election", "--concurrency", "16"])
+            .args(["controller", "--no-leader-election", "--concurrency"])
+            .arg(concurrency.to_string())
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{metrics_port}"));
         if let Some(selector) = selector {
@@ -229,9 +234,9 @@ impl Controller {
     }
 }
 
-/// The q-quantile of an OpenMetrics histogram's cumulative buckets (upper bound of the bucket).
-fn quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
-    let buckets: Vec<(f64, f64)> = metrics
+/// An OpenMetrics histogram's cumulative buckets: (upper bound, count).
+fn histogram(metrics: &str, name: &str) -> Vec<(f64, f64)> {
+    metrics
         .lines()
         .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
         .filter_map(|l| {
@@ -244,7 +249,25 @@ fn quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
             };
             Some((le, count))
         })
-        .collect();
+        .collect()
+}
+
+/// The buckets of `now` less those of an earlier scrape (`before`), bucket by bucket: the
+/// observations made between the two.
+fn since(now: &[(f64, f64)], before: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    now.iter()
+        .map(|&(le, count)| {
+            let earlier = before
+                .iter()
+                .find(|(l, _)| *l == le)
+                .map_or(0.0, |(_, c)| *c);
+            (le, count - earlier)
+        })
+        .collect()
+}
+
+/// The q-quantile of cumulative buckets (the upper bound of its bucket).
+fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
     let total = buckets.last()?.1;
     buckets
         .iter()
@@ -331,24 +354,18 @@ fn report_requests(phase: &str, counts: &RequestCounts, per: f64, unit: &str) {
     }
 }
 
-fn report_latency(metrics: &str) {
-    let reconciles = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("vigil_reconciles_total "))
-        .unwrap_or("?");
-    println!("  reconciles: {reconciles} (Rollouts and AnalysisRuns)");
-    // Binaries before the split count AnalysisRun reconciles in the first histogram too.
+/// Reconcile latency over one phase: the controller's histograms now, less `before` (the
+/// metrics scraped when the phase began; empty for a controller that just started).
+fn report_latency(phase: &str, now: &str, before: &str) {
     for (what, name) in [
         ("Rollout", "vigil_reconcile_duration_seconds"),
         ("AnalysisRun", "vigil_analysis_reconcile_duration_seconds"),
     ] {
-        let fmt = |q| quantile(metrics, name, q).map_or("?".into(), |v| format!("{v:.4}"));
-        let count = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}_count ")))
-            .unwrap_or("?");
+        let buckets = since(&histogram(now, name), &histogram(before, name));
+        let count = buckets.last().map_or(0.0, |(_, c)| *c);
+        let fmt = |q| quantile(&buckets, q).map_or("?".into(), |v| format!("{}", v * 1000.0));
         println!(
-            "  {what} reconcile latency ({count}; bucket upper bounds): p50 <= {} s, p90 <= {} s, p99 <= {} s",
+            "  {phase}: {what} reconcile latency ({count} reconciles; bucket upper bounds): p50 <= {} ms, p90 <= {} ms, p99 <= {} ms",
             fmt(0.5),
             fmt(0.9),
             fmt(0.99)
@@ -452,6 +469,7 @@ fn churn(server: &ApiServer, controller: &Controller, own: &[usize], settings: &
             .map_or("the defaults (10, 5)".to_owned(), |n| n.to_string())
     );
     server.take_requests();
+    let before = controller.metrics();
     let mut samples = Vec::new();
     let mut next = 0;
     let started = Instant::now();
@@ -478,6 +496,7 @@ fn churn(server: &ApiServer, controller: &Controller, own: &[usize], settings: &
     }
     let requests = server.take_requests();
     report_requests("churn", &requests, next as f64, "per released Rollout");
+    report_latency("churn", &controller.metrics(), &before);
     report_churn_memory(&samples);
 }
 
@@ -587,6 +606,7 @@ fn main() {
 
     // 3. A release of every Rollout.
     let own = own_indices(&server);
+    let before_release = controller.metrics();
     let started = Instant::now();
     for &i in &own {
         release(&server, i, "app:2");
@@ -606,7 +626,9 @@ fn main() {
         controller.rss_mib(),
         controller.peak_rss_mib()
     );
-    report_latency(&controller.metrics());
+    let after_release = controller.metrics();
+    report_latency("initial and steady", &before_release, "");
+    report_latency("release", &after_release, &before_release);
 
     // 4. Restart.
     controller.stop();

@@ -87,6 +87,8 @@ pub struct Metrics {
     /// Errors of the watches behind the caches, by kind (RBAC refusals, missing CRDs,
     /// expired watches).
     pub watch_errors: Family<ResourceLabels, Counter>,
+    /// Events dropped because the event queue was full (`vigil_events_dropped_total`).
+    pub events_dropped: Counter,
     /// DORA figures: releases started, promoted, rolled back, durations, time to restore.
     pub dora: crate::dora_metrics::DoraMetrics,
     /// The phase each Rollout was last counted in, by `namespace/name`.
@@ -111,6 +113,7 @@ impl Default for Metrics {
         let measurement_duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let rollouts = Family::<PhaseLabels, Gauge>::default();
         let watch_errors = Family::<ResourceLabels, Counter>::default();
+        let events_dropped = Counter::default();
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -151,6 +154,11 @@ impl Default for Metrics {
             "Errors of the controller's watches, by resource",
             watch_errors.clone(),
         );
+        registry.register(
+            "events_dropped",
+            "Events dropped because the queue of events to publish was full",
+            events_dropped.clone(),
+        );
         let dora = crate::dora_metrics::DoraMetrics::register(&mut registry);
         Metrics {
             dora,
@@ -158,6 +166,7 @@ impl Default for Metrics {
             registry: Arc::new(registry),
             rollouts,
             watch_errors,
+            events_dropped,
             counted: Arc::default(),
             notifications,
             reconciles,

@@ -112,7 +112,7 @@ async fn during_the_analysis_step_the_route_splits_three_ways_with_guarded_weigh
         "{:#?}",
         lines(&calls)
     );
-    let write = calls.last().expect("status write");
+    let write = last_own(&calls).expect("status write");
     assert_status_write(write);
     let message = status_of(write).message.unwrap_or_default();
     assert!(message.contains("baseline"), "{message}");
@@ -179,7 +179,7 @@ async fn a_route_without_the_baseline_service_holds_the_rollout_naming_it() {
         "{:#?}",
         lines(&calls)
     );
-    let write = calls.last().expect("status write");
+    let write = last_own(&calls).expect("status write");
     let status = status_of(write);
     let message = status.message.unwrap_or_default();
     assert!(

@@ -186,8 +186,9 @@ pub struct Context {
     pub client: Client,
     /// The controller's metrics.
     pub metrics: Metrics,
-    /// Publishes `events.k8s.io` events (folding repeats into series, in bounded memory).
-    pub recorder: super::events::EventRecorder,
+    /// Publishes `events.k8s.io` events in the background (folding repeats into series, in
+    /// bounded memory): a reconcile never waits for them.
+    pub events: super::event_queue::EventQueue,
     /// Caps concurrent queries per Prometheus server.
     pub limiter: ConcurrencyLimiter,
     /// Per-object retry delays.
@@ -253,6 +254,8 @@ impl Context {
     ) -> Context {
         let recorder =
             super::events::EventRecorder::new(client.clone(), "vigil-controller", instance);
+        let events =
+            super::event_queue::EventQueue::start(recorder, metrics.events_dropped.clone());
         // Without an outbox until the controller starts its notifications (`run`).
         let webhooks = crate::platform::webhooks::WebhookCaller::new(
             crate::platform::webhooks::WebhookCallerConfig {
@@ -263,7 +266,7 @@ impl Context {
         Context {
             client,
             metrics,
-            recorder,
+            events,
             limiter,
             backoff: Backoff::default(),
             clock: Clock::System,

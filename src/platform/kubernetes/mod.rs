@@ -6,6 +6,7 @@ pub mod analysis_controller;
 pub mod cache;
 pub mod cached_replica_set;
 pub mod context;
+pub mod event_queue;
 pub mod events;
 pub mod fair_share;
 pub mod jobs;

@@ -44,7 +44,7 @@ async fn settled_with_limits() -> (Rollout, Cluster) {
     };
     let (result, calls, _) = Box::pin(reconcile_rollout(r.clone(), cluster.clone())).await;
     result.expect("first reconcile");
-    let status = status_of(calls.last().expect("status write"));
+    let status = status_of(last_own(&calls).expect("status write"));
     assert_eq!(status.phase, Some(RolloutPhase::Healthy), "{status:?}");
     r.status = Some(status);
     (r, cluster)

@@ -97,13 +97,20 @@ impl ApiServerVerifier {
         )
     }
 
-    /// The calls made so far, once the client is gone.
+    /// The calls made, once the client is gone (the event queue's worker holds a client
+    /// until the queue is drained, so every queued event is in). Events are published in
+    /// the background, interleaved with the reconcile's own calls as the scheduler has it:
+    /// they are listed last, each group in its own order.
     async fn finish(self) -> Vec<Call> {
         tokio::time::timeout(Duration::from_secs(5), self.task)
             .await
             .expect("the mock server stops once the client is dropped")
             .expect("mock server task");
-        self.calls.lock().expect("calls").clone()
+        let calls = self.calls.lock().expect("calls").clone();
+        let (events, others): (Vec<Call>, Vec<Call>) = calls
+            .into_iter()
+            .partition(|call| call.path.starts_with("/apis/events.k8s.io/"));
+        others.into_iter().chain(events).collect()
     }
 }
 
@@ -430,6 +437,15 @@ async fn reconcile_with(
     (result, verifier.finish().await, metrics)
 }
 
+/// The reconcile's own last call: the events, published in the background, are listed
+/// after it (see [`ApiServerVerifier::finish`]).
+fn last_own(calls: &[Call]) -> Option<&Call> {
+    calls
+        .iter()
+        .rev()
+        .find(|call| !call.path.starts_with("/apis/events.k8s.io/"))
+}
+
 fn lines(calls: &[Call]) -> Vec<String> {
     calls.iter().map(Call::line).collect()
 }
@@ -504,13 +520,13 @@ async fn a_service_another_rollout_manages_holds_the_rollout_at_its_field() {
         lines(&calls),
         vec![
             format!("GET {checkout}"),
-            format!("POST {EVENTS}"),
-            format!("PUT {STATUS}")
+            format!("PUT {STATUS}"),
+            format!("POST {EVENTS}")
         ],
         "{calls:#?}"
     );
-    assert_eq!(calls[1].body["reason"], json!("InvalidSpec"));
-    let status = status_of(&calls[2]);
+    assert_eq!(calls[2].body["reason"], json!("InvalidSpec"));
+    let status = status_of(&calls[1]);
     assert_eq!(status.phase, Some(RolloutPhase::Degraded));
     let message = status.message.unwrap_or_default();
     assert!(
@@ -605,8 +621,8 @@ async fn a_first_revision_creates_its_replica_set_and_points_both_services() {
             format!("PATCH {STABLE_SVC}"),
             format!("PATCH {CANARY_SVC}"),
             format!("POST {RS}"),
-            format!("POST {EVENTS}"),
             format!("PUT {STATUS}"),
+            format!("POST {EVENTS}"),
         ],
         "{calls:#?}"
     );
@@ -636,13 +652,13 @@ async fn a_first_revision_creates_its_replica_set_and_points_both_services() {
         assert_eq!(call.content_type, "application/merge-patch+json");
     }
     assert_eq!(
-        calls[3].body["reason"],
+        calls[4].body["reason"],
         json!("InitialDeployment"),
         "{:#?}",
-        calls[3].body
+        calls[4].body
     );
-    assert_status_write(&calls[4]);
-    let status = status_of(&calls[4]);
+    assert_status_write(&calls[3]);
+    let status = status_of(&calls[3]);
     assert_eq!(status.stable_revision.as_deref(), Some(revision.as_str()));
     assert_eq!(status.phase, Some(RolloutPhase::Progressing));
     // No polling after acting: the new ReplicaSet's watch events wake the Rollout; the
@@ -727,7 +743,7 @@ async fn a_set_weight_step_patches_only_the_route_weights_with_test_ops() {
             {"op": "replace", "path": "/spec/rules/0/backendRefs/1/weight", "value": 20},
         ])
     );
-    let write = calls.last().expect("status write");
+    let write = last_own(&calls).expect("status write");
     assert_status_write(write);
     assert_eq!(status_of(write).canary_weight, 20);
 }
@@ -760,7 +776,7 @@ async fn an_analysis_step_creates_an_owned_run_from_the_template_with_builtin_ar
         .as_str()
         .expect("query");
     assert!(query.contains(&canary_revision()), "{query}");
-    assert_status_write(calls.last().expect("status write"));
+    assert_status_write(last_own(&calls).expect("status write"));
 }
 
 #[tokio::test]
@@ -798,7 +814,7 @@ async fn an_abort_moves_traffic_first_and_terminates_the_running_analysis() {
         events[0].body["reportingController"],
         json!("vigil-controller")
     );
-    let status = status_of(calls.last().expect("status"));
+    let status = status_of(last_own(&calls).expect("status"));
     assert_eq!(status.phase, Some(RolloutPhase::Aborted));
     let text = metrics.encode();
     assert!(text.contains("to=\"Aborted\""), "{text}");
@@ -814,7 +830,10 @@ async fn a_status_conflict_requeues_at_once_without_an_error() {
     cluster.status_write = Some(409);
     let (result, calls, metrics) = reconcile_rollout(rollout(true, Some(status)), cluster).await;
     assert_eq!(result, Ok(Action::requeue(Duration::from_millis(100))));
-    assert_eq!(calls.last().map(Call::line), Some(format!("PUT {STATUS}")));
+    assert_eq!(
+        last_own(&calls).map(Call::line),
+        Some(format!("PUT {STATUS}"))
+    );
     assert!(metrics.encode().contains("category=\"status_conflict\""));
 }
 
@@ -834,7 +853,7 @@ async fn a_settled_rollout_writes_nothing() {
     // First reconcile records Healthy; feeding its status back must write nothing.
     let (result, calls, _) = reconcile_rollout(r.clone(), cluster.clone()).await;
     result.expect("first");
-    let status = status_of(calls.last().expect("status write"));
+    let status = status_of(last_own(&calls).expect("status write"));
     assert_eq!(status.phase, Some(RolloutPhase::Healthy), "{status:?}");
     r.status = Some(status);
     let (result, calls, metrics) = reconcile_rollout(r, cluster).await;
@@ -1142,14 +1161,14 @@ async fn a_missing_template_holds_the_rollout_from_observe_without_reading_it() 
     result.expect("reconciled");
     let calls_lines = lines(&calls);
     assert_eq!(calls_lines[..1], reads()[..], "{calls_lines:#?}");
-    // Held from observe: no template GET, no run, events then the status (decided once).
+    // Held from observe: no template GET, no run, the status (decided once) and events.
     assert!(
         calls_lines[1..]
             .iter()
             .all(|l| *l == format!("POST {EVENTS}") || *l == format!("PUT {STATUS}")),
         "{calls_lines:#?}"
     );
-    let write = calls.last().expect("status write");
+    let write = last_own(&calls).expect("status write");
     assert_status_write(write);
     let message = status_of(write).message.unwrap_or_default();
     assert!(
@@ -1178,7 +1197,7 @@ async fn a_missing_router_object_holds_the_rollout_with_its_field_named() {
     // The route is not watched: look again soon rather than wait for a Rollout change.
     assert_eq!(result, Ok(Action::requeue(Duration::from_secs(20))));
     assert_held(&calls);
-    let write = calls.last().expect("status write");
+    let write = last_own(&calls).expect("status write");
     assert_status_write(write);
     let status = status_of(write);
     assert_eq!(status.phase, Some(RolloutPhase::Degraded));
@@ -1203,7 +1222,7 @@ async fn a_malformed_router_object_holds_the_rollout_with_what_is_wrong() {
     let (result, calls, _) = reconcile_rollout(rollout(true, Some(status)), cluster).await;
     assert_eq!(result, Ok(Action::requeue(Duration::from_secs(20))));
     assert_held(&calls);
-    let message = status_of(calls.last().expect("status write"))
+    let message = status_of(last_own(&calls).expect("status write"))
         .message
         .unwrap_or_default();
     assert!(
@@ -1248,7 +1267,10 @@ async fn a_foreign_edit_of_the_weight_is_put_back_and_reported_in_an_event() {
         put_back.body["note"],
         json!("the router reports canary weight 50, but vigil set 20 and owns it: setting 20 back")
     );
-    assert_eq!(status_of(calls.last().expect("status")).canary_weight, 20);
+    assert_eq!(
+        status_of(last_own(&calls).expect("status")).canary_weight,
+        20
+    );
 }
 
 #[tokio::test]
@@ -1320,7 +1342,7 @@ async fn a_header_route_step_adds_the_rule_first_with_a_guarded_patch_once_the_c
         ])
     );
     // The route is not read back yet: the step waits.
-    let write = calls.last().expect("status write");
+    let write = last_own(&calls).expect("status write");
     assert_status_write(write);
     assert_eq!(status_of(write).current_step_index, Some(0));
 }
@@ -1349,7 +1371,7 @@ async fn a_secret_argument_that_does_not_exist_holds_the_rollout_before_any_effe
             .all(|l| *l == format!("POST {EVENTS}") || *l == format!("PUT {STATUS}")),
         "{calls_lines:#?}"
     );
-    let write = calls.last().expect("status write");
+    let write = last_own(&calls).expect("status write");
     assert_status_write(write);
     let message = status_of(write).message.unwrap_or_default();
     assert!(
@@ -1423,8 +1445,8 @@ async fn adopting_a_deployment_creates_the_revision_from_its_template_and_leaves
             // The stable service still selects the Deployment's pods: not moved yet.
             format!("POST {RS}"),
             format!("PATCH {CANARY_SVC}"),
-            format!("POST {EVENTS}"),
             format!("PUT {STATUS}"),
+            format!("POST {EVENTS}"),
         ],
         "{calls:#?}"
     );
@@ -1439,7 +1461,7 @@ async fn adopting_a_deployment_creates_the_revision_from_its_template_and_leaves
         "the Deployment's template"
     );
     assert_eq!(created["spec"]["replicas"], json!(4));
-    let status = status_of(&calls[3]);
+    let status = status_of(&calls[2]);
     assert_eq!(status.stable_revision.as_deref(), Some(revision.as_str()));
 }
 
@@ -1501,7 +1523,7 @@ async fn a_deployment_scaled_meanwhile_fails_the_guarded_patch_and_records_nothi
     assert!(error.starts_with("scale_down_deployment:"), "{error}");
     assert!(error.contains("Deployment web"), "{error}");
     assert_eq!(
-        calls.last().map(Call::line),
+        last_own(&calls).map(Call::line),
         Some(format!("PATCH {DEPLOYMENT}")),
         "no status write after a failed effect: the change wakes the Rollout, which reads the new copy"
     );
@@ -1516,7 +1538,7 @@ async fn a_missing_deployment_holds_the_rollout_with_the_reason_and_creates_noth
         .filter(|line| !line.starts_with("GET") && line != &format!("POST {EVENTS}"))
         .collect();
     assert_eq!(writes, vec![format!("PUT {STATUS}")], "{calls:#?}");
-    let status = status_of(calls.last().expect("a call"));
+    let status = status_of(last_own(&calls).expect("a call"));
     assert_eq!(status.phase, Some(RolloutPhase::Degraded));
     let message = status.message.unwrap_or_default();
     assert!(

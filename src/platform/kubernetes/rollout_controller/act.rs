@@ -37,7 +37,7 @@ pub(super) async fn act(
                         weight: *canary_weight,
                         source: Box::new(source),
                     })?;
-                report_put_back(scope, seen, *canary_weight).await;
+                report_put_back(scope, seen, *canary_weight);
             }
             // Only decided for a router that reports a baseline weight (the Gateway API's
             // three-way split, with `canary.baseline.service`).
@@ -166,7 +166,7 @@ pub(super) async fn act(
                 reason,
                 message,
             } => {
-                publish(scope, *type_, reason, message).await;
+                publish(scope, *type_, reason, message);
                 continue;
             }
         }
@@ -220,7 +220,7 @@ pub(super) fn route_result(
 }
 
 /// A weight someone else set on the router was just put back: say so in a Warning event.
-async fn report_put_back(scope: &Scope<'_>, seen: &Seen, wanted: i32) {
+fn report_put_back(scope: &Scope<'_>, seen: &Seen, wanted: i32) {
     let last_set = scope
         .rollout
         .status
@@ -229,13 +229,14 @@ async fn report_put_back(scope: &Scope<'_>, seen: &Seen, wanted: i32) {
         .map(|s| s.canary_weight);
     if let Some(note) = foreign_weight_edit(seen.router_canary_weight, last_set, wanted) {
         warn!(%note, "put back a foreign edit of the router's weight");
-        publish(scope, EventType::Warning, "TrafficWeightRestored", &note).await;
+        publish(scope, EventType::Warning, "TrafficWeightRestored", &note);
     }
 }
 
-/// Events are a courtesy: one that cannot be written is logged, and the reconcile goes on
-/// (failing here would repeat every effect for the sake of a message).
-pub(super) async fn publish(scope: &Scope<'_>, type_: EventType, reason: &str, message: &str) {
+/// Events are a courtesy: queued for the background publisher, never awaited; one that
+/// cannot be written is logged there, and the reconcile goes on (failing here would repeat
+/// every effect for the sake of a message).
+pub(super) fn publish(scope: &Scope<'_>, type_: EventType, reason: &str, message: &str) {
     let mut note = message.to_owned();
     if note.len() > 1000 {
         let mut cut = 1000;
@@ -253,14 +254,7 @@ pub(super) async fn publish(scope: &Scope<'_>, type_: EventType, reason: &str, m
         action: reason.to_owned(),
         note,
     };
-    if let Err(error) = scope
-        .ctx
-        .recorder
-        .publish(&event, &scope.rollout.object_ref(&()))
-        .await
-    {
-        warn!(%error, reason, "cannot publish event");
-    }
+    scope.ctx.events.send(event, scope.rollout.object_ref(&()));
 }
 
 pub(super) async fn scale(

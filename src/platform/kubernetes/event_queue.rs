@@ -1,0 +1,162 @@
+//! Events leave the reconcile path here.
+//!
+//! An Event is a courtesy to whoever runs `kubectl describe`: a reconcile that waited for
+//! its Events' round trips (a POST, or a series PATCH, each) spent most of its time on them
+//! while the API server was busy. [`EventQueue::send`] never waits: it puts the event on a
+//! bounded queue, or drops it and counts the drop when the queue is full, as client-go's
+//! broadcaster does (its queue holds 1000). One worker task publishes them in the order they
+//! were sent, through the [`EventRecorder`], which folds repeats into series.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use super::events::{EventNote, EventRecorder};
+
+/// Events waiting to be published, at most; more are dropped (and counted).
+pub const EVENT_QUEUE_CAPACITY: usize = 1024;
+
+enum Queued {
+    /// Boxed: a flush marker need not be the size of an event.
+    Publish(Box<(EventNote, ObjectReference)>),
+    /// Answered once every event queued before it was published (or failed).
+    Flush(oneshot::Sender<()>),
+}
+
+/// Publishes events from a background task, in the order they were sent.
+#[derive(Clone)]
+pub struct EventQueue {
+    sender: mpsc::Sender<Queued>,
+    recorder: Arc<EventRecorder>,
+    dropped: Counter,
+}
+
+impl EventQueue {
+    /// Starts the worker that publishes through `recorder` (on the current Tokio runtime);
+    /// `dropped` counts the events that found the queue full.
+    pub fn start(recorder: EventRecorder, dropped: Counter) -> EventQueue {
+        let recorder = Arc::new(recorder);
+        let (sender, receiver) = mpsc::channel(EVENT_QUEUE_CAPACITY);
+        tokio::spawn(publish_all(receiver, recorder.clone()));
+        EventQueue {
+            sender,
+            recorder,
+            dropped,
+        }
+    }
+
+    /// Queues `event` about `regarding` without waiting; a full queue drops it (counted in
+    /// `vigil_events_dropped_total` and logged).
+    pub fn send(&self, event: EventNote, regarding: ObjectReference) {
+        let reason = event.reason.clone();
+        if self
+            .sender
+            .try_send(Queued::Publish(Box::new((event, regarding))))
+            .is_err()
+        {
+            self.dropped.inc();
+            warn!(%reason, "event queue full; event dropped");
+        }
+    }
+
+    /// Waits until every event sent before this call was published or failed.
+    pub async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.sender.send(Queued::Flush(done)).await.is_ok() {
+            let _ = flushed.await;
+        }
+    }
+
+    /// How many event keys the recorder remembers for series.
+    pub fn remembered(&self) -> usize {
+        self.recorder.remembered()
+    }
+}
+
+async fn publish_all(mut queue: mpsc::Receiver<Queued>, recorder: Arc<EventRecorder>) {
+    while let Some(queued) = queue.recv().await {
+        match queued {
+            Queued::Publish(queued) => {
+                let (event, regarding) = *queued;
+                // Logged, never retried: failing here must not hold the events behind it.
+                if let Err(error) = recorder.publish(&event, &regarding).await {
+                    warn!(%error, reason = %event.reason, "cannot publish event");
+                }
+            }
+            Queued::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::kubernetes::events::EventType;
+
+    const EVENTS: &str = "events.k8s.io/v1/events";
+
+    fn regarding(name: &str) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("vigil.dev/v1alpha1".into()),
+            kind: Some("Rollout".into()),
+            namespace: Some("shop".into()),
+            name: Some(name.into()),
+            uid: Some(format!("uid-{name}")),
+            ..Default::default()
+        }
+    }
+
+    fn note(reason: &str) -> EventNote {
+        EventNote {
+            type_: EventType::Normal,
+            reason: reason.into(),
+            action: reason.into(),
+            note: format!("{reason} happened"),
+        }
+    }
+
+    /// Against the API test server: `send` returns at once, the worker publishes every event
+    /// in order (a repeat folds into the series of the first), and `flush` waits for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sent_events_are_published_in_order_by_the_worker() {
+        let server = crate::testing::apiserver::ApiServer::start();
+        let recorder = EventRecorder::new(server.client(), "vigil-controller", None);
+        let dropped = Counter::default();
+        let queue = EventQueue::start(recorder, dropped.clone());
+        for reason in ["Progressing", "Paused", "Progressing", "Healthy"] {
+            queue.send(note(reason), regarding("web"));
+        }
+        queue.flush().await;
+        let mut events = server.list_json(EVENTS, Some("shop"));
+        events.sort_by_key(|e| e["eventTime"].as_str().unwrap_or_default().to_owned());
+        let reasons: Vec<_> = events.iter().map(|e| e["reason"].clone()).collect();
+        assert_eq!(reasons, ["Progressing", "Paused", "Healthy"], "{events:#?}");
+        assert_eq!(events[0]["series"]["count"], 2, "{:#?}", events[0]);
+        assert_eq!(queue.remembered(), 3);
+        assert_eq!(dropped.get(), 0);
+    }
+
+    /// A queue that cannot keep up drops what does not fit and counts it; `send` never
+    /// waits, whatever the API server does.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_queue_drops_and_counts_without_waiting() {
+        let server = crate::testing::apiserver::ApiServer::start();
+        let recorder = EventRecorder::new(server.client(), "vigil-controller", None);
+        let dropped = Counter::default();
+        let queue = EventQueue::start(recorder, dropped.clone());
+        // On a current-thread runtime the worker cannot run until this test yields.
+        let extra = 5;
+        for i in 0..EVENT_QUEUE_CAPACITY + extra {
+            queue.send(note("Progressing"), regarding(&format!("web-{i}")));
+        }
+        assert_eq!(dropped.get(), extra as u64);
+        queue.flush().await;
+        let events = server.list_json(EVENTS, Some("shop"));
+        assert_eq!(events.len(), EVENT_QUEUE_CAPACITY);
+    }
+}
