@@ -357,6 +357,16 @@ fn report_requests(phase: &str, counts: &RequestCounts, per: f64, unit: &str) {
 /// Reconcile latency over one phase: the controller's histograms now, less `before` (the
 /// metrics scraped when the phase began; empty for a controller that just started).
 fn report_latency(phase: &str, now: &str, before: &str) {
+    let dropped = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("vigil_events_dropped_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    if let Some(now_dropped) = dropped(now) {
+        let dropped = now_dropped - dropped(before).unwrap_or(0.0);
+        println!("  {phase}: events dropped (their queue full): {dropped}");
+    }
     for (what, name) in [
         ("Rollout", "vigil_reconcile_duration_seconds"),
         ("AnalysisRun", "vigil_analysis_reconcile_duration_seconds"),
@@ -498,6 +508,7 @@ fn churn(server: &ApiServer, controller: &Controller, own: &[usize], settings: &
     report_requests("churn", &requests, next as f64, "per released Rollout");
     report_latency("churn", &controller.metrics(), &before);
     report_churn_memory(&samples);
+    report_churn_after_one_release_each(&samples, settings.churn_share);
 }
 
 /// Growth after warm-up (the first two minutes fill the caches after the restart), beside
@@ -529,6 +540,34 @@ fn report_churn_memory(samples: &[ChurnSample]) {
             (last.rss_mib as f64 - base.rss_mib as f64) * 1024.0 / added as f64
         );
     }
+}
+
+/// Growth once the churn has released every Rollout at least once since the controller
+/// started (`1 / share` minutes): what the controller keeps per Rollout after a release (its
+/// last release for the DORA figures, say) is all there from then on, so growth after it is
+/// not refilling.
+fn report_churn_after_one_release_each(samples: &[ChurnSample], share: f64) {
+    let minutes = (1.0 / share.max(f64::EPSILON)).ceil() as usize;
+    let (Some(base), Some(last)) = (samples.get(minutes.saturating_sub(1)), samples.last()) else {
+        return;
+    };
+    if samples.len() <= minutes {
+        return;
+    }
+    let max = samples[minutes - 1..]
+        .iter()
+        .map(|s| s.rss_mib)
+        .max()
+        .unwrap_or(base.rss_mib);
+    let growth = |to: u64| (to as f64 / base.rss_mib.max(1) as f64 - 1.0) * 100.0;
+    println!(
+        "  memory after every Rollout was released once: {} MiB at minute {minutes}, max {max} MiB, last {} MiB (minute {}): growth {:+.1}% (max), {:+.1}% (last)",
+        base.rss_mib,
+        last.rss_mib,
+        samples.len(),
+        growth(max),
+        growth(last.rss_mib)
+    );
 }
 
 fn load_average() -> String {

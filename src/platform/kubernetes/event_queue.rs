@@ -4,9 +4,12 @@
 //! its Events' round trips (a POST, or a series PATCH, each) spent most of its time on them
 //! while the API server was busy. [`EventQueue::send`] never waits: it puts the event on a
 //! bounded queue, or drops it and counts the drop when the queue is full, as client-go's
-//! broadcaster does (its queue holds 1000). One worker task publishes them in the order they
-//! were sent, through the [`EventRecorder`], which folds repeats into series.
+//! broadcaster does (its queue holds 1000). [`EVENT_PUBLISHERS`] worker tasks publish them
+//! through the [`EventRecorder`], which folds repeats into series: the events of one object
+//! always go to the same worker, so they are published in the order they were sent, and a
+//! burst of many objects' events is published as many at a time as reconciles used to.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -16,8 +19,12 @@ use tracing::warn;
 
 use super::events::{EventNote, EventRecorder};
 
-/// Events waiting to be published, at most; more are dropped (and counted).
-pub const EVENT_QUEUE_CAPACITY: usize = 1024;
+/// Events waiting to be published, at most, per worker; more are dropped (and counted).
+pub const EVENT_QUEUE_CAPACITY: usize = 256;
+
+/// Workers publishing at once (the controller's reconciles used to publish their own, up to
+/// `--concurrency` at a time): 16 × 256 events waiting at most, about 2 MB.
+pub const EVENT_PUBLISHERS: usize = 16;
 
 enum Queued {
     /// Boxed: a flush marker need not be the size of an event.
@@ -26,26 +33,39 @@ enum Queued {
     Flush(oneshot::Sender<()>),
 }
 
-/// Publishes events from a background task, in the order they were sent.
+/// Publishes events from background tasks, each object's in the order they were sent.
 #[derive(Clone)]
 pub struct EventQueue {
-    sender: mpsc::Sender<Queued>,
+    lanes: Vec<mpsc::Sender<Queued>>,
     recorder: Arc<EventRecorder>,
     dropped: Counter,
 }
 
 impl EventQueue {
-    /// Starts the worker that publishes through `recorder` (on the current Tokio runtime);
-    /// `dropped` counts the events that found the queue full.
+    /// Starts the workers that publish through `recorder` (on the current Tokio runtime);
+    /// `dropped` counts the events that found their queue full.
     pub fn start(recorder: EventRecorder, dropped: Counter) -> EventQueue {
         let recorder = Arc::new(recorder);
-        let (sender, receiver) = mpsc::channel(EVENT_QUEUE_CAPACITY);
-        tokio::spawn(publish_all(receiver, recorder.clone()));
+        let lanes = (0..EVENT_PUBLISHERS)
+            .map(|_| {
+                let (sender, receiver) = mpsc::channel(EVENT_QUEUE_CAPACITY);
+                tokio::spawn(publish_all(receiver, recorder.clone()));
+                sender
+            })
+            .collect();
         EventQueue {
-            sender,
+            lanes,
             recorder,
             dropped,
         }
+    }
+
+    /// The worker of the object `regarding`: always the same one.
+    fn lane(&self, regarding: &ObjectReference) -> &mpsc::Sender<Queued> {
+        let mut hasher = std::hash::DefaultHasher::new();
+        (&regarding.namespace, &regarding.name, &regarding.uid).hash(&mut hasher);
+        let at = usize::try_from(hasher.finish() % self.lanes.len() as u64).unwrap_or(0);
+        &self.lanes[at]
     }
 
     /// Queues `event` about `regarding` without waiting; a full queue drops it (counted in
@@ -53,7 +73,7 @@ impl EventQueue {
     pub fn send(&self, event: EventNote, regarding: ObjectReference) {
         let reason = event.reason.clone();
         if self
-            .sender
+            .lane(&regarding)
             .try_send(Queued::Publish(Box::new((event, regarding))))
             .is_err()
         {
@@ -64,9 +84,11 @@ impl EventQueue {
 
     /// Waits until every event sent before this call was published or failed.
     pub async fn flush(&self) {
-        let (done, flushed) = oneshot::channel();
-        if self.sender.send(Queued::Flush(done)).await.is_ok() {
-            let _ = flushed.await;
+        for lane in &self.lanes {
+            let (done, flushed) = oneshot::channel();
+            if lane.send(Queued::Flush(done)).await.is_ok() {
+                let _ = flushed.await;
+            }
         }
     }
 
@@ -149,10 +171,11 @@ mod tests {
         let recorder = EventRecorder::new(server.client(), "vigil-controller", None);
         let dropped = Counter::default();
         let queue = EventQueue::start(recorder, dropped.clone());
-        // On a current-thread runtime the worker cannot run until this test yields.
+        // On a current-thread runtime the workers cannot run until this test yields; one
+        // object's events all wait for the same worker (distinct reasons: no series).
         let extra = 5;
         for i in 0..EVENT_QUEUE_CAPACITY + extra {
-            queue.send(note("Progressing"), regarding(&format!("web-{i}")));
+            queue.send(note(&format!("Step{i}")), regarding("web"));
         }
         assert_eq!(dropped.get(), extra as u64);
         queue.flush().await;
