@@ -269,6 +269,9 @@ fn since(now: &[(f64, f64)], before: &[(f64, f64)]) -> Vec<(f64, f64)> {
 /// The q-quantile of cumulative buckets (the upper bound of its bucket).
 fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
     let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
     buckets
         .iter()
         .find(|(_, count)| *count >= q * total)
@@ -547,7 +550,7 @@ fn report_churn_memory(samples: &[ChurnSample]) {
 /// last release for the DORA figures, say) is all there from then on, so growth after it is
 /// not refilling.
 fn report_churn_after_one_release_each(samples: &[ChurnSample], share: f64) {
-    let minutes = (1.0 / share.max(f64::EPSILON)).ceil() as usize;
+    let minutes = ((1.0 / share.max(f64::EPSILON)).ceil() as usize).max(1);
     let (Some(base), Some(last)) = (samples.get(minutes.saturating_sub(1)), samples.last()) else {
         return;
     };

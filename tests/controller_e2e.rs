@@ -162,6 +162,30 @@ async fn wait_for(
     }
 }
 
+/// Waits until the `RolloutCompleted` Event of Rollout `name`'s promotion to `revision` is
+/// in the API server: an Event saying so, or the second occurrence in the series of the
+/// first completion's.
+async fn wait_for_promotion_event(server: &ApiServer, name: &str, revision: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let events = server.list_json("events.k8s.io/v1/events", Some(NS));
+        let promoted = events.iter().any(|e| {
+            e["regarding"]["name"] == name
+                && e["reason"] == "RolloutCompleted"
+                && (e["note"].as_str().is_some_and(|n| n.contains(revision))
+                    || e["series"]["count"].as_i64().is_some_and(|c| c >= 2))
+        });
+        if promoted {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no promotion event for {name} ({revision}): {events:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn phase(rollout: &Rollout) -> Option<RolloutPhase> {
     rollout.status.as_ref().and_then(|s| s.phase)
 }
@@ -922,6 +946,11 @@ async fn a_secret_argument_reaches_prometheus_but_never_the_stored_run_or_events
             && r.status.as_ref().and_then(|s| s.stable_revision.as_deref()) != Some(v1.as_str())
     })
     .await;
+    let promoted_to = promoted
+        .status
+        .as_ref()
+        .and_then(|s| s.stable_revision.clone())
+        .expect("stable");
     let run = promoted
         .status
         .and_then(|s| s.step_analysis)
@@ -929,6 +958,9 @@ async fn a_secret_argument_reaches_prometheus_but_never_the_stored_run_or_events
     assert_eq!(run.phase, vigil::api::AnalysisPhase::Successful, "{run:?}");
     let runs = server.list_json("vigil.dev/v1alpha1/analysisruns", Some(NS));
     assert!(!runs.is_empty(), "the analysis ran");
+    // Events are published in the background, one Rollout's in order: once the promotion's
+    // is in, so is every event of the analysis before it.
+    wait_for_promotion_event(&server, name, &promoted_to).await;
     for (what, objects) in [
         ("AnalysisRuns", runs),
         ("Events", server.list_json("events.k8s.io/v1/events", None)),

@@ -245,8 +245,18 @@ subscriptions:
     let rollout = rollouts.get("web").await.expect("get");
     let status = serde_json::to_string(&rollout.status).expect("status");
     assert!(!status.contains("S3CRET"), "{status}");
-    let events = server.list_json("events.k8s.io/v1/events", Some(NS));
-    assert!(!events.is_empty(), "the controller records events");
+    // Events are published in the background: wait for the first.
+    let events = loop {
+        let events = server.list_json("events.k8s.io/v1/events", Some(NS));
+        if !events.is_empty() {
+            break events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the controller records no events"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let events = serde_json::to_string(&events).expect("events");
     assert!(!events.contains("S3CRET"), "{events}");
 }

@@ -246,6 +246,10 @@ impl TemplateIndex {
 impl Context {
     /// A context for `client`; events are reported as `vigil-controller` from `instance`
     /// (the pod name).
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime (the event publishers are spawned on the current one).
     pub fn new(
         client: Client,
         metrics: Metrics,

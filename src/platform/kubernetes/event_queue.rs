@@ -7,28 +7,39 @@
 //! broadcaster does (its queue holds 1000). [`EVENT_PUBLISHERS`] worker tasks publish them
 //! through the [`EventRecorder`], which folds repeats into series: the events of one object
 //! always go to the same worker, so they are published in the order they were sent, and a
-//! burst of many objects' events is published as many at a time as reconciles used to.
+//! burst of many objects' events is published many at a time. An Event carries the time it
+//! was sent, so waiting in the queue does not move it; it may appear after the status write
+//! it describes, and what is still queued when the process dies is lost.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
 use prometheus_client::metrics::counter::Counter;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::events::{EventNote, EventRecorder};
 
 /// Events waiting to be published, at most, per worker; more are dropped (and counted).
 pub const EVENT_QUEUE_CAPACITY: usize = 256;
 
-/// Workers publishing at once (the controller's reconciles used to publish their own, up to
-/// `--concurrency` at a time): 16 × 256 events waiting at most, about 2 MB.
+/// Workers publishing at once: 16 × 256 events waiting at most, about 2 MB.
 pub const EVENT_PUBLISHERS: usize = 16;
+
+/// The longest one publication may take: a request that hangs holds its worker (and the
+/// objects queued behind it) no longer than this.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+const _: () = assert!(EVENT_PUBLISHERS > 0 && EVENT_QUEUE_CAPACITY > 0);
 
 enum Queued {
     /// Boxed: a flush marker need not be the size of an event.
-    Publish(Box<(EventNote, ObjectReference)>),
+    Publish(Box<(EventNote, ObjectReference, Timestamp)>),
     /// Answered once every event queued before it was published (or failed).
     Flush(oneshot::Sender<()>),
 }
@@ -42,8 +53,12 @@ pub struct EventQueue {
 }
 
 impl EventQueue {
-    /// Starts the workers that publish through `recorder` (on the current Tokio runtime);
-    /// `dropped` counts the events that found their queue full.
+    /// Starts the workers that publish through `recorder`; `dropped` counts the events that
+    /// found their queue full.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime (the workers are spawned on the current one).
     pub fn start(recorder: EventRecorder, dropped: Counter) -> EventQueue {
         let recorder = Arc::new(recorder);
         let lanes = (0..EVENT_PUBLISHERS)
@@ -68,17 +83,22 @@ impl EventQueue {
         &self.lanes[at]
     }
 
-    /// Queues `event` about `regarding` without waiting; a full queue drops it (counted in
-    /// `vigil_events_dropped_total` and logged).
+    /// Queues `event` about `regarding`, happening now, without waiting; a full queue drops
+    /// it (counted in `vigil_events_dropped_total`: under a burst that is the signal, a log
+    /// line per drop would add to the load).
     pub fn send(&self, event: EventNote, regarding: ObjectReference) {
-        let reason = event.reason.clone();
-        if self
-            .lane(&regarding)
-            .try_send(Queued::Publish(Box::new((event, regarding))))
-            .is_err()
-        {
-            self.dropped.inc();
-            warn!(%reason, "event queue full; event dropped");
+        let lane = self.lane(&regarding);
+        let queued = Queued::Publish(Box::new((event, regarding, Timestamp::now())));
+        match lane.try_send(queued) {
+            Ok(()) => {}
+            Err(TrySendError::Full(Queued::Publish(dropped))) => {
+                self.dropped.inc();
+                debug!(reason = %dropped.0.reason, regarding = ?dropped.1.name, "event queue full; event dropped");
+            }
+            Err(TrySendError::Full(Queued::Flush(_)) | TrySendError::Closed(_)) => {
+                self.dropped.inc();
+                warn!("event publisher stopped; event dropped");
+            }
         }
     }
 
@@ -102,10 +122,15 @@ async fn publish_all(mut queue: mpsc::Receiver<Queued>, recorder: Arc<EventRecor
     while let Some(queued) = queue.recv().await {
         match queued {
             Queued::Publish(queued) => {
-                let (event, regarding) = *queued;
+                let (event, regarding, at) = *queued;
                 // Logged, never retried: failing here must not hold the events behind it.
-                if let Err(error) = recorder.publish(&event, &regarding).await {
-                    warn!(%error, reason = %event.reason, "cannot publish event");
+                let published = recorder.publish_at(&event, &regarding, at);
+                match tokio::time::timeout(PUBLISH_TIMEOUT, published).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        warn!(%error, reason = %event.reason, "cannot publish event");
+                    }
+                    Err(_) => warn!(reason = %event.reason, "publishing an event timed out"),
                 }
             }
             Queued::Flush(done) => {

@@ -246,15 +246,25 @@ impl EventRecorder {
         self.series().len()
     }
 
-    /// Publishes `event` about `regarding`: a new Event, or one more occurrence in the
-    /// series of the Event published for the same key within [`SERIES_TTL`]. A series
-    /// whose Event is gone (deleted, or expired on the server) starts a new Event.
+    /// Publishes `event` about `regarding`, happening now: see [`EventRecorder::publish_at`].
     pub async fn publish(
         &self,
         event: &EventNote,
         regarding: &ObjectReference,
     ) -> Result<(), kube::Error> {
-        let now = Timestamp::now();
+        self.publish_at(event, regarding, Timestamp::now()).await
+    }
+
+    /// Publishes `event` about `regarding`, which happened at `now`: a new Event, or one more
+    /// occurrence in the series of the Event published for the same key within
+    /// [`SERIES_TTL`]. A series whose Event is gone (deleted, or expired on the server)
+    /// starts a new Event.
+    pub async fn publish_at(
+        &self,
+        event: &EventNote,
+        regarding: &ObjectReference,
+        now: Timestamp,
+    ) -> Result<(), kube::Error> {
         let key = series_key(event, &self.controller, regarding);
         let plan = self.series().plan(&key, now);
         let namespace = regarding.namespace.as_deref().unwrap_or("default");

@@ -57,6 +57,9 @@ use rollout_controller::rollouts_using;
 use server::Readiness;
 use watch_health::observed;
 
+/// How long a stopping controller waits for its queued events to be published.
+const EVENTS_FLUSH_ON_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The name of the leader-election Lease of an unsharded controller.
 pub const LEASE_NAME: &str = "vigil-controller";
 
@@ -644,6 +647,14 @@ async fn run_controllers(
     let _ = stop_rollouts.send(());
     let _ = stop_runs.send(());
     let _ = tokio::join!(rollouts, runs);
+    // The last transitions' events (Aborted, Completed) are still queued: publish them
+    // before giving up the lease, within a bound.
+    if tokio::time::timeout(EVENTS_FLUSH_ON_SHUTDOWN, ctx.events.flush())
+        .await
+        .is_err()
+    {
+        warn!("shutting down with events still queued");
+    }
     notifications.abort();
     if let Some((is_leader, task)) = leadership {
         // Closing the channel makes the manager release the Lease, so a standby takes over

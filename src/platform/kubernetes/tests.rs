@@ -97,7 +97,7 @@ impl ApiServerVerifier {
         )
     }
 
-    /// The calls made, once the client is gone (the event queue's worker holds a client
+    /// The calls made, once the client is gone (the event queue's workers hold a client
     /// until the queue is drained, so every queued event is in). Events are published in
     /// the background, interleaved with the reconcile's own calls as the scheduler has it:
     /// they are listed last, each group in its own order.
