@@ -520,20 +520,7 @@ fn report_churn_memory(samples: &[ChurnSample]) {
     let (Some(base), Some(last)) = (samples.get(1), samples.last()) else {
         return;
     };
-    let after = &samples[1..];
-    let max = after
-        .iter()
-        .map(|s| s.rss_mib)
-        .max()
-        .unwrap_or(base.rss_mib);
-    let growth = |to: u64| (to as f64 / base.rss_mib.max(1) as f64 - 1.0) * 100.0;
-    println!(
-        "  memory after warm-up: {} MiB at minute 2, max {max} MiB, last {} MiB: growth {:+.1}% (max), {:+.1}% (last)",
-        base.rss_mib,
-        last.rss_mib,
-        growth(max),
-        growth(last.rss_mib)
-    );
+    report_growth(samples, 2, "after warm-up");
     let added = last.objects().saturating_sub(base.objects());
     if added > 0 {
         println!(
@@ -551,20 +538,24 @@ fn report_churn_memory(samples: &[ChurnSample]) {
 /// not refilling.
 fn report_churn_after_one_release_each(samples: &[ChurnSample], share: f64) {
     let minutes = ((1.0 / share.max(f64::EPSILON)).ceil() as usize).max(1);
-    let (Some(base), Some(last)) = (samples.get(minutes.saturating_sub(1)), samples.last()) else {
+    if samples.len() > minutes {
+        report_growth(samples, minutes, "after every Rollout was released once");
+    }
+}
+
+/// Memory growth from the sample of minute `from` (counted from 1) to the last one.
+fn report_growth(samples: &[ChurnSample], from: usize, what: &str) {
+    let (Some(base), Some(last)) = (samples.get(from.saturating_sub(1)), samples.last()) else {
         return;
     };
-    if samples.len() <= minutes {
-        return;
-    }
-    let max = samples[minutes - 1..]
+    let max = samples[from.saturating_sub(1)..]
         .iter()
         .map(|s| s.rss_mib)
         .max()
         .unwrap_or(base.rss_mib);
     let growth = |to: u64| (to as f64 / base.rss_mib.max(1) as f64 - 1.0) * 100.0;
     println!(
-        "  memory after every Rollout was released once: {} MiB at minute {minutes}, max {max} MiB, last {} MiB (minute {}): growth {:+.1}% (max), {:+.1}% (last)",
+        "  memory {what}: {} MiB at minute {from}, max {max} MiB, last {} MiB (minute {}): growth {:+.1}% (max), {:+.1}% (last)",
         base.rss_mib,
         last.rss_mib,
         samples.len(),
