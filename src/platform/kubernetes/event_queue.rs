@@ -13,7 +13,6 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use jiff::Timestamp;

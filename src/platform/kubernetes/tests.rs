@@ -42,6 +42,11 @@ struct Call {
 }
 
 impl Call {
+    /// Whether this call publishes an Event (done in the background, not by the reconcile).
+    fn is_event(&self) -> bool {
+        self.path.starts_with("/apis/events.k8s.io/")
+    }
+
     /// `METHOD path` for compact sequence assertions.
     fn line(&self) -> String {
         format!("{} {}", self.method, self.path)
@@ -107,9 +112,7 @@ impl ApiServerVerifier {
             .expect("the mock server stops once the client is dropped")
             .expect("mock server task");
         let calls = self.calls.lock().expect("calls").clone();
-        let (events, others): (Vec<Call>, Vec<Call>) = calls
-            .into_iter()
-            .partition(|call| call.path.starts_with("/apis/events.k8s.io/"));
+        let (events, others): (Vec<Call>, Vec<Call>) = calls.into_iter().partition(Call::is_event);
         others.into_iter().chain(events).collect()
     }
 }
@@ -440,10 +443,7 @@ async fn reconcile_with(
 /// The reconcile's own last call: the events, published in the background, are listed
 /// after it (see [`ApiServerVerifier::finish`]).
 fn last_own(calls: &[Call]) -> Option<&Call> {
-    calls
-        .iter()
-        .rev()
-        .find(|call| !call.path.starts_with("/apis/events.k8s.io/"))
+    calls.iter().rev().find(|call| !call.is_event())
 }
 
 fn lines(calls: &[Call]) -> Vec<String> {
