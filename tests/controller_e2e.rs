@@ -647,18 +647,33 @@ async fn route_rules(client: &kube::Client, name: &str) -> (Vec<Value>, Option<S
     (rules, annotation)
 }
 
-/// Writes `status` fields the way the CLI does (guarded by the resourceVersion read).
+/// Writes `status` fields the way the CLI does (guarded by the resourceVersion read). The
+/// controller may write the status in between (a 409): as a user running the CLI again, it
+/// reads the Rollout again and retries while it is still at the same step and phase.
 async fn request(rollouts: &Api<Rollout>, rollout: &Rollout, status: Value) {
-    let rv = rollout.metadata.resource_version.clone();
     let name = rollout.metadata.name.clone().unwrap_or_default();
-    rollouts
-        .patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"resourceVersion": rv}, "status": status})),
-        )
-        .await
-        .expect("status request");
+    let at = |r: &Rollout| r.status.as_ref().map(|s| (s.current_step_index, s.phase));
+    let mut current = rollout.clone();
+    for _ in 0..20 {
+        let rv = current.metadata.resource_version.clone();
+        let patch = json!({"metadata": {"resourceVersion": rv}, "status": status});
+        match rollouts
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => return,
+            Err(kube::Error::Api(response)) if response.code == 409 => {
+                current = rollouts.get(&name).await.expect("get rollout");
+                assert_eq!(
+                    at(&current),
+                    at(rollout),
+                    "{name} moved on before the request"
+                );
+            }
+            Err(error) => panic!("status request: {error}"),
+        }
+    }
+    panic!("status request: conflicts on {name} kept coming");
 }
 
 /// `setHeaderRoute` through an HTTPRoute: the header rule is placed first, to the canary only,
