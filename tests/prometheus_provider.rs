@@ -555,6 +555,62 @@ async fn error_body_is_prometheus_error() {
 }
 
 #[tokio::test]
+async fn clients_of_one_limiter_share_an_http_client_but_send_only_their_own_credentials() {
+    support::install_crypto_provider();
+    let fake = FakeServer::start(|_| Reply::ok_vector("1")).await;
+    let limiter = ConcurrencyLimiter::default();
+    let tenant = |token: &str, org: &str| {
+        let mut cfg = config(&fake.url);
+        cfg.auth = ResolvedAuth {
+            bearer_token: Some(token.into()),
+            headers: vec![("X-Scope-OrgID".into(), org.into())],
+            ..ResolvedAuth::default()
+        };
+        PrometheusClient::new(cfg, &limiter).expect("valid client config")
+    };
+    let (a, b) = (tenant("tok-a", "tenant-a"), tenant("tok-b", "tenant-b"));
+    let plain = PrometheusClient::new(config(&fake.url), &limiter).expect("valid client config");
+    assert_eq!(limiter.clients().len(), 1, "one HTTP client for all three");
+    // Distinct queries: identical ones with the same credentials would be coalesced.
+    a.query("up_a", at(AT)).await.expect("tenant a");
+    b.query("up_b", at(AT)).await.expect("tenant b");
+    plain
+        .query("up_plain", at(AT))
+        .await
+        .expect("no credentials");
+    let heads: Vec<String> = fake
+        .stats
+        .heads()
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    let sent = |query: &str| {
+        heads
+            .iter()
+            .find(|h| h.contains(&format!("query={query}&")))
+            .cloned()
+            .unwrap_or_else(|| panic!("no request for {query}: {heads:?}"))
+    };
+    let (head_a, head_b, head_plain) = (sent("up_a"), sent("up_b"), sent("up_plain"));
+    assert!(head_a.contains("authorization: bearer tok-a"), "{head_a}");
+    assert!(head_a.contains("x-scope-orgid: tenant-a"), "{head_a}");
+    assert!(
+        !head_a.contains("tenant-b") && !head_a.contains("tok-b"),
+        "{head_a}"
+    );
+    assert!(head_b.contains("authorization: bearer tok-b"), "{head_b}");
+    assert!(head_b.contains("x-scope-orgid: tenant-b"), "{head_b}");
+    assert!(
+        !head_b.contains("tenant-a") && !head_b.contains("tok-a"),
+        "{head_b}"
+    );
+    assert!(
+        !head_plain.contains("authorization") && !head_plain.contains("x-scope-orgid"),
+        "{head_plain}"
+    );
+}
+
+#[tokio::test]
 async fn auth_and_headers_are_sent_and_401_is_not_retried() {
     let fake = FakeServer::start(|_| Reply::new(401, "who are you")).await;
     let mut cfg = config(&fake.url);

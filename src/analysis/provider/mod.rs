@@ -14,6 +14,7 @@ pub mod measurement;
 pub mod prometheus;
 pub mod query_metrics;
 pub mod resolve;
+pub mod shared_clients;
 pub mod web;
 
 pub use measurement::{

@@ -34,6 +34,7 @@ use super::measurement::{
     bounded_owned,
 };
 use super::query_metrics::{OriginMetrics, QueryMetrics};
+use super::shared_clients::{ClientKey, GuardKind, SharedClients, with_default_headers};
 use super::{MetricsProvider, QueryRange};
 use crate::api::duration::{MAX_QUERY_TIMEOUT, format_duration};
 
@@ -278,6 +279,8 @@ pub struct ConcurrencyLimiter {
     /// The destinations outbound requests may reach: every client built with this limiter
     /// is built with this guard, so the operator's choice reaches each of them.
     egress: crate::http_client::EgressGuard,
+    /// The HTTP clients of this limiter's metric clients, built once per kind.
+    clients: SharedClients,
 }
 
 impl ConcurrencyLimiter {
@@ -290,6 +293,7 @@ impl ConcurrencyLimiter {
             coalescer: Coalescer::default(),
             metrics: QueryMetrics::default(),
             egress: crate::http_client::EgressGuard::default(),
+            clients: SharedClients::default(),
         }
     }
 
@@ -315,7 +319,14 @@ impl ConcurrencyLimiter {
     /// This limiter, its clients guarded by `egress` instead of the default guard.
     pub fn with_egress(mut self, egress: crate::http_client::EgressGuard) -> ConcurrencyLimiter {
         self.egress = egress;
+        // The shared clients resolve names through the guard they were built with.
+        self.clients = SharedClients::default();
         self
+    }
+
+    /// The HTTP clients shared by this limiter's metric clients.
+    pub fn clients(&self) -> &SharedClients {
+        &self.clients
     }
 
     /// The destination guard of the clients built with this limiter.
@@ -356,7 +367,10 @@ pub struct PrometheusClient {
 }
 
 struct Inner {
+    /// Shared with every client of the limiter that has the same guard and roots.
     http: reqwest::Client,
+    /// This client's own headers (`auth.headers`), added to each request.
+    headers: HeaderMap,
     /// What the Redactor must remove ([`ResolvedAuth::credential_values`]).
     credential_values: Vec<String>,
     base: Url,
@@ -462,31 +476,43 @@ impl PrometheusClient {
                 field: "provider.prometheus.address",
                 refused,
             })?;
-        // No redirects (they would carry the credentials and custom headers to another
-        // host), no proxy from the environment, every name checked once resolved.
-        let mut builder = crate::http_client::builder(&egress).default_headers(headers);
-        if let Some(pem) = &auth.ca_bundle_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| invalid(format!("CA bundle: {e}")))?;
-            if certs.is_empty() {
-                return Err(invalid("CA bundle holds no PEM certificate".into()));
+        let key = ClientKey {
+            guard: if config.command_line_address {
+                GuardKind::CommandLine
+            } else {
+                GuardKind::Limiter
+            },
+            ca_bundle_pem: auth.ca_bundle_pem.clone(),
+            insecure: false,
+        };
+        let http = limiter.clients.get_or_build(key, || {
+            // No redirects (they would carry the credentials and custom headers to another
+            // host), no proxy from the environment, every name checked once resolved.
+            let mut builder = crate::http_client::builder(&egress);
+            if let Some(pem) = &auth.ca_bundle_pem {
+                let certs = reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| invalid(format!("CA bundle: {e}")))?;
+                if certs.is_empty() {
+                    return Err(invalid("CA bundle holds no PEM certificate".into()));
+                }
+                builder = builder.tls_certs_only(certs);
             }
-            builder = builder.tls_certs_only(certs);
-        }
-        let http = builder
-            .build()
-            // The cause says why (e.g. no CA certificate found on this system).
-            .map_err(|e| {
-                invalid(format!(
-                    "HTTP client: {}",
-                    super::measurement::error_chain(&e)
-                ))
-            })?;
+            builder
+                .build()
+                // The cause says why (e.g. no CA certificate found on this system).
+                .map_err(|e| {
+                    invalid(format!(
+                        "HTTP client: {}",
+                        super::measurement::error_chain(&e)
+                    ))
+                })
+        })?;
         let slots = limiter.semaphore(&base);
         let metrics = limiter.metrics.for_address(&base);
         Ok(PrometheusClient {
             inner: Arc::new(Inner {
                 http,
+                headers,
                 base,
                 display_address,
                 credential_values,
@@ -807,7 +833,9 @@ impl Inner {
         if let Some(basic) = &self.basic {
             request = request.basic_auth(&basic.username, Some(&basic.password));
         }
-        let mut response = request.send().await.map_err(|error| {
+        let request =
+            with_default_headers(request.build().map_err(Failure::Connection)?, &self.headers);
+        let mut response = self.http.execute(request).await.map_err(|error| {
             match crate::http_client::refused_by_guard(&error) {
                 Some(refused) => Failure::Refused(refused),
                 None => Failure::Connection(error),

@@ -25,6 +25,7 @@ use super::measurement::{AnswerCap, ProviderError, bounded_owned, error_chain};
 use super::prometheus::{
     ConcurrencyLimiter, MAX_BODY_BYTES, ResolvedAuth, excerpt, redact_address,
 };
+use super::shared_clients::{ClientKey, GuardKind, with_default_headers};
 use crate::analysis::template::web::{resolve_time, resolve_time_json};
 use crate::api::WebMethod;
 use crate::api::duration::{MAX_QUERY_TIMEOUT, format_duration};
@@ -247,7 +248,10 @@ pub struct WebClient {
 }
 
 struct Inner {
+    /// Shared with every client of the limiter that has the same roots and `insecure`.
     http: reqwest::Client,
+    /// This metric's own headers (`headers` and `auth.headers`), added to each request.
+    headers: HeaderMap,
     /// The URL as configured, time placeholders unresolved.
     url: String,
     /// The URL's origin only (`scheme://host:port`), for logs, errors and `Debug`: its path
@@ -352,21 +356,28 @@ impl WebClient {
             .map_err(|e| invalid(format!("provider.web.url: {e}")))?;
         let egress = limiter.egress().clone();
         egress.check_url(&url)?;
-        let mut builder = crate::http_client::builder(&egress).default_headers(headers);
-        if let Some(pem) = &auth.ca_bundle_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| invalid(format!("CA bundle: {e}")))?;
-            if certs.is_empty() {
-                return Err(invalid("CA bundle holds no PEM certificate".into()));
+        let key = ClientKey {
+            guard: GuardKind::Limiter,
+            ca_bundle_pem: auth.ca_bundle_pem.clone(),
+            insecure: config.insecure,
+        };
+        let http = limiter.clients().get_or_build(key, || {
+            let mut builder = crate::http_client::builder(&egress);
+            if let Some(pem) = &auth.ca_bundle_pem {
+                let certs = reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| invalid(format!("CA bundle: {e}")))?;
+                if certs.is_empty() {
+                    return Err(invalid("CA bundle holds no PEM certificate".into()));
+                }
+                builder = builder.tls_certs_only(certs);
             }
-            builder = builder.tls_certs_only(certs);
-        }
-        if config.insecure {
-            builder = builder.tls_danger_accept_invalid_certs(true);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| invalid(format!("HTTP client: {}", error_chain(&e))))?;
+            if config.insecure {
+                builder = builder.tls_danger_accept_invalid_certs(true);
+            }
+            builder
+                .build()
+                .map_err(|e| invalid(format!("HTTP client: {}", error_chain(&e))))
+        })?;
         let method = match config.method {
             WebMethod::Get => reqwest::Method::GET,
             WebMethod::Post => reqwest::Method::POST,
@@ -375,6 +386,7 @@ impl WebClient {
         Ok(WebClient {
             inner: Arc::new(Inner {
                 http,
+                headers,
                 display_url: url.origin().ascii_serialization(),
                 origin,
                 egress,
@@ -489,7 +501,13 @@ impl Inner {
             }
             request = request.body(body);
         }
-        let mut response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let request = request.build().map_err(|e| self.unreachable(e))?;
+        let request = with_default_headers(request, &self.headers);
+        let mut response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| self.unreachable(e))?;
         let status = response.status();
         if status.is_redirection() {
             let location = response
