@@ -37,7 +37,7 @@ pub enum EgressError {
 }
 
 /// A range of addresses refused, with the reason shown when one is hit.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct RefusedRange {
     network: IpAddr,
     prefix: u8,
@@ -99,7 +99,7 @@ const LINK_LOCAL_AND_METADATA: [RefusedRange; 4] = [
 
 /// Which destinations outbound requests may reach. The default refuses link-local and cloud
 /// metadata addresses; [`EgressGuard::allowing_link_local`] is the operator's opt-out.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct EgressGuard {
     refused: Vec<RefusedRange>,
 }

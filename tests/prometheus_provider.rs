@@ -559,16 +559,23 @@ async fn clients_of_one_limiter_share_an_http_client_but_send_only_their_own_cre
     support::install_crypto_provider();
     let fake = FakeServer::start(|_| Reply::ok_vector("1")).await;
     let limiter = ConcurrencyLimiter::default();
-    let tenant = |token: &str, org: &str| {
+    let tenant = |token: &str, orgs: &[&str]| {
         let mut cfg = config(&fake.url);
         cfg.auth = ResolvedAuth {
             bearer_token: Some(token.into()),
-            headers: vec![("X-Scope-OrgID".into(), org.into())],
+            headers: orgs
+                .iter()
+                .map(|org| ("X-Scope-OrgID".to_owned(), (*org).to_owned()))
+                .collect(),
             ..ResolvedAuth::default()
         };
         PrometheusClient::new(cfg, &limiter).expect("valid client config")
     };
-    let (a, b) = (tenant("tok-a", "tenant-a"), tenant("tok-b", "tenant-b"));
+    // A name given twice sends its last value only, as before clients were shared.
+    let (a, b) = (
+        tenant("tok-a", &["tenant-a"]),
+        tenant("tok-b", &["tenant-a-typo", "tenant-b"]),
+    );
     let plain = PrometheusClient::new(config(&fake.url), &limiter).expect("valid client config");
     assert_eq!(limiter.clients().len(), 1, "one HTTP client for all three");
     // Distinct queries: identical ones with the same credentials would be coalesced.

@@ -34,7 +34,7 @@ use super::measurement::{
     bounded_owned,
 };
 use super::query_metrics::{OriginMetrics, QueryMetrics};
-use super::shared_clients::{ClientKey, GuardKind, SharedClients, with_default_headers};
+use super::shared_clients::{ClientKey, SharedClients, with_default_headers};
 use super::{MetricsProvider, QueryRange};
 use crate::api::duration::{MAX_QUERY_TIMEOUT, format_duration};
 
@@ -461,7 +461,8 @@ impl PrometheusClient {
             let mut value = HeaderValue::from_str(value)
                 .map_err(|_| invalid(format!("header {name}: value is not a valid header")))?;
             value.set_sensitive(true);
-            headers.append(name, value);
+            // One value per name, the last given (as reqwest's default headers kept it).
+            headers.insert(name, value);
         }
         // A template's address passes the egress guard (a metadata server's answer would land
         // in the run's status); the operator's own `--prometheus` is theirs to choose.
@@ -477,11 +478,7 @@ impl PrometheusClient {
                 refused,
             })?;
         let key = ClientKey {
-            guard: if config.command_line_address {
-                GuardKind::CommandLine
-            } else {
-                GuardKind::Limiter
-            },
+            guard: egress.clone(),
             ca_bundle_pem: auth.ca_bundle_pem.clone(),
             insecure: false,
         };

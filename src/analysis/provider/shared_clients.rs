@@ -13,28 +13,28 @@ use std::sync::{Arc, Mutex};
 
 use reqwest::header::HeaderMap;
 
-/// At most this many distinct clients are kept; beyond it a client is built for its caller
-/// alone, as before sharing. CA bundles come from users' Secrets, so the map is bounded.
-pub const MAX_SHARED_CLIENTS: usize = 32;
+use crate::http_client::EgressGuard;
 
-/// Which destination guard a client resolves names through.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum GuardKind {
-    /// The limiter's guard (addresses a template, a run or a web metric names).
-    Limiter,
-    /// The operator's own `--prometheus` address: link-local allowed.
-    CommandLine,
-}
+/// At most this many distinct clients are kept. CA bundles come from users' Secrets, so the
+/// map is bounded: a new bundle beyond it takes the place of one kept, never of a client with
+/// the built-in roots (which every template without a bundle uses).
+pub const MAX_SHARED_CLIENTS: usize = 32;
 
 /// What makes two clients interchangeable.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct ClientKey {
-    /// The destination guard.
-    pub guard: GuardKind,
+    /// The destination guard the client resolves names through.
+    pub guard: EgressGuard,
     /// The PEM CA bundle replacing the built-in roots, if any (public certificates).
     pub ca_bundle_pem: Option<Vec<u8>>,
     /// Certificates are not verified (a web metric's `insecure: true`).
     pub insecure: bool,
+}
+
+impl ClientKey {
+    fn has_own_roots(&self) -> bool {
+        self.ca_bundle_pem.is_some() || self.insecure
+    }
 }
 
 /// Clients by [`ClientKey`]. Clones share the map.
@@ -46,7 +46,7 @@ pub struct SharedClients {
 impl SharedClients {
     /// The shared client for `key`, built by `build` the first time. A failed build is not
     /// kept (the next caller tries again); a race may build twice and keep one.
-    pub fn get_or_build<E>(
+    pub(crate) fn get_or_build<E>(
         &self,
         key: ClientKey,
         build: impl FnOnce() -> Result<reqwest::Client, E>,
@@ -60,9 +60,20 @@ impl SharedClients {
         if let Some(kept) = clients.get(&key) {
             return Ok(kept.clone());
         }
-        if clients.len() < MAX_SHARED_CLIENTS {
-            clients.insert(key, client.clone());
+        if clients.len() >= MAX_SHARED_CLIENTS {
+            let evicted = clients.keys().find(|kept| kept.has_own_roots()).cloned();
+            match evicted {
+                Some(evicted) => {
+                    tracing::debug!(
+                        kept = MAX_SHARED_CLIENTS,
+                        "shared HTTP clients full: one with its own CA bundle makes room"
+                    );
+                    clients.remove(&evicted);
+                }
+                None => return Ok(client),
+            }
         }
+        clients.insert(key, client.clone());
         Ok(client)
     }
 
@@ -113,7 +124,7 @@ mod tests {
         reqwest::Client::builder().build()
     }
 
-    fn key(guard: GuardKind, pem: Option<&[u8]>) -> ClientKey {
+    fn key(guard: EgressGuard, pem: Option<&[u8]>) -> ClientKey {
         ClientKey {
             guard,
             ca_bundle_pem: pem.map(<[u8]>::to_vec),
@@ -122,13 +133,13 @@ mod tests {
     }
 
     #[test]
-    fn a_key_is_built_once_and_distinct_keys_apart() {
+    fn a_key_is_built_once_and_distinct_guards_apart() {
         let shared = SharedClients::default();
         let mut builds = 0;
         for guard in [
-            GuardKind::Limiter,
-            GuardKind::Limiter,
-            GuardKind::CommandLine,
+            EgressGuard::default(),
+            EgressGuard::default(),
+            EgressGuard::allowing_link_local(),
         ] {
             shared
                 .get_or_build(key(guard, None), || {
@@ -142,19 +153,36 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_build_is_not_kept_and_the_map_is_bounded() {
+    fn a_failed_build_is_not_kept_and_the_map_is_bounded_keeping_the_built_in_roots() {
         let shared = SharedClients::default();
         let failed: Result<reqwest::Client, &str> =
-            shared.get_or_build(key(GuardKind::Limiter, None), || Err("no roots"));
+            shared.get_or_build(key(EgressGuard::default(), None), || Err("no roots"));
         assert_eq!(failed.err(), Some("no roots"));
         assert!(shared.is_empty());
+        shared
+            .get_or_build(key(EgressGuard::default(), None), client)
+            .expect("client");
         for i in 0..MAX_SHARED_CLIENTS + 5 {
             let pem = format!("bundle {i}");
             shared
-                .get_or_build(key(GuardKind::Limiter, Some(pem.as_bytes())), client)
+                .get_or_build(key(EgressGuard::default(), Some(pem.as_bytes())), client)
                 .expect("client");
         }
         assert_eq!(shared.len(), MAX_SHARED_CLIENTS);
+        // The newest bundle took a place; the built-in roots' client kept its own.
+        let mut rebuilt = 0;
+        for pem in [None, Some(format!("bundle {}", MAX_SHARED_CLIENTS + 4))] {
+            shared
+                .get_or_build(
+                    key(EgressGuard::default(), pem.as_deref().map(str::as_bytes)),
+                    || {
+                        rebuilt += 1;
+                        client()
+                    },
+                )
+                .expect("client");
+        }
+        assert_eq!(rebuilt, 0);
     }
 
     #[test]
@@ -167,13 +195,11 @@ mod tests {
             .expect("request");
         let mut defaults = HeaderMap::new();
         defaults.insert(AUTHORIZATION, HeaderValue::from_static("Bearer default"));
-        defaults.append("x-scope-orgid", HeaderValue::from_static("a"));
-        defaults.append("x-scope-orgid", HeaderValue::from_static("b"));
+        defaults.insert("x-scope-orgid", HeaderValue::from_static("tenant-a"));
         let request = with_default_headers(request, &defaults);
         let headers = request.headers();
         assert_eq!(headers.get_all(AUTHORIZATION).iter().count(), 1);
         assert_eq!(headers[AUTHORIZATION], "Bearer own");
-        let org: Vec<_> = headers.get_all("x-scope-orgid").iter().collect();
-        assert_eq!(org, ["a", "b"]);
+        assert_eq!(headers["x-scope-orgid"], "tenant-a");
     }
 }

@@ -25,7 +25,7 @@ use super::measurement::{AnswerCap, ProviderError, bounded_owned, error_chain};
 use super::prometheus::{
     ConcurrencyLimiter, MAX_BODY_BYTES, ResolvedAuth, excerpt, redact_address,
 };
-use super::shared_clients::{ClientKey, GuardKind, with_default_headers};
+use super::shared_clients::{ClientKey, with_default_headers};
 use crate::analysis::template::web::{resolve_time, resolve_time_json};
 use crate::api::WebMethod;
 use crate::api::duration::{MAX_QUERY_TIMEOUT, format_duration};
@@ -303,7 +303,8 @@ fn header_map(pairs: &[(String, String)], field: &str) -> Result<HeaderMap, Prov
             ))
         })?;
         value.set_sensitive(true);
-        headers.append(name, value);
+        // One value per name, the last given (as reqwest's default headers kept it).
+        headers.insert(name, value);
     }
     Ok(headers)
 }
@@ -357,7 +358,7 @@ impl WebClient {
         let egress = limiter.egress().clone();
         egress.check_url(&url)?;
         let key = ClientKey {
-            guard: GuardKind::Limiter,
+            guard: egress.clone(),
             ca_bundle_pem: auth.ca_bundle_pem.clone(),
             insecure: config.insecure,
         };
