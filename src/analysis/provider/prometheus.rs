@@ -482,28 +482,10 @@ impl PrometheusClient {
             ca_bundle_pem: auth.ca_bundle_pem.clone(),
             insecure: false,
         };
-        let http = limiter.clients.get_or_build(key, || {
-            // No redirects (they would carry the credentials and custom headers to another
-            // host), no proxy from the environment, every name checked once resolved.
-            let mut builder = crate::http_client::builder(&egress);
-            if let Some(pem) = &auth.ca_bundle_pem {
-                let certs = reqwest::Certificate::from_pem_bundle(pem)
-                    .map_err(|e| invalid(format!("CA bundle: {e}")))?;
-                if certs.is_empty() {
-                    return Err(invalid("CA bundle holds no PEM certificate".into()));
-                }
-                builder = builder.tls_certs_only(certs);
-            }
-            builder
-                .build()
-                // The cause says why (e.g. no CA certificate found on this system).
-                .map_err(|e| {
-                    invalid(format!(
-                        "HTTP client: {}",
-                        super::measurement::error_chain(&e)
-                    ))
-                })
-        })?;
+        let http = limiter
+            .clients
+            .get_or_build(key, ClientKey::build)
+            .map_err(invalid)?;
         let slots = limiter.semaphore(&base);
         let metrics = limiter.metrics.for_address(&base);
         Ok(PrometheusClient {

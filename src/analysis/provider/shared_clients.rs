@@ -32,6 +32,28 @@ pub struct ClientKey {
 }
 
 impl ClientKey {
+    /// A client as this key describes it: no redirects (they would carry credentials and
+    /// custom headers to another host), no proxy from the environment, every name checked
+    /// by the guard once resolved. The error names the part that failed.
+    pub(crate) fn build(&self) -> Result<reqwest::Client, String> {
+        let mut builder = crate::http_client::builder(&self.guard);
+        if let Some(pem) = &self.ca_bundle_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("CA bundle: {e}"))?;
+            if certs.is_empty() {
+                return Err("CA bundle holds no PEM certificate".into());
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        if self.insecure {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        // The cause says why (e.g. no CA certificate found on this system).
+        builder
+            .build()
+            .map_err(|e| format!("HTTP client: {}", super::measurement::error_chain(&e)))
+    }
+
     fn has_own_roots(&self) -> bool {
         self.ca_bundle_pem.is_some() || self.insecure
     }
@@ -49,13 +71,13 @@ impl SharedClients {
     pub(crate) fn get_or_build<E>(
         &self,
         key: ClientKey,
-        build: impl FnOnce() -> Result<reqwest::Client, E>,
+        build: impl FnOnce(&ClientKey) -> Result<reqwest::Client, E>,
     ) -> Result<reqwest::Client, E> {
         if let Some(client) = self.lock().get(&key) {
             return Ok(client.clone());
         }
         // Built outside the lock: it reads files, and other callers' clients are ready.
-        let client = build()?;
+        let client = build(&key)?;
         let mut clients = self.lock();
         if let Some(kept) = clients.get(&key) {
             return Ok(kept.clone());
@@ -142,7 +164,7 @@ mod tests {
             EgressGuard::allowing_link_local(),
         ] {
             shared
-                .get_or_build(key(guard, None), || {
+                .get_or_build(key(guard, None), |_| {
                     builds += 1;
                     client()
                 })
@@ -156,16 +178,18 @@ mod tests {
     fn a_failed_build_is_not_kept_and_the_map_is_bounded_keeping_the_built_in_roots() {
         let shared = SharedClients::default();
         let failed: Result<reqwest::Client, &str> =
-            shared.get_or_build(key(EgressGuard::default(), None), || Err("no roots"));
+            shared.get_or_build(key(EgressGuard::default(), None), |_| Err("no roots"));
         assert_eq!(failed.err(), Some("no roots"));
         assert!(shared.is_empty());
         shared
-            .get_or_build(key(EgressGuard::default(), None), client)
+            .get_or_build(key(EgressGuard::default(), None), |_| client())
             .expect("client");
         for i in 0..MAX_SHARED_CLIENTS + 5 {
             let pem = format!("bundle {i}");
             shared
-                .get_or_build(key(EgressGuard::default(), Some(pem.as_bytes())), client)
+                .get_or_build(key(EgressGuard::default(), Some(pem.as_bytes())), |_| {
+                    client()
+                })
                 .expect("client");
         }
         assert_eq!(shared.len(), MAX_SHARED_CLIENTS);
@@ -175,7 +199,7 @@ mod tests {
             shared
                 .get_or_build(
                     key(EgressGuard::default(), pem.as_deref().map(str::as_bytes)),
-                    || {
+                    |_| {
                         rebuilt += 1;
                         client()
                     },

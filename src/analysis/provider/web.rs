@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::budget::BudgetedBody;
-use super::measurement::{AnswerCap, ProviderError, bounded_owned, error_chain};
+use super::measurement::{AnswerCap, ProviderError, bounded_owned};
 use super::prometheus::{
     ConcurrencyLimiter, MAX_BODY_BYTES, ResolvedAuth, excerpt, redact_address,
 };
@@ -362,23 +362,10 @@ impl WebClient {
             ca_bundle_pem: auth.ca_bundle_pem.clone(),
             insecure: config.insecure,
         };
-        let http = limiter.clients().get_or_build(key, || {
-            let mut builder = crate::http_client::builder(&egress);
-            if let Some(pem) = &auth.ca_bundle_pem {
-                let certs = reqwest::Certificate::from_pem_bundle(pem)
-                    .map_err(|e| invalid(format!("CA bundle: {e}")))?;
-                if certs.is_empty() {
-                    return Err(invalid("CA bundle holds no PEM certificate".into()));
-                }
-                builder = builder.tls_certs_only(certs);
-            }
-            if config.insecure {
-                builder = builder.tls_danger_accept_invalid_certs(true);
-            }
-            builder
-                .build()
-                .map_err(|e| invalid(format!("HTTP client: {}", error_chain(&e))))
-        })?;
+        let http = limiter
+            .clients()
+            .get_or_build(key, ClientKey::build)
+            .map_err(invalid)?;
         let method = match config.method {
             WebMethod::Get => reqwest::Method::GET,
             WebMethod::Post => reqwest::Method::POST,
