@@ -184,6 +184,47 @@ async fn crud_tracks_resource_versions_and_rejects_stale_writes() {
     .expect("test timed out");
 }
 
+/// The controller writes a Rollout's status as a JSON patch that sets the resourceVersion it
+/// observed: like a real API server, the test server takes it as a precondition (409 when the
+/// object moved on) and otherwise replaces the status whole, the spec untouched.
+#[tokio::test]
+async fn a_status_json_patch_carrying_a_stale_resource_version_conflicts() {
+    let server = ApiServer::start();
+    let (_, api) = setup(&server);
+    timeout(LIMIT, async {
+        let created = api
+            .create(&PostParams::default(), &rollout("web"))
+            .await
+            .unwrap();
+        let observed = created.resource_version().unwrap();
+        let status_patch = |version: &str, message: &str| {
+            let ops = json!([
+                {"op": "replace", "path": "/metadata/resourceVersion", "value": version},
+                {"op": "add", "path": "/status", "value": {"phase": "Progressing", "message": message}},
+            ]);
+            Patch::Json::<()>(serde_json::from_value(ops).unwrap())
+        };
+        let written = api
+            .patch_status("web", &PatchParams::default(), &status_patch(&observed, "first"))
+            .await
+            .unwrap();
+        let status = written.status.clone().unwrap();
+        assert_eq!(status.message.as_deref(), Some("first"));
+        assert_ne!(written.resource_version().unwrap(), observed);
+        assert_eq!(written.spec, created.spec);
+
+        let conflict = api
+            .patch_status("web", &PatchParams::default(), &status_patch(&observed, "stale"))
+            .await
+            .unwrap_err();
+        assert_eq!(api_code(&conflict), (409, "Conflict".to_string()));
+        let kept = api.get_status("web").await.unwrap();
+        assert_eq!(kept.status.unwrap().message.as_deref(), Some("first"));
+    })
+    .await
+    .expect("test timed out");
+}
+
 #[tokio::test]
 async fn merge_json_and_apply_patches_with_field_ownership() {
     let server = ApiServer::start();

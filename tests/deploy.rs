@@ -90,7 +90,7 @@ fn rbac_is_least_privilege_without_wildcards() {
     let rules = cluster_role["rules"].as_array().expect("rules").clone();
     for (group, resource, verb) in [
         ("vigil.dev", "rollouts", "watch"),
-        ("vigil.dev", "rollouts/status", "update"),
+        ("vigil.dev", "rollouts/status", "patch"),
         ("vigil.dev", "rollouts/finalizers", "update"),
         ("vigil.dev", "analysisruns", "create"),
         // Finished runs beyond spec.analysis's history limits.

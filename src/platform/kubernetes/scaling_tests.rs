@@ -239,7 +239,7 @@ async fn a_promoted_canary_gets_the_stables_metadata_on_its_replica_set_and_runn
             format!("GET {PODS}"),
             format!("PATCH {PODS}/web-{promoted}-0"),
             format!("PATCH {PODS}/web-{promoted}-1"),
-            format!("PUT {STATUS}"),
+            format!("PATCH {STATUS}"),
         ],
         "{calls:#?}"
     );
@@ -315,7 +315,7 @@ async fn with_min_ready_seconds_only_available_pods_count_as_ready() {
     );
     let written = calls
         .iter()
-        .find(|c| c.line() == format!("PUT {STATUS}"))
+        .find(|c| c.line() == format!("PATCH {STATUS}"))
         .map(status_of)
         .expect("a status write");
     assert!(

@@ -373,13 +373,21 @@ impl Cluster {
                     };
                     found.map_or_else(|| not_found(path), |v| (200, v))
                 }
-                "PUT" if path.ends_with("/status") => match self.status_write {
+                "PATCH" if path.ends_with("/rollouts/web/status") => match self.status_write {
                     Some(409) => (
                         409,
                         json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                "reason": "Conflict", "code": 409, "message": "the object has been modified"}),
                     ),
-                    _ => (200, call.body.clone()),
+                    // The write keeps the version observed, so a second reconcile of the
+                    // same copy is not held for a newer one.
+                    _ => (
+                        200,
+                        json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "Rollout",
+                               "metadata": {"name": "web", "namespace": NS,
+                                            "resourceVersion": patched(&call.body, "/metadata/resourceVersion")},
+                               "status": patched(&call.body, "/status")}),
+                    ),
                 },
                 "POST" => (201, call.body.clone()),
                 "PATCH" if path.contains("/httproutes/") => {
@@ -459,19 +467,34 @@ const CANARY_SVC: &str = "/api/v1/namespaces/shop/services/web-canary";
 const ROUTE: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/web";
 const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/shop/deployments/web";
 
+/// The value a JSON patch body sets at `path` (`Null` when no operation sets it).
+fn patched(body: &Value, path: &str) -> Value {
+    body.as_array()
+        .into_iter()
+        .flatten()
+        .find(|op| op["path"] == json!(path) && (op["op"] == "add" || op["op"] == "replace"))
+        .map_or(Value::Null, |op| op["value"].clone())
+}
+
 fn status_of(call: &Call) -> RolloutStatus {
-    serde_json::from_value(call.body["status"].clone()).expect("status body")
+    serde_json::from_value(patched(&call.body, "/status")).expect("status body")
 }
 
 fn assert_status_write(call: &Call) {
-    assert_eq!(call.line(), format!("PUT {STATUS}"));
+    assert_eq!(call.line(), format!("PATCH {STATUS}"));
+    assert_eq!(call.content_type, "application/json-patch+json");
     assert!(
         call.query_has("fieldManager=vigil.dev%2Fcontroller"),
         "{}",
         call.query
     );
-    // Optimistic concurrency: the observed resourceVersion goes back with the write.
-    assert_eq!(call.body["metadata"]["resourceVersion"], json!("41"));
+    // Optimistic concurrency: the observed resourceVersion goes back with the write; the
+    // spec does not (the status subresource would ignore it).
+    assert_eq!(
+        patched(&call.body, "/metadata/resourceVersion"),
+        json!("41")
+    );
+    assert_eq!(call.body.as_array().map(Vec::len), Some(2), "{}", call.body);
 }
 
 /// A Rollout `name` of the namespace naming `stable_service` as its stable Service.
@@ -520,7 +543,7 @@ async fn a_service_another_rollout_manages_holds_the_rollout_at_its_field() {
         lines(&calls),
         vec![
             format!("GET {checkout}"),
-            format!("PUT {STATUS}"),
+            format!("PATCH {STATUS}"),
             format!("POST {EVENTS}")
         ],
         "{calls:#?}"
@@ -621,7 +644,7 @@ async fn a_first_revision_creates_its_replica_set_and_points_both_services() {
             format!("PATCH {STABLE_SVC}"),
             format!("PATCH {CANARY_SVC}"),
             format!("POST {RS}"),
-            format!("PUT {STATUS}"),
+            format!("PATCH {STATUS}"),
             format!("POST {EVENTS}"),
         ],
         "{calls:#?}"
@@ -832,7 +855,7 @@ async fn a_status_conflict_requeues_at_once_without_an_error() {
     assert_eq!(result, Ok(Action::requeue(Duration::from_millis(100))));
     assert_eq!(
         last_own(&calls).map(Call::line),
-        Some(format!("PUT {STATUS}"))
+        Some(format!("PATCH {STATUS}"))
     );
     assert!(metrics.encode().contains("category=\"status_conflict\""));
 }
@@ -1165,7 +1188,7 @@ async fn a_missing_template_holds_the_rollout_from_observe_without_reading_it() 
     assert!(
         calls_lines[1..]
             .iter()
-            .all(|l| *l == format!("POST {EVENTS}") || *l == format!("PUT {STATUS}")),
+            .all(|l| *l == format!("POST {EVENTS}") || *l == format!("PATCH {STATUS}")),
         "{calls_lines:#?}"
     );
     let write = last_own(&calls).expect("status write");
@@ -1184,7 +1207,7 @@ fn assert_held(calls: &[Call]) {
     assert!(
         calls_lines[1..]
             .iter()
-            .all(|l| *l == format!("POST {EVENTS}") || *l == format!("PUT {STATUS}")),
+            .all(|l| *l == format!("POST {EVENTS}") || *l == format!("PATCH {STATUS}")),
         "{calls_lines:#?}"
     );
 }
@@ -1368,7 +1391,7 @@ async fn a_secret_argument_that_does_not_exist_holds_the_rollout_before_any_effe
     assert!(
         calls_lines[2..]
             .iter()
-            .all(|l| *l == format!("POST {EVENTS}") || *l == format!("PUT {STATUS}")),
+            .all(|l| *l == format!("POST {EVENTS}") || *l == format!("PATCH {STATUS}")),
         "{calls_lines:#?}"
     );
     let write = last_own(&calls).expect("status write");
@@ -1445,7 +1468,7 @@ async fn adopting_a_deployment_creates_the_revision_from_its_template_and_leaves
             // The stable service still selects the Deployment's pods: not moved yet.
             format!("POST {RS}"),
             format!("PATCH {CANARY_SVC}"),
-            format!("PUT {STATUS}"),
+            format!("PATCH {STATUS}"),
             format!("POST {EVENTS}"),
         ],
         "{calls:#?}"
@@ -1486,7 +1509,7 @@ async fn the_deployment_is_scaled_down_by_the_ready_pods_with_a_guarded_patch() 
         vec![
             format!("PATCH {CANARY_SVC}"),
             format!("PATCH {DEPLOYMENT}"),
-            format!("PUT {STATUS}"),
+            format!("PATCH {STATUS}"),
         ],
         "{calls:#?}"
     );
@@ -1537,7 +1560,7 @@ async fn a_missing_deployment_holds_the_rollout_with_the_reason_and_creates_noth
         .into_iter()
         .filter(|line| !line.starts_with("GET") && line != &format!("POST {EVENTS}"))
         .collect();
-    assert_eq!(writes, vec![format!("PUT {STATUS}")], "{calls:#?}");
+    assert_eq!(writes, vec![format!("PATCH {STATUS}")], "{calls:#?}");
     let status = status_of(last_own(&calls).expect("a call"));
     assert_eq!(status.phase, Some(RolloutPhase::Degraded));
     let message = status.message.unwrap_or_default();

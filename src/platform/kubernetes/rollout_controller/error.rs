@@ -271,12 +271,20 @@ pub enum Error {
         claimant: String,
     },
     /// Recording the status failed.
-    #[error("failed to replace the status of rollout {rollout}: {source}")]
-    ReplaceStatus {
+    #[error("failed to write the status of rollout {rollout}: {source}")]
+    WriteStatus {
         /// The Rollout.
         rollout: String,
         /// The cause.
         source: kube::Error,
+    },
+    /// The status could not be put into a patch (JSON).
+    #[error("failed to serialize the status of rollout {rollout}: {source}")]
+    SerializeStatus {
+        /// The Rollout.
+        rollout: String,
+        /// The cause.
+        source: serde_json::Error,
     },
     /// Adding or removing the finalizer failed, or the reconcile inside it did.
     #[error("finalizer: {0}")]
@@ -316,7 +324,8 @@ impl Error {
             Error::PatchService { .. } => "patch_service",
             Error::ClaimService { .. } => "claim_service",
             Error::ReleaseService { .. } => "release_service",
-            Error::ReplaceStatus { .. } => "replace_status",
+            Error::WriteStatus { .. } => "write_status",
+            Error::SerializeStatus { .. } => "serialize_status",
             Error::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
                     e.category()

@@ -58,6 +58,7 @@ mod dereference;
 mod error;
 mod platform;
 mod router;
+mod status_write;
 
 use act::*;
 pub(crate) use dereference::rollouts_using;
@@ -66,6 +67,7 @@ pub use error::Error;
 use error::{already_exists, conflict, not_found};
 use platform::*;
 use router::*;
+use status_write::{patch_status, status_patch};
 
 /// How soon a Rollout is looked at again while the caches have not listed yet (just
 /// started) or its copy predates vigil's own last status write (the watch is delivering it).
@@ -290,19 +292,20 @@ async fn record(
         ctx.metrics.rollout_phase(&key, before.as_deref());
         return Ok(None);
     }
-    let mut next = scope.rollout.clone();
-    next.status = Some(decision.status.clone());
-    // Keep the server's field ownership as it is; resourceVersion stays the observed one,
-    // so a request the CLI wrote meanwhile makes this write conflict instead of vanish.
-    next.metadata.managed_fields = None;
-    match scope
-        .api::<Rollout>()
-        .replace_status(&scope.name, &post_params(), &next)
-        .await
-    {
-        Ok(replaced) => ctx.caches.written.wrote(
+    // The observed resourceVersion guards the write, so a request the CLI wrote meanwhile
+    // makes it conflict instead of vanish.
+    let patch = status_patch(
+        scope.rollout.metadata.resource_version.as_deref(),
+        &decision.status,
+    )
+    .map_err(|source| Error::SerializeStatus {
+        rollout: scope.name.clone(),
+        source,
+    })?;
+    match patch_status(&ctx.client, &scope.namespace, &scope.name, &params(), patch).await {
+        Ok(version) => ctx.caches.written.wrote(
             WrittenVersions::key("Rollout", &scope.namespace, &scope.name),
-            replaced.resource_version().as_deref(),
+            version.as_deref(),
         ),
         Err(error) if conflict(&error) => {
             debug!("status changed since it was read; observing again");
@@ -310,7 +313,7 @@ async fn record(
             return Ok(Some(Action::requeue(RETRY_CONFLICT)));
         }
         Err(source) => {
-            return Err(Error::ReplaceStatus {
+            return Err(Error::WriteStatus {
                 rollout: scope.name.clone(),
                 source,
             });
