@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use futures::StreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use super::cached_replica_set::CachedReplicaSet;
 use super::context::{MANAGED_BY_ANNOTATION, ROLLOUT_LABEL, rollout_label_value};
+use super::lean_meta::{Lean, SpecAndStatus, assembled};
 use super::relist::{self, RelistDiff};
 use super::watch_health::{WatchHealth, observed};
 use crate::api::{AnalysisRun, Rollout};
@@ -608,12 +609,31 @@ pub fn controlling_rollout<K: Resource>(object: &K) -> Option<ObjectRef<Rollout>
 /// The Rollouts a change of an object concerns.
 pub type Wakes<K> = Box<dyn Fn(&K) -> Vec<ObjectRef<Rollout>> + Send + Sync>;
 
+/// A watch's events, as [`watch_events`] or [`lean_watch_events`] opens them.
+pub type WatchEvents<K> =
+    futures::stream::BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
+
+/// The events of a watch of `api` with `config`.
+pub fn watch_events<K>(api: Api<K>, config: watcher::Config) -> WatchEvents<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    watcher(api, config).boxed()
+}
+
+/// The events of a watch of `api` with `config`, its objects decoded without their field
+/// ownership (see [`super::lean_meta`]).
+pub fn lean_watch_events<K>(api: Api<Lean<K>>, config: watcher::Config) -> WatchEvents<K>
+where
+    K: SpecAndStatus + Send + 'static,
+{
+    watcher(api, config).map_ok(assembled).boxed()
+}
+
 /// How one cached kind is watched and whom its changes wake.
 pub struct CacheWatch<K: Resource + 'static> {
-    /// The API to watch.
-    pub api: Api<K>,
-    /// Its selectors.
-    pub config: watcher::Config,
+    /// The watch's events.
+    pub events: WatchEvents<K>,
     /// The kind's name in health, metrics and logs.
     pub resource: &'static str,
     /// What to drop from each object before it is stored.
@@ -714,8 +734,7 @@ where
         synced: synced.clone(),
     };
     let CacheWatch {
-        api,
-        config,
+        events,
         resource,
         trim,
         index,
@@ -724,7 +743,7 @@ where
     } = watch;
     let mut diff = RelistDiff::new(writer.as_reader(), dyntype.clone());
     let relisted = diff.changed();
-    let stream = watcher(api, config)
+    let stream = events
         .default_backoff()
         .modify(trim)
         .inspect(move |event| {
@@ -773,8 +792,7 @@ where
 /// Rollout that controls the changed object (and telling `trigger` of each object to
 /// reconcile, when the kind has a controller of its own).
 pub fn spawn_children<K>(
-    api: Api<K>,
-    config: watcher::Config,
+    events: WatchEvents<K>,
     resource: &'static str,
     trim: fn(&mut K),
     trigger: Option<Trigger<K>>,
@@ -786,8 +804,7 @@ where
 {
     let index = Index::new(by_rollout_label);
     let watch = CacheWatch {
-        api,
-        config,
+        events,
         resource,
         trim,
         index: Some(index.clone()),
@@ -820,8 +837,7 @@ where
 {
     let references = references.clone();
     let watch = CacheWatch {
-        api,
-        config: watcher::Config::default(),
+        events: watch_events(api, watcher::Config::default()),
         resource,
         trim,
         index: None,

@@ -21,8 +21,8 @@ use super::revision_settings::POD_METADATA_ANNOTATION;
 /// the API server sends beyond these are skipped while decoding.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct CachedReplicaSet {
-    /// The object's metadata (trimmed by [`trim`]).
-    #[serde(default)]
+    /// The object's metadata (trimmed by [`trim`]; field ownership skipped while decoding).
+    #[serde(default, deserialize_with = "super::lean_meta::deserialize")]
     pub metadata: ObjectMeta,
     /// `spec.replicas` and `spec.minReadySeconds`.
     #[serde(default)]

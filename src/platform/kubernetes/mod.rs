@@ -10,6 +10,7 @@ pub mod event_queue;
 pub mod events;
 pub mod fair_share;
 pub mod jobs;
+pub mod lean_meta;
 pub mod notifications;
 pub mod observe;
 pub mod relist;

@@ -9,11 +9,12 @@ use kube::runtime::watcher;
 
 use super::WatchScope;
 use super::cache::{
-    CacheReporting, Caches, Index, RouterCaches, RunTriggers, spawn_children, spawn_referenced,
-    trim_deployment, trim_run, trim_service,
+    CacheReporting, Caches, Index, RouterCaches, RunTriggers, lean_watch_events, spawn_children,
+    spawn_referenced, trim_deployment, trim_run, trim_service, watch_events,
 };
 use super::cached_replica_set::{self, CachedReplicaSet};
 use super::context::ROLLOUT_LABEL;
+use super::lean_meta::Lean;
 use super::router_crds::{self, RouterCrds, RouterKind, start_router_cache};
 use crate::api::{AnalysisRun, Rollout};
 use crate::traffic::gateway_api::http_route_resource;
@@ -61,8 +62,7 @@ pub async fn start(
         None => ROLLOUT_LABEL.to_owned(),
     });
     let replica_sets = spawn_children(
-        scope.api::<CachedReplicaSet>(client),
-        children,
+        watch_events(scope.api::<CachedReplicaSet>(client), children),
         "ReplicaSet",
         cached_replica_set::trim,
         None,
@@ -72,8 +72,10 @@ pub async fn start(
     // shard's selector finds them (the AnalysisRun controller also measures unlabelled ones).
     let (trigger, runs) = futures::channel::mpsc::unbounded();
     let analysis_runs = spawn_children(
-        scope.api::<AnalysisRun>(client),
-        scope.watcher_config(),
+        lean_watch_events(
+            scope.api::<Lean<AnalysisRun>>(client),
+            scope.watcher_config(),
+        ),
         "AnalysisRun",
         trim_run,
         Some(trigger),

@@ -14,21 +14,22 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt as _;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::finalizer::{self, Event as Finalizer, finalizer};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{Instrument, debug, info, warn};
 
-use super::cache::Index;
+use super::cache::{Index, lean_watch_events};
 use super::context::{
     Context, FIELD_MANAGER, FINALIZER, MANAGED_BY_ANNOTATION, REVISION_LABEL, ROLLOUT_LABEL,
     TemplateIndex, rollout_label_value,
 };
+use super::lean_meta::Lean;
 use super::observe::{Seen, WorkloadSeen, observation};
 use super::resources::{
     analysis_run_for, baseline_replica_set_for, field_ref_value, replica_set_for, replica_set_name,
@@ -525,25 +526,28 @@ pub async fn run(
         health,
     } = inputs;
     let reader = writer.as_reader();
-    let rollouts = watcher(watch.api::<Rollout>(&ctx.client), watch.watcher_config())
-        .default_backoff()
-        // Field ownership and the `kubectl apply` copy are never read (annotations are:
-        // notification subscriptions); the pod template is kept as JSON until a reconcile.
-        .modify(|rollout: &mut Rollout| {
-            super::cache::trim_meta(&mut rollout.metadata);
-            cached_template::pack(rollout);
-        })
-        // The index first: a Rollout is found by what it names once the store has it.
-        .inspect(move |event| {
-            if let Ok(event) = event {
-                for dropped in references.apply(event) {
-                    if dropped.starts_with("Service/") {
-                        wake_naming(&references, &dropped, &wake_sender);
-                    }
+    let rollouts = lean_watch_events(
+        watch.api::<Lean<Rollout>>(&ctx.client),
+        watch.watcher_config(),
+    )
+    .default_backoff()
+    // Field ownership and the `kubectl apply` copy are never read (annotations are:
+    // notification subscriptions); the pod template is kept as JSON until a reconcile.
+    .modify(|rollout: &mut Rollout| {
+        super::cache::trim_meta(&mut rollout.metadata);
+        cached_template::pack(rollout);
+    })
+    // The index first: a Rollout is found by what it names once the store has it.
+    .inspect(move |event| {
+        if let Ok(event) = event {
+            for dropped in references.apply(event) {
+                if dropped.starts_with("Service/") {
+                    wake_naming(&references, &dropped, &wake_sender);
                 }
             }
-        })
-        .reflect(writer);
+        }
+    })
+    .reflect(writer);
     let rollouts = observed(rollouts, "Rollout", health, ctx.metrics.clone()).applied_objects();
     let woken = futures::stream::unfold(wake, |mut wake| async move {
         wake.recv().await.map(|rollout| (rollout, wake))
@@ -563,7 +567,7 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use kube::runtime::reflector;
+    use kube::runtime::{reflector, watcher};
     use serde_json::json;
 
     use super::*;
