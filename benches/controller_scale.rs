@@ -32,7 +32,7 @@
 //! - `VIGIL_BENCH_HISTORY` (unset: the Rollout defaults, 10 ReplicaSets and 5 runs of each
 //!   kind): each Rollout's `revisionHistoryLimit` and both AnalysisRun history limits, so a
 //!   churn can reach a cluster that stops growing (1: flat after one release per Rollout).
-//! - `VIGIL_BENCH_CONCURRENCY` (16): the controller's `--concurrency`.
+//! - `VIGIL_BENCH_CONCURRENCY` (10, the controller's default): its `--concurrency`.
 //! - `VIGIL_BENCH_CONTROLLER`: another `vigil` binary to measure (e.g. a copy of an older
 //!   build, for before/after figures from the same bench).
 
@@ -187,7 +187,7 @@ impl Controller {
             .expect("a free port");
         let binary = std::env::var_os("VIGIL_BENCH_CONTROLLER")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_vigil").into());
-        let concurrency: u16 = env("VIGIL_BENCH_CONCURRENCY", 16);
+        let concurrency: u16 = env("VIGIL_BENCH_CONCURRENCY", 10);
         let mut command = Command::new(binary);
         command
             .args(["controller", "--no-leader-election", "--concurrency"])
