@@ -946,6 +946,42 @@ async fn a_rollout_older_than_its_last_status_write_waits_for_the_cache() {
 }
 
 #[tokio::test]
+async fn the_version_a_status_write_made_holds_back_older_copies() {
+    let (status, mut cluster) = in_flight(1, 20);
+    cluster.templates.clear();
+    let inner = cluster.clone().responder();
+    // The server answers the write with the version it made, 42 (the copy read was at 41).
+    let responder: Responder = Arc::new(move |call: &Call| {
+        if call.method == "PATCH" && call.path == STATUS {
+            return (
+                200,
+                json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "Rollout",
+                       "metadata": {"name": "web", "namespace": NS, "resourceVersion": "42"}}),
+            );
+        }
+        inner(call)
+    });
+    let (client, verifier) = ApiServerVerifier::start(responder);
+    let mut ctx = plain_context(client);
+    ctx.templates = Some(template_index(&cluster.templates));
+    ctx.caches = caches_of(&cluster);
+    let ctx = Arc::new(ctx);
+    rollout_controller::reconcile(Arc::new(rollout(true, Some(status))), ctx.clone())
+        .await
+        .expect("reconciled");
+    let key = crate::traffic::objects::WrittenVersions::key("Rollout", NS, "web");
+    assert!(ctx.caches.written.is_stale(&key, Some("41")));
+    assert!(!ctx.caches.written.is_stale(&key, Some("42")));
+    drop(ctx);
+    let calls = verifier.finish().await;
+    assert!(
+        calls.iter().any(|c| c.line() == format!("PATCH {STATUS}")),
+        "{:#?}",
+        lines(&calls)
+    );
+}
+
+#[tokio::test]
 async fn a_forbidden_watch_shows_in_readyz_and_the_metric() {
     use super::cache::{CacheReporting, Index, references, spawn_referenced, trim_service};
     let responder: Responder = Arc::new(|_call: &Call| {

@@ -324,7 +324,8 @@ impl Error {
             Error::PatchService { .. } => "patch_service",
             Error::ClaimService { .. } => "claim_service",
             Error::ReleaseService { .. } => "release_service",
-            Error::WriteStatus { .. } => "write_status",
+            // The label predates the patch (the write was a PUT); labels stay stable.
+            Error::WriteStatus { .. } => "replace_status",
             Error::SerializeStatus { .. } => "serialize_status",
             Error::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {

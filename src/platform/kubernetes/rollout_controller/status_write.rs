@@ -16,8 +16,8 @@ use crate::api::{Rollout, RolloutStatus};
 
 /// The patch that sets `status` whole (`add` creates or replaces the member) on the Rollout
 /// at `resource_version`. Setting the resourceVersion in a patch makes it a precondition: the
-/// API server refuses the write with 409 Conflict when the object moved on. Without one
-/// (never from a watch) the write is unconditional, as a PUT without one was.
+/// API server refuses the write with 409 Conflict when the object moved on. Without one the
+/// patch is unconditional; a copy from the watch always has one.
 pub(super) fn status_patch(
     resource_version: Option<&str>,
     status: &RolloutStatus,
