@@ -196,7 +196,7 @@ async fn a_status_json_patch_carrying_a_stale_resource_version_conflicts() {
             .create(&PostParams::default(), &rollout("web"))
             .await
             .unwrap();
-        let observed = created.resource_version().unwrap();
+        let observed = rv(&created).to_string();
         let status_patch = |version: &str, message: &str| {
             let ops = json!([
                 {"op": "replace", "path": "/metadata/resourceVersion", "value": version},
@@ -210,7 +210,7 @@ async fn a_status_json_patch_carrying_a_stale_resource_version_conflicts() {
             .unwrap();
         let status = written.status.clone().unwrap();
         assert_eq!(status.message.as_deref(), Some("first"));
-        assert_ne!(written.resource_version().unwrap(), observed);
+        assert_ne!(rv(&written), rv(&created));
         assert_eq!(written.spec, created.spec);
 
         let conflict = api
